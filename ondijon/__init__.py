@@ -1,0 +1,1 @@
+"""OnDijon: agents for street-cabinet gateways and the central orchestrator."""
