@@ -1,0 +1,98 @@
+"""A day's program resolved to concrete UTC instants at a site.
+
+For each local date the calendar picks a program; its switch points become instants:
+
+- a fixed ``local_time`` goes through :func:`edge.schedule.localtime.wall_to_utc` (a time
+  in the spring gap happens right after it; one in the repeated autumn hour happens once,
+  at its first occurrence);
+- a ``sun_event`` is that event on that local date plus ``offset_minutes``. If the event
+  does not happen that date (polar day or night, or it falls on a neighbouring date) the
+  point is skipped that day. A point whose offset carries it outside its own local date is
+  skipped too: a day's points never reach into another day's program.
+
+Points are ordered by instant; points at the same instant keep the program's order, so
+the one written later wins. :func:`day_plan` is cached per (schedule, site, date).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from functools import lru_cache
+
+from edge.schedule.astronomy import sun_day
+from edge.schedule.calendar import program_for
+from edge.schedule.localtime import day_start, wall_to_utc
+from edge.schedule.model import Program, Schedule, Site, SwitchPoint
+
+
+@dataclass(frozen=True)
+class TimedPoint:
+    """A switch point placed at its instant on one day."""
+
+    at: datetime
+    point: SwitchPoint
+    program_id: str
+
+
+@dataclass(frozen=True)
+class DayPlan:
+    """What the calendar and program say for one local date."""
+
+    day: date
+    # First instant of the date and of the next one (UTC).
+    start: datetime
+    end: datetime
+    program: Program | None
+    points: tuple[TimedPoint, ...]
+
+
+def resolve_program(program: Program, site: Site, day: date) -> tuple[TimedPoint, ...]:
+    """The program's switch points on local date ``day`` at ``site``, ordered by instant.
+
+    Args:
+        program: the program to place.
+        site: coordinates (for sun events) and zone (for wall times).
+        day: the local date.
+
+    Returns:
+        Points with their UTC instants; points that do not happen that date are left out.
+    """
+    start = day_start(day, site.zone)
+    end = day_start(day + timedelta(days=1), site.zone)
+    placed: list[TimedPoint] = []
+    for point in program.points:
+        at = _instant(point, site, day)
+        if at is not None and start <= at < end:
+            placed.append(TimedPoint(at=at, point=point, program_id=program.id))
+    # sorted() is stable: equal instants keep the program's order.
+    return tuple(sorted(placed, key=lambda timed: timed.at))
+
+
+def _instant(point: SwitchPoint, site: Site, day: date) -> datetime | None:
+    if point.local_time is not None:
+        return wall_to_utc(day, point.local_time, site.zone)
+    if point.sun_event is None:
+        return None
+    event = sun_day(site, day).event(point.sun_event)
+    if event is None:
+        return None
+    return event + timedelta(minutes=point.offset_minutes)
+
+
+def day_plan(schedule: Schedule, site: Site, day: date) -> DayPlan:
+    """The program chosen for local date ``day`` and its resolved points (cached)."""
+    return _day_plan(schedule, site, day)
+
+
+@lru_cache(maxsize=4096)
+def _day_plan(schedule: Schedule, site: Site, day: date) -> DayPlan:
+    program = program_for(schedule, day)
+    points = () if program is None else resolve_program(program, site, day)
+    return DayPlan(
+        day=day,
+        start=day_start(day, site.zone),
+        end=day_start(day + timedelta(days=1), site.zone),
+        program=program,
+        points=points,
+    )
