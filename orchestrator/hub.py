@@ -1,0 +1,100 @@
+"""Live routing inside one orchestrator process: open gateway streams and event watchers.
+
+A gateway has at most one open stream; a newer stream replaces (and cancels) the older
+one, so a cabinet that reconnects after a half-open TCP connection is never talked to twice.
+Watchers of the event feed get a bounded queue each: a slow dashboard loses its oldest
+queued events (and is told how many), it never slows ingestion.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from protos.ondijon.v1 import control_pb2, link_pb2
+
+
+@dataclass(eq=False)
+class Session:
+    """One open GatewayLink stream."""
+
+    gateway_id: str
+    cert_serial: str
+    outbox: asyncio.Queue[link_pb2.ConnectResponse] = field(
+        default_factory=lambda: asyncio.Queue(maxsize=1024)
+    )
+    cancel: Callable[[], None] = lambda: None
+
+    def send(self, message: link_pb2.ConnectResponse) -> None:
+        """Queue a message for the gateway; if it does not drain, the stream is dropped."""
+        try:
+            self.outbox.put_nowait(message)
+        except asyncio.QueueFull:
+            self.cancel()
+
+
+@dataclass(eq=False)
+class Watcher:
+    """A subscriber to the event feed."""
+
+    gateway_id: str
+    visible: Callable[[str], bool]
+    queue: asyncio.Queue[control_pb2.StoredEvent] = field(
+        default_factory=lambda: asyncio.Queue(maxsize=4096)
+    )
+    dropped: int = 0
+
+
+class Hub:
+    """Registry of sessions and watchers of this process."""
+
+    def __init__(self) -> None:
+        self._sessions: dict[str, Session] = {}
+        self._watchers: set[Watcher] = set()
+
+    def attach(self, session: Session) -> None:
+        old = self._sessions.get(session.gateway_id)
+        self._sessions[session.gateway_id] = session
+        if old is not None:
+            old.cancel()
+
+    def detach(self, session: Session) -> None:
+        if self._sessions.get(session.gateway_id) is session:
+            del self._sessions[session.gateway_id]
+
+    def session(self, gateway_id: str) -> Session | None:
+        return self._sessions.get(gateway_id)
+
+    def connected(self, gateway_id: str) -> bool:
+        return gateway_id in self._sessions
+
+    def sessions(self) -> list[Session]:
+        return list(self._sessions.values())
+
+    def drop_certificate(self, serials: set[str]) -> int:
+        """Cancel open streams authenticated by any of ``serials``; returns how many."""
+        hit = [s for s in self._sessions.values() if s.cert_serial in serials]
+        for session in hit:
+            session.cancel()
+        return len(hit)
+
+    def watch(self, watcher: Watcher) -> None:
+        self._watchers.add(watcher)
+
+    def unwatch(self, watcher: Watcher) -> None:
+        self._watchers.discard(watcher)
+
+    def publish(self, events: list[control_pb2.StoredEvent]) -> None:
+        for watcher in self._watchers:
+            for event in events:
+                if watcher.gateway_id and watcher.gateway_id != event.gateway_id:
+                    continue
+                if not watcher.visible(event.gateway_id):
+                    continue
+                if watcher.queue.full():
+                    with contextlib.suppress(asyncio.QueueEmpty):
+                        watcher.queue.get_nowait()
+                    watcher.dropped += 1
+                watcher.queue.put_nowait(event)

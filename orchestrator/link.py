@@ -1,0 +1,296 @@
+"""GatewayLink: the one long-lived stream per gateway.
+
+The gateway says hello; the orchestrator answers with a welcome, then sends every desired
+document newer than what the gateway holds (nothing that is already there), then pending
+commands. From then on it stores state reports and events and acknowledges each only
+after its transaction committed; an event batch is stored idempotently by (gateway,
+sequence), so a replayed batch changes nothing and is acknowledged again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+from collections.abc import AsyncIterator
+
+import grpc
+import sqlalchemy as sa
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from orchestrator.app import Orchestrator
+from orchestrator.auth import AuthError, peer_of, require_role
+from orchestrator.hub import Session
+from orchestrator.store.store import HeldRecord, NewEvent, NotFound
+from orchestrator.wire import (
+    WireError,
+    check_command_result,
+    check_document_ack,
+    check_event_batch,
+    check_hello,
+    check_state_report,
+    document_message,
+    sequence_ranges,
+    stored_event,
+)
+from protos.ondijon.v1 import control_pb2, link_pb2, link_pb2_grpc, state_pb2
+from provisioning.identity import Role
+
+log = logging.getLogger("ondijon.orchestrator.link")
+
+PROTOCOL_REVISION = 1
+
+
+class GatewayLinkService(link_pb2_grpc.GatewayLinkServicer):
+    def __init__(self, app: Orchestrator) -> None:
+        self.app = app
+
+    async def Connect(
+        self,
+        request_iterator: AsyncIterator[link_pb2.ConnectRequest],
+        context: grpc.aio.ServicerContext[link_pb2.ConnectRequest, link_pb2.ConnectResponse],
+    ) -> AsyncIterator[link_pb2.ConnectResponse]:
+        try:
+            peer = peer_of(context)
+            require_role(peer, Role.GATEWAY)
+            await self.app.check_certificate(peer)
+        except AuthError as exc:
+            await context.abort(exc.code, str(exc))
+        gateway_id = peer.identity.name
+        store = self.app.runner.store
+        try:
+            await self.app.runner.read(lambda c: store.get_gateway(c, gateway_id))
+        except NotFound:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, "gateway is not registered")
+
+        session = Session(gateway_id=gateway_id, cert_serial=peer.serial_hex)
+        stream_task = asyncio.current_task()
+
+        def cancel() -> None:
+            if stream_task is not None:
+                stream_task.cancel()
+
+        session.cancel = cancel
+        conversation = _Conversation(self.app, session, context)
+        reader = asyncio.create_task(conversation.read(request_iterator))
+        self.app.hub.attach(session)
+        log.info("gateway %s connected", gateway_id)
+        try:
+            while True:
+                get = asyncio.create_task(session.outbox.get())
+                done, _ = await asyncio.wait({get, reader}, return_when=asyncio.FIRST_COMPLETED)
+                if get in done:
+                    yield get.result()
+                    continue
+                get.cancel()
+                # The reader finished: drain what it queued, then end (or fail) the stream.
+                while not session.outbox.empty():
+                    yield session.outbox.get_nowait()
+                error = reader.exception()
+                if isinstance(error, WireError):
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+                if error is not None:
+                    raise error
+                return
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
+            self.app.hub.detach(session)
+            log.info("gateway %s disconnected", gateway_id)
+
+
+class _Conversation:
+    """Handles what one gateway says on its stream."""
+
+    def __init__(
+        self,
+        app: Orchestrator,
+        session: Session,
+        context: grpc.aio.ServicerContext[link_pb2.ConnectRequest, link_pb2.ConnectResponse],
+    ) -> None:
+        self.app = app
+        self.session = session
+        self.context = context
+        self.gateway_id = session.gateway_id
+        self.devices: dict[str, state_pb2.DeviceState] = {}
+
+    async def read(self, requests: AsyncIterator[link_pb2.ConnectRequest]) -> None:
+        iterator = requests.__aiter__()
+        limits = self.app.config.limits
+        try:
+            first = await asyncio.wait_for(iterator.__anext__(), limits.hello_timeout_s)
+        except (TimeoutError, StopAsyncIteration):
+            raise WireError("hello", "the stream must open with a hello") from None
+        if first.WhichOneof("body") != "hello":
+            raise WireError("hello", "the stream must open with a hello")
+        await self.on_hello(first.hello)
+        async for request in iterator:
+            body = request.WhichOneof("body")
+            if body == "state":
+                await self.on_state(request.state)
+            elif body == "events":
+                await self.on_events(request.events)
+            elif body == "document_ack":
+                await self.on_document_ack(request.document_ack)
+            elif body == "command_result":
+                await self.on_command_result(request.command_result)
+            elif body == "hello":
+                raise WireError("hello", "sent twice on one stream")
+            else:
+                raise WireError("body", "empty message")
+
+    async def on_hello(self, hello: link_pb2.Hello) -> None:
+        check_hello(hello)
+        store = self.app.runner.store
+        now = self.app.clock.now()
+        held = [HeldRecord(h.kind, h.version, h.digest) for h in hello.held]
+        gateway_id = self.gateway_id
+
+        def record(conn: sa.Connection) -> int:
+            store.record_hello(
+                conn,
+                gateway_id,
+                firmware_version=hello.firmware_version,
+                reported_sequence=hello.last_sequence,
+                held=held,
+                now=now,
+            )
+            return store.stored_sequence(conn, gateway_id)
+
+        stored = await self.app.runner.write(record)
+        server_time = Timestamp()
+        server_time.FromDatetime(now)
+        self.session.send(
+            link_pb2.ConnectResponse(
+                welcome=link_pb2.Welcome(
+                    gateway_id=gateway_id,
+                    server_time=server_time,
+                    stored_sequence=stored,
+                    event_window=self.app.config.limits.event_window,
+                )
+            )
+        )
+        payload = await self.app.runner.read(lambda c: store.get_devices(c, gateway_id))
+        if payload:
+            for device in control_pb2.ListDevicesResponse.FromString(payload).devices:
+                self.devices[device.device_id] = device
+        await send_newer_documents(self.app, self.session, {(h.kind): h for h in held})
+        await send_pending_commands(self.app, self.session)
+
+    async def on_state(self, report: link_pb2.StateReport) -> None:
+        check_state_report(report, self.app.config.limits.max_batch_devices)
+        for device in report.devices:
+            self.devices[device.device_id] = device
+        snapshot = control_pb2.ListDevicesResponse(
+            devices=sorted(self.devices.values(), key=lambda d: d.device_id)
+        ).SerializeToString()
+        store = self.app.runner.store
+        now = self.app.clock.now()
+        count = len(report.devices)
+        gateway_id = self.gateway_id
+        await self.app.runner.write(
+            lambda c: store.put_devices(c, gateway_id, snapshot, updates=count, now=now)
+        )
+        self.session.send(
+            link_pb2.ConnectResponse(state_ack=link_pb2.StateAck(batch_id=report.batch_id))
+        )
+
+    async def on_events(self, batch: link_pb2.EventBatch) -> None:
+        check_event_batch(batch, self.app.config.limits.max_batch_events)
+        store = self.app.runner.store
+        now = self.app.clock.now()
+        new = [
+            NewEvent(
+                sequence=e.sequence,
+                at=e.at.ToDatetime(tzinfo=now.tzinfo),
+                priority=e.priority,
+                device_id=e.device_id,
+                type=e.type,
+                payload=e.SerializeToString(),
+            )
+            for e in batch.events
+        ]
+        gateway_id = self.gateway_id
+        await self.app.runner.write(lambda c: store.add_events(c, gateway_id, new, now=now))
+        sequences = [e.sequence for e in batch.events]
+        self.session.send(
+            link_pb2.ConnectResponse(event_ack=link_pb2.EventAck(stored=sequence_ranges(sequences)))
+        )
+        self.app.hub.publish([stored_event(gateway_id, e, now) for e in batch.events])
+
+    async def on_document_ack(self, ack: link_pb2.DocumentAck) -> None:
+        check_document_ack(ack)
+        if not ack.accepted:
+            log.warning(
+                "gateway %s refused document kind %d v%d: %s",
+                self.gateway_id,
+                ack.kind,
+                ack.version,
+                ack.error,
+            )
+            return
+        store = self.app.runner.store
+        now = self.app.clock.now()
+        held = HeldRecord(ack.kind, ack.version, ack.digest)
+        gateway_id = self.gateway_id
+        await self.app.runner.write(lambda c: store.set_held(c, gateway_id, held, now=now))
+
+    async def on_command_result(self, result: link_pb2.CommandResult) -> None:
+        check_command_result(result)
+        store = self.app.runner.store
+        now = self.app.clock.now()
+        gateway_id = self.gateway_id
+        # Scoped to this gateway: a gateway can never settle another gateway's command.
+        await self.app.runner.write(
+            lambda c: store.set_command_status(
+                c,
+                result.command_id,
+                status=result.status,
+                detail=result.detail,
+                now=now,
+                gateway_id=gateway_id,
+            )
+        )
+
+
+async def send_newer_documents(
+    app: Orchestrator, session: Session, held: dict[int, link_pb2.HeldDocument | HeldRecord]
+) -> None:
+    """Send each desired document the gateway does not already hold."""
+    store = app.runner.store
+    documents = await app.runner.read(lambda c: store.documents_for(c, session.gateway_id))
+    for doc in documents:
+        have = held.get(doc.kind)
+        if have is not None and have.version == doc.version and have.digest == doc.digest:
+            continue
+        session.send(link_pb2.ConnectResponse(document=document_message(doc)))
+
+
+async def send_pending_commands(app: Orchestrator, session: Session) -> None:
+    """Deliver commands queued while the gateway was away; expire the stale ones."""
+    store = app.runner.store
+    now = app.clock.now()
+    pending = await app.runner.read(
+        lambda c: store.commands_with_status(
+            c, session.gateway_id, [link_pb2.COMMAND_STATUS_PENDING]
+        )
+    )
+    for record in pending:
+        if record.expires_at <= now:
+            status, detail = link_pb2.COMMAND_STATUS_EXPIRED, "expired before delivery"
+        else:
+            session.send(
+                link_pb2.ConnectResponse(command=link_pb2.Command.FromString(record.payload))
+            )
+            status, detail = link_pb2.COMMAND_STATUS_DELIVERED, ""
+        await app.runner.write(
+            functools.partial(
+                store.set_command_status,
+                command_id=record.command_id,
+                status=status,
+                detail=detail,
+                now=now,
+            )
+        )

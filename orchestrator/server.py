@@ -1,0 +1,187 @@
+"""The orchestrator process: two TLS ports, no plaintext anywhere.
+
+- the main port requires a client certificate from the OnDijon CA (mutual TLS) and serves
+  GatewayLink, Enrollment.Renew and ControlCentre; its certificate and CA bundle are
+  re-read when their files change, without a restart (``dynamic_ssl_server_credentials``);
+- the enrollment port is server-authenticated TLS only and serves Enrollment.Enroll, where
+  a one-time token is the credential.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import grpc
+
+from ondijon.clock import Clock
+from ondijon.files import write_atomic
+from orchestrator.app import Orchestrator
+from orchestrator.config import OrchestratorConfig
+from orchestrator.control import ControlCentreService
+from orchestrator.enrollment import EnrollmentService
+from orchestrator.hub import Hub
+from orchestrator.link import GatewayLinkService
+from orchestrator.store.runner import StoreRunner
+from orchestrator.store.store import Store
+from protos.ondijon.v1 import control_pb2_grpc, enrollment_pb2_grpc, link_pb2_grpc
+from provisioning.ca import KEY_MODE, CertificateAuthority, load_certs
+from provisioning.identity import Identity, Role
+
+log = logging.getLogger("ondijon.orchestrator")
+
+SERVER_CERT_LIFETIME = timedelta(days=90)
+
+
+@dataclass
+class Running:
+    """A started orchestrator: its server, bound ports and shared parts."""
+
+    servers: tuple[grpc.aio.Server, ...]
+    port: int
+    enroll_port: int
+    app: Orchestrator
+
+    async def stop(self, grace: float = 2.0) -> None:
+        await asyncio.gather(*(server.stop(grace) for server in self.servers))
+        await self.app.runner.close()
+        self.app.runner.store.close()
+
+
+def ensure_server_certificate(
+    ca: CertificateAuthority, config: OrchestratorConfig, store: Store, clock: Clock
+) -> tuple[Path, Path]:
+    """Issue the orchestrator's own certificate when missing or past two thirds of its life."""
+    config.state_dir.mkdir(parents=True, exist_ok=True)
+    cert_path, key_path = config.state_dir / "server.pem", config.state_dir / "server.key"
+    now = clock.now()
+    if cert_path.exists() and key_path.exists():
+        cert = load_certs(cert_path.read_bytes(), str(cert_path))[0]
+        life = cert.not_valid_after_utc - cert.not_valid_before_utc
+        if now < cert.not_valid_before_utc + life * 2 / 3:
+            return cert_path, key_path
+    key_pem, issued = ca.issue_keypair(
+        Identity(Role.ORCHESTRATOR, "orchestrator"),
+        now=now,
+        lifetime=SERVER_CERT_LIFETIME,
+        dns_names=config.dns_names,
+        ip_addresses=config.ip_addresses,
+    )
+    write_atomic(key_path, key_pem, mode=KEY_MODE)
+    write_atomic(cert_path, issued.chain_pem)
+    with store.engine.begin() as conn:
+        store.record_certificate(
+            conn,
+            serial_hex=issued.serial_hex,
+            role=Role.ORCHESTRATOR.value,
+            name="orchestrator",
+            not_before=issued.certificate.not_valid_before_utc,
+            not_after=issued.not_after,
+        )
+    log.info("issued the orchestrator certificate %s", issued.serial_hex)
+    return cert_path, key_path
+
+
+class _CredentialFiles:
+    """Serves the current certificate files to gRPC; re-reads them when they change."""
+
+    def __init__(self, cert: Path, key: Path, client_ca: Path) -> None:
+        self.paths = (cert, key, client_ca)
+        self._stamp: tuple[float, ...] = ()
+
+    def _now_stamp(self) -> tuple[float, ...]:
+        return tuple(os.stat(p).st_mtime_ns for p in self.paths)
+
+    def configuration(self) -> grpc.ServerCertificateConfiguration:
+        cert, key, client_ca = (p.read_bytes() for p in self.paths)
+        self._stamp = self._now_stamp()
+        return grpc.ssl_server_certificate_configuration([(key, cert)], client_ca)
+
+    def fetch(self) -> grpc.ServerCertificateConfiguration:
+        # grpc-stubs types this as never-None; gRPC treats None as "unchanged".
+        # Called by gRPC on new handshakes; must be cheap and must not raise.
+        try:
+            if self._now_stamp() == self._stamp:
+                return None  # type: ignore[return-value]
+            return self.configuration()
+        except (OSError, ValueError):
+            log.exception("could not reload TLS files; keeping the current ones")
+            return None  # type: ignore[return-value]
+
+
+def _options(config: OrchestratorConfig) -> list[tuple[str, int]]:
+    limits = config.limits
+    return [
+        ("grpc.max_receive_message_length", limits.max_message_bytes),
+        ("grpc.max_send_message_length", limits.max_message_bytes),
+        ("grpc.server.max_pending_requests", limits.max_pending_requests),
+        ("grpc.server.max_pending_requests_hard_limit", limits.max_pending_requests_hard),
+        ("grpc.keepalive_time_ms", limits.keepalive_time_s * 1000),
+        ("grpc.keepalive_timeout_ms", 20_000),
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.so_reuseport", 0),
+    ]
+
+
+async def start(
+    config: OrchestratorConfig, clock: Clock, *, ca: CertificateAuthority | None = None
+) -> Running:
+    """Open the store, issue the server certificate if needed and start listening."""
+    ca = ca or CertificateAuthority.load(config.ca_dir)
+    store = Store.open(config.store_url)
+    cert_path, key_path = ensure_server_certificate(ca, config, store, clock)
+    client_ca = config.state_dir / "client-ca.pem"
+    if not client_ca.exists() or client_ca.read_bytes() != ca.root_pem:
+        write_atomic(client_ca, ca.root_pem)
+    runner = StoreRunner(store)
+    await runner.start()
+    app = Orchestrator(config=config, runner=runner, hub=Hub(), ca=ca, clock=clock)
+
+    server = grpc.aio.server(options=_options(config))
+    link_pb2_grpc.add_GatewayLinkServicer_to_server(GatewayLinkService(app), server)
+    control_pb2_grpc.add_ControlCentreServicer_to_server(ControlCentreService(app), server)
+    enrollment_pb2_grpc.add_EnrollmentServicer_to_server(
+        EnrollmentService(app, allow_enroll=False, allow_renew=True), server
+    )
+    files = _CredentialFiles(cert_path, key_path, client_ca)
+    mtls = grpc.dynamic_ssl_server_credentials(
+        files.configuration(), files.fetch, require_client_authentication=True
+    )
+    port = server.add_secure_port(config.listen, mtls)
+
+    enroll_server = EnrollmentService(app, allow_enroll=True, allow_renew=False)
+    enroll_grpc = grpc.aio.server(options=_options(config))
+    enrollment_pb2_grpc.add_EnrollmentServicer_to_server(enroll_server, enroll_grpc)
+    server_only = grpc.ssl_server_credentials(
+        [(key_path.read_bytes(), cert_path.read_bytes())], require_client_auth=False
+    )
+    enroll_port = enroll_grpc.add_secure_port(config.enroll_listen, server_only)
+    if port == 0 or enroll_port == 0:
+        raise OSError(f"could not listen on {config.listen} / {config.enroll_listen}")
+    await server.start()
+    await enroll_grpc.start()
+    log.info("orchestrator listening: mutual TLS on %d, enrollment on %d", port, enroll_port)
+    return Running(servers=(server, enroll_grpc), port=port, enroll_port=enroll_port, app=app)
+
+
+async def serve(config: OrchestratorConfig, clock: Clock) -> None:
+    """Run until SIGINT or SIGTERM, then stop cleanly."""
+    running = await start(config, clock)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    print(
+        f"orchestrator ready: mutual TLS on {config.listen.rpartition(':')[0]}:{running.port}, "
+        f"enrollment on {config.enroll_listen.rpartition(':')[0]}:{running.enroll_port}",
+        flush=True,
+    )
+    await stop.wait()
+    log.info("stopping")
+    await running.stop()

@@ -1,0 +1,162 @@
+"""Tables of the orchestrator's store (SQLAlchemy Core), shared by SQLite and PostgreSQL.
+
+Migrations under ``orchestrator/store/migrations`` create and evolve these tables; this
+module is what queries are written against.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """Timezone-aware UTC instants on every backend (SQLite keeps no offset of its own)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; pass an aware UTC instant")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+metadata = sa.MetaData()
+
+gateways = sa.Table(
+    "gateways",
+    metadata,
+    sa.Column("gateway_id", sa.String(64), primary_key=True),
+    sa.Column("serial", sa.String(128), nullable=False),
+    sa.Column("commune", sa.String(128), nullable=False),
+    sa.Column("latitude", sa.Float, nullable=False),
+    sa.Column("longitude", sa.Float, nullable=False),
+    sa.Column("time_zone", sa.String(64), nullable=False),
+    sa.Column("tags", sa.JSON, nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("enrolled_at", UTCDateTime()),
+    sa.Column("firmware_version", sa.String(64), nullable=False, server_default=""),
+    sa.Column("last_seen", UTCDateTime()),
+    # Highest event sequence the gateway said it has recorded (from its hello).
+    sa.Column("reported_sequence", sa.BigInteger, nullable=False, server_default="0"),
+)
+
+enrollment_tokens = sa.Table(
+    "enrollment_tokens",
+    metadata,
+    sa.Column("token_sha256", sa.String(64), primary_key=True),
+    sa.Column("gateway_id", sa.String(64), sa.ForeignKey("gateways.gateway_id"), nullable=False),
+    sa.Column("serial", sa.String(128), nullable=False),
+    sa.Column("expires_at", UTCDateTime(), nullable=False),
+    sa.Column("used_at", UTCDateTime()),
+)
+
+certificates = sa.Table(
+    "certificates",
+    metadata,
+    sa.Column("serial_hex", sa.String(64), primary_key=True),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("name", sa.String(64), nullable=False, index=True),
+    sa.Column("not_before", UTCDateTime(), nullable=False),
+    sa.Column("not_after", UTCDateTime(), nullable=False),
+    sa.Column("revoked_at", UTCDateTime()),
+    sa.Column("revocation_reason", sa.String(256)),
+)
+
+operators = sa.Table(
+    "operators",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("role", sa.String(16), nullable=False),
+    # Communes the operator may act on; ["*"] for all.
+    sa.Column("communes", sa.JSON, nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("disabled_at", UTCDateTime()),
+)
+
+desired_documents = sa.Table(
+    "desired_documents",
+    metadata,
+    sa.Column("gateway_id", sa.String(64), sa.ForeignKey("gateways.gateway_id"), primary_key=True),
+    sa.Column("kind", sa.Integer, primary_key=True),
+    sa.Column("version", sa.BigInteger, nullable=False),
+    sa.Column("digest", sa.LargeBinary, nullable=False),
+    sa.Column("payload", sa.LargeBinary, nullable=False),
+    sa.Column("issued_at", UTCDateTime(), nullable=False),
+    sa.Column("issued_by", sa.String(64), nullable=False),
+)
+
+held_documents = sa.Table(
+    "held_documents",
+    metadata,
+    sa.Column("gateway_id", sa.String(64), sa.ForeignKey("gateways.gateway_id"), primary_key=True),
+    sa.Column("kind", sa.Integer, primary_key=True),
+    sa.Column("version", sa.BigInteger, nullable=False),
+    sa.Column("digest", sa.LargeBinary, nullable=False),
+    sa.Column("reported_at", UTCDateTime(), nullable=False),
+)
+
+# Current state of a gateway's devices: one serialized ListDevicesResponse per gateway, so a
+# batch of 100 device states is one row write (1,000 gateways reporting every second stay
+# within what one SQLite file or one PostgreSQL primary absorbs).
+gateway_devices = sa.Table(
+    "gateway_devices",
+    metadata,
+    sa.Column("gateway_id", sa.String(64), sa.ForeignKey("gateways.gateway_id"), primary_key=True),
+    sa.Column("payload", sa.LargeBinary, nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.Column("device_updates", sa.BigInteger, nullable=False, server_default="0"),
+)
+
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("gateway_id", sa.String(64), primary_key=True),
+    sa.Column("sequence", sa.BigInteger, primary_key=True),
+    sa.Column("at", UTCDateTime(), nullable=False),
+    sa.Column("priority", sa.Integer, nullable=False),
+    sa.Column("device_id", sa.String(128), nullable=False),
+    sa.Column("type", sa.String(128), nullable=False, index=True),
+    sa.Column("payload", sa.LargeBinary, nullable=False),
+    sa.Column("received_at", UTCDateTime(), nullable=False),
+)
+
+commands = sa.Table(
+    "commands",
+    metadata,
+    sa.Column("command_id", sa.String(64), primary_key=True),
+    sa.Column("gateway_id", sa.String(64), sa.ForeignKey("gateways.gateway_id"), nullable=False),
+    sa.Column("payload", sa.LargeBinary, nullable=False),
+    sa.Column("expires_at", UTCDateTime(), nullable=False),
+    sa.Column("status", sa.Integer, nullable=False),
+    sa.Column("detail", sa.String(1024), nullable=False, server_default=""),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("created_by", sa.String(64), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.Index("ix_commands_gateway_status", "gateway_id", "status"),
+)
+
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("at", UTCDateTime(), nullable=False, index=True),
+    sa.Column("actor", sa.String(128), nullable=False),
+    sa.Column("action", sa.String(64), nullable=False),
+    sa.Column("target", sa.String(256), nullable=False),
+    sa.Column("commune", sa.String(128), nullable=False, server_default=""),
+    sa.Column("result", sa.String(32), nullable=False),
+    sa.Column("detail", sa.String(2048), nullable=False, server_default=""),
+)

@@ -1,0 +1,736 @@
+"""The orchestrator's store: fleet registry, desired state, device state, events, commands.
+
+One interface over SQLAlchemy Core, so the embedded default (one SQLite file) and
+PostgreSQL (several orchestrator replicas) run the same code; callers never see SQL.
+
+Methods are synchronous and cheap; the async server calls them through
+:class:`orchestrator.store.writer.StoreRunner`, which runs reads on a small thread pool and
+groups concurrent writes into one transaction (group commit), so 1,000 gateways reporting
+every second cost a few commits per second, not a thousand.
+
+Durability: SQLite runs in WAL mode with ``synchronous=FULL``: a transaction that returned
+survives a power cut, which is what lets the link acknowledge only what is committed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from orchestrator.store import migrate
+from orchestrator.store.schema import (
+    audit_log,
+    certificates,
+    commands,
+    desired_documents,
+    enrollment_tokens,
+    events,
+    gateway_devices,
+    gateways,
+    held_documents,
+    operators,
+)
+
+
+class StoreError(Exception):
+    """Base of store errors."""
+
+
+class NotFound(StoreError):
+    """The named gateway, document or command does not exist."""
+
+
+class Conflict(StoreError):
+    """The write contradicts what is stored (duplicate id, stale version, used token)."""
+
+
+@dataclass(frozen=True)
+class GatewayRecord:
+    gateway_id: str
+    serial: str
+    commune: str
+    latitude: float
+    longitude: float
+    time_zone: str
+    tags: tuple[str, ...]
+    created_at: datetime
+    enrolled_at: datetime | None
+    firmware_version: str
+    last_seen: datetime | None
+    reported_sequence: int
+
+
+@dataclass(frozen=True)
+class DocumentRecord:
+    gateway_id: str
+    kind: int
+    version: int
+    digest: bytes
+    payload: bytes
+    issued_at: datetime
+    issued_by: str
+
+
+@dataclass(frozen=True)
+class HeldRecord:
+    kind: int
+    version: int
+    digest: bytes
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    gateway_id: str
+    sequence: int
+    at: datetime
+    priority: int
+    device_id: str
+    type: str
+    payload: bytes
+    received_at: datetime
+
+
+@dataclass(frozen=True)
+class CommandRecord:
+    command_id: str
+    gateway_id: str
+    payload: bytes
+    expires_at: datetime
+    status: int
+    detail: str
+    created_at: datetime
+    created_by: str
+
+
+@dataclass(frozen=True)
+class OperatorRecord:
+    name: str
+    role: str
+    communes: tuple[str, ...]
+    disabled: bool
+
+
+@dataclass(frozen=True)
+class CertificateRecord:
+    serial_hex: str
+    role: str
+    name: str
+    not_after: datetime
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    """An event as received from a gateway, ready to store."""
+
+    sequence: int
+    at: datetime
+    priority: int
+    device_id: str
+    type: str
+    payload: bytes
+
+
+def create_engine(url: str) -> sa.Engine:
+    """An engine for ``url`` (``sqlite:///path`` or ``postgresql+psycopg://...``)."""
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @sa.event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=FULL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        return engine
+    return sa.create_engine(url, pool_size=8, max_overflow=8, pool_pre_ping=True)
+
+
+def _insert(conn: sa.Connection, table: sa.Table) -> Any:
+    """The dialect's INSERT, which knows ON CONFLICT."""
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
+class Store:
+    """Typed operations on the orchestrator's tables."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+
+    @classmethod
+    def open(cls, url: str) -> Store:
+        """Open (and migrate) the store at ``url``."""
+        engine = create_engine(url)
+        migrate.upgrade(engine)
+        return cls(engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- gateways ------------------------------------------------------------------------
+
+    def add_gateway(
+        self,
+        conn: sa.Connection,
+        *,
+        gateway_id: str,
+        serial: str,
+        commune: str,
+        latitude: float,
+        longitude: float,
+        time_zone: str,
+        tags: Sequence[str],
+        now: datetime,
+    ) -> GatewayRecord:
+        exists = conn.execute(
+            sa.select(gateways.c.gateway_id).where(gateways.c.gateway_id == gateway_id)
+        ).first()
+        if exists:
+            raise Conflict(f"gateway_id: {gateway_id!r} is already registered")
+        conn.execute(
+            gateways.insert().values(
+                gateway_id=gateway_id,
+                serial=serial,
+                commune=commune,
+                latitude=latitude,
+                longitude=longitude,
+                time_zone=time_zone,
+                tags=list(tags),
+                created_at=now,
+            )
+        )
+        return self.get_gateway(conn, gateway_id)
+
+    def get_gateway(self, conn: sa.Connection, gateway_id: str) -> GatewayRecord:
+        row = conn.execute(sa.select(gateways).where(gateways.c.gateway_id == gateway_id)).first()
+        if row is None:
+            raise NotFound(f"gateway_id: no gateway {gateway_id!r}")
+        return _gateway(row)
+
+    def list_gateways(self, conn: sa.Connection, commune: str = "") -> list[GatewayRecord]:
+        query = sa.select(gateways).order_by(gateways.c.gateway_id)
+        if commune:
+            query = query.where(gateways.c.commune == commune)
+        return [_gateway(r) for r in conn.execute(query)]
+
+    def record_hello(
+        self,
+        conn: sa.Connection,
+        gateway_id: str,
+        *,
+        firmware_version: str,
+        reported_sequence: int,
+        held: Iterable[HeldRecord],
+        now: datetime,
+    ) -> None:
+        conn.execute(
+            gateways.update()
+            .where(gateways.c.gateway_id == gateway_id)
+            .values(
+                firmware_version=firmware_version,
+                reported_sequence=reported_sequence,
+                last_seen=now,
+            )
+        )
+        for doc in held:
+            self.set_held(conn, gateway_id, doc, now=now)
+
+    def touch(self, conn: sa.Connection, gateway_id: str, now: datetime) -> None:
+        conn.execute(
+            gateways.update().where(gateways.c.gateway_id == gateway_id).values(last_seen=now)
+        )
+
+    # -- enrollment tokens and certificates ----------------------------------------------
+
+    def add_token(
+        self,
+        conn: sa.Connection,
+        *,
+        token_sha256: str,
+        gateway_id: str,
+        serial: str,
+        expires_at: datetime,
+    ) -> None:
+        conn.execute(
+            enrollment_tokens.insert().values(
+                token_sha256=token_sha256,
+                gateway_id=gateway_id,
+                serial=serial,
+                expires_at=expires_at,
+            )
+        )
+
+    def consume_token(
+        self,
+        conn: sa.Connection,
+        *,
+        token_sha256: str,
+        gateway_id: str,
+        serial: str,
+        now: datetime,
+    ) -> None:
+        """Mark a token used; raise :class:`Conflict` saying why if it cannot be used."""
+        row = conn.execute(
+            sa.select(enrollment_tokens).where(enrollment_tokens.c.token_sha256 == token_sha256)
+        ).first()
+        if row is None or row.gateway_id != gateway_id:
+            raise Conflict("token: unknown enrollment token for this gateway")
+        if row.serial != serial:
+            raise Conflict("serial: the token is bound to another device serial")
+        if row.used_at is not None:
+            raise Conflict("token: already used")
+        if row.expires_at <= now:
+            raise Conflict("token: expired")
+        # The WHERE makes two concurrent enrollments with one token race safely.
+        done = conn.execute(
+            enrollment_tokens.update()
+            .where(enrollment_tokens.c.token_sha256 == token_sha256)
+            .where(enrollment_tokens.c.used_at.is_(None))
+            .values(used_at=now)
+        )
+        if done.rowcount != 1:
+            raise Conflict("token: already used")
+        conn.execute(
+            gateways.update().where(gateways.c.gateway_id == gateway_id).values(enrolled_at=now)
+        )
+
+    def record_certificate(
+        self,
+        conn: sa.Connection,
+        *,
+        serial_hex: str,
+        role: str,
+        name: str,
+        not_before: datetime,
+        not_after: datetime,
+    ) -> None:
+        conn.execute(
+            certificates.insert().values(
+                serial_hex=serial_hex,
+                role=role,
+                name=name,
+                not_before=not_before,
+                not_after=not_after,
+            )
+        )
+
+    def get_certificate(self, conn: sa.Connection, serial_hex: str) -> CertificateRecord | None:
+        row = conn.execute(
+            sa.select(certificates).where(certificates.c.serial_hex == serial_hex)
+        ).first()
+        if row is None:
+            return None
+        return CertificateRecord(row.serial_hex, row.role, row.name, row.not_after, row.revoked_at)
+
+    def revoke_certificates(
+        self, conn: sa.Connection, *, role: str, name: str, reason: str, now: datetime
+    ) -> list[str]:
+        """Revoke every live certificate of ``role``/``name``; returns their serials."""
+        rows = conn.execute(
+            sa.select(certificates.c.serial_hex)
+            .where(certificates.c.role == role)
+            .where(certificates.c.name == name)
+            .where(certificates.c.revoked_at.is_(None))
+        ).all()
+        serials = [r.serial_hex for r in rows]
+        if serials:
+            conn.execute(
+                certificates.update()
+                .where(certificates.c.serial_hex.in_(serials))
+                .values(revoked_at=now, revocation_reason=reason)
+            )
+        return serials
+
+    def revoked_certificates(self, conn: sa.Connection) -> list[CertificateRecord]:
+        rows = conn.execute(
+            sa.select(certificates).where(certificates.c.revoked_at.is_not(None))
+        ).all()
+        return [
+            CertificateRecord(r.serial_hex, r.role, r.name, r.not_after, r.revoked_at) for r in rows
+        ]
+
+    # -- operators -------------------------------------------------------------------------
+
+    def put_operator(
+        self,
+        conn: sa.Connection,
+        *,
+        name: str,
+        role: str,
+        communes: Sequence[str],
+        now: datetime,
+    ) -> None:
+        stmt = _insert(conn, operators).values(
+            name=name, role=role, communes=list(communes), created_at=now
+        )
+        conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["name"],
+                set_={"role": role, "communes": list(communes), "disabled_at": None},
+            )
+        )
+
+    def get_operator(self, conn: sa.Connection, name: str) -> OperatorRecord | None:
+        row = conn.execute(sa.select(operators).where(operators.c.name == name)).first()
+        if row is None:
+            return None
+        return OperatorRecord(row.name, row.role, tuple(row.communes), row.disabled_at is not None)
+
+    # -- desired and held documents ----------------------------------------------------------
+
+    def put_document(
+        self,
+        conn: sa.Connection,
+        *,
+        gateway_id: str,
+        kind: int,
+        digest: bytes,
+        payload: bytes,
+        expected_version: int,
+        issued_by: str,
+        now: datetime,
+    ) -> DocumentRecord:
+        """Store a new version of a document; versions only go up."""
+        self.get_gateway(conn, gateway_id)
+        current = self.get_document(conn, gateway_id, kind)
+        current_version = current.version if current else 0
+        if expected_version and expected_version != current_version:
+            raise Conflict(
+                f"expected_version: document is at version {current_version}, "
+                f"not {expected_version} (someone else changed it)"
+            )
+        if current is not None and current.digest == digest:
+            return current
+        values = {
+            "version": current_version + 1,
+            "digest": digest,
+            "payload": payload,
+            "issued_at": now,
+            "issued_by": issued_by,
+        }
+        if current is None:
+            conn.execute(
+                desired_documents.insert().values(gateway_id=gateway_id, kind=kind, **values)
+            )
+        else:
+            # Compare-and-set on the version: two replicas editing at once cannot both win.
+            done = conn.execute(
+                desired_documents.update()
+                .where(desired_documents.c.gateway_id == gateway_id)
+                .where(desired_documents.c.kind == kind)
+                .where(desired_documents.c.version == current_version)
+                .values(**values)
+            )
+            if done.rowcount != 1:
+                raise Conflict("expected_version: document changed concurrently, retry")
+        document = self.get_document(conn, gateway_id, kind)
+        assert document is not None
+        return document
+
+    def get_document(
+        self, conn: sa.Connection, gateway_id: str, kind: int
+    ) -> DocumentRecord | None:
+        row = conn.execute(
+            sa.select(desired_documents)
+            .where(desired_documents.c.gateway_id == gateway_id)
+            .where(desired_documents.c.kind == kind)
+        ).first()
+        return _document(row) if row else None
+
+    def documents_for(self, conn: sa.Connection, gateway_id: str) -> list[DocumentRecord]:
+        rows = conn.execute(
+            sa.select(desired_documents)
+            .where(desired_documents.c.gateway_id == gateway_id)
+            .order_by(desired_documents.c.kind)
+        )
+        return [_document(r) for r in rows]
+
+    def set_held(
+        self, conn: sa.Connection, gateway_id: str, doc: HeldRecord, *, now: datetime
+    ) -> None:
+        stmt = _insert(conn, held_documents).values(
+            gateway_id=gateway_id,
+            kind=doc.kind,
+            version=doc.version,
+            digest=doc.digest,
+            reported_at=now,
+        )
+        conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["gateway_id", "kind"],
+                set_={"version": doc.version, "digest": doc.digest, "reported_at": now},
+            )
+        )
+
+    def held_for(self, conn: sa.Connection, gateway_id: str) -> list[HeldRecord]:
+        rows = conn.execute(
+            sa.select(held_documents)
+            .where(held_documents.c.gateway_id == gateway_id)
+            .order_by(held_documents.c.kind)
+        )
+        return [HeldRecord(r.kind, r.version, r.digest) for r in rows]
+
+    # -- device state ------------------------------------------------------------------------
+
+    def put_devices(
+        self,
+        conn: sa.Connection,
+        gateway_id: str,
+        payload: bytes,
+        *,
+        updates: int,
+        now: datetime,
+    ) -> None:
+        stmt = _insert(conn, gateway_devices).values(
+            gateway_id=gateway_id, payload=payload, updated_at=now, device_updates=updates
+        )
+        conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["gateway_id"],
+                set_={
+                    "payload": payload,
+                    "updated_at": now,
+                    "device_updates": gateway_devices.c.device_updates + updates,
+                },
+            )
+        )
+
+    def get_devices(self, conn: sa.Connection, gateway_id: str) -> bytes | None:
+        row = conn.execute(
+            sa.select(gateway_devices.c.payload).where(gateway_devices.c.gateway_id == gateway_id)
+        ).first()
+        return bytes(row.payload) if row else None
+
+    def device_updates_total(self, conn: sa.Connection) -> int:
+        total = conn.execute(sa.select(sa.func.sum(gateway_devices.c.device_updates))).scalar()
+        return int(total or 0)
+
+    # -- events ---------------------------------------------------------------------------------
+
+    def add_events(
+        self, conn: sa.Connection, gateway_id: str, batch: Sequence[NewEvent], *, now: datetime
+    ) -> int:
+        """Store events idempotently by (gateway, sequence); returns how many were new."""
+        if not batch:
+            return 0
+        stmt = (
+            _insert(conn, events)
+            .values(
+                [
+                    {
+                        "gateway_id": gateway_id,
+                        "sequence": e.sequence,
+                        "at": e.at,
+                        "priority": e.priority,
+                        "device_id": e.device_id,
+                        "type": e.type,
+                        "payload": e.payload,
+                        "received_at": now,
+                    }
+                    for e in batch
+                ]
+            )
+            .on_conflict_do_nothing(index_elements=["gateway_id", "sequence"])
+        )
+        return int(conn.execute(stmt).rowcount)
+
+    def list_events(
+        self, conn: sa.Connection, gateway_id: str, *, after_sequence: int, limit: int
+    ) -> list[EventRecord]:
+        query = (
+            sa.select(events)
+            .where(events.c.sequence > after_sequence)
+            .order_by(events.c.received_at, events.c.gateway_id, events.c.sequence)
+            .limit(limit)
+        )
+        if gateway_id:
+            query = (
+                query.where(events.c.gateway_id == gateway_id)
+                .order_by(None)
+                .order_by(events.c.sequence)
+            )
+        return [_event(r) for r in conn.execute(query)]
+
+    def stored_sequence(self, conn: sa.Connection, gateway_id: str) -> int:
+        value = conn.execute(
+            sa.select(sa.func.max(events.c.sequence)).where(events.c.gateway_id == gateway_id)
+        ).scalar()
+        return int(value or 0)
+
+    def missing_ranges(self, conn: sa.Connection, gateway_id: str) -> list[tuple[int, int]]:
+        """Sequence ranges below the highest stored one that are not stored (gaps)."""
+        seq = events.c.sequence
+        ordered = (
+            sa.select(seq.label("seq"), sa.func.lead(seq).over(order_by=seq).label("nxt"))
+            .where(events.c.gateway_id == gateway_id)
+            .subquery()
+        )
+        rows = conn.execute(
+            sa.select(ordered.c.seq, ordered.c.nxt).where(ordered.c.nxt > ordered.c.seq + 1)
+        ).all()
+        gaps = [(int(r.seq) + 1, int(r.nxt) - 1) for r in rows]
+        first = conn.execute(
+            sa.select(sa.func.min(seq)).where(events.c.gateway_id == gateway_id)
+        ).scalar()
+        if first is not None and first > 1:
+            gaps.insert(0, (1, int(first) - 1))
+        return gaps
+
+    # -- commands -----------------------------------------------------------------------------
+
+    def add_command(
+        self,
+        conn: sa.Connection,
+        *,
+        command_id: str,
+        gateway_id: str,
+        payload: bytes,
+        expires_at: datetime,
+        status: int,
+        created_by: str,
+        now: datetime,
+    ) -> None:
+        self.get_gateway(conn, gateway_id)
+        if self.get_command(conn, command_id) is not None:
+            raise Conflict(f"command_id: {command_id!r} was already sent (commands run once)")
+        conn.execute(
+            commands.insert().values(
+                command_id=command_id,
+                gateway_id=gateway_id,
+                payload=payload,
+                expires_at=expires_at,
+                status=status,
+                created_at=now,
+                created_by=created_by,
+                updated_at=now,
+            )
+        )
+
+    def get_command(self, conn: sa.Connection, command_id: str) -> CommandRecord | None:
+        row = conn.execute(sa.select(commands).where(commands.c.command_id == command_id)).first()
+        return _command(row) if row else None
+
+    def commands_with_status(
+        self, conn: sa.Connection, gateway_id: str, statuses: Sequence[int]
+    ) -> list[CommandRecord]:
+        rows = conn.execute(
+            sa.select(commands)
+            .where(commands.c.gateway_id == gateway_id)
+            .where(commands.c.status.in_(list(statuses)))
+            .order_by(commands.c.created_at)
+        )
+        return [_command(r) for r in rows]
+
+    def set_command_status(
+        self,
+        conn: sa.Connection,
+        command_id: str,
+        *,
+        status: int,
+        detail: str,
+        now: datetime,
+        gateway_id: str | None = None,
+    ) -> bool:
+        """Update a command's status; with ``gateway_id``, only that gateway's command."""
+        stmt = commands.update().where(commands.c.command_id == command_id)
+        if gateway_id is not None:
+            stmt = stmt.where(commands.c.gateway_id == gateway_id)
+        done = conn.execute(stmt.values(status=status, detail=detail[:1024], updated_at=now))
+        return bool(done.rowcount)
+
+    # -- audit ------------------------------------------------------------------------------------
+
+    def audit(
+        self,
+        conn: sa.Connection,
+        *,
+        at: datetime,
+        actor: str,
+        action: str,
+        target: str,
+        commune: str,
+        result: str,
+        detail: str = "",
+    ) -> None:
+        conn.execute(
+            audit_log.insert().values(
+                at=at,
+                actor=actor,
+                action=action,
+                target=target,
+                commune=commune,
+                result=result,
+                detail=detail[:2048],
+            )
+        )
+
+    def audit_entries(self, conn: sa.Connection, *, limit: int = 1000) -> list[dict[str, Any]]:
+        rows = conn.execute(sa.select(audit_log).order_by(audit_log.c.id).limit(limit))
+        return [dict(r._mapping) for r in rows]
+
+
+def _gateway(row: sa.Row[Any]) -> GatewayRecord:
+    tags = row.tags if isinstance(row.tags, list) else json.loads(row.tags)
+    return GatewayRecord(
+        gateway_id=row.gateway_id,
+        serial=row.serial,
+        commune=row.commune,
+        latitude=row.latitude,
+        longitude=row.longitude,
+        time_zone=row.time_zone,
+        tags=tuple(tags),
+        created_at=row.created_at,
+        enrolled_at=row.enrolled_at,
+        firmware_version=row.firmware_version,
+        last_seen=row.last_seen,
+        reported_sequence=int(row.reported_sequence),
+    )
+
+
+def _document(row: sa.Row[Any]) -> DocumentRecord:
+    return DocumentRecord(
+        gateway_id=row.gateway_id,
+        kind=row.kind,
+        version=int(row.version),
+        digest=bytes(row.digest),
+        payload=bytes(row.payload),
+        issued_at=row.issued_at,
+        issued_by=row.issued_by,
+    )
+
+
+def _event(row: sa.Row[Any]) -> EventRecord:
+    return EventRecord(
+        gateway_id=row.gateway_id,
+        sequence=int(row.sequence),
+        at=row.at,
+        priority=row.priority,
+        device_id=row.device_id,
+        type=row.type,
+        payload=bytes(row.payload),
+        received_at=row.received_at,
+    )
+
+
+def _command(row: sa.Row[Any]) -> CommandRecord:
+    return CommandRecord(
+        command_id=row.command_id,
+        gateway_id=row.gateway_id,
+        payload=bytes(row.payload),
+        expires_at=row.expires_at,
+        status=row.status,
+        detail=row.detail,
+        created_at=row.created_at,
+        created_by=row.created_by,
+    )

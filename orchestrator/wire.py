@@ -1,0 +1,134 @@
+"""Checks on what gateways send, and conversions between store records and messages.
+
+Every field a gateway sends is checked before anything is stored; a refused message raises
+:class:`WireError` naming the field and the reason, and changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from orchestrator.store.store import DocumentRecord
+from protos.ondijon.v1 import control_pb2, link_pb2, schedule_pb2
+
+MAX_ID = 128
+MAX_TEXT = 1024
+MAX_ATTRIBUTES = 32
+
+
+class WireError(Exception):
+    """A message from a peer is malformed."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+def _check_id(field: str, value: str) -> None:
+    if not value:
+        raise WireError(field, "must not be empty")
+    if len(value) > MAX_ID:
+        raise WireError(field, f"longer than {MAX_ID} characters")
+    if not value.isprintable():
+        raise WireError(field, "must be printable text")
+
+
+def check_hello(hello: link_pb2.Hello) -> None:
+    if len(hello.firmware_version) > 64:
+        raise WireError("hello.firmware_version", "longer than 64 characters")
+    kinds = set()
+    for i, held in enumerate(hello.held):
+        if held.kind not in link_pb2.DocumentKind.values() or held.kind == 0:
+            raise WireError(f"hello.held[{i}].kind", "unknown document kind")
+        if held.kind in kinds:
+            raise WireError(f"hello.held[{i}].kind", "listed twice")
+        kinds.add(held.kind)
+        if len(held.digest) != 32:
+            raise WireError(f"hello.held[{i}].digest", "must be a 32-byte SHA-256")
+
+
+def check_state_report(report: link_pb2.StateReport, max_devices: int) -> None:
+    if len(report.devices) > max_devices:
+        raise WireError("state.devices", f"more than {max_devices} devices in one report")
+    for i, device in enumerate(report.devices):
+        _check_id(f"state.devices[{i}].device_id", device.device_id)
+        if device.kind not in schedule_pb2.DeviceKind.values() or device.kind == 0:
+            raise WireError(f"state.devices[{i}].kind", "unknown device kind")
+
+
+def check_event_batch(batch: link_pb2.EventBatch, max_events: int) -> None:
+    if len(batch.events) > max_events:
+        raise WireError("events.events", f"more than {max_events} events in one batch")
+    for i, event in enumerate(batch.events):
+        where = f"events.events[{i}]"
+        if event.sequence < 1:
+            raise WireError(f"{where}.sequence", "must be at least 1")
+        if event.priority not in link_pb2.EventPriority.values() or event.priority == 0:
+            raise WireError(f"{where}.priority", "unknown priority")
+        if len(event.device_id) > MAX_ID:
+            raise WireError(f"{where}.device_id", f"longer than {MAX_ID} characters")
+        _check_id(f"{where}.type", event.type)
+        if len(event.message) > MAX_TEXT:
+            raise WireError(f"{where}.message", f"longer than {MAX_TEXT} characters")
+        if len(event.attributes) > MAX_ATTRIBUTES:
+            raise WireError(f"{where}.attributes", f"more than {MAX_ATTRIBUTES} attributes")
+
+
+def check_document_ack(ack: link_pb2.DocumentAck) -> None:
+    if ack.kind not in link_pb2.DocumentKind.values() or ack.kind == 0:
+        raise WireError("document_ack.kind", "unknown document kind")
+    if len(ack.digest) != 32:
+        raise WireError("document_ack.digest", "must be a 32-byte SHA-256")
+    if len(ack.error) > MAX_TEXT:
+        raise WireError("document_ack.error", f"longer than {MAX_TEXT} characters")
+
+
+def check_command_result(result: link_pb2.CommandResult) -> None:
+    _check_id("command_result.command_id", result.command_id)
+    if result.status not in (
+        link_pb2.COMMAND_STATUS_DONE,
+        link_pb2.COMMAND_STATUS_REFUSED,
+        link_pb2.COMMAND_STATUS_EXPIRED,
+    ):
+        raise WireError("command_result.status", "must be DONE, REFUSED or EXPIRED")
+    if len(result.detail) > MAX_TEXT:
+        raise WireError("command_result.detail", f"longer than {MAX_TEXT} characters")
+
+
+def timestamp(when: datetime) -> Timestamp:
+    ts = Timestamp()
+    ts.FromDatetime(when)
+    return ts
+
+
+def document_message(doc: DocumentRecord) -> link_pb2.DesiredDocument:
+    return link_pb2.DesiredDocument(
+        kind=doc.kind,  # type: ignore[arg-type]
+        version=doc.version,
+        digest=doc.digest,
+        payload=doc.payload,
+        issued_at=timestamp(doc.issued_at),
+    )
+
+
+def sequence_ranges(sequences: Iterable[int]) -> list[link_pb2.SequenceRange]:
+    """Compress sequence numbers into inclusive ranges."""
+    ranges: list[link_pb2.SequenceRange] = []
+    for seq in sorted(set(sequences)):
+        if ranges and ranges[-1].last + 1 == seq:
+            ranges[-1].last = seq
+        else:
+            ranges.append(link_pb2.SequenceRange(first=seq, last=seq))
+    return ranges
+
+
+def stored_event(
+    gateway_id: str, event: link_pb2.Event, received: datetime
+) -> control_pb2.StoredEvent:
+    return control_pb2.StoredEvent(
+        gateway_id=gateway_id, event=event, received_at=timestamp(received)
+    )
