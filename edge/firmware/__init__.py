@@ -1,0 +1,30 @@
+"""Agent firmware updates: signed releases, resumable download, A/B slots, commit or rollback.
+
+How an update goes (after Mender, RAUC and TUF):
+
+1. **Offer** — the orchestrator sends a ``FirmwareOffer`` with a ``ReleaseManifest``
+   (canonical JSON + Ed25519 signatures). :mod:`edge.firmware.verify` refuses it unless it is
+   signed by a pinned key, unexpired, well formed and newer than the running version.
+2. **Download** — :mod:`edge.firmware.download` fetches each part in chunks through a
+   :class:`~edge.firmware.download.ChunkFetcher`, checkpointing durable offsets so a cut at
+   any byte resumes, and checks size and SHA-256 at the end.
+3. **Install** — :mod:`edge.firmware.slots` unpacks the release wheel into the inactive
+   slot (``slots/a`` or ``slots/b`` under ``/var/lib/ondijon/firmware``) and only then
+   switches the pointer (``state.json``, replaced atomically) to that slot as a *trial*.
+4. **Restart** — the agent asks systemd for a restart. systemd's ``ExecStart`` is
+   ``python -m edge.firmware.launch`` from the base install, which calls
+   :func:`~edge.firmware.boot.resolve_boot_slot`: a trial's boots are counted and a trial
+   that never commits (crash loop, watchdog-killed hang) is rolled back before the agent
+   is even imported; then it execs the agent with the active slot first on ``PYTHONPATH``.
+5. **Commit** — the new agent runs :func:`~edge.firmware.boot.confirm_trial` with its
+   health checks; all pass within the deadline: commit; otherwise roll back and restart.
+   The outcome is kept in the state until reported (``update.pending_report``).
+
+The base install (what the gateway was provisioned with) is the version of last resort:
+it is what boots when no slot is committed or a slot is found damaged. Power can be cut
+at any step: until the pointer names a complete slot, the committed version boots; every
+step has a named crash point (:mod:`edge.firmware.durable`) that the tests cut at.
+:mod:`edge.firmware.update` chains the steps for the link layer,
+:mod:`edge.firmware.notify` talks to systemd, and :mod:`edge.firmware.simulator` is an
+in-memory release server for tests.
+"""

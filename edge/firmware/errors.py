@@ -1,0 +1,35 @@
+"""Errors of the firmware subsystem: each names the field at fault and the reason.
+
+``FirmwareRefused`` is what the agent reports as ``FIRMWARE_STAGE_REFUSED`` (an offer it will
+not take: bad signature, expired, downgrade...), ``DownloadError`` what it reports while
+downloading (retry later, the partial file is kept), ``SlotError`` a failure to install or
+switch slots (the committed version keeps running).
+"""
+
+from __future__ import annotations
+
+
+class FirmwareError(Exception):
+    """Base of firmware errors.
+
+    Attributes:
+        field: path of the offending field, e.g. ``manifest.parts[0].sha256``.
+        reason: why it is refused, in words an operator understands.
+    """
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+class FirmwareRefused(FirmwareError):
+    """A release (or one of its parts) is not acceptable and must not be installed."""
+
+
+class DownloadError(FirmwareError):
+    """A download failed; what was durably written is kept so the next try resumes."""
+
+
+class SlotError(FirmwareError):
+    """A slot could not be installed, switched or committed."""

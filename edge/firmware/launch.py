@@ -1,0 +1,78 @@
+"""The launcher: the systemd unit's ``ExecStart``, run from the base install.
+
+``python -m edge.firmware.launch --state-dir DIR -- -m edge.agent --config FILE`` decides
+the slot of this boot (:func:`edge.firmware.boot.resolve_boot_slot`) and then *execs* a
+fresh interpreter with that slot first on ``PYTHONPATH``. Exec rather than an in-process
+``sys.path`` edit: nothing imported by the launcher (from the base install) can leak into
+the agent, and the process keeps its PID, which systemd's ``Type=notify`` and watchdog
+need. The launcher itself is never updated by a release (like a bootloader): keep it, and
+the state file format it reads, stable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import NoReturn
+
+from edge.firmware.boot import DEFAULT_MAX_TRIAL_BOOTS, resolve_boot_slot
+
+SLOT_ENV = "ONDIJON_SLOT"
+
+
+def exec_plan(
+    state_dir: Path,
+    python_args: Sequence[str],
+    environ: Mapping[str, str],
+    *,
+    now: datetime | None = None,
+    max_trial_boots: int = DEFAULT_MAX_TRIAL_BOOTS,
+) -> tuple[list[str], dict[str, str]]:
+    """The argv and environment to exec for this boot (records the boot in the state).
+
+    Args:
+        state_dir: the firmware state directory.
+        python_args: interpreter arguments, e.g. ``["-m", "edge.agent", "--config", f]``.
+        environ: the current environment.
+        now: current instant (default: system clock).
+        max_trial_boots: boots a trial gets before it is rolled back.
+    """
+    slot = resolve_boot_slot(state_dir, now=now, max_trial_boots=max_trial_boots)
+    env = dict(environ)
+    env.pop("PYTHONPATH", None)
+    if slot is not None:
+        # Only the slot: an inherited PYTHONPATH could shadow it with another copy.
+        env["PYTHONPATH"] = str(slot)
+        env[SLOT_ENV] = slot.name
+    else:
+        env[SLOT_ENV] = "base"
+    # -P: no working directory (or script directory) ahead of the slot on sys.path.
+    return [sys.executable, "-P", *python_args], env
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """Entry point: resolve the slot and exec the agent."""
+    parser = argparse.ArgumentParser(prog="python -m edge.firmware.launch")
+    parser.add_argument("--state-dir", type=Path, default=Path("/var/lib/ondijon/firmware"))
+    parser.add_argument("--max-trial-boots", type=int, default=DEFAULT_MAX_TRIAL_BOOTS)
+    parser.add_argument("python_args", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    python_args = list(args.python_args)
+    if python_args[:1] == ["--"]:
+        python_args = python_args[1:]
+    if not python_args:
+        parser.error("give the agent's interpreter arguments after --")
+    exec_argv, env = exec_plan(
+        args.state_dir, python_args, os.environ, max_trial_boots=args.max_trial_boots
+    )
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(exec_argv[0], exec_argv, env)  # noqa: S606 - argv is ours, no shell wanted
+
+
+if __name__ == "__main__":
+    main()
