@@ -460,7 +460,8 @@ class LampController:
             level, source = (default_level if valid_default else 100), "default"
         else:
             self._refused = None
-        self._integrate(now)
+        # The output was steady since the last sample: what was seen then held until now.
+        self._integrate(now, self._power_w, self._reading.current)
         self._source = source
         if level == self._level and self._driven_ok:
             return level
@@ -484,13 +485,17 @@ class LampController:
             now: the agent's timer tick (one clock read for all lamps).
             daylight: the sun is up and nothing asks for light (see ``day_burner``).
         """
-        self._integrate(now)
         if self._commanded and not self._driven_ok:
             self._drive(now)
         reading = self._observe(now)
         if reading is None:
-            # The other faults cannot be judged without a reading: they keep their state.
+            # Without a reading the other faults cannot be judged: they keep their state,
+            # and the lamp is taken to go on doing what it was last seen doing.
+            self._integrate(now, self._power_w, self._reading.current)
             return
+        # What a check sees has held since the last sample: the last one was usually taken
+        # right after a switch, in the relay's bounce or the driver's warm-up.
+        self._integrate(now, self._power_w, reading.current)
         relay_on = self._level > 0
         lit = reading.current
         self._settle("lamp_failure", relay_on and not lit, now)
@@ -548,13 +553,12 @@ class LampController:
             return reading.power_w
         return self._expected_power(self._level) if reading.current else 0.0
 
-    def _integrate(self, now: datetime) -> None:
-        # The power and lit state seen at the previous sample held until now.
+    def _integrate(self, now: datetime, power_w: float, lit: bool) -> None:
         if self._sampled_at is not None:
             elapsed = (now - self._sampled_at).total_seconds()
             if 0 < elapsed <= MAX_METERED_GAP_S:
-                self._energy_wh += self._power_w * elapsed / 3600.0
-                if self._reading.current:
+                self._energy_wh += power_w * elapsed / 3600.0
+                if lit:
                     self._operating_hours += elapsed / 3600.0
         self._sampled_at = now
 
