@@ -1,0 +1,33 @@
+"""Errors of the agent's local storage: each names the field or file and the reason."""
+
+from __future__ import annotations
+
+
+class StorageError(Exception):
+    """Base of the storage errors.
+
+    Attributes:
+        field: what was refused: a path such as ``documents[schedule].version``, or a file.
+        reason: why.
+    """
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+class StorageWriteError(StorageError):
+    """A file could not be written; the previous content is untouched."""
+
+
+class StateError(StorageError):
+    """A value given to (or found in) the agent state is refused."""
+
+
+class DocumentRefusedError(StateError):
+    """A desired-state document is stale, replayed, or does not match its digest."""
+
+
+class OutboxError(StorageError):
+    """An outbox operation is refused; the outbox is unchanged."""
