@@ -39,7 +39,7 @@ class EquipmentEvent:
 class EventSink(Protocol):
     """Where controllers send events (the agent's outbox in production, a list in tests)."""
 
-    def __call__(self, event: EquipmentEvent) -> None: ...
+    def __call__(self, event: EquipmentEvent, /) -> None: ...
 
 
 class EquipmentError(Exception):

@@ -1,0 +1,371 @@
+"""The cabinet agent: runs its street on its own, and talks to the orchestrator when it can.
+
+Autonomy first: the schedule is evaluated here, from the documents held on disk and the
+agent's own clock; the equipment is driven by what the schedule engine decides now, and
+evaluation sleeps until the next switch time (or until a new document, override or
+command wakes it). The link to the orchestrator only carries documents in and state and
+events out; when it is down nothing on the street changes.
+
+Every desired document is validated, then stored atomically, then applied, and only then
+acknowledged. Every event is in the durable outbox before anything else happens to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from importlib import metadata
+from typing import Any
+
+import grpc
+
+from edge.config import AgentConfig
+from edge.equipment.base import EquipmentEvent, Priority
+from edge.equipment.cabinet import CabinetConfig, CabinetMonitor, connect_cabinet
+from edge.equipment.lamp import LampConfig, LampController, LampCounters, connect_lamp
+from edge.equipment.metering import QuarterHourMeter
+from edge.identity import Credentials
+from edge.link import GatewayLinkClient
+from edge.schedule.errors import ScheduleError
+from edge.schedule.evaluator import evaluate
+from edge.schedule.model import DeviceKind, Override, Schedule, Site
+from edge.schedule.wire import override_from_proto, schedule_from_proto
+from edge.storage.errors import DocumentRefusedError
+from edge.storage.outbox import Outbox
+from edge.storage.overflow import OutboxLimits
+from edge.storage.state import AgentState, DeviceCounters, DocumentVerdict
+from ondijon.clock import Clock, SimulatedClock, SystemClock
+from protos.ondijon.v1 import link_pb2, schedule_pb2, state_pb2
+
+log = logging.getLogger("ondijon.edge.agent")
+
+# How often (clock time) lamps and the cabinet are checked and metered.
+MONITOR_INTERVAL_S = 30.0
+# How often counters are made durable (wall time); a power cut loses at most this much.
+PERSIST_INTERVAL_S = 60.0
+
+
+def firmware_version() -> str:
+    try:
+        return metadata.version("ondijon")
+    except metadata.PackageNotFoundError:
+        return "0.0.0+unknown"
+
+
+def make_clock(config: AgentConfig) -> Clock:
+    if config.clock.mode == "simulated" and config.clock.start is not None:
+        return SimulatedClock(start=config.clock.start, speed=config.clock.speed)
+    return SystemClock()
+
+
+@dataclass
+class _Lamp:
+    controller: LampController
+    decided: tuple[int, str] | None = None
+    persisted: LampCounters = field(default_factory=LampCounters)
+
+
+class Agent:
+    """One cabinet's agent."""
+
+    def __init__(self, config: AgentConfig, clock: Clock, *, pin_factory: Any = None) -> None:
+        self.config = config
+        self.clock = clock
+        self.firmware_version = firmware_version()
+        self.site = Site(config.latitude, config.longitude, config.time_zone)
+        config.state_dir.mkdir(parents=True, exist_ok=True)
+        self._recoveries: list[str] = []
+        self.state = AgentState(
+            config.state_dir / "state.json",
+            on_recovery=lambda r: self._recoveries.append(str(r)),
+        )
+        self.outbox = Outbox(
+            config.state_dir / "outbox.sqlite",
+            clock=clock,
+            limits=OutboxLimits(max_disk_bytes=config.outbox_max_bytes),
+        )
+        self.link = GatewayLinkClient(config, self, self.outbox)
+        self.meter = QuarterHourMeter()
+        self._wake = asyncio.Event()
+        self.schedule: Schedule | None = None
+        self.overrides: list[Override] = []
+        self.lamps: list[_Lamp] = []
+        self.cabinet: CabinetMonitor | None = None
+        self._build_equipment(pin_factory)
+        self._load_documents()
+        for recovery in self._recoveries:
+            self.record(
+                EquipmentEvent(
+                    device_id="",
+                    type="storage.recovered",
+                    priority=Priority.ALARM,
+                    at=clock.now(),
+                    message=recovery,
+                )
+            )
+
+    # -- set-up ---------------------------------------------------------------------------------
+
+    def _build_equipment(self, pin_factory: Any) -> None:
+        sections = self.config.equipment
+        if "lamps" in sections:
+            for i, entry in enumerate(sections["lamps"].data["lamps"]):
+                lamp_config = LampConfig.from_mapping(entry, f"lamps[{i}]")
+                driver = connect_lamp(lamp_config, clock=self.clock, pin_factory=pin_factory)
+                controller = LampController(lamp_config, driver, self.record, self.clock)
+                held = self.state.counters(lamp_config.device_id)
+                counters = LampCounters(held.energy_wh, held.operating_hours, held.switch_count)
+                controller.restore(counters)
+                self.lamps.append(_Lamp(controller, persisted=counters))
+        if "cabinet" in sections:
+            cabinet_config = CabinetConfig.from_mapping(
+                sections["cabinet"].data["cabinet"], "cabinet"
+            )
+            cabinet_driver = connect_cabinet(cabinet_config, pin_factory=pin_factory)
+            self.cabinet = CabinetMonitor(cabinet_config, cabinet_driver, self.record)
+
+    def _load_documents(self) -> None:
+        """Apply the documents held on disk: the street runs before any network."""
+        for stored in self.state.documents():
+            error = self._apply_document(stored.kind, stored.payload)
+            if error:
+                # A held document that no longer validates (e.g. after an update): fall back
+                # to the documented default and say so, never go dark.
+                self.record(self._event("document.invalid", Priority.ALARM, error))
+        self.overrides = []
+        for message in self.state.overrides():
+            try:
+                self.overrides.append(override_from_proto(message))
+            except ScheduleError as exc:
+                self.record(self._event("override.invalid", Priority.ALARM, str(exc)))
+
+    # -- events ---------------------------------------------------------------------------------
+
+    def _event(
+        self, type_: str, priority: Priority, message: str, device_id: str = ""
+    ) -> EquipmentEvent:
+        return EquipmentEvent(
+            device_id=device_id, type=type_, priority=priority, at=self.clock.now(), message=message
+        )
+
+    def record(self, event: EquipmentEvent) -> None:
+        """Make an event durable in the outbox, then let the link know."""
+        self.outbox.append(event)
+        self.link.events_recorded()
+
+    # -- the link's port ------------------------------------------------------------------------
+
+    def held_documents(self) -> list[link_pb2.HeldDocument]:
+        return self.state.held_documents()
+
+    def device_states(self) -> list[state_pb2.DeviceState]:
+        states = [lamp.controller.state() for lamp in self.lamps]
+        if self.cabinet is not None:
+            states.append(self.cabinet.state())
+        return states
+
+    async def on_connected(self, channel: grpc.aio.Channel, credentials: Credentials) -> None:
+        return None
+
+    async def accept_document(self, document: link_pb2.DesiredDocument) -> str:
+        """Validate, store atomically, apply; returns "" or why the document is refused."""
+        error = self._check_document(document.kind, document.payload)
+        if not error:
+            try:
+                verdict = self.state.accept_document(document)
+            except DocumentRefusedError as exc:
+                error = str(exc)
+        if error:
+            # The running document stays in place: nothing was stored or applied.
+            self.record(self._event("document.refused", Priority.ALARM, error))
+            return error
+        if verdict is DocumentVerdict.NEW:
+            self._apply_document(document.kind, document.payload)
+            self.record(
+                self._event(
+                    "document.applied",
+                    Priority.EVENT,
+                    f"{link_pb2.DocumentKind.Name(document.kind)} version {document.version}",
+                )
+            )
+            self._wake.set()
+        return ""
+
+    def _check_document(self, kind: int, payload: bytes) -> str:
+        try:
+            if kind == link_pb2.DOCUMENT_KIND_SCHEDULE:
+                schedule_from_proto(schedule_pb2.Schedule.FromString(payload))
+            return ""
+        except ScheduleError as exc:
+            return str(exc)
+        except Exception as exc:
+            return f"payload: {exc}"
+
+    def _apply_document(self, kind: int, payload: bytes) -> str:
+        error = self._check_document(kind, payload)
+        if error:
+            return error
+        if kind == link_pb2.DOCUMENT_KIND_SCHEDULE:
+            self.schedule = schedule_from_proto(schedule_pb2.Schedule.FromString(payload))
+        return ""
+
+    async def handle_command(self, command: link_pb2.Command) -> link_pb2.CommandResult:
+        now = self.clock.now()
+        result = link_pb2.CommandResult(command_id=command.command_id)
+        if (
+            command.HasField("expires_at")
+            and command.expires_at.ToDatetime(tzinfo=now.tzinfo) <= now
+        ):
+            result.status = link_pb2.COMMAND_STATUS_EXPIRED
+            return result
+        action = command.WhichOneof("action")
+        if action == "override":
+            try:
+                override = override_from_proto(command.override)
+            except ScheduleError as exc:
+                result.status, result.detail = link_pb2.COMMAND_STATUS_REFUSED, str(exc)
+                return result
+            self.state.put_override(command.override)
+            self.overrides = [o for o in self.overrides if o.id != override.id] + [override]
+            self.record(self._event("override.received", Priority.EVENT, f"override {override.id}"))
+        elif action == "cancel_override":
+            self.state.remove_override(command.cancel_override)
+            self.overrides = [o for o in self.overrides if o.id != command.cancel_override]
+        else:
+            result.status = link_pb2.COMMAND_STATUS_REFUSED
+            result.detail = f"action: {action or 'none'} is not handled by this gateway"
+            return result
+        self._wake.set()
+        result.status = link_pb2.COMMAND_STATUS_DONE
+        return result
+
+    # -- running the street ----------------------------------------------------------------
+
+    def apply_schedule(self) -> datetime:
+        """Drive every device to what the schedule says now; return when to look again."""
+        now = self.clock.now()
+        horizon = now + timedelta(hours=24)
+        for lamp in self.lamps:
+            device_id = lamp.controller.device_id
+            decision = evaluate(
+                self.schedule,
+                self.site,
+                now,
+                kind=DeviceKind.LAMP,
+                device_id=device_id,
+                overrides=self.overrides,
+            )
+            level = decision.lamp_level if decision.lamp_level is not None else 100
+            wanted = (level, decision.source)
+            if lamp.decided != wanted:
+                default = self.schedule.default_lamp_level if self.schedule else 100
+                lamp.controller.apply(level, decision.source, default_level=default)
+                lamp.decided = wanted
+                self.link.state_changed(lamp.controller.state())
+            horizon = min(horizon, decision.next_change)
+        expired = self.state.drop_expired_overrides(now)
+        if expired:
+            self.overrides = [o for o in self.overrides if o.id not in expired]
+        return horizon
+
+    async def _schedule_loop(self) -> None:
+        while True:
+            next_change = self.apply_schedule()
+            self._wake.clear()
+            sleeper = asyncio.create_task(self.clock.sleep_until(next_change))
+            waker = asyncio.create_task(self._wake.wait())
+            try:
+                await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                sleeper.cancel()
+                waker.cancel()
+
+    def monitor(self) -> None:
+        """Check faults, meter energy and report what changed (one pass over all devices)."""
+        now = self.clock.now()
+        for lamp in self.lamps:
+            controller = lamp.controller
+            before = controller.faults
+            controller.check(now)
+            counters = controller.counters()
+            for event in self.meter.feed(
+                controller.device_id, now, counters.energy_wh, counters.operating_hours
+            ):
+                self.record(event)
+            if controller.faults != before:
+                self.link.state_changed(controller.state())
+        if self.cabinet is not None:
+            before_alarms = self.cabinet.alarms
+            self.cabinet.check(now)
+            if self.cabinet.alarms != before_alarms:
+                self.link.state_changed(self.cabinet.state())
+
+    def persist_counters(self) -> None:
+        increments: dict[str, DeviceCounters] = {}
+        for lamp in self.lamps:
+            now_counters = lamp.controller.counters()
+            before = lamp.persisted
+            increments[lamp.controller.device_id] = DeviceCounters(
+                operating_hours=max(0.0, now_counters.operating_hours - before.operating_hours),
+                switch_count=max(0, now_counters.switch_count - before.switch_count),
+                energy_wh=max(0.0, now_counters.energy_wh - before.energy_wh),
+            )
+            lamp.persisted = now_counters
+        if increments:
+            self.state.add_counters(increments)
+
+    async def _monitor_loop(self) -> None:
+        while True:
+            self.monitor()
+            await self.clock.sleep(MONITOR_INTERVAL_S)
+
+    async def _persist_loop(self) -> None:
+        while True:
+            await asyncio.sleep(PERSIST_INTERVAL_S)
+            self.persist_counters()
+
+    async def run(self, *, ready: Callable[[], None] | None = None) -> None:
+        """Run until cancelled."""
+        tasks = [
+            asyncio.create_task(self._schedule_loop(), name="schedule"),
+            asyncio.create_task(self._monitor_loop(), name="monitor"),
+            asyncio.create_task(self._persist_loop(), name="persist"),
+            asyncio.create_task(self.link.run(), name="link"),
+        ]
+        if ready is not None:
+            ready()
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                task.result()
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            self.close()
+
+    def close(self) -> None:
+        self.persist_counters()
+        for lamp in self.lamps:
+            lamp.controller.close()
+        self.outbox.close()
+        self.state.close()
+
+
+async def run_agent(config: AgentConfig) -> None:
+    """``ondijon edge run``: run until SIGINT/SIGTERM."""
+    import signal
+
+    agent = Agent(config, make_clock(config))
+    task = asyncio.create_task(agent.run())
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

@@ -1,0 +1,289 @@
+"""The agent's side of GatewayLink: one long-lived mutual-TLS stream to the orchestrator.
+
+The street never waits on this link. The agent runs on its own; the link, when it is up,
+says hello (firmware, documents held, last event sequence), receives documents newer than
+those held (stored on disk before they are acknowledged), commands, and acknowledgements,
+and sends the state of devices that changed (coalesced, at most one report per interval)
+and the outbox's events in priority order, within the flow-control window the
+orchestrator grants.
+
+When the link fails it is reopened after an exponential backoff with full jitter (AWS
+Architecture Blog, "Exponential Backoff And Jitter"), so a thousand cabinets coming back
+after an outage spread their reconnections instead of stampeding. Backoff runs on real
+time even under a simulated clock: the network is real.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+import grpc
+
+from edge.config import AgentConfig
+from edge.identity import Credentials, channel_options, load_credentials
+from protos.ondijon.v1 import link_pb2, link_pb2_grpc, state_pb2
+
+log = logging.getLogger("ondijon.edge.link")
+
+PROTOCOL_REVISION = 1
+
+
+class AgentPort(Protocol):
+    """What the link needs from the agent."""
+
+    firmware_version: str
+
+    def held_documents(self) -> list[link_pb2.HeldDocument]: ...
+
+    async def accept_document(self, document: link_pb2.DesiredDocument) -> str:
+        """Store and apply a document; return "" when accepted, else why it is refused."""
+        ...
+
+    async def handle_command(self, command: link_pb2.Command) -> link_pb2.CommandResult: ...
+
+    def device_states(self) -> list[state_pb2.DeviceState]: ...
+
+    async def on_connected(self, channel: grpc.aio.Channel, credentials: Credentials) -> None:
+        """Called once a stream is up (e.g. to renew the certificate)."""
+        ...
+
+
+class OutboxPort(Protocol):
+    """What the link needs from the outbox."""
+
+    @property
+    def last_sequence(self) -> int: ...
+
+    def next_batch(self, max_events: int, max_bytes: int) -> list[link_pb2.Event]: ...
+
+    def ack(self, ranges: Iterable[link_pb2.SequenceRange]) -> int: ...
+
+    def requeue_in_flight(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential backoff with full jitter."""
+
+    base_s: float = 1.0
+    cap_s: float = 60.0
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        return rng.uniform(0, min(self.cap_s, self.base_s * 2**attempt))
+
+
+class LinkStatus:
+    """Observable link state, for the agent's reports and tests."""
+
+    def __init__(self) -> None:
+        self.connected = asyncio.Event()
+        self.sessions = 0
+        self.last_error = ""
+
+
+class GatewayLinkClient:
+    """Keeps the stream to the orchestrator open and pumps messages both ways."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        agent: AgentPort,
+        outbox: OutboxPort,
+        *,
+        rng: random.Random | None = None,
+        backoff: Backoff | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        max_batch_events: int = 200,
+        max_batch_bytes: int = 256 * 1024,
+    ) -> None:
+        self.config = config
+        self.agent = agent
+        self.outbox = outbox
+        self.rng = rng or random.Random()
+        self.backoff = backoff or Backoff()
+        self.sleep = sleep
+        self.max_batch_events = max_batch_events
+        self.max_batch_bytes = max_batch_bytes
+        self.status = LinkStatus()
+        self._changed: dict[str, state_pb2.DeviceState] = {}
+        self._state_dirty = asyncio.Event()
+        self._events_ready = asyncio.Event()
+
+    # -- called by the agent ---------------------------------------------------------------
+
+    def state_changed(self, state: state_pb2.DeviceState) -> None:
+        """A device changed; it will be in the next report (latest value wins)."""
+        self._changed[state.device_id] = state
+        self._state_dirty.set()
+
+    def events_recorded(self) -> None:
+        """The outbox has new events."""
+        self._events_ready.set()
+
+    # -- connection loop -------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Connect, and reconnect forever, until cancelled."""
+        attempt = 0
+        while True:
+            try:
+                welcomed = await self._session()
+                self.status.last_error = "stream ended by the orchestrator"
+            except asyncio.CancelledError:
+                raise
+            except grpc.aio.AioRpcError as exc:
+                welcomed = False
+                self.status.last_error = f"{exc.code().name}: {exc.details()}"
+            except Exception as exc:
+                welcomed = False
+                self.status.last_error = f"{type(exc).__name__}: {exc}"
+                log.exception("link failed")
+            self.status.connected.clear()
+            attempt = 0 if welcomed else attempt + 1
+            delay = self.backoff.delay(attempt, self.rng)
+            log.info("link down (%s); retrying in %.1f s", self.status.last_error, delay)
+            await self.sleep(delay)
+
+    async def _session(self) -> bool:
+        credentials = load_credentials(self.config)
+        async with grpc.aio.secure_channel(
+            self.config.address,
+            credentials.channel_credentials(),
+            options=channel_options(self.config),
+        ) as channel:
+            stub = link_pb2_grpc.GatewayLinkStub(channel)
+            session = _Session(self)
+            call = stub.Connect(session.requests())
+            welcomed = False
+            try:
+                async for response in call:
+                    if response.WhichOneof("body") == "welcome":
+                        welcomed = True
+                        self.status.sessions += 1
+                        self.status.connected.set()
+                        session.on_welcome(response.welcome)
+                        await self.agent.on_connected(channel, credentials)
+                    else:
+                        await session.handle(response)
+            finally:
+                session.close()
+                call.cancel()
+            return welcomed
+
+
+class _Session:
+    """One stream's worth of state: what is in flight, and the outgoing queue."""
+
+    def __init__(self, client: GatewayLinkClient) -> None:
+        self.client = client
+        self.outgoing: asyncio.Queue[link_pb2.ConnectRequest | None] = asyncio.Queue()
+        self.window = 0
+        self.in_flight = 0
+        self.batch_id = 0
+        self.tasks: list[asyncio.Task[None]] = []
+        client.outbox.requeue_in_flight()
+
+    async def requests(self) -> AsyncIterator[link_pb2.ConnectRequest]:
+        agent = self.client.agent
+        yield link_pb2.ConnectRequest(
+            hello=link_pb2.Hello(
+                firmware_version=agent.firmware_version,
+                held=agent.held_documents(),
+                last_sequence=self.client.outbox.last_sequence,
+                protocol_revision=PROTOCOL_REVISION,
+            )
+        )
+        while True:
+            message = await self.outgoing.get()
+            if message is None:
+                return
+            yield message
+
+    def on_welcome(self, welcome: link_pb2.Welcome) -> None:
+        self.window = max(1, welcome.event_window)
+        # After a reconnection the orchestrator may lack any report: send every device once.
+        for state in self.client.agent.device_states():
+            self.client._changed.setdefault(state.device_id, state)
+        self.client._state_dirty.set()
+        self.client._events_ready.set()
+        self.tasks = [
+            asyncio.create_task(self._report_states()),
+            asyncio.create_task(self._send_events()),
+        ]
+
+    def close(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        self.outgoing.put_nowait(None)
+
+    async def handle(self, response: link_pb2.ConnectResponse) -> None:
+        body = response.WhichOneof("body")
+        if body == "document":
+            await self._on_document(response.document)
+        elif body == "event_ack":
+            acked = sum(r.last - r.first + 1 for r in response.event_ack.stored)
+            self.client.outbox.ack(response.event_ack.stored)
+            self.in_flight = max(0, self.in_flight - acked)
+            self.client._events_ready.set()
+        elif body == "state_ack":
+            pass
+        elif body == "command":
+            result = await self.client.agent.handle_command(response.command)
+            self.outgoing.put_nowait(link_pb2.ConnectRequest(command_result=result))
+
+    async def _on_document(self, document: link_pb2.DesiredDocument) -> None:
+        error = await self.client.agent.accept_document(document)
+        self.outgoing.put_nowait(
+            link_pb2.ConnectRequest(
+                document_ack=link_pb2.DocumentAck(
+                    kind=document.kind,
+                    version=document.version,
+                    digest=document.digest,
+                    accepted=not error,
+                    error=error[:1000],
+                )
+            )
+        )
+
+    async def _report_states(self) -> None:
+        client = self.client
+        while True:
+            await client._state_dirty.wait()
+            client._state_dirty.clear()
+            if client._changed:
+                devices, client._changed = list(client._changed.values()), {}
+                self.batch_id += 1
+                self.outgoing.put_nowait(
+                    link_pb2.ConnectRequest(
+                        state=link_pb2.StateReport(batch_id=self.batch_id, devices=devices)
+                    )
+                )
+            # Coalesce: at most one report per interval, whatever the equipment does.
+            await asyncio.sleep(client.config.report_interval_s)
+
+    async def _send_events(self) -> None:
+        client = self.client
+        while True:
+            await client._events_ready.wait()
+            client._events_ready.clear()
+            while self.in_flight < self.window:
+                room = min(client.max_batch_events, self.window - self.in_flight)
+                batch = client.outbox.next_batch(room, client.max_batch_bytes)
+                if not batch:
+                    break
+                self.in_flight += len(batch)
+                self.outgoing.put_nowait(
+                    link_pb2.ConnectRequest(events=link_pb2.EventBatch(events=batch))
+                )
+
+
+async def cancel_and_wait(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

@@ -1,0 +1,188 @@
+"""The CLI's admin commands: calls to the ControlCentre API with an operator profile."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import grpc
+from google.protobuf import json_format, timestamp_pb2
+from google.protobuf.message import Message
+
+from ondijon.profile import Profile
+from protos.ondijon.v1 import (
+    access_pb2,
+    control_pb2,
+    control_pb2_grpc,
+    link_pb2,
+    schedule_pb2,
+    signal_pb2,
+)
+
+DOCUMENT_KINDS: dict[str, tuple[int, type[Message]]] = {
+    "schedule": (link_pb2.DOCUMENT_KIND_SCHEDULE, schedule_pb2.Schedule),
+    "signal-plans": (link_pb2.DOCUMENT_KIND_SIGNAL_PLANS, signal_pb2.SignalPlans),
+    "access-list": (link_pb2.DOCUMENT_KIND_ACCESS_LIST, access_pb2.AccessList),
+}
+
+
+class AdminError(Exception):
+    """An admin call failed; the message is the orchestrator's answer."""
+
+
+def read_document(kind: str, path: Path) -> bytes:
+    """Parse a JSON document (protobuf JSON mapping) into the payload bytes of ``kind``."""
+    _, message_type = DOCUMENT_KINDS[kind]
+    try:
+        message = json_format.Parse(path.read_text(), message_type())
+    except (json_format.ParseError, OSError) as exc:
+        raise AdminError(f"{path}: {exc}") from None
+    return message.SerializeToString()
+
+
+def _ts(when: datetime) -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.FromDatetime(when)
+    return ts
+
+
+def lamp_override(
+    level: int, minutes: float, priority: int, devices: list[str]
+) -> link_pb2.Command:
+    now = datetime.now(UTC)
+    end = now + timedelta(minutes=minutes)
+    override = schedule_pb2.Override(
+        id=uuid.uuid4().hex[:12],
+        start=_ts(now),
+        expiry=_ts(end),
+        priority=priority,
+        kind=schedule_pb2.DEVICE_KIND_LAMP,
+        device_ids=devices,
+        lamp_level=level,
+    )
+    return link_pb2.Command(command_id=uuid.uuid4().hex, expires_at=_ts(end), override=override)
+
+
+def show(message: Message) -> str:
+    return json_format.MessageToJson(message, indent=2, preserving_proto_field_name=True)
+
+
+async def call(profile: Profile, method: str, request: Message) -> Message:
+    async with profile.channel() as channel:
+        stub = control_pb2_grpc.ControlCentreStub(channel)
+        try:
+            result: Message = await getattr(stub, method)(request, timeout=30)
+        except grpc.aio.AioRpcError as exc:
+            raise AdminError(f"{exc.code().name}: {exc.details()}") from None
+        return result
+
+
+async def watch(profile: Profile, gateway_id: str) -> None:
+    async with profile.channel() as channel:
+        stub = control_pb2_grpc.ControlCentreStub(channel)
+        try:
+            async for item in stub.WatchEvents(
+                control_pb2.WatchEventsRequest(gateway_id=gateway_id)
+            ):
+                e = item.event
+                print(
+                    f"{e.event.at.ToDatetime():%Y-%m-%d %H:%M:%S} {e.gateway_id} "
+                    f"#{e.event.sequence} {e.event.type} {e.event.device_id} {e.event.message}",
+                    flush=True,
+                )
+        except grpc.aio.AioRpcError as exc:
+            raise AdminError(f"{exc.code().name}: {exc.details()}") from None
+
+
+def run_admin(args: argparse.Namespace) -> int:
+    """Dispatch ``ondijon gateway|desired|command|events`` sub-commands."""
+    profile = Profile.load(args.profile)
+    what = args.admin
+    request: Message
+    if what == "gateway-add":
+        request = control_pb2.AddGatewayRequest(
+            gateway_id=args.gateway_id,
+            serial=args.serial,
+            commune=args.commune,
+            latitude=args.latitude,
+            longitude=args.longitude,
+            time_zone=args.time_zone,
+            tags=args.tag or [],
+            token_ttl_s=int(args.token_hours * 3600),
+        )
+        response = asyncio.run(call(profile, "AddGateway", request))
+        assert isinstance(response, control_pb2.AddGatewayResponse)
+        print(f"gateway {response.gateway.gateway_id} registered in {response.gateway.commune}")
+        expires = response.token_expires_at.ToDatetime()
+        print(f"enrollment token (one-time, expires {expires:%Y-%m-%d %H:%M} UTC):")
+        print(response.enrollment_token)
+        return 0
+    if what == "gateway-list":
+        response = asyncio.run(
+            call(profile, "ListGateways", control_pb2.ListGatewaysRequest(commune=args.commune))
+        )
+        assert isinstance(response, control_pb2.ListGatewaysResponse)
+        for g in response.gateways:
+            state = "online " if g.connected else "offline"
+            print(f"{g.gateway_id:24} {state} {g.commune:16} fw={g.firmware_version or '-'}")
+        return 0
+    if what == "gateway-show":
+        response = asyncio.run(
+            call(profile, "GetGateway", control_pb2.GetGatewayRequest(gateway_id=args.gateway_id))
+        )
+        print(show(response))
+        return 0
+    if what == "devices":
+        response = asyncio.run(
+            call(profile, "ListDevices", control_pb2.ListDevicesRequest(gateway_id=args.gateway_id))
+        )
+        print(show(response))
+        return 0
+    if what == "desired-put":
+        kind, _ = DOCUMENT_KINDS[args.kind]
+        request = control_pb2.PutDesiredStateRequest(
+            gateway_id=args.gateway_id,
+            kind=kind,  # type: ignore[arg-type]
+            payload=read_document(args.kind, args.file),
+            expected_version=args.expected_version,
+        )
+        response = asyncio.run(call(profile, "PutDesiredState", request))
+        assert isinstance(response, control_pb2.PutDesiredStateResponse)
+        print(f"{args.kind} for {args.gateway_id} is now version {response.document.version}")
+        return 0
+    if what == "override":
+        command = lamp_override(args.level, args.minutes, args.priority, args.device or [])
+        response = asyncio.run(
+            call(
+                profile,
+                "SendCommand",
+                control_pb2.SendCommandRequest(gateway_id=args.gateway_id, command=command),
+            )
+        )
+        assert isinstance(response, control_pb2.SendCommandResponse)
+        print(f"command {response.command_id} sent")
+        return 0
+    if what == "events":
+        if args.watch:
+            asyncio.run(watch(profile, args.gateway_id))
+            return 0
+        response = asyncio.run(
+            call(
+                profile,
+                "ListEvents",
+                control_pb2.ListEventsRequest(
+                    gateway_id=args.gateway_id, after_sequence=args.after, limit=args.limit
+                ),
+            )
+        )
+        assert isinstance(response, control_pb2.ListEventsResponse)
+        for e in response.events:
+            print(
+                f"{e.gateway_id} #{e.event.sequence} {e.event.at.ToDatetime():%Y-%m-%d %H:%M:%S} "
+                f"{e.event.type} {e.event.device_id} {e.event.message}"
+            )
+        return 0
+    raise AssertionError(what)

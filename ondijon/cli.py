@@ -1,0 +1,236 @@
+"""``ondijon``: one command for every role.
+
+    ondijon ca init --dir DIR                     create the root and issuing CA
+    ondijon operator add NAME --config ORCH.toml  register an operator, write its profile
+    ondijon orchestrator serve --config ORCH.toml run the orchestrator
+    ondijon orchestrator migrate --config ORCH.toml
+    ondijon gateway add|list|show ...             fleet registry (admin API)
+    ondijon devices GATEWAY                       current device states
+    ondijon desired put GATEWAY KIND FILE.json    push a schedule, signal plans, access list
+    ondijon command override GATEWAY --level N    force lamps for a while
+    ondijon events [GATEWAY] [--watch]            event history or live feed
+    ondijon edge enroll --config AGENT.toml --token T
+    ondijon edge run --config AGENT.toml          run a cabinet's agent
+    ondijon demo                                  a local city: orchestrator + 3 cabinets
+
+Errors print one line naming what is wrong and exit non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from ondijon.clock import SystemClock
+from ondijon.config import ConfigError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ondijon", description=__doc__.split("\n\n")[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    ca = sub.add_parser("ca", help="the private certificate authority")
+    ca_sub = ca.add_subparsers(dest="ca_command", required=True)
+    ca_init = ca_sub.add_parser("init", help="create a root and an issuing CA")
+    ca_init.add_argument("--dir", type=Path, required=True)
+    ca_init.add_argument("--name", default="OnDijon")
+
+    operator = sub.add_parser("operator", help="operator accounts (run on the orchestrator host)")
+    op_sub = operator.add_subparsers(dest="operator_command", required=True)
+    op_add = op_sub.add_parser("add", help="register an operator and write its profile")
+    op_add.add_argument("name")
+    op_add.add_argument("--config", type=Path, required=True, help="orchestrator TOML")
+    op_add.add_argument("--role", choices=["viewer", "operator", "admin"], default="operator")
+    op_add.add_argument("--commune", action="append", help="commune in scope ('*' for all)")
+    op_add.add_argument("--profile-dir", type=Path, required=True)
+    op_add.add_argument("--address", required=True, help="orchestrator host:port for the CLI")
+
+    orch = sub.add_parser("orchestrator", help="the central service")
+    orch_sub = orch.add_subparsers(dest="orchestrator_command", required=True)
+    for name, text in (("serve", "run the orchestrator"), ("migrate", "migrate the store")):
+        p = orch_sub.add_parser(name, help=text)
+        p.add_argument("--config", type=Path, required=True)
+
+    def admin(name: str, help_text: str, action: str) -> argparse.ArgumentParser:
+        parent = admin_sub or sub
+        p = parent.add_parser(name, help=help_text)
+        p.set_defaults(admin=action)
+        p.add_argument("--profile", type=Path, help="operator profile dir ($ONDIJON_PROFILE)")
+        return p
+
+    admin_sub: argparse._SubParsersAction[argparse.ArgumentParser] | None
+    gateway = sub.add_parser("gateway", help="the fleet registry")
+    admin_sub = gateway.add_subparsers(dest="gateway_command", required=True)
+    g_add = admin("add", "register a gateway; prints its one-time enrollment token", "gateway-add")
+    g_add.add_argument("gateway_id")
+    g_add.add_argument("--serial", required=True)
+    g_add.add_argument("--commune", required=True)
+    g_add.add_argument("--latitude", type=float, required=True)
+    g_add.add_argument("--longitude", type=float, required=True)
+    g_add.add_argument("--time-zone", default="Europe/Paris")
+    g_add.add_argument("--tag", action="append")
+    g_add.add_argument("--token-hours", type=float, default=0)
+    g_list = admin("list", "list gateways", "gateway-list")
+    g_list.add_argument("--commune", default="")
+    g_show = admin("show", "one gateway in detail", "gateway-show")
+    g_show.add_argument("gateway_id")
+
+    admin_sub = None
+    devices = admin("devices", "current device states of a gateway", "devices")
+    devices.add_argument("gateway_id")
+
+    desired = sub.add_parser("desired", help="desired-state documents")
+    admin_sub = desired.add_subparsers(dest="desired_command", required=True)
+    put = admin("put", "push a document (JSON, protobuf field names)", "desired-put")
+    put.add_argument("gateway_id")
+    put.add_argument("kind", choices=["schedule", "signal-plans", "access-list"])
+    put.add_argument("file", type=Path)
+    put.add_argument("--expected-version", type=int, default=0)
+
+    command = sub.add_parser("command", help="commands to a gateway")
+    admin_sub = command.add_subparsers(dest="command_command", required=True)
+    override = admin("override", "force lamps to a level for a while", "override")
+    override.add_argument("gateway_id")
+    override.add_argument("--level", type=int, required=True)
+    override.add_argument("--minutes", type=float, default=60)
+    override.add_argument("--priority", type=int, default=10)
+    override.add_argument("--device", action="append", help="lamp id (default: all lamps)")
+
+    admin_sub = None
+    events = admin("events", "event history, or --watch the live feed", "events")
+    events.add_argument("gateway_id", nargs="?", default="")
+    events.add_argument("--watch", action="store_true")
+    events.add_argument("--after", type=int, default=0)
+    events.add_argument("--limit", type=int, default=100)
+
+    edge = sub.add_parser("edge", help="the cabinet agent")
+    edge_sub = edge.add_subparsers(dest="edge_command", required=True)
+    enroll = edge_sub.add_parser("enroll", help="make a key, get a certificate with a token")
+    enroll.add_argument("--config", type=Path, required=True)
+    enroll.add_argument("--token", required=True)
+    run = edge_sub.add_parser("run", help="run the agent")
+    run.add_argument("--config", type=Path, required=True)
+
+    demo = sub.add_parser("demo", help="a local city: orchestrator and three cabinets")
+    demo.add_argument("--dir", type=Path, default=Path("demo-run"))
+    demo.add_argument("--speed", type=float, default=120.0, help="simulated clock speed")
+    demo.add_argument("--seconds", type=float, default=0, help="stop after this long (0: Ctrl-C)")
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "ca":
+        from datetime import UTC, datetime
+
+        from provisioning.ca import CertificateAuthority
+
+        ca = CertificateAuthority.init(args.dir, now=datetime.now(UTC), name=args.name)
+        print(f"CA created in {ca.directory} (root.key and issuing.key are mode 0600)")
+        return 0
+    if args.command == "operator":
+        from datetime import UTC, datetime
+
+        from orchestrator.config import OrchestratorConfig
+        from provisioning.operators import add_operator
+
+        profile = add_operator(
+            OrchestratorConfig.load(args.config),
+            name=args.name,
+            role=args.role,
+            communes=args.commune or [],
+            profile_dir=args.profile_dir,
+            address=args.address,
+            now=datetime.now(UTC),
+        )
+        print(f"operator {args.name} ({args.role}) written to {profile.directory}")
+        return 0
+    if args.command == "orchestrator":
+        from orchestrator.config import OrchestratorConfig
+
+        config = OrchestratorConfig.load(args.config)
+        if args.orchestrator_command == "migrate":
+            from orchestrator.store.store import Store
+
+            Store.open(config.store_url).close()
+            print("store is at the newest schema")
+            return 0
+        from orchestrator.server import serve
+
+        asyncio.run(serve(config, SystemClock()))
+        return 0
+    if args.command == "edge":
+        from edge.config import AgentConfig
+
+        agent_config = AgentConfig.load(args.config)
+        if args.edge_command == "enroll":
+            from edge.identity import enroll
+
+            leaf = asyncio.run(enroll(agent_config, args.token))
+            print(
+                f"enrolled {agent_config.gateway_id}; certificate valid until "
+                f"{leaf.not_valid_after_utc:%Y-%m-%d %H:%M} UTC"
+            )
+            return 0
+        from edge.agent import run_agent
+
+        asyncio.run(run_agent(agent_config))
+        return 0
+    if args.command == "demo":
+        from ondijon.demo import run_demo
+
+        return run_demo(args.dir, speed=args.speed, seconds=args.seconds)
+    if getattr(args, "admin", None):
+        from ondijon.admin import run_admin
+
+        return run_admin(args)
+    raise AssertionError(args.command)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return _run(args)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        if args.verbose:
+            raise
+        known = _known_errors()
+        if isinstance(exc, known):
+            print(f"ondijon: error: {exc}", file=sys.stderr)
+            return 2
+        raise
+
+
+def _known_errors() -> tuple[type[Exception], ...]:
+    from edge.identity import EnrollmentError, IdentityFilesError
+    from ondijon.admin import AdminError
+    from orchestrator.store.store import StoreError
+    from provisioning.ca import CAError
+    from provisioning.identity import IdentityError
+    from provisioning.operators import OperatorError
+
+    return (
+        ConfigError,
+        CAError,
+        IdentityError,
+        OperatorError,
+        EnrollmentError,
+        IdentityFilesError,
+        AdminError,
+        StoreError,
+        OSError,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
