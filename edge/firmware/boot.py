@@ -26,6 +26,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from edge.firmware.durable import CrashPoint, no_crash
 from edge.firmware.slots import Outcome, SlotState, SlotStore
 from ondijon.clock import Clock, SystemClock
 
@@ -83,6 +84,7 @@ def resolve_boot_slot(
     *,
     now: datetime | None = None,
     max_trial_boots: int = DEFAULT_MAX_TRIAL_BOOTS,
+    crash: CrashPoint = no_crash,
 ) -> Path | None:
     """Decide which slot this boot runs and record the decision durably.
 
@@ -90,12 +92,13 @@ def resolve_boot_slot(
         state_dir: the firmware state directory (``/var/lib/ondijon/firmware``).
         now: the current instant (default: the system clock).
         max_trial_boots: boots a trial gets to commit before it is rolled back.
+        crash: crash point for tests (see :mod:`edge.firmware.durable`).
 
     Returns:
         The slot directory to put first on ``sys.path``, or ``None`` to run the base
         install.
     """
-    store = SlotStore(state_dir)
+    store = SlotStore(state_dir, crash=crash)
     state = store.read()
     installed = {slot: store.installed_version(slot) for slot in ("a", "b")}
     decided = boot_step(state, installed, max_trial_boots, now or SystemClock().now())
