@@ -28,7 +28,7 @@ class PowerCut(BaseException):
     """The plug is pulled: nothing after this point runs."""
 
 
-def _offer(sim: ReleaseSimulator, version: str, **kwargs: bool) -> firmware_pb2.FirmwareOffer:
+def _offer(sim: ReleaseSimulator, version: str) -> firmware_pb2.FirmwareOffer:
     release = sim.releases[version]
     return firmware_pb2.FirmwareOffer(
         campaign_id="camp-9",
@@ -40,7 +40,6 @@ def _offer(sim: ReleaseSimulator, version: str, **kwargs: bool) -> firmware_pb2.
                 for s in release.signatures
             ],
         ),
-        **kwargs,
     )
 
 

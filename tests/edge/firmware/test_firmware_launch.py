@@ -1,0 +1,55 @@
+"""The launcher boots the active slot ahead of the base install, in a fresh interpreter."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from edge.firmware.launch import SLOT_ENV, exec_plan
+from edge.firmware.simulator import make_wheel
+from edge.firmware.slots import SlotStore
+
+NOW = datetime(2026, 5, 4, 10, 0, tzinfo=UTC)
+SHADOW = {"edge/__init__.py": b'SLOT_EDGE = "from the slot"\n'}
+
+
+def _trial_of(tmp_path: Path, version: str) -> SlotStore:
+    store = SlotStore(tmp_path / "fw")
+    name, data = make_wheel(version, {"ondijon_probe.py": b'VERSION = "1.1.0"\n', **SHADOW})
+    (tmp_path / name).write_bytes(data)
+    slot = store.install(tmp_path / name, version)
+    store.switch_to_trial(slot, version)
+    return store
+
+
+def test_exec_plan_without_slots_runs_the_base_install(tmp_path: Path) -> None:
+    argv, env = exec_plan(tmp_path, ["-m", "edge.agent"], {"PYTHONPATH": "/elsewhere"}, now=NOW)
+    assert argv == [sys.executable, "-P", "-m", "edge.agent"]
+    assert "PYTHONPATH" not in env
+    assert env[SLOT_ENV] == "base"
+
+
+def test_exec_plan_puts_the_active_slot_alone_on_pythonpath(tmp_path: Path) -> None:
+    store = _trial_of(tmp_path, "1.1.0")
+    _argv, env = exec_plan(store.state_dir, ["-c", "pass"], {"PYTHONPATH": "/elsewhere"}, now=NOW)
+    assert env["PYTHONPATH"] == str(store.slot_dir("a"))
+    assert env[SLOT_ENV] == "a"
+    assert store.read().boot_count == 1
+
+
+def test_the_launcher_execs_the_agent_from_the_slot(tmp_path: Path) -> None:
+    store = _trial_of(tmp_path, "1.1.0")
+    code = "import edge, ondijon_probe; print(edge.SLOT_EDGE, ondijon_probe.VERSION)"
+    launcher = [sys.executable, "-m", "edge.firmware.launch", "--state-dir", str(store.state_dir)]
+    done = subprocess.run(
+        [*launcher, "--", "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "from the slot 1.1.0"
+    assert store.read().boot_count == 1
