@@ -15,6 +15,7 @@ import argparse
 import os
 import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import NoReturn
@@ -54,8 +55,17 @@ def exec_plan(
     return [sys.executable, "-P", *python_args], env
 
 
-def main(argv: Sequence[str] | None = None) -> NoReturn:
-    """Entry point: resolve the slot and exec the agent."""
+@dataclass(frozen=True)
+class LaunchArgs:
+    """The launcher's command line."""
+
+    state_dir: Path
+    max_trial_boots: int
+    python_args: list[str]
+
+
+def parse_args(argv: Sequence[str] | None = None) -> LaunchArgs:
+    """Parse ``[--state-dir DIR] [--max-trial-boots N] -- PYTHON_ARGS...``."""
     parser = argparse.ArgumentParser(prog="python -m edge.firmware.launch")
     parser.add_argument("--state-dir", type=Path, default=Path("/var/lib/ondijon/firmware"))
     parser.add_argument("--max-trial-boots", type=int, default=DEFAULT_MAX_TRIAL_BOOTS)
@@ -66,8 +76,14 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         python_args = python_args[1:]
     if not python_args:
         parser.error("give the agent's interpreter arguments after --")
+    return LaunchArgs(args.state_dir, args.max_trial_boots, python_args)
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """Entry point: resolve the slot and exec the agent."""
+    args = parse_args(argv)
     exec_argv, env = exec_plan(
-        args.state_dir, python_args, os.environ, max_trial_boots=args.max_trial_boots
+        args.state_dir, args.python_args, os.environ, max_trial_boots=args.max_trial_boots
     )
     sys.stdout.flush()
     sys.stderr.flush()

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import shlex
 import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from edge.firmware.launch import SLOT_ENV, exec_plan
+from edge.firmware.launch import SLOT_ENV, exec_plan, parse_args
 from edge.firmware.simulator import make_wheel
 from edge.firmware.slots import SlotStore
 
@@ -53,3 +54,17 @@ def test_the_launcher_execs_the_agent_from_the_slot(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "from the slot 1.1.0"
     assert store.read().boot_count == 1
+
+
+def test_the_systemd_unit_runs_the_launcher_with_arguments_it_accepts() -> None:
+    unit = Path(__file__).parents[3] / "deploy" / "systemd" / "ondijon-agent.service"
+    lines = unit.read_text().splitlines()
+    settings = [line.split("=", 1) for line in lines if "=" in line and not line.startswith("#")]
+    values = {key: value for key, value in settings}
+    assert values["Type"] == "notify" and values["Restart"] == "always"
+    argv = shlex.split(values["ExecStart"])
+    assert argv[1:3] == ["-m", "edge.firmware.launch"]
+    args = parse_args(argv[3:])
+    assert args.state_dir == Path("/var/lib/ondijon/firmware")
+    assert values["ReadWritePaths"] == "/var/lib/ondijon"
+    assert args.python_args[:2] == ["-m", "ondijon.cli"]
