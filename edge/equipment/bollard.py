@@ -1,0 +1,546 @@
+"""Retractable bollards: configuration, the driver protocol, the gpiozero backend, the controller.
+
+The safety rules live in :mod:`edge.equipment.bollard_rules` (pure); this module is the thin
+shell around them:
+
+- :class:`BollardConfig` is one bollard's entry of the agent configuration (pins, limits).
+- :class:`BollardDriver` is what a backend implements; :class:`GpioBollard` drives gpiozero
+  devices on any pin factory, and :mod:`edge.equipment.bollard_sim` simulates the whole
+  bollard on gpiozero mock pins. :func:`open_bollard_driver` picks one from the config.
+- :class:`BollardController` owns a driver, runs the rules on every input change and at
+  their deadlines, emits events and answers :meth:`BollardController.state`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from gpiozero import DigitalInputDevice, DigitalOutputDevice, GPIOZeroError
+
+from edge.equipment.access import AccessDecision, LocalAccessList
+from edge.equipment.base import EquipmentConfigError, EquipmentEvent, EventSink, Priority
+from edge.equipment.bollard_rules import (
+    MIN_WARNING_S,
+    Access,
+    BollardError,
+    BollardInputs,
+    BollardOutputs,
+    BollardRules,
+    BollardTarget,
+    Mode,
+    Phase,
+    Position,
+)
+from ondijon.clock import Clock
+from protos.ondijon.v1 import schedule_pb2, state_pb2
+
+PinName = int | str
+
+BACKENDS = ("gpio", "simulated")
+OUTPUT_PINS = ("motor_up_pin", "motor_down_pin", "warning_light_pin")
+INPUT_PINS = ("up_limit_pin", "down_limit_pin", "loop_pin", "edge_pin", "emergency_pin")
+
+
+@dataclass(frozen=True)
+class BollardConfig:
+    """One bollard of the agent configuration.
+
+    The default pins are the reference cabinet wiring (BCM numbers); the gpio backend still
+    requires every pin to be written out, so a misspelt key never drives a default pin.
+
+    Attributes:
+        device_id: the bollard's id in the fleet.
+        backend: ``"gpio"`` (gpiozero, any pin factory) or ``"simulated"``.
+        inputs_pull_up: inputs are switches to ground (active low) when true.
+        warning_s: light-on time before a rise (at least 1 s).
+        travel_timeout_s: longest travel between limit switches before a fault.
+        max_reversals: reversals in a row that lock the bollard down.
+        retry_pause_s: pause down after a reversal before the next rise.
+        passage_s: how long a granted identifier keeps the bollard down.
+        field_prefix: where the entry sits in the configuration, for error messages.
+    """
+
+    device_id: str
+    backend: str = "gpio"
+    motor_up_pin: PinName = 17
+    motor_down_pin: PinName = 27
+    warning_light_pin: PinName = 22
+    up_limit_pin: PinName = 5
+    down_limit_pin: PinName = 6
+    loop_pin: PinName = 13
+    edge_pin: PinName = 19
+    emergency_pin: PinName = 26
+    inputs_pull_up: bool = True
+    warning_s: float = MIN_WARNING_S
+    travel_timeout_s: float = 8.0
+    max_reversals: int = 3
+    retry_pause_s: float = 3.0
+    passage_s: float = 20.0
+    field_prefix: str = ""
+
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, Any], field_prefix: str) -> BollardConfig:
+        """Read and validate a configuration entry (e.g. a TOML table).
+
+        Args:
+            mapping: the entry's keys and values.
+            field_prefix: its path, e.g. ``equipment.bollards[0]``.
+
+        Raises:
+            EquipmentConfigError: naming the first offending field and why.
+        """
+        known = {f.name for f in fields(cls)} - {"field_prefix"}
+
+        def path(name: str) -> str:
+            return f"{field_prefix}.{name}" if field_prefix else name
+
+        for key in mapping:
+            if key not in known:
+                raise EquipmentConfigError(path(str(key)), "unknown key")
+        values: dict[str, Any] = {}
+        device_id = mapping.get("device_id")
+        if not isinstance(device_id, str) or not device_id.strip():
+            raise EquipmentConfigError(path("device_id"), "must be a non-empty string")
+        values["device_id"] = device_id
+        backend = mapping.get("backend", "gpio")
+        if backend not in BACKENDS:
+            raise EquipmentConfigError(path("backend"), f"must be one of {', '.join(BACKENDS)}")
+        values["backend"] = backend
+        seen: dict[str, str] = {}
+        for name in OUTPUT_PINS + INPUT_PINS:
+            if name not in mapping:
+                if backend == "gpio":
+                    raise EquipmentConfigError(path(name), "required for the gpio backend")
+                continue
+            pin = mapping[name]
+            if isinstance(pin, bool) or not isinstance(pin, int | str):
+                raise EquipmentConfigError(path(name), "must be a pin number or name")
+            if isinstance(pin, int) and pin < 0:
+                raise EquipmentConfigError(path(name), "must not be negative")
+            if isinstance(pin, str) and not pin.strip():
+                raise EquipmentConfigError(path(name), "must not be empty")
+            if str(pin) in seen:
+                raise EquipmentConfigError(
+                    path(name), f"pin {pin} already used by {seen[str(pin)]}"
+                )
+            seen[str(pin)] = name
+            values[name] = pin
+        if "inputs_pull_up" in mapping:
+            if not isinstance(mapping["inputs_pull_up"], bool):
+                raise EquipmentConfigError(path("inputs_pull_up"), "must be true or false")
+            values["inputs_pull_up"] = mapping["inputs_pull_up"]
+        limits = (
+            ("warning_s", MIN_WARNING_S, "must be at least 1 s"),
+            ("travel_timeout_s", 0.0, "must be positive"),
+            ("retry_pause_s", 0.0, "must not be negative"),
+            ("passage_s", 0.0, "must be positive"),
+        )
+        for name, low, reason in limits:
+            if name not in mapping:
+                continue
+            value = mapping[name]
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise EquipmentConfigError(path(name), "must be a number of seconds")
+            strict = name in ("travel_timeout_s", "passage_s")
+            if value < low or (strict and value <= low):
+                raise EquipmentConfigError(path(name), reason)
+            values[name] = float(value)
+        if "max_reversals" in mapping:
+            count = mapping["max_reversals"]
+            if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+                raise EquipmentConfigError(path("max_reversals"), "must be an integer >= 1")
+            values["max_reversals"] = count
+        return cls(field_prefix=field_prefix, **values)
+
+    def rules(self) -> BollardRules:
+        """The safety rules with this bollard's limits."""
+        return BollardRules(
+            device_id=self.device_id,
+            warning_s=self.warning_s,
+            travel_timeout_s=self.travel_timeout_s,
+            max_reversals=self.max_reversals,
+            retry_pause_s=self.retry_pause_s,
+        )
+
+    def field(self, name: str) -> str:
+        """The configuration path of one of this entry's fields."""
+        return f"{self.field_prefix}.{name}" if self.field_prefix else name
+
+
+def target_from_setting(
+    setting: schedule_pb2.BollardSetting, field: str = "bollard"
+) -> BollardTarget:
+    """Map the schedule's wire setting to the rules' target.
+
+    An unspecified position follows the access policy (OPEN: down; LIST, CLOSED: up).
+
+    Raises:
+        BollardError: when both position and access are unspecified (names ``field``).
+    """
+    access = {
+        schedule_pb2.ACCESS_POLICY_OPEN: Access.OPEN,
+        schedule_pb2.ACCESS_POLICY_LIST: Access.LIST,
+        schedule_pb2.ACCESS_POLICY_CLOSED: Access.CLOSED,
+    }.get(setting.access)
+    position = {
+        schedule_pb2.BOLLARD_POSITION_UP: Position.UP,
+        schedule_pb2.BOLLARD_POSITION_DOWN: Position.DOWN,
+    }.get(setting.position)
+    if position is None and access is None:
+        raise BollardError(f"{field}: neither position nor access is specified")
+    if position is None:
+        position = Position.DOWN if access is Access.OPEN else Position.UP
+    if access is None:
+        access = Access.OPEN if position is Position.DOWN else Access.CLOSED
+    return BollardTarget(position=position, access=access)
+
+
+@dataclass(frozen=True)
+class BollardReadings:
+    """The five inputs as the driver reads them (true: active)."""
+
+    up_limit: bool = False
+    down_limit: bool = False
+    loop_occupied: bool = False
+    obstruction: bool = False
+    emergency: bool = False
+
+
+class BollardDriver(Protocol):
+    """What a bollard backend implements."""
+
+    def read(self) -> BollardReadings:
+        """The inputs now."""
+        ...
+
+    def drive(self, outputs: BollardOutputs) -> None:
+        """Set the outputs, switching off before switching on."""
+        ...
+
+    def on_change(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (from any thread) whenever an input changes."""
+        ...
+
+    async def run(self) -> None:
+        """Whatever the backend needs in the background; runs until cancelled."""
+        ...
+
+    def close(self) -> None:
+        """Release the pins (motors off)."""
+        ...
+
+
+class GpioBollard:
+    """A bollard wired to gpiozero devices, on any pin factory."""
+
+    def __init__(self, config: BollardConfig, *, pin_factory: Any = None) -> None:
+        """Claim the pins.
+
+        Raises:
+            EquipmentConfigError: naming the pin gpiozero refused (invalid or in use).
+        """
+        self._callback: Callable[[], None] | None = None
+        self._devices: list[Any] = []
+        try:
+            self._motor_up = self._output(config, "motor_up_pin", pin_factory)
+            self._motor_down = self._output(config, "motor_down_pin", pin_factory)
+            self._light = self._output(config, "warning_light_pin", pin_factory)
+            self._inputs = [self._input(config, name, pin_factory) for name in INPUT_PINS]
+        except BaseException:
+            self.close()
+            raise
+
+    def _output(self, config: BollardConfig, name: str, pin_factory: Any) -> Any:
+        try:
+            device = DigitalOutputDevice(
+                getattr(config, name), initial_value=False, pin_factory=pin_factory
+            )
+        except GPIOZeroError as exc:
+            raise EquipmentConfigError(config.field(name), str(exc)) from exc
+        self._devices.append(device)
+        return device
+
+    def _input(self, config: BollardConfig, name: str, pin_factory: Any) -> Any:
+        try:
+            device = DigitalInputDevice(
+                getattr(config, name), pull_up=config.inputs_pull_up, pin_factory=pin_factory
+            )
+        except GPIOZeroError as exc:
+            raise EquipmentConfigError(config.field(name), str(exc)) from exc
+        self._devices.append(device)
+        device.when_activated = self._changed
+        device.when_deactivated = self._changed
+        return device
+
+    def _changed(self) -> None:
+        if self._callback is not None:
+            self._callback()
+
+    def read(self) -> BollardReadings:
+        up, down, loop, edge, emergency = (bool(d.is_active) for d in self._inputs)
+        return BollardReadings(up, down, loop, edge, emergency)
+
+    def drive(self, outputs: BollardOutputs) -> None:
+        # Off before on, so a reversal never has both motor contactors closed, even briefly.
+        if not outputs.motor_up:
+            self._motor_up.off()
+        if not outputs.motor_down:
+            self._motor_down.off()
+        if outputs.motor_up:
+            self._motor_up.on()
+        if outputs.motor_down:
+            self._motor_down.on()
+        self._light.value = outputs.warning_light
+        if self._motor_up.value and self._motor_down.value:
+            self._motor_up.off()
+            self._motor_down.off()
+            raise BollardError("both motor outputs were on: switched off")
+
+    def on_change(self, callback: Callable[[], None]) -> None:
+        self._callback = callback
+
+    async def run(self) -> None:
+        # gpiozero watches the pins in its own threads; nothing to do here.
+        await asyncio.Event().wait()
+
+    def close(self) -> None:
+        for device in self._devices:
+            with contextlib.suppress(Exception):
+                device.close()
+        self._devices.clear()
+
+
+def open_bollard_driver(config: BollardConfig, clock: Clock) -> BollardDriver:
+    """The backend named by ``config.backend``.
+
+    ``"gpio"`` uses gpiozero's default pin factory (``GPIOZERO_PIN_FACTORY``); ``"simulated"``
+    runs :class:`edge.equipment.bollard_sim.SimulatedBollard` on ``clock``.
+    """
+    if config.backend == "simulated":
+        # Imported here: the simulator builds on GpioBollard from this module.
+        from edge.equipment.bollard_sim import SimulatedBollard
+
+        return SimulatedBollard(config, clock)
+    return GpioBollard(config)
+
+
+_MOTION = {
+    Phase.UNKNOWN: state_pb2.BOLLARD_MOTION_UNSPECIFIED,
+    Phase.DOWN: state_pb2.BOLLARD_MOTION_DOWN,
+    Phase.WARNING: state_pb2.BOLLARD_MOTION_DOWN,
+    Phase.RISING: state_pb2.BOLLARD_MOTION_RISING,
+    Phase.UP: state_pb2.BOLLARD_MOTION_UP,
+    Phase.LOWERING: state_pb2.BOLLARD_MOTION_LOWERING,
+    Phase.FAULT: state_pb2.BOLLARD_MOTION_FAULT,
+}
+_MODE = {
+    Mode.AUTOMATIC: state_pb2.BOLLARD_MODE_AUTOMATIC,
+    Mode.HELD_UP: state_pb2.BOLLARD_MODE_HELD_UP,
+    Mode.HELD_DOWN: state_pb2.BOLLARD_MODE_HELD_DOWN,
+}
+
+
+class BollardController:
+    """Runs one bollard: its rules, its driver, its access list.
+
+    Until the schedule says otherwise the target is down with free passage: a bollard never
+    rises on a guess. Methods other than :meth:`run` are called from the event loop's thread;
+    driver callbacks may come from any thread.
+    """
+
+    def __init__(
+        self,
+        *,
+        config: BollardConfig,
+        driver: BollardDriver,
+        clock: Clock,
+        sink: EventSink,
+        access_list: LocalAccessList | None = None,
+        target: BollardTarget | None = None,
+        mode: Mode = Mode.AUTOMATIC,
+    ) -> None:
+        self._config = config
+        self._rules = config.rules()
+        self._driver = driver
+        self._clock = clock
+        self._sink = sink
+        self._access = access_list or LocalAccessList()
+        self._target = target or BollardTarget()
+        self._mode = mode
+        self._source = "default"
+        self._granted_until: datetime | None = None
+        self._situation = self._rules.start(clock.now(), mode)
+        self._readings = BollardReadings()
+        self._deadline: datetime | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._rearm = asyncio.Event()
+
+    @property
+    def device_id(self) -> str:
+        """The bollard's id."""
+        return self._config.device_id
+
+    @property
+    def phase(self) -> Phase:
+        """What the bollard is doing, in the rules' detail."""
+        return self._situation.phase
+
+    async def run(self) -> None:
+        """Run the bollard until cancelled; the motors are switched off on the way out."""
+        self._loop = asyncio.get_running_loop()
+        self._driver.on_change(self._input_changed)
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._driver.run())
+                group.create_task(self._follow_deadlines())
+        finally:
+            self._loop = None
+            self._driver.drive(BollardOutputs())
+
+    def apply(self, target: BollardTarget, source: str = "default") -> None:
+        """Follow a new schedule decision (``source`` as in ``DeviceState.source``)."""
+        self._target = target
+        self._source = source
+        self._evaluate()
+
+    def set_mode(self, mode: Mode) -> None:
+        """An operator's mode; any change also clears a lockout or a fault."""
+        self._mode = mode
+        self._evaluate()
+
+    def reset(self) -> None:
+        """An operator's reset: clears a reversal lockout and the faults."""
+        self._situation, events = self._rules.reset(self._situation, self._clock.now())
+        self._emit(events)
+        self._evaluate()
+
+    def set_access_list(self, access_list: LocalAccessList) -> None:
+        """Use a new (already validated) access list from now on."""
+        self._access = access_list
+
+    def present(self, identifier: str) -> AccessDecision:
+        """An identifier shown at the reader; lowers the bollard for a passage if granted.
+
+        The identifier is checked locally and never recorded in clear.
+        """
+        now = self._clock.now()
+        decision = self._access.check(identifier, self.device_id, now)
+        if decision.granted:
+            refusal = self._policy_refusal()
+            if refusal:
+                decision = AccessDecision(False, refusal, decision.digest_prefix, decision.label)
+        attributes = {"credential": decision.digest_prefix, "reason": decision.reason}
+        if decision.granted:
+            self._granted_until = now + timedelta(seconds=self._config.passage_s)
+            attributes["label"] = decision.label
+            message = f"passage granted to {decision.digest_prefix}"
+        else:
+            message = f"passage refused to {decision.digest_prefix}: {decision.reason}"
+        kind = "access_granted" if decision.granted else "access_refused"
+        self._emit([self._event(kind, message, attributes)])
+        self._evaluate()
+        return decision
+
+    def state(self) -> state_pb2.DeviceState:
+        """The bollard's state for the orchestrator."""
+        s = self._situation
+        faults = list(s.faults)
+        if s.locked_out:
+            faults.append("reversal_lockout")
+        message = state_pb2.DeviceState(
+            device_id=self.device_id,
+            kind=schedule_pb2.DEVICE_KIND_BOLLARD,
+            source="sensor" if self._readings.emergency else self._source,
+            bollard=state_pb2.BollardState(
+                motion=_MOTION[s.phase],
+                mode=_MODE[s.mode],
+                loop_occupied=self._readings.loop_occupied,
+                emergency=self._readings.emergency,
+                reversals=s.reversals,
+                faults=faults,
+            ),
+        )
+        message.observed_at.FromDatetime(self._clock.now())
+        return message
+
+    # -- shell ---------------------------------------------------------------------------------
+
+    def _policy_refusal(self) -> str:
+        if self._mode is not Mode.AUTOMATIC:
+            return f"mode_{self._mode.value}"
+        if self._target.access is Access.CLOSED:
+            return "policy_closed"
+        return ""
+
+    def _input_changed(self) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._evaluate)
+
+    async def _follow_deadlines(self) -> None:
+        while True:
+            self._evaluate()
+            self._rearm.clear()
+            deadline = self._deadline
+            if deadline is None:
+                await self._rearm.wait()
+                continue
+            sleeper = asyncio.ensure_future(self._clock.sleep_until(deadline))
+            rearmed = asyncio.ensure_future(self._rearm.wait())
+            try:
+                await asyncio.wait({sleeper, rearmed}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                sleeper.cancel()
+                rearmed.cancel()
+
+    def _evaluate(self) -> None:
+        if self._loop is None:
+            return  # nothing moves before run()
+        now = self._clock.now()
+        self._readings = readings = self._driver.read()
+        inputs = BollardInputs(
+            up_limit=readings.up_limit,
+            down_limit=readings.down_limit,
+            loop_occupied=readings.loop_occupied,
+            obstruction=readings.obstruction,
+            emergency=readings.emergency,
+            target=self._target,
+            mode=self._mode,
+            granted_until=self._granted_until,
+        )
+        self._situation, outputs, events, deadline = self._rules.step(self._situation, inputs, now)
+        self._driver.drive(outputs)
+        self._emit(events)
+        if deadline != self._deadline:
+            self._deadline = deadline
+            self._rearm.set()
+
+    def _emit(self, events: list[EquipmentEvent]) -> None:
+        for event in events:
+            self._sink(event)
+
+    def _event(self, kind: str, message: str, attributes: dict[str, str]) -> EquipmentEvent:
+        return EquipmentEvent(
+            device_id=self.device_id,
+            type=kind,
+            priority=Priority.EVENT,
+            at=self._clock.now(),
+            message=message,
+            attributes=attributes,
+        )
+
+
+__all__ = [
+    "BollardConfig",
+    "BollardController",
+    "BollardDriver",
+    "BollardReadings",
+    "GpioBollard",
+    "open_bollard_driver",
+    "target_from_setting",
+]
