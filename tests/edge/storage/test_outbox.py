@@ -1,0 +1,461 @@
+"""The durable outbox: sequences, priorities, acks, the disk budget and power cuts."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edge.equipment.base import EquipmentEvent, Priority
+from edge.storage.atomic import RecoveryOutcome
+from edge.storage.errors import OutboxError
+from edge.storage.outbox import Outbox
+from edge.storage.overflow import MIB, OutboxLimits
+from ondijon.clock import ManualClock
+from protos.ondijon.v1 import link_pb2
+
+T0 = datetime(2026, 3, 1, tzinfo=UTC)
+QUARTER = timedelta(minutes=15)
+LAMPS = [f"lamp-{n:03d}" for n in range(100)]
+
+
+def reading(device_id: str, end: datetime) -> EquipmentEvent:
+    """A lamp's quarter-hour metering record, shaped like the lamp controller's."""
+    return EquipmentEvent(
+        device_id=device_id,
+        type="energy_interval",
+        priority=Priority.METERING,
+        at=end,
+        attributes={
+            "interval_start": (end - QUARTER).isoformat(),
+            "interval_end": end.isoformat(),
+            "wh": "9.375",
+            "on_seconds": "900",
+            "covered_seconds": "900",
+        },
+    )
+
+
+def alarm(device_id: str, at: datetime, message: str = "driver open circuit") -> EquipmentEvent:
+    return EquipmentEvent(device_id, "lamp.failure", Priority.ALARM, at, message)
+
+
+def event(device_id: str, at: datetime, message: str = "") -> EquipmentEvent:
+    return EquipmentEvent(device_id, "lamp.switched", Priority.EVENT, at, message, {"level": "100"})
+
+
+WORDY = "a long diagnostic text, so that a few appends fill a small budget " * 8
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(T0)
+
+
+@pytest.fixture
+def outbox(tmp_path: Path, clock: ManualClock) -> Iterator[Outbox]:
+    with Outbox(tmp_path / "outbox.db", clock=clock) as box:
+        yield box
+
+
+def everything(box: Outbox) -> list[link_pb2.Event]:
+    """Every pending event (in send order), leaving none in flight."""
+    events = box.next_batch(10**9, 10**12)
+    box.requeue_in_flight()
+    return events
+
+
+def gaps(events: list[link_pb2.Event]) -> list[link_pb2.Event]:
+    return [e for e in events if e.type == "outbox.gap"]
+
+
+# Sequences -------------------------------------------------------------------------------
+
+
+def test_sequences_are_contiguous_from_one_and_survive_a_restart(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    with Outbox(tmp_path / "outbox.db", clock=clock) as box:
+        assert box.last_sequence == 0
+        assert box.append(alarm("lamp-001", T0)) == 1
+        assert box.append_many([reading(d, T0) for d in LAMPS[:3]]) == [2, 3, 4]
+    with Outbox(tmp_path / "outbox.db", clock=clock) as box:
+        assert box.last_sequence == 4
+        assert box.pending_count == 4
+        assert box.append(event("lamp-002", T0)) == 5
+        assert [e.sequence for e in everything(box)] == [1, 5, 2, 3, 4]
+
+
+def test_sequences_are_never_reused_once_everything_is_acknowledged(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    with Outbox(tmp_path / "outbox.db", clock=clock) as box:
+        box.append_many([reading(d, T0) for d in LAMPS[:10]])
+        assert box.ack([(1, 10)]) == 10
+        assert box.pending_count == 0
+    with Outbox(tmp_path / "outbox.db", clock=clock) as box:
+        assert box.append(reading("lamp-000", T0)) == 11
+
+
+def test_the_stored_event_is_what_was_recorded(outbox: Outbox) -> None:
+    at = datetime(2026, 3, 1, 18, 30, 15, 123456, tzinfo=UTC)
+    outbox.append(EquipmentEvent("bollard-3", "bollard.reversal", Priority.ALARM, at, "obstacle"))
+    (sent,) = everything(outbox)
+    assert sent.sequence == 1
+    assert sent.priority == link_pb2.EVENT_PRIORITY_ALARM
+    assert (sent.device_id, sent.type, sent.message) == (
+        "bollard-3",
+        "bollard.reversal",
+        "obstacle",
+    )
+    assert sent.at.ToDatetime(tzinfo=UTC) == at
+
+
+def test_append_many_records_all_or_nothing(outbox: Outbox) -> None:
+    outbox.append(alarm("lamp-001", T0))
+    naive = EquipmentEvent("lamp-002", "lamp.switched", Priority.EVENT, datetime(2026, 3, 1))
+    with pytest.raises(OutboxError) as caught:
+        outbox.append_many([reading("lamp-001", T0), reading("lamp-002", T0), naive])
+    assert caught.value.field == "events[2].at"
+    assert outbox.last_sequence == 1
+    assert outbox.pending_count == 1
+
+
+@pytest.mark.parametrize(
+    ("bad", "field"),
+    [
+        (EquipmentEvent("lamp-1", "", Priority.EVENT, T0), "events[0].type"),
+        (EquipmentEvent("lamp-1", "x", 7, T0), "events[0].priority"),  # type: ignore[arg-type]
+        (EquipmentEvent("lamp-1", "x", Priority.EVENT, T0, "", {"k": 1}), "events[0].attributes"),  # type: ignore[dict-item]
+    ],
+    ids=["no-type", "unknown-priority", "non-string-attribute"],
+)
+def test_a_malformed_event_is_refused_naming_its_field(
+    outbox: Outbox, bad: EquipmentEvent, field: str
+) -> None:
+    with pytest.raises(OutboxError) as caught:
+        outbox.append(bad)
+    assert caught.value.field.startswith(field)
+    assert outbox.last_sequence == 0
+
+
+# Sending ---------------------------------------------------------------------------------
+
+
+def test_alarms_go_first_then_events_then_metering_each_in_sequence_order(
+    outbox: Outbox,
+) -> None:
+    outbox.append_many([reading("lamp-000", T0), reading("lamp-001", T0)])  # 1, 2
+    outbox.append(event("lamp-000", T0))  # 3
+    outbox.append(alarm("lamp-007", T0))  # 4
+    outbox.append(reading("lamp-002", T0))  # 5
+    outbox.append(event("lamp-001", T0))  # 6
+    outbox.append(alarm("lamp-008", T0))  # 7
+    batch = outbox.next_batch(max_events=100, max_bytes=1 << 20)
+    assert [e.sequence for e in batch] == [4, 7, 3, 6, 1, 2, 5]
+    assert outbox.pending_by_priority() == {
+        Priority.ALARM: 2,
+        Priority.EVENT: 2,
+        Priority.METERING: 3,
+    }
+
+
+def test_next_batch_skips_what_is_in_flight_until_requeued(outbox: Outbox) -> None:
+    outbox.append_many([reading(d, T0) for d in LAMPS[:5]])
+    first = outbox.next_batch(max_events=3, max_bytes=1 << 20)
+    assert [e.sequence for e in first] == [1, 2, 3]
+    assert outbox.in_flight_count == 3
+    outbox.append(alarm("lamp-009", T0))  # 6: an alarm still overtakes what waits
+    assert [e.sequence for e in outbox.next_batch(10, 1 << 20)] == [6, 4, 5]
+    assert outbox.next_batch(10, 1 << 20) == []
+    outbox.ack([(1, 2)])
+    assert outbox.in_flight_count == 4
+    assert outbox.requeue_in_flight() == 4
+    assert outbox.in_flight_count == 0
+    assert [e.sequence for e in outbox.next_batch(10, 1 << 20)] == [6, 3, 4, 5]
+
+
+def test_nothing_is_in_flight_after_a_restart(tmp_path: Path, clock: ManualClock) -> None:
+    with Outbox(tmp_path / "outbox.db", clock=clock) as box:
+        box.append_many([reading(d, T0) for d in LAMPS[:4]])
+        box.next_batch(4, 1 << 20)
+    with Outbox(tmp_path / "outbox.db", clock=clock) as box:
+        assert [e.sequence for e in box.next_batch(10, 1 << 20)] == [1, 2, 3, 4]
+
+
+def test_a_batch_fits_max_bytes_as_a_serialized_event_batch(outbox: Outbox) -> None:
+    outbox.append_many([reading(d, T0) for d in LAMPS])
+    one = outbox.next_batch(1, 1 << 20)[0]
+    outbox.requeue_in_flight()
+    per_event = link_pb2.EventBatch(events=[one]).ByteSize()
+    budget = per_event * 7 + per_event // 2
+    batch = outbox.next_batch(max_events=50, max_bytes=budget)
+    assert len(batch) == 7
+    assert link_pb2.EventBatch(events=batch).ByteSize() <= budget
+    assert [e.sequence for e in outbox.next_batch(max_events=3, max_bytes=1 << 20)] == [8, 9, 10]
+
+
+def test_an_event_larger_than_max_bytes_is_still_sent_alone(outbox: Outbox) -> None:
+    outbox.append(EquipmentEvent("cab-1", "cabinet.log", Priority.EVENT, T0, "x" * 5000))
+    outbox.append(event("lamp-1", T0))
+    assert [e.sequence for e in outbox.next_batch(10, 1000)] == [1]
+    assert [e.sequence for e in outbox.next_batch(10, 1000)] == [2]
+    assert outbox.next_batch(0, 1000) == []
+
+
+# Acknowledgements ------------------------------------------------------------------------
+
+
+def test_ack_forgets_stored_events_and_is_idempotent(outbox: Outbox) -> None:
+    outbox.append_many([reading(d, T0) for d in LAMPS[:10]])
+    outbox.next_batch(10, 1 << 20)
+    ack = link_pb2.EventAck(stored=[link_pb2.SequenceRange(first=1, last=4)])
+    assert outbox.ack(ack.stored) == 4
+    assert outbox.ack(ack.stored) == 0
+    assert outbox.ack([(3, 6), (9, 9)]) == 3
+    assert outbox.pending_count == 3
+    assert outbox.in_flight_count == 3
+    outbox.requeue_in_flight()
+    assert [e.sequence for e in everything(outbox)] == [7, 8, 10]
+
+
+@pytest.mark.parametrize(
+    ("ranges", "field"),
+    [
+        ([(1, 2), (5, 4)], "stored[1].last"),
+        ([(0, 3)], "stored[0].first"),
+        ([(1, 2), (9, 11)], "stored[1].last"),
+    ],
+    ids=["reversed", "zero", "never-recorded"],
+)
+def test_a_bad_ack_changes_nothing(
+    outbox: Outbox, ranges: list[tuple[int, int]], field: str
+) -> None:
+    outbox.append_many([reading(d, T0) for d in LAMPS[:10]])
+    with pytest.raises(OutboxError) as caught:
+        outbox.ack(ranges)
+    assert caught.value.field == field
+    assert outbox.pending_count == 10
+
+
+# Disk budget -----------------------------------------------------------------------------
+
+
+def _fill(box: Outbox, clock: ManualClock, quarters: int, with_events: bool) -> list[int]:
+    """Append a 100-lamp cabinet's readings; check the budget after every append."""
+    sequences: list[int] = []
+    for q in range(quarters):
+        clock.advance(QUARTER.total_seconds())
+        batch = [reading(d, clock.now()) for d in LAMPS]
+        if with_events and q % 8 == 0:
+            batch.append(event(LAMPS[q % 100], clock.now()))
+        if with_events and q % 50 == 0:
+            batch.append(alarm(LAMPS[q % 100], clock.now()))
+        sequences += box.append_many(batch)
+        assert box.disk_bytes <= box.limits.max_disk_bytes
+    return sequences
+
+
+def _dropped_by_gaps(gap_events: list[link_pb2.Event]) -> set[int]:
+    dropped: set[int] = set()
+    for gap in gap_events:
+        assert "sequences_truncated" not in gap.attributes
+        for part in gap.attributes["sequences"].split(","):
+            first, _, last = part.partition("-")
+            dropped.update(range(int(first), int(last or first) + 1))
+        assert len(dropped) >= int(gap.attributes["dropped"])
+    return dropped
+
+
+def test_a_full_outbox_drops_the_oldest_metering_and_records_exactly_what(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    limits = OutboxLimits(max_disk_bytes=MIB)
+    with Outbox(tmp_path / "outbox.db", clock=clock, limits=limits) as box:
+        _fill(box, clock, quarters=80, with_events=True)
+        kept = everything(box)
+        last = box.last_sequence
+    kept_sequences = {e.sequence for e in kept}
+    gap_events = gaps(kept)
+    assert gap_events, "the budget should have been exceeded"
+    dropped = _dropped_by_gaps(gap_events)
+    # Every sequence is either still here or accounted for by exactly one gap event.
+    assert kept_sequences | dropped == set(range(1, last + 1))
+    assert not kept_sequences & dropped
+    assert sum(int(g.attributes["dropped"]) for g in gap_events) == len(dropped)
+    # Only metering went, the oldest first; every alarm and event is still here.
+    by_sequence = {e.sequence: e for e in kept}
+    kept_metering = sorted(
+        s for s, e in by_sequence.items() if e.priority == link_pb2.EVENT_PRIORITY_METERING
+    )
+    assert min(kept_metering) > max(dropped)
+    assert all("metering.dropped" in g.attributes for g in gap_events)
+    assert not any("event.dropped" in g.attributes for g in gap_events)
+    types = Counter(e.type for e in kept)
+    assert types["lamp.failure"] == 2  # quarters 0 and 50
+    assert types["lamp.switched"] == 10  # every 8th quarter of 80
+    # The gap event's time range is the dropped readings' own.
+    first_gap = gap_events[0].attributes
+    assert first_gap["first_at"] == (T0 + QUARTER).isoformat()
+    assert first_gap["first_sequence"] == "1"
+
+
+def test_events_go_only_once_no_metering_is_left_and_alarms_never(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    limits = OutboxLimits(max_disk_bytes=MIB)
+    with Outbox(tmp_path / "outbox.db", clock=clock, limits=limits) as box:
+        box.append_many([reading(d, T0) for d in LAMPS])
+        alarms = box.append_many([alarm(d, T0) for d in LAMPS[:20]])
+        for _ in range(30):
+            box.append_many([event(d, T0, WORDY) for d in LAMPS])
+            assert box.disk_bytes <= limits.max_disk_bytes
+        kept = everything(box)
+    kept_sequences = {e.sequence for e in kept}
+    gap_events = gaps(kept)
+    assert len(gap_events) >= 2
+    assert set(alarms) <= kept_sequences
+    assert not any(e.priority == link_pb2.EVENT_PRIORITY_METERING for e in kept)
+    # No event went while a metering reading was left.
+    metering_dropped = 0
+    for gap in gap_events:
+        if "event.dropped" in gap.attributes:
+            assert metering_dropped + int(gap.attributes.get("metering.dropped", "0")) == 100
+        metering_dropped += int(gap.attributes.get("metering.dropped", "0"))
+    assert metering_dropped == 100
+    assert any("event.dropped" in g.attributes for g in gap_events)
+    assert not any("alarm.dropped" in g.attributes for g in gap_events)
+
+
+def test_alarms_are_kept_even_past_the_budget(tmp_path: Path, clock: ManualClock) -> None:
+    limits = OutboxLimits(max_disk_bytes=MIB)
+    with Outbox(tmp_path / "outbox.db", clock=clock, limits=limits) as box:
+        for _ in range(25):
+            box.append_many([alarm(d, T0, WORDY) for d in LAMPS])
+        assert box.disk_bytes > limits.max_disk_bytes
+        assert box.pending_count == 2500
+        assert not gaps(everything(box))
+
+
+def test_events_in_flight_are_not_dropped(tmp_path: Path, clock: ManualClock) -> None:
+    limits = OutboxLimits(max_disk_bytes=MIB)
+    with Outbox(tmp_path / "outbox.db", clock=clock, limits=limits) as box:
+        box.append_many([reading(d, T0) for d in LAMPS])
+        in_flight = box.next_batch(10, 1 << 20)
+        _fill(box, clock, quarters=45, with_events=False)
+        assert gaps(box.next_batch(10**6, 10**9))
+        assert box.ack([(e.sequence, e.sequence) for e in in_flight]) == 10
+
+
+def test_an_append_bigger_than_the_limit_is_refused(tmp_path: Path, clock: ManualClock) -> None:
+    limits = OutboxLimits(max_disk_bytes=MIB)
+    with Outbox(tmp_path / "outbox.db", clock=clock, limits=limits) as box:
+        with pytest.raises(OutboxError) as caught:
+            box.append_many([reading(d, T0) for d in LAMPS] * 5)
+        assert caught.value.field == "events"
+        assert box.last_sequence == 0
+
+
+@pytest.mark.slow
+def test_a_week_offline_for_a_100_lamp_cabinet_loses_nothing(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    with Outbox(tmp_path / "outbox.db", clock=clock) as box:
+        recorded = _fill(box, clock, quarters=4 * 24 * 7, with_events=True)
+        readings = 100 * 4 * 24 * 7
+        assert readings == 67_200
+        assert len(recorded) == readings + 84 + 14  # switch events, alarms
+        assert recorded == list(range(1, len(recorded) + 1))
+        assert box.pending_count == len(recorded)
+        assert box.disk_bytes <= 64 * MIB
+        # The link comes back: a window of 500 events, 256 KiB messages.
+        sent: list[link_pb2.Event] = []
+        while batch := box.next_batch(max_events=500, max_bytes=256 * 1024):
+            sent += batch
+            box.ack([(batch[0].sequence, batch[0].sequence)])
+            box.ack([(e.sequence, e.sequence) for e in batch[1:]])
+        assert box.pending_count == 0
+    assert sorted(e.sequence for e in sent) == recorded
+    assert not gaps(sent)
+    priorities = [e.priority for e in sent]
+    assert priorities == sorted(priorities)  # alarms, then events, then metering
+    meters = {(e.device_id, e.at.ToDatetime()) for e in sent if e.type == "energy_interval"}
+    assert len(meters) == readings
+
+
+# Recovery and ownership ------------------------------------------------------------------
+
+
+def test_a_corrupt_database_is_set_aside_and_reported(tmp_path: Path, clock: ManualClock) -> None:
+    path = tmp_path / "outbox.db"
+    path.write_bytes(b"this is not a database, the SD card returned garbage" * 100)
+    with Outbox(path, clock=clock) as box:
+        assert box.recovered is not None
+        assert box.recovered.outcome is RecoveryOutcome.STARTED_EMPTY
+        assert "corrupt" in box.recovered.reason
+        # The orchestrator already stored up to 812: new events must not collide.
+        assert box.raise_sequence_floor(812) is True
+        assert box.raise_sequence_floor(5) is False
+        assert box.append(alarm("lamp-1", T0)) == 813
+    assert (tmp_path / "outbox.db.corrupt").exists()
+    with Outbox(path, clock=clock) as box:
+        assert box.recovered is None and box.last_sequence == 813
+
+
+def test_a_second_agent_cannot_open_the_same_outbox(outbox: Outbox, tmp_path: Path) -> None:
+    outbox.append(alarm("lamp-1", T0))
+    with pytest.raises(OutboxError, match="another process"):
+        Outbox(tmp_path / "outbox.db", clock=ManualClock(T0))
+
+
+# Power cuts ------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_sigkill_during_heavy_recording_loses_and_duplicates_nothing(
+    tmp_path: Path, kill_after: Any
+) -> None:
+    path = tmp_path / "outbox.db"
+
+    def writer(report: Any) -> None:
+        rng = random.Random()
+        clock = ManualClock(T0)
+        with Outbox(path, clock=clock) as box:
+            n = 0
+            while True:
+                size = rng.choice([1, 1, 5, 20, 60])
+                priorities = [rng.choice(list(Priority)) for _ in range(size)]
+                marks = [f"{box.last_sequence}.{n + i}" for i in range(size)]
+                batch = [
+                    EquipmentEvent("lamp-1", "test", p, T0, "", {"mark": m})
+                    for p, m in zip(priorities, marks, strict=True)
+                ]
+                n += size
+                sequences = box.append(batch[0]) if size == 1 else box.append_many(batch)
+                if isinstance(sequences, int):
+                    sequences = [sequences]
+                report(" ".join(f"{s}={m}" for s, m in zip(sequences, marks, strict=True)))
+
+    rng = random.Random(7)
+    promised: dict[int, str] = {}
+    for _ in range(30):
+        for line in kill_after(writer, rng.randint(1, 12)):
+            for pair in line.split():
+                seq, mark = pair.split("=")
+                assert int(seq) not in promised, "a sequence number was given twice"
+                promised[int(seq)] = mark
+        with Outbox(path, clock=ManualClock(T0)) as box:
+            assert box.recovered is None
+            stored = everything(box)
+            last = box.last_sequence
+        marks = [e.attributes["mark"] for e in stored]
+        assert len(set(marks)) == len(marks), "an event is stored twice"
+        assert sorted(e.sequence for e in stored) == list(range(1, last + 1))
+        by_sequence = {e.sequence: e.attributes["mark"] for e in stored}
+        assert all(by_sequence.get(s) == m for s, m in promised.items())
+    assert len(promised) > 300
