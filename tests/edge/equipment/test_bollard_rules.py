@@ -101,7 +101,7 @@ def test_start_between_the_switches_lowers_first() -> None:
     assert run.phase is Phase.LOWERING
     assert run.outputs == BollardOutputs(motor_down=True, warning_light=True)
     run.at(1.5, down_limit=True)
-    assert run.phase is Phase.WARNING  # then rises as wanted, after the warning
+    assert run.situation.phase is Phase.WARNING  # then rises as wanted, after the warning
 
 
 def test_default_target_keeps_the_bollard_down() -> None:

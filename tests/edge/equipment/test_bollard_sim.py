@@ -26,6 +26,7 @@ async def settle() -> None:
 
 
 async def run_for(clock: ManualClock, seconds: float, tick: float = 0.01) -> None:
+    await settle()  # let the loop handle what the test just did, before time moves
     for _ in range(round(seconds / tick)):
         clock.advance(tick)
         await settle()
