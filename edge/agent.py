@@ -299,10 +299,10 @@ class Agent:
             if controller.faults != before:
                 self.link.state_changed(controller.state())
         if self.cabinet is not None:
-            before_alarms = self.cabinet.alarms
+            # The cabinet's reading (temperature, door, mains) doubles as the gateway's
+            # heartbeat: it goes out every pass, coalesced by the link's report interval.
             self.cabinet.check(now)
-            if self.cabinet.alarms != before_alarms:
-                self.link.state_changed(self.cabinet.state())
+            self.link.state_changed(self.cabinet.state())
 
     def persist_counters(self) -> None:
         increments: dict[str, DeviceCounters] = {}

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 
 from orchestrator.app import Orchestrator
 from orchestrator.auth import AuthError, Peer, peer_of, require_role
+from orchestrator.devices import current_devices
 from orchestrator.hub import Watcher
 from orchestrator.link import send_newer_documents
 from orchestrator.store.store import (
@@ -265,10 +266,10 @@ class ControlCentreService(control_pb2_grpc.ControlCentreServicer):
         _, operator = await self._operator(context, VIEWER)
         await self._gateway(context, operator, request.gateway_id)
         store = self.app.runner.store
-        payload = await self.app.runner.read(lambda c: store.get_devices(c, request.gateway_id))
-        if not payload:
-            return control_pb2.ListDevicesResponse()
-        return control_pb2.ListDevicesResponse.FromString(payload)
+        devices = await self.app.runner.read(
+            lambda c: current_devices(store, c, request.gateway_id)
+        )
+        return control_pb2.ListDevicesResponse(devices=devices)
 
     # -- desired state ----------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from orchestrator.app import Orchestrator
 from orchestrator.auth import AuthError, peer_of, require_role
+from orchestrator.devices import COMPACT_EVERY, compact
 from orchestrator.hub import Session
 from orchestrator.store.store import HeldRecord, NewEvent, NotFound
 from orchestrator.wire import (
@@ -34,7 +35,7 @@ from orchestrator.wire import (
     sequence_ranges,
     stored_event,
 )
-from protos.ondijon.v1 import control_pb2, link_pb2, link_pb2_grpc, state_pb2
+from protos.ondijon.v1 import link_pb2, link_pb2_grpc
 from provisioning.identity import Role
 
 log = logging.getLogger("ondijon.orchestrator.link")
@@ -114,7 +115,7 @@ class _Conversation:
         self.session = session
         self.context = context
         self.gateway_id = session.gateway_id
-        self.devices: dict[str, state_pb2.DeviceState] = {}
+        self.report_seq = 0
 
     async def read(self, requests: AsyncIterator[link_pb2.ConnectRequest]) -> None:
         iterator = requests.__aiter__()
@@ -148,7 +149,7 @@ class _Conversation:
         held = [HeldRecord(h.kind, h.version, h.digest) for h in hello.held]
         gateway_id = self.gateway_id
 
-        def record(conn: sa.Connection) -> int:
+        def record(conn: sa.Connection) -> tuple[int, int]:
             store.record_hello(
                 conn,
                 gateway_id,
@@ -157,9 +158,9 @@ class _Conversation:
                 held=held,
                 now=now,
             )
-            return store.stored_sequence(conn, gateway_id)
+            return store.stored_sequence(conn, gateway_id), store.last_report_seq(conn, gateway_id)
 
-        stored = await self.app.runner.write(record)
+        stored, self.report_seq = await self.app.runner.write(record)
         server_time = Timestamp()
         server_time.FromDatetime(now)
         self.session.send(
@@ -172,30 +173,28 @@ class _Conversation:
                 )
             )
         )
-        payload = await self.app.runner.read(lambda c: store.get_devices(c, gateway_id))
-        if payload:
-            for device in control_pb2.ListDevicesResponse.FromString(payload).devices:
-                self.devices[device.device_id] = device
         await send_newer_documents(self.app, self.session, {(h.kind): h for h in held})
         await send_pending_commands(self.app, self.session)
 
     async def on_state(self, report: link_pb2.StateReport) -> None:
         check_state_report(report, self.app.config.limits.max_batch_devices)
-        for device in report.devices:
-            self.devices[device.device_id] = device
-        snapshot = control_pb2.ListDevicesResponse(
-            devices=sorted(self.devices.values(), key=lambda d: d.device_id)
-        ).SerializeToString()
+        # Stored as received: no per-device work here (see orchestrator.devices).
+        batch_id = report.batch_id
+        report.ClearField("batch_id")
+        payload = report.SerializeToString()
         store = self.app.runner.store
         now = self.app.clock.now()
         count = len(report.devices)
         gateway_id = self.gateway_id
-        await self.app.runner.write(
-            lambda c: store.put_devices(c, gateway_id, snapshot, updates=count, now=now)
+        self.report_seq += 1
+        seq = self.report_seq
+
+        await self.app.runner.write_rows(
+            store.device_report_rows(gateway_id, seq, payload, updates=count, now=now)
         )
-        self.session.send(
-            link_pb2.ConnectResponse(state_ack=link_pb2.StateAck(batch_id=report.batch_id))
-        )
+        self.session.send(link_pb2.ConnectResponse(state_ack=link_pb2.StateAck(batch_id=batch_id)))
+        if seq % COMPACT_EVERY == 0:
+            await self.app.runner.write(lambda conn: compact(store, conn, gateway_id))
 
     async def on_events(self, batch: link_pb2.EventBatch) -> None:
         check_event_batch(batch, self.app.config.limits.max_batch_events)

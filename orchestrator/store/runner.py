@@ -25,10 +25,21 @@ from orchestrator.store.store import Store
 T = TypeVar("T")
 
 
+Rows = list[tuple[Any, dict[str, Any]]]
+
+
 @dataclass
 class _Job:
-    fn: Callable[[sa.Connection], Any]
+    fn: Callable[[sa.Connection], Any] | None
     future: asyncio.Future[Any] = field(repr=False)
+    rows: Rows = field(default_factory=list)
+
+    def run(self, conn: sa.Connection) -> Any:
+        if self.fn is not None:
+            return self.fn(conn)
+        for statement, params in self.rows:
+            conn.execute(statement, params)
+        return None
 
 
 class StoreRunner:
@@ -67,6 +78,17 @@ class StoreRunner:
         self._queue.put_nowait(_Job(fn, future))
         return await future
 
+    async def write_rows(self, rows: Rows) -> None:
+        """Execute (statement, parameters) pairs in the next group transaction.
+
+        Rows of every job in a group are executed with one ``executemany`` per statement:
+        the hot path of ingestion costs one driver call per statement per commit, not one
+        per gateway.
+        """
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Job(None, future, rows))
+        await future
+
     def _read_sync(self, fn: Callable[[sa.Connection], T]) -> T:
         with self.store.engine.connect() as conn:
             return fn(conn)
@@ -92,7 +114,13 @@ class StoreRunner:
     def _commit(self, jobs: list[_Job]) -> list[tuple[bool, Any]]:
         try:
             with self.store.engine.begin() as conn:
-                results = [(True, job.fn(conn)) for job in jobs]
+                grouped: dict[int, tuple[Any, list[dict[str, Any]]]] = {}
+                for job in jobs:
+                    for statement, params in job.rows:
+                        grouped.setdefault(id(statement), (statement, []))[1].append(params)
+                for statement, params_list in grouped.values():
+                    conn.execute(statement, params_list)
+                results = [(True, job.fn(conn) if job.fn else None) for job in jobs]
             self.commits += 1
             return results
         except Exception:
@@ -103,7 +131,7 @@ class StoreRunner:
     def _commit_one(self, job: _Job) -> tuple[bool, Any]:
         try:
             with self.store.engine.begin() as conn:
-                value = job.fn(conn)
+                value = job.run(conn)
             self.commits += 1
             return True, value
         except Exception as exc:

@@ -108,16 +108,29 @@ held_documents = sa.Table(
     sa.Column("reported_at", UTCDateTime(), nullable=False),
 )
 
-# Current state of a gateway's devices: one serialized ListDevicesResponse per gateway, so a
-# batch of 100 device states is one row write (1,000 gateways reporting every second stay
-# within what one SQLite file or one PostgreSQL primary absorbs).
+# Current state of a gateway's devices, kept as a log of state reports: each report is
+# stored as received (one row, no per-device work on the hot path) and every few reports
+# the log is compacted into a snapshot holding the latest state of each device. Protobuf
+# concatenation is merge, so snapshot + later reports, parsed as one StateReport and
+# deduplicated by device id (last wins), is the current state.
 gateway_devices = sa.Table(
     "gateway_devices",
     metadata,
     sa.Column("gateway_id", sa.String(64), sa.ForeignKey("gateways.gateway_id"), primary_key=True),
+    # Serialized StateReport: the compacted snapshot.
     sa.Column("payload", sa.LargeBinary, nullable=False),
+    # Reports up to this sequence are folded into the snapshot.
+    sa.Column("through_seq", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
     sa.Column("device_updates", sa.BigInteger, nullable=False, server_default="0"),
+)
+
+device_reports = sa.Table(
+    "device_reports",
+    metadata,
+    sa.Column("gateway_id", sa.String(64), primary_key=True),
+    sa.Column("seq", sa.BigInteger, primary_key=True),
+    sa.Column("payload", sa.LargeBinary, nullable=False),
 )
 
 events = sa.Table(

@@ -14,6 +14,7 @@ survives a power cut, which is what lets the link acknowledge only what is commi
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from orchestrator.store.schema import (
     certificates,
     commands,
     desired_documents,
+    device_reports,
     enrollment_tokens,
     events,
     gateway_devices,
@@ -157,9 +159,28 @@ def create_engine(url: str) -> sa.Engine:
 
 def _insert(conn: sa.Connection, table: sa.Table) -> Any:
     """The dialect's INSERT, which knows ON CONFLICT."""
-    if conn.dialect.name == "postgresql":
+    return _dialect_insert(conn.dialect.name, table)
+
+
+def _dialect_insert(dialect: str, table: sa.Table) -> Any:
+    if dialect == "postgresql":
         return postgresql.insert(table)
     return sqlite.insert(table)
+
+
+_REPORT_INSERT = device_reports.insert()
+
+
+@functools.cache
+def _report_counter(dialect: str) -> Any:
+    stmt = _dialect_insert(dialect, gateway_devices)
+    return stmt.on_conflict_do_update(
+        index_elements=["gateway_id"],
+        set_={
+            "updated_at": stmt.excluded.updated_at,
+            "device_updates": gateway_devices.c.device_updates + stmt.excluded.device_updates,
+        },
+    )
 
 
 class Store:
@@ -483,34 +504,89 @@ class Store:
 
     # -- device state ------------------------------------------------------------------------
 
-    def put_devices(
+    def device_report_rows(
+        self, gateway_id: str, seq: int, payload: bytes, *, updates: int, now: datetime
+    ) -> list[tuple[Any, dict[str, Any]]]:
+        """The writes that append one state report (serialized StateReport) to a gateway's
+        log, as (statement, parameters) pairs for :meth:`StoreRunner.write_rows`.
+
+        The hot path of ingestion: statements are built once per dialect and executed with
+        bound parameters, many gateways' reports in one ``executemany``.
+        """
+        return [
+            (_REPORT_INSERT, {"gateway_id": gateway_id, "seq": seq, "payload": payload}),
+            (
+                _report_counter(self.engine.dialect.name),
+                {
+                    "gateway_id": gateway_id,
+                    "payload": b"",
+                    "updated_at": now,
+                    "device_updates": updates,
+                },
+            ),
+        ]
+
+    def add_device_report(
         self,
         conn: sa.Connection,
         gateway_id: str,
+        seq: int,
         payload: bytes,
         *,
         updates: int,
         now: datetime,
     ) -> None:
-        stmt = _insert(conn, gateway_devices).values(
-            gateway_id=gateway_id, payload=payload, updated_at=now, device_updates=updates
+        """Append one state report to a gateway's log, inside ``conn``'s transaction."""
+        for statement, params in self.device_report_rows(
+            gateway_id, seq, payload, updates=updates, now=now
+        ):
+            conn.execute(statement, params)
+
+    def last_report_seq(self, conn: sa.Connection, gateway_id: str) -> int:
+        reports = conn.execute(
+            sa.select(sa.func.max(device_reports.c.seq)).where(
+                device_reports.c.gateway_id == gateway_id
+            )
+        ).scalar()
+        folded = conn.execute(
+            sa.select(gateway_devices.c.through_seq).where(
+                gateway_devices.c.gateway_id == gateway_id
+            )
+        ).scalar()
+        return max(int(reports or 0), int(folded or 0))
+
+    def get_devices(self, conn: sa.Connection, gateway_id: str) -> tuple[bytes, int]:
+        """Snapshot and later reports, concatenated (a StateReport with duplicates), and
+        the last report sequence they include."""
+        row = conn.execute(
+            sa.select(gateway_devices.c.payload, gateway_devices.c.through_seq).where(
+                gateway_devices.c.gateway_id == gateway_id
+            )
+        ).first()
+        snapshot, through = (bytes(row.payload), int(row.through_seq)) if row else (b"", 0)
+        later = conn.execute(
+            sa.select(device_reports.c.seq, device_reports.c.payload)
+            .where(device_reports.c.gateway_id == gateway_id)
+            .where(device_reports.c.seq > through)
+            .order_by(device_reports.c.seq)
+        ).all()
+        last = int(later[-1].seq) if later else through
+        return snapshot + b"".join(bytes(r.payload) for r in later), last
+
+    def compact_devices(
+        self, conn: sa.Connection, gateway_id: str, snapshot: bytes, through_seq: int
+    ) -> None:
+        """Replace the snapshot with ``snapshot`` and drop the reports it folds in."""
+        conn.execute(
+            gateway_devices.update()
+            .where(gateway_devices.c.gateway_id == gateway_id)
+            .values(payload=snapshot, through_seq=through_seq)
         )
         conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["gateway_id"],
-                set_={
-                    "payload": payload,
-                    "updated_at": now,
-                    "device_updates": gateway_devices.c.device_updates + updates,
-                },
-            )
+            device_reports.delete()
+            .where(device_reports.c.gateway_id == gateway_id)
+            .where(device_reports.c.seq <= through_seq)
         )
-
-    def get_devices(self, conn: sa.Connection, gateway_id: str) -> bytes | None:
-        row = conn.execute(
-            sa.select(gateway_devices.c.payload).where(gateway_devices.c.gateway_id == gateway_id)
-        ).first()
-        return bytes(row.payload) if row else None
 
     def device_updates_total(self, conn: sa.Connection) -> int:
         total = conn.execute(sa.select(sa.func.sum(gateway_devices.c.device_updates))).scalar()

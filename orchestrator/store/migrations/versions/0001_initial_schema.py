@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-22 01:49:25.957611
+Create Date: 2026-11-22 02:00:31.850872
 """
 
 from __future__ import annotations
@@ -47,6 +47,13 @@ def upgrade() -> None:
     with op.batch_alter_table("certificates", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_certificates_name"), ["name"], unique=False)
 
+    op.create_table(
+        "device_reports",
+        sa.Column("gateway_id", sa.String(length=64), nullable=False),
+        sa.Column("seq", sa.BigInteger(), nullable=False),
+        sa.Column("payload", sa.LargeBinary(), nullable=False),
+        sa.PrimaryKeyConstraint("gateway_id", "seq"),
+    )
     op.create_table(
         "events",
         sa.Column("gateway_id", sa.String(length=64), nullable=False),
@@ -139,6 +146,7 @@ def upgrade() -> None:
         "gateway_devices",
         sa.Column("gateway_id", sa.String(length=64), nullable=False),
         sa.Column("payload", sa.LargeBinary(), nullable=False),
+        sa.Column("through_seq", sa.BigInteger(), server_default="0", nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("device_updates", sa.BigInteger(), server_default="0", nullable=False),
         sa.ForeignKeyConstraint(
@@ -179,6 +187,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_events_type"))
 
     op.drop_table("events")
+    op.drop_table("device_reports")
     with op.batch_alter_table("certificates", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_certificates_name"))
 

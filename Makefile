@@ -1,0 +1,48 @@
+# OnDijon: `make demo` runs a local city, `make test` runs every check CI runs.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck protos protos-check proto-lint pytest bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/ondijon demo
+
+test: lint typecheck protos-check proto-lint pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+protos: $(STAMP)
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m protos.generate
+
+protos-check: $(STAMP)
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m protos.generate --check
+
+# Lint the wire contract, and refuse breaking changes against the previous commit.
+proto-lint: $(STAMP)
+	$(BIN)/buf lint
+	@if git rev-parse --verify --quiet HEAD~1 >/dev/null && \
+	    git cat-file -e HEAD~1:buf.yaml 2>/dev/null; then \
+	  $(BIN)/buf breaking --against '.git#ref=HEAD~1'; \
+	else echo "buf breaking: no previous commit with buf.yaml to compare against"; fi
+
+pytest: $(STAMP)
+	GPIOZERO_PIN_FACTORY=mock $(BIN)/pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python bench/link_bench.py
+
+clean:
+	rm -rf $(VENV) demo-run .pytest_cache .mypy_cache .ruff_cache

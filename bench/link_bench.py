@@ -1,0 +1,424 @@
+"""Benchmark: a city's gateways reconnect in a burst, then report state every second.
+
+    python bench/link_bench.py [--gateways 1000] [--devices 100] [--seconds 30] [--procs 2]
+
+Starts a real orchestrator process (``ondijon orchestrator serve``, SQLite store) and
+``--procs`` load processes; every gateway has its own client certificate and its own TLS
+connection, opens its GatewayLink stream at the same moment as all the others, says
+hello, then sends a StateReport of ``--devices`` device states every second. Prints:
+streams opened and lost, device updates stored per second (read back from the store),
+the orchestrator's CPU and RSS, state acknowledgement latency p50/p99, and the ceiling:
+the same decode-and-store work done in-process without gRPC, as a ratio.
+
+The load processes share the machine with the orchestrator (2 cores here): figures are
+pessimistic for the server, and vary run to run by ~10-20 % on a shared machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import pickle
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import grpc
+import psutil
+import sqlalchemy as sa
+
+from orchestrator.devices import COMPACT_EVERY, compact
+from orchestrator.store.store import Store
+from orchestrator.wire import check_state_report
+from protos.ondijon.v1 import link_pb2, schedule_pb2, state_pb2
+from provisioning.ca import CertificateAuthority, key_to_pem, make_csr, new_private_key
+from provisioning.identity import Identity, Role
+
+CONNECT = "/ondijon.v1.GatewayLink/Connect"
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def devices_blob(count: int) -> bytes:
+    """The repeated ``devices`` field of a StateReport, serialized once."""
+    report = state_report_template(count)
+    report.batch_id = 0
+    return report.SerializeToString()
+
+
+def state_report_template(count: int) -> link_pb2.StateReport:
+    report = link_pb2.StateReport()
+    now = datetime.now(UTC)
+    for i in range(count):
+        device = report.devices.add(
+            device_id=f"lamp-{i:04d}", kind=schedule_pb2.DEVICE_KIND_LAMP, source="program:night"
+        )
+        device.observed_at.FromDatetime(now)
+        device.lamp.CopyFrom(
+            state_pb2.LampState(
+                level=50,
+                lit=True,
+                active_power_w=31.5,
+                energy_wh=1234.5,
+                operating_hours=4021.25,
+                switch_count=812,
+            )
+        )
+    return report
+
+
+def encode_state(batch_id: int, blob: bytes) -> bytes:
+    """ConnectRequest{state: StateReport{batch_id, devices...}} without re-serializing devices."""
+    inner = b"\x08" + _varint(batch_id) + blob
+    return b"\x12" + _varint(len(inner)) + inner
+
+
+# -- load process -----------------------------------------------------------------------
+
+
+async def _gateway(
+    address: str,
+    root: bytes,
+    key: bytes,
+    chain: bytes,
+    devices: int,
+    seconds: float,
+    start_at: float,
+    out: dict[str, list[float] | int],
+) -> None:
+    blob = devices_blob(devices)
+    credentials = grpc.ssl_channel_credentials(root, key, chain)
+    options = [
+        ("grpc.use_local_subchannel_pool", 1),
+        ("grpc.ssl_target_name_override", "localhost"),
+    ]
+    async with grpc.aio.secure_channel(address, credentials, options=options) as channel:
+        connect = channel.stream_stream(
+            CONNECT,
+            request_serializer=lambda b: b,
+            response_deserializer=link_pb2.ConnectResponse.FromString,
+        )
+        queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+
+        async def requests():  # type: ignore[no-untyped-def]
+            yield link_pb2.ConnectRequest(
+                hello=link_pb2.Hello(firmware_version="bench")
+            ).SerializeToString()
+            while (item := await queue.get()) is not None:
+                yield item
+
+        await asyncio.sleep(max(0.0, start_at - time.time()))
+        call = connect(requests())
+        sent: dict[int, float] = {}
+        latencies: list[float] = out["latency"]  # type: ignore[assignment]
+        try:
+            first = await call.read()
+            if first is grpc.aio.EOF or first.WhichOneof("body") != "welcome":
+                out["lost"] += 1  # type: ignore[operator]
+                return
+            out["opened"] += 1  # type: ignore[operator]
+
+            async def reader() -> None:
+                while (response := await call.read()) is not grpc.aio.EOF:
+                    if response.WhichOneof("body") == "state_ack":
+                        t0 = sent.pop(response.state_ack.batch_id, None)
+                        if t0 is not None:
+                            latencies.append(time.perf_counter() - t0)
+                            out["acked"] += 1  # type: ignore[operator]
+
+            read_task = asyncio.create_task(reader())
+            # Spread the first report over the first second, like real cabinets.
+            await asyncio.sleep(os.urandom(1)[0] / 255)
+            end = time.monotonic() + seconds
+            batch = 0
+            while time.monotonic() < end:
+                batch += 1
+                sent[batch] = time.perf_counter()
+                queue.put_nowait(encode_state(batch, blob))
+                out["sent"] += 1  # type: ignore[operator]
+                await asyncio.sleep(1.0)
+            await asyncio.sleep(2.0)  # let the last acks arrive
+            queue.put_nowait(None)
+            read_task.cancel()
+        except grpc.aio.AioRpcError:
+            out["lost"] += 1  # type: ignore[operator]
+        finally:
+            call.cancel()
+
+
+def load_process(
+    args: tuple[str, bytes, list[tuple[bytes, bytes]], int, float, float, str],
+) -> None:
+    address, root, identities, devices, seconds, start_at, result_path = args
+    out: dict[str, list[float] | int] = {
+        "opened": 0,
+        "lost": 0,
+        "sent": 0,
+        "acked": 0,
+        "latency": [],
+    }
+
+    async def main() -> None:
+        await asyncio.gather(
+            *(
+                _gateway(address, root, key, chain, devices, seconds, start_at, out)
+                for key, chain in identities
+            )
+        )
+
+    asyncio.run(main())
+    Path(result_path).write_bytes(pickle.dumps(out))
+
+
+# -- ceiling: the same work without gRPC --------------------------------------------------
+
+
+def ceiling(store_url: str, gateways: int, devices: int, rounds: int) -> float:
+    """Device updates/s for the server's own decode-check-store work, in-process, without
+    gRPC, group-committed like the server (compaction included)."""
+    store = Store.open(store_url)
+    now = datetime.now(UTC)
+    with store.engine.begin() as conn:
+        for g in range(gateways):
+            store.add_gateway(
+                conn,
+                gateway_id=f"ceil-{g:05d}",
+                serial="x",
+                commune="x",
+                latitude=0,
+                longitude=0,
+                time_zone="UTC",
+                tags=[],
+                now=now,
+            )
+    blob = devices_blob(devices)
+    messages = [encode_state(1, blob) for _ in range(gateways)]
+    t0 = time.perf_counter()
+    for seq in range(1, rounds + 1):
+        for start in range(0, gateways, 100):  # group commit of 100 gateways' batches
+            with store.engine.begin() as conn:
+                for g in range(start, min(start + 100, gateways)):
+                    report = link_pb2.ConnectRequest.FromString(messages[g]).state
+                    check_state_report(report, 2000)
+                    report.ClearField("batch_id")
+                    gid = f"ceil-{g:05d}"
+                    store.add_device_report(
+                        conn, gid, seq, report.SerializeToString(), updates=devices, now=now
+                    )
+                    if seq % COMPACT_EVERY == 0:
+                        compact(store, conn, gid)
+    elapsed = time.perf_counter() - t0
+    store.close()
+    return rounds * gateways * devices / elapsed
+
+
+# -- orchestration ------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--gateways", type=int, default=1000)
+    parser.add_argument("--devices", type=int, default=100)
+    parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument("--procs", type=int, default=2)
+    parser.add_argument("--json", action="store_true", help="print figures as JSON too")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="ondijon-bench-"))
+    now = datetime.now(UTC)
+    ca = CertificateAuthority.init(work / "ca", now=now)
+    port, enroll_port = _free_port(), _free_port()
+    db = work / "orchestrator.db"
+    (work / "orchestrator.toml").write_text(
+        f'[server]\nlisten = "127.0.0.1:{port}"\nenroll_listen = "127.0.0.1:{enroll_port}"\n'
+        f'[store]\nurl = "sqlite:///{db}"\n'
+        f'[identity]\nca_dir = "{work / "ca"}"\nstate_dir = "{work / "orchestrator"}"\n'
+    )
+    store = Store.open(f"sqlite:///{db}")
+    print(f"issuing {args.gateways} gateway certificates ...", flush=True)
+    identities: list[tuple[bytes, bytes]] = []
+    with store.engine.begin() as conn:
+        for g in range(args.gateways):
+            gid = f"bench-{g:05d}"
+            store.add_gateway(
+                conn,
+                gateway_id=gid,
+                serial=gid,
+                commune="Dijon",
+                latitude=47.3,
+                longitude=5.0,
+                time_zone="Europe/Paris",
+                tags=[],
+                now=now,
+            )
+            key = new_private_key()
+            cert = ca.issue_for_csr(
+                make_csr(key, gid), Identity(Role.GATEWAY, gid), now=now, lifetime=timedelta(days=1)
+            )
+            store.record_certificate(
+                conn,
+                serial_hex=cert.serial_hex,
+                role="gateway",
+                name=gid,
+                not_before=cert.certificate.not_valid_before_utc,
+                not_after=cert.not_after,
+            )
+            identities.append((key_to_pem(key), cert.chain_pem))
+    store.close()
+
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ondijon.cli",
+            "orchestrator",
+            "serve",
+            "--config",
+            str(work / "orchestrator.toml"),
+        ],
+        stdout=open(work / "orchestrator.log", "wb"),
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    try:
+        for _ in range(300):
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.1)
+        proc = psutil.Process(server.pid)
+        proc.cpu_percent(None)
+        shares = [identities[i :: args.procs] for i in range(args.procs)]
+        start_at = time.time() + 3.0
+        results = [str(work / f"load-{i}.pickle") for i in range(args.procs)]
+        print(
+            f"{args.gateways} gateways connect in a burst, then {args.devices} device states each every second for {args.seconds:g} s ...",
+            flush=True,
+        )
+        cpu0 = proc.cpu_times()
+        t0 = time.time()
+        ctx = multiprocessing.get_context("spawn")
+        with ctx.Pool(args.procs) as pool:
+            rss_peak = 0
+            pending = pool.map_async(
+                load_process,
+                [
+                    (
+                        f"127.0.0.1:{port}",
+                        ca.root_pem,
+                        share,
+                        args.devices,
+                        args.seconds,
+                        start_at,
+                        results[i],
+                    )
+                    for i, share in enumerate(shares)
+                ],
+            )
+            while not pending.ready():
+                rss_peak = max(rss_peak, proc.memory_info().rss)
+                pending.wait(0.5)
+            pending.get()
+        wall = time.time() - t0
+        cpu1 = proc.cpu_times()
+        rss_peak = max(rss_peak, proc.memory_info().rss)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+    totals: dict[str, list[float] | int] = {
+        "opened": 0,
+        "lost": 0,
+        "sent": 0,
+        "acked": 0,
+        "latency": [],
+    }
+    for path in results:
+        part = pickle.loads(Path(path).read_bytes())
+        for k in ("opened", "lost", "sent", "acked"):
+            totals[k] += part[k]  # type: ignore[operator]
+        totals["latency"] += part["latency"]  # type: ignore[operator]
+    engine = sa.create_engine(f"sqlite:///{db}")
+    with engine.connect() as conn:
+        stored = int(
+            conn.execute(
+                sa.text("SELECT COALESCE(SUM(device_updates),0) FROM gateway_devices")
+            ).scalar()
+            or 0
+        )
+    engine.dispose()
+    latency = sorted(totals["latency"])  # type: ignore[arg-type]
+    steady = args.seconds
+    cpu_s = (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)
+    ceil_rate = ceiling(
+        f"sqlite:///{work / 'ceiling.db'}",
+        min(args.gateways, 1000),
+        args.devices,
+        rounds=COMPACT_EVERY,
+    )
+    rate = stored / steady
+    figures = {
+        "gateways": args.gateways,
+        "streams_opened": totals["opened"],
+        "streams_lost": totals["lost"],
+        "batches_sent": totals["sent"],
+        "batches_acked": totals["acked"],
+        "device_updates_stored": stored,
+        "every_batch_stored": stored == totals["sent"] * args.devices,  # type: ignore[operator]
+        "device_updates_per_s": round(rate),
+        "server_cpu_percent_of_one_core": round(100 * cpu_s / wall, 1),
+        "server_rss_mib_peak": round(rss_peak / 2**20, 1),
+        "ack_p50_ms": round(1000 * statistics.median(latency), 1) if latency else None,
+        "ack_p99_ms": round(1000 * latency[int(0.99 * (len(latency) - 1))], 1) if latency else None,
+        "ceiling_updates_per_s_in_process": round(ceil_rate),
+        "ceiling_ratio": round(rate / ceil_rate, 3),
+    }
+    print()
+    print(f"streams opened / lost        {figures['streams_opened']} / {figures['streams_lost']}")
+    print(f"batches sent / acknowledged  {figures['batches_sent']} / {figures['batches_acked']}")
+    print(
+        f"device updates stored        {stored} ({'every batch stored' if figures['every_batch_stored'] else 'MISSING BATCHES'})"
+    )
+    print(f"device updates stored / s    {figures['device_updates_per_s']}")
+    print(
+        f"orchestrator CPU             {figures['server_cpu_percent_of_one_core']} % of one core (wall {wall:.0f} s incl. burst)"
+    )
+    print(f"orchestrator RSS (peak)      {figures['server_rss_mib_peak']} MiB")
+    print(f"state ack latency p50 / p99  {figures['ack_p50_ms']} ms / {figures['ack_p99_ms']} ms")
+    print(
+        f"ceiling without gRPC         {figures['ceiling_updates_per_s_in_process']} updates/s in-process "
+        f"(this run used {figures['ceiling_ratio']:.1%} of it)"
+    )
+    if args.json:
+        print(json.dumps(figures))
+    ok = figures["streams_lost"] == 0 and figures["every_batch_stored"]
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,283 @@
+"""``ondijon demo``: a small city on this machine, every part real.
+
+It creates a CA, starts an orchestrator (SQLite) and three cabinet agents as separate
+processes, each enrolled with its own one-time token and talking mutual TLS on loopback;
+equipment runs on gpiozero's mock pins and the simulated backends, under a simulated clock
+that runs a night in minutes. It pushes a lighting program through the admin API and
+prints the fleet converging until Ctrl-C, which stops every process cleanly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from edge.config import AgentConfig
+from edge.identity import enroll
+from ondijon.admin import call
+from ondijon.profile import Profile
+from orchestrator.config import OrchestratorConfig
+from protos.ondijon.v1 import control_pb2, link_pb2, schedule_pb2
+from provisioning.ca import CertificateAuthority
+from provisioning.operators import add_operator
+
+TZ = "Europe/Paris"
+
+CABINETS: list[tuple[str, str, float, float, str]] = [
+    # id, commune, latitude, longitude, extra equipment
+    ("dijon-darcy", "Dijon", 47.3226, 5.0339, "cabinet"),
+    ("chenove-centre", "Chenove", 47.2920, 5.0060, "bollard"),
+    ("talant-mairie", "Talant", 47.3370, 5.0050, "signal"),
+]
+LAMPS_PER_CABINET = 8
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def lighting_program() -> schedule_pb2.Schedule:
+    """On at civil dusk, dimmed to 50 % at 23:00, full at 05:30, off at sunrise."""
+    sun = schedule_pb2
+    return sun.Schedule(
+        programs=[
+            sun.Program(
+                id="night",
+                points=[
+                    sun.SwitchPoint(sun_event=sun.SUN_EVENT_CIVIL_DUSK, lamp_level=100),
+                    sun.SwitchPoint(local_time="23:00", lamp_level=50),
+                    sun.SwitchPoint(local_time="05:30", lamp_level=100),
+                    sun.SwitchPoint(sun_event=sun.SUN_EVENT_SUNRISE, lamp_level=0),
+                ],
+            )
+        ],
+        rules=[sun.CalendarRule(program_id="night", priority=1)],
+        holiday_region="FR",
+    )
+
+
+def _agent_toml(
+    root: Path,
+    gateway_id: str,
+    lat: float,
+    lon: float,
+    extra: str,
+    address: str,
+    enroll_address: str,
+    start: datetime,
+    speed: float,
+) -> str:
+    lamps = "\n".join(
+        f'[[lamps]]\nid = "{gateway_id}-lamp-{i:02d}"\nbackend = "simulated"\nnominal_power_w = 60'
+        for i in range(1, LAMPS_PER_CABINET + 1)
+    )
+    equipment = '[cabinet]\nid = "cabinet"\nbackend = "simulated"\n' + {
+        "cabinet": "",
+        "bollard": "",
+        "signal": "",
+    }[extra]
+    return f"""[gateway]
+id = "{gateway_id}"
+serial = "SN-{gateway_id}"
+state_dir = "{root / gateway_id}"
+
+[orchestrator]
+address = "{address}"
+enroll_address = "{enroll_address}"
+ca_file = "{root / "ca" / "root.pem"}"
+
+[site]
+latitude = {lat}
+longitude = {lon}
+time_zone = "{TZ}"
+
+[clock]
+mode = "simulated"
+start = "{start.isoformat()}"
+speed = {speed}
+
+{lamps}
+
+{equipment}
+"""
+
+
+def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+    env = dict(os.environ, GPIOZERO_PIN_FACTORY="mock", PYTHONUNBUFFERED="1")
+    handle = open(log, "ab")  # noqa: SIM115 - lives as long as the process
+    return subprocess.Popen(
+        [sys.executable, "-m", "ondijon.cli", *args],
+        stdout=handle,
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+    )
+
+
+async def _wait_port(port: int, timeout: float = 30) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        with contextlib.suppress(OSError):
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError(f"nothing listens on port {port}")
+        await asyncio.sleep(0.1)
+
+
+async def _status(profile: Profile, desired_version: int) -> str:
+    listing = await call(profile, "ListGateways", control_pb2.ListGatewaysRequest())
+    assert isinstance(listing, control_pb2.ListGatewaysResponse)
+    lines = []
+    for g in listing.gateways:
+        devices = await call(
+            profile, "ListDevices", control_pb2.ListDevicesRequest(gateway_id=g.gateway_id)
+        )
+        assert isinstance(devices, control_pb2.ListDevicesResponse)
+        lamps = [d.lamp for d in devices.devices if d.HasField("lamp")]
+        lit = sum(1 for lamp in lamps if lamp.level > 0)
+        level = max((lamp.level for lamp in lamps), default=0)
+        held = {h.kind: h.version for h in g.held}
+        version = held.get(link_pb2.DOCUMENT_KIND_SCHEDULE, 0)
+        sync = "in sync" if version == desired_version else f"holds v{version}"
+        cabinet = [d for d in devices.devices if d.HasField("cabinet")]
+        last = cabinet[0].observed_at.ToDatetime(tzinfo=UTC) if cabinet else None
+        when = last.astimezone(ZoneInfo(TZ)).strftime("%H:%M") if last else "--:--"
+        lines.append(
+            f"  {g.gateway_id:16} {'online ' if g.connected else 'offline'} schedule v{desired_version} "
+            f"{sync:10} lamps lit {lit}/{len(lamps)} at {level:3d}%  site time {when}"
+        )
+    return "\n".join(lines)
+
+
+async def _demo(root: Path, speed: float, seconds: float) -> None:
+    if root.exists():
+        shutil.rmtree(root)
+    root.mkdir(parents=True)
+    now = datetime.now(UTC)
+    ca = CertificateAuthority.init(root / "ca", now=now)
+    port, enroll_port = _free_port(), _free_port()
+    (root / "orchestrator.toml").write_text(
+        f'[server]\nlisten = "127.0.0.1:{port}"\nenroll_listen = "127.0.0.1:{enroll_port}"\n'
+        f'[store]\nurl = "sqlite:///{root / "orchestrator.db"}"\n'
+        f'[identity]\nca_dir = "{root / "ca"}"\nstate_dir = "{root / "orchestrator"}"\n'
+    )
+    config = OrchestratorConfig.load(root / "orchestrator.toml")
+    address = f"localhost:{port}"
+    profile = add_operator(
+        config,
+        name="control-room",
+        role="admin",
+        communes=["*"],
+        profile_dir=root / "profile",
+        address=address,
+        now=now,
+    )
+    print(f"CA, orchestrator config and an admin profile in {root}/")
+    processes = [
+        _spawn(
+            ["orchestrator", "serve", "--config", str(root / "orchestrator.toml")],
+            root / "orchestrator.log",
+        )
+    ]
+    try:
+        await _wait_port(port)
+        await _wait_port(enroll_port)
+        print(f"orchestrator up: mutual TLS on :{port}, enrollment on :{enroll_port}")
+        local = ZoneInfo(TZ)
+        start = datetime.now(local).replace(hour=16, minute=50, second=0, microsecond=0)
+        for gateway_id, commune, lat, lon, extra in CABINETS:
+            added = await call(
+                profile,
+                "AddGateway",
+                control_pb2.AddGatewayRequest(
+                    gateway_id=gateway_id,
+                    serial=f"SN-{gateway_id}",
+                    commune=commune,
+                    latitude=lat,
+                    longitude=lon,
+                    time_zone=TZ,
+                ),
+            )
+            assert isinstance(added, control_pb2.AddGatewayResponse)
+            path = root / f"{gateway_id}.toml"
+            path.write_text(
+                _agent_toml(
+                    root,
+                    gateway_id,
+                    lat,
+                    lon,
+                    extra,
+                    address,
+                    f"localhost:{enroll_port}",
+                    start,
+                    speed,
+                )
+            )
+            await enroll(AgentConfig.load(path), added.enrollment_token)
+            processes.append(
+                _spawn(["edge", "run", "--config", str(path)], root / f"{gateway_id}.log")
+            )
+            print(
+                f"cabinet {gateway_id} ({commune}) enrolled with its one-time token, agent started"
+            )
+        put = await call(
+            profile,
+            "PutDesiredState",
+            control_pb2.PutDesiredStateRequest(
+                gateway_id=CABINETS[0][0],
+                kind=link_pb2.DOCUMENT_KIND_SCHEDULE,
+                payload=lighting_program().SerializeToString(),
+            ),
+        )
+        assert isinstance(put, control_pb2.PutDesiredStateResponse)
+        version = put.document.version
+        for gateway_id, *_ in CABINETS[1:]:
+            await call(
+                profile,
+                "PutDesiredState",
+                control_pb2.PutDesiredStateRequest(
+                    gateway_id=gateway_id,
+                    kind=link_pb2.DOCUMENT_KIND_SCHEDULE,
+                    payload=lighting_program().SerializeToString(),
+                ),
+            )
+        print(
+            f"lighting program v{version} pushed (on at civil dusk, 50 % from 23:00, off at sunrise);"
+            f" simulated clocks start at {start:%H:%M} and run x{speed:g}. Ctrl-C stops everything.\n"
+        )
+        deadline = asyncio.get_running_loop().time() + seconds if seconds else None
+        while deadline is None or asyncio.get_running_loop().time() < deadline:
+            print(await _status(profile, version), flush=True)
+            print(flush=True)
+            await asyncio.sleep(2)
+    finally:
+        for process in processes:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
+        for process in processes:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        print("stopped: orchestrator and agents exited; logs in", root)
+
+
+def run_demo(root: Path, *, speed: float, seconds: float) -> int:
+    try:
+        asyncio.run(_demo(root.resolve(), speed, seconds))
+    except KeyboardInterrupt:
+        pass
+    return 0
