@@ -459,3 +459,63 @@ def test_sigkill_during_heavy_recording_loses_and_duplicates_nothing(
         by_sequence = {e.sequence: e.attributes["mark"] for e in stored}
         assert all(by_sequence.get(s) == m for s, m in promised.items())
     assert len(promised) > 300
+
+
+@pytest.mark.slow
+def test_sigkill_while_a_full_outbox_drops_keeps_every_drop_accounted_for(
+    tmp_path: Path, kill_after: Any
+) -> None:
+    path = tmp_path / "outbox.db"
+    limits = OutboxLimits(max_disk_bytes=MIB)
+
+    def writer(report: Any) -> None:
+        rng = random.Random()
+        with Outbox(path, clock=ManualClock(T0), limits=limits) as box:
+            n = 0
+            while True:
+                size = rng.choice([1, 5, 20, 60])
+                kinds = rng.choices(
+                    [Priority.ALARM, Priority.EVENT, Priority.METERING], [1, 3, 16], k=size
+                )
+                marks = [f"{p.name}.{box.last_sequence}.{n + i}" for i, p in enumerate(kinds)]
+                n += size
+                sequences = box.append_many(
+                    EquipmentEvent("lamp-1", "test", p, T0, WORDY, {"mark": m})
+                    for p, m in zip(kinds, marks, strict=True)
+                )
+                report(" ".join(f"{s}={m}" for s, m in zip(sequences, marks, strict=True)))
+
+    rng = random.Random(11)
+    promised: dict[int, str] = {}
+    for _ in range(15):
+        for line in kill_after(writer, rng.randint(3, 12)):
+            for pair in line.split():
+                seq, mark = pair.split("=")
+                promised[int(seq)] = mark
+        with Outbox(path, clock=ManualClock(T0), limits=limits) as box:
+            stored = everything(box)
+            last = box.last_sequence
+        gap_events = gaps(stored)
+        present = {e.sequence: e.attributes["mark"] for e in stored if e.type == "test"}
+        dropped = sum(int(g.attributes["dropped"]) for g in gap_events)
+        # Each sequence is stored once or counted once by a gap event, never both nor neither.
+        assert len(stored) + dropped == last
+        assert len(set(present.values())) == len(present)
+        lane_bounds = [
+            (
+                f"{name}.",
+                int(g.attributes[f"{name}.first_sequence"]),
+                int(g.attributes[f"{name}.last_sequence"]),
+            )
+            for g in gap_events
+            for name in ("metering", "event")
+            if f"{name}.dropped" in g.attributes
+        ]
+        for seq, mark in promised.items():
+            if seq in present:
+                assert present[seq] == mark
+            else:
+                assert not mark.startswith("ALARM"), "an alarm was dropped"
+                lane = mark.split(".")[0].lower() + "."
+                assert any(p == lane and a <= seq <= b for p, a, b in lane_bounds)
+    assert gap_events, "the budget should have been exceeded"
