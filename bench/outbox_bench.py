@@ -124,9 +124,8 @@ def main() -> None:
         single = bench_single(directory, args.single)
         print(f"{'append, one event per transaction':<34}: {single:10,.0f} events/s")
         batched, per_event, count = bench_batched(directory, args.quarters)
-        print(
-            f"{'append, 100 readings per append':<34}: {batched:10,.0f} events/s ({count:,} readings)"
-        )
+        label = "append, 100 readings per append"
+        print(f"{label:<34}: {batched:10,.0f} events/s ({count:,} readings)")
         print(f"{'disk per metering reading':<34}: {per_event:10,.1f} bytes (database file)")
         days, held, disk = bench_days_offline(directory, args.budget_mib * MIB)
         label = f"100-lamp cabinet offline, {args.budget_mib} MiB"
