@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from edge.firmware.boot import DEFAULT_MAX_TRIAL_BOOTS, resolve_boot_slot
+from edge.firmware.slots import SlotStore
 
 SLOT_ENV = "ONDIJON_SLOT"
 
@@ -42,7 +43,11 @@ def exec_plan(
         now: current instant (default: system clock).
         max_trial_boots: boots a trial gets before it is rolled back.
     """
-    slot = resolve_boot_slot(state_dir, now=now, max_trial_boots=max_trial_boots)
+    try:
+        slot = resolve_boot_slot(state_dir, now=now, max_trial_boots=max_trial_boots)
+    except OSError as exc:
+        slot = _committed_slot(state_dir)
+        print(f"ondijon launcher: cannot record this boot ({exc}); running {slot}", file=sys.stderr)
     env = dict(environ)
     env.pop("PYTHONPATH", None)
     if slot is not None:
@@ -53,6 +58,15 @@ def exec_plan(
         env[SLOT_ENV] = "base"
     # -P: no working directory (or script directory) ahead of the slot on sys.path.
     return [sys.executable, "-P", *python_args], env
+
+
+def _committed_slot(state_dir: Path) -> Path | None:
+    # A trial whose boots cannot be counted could crash-loop forever: run the committed one.
+    store = SlotStore(state_dir)
+    committed = store.read().committed
+    if committed is None or store.installed_version(committed) is None:
+        return None
+    return store.slot_dir(committed)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,9 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
+from edge.firmware import launch
 from edge.firmware.launch import SLOT_ENV, exec_plan, parse_args
 from edge.firmware.simulator import make_wheel
 from edge.firmware.slots import SlotStore
@@ -38,6 +41,26 @@ def test_exec_plan_puts_the_active_slot_alone_on_pythonpath(tmp_path: Path) -> N
     assert env["PYTHONPATH"] == str(store.slot_dir("a"))
     assert env[SLOT_ENV] == "a"
     assert store.read().boot_count == 1
+
+
+def test_a_boot_that_cannot_be_recorded_runs_the_committed_slot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = SlotStore(tmp_path / "fw")
+    for version in ("1.1.0", "1.2.0"):
+        name, data = make_wheel(version)
+        (tmp_path / name).write_bytes(data)
+        slot = store.install(tmp_path / name, version)
+        store.switch_to_trial(slot, version)
+        if version == "1.1.0":
+            store.commit(NOW)
+
+    def read_only(*_args: object, **_kwargs: object) -> None:
+        raise PermissionError("read-only file system")
+
+    monkeypatch.setattr(launch, "resolve_boot_slot", read_only)
+    _argv, env = exec_plan(store.state_dir, ["-c", "pass"], {}, now=NOW)
+    assert env["PYTHONPATH"] == str(store.slot_dir("a"))
 
 
 def test_the_launcher_execs_the_agent_from_the_slot(tmp_path: Path) -> None:
