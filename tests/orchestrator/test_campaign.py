@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -177,9 +177,10 @@ def test_abort_is_final() -> None:
     decision = decide(aborted, {}, NOON + timedelta(hours=1))
     assert decision.status is CampaignStatus.ABORTED and decision.offer_to == []
     assert aborted.history[-1].endswith("aborted: emergency stop")
-    for action in (lambda s: resume(s, NOON), lambda s: pause(s, NOON), lambda s: abort(s, NOON)):
+    actions: list[Callable[[CampaignState, datetime], CampaignState]] = [resume, pause, abort]
+    for action in actions:
         with pytest.raises(CampaignError) as excinfo:
-            action(aborted)
+            action(aborted, NOON)
         assert excinfo.value.field == "status"
 
 
