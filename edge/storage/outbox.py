@@ -17,8 +17,11 @@ in hand) is on the disk and survives a cut at any byte after it; an append cut b
 commit leaves no trace (sequence numbers included, so they stay contiguous); a torn log
 tail is discarded by SQLite's checksums on the next open. ``NORMAL`` would only make a cut
 lose the last commits, which is exactly what "nothing lost" forbids; the cost is one fsync
-per append, which is why readings are batched with :meth:`Outbox.append_many`. What is in
-flight is kept in memory only: after a restart everything unacknowledged is sent again.
+per append, which is why readings are batched with :meth:`Outbox.append_many`.
+Acknowledgements are committed without waiting for an fsync (``NORMAL`` for that
+transaction): a cut may forget the last acks, and those events are simply sent again. What
+is in flight is kept in memory only: after a restart everything unacknowledged is sent
+again.
 
 The database is opened in exclusive locking mode: one agent owns it, and the write-ahead
 log index lives in memory (no ``-shm`` file). A database found corrupt on open is set aside
@@ -37,8 +40,6 @@ import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 
@@ -46,6 +47,14 @@ from edge.equipment.base import EquipmentEvent, Priority
 from edge.storage.atomic import PathLike, RecoveryOutcome, StorageRecovery
 from edge.storage.errors import OutboxError
 from edge.storage.overflow import Dropped, OutboxLimits, bytes_to_free, gap_event
+from edge.storage.record import (
+    EPOCH,
+    MICROSECOND,
+    ROW_OVERHEAD,
+    Record,
+    batch_entry_bytes,
+    record,
+)
 from ondijon.clock import Clock
 from protos.ondijon.v1 import link_pb2
 
@@ -57,85 +66,12 @@ _TABLE = {
     Priority.EVENT: "event_lane",
     Priority.METERING: "metering_lane",
 }
-_WIRE_PRIORITY = {
-    Priority.ALARM: link_pb2.EVENT_PRIORITY_ALARM,
-    Priority.EVENT: link_pb2.EVENT_PRIORITY_EVENT,
-    Priority.METERING: link_pb2.EVENT_PRIORITY_METERING,
-}
-# Bytes a row costs beyond its body: SQLite cell header and pointer, rowid, at_us column.
-_ROW_OVERHEAD = 24
-_SEQUENCE_FIELD_BYTES = 11  # tag plus the largest varint of a uint64
 _GAP_EVENT_ESTIMATE = 2048
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_US = timedelta(microseconds=1)
 
 
 def _sql(template: str, priority: Priority) -> str:
     # Table names come from the fixed _TABLE mapping, never from input.
     return template.replace("{lane}", _TABLE[priority])
-
-
-def batch_entry_bytes(body_bytes: int) -> int:
-    """Bytes an event of ``body_bytes`` adds to a serialized ``EventBatch``."""
-    return 1 + _varint_bytes(body_bytes) + body_bytes
-
-
-def _varint_bytes(value: int) -> int:
-    return max(1, (value.bit_length() + 6) // 7)
-
-
-@dataclass(frozen=True)
-class _Encoded:
-    priority: Priority
-    at_us: int
-    # The serialized Event without its sequence, which is prepended once it is known.
-    body: bytes
-    # Gap events are never dropped: they are the only record of what was.
-    pinned: bool = False
-
-    @property
-    def estimate(self) -> int:
-        return len(self.body) + _SEQUENCE_FIELD_BYTES + _ROW_OVERHEAD
-
-
-def _sequence_field(seq: int) -> bytes:
-    """``Event.sequence`` encoded: field 1, varint (fields may come in any order)."""
-    out = bytearray(b"\x08")
-    while seq > 0x7F:
-        out.append((seq & 0x7F) | 0x80)
-        seq >>= 7
-    out.append(seq)
-    return bytes(out)
-
-
-def _encode(event: EquipmentEvent, where: str) -> _Encoded:
-    if not isinstance(event, EquipmentEvent):
-        raise OutboxError(where, f"expected an EquipmentEvent, got {type(event).__name__}")
-    try:
-        priority = Priority(event.priority)
-    except ValueError:
-        raise OutboxError(f"{where}.priority", f"unknown priority {event.priority!r}") from None
-    if not isinstance(event.at, datetime) or event.at.tzinfo is None:
-        raise OutboxError(f"{where}.at", "must be a timezone-aware datetime")
-    if not event.type:
-        raise OutboxError(f"{where}.type", "must not be empty")
-    at_us = (event.at - _EPOCH) // _US
-    try:
-        message = link_pb2.Event(
-            priority=_WIRE_PRIORITY[priority],
-            device_id=event.device_id,
-            type=event.type,
-            message=event.message,
-            attributes=event.attributes,
-        )
-    except (TypeError, ValueError) as exc:
-        raise OutboxError(
-            f"{where}.attributes", f"keys and values must be strings ({exc})"
-        ) from exc
-    seconds, micros = divmod(at_us, 1_000_000)
-    message.at.seconds = seconds
-    message.at.nanos = micros * 1000
-    return _Encoded(priority, at_us, message.SerializeToString())
 
 
 def _range_bounds(item: link_pb2.SequenceRange | tuple[int, int]) -> tuple[int, int]:
@@ -280,10 +216,10 @@ class Outbox:
             OutboxError: an event is malformed (``events[3].at``) or the batch is bigger
                 than ``limits.max_append_bytes``; nothing is recorded.
         """
-        encoded = [_encode(e, f"events[{i}]") for i, e in enumerate(events)]
-        if not encoded:
+        records = [record(e, f"events[{i}]") for i, e in enumerate(events)]
+        if not records:
             return []
-        incoming = sum(e.estimate for e in encoded)
+        incoming = sum(r.estimate for r in records)
         if incoming > self._limits.max_append_bytes:
             raise OutboxError(
                 "events",
@@ -295,9 +231,9 @@ class Outbox:
             try:
                 dropped = self._make_room(incoming + _GAP_EVENT_ESTIMATE)
                 if dropped:
-                    gap = _encode(gap_event(dropped, self._clock.now()), "gap")
-                    encoded.insert(0, dataclasses.replace(gap, pinned=True))
-                sequences = self._insert(encoded)
+                    gap = record(gap_event(dropped, self._clock.now()), "gap")
+                    records.insert(0, dataclasses.replace(gap, pinned=True))
+                sequences = self._insert(records)
                 self._conn.execute(
                     "UPDATE meta SET value = ? WHERE key = 'last_sequence'", (sequences[-1],)
                 )
@@ -308,17 +244,17 @@ class Outbox:
             self._last = sequences[-1]
             for d in dropped:
                 self._pending[d.priority] -= 1
-            for e in encoded:
-                self._pending[e.priority] += 1
+            for r in records:
+                self._pending[r.priority] += 1
         return sequences[1:] if dropped else sequences
 
-    def _insert(self, encoded: Sequence[_Encoded]) -> list[int]:
+    def _insert(self, records: Sequence[Record]) -> list[int]:
         rows: dict[Priority, list[tuple[int, int, bytes, bool]]] = {p: [] for p in _LANES}
         sequences = []
         seq = self._last
-        for e in encoded:
+        for r in records:
             seq += 1
-            rows[e.priority].append((seq, e.at_us, _sequence_field(seq) + e.body, e.pinned))
+            rows[r.priority].append((seq, r.at_us, r.stored_body(seq), r.pinned))
             sequences.append(seq)
         for priority, lane_rows in rows.items():
             if lane_rows:
@@ -353,8 +289,8 @@ class Outbox:
                     break
                 last = after
                 for seq, at_us, size in rows:
-                    dropped.append(Dropped(seq, priority, _EPOCH + at_us * _US))
-                    to_free -= size + _SEQUENCE_FIELD_BYTES + _ROW_OVERHEAD
+                    dropped.append(Dropped(seq, priority, EPOCH + at_us * MICROSECOND))
+                    to_free -= size + ROW_OVERHEAD
                     last = seq
                     if to_free <= 0:
                         break
@@ -437,6 +373,10 @@ class Outbox:
         bounds = _merge(bounds)
         with self._lock:
             deleted = dict.fromkeys(_LANES, 0)
+            # An ack lost to a power cut only means those events are sent again (the
+            # orchestrator stores by sequence, idempotently): no fsync to wait for. The
+            # next append's fsync, or a checkpoint, makes it durable along the way.
+            self._conn.execute("PRAGMA synchronous = NORMAL")
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 for priority in _LANES:
@@ -450,6 +390,8 @@ class Outbox:
             except BaseException:
                 self._rollback()
                 raise
+            finally:
+                self._conn.execute("PRAGMA synchronous = FULL")
             for priority, count in deleted.items():
                 self._pending[priority] -= count
             firsts = [first for first, _ in bounds]

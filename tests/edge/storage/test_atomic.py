@@ -116,6 +116,20 @@ def test_storage_round_trips_and_keeps_the_previous_state_as_backup(tmp_path: Pa
     assert [row["name"] for row in backup["lamps"].values()] == ["first"]
 
 
+def test_without_hard_links_the_backup_is_a_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_links(source: object, target: object) -> None:
+        raise OSError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    path = tmp_path / "state.json"
+    _write_two_states(path)
+    backup = json.loads((tmp_path / "state.json.bak").read_text())
+    assert [row["name"] for row in backup["lamps"].values()] == ["first"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.json", "state.json.bak"]
+
+
 def test_a_fresh_storage_reports_nothing_and_creates_its_directory(tmp_path: Path) -> None:
     reports: list[StorageRecovery] = []
     with _open(tmp_path / "new" / "state.json", reports) as db:
