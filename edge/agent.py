@@ -19,27 +19,41 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from importlib import metadata
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 
 from edge.config import AgentConfig
+from edge.equipment.access import AccessListError, LocalAccessList
 from edge.equipment.base import EquipmentEvent, Priority
+from edge.equipment.bollard import BollardConfig, BollardController, open_bollard_driver
+from edge.equipment.bollard_rules import Access, BollardTarget, Mode, Position
 from edge.equipment.cabinet import CabinetConfig, CabinetMonitor, connect_cabinet
 from edge.equipment.lamp import LampConfig, LampController, LampCounters, connect_lamp
 from edge.equipment.metering import QuarterHourMeter
+from edge.equipment.signal import SignalConfig, SignalController, SignalDriverError, build_driver
+from edge.equipment.signal_plan import SignalPlanError, plans_from_proto, validate_plans
 from edge.identity import Credentials
 from edge.link import GatewayLinkClient
 from edge.schedule.errors import ScheduleError
 from edge.schedule.evaluator import evaluate
-from edge.schedule.model import DeviceKind, Override, Schedule, Site
+from edge.schedule.model import (
+    AccessPolicy,
+    BollardPosition,
+    BollardSetting,
+    DeviceKind,
+    Override,
+    Schedule,
+    SignalMode,
+    Site,
+)
 from edge.schedule.wire import override_from_proto, schedule_from_proto
 from edge.storage.errors import DocumentRefusedError
 from edge.storage.outbox import Outbox
 from edge.storage.overflow import OutboxLimits
 from edge.storage.state import AgentState, DeviceCounters, DocumentVerdict
 from ondijon.clock import Clock, SimulatedClock, SystemClock
-from protos.ondijon.v1 import link_pb2, schedule_pb2, state_pb2
+from protos.ondijon.v1 import access_pb2, link_pb2, schedule_pb2, signal_pb2, state_pb2
 
 log = logging.getLogger("ondijon.edge.agent")
 
@@ -60,6 +74,48 @@ def make_clock(config: AgentConfig) -> Clock:
     if config.clock.mode == "simulated" and config.clock.start is not None:
         return SimulatedClock(start=config.clock.start, speed=config.clock.speed)
     return SystemClock()
+
+
+_POSITION = {BollardPosition.UP: Position.UP, BollardPosition.DOWN: Position.DOWN}
+_ACCESS = {
+    AccessPolicy.OPEN: Access.OPEN,
+    AccessPolicy.LIST: Access.LIST,
+    AccessPolicy.CLOSED: Access.CLOSED,
+}
+_BOLLARD_MODES = {
+    link_pb2.BOLLARD_ACTION_EMERGENCY_LOWER: Mode.HELD_DOWN,
+    link_pb2.BOLLARD_ACTION_HOLD_DOWN: Mode.HELD_DOWN,
+    link_pb2.BOLLARD_ACTION_HOLD_UP: Mode.HELD_UP,
+    link_pb2.BOLLARD_ACTION_AUTOMATIC: Mode.AUTOMATIC,
+    link_pb2.BOLLARD_ACTION_RELEASE_EMERGENCY: Mode.AUTOMATIC,
+}
+
+
+def bollard_target(setting: BollardSetting) -> BollardTarget:
+    """The schedule engine's bollard setting as the bollard rules' target."""
+    access = _ACCESS.get(setting.access) if setting.access else None
+    if setting.position is None:
+        position = Position.DOWN if access in (None, Access.OPEN) else Position.UP
+    else:
+        position = _POSITION[setting.position]
+    return BollardTarget(position=position, access=access or Access.OPEN)
+
+
+class _Reporting(Protocol):
+    def state(self) -> state_pb2.DeviceState: ...
+
+
+class _DeviceSink:
+    """Records a device's events and reports its new state along with each one."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+        self.device: _Reporting | None = None
+
+    def __call__(self, event: EquipmentEvent, /) -> None:
+        self.agent.record(event)
+        if self.device is not None:
+            self.agent.link.state_changed(self.device.state())
 
 
 @dataclass
@@ -94,6 +150,11 @@ class Agent:
         self.schedule: Schedule | None = None
         self.overrides: list[Override] = []
         self.lamps: list[_Lamp] = []
+        self.bollards: list[BollardController] = []
+        self.signals: list[SignalController] = []
+        self._signal_decisions: dict[str, tuple[str | None, SignalMode | None, str]] = {}
+        self._bollard_decisions: dict[str, BollardSetting | None] = {}
+        self._pending_plans: signal_pb2.SignalPlans | None = None
         self.cabinet: CabinetMonitor | None = None
         self._build_equipment(pin_factory)
         self._load_documents()
@@ -121,12 +182,40 @@ class Agent:
                 counters = LampCounters(held.energy_wh, held.operating_hours, held.switch_count)
                 controller.restore(counters)
                 self.lamps.append(_Lamp(controller, persisted=counters))
+        for i, entry in enumerate(self._entries("bollards")):
+            bollard_config = BollardConfig.from_mapping(entry, f"bollards[{i}]")
+            bollard_sink = _DeviceSink(self)
+            bollard = BollardController(
+                config=bollard_config,
+                driver=open_bollard_driver(bollard_config, self.clock),
+                clock=self.clock,
+                sink=bollard_sink,
+            )
+            bollard_sink.device = bollard
+            self.bollards.append(bollard)
+        for i, entry in enumerate(self._entries("signals")):
+            signal_config = SignalConfig.from_mapping(entry, f"signals[{i}]")
+            signal_sink = _DeviceSink(self)
+            signal = SignalController(
+                device_id=signal_config.device_id,
+                driver=build_driver(signal_config, clock=self.clock, pin_factory=pin_factory),
+                clock=self.clock,
+                sink=signal_sink,
+                bus_priority=signal_config.bus_priority,
+                poll_interval_s=signal_config.poll_interval_s,
+            )
+            signal_sink.device = signal
+            self.signals.append(signal)
         if "cabinet" in sections:
             cabinet_config = CabinetConfig.from_mapping(
                 sections["cabinet"].data["cabinet"], "cabinet"
             )
             cabinet_driver = connect_cabinet(cabinet_config, pin_factory=pin_factory)
             self.cabinet = CabinetMonitor(cabinet_config, cabinet_driver, self.record)
+
+    def _entries(self, kind: str) -> list[Any]:
+        section = self.config.equipment.get(kind)
+        return list(section.data[kind]) if section is not None else []
 
     def _load_documents(self) -> None:
         """Apply the documents held on disk: the street runs before any network."""
@@ -164,6 +253,8 @@ class Agent:
 
     def device_states(self) -> list[state_pb2.DeviceState]:
         states = [lamp.controller.state() for lamp in self.lamps]
+        states += [bollard.state() for bollard in self.bollards]
+        states += [signal.state() for signal in self.signals]
         if self.cabinet is not None:
             states.append(self.cabinet.state())
         return states
@@ -196,13 +287,18 @@ class Agent:
         return ""
 
     def _check_document(self, kind: int, payload: bytes) -> str:
+        """Why a document would be refused, or "" (the same checks as the orchestrator's)."""
         try:
             if kind == link_pb2.DOCUMENT_KIND_SCHEDULE:
                 schedule_from_proto(schedule_pb2.Schedule.FromString(payload))
+            elif kind == link_pb2.DOCUMENT_KIND_SIGNAL_PLANS:
+                validate_plans(plans_from_proto(signal_pb2.SignalPlans.FromString(payload)))
+            elif kind == link_pb2.DOCUMENT_KIND_ACCESS_LIST:
+                LocalAccessList.from_proto(access_pb2.AccessList.FromString(payload))
             return ""
-        except ScheduleError as exc:
+        except (ScheduleError, SignalPlanError, AccessListError) as exc:
             return str(exc)
-        except Exception as exc:
+        except Exception as exc:  # a malformed payload is a refusal, not a crash
             return f"payload: {exc}"
 
     def _apply_document(self, kind: int, payload: bytes) -> str:
@@ -211,6 +307,13 @@ class Agent:
             return error
         if kind == link_pb2.DOCUMENT_KIND_SCHEDULE:
             self.schedule = schedule_from_proto(schedule_pb2.Schedule.FromString(payload))
+        elif kind == link_pb2.DOCUMENT_KIND_SIGNAL_PLANS:
+            # Handed to the controllers by the schedule loop (it is async).
+            self._pending_plans = signal_pb2.SignalPlans.FromString(payload)
+        elif kind == link_pb2.DOCUMENT_KIND_ACCESS_LIST:
+            access = LocalAccessList.from_proto(access_pb2.AccessList.FromString(payload))
+            for bollard in self.bollards:
+                bollard.set_access_list(access)
         return ""
 
     async def handle_command(self, command: link_pb2.Command) -> link_pb2.CommandResult:
@@ -232,6 +335,27 @@ class Agent:
             self.state.put_override(command.override)
             self.overrides = [o for o in self.overrides if o.id != override.id] + [override]
             self.record(self._event("override.received", Priority.EVENT, f"override {override.id}"))
+        elif action == "bollard":
+            order = command.bollard
+            target = [b for b in self.bollards if b.device_id == order.device_id]
+            mode = _BOLLARD_MODES.get(order.action)
+            if not target or mode is None:
+                result.status = link_pb2.COMMAND_STATUS_REFUSED
+                result.detail = (
+                    f"bollard.device_id: no bollard {order.device_id!r}"
+                    if not target
+                    else "bollard.action: unknown action"
+                )
+                return result
+            target[0].set_mode(mode)
+            self.record(
+                self._event(
+                    "bollard.command",
+                    Priority.EVENT,
+                    f"{link_pb2.BollardAction.Name(order.action)} by the control centre",
+                    order.device_id,
+                )
+            )
         elif action == "cancel_override":
             self.state.remove_override(command.cancel_override)
             self.overrides = [o for o in self.overrides if o.id != command.cancel_override]
@@ -267,14 +391,61 @@ class Agent:
                 lamp.decided = wanted
                 self.link.state_changed(lamp.controller.state())
             horizon = min(horizon, decision.next_change)
+        for bollard in self.bollards:
+            decision = evaluate(
+                self.schedule,
+                self.site,
+                now,
+                kind=DeviceKind.BOLLARD,
+                device_id=bollard.device_id,
+                overrides=self.overrides,
+            )
+            if decision.bollard is not None and (
+                self._bollard_decisions.get(bollard.device_id) != decision.bollard
+            ):
+                bollard.apply(bollard_target(decision.bollard), decision.source)
+                self._bollard_decisions[bollard.device_id] = decision.bollard
+                self.link.state_changed(bollard.state())
+            horizon = min(horizon, decision.next_change)
+        for signal in self.signals:
+            decision = evaluate(
+                self.schedule,
+                self.site,
+                now,
+                kind=DeviceKind.SIGNAL,
+                device_id=signal.device_id,
+                overrides=self.overrides,
+            )
+            self._signal_decisions[signal.device_id] = (
+                decision.signal_plan,
+                decision.signal_mode,
+                decision.source,
+            )
+            horizon = min(horizon, decision.next_change)
         expired = self.state.drop_expired_overrides(now)
         if expired:
             self.overrides = [o for o in self.overrides if o.id not in expired]
         return horizon
 
+    async def apply_signals(self) -> None:
+        """Hand new plans and the schedule's plan and mode to the signal controllers."""
+        plans, self._pending_plans = self._pending_plans, None
+        for signal in self.signals:
+            try:
+                if plans is not None:
+                    await signal.load_plans(plans)
+                plan, mode, source = self._signal_decisions.get(signal.device_id, (None, None, ""))
+                await signal.apply(plan, mode or SignalMode.NORMAL, source=source)
+            except (SignalPlanError, SignalDriverError) as exc:
+                # The controller keeps its running plan; the alarm is already recorded.
+                log.warning("signal %s: %s", signal.device_id, exc)
+            self.link.state_changed(signal.state())
+
     async def _schedule_loop(self) -> None:
         while True:
             next_change = self.apply_schedule()
+            if self.signals:
+                await self.apply_signals()
             self._wake.clear()
             sleeper = asyncio.create_task(self.clock.sleep_until(next_change))
             waker = asyncio.create_task(self._wake.wait())
@@ -331,6 +502,8 @@ class Agent:
     async def run(self, *, ready: Callable[[], None] | None = None) -> None:
         """Run until cancelled."""
         tasks = [
+            *(asyncio.create_task(b.run(), name=f"bollard {b.device_id}") for b in self.bollards),
+            *(asyncio.create_task(s.run(), name=f"signal {s.device_id}") for s in self.signals),
             asyncio.create_task(self._schedule_loop(), name="schedule"),
             asyncio.create_task(self._monitor_loop(), name="monitor"),
             asyncio.create_task(self._persist_loop(), name="persist"),

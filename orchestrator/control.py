@@ -30,7 +30,7 @@ from orchestrator.store.store import (
     OperatorRecord,
     StoreError,
 )
-from orchestrator.validation import validate_document
+from orchestrator.validation import validate_document, validate_override
 from orchestrator.wire import WireError, document_message, stored_event, timestamp
 from protos.ondijon.v1 import control_pb2, control_pb2_grpc, link_pb2
 from provisioning.identity import IdentityError, Role, check_name
@@ -494,6 +494,18 @@ def _check_new_gateway(request: control_pb2.AddGatewayRequest) -> None:
 
 
 def _check_command(command: link_pb2.Command, now: Any) -> str:
+    problem = _check_command_envelope(command, now)
+    if problem:
+        return problem
+    if command.WhichOneof("action") == "override":
+        try:
+            validate_override(command.override)
+        except WireError as exc:
+            return str(exc)
+    return ""
+
+
+def _check_command_envelope(command: link_pb2.Command, now: Any) -> str:
     if len(command.command_id) > 64 or not command.command_id.isprintable():
         return "command.command_id: at most 64 printable characters"
     if not command.HasField("expires_at"):

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from google.protobuf.message import DecodeError, Message
 
+from edge.equipment.access import AccessListError, LocalAccessList
+from edge.equipment.signal_plan import SignalPlanError, plans_from_proto, validate_plans
+from edge.schedule.errors import ScheduleEngineError
+from edge.schedule.wire import override_from_proto, schedule_from_proto
 from orchestrator.wire import WireError
 from protos.ondijon.v1 import access_pb2, link_pb2, schedule_pb2, signal_pb2
 
@@ -36,9 +40,21 @@ def parse_document(kind: int, payload: bytes) -> Message:
 def validate_document(kind: int, payload: bytes) -> Message:
     """Decode and validate a desired-state document; errors name the field."""
     message = parse_document(kind, payload)
-    for check in _CHECKS.get(kind, ()):
-        check(message)
+    try:
+        if isinstance(message, schedule_pb2.Schedule):
+            schedule_from_proto(message)
+        elif isinstance(message, signal_pb2.SignalPlans):
+            validate_plans(plans_from_proto(message))
+        elif isinstance(message, access_pb2.AccessList):
+            LocalAccessList.from_proto(message)
+    except (ScheduleEngineError, SignalPlanError, AccessListError) as exc:
+        raise WireError(exc.field, exc.reason) from None
     return message
 
 
-_CHECKS: dict[int, tuple] = {}  # type: ignore[type-arg]
+def validate_override(message: schedule_pb2.Override) -> None:
+    """Refuse an override command the agent would refuse."""
+    try:
+        override_from_proto(message)
+    except ScheduleEngineError as exc:
+        raise WireError(f"command.override.{exc.field}", exc.reason) from None

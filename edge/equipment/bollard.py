@@ -94,7 +94,8 @@ class BollardConfig:
         Raises:
             EquipmentConfigError: naming the first offending field and why.
         """
-        known = {f.name for f in fields(cls)} - {"field_prefix"}
+        # ``id`` like every other equipment table; the rest are the dataclass's fields.
+        known = {f.name for f in fields(cls)} - {"field_prefix", "device_id"} | {"id"}
 
         def path(name: str) -> str:
             return f"{field_prefix}.{name}" if field_prefix else name
@@ -103,9 +104,9 @@ class BollardConfig:
             if key not in known:
                 raise EquipmentConfigError(path(str(key)), "unknown key")
         values: dict[str, Any] = {}
-        device_id = mapping.get("device_id")
+        device_id = mapping.get("id")
         if not isinstance(device_id, str) or not device_id.strip():
-            raise EquipmentConfigError(path("device_id"), "must be a non-empty string")
+            raise EquipmentConfigError(path("id"), "must be a non-empty string")
         values["device_id"] = device_id
         backend = mapping.get("backend", "gpio")
         if backend not in BACKENDS:

@@ -532,6 +532,11 @@ class SignalController:
         self._observed_at: datetime | None = None
 
     @property
+    def device_id(self) -> str:
+        """The controller's id."""
+        return self._id
+
+    @property
     def plans(self) -> SignalPlans | None:
         """The validated plans document in force, if any."""
         return self._plans

@@ -51,16 +51,27 @@ async def eventually(check: Callable[[], object], timeout: float = 15.0) -> None
 
 
 @contextlib.asynccontextmanager
-async def running(config: AgentConfig) -> AsyncIterator[Agent]:
+async def running(config: AgentConfig, *, clock_step_s: float = 0.0) -> AsyncIterator[Agent]:
+    """Run an agent on a manual clock; with ``clock_step_s`` the clock moves that much
+    every 10 ms of real time (equipment simulators need time to pass)."""
     clock = ManualClock(datetime(2026, 6, 21, 20, 0, tzinfo=UTC))
     agent = Agent(config, clock)
     task = asyncio.create_task(agent.run())
+
+    async def tick() -> None:
+        while True:
+            await asyncio.sleep(0.01)
+            clock.advance(clock_step_s)
+
+    ticker = asyncio.create_task(tick()) if clock_step_s else None
     try:
         yield agent
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        for running_task in (task, ticker):
+            if running_task is not None:
+                running_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await running_task
 
 
 async def put_schedule(city: City, gateway_id: str, payload: bytes) -> int:

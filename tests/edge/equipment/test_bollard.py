@@ -498,7 +498,7 @@ def test_gpio_backend_names_the_pin_it_cannot_claim(mock_factory: MockFactory) -
 
 def test_config_from_mapping() -> None:
     config = BollardConfig.from_mapping(
-        {"device_id": "b-7", **PINS, "warning_s": 2, "passage_s": 30, "max_reversals": 2},
+        {"id": "b-7", **PINS, "warning_s": 2, "passage_s": 30, "max_reversals": 2},
         "equipment.bollards[0]",
     )
     assert config.motor_up_pin == 17
@@ -508,14 +508,14 @@ def test_config_from_mapping() -> None:
 
 
 def test_simulated_backend_may_use_the_reference_wiring() -> None:
-    config = BollardConfig.from_mapping({"device_id": "b", "backend": "simulated"}, "b")
+    config = BollardConfig.from_mapping({"id": "b", "backend": "simulated"}, "b")
     assert config.loop_pin == 13
 
 
 @pytest.mark.parametrize(
     ("changes", "field"),
     [
-        ({"device_id": ""}, "device_id"),
+        ({"id": ""}, "id"),
         ({"backend": "mqtt"}, "backend"),
         ({"loop_pin": None}, "loop_pin"),
         ({"loop_pin": True}, "loop_pin"),
@@ -530,7 +530,7 @@ def test_simulated_backend_may_use_the_reference_wiring() -> None:
     ],
 )
 def test_bad_config_names_the_field(changes: dict[str, Any], field: str) -> None:
-    mapping = {"device_id": "b", **PINS, **changes}
+    mapping = {"id": "b", **PINS, **changes}
     mapping = {k: v for k, v in mapping.items() if v is not None}
     with pytest.raises(EquipmentConfigError) as caught:
         BollardConfig.from_mapping(mapping, "equipment.bollards[2]")
@@ -538,7 +538,7 @@ def test_bad_config_names_the_field(changes: dict[str, Any], field: str) -> None
 
 
 def test_gpio_backend_requires_every_pin() -> None:
-    mapping = {"device_id": "b", **PINS}
+    mapping = {"id": "b", **PINS}
     del mapping["edge_pin"]
     with pytest.raises(EquipmentConfigError) as caught:
         BollardConfig.from_mapping(mapping, "")

@@ -1,0 +1,153 @@
+"""A cabinet with a bollard and a signal controller, end to end over mutual TLS.
+
+Signal plans and the schedule that selects them reach the simulated controller; a plan
+with conflicting greens is refused at the admin API with the field named, and never
+reaches the cabinet; a bollard follows the control room's hold-down command.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from ondijon.admin import AdminError, call
+from protos.ondijon.v1 import control_pb2, link_pb2, schedule_pb2, signal_pb2, state_pb2
+from tests.conftest import City
+from tests.edge.test_agent import eventually, running
+
+pytestmark = pytest.mark.integration
+
+SIGNAL = """[[signals]]
+id = "darcy"
+backend = "simulated"
+[signals.simulated]
+conflicts = [["ns", "ew"]]
+[signals.simulated.heads.ns]
+red = 2
+amber = 3
+green = 4
+[signals.simulated.heads.ew]
+red = 5
+amber = 6
+green = 7
+"""
+
+BOLLARD = """[[bollards]]
+id = "bollard-1"
+backend = "simulated"
+"""
+
+
+def plans(ew_start: int = 34) -> bytes:
+    """Two conflicting groups; ``ew_start`` < 34 makes ew green too early (conflict)."""
+    message = signal_pb2.SignalPlans(
+        intersection=signal_pb2.Intersection(
+            groups=[
+                signal_pb2.SignalGroup(
+                    id=g,
+                    kind=signal_pb2.SIGNAL_GROUP_KIND_VEHICLE,
+                    min_green_s=6,
+                    amber_s=3,
+                    all_red_s=2,
+                )
+                for g in ("ns", "ew")
+            ],
+            intergreens=[
+                signal_pb2.Intergreen(from_group="ns", to_group="ew", seconds=5),
+                signal_pb2.Intergreen(from_group="ew", to_group="ns", seconds=5),
+            ],
+        ),
+        plans=[
+            signal_pb2.SignalPlan(
+                id="day",
+                cycle_s=60,
+                greens=[
+                    signal_pb2.GreenInterval(group="ns", start_s=0, end_s=29),
+                    signal_pb2.GreenInterval(group="ew", start_s=ew_start, end_s=55),
+                ],
+            )
+        ],
+    )
+    return message.SerializeToString()
+
+
+def day_plan_schedule() -> bytes:
+    return schedule_pb2.Schedule(
+        programs=[
+            schedule_pb2.Program(
+                id="p",
+                points=[
+                    schedule_pb2.SwitchPoint(
+                        local_time="00:00",
+                        lamp_level=100,
+                        signal_plan="day",
+                        signal_mode=schedule_pb2.SIGNAL_MODE_NORMAL,
+                    )
+                ],
+            )
+        ],
+        rules=[schedule_pb2.CalendarRule(program_id="p", priority=1)],
+    ).SerializeToString()
+
+
+async def put(city: City, gateway_id: str, kind: int, payload: bytes) -> None:
+    await call(
+        city.admin,
+        "PutDesiredState",
+        control_pb2.PutDesiredStateRequest(gateway_id=gateway_id, kind=kind, payload=payload),
+    )
+
+
+async def test_signal_plan_selected_by_schedule_and_conflicts_refused(city: City) -> None:
+    config = await city.enrolled("crossing-1", signals=SIGNAL)
+    async with running(config, clock_step_s=0.5) as agent:
+        await asyncio.wait_for(agent.link.status.connected.wait(), 15)
+        await put(city, "crossing-1", link_pb2.DOCUMENT_KIND_SIGNAL_PLANS, plans())
+        await put(city, "crossing-1", link_pb2.DOCUMENT_KIND_SCHEDULE, day_plan_schedule())
+        await eventually(lambda: agent.signals[0].state().signal.plan == "day")
+
+        with pytest.raises(AdminError) as refused:
+            await put(city, "crossing-1", link_pb2.DOCUMENT_KIND_SIGNAL_PLANS, plans(ew_start=30))
+        assert "INVALID_ARGUMENT" in str(refused.value)
+        assert "plans[0]" in str(refused.value)
+        # Nothing reached the cabinet: the running plan and the held version are unchanged.
+        assert agent.signals[0].state().signal.plan == "day"
+        held = agent.state.document(link_pb2.DOCUMENT_KIND_SIGNAL_PLANS)
+        assert held is not None and held.version == 1
+
+
+async def test_bollard_held_down_by_the_control_room(city: City) -> None:
+    config = await city.enrolled("bollards-1", bollards=BOLLARD)
+    async with running(config, clock_step_s=0.1) as agent:
+        await asyncio.wait_for(agent.link.status.connected.wait(), 15)
+        expires = datetime.now(UTC) + timedelta(minutes=5)
+        command = link_pb2.Command(
+            command_id="fire-brigade-1",
+            bollard=link_pb2.BollardCommand(
+                device_id="bollard-1", action=link_pb2.BOLLARD_ACTION_HOLD_DOWN
+            ),
+        )
+        command.expires_at.FromDatetime(expires)
+        await call(
+            city.admin,
+            "SendCommand",
+            control_pb2.SendCommandRequest(gateway_id="bollards-1", command=command),
+        )
+        await eventually(
+            lambda: agent.bollards[0].state().bollard.mode == state_pb2.BOLLARD_MODE_HELD_DOWN
+        )
+
+        async def done() -> bool:
+            result = await call(
+                city.admin, "GetCommand", control_pb2.GetCommandRequest(command_id="fire-brigade-1")
+            )
+            assert isinstance(result, control_pb2.GetCommandResponse)
+            return result.status == link_pb2.COMMAND_STATUS_DONE
+
+        for _ in range(200):
+            if await done():
+                break
+            await asyncio.sleep(0.05)
+        assert await done()
