@@ -301,7 +301,7 @@ def main() -> int:
             "--config",
             str(work / "orchestrator.toml"),
         ],
-        stdout=open(work / "orchestrator.log", "wb"),
+        stdout=open(work / "orchestrator.log", "wb"),  # noqa: SIM115 - lives with the process
         stderr=subprocess.STDOUT,
         env=env,
     )
@@ -317,7 +317,8 @@ def main() -> int:
         start_at = time.time() + 3.0
         results = [str(work / f"load-{i}.pickle") for i in range(args.procs)]
         print(
-            f"{args.gateways} gateways connect in a burst, then {args.devices} device states each every second for {args.seconds:g} s ...",
+            f"{args.gateways} gateways connect in a burst, then {args.devices} device states "
+            f"each every second for {args.seconds:g} s ...",
             flush=True,
         )
         cpu0 = proc.cpu_times()
@@ -401,18 +402,16 @@ def main() -> int:
     print()
     print(f"streams opened / lost        {figures['streams_opened']} / {figures['streams_lost']}")
     print(f"batches sent / acknowledged  {figures['batches_sent']} / {figures['batches_acked']}")
-    print(
-        f"device updates stored        {stored} ({'every batch stored' if figures['every_batch_stored'] else 'MISSING BATCHES'})"
-    )
+    verdict = "every batch stored" if figures["every_batch_stored"] else "MISSING BATCHES"
+    print(f"device updates stored        {stored} ({verdict})")
     print(f"device updates stored / s    {figures['device_updates_per_s']}")
-    print(
-        f"orchestrator CPU             {figures['server_cpu_percent_of_one_core']} % of one core (wall {wall:.0f} s incl. burst)"
-    )
+    cpu = figures["server_cpu_percent_of_one_core"]
+    print(f"orchestrator CPU             {cpu} % of one core (wall {wall:.0f} s incl. burst)")
     print(f"orchestrator RSS (peak)      {figures['server_rss_mib_peak']} MiB")
     print(f"state ack latency p50 / p99  {figures['ack_p50_ms']} ms / {figures['ack_p99_ms']} ms")
     print(
-        f"ceiling without gRPC         {figures['ceiling_updates_per_s_in_process']} updates/s in-process "
-        f"(this run used {figures['ceiling_ratio']:.1%} of it)"
+        f"ceiling without gRPC         {figures['ceiling_updates_per_s_in_process']} updates/s "
+        f"in-process (this run used {figures['ceiling_ratio']:.1%} of it)"
     )
     if args.json:
         print(json.dumps(figures))

@@ -17,7 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -82,11 +82,14 @@ def _agent_toml(
         f'[[lamps]]\nid = "{gateway_id}-lamp-{i:02d}"\nbackend = "simulated"\nnominal_power_w = 60'
         for i in range(1, LAMPS_PER_CABINET + 1)
     )
-    equipment = '[cabinet]\nid = "cabinet"\nbackend = "simulated"\n' + {
-        "cabinet": "",
-        "bollard": "",
-        "signal": "",
-    }[extra]
+    equipment = (
+        '[cabinet]\nid = "cabinet"\nbackend = "simulated"\n'
+        + {
+            "cabinet": "",
+            "bollard": "",
+            "signal": "",
+        }[extra]
+    )
     return f"""[gateway]
 id = "{gateway_id}"
 serial = "SN-{gateway_id}"
@@ -156,8 +159,9 @@ async def _status(profile: Profile, desired_version: int) -> str:
         last = cabinet[0].observed_at.ToDatetime(tzinfo=UTC) if cabinet else None
         when = last.astimezone(ZoneInfo(TZ)).strftime("%H:%M") if last else "--:--"
         lines.append(
-            f"  {g.gateway_id:16} {'online ' if g.connected else 'offline'} schedule v{desired_version} "
-            f"{sync:10} lamps lit {lit}/{len(lamps)} at {level:3d}%  site time {when}"
+            f"  {g.gateway_id:16} {'online ' if g.connected else 'offline'} "
+            f"schedule v{desired_version} {sync:10} lamps lit {lit}/{len(lamps)} at {level:3d}%"
+            f"  site time {when}"
         )
     return "\n".join(lines)
 
@@ -167,7 +171,7 @@ async def _demo(root: Path, speed: float, seconds: float) -> None:
         shutil.rmtree(root)
     root.mkdir(parents=True)
     now = datetime.now(UTC)
-    ca = CertificateAuthority.init(root / "ca", now=now)
+    CertificateAuthority.init(root / "ca", now=now)
     port, enroll_port = _free_port(), _free_port()
     (root / "orchestrator.toml").write_text(
         f'[server]\nlisten = "127.0.0.1:{port}"\nenroll_listen = "127.0.0.1:{enroll_port}"\n'
@@ -255,8 +259,9 @@ async def _demo(root: Path, speed: float, seconds: float) -> None:
                 ),
             )
         print(
-            f"lighting program v{version} pushed (on at civil dusk, 50 % from 23:00, off at sunrise);"
-            f" simulated clocks start at {start:%H:%M} and run x{speed:g}. Ctrl-C stops everything.\n"
+            f"lighting program v{version} pushed (on at civil dusk, 50 % from 23:00, off at "
+            f"sunrise); simulated clocks start at {start:%H:%M} and run x{speed:g}. "
+            "Ctrl-C stops everything.\n"
         )
         deadline = asyncio.get_running_loop().time() + seconds if seconds else None
         while deadline is None or asyncio.get_running_loop().time() < deadline:
@@ -276,8 +281,6 @@ async def _demo(root: Path, speed: float, seconds: float) -> None:
 
 
 def run_demo(root: Path, *, speed: float, seconds: float) -> int:
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_demo(root.resolve(), speed, seconds))
-    except KeyboardInterrupt:
-        pass
     return 0

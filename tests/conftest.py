@@ -47,13 +47,17 @@ def port_open(host: str, port: int) -> bool:
 
 
 def postgres_url() -> str:
-    url = os.environ.get("ONDIJON_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+    url = os.environ.get(
+        "ONDIJON_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+    )
     need(port_open("127.0.0.1", 5432), "PostgreSQL is not listening on 127.0.0.1:5432")
     return url
 
 
 def mosquitto_binary() -> str:
-    path = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
+    path = shutil.which("mosquitto") or (
+        "/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None
+    )
     need(path is not None, "the mosquitto binary is not installed")
     assert path is not None
     return path
