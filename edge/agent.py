@@ -458,17 +458,21 @@ class Agent:
     def monitor(self) -> None:
         """Check faults, meter energy and report what changed (one pass over all devices)."""
         now = self.clock.now()
+        readings: list[EquipmentEvent] = []
         for lamp in self.lamps:
             controller = lamp.controller
             before = controller.faults
             controller.check(now)
             counters = controller.counters()
-            for event in self.meter.feed(
+            readings += self.meter.feed(
                 controller.device_id, now, counters.energy_wh, counters.operating_hours
-            ):
-                self.record(event)
+            )
             if controller.faults != before:
                 self.link.state_changed(controller.state())
+        if readings:
+            # One transaction (one fsync) for the whole pass, not one per lamp.
+            self.outbox.append_many(readings)
+            self.link.events_recorded()
         if self.cabinet is not None:
             # The cabinet's reading (temperature, door, mains) doubles as the gateway's
             # heartbeat: it goes out every pass, coalesced by the link's report interval.

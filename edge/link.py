@@ -66,6 +66,8 @@ class OutboxPort(Protocol):
 
     def requeue_in_flight(self) -> int: ...
 
+    def raise_sequence_floor(self, stored_sequence: int) -> bool: ...
+
 
 @dataclass(frozen=True)
 class Backoff:
@@ -207,6 +209,9 @@ class _Session:
 
     def on_welcome(self, welcome: link_pb2.Welcome) -> None:
         self.window = max(1, welcome.event_window)
+        # A fresh outbox (set aside after corruption) must not reuse sequences the
+        # orchestrator already stored: it would take new events for duplicates.
+        self.client.outbox.raise_sequence_floor(welcome.stored_sequence)
         # After a reconnection the orchestrator may lack any report: send every device once.
         for state in self.client.agent.device_states():
             self.client._changed.setdefault(state.device_id, state)

@@ -27,7 +27,6 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edge.firmware.durable import fsync_dir, write_atomic
 from edge.firmware.errors import FirmwareRefused
 from edge.firmware.verify import (
     MANIFEST_FORMAT,
@@ -38,6 +37,7 @@ from edge.firmware.verify import (
 )
 from edge.firmware.version import VersionError, parse_version
 from ondijon.clock import SystemClock
+from ondijon.files import fsync_dir, write_atomic
 from protos.ondijon.v1 import firmware_pb2
 
 MANIFEST = "manifest.json"

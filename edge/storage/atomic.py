@@ -22,7 +22,6 @@ import enum
 import json
 import os
 import secrets
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -33,20 +32,9 @@ from tinydb.storages import Storage
 
 from edge.equipment.base import EquipmentEvent, Priority
 from edge.storage.errors import StorageWriteError
+from ondijon import files
 
 PathLike = str | os.PathLike[str]
-
-
-def _temporary_prefix(target: Path) -> str:
-    return f".{target.name}."
-
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def write_atomic(path: PathLike, data: bytes, *, mode: int = 0o644) -> None:
@@ -55,39 +43,13 @@ def write_atomic(path: PathLike, data: bytes, *, mode: int = 0o644) -> None:
     The mode is set on the temporary file before the first byte is written, so a key
     written with ``mode=0o600`` is never readable by others, even for an instant.
 
-    Args:
-        path: the file to write; its directory must exist.
-        data: the complete new content.
-        mode: permission bits of the new file (not subject to the umask).
-
     Raises:
         StorageWriteError: the file could not be written; the old content is untouched.
     """
-    target = Path(path)
-    directory = target.parent
-    tmp_name: str | None = None
     try:
-        fd, tmp_name = tempfile.mkstemp(
-            prefix=_temporary_prefix(target), suffix=".tmp", dir=directory
-        )
-        try:
-            os.fchmod(fd, mode)
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp_name, target)
-        tmp_name = None
-        _fsync_directory(directory)
+        files.write_atomic(path, data, mode=mode)
     except OSError as exc:
-        raise StorageWriteError(str(target), exc.strerror or str(exc)) from exc
-    finally:
-        if tmp_name is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp_name)
+        raise StorageWriteError(str(path), exc.strerror or str(exc)) from exc
 
 
 def discard_stale_temporaries(path: PathLike) -> int:
@@ -101,7 +63,7 @@ def discard_stale_temporaries(path: PathLike) -> int:
     """
     target = Path(path)
     removed = 0
-    for leftover in target.parent.glob(f"{_temporary_prefix(target)}*.tmp"):
+    for leftover in target.parent.glob(f"{files.temporary_prefix(target)}*.tmp"):
         with contextlib.suppress(OSError):
             leftover.unlink()
             removed += 1
@@ -237,7 +199,7 @@ class AtomicJSONStorage(Storage):
     def _keep_previous(self) -> None:
         try:
             link_name = self._path.parent / (
-                f"{_temporary_prefix(self._backup)}{secrets.token_hex(8)}.tmp"
+                f"{files.temporary_prefix(self._backup)}{secrets.token_hex(8)}.tmp"
             )
             try:
                 os.link(self._path, link_name)
