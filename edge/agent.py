@@ -33,6 +33,7 @@ from edge.equipment.lamp import LampConfig, LampController, LampCounters, connec
 from edge.equipment.metering import QuarterHourMeter
 from edge.equipment.signal import SignalConfig, SignalController, SignalDriverError, build_driver
 from edge.equipment.signal_plan import SignalPlanError, plans_from_proto, validate_plans
+from edge.firmware.notify import Notifier, watchdog_interval
 from edge.identity import Credentials
 from edge.link import GatewayLinkClient
 from edge.schedule.errors import ScheduleError
@@ -503,7 +504,7 @@ class Agent:
             await asyncio.sleep(PERSIST_INTERVAL_S)
             self.persist_counters()
 
-    async def run(self, *, ready: Callable[[], None] | None = None) -> None:
+    async def run(self, *, ready: Callable[[], object] | None = None) -> None:
         """Run until cancelled."""
         tasks = [
             *(asyncio.create_task(b.run(), name=f"bollard {b.device_id}") for b in self.bollards),
@@ -535,14 +536,33 @@ class Agent:
         self.state.close()
 
 
+async def _keep_watchdog(notifier: Notifier, interval: float) -> None:
+    # The event loop turning is what systemd's watchdog checks: a hung agent stops pinging
+    # and is restarted (which counts as a boot for a trial firmware).
+    while True:
+        notifier.watchdog()
+        await asyncio.sleep(interval)
+
+
 async def run_agent(config: AgentConfig) -> None:
-    """``ondijon edge run``: run until SIGINT/SIGTERM."""
+    """``ondijon edge run``: run until SIGINT/SIGTERM, telling systemd (Type=notify) when
+    the street is being driven and pinging its watchdog."""
     import signal
 
+    notifier = Notifier()
     agent = Agent(config, make_clock(config))
-    task = asyncio.create_task(agent.run())
+    task = asyncio.create_task(
+        agent.run(ready=lambda: notifier.ready(f"running {config.gateway_id}"))
+    )
+    interval = watchdog_interval()
+    pinger = asyncio.create_task(_keep_watchdog(notifier, interval)) if interval else None
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, task.cancel)
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    try:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    finally:
+        notifier.stopping()
+        if pinger is not None:
+            pinger.cancel()
