@@ -26,7 +26,7 @@ from edge.identity import enroll
 from ondijon.admin import call
 from ondijon.profile import Profile
 from orchestrator.config import OrchestratorConfig
-from protos.ondijon.v1 import control_pb2, link_pb2, schedule_pb2
+from protos.ondijon.v1 import control_pb2, link_pb2, schedule_pb2, signal_pb2, state_pb2
 from provisioning.ca import CertificateAuthority
 from provisioning.operators import add_operator
 
@@ -40,6 +40,61 @@ CABINETS: list[tuple[str, str, float, float, str]] = [
 ]
 LAMPS_PER_CABINET = 8
 
+BOLLARD = """
+[[bollards]]
+id = "rue-piétonne"
+backend = "simulated"
+"""
+
+# A two-phase crossing; the simulator's own conflict monitor knows ns and ew conflict.
+SIGNAL = """
+[[signals]]
+id = "carrefour"
+backend = "simulated"
+[signals.simulated]
+conflicts = [["ns", "ew"]]
+[signals.simulated.heads.ns]
+red = 2
+amber = 3
+green = 4
+[signals.simulated.heads.ew]
+red = 5
+amber = 6
+green = 7
+"""
+
+
+def signal_plans() -> signal_pb2.SignalPlans:
+    """The crossing's groups, intergreens and its day plan (60 s cycle)."""
+    return signal_pb2.SignalPlans(
+        intersection=signal_pb2.Intersection(
+            groups=[
+                signal_pb2.SignalGroup(
+                    id=g,
+                    kind=signal_pb2.SIGNAL_GROUP_KIND_VEHICLE,
+                    min_green_s=6,
+                    amber_s=3,
+                    all_red_s=2,
+                )
+                for g in ("ns", "ew")
+            ],
+            intergreens=[
+                signal_pb2.Intergreen(from_group="ns", to_group="ew", seconds=5),
+                signal_pb2.Intergreen(from_group="ew", to_group="ns", seconds=5),
+            ],
+        ),
+        plans=[
+            signal_pb2.SignalPlan(
+                id="day",
+                cycle_s=60,
+                greens=[
+                    signal_pb2.GreenInterval(group="ns", start_s=0, end_s=29),
+                    signal_pb2.GreenInterval(group="ew", start_s=34, end_s=55),
+                ],
+            )
+        ],
+    )
+
 
 def _free_port() -> int:
     with socket.socket() as sock:
@@ -48,16 +103,32 @@ def _free_port() -> int:
 
 
 def lighting_program() -> schedule_pb2.Schedule:
-    """On at civil dusk, dimmed to 50 % at 23:00, full at 05:30, off at sunrise."""
+    """Lamps on at civil dusk, 50 % from 23:00, full at 05:30, off at sunrise; the crossing
+    flashes amber from 23:00 to 05:30; the bollard is down for deliveries 05:30-11:00."""
     sun = schedule_pb2
+    up_list = sun.BollardSetting(position=sun.BOLLARD_POSITION_UP, access=sun.ACCESS_POLICY_LIST)
+    down_open = sun.BollardSetting(
+        position=sun.BOLLARD_POSITION_DOWN, access=sun.ACCESS_POLICY_OPEN
+    )
     return sun.Schedule(
         programs=[
             sun.Program(
                 id="night",
                 points=[
                     sun.SwitchPoint(sun_event=sun.SUN_EVENT_CIVIL_DUSK, lamp_level=100),
-                    sun.SwitchPoint(local_time="23:00", lamp_level=50),
-                    sun.SwitchPoint(local_time="05:30", lamp_level=100),
+                    sun.SwitchPoint(
+                        local_time="23:00",
+                        lamp_level=50,
+                        signal_mode=sun.SIGNAL_MODE_FLASHING_AMBER,
+                    ),
+                    sun.SwitchPoint(
+                        local_time="05:30",
+                        lamp_level=100,
+                        signal_plan="day",
+                        signal_mode=sun.SIGNAL_MODE_NORMAL,
+                        bollard=down_open,
+                    ),
+                    sun.SwitchPoint(local_time="11:00", bollard=up_list),
                     sun.SwitchPoint(sun_event=sun.SUN_EVENT_SUNRISE, lamp_level=0),
                 ],
             )
@@ -86,8 +157,8 @@ def _agent_toml(
         '[cabinet]\nid = "cabinet"\nbackend = "simulated"\n'
         + {
             "cabinet": "",
-            "bollard": "",
-            "signal": "",
+            "bollard": BOLLARD,
+            "signal": SIGNAL,
         }[extra]
     )
     return f"""[gateway]
@@ -158,10 +229,20 @@ async def _status(profile: Profile, desired_version: int) -> str:
         cabinet = [d for d in devices.devices if d.HasField("cabinet")]
         last = cabinet[0].observed_at.ToDatetime(tzinfo=UTC) if cabinet else None
         when = last.astimezone(ZoneInfo(TZ)).strftime("%H:%M") if last else "--:--"
+        extra = ""
+        for d in devices.devices:
+            if d.HasField("bollard"):
+                motion = state_pb2.BollardMotion.Name(d.bollard.motion).removeprefix(
+                    "BOLLARD_MOTION_"
+                )
+                extra += f"  bollard {motion.lower()}"
+            if d.HasField("signal"):
+                mode = schedule_pb2.SignalMode.Name(d.signal.mode).removeprefix("SIGNAL_MODE_")
+                extra += f"  crossing {mode.lower().replace('_', ' ')} {d.signal.plan}"
         lines.append(
             f"  {g.gateway_id:16} {'online ' if g.connected else 'offline'} "
             f"schedule v{desired_version} {sync:10} lamps lit {lit}/{len(lamps)} at {level:3d}%"
-            f"  site time {when}"
+            f"  site time {when}{extra}"
         )
     return "\n".join(lines)
 
@@ -237,19 +318,19 @@ async def _demo(root: Path, speed: float, seconds: float) -> None:
             print(
                 f"cabinet {gateway_id} ({commune}) enrolled with its one-time token, agent started"
             )
-        put = await call(
-            profile,
-            "PutDesiredState",
-            control_pb2.PutDesiredStateRequest(
-                gateway_id=CABINETS[0][0],
-                kind=link_pb2.DOCUMENT_KIND_SCHEDULE,
-                payload=lighting_program().SerializeToString(),
-            ),
-        )
-        assert isinstance(put, control_pb2.PutDesiredStateResponse)
-        version = put.document.version
-        for gateway_id, *_ in CABINETS[1:]:
-            await call(
+        version = 0
+        for gateway_id, _, _, _, extra in CABINETS:
+            if extra == "signal":
+                await call(
+                    profile,
+                    "PutDesiredState",
+                    control_pb2.PutDesiredStateRequest(
+                        gateway_id=gateway_id,
+                        kind=link_pb2.DOCUMENT_KIND_SIGNAL_PLANS,
+                        payload=signal_plans().SerializeToString(),
+                    ),
+                )
+            put = await call(
                 profile,
                 "PutDesiredState",
                 control_pb2.PutDesiredStateRequest(
@@ -258,10 +339,13 @@ async def _demo(root: Path, speed: float, seconds: float) -> None:
                     payload=lighting_program().SerializeToString(),
                 ),
             )
+            assert isinstance(put, control_pb2.PutDesiredStateResponse)
+            version = put.document.version
         print(
-            f"lighting program v{version} pushed (on at civil dusk, 50 % from 23:00, off at "
-            f"sunrise); simulated clocks start at {start:%H:%M} and run x{speed:g}. "
-            "Ctrl-C stops everything.\n"
+            f"program v{version} pushed through the admin API: lamps on at civil dusk, 50 % from "
+            "23:00, off at sunrise; the crossing flashes amber 23:00-05:30; the bollard is down "
+            f"for deliveries 05:30-11:00.\nSimulated clocks start at {start:%H:%M} and run "
+            f"x{speed:g}. Ctrl-C stops everything.\n"
         )
         deadline = asyncio.get_running_loop().time() + seconds if seconds else None
         while deadline is None or asyncio.get_running_loop().time() < deadline:

@@ -260,6 +260,8 @@ async def send_newer_documents(
     """Send each desired document the gateway does not already hold."""
     store = app.runner.store
     documents = await app.runner.read(lambda c: store.documents_for(c, session.gateway_id))
+    # The schedule names plans: send it last, so a gateway never selects a plan it lacks.
+    documents.sort(key=lambda d: d.kind == link_pb2.DOCUMENT_KIND_SCHEDULE)
     for doc in documents:
         have = held.get(doc.kind)
         if have is not None and have.version == doc.version and have.digest == doc.digest:
