@@ -47,11 +47,11 @@ class GatewayLinkService(link_pb2_grpc.GatewayLinkServicer):
     def __init__(self, app: Orchestrator) -> None:
         self.app = app
 
-    async def Connect(
+    async def Connect(  # type: ignore[override]
         self,
         request_iterator: AsyncIterator[link_pb2.ConnectRequest],
         context: grpc.aio.ServicerContext[link_pb2.ConnectRequest, link_pb2.ConnectResponse],
-    ) -> AsyncIterator[link_pb2.ConnectResponse]:
+    ) -> None:
         try:
             peer = peer_of(context)
             require_role(peer, Role.GATEWAY)
@@ -74,32 +74,37 @@ class GatewayLinkService(link_pb2_grpc.GatewayLinkServicer):
 
         session.cancel = cancel
         conversation = _Conversation(self.app, session, context)
-        reader = asyncio.create_task(conversation.read(request_iterator))
+        # One long-lived writer per stream: replies are queued by whoever produces them
+        # (this stream's reader, the admin API, the campaign runner) and written in order.
+        writer = asyncio.create_task(_write(session, context))
         self.app.hub.attach(session)
         log.info("gateway %s connected", gateway_id)
         try:
-            while True:
-                get = asyncio.create_task(session.outbox.get())
-                done, _ = await asyncio.wait({get, reader}, return_when=asyncio.FIRST_COMPLETED)
-                if get in done:
-                    yield get.result()
-                    continue
-                get.cancel()
-                # The reader finished: drain what it queued, then end (or fail) the stream.
-                while not session.outbox.empty():
-                    yield session.outbox.get_nowait()
-                error = reader.exception()
-                if isinstance(error, WireError):
-                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
-                if error is not None:
-                    raise error
-                return
+            try:
+                await conversation.read(request_iterator)
+            except WireError as exc:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            # The gateway closed its side: deliver what is still queued, then end.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(session.outbox.join(), 5.0)
         finally:
-            reader.cancel()
+            writer.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await reader
+                await writer
             self.app.hub.detach(session)
             log.info("gateway %s disconnected", gateway_id)
+
+
+async def _write(
+    session: Session,
+    context: grpc.aio.ServicerContext[link_pb2.ConnectRequest, link_pb2.ConnectResponse],
+) -> None:
+    while True:
+        message = await session.outbox.get()
+        try:
+            await context.write(message)
+        finally:
+            session.outbox.task_done()
 
 
 class _Conversation:
