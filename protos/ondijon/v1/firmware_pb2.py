@@ -22,34 +22,97 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19ondijon/v1/firmware.proto\x12\nondijon.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"U\n\x0fReleaseManifest\x12\x10\n\x08manifest\x18\x01 \x01(\x0c\x12\x30\n\nsignatures\x18\x02 \x03(\x0b\x32\x1c.ondijon.v1.ReleaseSignature\"5\n\x10ReleaseSignature\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"\xad\x01\n\rFirmwareOffer\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12-\n\x08manifest\x18\x03 \x01(\x0b\x32\x1b.ondijon.v1.ReleaseManifest\x12\x17\n\x0f\x61llow_downgrade\x18\x04 \x01(\x08\x12.\n\noffered_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x9f\x01\n\x10\x46irmwareProgress\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12(\n\x05stage\x18\x03 \x01(\x0e\x32\x19.ondijon.v1.FirmwareStage\x12\x12\n\nbytes_done\x18\x04 \x01(\x04\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\x12\x17\n\x0frunning_version\x18\x06 \x01(\t\"$\n\x11GetReleaseRequest\x12\x0f\n\x07version\x18\x01 \x01(\t\"C\n\x12GetReleaseResponse\x12-\n\x08manifest\x18\x01 \x01(\x0b\x32\x1b.ondijon.v1.ReleaseManifest\"P\n\x0f\x44ownloadRequest\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0c\n\x04part\x18\x02 \x01(\t\x12\x0e\n\x06offset\x18\x03 \x01(\x04\x12\x0e\n\x06length\x18\x04 \x01(\x04\"0\n\x10\x44ownloadResponse\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c*\x9d\x02\n\rFirmwareStage\x12\x1e\n\x1a\x46IRMWARE_STAGE_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x46IRMWARE_STAGE_DOWNLOADING\x10\x01\x12\x1b\n\x17\x46IRMWARE_STAGE_VERIFIED\x10\x02\x12\x1c\n\x18\x46IRMWARE_STAGE_INSTALLED\x10\x03\x12\x1c\n\x18\x46IRMWARE_STAGE_REBOOTING\x10\x04\x12\x1c\n\x18\x46IRMWARE_STAGE_COMMITTED\x10\x05\x12\x1e\n\x1a\x46IRMWARE_STAGE_ROLLED_BACK\x10\x06\x12\x1a\n\x16\x46IRMWARE_STAGE_REFUSED\x10\x07\x12\x19\n\x15\x46IRMWARE_STAGE_FAILED\x10\x08\x32\xa0\x01\n\x08\x46irmware\x12K\n\nGetRelease\x12\x1d.ondijon.v1.GetReleaseRequest\x1a\x1e.ondijon.v1.GetReleaseResponse\x12G\n\x08\x44ownload\x12\x1b.ondijon.v1.DownloadRequest\x1a\x1c.ondijon.v1.DownloadResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19ondijon/v1/firmware.proto\x12\nondijon.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"U\n\x0fReleaseManifest\x12\x10\n\x08manifest\x18\x01 \x01(\x0c\x12\x30\n\nsignatures\x18\x02 \x03(\x0b\x32\x1c.ondijon.v1.ReleaseSignature\"5\n\x10ReleaseSignature\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"\xad\x01\n\rFirmwareOffer\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12-\n\x08manifest\x18\x03 \x01(\x0b\x32\x1b.ondijon.v1.ReleaseManifest\x12\x17\n\x0f\x61llow_downgrade\x18\x04 \x01(\x08\x12.\n\noffered_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x9f\x01\n\x10\x46irmwareProgress\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12(\n\x05stage\x18\x03 \x01(\x0e\x32\x19.ondijon.v1.FirmwareStage\x12\x12\n\nbytes_done\x18\x04 \x01(\x04\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\x12\x17\n\x0frunning_version\x18\x06 \x01(\t\"$\n\x11GetReleaseRequest\x12\x0f\n\x07version\x18\x01 \x01(\t\"C\n\x12GetReleaseResponse\x12-\n\x08manifest\x18\x01 \x01(\x0b\x32\x1b.ondijon.v1.ReleaseManifest\"P\n\x0f\x44ownloadRequest\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0c\n\x04part\x18\x02 \x01(\t\x12\x0e\n\x06offset\x18\x03 \x01(\x04\x12\x0e\n\x06length\x18\x04 \x01(\x04\"0\n\x10\x44ownloadResponse\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"z\n\x14UploadReleaseRequest\x12/\n\x08manifest\x18\x01 \x01(\x0b\x32\x1b.ondijon.v1.ReleaseManifestH\x00\x12)\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x18.ondijon.v1.ReleaseChunkH\x00\x42\x06\n\x04\x62ody\":\n\x0cReleaseChunk\x12\x0c\n\x04part\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"9\n\x0bReleasePart\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\x0e\n\x06sha256\x18\x03 \x01(\t\"\xb3\x02\n\x0bReleaseInfo\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x12\n\ntotal_size\x18\x02 \x01(\x04\x12\x0f\n\x07key_ids\x18\x03 \x03(\t\x12.\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0buploaded_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0buploaded_by\x18\x07 \x01(\t\x12 \n\x18min_orchestrator_version\x18\x08 \x01(\t\x12&\n\x05parts\x18\t \x03(\x0b\x32\x17.ondijon.v1.ReleasePart\"A\n\x15UploadReleaseResponse\x12(\n\x07release\x18\x01 \x01(\x0b\x32\x17.ondijon.v1.ReleaseInfo\"\x15\n\x13ListReleasesRequest\"A\n\x14ListReleasesResponse\x12)\n\x08releases\x18\x01 \x03(\x0b\x32\x17.ondijon.v1.ReleaseInfo\"E\n\x0e\x43\x61mpaignTarget\x12\x10\n\x08\x63ommunes\x18\x01 \x03(\t\x12\x0c\n\x04tags\x18\x02 \x03(\t\x12\x13\n\x0bgateway_ids\x18\x03 \x03(\t\"\x87\x01\n\x0c\x43\x61mpaignWave\x12\x0f\n\x07percent\x18\x01 \x01(\x01\x12\x1e\n\x11success_threshold\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x1c\n\x0f\x65rror_threshold\x18\x03 \x01(\x01H\x01\x88\x01\x01\x42\x14\n\x12_success_thresholdB\x12\n\x10_error_threshold\"\xe0\x04\n\x15\x43reateCampaignRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12*\n\x06target\x18\x03 \x01(\x0b\x32\x1a.ondijon.v1.CampaignTarget\x12\'\n\x05waves\x18\x04 \x03(\x0b\x32\x18.ondijon.v1.CampaignWave\x12\x0e\n\x06window\x18\x05 \x01(\t\x12H\n\x0csite_windows\x18\x06 \x03(\x0b\x32\x32.ondijon.v1.CreateCampaignRequest.SiteWindowsEntry\x12\x13\n\x0b\x61llow_night\x18\x07 \x01(\x08\x12\x32\n\x0f\x64\x61ylight_margin\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x17\n\x0f\x61llow_downgrade\x18\t \x01(\x08\x12,\n\x07\x62\x61\x63kend\x18\n \x01(\x0e\x32\x1b.ondijon.v1.CampaignBackend\x12\x16\n\x0e\x62\x61lena_release\x18\x0b \x01(\t\x12L\n\x0e\x62\x61lena_devices\x18\x0c \x03(\x0b\x32\x34.ondijon.v1.CreateCampaignRequest.BalenaDevicesEntry\x12\x12\n\ncanary_tag\x18\r \x01(\t\x1a\x32\n\x10SiteWindowsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x34\n\x12\x42\x61lenaDevicesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"@\n\x16\x43reateCampaignResponse\x12&\n\x08\x63\x61mpaign\x18\x01 \x01(\x0b\x32\x14.ondijon.v1.Campaign\"\x99\x01\n\x0cWaveProgress\x12\x0f\n\x07percent\x18\x01 \x01(\x01\x12\x19\n\x11success_threshold\x18\x02 \x01(\x01\x12\x17\n\x0f\x65rror_threshold\x18\x03 \x01(\x01\x12\x10\n\x08gateways\x18\x04 \x01(\r\x12\x0f\n\x07offered\x18\x05 \x01(\r\x12\x11\n\tcommitted\x18\x06 \x01(\r\x12\x0e\n\x06\x66\x61iled\x18\x07 \x01(\r\"\x8a\x02\n\x0eGatewayOutcome\x12\x12\n\ngateway_id\x18\x01 \x01(\t\x12\x0c\n\x04wave\x18\x02 \x01(\r\x12(\n\x05stage\x18\x03 \x01(\x0e\x32\x19.ondijon.v1.FirmwareStage\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\x12\x12\n\nbytes_done\x18\x05 \x01(\x04\x12\x17\n\x0frunning_version\x18\x06 \x01(\t\x12.\n\noffered_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x63ommune\x18\t \x01(\t\"\xe1\x03\n\x08\x43\x61mpaign\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12*\n\x06status\x18\x03 \x01(\x0e\x32\x1a.ondijon.v1.CampaignStatus\x12,\n\x07\x62\x61\x63kend\x18\x04 \x01(\x0e\x32\x1b.ondijon.v1.CampaignBackend\x12\x14\n\x0c\x63urrent_wave\x18\x05 \x01(\r\x12\'\n\x05waves\x18\x06 \x03(\x0b\x32\x18.ondijon.v1.WaveProgress\x12,\n\x08gateways\x18\x07 \x03(\x0b\x32\x1a.ondijon.v1.GatewayOutcome\x12\x0f\n\x07history\x18\x08 \x03(\t\x12\x0f\n\x07reasons\x18\t \x03(\t\x12\x0e\n\x06window\x18\n \x01(\t\x12\x13\n\x0b\x61llow_night\x18\x0b \x01(\x08\x12\x17\n\x0f\x61llow_downgrade\x18\x0c \x01(\x08\x12.\n\ncreated_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ncreated_by\x18\x0e \x01(\t\x12.\n\nupdated_at\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0ctarget_count\x18\x10 \x01(\r\"\x16\n\x14ListCampaignsRequest\"@\n\x15ListCampaignsResponse\x12\'\n\tcampaigns\x18\x01 \x03(\x0b\x32\x14.ondijon.v1.Campaign\")\n\x12GetCampaignRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\"=\n\x13GetCampaignResponse\x12&\n\x08\x63\x61mpaign\x18\x01 \x01(\x0b\x32\x14.ondijon.v1.Campaign\";\n\x14PauseCampaignRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"?\n\x15PauseCampaignResponse\x12&\n\x08\x63\x61mpaign\x18\x01 \x01(\x0b\x32\x14.ondijon.v1.Campaign\",\n\x15ResumeCampaignRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\"@\n\x16ResumeCampaignResponse\x12&\n\x08\x63\x61mpaign\x18\x01 \x01(\x0b\x32\x14.ondijon.v1.Campaign\";\n\x14\x41\x62ortCampaignRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"?\n\x15\x41\x62ortCampaignResponse\x12&\n\x08\x63\x61mpaign\x18\x01 \x01(\x0b\x32\x14.ondijon.v1.Campaign*\x9d\x02\n\rFirmwareStage\x12\x1e\n\x1a\x46IRMWARE_STAGE_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x46IRMWARE_STAGE_DOWNLOADING\x10\x01\x12\x1b\n\x17\x46IRMWARE_STAGE_VERIFIED\x10\x02\x12\x1c\n\x18\x46IRMWARE_STAGE_INSTALLED\x10\x03\x12\x1c\n\x18\x46IRMWARE_STAGE_REBOOTING\x10\x04\x12\x1c\n\x18\x46IRMWARE_STAGE_COMMITTED\x10\x05\x12\x1e\n\x1a\x46IRMWARE_STAGE_ROLLED_BACK\x10\x06\x12\x1a\n\x16\x46IRMWARE_STAGE_REFUSED\x10\x07\x12\x19\n\x15\x46IRMWARE_STAGE_FAILED\x10\x08*m\n\x0f\x43\x61mpaignBackend\x12 \n\x1c\x43\x41MPAIGN_BACKEND_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x43\x41MPAIGN_BACKEND_NATIVE\x10\x01\x12\x1b\n\x17\x43\x41MPAIGN_BACKEND_BALENA\x10\x02*\xc2\x01\n\x0e\x43\x61mpaignStatus\x12\x1f\n\x1b\x43\x41MPAIGN_STATUS_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x43\x41MPAIGN_STATUS_RUNNING\x10\x01\x12\x1a\n\x16\x43\x41MPAIGN_STATUS_PAUSED\x10\x02\x12\x1a\n\x16\x43\x41MPAIGN_STATUS_HALTED\x10\x03\x12\x1b\n\x17\x43\x41MPAIGN_STATUS_ABORTED\x10\x04\x12\x1d\n\x19\x43\x41MPAIGN_STATUS_COMPLETED\x10\x05\x32\xa0\x01\n\x08\x46irmware\x12K\n\nGetRelease\x12\x1d.ondijon.v1.GetReleaseRequest\x1a\x1e.ondijon.v1.GetReleaseResponse\x12G\n\x08\x44ownload\x12\x1b.ondijon.v1.DownloadRequest\x1a\x1c.ondijon.v1.DownloadResponse0\x01\x32\xba\x05\n\tCampaigns\x12V\n\rUploadRelease\x12 .ondijon.v1.UploadReleaseRequest\x1a!.ondijon.v1.UploadReleaseResponse(\x01\x12Q\n\x0cListReleases\x12\x1f.ondijon.v1.ListReleasesRequest\x1a .ondijon.v1.ListReleasesResponse\x12W\n\x0e\x43reateCampaign\x12!.ondijon.v1.CreateCampaignRequest\x1a\".ondijon.v1.CreateCampaignResponse\x12T\n\rListCampaigns\x12 .ondijon.v1.ListCampaignsRequest\x1a!.ondijon.v1.ListCampaignsResponse\x12N\n\x0bGetCampaign\x12\x1e.ondijon.v1.GetCampaignRequest\x1a\x1f.ondijon.v1.GetCampaignResponse\x12T\n\rPauseCampaign\x12 .ondijon.v1.PauseCampaignRequest\x1a!.ondijon.v1.PauseCampaignResponse\x12W\n\x0eResumeCampaign\x12!.ondijon.v1.ResumeCampaignRequest\x1a\".ondijon.v1.ResumeCampaignResponse\x12T\n\rAbortCampaign\x12 .ondijon.v1.AbortCampaignRequest\x1a!.ondijon.v1.AbortCampaignResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ondijon.v1.firmware_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_FIRMWARESTAGE']._serialized_start=794
-  _globals['_FIRMWARESTAGE']._serialized_end=1079
-  _globals['_RELEASEMANIFEST']._serialized_start=74
-  _globals['_RELEASEMANIFEST']._serialized_end=159
-  _globals['_RELEASESIGNATURE']._serialized_start=161
-  _globals['_RELEASESIGNATURE']._serialized_end=214
-  _globals['_FIRMWAREOFFER']._serialized_start=217
-  _globals['_FIRMWAREOFFER']._serialized_end=390
-  _globals['_FIRMWAREPROGRESS']._serialized_start=393
-  _globals['_FIRMWAREPROGRESS']._serialized_end=552
-  _globals['_GETRELEASEREQUEST']._serialized_start=554
-  _globals['_GETRELEASEREQUEST']._serialized_end=590
-  _globals['_GETRELEASERESPONSE']._serialized_start=592
-  _globals['_GETRELEASERESPONSE']._serialized_end=659
-  _globals['_DOWNLOADREQUEST']._serialized_start=661
-  _globals['_DOWNLOADREQUEST']._serialized_end=741
-  _globals['_DOWNLOADRESPONSE']._serialized_start=743
-  _globals['_DOWNLOADRESPONSE']._serialized_end=791
-  _globals['_FIRMWARE']._serialized_start=1082
-  _globals['_FIRMWARE']._serialized_end=1242
+  _globals['_CREATECAMPAIGNREQUEST_SITEWINDOWSENTRY']._loaded_options = None
+  _globals['_CREATECAMPAIGNREQUEST_SITEWINDOWSENTRY']._serialized_options = b'8\001'
+  _globals['_CREATECAMPAIGNREQUEST_BALENADEVICESENTRY']._loaded_options = None
+  _globals['_CREATECAMPAIGNREQUEST_BALENADEVICESENTRY']._serialized_options = b'8\001'
+  _globals['_FIRMWARESTAGE']._serialized_start=3891
+  _globals['_FIRMWARESTAGE']._serialized_end=4176
+  _globals['_CAMPAIGNBACKEND']._serialized_start=4178
+  _globals['_CAMPAIGNBACKEND']._serialized_end=4287
+  _globals['_CAMPAIGNSTATUS']._serialized_start=4290
+  _globals['_CAMPAIGNSTATUS']._serialized_end=4484
+  _globals['_RELEASEMANIFEST']._serialized_start=106
+  _globals['_RELEASEMANIFEST']._serialized_end=191
+  _globals['_RELEASESIGNATURE']._serialized_start=193
+  _globals['_RELEASESIGNATURE']._serialized_end=246
+  _globals['_FIRMWAREOFFER']._serialized_start=249
+  _globals['_FIRMWAREOFFER']._serialized_end=422
+  _globals['_FIRMWAREPROGRESS']._serialized_start=425
+  _globals['_FIRMWAREPROGRESS']._serialized_end=584
+  _globals['_GETRELEASEREQUEST']._serialized_start=586
+  _globals['_GETRELEASEREQUEST']._serialized_end=622
+  _globals['_GETRELEASERESPONSE']._serialized_start=624
+  _globals['_GETRELEASERESPONSE']._serialized_end=691
+  _globals['_DOWNLOADREQUEST']._serialized_start=693
+  _globals['_DOWNLOADREQUEST']._serialized_end=773
+  _globals['_DOWNLOADRESPONSE']._serialized_start=775
+  _globals['_DOWNLOADRESPONSE']._serialized_end=823
+  _globals['_UPLOADRELEASEREQUEST']._serialized_start=825
+  _globals['_UPLOADRELEASEREQUEST']._serialized_end=947
+  _globals['_RELEASECHUNK']._serialized_start=949
+  _globals['_RELEASECHUNK']._serialized_end=1007
+  _globals['_RELEASEPART']._serialized_start=1009
+  _globals['_RELEASEPART']._serialized_end=1066
+  _globals['_RELEASEINFO']._serialized_start=1069
+  _globals['_RELEASEINFO']._serialized_end=1376
+  _globals['_UPLOADRELEASERESPONSE']._serialized_start=1378
+  _globals['_UPLOADRELEASERESPONSE']._serialized_end=1443
+  _globals['_LISTRELEASESREQUEST']._serialized_start=1445
+  _globals['_LISTRELEASESREQUEST']._serialized_end=1466
+  _globals['_LISTRELEASESRESPONSE']._serialized_start=1468
+  _globals['_LISTRELEASESRESPONSE']._serialized_end=1533
+  _globals['_CAMPAIGNTARGET']._serialized_start=1535
+  _globals['_CAMPAIGNTARGET']._serialized_end=1604
+  _globals['_CAMPAIGNWAVE']._serialized_start=1607
+  _globals['_CAMPAIGNWAVE']._serialized_end=1742
+  _globals['_CREATECAMPAIGNREQUEST']._serialized_start=1745
+  _globals['_CREATECAMPAIGNREQUEST']._serialized_end=2353
+  _globals['_CREATECAMPAIGNREQUEST_SITEWINDOWSENTRY']._serialized_start=2249
+  _globals['_CREATECAMPAIGNREQUEST_SITEWINDOWSENTRY']._serialized_end=2299
+  _globals['_CREATECAMPAIGNREQUEST_BALENADEVICESENTRY']._serialized_start=2301
+  _globals['_CREATECAMPAIGNREQUEST_BALENADEVICESENTRY']._serialized_end=2353
+  _globals['_CREATECAMPAIGNRESPONSE']._serialized_start=2355
+  _globals['_CREATECAMPAIGNRESPONSE']._serialized_end=2419
+  _globals['_WAVEPROGRESS']._serialized_start=2422
+  _globals['_WAVEPROGRESS']._serialized_end=2575
+  _globals['_GATEWAYOUTCOME']._serialized_start=2578
+  _globals['_GATEWAYOUTCOME']._serialized_end=2844
+  _globals['_CAMPAIGN']._serialized_start=2847
+  _globals['_CAMPAIGN']._serialized_end=3328
+  _globals['_LISTCAMPAIGNSREQUEST']._serialized_start=3330
+  _globals['_LISTCAMPAIGNSREQUEST']._serialized_end=3352
+  _globals['_LISTCAMPAIGNSRESPONSE']._serialized_start=3354
+  _globals['_LISTCAMPAIGNSRESPONSE']._serialized_end=3418
+  _globals['_GETCAMPAIGNREQUEST']._serialized_start=3420
+  _globals['_GETCAMPAIGNREQUEST']._serialized_end=3461
+  _globals['_GETCAMPAIGNRESPONSE']._serialized_start=3463
+  _globals['_GETCAMPAIGNRESPONSE']._serialized_end=3524
+  _globals['_PAUSECAMPAIGNREQUEST']._serialized_start=3526
+  _globals['_PAUSECAMPAIGNREQUEST']._serialized_end=3585
+  _globals['_PAUSECAMPAIGNRESPONSE']._serialized_start=3587
+  _globals['_PAUSECAMPAIGNRESPONSE']._serialized_end=3650
+  _globals['_RESUMECAMPAIGNREQUEST']._serialized_start=3652
+  _globals['_RESUMECAMPAIGNREQUEST']._serialized_end=3696
+  _globals['_RESUMECAMPAIGNRESPONSE']._serialized_start=3698
+  _globals['_RESUMECAMPAIGNRESPONSE']._serialized_end=3762
+  _globals['_ABORTCAMPAIGNREQUEST']._serialized_start=3764
+  _globals['_ABORTCAMPAIGNREQUEST']._serialized_end=3823
+  _globals['_ABORTCAMPAIGNRESPONSE']._serialized_start=3825
+  _globals['_ABORTCAMPAIGNRESPONSE']._serialized_end=3888
+  _globals['_FIRMWARE']._serialized_start=4487
+  _globals['_FIRMWARE']._serialized_end=4647
+  _globals['_CAMPAIGNS']._serialized_start=4650
+  _globals['_CAMPAIGNS']._serialized_end=5348
 # @@protoc_insertion_point(module_scope)

@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
@@ -48,6 +49,50 @@ FIRMWARE_STAGE_ROLLED_BACK: FirmwareStage.ValueType  # 6
 FIRMWARE_STAGE_REFUSED: FirmwareStage.ValueType  # 7
 FIRMWARE_STAGE_FAILED: FirmwareStage.ValueType  # 8
 Global___FirmwareStage: _TypeAlias = FirmwareStage  # noqa: Y015
+
+class _CampaignBackend:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CampaignBackendEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CampaignBackend.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CAMPAIGN_BACKEND_UNSPECIFIED: _CampaignBackend.ValueType  # 0
+    CAMPAIGN_BACKEND_NATIVE: _CampaignBackend.ValueType  # 1
+    """Offers on GatewayLink, download over Firmware.Download (the default)."""
+    CAMPAIGN_BACKEND_BALENA: _CampaignBackend.ValueType  # 2
+    """Devices pinned to a balena release through the balena API."""
+
+class CampaignBackend(_CampaignBackend, metaclass=_CampaignBackendEnumTypeWrapper): ...
+
+CAMPAIGN_BACKEND_UNSPECIFIED: CampaignBackend.ValueType  # 0
+CAMPAIGN_BACKEND_NATIVE: CampaignBackend.ValueType  # 1
+"""Offers on GatewayLink, download over Firmware.Download (the default)."""
+CAMPAIGN_BACKEND_BALENA: CampaignBackend.ValueType  # 2
+"""Devices pinned to a balena release through the balena API."""
+Global___CampaignBackend: _TypeAlias = CampaignBackend  # noqa: Y015
+
+class _CampaignStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CampaignStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CampaignStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CAMPAIGN_STATUS_UNSPECIFIED: _CampaignStatus.ValueType  # 0
+    CAMPAIGN_STATUS_RUNNING: _CampaignStatus.ValueType  # 1
+    CAMPAIGN_STATUS_PAUSED: _CampaignStatus.ValueType  # 2
+    CAMPAIGN_STATUS_HALTED: _CampaignStatus.ValueType  # 3
+    CAMPAIGN_STATUS_ABORTED: _CampaignStatus.ValueType  # 4
+    CAMPAIGN_STATUS_COMPLETED: _CampaignStatus.ValueType  # 5
+
+class CampaignStatus(_CampaignStatus, metaclass=_CampaignStatusEnumTypeWrapper): ...
+
+CAMPAIGN_STATUS_UNSPECIFIED: CampaignStatus.ValueType  # 0
+CAMPAIGN_STATUS_RUNNING: CampaignStatus.ValueType  # 1
+CAMPAIGN_STATUS_PAUSED: CampaignStatus.ValueType  # 2
+CAMPAIGN_STATUS_HALTED: CampaignStatus.ValueType  # 3
+CAMPAIGN_STATUS_ABORTED: CampaignStatus.ValueType  # 4
+CAMPAIGN_STATUS_COMPLETED: CampaignStatus.ValueType  # 5
+Global___CampaignStatus: _TypeAlias = CampaignStatus  # noqa: Y015
 
 @_typing.final
 class ReleaseManifest(_message.Message):
@@ -259,3 +304,741 @@ class DownloadResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DownloadResponse: _TypeAlias = DownloadResponse  # noqa: Y015
+
+@_typing.final
+class UploadReleaseRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MANIFEST_FIELD_NUMBER: _builtins.int
+    CHUNK_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def manifest(self) -> Global___ReleaseManifest: ...
+    @_builtins.property
+    def chunk(self) -> Global___ReleaseChunk: ...
+    def __init__(
+        self,
+        *,
+        manifest: Global___ReleaseManifest | None = ...,
+        chunk: Global___ReleaseChunk | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "chunk", b"chunk", "manifest", b"manifest"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "chunk", b"chunk", "manifest", b"manifest"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["manifest", "chunk"]  # noqa: Y015
+    _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
+
+Global___UploadReleaseRequest: _TypeAlias = UploadReleaseRequest  # noqa: Y015
+
+@_typing.final
+class ReleaseChunk(_message.Message):
+    """Bytes of one part, sent in order from offset 0."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PART_FIELD_NUMBER: _builtins.int
+    OFFSET_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    part: _builtins.str
+    offset: _builtins.int
+    data: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        part: _builtins.str = ...,
+        offset: _builtins.int = ...,
+        data: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "offset", b"offset", "part", b"part"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReleaseChunk: _TypeAlias = ReleaseChunk  # noqa: Y015
+
+@_typing.final
+class ReleasePart(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    SIZE_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    size: _builtins.int
+    sha256: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        size: _builtins.int = ...,
+        sha256: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "sha256", b"sha256", "size", b"size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReleasePart: _TypeAlias = ReleasePart  # noqa: Y015
+
+@_typing.final
+class ReleaseInfo(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_FIELD_NUMBER: _builtins.int
+    TOTAL_SIZE_FIELD_NUMBER: _builtins.int
+    KEY_IDS_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    UPLOADED_AT_FIELD_NUMBER: _builtins.int
+    UPLOADED_BY_FIELD_NUMBER: _builtins.int
+    MIN_ORCHESTRATOR_VERSION_FIELD_NUMBER: _builtins.int
+    PARTS_FIELD_NUMBER: _builtins.int
+    version: _builtins.str
+    total_size: _builtins.int
+    uploaded_by: _builtins.str
+    min_orchestrator_version: _builtins.str
+    @_builtins.property
+    def key_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Key ids of the signatures (the orchestrator does not judge them: agents do)."""
+
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def expires_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def uploaded_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def parts(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReleasePart]: ...
+    def __init__(
+        self,
+        *,
+        version: _builtins.str = ...,
+        total_size: _builtins.int = ...,
+        key_ids: _abc.Iterable[_builtins.str] | None = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+        expires_at: _timestamp_pb2.Timestamp | None = ...,
+        uploaded_at: _timestamp_pb2.Timestamp | None = ...,
+        uploaded_by: _builtins.str = ...,
+        min_orchestrator_version: _builtins.str = ...,
+        parts: _abc.Iterable[Global___ReleasePart] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "expires_at", b"expires_at", "uploaded_at", b"uploaded_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "expires_at", b"expires_at", "key_ids", b"key_ids", "min_orchestrator_version", b"min_orchestrator_version", "parts", b"parts", "total_size", b"total_size", "uploaded_at", b"uploaded_at", "uploaded_by", b"uploaded_by", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReleaseInfo: _TypeAlias = ReleaseInfo  # noqa: Y015
+
+@_typing.final
+class UploadReleaseResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RELEASE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def release(self) -> Global___ReleaseInfo: ...
+    def __init__(
+        self,
+        *,
+        release: Global___ReleaseInfo | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["release", b"release"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["release", b"release"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UploadReleaseResponse: _TypeAlias = UploadReleaseResponse  # noqa: Y015
+
+@_typing.final
+class ListReleasesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListReleasesRequest: _TypeAlias = ListReleasesRequest  # noqa: Y015
+
+@_typing.final
+class ListReleasesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RELEASES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def releases(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReleaseInfo]: ...
+    def __init__(
+        self,
+        *,
+        releases: _abc.Iterable[Global___ReleaseInfo] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["releases", b"releases"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListReleasesResponse: _TypeAlias = ListReleasesResponse  # noqa: Y015
+
+@_typing.final
+class CampaignTarget(_message.Message):
+    """Gateways matching any commune, any tag, or listed by id."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COMMUNES_FIELD_NUMBER: _builtins.int
+    TAGS_FIELD_NUMBER: _builtins.int
+    GATEWAY_IDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def communes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def gateway_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        communes: _abc.Iterable[_builtins.str] | None = ...,
+        tags: _abc.Iterable[_builtins.str] | None = ...,
+        gateway_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["communes", b"communes", "gateway_ids", b"gateway_ids", "tags", b"tags"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CampaignTarget: _TypeAlias = CampaignTarget  # noqa: Y015
+
+@_typing.final
+class CampaignWave(_message.Message):
+    """A wave: cumulative percentage of the target; thresholds are fractions from 0 to 1."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERCENT_FIELD_NUMBER: _builtins.int
+    SUCCESS_THRESHOLD_FIELD_NUMBER: _builtins.int
+    ERROR_THRESHOLD_FIELD_NUMBER: _builtins.int
+    percent: _builtins.float
+    success_threshold: _builtins.float
+    """Unset: 0.9 of the wave committed opens the next wave."""
+    error_threshold: _builtins.float
+    """Unset: more than 0.1 of the wave failed halts the campaign."""
+    def __init__(
+        self,
+        *,
+        percent: _builtins.float = ...,
+        success_threshold: _builtins.float | None = ...,
+        error_threshold: _builtins.float | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_error_threshold", b"_error_threshold", "_success_threshold", b"_success_threshold", "error_threshold", b"error_threshold", "success_threshold", b"success_threshold"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_error_threshold", b"_error_threshold", "_success_threshold", b"_success_threshold", "error_threshold", b"error_threshold", "percent", b"percent", "success_threshold", b"success_threshold"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__error_threshold: _TypeAlias = _typing.Literal["error_threshold"]  # noqa: Y015
+    _WhichOneofArgType__error_threshold: _TypeAlias = _typing.Literal["_error_threshold", b"_error_threshold"]  # noqa: Y015
+    _WhichOneofReturnType__success_threshold: _TypeAlias = _typing.Literal["success_threshold"]  # noqa: Y015
+    _WhichOneofArgType__success_threshold: _TypeAlias = _typing.Literal["_success_threshold", b"_success_threshold"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__error_threshold) -> _WhichOneofReturnType__error_threshold | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__success_threshold) -> _WhichOneofReturnType__success_threshold | None: ...
+
+Global___CampaignWave: _TypeAlias = CampaignWave  # noqa: Y015
+
+@_typing.final
+class CreateCampaignRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class SiteWindowsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class BalenaDevicesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    TARGET_FIELD_NUMBER: _builtins.int
+    WAVES_FIELD_NUMBER: _builtins.int
+    WINDOW_FIELD_NUMBER: _builtins.int
+    SITE_WINDOWS_FIELD_NUMBER: _builtins.int
+    ALLOW_NIGHT_FIELD_NUMBER: _builtins.int
+    DAYLIGHT_MARGIN_FIELD_NUMBER: _builtins.int
+    ALLOW_DOWNGRADE_FIELD_NUMBER: _builtins.int
+    BACKEND_FIELD_NUMBER: _builtins.int
+    BALENA_RELEASE_FIELD_NUMBER: _builtins.int
+    BALENA_DEVICES_FIELD_NUMBER: _builtins.int
+    CANARY_TAG_FIELD_NUMBER: _builtins.int
+    campaign_id: _builtins.str
+    """Empty: one is made up."""
+    version: _builtins.str
+    window: _builtins.str
+    """Daily maintenance window in each site's local time, "HH:MM-HH:MM"; empty: any time."""
+    allow_night: _builtins.bool
+    """Let gateways that drive lamps update at night (by default only in daylight)."""
+    allow_downgrade: _builtins.bool
+    backend: Global___CampaignBackend.ValueType
+    balena_release: _builtins.str
+    """Balena backend: the release's commit hash or id."""
+    canary_tag: _builtins.str
+    """Empty: "canary"; gateways with this tag go first."""
+    @_builtins.property
+    def target(self) -> Global___CampaignTarget: ...
+    @_builtins.property
+    def waves(self) -> _containers.RepeatedCompositeFieldContainer[Global___CampaignWave]:
+        """Empty: 1, 10, 50 and 100 %."""
+
+    @_builtins.property
+    def site_windows(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Gateway id to its own window."""
+
+    @_builtins.property
+    def daylight_margin(self) -> _duration_pb2.Duration:
+        """Unset: one hour after sunrise to one hour before sunset."""
+
+    @_builtins.property
+    def balena_devices(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Balena backend: gateway id to balena device uuid (else the gateway's tag "balena:<uuid>")."""
+
+    def __init__(
+        self,
+        *,
+        campaign_id: _builtins.str = ...,
+        version: _builtins.str = ...,
+        target: Global___CampaignTarget | None = ...,
+        waves: _abc.Iterable[Global___CampaignWave] | None = ...,
+        window: _builtins.str = ...,
+        site_windows: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        allow_night: _builtins.bool = ...,
+        daylight_margin: _duration_pb2.Duration | None = ...,
+        allow_downgrade: _builtins.bool = ...,
+        backend: Global___CampaignBackend.ValueType = ...,
+        balena_release: _builtins.str = ...,
+        balena_devices: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        canary_tag: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["daylight_margin", b"daylight_margin", "target", b"target"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_downgrade", b"allow_downgrade", "allow_night", b"allow_night", "backend", b"backend", "balena_devices", b"balena_devices", "balena_release", b"balena_release", "campaign_id", b"campaign_id", "canary_tag", b"canary_tag", "daylight_margin", b"daylight_margin", "site_windows", b"site_windows", "target", b"target", "version", b"version", "waves", b"waves", "window", b"window"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateCampaignRequest: _TypeAlias = CreateCampaignRequest  # noqa: Y015
+
+@_typing.final
+class CreateCampaignResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CAMPAIGN_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def campaign(self) -> Global___Campaign: ...
+    def __init__(
+        self,
+        *,
+        campaign: Global___Campaign | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["campaign", b"campaign"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign", b"campaign"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateCampaignResponse: _TypeAlias = CreateCampaignResponse  # noqa: Y015
+
+@_typing.final
+class WaveProgress(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERCENT_FIELD_NUMBER: _builtins.int
+    SUCCESS_THRESHOLD_FIELD_NUMBER: _builtins.int
+    ERROR_THRESHOLD_FIELD_NUMBER: _builtins.int
+    GATEWAYS_FIELD_NUMBER: _builtins.int
+    OFFERED_FIELD_NUMBER: _builtins.int
+    COMMITTED_FIELD_NUMBER: _builtins.int
+    FAILED_FIELD_NUMBER: _builtins.int
+    percent: _builtins.float
+    success_threshold: _builtins.float
+    error_threshold: _builtins.float
+    gateways: _builtins.int
+    offered: _builtins.int
+    committed: _builtins.int
+    failed: _builtins.int
+    def __init__(
+        self,
+        *,
+        percent: _builtins.float = ...,
+        success_threshold: _builtins.float = ...,
+        error_threshold: _builtins.float = ...,
+        gateways: _builtins.int = ...,
+        offered: _builtins.int = ...,
+        committed: _builtins.int = ...,
+        failed: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["committed", b"committed", "error_threshold", b"error_threshold", "failed", b"failed", "gateways", b"gateways", "offered", b"offered", "percent", b"percent", "success_threshold", b"success_threshold"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WaveProgress: _TypeAlias = WaveProgress  # noqa: Y015
+
+@_typing.final
+class GatewayOutcome(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GATEWAY_ID_FIELD_NUMBER: _builtins.int
+    WAVE_FIELD_NUMBER: _builtins.int
+    STAGE_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    BYTES_DONE_FIELD_NUMBER: _builtins.int
+    RUNNING_VERSION_FIELD_NUMBER: _builtins.int
+    OFFERED_AT_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    COMMUNE_FIELD_NUMBER: _builtins.int
+    gateway_id: _builtins.str
+    wave: _builtins.int
+    """1-based."""
+    stage: Global___FirmwareStage.ValueType
+    """UNSPECIFIED: nothing reported yet."""
+    detail: _builtins.str
+    bytes_done: _builtins.int
+    running_version: _builtins.str
+    commune: _builtins.str
+    @_builtins.property
+    def offered_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        gateway_id: _builtins.str = ...,
+        wave: _builtins.int = ...,
+        stage: Global___FirmwareStage.ValueType = ...,
+        detail: _builtins.str = ...,
+        bytes_done: _builtins.int = ...,
+        running_version: _builtins.str = ...,
+        offered_at: _timestamp_pb2.Timestamp | None = ...,
+        updated_at: _timestamp_pb2.Timestamp | None = ...,
+        commune: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["offered_at", b"offered_at", "updated_at", b"updated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes_done", b"bytes_done", "commune", b"commune", "detail", b"detail", "gateway_id", b"gateway_id", "offered_at", b"offered_at", "running_version", b"running_version", "stage", b"stage", "updated_at", b"updated_at", "wave", b"wave"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GatewayOutcome: _TypeAlias = GatewayOutcome  # noqa: Y015
+
+@_typing.final
+class Campaign(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    BACKEND_FIELD_NUMBER: _builtins.int
+    CURRENT_WAVE_FIELD_NUMBER: _builtins.int
+    WAVES_FIELD_NUMBER: _builtins.int
+    GATEWAYS_FIELD_NUMBER: _builtins.int
+    HISTORY_FIELD_NUMBER: _builtins.int
+    REASONS_FIELD_NUMBER: _builtins.int
+    WINDOW_FIELD_NUMBER: _builtins.int
+    ALLOW_NIGHT_FIELD_NUMBER: _builtins.int
+    ALLOW_DOWNGRADE_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    CREATED_BY_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    TARGET_COUNT_FIELD_NUMBER: _builtins.int
+    campaign_id: _builtins.str
+    version: _builtins.str
+    status: Global___CampaignStatus.ValueType
+    backend: Global___CampaignBackend.ValueType
+    current_wave: _builtins.int
+    """1-based."""
+    window: _builtins.str
+    allow_night: _builtins.bool
+    allow_downgrade: _builtins.bool
+    created_by: _builtins.str
+    target_count: _builtins.int
+    @_builtins.property
+    def waves(self) -> _containers.RepeatedCompositeFieldContainer[Global___WaveProgress]: ...
+    @_builtins.property
+    def gateways(self) -> _containers.RepeatedCompositeFieldContainer[Global___GatewayOutcome]:
+        """Filled by GetCampaign only (limited to the caller's communes)."""
+
+    @_builtins.property
+    def history(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def reasons(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Why the last decision did what it did (who waits and why)."""
+
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        campaign_id: _builtins.str = ...,
+        version: _builtins.str = ...,
+        status: Global___CampaignStatus.ValueType = ...,
+        backend: Global___CampaignBackend.ValueType = ...,
+        current_wave: _builtins.int = ...,
+        waves: _abc.Iterable[Global___WaveProgress] | None = ...,
+        gateways: _abc.Iterable[Global___GatewayOutcome] | None = ...,
+        history: _abc.Iterable[_builtins.str] | None = ...,
+        reasons: _abc.Iterable[_builtins.str] | None = ...,
+        window: _builtins.str = ...,
+        allow_night: _builtins.bool = ...,
+        allow_downgrade: _builtins.bool = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+        created_by: _builtins.str = ...,
+        updated_at: _timestamp_pb2.Timestamp | None = ...,
+        target_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "updated_at", b"updated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_downgrade", b"allow_downgrade", "allow_night", b"allow_night", "backend", b"backend", "campaign_id", b"campaign_id", "created_at", b"created_at", "created_by", b"created_by", "current_wave", b"current_wave", "gateways", b"gateways", "history", b"history", "reasons", b"reasons", "status", b"status", "target_count", b"target_count", "updated_at", b"updated_at", "version", b"version", "waves", b"waves", "window", b"window"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Campaign: _TypeAlias = Campaign  # noqa: Y015
+
+@_typing.final
+class ListCampaignsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCampaignsRequest: _TypeAlias = ListCampaignsRequest  # noqa: Y015
+
+@_typing.final
+class ListCampaignsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CAMPAIGNS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def campaigns(self) -> _containers.RepeatedCompositeFieldContainer[Global___Campaign]: ...
+    def __init__(
+        self,
+        *,
+        campaigns: _abc.Iterable[Global___Campaign] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaigns", b"campaigns"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCampaignsResponse: _TypeAlias = ListCampaignsResponse  # noqa: Y015
+
+@_typing.final
+class GetCampaignRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
+    campaign_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        campaign_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_id", b"campaign_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCampaignRequest: _TypeAlias = GetCampaignRequest  # noqa: Y015
+
+@_typing.final
+class GetCampaignResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CAMPAIGN_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def campaign(self) -> Global___Campaign: ...
+    def __init__(
+        self,
+        *,
+        campaign: Global___Campaign | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["campaign", b"campaign"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign", b"campaign"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCampaignResponse: _TypeAlias = GetCampaignResponse  # noqa: Y015
+
+@_typing.final
+class PauseCampaignRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    campaign_id: _builtins.str
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        campaign_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_id", b"campaign_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PauseCampaignRequest: _TypeAlias = PauseCampaignRequest  # noqa: Y015
+
+@_typing.final
+class PauseCampaignResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CAMPAIGN_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def campaign(self) -> Global___Campaign: ...
+    def __init__(
+        self,
+        *,
+        campaign: Global___Campaign | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["campaign", b"campaign"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign", b"campaign"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PauseCampaignResponse: _TypeAlias = PauseCampaignResponse  # noqa: Y015
+
+@_typing.final
+class ResumeCampaignRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
+    campaign_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        campaign_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_id", b"campaign_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResumeCampaignRequest: _TypeAlias = ResumeCampaignRequest  # noqa: Y015
+
+@_typing.final
+class ResumeCampaignResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CAMPAIGN_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def campaign(self) -> Global___Campaign: ...
+    def __init__(
+        self,
+        *,
+        campaign: Global___Campaign | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["campaign", b"campaign"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign", b"campaign"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResumeCampaignResponse: _TypeAlias = ResumeCampaignResponse  # noqa: Y015
+
+@_typing.final
+class AbortCampaignRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    campaign_id: _builtins.str
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        campaign_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_id", b"campaign_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AbortCampaignRequest: _TypeAlias = AbortCampaignRequest  # noqa: Y015
+
+@_typing.final
+class AbortCampaignResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CAMPAIGN_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def campaign(self) -> Global___Campaign: ...
+    def __init__(
+        self,
+        *,
+        campaign: Global___Campaign | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["campaign", b"campaign"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign", b"campaign"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AbortCampaignResponse: _TypeAlias = AbortCampaignResponse  # noqa: Y015

@@ -144,3 +144,383 @@ class Firmware:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class CampaignsStub:
+    """Admin API of releases and firmware campaigns, for operators (client certificates of the
+    operator role; viewers read, operators run campaigns in their communes, admins upload).
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.UploadRelease = channel.stream_unary(
+                '/ondijon.v1.Campaigns/UploadRelease',
+                request_serializer=ondijon_dot_v1_dot_firmware__pb2.UploadReleaseRequest.SerializeToString,
+                response_deserializer=ondijon_dot_v1_dot_firmware__pb2.UploadReleaseResponse.FromString,
+                _registered_method=True)
+        self.ListReleases = channel.unary_unary(
+                '/ondijon.v1.Campaigns/ListReleases',
+                request_serializer=ondijon_dot_v1_dot_firmware__pb2.ListReleasesRequest.SerializeToString,
+                response_deserializer=ondijon_dot_v1_dot_firmware__pb2.ListReleasesResponse.FromString,
+                _registered_method=True)
+        self.CreateCampaign = channel.unary_unary(
+                '/ondijon.v1.Campaigns/CreateCampaign',
+                request_serializer=ondijon_dot_v1_dot_firmware__pb2.CreateCampaignRequest.SerializeToString,
+                response_deserializer=ondijon_dot_v1_dot_firmware__pb2.CreateCampaignResponse.FromString,
+                _registered_method=True)
+        self.ListCampaigns = channel.unary_unary(
+                '/ondijon.v1.Campaigns/ListCampaigns',
+                request_serializer=ondijon_dot_v1_dot_firmware__pb2.ListCampaignsRequest.SerializeToString,
+                response_deserializer=ondijon_dot_v1_dot_firmware__pb2.ListCampaignsResponse.FromString,
+                _registered_method=True)
+        self.GetCampaign = channel.unary_unary(
+                '/ondijon.v1.Campaigns/GetCampaign',
+                request_serializer=ondijon_dot_v1_dot_firmware__pb2.GetCampaignRequest.SerializeToString,
+                response_deserializer=ondijon_dot_v1_dot_firmware__pb2.GetCampaignResponse.FromString,
+                _registered_method=True)
+        self.PauseCampaign = channel.unary_unary(
+                '/ondijon.v1.Campaigns/PauseCampaign',
+                request_serializer=ondijon_dot_v1_dot_firmware__pb2.PauseCampaignRequest.SerializeToString,
+                response_deserializer=ondijon_dot_v1_dot_firmware__pb2.PauseCampaignResponse.FromString,
+                _registered_method=True)
+        self.ResumeCampaign = channel.unary_unary(
+                '/ondijon.v1.Campaigns/ResumeCampaign',
+                request_serializer=ondijon_dot_v1_dot_firmware__pb2.ResumeCampaignRequest.SerializeToString,
+                response_deserializer=ondijon_dot_v1_dot_firmware__pb2.ResumeCampaignResponse.FromString,
+                _registered_method=True)
+        self.AbortCampaign = channel.unary_unary(
+                '/ondijon.v1.Campaigns/AbortCampaign',
+                request_serializer=ondijon_dot_v1_dot_firmware__pb2.AbortCampaignRequest.SerializeToString,
+                response_deserializer=ondijon_dot_v1_dot_firmware__pb2.AbortCampaignResponse.FromString,
+                _registered_method=True)
+
+
+class CampaignsServicer:
+    """Admin API of releases and firmware campaigns, for operators (client certificates of the
+    operator role; viewers read, operators run campaigns in their communes, admins upload).
+    """
+
+    def UploadRelease(self, request_iterator, context):
+        """The first message carries the signed manifest, the next ones the parts' bytes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListReleases(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateCampaign(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListCampaigns(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCampaign(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PauseCampaign(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeCampaign(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AbortCampaign(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_CampaignsServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'UploadRelease': grpc.stream_unary_rpc_method_handler(
+                    servicer.UploadRelease,
+                    request_deserializer=ondijon_dot_v1_dot_firmware__pb2.UploadReleaseRequest.FromString,
+                    response_serializer=ondijon_dot_v1_dot_firmware__pb2.UploadReleaseResponse.SerializeToString,
+            ),
+            'ListReleases': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListReleases,
+                    request_deserializer=ondijon_dot_v1_dot_firmware__pb2.ListReleasesRequest.FromString,
+                    response_serializer=ondijon_dot_v1_dot_firmware__pb2.ListReleasesResponse.SerializeToString,
+            ),
+            'CreateCampaign': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateCampaign,
+                    request_deserializer=ondijon_dot_v1_dot_firmware__pb2.CreateCampaignRequest.FromString,
+                    response_serializer=ondijon_dot_v1_dot_firmware__pb2.CreateCampaignResponse.SerializeToString,
+            ),
+            'ListCampaigns': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCampaigns,
+                    request_deserializer=ondijon_dot_v1_dot_firmware__pb2.ListCampaignsRequest.FromString,
+                    response_serializer=ondijon_dot_v1_dot_firmware__pb2.ListCampaignsResponse.SerializeToString,
+            ),
+            'GetCampaign': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCampaign,
+                    request_deserializer=ondijon_dot_v1_dot_firmware__pb2.GetCampaignRequest.FromString,
+                    response_serializer=ondijon_dot_v1_dot_firmware__pb2.GetCampaignResponse.SerializeToString,
+            ),
+            'PauseCampaign': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseCampaign,
+                    request_deserializer=ondijon_dot_v1_dot_firmware__pb2.PauseCampaignRequest.FromString,
+                    response_serializer=ondijon_dot_v1_dot_firmware__pb2.PauseCampaignResponse.SerializeToString,
+            ),
+            'ResumeCampaign': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeCampaign,
+                    request_deserializer=ondijon_dot_v1_dot_firmware__pb2.ResumeCampaignRequest.FromString,
+                    response_serializer=ondijon_dot_v1_dot_firmware__pb2.ResumeCampaignResponse.SerializeToString,
+            ),
+            'AbortCampaign': grpc.unary_unary_rpc_method_handler(
+                    servicer.AbortCampaign,
+                    request_deserializer=ondijon_dot_v1_dot_firmware__pb2.AbortCampaignRequest.FromString,
+                    response_serializer=ondijon_dot_v1_dot_firmware__pb2.AbortCampaignResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'ondijon.v1.Campaigns', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('ondijon.v1.Campaigns', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Campaigns:
+    """Admin API of releases and firmware campaigns, for operators (client certificates of the
+    operator role; viewers read, operators run campaigns in their communes, admins upload).
+    """
+
+    @staticmethod
+    def UploadRelease(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/ondijon.v1.Campaigns/UploadRelease',
+            ondijon_dot_v1_dot_firmware__pb2.UploadReleaseRequest.SerializeToString,
+            ondijon_dot_v1_dot_firmware__pb2.UploadReleaseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListReleases(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ondijon.v1.Campaigns/ListReleases',
+            ondijon_dot_v1_dot_firmware__pb2.ListReleasesRequest.SerializeToString,
+            ondijon_dot_v1_dot_firmware__pb2.ListReleasesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateCampaign(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ondijon.v1.Campaigns/CreateCampaign',
+            ondijon_dot_v1_dot_firmware__pb2.CreateCampaignRequest.SerializeToString,
+            ondijon_dot_v1_dot_firmware__pb2.CreateCampaignResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCampaigns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ondijon.v1.Campaigns/ListCampaigns',
+            ondijon_dot_v1_dot_firmware__pb2.ListCampaignsRequest.SerializeToString,
+            ondijon_dot_v1_dot_firmware__pb2.ListCampaignsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCampaign(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ondijon.v1.Campaigns/GetCampaign',
+            ondijon_dot_v1_dot_firmware__pb2.GetCampaignRequest.SerializeToString,
+            ondijon_dot_v1_dot_firmware__pb2.GetCampaignResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseCampaign(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ondijon.v1.Campaigns/PauseCampaign',
+            ondijon_dot_v1_dot_firmware__pb2.PauseCampaignRequest.SerializeToString,
+            ondijon_dot_v1_dot_firmware__pb2.PauseCampaignResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeCampaign(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ondijon.v1.Campaigns/ResumeCampaign',
+            ondijon_dot_v1_dot_firmware__pb2.ResumeCampaignRequest.SerializeToString,
+            ondijon_dot_v1_dot_firmware__pb2.ResumeCampaignResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AbortCampaign(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ondijon.v1.Campaigns/AbortCampaign',
+            ondijon_dot_v1_dot_firmware__pb2.AbortCampaignRequest.SerializeToString,
+            ondijon_dot_v1_dot_firmware__pb2.AbortCampaignResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

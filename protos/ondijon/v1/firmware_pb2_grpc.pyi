@@ -68,3 +68,103 @@ class FirmwareServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_firmware_pb2.DownloadResponse], _abc.AsyncIterator[_firmware_pb2.DownloadResponse]]: ...
 
 def add_FirmwareServicer_to_server(servicer: FirmwareServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
+
+class CampaignsStub:
+    """Admin API of releases and firmware campaigns, for operators (client certificates of the
+    operator role; viewers read, operators run campaigns in their communes, admins upload).
+    """
+
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> CampaignsAsyncStub: ...
+    UploadRelease: _grpc.StreamUnaryMultiCallable[_firmware_pb2.UploadReleaseRequest, _firmware_pb2.UploadReleaseResponse]
+    """The first message carries the signed manifest, the next ones the parts' bytes."""
+    ListReleases: _grpc.UnaryUnaryMultiCallable[_firmware_pb2.ListReleasesRequest, _firmware_pb2.ListReleasesResponse]
+    CreateCampaign: _grpc.UnaryUnaryMultiCallable[_firmware_pb2.CreateCampaignRequest, _firmware_pb2.CreateCampaignResponse]
+    ListCampaigns: _grpc.UnaryUnaryMultiCallable[_firmware_pb2.ListCampaignsRequest, _firmware_pb2.ListCampaignsResponse]
+    GetCampaign: _grpc.UnaryUnaryMultiCallable[_firmware_pb2.GetCampaignRequest, _firmware_pb2.GetCampaignResponse]
+    PauseCampaign: _grpc.UnaryUnaryMultiCallable[_firmware_pb2.PauseCampaignRequest, _firmware_pb2.PauseCampaignResponse]
+    ResumeCampaign: _grpc.UnaryUnaryMultiCallable[_firmware_pb2.ResumeCampaignRequest, _firmware_pb2.ResumeCampaignResponse]
+    AbortCampaign: _grpc.UnaryUnaryMultiCallable[_firmware_pb2.AbortCampaignRequest, _firmware_pb2.AbortCampaignResponse]
+
+@_typing.type_check_only
+class CampaignsAsyncStub(CampaignsStub):
+    """Admin API of releases and firmware campaigns, for operators (client certificates of the
+    operator role; viewers read, operators run campaigns in their communes, admins upload).
+    """
+
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    UploadRelease: _aio.StreamUnaryMultiCallable[_firmware_pb2.UploadReleaseRequest, _firmware_pb2.UploadReleaseResponse]  # type: ignore[assignment]
+    """The first message carries the signed manifest, the next ones the parts' bytes."""
+    ListReleases: _aio.UnaryUnaryMultiCallable[_firmware_pb2.ListReleasesRequest, _firmware_pb2.ListReleasesResponse]  # type: ignore[assignment]
+    CreateCampaign: _aio.UnaryUnaryMultiCallable[_firmware_pb2.CreateCampaignRequest, _firmware_pb2.CreateCampaignResponse]  # type: ignore[assignment]
+    ListCampaigns: _aio.UnaryUnaryMultiCallable[_firmware_pb2.ListCampaignsRequest, _firmware_pb2.ListCampaignsResponse]  # type: ignore[assignment]
+    GetCampaign: _aio.UnaryUnaryMultiCallable[_firmware_pb2.GetCampaignRequest, _firmware_pb2.GetCampaignResponse]  # type: ignore[assignment]
+    PauseCampaign: _aio.UnaryUnaryMultiCallable[_firmware_pb2.PauseCampaignRequest, _firmware_pb2.PauseCampaignResponse]  # type: ignore[assignment]
+    ResumeCampaign: _aio.UnaryUnaryMultiCallable[_firmware_pb2.ResumeCampaignRequest, _firmware_pb2.ResumeCampaignResponse]  # type: ignore[assignment]
+    AbortCampaign: _aio.UnaryUnaryMultiCallable[_firmware_pb2.AbortCampaignRequest, _firmware_pb2.AbortCampaignResponse]  # type: ignore[assignment]
+
+class CampaignsServicer(metaclass=_abc_1.ABCMeta):
+    """Admin API of releases and firmware campaigns, for operators (client certificates of the
+    operator role; viewers read, operators run campaigns in their communes, admins upload).
+    """
+
+    @_abc_1.abstractmethod
+    def UploadRelease(
+        self,
+        request_iterator: _MaybeAsyncIterator[_firmware_pb2.UploadReleaseRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_firmware_pb2.UploadReleaseResponse, _abc.Awaitable[_firmware_pb2.UploadReleaseResponse]]:
+        """The first message carries the signed manifest, the next ones the parts' bytes."""
+
+    @_abc_1.abstractmethod
+    def ListReleases(
+        self,
+        request: _firmware_pb2.ListReleasesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_firmware_pb2.ListReleasesResponse, _abc.Awaitable[_firmware_pb2.ListReleasesResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def CreateCampaign(
+        self,
+        request: _firmware_pb2.CreateCampaignRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_firmware_pb2.CreateCampaignResponse, _abc.Awaitable[_firmware_pb2.CreateCampaignResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListCampaigns(
+        self,
+        request: _firmware_pb2.ListCampaignsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_firmware_pb2.ListCampaignsResponse, _abc.Awaitable[_firmware_pb2.ListCampaignsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetCampaign(
+        self,
+        request: _firmware_pb2.GetCampaignRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_firmware_pb2.GetCampaignResponse, _abc.Awaitable[_firmware_pb2.GetCampaignResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def PauseCampaign(
+        self,
+        request: _firmware_pb2.PauseCampaignRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_firmware_pb2.PauseCampaignResponse, _abc.Awaitable[_firmware_pb2.PauseCampaignResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ResumeCampaign(
+        self,
+        request: _firmware_pb2.ResumeCampaignRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_firmware_pb2.ResumeCampaignResponse, _abc.Awaitable[_firmware_pb2.ResumeCampaignResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def AbortCampaign(
+        self,
+        request: _firmware_pb2.AbortCampaignRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_firmware_pb2.AbortCampaignResponse, _abc.Awaitable[_firmware_pb2.AbortCampaignResponse]]: ...
+
+def add_CampaignsServicer_to_server(servicer: CampaignsServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

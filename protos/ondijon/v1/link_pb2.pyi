@@ -9,6 +9,7 @@ from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from protos.ondijon.v1 import firmware_pb2 as _firmware_pb2
 from protos.ondijon.v1 import schedule_pb2 as _schedule_pb2
 from protos.ondijon.v1 import state_pb2 as _state_pb2
 import builtins as _builtins
@@ -117,6 +118,7 @@ class ConnectRequest(_message.Message):
     EVENTS_FIELD_NUMBER: _builtins.int
     COMMAND_RESULT_FIELD_NUMBER: _builtins.int
     DOCUMENT_ACK_FIELD_NUMBER: _builtins.int
+    FIRMWARE_PROGRESS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def hello(self) -> Global___Hello: ...
     @_builtins.property
@@ -127,6 +129,10 @@ class ConnectRequest(_message.Message):
     def command_result(self) -> Global___CommandResult: ...
     @_builtins.property
     def document_ack(self) -> Global___DocumentAck: ...
+    @_builtins.property
+    def firmware_progress(self) -> _firmware_pb2.FirmwareProgress:
+        """Agents of protocol revision 2 and later."""
+
     def __init__(
         self,
         *,
@@ -135,12 +141,13 @@ class ConnectRequest(_message.Message):
         events: Global___EventBatch | None = ...,
         command_result: Global___CommandResult | None = ...,
         document_ack: Global___DocumentAck | None = ...,
+        firmware_progress: _firmware_pb2.FirmwareProgress | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "command_result", b"command_result", "document_ack", b"document_ack", "events", b"events", "hello", b"hello", "state", b"state"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "command_result", b"command_result", "document_ack", b"document_ack", "events", b"events", "firmware_progress", b"firmware_progress", "hello", b"hello", "state", b"state"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "command_result", b"command_result", "document_ack", b"document_ack", "events", b"events", "hello", b"hello", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "command_result", b"command_result", "document_ack", b"document_ack", "events", b"events", "firmware_progress", b"firmware_progress", "hello", b"hello", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["hello", "state", "events", "command_result", "document_ack"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["hello", "state", "events", "command_result", "document_ack", "firmware_progress"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 
@@ -157,6 +164,7 @@ class ConnectResponse(_message.Message):
     EVENT_ACK_FIELD_NUMBER: _builtins.int
     STATE_ACK_FIELD_NUMBER: _builtins.int
     COMMAND_FIELD_NUMBER: _builtins.int
+    FIRMWARE_OFFER_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def welcome(self) -> Global___Welcome: ...
     @_builtins.property
@@ -167,6 +175,10 @@ class ConnectResponse(_message.Message):
     def state_ack(self) -> Global___StateAck: ...
     @_builtins.property
     def command(self) -> Global___Command: ...
+    @_builtins.property
+    def firmware_offer(self) -> _firmware_pb2.FirmwareOffer:
+        """Sent to agents of protocol revision 2 and later; older agents ignore it."""
+
     def __init__(
         self,
         *,
@@ -175,12 +187,13 @@ class ConnectResponse(_message.Message):
         event_ack: Global___EventAck | None = ...,
         state_ack: Global___StateAck | None = ...,
         command: Global___Command | None = ...,
+        firmware_offer: _firmware_pb2.FirmwareOffer | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "command", b"command", "document", b"document", "event_ack", b"event_ack", "state_ack", b"state_ack", "welcome", b"welcome"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "command", b"command", "document", b"document", "event_ack", b"event_ack", "firmware_offer", b"firmware_offer", "state_ack", b"state_ack", "welcome", b"welcome"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "command", b"command", "document", b"document", "event_ack", b"event_ack", "state_ack", b"state_ack", "welcome", b"welcome"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "command", b"command", "document", b"document", "event_ack", b"event_ack", "firmware_offer", b"firmware_offer", "state_ack", b"state_ack", "welcome", b"welcome"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["welcome", "document", "event_ack", "state_ack", "command"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["welcome", "document", "event_ack", "state_ack", "command", "firmware_offer"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 
