@@ -173,3 +173,84 @@ audit_log = sa.Table(
     sa.Column("result", sa.String(32), nullable=False),
     sa.Column("detail", sa.String(2048), nullable=False, server_default=""),
 )
+
+# -- firmware: releases and campaigns (issue 6) ----------------------------------------------
+
+# An agent release as uploaded: the signed manifest is stored byte for byte (agents verify
+# exactly those bytes), each part's bytes in fixed-size chunks so any replica serves any
+# offset without a shared filesystem.
+releases = sa.Table(
+    "releases",
+    metadata,
+    sa.Column("version", sa.String(64), primary_key=True),
+    sa.Column("manifest", sa.LargeBinary, nullable=False),
+    # [{"key_id": ..., "signature": base64}, ...]
+    sa.Column("signatures", sa.JSON, nullable=False),
+    sa.Column("total_size", sa.BigInteger, nullable=False),
+    sa.Column("min_orchestrator_version", sa.String(64), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("expires_at", UTCDateTime(), nullable=False),
+    sa.Column("uploaded_at", UTCDateTime(), nullable=False),
+    sa.Column("uploaded_by", sa.String(128), nullable=False),
+)
+
+release_parts = sa.Table(
+    "release_parts",
+    metadata,
+    sa.Column("version", sa.String(64), sa.ForeignKey("releases.version"), primary_key=True),
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+)
+
+release_chunks = sa.Table(
+    "release_chunks",
+    metadata,
+    sa.Column("version", sa.String(64), primary_key=True),
+    sa.Column("part", sa.String(200), primary_key=True),
+    sa.Column("chunk", sa.Integer, primary_key=True),
+    sa.Column("data", sa.LargeBinary, nullable=False),
+    sa.ForeignKeyConstraint(["version", "part"], ["release_parts.version", "release_parts.name"]),
+)
+
+# A campaign: its plan (the resolved target included) as the pure core takes it, and where
+# the rollout stands. ``revision`` guards against two replicas deciding at once.
+campaigns = sa.Table(
+    "campaigns",
+    metadata,
+    sa.Column("campaign_id", sa.String(64), primary_key=True),
+    sa.Column("version", sa.String(64), nullable=False),
+    sa.Column("backend", sa.String(16), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False, index=True),
+    sa.Column("wave", sa.Integer, nullable=False),
+    sa.Column("plan", sa.JSON, nullable=False),
+    # allow_downgrade, balena release and devices.
+    sa.Column("options", sa.JSON, nullable=False),
+    sa.Column("acknowledged", sa.JSON, nullable=False),
+    sa.Column("history", sa.JSON, nullable=False),
+    sa.Column("reasons", sa.JSON, nullable=False),
+    sa.Column("revision", sa.Integer, nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("created_by", sa.String(128), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+# Each target gateway of a campaign: its wave, when it was offered the release, and the
+# latest progress it reported (stage is a FirmwareStage; 0: nothing reported yet).
+campaign_gateways = sa.Table(
+    "campaign_gateways",
+    metadata,
+    sa.Column(
+        "campaign_id", sa.String(64), sa.ForeignKey("campaigns.campaign_id"), primary_key=True
+    ),
+    sa.Column("gateway_id", sa.String(64), primary_key=True, index=True),
+    sa.Column("wave", sa.Integer, nullable=False),
+    sa.Column("position", sa.Integer, nullable=False),
+    sa.Column("commune", sa.String(128), nullable=False),
+    sa.Column("offered_at", UTCDateTime()),
+    sa.Column("stage", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("detail", sa.String(1024), nullable=False, server_default=""),
+    sa.Column("bytes_done", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("running_version", sa.String(64), nullable=False, server_default=""),
+    sa.Column("reported_at", UTCDateTime()),
+)
