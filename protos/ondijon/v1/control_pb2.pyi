@@ -574,3 +574,228 @@ class WatchEventsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___WatchEventsResponse: _TypeAlias = WatchEventsResponse  # noqa: Y015
+
+@_typing.final
+class RevokeGatewayRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GATEWAY_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    gateway_id: _builtins.str
+    reason: _builtins.str
+    """Why, kept in the audit log. An RFC 5280 reason name (key-compromise,
+    cessation-of-operation, superseded, affiliation-changed, privilege-withdrawn) is also
+    written in the CRL entry; anything else is "unspecified" there.
+    """
+    def __init__(
+        self,
+        *,
+        gateway_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["gateway_id", b"gateway_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevokeGatewayRequest: _TypeAlias = RevokeGatewayRequest  # noqa: Y015
+
+@_typing.final
+class RevokeGatewayResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REVOKED_SERIALS_FIELD_NUMBER: _builtins.int
+    STREAMS_CLOSED_FIELD_NUMBER: _builtins.int
+    CRL_NUMBER_FIELD_NUMBER: _builtins.int
+    streams_closed: _builtins.int
+    """Open streams this orchestrator process closed at once (other replicas close theirs
+    within their certificate re-check interval).
+    """
+    crl_number: _builtins.int
+    """Number of the CRL published with the revocation."""
+    @_builtins.property
+    def revoked_serials(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Certificates revoked by this call (hex serials); empty if none was live."""
+
+    def __init__(
+        self,
+        *,
+        revoked_serials: _abc.Iterable[_builtins.str] | None = ...,
+        streams_closed: _builtins.int = ...,
+        crl_number: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["crl_number", b"crl_number", "revoked_serials", b"revoked_serials", "streams_closed", b"streams_closed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevokeGatewayResponse: _TypeAlias = RevokeGatewayResponse  # noqa: Y015
+
+@_typing.final
+class IssueEnrollmentTokenRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GATEWAY_ID_FIELD_NUMBER: _builtins.int
+    TOKEN_TTL_S_FIELD_NUMBER: _builtins.int
+    gateway_id: _builtins.str
+    token_ttl_s: _builtins.int
+    """Lifetime of the token; 0: the server default."""
+    def __init__(
+        self,
+        *,
+        gateway_id: _builtins.str = ...,
+        token_ttl_s: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["gateway_id", b"gateway_id", "token_ttl_s", b"token_ttl_s"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IssueEnrollmentTokenRequest: _TypeAlias = IssueEnrollmentTokenRequest  # noqa: Y015
+
+@_typing.final
+class IssueEnrollmentTokenResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENROLLMENT_TOKEN_FIELD_NUMBER: _builtins.int
+    TOKEN_EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    enrollment_token: _builtins.str
+    """One-time enrollment token, shown once, bound to the gateway's registered serial."""
+    @_builtins.property
+    def token_expires_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        enrollment_token: _builtins.str = ...,
+        token_expires_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["token_expires_at", b"token_expires_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["enrollment_token", b"enrollment_token", "token_expires_at", b"token_expires_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IssueEnrollmentTokenResponse: _TypeAlias = IssueEnrollmentTokenResponse  # noqa: Y015
+
+@_typing.final
+class AuditEntry(_message.Message):
+    """One entry of the audit log: who did what, where, when, with what result."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    TARGET_FIELD_NUMBER: _builtins.int
+    COMMUNE_FIELD_NUMBER: _builtins.int
+    RESULT_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    id: _builtins.int
+    actor: _builtins.str
+    """Identity URI of the caller (spiffe://ondijon/operator/<name>, .../gateway/<id>)."""
+    action: _builtins.str
+    target: _builtins.str
+    commune: _builtins.str
+    result: _builtins.str
+    """"ok", "refused" or "error"."""
+    detail: _builtins.str
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.int = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+        actor: _builtins.str = ...,
+        action: _builtins.str = ...,
+        target: _builtins.str = ...,
+        commune: _builtins.str = ...,
+        result: _builtins.str = ...,
+        detail: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "actor", b"actor", "at", b"at", "commune", b"commune", "detail", b"detail", "id", b"id", "result", b"result", "target", b"target"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AuditEntry: _TypeAlias = AuditEntry  # noqa: Y015
+
+@_typing.final
+class ListAuditRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AFTER_ID_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    SINCE_FIELD_NUMBER: _builtins.int
+    UNTIL_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    COMMUNE_FIELD_NUMBER: _builtins.int
+    RESULT_FIELD_NUMBER: _builtins.int
+    GATEWAY_ID_FIELD_NUMBER: _builtins.int
+    after_id: _builtins.int
+    """Paging: entries with id > after_id."""
+    limit: _builtins.int
+    """At most this many entries (0: 100; at most 1000)."""
+    actor: _builtins.str
+    """Optional exact filters; `action` ending with "." is a prefix ("gateway.")."""
+    action: _builtins.str
+    commune: _builtins.str
+    result: _builtins.str
+    gateway_id: _builtins.str
+    """Entries about this gateway (target "<id>" or "<id>/...")."""
+    @_builtins.property
+    def since(self) -> _timestamp_pb2.Timestamp:
+        """Optional bounds on the entry's time: since <= at < until."""
+
+    @_builtins.property
+    def until(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        after_id: _builtins.int = ...,
+        limit: _builtins.int = ...,
+        since: _timestamp_pb2.Timestamp | None = ...,
+        until: _timestamp_pb2.Timestamp | None = ...,
+        actor: _builtins.str = ...,
+        action: _builtins.str = ...,
+        commune: _builtins.str = ...,
+        result: _builtins.str = ...,
+        gateway_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since", "until", b"until"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "actor", b"actor", "after_id", b"after_id", "commune", b"commune", "gateway_id", b"gateway_id", "limit", b"limit", "result", b"result", "since", b"since", "until", b"until"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAuditRequest: _TypeAlias = ListAuditRequest  # noqa: Y015
+
+@_typing.final
+class ListAuditResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    NEXT_AFTER_ID_FIELD_NUMBER: _builtins.int
+    next_after_id: _builtins.int
+    """Pass as after_id for the next page; 0 when this page is empty."""
+    @_builtins.property
+    def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___AuditEntry]: ...
+    def __init__(
+        self,
+        *,
+        entries: _abc.Iterable[Global___AuditEntry] | None = ...,
+        next_after_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries", "next_after_id", b"next_after_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAuditResponse: _TypeAlias = ListAuditResponse  # noqa: Y015

@@ -86,6 +86,21 @@ class ControlCentreStub:
                 request_serializer=ondijon_dot_v1_dot_control__pb2.WatchEventsRequest.SerializeToString,
                 response_deserializer=ondijon_dot_v1_dot_control__pb2.WatchEventsResponse.FromString,
                 _registered_method=True)
+        self.RevokeGateway = channel.unary_unary(
+                '/ondijon.v1.ControlCentre/RevokeGateway',
+                request_serializer=ondijon_dot_v1_dot_control__pb2.RevokeGatewayRequest.SerializeToString,
+                response_deserializer=ondijon_dot_v1_dot_control__pb2.RevokeGatewayResponse.FromString,
+                _registered_method=True)
+        self.IssueEnrollmentToken = channel.unary_unary(
+                '/ondijon.v1.ControlCentre/IssueEnrollmentToken',
+                request_serializer=ondijon_dot_v1_dot_control__pb2.IssueEnrollmentTokenRequest.SerializeToString,
+                response_deserializer=ondijon_dot_v1_dot_control__pb2.IssueEnrollmentTokenResponse.FromString,
+                _registered_method=True)
+        self.ListAudit = channel.unary_unary(
+                '/ondijon.v1.ControlCentre/ListAudit',
+                request_serializer=ondijon_dot_v1_dot_control__pb2.ListAuditRequest.SerializeToString,
+                response_deserializer=ondijon_dot_v1_dot_control__pb2.ListAuditResponse.FromString,
+                _registered_method=True)
 
 
 class ControlCentreServicer:
@@ -153,6 +168,29 @@ class ControlCentreServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RevokeGateway(self, request, context):
+        """Revoke every certificate of a gateway (admin): new streams are refused, the open one
+        is closed; the gateway comes back only by enrolling again with a fresh token.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def IssueEnrollmentToken(self, request, context):
+        """A fresh one-time enrollment token for a registered gateway (admin); earlier unused
+        tokens of that gateway stop working.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAudit(self, request, context):
+        """The append-only audit log, oldest first, filtered and paged (admin, own communes).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlCentreServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -205,6 +243,21 @@ def add_ControlCentreServicer_to_server(servicer, server):
                     servicer.WatchEvents,
                     request_deserializer=ondijon_dot_v1_dot_control__pb2.WatchEventsRequest.FromString,
                     response_serializer=ondijon_dot_v1_dot_control__pb2.WatchEventsResponse.SerializeToString,
+            ),
+            'RevokeGateway': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeGateway,
+                    request_deserializer=ondijon_dot_v1_dot_control__pb2.RevokeGatewayRequest.FromString,
+                    response_serializer=ondijon_dot_v1_dot_control__pb2.RevokeGatewayResponse.SerializeToString,
+            ),
+            'IssueEnrollmentToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.IssueEnrollmentToken,
+                    request_deserializer=ondijon_dot_v1_dot_control__pb2.IssueEnrollmentTokenRequest.FromString,
+                    response_serializer=ondijon_dot_v1_dot_control__pb2.IssueEnrollmentTokenResponse.SerializeToString,
+            ),
+            'ListAudit': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAudit,
+                    request_deserializer=ondijon_dot_v1_dot_control__pb2.ListAuditRequest.FromString,
+                    response_serializer=ondijon_dot_v1_dot_control__pb2.ListAuditResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -479,6 +532,87 @@ class ControlCentre:
             '/ondijon.v1.ControlCentre/WatchEvents',
             ondijon_dot_v1_dot_control__pb2.WatchEventsRequest.SerializeToString,
             ondijon_dot_v1_dot_control__pb2.WatchEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeGateway(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ondijon.v1.ControlCentre/RevokeGateway',
+            ondijon_dot_v1_dot_control__pb2.RevokeGatewayRequest.SerializeToString,
+            ondijon_dot_v1_dot_control__pb2.RevokeGatewayResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def IssueEnrollmentToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ondijon.v1.ControlCentre/IssueEnrollmentToken',
+            ondijon_dot_v1_dot_control__pb2.IssueEnrollmentTokenRequest.SerializeToString,
+            ondijon_dot_v1_dot_control__pb2.IssueEnrollmentTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAudit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ondijon.v1.ControlCentre/ListAudit',
+            ondijon_dot_v1_dot_control__pb2.ListAuditRequest.SerializeToString,
+            ondijon_dot_v1_dot_control__pb2.ListAuditResponse.FromString,
             options,
             channel_credentials,
             insecure,

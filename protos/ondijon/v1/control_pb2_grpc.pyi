@@ -45,6 +45,16 @@ class ControlCentreStub:
     GetCommand: _grpc.UnaryUnaryMultiCallable[_control_pb2.GetCommandRequest, _control_pb2.GetCommandResponse]
     ListEvents: _grpc.UnaryUnaryMultiCallable[_control_pb2.ListEventsRequest, _control_pb2.ListEventsResponse]
     WatchEvents: _grpc.UnaryStreamMultiCallable[_control_pb2.WatchEventsRequest, _control_pb2.WatchEventsResponse]
+    RevokeGateway: _grpc.UnaryUnaryMultiCallable[_control_pb2.RevokeGatewayRequest, _control_pb2.RevokeGatewayResponse]
+    """Revoke every certificate of a gateway (admin): new streams are refused, the open one
+    is closed; the gateway comes back only by enrolling again with a fresh token.
+    """
+    IssueEnrollmentToken: _grpc.UnaryUnaryMultiCallable[_control_pb2.IssueEnrollmentTokenRequest, _control_pb2.IssueEnrollmentTokenResponse]
+    """A fresh one-time enrollment token for a registered gateway (admin); earlier unused
+    tokens of that gateway stop working.
+    """
+    ListAudit: _grpc.UnaryUnaryMultiCallable[_control_pb2.ListAuditRequest, _control_pb2.ListAuditResponse]
+    """The append-only audit log, oldest first, filtered and paged (admin, own communes)."""
 
 @_typing.type_check_only
 class ControlCentreAsyncStub(ControlCentreStub):
@@ -63,6 +73,16 @@ class ControlCentreAsyncStub(ControlCentreStub):
     GetCommand: _aio.UnaryUnaryMultiCallable[_control_pb2.GetCommandRequest, _control_pb2.GetCommandResponse]  # type: ignore[assignment]
     ListEvents: _aio.UnaryUnaryMultiCallable[_control_pb2.ListEventsRequest, _control_pb2.ListEventsResponse]  # type: ignore[assignment]
     WatchEvents: _aio.UnaryStreamMultiCallable[_control_pb2.WatchEventsRequest, _control_pb2.WatchEventsResponse]  # type: ignore[assignment]
+    RevokeGateway: _aio.UnaryUnaryMultiCallable[_control_pb2.RevokeGatewayRequest, _control_pb2.RevokeGatewayResponse]  # type: ignore[assignment]
+    """Revoke every certificate of a gateway (admin): new streams are refused, the open one
+    is closed; the gateway comes back only by enrolling again with a fresh token.
+    """
+    IssueEnrollmentToken: _aio.UnaryUnaryMultiCallable[_control_pb2.IssueEnrollmentTokenRequest, _control_pb2.IssueEnrollmentTokenResponse]  # type: ignore[assignment]
+    """A fresh one-time enrollment token for a registered gateway (admin); earlier unused
+    tokens of that gateway stop working.
+    """
+    ListAudit: _aio.UnaryUnaryMultiCallable[_control_pb2.ListAuditRequest, _control_pb2.ListAuditResponse]  # type: ignore[assignment]
+    """The append-only audit log, oldest first, filtered and paged (admin, own communes)."""
 
 class ControlCentreServicer(metaclass=_abc_1.ABCMeta):
     """The admin API of the control centre (CLI, dashboard). Callers are operators,
@@ -138,5 +158,33 @@ class ControlCentreServicer(metaclass=_abc_1.ABCMeta):
         request: _control_pb2.WatchEventsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_control_pb2.WatchEventsResponse], _abc.AsyncIterator[_control_pb2.WatchEventsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def RevokeGateway(
+        self,
+        request: _control_pb2.RevokeGatewayRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_control_pb2.RevokeGatewayResponse, _abc.Awaitable[_control_pb2.RevokeGatewayResponse]]:
+        """Revoke every certificate of a gateway (admin): new streams are refused, the open one
+        is closed; the gateway comes back only by enrolling again with a fresh token.
+        """
+
+    @_abc_1.abstractmethod
+    def IssueEnrollmentToken(
+        self,
+        request: _control_pb2.IssueEnrollmentTokenRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_control_pb2.IssueEnrollmentTokenResponse, _abc.Awaitable[_control_pb2.IssueEnrollmentTokenResponse]]:
+        """A fresh one-time enrollment token for a registered gateway (admin); earlier unused
+        tokens of that gateway stop working.
+        """
+
+    @_abc_1.abstractmethod
+    def ListAudit(
+        self,
+        request: _control_pb2.ListAuditRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_control_pb2.ListAuditResponse, _abc.Awaitable[_control_pb2.ListAuditResponse]]:
+        """The append-only audit log, oldest first, filtered and paged (admin, own communes)."""
 
 def add_ControlCentreServicer_to_server(servicer: ControlCentreServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bondijon/v1/enrollment.proto\x12\nondijon.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"S\n\rEnrollRequest\x12\x12\n\ngateway_id\x18\x01 \x01(\t\x12\x0e\n\x06serial\x18\x02 \x01(\t\x12\r\n\x05token\x18\x03 \x01(\t\x12\x0f\n\x07\x63sr_pem\x18\x04 \x01(\x0c\"n\n\x0e\x45nrollResponse\x12\x17\n\x0f\x63\x65rtificate_pem\x18\x01 \x01(\x0c\x12\x14\n\x0c\x63\x61_chain_pem\x18\x02 \x01(\x0c\x12-\n\tnot_after\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x1f\n\x0cRenewRequest\x12\x0f\n\x07\x63sr_pem\x18\x01 \x01(\x0c\"m\n\rRenewResponse\x12\x17\n\x0f\x63\x65rtificate_pem\x18\x01 \x01(\x0c\x12\x14\n\x0c\x63\x61_chain_pem\x18\x02 \x01(\x0c\x12-\n\tnot_after\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\x8b\x01\n\nEnrollment\x12?\n\x06\x45nroll\x12\x19.ondijon.v1.EnrollRequest\x1a\x1a.ondijon.v1.EnrollResponse\x12<\n\x05Renew\x12\x18.ondijon.v1.RenewRequest\x1a\x19.ondijon.v1.RenewResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bondijon/v1/enrollment.proto\x12\nondijon.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"S\n\rEnrollRequest\x12\x12\n\ngateway_id\x18\x01 \x01(\t\x12\x0e\n\x06serial\x18\x02 \x01(\t\x12\r\n\x05token\x18\x03 \x01(\t\x12\x0f\n\x07\x63sr_pem\x18\x04 \x01(\x0c\"n\n\x0e\x45nrollResponse\x12\x17\n\x0f\x63\x65rtificate_pem\x18\x01 \x01(\x0c\x12\x14\n\x0c\x63\x61_chain_pem\x18\x02 \x01(\x0c\x12-\n\tnot_after\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x1f\n\x0cRenewRequest\x12\x0f\n\x07\x63sr_pem\x18\x01 \x01(\x0c\"m\n\rRenewResponse\x12\x17\n\x0f\x63\x65rtificate_pem\x18\x01 \x01(\x0c\x12\x14\n\x0c\x63\x61_chain_pem\x18\x02 \x01(\x0c\x12-\n\tnot_after\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x0f\n\rGetCrlRequest\"\x97\x01\n\x0eGetCrlResponse\x12\x0f\n\x07\x63rl_pem\x18\x01 \x01(\x0c\x12\x12\n\ncrl_number\x18\x02 \x01(\x04\x12/\n\x0bthis_update\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bnext_update\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\xcc\x01\n\nEnrollment\x12?\n\x06\x45nroll\x12\x19.ondijon.v1.EnrollRequest\x1a\x1a.ondijon.v1.EnrollResponse\x12<\n\x05Renew\x12\x18.ondijon.v1.RenewRequest\x1a\x19.ondijon.v1.RenewResponse\x12?\n\x06GetCrl\x12\x19.ondijon.v1.GetCrlRequest\x1a\x1a.ondijon.v1.GetCrlResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,6 +40,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RENEWREQUEST']._serialized_end=304
   _globals['_RENEWRESPONSE']._serialized_start=306
   _globals['_RENEWRESPONSE']._serialized_end=415
-  _globals['_ENROLLMENT']._serialized_start=418
-  _globals['_ENROLLMENT']._serialized_end=557
+  _globals['_GETCRLREQUEST']._serialized_start=417
+  _globals['_GETCRLREQUEST']._serialized_end=432
+  _globals['_GETCRLRESPONSE']._serialized_start=435
+  _globals['_GETCRLRESPONSE']._serialized_end=586
+  _globals['_ENROLLMENT']._serialized_start=589
+  _globals['_ENROLLMENT']._serialized_end=793
 # @@protoc_insertion_point(module_scope)

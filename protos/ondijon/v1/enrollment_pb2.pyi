@@ -118,3 +118,49 @@ class RenewResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RenewResponse: _TypeAlias = RenewResponse  # noqa: Y015
+
+@_typing.final
+class GetCrlRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCrlRequest: _TypeAlias = GetCrlRequest  # noqa: Y015
+
+@_typing.final
+class GetCrlResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CRL_PEM_FIELD_NUMBER: _builtins.int
+    CRL_NUMBER_FIELD_NUMBER: _builtins.int
+    THIS_UPDATE_FIELD_NUMBER: _builtins.int
+    NEXT_UPDATE_FIELD_NUMBER: _builtins.int
+    crl_pem: _builtins.bytes
+    """PEM X.509 CRL signed by the issuing CA."""
+    crl_number: _builtins.int
+    @_builtins.property
+    def this_update(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def next_update(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        crl_pem: _builtins.bytes = ...,
+        crl_number: _builtins.int = ...,
+        this_update: _timestamp_pb2.Timestamp | None = ...,
+        next_update: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["next_update", b"next_update", "this_update", b"this_update"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["crl_number", b"crl_number", "crl_pem", b"crl_pem", "next_update", b"next_update", "this_update", b"this_update"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCrlResponse: _TypeAlias = GetCrlResponse  # noqa: Y015

@@ -46,6 +46,11 @@ class EnrollmentStub:
                 request_serializer=ondijon_dot_v1_dot_enrollment__pb2.RenewRequest.SerializeToString,
                 response_deserializer=ondijon_dot_v1_dot_enrollment__pb2.RenewResponse.FromString,
                 _registered_method=True)
+        self.GetCrl = channel.unary_unary(
+                '/ondijon.v1.Enrollment/GetCrl',
+                request_serializer=ondijon_dot_v1_dot_enrollment__pb2.GetCrlRequest.SerializeToString,
+                response_deserializer=ondijon_dot_v1_dot_enrollment__pb2.GetCrlResponse.FromString,
+                _registered_method=True)
 
 
 class EnrollmentServicer:
@@ -65,6 +70,14 @@ class EnrollmentServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetCrl(self, request, context):
+        """The issuing CA's current certificate revocation list, for any consumer (served on both
+        ports: it is public and signed).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EnrollmentServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -77,6 +90,11 @@ def add_EnrollmentServicer_to_server(servicer, server):
                     servicer.Renew,
                     request_deserializer=ondijon_dot_v1_dot_enrollment__pb2.RenewRequest.FromString,
                     response_serializer=ondijon_dot_v1_dot_enrollment__pb2.RenewResponse.SerializeToString,
+            ),
+            'GetCrl': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCrl,
+                    request_deserializer=ondijon_dot_v1_dot_enrollment__pb2.GetCrlRequest.FromString,
+                    response_serializer=ondijon_dot_v1_dot_enrollment__pb2.GetCrlResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -135,6 +153,33 @@ class Enrollment:
             '/ondijon.v1.Enrollment/Renew',
             ondijon_dot_v1_dot_enrollment__pb2.RenewRequest.SerializeToString,
             ondijon_dot_v1_dot_enrollment__pb2.RenewResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCrl(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ondijon.v1.Enrollment/GetCrl',
+            ondijon_dot_v1_dot_enrollment__pb2.GetCrlRequest.SerializeToString,
+            ondijon_dot_v1_dot_enrollment__pb2.GetCrlResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -37,6 +37,10 @@ class EnrollmentStub:
     def __new__(cls, channel: _aio.Channel) -> EnrollmentAsyncStub: ...
     Enroll: _grpc.UnaryUnaryMultiCallable[_enrollment_pb2.EnrollRequest, _enrollment_pb2.EnrollResponse]
     Renew: _grpc.UnaryUnaryMultiCallable[_enrollment_pb2.RenewRequest, _enrollment_pb2.RenewResponse]
+    GetCrl: _grpc.UnaryUnaryMultiCallable[_enrollment_pb2.GetCrlRequest, _enrollment_pb2.GetCrlResponse]
+    """The issuing CA's current certificate revocation list, for any consumer (served on both
+    ports: it is public and signed).
+    """
 
 @_typing.type_check_only
 class EnrollmentAsyncStub(EnrollmentStub):
@@ -47,6 +51,10 @@ class EnrollmentAsyncStub(EnrollmentStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     Enroll: _aio.UnaryUnaryMultiCallable[_enrollment_pb2.EnrollRequest, _enrollment_pb2.EnrollResponse]  # type: ignore[assignment]
     Renew: _aio.UnaryUnaryMultiCallable[_enrollment_pb2.RenewRequest, _enrollment_pb2.RenewResponse]  # type: ignore[assignment]
+    GetCrl: _aio.UnaryUnaryMultiCallable[_enrollment_pb2.GetCrlRequest, _enrollment_pb2.GetCrlResponse]  # type: ignore[assignment]
+    """The issuing CA's current certificate revocation list, for any consumer (served on both
+    ports: it is public and signed).
+    """
 
 class EnrollmentServicer(metaclass=_abc_1.ABCMeta):
     """Identity for gateways. Enroll is served on the enrollment port (server-authenticated
@@ -66,5 +74,15 @@ class EnrollmentServicer(metaclass=_abc_1.ABCMeta):
         request: _enrollment_pb2.RenewRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_enrollment_pb2.RenewResponse, _abc.Awaitable[_enrollment_pb2.RenewResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetCrl(
+        self,
+        request: _enrollment_pb2.GetCrlRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_enrollment_pb2.GetCrlResponse, _abc.Awaitable[_enrollment_pb2.GetCrlResponse]]:
+        """The issuing CA's current certificate revocation list, for any consumer (served on both
+        ports: it is public and signed).
+        """
 
 def add_EnrollmentServicer_to_server(servicer: EnrollmentServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
