@@ -157,6 +157,9 @@ class Agent:
         self._bollard_decisions: dict[str, BollardSetting | None] = {}
         self._pending_plans: signal_pb2.SignalPlans | None = None
         self.cabinet: CabinetMonitor | None = None
+        # The light sensor's hysteresis state, handed back to the schedule engine.
+        self._sensor_holding = False
+        self._lux_seen: float | None = None
         self._build_equipment(pin_factory)
         self._load_documents()
         for recovery in self._recoveries:
@@ -374,6 +377,8 @@ class Agent:
         """Drive every device to what the schedule says now; return when to look again."""
         now = self.clock.now()
         horizon = now + timedelta(hours=24)
+        lux = self.cabinet.lux if self.cabinet is not None else None
+        holding = self._sensor_holding
         for lamp in self.lamps:
             device_id = lamp.controller.device_id
             decision = evaluate(
@@ -383,7 +388,10 @@ class Agent:
                 kind=DeviceKind.LAMP,
                 device_id=device_id,
                 overrides=self.overrides,
+                lux=lux,
+                sensor_holding=holding,
             )
+            self._sensor_holding = decision.sensor_holding
             level = decision.lamp_level if decision.lamp_level is not None else 100
             wanted = (level, decision.source)
             if lamp.decided != wanted:
@@ -479,6 +487,10 @@ class Agent:
             # heartbeat: it goes out every pass, coalesced by the link's report interval.
             self.cabinet.check(now)
             self.link.state_changed(self.cabinet.state())
+            if self.cabinet.lux != self._lux_seen:
+                # A new light reading may switch lamps (a storm at noon): evaluate now.
+                self._lux_seen = self.cabinet.lux
+                self._wake.set()
 
     def persist_counters(self) -> None:
         increments: dict[str, DeviceCounters] = {}

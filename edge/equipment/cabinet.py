@@ -157,11 +157,14 @@ class CabinetReading:
         door_open: the door is open, or was opened since the previous reading.
         on_battery: mains is absent and the gateway runs on its battery.
         temperature_c: inside temperature, None when unknown (no sensor, or it failed).
+        lux: ambient illuminance from the cabinet's light sensor, None without one; the
+            schedule's light-sensor rule uses it.
     """
 
     door_open: bool
     on_battery: bool
     temperature_c: float | None
+    lux: float | None = None
 
 
 class CabinetDriver(Protocol):
@@ -189,12 +192,14 @@ class GpioCabinet:
         door_pin: PinSpec,
         mains_pin: PinSpec,
         temperature: Callable[[], float] | None = None,
+        light: Callable[[], float] | None = None,
         pin_factory: Any = None,
     ) -> None:
         from gpiozero import DigitalInputDevice, GPIOZeroError
 
         self._errors: type[Exception] = GPIOZeroError
         self._temperature = temperature
+        self._light = light
         self._door_opened = False
         try:
             self._door = DigitalInputDevice(door_pin, pull_up=False, pin_factory=pin_factory)
@@ -215,7 +220,9 @@ class GpioCabinet:
         except self._errors as exc:
             raise CabinetDriverError(f"cannot read cabinet inputs: {exc}") from exc
         self._door_opened = False
-        return CabinetReading(door_open, on_battery, self._read_temperature())
+        return CabinetReading(
+            door_open, on_battery, _sample(self._temperature), _sample(self._light)
+        )
 
     def close(self) -> None:
         """Release the pins."""
@@ -225,14 +232,16 @@ class GpioCabinet:
     def _latch_door(self) -> None:
         self._door_opened = True
 
-    def _read_temperature(self) -> float | None:
-        if self._temperature is None:
-            return None
-        try:
-            value = float(self._temperature())
-        except Exception:  # a failed sensor (1-wire CRC, I2C timeout) means "unknown"
-            return None
-        return value if math.isfinite(value) else None
+
+def _sample(sensor: Callable[[], float] | None) -> float | None:
+    """One reading of an analogue sensor; a failed or absent sensor is "unknown"."""
+    if sensor is None:
+        return None
+    try:
+        value = float(sensor())
+    except Exception:  # a failed sensor (1-wire CRC, I2C timeout) means "unknown"
+        return None
+    return value if math.isfinite(value) else None
 
 
 class SimulatedCabinet:
@@ -242,16 +251,18 @@ class SimulatedCabinet:
         door_open: the door is open.
         on_battery: mains is lost.
         temperature_c: inside temperature, None for a missing sensor.
+        lux: ambient light, None for no light sensor.
     """
 
-    def __init__(self, *, temperature_c: float | None = 25.0) -> None:
+    def __init__(self, *, temperature_c: float | None = 25.0, lux: float | None = None) -> None:
         self.door_open = False
         self.on_battery = False
         self.temperature_c = temperature_c
+        self.lux = lux
 
     def read(self) -> CabinetReading:
         """The current simulated values."""
-        return CabinetReading(self.door_open, self.on_battery, self.temperature_c)
+        return CabinetReading(self.door_open, self.on_battery, self.temperature_c, self.lux)
 
     def close(self) -> None:
         """Nothing to release."""
@@ -300,6 +311,16 @@ class CabinetMonitor:
     def alarms(self) -> frozenset[str]:
         """The alarms currently raised."""
         return frozenset(self._alarms)
+
+    @property
+    def driver(self) -> CabinetDriver:
+        """The backend (the bench sets a simulated cabinet's sensors through it)."""
+        return self._driver
+
+    @property
+    def lux(self) -> float | None:
+        """Ambient light at the last check, None without a light sensor."""
+        return self._reading.lux
 
     def check(self, now: datetime) -> None:
         """Read the sensors and raise or clear alarms.
