@@ -5,12 +5,20 @@ driver's minimum), ramps up over a short warm-up after the relay closes, and rea
 the relay is open. Failures are injected by the bench or a test while it runs: a dead lamp,
 a relay stuck open or closed, a driver that ignores dimming. Time comes from the injected
 clock, so a simulated night runs in milliseconds.
+
+For the gpio backend on mock pins (the bench, integrators without a cabinet),
+:class:`MockLantern` plays the lantern behind the pins: its current-sense input follows the
+relay output like a real lamp's would, unless the lamp is dead; :func:`clocked_pwm_factory`
+gives mock pins that take a dimming duty cycle and time their history on the injected clock.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
+from gpiozero.pins.mock import MockPWMPin
+
+from edge.equipment.bollard_sim import ClockedMockFactory, ClockedMockPin
 from edge.equipment.lamp import LED_MIN_DIM_FRACTION, LampDriverError, LampReading
 from ondijon.clock import Clock
 
@@ -89,3 +97,85 @@ class SimulatedLamp:
     def _check_broken(self) -> None:
         if self.broken:
             raise LampDriverError("simulated backend failure")
+
+
+class ClockedMockPWMPin(ClockedMockPin, MockPWMPin):  # type: ignore[misc]
+    """A clocked mock pin that also takes a PWM duty cycle (a lamp's dimming line).
+
+    gpiozero's ``PWMOutputDevice`` refuses a pin without PWM, and a mock factory hands out
+    one pin class: a factory whose pins are all of this class serves lamps, signal heads and
+    plain inputs alike, with ``pin.states`` timed by the injected clock.
+    """
+
+
+def clocked_pwm_factory(clock: Clock) -> ClockedMockFactory:
+    """A :class:`ClockedMockFactory` whose pins support PWM, for lamps on mock pins."""
+    factory = ClockedMockFactory(clock)
+    factory.pin_class = ClockedMockPWMPin
+    return factory
+
+
+class MockLantern:
+    """The lantern behind a gpio lamp's relay and current-sense pins, on clocked mock pins.
+
+    A :class:`~edge.equipment.lamp.GpioLamp` on mock pins reads its sense input low whatever
+    it drives, so every lamp would look dead. This plays the street side: while the relay
+    contacts are closed and the lantern is healthy, current flows and the sense input reads
+    high, the moment the relay pin changes, as a current transformer on the feeder would.
+
+    Attributes:
+        relay_pin: the relay output's mock pin.
+        sense_pin: the current-sense input's mock pin.
+    """
+
+    def __init__(
+        self,
+        factory: ClockedMockFactory,
+        *,
+        relay_pin: int | str,
+        sense_pin: int | str,
+        relay_active_high: bool = True,
+    ) -> None:
+        self.relay_pin: ClockedMockPin = factory.pin(relay_pin)
+        self.sense_pin: ClockedMockPin = factory.pin(sense_pin)
+        self._active_high = relay_active_high
+        self._dead = False
+        self.relay_pin.watchers.append(self._relay_moved)
+        self._sync()
+
+    @property
+    def dead(self) -> bool:
+        """The lamp or its driver has failed (or the sense wire is cut): no current."""
+        return self._dead
+
+    @dead.setter
+    def dead(self, value: bool) -> None:
+        self._dead = value
+        self._sync()
+
+    @property
+    def relay_closed(self) -> bool:
+        """Whether the relay output closes the contacts now (its polarity applied)."""
+        return bool(self.relay_pin.state) == self._active_high
+
+    @property
+    def lit(self) -> bool:
+        """Whether current flows through the lamp."""
+        return self.relay_closed and not self._dead
+
+    def detach(self) -> None:
+        """Stop following the relay (the sense input keeps its last level)."""
+        if self._relay_moved in self.relay_pin.watchers:
+            self.relay_pin.watchers.remove(self._relay_moved)
+
+    def _relay_moved(self, _state: bool) -> None:
+        self._sync()
+
+    def _sync(self) -> None:
+        # A sense input the agent has not opened yet is still an input: driving it is fine.
+        if self.sense_pin.function != "input":
+            return
+        if self.lit:
+            self.sense_pin.drive_high()
+        else:
+            self.sense_pin.drive_low()

@@ -1,0 +1,183 @@
+"""A signalised crossing on the bench: flashing amber on a conflict and when the agent stops.
+
+The agent selects the day plan from its schedule and hands it to the simulated controller,
+whose signal heads are on the bench's mock pins and whose conflict monitor reads those
+pins. The bench welds a green relay and pulls the agent away, and checks the *lamps*.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from datetime import datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from street import Street, document, street
+
+from protos.ondijon.v1 import link_pb2, schedule_pb2, signal_pb2
+
+START = datetime(2026, 6, 21, 8, 0, tzinfo=ZoneInfo("Europe/Paris"))
+# BCM pins of the heads: red, amber, green per group.
+HEADS = {"ns": (2, 3, 4), "ew": (5, 6, 7)}
+REDS_AND_GREENS = (2, 4, 5, 7)
+AMBERS = (3, 6)
+
+CROSSING = """
+[[signals]]
+id = "place-darcy"
+backend = "simulated"
+[signals.simulated]
+conflicts = [["ns", "ew"]]
+watchdog_s = 10
+[signals.simulated.heads.ns]
+red = 2
+amber = 3
+green = 4
+[signals.simulated.heads.ew]
+red = 5
+amber = 6
+green = 7
+"""
+
+PLANS = document(
+    link_pb2.DOCUMENT_KIND_SIGNAL_PLANS,
+    signal_pb2.SignalPlans(
+        intersection=signal_pb2.Intersection(
+            groups=[
+                signal_pb2.SignalGroup(
+                    id=group,
+                    kind=signal_pb2.SIGNAL_GROUP_KIND_VEHICLE,
+                    min_green_s=6,
+                    amber_s=3,
+                    all_red_s=2,
+                )
+                for group in HEADS
+            ],
+            intergreens=[
+                signal_pb2.Intergreen(from_group="ns", to_group="ew", seconds=5),
+                signal_pb2.Intergreen(from_group="ew", to_group="ns", seconds=5),
+            ],
+        ),
+        plans=[
+            signal_pb2.SignalPlan(
+                id="day",
+                cycle_s=60,
+                greens=[
+                    signal_pb2.GreenInterval(group="ns", start_s=0, end_s=29),
+                    signal_pb2.GreenInterval(group="ew", start_s=34, end_s=55),
+                ],
+            )
+        ],
+    ),
+)
+
+SCHEDULE = document(
+    link_pb2.DOCUMENT_KIND_SCHEDULE,
+    schedule_pb2.Schedule(
+        programs=[
+            schedule_pb2.Program(
+                id="day",
+                points=[
+                    schedule_pb2.SwitchPoint(
+                        local_time="00:00",
+                        signal_plan="day",
+                        signal_mode=schedule_pb2.SIGNAL_MODE_NORMAL,
+                    )
+                ],
+            )
+        ],
+        rules=[schedule_pb2.CalendarRule(program_id="day", priority=1)],
+    ),
+)
+
+
+def lit(bench: Street, pins: tuple[int, ...]) -> list[int]:
+    return [n for n in pins if bench.pins.pin(n).state]
+
+
+def all_out(bench: Street, pins: tuple[int, ...], *, after: datetime) -> datetime:
+    """The first instant after ``after`` when none of ``pins`` is lit (replaying the pins)."""
+    names = {f"GPIO{n}" for n in pins}
+    on: set[str] = set()  # the heads open with every lamp off
+    for change in bench.pins.history:
+        if change.pin not in names:
+            continue
+        if change.state:
+            on.add(change.pin)
+        else:
+            on.discard(change.pin)
+        if change.at > after and not on:
+            return change.at
+    raise AssertionError(f"{sorted(names)} never all out after {after}")
+
+
+async def until_green(bench: Street, group: str) -> None:
+    """Run second by second until ``group``'s green lamp is lit."""
+    for _ in range(120):
+        if bench.pins.pin(HEADS[group][2]).state:
+            return
+        await bench.run_for(1)
+    raise AssertionError(f"{group} never turned green")
+
+
+def assert_flashing_amber(bench: Street, since: datetime) -> None:
+    """Every amber blinks once a second since ``since``; no red or green lit then."""
+    for number in AMBERS:
+        changes = [c for c in bench.pins.history if c.pin == f"GPIO{number}" and c.at >= since]
+        assert len(changes) >= 4, f"GPIO{number} does not blink"
+        assert all(b.state != a.state for a, b in itertools.pairwise(changes))
+        assert all(b.at - a.at == timedelta(seconds=1) for a, b in itertools.pairwise(changes))
+    late = [c for c in bench.pins.history if c.at > since and c.state]
+    assert {c.pin for c in late} <= {f"GPIO{n}" for n in AMBERS}
+    assert lit(bench, REDS_AND_GREENS) == []
+
+
+async def test_a_conflict_seen_on_the_pins_falls_to_flashing_amber(tmp_path: Path) -> None:
+    documents = [PLANS, SCHEDULE]
+    async with street(tmp_path, start=START, equipment=CROSSING, documents=documents) as bench:
+        await until_green(bench, "ns")
+        assert bench.crossing().aspects() == {"ns": "green", "ew": "red"}
+
+        welded = bench.clock.now()
+        bench.pins.pin(HEADS["ew"][2]).state = True  # the east-west green lights on its own
+        await bench.run_for(8)
+
+        # The monitor saw the two greens on the pins within the second: flashing amber,
+        # latched although the agent still asks for the day plan.
+        assert_flashing_amber(bench, welded + timedelta(seconds=1))
+        alarms = bench.events("signal.conflict_fault")
+        assert [(e.device_id, e.priority) for e in alarms] == [
+            ("place-darcy", link_pb2.EVENT_PRIORITY_ALARM)
+        ]
+        assert alarms[0].at.ToDatetime(tzinfo=welded.tzinfo) <= welded + timedelta(seconds=3)
+        state = bench.agent.signals[0].state().signal
+        assert state.conflict_fault
+        assert state.mode == schedule_pb2.SIGNAL_MODE_FLASHING_AMBER
+
+
+async def test_the_crossing_flashes_amber_when_the_agent_stops(tmp_path: Path) -> None:
+    documents = [PLANS, SCHEDULE]
+    async with street(tmp_path, start=START, equipment=CROSSING, documents=documents) as bench:
+        await until_green(bench, "ew")
+        crossing = bench.crossing()
+        await bench.stop_agent()
+        stopped = bench.clock.now()
+        # The controller has its own power and timing: it runs on without the agent.
+        controller = asyncio.create_task(crossing.run())
+        try:
+            await bench.run_for(7)
+            assert lit(bench, REDS_AND_GREENS) != []  # the plan runs on for a while
+            await bench.run_for(10)
+            # Silent for more than watchdog_s (10 s; the last heartbeat was up to 2 s before
+            # the stop): every red and green out, flashing amber from then on.
+            flashing_from = all_out(bench, REDS_AND_GREENS, after=stopped)
+            assert (
+                stopped + timedelta(seconds=9) <= flashing_from <= stopped + timedelta(seconds=11)
+            )
+            assert_flashing_amber(bench, flashing_from)
+        finally:
+            controller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await controller

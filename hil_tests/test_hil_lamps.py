@@ -1,0 +1,96 @@
+"""Lamps on the bench: the agent, on its own, lights the street across a simulated dusk.
+
+The agent holds a lighting schedule from an earlier sync and cannot reach its orchestrator.
+The bench checks the relay and dimming *pins* (PWM duty cycles) at the sun's times for
+Dijon, and the outbox for the alarms the control centre would get.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from street import LAMPS, document, street, sun_event
+
+from edge.schedule.model import SunEvent
+from protos.ondijon.v1 import link_pb2, schedule_pb2
+
+DAY = datetime(2026, 6, 21, 12, 0, tzinfo=UTC)
+SUNSET = sun_event(DAY, SunEvent.SUNSET)
+CIVIL_DUSK = sun_event(DAY, SunEvent.CIVIL_DUSK)
+ELEVEN_PM = datetime(2026, 6, 21, 23, 0, tzinfo=ZoneInfo("Europe/Paris"))
+
+SCHEDULE = document(
+    link_pb2.DOCUMENT_KIND_SCHEDULE,
+    schedule_pb2.Schedule(
+        programs=[
+            schedule_pb2.Program(
+                id="night",
+                points=[
+                    schedule_pb2.SwitchPoint(
+                        sun_event=schedule_pb2.SUN_EVENT_SUNSET, lamp_level=60
+                    ),
+                    schedule_pb2.SwitchPoint(
+                        sun_event=schedule_pb2.SUN_EVENT_CIVIL_DUSK, lamp_level=100
+                    ),
+                    schedule_pb2.SwitchPoint(local_time="23:00", lamp_level=40),
+                    schedule_pb2.SwitchPoint(
+                        sun_event=schedule_pb2.SUN_EVENT_SUNRISE, lamp_level=0
+                    ),
+                ],
+            )
+        ],
+        rules=[schedule_pb2.CalendarRule(program_id="night", priority=1)],
+    ),
+)
+
+
+async def test_lamps_follow_the_schedule_across_dusk(tmp_path: Path) -> None:
+    start = SUNSET - timedelta(minutes=20)
+    async with street(tmp_path, start=start, lamps=LAMPS, documents=[SCHEDULE]) as bench:
+        for lamp in LAMPS:
+            bench.pins.pin(lamp.pwm).clear_states()
+            bench.pins.pin(lamp.relay).clear_states()
+        await bench.run_until(ELEVEN_PM + timedelta(minutes=5))
+
+        # Steps of one second: each switch lands within a second after its instant.
+        sunset_s = (SUNSET - start).total_seconds()
+        dusk_s = (CIVIL_DUSK - SUNSET).total_seconds()
+        late_s = (ELEVEN_PM - CIVIL_DUSK).total_seconds()
+        for lamp in LAMPS:
+            pwm = bench.pins.pin(lamp.pwm)
+            assert [s.state for s in pwm.states] == [0.0, 0.6, 1.0, 0.4]
+            pwm.assert_states_and_times([(0, 0.0), (sunset_s, 0.6), (dusk_s, 1.0), (late_s, 0.4)])
+            # Dark until sunset, then lit all evening (dimming never opens the relay).
+            relay = bench.pins.pin(lamp.relay)
+            assert [s.state for s in relay.states] == [False, True]
+            relay.assert_states_and_times([(0, False), (sunset_s, True)])
+        changes = {c.pin: c.at for c in bench.pins.history if c.pin == "GPIO18" and c.state == 0.6}
+        assert SUNSET <= changes["GPIO18"] < SUNSET + timedelta(seconds=1)
+
+        # Healthy lanterns: current flowed from the first second, no alarm at all.
+        assert all(bench.lanterns[lamp.device_id].lit for lamp in LAMPS)
+        assert [e.type for e in bench.events() if e.priority == link_pb2.EVENT_PRIORITY_ALARM] == []
+        assert {e.device_id for e in bench.events("energy_interval")} == {"lamp-1", "lamp-2"}
+
+
+async def test_a_lamp_with_a_dead_sense_input_raises_a_lamp_failure(tmp_path: Path) -> None:
+    start = SUNSET - timedelta(minutes=5)
+    async with street(tmp_path, start=start, lamps=LAMPS, documents=[SCHEDULE]) as bench:
+        bench.lanterns["lamp-2"].dead = True  # the sense input never sees current
+        await bench.run_until(SUNSET + timedelta(minutes=2))
+
+        failures = bench.events("lamp_failure")
+        assert [(e.device_id, e.priority) for e in failures] == [
+            ("lamp-2", link_pb2.EVENT_PRIORITY_ALARM)
+        ]
+        at = failures[0].at.ToDatetime(tzinfo=UTC)
+        # Seen at the first 30 s monitor pass after the switch, confirmed at the first pass
+        # after fault_delay_s (10 s) more: within two passes of the relay closing.
+        assert SUNSET + timedelta(seconds=10) <= at <= SUNSET + timedelta(seconds=61)
+        assert bench.agent.lamps[1].controller.state().lamp.faults == ["lamp_failure"]
+        assert bench.agent.lamps[0].controller.faults == frozenset()
+        # The dead lamp is still driven: its relay and dimming pins follow the schedule.
+        assert bench.pins.pin(LAMPS[1].relay).state
+        assert bench.pins.pin(LAMPS[1].pwm).state == 0.6
