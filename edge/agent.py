@@ -360,6 +360,23 @@ class Agent:
                     order.device_id,
                 )
             )
+        elif action == "bus_priority":
+            request = command.bus_priority
+            controller = [s for s in self.signals if s.device_id == request.device_id]
+            if not controller:
+                result.status = link_pb2.COMMAND_STATUS_REFUSED
+                result.detail = (
+                    f"bus_priority.device_id: no signal controller {request.device_id!r}"
+                )
+                return result
+            decision = await controller[0].request_bus_priority(request.approach, request.bus_id)
+            if decision is None:
+                result.status = link_pb2.COMMAND_STATUS_REFUSED
+                result.detail = f"bus_priority.approach: no group {request.approach!r}"
+                return result
+            result.status = link_pb2.COMMAND_STATUS_DONE
+            result.detail = str(decision.outcome)
+            return result
         elif action == "cancel_override":
             self.state.remove_override(command.cancel_override)
             self.overrides = [o for o in self.overrides if o.id != command.cancel_override]
@@ -544,6 +561,8 @@ class Agent:
         self.persist_counters()
         for lamp in self.lamps:
             lamp.controller.close()
+        for device in (*self.bollards, *self.signals, *([self.cabinet] if self.cabinet else [])):
+            device.close()
         self.outbox.close()
         self.state.close()
 

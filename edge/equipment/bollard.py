@@ -386,6 +386,10 @@ class BollardController:
         """The bollard's id."""
         return self._config.device_id
 
+    def close(self) -> None:
+        """Release the driver's pins (call after :meth:`run` has ended)."""
+        self._driver.close()
+
     @property
     def phase(self) -> Phase:
         """What the bollard is doing, in the rules' detail."""

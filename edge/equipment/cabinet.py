@@ -312,6 +312,10 @@ class CabinetMonitor:
         """The alarms currently raised."""
         return frozenset(self._alarms)
 
+    def close(self) -> None:
+        """Release the sensors."""
+        self._driver.close()
+
     @property
     def driver(self) -> CabinetDriver:
         """The backend (the bench sets a simulated cabinet's sensors through it)."""

@@ -536,6 +536,10 @@ class SignalController:
         """The controller's id."""
         return self._id
 
+    def close(self) -> None:
+        """Release the driver (its pins or connection)."""
+        self._driver.close()
+
     @property
     def plans(self) -> SignalPlans | None:
         """The validated plans document in force, if any."""

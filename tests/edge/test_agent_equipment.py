@@ -151,3 +151,46 @@ async def test_bollard_held_down_by_the_control_room(city: City) -> None:
                 break
             await asyncio.sleep(0.05)
         assert await done()
+
+
+async def command_result(city: City, command_id: str) -> control_pb2.GetCommandResponse:
+    for _ in range(200):
+        result = await call(
+            city.admin, "GetCommand", control_pb2.GetCommandRequest(command_id=command_id)
+        )
+        assert isinstance(result, control_pb2.GetCommandResponse)
+        if result.status in (link_pb2.COMMAND_STATUS_DONE, link_pb2.COMMAND_STATUS_REFUSED):
+            return result
+        await asyncio.sleep(0.05)
+    raise AssertionError("command never settled")
+
+
+async def test_bus_priority_is_rate_limited_and_logged(city: City) -> None:
+    config = await city.enrolled("crossing-2", signals=SIGNAL)
+    async with running(config, clock_step_s=0.5) as agent:
+        await asyncio.wait_for(agent.link.status.connected.wait(), 15)
+        await put(city, "crossing-2", link_pb2.DOCUMENT_KIND_SIGNAL_PLANS, plans())
+        await eventually(lambda: agent.signals[0].plans is not None)
+        outcomes = []
+        for n, (approach, bus) in enumerate(
+            [("ns", "bus-12"), ("ns", "bus-12"), ("tram", "bus-3")]
+        ):
+            command = link_pb2.Command(
+                command_id=f"bus-{n}",
+                bus_priority=link_pb2.BusPriorityRequest(
+                    device_id="darcy", approach=approach, bus_id=bus
+                ),
+            )
+            command.expires_at.FromDatetime(datetime.now(UTC) + timedelta(minutes=1))
+            await call(
+                city.admin,
+                "SendCommand",
+                control_pb2.SendCommandRequest(gateway_id="crossing-2", command=command),
+            )
+            outcomes.append(await command_result(city, f"bus-{n}"))
+        assert outcomes[0].status == link_pb2.COMMAND_STATUS_DONE
+        assert outcomes[0].detail == "granted"
+        # The same bus again while its grant lives is merged, not a second request.
+        assert outcomes[1].detail == "merged"
+        assert outcomes[2].status == link_pb2.COMMAND_STATUS_REFUSED
+        assert "approach" in outcomes[2].detail

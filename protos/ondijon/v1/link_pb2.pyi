@@ -532,6 +532,7 @@ class Command(_message.Message):
     OVERRIDE_FIELD_NUMBER: _builtins.int
     CANCEL_OVERRIDE_FIELD_NUMBER: _builtins.int
     BOLLARD_FIELD_NUMBER: _builtins.int
+    BUS_PRIORITY_FIELD_NUMBER: _builtins.int
     command_id: _builtins.str
     cancel_override: _builtins.str
     @_builtins.property
@@ -540,6 +541,8 @@ class Command(_message.Message):
     def override(self) -> _schedule_pb2.Override: ...
     @_builtins.property
     def bollard(self) -> Global___BollardCommand: ...
+    @_builtins.property
+    def bus_priority(self) -> Global___BusPriorityRequest: ...
     def __init__(
         self,
         *,
@@ -548,16 +551,48 @@ class Command(_message.Message):
         override: _schedule_pb2.Override | None = ...,
         cancel_override: _builtins.str = ...,
         bollard: Global___BollardCommand | None = ...,
+        bus_priority: Global___BusPriorityRequest | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "bollard", b"bollard", "cancel_override", b"cancel_override", "expires_at", b"expires_at", "override", b"override"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "bollard", b"bollard", "bus_priority", b"bus_priority", "cancel_override", b"cancel_override", "expires_at", b"expires_at", "override", b"override"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "bollard", b"bollard", "cancel_override", b"cancel_override", "command_id", b"command_id", "expires_at", b"expires_at", "override", b"override"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "bollard", b"bollard", "bus_priority", b"bus_priority", "cancel_override", b"cancel_override", "command_id", b"command_id", "expires_at", b"expires_at", "override", b"override"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_action: _TypeAlias = _typing.Literal["override", "cancel_override", "bollard"]  # noqa: Y015
+    _WhichOneofReturnType_action: _TypeAlias = _typing.Literal["override", "cancel_override", "bollard", "bus_priority"]  # noqa: Y015
     _WhichOneofArgType_action: _TypeAlias = _typing.Literal["action", b"action"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_action) -> _WhichOneofReturnType_action | None: ...
 
 Global___Command: _TypeAlias = Command  # noqa: Y015
+
+@_typing.final
+class BusPriorityRequest(_message.Message):
+    """A bus asks for priority at a crossing (from the operator's AVL system); the agent
+    rate-limits it, lets it expire, logs it, and forwards it to the signal controller.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEVICE_ID_FIELD_NUMBER: _builtins.int
+    APPROACH_FIELD_NUMBER: _builtins.int
+    BUS_ID_FIELD_NUMBER: _builtins.int
+    device_id: _builtins.str
+    """The signal controller."""
+    approach: _builtins.str
+    """The signal group the bus approaches on."""
+    bus_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        device_id: _builtins.str = ...,
+        approach: _builtins.str = ...,
+        bus_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approach", b"approach", "bus_id", b"bus_id", "device_id", b"device_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BusPriorityRequest: _TypeAlias = BusPriorityRequest  # noqa: Y015
 
 @_typing.final
 class BollardCommand(_message.Message):
