@@ -561,8 +561,12 @@ class Agent:
         self.persist_counters()
         for lamp in self.lamps:
             lamp.controller.close()
-        for device in (*self.bollards, *self.signals, *([self.cabinet] if self.cabinet else [])):
-            device.close()
+        for bollard in self.bollards:
+            bollard.close()
+        for signal in self.signals:
+            signal.close()
+        if self.cabinet is not None:
+            self.cabinet.close()
         self.outbox.close()
         self.state.close()
 
