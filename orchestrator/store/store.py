@@ -162,6 +162,22 @@ def _insert(conn: sa.Connection, table: sa.Table) -> Any:
     return _dialect_insert(conn.dialect.name, table)
 
 
+def _inserted(conn: sa.Connection, table: sa.Table, keys: list[str], **values: Any) -> bool:
+    """Insert one row unless its key exists; True if it was inserted.
+
+    ON CONFLICT DO NOTHING rather than look-then-insert: two replicas (or two
+    transactions) adding the same key at once must see a :class:`Conflict`, not an
+    integrity error from the database.
+    """
+    stmt = _insert(conn, table).values(**values).on_conflict_do_nothing(index_elements=keys)
+    return _rowcount(conn, stmt) == 1
+
+
+def _rowcount(conn: sa.Connection, stmt: Any) -> int:
+    # SQLAlchemy only keeps an INSERT's row count when asked (psycopg otherwise reports -1).
+    return int(conn.execute(stmt.execution_options(preserve_rowcount=True)).rowcount)
+
+
 def _dialect_insert(dialect: str, table: sa.Table) -> Any:
     if dialect == "postgresql":
         return postgresql.insert(table)
@@ -214,23 +230,21 @@ class Store:
         tags: Sequence[str],
         now: datetime,
     ) -> GatewayRecord:
-        exists = conn.execute(
-            sa.select(gateways.c.gateway_id).where(gateways.c.gateway_id == gateway_id)
-        ).first()
-        if exists:
-            raise Conflict(f"gateway_id: {gateway_id!r} is already registered")
-        conn.execute(
-            gateways.insert().values(
-                gateway_id=gateway_id,
-                serial=serial,
-                commune=commune,
-                latitude=latitude,
-                longitude=longitude,
-                time_zone=time_zone,
-                tags=list(tags),
-                created_at=now,
-            )
+        added = _inserted(
+            conn,
+            gateways,
+            ["gateway_id"],
+            gateway_id=gateway_id,
+            serial=serial,
+            commune=commune,
+            latitude=latitude,
+            longitude=longitude,
+            time_zone=time_zone,
+            tags=list(tags),
+            created_at=now,
         )
+        if not added:
+            raise Conflict(f"gateway_id: {gateway_id!r} is already registered")
         return self.get_gateway(conn, gateway_id)
 
     def get_gateway(self, conn: sa.Connection, gateway_id: str) -> GatewayRecord:
@@ -301,7 +315,13 @@ class Store:
         serial: str,
         now: datetime,
     ) -> None:
-        """Mark a token used; raise :class:`Conflict` saying why if it cannot be used."""
+        """Mark a token used; raise :class:`Conflict` saying why if it cannot be used.
+
+        Raises:
+            NotFound: no gateway ``gateway_id`` is registered.
+            Conflict: the token is unknown, bound to another serial, used or expired.
+        """
+        self.get_gateway(conn, gateway_id)
         row = conn.execute(
             sa.select(enrollment_tokens).where(enrollment_tokens.c.token_sha256 == token_sha256)
         ).first()
@@ -441,9 +461,15 @@ class Store:
             "issued_by": issued_by,
         }
         if current is None:
-            conn.execute(
-                desired_documents.insert().values(gateway_id=gateway_id, kind=kind, **values)
-            )
+            if not _inserted(
+                conn,
+                desired_documents,
+                ["gateway_id", "kind"],
+                gateway_id=gateway_id,
+                kind=kind,
+                **values,
+            ):
+                raise Conflict("expected_version: document changed concurrently, retry")
         else:
             # Compare-and-set on the version: two replicas editing at once cannot both win.
             done = conn.execute(
@@ -619,7 +645,7 @@ class Store:
             )
             .on_conflict_do_nothing(index_elements=["gateway_id", "sequence"])
         )
-        return int(conn.execute(stmt).rowcount)
+        return _rowcount(conn, stmt)
 
     def list_events(
         self, conn: sa.Connection, gateway_id: str, *, after_sequence: int, limit: int
@@ -678,20 +704,21 @@ class Store:
         now: datetime,
     ) -> None:
         self.get_gateway(conn, gateway_id)
-        if self.get_command(conn, command_id) is not None:
-            raise Conflict(f"command_id: {command_id!r} was already sent (commands run once)")
-        conn.execute(
-            commands.insert().values(
-                command_id=command_id,
-                gateway_id=gateway_id,
-                payload=payload,
-                expires_at=expires_at,
-                status=status,
-                created_at=now,
-                created_by=created_by,
-                updated_at=now,
-            )
+        added = _inserted(
+            conn,
+            commands,
+            ["command_id"],
+            command_id=command_id,
+            gateway_id=gateway_id,
+            payload=payload,
+            expires_at=expires_at,
+            status=status,
+            created_at=now,
+            created_by=created_by,
+            updated_at=now,
         )
+        if not added:
+            raise Conflict(f"command_id: {command_id!r} was already sent (commands run once)")
 
     def get_command(self, conn: sa.Connection, command_id: str) -> CommandRecord | None:
         row = conn.execute(sa.select(commands).where(commands.c.command_id == command_id)).first()
