@@ -22,6 +22,13 @@ Example::
     start = "2026-06-21T21:00:00+02:00"
     speed = 600
 
+    [firmware]              # optional: without it, firmware offers are refused
+    release_keys = ["/etc/ondijon/release-2026.pub"]   # pinned release keys (PEM), 1 or more
+    state_dir = "/var/lib/ondijon/firmware"             # slots, pointer, downloads
+    health_deadline_s = 300     # a new release must pass its health check within this
+    health_interval_s = 10
+    signature_threshold = 1     # distinct pinned keys that must have signed a release
+
     [[lamps]]               # equipment tables, see edge/equipment/*.py for their fields
     id = "lamp-001"
     backend = "gpio"
@@ -55,6 +62,17 @@ class ClockConfig:
 
 
 @dataclass(frozen=True)
+class FirmwareConfig:
+    """Where the firmware slots live and which release keys the agent trusts."""
+
+    release_keys: tuple[Path, ...]
+    state_dir: Path
+    health_deadline_s: float = 300.0
+    health_interval_s: float = 10.0
+    signature_threshold: int = 1
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     gateway_id: str
     serial: str
@@ -71,6 +89,7 @@ class AgentConfig:
     outbox_max_bytes: int
     equipment: dict[str, Section] = field(default_factory=dict)
     source: Path | None = None
+    firmware: FirmwareConfig | None = None
 
     @property
     def identity_dir(self) -> Path:
@@ -88,7 +107,16 @@ class AgentConfig:
     @classmethod
     def from_section(cls, data: Section) -> AgentConfig:
         data.unknown(
-            {"gateway", "orchestrator", "site", "clock", "link", "outbox", *EQUIPMENT_KINDS}
+            {
+                "gateway",
+                "orchestrator",
+                "site",
+                "clock",
+                "link",
+                "outbox",
+                "firmware",
+                *EQUIPMENT_KINDS,
+            }
         )
         gateway = data.section("gateway", required=True)
         gateway.unknown({"id", "serial", "state_dir"})
@@ -129,12 +157,39 @@ class AgentConfig:
             report_interval_s=link.number("report_interval_s", 1.0, minimum=0.05),
             outbox_max_bytes=outbox.integer("max_bytes", 64 * 1024 * 1024, minimum=1024 * 1024),
             equipment=equipment,
+            firmware=_firmware(data),
         )
 
     @classmethod
     def load(cls, path: Path) -> AgentConfig:
         config = cls.from_section(Section(load_toml(path), "", path.resolve().parent))
         return replace(config, source=path)
+
+
+def _firmware(data: Section) -> FirmwareConfig | None:
+    if "firmware" not in data.data:
+        return None
+    section = data.section("firmware")
+    section.unknown(
+        {
+            "release_keys",
+            "state_dir",
+            "health_deadline_s",
+            "health_interval_s",
+            "signature_threshold",
+        }
+    )
+    keys = section.texts("release_keys")
+    if not keys:
+        raise ConfigError("firmware.release_keys", "pin at least one release public key")
+    base = section.base_dir
+    return FirmwareConfig(
+        release_keys=tuple(Path(k) if Path(k).is_absolute() else base / k for k in keys),
+        state_dir=section.path("state_dir"),
+        health_deadline_s=section.number("health_deadline_s", 300.0, minimum=1),
+        health_interval_s=section.number("health_interval_s", 10.0, minimum=0.01),
+        signature_threshold=section.integer("signature_threshold", 1, minimum=1),
+    )
 
 
 def _clock(section: Section) -> ClockConfig:
