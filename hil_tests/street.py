@@ -40,12 +40,12 @@ SITE = Site(latitude=47.322, longitude=5.0415, time_zone="Europe/Paris")
 
 @dataclass(frozen=True)
 class LampPins:
-    """One gpio lamp's pins on the mock header (BCM numbers)."""
+    """One gpio lamp's pins: BCM numbers or gpiozero names (``"GPIO17"``)."""
 
     device_id: str
-    relay: int
-    pwm: int
-    sense: int
+    relay: int | str
+    pwm: int | str
+    sense: int | str
 
 
 LAMPS = (LampPins("lamp-1", 17, 18, 27), LampPins("lamp-2", 22, 23, 24))
