@@ -1,0 +1,278 @@
+"""What the nothing-lost tests share: an agent process to kill, a link to cut, and the
+orchestrator's view of a gateway's events read back through the admin API.
+
+- :class:`AgentProcess` runs :mod:`tests.nothing_lost.agent_driver` (the real agent) and
+  collects what it promised (sequence -> fingerprint of every durable append).
+- :class:`LinkProxy` is a TCP proxy on loopback between an agent and the orchestrator: it
+  can refuse connections (the orchestrator is unreachable) or cut the live ones after a
+  given number of bytes, i.e. in the middle of a message.
+- :func:`stored_events` pages through ``ListEvents``; :func:`gateway` is ``GetGateway``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+
+from ondijon.admin import call
+from protos.ondijon.v1 import control_pb2, link_pb2, schedule_pb2
+from tests.conftest import City
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+async def eventually(check: Callable[[], object], timeout: float = 20.0) -> None:
+    """Poll ``check`` until it returns truthy (real processes, real network)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.05)
+
+
+# -- the agent in its own process -------------------------------------------------------------
+
+
+class AgentProcess:
+    """One run of the real agent; ``promised`` fills as it reports durable appends."""
+
+    def __init__(self, config: Path, *, start: datetime, speed: float, **options: str) -> None:
+        self.config = config
+        self.start_at = start
+        self.speed = speed
+        self.options = options
+        self.promised: dict[int, str] = {}
+        self.pending = -1  # events in the outbox, as last reported
+        self.last_sequence = -1
+        self.ready = asyncio.Event()
+        self.process: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self.started_monotonic = 0.0
+
+    async def start(self) -> None:
+        argv = [
+            sys.executable,
+            "-m",
+            "tests.nothing_lost.agent_driver",
+            "--config",
+            str(self.config),
+            "--start",
+            self.start_at.isoformat(),
+            "--speed",
+            str(self.speed),
+        ]
+        for name, value in self.options.items():
+            argv += [f"--{name.replace('_', '-')}", value]
+        env = dict(os.environ, GPIOZERO_PIN_FACTORY="mock", PYTHONUNBUFFERED="1")
+        self.started_monotonic = asyncio.get_running_loop().time()
+        self.process = await asyncio.create_subprocess_exec(
+            *argv,
+            cwd=ROOT,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        self._reader = asyncio.create_task(self._read())
+        ready = asyncio.create_task(self.ready.wait())
+        await asyncio.wait({ready, self._reader}, timeout=30, return_when="FIRST_COMPLETED")
+        if not self.ready.is_set():
+            ready.cancel()
+            raise AssertionError(f"the agent did not start: {await self._stderr()}")
+
+    async def _read(self) -> None:
+        assert self.process is not None and self.process.stdout is not None
+        while line := await self.process.stdout.readline():
+            if not line.endswith(b"\n"):
+                break  # cut by the kill: never reported
+            parts = line.split()
+            if parts[0] == b"R":
+                sequence = int(parts[1])
+                assert sequence not in self.promised, f"sequence {sequence} given twice"
+                self.promised[sequence] = parts[2].decode()
+            elif parts[0] == b"P":
+                self.pending, self.last_sequence = int(parts[1]), int(parts[2])
+            elif parts[0] == b"READY":
+                self.ready.set()
+
+    async def _stderr(self) -> str:
+        assert self.process is not None and self.process.stderr is not None
+        with contextlib.suppress(TimeoutError):
+            return (await asyncio.wait_for(self.process.stderr.read(), 5)).decode()[-3000:]
+        return ""
+
+    def simulated_now(self) -> datetime:
+        """An instant at or after the agent's simulated clock (it started after we did)."""
+        from datetime import timedelta
+
+        elapsed = asyncio.get_running_loop().time() - self.started_monotonic
+        return self.start_at + timedelta(seconds=elapsed * self.speed)
+
+    async def kill(self) -> None:
+        """SIGKILL: no handler runs, nothing is flushed or closed."""
+        assert self.process is not None
+        with contextlib.suppress(ProcessLookupError):
+            self.process.send_signal(signal.SIGKILL)
+        code = await self.process.wait()
+        assert code == -signal.SIGKILL, f"the agent had stopped on its own: {await self._stderr()}"
+        if self._reader is not None:
+            await self._reader
+
+    async def stop(self) -> None:
+        """SIGTERM: the agent closes its files as ``ondijon edge run`` does."""
+        assert self.process is not None
+        with contextlib.suppress(ProcessLookupError):
+            self.process.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(self.process.wait(), 20)
+        if self._reader is not None:
+            await self._reader
+
+
+# -- a link that can be cut -----------------------------------------------------------------
+
+
+class LinkProxy:
+    """A TCP proxy on 127.0.0.1 in front of the orchestrator's port."""
+
+    def __init__(self, upstream_port: Callable[[], int]) -> None:
+        self.upstream_port = upstream_port
+        self.online = True
+        self.port = 0
+        self.connections = 0
+        self.cuts = 0
+        self._cut_after: int | None = None
+        self._live: set[asyncio.StreamWriter] = set()
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> LinkProxy:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        self.cut_now()
+        await self._server.wait_closed()
+
+    @property
+    def address(self) -> str:
+        return f"localhost:{self.port}"
+
+    def cut_now(self) -> None:
+        """Reset every live connection (no goodbye on either side)."""
+        for writer in list(self._live):
+            writer.transport.abort()
+        self._live.clear()
+
+    def cut_after(self, upstream_bytes: int) -> None:
+        """Cut the live connections once ``upstream_bytes`` more went towards the orchestrator."""
+        self._cut_after = upstream_bytes
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not self.online:
+            writer.transport.abort()
+            return
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port())
+        except OSError:
+            writer.transport.abort()
+            return
+        self.connections += 1
+        self._live |= {writer, up_writer}
+        await asyncio.gather(
+            self._pipe(reader, up_writer, upstream=True),
+            self._pipe(up_reader, writer, upstream=False),
+            return_exceptions=True,
+        )
+        for w in (writer, up_writer):
+            self._live.discard(w)
+            w.transport.abort()
+
+    async def _pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, upstream: bool
+    ) -> None:
+        while chunk := await reader.read(65536):
+            if upstream and self._cut_after is not None:
+                if len(chunk) >= self._cut_after:
+                    # Half a message reaches the orchestrator, then the line goes dead.
+                    writer.write(chunk[: self._cut_after])
+                    await writer.drain()
+                    self._cut_after = None
+                    self.cuts += 1
+                    self.cut_now()
+                    return
+                self._cut_after -= len(chunk)
+            writer.write(chunk)
+            await writer.drain()
+        writer.transport.abort()
+
+
+# -- the orchestrator's view ----------------------------------------------------------------
+
+
+async def gateway(city: City, gateway_id: str) -> control_pb2.Gateway:
+    response = await call(
+        city.admin, "GetGateway", control_pb2.GetGatewayRequest(gateway_id=gateway_id)
+    )
+    assert isinstance(response, control_pb2.GetGatewayResponse)
+    return response.gateway
+
+
+async def stored_events(city: City, gateway_id: str) -> list[control_pb2.StoredEvent]:
+    """Every event the orchestrator stored for ``gateway_id``, by sequence."""
+    result: list[control_pb2.StoredEvent] = []
+    after = 0
+    while True:
+        response = await call(
+            city.admin,
+            "ListEvents",
+            control_pb2.ListEventsRequest(gateway_id=gateway_id, after_sequence=after, limit=1000),
+        )
+        assert isinstance(response, control_pb2.ListEventsResponse)
+        if not response.events:
+            return result
+        result += response.events
+        after = response.events[-1].event.sequence
+
+
+def lamp_override(
+    override_id: str, level: int, start: datetime, minutes: float
+) -> link_pb2.Command:
+    """An operator's lamp override, timed on the agent's (simulated) clock."""
+    from datetime import timedelta
+
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    def ts(when: datetime) -> Timestamp:
+        stamp = Timestamp()
+        stamp.FromDatetime(when)
+        return stamp
+
+    end = start + timedelta(minutes=minutes)
+    return link_pb2.Command(
+        command_id=f"cmd-{override_id}",
+        expires_at=ts(start + timedelta(days=3)),
+        override=schedule_pb2.Override(
+            id=override_id,
+            start=ts(start),
+            expiry=ts(end),
+            priority=5,
+            kind=schedule_pb2.DEVICE_KIND_LAMP,
+            lamp_level=level,
+        ),
+    )
+
+
+async def send_command(city: City, gateway_id: str, command: link_pb2.Command) -> None:
+    response = await call(
+        city.admin,
+        "SendCommand",
+        control_pb2.SendCommandRequest(gateway_id=gateway_id, command=command),
+    )
+    assert isinstance(response, control_pb2.SendCommandResponse)
