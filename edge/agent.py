@@ -33,6 +33,8 @@ from edge.equipment.lamp import LampConfig, LampController, LampCounters, connec
 from edge.equipment.metering import QuarterHourMeter
 from edge.equipment.signal import SignalConfig, SignalController, SignalDriverError, build_driver
 from edge.equipment.signal_plan import SignalPlanError, plans_from_proto, validate_plans
+from edge.firmware.agent_side import AgentFirmware
+from edge.firmware.boot import HealthCheck
 from edge.firmware.notify import Notifier, watchdog_interval
 from edge.identity import Credentials
 from edge.link import GatewayLinkClient
@@ -54,7 +56,14 @@ from edge.storage.outbox import Outbox
 from edge.storage.overflow import OutboxLimits
 from edge.storage.state import AgentState, DeviceCounters, DocumentVerdict
 from ondijon.clock import Clock, SimulatedClock, SystemClock
-from protos.ondijon.v1 import access_pb2, link_pb2, schedule_pb2, signal_pb2, state_pb2
+from protos.ondijon.v1 import (
+    access_pb2,
+    firmware_pb2,
+    link_pb2,
+    schedule_pb2,
+    signal_pb2,
+    state_pb2,
+)
 
 log = logging.getLogger("ondijon.edge.agent")
 
@@ -146,6 +155,16 @@ class Agent:
             limits=OutboxLimits(max_disk_bytes=config.outbox_max_bytes),
         )
         self.link = GatewayLinkClient(config, self, self.outbox)
+        self.firmware = AgentFirmware(
+            config.firmware,
+            clock=clock,
+            base_version=self.firmware_version,
+            channel=lambda: self.link.channel,
+            send=self.link.send_firmware_progress,
+            record=self.record,
+        )
+        # The launcher booted the active slot: its version is the one running.
+        self.firmware_version = self.firmware.running_version
         self.meter = QuarterHourMeter()
         self._wake = asyncio.Event()
         self.schedule: Schedule | None = None
@@ -264,7 +283,37 @@ class Agent:
         return states
 
     async def on_connected(self, channel: grpc.aio.Channel, credentials: Credentials) -> None:
-        return None
+        self.firmware.on_connected()
+
+    # -- firmware (edge.firmware.agent_side) ---------------------------------------------------
+
+    async def on_firmware_offer(self, offer: firmware_pb2.FirmwareOffer) -> None:
+        self.firmware.offer(offer)
+
+    def health_checks(self) -> dict[str, HealthCheck]:
+        """What a new release must show before it is committed."""
+
+        async def orchestrator() -> bool:
+            return self.link.status.connected.is_set()
+
+        async def drivers() -> bool:
+            self.device_states()  # every device answers
+            return not any("driver_failure" in lamp.controller.faults for lamp in self.lamps)
+
+        async def schedule() -> bool:
+            now = self.clock.now()
+            for kind in (DeviceKind.LAMP, DeviceKind.BOLLARD, DeviceKind.SIGNAL):
+                evaluate(self.schedule, self.site, now, kind=kind, device_id="", overrides=[])
+            return True
+
+        return {"orchestrator": orchestrator, "drivers": drivers, "schedule": schedule}
+
+    async def _firmware_start_up(self) -> None:
+        try:
+            await self.firmware.start_up(self.health_checks())
+        except Exception:
+            # The street runs whatever happens to the firmware bookkeeping.
+            log.exception("firmware start-up failed")
 
     async def accept_document(self, document: link_pb2.DesiredDocument) -> str:
         """Validate, store atomically, apply; returns "" or why the document is refused."""
@@ -542,6 +591,7 @@ class Agent:
             asyncio.create_task(self._monitor_loop(), name="monitor"),
             asyncio.create_task(self._persist_loop(), name="persist"),
             asyncio.create_task(self.link.run(), name="link"),
+            asyncio.create_task(self._firmware_start_up(), name="firmware"),
         ]
         if ready is not None:
             ready()
@@ -558,6 +608,7 @@ class Agent:
             self.close()
 
     def close(self) -> None:
+        self.firmware.close()
         self.persist_counters()
         for lamp in self.lamps:
             lamp.controller.close()

@@ -27,11 +27,12 @@ import grpc
 
 from edge.config import AgentConfig
 from edge.identity import Credentials, channel_options, load_credentials
-from protos.ondijon.v1 import link_pb2, link_pb2_grpc, state_pb2
+from protos.ondijon.v1 import firmware_pb2, link_pb2, link_pb2_grpc, state_pb2
 
 log = logging.getLogger("ondijon.edge.link")
 
-PROTOCOL_REVISION = 1
+# 2: the agent takes firmware offers and reports firmware progress.
+PROTOCOL_REVISION = 2
 
 
 class AgentPort(Protocol):
@@ -51,6 +52,10 @@ class AgentPort(Protocol):
 
     async def on_connected(self, channel: grpc.aio.Channel, credentials: Credentials) -> None:
         """Called once a stream is up (e.g. to renew the certificate)."""
+        ...
+
+    async def on_firmware_offer(self, offer: firmware_pb2.FirmwareOffer) -> None:
+        """The orchestrator offers a release (taken in the background)."""
         ...
 
 
@@ -116,6 +121,9 @@ class GatewayLinkClient:
         self._changed: dict[str, state_pb2.DeviceState] = {}
         self._state_dirty = asyncio.Event()
         self._events_ready = asyncio.Event()
+        # The open stream's channel and session, for firmware downloads and progress.
+        self.channel: grpc.aio.Channel | None = None
+        self._current: _Session | None = None
 
     # -- called by the agent ---------------------------------------------------------------
 
@@ -127,6 +135,14 @@ class GatewayLinkClient:
     def events_recorded(self) -> None:
         """The outbox has new events."""
         self._events_ready.set()
+
+    def send_firmware_progress(self, progress: firmware_pb2.FirmwareProgress) -> bool:
+        """Send firmware progress on the open stream; ``False`` when there is none."""
+        session = self._current
+        if session is None:
+            return False
+        session.outgoing.put_nowait(link_pb2.ConnectRequest(firmware_progress=progress))
+        return True
 
     # -- connection loop -------------------------------------------------------------------
 
@@ -169,11 +185,14 @@ class GatewayLinkClient:
                         welcomed = True
                         self.status.sessions += 1
                         self.status.connected.set()
+                        self.channel, self._current = channel, session
                         session.on_welcome(response.welcome)
                         await self.agent.on_connected(channel, credentials)
                     else:
                         await session.handle(response)
             finally:
+                if self._current is session:
+                    self.channel, self._current = None, None
                 session.close()
                 call.cancel()
             return welcomed
@@ -241,6 +260,8 @@ class _Session:
         elif body == "command":
             result = await self.client.agent.handle_command(response.command)
             self.outgoing.put_nowait(link_pb2.ConnectRequest(command_result=result))
+        elif body == "firmware_offer":
+            await self.client.agent.on_firmware_offer(response.firmware_offer)
 
     async def _on_document(self, document: link_pb2.DesiredDocument) -> None:
         error = await self.client.agent.accept_document(document)

@@ -1,0 +1,322 @@
+"""What the running agent does about firmware: take offers, confirm a new release, report.
+
+- **Offers** arrive on the link; :meth:`AgentFirmware.offer` runs
+  :func:`~edge.firmware.update.apply_offer` in the background (the street keeps running),
+  downloading on the link's channel (:mod:`edge.firmware.grpc_fetcher`). A cut download is
+  retried with jittered backoff and resumes where the durable data ends; one that still
+  fails is left for the orchestrator's next offer, which resumes it too. A part whose hash
+  does not match is refused at once: over mutual TLS it cannot be line noise.
+- **Offers are answered, never reapplied**: during a trial an offer is ignored (the trial's
+  outcome is coming); an offer of the running version is answered COMMITTED; an offer of a
+  release this gateway already rolled back in the same campaign is answered ROLLED_BACK
+  with the reason. So the orchestrator may repeat offers freely.
+- **At start-up**, :meth:`AgentFirmware.start_up` runs the trial's health checks
+  (:func:`~edge.firmware.boot.confirm_trial`): commit, or roll back and restart.
+- **Outcomes** (COMMITTED, ROLLED_BACK, REFUSED, FAILED) go two ways: a ``FirmwareProgress``
+  on the link (fast, lost if the link drops) and an event in the durable outbox
+  (``firmware.<outcome>``, with the campaign id), which reaches the orchestrator exactly
+  once whatever happens. Progress stages go on the link only.
+
+The restart is the supervisor's (systemd ``Restart=always``): the agent terminates itself
+a moment after reporting REBOOTING. Tests and the bench replace ``request_restart`` and
+play the supervisor: stop the Agent, run the launcher's boot step
+(:func:`~edge.firmware.boot.resolve_boot_slot`) on the same state directory, start a new
+Agent. Such an in-process "restart" still runs the base code; the version it reports is
+the slot's, which is what the launcher would have put first on ``sys.path``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+
+from edge.config import FirmwareConfig
+from edge.equipment.base import EquipmentEvent, Priority
+from edge.firmware.boot import HealthCheck, TrialResult, confirm_trial, restart_via_supervisor
+from edge.firmware.download import ChunkFetcher
+from edge.firmware.errors import DownloadError, FirmwareRefused
+from edge.firmware.grpc_fetcher import ChannelSource, GrpcChunkFetcher
+from edge.firmware.slots import SlotStore
+from edge.firmware.update import TrustPolicy, apply_offer, pending_report
+from edge.firmware.verify import load_pinned_keys
+from ondijon.clock import Clock
+from protos.ondijon.v1 import firmware_pb2
+
+log = logging.getLogger("ondijon.edge.firmware")
+
+Stage = firmware_pb2.FirmwareStage
+OUTCOME_EVENTS = {
+    firmware_pb2.FIRMWARE_STAGE_COMMITTED: ("firmware.committed", Priority.EVENT),
+    firmware_pb2.FIRMWARE_STAGE_ROLLED_BACK: ("firmware.rolled_back", Priority.ALARM),
+    firmware_pb2.FIRMWARE_STAGE_REFUSED: ("firmware.refused", Priority.ALARM),
+    firmware_pb2.FIRMWARE_STAGE_FAILED: ("firmware.failed", Priority.ALARM),
+}
+FetcherFactory = Callable[[ChannelSource, str], ChunkFetcher]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How a cut download is retried before waiting for the next offer.
+
+    Attributes:
+        attempts: downloads tried per offer.
+        base_s: first delay; doubles every attempt (full jitter), up to ``cap_s``.
+        cap_s: longest delay.
+    """
+
+    attempts: int = 6
+    base_s: float = 2.0
+    cap_s: float = 60.0
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        return rng.uniform(0, min(self.cap_s, self.base_s * 2**attempt))
+
+
+class AgentFirmware:
+    """The agent's firmware glue (one per agent)."""
+
+    def __init__(
+        self,
+        config: FirmwareConfig | None,
+        *,
+        clock: Clock,
+        base_version: str,
+        channel: ChannelSource,
+        send: Callable[[firmware_pb2.FirmwareProgress], bool],
+        record: Callable[[EquipmentEvent], None],
+        request_restart: Callable[[], None] = restart_via_supervisor,
+        retry: RetryPolicy | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rng: random.Random | None = None,
+        fetcher: FetcherFactory = GrpcChunkFetcher,
+        restart_grace_s: float = 1.0,
+    ) -> None:
+        """Args:
+        config: the ``[firmware]`` section (``None``: offers are refused).
+        clock: the agent's clock (expiry checks, health-check deadline).
+        base_version: the version of the base install (what runs when no slot does).
+        channel: the link's current channel.
+        send: puts a progress message on the link; ``False`` when the link is down.
+        record: makes an event durable in the outbox.
+        request_restart: asks the supervisor for a restart.
+        retry: how cut downloads are retried.
+        sleep: waits between retries (real time: the network is real).
+        rng: jitter source.
+        fetcher: makes the fetcher of a release (the gRPC one by default).
+        restart_grace_s: time given to the link to send REBOOTING before the restart.
+        """
+        self.config = config
+        self.clock = clock
+        self.base_version = base_version
+        self.channel = channel
+        self.send = send
+        self.record = record
+        self.request_restart = request_restart
+        self.retry = retry or RetryPolicy()
+        self.sleep = sleep
+        self.rng = rng or random.Random()
+        self.fetcher = fetcher
+        self.restart_grace_s = restart_grace_s
+        self.store = SlotStore(config.state_dir) if config is not None else None
+        self.trust: TrustPolicy | None = None
+        self.trust_error = "firmware updates are not configured on this gateway ([firmware])"
+        if config is not None:
+            self._load_trust(config)
+        self.task: asyncio.Task[None] | None = None
+        self._unsent: list[firmware_pb2.FirmwareProgress] = []
+        self._last: firmware_pb2.FirmwareProgress | None = None
+
+    def _load_trust(self, config: FirmwareConfig) -> None:
+        pems = []
+        for index, path in enumerate(config.release_keys):
+            try:
+                pems.append(path.read_bytes())
+            except OSError as exc:
+                self.trust_error = f"firmware.release_keys[{index}]: cannot read {path}: {exc}"
+                return
+        try:
+            keys = load_pinned_keys(pems)
+        except FirmwareRefused as exc:
+            # A bad key file must not stop the street: offers are refused, saying why.
+            self.trust_error = f"firmware.release_keys: {exc}"
+            return
+        self.trust = TrustPolicy(keys, config.signature_threshold)
+
+    @property
+    def running_version(self) -> str:
+        """The version this boot runs: the active slot's, else the base install's."""
+        if self.store is None:
+            return self.base_version
+        state = self.store.read()
+        return state.version_of(state.active, self.base_version)
+
+    @property
+    def busy(self) -> bool:
+        return self.task is not None and not self.task.done()
+
+    # -- start-up -------------------------------------------------------------------------
+
+    async def start_up(self, checks: Mapping[str, HealthCheck]) -> TrialResult | None:
+        """Commit or roll back a trial, then report the outcome of the last one."""
+        if self.store is None or self.config is None:
+            return None
+        result = await confirm_trial(
+            self.store,
+            checks,
+            self.clock,
+            deadline=timedelta(seconds=self.config.health_deadline_s),
+            interval=timedelta(seconds=self.config.health_interval_s),
+            request_restart=self._restart_soon,
+        )
+        if result.verdict is not None:
+            log.info("firmware trial: %s (%s)", result.verdict.value, result.reason)
+        progress = pending_report(self.store, self.running_version)
+        if progress is not None:
+            self._record_outcome(progress)
+            # The outbox now holds it durably: the orchestrator will get it.
+            await asyncio.to_thread(self.store.mark_reported)
+            self._unsent.append(progress)
+            self.on_connected()
+        return result
+
+    def on_connected(self) -> None:
+        """The link is up: send outcomes it missed (the fast path; the outbox has them)."""
+        while self._unsent and self.send(self._unsent[0]):
+            self._unsent.pop(0)
+
+    # -- offers ---------------------------------------------------------------------------
+
+    def offer(self, offer: firmware_pb2.FirmwareOffer) -> None:
+        """Take an offer in the background (ignored while another one is being taken)."""
+        if self.busy:
+            log.info("firmware offer of %s ignored: an update is in progress", offer.version)
+            return
+        self.task = asyncio.create_task(self._take(offer), name=f"firmware {offer.version}")
+
+    def close(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+
+    async def _take(self, offer: firmware_pb2.FirmwareOffer) -> None:
+        try:
+            if self._answered(offer):
+                return
+            await self._apply(offer)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("firmware offer of %s failed", offer.version)
+            self._finish(offer, firmware_pb2.FIRMWARE_STAGE_FAILED, f"{type(exc).__name__}: {exc}")
+
+    def _answered(self, offer: firmware_pb2.FirmwareOffer) -> bool:
+        """Answer an offer that must not be installed; ``True`` if it was."""
+        if self.store is None or self.trust is None:
+            self._finish(offer, firmware_pb2.FIRMWARE_STAGE_REFUSED, self.trust_error)
+            return True
+        state = self.store.read()
+        if state.trial is not None:
+            log.info("firmware offer of %s ignored: a trial is running", offer.version)
+            return True
+        if offer.version == self.running_version:
+            self._finish(
+                offer, firmware_pb2.FIRMWARE_STAGE_COMMITTED, f"{offer.version} is already running"
+            )
+            return True
+        outcome = state.last_outcome
+        if (
+            outcome is not None
+            and outcome.result == "rolled_back"
+            and outcome.version == offer.version
+            and outcome.campaign_id == offer.campaign_id
+        ):
+            self._report(
+                self._progress(offer, firmware_pb2.FIRMWARE_STAGE_ROLLED_BACK, outcome.reason)
+            )
+            return True
+        return False
+
+    async def _apply(self, offer: firmware_pb2.FirmwareOffer) -> None:
+        assert self.store is not None and self.trust is not None
+        for attempt in range(self.retry.attempts):
+            try:
+                stage = await apply_offer(
+                    offer,
+                    fetcher=self.fetcher(self.channel, offer.version),
+                    store=self.store,
+                    trust=self.trust,
+                    running_version=self.running_version,
+                    clock=self.clock,
+                    report=self._report,
+                    request_restart=self._restart_soon,
+                )
+            except DownloadError as exc:
+                if exc.reason.startswith("SHA-256 does not match"):
+                    self._finish(offer, firmware_pb2.FIRMWARE_STAGE_REFUSED, str(exc))
+                    return
+                done = self._last.bytes_done if self._last is not None else 0
+                self._report(
+                    self._progress(
+                        offer,
+                        firmware_pb2.FIRMWARE_STAGE_DOWNLOADING,
+                        f"interrupted, will resume: {exc}",
+                        done,
+                    )
+                )
+                if attempt + 1 < self.retry.attempts:
+                    await self.sleep(self.retry.delay(attempt, self.rng))
+                continue
+            if stage in (firmware_pb2.FIRMWARE_STAGE_REFUSED, firmware_pb2.FIRMWARE_STAGE_FAILED):
+                last = self._last
+                self._record_outcome(last if last is not None else self._progress(offer, stage))
+            return
+        log.warning("firmware %s: download keeps failing; waiting for a new offer", offer.version)
+
+    # -- reporting ------------------------------------------------------------------------
+
+    def _progress(
+        self, offer: firmware_pb2.FirmwareOffer, stage: int, detail: str = "", done: int = 0
+    ) -> firmware_pb2.FirmwareProgress:
+        return firmware_pb2.FirmwareProgress(
+            campaign_id=offer.campaign_id,
+            version=offer.version,
+            stage=stage,  # type: ignore[arg-type]
+            bytes_done=done,
+            detail=detail[:1000],
+            running_version=self.running_version,
+        )
+
+    def _report(self, progress: firmware_pb2.FirmwareProgress) -> None:
+        self._last = progress
+        self.send(progress)
+
+    def _finish(self, offer: firmware_pb2.FirmwareOffer, stage: int, detail: str) -> None:
+        progress = self._progress(offer, stage, detail)
+        self._report(progress)
+        self._record_outcome(progress)
+
+    def _record_outcome(self, progress: firmware_pb2.FirmwareProgress) -> None:
+        kind = OUTCOME_EVENTS.get(progress.stage)
+        if kind is None:
+            return
+        event_type, priority = kind
+        self.record(
+            EquipmentEvent(
+                device_id="",
+                type=event_type,
+                priority=priority,
+                at=self.clock.now(),
+                message=progress.detail or Stage.Name(progress.stage),
+                attributes={
+                    "campaign_id": progress.campaign_id,
+                    "version": progress.version,
+                    "running_version": progress.running_version,
+                },
+            )
+        )
+
+    def _restart_soon(self) -> None:
+        asyncio.get_running_loop().call_later(self.restart_grace_s, self.request_restart)
