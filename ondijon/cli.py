@@ -11,6 +11,8 @@
     ondijon events [GATEWAY] [--watch]            event history or live feed
     ondijon edge enroll --config AGENT.toml --token T
     ondijon edge run --config AGENT.toml          run a cabinet's agent
+    ondijon release keygen|build|sign|upload|list agent releases (see ondijon.firmware_cli)
+    ondijon campaign create|list|show|pause|resume|abort   firmware campaigns
     ondijon demo                                  a local city: orchestrator + 3 cabinets
 
 Errors print one line naming what is wrong and exit non-zero.
@@ -120,6 +122,10 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--dir", type=Path, default=Path("demo-run"))
     demo.add_argument("--speed", type=float, default=120.0, help="simulated clock speed")
     demo.add_argument("--seconds", type=float, default=0, help="stop after this long (0: Ctrl-C)")
+
+    from ondijon.firmware_cli import add_commands
+
+    add_commands(sub)
     return parser
 
 
@@ -184,6 +190,10 @@ def _run(args: argparse.Namespace) -> int:
         from ondijon.demo import run_demo
 
         return run_demo(args.dir, speed=args.speed, seconds=args.seconds)
+    if args.command in ("release", "campaign"):
+        from ondijon.firmware_cli import run_firmware
+
+        return run_firmware(args)
     if getattr(args, "admin", None):
         from ondijon.admin import run_admin
 
