@@ -1,0 +1,249 @@
+"""The ``ondijon`` command on bad input: one line naming what is wrong, a non-zero exit,
+and nothing half-written.
+
+Configuration and CA mistakes run ``ondijon.cli.main`` in-process; enrollment mistakes run
+``python -m ondijon.cli edge enroll`` as the installer would, against a real orchestrator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from edge.config import AgentConfig
+from edge.identity import enroll as identity_enroll
+from ondijon.cli import main
+from provisioning.ca import CertificateAuthority
+from tests.conftest import City
+
+AGENT = """\
+[gateway]
+id = "dj-001"
+serial = "SN-1"
+state_dir = "state"
+[orchestrator]
+address = "localhost:7443"
+ca_file = "ca.pem"
+[site]
+latitude = 47.322
+longitude = 5.0415
+time_zone = "Europe/Paris"
+"""
+
+ORCHESTRATOR = """\
+[server]
+listen = "127.0.0.1:7443"
+[store]
+url = "sqlite:///orchestrator.db"
+[identity]
+ca_dir = "ca"
+"""
+
+
+def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    code = main(argv)
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda t: t.replace('time_zone = "Europe/Paris"', "time_zone = Europe"), "not valid TOML"),
+        (lambda t: t + "[link]\nreport_every = 1\n", "link.report_every: unknown setting"),
+        (lambda t: t + "[lamp]\nid = 'x'\n", "lamp: unknown setting"),
+        (
+            lambda t: t.replace('"localhost:7443"', '"localhost"'),
+            "orchestrator.address: 'localhost' is not host:port",
+        ),
+        (
+            lambda t: t.replace('"localhost:7443"', '"localhost:99999"'),
+            "orchestrator.address: 'localhost:99999' is not host:port",
+        ),
+        (
+            lambda t: t.replace("Europe/Paris", "Europe/Dijon"),
+            "site.time_zone: 'Europe/Dijon' is not an IANA time zone",
+        ),
+        (lambda t: t.split("[site]")[0], "site: is required"),
+        (lambda t: t.replace('id = "dj-001"', 'id = "dj 001"'), "gateway.id: 'dj 001' is not"),
+        (lambda t: t.replace("latitude = 47.322", "latitude = 147.3"), "site.latitude: must be"),
+        (lambda t: t.replace('serial = "SN-1"', "serial = 1"), "gateway.serial: must be a string"),
+    ],
+    ids=[
+        "bad-toml",
+        "unknown-key",
+        "unknown-section",
+        "no-port",
+        "bad-port",
+        "time-zone",
+        "missing-section",
+        "gateway-id",
+        "latitude",
+        "type",
+    ],
+)
+def test_a_bad_agent_config_names_the_field_and_writes_nothing(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    edit: object,
+    message: str,
+) -> None:
+    config = tmp_path / "agent.toml"
+    config.write_text(edit(AGENT))  # type: ignore[operator]
+    for command in (["edge", "enroll", "--token", "t"], ["edge", "run"]):
+        code, err = run([*command, "--config", str(config)], capsys)
+        assert code != 0
+        assert err.startswith("ondijon: error: ") and message in err
+        assert len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["agent.toml"]
+
+
+def test_a_missing_config_file_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = run(["edge", "run", "--config", str(tmp_path / "nope.toml")], capsys)
+    assert code != 0 and f"{tmp_path / 'nope.toml'}: no such configuration file" in err
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda t: t + "[limits]\nmax_streams = 5\n", "limits.max_streams: unknown setting"),
+        (
+            lambda t: t + "[limits]\nevent_window = true\n",
+            "limits.event_window: must be an integer",
+        ),
+        (lambda t: t + "[limits]\nhello_timeout_s = -1\n", "limits.hello_timeout_s: must be at"),
+        (
+            lambda t: t.replace("sqlite:///orchestrator.db", "mysql://db/ondijon"),
+            "store.url: must be a sqlite:/// or postgresql+psycopg:// URL",
+        ),
+        (
+            lambda t: t.replace('"127.0.0.1:7443"', '":7443"'),
+            "server.listen: ':7443' is not host:port",
+        ),
+        (lambda t: t.replace("[identity]", "[identity]\ntoken_ttl_hours = 0"), "token_ttl_hours"),
+        (lambda t: "[server\n" + t, "not valid TOML"),
+    ],
+    ids=["unknown-limit", "bool-limit", "negative", "store-url", "listen", "ttl", "bad-toml"],
+)
+def test_a_bad_orchestrator_config_names_the_field_and_creates_no_store(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], edit: object, message: str
+) -> None:
+    config = tmp_path / "orchestrator.toml"
+    config.write_text(edit(ORCHESTRATOR))  # type: ignore[operator]
+    for command in ("migrate", "serve"):
+        code, err = run(["orchestrator", command, "--config", str(config)], capsys)
+        assert code != 0
+        assert err.startswith("ondijon: error: ") and message in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["orchestrator.toml"]
+
+
+def test_ca_init_refuses_to_overwrite_a_ca(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    directory = tmp_path / "ca"
+    assert run(["ca", "init", "--dir", str(directory)], capsys)[0] == 0
+    before = {p.name: p.read_bytes() for p in directory.iterdir()}
+    assert {"root.key", "issuing.key", "root.pem", "issuing.pem"} <= set(before)
+    assert all((directory / k).stat().st_mode & 0o777 == 0o600 for k in ("root.key", "issuing.key"))
+
+    code, err = run(["ca", "init", "--dir", str(directory), "--name", "Other"], capsys)
+    assert code != 0 and f"{directory} already holds a CA" in err
+    assert {p.name: p.read_bytes() for p in directory.iterdir()} == before
+
+
+def test_ca_init_over_a_file_creates_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "taken").write_text("not a directory")
+    code, err = run(["ca", "init", "--dir", str(tmp_path / "taken" / "ca")], capsys)
+    assert code != 0 and err.startswith("ondijon: error: ")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
+
+
+# -- enrollment ------------------------------------------------------------------------------
+
+
+async def enroll(config: AgentConfig, token: str) -> tuple[int, str]:
+    """``ondijon edge enroll`` in a process of its own; returns (exit code, stderr)."""
+    assert config.source is not None
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "ondijon.cli",
+        "edge",
+        "enroll",
+        "--config",
+        str(config.source),
+        "--token",
+        token,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return process.returncode, err.decode()
+
+
+def installed(config: AgentConfig) -> bytes | None:
+    """The certificate the agent would present, if any."""
+    identity = config.state_dir / "identity"
+    certificates = sorted(identity.glob("cert-*/*")) if identity.exists() else []
+    if not config.cert_file.exists():
+        assert certificates == [], "a certificate was left outside identity/current"
+        return None
+    return config.cert_file.read_bytes()
+
+
+def variant(config: AgentConfig, name: str, old: str, new: str) -> AgentConfig:
+    """A copy of ``config`` with its own state directory and ``old`` replaced by ``new``."""
+    assert config.source is not None
+    directory = config.state_dir.parent / name
+    directory.mkdir()
+    text = config.source.read_text()
+    assert old in text
+    path = directory / "agent.toml"
+    path.write_text(text.replace(str(config.state_dir), str(directory)).replace(old, new))
+    return AgentConfig.load(path)
+
+
+@pytest.mark.integration
+async def test_refused_enrollments_say_why_and_install_nothing(city: City) -> None:
+    token = await city.register("dj-001")
+    good = city.agent_config("dj-001")
+    spent = await city.register("dj-002")
+    enrolled = city.agent_config("dj-002")
+    await identity_enroll(enrolled, spent)
+    certificate = installed(enrolled)
+    assert certificate is not None
+    foreign_root = city.tmp_path / "foreign-root.pem"
+    foreign_root.write_bytes(
+        CertificateAuthority.init(city.tmp_path / "foreign", now=datetime.now(UTC)).root_pem
+    )
+    attempts = {
+        "gateway_id: no gateway 'dj-404'": (city.agent_config("dj-404"), "some-token"),
+        "token: unknown enrollment token": (good, "not-the-token"),
+        "serial: the token is bound to another device serial": (
+            variant(good, "stolen", '"SN-dj-001"', '"SN-stolen"'),
+            token,
+        ),
+        "CERTIFICATE_VERIFY_FAILED": (
+            variant(good, "foreign", str(good.ca_file), str(foreign_root)),
+            token,
+        ),
+        "token: already used": (variant(enrolled, "reinstalled", "", ""), spent),
+    }
+    outcomes = await asyncio.gather(*(enroll(c, t) for c, t in attempts.values()))
+    for (code, err), (message, (config, _)) in zip(outcomes, attempts.items(), strict=True):
+        assert code != 0, err
+        # gRPC's own C core may log the TLS failure above; ours is one line, the last.
+        last = err.strip().splitlines()[-1]
+        assert last.startswith("ondijon: error: ") and message in last, err
+        assert installed(config) is None
+    assert installed(enrolled) == certificate  # a working identity is never touched
+
+    # The refusals did not spend the token: the rightful gateway enrolls with it.
+    await identity_enroll(good, token)
+    assert installed(good) is not None
