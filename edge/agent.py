@@ -38,6 +38,7 @@ from edge.firmware.boot import HealthCheck
 from edge.firmware.notify import Notifier, watchdog_interval
 from edge.identity import Credentials
 from edge.link import GatewayLinkClient
+from edge.renewal import keep_renewed
 from edge.schedule.errors import ScheduleError
 from edge.schedule.evaluator import evaluate
 from edge.schedule.model import (
@@ -284,6 +285,8 @@ class Agent:
 
     async def on_connected(self, channel: grpc.aio.Channel, credentials: Credentials) -> None:
         self.firmware.on_connected()
+        # Renews over this link at two thirds of the certificate's life (edge.renewal).
+        keep_renewed(self.config, channel, credentials)
 
     # -- firmware (edge.firmware.agent_side) ---------------------------------------------------
 
