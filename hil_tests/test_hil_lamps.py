@@ -54,7 +54,6 @@ async def test_lamps_follow_the_schedule_across_dusk(tmp_path: Path) -> None:
             bench.pins.pin(lamp.relay).clear_states()
         await bench.run_until(ELEVEN_PM + timedelta(minutes=5))
 
-        # Steps of one second: each switch lands within a second after its instant.
         sunset_s = (SUNSET - start).total_seconds()
         dusk_s = (CIVIL_DUSK - SUNSET).total_seconds()
         late_s = (ELEVEN_PM - CIVIL_DUSK).total_seconds()
@@ -66,8 +65,11 @@ async def test_lamps_follow_the_schedule_across_dusk(tmp_path: Path) -> None:
             relay = bench.pins.pin(lamp.relay)
             assert [s.state for s in relay.states] == [False, True]
             relay.assert_states_and_times([(0, False), (sunset_s, True)])
-        changes = {c.pin: c.at for c in bench.pins.history if c.pin == "GPIO18" and c.state == 0.6}
-        assert SUNSET <= changes["GPIO18"] < SUNSET + timedelta(seconds=1)
+            # assert_states_and_times allows 5 %; the history pins each switch down: the
+            # clock moves in 1 s steps, so each lands within the second after its instant.
+            switched = [c.at for c in bench.pins.history if c.pin == f"GPIO{lamp.pwm}"]
+            for at, due in zip(switched, (SUNSET, CIVIL_DUSK, ELEVEN_PM), strict=True):
+                assert due <= at < due + timedelta(seconds=1)
 
         # Healthy lanterns: current flowed from the first second, no alarm at all.
         assert all(bench.lanterns[lamp.device_id].lit for lamp in LAMPS)

@@ -1,0 +1,303 @@
+"""Agent footprint: RSS and idle CPU of one cabinet's agent, and its schedule evaluation cost.
+
+    .venv/bin/python bench/agent_bench.py [--seconds 60] [--lamps 100] [--no-orchestrator]
+
+The cabinet has ``--lamps`` simulated lamps, a simulated bollard and a simulated signal
+controller (its heads on gpiozero's mock pins), on the real clock, as in the street.
+
+1. Schedule evaluation, in this process: ``evaluate()`` for every lamp (the first pass,
+   astronomy and calendar caches cold, then the steady state), and one
+   ``Agent.apply_schedule()`` over the whole cabinet with nothing to change.
+2. The real processes (``ondijon orchestrator serve``, ``ondijon edge enroll``, ``ondijon
+   edge run``): the gateway is registered and enrolled, a lighting schedule (civil dusk,
+   23:00, 05:30, sunrise, a bollard and a crossing) and signal plans are pushed through the
+   admin API, and once the agent holds them its RSS and CPU are sampled with psutil for
+   ``--seconds`` while it is connected; then the orchestrator is stopped and the same
+   agent is measured again, alone, retrying with backoff. For scale, the RSS of a process
+   that only imports the agent's modules is printed first.
+
+CPU is the agent's user+system time over the wall time of the window, as a percentage of
+one core. Figures vary by ~10-20 % on a shared machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psutil
+from gpiozero.pins.mock import MockFactory
+
+from edge.agent import Agent
+from edge.config import AgentConfig
+from edge.schedule.evaluator import evaluate
+from edge.schedule.model import DeviceKind, Site
+from edge.schedule.wire import schedule_from_proto
+from edge.storage.state import AgentState
+from ondijon.admin import call
+from ondijon.clock import ManualClock
+from ondijon.demo import SIGNAL, lighting_program, signal_plans
+from ondijon.profile import Profile
+from orchestrator.config import OrchestratorConfig
+from protos.ondijon.v1 import control_pb2, link_pb2
+from provisioning.ca import CertificateAuthority
+from provisioning.operators import add_operator
+
+SITE = Site(latitude=47.3220, longitude=5.0415, time_zone="Europe/Paris")
+GATEWAY = "bench-cabinet"
+BOLLARD = '[[bollards]]\nid = "bollard-1"\nbackend = "simulated"\n'
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def agent_toml(root: Path, lamps: int, address: str, enroll_address: str) -> str:
+    tables = "\n".join(
+        f'[[lamps]]\nid = "lamp-{i:03d}"\nbackend = "simulated"\nnominal_power_w = 60'
+        for i in range(1, lamps + 1)
+    )
+    return (
+        f'[gateway]\nid = "{GATEWAY}"\nserial = "SN-{GATEWAY}"\nstate_dir = "{root / "agent"}"\n'
+        f'[orchestrator]\naddress = "{address}"\nenroll_address = "{enroll_address}"\n'
+        f'ca_file = "{root / "ca" / "root.pem"}"\n'
+        f"[site]\nlatitude = {SITE.latitude}\nlongitude = {SITE.longitude}\n"
+        f'time_zone = "{SITE.time_zone}"\n\n{tables}\n\n{BOLLARD}\n{SIGNAL}'
+    )
+
+
+# -- 1. schedule evaluation ---------------------------------------------------------------
+
+
+def evaluation_cost(lamps: int, root: Path) -> None:
+    schedule = schedule_from_proto(lighting_program())
+    now = datetime(2026, 11, 3, 18, 30, tzinfo=UTC)
+    ids = [f"lamp-{i:03d}" for i in range(1, lamps + 1)]
+
+    def one_pass() -> float:
+        start = time.perf_counter()
+        for device_id in ids:
+            evaluate(schedule, SITE, now, kind=DeviceKind.LAMP, device_id=device_id, overrides=[])
+        return time.perf_counter() - start
+
+    cold = one_pass()
+    warm = statistics.median(one_pass() for _ in range(200))
+    print(
+        f"evaluate() x {lamps} lamps: first pass {cold * 1e3:.1f} ms (caches cold), "
+        f"then {warm * 1e3:.2f} ms ({warm / lamps * 1e6:.1f} us per lamp)"
+    )
+
+    # The agent's whole pass: every lamp, the bollard and the crossing, nothing to change.
+    config_path = root / "inprocess.toml"
+    config_path.write_text(agent_toml(root / "inprocess", lamps, "127.0.0.1:9", "127.0.0.1:9"))
+    config = AgentConfig.load(config_path)
+    payload = lighting_program().SerializeToString()
+    with AgentState(config.state_dir / "state.json") as state:
+        state.accept_document(
+            link_pb2.DesiredDocument(
+                kind=link_pb2.DOCUMENT_KIND_SCHEDULE,
+                version=1,
+                digest=hashlib.sha256(payload).digest(),
+                payload=payload,
+            )
+        )
+    agent = Agent(config, ManualClock(now), pin_factory=MockFactory())
+    try:
+        agent.apply_schedule()  # the first pass switches every lamp
+        passes = []
+        for _ in range(100):
+            start = time.perf_counter()
+            agent.apply_schedule()
+            passes.append(time.perf_counter() - start)
+        print(
+            f"Agent.apply_schedule() ({lamps} lamps, bollard, crossing; nothing changes): "
+            f"{statistics.median(passes) * 1e3:.2f} ms per pass"
+        )
+    finally:
+        agent.close()
+
+
+def import_baseline() -> None:
+    """RSS of a process that only imports the agent: what the code costs before any state."""
+    probe = "import psutil, edge.agent; print(psutil.Process().memory_info().rss)"
+    rss = int(subprocess.run([sys.executable, "-c", probe], capture_output=True, check=True).stdout)
+    print(f"imports alone (python -c 'import edge.agent'): RSS {rss / (1024 * 1024):.1f} MiB")
+
+
+# -- 2. the real processes ----------------------------------------------------------------
+
+
+def spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+    env = dict(os.environ, GPIOZERO_PIN_FACTORY="mock", PYTHONUNBUFFERED="1")
+    with open(log, "ab") as handle:
+        return subprocess.Popen(
+            [sys.executable, "-m", "ondijon.cli", *args],
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+async def wait_port(port: int, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with contextlib.suppress(OSError):
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"nothing listens on port {port}")
+        await asyncio.sleep(0.1)
+
+
+def measure(pid: int, seconds: float, label: str) -> None:
+    """Sample RSS once a second and CPU over the window; print one line."""
+    process = psutil.Process(pid)
+    before, started = process.cpu_times(), time.monotonic()
+    rss: list[int] = []
+    while time.monotonic() - started < seconds:
+        rss.append(process.memory_info().rss)
+        time.sleep(1.0)
+    after, wall = process.cpu_times(), time.monotonic() - started
+    cpu = (after.user - before.user + after.system - before.system) / wall * 100
+    mib = 1024 * 1024
+    print(
+        f"{label}: RSS {statistics.median(rss) / mib:.1f} MiB (max {max(rss) / mib:.1f}), "
+        f"CPU {cpu:.2f} % of one core over {wall:.0f} s"
+    )
+
+
+async def gateway_connected(profile: Profile) -> bool:
+    listing = await call(profile, "ListGateways", control_pb2.ListGatewaysRequest())
+    assert isinstance(listing, control_pb2.ListGatewaysResponse)
+    return any(
+        g.gateway_id == GATEWAY and g.connected and len(g.held) >= 2 for g in listing.gateways
+    )
+
+
+async def footprint(root: Path, lamps: int, seconds: float, with_orchestrator: bool) -> None:
+    now = datetime.now(UTC)
+    CertificateAuthority.init(root / "ca", now=now)
+    port, enroll_port = free_port(), free_port()
+    (root / "orchestrator.toml").write_text(
+        f'[server]\nlisten = "127.0.0.1:{port}"\nenroll_listen = "127.0.0.1:{enroll_port}"\n'
+        f'[store]\nurl = "sqlite:///{root / "orchestrator.db"}"\n'
+        f'[identity]\nca_dir = "{root / "ca"}"\nstate_dir = "{root / "orchestrator"}"\n'
+    )
+    address = f"localhost:{port}"
+    profile = add_operator(
+        OrchestratorConfig.load(root / "orchestrator.toml"),
+        name="bench",
+        role="admin",
+        communes=["*"],
+        profile_dir=root / "profile",
+        address=address,
+        now=now,
+    )
+    config = root / "agent.toml"
+    config.write_text(agent_toml(root, lamps, address, f"localhost:{enroll_port}"))
+    orchestrator = spawn(
+        ["orchestrator", "serve", "--config", str(root / "orchestrator.toml")],
+        root / "orchestrator.log",
+    )
+    agent: subprocess.Popen[bytes] | None = None
+    try:
+        try:
+            await wait_port(port)
+            await wait_port(enroll_port)
+        except TimeoutError:
+            print((root / "orchestrator.log").read_text(errors="replace")[-3000:], file=sys.stderr)
+            raise
+        added = await call(
+            profile,
+            "AddGateway",
+            control_pb2.AddGatewayRequest(
+                gateway_id=GATEWAY,
+                serial=f"SN-{GATEWAY}",
+                commune="Dijon",
+                latitude=SITE.latitude,
+                longitude=SITE.longitude,
+                time_zone=SITE.time_zone,
+            ),
+        )
+        assert isinstance(added, control_pb2.AddGatewayResponse)
+        enroll = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "ondijon.cli", "edge", "enroll"),
+            *("--config", str(config), "--token", added.enrollment_token),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        output, _ = await enroll.communicate()
+        if enroll.returncode != 0:
+            raise RuntimeError(f"enrollment failed: {output.decode(errors='replace')}")
+        for kind, message in (
+            (link_pb2.DOCUMENT_KIND_SIGNAL_PLANS, signal_plans()),
+            (link_pb2.DOCUMENT_KIND_SCHEDULE, lighting_program()),
+        ):
+            await call(
+                profile,
+                "PutDesiredState",
+                control_pb2.PutDesiredStateRequest(
+                    gateway_id=GATEWAY, kind=kind, payload=message.SerializeToString()
+                ),
+            )
+        agent = spawn(["edge", "run", "--config", str(config)], root / "agent.log")
+        deadline = time.monotonic() + 60
+        while not await gateway_connected(profile):
+            if time.monotonic() > deadline or agent.poll() is not None:
+                raise RuntimeError(f"the agent did not sync; see {root / 'agent.log'}")
+            await asyncio.sleep(0.5)
+        await asyncio.sleep(5)  # let start-up settle (first reports, first metering pass)
+        if with_orchestrator:
+            measure(agent.pid, seconds, "agent, orchestrator reachable")
+        stop(orchestrator)
+        await asyncio.sleep(5)
+        measure(agent.pid, seconds, "agent, orchestrator gone    ")
+    finally:
+        for process in (agent, orchestrator):
+            if process is not None:
+                stop(process)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=60.0, help="each measuring window")
+    parser.add_argument("--lamps", type=int, default=100)
+    parser.add_argument(
+        "--no-orchestrator", action="store_true", help="measure only with the orchestrator gone"
+    )
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="agent-bench-") as tmp:
+        root = Path(tmp)
+        (root / "city").mkdir()
+        evaluation_cost(args.lamps, root)
+        import_baseline()
+        asyncio.run(footprint(root / "city", args.lamps, args.seconds, not args.no_orchestrator))
+
+
+if __name__ == "__main__":
+    main()
