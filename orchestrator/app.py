@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import grpc
 
@@ -14,6 +15,9 @@ from orchestrator.config import OrchestratorConfig
 from orchestrator.hub import Hub
 from orchestrator.store.runner import StoreRunner
 from provisioning.ca import CertificateAuthority
+
+if TYPE_CHECKING:
+    from orchestrator.campaigns import CampaignRunner
 
 log = logging.getLogger("ondijon.orchestrator")
 
@@ -29,6 +33,8 @@ class Orchestrator:
     hub: Hub
     ca: CertificateAuthority
     clock: Clock
+    # Firmware campaigns (orchestrator.campaigns), set by campaign_admin.install_firmware.
+    campaigns: CampaignRunner | None = None
     _cert_cache: dict[str, tuple[float, str | None]] = field(default_factory=dict)
 
     async def check_certificate(self, peer: Peer) -> None:

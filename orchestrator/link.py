@@ -142,6 +142,9 @@ class _Conversation:
                 await self.on_document_ack(request.document_ack)
             elif body == "command_result":
                 await self.on_command_result(request.command_result)
+            elif body == "firmware_progress":
+                if self.app.campaigns is not None:
+                    await self.app.campaigns.on_progress(self.gateway_id, request.firmware_progress)
             elif body == "hello":
                 raise WireError("hello", "sent twice on one stream")
             else:
@@ -180,6 +183,9 @@ class _Conversation:
         )
         await send_newer_documents(self.app, self.session, {(h.kind): h for h in held})
         await send_pending_commands(self.app, self.session)
+        if self.app.campaigns is not None:
+            # Firmware offers this gateway is waiting for (orchestrator.campaigns).
+            await self.app.campaigns.gateway_connected(self.session, hello)
 
     async def on_state(self, report: link_pb2.StateReport) -> None:
         check_state_report(report, self.app.config.limits.max_batch_devices)

@@ -22,6 +22,7 @@ import grpc
 from ondijon.clock import Clock
 from ondijon.files import write_atomic
 from orchestrator.app import Orchestrator
+from orchestrator.campaign_admin import install_firmware
 from orchestrator.config import OrchestratorConfig
 from orchestrator.control import ControlCentreService
 from orchestrator.enrollment import EnrollmentService
@@ -48,6 +49,8 @@ class Running:
     app: Orchestrator
 
     async def stop(self, grace: float = 2.0) -> None:
+        if self.app.campaigns is not None:
+            await self.app.campaigns.stop()
         await asyncio.gather(*(server.stop(grace) for server in self.servers))
         await self.app.runner.close()
         self.app.runner.store.close()
@@ -146,6 +149,7 @@ async def start(
     server = grpc.aio.server(options=_options(config))
     link_pb2_grpc.add_GatewayLinkServicer_to_server(GatewayLinkService(app), server)
     control_pb2_grpc.add_ControlCentreServicer_to_server(ControlCentreService(app), server)
+    install_firmware(app, server)
     enrollment_pb2_grpc.add_EnrollmentServicer_to_server(
         EnrollmentService(app, allow_enroll=False, allow_renew=True), server
     )
