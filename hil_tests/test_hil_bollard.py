@@ -58,6 +58,7 @@ SCHEDULE = document(
 
 
 def rising_edges(history: list[PinChange], pin: str) -> list[datetime]:
+    """When ``pin`` went high, in order."""
     return [c.at for c in history if c.pin == pin and c.state]
 
 
@@ -76,6 +77,7 @@ def assert_never_rises_onto_the_loop(history: list[PinChange]) -> None:
 
 
 async def wait_for_the_post(bench: Street, sim: SimulatedBollard, height: float) -> None:
+    """Run in 0.1 s steps until the post is at least ``height`` up."""
     for _ in range(200):
         if sim.position >= height:
             return

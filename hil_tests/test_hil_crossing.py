@@ -92,6 +92,7 @@ SCHEDULE = document(
 
 
 def lit(bench: Street, pins: tuple[int, ...]) -> list[int]:
+    """Which of ``pins`` are lit now."""
     return [n for n in pins if bench.pins.pin(n).state]
 
 

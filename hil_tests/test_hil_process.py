@@ -62,8 +62,9 @@ def test_the_agent_process_runs_its_street_alone_and_stops_cleanly(tmp_path: Pat
     agent = spawn_agent(config, state_dir, pin_factory="mock")
     try:
         agent.wait_ready()
-        # One simulated minute to dusk, then two monitor passes (30 s each) to confirm.
-        agent.keeps_running_for((60 + 60 + 30) / SPEED)
+        # One simulated minute to dusk, then at most two monitor passes (30 s each) to
+        # confirm; two more minutes of margin for a loaded machine.
+        agent.keeps_running_for((60 + 60 + 120) / SPEED)
     finally:
         code = agent.stop()
     assert code == 0, agent.tail()
@@ -75,7 +76,7 @@ def test_the_agent_process_runs_its_street_alone_and_stops_cleanly(tmp_path: Pat
     raised = failures[0].at.ToDatetime(tzinfo=UTC)
     # Under a clock running 60 times faster, a process's scheduling jitter of tens of
     # milliseconds is seconds of street time: the bounds allow for it.
-    assert SUNSET + timedelta(seconds=10) <= raised <= SUNSET + timedelta(seconds=90)
+    assert SUNSET + timedelta(seconds=10) <= raised <= SUNSET + timedelta(seconds=180)
     with AgentState(state_dir / "state.json") as state:
         counters = state.counters("lamp-1")
     assert counters.switch_count == 1  # switched on once, at dusk, and persisted on SIGTERM

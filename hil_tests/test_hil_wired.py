@@ -61,6 +61,7 @@ SCHEDULE = document(
 
 
 def _pin(value: str) -> int | str:
+    # "17" is a BCM number for gpiozero, "GPIO17" or "BOARD11" a name.
     return int(value) if value.isdigit() else value
 
 
