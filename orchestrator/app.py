@@ -1,4 +1,10 @@
-"""The orchestrator's shared parts, handed to every service: store, hub, CA, clock, limits."""
+"""The orchestrator's shared parts, handed to every service: store, hub, CA, clock, limits.
+
+Also the one certificate check every authenticated call goes through: TLS proved the
+caller holds a key the OnDijon CA certified; :meth:`Orchestrator.check_certificate` adds
+what gRPC Python cannot do, refusing certificates that are expired, unknown to the store or
+revoked. Refusals are audited (at most once per certificate per cache period).
+"""
 
 from __future__ import annotations
 
@@ -10,9 +16,12 @@ from typing import TYPE_CHECKING
 import grpc
 
 from ondijon.clock import Clock
+from orchestrator import audit
 from orchestrator.auth import AuthError, Peer
 from orchestrator.config import OrchestratorConfig
+from orchestrator.crl import CrlPublisher
 from orchestrator.hub import Hub
+from orchestrator.limits import RateLimits
 from orchestrator.store.runner import StoreRunner
 from provisioning.ca import CertificateAuthority
 
@@ -21,8 +30,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ondijon.orchestrator")
 
-# How long a certificate's "not revoked" answer is trusted before asking the store again;
-# revocations made through this process also cancel its open streams at once.
+# How long a certificate's "not revoked" answer is trusted before asking the store again.
+# Revocations made through this process take effect at once (cache entries dropped, open
+# streams cancelled); revocations made on another replica within this delay (the
+# revocation sweeper of each replica re-checks open streams as often).
 CERT_CACHE_SECONDS = 5.0
 
 
@@ -33,9 +44,14 @@ class Orchestrator:
     hub: Hub
     ca: CertificateAuthority
     clock: Clock
+    rates: RateLimits = field(default_factory=RateLimits)
+    crl: CrlPublisher = field(init=False)
     # Firmware campaigns (orchestrator.campaigns), set by campaign_admin.install_firmware.
     campaigns: CampaignRunner | None = None
     _cert_cache: dict[str, tuple[float, str | None]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.crl = CrlPublisher(self.ca, self.runner, self.config.state_dir / "crl.pem")
 
     async def check_certificate(self, peer: Peer) -> None:
         """Refuse certificates that are expired, unknown to the store or revoked."""
@@ -56,9 +72,52 @@ class Orchestrator:
                 verdict = None
             cached = (time.monotonic(), verdict)
             self._cert_cache[peer.serial_hex] = cached
+            if verdict is not None:
+                log.warning(
+                    "refused %s (certificate %s): %s", peer.identity, peer.serial_hex, verdict
+                )
+                await self.audit(
+                    actor=str(peer.identity),
+                    action="auth.refused",
+                    target=peer.serial_hex,
+                    result="refused",
+                    detail=verdict,
+                )
         if cached[1] is not None:
             raise AuthError(grpc.StatusCode.UNAUTHENTICATED, cached[1])
 
     def forget_certificates(self, serials: set[str]) -> None:
+        """Drop cached verdicts so the next call re-reads the store."""
         for serial in serials:
             self._cert_cache.pop(serial, None)
+
+    async def audit(
+        self,
+        *,
+        actor: str,
+        action: str,
+        target: str,
+        result: str,
+        commune: str = "",
+        detail: str = "",
+    ) -> None:
+        """Append an entry to the audit log, stamped with this orchestrator's clock.
+
+        Args:
+            actor: the caller's identity URI (``str(peer.identity)``).
+            action: what was attempted, dotted (``command.send``, ``gateway.revoke``).
+            target: what it was done to (a gateway id, ``<gateway>/<command id>``).
+            result: ``ok``, ``refused`` or ``error``.
+            commune: where, for scoped reading of the log.
+            detail: why it was refused, or what was done; never a secret.
+        """
+        await audit.write(
+            self.runner,
+            at=self.clock.now(),
+            actor=actor,
+            action=action,
+            target=target,
+            commune=commune,
+            result=result,
+            detail=detail,
+        )

@@ -1,8 +1,13 @@
 """ControlCentre: the admin API the CLI and the dashboard use.
 
 Callers are operators, identified by their client certificate; their role (viewer,
-operator, admin) and scope of communes come from the store. Every write lands in the
-audit log with who, what, where, when and the result, refused attempts included.
+operator, admin) and scope of communes come from the store at every call
+(:mod:`orchestrator.roles`). Every write lands in the audit log with who, what, where,
+when and the result, refused attempts included. Every field of a request is checked, and
+a refusal names the field and changes nothing.
+
+Identity administration (revocation, enrollment tokens, the audit log itself) is in
+:mod:`orchestrator.identity_admin`.
 """
 
 from __future__ import annotations
@@ -13,27 +18,22 @@ import logging
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
-from typing import Any, NoReturn, TypeVar
+from typing import Any, TypeVar
 
 import grpc
 import sqlalchemy as sa
 
+from orchestrator import identity_admin
 from orchestrator.app import Orchestrator
-from orchestrator.auth import AuthError, Peer, peer_of, require_role
 from orchestrator.devices import current_devices
 from orchestrator.hub import Watcher
 from orchestrator.link import send_newer_documents
-from orchestrator.store.store import (
-    Conflict,
-    GatewayRecord,
-    NotFound,
-    OperatorRecord,
-    StoreError,
-)
+from orchestrator.roles import ADMIN, OPERATOR, VIEWER, Attempt, Caller, Gatekeeper
+from orchestrator.store.store import Conflict, GatewayRecord, NotFound
 from orchestrator.validation import validate_document, validate_override
-from orchestrator.wire import WireError, document_message, stored_event, timestamp
+from orchestrator.wire import MAX_ID, WireError, document_message, stored_event, timestamp
 from protos.ondijon.v1 import control_pb2, control_pb2_grpc, link_pb2
-from provisioning.identity import IdentityError, Role, check_name
+from provisioning.identity import IdentityError, check_name
 from provisioning.tokens import new_token
 
 log = logging.getLogger("ondijon.orchestrator.control")
@@ -41,95 +41,14 @@ log = logging.getLogger("ondijon.orchestrator.control")
 T = TypeVar("T")
 Context = grpc.aio.ServicerContext[Any, Any]
 
-VIEWER, OPERATOR, ADMIN = "viewer", "operator", "admin"
-_RANK = {VIEWER: 0, OPERATOR: 1, ADMIN: 2}
 MAX_COMMAND_TTL = timedelta(days=7)
-
-
-class _Refused(Exception):
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
+MAX_COMMAND_ID = 64
 
 
 class ControlCentreService(control_pb2_grpc.ControlCentreServicer):
     def __init__(self, app: Orchestrator) -> None:
         self.app = app
-
-    # -- who may do what ---------------------------------------------------------------
-
-    async def _operator(self, context: Context, needed: str) -> tuple[Peer, OperatorRecord]:
-        try:
-            peer = peer_of(context)
-            require_role(peer, Role.OPERATOR)
-            await self.app.check_certificate(peer)
-        except AuthError as exc:
-            await context.abort(exc.code, str(exc))
-        store = self.app.runner.store
-        record = await self.app.runner.read(lambda c: store.get_operator(c, peer.identity.name))
-        if record is None or record.disabled:
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED, "operator is not registered")
-        if _RANK.get(record.role, -1) < _RANK[needed]:
-            await context.abort(
-                grpc.StatusCode.PERMISSION_DENIED,
-                f"role {record.role} may not do this (needs {needed})",
-            )
-        return peer, record
-
-    @staticmethod
-    def _in_scope(operator: OperatorRecord, commune: str) -> bool:
-        return "*" in operator.communes or commune in operator.communes
-
-    async def _gateway(
-        self, context: Context, operator: OperatorRecord, gateway_id: str
-    ) -> GatewayRecord:
-        store = self.app.runner.store
-        try:
-            gateway = await self.app.runner.read(lambda c: store.get_gateway(c, gateway_id))
-        except NotFound as exc:
-            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
-        if not self._in_scope(operator, gateway.commune):
-            # Same answer as a missing gateway: scope must not leak what exists elsewhere.
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"gateway_id: no gateway {gateway_id!r}")
-        return gateway
-
-    async def _audit(
-        self,
-        peer: Peer,
-        action: str,
-        target: str,
-        commune: str,
-        result: str,
-        detail: str = "",
-    ) -> None:
-        store = self.app.runner.store
-        now = self.app.clock.now()
-        await self.app.runner.write(
-            lambda c: store.audit(
-                c,
-                at=now,
-                actor=str(peer.identity),
-                action=action,
-                target=target,
-                commune=commune,
-                result=result,
-                detail=detail,
-            )
-        )
-
-    async def _refuse(
-        self,
-        context: Context,
-        peer: Peer,
-        action: str,
-        target: str,
-        commune: str,
-        code: grpc.StatusCode,
-        message: str,
-    ) -> NoReturn:
-        await self._audit(peer, action, target, commune, "refused", message)
-        await context.abort(code, message)
-        raise AssertionError("unreachable")
+        self.gate = Gatekeeper(app)
 
     async def _gateway_message(self, record: GatewayRecord) -> control_pb2.Gateway:
         store = self.app.runner.store
@@ -173,27 +92,18 @@ class ControlCentreService(control_pb2_grpc.ControlCentreServicer):
     async def AddGateway(
         self, request: control_pb2.AddGatewayRequest, context: Context
     ) -> control_pb2.AddGatewayResponse:
-        peer, operator = await self._operator(context, ADMIN)
-        action, target = "gateway.add", request.gateway_id
+        attempt = Attempt("gateway.add", request.gateway_id, request.commune)
+        caller = await self.gate.caller(context, ADMIN, attempt)
+        invalid = grpc.StatusCode.INVALID_ARGUMENT
         try:
             _check_new_gateway(request)
         except (WireError, IdentityError) as exc:
-            await self._refuse(
+            await self.gate.refuse(context, caller, attempt, invalid, str(exc))
+        if not caller.in_scope(request.commune):
+            await self.gate.refuse(
                 context,
-                peer,
-                action,
-                target,
-                request.commune,
-                grpc.StatusCode.INVALID_ARGUMENT,
-                str(exc),
-            )
-        if not self._in_scope(operator, request.commune):
-            await self._refuse(
-                context,
-                peer,
-                action,
-                target,
-                request.commune,
+                caller,
+                attempt,
                 grpc.StatusCode.PERMISSION_DENIED,
                 f"commune: {request.commune!r} is outside your scope",
             )
@@ -226,16 +136,10 @@ class ControlCentreService(control_pb2_grpc.ControlCentreServicer):
         try:
             record = await self.app.runner.write(add)
         except Conflict as exc:
-            await self._refuse(
-                context,
-                peer,
-                action,
-                target,
-                request.commune,
-                grpc.StatusCode.ALREADY_EXISTS,
-                str(exc),
+            await self.gate.refuse(
+                context, caller, attempt, grpc.StatusCode.ALREADY_EXISTS, str(exc)
             )
-        await self._audit(peer, action, target, request.commune, "ok", f"serial {request.serial}")
+        await self.gate.done(caller, attempt, f"serial {request.serial}")
         return control_pb2.AddGatewayResponse(
             gateway=await self._gateway_message(record),
             enrollment_token=token,
@@ -245,10 +149,14 @@ class ControlCentreService(control_pb2_grpc.ControlCentreServicer):
     async def ListGateways(
         self, request: control_pb2.ListGatewaysRequest, context: Context
     ) -> control_pb2.ListGatewaysResponse:
-        _, operator = await self._operator(context, VIEWER)
+        caller = await self.gate.caller(context, VIEWER, None)
+        if len(request.commune) > 128:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "commune: longer than 128 characters"
+            )
         store = self.app.runner.store
         records = await self.app.runner.read(lambda c: store.list_gateways(c, request.commune))
-        visible = [r for r in records if self._in_scope(operator, r.commune)]
+        visible = [r for r in records if caller.in_scope(r.commune)]
         return control_pb2.ListGatewaysResponse(
             gateways=[await self._gateway_message(r) for r in visible]
         )
@@ -256,15 +164,15 @@ class ControlCentreService(control_pb2_grpc.ControlCentreServicer):
     async def GetGateway(
         self, request: control_pb2.GetGatewayRequest, context: Context
     ) -> control_pb2.GetGatewayResponse:
-        _, operator = await self._operator(context, VIEWER)
-        record = await self._gateway(context, operator, request.gateway_id)
+        caller = await self.gate.caller(context, VIEWER, None)
+        record = await self.gate.gateway(context, caller, request.gateway_id, None)
         return control_pb2.GetGatewayResponse(gateway=await self._gateway_message(record))
 
     async def ListDevices(
         self, request: control_pb2.ListDevicesRequest, context: Context
     ) -> control_pb2.ListDevicesResponse:
-        _, operator = await self._operator(context, VIEWER)
-        await self._gateway(context, operator, request.gateway_id)
+        caller = await self.gate.caller(context, VIEWER, None)
+        await self.gate.gateway(context, caller, request.gateway_id, None)
         store = self.app.runner.store
         devices = await self.app.runner.read(
             lambda c: current_devices(store, c, request.gateway_id)
@@ -276,25 +184,20 @@ class ControlCentreService(control_pb2_grpc.ControlCentreServicer):
     async def PutDesiredState(
         self, request: control_pb2.PutDesiredStateRequest, context: Context
     ) -> control_pb2.PutDesiredStateResponse:
-        peer, operator = await self._operator(context, OPERATOR)
-        gateway = await self._gateway(context, operator, request.gateway_id)
         kind_name = (
             link_pb2.DocumentKind.Name(request.kind)
             if request.kind in link_pb2.DocumentKind.values()
             else str(request.kind)
         )
-        action, target = "desired_state.put", f"{request.gateway_id}/{kind_name}"
+        attempt = Attempt("desired_state.put", f"{request.gateway_id}/{kind_name}")
+        caller = await self.gate.caller(context, OPERATOR, attempt)
+        gateway = await self.gate.gateway(context, caller, request.gateway_id, attempt)
+        attempt = Attempt(attempt.action, attempt.target, gateway.commune)
         try:
             validate_document(request.kind, request.payload)
         except (WireError, ValueError) as exc:
-            await self._refuse(
-                context,
-                peer,
-                action,
-                target,
-                gateway.commune,
-                grpc.StatusCode.INVALID_ARGUMENT,
-                str(exc),
+            await self.gate.refuse(
+                context, caller, attempt, grpc.StatusCode.INVALID_ARGUMENT, str(exc)
             )
         digest = hashlib.sha256(request.payload).digest()
         now = self.app.clock.now()
@@ -308,21 +211,16 @@ class ControlCentreService(control_pb2_grpc.ControlCentreServicer):
                     digest=digest,
                     payload=request.payload,
                     expected_version=request.expected_version,
-                    issued_by=str(peer.identity),
+                    issued_by=caller.actor,
                     now=now,
                 )
             )
         except Conflict as exc:
-            await self._refuse(
-                context,
-                peer,
-                action,
-                target,
-                gateway.commune,
-                grpc.StatusCode.FAILED_PRECONDITION,
-                str(exc),
+            # A stale expected_version: the operator edited an older version.
+            await self.gate.refuse(
+                context, caller, attempt, grpc.StatusCode.FAILED_PRECONDITION, str(exc)
             )
-        await self._audit(peer, action, target, gateway.commune, "ok", f"version {record.version}")
+        await self.gate.done(caller, attempt, f"version {record.version}")
         session = self.app.hub.session(request.gateway_id)
         if session is not None:
             held = await self.app.runner.read(lambda c: store.held_for(c, request.gateway_id))
@@ -332,8 +230,10 @@ class ControlCentreService(control_pb2_grpc.ControlCentreServicer):
     async def GetDesiredState(
         self, request: control_pb2.GetDesiredStateRequest, context: Context
     ) -> control_pb2.GetDesiredStateResponse:
-        _, operator = await self._operator(context, VIEWER)
-        await self._gateway(context, operator, request.gateway_id)
+        caller = await self.gate.caller(context, VIEWER, None)
+        await self.gate.gateway(context, caller, request.gateway_id, None)
+        if request.kind not in link_pb2.DocumentKind.values() or request.kind == 0:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "kind: unknown document kind")
         store = self.app.runner.store
         record = await self.app.runner.read(
             lambda c: store.get_document(c, request.gateway_id, request.kind)
@@ -347,28 +247,22 @@ class ControlCentreService(control_pb2_grpc.ControlCentreServicer):
     async def SendCommand(
         self, request: control_pb2.SendCommandRequest, context: Context
     ) -> control_pb2.SendCommandResponse:
-        peer, operator = await self._operator(context, OPERATOR)
-        gateway = await self._gateway(context, operator, request.gateway_id)
         command = link_pb2.Command()
         command.CopyFrom(request.command)
         if not command.command_id:
             command.command_id = uuid.uuid4().hex
-        action, target = "command.send", f"{request.gateway_id}/{command.command_id}"
+        attempt = Attempt("command.send", f"{request.gateway_id}/{command.command_id}")
+        caller = await self.gate.caller(context, OPERATOR, attempt)
+        gateway = await self.gate.gateway(context, caller, request.gateway_id, attempt)
+        attempt = Attempt(attempt.action, attempt.target, gateway.commune)
         now = self.app.clock.now()
         problem = _check_command(command, now)
         if problem:
-            await self._refuse(
-                context,
-                peer,
-                action,
-                target,
-                gateway.commune,
-                grpc.StatusCode.INVALID_ARGUMENT,
-                problem,
+            await self.gate.refuse(
+                context, caller, attempt, grpc.StatusCode.INVALID_ARGUMENT, problem
             )
         store = self.app.runner.store
         session = self.app.hub.session(request.gateway_id)
-        status = link_pb2.COMMAND_STATUS_PENDING
         try:
             await self.app.runner.write(
                 lambda c: store.add_command(
@@ -377,24 +271,19 @@ class ControlCentreService(control_pb2_grpc.ControlCentreServicer):
                     gateway_id=request.gateway_id,
                     payload=command.SerializeToString(),
                     expires_at=command.expires_at.ToDatetime(tzinfo=now.tzinfo),
-                    status=status,
-                    created_by=str(peer.identity),
+                    status=link_pb2.COMMAND_STATUS_PENDING,
+                    created_by=caller.actor,
                     now=now,
                 )
             )
-        except (Conflict, StoreError) as exc:
-            await self._refuse(
-                context,
-                peer,
-                action,
-                target,
-                gateway.commune,
-                grpc.StatusCode.ALREADY_EXISTS,
-                str(exc),
+        except NotFound as exc:
+            await self.gate.refuse(context, caller, attempt, grpc.StatusCode.NOT_FOUND, str(exc))
+        except Conflict as exc:
+            # Command ids are unique: a replayed command is refused, never run twice.
+            await self.gate.refuse(
+                context, caller, attempt, grpc.StatusCode.ALREADY_EXISTS, str(exc)
             )
-        await self._audit(
-            peer, action, target, gateway.commune, "ok", command.WhichOneof("action") or ""
-        )
+        await self.gate.done(caller, attempt, command.WhichOneof("action") or "")
         if session is not None:
             session.send(link_pb2.ConnectResponse(command=command))
             await self.app.runner.write(
@@ -411,12 +300,17 @@ class ControlCentreService(control_pb2_grpc.ControlCentreServicer):
     async def GetCommand(
         self, request: control_pb2.GetCommandRequest, context: Context
     ) -> control_pb2.GetCommandResponse:
-        _, operator = await self._operator(context, VIEWER)
+        caller = await self.gate.caller(context, VIEWER, None)
+        problem = _check_command_id(request.command_id, "command_id")
+        if problem or not request.command_id:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, problem or "command_id: must not be empty"
+            )
         store = self.app.runner.store
         record = await self.app.runner.read(lambda c: store.get_command(c, request.command_id))
         if record is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, "command_id: no such command")
-        await self._gateway(context, operator, record.gateway_id)
+        await self.gate.gateway(context, caller, record.gateway_id, None)
         return control_pb2.GetCommandResponse(
             command_id=record.command_id,
             gateway_id=record.gateway_id,
@@ -430,9 +324,9 @@ class ControlCentreService(control_pb2_grpc.ControlCentreServicer):
     async def ListEvents(
         self, request: control_pb2.ListEventsRequest, context: Context
     ) -> control_pb2.ListEventsResponse:
-        _, operator = await self._operator(context, VIEWER)
+        caller = await self.gate.caller(context, VIEWER, None)
         if request.gateway_id:
-            await self._gateway(context, operator, request.gateway_id)
+            await self.gate.gateway(context, caller, request.gateway_id, None)
         store = self.app.runner.store
         limit = min(request.limit or 100, 1000)
         records = await self.app.runner.read(
@@ -440,7 +334,7 @@ class ControlCentreService(control_pb2_grpc.ControlCentreServicer):
                 c, request.gateway_id, after_sequence=request.after_sequence, limit=limit
             )
         )
-        visible_ids = await self._visible_gateways(operator)
+        visible_ids = await self._visible_gateways(caller)
         return control_pb2.ListEventsResponse(
             events=[
                 stored_event(r.gateway_id, link_pb2.Event.FromString(r.payload), r.received_at)
@@ -449,70 +343,131 @@ class ControlCentreService(control_pb2_grpc.ControlCentreServicer):
             ]
         )
 
-    async def _visible_gateways(self, operator: OperatorRecord) -> set[str]:
+    async def _visible_gateways(self, caller: Caller) -> set[str]:
         store = self.app.runner.store
         records = await self.app.runner.read(lambda c: store.list_gateways(c))
-        return {r.gateway_id for r in records if self._in_scope(operator, r.commune)}
+        return {r.gateway_id for r in records if caller.in_scope(r.commune)}
 
     async def WatchEvents(
         self, request: control_pb2.WatchEventsRequest, context: Context
     ) -> AsyncIterator[control_pb2.WatchEventsResponse]:
-        _, operator = await self._operator(context, VIEWER)
+        caller = await self.gate.caller(context, VIEWER, None)
         if request.gateway_id:
-            await self._gateway(context, operator, request.gateway_id)
-        visible = await self._visible_gateways(operator)
-        watcher = Watcher(gateway_id=request.gateway_id, visible=visible.__contains__)
+            await self.gate.gateway(context, caller, request.gateway_id, None)
+        visible = await self._visible_gateways(caller)
+        task = asyncio.current_task()
+
+        def cancel() -> None:
+            if task is not None:
+                task.cancel()
+
+        # Revoking the operator's certificate ends the feed (Hub.drop_certificate).
+        watcher = Watcher(
+            gateway_id=request.gateway_id,
+            visible=visible.__contains__,
+            cert_serial=caller.peer.serial_hex,
+            cancel=cancel,
+        )
         self.app.hub.watch(watcher)
         try:
             while True:
                 event = await watcher.queue.get()
                 yield control_pb2.WatchEventsResponse(event=event)
-        except asyncio.CancelledError:
-            raise
         finally:
             self.app.hub.unwatch(watcher)
+
+    # -- identities and the audit log (orchestrator.identity_admin) ---------------------------
+
+    async def RevokeGateway(
+        self, request: control_pb2.RevokeGatewayRequest, context: Context
+    ) -> control_pb2.RevokeGatewayResponse:
+        return await identity_admin.revoke_gateway(self.gate, request, context)
+
+    async def IssueEnrollmentToken(
+        self, request: control_pb2.IssueEnrollmentTokenRequest, context: Context
+    ) -> control_pb2.IssueEnrollmentTokenResponse:
+        return await identity_admin.issue_token(self.gate, request, context)
+
+    async def ListAudit(
+        self, request: control_pb2.ListAuditRequest, context: Context
+    ) -> control_pb2.ListAuditResponse:
+        return await identity_admin.list_audit(self.gate, request, context)
 
 
 def _check_new_gateway(request: control_pb2.AddGatewayRequest) -> None:
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
     check_name("gateway_id", request.gateway_id)
-    if not request.serial or len(request.serial) > 128:
-        raise WireError("serial", "1 to 128 characters")
-    if not request.commune or len(request.commune) > 128:
-        raise WireError("commune", "1 to 128 characters")
+    if not request.serial or len(request.serial) > 128 or not request.serial.isprintable():
+        raise WireError("serial", "1 to 128 printable characters")
+    if not request.commune or len(request.commune) > 128 or not request.commune.isprintable():
+        raise WireError("commune", "1 to 128 printable characters")
+    if request.commune == "*":
+        raise WireError("commune", "'*' means every commune in a scope, it is not a commune")
     if not -90 <= request.latitude <= 90:
         raise WireError("latitude", "must be between -90 and 90")
     if not -180 <= request.longitude <= 180:
         raise WireError("longitude", "must be between -180 and 180")
+    if len(request.time_zone) > 64:
+        raise WireError("time_zone", "longer than 64 characters")
     try:
         ZoneInfo(request.time_zone)
     except (ZoneInfoNotFoundError, ValueError):
         raise WireError("time_zone", f"{request.time_zone!r} is not an IANA time zone") from None
+    if len(request.tags) > 32:
+        raise WireError("tags", "more than 32 tags")
+    for i, tag in enumerate(request.tags):
+        if not tag or len(tag) > 64 or not tag.isprintable():
+            raise WireError(f"tags[{i}]", "1 to 64 printable characters")
     if request.token_ttl_s > 30 * 86400:
         raise WireError("token_ttl_s", "at most 30 days")
+
+
+def _check_command_id(value: str, field: str) -> str:
+    if len(value) > MAX_COMMAND_ID or not value.isprintable():
+        return f"{field}: at most {MAX_COMMAND_ID} printable characters"
+    return ""
 
 
 def _check_command(command: link_pb2.Command, now: Any) -> str:
     problem = _check_command_envelope(command, now)
     if problem:
         return problem
-    if command.WhichOneof("action") == "override":
+    action = command.WhichOneof("action")
+    if action == "override":
         try:
             validate_override(command.override)
         except WireError as exc:
             return str(exc)
+    elif action == "bollard":
+        order = command.bollard
+        if (
+            not order.device_id
+            or len(order.device_id) > MAX_ID
+            or not order.device_id.isprintable()
+        ):
+            return f"command.bollard.device_id: 1 to {MAX_ID} printable characters"
+        if order.action not in link_pb2.BollardAction.values() or order.action == 0:
+            return "command.bollard.action: unknown action"
+    elif action == "cancel_override" and (
+        not command.cancel_override or len(command.cancel_override) > MAX_ID
+    ):
+        return f"command.cancel_override: 1 to {MAX_ID} characters (an override id)"
     return ""
 
 
 def _check_command_envelope(command: link_pb2.Command, now: Any) -> str:
-    if len(command.command_id) > 64 or not command.command_id.isprintable():
-        return "command.command_id: at most 64 printable characters"
+    problem = _check_command_id(command.command_id, "command.command_id")
+    if problem:
+        return problem
     if not command.HasField("expires_at"):
         return "command.expires_at: required (commands never wait forever)"
-    expires = command.expires_at.ToDatetime(tzinfo=now.tzinfo)
+    try:
+        expires = command.expires_at.ToDatetime(tzinfo=now.tzinfo)
+    except (ValueError, OverflowError):
+        return "command.expires_at: not a valid instant"
     if expires <= now:
-        return "command.expires_at: already past"
+        return "command.expires_at: already past (an expired command is never sent)"
     if expires - now > MAX_COMMAND_TTL:
         return "command.expires_at: more than 7 days ahead"
     if command.WhichOneof("action") is None:

@@ -1,26 +1,42 @@
-"""Enrollment: a gateway trades a one-time token and a CSR for its first certificate.
+"""Enrollment: a gateway trades a one-time token and a CSR for its certificate.
+
+Modelled on EST (RFC 7030: simple enroll, re-enroll, CA certificates) and AWS IoT fleet
+provisioning by claim (a one-time credential traded for a device certificate whose key
+never left the device).
 
 Enroll is served on the enrollment port (server-authenticated TLS: the gateway has no
 certificate yet, the token is its credential). The CSR is checked before the token is
-spent, so a broken request does not burn the installer's token; the token's use and the
-certificate's record commit in one transaction. Refusals are logged without the token.
+spent, so a broken request does not burn the installer's token; spending the token,
+retiring the gateway's earlier certificates ("superseded": a re-enrolled gateway has a
+new key) and recording the new certificate commit in one transaction. Refusals are logged
+and audited without the token, and an address that keeps failing is made to wait.
 
 Renew is served on the mutual-TLS port: a gateway with a valid, unrevoked certificate gets
-a new one for the same identity (the identity comes from the presented certificate).
+a new one for the same identity (the identity comes from the presented certificate, never
+from the request). Once the answer is sent, the stream opened with the older certificate
+is closed, so the agent reconnects on the new one at once; the older certificate stays
+valid until it expires (a renewal lost in transit must not lock a cabinet out).
+
+GetCrl is served on both ports: the CRL is public and signed.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from datetime import timedelta
+from typing import Any, NoReturn
 
 import grpc
 import sqlalchemy as sa
 
+from orchestrator.admission import address_of
 from orchestrator.app import Orchestrator
 from orchestrator.auth import AuthError, peer_of, require_role
+from orchestrator.limits import BucketMap, RateLimits
+from orchestrator.revocation import close_streams
 from orchestrator.store.store import Conflict, NotFound, Store
-from orchestrator.wire import timestamp
+from orchestrator.wire import WireError, timestamp
 from protos.ondijon.v1 import enrollment_pb2, enrollment_pb2_grpc
 from provisioning.ca import CAError, IssuedCertificate
 from provisioning.identity import Identity, IdentityError, Role, check_name
@@ -29,6 +45,8 @@ from provisioning.tokens import token_digest
 log = logging.getLogger("ondijon.orchestrator.enrollment")
 
 MAX_CSR_BYTES = 16 * 1024
+MAX_TOKEN_CHARS = 256
+Context = grpc.aio.ServicerContext[Any, Any]
 
 
 class EnrollmentService(enrollment_pb2_grpc.EnrollmentServicer):
@@ -36,31 +54,42 @@ class EnrollmentService(enrollment_pb2_grpc.EnrollmentServicer):
         self.app = app
         self.allow_enroll = allow_enroll
         self.allow_renew = allow_renew
+        self._rates: RateLimits | None = None
+        self._failures = self._renewals = BucketMap(0, 0, 0)
+
+    def _budgets(self) -> None:
+        # Follow the app's limits if they are replaced while running (tests, a reload).
+        rates = self.app.rates
+        if rates is not self._rates:
+            self._rates = rates
+            self._failures = BucketMap(
+                rates.enroll_failures_per_s, rates.enroll_failure_burst, rates.tracked_peers
+            )
+            self._renewals = BucketMap(
+                rates.renewals_per_s, rates.renewal_burst, rates.tracked_peers
+            )
 
     def _lifetime(self) -> timedelta:
         return timedelta(days=self.app.config.gateway_certificate_days)
 
     async def Enroll(
-        self,
-        request: enrollment_pb2.EnrollRequest,
-        context: grpc.aio.ServicerContext[
-            enrollment_pb2.EnrollRequest, enrollment_pb2.EnrollResponse
-        ],
+        self, request: enrollment_pb2.EnrollRequest, context: Context
     ) -> enrollment_pb2.EnrollResponse:
         if not self.allow_enroll:
             await context.abort(
                 grpc.StatusCode.UNIMPLEMENTED, "enroll on the enrollment port, not this one"
             )
+        address = address_of(context.peer())
+        self._budgets()
+        if self._failures.available(address, time.monotonic()) < 1:
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                "too many refused enrollments from this address; wait a few minutes",
+            )
         try:
-            check_name("gateway_id", request.gateway_id)
-        except IdentityError as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        if not request.serial or len(request.serial) > 128:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "serial: 1 to 128 characters")
-        if not request.token or len(request.token) > 256:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "token: missing or too long")
-        if len(request.csr_pem) > MAX_CSR_BYTES:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "csr_pem: too large")
+            _check_enroll(request)
+        except (IdentityError, WireError) as exc:
+            await self._refused(context, address, request.gateway_id, "", str(exc), audit=False)
         now = self.app.clock.now()
         identity = Identity(Role.GATEWAY, request.gateway_id)
         try:
@@ -68,40 +97,88 @@ class EnrollmentService(enrollment_pb2_grpc.EnrollmentServicer):
                 request.csr_pem, identity, now=now, lifetime=self._lifetime()
             )
         except CAError as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            await self._refused(context, address, request.gateway_id, "", str(exc), audit=False)
         store = self.app.runner.store
         digest = token_digest(request.token)
+        gateway_id = request.gateway_id
 
-        def spend(conn: sa.Connection) -> None:
+        def spend(conn: sa.Connection) -> list[str]:
             store.consume_token(
+                conn, token_sha256=digest, gateway_id=gateway_id, serial=request.serial, now=now
+            )
+            earlier = store.revoke_certificates(
                 conn,
-                token_sha256=digest,
-                gateway_id=request.gateway_id,
-                serial=request.serial,
+                role=Role.GATEWAY.value,
+                name=gateway_id,
+                reason="superseded: the gateway enrolled again",
                 now=now,
             )
             _record(store, conn, issued, identity)
+            return earlier
 
+        commune = await self._commune(gateway_id)
         try:
-            await self.app.runner.write(spend)
+            superseded = await self.app.runner.write(spend)
         except (Conflict, NotFound) as exc:
-            log.warning("enrollment refused for gateway %s: %s", request.gateway_id, exc)
-            await self._audit(request.gateway_id, "refused", str(exc))
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
-        log.info("gateway %s enrolled, certificate %s", request.gateway_id, issued.serial_hex)
-        await self._audit(request.gateway_id, "ok", f"certificate {issued.serial_hex}")
+            await self._refused(context, address, gateway_id, commune, str(exc), audit=True)
+        if superseded:
+            close_streams(self.app, set(superseded))
+            await self.app.crl.current(now, force=True)
+        log.info("gateway %s enrolled, certificate %s", gateway_id, issued.serial_hex)
+        detail = f"certificate {issued.serial_hex}"
+        if superseded:
+            detail += f"; superseded {', '.join(superseded)}"
+        await self.app.audit(
+            actor=identity.uri,
+            action="gateway.enroll",
+            target=gateway_id,
+            commune=commune,
+            result="ok",
+            detail=detail,
+        )
         return enrollment_pb2.EnrollResponse(
             certificate_pem=issued.chain_pem,
             ca_chain_pem=self.app.ca.chain_pem,
             not_after=timestamp(issued.not_after),
         )
 
-    async def Renew(
+    async def _commune(self, gateway_id: str) -> str:
+        store = self.app.runner.store
+        try:
+            gateway = await self.app.runner.read(lambda c: store.get_gateway(c, gateway_id))
+        except NotFound:
+            return ""
+        return gateway.commune
+
+    async def _refused(
         self,
-        request: enrollment_pb2.RenewRequest,
-        context: grpc.aio.ServicerContext[
-            enrollment_pb2.RenewRequest, enrollment_pb2.RenewResponse
-        ],
+        context: Context,
+        address: str,
+        gateway_id: str,
+        commune: str,
+        reason: str,
+        *,
+        audit: bool,
+    ) -> NoReturn:
+        """Count a refusal against the address, log it (never the token) and answer."""
+        self._failures.take(address, 1, time.monotonic())
+        log.warning("enrollment refused for gateway %r from %s: %s", gateway_id, address, reason)
+        if audit:
+            # Only once the request was well-formed: garbage is counted, not recorded.
+            await self.app.audit(
+                actor=Identity(Role.GATEWAY, gateway_id).uri,
+                action="gateway.enroll",
+                target=gateway_id,
+                commune=commune,
+                result="refused",
+                detail=f"{reason} (from {address})",
+            )
+        code = grpc.StatusCode.PERMISSION_DENIED if audit else grpc.StatusCode.INVALID_ARGUMENT
+        await context.abort(code, reason)
+        raise AssertionError("unreachable")
+
+    async def Renew(
+        self, request: enrollment_pb2.RenewRequest, context: Context
     ) -> enrollment_pb2.RenewResponse:
         if not self.allow_renew:
             await context.abort(
@@ -114,7 +191,15 @@ class EnrollmentService(enrollment_pb2_grpc.EnrollmentServicer):
         except AuthError as exc:
             await context.abort(exc.code, str(exc))
         if len(request.csr_pem) > MAX_CSR_BYTES:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "csr_pem: too large")
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"csr_pem: larger than {MAX_CSR_BYTES} bytes"
+            )
+        self._budgets()
+        if not self._renewals.take(peer.identity.uri, 1, time.monotonic()):
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                "renewals: too many for this gateway; the current certificate is still valid",
+            )
         now = self.app.clock.now()
         try:
             issued = self.app.ca.issue_for_csr(
@@ -125,27 +210,50 @@ class EnrollmentService(enrollment_pb2_grpc.EnrollmentServicer):
         store = self.app.runner.store
         await self.app.runner.write(lambda c: _record(store, c, issued, peer.identity))
         log.info("gateway %s renewed, certificate %s", peer.identity.name, issued.serial_hex)
+        await self.app.audit(
+            actor=peer.identity.uri,
+            action="gateway.renew",
+            target=peer.identity.name,
+            commune=await self._commune(peer.identity.name),
+            result="ok",
+            detail=f"certificate {issued.serial_hex} replaces {peer.serial_hex}",
+        )
+        hub, old = self.app.hub, {peer.serial_hex}
+
+        def reconnect(_: object) -> None:
+            hub.drop_certificate(old)
+
+        # After the answer is on the wire, not before: the agent must have its new
+        # certificate in hand when its stream closes.
+        context.add_done_callback(reconnect)  # type: ignore[arg-type]  # stubs: a class
         return enrollment_pb2.RenewResponse(
             certificate_pem=issued.chain_pem,
             ca_chain_pem=self.app.ca.chain_pem,
             not_after=timestamp(issued.not_after),
         )
 
-    async def _audit(self, gateway_id: str, result: str, detail: str) -> None:
-        store = self.app.runner.store
-        now = self.app.clock.now()
-        await self.app.runner.write(
-            lambda c: store.audit(
-                c,
-                at=now,
-                actor=f"gateway:{gateway_id}",
-                action="enroll",
-                target=gateway_id,
-                commune="",
-                result=result,
-                detail=detail,
-            )
+    async def GetCrl(
+        self, request: enrollment_pb2.GetCrlRequest, context: Context
+    ) -> enrollment_pb2.GetCrlResponse:
+        crl = await self.app.crl.current(self.app.clock.now())
+        return enrollment_pb2.GetCrlResponse(
+            crl_pem=crl.pem,
+            crl_number=crl.number,
+            this_update=timestamp(crl.this_update),
+            next_update=timestamp(crl.next_update),
         )
+
+
+def _check_enroll(request: enrollment_pb2.EnrollRequest) -> None:
+    check_name("gateway_id", request.gateway_id)
+    if not request.serial or len(request.serial) > 128 or not request.serial.isprintable():
+        raise WireError("serial", "1 to 128 printable characters")
+    if not request.token or len(request.token) > MAX_TOKEN_CHARS:
+        raise WireError("token", f"missing or longer than {MAX_TOKEN_CHARS} characters")
+    if not request.csr_pem:
+        raise WireError("csr_pem", "missing")
+    if len(request.csr_pem) > MAX_CSR_BYTES:
+        raise WireError("csr_pem", f"larger than {MAX_CSR_BYTES} bytes")
 
 
 def _record(store: Store, conn: sa.Connection, issued: IssuedCertificate, who: Identity) -> None:

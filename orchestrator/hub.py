@@ -4,6 +4,10 @@ A gateway has at most one open stream; a newer stream replaces (and cancels) the
 one, so a cabinet that reconnects after a half-open TCP connection is never talked to twice.
 Watchers of the event feed get a bounded queue each: a slow dashboard loses its oldest
 queued events (and is told how many), it never slows ingestion.
+
+Sessions and watchers remember the serial of the certificate they were opened with, so a
+revocation (or the expiry of that certificate) can close them: TLS checks a certificate
+once, at the handshake, and an open stream would otherwise outlive it.
 """
 
 from __future__ import annotations
@@ -45,6 +49,8 @@ class Watcher:
         default_factory=lambda: asyncio.Queue(maxsize=4096)
     )
     dropped: int = 0
+    cert_serial: str = ""
+    cancel: Callable[[], None] = lambda: None
 
 
 class Hub:
@@ -75,10 +81,18 @@ class Hub:
 
     def drop_certificate(self, serials: set[str]) -> int:
         """Cancel open streams authenticated by any of ``serials``; returns how many."""
-        hit = [s for s in self._sessions.values() if s.cert_serial in serials]
-        for session in hit:
-            session.cancel()
+        hit: list[Session | Watcher] = [
+            s for s in self._sessions.values() if s.cert_serial in serials
+        ]
+        hit += [w for w in self._watchers if w.cert_serial and w.cert_serial in serials]
+        for stream in hit:
+            stream.cancel()
         return len(hit)
+
+    def open_serials(self) -> set[str]:
+        """Serials of the certificates behind every open stream of this process."""
+        serials = {s.cert_serial for s in self._sessions.values()}
+        return serials | {w.cert_serial for w in self._watchers if w.cert_serial}
 
     def watch(self, watcher: Watcher) -> None:
         self._watchers.add(watcher)

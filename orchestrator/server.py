@@ -1,10 +1,20 @@
 """The orchestrator process: two TLS ports, no plaintext anywhere.
 
 - the main port requires a client certificate from the OnDijon CA (mutual TLS) and serves
-  GatewayLink, Enrollment.Renew and ControlCentre; its certificate and CA bundle are
-  re-read when their files change, without a restart (``dynamic_ssl_server_credentials``);
+  GatewayLink, ControlCentre and Enrollment.Renew / GetCrl;
 - the enrollment port is server-authenticated TLS only and serves Enrollment.Enroll, where
-  a one-time token is the credential.
+  a one-time token is the credential, and GetCrl. It takes small messages and few calls at
+  once: anyone can reach it.
+
+Both ports read their certificate, and the main port its bundle of client CA roots
+(``client-ca.pem``), through ``dynamic_ssl_server_credentials``: when the files change, the
+next handshake uses the new ones, without a restart. The orchestrator renews its own
+certificate that way past two thirds of its life (checked hourly); to rotate the CA, put
+the old and the new root in ``client-ca.pem`` until every peer has moved.
+
+Every call of both ports first goes through admission (:mod:`orchestrator.admission`:
+strict decoding, rate limits, stream caps). In the background, the revocation sweeper
+closes streams whose certificate was revoked elsewhere or expired.
 """
 
 from __future__ import annotations
@@ -18,9 +28,11 @@ from datetime import timedelta
 from pathlib import Path
 
 import grpc
+from cryptography.hazmat.primitives import serialization
 
 from ondijon.clock import Clock
 from ondijon.files import write_atomic
+from orchestrator.admission import Admission
 from orchestrator.app import Orchestrator
 from orchestrator.campaign_admin import install_firmware
 from orchestrator.config import OrchestratorConfig
@@ -28,15 +40,20 @@ from orchestrator.control import ControlCentreService
 from orchestrator.enrollment import EnrollmentService
 from orchestrator.hub import Hub
 from orchestrator.link import GatewayLinkService
+from orchestrator.revocation import Sweeper
 from orchestrator.store.runner import StoreRunner
 from orchestrator.store.store import Store
 from protos.ondijon.v1 import control_pb2_grpc, enrollment_pb2_grpc, link_pb2_grpc
-from provisioning.ca import KEY_MODE, CertificateAuthority, load_certs
+from provisioning.ca import KEY_MODE, CAError, CertificateAuthority, load_certs
 from provisioning.identity import Identity, Role
 
 log = logging.getLogger("ondijon.orchestrator")
 
 SERVER_CERT_LIFETIME = timedelta(days=90)
+SERVER_CERT_CHECK_SECONDS = 3600.0
+# The enrollment port is open to anyone: small requests (a CSR, a token), few at a time.
+ENROLL_MAX_MESSAGE_BYTES = 64 * 1024
+ENROLL_MAX_CONCURRENT_CALLS = 64
 
 
 @dataclass
@@ -47,8 +64,13 @@ class Running:
     port: int
     enroll_port: int
     app: Orchestrator
+    admission: Admission | None = None
+    tasks: tuple[asyncio.Task[None], ...] = ()
 
     async def stop(self, grace: float = 2.0) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
         if self.app.campaigns is not None:
             await self.app.campaigns.stop()
         await asyncio.gather(*(server.stop(grace) for server in self.servers))
@@ -93,17 +115,24 @@ def ensure_server_certificate(
 class _CredentialFiles:
     """Serves the current certificate files to gRPC; re-reads them when they change."""
 
-    def __init__(self, cert: Path, key: Path, client_ca: Path) -> None:
-        self.paths = (cert, key, client_ca)
-        self._stamp: tuple[float, ...] = ()
+    def __init__(self, cert: Path, key: Path, client_ca: Path | None) -> None:
+        self.paths = (cert, key) if client_ca is None else (cert, key, client_ca)
+        self._stamp: tuple[int, ...] = ()
 
-    def _now_stamp(self) -> tuple[float, ...]:
-        return tuple(os.stat(p).st_mtime_ns for p in self.paths)
+    def _now_stamp(self) -> tuple[int, ...]:
+        # Inode and size too: files are replaced (os.replace), sometimes twice within the
+        # file system's timestamp granularity.
+        stats = [os.stat(p) for p in self.paths]
+        return tuple(v for st in stats for v in (st.st_ino, st.st_mtime_ns, st.st_size))
 
     def configuration(self) -> grpc.ServerCertificateConfiguration:
-        cert, key, client_ca = (p.read_bytes() for p in self.paths)
-        self._stamp = self._now_stamp()
-        return grpc.ssl_server_certificate_configuration([(key, cert)], client_ca)
+        stamp = self._now_stamp()
+        cert, key, *client_ca = (p.read_bytes() for p in self.paths)
+        _check_pair(cert, key)
+        self._stamp = stamp
+        return grpc.ssl_server_certificate_configuration(
+            [(key, cert)], client_ca[0] if client_ca else None
+        )
 
     def fetch(self) -> grpc.ServerCertificateConfiguration:
         # grpc-stubs types this as never-None; gRPC treats None as "unchanged".
@@ -112,15 +141,25 @@ class _CredentialFiles:
             if self._now_stamp() == self._stamp:
                 return None  # type: ignore[return-value]
             return self.configuration()
-        except (OSError, ValueError):
+        except (OSError, ValueError, CAError):
             log.exception("could not reload TLS files; keeping the current ones")
             return None  # type: ignore[return-value]
 
 
-def _options(config: OrchestratorConfig) -> list[tuple[str, int]]:
+def _check_pair(cert_pem: bytes, key_pem: bytes) -> None:
+    """Raise ValueError unless the key is the certificate's: files caught mid-rotation
+    (new key, old certificate) must not be served."""
+    key = serialization.load_pem_private_key(key_pem, None)
+    cert = load_certs(cert_pem, "server.pem")[0]
+    if key.public_key() != cert.public_key():
+        raise ValueError("server.key does not match server.pem (a rotation in progress?)")
+
+
+def _options(config: OrchestratorConfig, max_message_bytes: int = 0) -> list[tuple[str, int]]:
     limits = config.limits
+    max_message = max_message_bytes or limits.max_message_bytes
     return [
-        ("grpc.max_receive_message_length", limits.max_message_bytes),
+        ("grpc.max_receive_message_length", max_message),
         ("grpc.max_send_message_length", limits.max_message_bytes),
         ("grpc.server.max_pending_requests", limits.max_pending_requests),
         ("grpc.server.max_pending_requests_hard_limit", limits.max_pending_requests_hard),
@@ -139,14 +178,14 @@ async def start(
     ca = ca or CertificateAuthority.load(config.ca_dir)
     store = Store.open(config.store_url)
     cert_path, key_path = ensure_server_certificate(ca, config, store, clock)
-    client_ca = config.state_dir / "client-ca.pem"
-    if not client_ca.exists() or client_ca.read_bytes() != ca.root_pem:
-        write_atomic(client_ca, ca.root_pem)
+    client_ca = _client_ca_bundle(config, ca)
     runner = StoreRunner(store)
     await runner.start()
     app = Orchestrator(config=config, runner=runner, hub=Hub(), ca=ca, clock=clock)
+    await app.crl.current(clock.now())
+    admission = Admission(app)
 
-    server = grpc.aio.server(options=_options(config))
+    server = grpc.aio.server(options=_options(config), interceptors=[admission])
     link_pb2_grpc.add_GatewayLinkServicer_to_server(GatewayLinkService(app), server)
     control_pb2_grpc.add_ControlCentreServicer_to_server(ControlCentreService(app), server)
     install_firmware(app, server)
@@ -160,18 +199,57 @@ async def start(
     port = server.add_secure_port(config.listen, mtls)
 
     enroll_server = EnrollmentService(app, allow_enroll=True, allow_renew=False)
-    enroll_grpc = grpc.aio.server(options=_options(config))
+    enroll_grpc = grpc.aio.server(
+        options=_options(config, ENROLL_MAX_MESSAGE_BYTES),
+        interceptors=[admission],
+        maximum_concurrent_rpcs=ENROLL_MAX_CONCURRENT_CALLS,
+    )
     enrollment_pb2_grpc.add_EnrollmentServicer_to_server(enroll_server, enroll_grpc)
-    server_only = grpc.ssl_server_credentials(
-        [(key_path.read_bytes(), cert_path.read_bytes())], require_client_auth=False
+    server_files = _CredentialFiles(cert_path, key_path, None)
+    server_only = grpc.dynamic_ssl_server_credentials(
+        server_files.configuration(), server_files.fetch, require_client_authentication=False
     )
     enroll_port = enroll_grpc.add_secure_port(config.enroll_listen, server_only)
     if port == 0 or enroll_port == 0:
         raise OSError(f"could not listen on {config.listen} / {config.enroll_listen}")
     await server.start()
     await enroll_grpc.start()
+    tasks = (
+        asyncio.create_task(Sweeper(app).run(), name="revocation-sweeper"),
+        asyncio.create_task(_keep_server_certificate(app, store), name="server-certificate"),
+    )
     log.info("orchestrator listening: mutual TLS on %d, enrollment on %d", port, enroll_port)
-    return Running(servers=(server, enroll_grpc), port=port, enroll_port=enroll_port, app=app)
+    return Running(
+        servers=(server, enroll_grpc),
+        port=port,
+        enroll_port=enroll_port,
+        app=app,
+        admission=admission,
+        tasks=tasks,
+    )
+
+
+def _client_ca_bundle(config: OrchestratorConfig, ca: CertificateAuthority) -> Path:
+    """``client-ca.pem``, holding at least the current root (other roots are kept: rotation)."""
+    path = config.state_dir / "client-ca.pem"
+    held = path.read_bytes() if path.exists() else b""
+    if ca.root_pem not in held:
+        if held:
+            log.warning("adding the current CA root to %s (other roots there stay trusted)", path)
+        write_atomic(path, held + ca.root_pem)
+    return path
+
+
+async def _keep_server_certificate(app: Orchestrator, store: Store) -> None:
+    """Renew the orchestrator's own certificate in place, before it runs out."""
+    while True:
+        await app.clock.sleep(SERVER_CERT_CHECK_SECONDS)
+        try:
+            await asyncio.to_thread(ensure_server_certificate, app.ca, app.config, store, app.clock)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("could not renew the orchestrator certificate; will retry")
 
 
 async def serve(config: OrchestratorConfig, clock: Clock) -> None:

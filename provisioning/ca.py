@@ -10,12 +10,14 @@ Layout of a CA directory::
     root.pem  root.key  issuing.pem  issuing.key  serials/  (issued serials, for audit)
 
 Leaves carry one SPIFFE URI SAN (see :mod:`provisioning.identity`); the requested subject of a
-CSR is ignored, so a gateway can never choose its own identity.
+CSR is ignored, so a gateway can never choose its own identity. The issuing CA also signs
+the certificate revocation list (:meth:`CertificateAuthority.sign_crl`).
 """
 
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -85,6 +87,15 @@ class IssuedCertificate:
     @property
     def not_after(self) -> datetime:
         return self.certificate.not_valid_after_utc
+
+
+@dataclass(frozen=True)
+class RevokedEntry:
+    """One line of a CRL: which certificate, since when, and why (RFC 5280 reason code)."""
+
+    serial: int
+    revoked_at: datetime
+    reason: x509.ReasonFlags | None = None
 
 
 class CertificateAuthority:
@@ -269,6 +280,39 @@ class CertificateAuthority:
             .sign(self._issuing_key, hashes.SHA256())
         )
         return IssuedCertificate(cert, cert_to_pem(cert) + cert_to_pem(self.issuing))
+
+    def sign_crl(
+        self,
+        revoked: Iterable[RevokedEntry],
+        *,
+        now: datetime,
+        next_update: datetime,
+        number: int,
+    ) -> x509.CertificateRevocationList:
+        """A CRL of the issuing CA listing ``revoked``, numbered ``number`` (RFC 5280 5.2.3)."""
+        if next_update <= now:
+            raise CAError("next_update: must be after now")
+        builder = (
+            x509.CertificateRevocationListBuilder()
+            .issuer_name(self.issuing.subject)
+            .last_update(now)
+            .next_update(next_update)
+            .add_extension(x509.CRLNumber(number), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(self._issuing_key.public_key()),
+                critical=False,
+            )
+        )
+        for entry in revoked:
+            item = (
+                x509.RevokedCertificateBuilder()
+                .serial_number(entry.serial)
+                .revocation_date(entry.revoked_at)
+            )
+            if entry.reason is not None:
+                item = item.add_extension(x509.CRLReason(entry.reason), critical=False)
+            builder = builder.add_revoked_certificate(item.build())
+        return builder.sign(self._issuing_key, hashes.SHA256())
 
     def verify_issued(self, cert: x509.Certificate) -> None:
         """Raise unless ``cert`` was signed by this CA's issuing key."""
