@@ -62,7 +62,13 @@ def check_state_report(report: link_pb2.StateReport, max_devices: int) -> None:
         raise WireError("state.devices", f"more than {max_devices} devices in one report")
     for i, device in enumerate(devices):
         device_id = device.device_id
-        if not device_id or len(device_id) > MAX_ID or device.kind not in _DEVICE_KINDS:
+        # Ids end up in listings and logs: control characters would forge lines there.
+        if (
+            not device_id
+            or len(device_id) > MAX_ID
+            or device.kind not in _DEVICE_KINDS
+            or not device_id.isprintable()
+        ):
             _check_id(f"state.devices[{i}].device_id", device_id)
             raise WireError(f"state.devices[{i}].kind", "unknown device kind")
 
@@ -76,8 +82,8 @@ def check_event_batch(batch: link_pb2.EventBatch, max_events: int) -> None:
             raise WireError(f"{where}.sequence", "must be at least 1")
         if event.priority not in link_pb2.EventPriority.values() or event.priority == 0:
             raise WireError(f"{where}.priority", "unknown priority")
-        if len(event.device_id) > MAX_ID:
-            raise WireError(f"{where}.device_id", f"longer than {MAX_ID} characters")
+        if event.device_id:  # empty: an event of the cabinet itself
+            _check_id(f"{where}.device_id", event.device_id)
         _check_id(f"{where}.type", event.type)
         if len(event.message) > MAX_TEXT:
             raise WireError(f"{where}.message", f"longer than {MAX_TEXT} characters")

@@ -1,0 +1,157 @@
+"""Checks on what gateways send: every refusal names the field, good messages pass."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import pytest
+
+from orchestrator.store.store import DocumentRecord
+from orchestrator.wire import (
+    WireError,
+    check_command_result,
+    check_document_ack,
+    check_event_batch,
+    check_hello,
+    check_state_report,
+    document_message,
+    sequence_ranges,
+    stored_event,
+)
+from protos.ondijon.v1 import link_pb2, schedule_pb2, state_pb2
+
+DIGEST = b"\x5a" * 32
+SCHEDULE = link_pb2.DOCUMENT_KIND_SCHEDULE
+ALARM = link_pb2.EVENT_PRIORITY_ALARM
+UNSPECIFIED = link_pb2.DOCUMENT_KIND_UNSPECIFIED
+UNKNOWN_KIND = link_pb2.DocumentKind.ValueType(99)
+
+
+def hello(*held: link_pb2.HeldDocument, firmware: str = "1.2.0") -> Callable[[], None]:
+    message = link_pb2.Hello(firmware_version=firmware, held=list(held), last_sequence=7)
+    return lambda: check_hello(message)
+
+
+def state(*devices: state_pb2.DeviceState, limit: int = 10) -> Callable[[], None]:
+    message = link_pb2.StateReport(batch_id=1, devices=list(devices))
+    return lambda: check_state_report(message, limit)
+
+
+def lamp(
+    device_id: str = "lamp-001", kind: int = schedule_pb2.DEVICE_KIND_LAMP
+) -> state_pb2.DeviceState:
+    return state_pb2.DeviceState(device_id=device_id, kind=kind)  # type: ignore[arg-type]
+
+
+def event(**fields: object) -> link_pb2.Event:
+    values: dict[str, object] = {"sequence": 1, "priority": ALARM, "type": "lamp.failure"}
+    values.update(fields)
+    return link_pb2.Event(**values)  # type: ignore[arg-type]
+
+
+def events(*batch: link_pb2.Event, limit: int = 10) -> Callable[[], None]:
+    message = link_pb2.EventBatch(events=list(batch))
+    return lambda: check_event_batch(message, limit)
+
+
+def ack(**fields: object) -> Callable[[], None]:
+    values: dict[str, object] = {"kind": SCHEDULE, "version": 3, "digest": DIGEST, "accepted": True}
+    values.update(fields)
+    message = link_pb2.DocumentAck(**values)  # type: ignore[arg-type]
+    return lambda: check_document_ack(message)
+
+
+def result(**fields: object) -> Callable[[], None]:
+    values: dict[str, object] = {"command_id": "c-1", "status": link_pb2.COMMAND_STATUS_DONE}
+    values.update(fields)
+    message = link_pb2.CommandResult(**values)  # type: ignore[arg-type]
+    return lambda: check_command_result(message)
+
+
+def test_good_messages_pass() -> None:
+    hello(link_pb2.HeldDocument(kind=SCHEDULE, version=2, digest=DIGEST))()
+    hello()()
+    state(lamp("lamp-001"), lamp("bollard-1", schedule_pb2.DEVICE_KIND_BOLLARD))()
+    state()()
+    events(event(sequence=1), event(sequence=2, device_id="", attributes={"a": "b"}))()
+    ack()()
+    ack(accepted=False, error="program 'night' has no points")()
+    for status in (
+        link_pb2.COMMAND_STATUS_DONE,
+        link_pb2.COMMAND_STATUS_REFUSED,
+        link_pb2.COMMAND_STATUS_EXPIRED,
+    ):
+        result(status=status)()
+
+
+@pytest.mark.parametrize(
+    ("check", "field"),
+    [
+        (hello(firmware="1" * 65), "hello.firmware_version"),
+        (hello(link_pb2.HeldDocument(kind=UNSPECIFIED, digest=DIGEST)), "hello.held[0].kind"),
+        (hello(link_pb2.HeldDocument(kind=UNKNOWN_KIND, digest=DIGEST)), "hello.held[0].kind"),
+        (
+            hello(
+                link_pb2.HeldDocument(kind=SCHEDULE, digest=DIGEST),
+                link_pb2.HeldDocument(kind=SCHEDULE, digest=DIGEST),
+            ),
+            "hello.held[1].kind",
+        ),
+        (hello(link_pb2.HeldDocument(kind=SCHEDULE, digest=b"short")), "hello.held[0].digest"),
+        (state(*[lamp(f"l{i}") for i in range(11)]), "state.devices"),
+        (state(lamp("ok"), lamp("")), "state.devices[1].device_id"),
+        (state(lamp("x" * 129)), "state.devices[0].device_id"),
+        (state(lamp("ok"), lamp("lamp-1\nforged log line")), "state.devices[1].device_id"),
+        (state(lamp("ok"), lamp("ok2", kind=0)), "state.devices[1].kind"),
+        (state(lamp("ok", kind=42)), "state.devices[0].kind"),
+        (events(*[event(sequence=i) for i in range(1, 12)]), "events.events"),
+        (events(event(), event(sequence=0)), "events.events[1].sequence"),
+        (events(event(priority=0)), "events.events[0].priority"),
+        (events(event(priority=9)), "events.events[0].priority"),
+        (events(event(device_id="d" * 129)), "events.events[0].device_id"),
+        (events(event(device_id="lamp\x1b[2J")), "events.events[0].device_id"),
+        (events(event(type="")), "events.events[0].type"),
+        (events(event(type="lamp\nfailure")), "events.events[0].type"),
+        (events(event(message="m" * 1025)), "events.events[0].message"),
+        (
+            events(event(attributes={str(i): "" for i in range(33)})),
+            "events.events[0].attributes",
+        ),
+        (ack(kind=0), "document_ack.kind"),
+        (ack(kind=17), "document_ack.kind"),
+        (ack(digest=b""), "document_ack.digest"),
+        (ack(error="e" * 1025), "document_ack.error"),
+        (result(command_id=""), "command_result.command_id"),
+        (result(status=link_pb2.COMMAND_STATUS_PENDING), "command_result.status"),
+        (result(status=link_pb2.COMMAND_STATUS_DELIVERED), "command_result.status"),
+        (result(detail="d" * 1025), "command_result.detail"),
+    ],
+)
+def test_every_refusal_names_the_field(check: Callable[[], None], field: str) -> None:
+    with pytest.raises(WireError) as caught:
+        check()
+    assert caught.value.field == field
+    assert str(caught.value).startswith(f"{field}: ") and caught.value.reason
+
+
+def test_acknowledged_sequences_are_compressed_into_ranges() -> None:
+    ranges = sequence_ranges([7, 3, 4, 5, 5, 9, 10, 1])
+    assert [(r.first, r.last) for r in ranges] == [(1, 1), (3, 5), (7, 7), (9, 10)]
+    assert sequence_ranges([]) == []
+
+
+def test_store_records_become_messages_with_their_instants() -> None:
+    issued = datetime(2026, 10, 25, 1, 30, tzinfo=UTC)
+    document = DocumentRecord("dj-001", SCHEDULE, 4, DIGEST, b"payload", issued, "ana")
+    message = document_message(document)
+    assert (message.kind, message.version, message.digest, message.payload) == (
+        SCHEDULE,
+        4,
+        DIGEST,
+        b"payload",
+    )
+    assert message.issued_at.ToDatetime(tzinfo=UTC) == issued
+    stored = stored_event("dj-001", event(sequence=5), issued)
+    assert (stored.gateway_id, stored.event.sequence) == ("dj-001", 5)
+    assert stored.received_at.ToDatetime(tzinfo=UTC) == issued
