@@ -21,11 +21,13 @@ import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from datetime import UTC
 from typing import Protocol
 
 import grpc
 
 from edge.config import AgentConfig
+from edge.equipment.base import EquipmentEvent, Priority
 from edge.identity import Credentials, channel_options, load_credentials
 from protos.ondijon.v1 import firmware_pb2, link_pb2, link_pb2_grpc, state_pb2
 
@@ -73,6 +75,8 @@ class OutboxPort(Protocol):
 
     def raise_sequence_floor(self, stored_sequence: int) -> bool: ...
 
+    def append_many(self, events: Iterable[EquipmentEvent]) -> list[int]: ...
+
 
 @dataclass(frozen=True)
 class Backoff:
@@ -82,7 +86,8 @@ class Backoff:
     cap_s: float = 60.0
 
     def delay(self, attempt: int, rng: random.Random) -> float:
-        return rng.uniform(0, min(self.cap_s, self.base_s * 2**attempt))
+        # The exponent is bounded: days offline must not overflow a float.
+        return rng.uniform(0, min(self.cap_s, self.base_s * 2 ** min(attempt, 64)))
 
 
 class LinkStatus:
@@ -150,25 +155,27 @@ class GatewayLinkClient:
         """Connect, and reconnect forever, until cancelled."""
         attempt = 0
         while True:
+            sessions = self.status.sessions
             try:
-                welcomed = await self._session()
+                await self._session()
                 self.status.last_error = "stream ended by the orchestrator"
             except asyncio.CancelledError:
                 raise
             except grpc.aio.AioRpcError as exc:
-                welcomed = False
                 self.status.last_error = f"{exc.code().name}: {exc.details()}"
             except Exception as exc:
-                welcomed = False
                 self.status.last_error = f"{type(exc).__name__}: {exc}"
                 log.exception("link failed")
+            # A session that was welcomed worked, however it ended (an orchestrator restart
+            # ends it with an RPC error): the backoff starts again from zero.
+            welcomed = self.status.sessions > sessions
             self.status.connected.clear()
             attempt = 0 if welcomed else attempt + 1
             delay = self.backoff.delay(attempt, self.rng)
             log.info("link down (%s); retrying in %.1f s", self.status.last_error, delay)
             await self.sleep(delay)
 
-    async def _session(self) -> bool:
+    async def _session(self) -> None:
         credentials = load_credentials(self.config)
         async with grpc.aio.secure_channel(
             self.config.address,
@@ -178,11 +185,9 @@ class GatewayLinkClient:
             stub = link_pb2_grpc.GatewayLinkStub(channel)
             session = _Session(self)
             call = stub.Connect(session.requests())
-            welcomed = False
             try:
                 async for response in call:
                     if response.WhichOneof("body") == "welcome":
-                        welcomed = True
                         self.status.sessions += 1
                         self.status.connected.set()
                         self.channel, self._current = channel, session
@@ -195,7 +200,6 @@ class GatewayLinkClient:
                     self.channel, self._current = None, None
                 session.close()
                 call.cancel()
-            return welcomed
 
 
 class _Session:
@@ -230,7 +234,8 @@ class _Session:
         self.window = max(1, welcome.event_window)
         # A fresh outbox (set aside after corruption) must not reuse sequences the
         # orchestrator already stored: it would take new events for duplicates.
-        self.client.outbox.raise_sequence_floor(welcome.stored_sequence)
+        if self.client.outbox.raise_sequence_floor(welcome.stored_sequence):
+            renumber_pending(self.client.outbox)
         # After a reconnection the orchestrator may lack any report: send every device once.
         for state in self.client.agent.device_states():
             self.client._changed.setdefault(state.device_id, state)
@@ -307,6 +312,42 @@ class _Session:
                 self.outgoing.put_nowait(
                     link_pb2.ConnectRequest(events=link_pb2.EventBatch(events=batch))
                 )
+
+
+_PRIORITY = {
+    link_pb2.EVENT_PRIORITY_ALARM: Priority.ALARM,
+    link_pb2.EVENT_PRIORITY_EVENT: Priority.EVENT,
+    link_pb2.EVENT_PRIORITY_METERING: Priority.METERING,
+}
+
+
+def renumber_pending(outbox: OutboxPort, chunk: int = 200) -> int:
+    """Give every pending event a new sequence above the raised floor; how many moved.
+
+    Called when the orchestrator's stored sequence is above the outbox's last one: the
+    outbox was lost, and what it recorded since (the recovery event first of all) carries
+    numbers the orchestrator already holds and would drop as duplicates. Copies are
+    recorded before the originals are acknowledged, so a cut in between sends both, and
+    the orchestrator drops the originals. A cut between raising the floor and the copies
+    still loses those few events; closing it needs both in one outbox transaction.
+    """
+    pending: list[link_pb2.Event] = []
+    while batch := outbox.next_batch(chunk, 1 << 30):
+        pending += batch
+    for start in range(0, len(pending), chunk):
+        outbox.append_many(
+            EquipmentEvent(
+                device_id=e.device_id,
+                type=e.type,
+                priority=_PRIORITY[e.priority],
+                at=e.at.ToDatetime(tzinfo=UTC),
+                message=e.message,
+                attributes=dict(e.attributes),
+            )
+            for e in pending[start : start + chunk]
+        )
+    outbox.ack([link_pb2.SequenceRange(first=e.sequence, last=e.sequence) for e in pending])
+    return len(pending)
 
 
 async def cancel_and_wait(task: asyncio.Task[None]) -> None:

@@ -52,11 +52,6 @@ def test_backoff_spreads_a_crowd_over_the_whole_interval() -> None:
     assert max(per_second) < 2 * min(per_second)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="edge/link.py: base_s * 2**attempt overflows a float from attempt 1024 "
-    "(about nine hours offline); the OverflowError ends the link task and the agent",
-)
 def test_backoff_survives_days_offline() -> None:
     assert Backoff().delay(5000, random.Random(1)) <= 60
 
@@ -173,11 +168,6 @@ async def test_failures_count_up_and_a_connection_is_made_when_possible(city: Ci
 
 
 @pytest.mark.integration
-@pytest.mark.xfail(
-    strict=True,
-    reason="edge/link.py: a welcomed session that ends in an RPC error (orchestrator "
-    "restart) counts as one more failure, so the backoff never resets after an outage",
-)
 async def test_backoff_starts_again_from_zero_after_a_working_session(city: City) -> None:
     config = await city.enrolled("dj-001")
     async with linked(replace(config, address=closed_address())) as (client, backoff):
