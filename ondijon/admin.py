@@ -97,6 +97,45 @@ async def watch(profile: Profile, gateway_id: str) -> None:
             raise AdminError(f"{exc.code().name}: {exc.details()}") from None
 
 
+def _instant(text: str | None, field: str) -> timestamp_pb2.Timestamp | None:
+    if not text:
+        return None
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise AdminError(f"{field}: {text!r} is not an ISO 8601 instant") from None
+    return _ts(when if when.tzinfo else when.replace(tzinfo=UTC))
+
+
+def export_audit(profile: Profile, args: argparse.Namespace) -> int:
+    """``ondijon audit export``: every matching entry to ``--output`` or stdout."""
+    import sys
+
+    from ondijon.audit import AuditExportError, export
+
+    query = control_pb2.ListAuditRequest(
+        actor=args.actor,
+        action=args.action,
+        gateway_id=args.gateway,
+        commune=args.commune,
+        result=args.result,
+    )
+    for field in ("since", "until"):
+        instant = _instant(getattr(args, field), f"--{field}")
+        if instant is not None:
+            getattr(query, field).CopyFrom(instant)
+    try:
+        if args.output is None:
+            count = asyncio.run(export(profile, query, sys.stdout, args.format))
+        else:
+            with args.output.open("w", encoding="utf-8", newline="") as out:
+                count = asyncio.run(export(profile, query, out, args.format))
+    except AuditExportError as exc:
+        raise AdminError(str(exc)) from None
+    print(f"{count} audit entries exported", file=sys.stderr)
+    return 0
+
+
 def run_admin(args: argparse.Namespace) -> int:
     """Dispatch ``ondijon gateway|desired|command|events`` sub-commands."""
     profile = Profile.load(args.profile)
@@ -135,6 +174,39 @@ def run_admin(args: argparse.Namespace) -> int:
         )
         print(show(response))
         return 0
+    if what == "gateway-revoke":
+        response = asyncio.run(
+            call(
+                profile,
+                "RevokeGateway",
+                control_pb2.RevokeGatewayRequest(gateway_id=args.gateway_id, reason=args.reason),
+            )
+        )
+        assert isinstance(response, control_pb2.RevokeGatewayResponse)
+        serials = ", ".join(response.revoked_serials) or "none was live"
+        print(f"gateway {args.gateway_id} revoked: certificates {serials}")
+        print(
+            f"{response.streams_closed} open stream(s) closed here; CRL {response.crl_number}; "
+            "to bring it back: ondijon gateway token, then ondijon edge enroll"
+        )
+        return 0
+    if what == "gateway-token":
+        response = asyncio.run(
+            call(
+                profile,
+                "IssueEnrollmentToken",
+                control_pb2.IssueEnrollmentTokenRequest(
+                    gateway_id=args.gateway_id, token_ttl_s=int(args.token_hours * 3600)
+                ),
+            )
+        )
+        assert isinstance(response, control_pb2.IssueEnrollmentTokenResponse)
+        expires = response.token_expires_at.ToDatetime()
+        print(f"enrollment token (one-time, expires {expires:%Y-%m-%d %H:%M} UTC):")
+        print(response.enrollment_token)
+        return 0
+    if what == "audit":
+        return export_audit(profile, args)
     if what == "devices":
         response = asyncio.run(
             call(profile, "ListDevices", control_pb2.ListDevicesRequest(gateway_id=args.gateway_id))

@@ -5,6 +5,9 @@
     ondijon orchestrator serve --config ORCH.toml run the orchestrator
     ondijon orchestrator migrate --config ORCH.toml
     ondijon gateway add|list|show ...             fleet registry (admin API)
+    ondijon gateway revoke GATEWAY [--reason R]   revoke its certificates, close its stream
+    ondijon gateway token GATEWAY                 a fresh one-time enrollment token
+    ondijon audit export --format csv|jsonl       the audit log, for archiving
     ondijon devices GATEWAY                       current device states
     ondijon desired put GATEWAY KIND FILE.json    push a schedule, signal plans, access list
     ondijon command override GATEWAY --level N    force lamps for a while
@@ -60,7 +63,7 @@ def _parser() -> argparse.ArgumentParser:
 
     def admin(name: str, help_text: str, action: str) -> argparse.ArgumentParser:
         parent = admin_sub or sub
-        p = parent.add_parser(name, help=help_text)
+        p = parent.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(admin=action)
         p.add_argument("--profile", type=Path, help="operator profile dir ($ONDIJON_PROFILE)")
         return p
@@ -81,6 +84,29 @@ def _parser() -> argparse.ArgumentParser:
     g_list.add_argument("--commune", default="")
     g_show = admin("show", "one gateway in detail", "gateway-show")
     g_show.add_argument("gateway_id")
+    g_revoke = admin(
+        "revoke",
+        "revoke every certificate of a gateway: new streams are refused and its open stream "
+        "is closed at once (within seconds on other orchestrator replicas); the CRL is "
+        "re-published. The way back is `ondijon gateway token` then `ondijon edge enroll`",
+        "gateway-revoke",
+    )
+    g_revoke.add_argument("gateway_id")
+    g_revoke.add_argument(
+        "--reason",
+        default="",
+        help="kept in the audit log; start it with key-compromise, cessation-of-operation, "
+        "superseded, affiliation-changed or privilege-withdrawn to set the CRL reason code",
+    )
+    g_token = admin(
+        "token",
+        "a fresh one-time enrollment token for a registered gateway (to re-enroll after a "
+        "revocation, an expired certificate or a replaced cabinet computer); earlier unused "
+        "tokens of the gateway stop working",
+        "gateway-token",
+    )
+    g_token.add_argument("gateway_id")
+    g_token.add_argument("--token-hours", type=float, default=0, help="0: the server default")
 
     admin_sub = None
     devices = admin("devices", "current device states of a gateway", "devices")
@@ -110,9 +136,31 @@ def _parser() -> argparse.ArgumentParser:
     events.add_argument("--after", type=int, default=0)
     events.add_argument("--limit", type=int, default=100)
 
+    audit = sub.add_parser("audit", help="the audit log (admins)")
+    admin_sub = audit.add_subparsers(dest="audit_command", required=True)
+    export = admin("export", "write the audit log, oldest first, to a file or stdout", "audit")
+    export.add_argument("--format", choices=["csv", "jsonl"], default="jsonl")
+    export.add_argument("--output", type=Path, help="file to write (default: stdout)")
+    export.add_argument("--since", help="ISO 8601 instant, inclusive (UTC if no offset)")
+    export.add_argument("--until", help="ISO 8601 instant, exclusive")
+    export.add_argument("--actor", default="", help="identity URI of the caller")
+    export.add_argument("--action", default="", help="e.g. command.send, or gateway. (prefix)")
+    export.add_argument("--gateway", default="", help="entries about this gateway")
+    export.add_argument("--commune", default="")
+    export.add_argument("--result", default="", choices=["", "ok", "refused", "error"])
+    admin_sub = None
+
     edge = sub.add_parser("edge", help="the cabinet agent")
     edge_sub = edge.add_subparsers(dest="edge_command", required=True)
-    enroll = edge_sub.add_parser("enroll", help="make a key, get a certificate with a token")
+    enroll = edge_sub.add_parser(
+        "enroll",
+        help="make a key, get a certificate with a token",
+        description="Make a new key on this gateway (it never leaves it) and trade a one-time "
+        "token for a certificate. The running agent renews that certificate by itself over "
+        "its link at two thirds of its lifetime; an agent that stayed offline past the "
+        "expiry, or was revoked, comes back only this way, with a fresh token from "
+        "`ondijon gateway token`.",
+    )
     enroll.add_argument("--config", type=Path, required=True)
     enroll.add_argument("--token", required=True)
     run = edge_sub.add_parser("run", help="run the agent")
