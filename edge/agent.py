@@ -40,7 +40,7 @@ from edge.identity import Credentials
 from edge.link import GatewayLinkClient
 from edge.renewal import keep_renewed
 from edge.schedule.errors import ScheduleError
-from edge.schedule.evaluator import evaluate
+from edge.schedule.evaluator import Decision, evaluate
 from edge.schedule.model import (
     AccessPolicy,
     BollardPosition,
@@ -52,6 +52,7 @@ from edge.schedule.model import (
     Site,
 )
 from edge.schedule.wire import override_from_proto, schedule_from_proto
+from edge.storage.atomic import StorageRecovery
 from edge.storage.errors import DocumentRefusedError
 from edge.storage.outbox import Outbox
 from edge.storage.overflow import OutboxLimits
@@ -145,10 +146,9 @@ class Agent:
         self.firmware_version = firmware_version()
         self.site = Site(config.latitude, config.longitude, config.time_zone)
         config.state_dir.mkdir(parents=True, exist_ok=True)
-        self._recoveries: list[str] = []
+        self._recoveries: list[StorageRecovery] = []
         self.state = AgentState(
-            config.state_dir / "state.json",
-            on_recovery=lambda r: self._recoveries.append(str(r)),
+            config.state_dir / "state.json", on_recovery=self._recoveries.append
         )
         self.outbox = Outbox(
             config.state_dir / "outbox.sqlite",
@@ -156,6 +156,11 @@ class Agent:
             limits=OutboxLimits(max_disk_bytes=config.outbox_max_bytes),
         )
         self.link = GatewayLinkClient(config, self, self.outbox)
+        if self.outbox.recovered is not None:
+            # Set aside and started empty: what it held is lost and the control centre must
+            # hear of it; the link renumbers what is recorded until it learns the floor.
+            self.link.outbox_lost()
+            self._recoveries.append(self.outbox.recovered)
         self.firmware = AgentFirmware(
             config.firmware,
             clock=clock,
@@ -183,15 +188,7 @@ class Agent:
         self._build_equipment(pin_factory)
         self._load_documents()
         for recovery in self._recoveries:
-            self.record(
-                EquipmentEvent(
-                    device_id="",
-                    type="storage.recovered",
-                    priority=Priority.ALARM,
-                    at=clock.now(),
-                    message=recovery,
-                )
-            )
+            self.record(recovery.to_event(clock.now()))
 
     # -- set-up ---------------------------------------------------------------------------------
 
@@ -211,7 +208,7 @@ class Agent:
             bollard_sink = _DeviceSink(self)
             bollard = BollardController(
                 config=bollard_config,
-                driver=open_bollard_driver(bollard_config, self.clock),
+                driver=open_bollard_driver(bollard_config, self.clock, pin_factory=pin_factory),
                 clock=self.clock,
                 sink=bollard_sink,
             )
@@ -448,9 +445,13 @@ class Agent:
         horizon = now + timedelta(hours=24)
         lux = self.cabinet.lux if self.cabinet is not None else None
         holding = self._sensor_holding
+        # Lamps differ only by the overrides naming them: evaluate once per distinct set
+        # (a cabinet of 100 lamps usually costs one evaluation, not 100).
+        decided: dict[tuple[str, ...], Decision] = {}
         for lamp in self.lamps:
             device_id = lamp.controller.device_id
-            decision = evaluate(
+            key = tuple(o.id for o in self.overrides if o.applies_to(DeviceKind.LAMP, device_id))
+            decision = decided.get(key) or evaluate(
                 self.schedule,
                 self.site,
                 now,
@@ -460,6 +461,7 @@ class Agent:
                 lux=lux,
                 sensor_holding=holding,
             )
+            decided[key] = decision
             self._sensor_holding = decision.sensor_holding
             level = decision.lamp_level if decision.lamp_level is not None else 100
             wanted = (level, decision.source)

@@ -22,13 +22,15 @@ import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC
+from pathlib import Path
 from typing import Protocol
 
 import grpc
 
 from edge.config import AgentConfig
 from edge.equipment.base import EquipmentEvent, Priority
-from edge.identity import Credentials, channel_options, load_credentials
+from edge.identity import Credentials, IdentityFilesError, channel_options, load_credentials
+from ondijon.files import fsync_dir, write_atomic
 from protos.ondijon.v1 import firmware_pb2, link_pb2, link_pb2_grpc, state_pb2
 
 log = logging.getLogger("ondijon.edge.link")
@@ -137,6 +139,28 @@ class GatewayLinkClient:
         self._changed[state.device_id] = state
         self._state_dirty.set()
 
+    def outbox_lost(self) -> None:
+        """The outbox was set aside and started empty: renumber on the next welcome.
+
+        Until the orchestrator says what it stored, the new outbox numbers events from
+        where it starts, over sequences the orchestrator already holds; a marker file (not
+        a flag in memory) keeps that known across restarts while the link is down.
+        """
+        write_atomic(self._lost_marker, b"")
+
+    def renumber_after_loss(self, stored_sequence: int) -> int:
+        """After :meth:`outbox_lost`, move the events at or below ``stored_sequence``."""
+        if not self._lost_marker.exists():
+            return 0
+        moved = renumber_pending(self.outbox, stored_sequence)
+        self._lost_marker.unlink()
+        fsync_dir(self._lost_marker.parent)
+        return moved
+
+    @property
+    def _lost_marker(self) -> Path:
+        return self.config.state_dir / "outbox.renumber"
+
     def events_recorded(self) -> None:
         """The outbox has new events."""
         self._events_ready.set()
@@ -163,6 +187,9 @@ class GatewayLinkClient:
                 raise
             except grpc.aio.AioRpcError as exc:
                 self.status.last_error = f"{exc.code().name}: {exc.details()}"
+            except IdentityFilesError as exc:
+                # Expected until the gateway is enrolled: one line, not a traceback per retry.
+                self.status.last_error = str(exc)
             except Exception as exc:
                 self.status.last_error = f"{type(exc).__name__}: {exc}"
                 log.exception("link failed")
@@ -234,8 +261,8 @@ class _Session:
         self.window = max(1, welcome.event_window)
         # A fresh outbox (set aside after corruption) must not reuse sequences the
         # orchestrator already stored: it would take new events for duplicates.
-        if self.client.outbox.raise_sequence_floor(welcome.stored_sequence):
-            renumber_pending(self.client.outbox)
+        self.client.outbox.raise_sequence_floor(welcome.stored_sequence)
+        self.client.renumber_after_loss(welcome.stored_sequence)
         # After a reconnection the orchestrator may lack any report: send every device once.
         for state in self.client.agent.device_states():
             self.client._changed.setdefault(state.device_id, state)
@@ -321,19 +348,18 @@ _PRIORITY = {
 }
 
 
-def renumber_pending(outbox: OutboxPort, chunk: int = 200) -> int:
-    """Give every pending event a new sequence above the raised floor; how many moved.
+def renumber_pending(outbox: OutboxPort, stored_sequence: int, chunk: int = 200) -> int:
+    """Record again, under new sequences, the pending events numbered at or below
+    ``stored_sequence`` (the outbox's floor is already above it); how many moved.
 
-    Called when the orchestrator's stored sequence is above the outbox's last one: the
-    outbox was lost, and what it recorded since (the recovery event first of all) carries
-    numbers the orchestrator already holds and would drop as duplicates. Copies are
-    recorded before the originals are acknowledged, so a cut in between sends both, and
-    the orchestrator drops the originals. A cut between raising the floor and the copies
-    still loses those few events; closing it needs both in one outbox transaction.
+    Copies are recorded before the originals are acknowledged: a cut in between keeps
+    both, and the orchestrator, which holds other events under the originals' numbers,
+    drops those. Everything else pending is left as it was, to be sent as usual.
     """
     pending: list[link_pb2.Event] = []
     while batch := outbox.next_batch(chunk, 1 << 30):
-        pending += batch
+        pending += [e for e in batch if e.sequence <= stored_sequence]
+    outbox.requeue_in_flight()
     for start in range(0, len(pending), chunk):
         outbox.append_many(
             EquipmentEvent(
@@ -346,7 +372,8 @@ def renumber_pending(outbox: OutboxPort, chunk: int = 200) -> int:
             )
             for e in pending[start : start + chunk]
         )
-    outbox.ack([link_pb2.SequenceRange(first=e.sequence, last=e.sequence) for e in pending])
+    if pending:
+        outbox.ack([link_pb2.SequenceRange(first=e.sequence, last=e.sequence) for e in pending])
     return len(pending)
 
 

@@ -316,18 +316,20 @@ class GpioBollard:
         self._devices.clear()
 
 
-def open_bollard_driver(config: BollardConfig, clock: Clock) -> BollardDriver:
+def open_bollard_driver(
+    config: BollardConfig, clock: Clock, *, pin_factory: Any = None
+) -> BollardDriver:
     """The backend named by ``config.backend``.
 
-    ``"gpio"`` uses gpiozero's default pin factory (``GPIOZERO_PIN_FACTORY``); ``"simulated"``
-    runs :class:`edge.equipment.bollard_sim.SimulatedBollard` on ``clock``.
+    ``"gpio"`` uses ``pin_factory`` (None: gpiozero's default, from ``GPIOZERO_PIN_FACTORY``);
+    ``"simulated"`` runs :class:`edge.equipment.bollard_sim.SimulatedBollard` on ``clock``.
     """
     if config.backend == "simulated":
         # Imported here: the simulator builds on GpioBollard from this module.
         from edge.equipment.bollard_sim import SimulatedBollard
 
         return SimulatedBollard(config, clock)
-    return GpioBollard(config)
+    return GpioBollard(config, pin_factory=pin_factory)
 
 
 _MOTION = {
@@ -389,6 +391,11 @@ class BollardController:
     def close(self) -> None:
         """Release the driver's pins (call after :meth:`run` has ended)."""
         self._driver.close()
+
+    @property
+    def driver(self) -> BollardDriver:
+        """The backend (the bench drives a simulated bollard's car and obstacles through it)."""
+        return self._driver
 
     @property
     def phase(self) -> Phase:

@@ -541,6 +541,11 @@ class SignalController:
         self._driver.close()
 
     @property
+    def driver(self) -> SignalControllerDriver:
+        """The backend (the bench reaches a simulated controller through it)."""
+        return self._driver
+
+    @property
     def plans(self) -> SignalPlans | None:
         """The validated plans document in force, if any."""
         return self._plans
