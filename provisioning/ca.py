@@ -17,17 +17,21 @@ the certificate revocation list (:meth:`CertificateAuthority.sign_crl`).
 from __future__ import annotations
 
 import ipaddress
+import os
+import shutil
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from ondijon.files import write_atomic
+from ondijon.files import fsync_dir, write_atomic
 from provisioning.identity import Identity, Role
 
 KEY_MODE = 0o600
@@ -117,12 +121,17 @@ class CertificateAuthority:
 
     @classmethod
     def init(cls, directory: Path, *, now: datetime, name: str = "OnDijon") -> CertificateAuthority:
-        """Create a new CA in ``directory``; refuses to overwrite an existing one."""
+        """Create a new CA in ``directory`` (new or empty); refuses to overwrite a CA.
+
+        The files are written in a directory beside it, renamed into place once complete:
+        a failure or a power cut never leaves a half-made CA that the next ``ca init``
+        would refuse and :meth:`load` could not use.
+        """
         directory = Path(directory)
         if (directory / "root.key").exists() or (directory / "issuing.key").exists():
             raise CAError(f"ca directory: {directory} already holds a CA; refusing to overwrite")
-        directory.mkdir(parents=True, exist_ok=True)
-        directory.chmod(0o700)
+        if directory.is_dir() and any(directory.iterdir()):
+            raise CAError(f"ca directory: {directory} is not empty; give a new or empty one")
         root_key = new_private_key()
         root_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{name} Root CA")])
         root = (
@@ -150,10 +159,18 @@ class CertificateAuthority:
             )
             .sign(root_key, hashes.SHA256())
         )
-        write_atomic(directory / "root.key", key_to_pem(root_key), mode=KEY_MODE)
-        write_atomic(directory / "issuing.key", key_to_pem(issuing_key), mode=KEY_MODE)
-        write_atomic(directory / "root.pem", cert_to_pem(root))
-        write_atomic(directory / "issuing.pem", cert_to_pem(issuing))
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+        try:  # mkdtemp made it 0700
+            write_atomic(staging / "root.key", key_to_pem(root_key), mode=KEY_MODE)
+            write_atomic(staging / "issuing.key", key_to_pem(issuing_key), mode=KEY_MODE)
+            write_atomic(staging / "root.pem", cert_to_pem(root))
+            write_atomic(staging / "issuing.pem", cert_to_pem(issuing))
+            os.rename(staging, directory)  # replaces an empty directory, never a full one
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        fsync_dir(directory.parent)
         return cls(directory, root, issuing, issuing_key)
 
     @classmethod
@@ -320,6 +337,11 @@ class CertificateAuthority:
             cert.verify_directly_issued_by(self.issuing)
         except (ValueError, TypeError) as exc:
             raise CAError(f"certificate: not issued by this CA ({exc})") from None
+        except InvalidSignature:
+            # Another CA with the same name: the issuer matches, the signature does not.
+            raise CAError(
+                "certificate: not issued by this CA (signature does not verify)"
+            ) from None
 
 
 def _ca_usage() -> x509.KeyUsage:

@@ -11,12 +11,14 @@ import asyncio
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from edge.config import AgentConfig
 from edge.identity import enroll as identity_enroll
 from ondijon.cli import main
+from ondijon.files import write_atomic
 from provisioning.ca import CertificateAuthority
 from tests.conftest import City
 
@@ -161,6 +163,23 @@ def test_ca_init_over_a_file_creates_nothing(
     code, err = run(["ca", "init", "--dir", str(tmp_path / "taken" / "ca")], capsys)
     assert code != 0 and err.startswith("ondijon: error: ")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
+
+
+def test_ca_init_that_fails_half_way_leaves_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[Path] = []
+
+    def disk_full_at_third_file(path: Path, data: bytes, **kwargs: Any) -> None:
+        calls.append(path)
+        if len(calls) == 3:
+            raise OSError(28, "No space left on device")
+        write_atomic(path, data, **kwargs)
+
+    monkeypatch.setattr("provisioning.ca.write_atomic", disk_full_at_third_file)
+    code, err = run(["ca", "init", "--dir", str(tmp_path / "ca")], capsys)
+    assert code != 0 and "No space left on device" in err
+    assert list(tmp_path.iterdir()) == []
 
 
 # -- enrollment ------------------------------------------------------------------------------
