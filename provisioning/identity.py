@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from cryptography import x509
 
 TRUST_DOMAIN = "ondijon"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 
 
 class IdentityError(Exception):
@@ -47,7 +47,8 @@ class Identity:
 
 def check_name(field: str, name: str) -> str:
     """Return ``name`` if it is a valid gateway or operator name, else raise naming ``field``."""
-    if not _NAME.match(name):
+    # fullmatch: with match and "$", a trailing newline would pass ("dj-001\n").
+    if not _NAME.fullmatch(name):
         raise IdentityError(
             f"{field}: {name!r} is not a valid name (1-63 characters: letters, digits, '.', '_', "
             "'-', starting with a letter or digit)"
