@@ -223,12 +223,35 @@ class _Conversation:
             for e in batch.events
         ]
         gateway_id = self.gateway_id
-        await self.app.runner.write(lambda c: store.add_events(c, gateway_id, new, now=now))
         sequences = [e.sequence for e in batch.events]
+
+        def add(conn: sa.Connection) -> set[int] | None:
+            added = store.add_events(conn, gateway_id, new, now=now)
+            if added == len(new):
+                return None  # all new: the usual case
+            if added == 0:
+                return set()  # a replay: stored already
+            # Partly a replay (batches resent after a cut are not cut the same way): the
+            # new events are those this very transaction stamped.
+            fresh: set[int] = set()
+            for r in sequence_ranges(sequences):
+                span = store.list_events(
+                    conn, gateway_id, after_sequence=r.first - 1, limit=r.last - r.first + 1
+                )
+                fresh |= {r.sequence for r in span if r.received_at == now}
+            return fresh
+
+        fresh = await self.app.runner.write(add)
         self.session.send(
             link_pb2.ConnectResponse(event_ack=link_pb2.EventAck(stored=sequence_ranges(sequences)))
         )
-        self.app.hub.publish([stored_event(gateway_id, e, now) for e in batch.events])
+        # Watchers see what was stored, once: a replayed event (whatever it now claims) is
+        # not news, and its stored content is the first one received.
+        published: dict[int, link_pb2.Event] = {}
+        for e in batch.events:
+            if fresh is None or e.sequence in fresh:
+                published.setdefault(e.sequence, e)
+        self.app.hub.publish([stored_event(gateway_id, e, now) for e in published.values()])
 
     async def on_document_ack(self, ack: link_pb2.DocumentAck) -> None:
         check_document_ack(ack)
