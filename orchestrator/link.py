@@ -238,7 +238,7 @@ class _Conversation:
                 span = store.list_events(
                     conn, gateway_id, after_sequence=r.first - 1, limit=r.last - r.first + 1
                 )
-                fresh |= {r.sequence for r in span if r.received_at == now}
+                fresh |= {row.sequence for row in span if row.received_at == now}
             return fresh
 
         fresh = await self.app.runner.write(add)
