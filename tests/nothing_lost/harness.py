@@ -6,6 +6,8 @@ orchestrator's view of a gateway's events read back through the admin API.
 - :class:`LinkProxy` is a TCP proxy on loopback between an agent and the orchestrator: it
   can refuse connections (the orchestrator is unreachable) or cut the live ones after a
   given number of bytes, i.e. in the middle of a message.
+- :func:`offline_cabinet` runs the real agent in-process on a manual clock behind a proxy
+  that is down, and records the priority of every sequence its outbox gives.
 - :func:`stored_events` pages through ``ListEvents``; :func:`gateway` is ``GetGateway``.
 """
 
@@ -13,14 +15,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import signal
 import sys
-from collections.abc import Callable
-from datetime import datetime
+from collections.abc import AsyncIterator, Callable, Iterable
+from datetime import UTC, datetime
 from pathlib import Path
 
+from edge.agent import Agent
+from edge.config import AgentConfig
+from edge.equipment.base import EquipmentEvent, Priority
+from edge.equipment.lamp_sim import SimulatedLamp
+from edge.link import Backoff
 from ondijon.admin import call
+from ondijon.clock import ManualClock
 from protos.ondijon.v1 import control_pb2, link_pb2, schedule_pb2
 from tests.conftest import City
 
@@ -211,6 +220,83 @@ class LinkProxy:
             writer.write(chunk)
             await writer.drain()
         writer.transport.abort()
+
+
+# -- a cabinet in-process, on a manual clock, offline ---------------------------------------
+
+T0 = datetime(2026, 1, 5, 0, 0, tzinfo=UTC)  # on a quarter hour
+QUARTER_S = 900.0
+LAMPS = 100
+
+
+@dataclasses.dataclass
+class Cabinet:
+    agent: Agent
+    clock: ManualClock
+    proxy: LinkProxy
+    recorded: dict[int, Priority]  # every sequence the outbox gave, and its priority
+
+    def lamp(self, device_id: str) -> SimulatedLamp:
+        for lamp in self.agent.lamps:
+            if lamp.controller.device_id == device_id:
+                driver = lamp.controller._driver
+                assert isinstance(driver, SimulatedLamp)
+                return driver
+        raise KeyError(device_id)
+
+    async def offline_quarters(
+        self, quarters: int, *, check: Callable[[], None], flapping: bool = True
+    ) -> None:
+        """Let ``quarters`` quarter hours pass, one monitoring pass each, calling ``check``
+        after each; if ``flapping``, lamp-050 fails and recovers every 6 hours."""
+        outbox = self.agent.outbox
+        for quarter in range(quarters):
+            if flapping and quarter % 24 == 0:
+                flapping = self.lamp("lamp-050")
+                flapping.dead = not flapping.dead
+            before = outbox.last_sequence
+            self.clock.advance(QUARTER_S)
+            for _ in range(100):
+                await asyncio.sleep(0)
+                if outbox.last_sequence >= before + LAMPS:
+                    break
+            else:
+                raise AssertionError(f"quarter {quarter} was not metered")
+            check()
+
+
+@contextlib.asynccontextmanager
+async def offline_cabinet(city: City, config: AgentConfig) -> AsyncIterator[Cabinet]:
+    """The agent, running, with its link behind a proxy that is down."""
+    async with LinkProxy(lambda: city.running.port) as proxy:
+        proxy.online = False
+        clock = ManualClock(T0)
+        agent = Agent(dataclasses.replace(config, address=proxy.address), clock)
+        agent.link.backoff = Backoff(base_s=0.05, cap_s=0.3)
+        recorded: dict[int, Priority] = {}
+        append_many = agent.outbox.append_many
+
+        def recording(events: Iterable[EquipmentEvent]) -> list[int]:
+            listed = list(events)
+            sequences = append_many(listed)
+            recorded.update((s, e.priority) for s, e in zip(sequences, listed, strict=True))
+            return sequences
+
+        agent.outbox.append_many = recording  # type: ignore[method-assign]
+        task = asyncio.create_task(agent.run())
+        for _ in range(10):  # the first monitoring pass starts the meters
+            await asyncio.sleep(0)
+        try:
+            yield Cabinet(agent, clock, proxy, recorded)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+async def reconnect_and_drain(cabinet: Cabinet) -> None:
+    cabinet.proxy.online = True
+    await eventually(lambda: cabinet.agent.outbox.pending_count == 0, timeout=90)
 
 
 # -- the orchestrator's view ----------------------------------------------------------------
