@@ -20,6 +20,8 @@ Authorisation stays with each service (it needs the store); admission only count
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import inspect
 import logging
 import time
@@ -44,13 +46,14 @@ Decoder = Callable[[bytes], Any]
 METERED_STREAMS = frozenset({"/ondijon.v1.GatewayLink/Connect"})
 
 
-def caller_of(context: Context) -> tuple[str, str]:
-    """The budget key of a call (identity URI, else client address) and the caller's role."""
+def caller_of(context: Context) -> tuple[str, str, str]:
+    """The budget key of a call (identity URI, else client address), the caller's role and
+    its certificate serial ("" without one)."""
     try:
         peer = peer_of(context)
     except AuthError:
-        return address_of(context.peer()), ""
-    return peer.identity.uri, peer.identity.role.value
+        return address_of(context.peer()), "", ""
+    return peer.identity.uri, peer.identity.role.value, peer.serial_hex
 
 
 def address_of(peer: str) -> str:
@@ -168,11 +171,23 @@ class Admission(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         log.error("unhandled error in %s (error id %s)", method, error_id, exc_info=exc)
         await context.abort(grpc.StatusCode.INTERNAL, f"internal error (error id {error_id})")
 
+    async def _closed_here(self, context: Context, serial: str) -> None:
+        """A stream whose handler this process cancelled (revocation, renewal, a newer
+        stream) ends with the status the hub left for it; gRPC would send none and leave
+        the peer waiting."""
+        if context.cancelled() or context.done():
+            return  # the peer left, or the server is stopping: nothing to tell
+        code, reason = self.app.hub.closing.pop(
+            serial, (grpc.StatusCode.CANCELLED, "stream closed by the orchestrator")
+        )
+        with contextlib.suppress(grpc.aio.UsageError, grpc.aio.InternalError):
+            await context.abort(code, reason)
+
     # -- the four shapes of RPC -----------------------------------------------------------------
 
     def _unary_unary(self, method: str, decode: Decoder, inner: Any) -> Any:
         async def behaviour(raw: bytes, context: Context) -> Any:
-            key, _ = caller_of(context)
+            key, _, _ = caller_of(context)
             try:
                 self._take_call(key)
                 return await inner(self._decode_one(decode, raw), context)
@@ -183,7 +198,7 @@ class Admission(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
 
     def _unary_stream(self, method: str, decode: Decoder, inner: Any) -> Any:
         async def behaviour(raw: bytes, context: Context) -> AsyncIterator[Any]:
-            key, role = caller_of(context)
+            key, role, serial = caller_of(context)
             opened = False
             try:
                 self._take_call(key)
@@ -195,6 +210,9 @@ class Admission(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                         yield response
                 else:
                     await result
+            except asyncio.CancelledError:
+                await self._closed_here(context, serial)
+                raise
             except Exception as exc:
                 await self._fail(context, key, method, exc)
             finally:
@@ -205,7 +223,7 @@ class Admission(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
 
     def _stream_unary(self, method: str, decode: Decoder, inner: Any) -> Any:
         async def behaviour(raw_requests: AsyncIterator[bytes], context: Context) -> Any:
-            key, role = caller_of(context)
+            key, role, _ = caller_of(context)
             opened = False
             try:
                 self._open_stream(key, role)
@@ -223,7 +241,7 @@ class Admission(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         async def behaviour(
             raw_requests: AsyncIterator[bytes], context: Context
         ) -> AsyncIterator[Any]:
-            key, role = caller_of(context)
+            key, role, serial = caller_of(context)
             opened = False
             try:
                 self._open_stream(key, role)
@@ -239,6 +257,9 @@ class Admission(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                         yield response
                 else:
                     await result
+            except asyncio.CancelledError:
+                await self._closed_here(context, serial)
+                raise
             except Exception as exc:
                 await self._fail(context, key, method, exc)
             finally:

@@ -221,7 +221,9 @@ class EnrollmentService(enrollment_pb2_grpc.EnrollmentServicer):
         hub, old = self.app.hub, {peer.serial_hex}
 
         def reconnect(_: object) -> None:
-            hub.drop_certificate(old)
+            hub.drop_certificate(
+                old, grpc.StatusCode.UNAVAILABLE, "certificate renewed: reconnect with the new one"
+            )
 
         # After the answer is on the wire, not before: the agent must have its new
         # certificate in hand when its stream closes.

@@ -7,7 +7,10 @@ queued events (and is told how many), it never slows ingestion.
 
 Sessions and watchers remember the serial of the certificate they were opened with, so a
 revocation (or the expiry of that certificate) can close them: TLS checks a certificate
-once, at the handshake, and an open stream would otherwise outlive it.
+once, at the handshake, and an open stream would otherwise outlive it. A stream closed
+from here ends with the status and reason left in :attr:`Hub.closing` (gRPC sends none
+for a handler task that is cancelled: orchestrator.admission turns the cancellation into
+that status).
 """
 
 from __future__ import annotations
@@ -17,7 +20,11 @@ import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import grpc
+
 from protos.ondijon.v1 import control_pb2, link_pb2
+
+Closing = tuple[grpc.StatusCode, str]
 
 
 @dataclass(eq=False)
@@ -59,11 +66,17 @@ class Hub:
     def __init__(self) -> None:
         self._sessions: dict[str, Session] = {}
         self._watchers: set[Watcher] = set()
+        # Why the streams of a certificate serial were closed from here (taken by admission).
+        self.closing: dict[str, Closing] = {}
 
     def attach(self, session: Session) -> None:
         old = self._sessions.get(session.gateway_id)
         self._sessions[session.gateway_id] = session
         if old is not None:
+            self.closing[old.cert_serial] = (
+                grpc.StatusCode.CANCELLED,
+                "replaced by a newer stream of this gateway",
+            )
             old.cancel()
 
     def detach(self, session: Session) -> None:
@@ -79,13 +92,20 @@ class Hub:
     def sessions(self) -> list[Session]:
         return list(self._sessions.values())
 
-    def drop_certificate(self, serials: set[str]) -> int:
-        """Cancel open streams authenticated by any of ``serials``; returns how many."""
+    def drop_certificate(
+        self,
+        serials: set[str],
+        code: grpc.StatusCode = grpc.StatusCode.UNAUTHENTICATED,
+        reason: str = "client certificate revoked or expired",
+    ) -> int:
+        """Close open streams authenticated by any of ``serials`` with ``code``/``reason``;
+        returns how many."""
         hit: list[Session | Watcher] = [
             s for s in self._sessions.values() if s.cert_serial in serials
         ]
         hit += [w for w in self._watchers if w.cert_serial and w.cert_serial in serials]
         for stream in hit:
+            self.closing[stream.cert_serial] = (code, reason)
             stream.cancel()
         return len(hit)
 
