@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from edge.config import AgentConfig
+from edge.identity import EnrollmentError
 from edge.identity import enroll as identity_enroll
 from ondijon.cli import main
 from ondijon.files import write_atomic
@@ -241,26 +242,42 @@ async def test_refused_enrollments_say_why_and_install_nothing(city: City) -> No
     foreign_root.write_bytes(
         CertificateAuthority.init(city.tmp_path / "foreign", now=datetime.now(UTC)).root_pem
     )
-    attempts = {
+    # Two refusals through the command itself, one from the orchestrator and one from
+    # TLS; the others through the same function it calls (a process costs a second).
+    by_command = {
         "gateway_id: no gateway 'dj-404'": (city.agent_config("dj-404"), "some-token"),
+        "CERTIFICATE_VERIFY_FAILED": (
+            variant(good, "foreign", str(good.ca_file), str(foreign_root)),
+            token,
+        ),
+    }
+    in_process = {
         "token: unknown enrollment token": (good, "not-the-token"),
         "serial: the token is bound to another device serial": (
             variant(good, "stolen", '"SN-dj-001"', '"SN-stolen"'),
             token,
         ),
-        "CERTIFICATE_VERIFY_FAILED": (
-            variant(good, "foreign", str(good.ca_file), str(foreign_root)),
-            token,
-        ),
-        "token: already used": (variant(enrolled, "reinstalled", "", ""), spent),
+        "token: already used": (enrolled, spent),
     }
-    outcomes = await asyncio.gather(*(enroll(c, t) for c, t in attempts.values()))
-    for (code, err), (message, (config, _)) in zip(outcomes, attempts.items(), strict=True):
+
+    async def refused(config: AgentConfig, token: str) -> str:
+        with pytest.raises(EnrollmentError) as caught:
+            await identity_enroll(config, token)
+        return str(caught.value)
+
+    from_command, from_function = await asyncio.gather(
+        asyncio.gather(*(enroll(c, t) for c, t in by_command.values())),
+        asyncio.gather(*(refused(c, t) for c, t in in_process.values())),
+    )
+    for (code, err), (message, (config, _)) in zip(from_command, by_command.items(), strict=True):
         assert code != 0, err
         # gRPC's own C core may log the TLS failure above; ours is one line, the last.
         last = err.strip().splitlines()[-1]
         assert last.startswith("ondijon: error: ") and message in last, err
         assert installed(config) is None
+    for error, (message, (config, _)) in zip(from_function, in_process.items(), strict=True):
+        assert message in error
+        assert installed(config) is None or config is enrolled
     assert installed(enrolled) == certificate  # a working identity is never touched
 
     # The refusals did not spend the token: the rightful gateway enrolls with it.
