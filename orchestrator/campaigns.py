@@ -269,7 +269,21 @@ class CampaignRunner:
             for wave, members in enumerate(state.waves)
             for position, gateway_id in enumerate(members)
         ]
-        await self.app.runner.write(lambda c: self.store.add_campaign(c, record, rows))
+        targets = [g.id for g in plan.gateways]
+
+        def add(conn: sa.Connection) -> None:
+            # One live campaign per gateway: two would offer it two versions in turn.
+            busy = self.store.campaigns_holding(conn, targets, LIVE)
+            if busy:
+                gateway_id = sorted(busy)[0]
+                raise CampaignError(
+                    "target",
+                    f"{len(busy)} gateway(s) already in a live campaign, e.g. {gateway_id}"
+                    f" in {busy[gateway_id]} (abort it first)",
+                )
+            self.store.add_campaign(conn, record, rows)
+
+        await self.app.runner.write(add)
         async with self._lock:
             await self._pass(record)
         return await self.get(plan.campaign_id)

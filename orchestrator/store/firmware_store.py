@@ -296,6 +296,22 @@ class FirmwareStore:
             found.append((self.get_campaign(conn, gateway.campaign_id), gateway))
         return found
 
+    def campaigns_holding(
+        self, conn: sa.Connection, gateway_ids: Sequence[str], statuses: Sequence[str]
+    ) -> dict[str, str]:
+        """Gateway id to the campaign (in one of ``statuses``) that targets it."""
+        found: dict[str, str] = {}
+        ids = list(gateway_ids)
+        for start in range(0, len(ids), 500):
+            rows = conn.execute(
+                sa.select(campaign_gateways.c.gateway_id, campaign_gateways.c.campaign_id)
+                .join(campaigns, campaigns.c.campaign_id == campaign_gateways.c.campaign_id)
+                .where(campaign_gateways.c.gateway_id.in_(ids[start : start + 500]))
+                .where(campaigns.c.status.in_(list(statuses)))
+            )
+            found.update({r.gateway_id: r.campaign_id for r in rows})
+        return found
+
     def save_campaign(
         self,
         conn: sa.Connection,

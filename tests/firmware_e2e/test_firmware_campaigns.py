@@ -76,6 +76,9 @@ async def test_a_failing_canary_halts_the_campaign_with_the_rest_untouched(
     campaign = await releases.show(campaign_id)
     assert campaign.status == firmware_pb2.CAMPAIGN_STATUS_RUNNING
     assert all(not g.HasField("offered_at") for g in campaign.gateways if g.wave == 2)
+    # One live campaign per gateway: a second one waits for this one to end.
+    with pytest.raises(AdminError, match="already in a live campaign"):
+        await releases.campaign("0.2.0", ["dj-c-2"])
     args = ["campaign", "abort", campaign_id, "--reason", "bad key", *profile]
     assert await asyncio.to_thread(main, args) == 0
     assert await asyncio.to_thread(main, ["campaign", "list", *profile]) == 0
