@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import grpc
@@ -102,7 +102,8 @@ class Renewal:
                 delay = retry_delay(attempt)
                 log.warning("certificate renewal failed (%s); retrying in %.0f s", exc, delay)
                 attempt += 1
-                if not await _unless_closed(channel, clock.sleep(delay)):
+                retry_at = clock.now() + timedelta(seconds=delay)
+                if not await _unless_closed(channel, clock.sleep_until(retry_at)):
                     return
                 continue
             self.renewed += 1

@@ -12,23 +12,34 @@ import asyncio
 import contextlib
 import dataclasses
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import grpc
+import pytest
 import sqlalchemy as sa
 
 from edge.config import AgentConfig
 from edge.identity import Credentials, enroll, load_credentials
+from ondijon.clock import ManualClock
 from orchestrator.app import Orchestrator
 from orchestrator.limits import RateLimits
+from orchestrator.server import start
 from orchestrator.store.schema import metadata
 from protos.ondijon.v1 import link_pb2
 from provisioning.ca import CertificateAuthority, key_to_pem, new_private_key
 from provisioning.identity import Identity, Role
-from tests.conftest import City
+from tests.conftest import City, orchestrator_config
 
 CONNECT = "/ondijon.v1.GatewayLink/Connect"
+
+
+@dataclasses.dataclass
+class ClockedCity(City):
+    """A :class:`City` whose orchestrator reads a :class:`ManualClock`."""
+
+    clock: ManualClock = dataclasses.field(default_factory=lambda: ManualClock(datetime.now(UTC)))
 
 
 async def enrolled(city: City, gateway_id: str, commune: str = "Dijon") -> AgentConfig:
@@ -175,3 +186,17 @@ def audit_rows(app: Orchestrator) -> list[dict[str, Any]]:
 
 def operator_identity(name: str) -> Identity:
     return Identity(Role.OPERATOR, name)
+
+
+@pytest.fixture
+async def clocked_city(tmp_path: Path, ca: CertificateAuthority) -> AsyncIterator[ClockedCity]:
+    """A city whose orchestrator runs on a manual clock (token expiry without waiting)."""
+    clock = ManualClock(datetime.now(UTC))
+    config = orchestrator_config(tmp_path)
+    running = await start(config, clock, ca=ca)
+    city = ClockedCity(tmp_path, ca, config, running, admin=None, clock=clock)  # type: ignore[arg-type]
+    city.admin = city.operator("admin", "admin", ["*"])
+    try:
+        yield city
+    finally:
+        await city.running.stop(0)

@@ -1,0 +1,185 @@
+"""Certificate renewal: the agent renews at two thirds of the lifetime over its mutual-TLS
+link, then reconnects on the new certificate; failures are retried; an agent past expiry
+says it must enroll again (edge/renewal.py, Enrollment.Renew)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import grpc
+import pytest
+from cryptography import x509
+
+from edge import renewal
+from edge.config import AgentConfig
+from edge.identity import Credentials, EnrollmentError, install_identity, load_credentials
+from edge.renewal import Renewal, renewal_due, renewal_time, retry_delay
+from ondijon.clock import ManualClock
+from provisioning.ca import load_certs, make_csr, new_private_key
+from provisioning.identity import Identity, Role
+from tests.conftest import City
+from tests.edge.test_agent import eventually, running
+
+T0 = datetime(2026, 3, 1, tzinfo=UTC)
+
+
+def test_renewal_is_due_at_two_thirds_of_the_lifetime() -> None:
+    end = T0 + timedelta(days=6)
+    assert renewal_time(T0, end) == T0 + timedelta(days=4)
+    assert not renewal_due(T0, end, T0 + timedelta(days=4) - timedelta(seconds=1))
+    assert renewal_due(T0, end, T0 + timedelta(days=4))
+
+
+def test_failed_renewals_back_off_to_an_hour() -> None:
+    delays = [retry_delay(i) for i in range(10)]
+    assert delays[:3] == [60.0, 120.0, 240.0]
+    assert delays == sorted(delays) and delays[-1] == 3600.0
+    assert retry_delay(10_000) == 3600.0
+
+
+def short_lived(city: City, config: AgentConfig, minutes: float) -> str:
+    """Give the gateway a certificate of ``minutes`` (as if issued long ago)."""
+    key = new_private_key()
+    now = datetime.now(UTC)
+    issued = city.ca.issue_for_csr(
+        make_csr(key, config.gateway_id),
+        Identity(Role.GATEWAY, config.gateway_id),
+        now=now,
+        lifetime=timedelta(minutes=minutes),
+    )
+    store = city.running.app.runner.store
+    with store.engine.begin() as conn:
+        store.record_certificate(
+            conn,
+            serial_hex=issued.serial_hex,
+            role="gateway",
+            name=config.gateway_id,
+            not_before=issued.certificate.not_valid_before_utc,
+            not_after=issued.not_after,
+        )
+    install_identity(config, key, issued.chain_pem)
+    return issued.serial_hex
+
+
+@pytest.mark.integration
+async def test_the_agent_renews_over_its_link_and_reconnects_on_the_new_certificate(
+    city: City, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = await city.enrolled("dj-001")
+    old_serial = short_lived(city, config, minutes=60)
+    # Forty-five minutes into a one-hour certificate: past two thirds.
+    wall = ManualClock(datetime.now(UTC) + timedelta(minutes=45))
+    monkeypatch.setattr(renewal, "wall_clock", wall)
+    hub = city.running.app.hub
+    async with running(config) as agent:
+        await eventually(lambda: agent.link.status.sessions >= 2)
+        await eventually(
+            lambda: (s := hub.session("dj-001")) is not None and s.cert_serial != old_serial
+        )
+        session = hub.session("dj-001")
+        assert session is not None
+        new = load_certs(load_credentials(config).chain_pem)[0]
+        assert session.cert_serial == format(new.serial_number, "x")
+        # The new certificate has the configured lifetime, so no renewal loop follows.
+        assert new.not_valid_after_utc - new.not_valid_before_utc > timedelta(days=6)
+        sessions = agent.link.status.sessions
+        await asyncio.sleep(0.3)
+        assert agent.link.status.sessions == sessions
+    renewals = [
+        r
+        for r in (
+            await city.running.app.runner.read(
+                lambda c: city.running.app.runner.store.audit_entries(c)
+            )
+        )
+        if r["action"] == "gateway.renew"
+    ]
+    assert len(renewals) == 1 and old_serial in renewals[0]["detail"]
+
+
+def credentials(not_before: datetime, not_after: datetime) -> Credentials:
+    return Credentials(b"", b"", b"", not_before, not_after)
+
+
+async def settle(check: Callable[[], bool]) -> None:
+    """Let the event loop run (no time passes) until ``check`` holds."""
+    for _ in range(200):
+        if check():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("did not settle")
+
+
+async def test_a_failed_renewal_is_retried_until_it_succeeds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    wall = ManualClock(T0 + timedelta(days=5))
+    monkeypatch.setattr(renewal, "wall_clock", wall)
+    calls: list[datetime] = []
+    leaf = object()
+
+    async def renew(config: AgentConfig, channel: grpc.aio.Channel) -> x509.Certificate:
+        calls.append(wall.now())
+        if len(calls) < 3:
+            raise EnrollmentError("UNAVAILABLE: orchestrator down")
+        return leaf  # type: ignore[return-value]
+
+    class Config:
+        gateway_id = "dj-001"
+
+    chan = grpc.aio.insecure_channel("localhost:1")
+    keeper = Renewal(Config(), renew=renew)  # type: ignore[arg-type]
+    keeper.on_connected(chan, credentials(T0, T0 + timedelta(days=7)))
+    await settle(lambda: len(calls) == 1)
+    wall.advance(59)
+    await settle(lambda: True)
+    assert len(calls) == 1
+    wall.advance(1)
+    await settle(lambda: len(calls) == 2)
+    wall.advance(120)
+    await settle(lambda: keeper.renewed == 1)
+    assert calls == [T0 + timedelta(days=5, seconds=s) for s in (0, 60, 180)]
+    await chan.close()
+
+
+async def test_past_expiry_the_agent_says_to_enroll_again(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    wall = ManualClock(T0 + timedelta(days=8))
+    monkeypatch.setattr(renewal, "wall_clock", wall)
+
+    async def renew(config: AgentConfig, channel: grpc.aio.Channel) -> x509.Certificate:
+        raise EnrollmentError("UNAVAILABLE: handshake failed")
+
+    class Config:
+        gateway_id = "dj-001"
+
+    chan = grpc.aio.insecure_channel("localhost:1")
+    keeper = Renewal(Config(), renew=renew)  # type: ignore[arg-type]
+    with caplog.at_level(logging.ERROR):
+        keeper.on_connected(chan, credentials(T0, T0 + timedelta(days=7)))
+        await settle(lambda: keeper._task is not None and keeper._task.done())
+    assert "enroll again with a fresh token" in caplog.text
+    assert keeper._task is not None and keeper._task.done()
+    await chan.close()
+
+
+async def test_a_closed_link_ends_the_renewal_timer(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(renewal, "wall_clock", ManualClock(T0))
+
+    async def renew(config: AgentConfig, channel: grpc.aio.Channel) -> x509.Certificate:
+        raise AssertionError("not due")
+
+    class Config:
+        gateway_id = "dj-001"
+
+    chan = grpc.aio.insecure_channel("localhost:1")
+    keeper = Renewal(Config(), renew=renew)  # type: ignore[arg-type]
+    keeper.on_connected(chan, credentials(T0, T0 + timedelta(days=7)))
+    await asyncio.sleep(0)
+    await chan.close()
+    assert keeper._task is not None
+    await asyncio.wait_for(keeper._task, 5)
