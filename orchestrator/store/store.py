@@ -185,6 +185,11 @@ def _dialect_insert(dialect: str, table: sa.Table) -> Any:
 
 
 _REPORT_INSERT = device_reports.insert()
+_AUDIT_SIZES = {
+    c.name: c.type.length
+    for c in audit_log.columns
+    if isinstance(c.type, sa.String) and c.type.length is not None
+}
 
 
 @functools.cache
@@ -766,15 +771,22 @@ class Store:
         result: str,
         detail: str = "",
     ) -> None:
+        """Append one entry; texts longer than their column are cut.
+
+        PostgreSQL refuses an over-long value where SQLite keeps it: an entry about a
+        refused, oversized request must still be written, on either backend.
+        """
+        texts = {
+            "actor": actor,
+            "action": action,
+            "target": target,
+            "commune": commune,
+            "result": result,
+            "detail": detail,
+        }
         conn.execute(
             audit_log.insert().values(
-                at=at,
-                actor=actor,
-                action=action,
-                target=target,
-                commune=commune,
-                result=result,
-                detail=detail[:2048],
+                at=at, **{name: text[: _AUDIT_SIZES[name]] for name, text in texts.items()}
             )
         )
 

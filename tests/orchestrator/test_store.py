@@ -638,7 +638,7 @@ def test_commands_run_once_and_each_gateway_sees_only_its_own(store: Store) -> N
 # -- audit -----------------------------------------------------------------------------------
 
 
-def test_audit_entries_keep_their_order_and_long_details_are_cut(store: Store) -> None:
+def test_audit_entries_keep_their_order_and_long_values_are_cut(store: Store) -> None:
     for i in range(3):
         write(
             store,
@@ -647,19 +647,21 @@ def test_audit_entries_keep_their_order_and_long_details_are_cut(store: Store) -
                 at=NOW + timedelta(seconds=i),
                 actor="operator:ana",
                 action="desired.put",
-                target=f"dj-00{i}",
-                commune="Dijon",
+                target=f"dj-00{i}" + ("x" * 300 if i == 2 else ""),
+                commune="Dijon" + ("-lès-Dijon" * 20 if i == 2 else ""),
                 result="ok" if i != 1 else "refused",
                 detail="x" * 3000,
             ),
         )
     with store.engine.connect() as conn:
         entries = store.audit_entries(conn)
-        assert [(e["target"], e["result"]) for e in entries] == [
+        assert [(e["target"][:6], e["result"]) for e in entries] == [
             ("dj-000", "ok"),
             ("dj-001", "refused"),
             ("dj-002", "ok"),
         ]
+        # An oversized value is cut to its column, not refused (PostgreSQL would refuse).
+        assert (len(entries[2]["target"]), len(entries[2]["commune"])) == (256, 128)
         assert entries[1]["at"] == NOW + timedelta(seconds=1)
         assert len(entries[0]["detail"]) == 2048
         assert len(store.audit_entries(conn, limit=2)) == 2
