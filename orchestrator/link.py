@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 
 import grpc
 import sqlalchemy as sa
@@ -107,6 +107,69 @@ async def _write(
             session.outbox.task_done()
 
 
+# Events stored per round of the store's writer, all gateways together. Each gateway's
+# share is this divided among those connected (at least MIN_SHARE), alarms first: a city
+# draining its backlog keeps a live alarm a round or two away from the store, instead of
+# behind every gateway's whole window.
+EVENTS_PER_ROUND = 10_000
+MIN_SHARE = 20
+# The window granted in the welcome shrinks as more gateways are connected (at most the
+# configured one): a few rounds' worth in flight is enough to keep the store busy, and
+# what is in flight is held in memory here.
+WINDOW_ROUNDS = 4
+MIN_WINDOW = 200
+
+
+class PendingEvents:
+    """What a gateway sent and is not yet stored, taken a share at a time, alarms first.
+
+    A gateway keeps at most its window unacknowledged, so this holds at most that many; a
+    gateway sending beyond it is not read until it is back within (gRPC flow control then
+    holds it back).
+    """
+
+    def __init__(self, window: int) -> None:
+        self.window = window
+        self.events: list[link_pb2.Event] = []  # in arrival order (each lane in sequence)
+        self.taken = 0  # taken and not yet stored
+        self._changed = asyncio.Condition()
+
+    async def put(self, events: Iterable[link_pb2.Event]) -> None:
+        async with self._changed:
+            await self._changed.wait_for(lambda: len(self.events) < self.window)
+            self.events.extend(events)
+            self._changed.notify_all()
+
+    async def take(self, share: int) -> list[link_pb2.Event]:
+        """The next ``share`` events to store: alarms first, the rest in arrival order."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: bool(self.events))
+            alarms = [
+                i for i, e in enumerate(self.events) if e.priority == link_pb2.EVENT_PRIORITY_ALARM
+            ]
+            chosen = set(alarms[:share])
+            for i in range(len(self.events)):
+                if len(chosen) >= share:
+                    break
+                chosen.add(i)
+            taken = [e for i, e in enumerate(self.events) if i in chosen]
+            self.events = [e for i, e in enumerate(self.events) if i not in chosen]
+            self.taken = len(taken)
+            self._changed.notify_all()
+            return taken
+
+    async def stored(self) -> None:
+        """What :meth:`take` gave is stored."""
+        async with self._changed:
+            self.taken = 0
+            self._changed.notify_all()
+
+    async def drained(self) -> None:
+        """Wait until everything received is stored."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: not self.events and not self.taken)
+
+
 class _Conversation:
     """Handles what one gateway says on its stream."""
 
@@ -121,6 +184,7 @@ class _Conversation:
         self.context = context
         self.gateway_id = session.gateway_id
         self.report_seq = 0
+        self.pending = PendingEvents(app.config.limits.event_window)
 
     async def read(self, requests: AsyncIterator[link_pb2.ConnectRequest]) -> None:
         iterator = requests.__aiter__()
@@ -132,23 +196,48 @@ class _Conversation:
         if first.WhichOneof("body") != "hello":
             raise WireError("hello", "the stream must open with a hello")
         await self.on_hello(first.hello)
+        storing = asyncio.create_task(self._store_events())
+        reading = asyncio.create_task(self._read_requests(iterator))
+        draining: asyncio.Task[None] | None = None
+        try:
+            # Storing only ends by failing, and then so does the stream.
+            await asyncio.wait({reading, storing}, return_when=asyncio.FIRST_COMPLETED)
+            if storing.done():
+                storing.result()
+            reading.result()
+            # The gateway closed its side: what it sent is stored before the stream ends.
+            draining = asyncio.create_task(self.pending.drained())
+            await asyncio.wait({draining, storing}, return_when=asyncio.FIRST_COMPLETED)
+            if storing.done():
+                storing.result()
+        finally:
+            for task in (reading, storing, draining):
+                if task is not None and not task.done():
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+
+    async def _read_requests(self, iterator: AsyncIterator[link_pb2.ConnectRequest]) -> None:
         async for request in iterator:
-            body = request.WhichOneof("body")
-            if body == "state":
-                await self.on_state(request.state)
-            elif body == "events":
-                await self.on_events(request.events)
-            elif body == "document_ack":
-                await self.on_document_ack(request.document_ack)
-            elif body == "command_result":
-                await self.on_command_result(request.command_result)
-            elif body == "firmware_progress":
-                if self.app.campaigns is not None:
-                    await self.app.campaigns.on_progress(self.gateway_id, request.firmware_progress)
-            elif body == "hello":
-                raise WireError("hello", "sent twice on one stream")
-            else:
-                raise WireError("body", "empty message")
+            await self.on_request(request)
+
+    async def on_request(self, request: link_pb2.ConnectRequest) -> None:
+        body = request.WhichOneof("body")
+        if body == "state":
+            await self.on_state(request.state)
+        elif body == "events":
+            await self.on_events(request.events)
+        elif body == "document_ack":
+            await self.on_document_ack(request.document_ack)
+        elif body == "command_result":
+            await self.on_command_result(request.command_result)
+        elif body == "firmware_progress":
+            if self.app.campaigns is not None:
+                await self.app.campaigns.on_progress(self.gateway_id, request.firmware_progress)
+        elif body == "hello":
+            raise WireError("hello", "sent twice on one stream")
+        else:
+            raise WireError("body", "empty message")
 
     async def on_hello(self, hello: link_pb2.Hello) -> None:
         check_hello(hello)
@@ -169,6 +258,9 @@ class _Conversation:
             return store.stored_sequence(conn, gateway_id), store.last_report_seq(conn, gateway_id)
 
         stored, self.report_seq = await self.app.runner.write(record)
+        connected = max(1, len(self.app.hub.sessions()))
+        budget = max(MIN_WINDOW, WINDOW_ROUNDS * EVENTS_PER_ROUND // connected)
+        self.pending.window = min(self.app.config.limits.event_window, budget)
         server_time = Timestamp()
         server_time.FromDatetime(now)
         self.session.send(
@@ -177,7 +269,7 @@ class _Conversation:
                     gateway_id=gateway_id,
                     server_time=server_time,
                     stored_sequence=stored,
-                    event_window=self.app.config.limits.event_window,
+                    event_window=self.pending.window,
                 )
             )
         )
@@ -208,7 +300,20 @@ class _Conversation:
             await self.app.runner.write(lambda conn: compact(store, conn, gateway_id))
 
     async def on_events(self, batch: link_pb2.EventBatch) -> None:
+        """Queue a batch to be stored; waits while the gateway is over its window."""
         check_event_batch(batch, self.app.config.limits.max_batch_events)
+        await self.pending.put(batch.events)
+
+    async def _store_events(self) -> None:
+        while True:
+            # A fair share per round of the store's writer, whatever the gateway's window.
+            connected = max(1, len(self.app.hub.sessions()))
+            share = max(MIN_SHARE, EVENTS_PER_ROUND // connected)
+            await self.store_events(await self.pending.take(share))
+            await self.pending.stored()
+
+    async def store_events(self, events: list[link_pb2.Event]) -> None:
+        """Store events idempotently, acknowledge them, and publish the new ones."""
         store = self.app.runner.store
         now = self.app.clock.now()
         new = [
@@ -220,10 +325,10 @@ class _Conversation:
                 type=e.type,
                 payload=e.SerializeToString(),
             )
-            for e in batch.events
+            for e in events
         ]
         gateway_id = self.gateway_id
-        sequences = [e.sequence for e in batch.events]
+        sequences = [e.sequence for e in events]
 
         def add(conn: sa.Connection) -> set[int] | None:
             added = store.add_events(conn, gateway_id, new, now=now)
@@ -248,7 +353,7 @@ class _Conversation:
         # Watchers see what was stored, once: a replayed event (whatever it now claims) is
         # not news, and its stored content is the first one received.
         published: dict[int, link_pb2.Event] = {}
-        for e in batch.events:
+        for e in events:
             if fresh is None or e.sequence in fresh:
                 published.setdefault(e.sequence, e)
         self.app.hub.publish([stored_event(gateway_id, e, now) for e in published.values()])

@@ -20,8 +20,10 @@ import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable, Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from edge.agent import Agent
 from edge.config import AgentConfig
@@ -117,8 +119,6 @@ class AgentProcess:
 
     def simulated_now(self) -> datetime:
         """An instant at or after the agent's simulated clock (it started after we did)."""
-        from datetime import timedelta
-
         elapsed = asyncio.get_running_loop().time() - self.started_monotonic
         return self.start_at + timedelta(seconds=elapsed * self.speed)
 
@@ -331,9 +331,6 @@ def lamp_override(
     override_id: str, level: int, start: datetime, minutes: float
 ) -> link_pb2.Command:
     """An operator's lamp override, timed on the agent's (simulated) clock."""
-    from datetime import timedelta
-
-    from google.protobuf.timestamp_pb2 import Timestamp
 
     def ts(when: datetime) -> Timestamp:
         stamp = Timestamp()
