@@ -1,0 +1,232 @@
+"""Roles and communes on every admin call, over real mutual TLS: a viewer cannot write, an
+operator of one commune cannot see or switch another's equipment, admins manage identities;
+stale versions and replayed or expired commands are refused, refusals change nothing and
+are audited (orchestrator/roles.py, control.py)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import grpc
+import pytest
+from google.protobuf.message import Message
+
+from ondijon.admin import AdminError, call, lamp_override
+from ondijon.profile import Profile
+from protos.ondijon.v1 import control_pb2, link_pb2
+from tests.conftest import City
+from tests.edge.test_agent import lighting
+from tests.security.conftest import audit_rows, snapshot
+
+pytestmark = pytest.mark.integration
+
+
+async def code_of(profile: Profile, method: str, request: Message) -> grpc.StatusCode:
+    try:
+        await call(profile, method, request)
+    except AdminError as exc:
+        return grpc.StatusCode[str(exc).split(":")[0]]
+    return grpc.StatusCode.OK
+
+
+def schedule(gateway_id: str) -> control_pb2.PutDesiredStateRequest:
+    return control_pb2.PutDesiredStateRequest(
+        gateway_id=gateway_id, kind=link_pb2.DOCUMENT_KIND_SCHEDULE, payload=lighting(30)
+    )
+
+
+def override(gateway_id: str) -> control_pb2.SendCommandRequest:
+    return control_pb2.SendCommandRequest(
+        gateway_id=gateway_id, command=lamp_override(100, 30, 10, [])
+    )
+
+
+WRITES = {
+    "PutDesiredState": schedule,
+    "SendCommand": override,
+    "RevokeGateway": lambda g: control_pb2.RevokeGatewayRequest(gateway_id=g),
+    "IssueEnrollmentToken": lambda g: control_pb2.IssueEnrollmentTokenRequest(gateway_id=g),
+}
+
+
+async def test_a_viewer_reads_but_cannot_write(city: City) -> None:
+    await city.register("dj-001", "Dijon")
+    viewer = city.operator("vera", "viewer", ["Dijon"])
+    assert (
+        await code_of(viewer, "GetGateway", control_pb2.GetGatewayRequest(gateway_id="dj-001"))
+        is grpc.StatusCode.OK
+    )
+    before = snapshot(city.running.app)
+    for method, request in WRITES.items():
+        assert (
+            await code_of(viewer, method, request("dj-001")) is grpc.StatusCode.PERMISSION_DENIED
+        ), method
+    add = control_pb2.AddGatewayRequest(
+        gateway_id="dj-009", serial="S", commune="Dijon", time_zone="UTC"
+    )
+    assert await code_of(viewer, "AddGateway", add) is grpc.StatusCode.PERMISSION_DENIED
+    assert snapshot(city.running.app) == before
+    refused = [r for r in audit_rows(city.running.app) if r["actor"].endswith("/vera")]
+    assert {r["action"] for r in refused} == {
+        "desired_state.put",
+        "command.send",
+        "gateway.revoke",
+        "gateway.token",
+        "gateway.add",
+    }
+    assert all(r["result"] == "refused" and "needs" in r["detail"] for r in refused)
+
+
+async def test_an_operator_of_one_commune_cannot_touch_anothers_lamps(city: City) -> None:
+    await city.register("dj-001", "Dijon")
+    await city.register("ta-001", "Talant")
+    talant = city.operator("theo", "operator", ["Talant"])
+    before = snapshot(city.running.app)
+    # Dijon's gateway is answered as if it did not exist.
+    for method, request in (
+        ("PutDesiredState", schedule("dj-001")),
+        ("SendCommand", override("dj-001")),
+        ("GetGateway", control_pb2.GetGatewayRequest(gateway_id="dj-001")),
+        ("ListDevices", control_pb2.ListDevicesRequest(gateway_id="dj-001")),
+        ("ListEvents", control_pb2.ListEventsRequest(gateway_id="dj-001")),
+    ):
+        assert await code_of(talant, method, request) is grpc.StatusCode.NOT_FOUND, method
+        missing = request.__class__()
+        missing.CopyFrom(request)
+        missing.gateway_id = "nowhere"  # type: ignore[attr-defined]
+        with pytest.raises(AdminError) as same:
+            await call(talant, method, missing)
+        assert "no gateway" in str(same.value)
+    assert snapshot(city.running.app) == before
+    listed = await call(talant, "ListGateways", control_pb2.ListGatewaysRequest())
+    assert isinstance(listed, control_pb2.ListGatewaysResponse)
+    assert [g.gateway_id for g in listed.gateways] == ["ta-001"]
+    # In its own commune it acts.
+    assert await code_of(talant, "SendCommand", override("ta-001")) is grpc.StatusCode.OK
+    # The attempts are audited where they happened, for Dijon's admins to see.
+    refused = [
+        r
+        for r in audit_rows(city.running.app)
+        if r["result"] == "refused" and r["target"].startswith("dj-001")
+    ]
+    assert {(r["action"], r["commune"]) for r in refused} == {
+        ("desired_state.put", "Dijon"),
+        ("command.send", "Dijon"),
+    }
+    assert all("outside the caller's communes" in r["detail"] for r in refused)
+
+
+async def test_only_admins_manage_gateways_and_only_in_their_communes(city: City) -> None:
+    await city.register("dj-001", "Dijon")
+    operator = city.operator("olga", "operator", ["Dijon"])
+    talant_admin = city.operator("tara", "admin", ["Talant"])
+    add = control_pb2.AddGatewayRequest(
+        gateway_id="dj-002", serial="S-2", commune="Dijon", time_zone="Europe/Paris"
+    )
+    assert await code_of(operator, "AddGateway", add) is grpc.StatusCode.PERMISSION_DENIED
+    assert await code_of(talant_admin, "AddGateway", add) is grpc.StatusCode.PERMISSION_DENIED
+    revoke = control_pb2.RevokeGatewayRequest(gateway_id="dj-001")
+    assert await code_of(operator, "RevokeGateway", revoke) is grpc.StatusCode.PERMISSION_DENIED
+    assert await code_of(talant_admin, "RevokeGateway", revoke) is grpc.StatusCode.NOT_FOUND
+    assert (
+        await code_of(operator, "ListAudit", control_pb2.ListAuditRequest())
+        is grpc.StatusCode.PERMISSION_DENIED
+    )
+
+
+async def test_a_role_change_applies_to_the_next_call(city: City) -> None:
+    await city.register("dj-001", "Dijon")
+    olga = city.operator("olga", "operator", ["Dijon"])
+    assert await code_of(olga, "SendCommand", override("dj-001")) is grpc.StatusCode.OK
+    store = city.running.app.runner.store
+    with store.engine.begin() as conn:
+        store.put_operator(
+            conn, name="olga", role="viewer", communes=["Dijon"], now=datetime.now(UTC)
+        )
+    assert (
+        await code_of(olga, "SendCommand", override("dj-001")) is grpc.StatusCode.PERMISSION_DENIED
+    )
+
+
+async def test_stale_versions_and_replayed_or_expired_commands_are_refused(city: City) -> None:
+    await city.register("dj-001", "Dijon")
+    first = await call(city.admin, "PutDesiredState", schedule("dj-001"))
+    assert isinstance(first, control_pb2.PutDesiredStateResponse)
+    newer = schedule("dj-001")
+    newer.payload = lighting(60)
+    newer.expected_version = first.document.version
+    await call(city.admin, "PutDesiredState", newer)
+    before = snapshot(city.running.app)
+
+    # An edit of version 1 when version 2 is current: refused, the operator must re-read.
+    stale = schedule("dj-001")
+    stale.payload = lighting(10)
+    stale.expected_version = first.document.version
+    with pytest.raises(AdminError, match="FAILED_PRECONDITION: expected_version"):
+        await call(city.admin, "PutDesiredState", stale)
+
+    command = override("dj-001")
+    command.command.command_id = uuid.uuid4().hex
+    await call(city.admin, "SendCommand", command)
+    before = snapshot(city.running.app)
+    with pytest.raises(AdminError, match="ALREADY_EXISTS: command_id"):
+        await call(city.admin, "SendCommand", command)
+    expired = override("dj-001")
+    expired.command.expires_at.FromDatetime(datetime.now(UTC) - timedelta(seconds=1))
+    with pytest.raises(AdminError, match=r"INVALID_ARGUMENT: command\.expires_at: already past"):
+        await call(city.admin, "SendCommand", expired)
+    assert snapshot(city.running.app) == before
+
+
+NEW_GATEWAY_CASES = [
+    ("gateway_id", "../../etc/passwd", "gateway_id"),
+    ("serial", "", "serial"),
+    ("serial", "x" * 200, "serial"),
+    ("commune", "*", "commune"),
+    ("latitude", 91.0, "latitude"),
+    ("longitude", -181.0, "longitude"),
+    ("time_zone", "Mars/Olympus", "time_zone"),
+    ("token_ttl_s", 40 * 86400, "token_ttl_s"),
+]
+
+
+async def test_every_field_of_a_new_gateway_is_checked(city: City) -> None:
+    before = snapshot(city.running.app)
+    for field, value, named in NEW_GATEWAY_CASES:
+        request = control_pb2.AddGatewayRequest(
+            gateway_id="dj-001", serial="SN-1", commune="Dijon", time_zone="Europe/Paris"
+        )
+        setattr(request, field, value)
+        with pytest.raises(AdminError) as caught:
+            await call(city.admin, "AddGateway", request)
+        assert str(caught.value).startswith(f"INVALID_ARGUMENT: {named}:"), caught.value
+    assert snapshot(city.running.app) == before
+
+
+def _later(days: float) -> datetime:
+    return datetime.now(UTC) + timedelta(days=days)
+
+
+COMMAND_CASES: list[tuple[Callable[[link_pb2.Command], object], str]] = [
+    (lambda c: setattr(c, "command_id", "x" * 65), "command.command_id"),
+    (lambda c: c.ClearField("expires_at"), "command.expires_at"),
+    (lambda c: c.expires_at.FromDatetime(_later(8)), "command.expires_at"),
+    (lambda c: c.ClearField("override"), "command.action"),
+    (lambda c: c.override.ClearField("expiry"), "command.override"),
+    (lambda c: c.bollard.SetInParent(), "command.bollard.device_id"),
+    (lambda c: setattr(c, "cancel_override", ""), "command.cancel_override"),
+]
+
+
+async def test_every_field_of_a_command_is_checked(city: City) -> None:
+    await city.register("dj-001", "Dijon")
+    before = snapshot(city.running.app)
+    for mutate, named in COMMAND_CASES:
+        request = override("dj-001")
+        mutate(request.command)
+        with pytest.raises(AdminError) as caught:
+            await call(city.admin, "SendCommand", request)
+        assert str(caught.value).startswith(f"INVALID_ARGUMENT: {named}"), caught.value
+    assert snapshot(city.running.app) == before
