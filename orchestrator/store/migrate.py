@@ -24,9 +24,22 @@ def alembic_config(connection: sa.Connection) -> Config:
     return cfg
 
 
+# Any constant shared by every replica: the key of the PostgreSQL advisory lock below.
+MIGRATION_LOCK = 0x0D1_0001
+
+
 def upgrade(engine: sa.Engine) -> None:
-    """Bring the database to the newest schema (idempotent)."""
+    """Bring the database to the newest schema (idempotent).
+
+    Replicas starting together on PostgreSQL take turns: the first migrates, the others
+    wait for its commit and find the schema current (without the lock, they raced to
+    create the same tables and all but one failed to start).
+    """
     with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(
+                sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK}
+            )
         command.upgrade(alembic_config(connection), "head")
 
 

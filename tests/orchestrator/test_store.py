@@ -122,12 +122,12 @@ def add_gateway(store: Store, gateway_id: str, commune: str = "Dijon") -> None:
     )
 
 
-def wait_for_lock_wait(store: Store) -> None:
-    """On PostgreSQL, return once some session of this database waits on a row lock."""
-    if store.engine.dialect.name != "postgresql":
+def wait_for_lock_wait(engine: sa.Engine) -> None:
+    """On PostgreSQL, return once some session of this database waits on a lock."""
+    if engine.dialect.name != "postgresql":
         return
     deadline = time.monotonic() + 10
-    with store.engine.connect() as conn:
+    with engine.connect() as conn:
         while time.monotonic() < deadline:
             waiting = conn.execute(
                 sa.text(
@@ -161,7 +161,7 @@ def race(store: Store, first: Callable[[sa.Connection], Any]) -> Any:
         with store.engine.connect() as conn, conn.begin():
             first(conn)
             second = pool.submit(write, store, first)
-            wait_for_lock_wait(store)
+            wait_for_lock_wait(store.engine)
         return second.result(timeout=30)
 
 
@@ -174,6 +174,26 @@ def test_migrations_bring_an_empty_database_to_the_schema_queries_use(store: Sto
     with store.engine.connect() as conn:
         assert MigrationContext.configure(conn).get_current_revision() == head
         assert compare_metadata(MigrationContext.configure(conn), metadata) == []
+
+
+@pytest.mark.postgres
+def test_replicas_starting_together_migrate_one_at_a_time(tmp_path: Path) -> None:
+    with fresh_database("postgresql", tmp_path) as url:
+        engine = sa.create_engine(url)
+        try:
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                with engine.connect() as replica, replica.begin():
+                    replica.execute(
+                        sa.text("SELECT pg_advisory_xact_lock(:key)"),
+                        {"key": migrate.MIGRATION_LOCK},
+                    )
+                    other = pool.submit(migrate.upgrade, engine)
+                    wait_for_lock_wait(engine)  # the other replica waits its turn
+                    assert not other.done()
+                other.result(timeout=30)
+            assert sa.inspect(engine).has_table("gateways")
+        finally:
+            engine.dispose()
 
 
 # -- gateways --------------------------------------------------------------------------------
