@@ -10,13 +10,14 @@ import asyncio
 import contextlib
 import random
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field, replace
 
 import grpc
 import pytest
 
 from edge.config import AgentConfig
+from edge.equipment.base import EquipmentEvent
 from edge.identity import Credentials
 from edge.link import Backoff, GatewayLinkClient
 from protos.ondijon.v1 import firmware_pb2, link_pb2, schedule_pb2, state_pb2
@@ -102,6 +103,9 @@ class EmptyOutbox:
 
     def raise_sequence_floor(self, stored_sequence: int) -> bool:
         return False
+
+    def append_many(self, events: Iterable[EquipmentEvent]) -> list[int]:
+        return []
 
 
 @dataclass(frozen=True)
