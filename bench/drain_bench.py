@@ -550,7 +550,7 @@ def main() -> int:
         f"core / {figures['server_rss_mib_peak']} MiB"
     )
     print(
-        f"batch ack latency p50 / p99    {_ms(ack_p50)} / "
+        f"batch sent -> first acked      {_ms(ack_p50)} / "
         f"{_ms(_percentile(totals['ack_latency'], 0.99))}"
     )
     print(

@@ -112,12 +112,12 @@ async def _write(
 # draining its backlog keeps a live alarm a round or two away from the store, instead of
 # behind every gateway's whole window.
 EVENTS_PER_ROUND = 10_000
-MIN_SHARE = 20
+MIN_SHARE = 10
 # The window granted in the welcome shrinks as more gateways are connected (at most the
 # configured one): a few rounds' worth in flight is enough to keep the store busy, and
 # what is in flight is held in memory here.
 WINDOW_ROUNDS = 4
-MIN_WINDOW = 200
+MIN_WINDOW = 50
 
 
 class PendingEvents:
