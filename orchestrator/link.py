@@ -4,7 +4,13 @@ The gateway says hello; the orchestrator answers with a welcome, then sends ever
 document newer than what the gateway holds (nothing that is already there), then pending
 commands. From then on it stores state reports and events and acknowledges each only
 after its transaction committed; an event batch is stored idempotently by (gateway,
-sequence), so a replayed batch changes nothing and is acknowledged again.
+sequence), so a replayed batch changes nothing (the live feed included) and is
+acknowledged again.
+
+Flow control, for a city coming back after an outage: the welcome grants each gateway a
+window of unacknowledged events that shrinks as more gateways are connected, and what a
+gateway sent is stored a fair share per round of the store's writer, alarms first
+(:class:`PendingEvents`), so a live alarm waits a round or two, not behind every backlog.
 """
 
 from __future__ import annotations
