@@ -185,6 +185,13 @@ def _dialect_insert(dialect: str, table: sa.Table) -> Any:
 
 
 _REPORT_INSERT = device_reports.insert()
+
+
+@functools.cache
+def _event_insert(dialect: str) -> Any:
+    return _dialect_insert(dialect, events).on_conflict_do_nothing(
+        index_elements=["gateway_id", "sequence"]
+    )
 _AUDIT_SIZES = {
     c.name: c.type.length
     for c in audit_log.columns
@@ -631,26 +638,23 @@ class Store:
         """Store events idempotently by (gateway, sequence); returns how many were new."""
         if not batch:
             return 0
-        stmt = (
-            _insert(conn, events)
-            .values(
-                [
-                    {
-                        "gateway_id": gateway_id,
-                        "sequence": e.sequence,
-                        "at": e.at,
-                        "priority": e.priority,
-                        "device_id": e.device_id,
-                        "type": e.type,
-                        "payload": e.payload,
-                        "received_at": now,
-                    }
-                    for e in batch
-                ]
-            )
-            .on_conflict_do_nothing(index_elements=["gateway_id", "sequence"])
-        )
-        return _rowcount(conn, stmt)
+        # One prepared statement run with executemany: building a multi-row VALUES
+        # statement per batch cost SQLAlchemy more than storing the rows.
+        rows = [
+            {
+                "gateway_id": gateway_id,
+                "sequence": e.sequence,
+                "at": e.at,
+                "priority": e.priority,
+                "device_id": e.device_id,
+                "type": e.type,
+                "payload": e.payload,
+                "received_at": now,
+            }
+            for e in batch
+        ]
+        stmt = _event_insert(conn.dialect.name).execution_options(preserve_rowcount=True)
+        return int(conn.execute(stmt, rows).rowcount)
 
     def list_events(
         self, conn: sa.Connection, gateway_id: str, *, after_sequence: int, limit: int
