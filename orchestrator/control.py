@@ -27,7 +27,6 @@ from orchestrator import identity_admin
 from orchestrator.app import Orchestrator
 from orchestrator.devices import current_devices
 from orchestrator.hub import Watcher
-from orchestrator.link import send_newer_documents
 from orchestrator.roles import ADMIN, OPERATOR, VIEWER, Attempt, Caller, Gatekeeper
 from orchestrator.store.store import Conflict, GatewayRecord, NotFound
 from orchestrator.validation import validate_document, validate_override
@@ -43,6 +42,8 @@ Context = grpc.aio.ServicerContext[Any, Any]
 
 MAX_COMMAND_TTL = timedelta(days=7)
 MAX_COMMAND_ID = 64
+# The store's integers are signed 64-bit; larger protobuf uint64 values cannot be compared.
+MAX_STORED_INT = 2**63 - 1
 
 
 class ControlCentreService(control_pb2_grpc.ControlCentreServicer):
@@ -221,10 +222,8 @@ class ControlCentreService(control_pb2_grpc.ControlCentreServicer):
                 context, caller, attempt, grpc.StatusCode.FAILED_PRECONDITION, str(exc)
             )
         await self.gate.done(caller, attempt, f"version {record.version}")
-        session = self.app.hub.session(request.gateway_id)
-        if session is not None:
-            held = await self.app.runner.read(lambda c: store.held_for(c, request.gateway_id))
-            await send_newer_documents(self.app, session, {h.kind: h for h in held})
+        # Delivered now by whichever replica holds the gateway's stream (or at its hello).
+        await self.app.router.documents_changed(request.gateway_id)
         return control_pb2.PutDesiredStateResponse(document=document_message(record))
 
     async def GetDesiredState(
@@ -262,7 +261,6 @@ class ControlCentreService(control_pb2_grpc.ControlCentreServicer):
                 context, caller, attempt, grpc.StatusCode.INVALID_ARGUMENT, problem
             )
         store = self.app.runner.store
-        session = self.app.hub.session(request.gateway_id)
         try:
             await self.app.runner.write(
                 lambda c: store.add_command(
@@ -284,17 +282,8 @@ class ControlCentreService(control_pb2_grpc.ControlCentreServicer):
                 context, caller, attempt, grpc.StatusCode.ALREADY_EXISTS, str(exc)
             )
         await self.gate.done(caller, attempt, command.WhichOneof("action") or "")
-        if session is not None:
-            session.send(link_pb2.ConnectResponse(command=command))
-            await self.app.runner.write(
-                lambda c: store.set_command_status(
-                    c,
-                    command.command_id,
-                    status=link_pb2.COMMAND_STATUS_DELIVERED,
-                    detail="",
-                    now=now,
-                )
-            )
+        # Delivered now by whichever replica holds the gateway's stream (or at its hello).
+        await self.app.router.commands_queued(request.gateway_id)
         return control_pb2.SendCommandResponse(command_id=command.command_id)
 
     async def GetCommand(
@@ -327,6 +316,10 @@ class ControlCentreService(control_pb2_grpc.ControlCentreServicer):
         caller = await self.gate.caller(context, VIEWER, None)
         if request.gateway_id:
             await self.gate.gateway(context, caller, request.gateway_id, None)
+        if request.after_sequence > MAX_STORED_INT:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"after_sequence: at most {MAX_STORED_INT}"
+            )
         store = self.app.runner.store
         limit = min(request.limit or 100, 1000)
         records = await self.app.runner.read(

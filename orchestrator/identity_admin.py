@@ -112,6 +112,8 @@ def audit_query(request: control_pb2.ListAuditRequest, communes: Any) -> audit.A
             raise ValueError(f"{name}: longer than {size} characters")
     if len(request.gateway_id) > 64:
         raise ValueError("gateway_id: longer than 64 characters")
+    if request.after_id > 2**63 - 1:
+        raise ValueError("after_id: not an entry id (at most 2**63 - 1)")
     if request.limit > audit.MAX_PAGE:
         raise ValueError(f"limit: at most {audit.MAX_PAGE}")
     try:
