@@ -1,7 +1,10 @@
 """One-time enrollment tokens.
 
-A token is 32 random bytes (URL-safe text) shown once to the installer; the orchestrator
-keeps only its SHA-256, bound to the gateway's serial, with an expiry and a used-at mark.
+A token is ``odjn_`` followed by 32 random bytes as URL-safe text, shown once to the
+installer; the orchestrator keeps only its SHA-256, bound to the gateway's serial, with an
+expiry and a used-at mark. The prefix lets secret scanners (and people) recognise a token
+pasted where it should not be, and keeps a token from starting with ``-``, which a command
+line would take for an option (``ondijon edge enroll --token -x...``).
 """
 
 from __future__ import annotations
@@ -10,10 +13,12 @@ import hashlib
 import hmac
 import secrets
 
+PREFIX = "odjn_"
+
 
 def new_token() -> tuple[str, str]:
     """A fresh token and the digest to store."""
-    token = secrets.token_urlsafe(32)
+    token = PREFIX + secrets.token_urlsafe(32)
     return token, token_digest(token)
 
 

@@ -14,6 +14,7 @@ from edge.identity import EnrollmentError, enroll, load_credentials
 from ondijon.admin import call
 from protos.ondijon.v1 import control_pb2, enrollment_pb2, enrollment_pb2_grpc
 from provisioning.ca import make_csr, new_private_key
+from provisioning.tokens import new_token, token_digest
 from tests.conftest import City
 from tests.security.conftest import (
     ClockedCity,
@@ -205,3 +206,11 @@ async def test_keys_and_tokens_never_appear_in_logs(
     assert not leaked
     audit_text = repr(audit_rows(city.running.app))
     assert not [s for s in secrets if s in audit_text]
+
+
+def test_tokens_are_unguessable_recognisable_and_safe_on_a_command_line() -> None:
+    tokens = {new_token()[0] for _ in range(2000)}
+    assert len(tokens) == 2000
+    assert all(t.startswith("odjn_") and len(t) == 48 for t in tokens)
+    token, digest = new_token()
+    assert digest == token_digest(token) and token not in digest
