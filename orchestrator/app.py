@@ -27,6 +27,7 @@ from provisioning.ca import CertificateAuthority
 
 if TYPE_CHECKING:
     from orchestrator.campaigns import CampaignRunner
+    from orchestrator.routing import Router
 
 log = logging.getLogger("ondijon.orchestrator")
 
@@ -48,10 +49,15 @@ class Orchestrator:
     crl: CrlPublisher = field(init=False)
     # Firmware campaigns (orchestrator.campaigns), set by campaign_admin.install_firmware.
     campaigns: CampaignRunner | None = None
+    # Cross-replica delivery of document and command news (orchestrator.routing).
+    router: Router = field(init=False)
     _cert_cache: dict[str, tuple[float, str | None]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        from orchestrator.routing import Router  # it builds on this module
+
         self.crl = CrlPublisher(self.ca, self.runner, self.config.state_dir / "crl.pem")
+        self.router = Router(self)
 
     async def check_certificate(self, peer: Peer) -> None:
         """Refuse certificates that are expired, unknown to the store or revoked."""

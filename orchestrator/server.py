@@ -73,6 +73,7 @@ class Running:
         await asyncio.gather(*self.tasks, return_exceptions=True)
         if self.app.campaigns is not None:
             await self.app.campaigns.stop()
+        await self.app.router.stop()
         await asyncio.gather(*(server.stop(grace) for server in self.servers))
         await self.app.runner.close()
         self.app.runner.store.close()
@@ -183,6 +184,7 @@ async def start(
     await runner.start()
     app = Orchestrator(config=config, runner=runner, hub=Hub(), ca=ca, clock=clock)
     await app.crl.current(clock.now())
+    await app.router.start()
     admission = Admission(app)
 
     server = grpc.aio.server(options=_options(config), interceptors=[admission])
