@@ -129,7 +129,13 @@ class Admission(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 "calls", f"more than {rates.calls_per_s:g} calls/s (burst {rates.call_burst:g})"
             )
 
-    def _open_stream(self, key: str, role: str) -> None:
+    @staticmethod
+    def stream_key(key: str, method: str) -> str:
+        """Streams are capped per identity and method: a gateway's link stream and its
+        firmware download do not compete for one cap."""
+        return f"{key} {method}"
+
+    def _open_stream(self, key: str, role: str, method: str) -> None:
         rates = self._budgets()
         if not self._opens.take(key, 1, self.monotonic()):
             raise LimitError(
@@ -138,7 +144,7 @@ class Admission(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 f"(burst {rates.stream_open_burst:g}); reconnect later",
             )
         cap = rates.streams_per_gateway if role == Role.GATEWAY.value else rates.streams_per_peer
-        self.streams.open(key, cap)
+        self.streams.open(self.stream_key(key, method), cap)
 
     # -- decoding and errors ------------------------------------------------------------------
 
@@ -202,7 +208,7 @@ class Admission(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             opened = False
             try:
                 self._take_call(key)
-                self._open_stream(key, role)
+                self._open_stream(key, role, method)
                 opened = True
                 result = inner(self._decode_one(decode, raw), context)
                 if inspect.isasyncgen(result):
@@ -217,7 +223,7 @@ class Admission(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 await self._fail(context, key, method, exc)
             finally:
                 if opened:
-                    self.streams.close(key)
+                    self.streams.close(self.stream_key(key, method))
 
         return behaviour
 
@@ -226,14 +232,14 @@ class Admission(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             key, role, _ = caller_of(context)
             opened = False
             try:
-                self._open_stream(key, role)
+                self._open_stream(key, role, method)
                 opened = True
                 return await inner(self._decoded(raw_requests, decode, None), context)
             except Exception as exc:
                 await self._fail(context, key, method, exc)
             finally:
                 if opened:
-                    self.streams.close(key)
+                    self.streams.close(self.stream_key(key, method))
 
         return behaviour
 
@@ -244,7 +250,7 @@ class Admission(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             key, role, serial = caller_of(context)
             opened = False
             try:
-                self._open_stream(key, role)
+                self._open_stream(key, role, method)
                 opened = True
                 meter = (
                     StreamMeter(self._budgets(), self.monotonic())
@@ -264,6 +270,6 @@ class Admission(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 await self._fail(context, key, method, exc)
             finally:
                 if opened:
-                    self.streams.close(key)
+                    self.streams.close(self.stream_key(key, method))
 
         return behaviour

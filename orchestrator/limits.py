@@ -47,9 +47,10 @@ class RateLimits:
         calls_per_s: unary calls per identity (operator or gateway certificate) or, on the
             enrollment port, per client address.
         call_burst: unary calls at once above the sustained rate.
-        streams_per_gateway: concurrent streams of one gateway identity (the newer of two
-            replaces the older in the hub; a third at once is refused).
-        streams_per_peer: concurrent streams of any other identity (event feeds, uploads).
+        streams_per_gateway: concurrent streams of one gateway identity on one method (a
+            newer link stream replaces the older in the hub; a third at once is refused).
+        streams_per_peer: concurrent streams of any other identity on one method (event
+            feeds, uploads).
         stream_opens_per_s: sustained new streams per identity; a gateway that reconnects
             in a loop is refused until its budget refills.
         stream_open_burst: new streams at once.

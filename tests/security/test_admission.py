@@ -18,6 +18,7 @@ from protos.ondijon.v1 import control_pb2, link_pb2, schedule_pb2, state_pb2
 from tests.conftest import City
 from tests.edge.test_agent import eventually
 from tests.security.conftest import (
+    CONNECT,
     channel,
     enrolled,
     gateway_channel,
@@ -124,7 +125,7 @@ async def test_concurrent_streams_per_identity_are_capped(city: City) -> None:
     config = await enrolled(city, "dj-001")
     admission = city.running.admission
     assert admission is not None
-    key = "spiffe://ondijon/gateway/dj-001"
+    key = admission.stream_key("spiffe://ondijon/gateway/dj-001", CONNECT)
     async with gateway_channel(city, config) as chan, stream(chan) as first:
         await first.hello()
         assert admission.streams.count(key) == 1
