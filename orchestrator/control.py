@@ -30,7 +30,14 @@ from orchestrator.hub import Watcher
 from orchestrator.roles import ADMIN, OPERATOR, VIEWER, Attempt, Caller, Gatekeeper
 from orchestrator.store.store import Conflict, GatewayRecord, NotFound
 from orchestrator.validation import validate_document, validate_override
-from orchestrator.wire import MAX_ID, WireError, document_message, stored_event, timestamp
+from orchestrator.wire import (
+    MAX_ID,
+    MAX_STORED_INT,
+    WireError,
+    document_message,
+    stored_event,
+    timestamp,
+)
 from protos.ondijon.v1 import control_pb2, control_pb2_grpc, link_pb2
 from provisioning.identity import IdentityError, check_name
 from provisioning.tokens import new_token
@@ -42,8 +49,6 @@ Context = grpc.aio.ServicerContext[Any, Any]
 
 MAX_COMMAND_TTL = timedelta(days=7)
 MAX_COMMAND_ID = 64
-# The store's integers are signed 64-bit; larger protobuf uint64 values cannot be compared.
-MAX_STORED_INT = 2**63 - 1
 
 
 class ControlCentreService(control_pb2_grpc.ControlCentreServicer):

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from orchestrator import audit
 from orchestrator.revocation import revoke, spend_open_tokens
 from orchestrator.roles import ADMIN, Attempt, Gatekeeper
-from orchestrator.wire import timestamp
+from orchestrator.wire import MAX_STORED_INT, timestamp
 from protos.ondijon.v1 import control_pb2
 from provisioning.identity import Role
 from provisioning.tokens import new_token
@@ -112,8 +112,8 @@ def audit_query(request: control_pb2.ListAuditRequest, communes: Any) -> audit.A
             raise ValueError(f"{name}: longer than {size} characters")
     if len(request.gateway_id) > 64:
         raise ValueError("gateway_id: longer than 64 characters")
-    if request.after_id > 2**63 - 1:
-        raise ValueError("after_id: not an entry id (at most 2**63 - 1)")
+    if request.after_id > MAX_STORED_INT:
+        raise ValueError(f"after_id: not an entry id (at most {MAX_STORED_INT})")
     if request.limit > audit.MAX_PAGE:
         raise ValueError(f"limit: at most {audit.MAX_PAGE}")
     try:

@@ -379,7 +379,23 @@ class _Conversation:
         now = self.app.clock.now()
         held = HeldRecord(ack.kind, ack.version, ack.digest)
         gateway_id = self.gateway_id
-        await self.app.runner.write(lambda c: store.set_held(c, gateway_id, held, now=now))
+
+        def record(conn: sa.Connection) -> bool:
+            # Only a document the orchestrator issued, as issued, can be held: a gateway
+            # cannot make operators believe it runs a version it was never sent.
+            issued = store.get_document(conn, gateway_id, ack.kind)
+            if issued is None or (issued.version, issued.digest) != (ack.version, ack.digest):
+                return False
+            store.set_held(conn, gateway_id, held, now=now)
+            return True
+
+        if not await self.app.runner.write(record):
+            log.warning(
+                "gateway %s acknowledged kind %d v%d, which is not the issued document",
+                gateway_id,
+                ack.kind,
+                ack.version,
+            )
 
     async def on_command_result(self, result: link_pb2.CommandResult) -> None:
         check_command_result(result)

@@ -37,13 +37,27 @@ def _check_id(field: str, value: str) -> None:
         raise WireError(field, "must be printable text")
 
 
+# The store's integers are signed 64-bit: larger uint64 values are refused by name here
+# rather than failing in the database.
+MAX_STORED_INT = 2**63 - 1
+_DOCUMENT_KINDS = frozenset(k for k in link_pb2.DocumentKind.values() if k)
+_PRIORITIES = frozenset(p for p in link_pb2.EventPriority.values() if p)
+
+
+def _check_stored_int(field: str, value: int) -> None:
+    if value > MAX_STORED_INT:
+        raise WireError(field, f"at most {MAX_STORED_INT}")
+
+
 def check_hello(hello: link_pb2.Hello) -> None:
     if len(hello.firmware_version) > 64:
         raise WireError("hello.firmware_version", "longer than 64 characters")
+    _check_stored_int("hello.last_sequence", hello.last_sequence)
     kinds = set()
     for i, held in enumerate(hello.held):
-        if held.kind not in link_pb2.DocumentKind.values() or held.kind == 0:
+        if held.kind not in _DOCUMENT_KINDS:
             raise WireError(f"hello.held[{i}].kind", "unknown document kind")
+        _check_stored_int(f"hello.held[{i}].version", held.version)
         if held.kind in kinds:
             raise WireError(f"hello.held[{i}].kind", "listed twice")
         kinds.add(held.kind)
@@ -80,7 +94,8 @@ def check_event_batch(batch: link_pb2.EventBatch, max_events: int) -> None:
         where = f"events.events[{i}]"
         if event.sequence < 1:
             raise WireError(f"{where}.sequence", "must be at least 1")
-        if event.priority not in link_pb2.EventPriority.values() or event.priority == 0:
+        _check_stored_int(f"{where}.sequence", event.sequence)
+        if event.priority not in _PRIORITIES:
             raise WireError(f"{where}.priority", "unknown priority")
         if event.device_id:  # empty: an event of the cabinet itself
             _check_id(f"{where}.device_id", event.device_id)
@@ -92,8 +107,9 @@ def check_event_batch(batch: link_pb2.EventBatch, max_events: int) -> None:
 
 
 def check_document_ack(ack: link_pb2.DocumentAck) -> None:
-    if ack.kind not in link_pb2.DocumentKind.values() or ack.kind == 0:
+    if ack.kind not in _DOCUMENT_KINDS:
         raise WireError("document_ack.kind", "unknown document kind")
+    _check_stored_int("document_ack.version", ack.version)
     if len(ack.digest) != 32:
         raise WireError("document_ack.digest", "must be a 32-byte SHA-256")
     if len(ack.error) > MAX_TEXT:

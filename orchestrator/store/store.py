@@ -192,6 +192,8 @@ def _event_insert(dialect: str) -> Any:
     return _dialect_insert(dialect, events).on_conflict_do_nothing(
         index_elements=["gateway_id", "sequence"]
     )
+
+
 _AUDIT_SIZES = {
     c.name: c.type.length
     for c in audit_log.columns

@@ -308,12 +308,6 @@ async def test_the_link_answers_anything_properly(
     no_errors_logged(caplog)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="orchestrator/wire.py does not bound uint64 fields to the store's int64: an event "
-    "sequence, a hello's last_sequence or an acked version above 2**63-1 fails in the store "
-    "(answered INTERNAL, logged as an error) instead of INVALID_ARGUMENT naming the field",
-)
 async def test_numbers_the_store_cannot_hold_are_refused_by_name(city: City) -> None:
     config = await enrolled(city, "dj-001")
     event = link_pb2.Event(sequence=2**63, priority=link_pb2.EVENT_PRIORITY_EVENT, type="x")
