@@ -8,7 +8,9 @@ open afterwards; certificate rotation does not close it either. So revoking is o
 2. this process forgets its cached verdicts and cancels the open streams of those
    certificates at once (``Hub.drop_certificate``);
 3. the CRL is re-published for other consumers;
-4. every replica runs :class:`Sweeper`, which re-checks the certificates behind its own
+4. on PostgreSQL the other replicas are told at once (``orchestrator.routing``) and close
+   theirs;
+5. every replica also runs :class:`Sweeper`, which re-checks the certificates behind its own
    open streams every few seconds and closes those revoked (by another replica), expired
    or unknown. New streams anywhere are refused by ``Orchestrator.check_certificate``.
 
@@ -70,6 +72,7 @@ async def revoke(app: Orchestrator, role: Role, name: str, reason: str) -> Revoc
 
     serials = await app.runner.write(write)
     closed = close_streams(app, set(serials))
+    await app.router.certificates_revoked(serials)
     crl = await app.crl.current(now, force=True)
     log.info(
         "revoked %s/%s: %d certificate(s), %d open stream(s) closed",

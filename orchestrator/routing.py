@@ -26,7 +26,7 @@ from orchestrator.link import send_newer_documents, send_pending_commands
 log = logging.getLogger("ondijon.orchestrator.routing")
 
 CHANNEL = "ondijon_gateways"
-DOCUMENTS, COMMANDS = "documents", "commands"
+DOCUMENTS, COMMANDS, REVOKED = "documents", "commands", "revoked"
 RECONNECT_SECONDS = 2.0
 
 
@@ -59,11 +59,20 @@ class Router:
     async def commands_queued(self, gateway_id: str) -> None:
         await self._route(COMMANDS, gateway_id)
 
+    async def certificates_revoked(self, serials: list[str]) -> None:
+        """Tell the other replicas to close their streams opened with ``serials`` now,
+        rather than at their next sweep (the revoking replica closed its own)."""
+        if self.shared and serials:
+            await self._notify({"what": REVOKED, "serials": serials})
+
     async def _route(self, what: str, gateway_id: str) -> None:
         if self.app.hub.session(gateway_id) is not None or not self.shared:
             await self.deliver(what, gateway_id)
             return
-        payload = json.dumps({"what": what, "gateway": gateway_id})
+        await self._notify({"what": what, "gateway": gateway_id})
+
+    async def _notify(self, message: dict[str, Any]) -> None:
+        payload = json.dumps(message)
         await self.app.runner.write(
             lambda c: c.execute(
                 sa.text("SELECT pg_notify(:channel, :payload)"),
@@ -105,7 +114,13 @@ class Router:
     async def _on_notice(self, payload: str) -> None:
         try:
             message: Any = json.loads(payload)
-            what, gateway_id = str(message["what"]), str(message["gateway"])
+            what = str(message["what"])
+            if what == REVOKED:
+                from orchestrator.revocation import close_streams  # it builds on routing's app
+
+                close_streams(self.app, {str(s) for s in message["serials"]})
+                return
+            gateway_id = str(message["gateway"])
         except (ValueError, KeyError, TypeError):
             log.warning("routing: ignored a malformed notice")
             return

@@ -100,3 +100,23 @@ async def test_a_schedule_and_a_command_typed_on_another_replica_reach_the_gatew
             control_pb2.SendCommandRequest(gateway_id="dj-routed", command=command),
         )
         await eventually(lambda: agent.lamps[0].controller.level == 100, timeout=10)
+
+
+async def test_a_revocation_on_one_replica_closes_the_stream_held_by_another_at_once(
+    two_replicas: tuple[City, Running],
+) -> None:
+    city, replica_b = two_replicas
+    config = await city.enrolled("dj-revoked")
+    admin_b = replace(city.admin, address=f"localhost:{replica_b.port}")
+    async with running(config) as agent:
+        await asyncio.wait_for(agent.link.status.connected.wait(), 15)
+        assert city.running.app.hub.session("dj-revoked") is not None
+        started = asyncio.get_running_loop().time()
+        await call(
+            admin_b,
+            "RevokeGateway",
+            control_pb2.RevokeGatewayRequest(gateway_id="dj-revoked", reason="stolen cabinet"),
+        )
+        await eventually(lambda: city.running.app.hub.session("dj-revoked") is None, timeout=10)
+        # Well before replica A's own sweep (every 5 s) would have found it.
+        assert asyncio.get_running_loop().time() - started < 2.5
