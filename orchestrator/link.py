@@ -20,6 +20,7 @@ import contextlib
 import functools
 import logging
 from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
 
 import grpc
 import sqlalchemy as sa
@@ -27,7 +28,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from orchestrator.app import Orchestrator
 from orchestrator.auth import AuthError, peer_of, require_role
-from orchestrator.devices import COMPACT_EVERY, compact
+from orchestrator.devices import DeviceLog, compact
 from orchestrator.hub import Session
 from orchestrator.store.store import HeldRecord, NewEvent, NotFound
 from orchestrator.wire import (
@@ -49,13 +50,59 @@ log = logging.getLogger("ondijon.orchestrator.link")
 PROTOCOL_REVISION = 1
 
 
+@dataclass(frozen=True, slots=True)
+class Received:
+    """A gateway's message and the bytes it came in."""
+
+    message: link_pb2.ConnectRequest
+    raw: bytes
+
+    def state_bytes(self) -> bytes | None:
+        """The StateReport's own bytes, sliced out of the message (None if it holds more
+        than the report): the store keeps them without decoding and encoding again."""
+        raw = self.raw
+        if not raw or raw[0] != _STATE_TAG:
+            return None
+        length, shift, i = 0, 0, 1
+        while i < len(raw):
+            byte = raw[i]
+            length |= (byte & 0x7F) << shift
+            i += 1
+            if not byte & 0x80:
+                break
+            shift += 7
+        return raw[i:] if len(raw) - i == length else None
+
+
+# ConnectRequest.state: field 2, length-delimited.
+_STATE_TAG = (2 << 3) | 2
+
+
+def decode_request(raw: bytes) -> Received:
+    return Received(link_pb2.ConnectRequest.FromString(raw), raw)
+
+
+def add_gateway_link(service: GatewayLinkService, server: grpc.aio.Server) -> None:
+    """Register GatewayLink with a deserializer that keeps each message's bytes."""
+    handlers = {
+        "Connect": grpc.stream_stream_rpc_method_handler(
+            service.Connect,
+            request_deserializer=decode_request,
+            response_serializer=link_pb2.ConnectResponse.SerializeToString,
+        )
+    }
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler("ondijon.v1.GatewayLink", handlers),)
+    )
+
+
 class GatewayLinkService(link_pb2_grpc.GatewayLinkServicer):
     def __init__(self, app: Orchestrator) -> None:
         self.app = app
 
     async def Connect(  # type: ignore[override]
         self,
-        request_iterator: AsyncIterator[link_pb2.ConnectRequest],
+        request_iterator: AsyncIterator[Received],
         context: grpc.aio.ServicerContext[link_pb2.ConnectRequest, link_pb2.ConnectResponse],
     ) -> None:
         try:
@@ -190,13 +237,14 @@ class _Conversation:
         self.context = context
         self.gateway_id = session.gateway_id
         self.report_seq = 0
+        self.devices = DeviceLog()
         self.pending = PendingEvents(app.config.limits.event_window)
 
-    async def read(self, requests: AsyncIterator[link_pb2.ConnectRequest]) -> None:
+    async def read(self, requests: AsyncIterator[Received]) -> None:
         iterator = requests.__aiter__()
         limits = self.app.config.limits
         try:
-            first = await asyncio.wait_for(iterator.__anext__(), limits.hello_timeout_s)
+            first = (await asyncio.wait_for(iterator.__anext__(), limits.hello_timeout_s)).message
         except (TimeoutError, StopAsyncIteration):
             raise WireError("hello", "the stream must open with a hello") from None
         if first.WhichOneof("body") != "hello":
@@ -223,14 +271,15 @@ class _Conversation:
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
 
-    async def _read_requests(self, iterator: AsyncIterator[link_pb2.ConnectRequest]) -> None:
-        async for request in iterator:
-            await self.on_request(request)
+    async def _read_requests(self, iterator: AsyncIterator[Received]) -> None:
+        async for received in iterator:
+            await self.on_request(received)
 
-    async def on_request(self, request: link_pb2.ConnectRequest) -> None:
+    async def on_request(self, received: Received) -> None:
+        request = received.message
         body = request.WhichOneof("body")
         if body == "state":
-            await self.on_state(request.state)
+            await self.on_state(request.state, received.state_bytes())
         elif body == "events":
             await self.on_events(request.events)
         elif body == "document_ack":
@@ -264,6 +313,10 @@ class _Conversation:
             return store.stored_sequence(conn, gateway_id), store.last_report_seq(conn, gateway_id)
 
         stored, self.report_seq = await self.app.runner.write(record)
+        # Start from a folded snapshot, knowing which devices it holds.
+        self.devices = DeviceLog(
+            await self.app.runner.write(lambda c: compact(store, c, gateway_id))
+        )
         connected = max(1, len(self.app.hub.sessions()))
         budget = max(MIN_WINDOW, WINDOW_ROUNDS * EVENTS_PER_ROUND // connected)
         self.pending.window = min(self.app.config.limits.event_window, budget)
@@ -285,24 +338,21 @@ class _Conversation:
             # Firmware offers this gateway is waiting for (orchestrator.campaigns).
             await self.app.campaigns.gateway_connected(self.session, hello)
 
-    async def on_state(self, report: link_pb2.StateReport) -> None:
-        check_state_report(report, self.app.config.limits.max_batch_devices)
-        # Stored as received: no per-device work here (see orchestrator.devices).
+    async def on_state(self, report: link_pb2.StateReport, raw: bytes | None = None) -> None:
+        ids = check_state_report(report, self.app.config.limits.max_batch_devices)
+        # Stored as received, bytes and all: no per-device work and no re-encoding here
+        # (see orchestrator.devices; a batch_id in the log is ignored when it is read).
         batch_id = report.batch_id
-        report.ClearField("batch_id")
-        payload = report.SerializeToString()
+        payload = raw if raw is not None else report.SerializeToString()
         store = self.app.runner.store
-        now = self.app.clock.now()
-        count = len(report.devices)
         gateway_id = self.gateway_id
         self.report_seq += 1
-        seq = self.report_seq
-
-        await self.app.runner.write_rows(
-            store.device_report_rows(gateway_id, seq, payload, updates=count, now=now)
+        rows, fold = self.devices.rows(
+            store, gateway_id, self.report_seq, payload, ids, now=self.app.clock.now()
         )
+        await self.app.runner.write_rows(rows)
         self.session.send(link_pb2.ConnectResponse(state_ack=link_pb2.StateAck(batch_id=batch_id)))
-        if seq % COMPACT_EVERY == 0:
+        if fold:
             await self.app.runner.write(lambda conn: compact(store, conn, gateway_id))
 
     async def on_events(self, batch: link_pb2.EventBatch) -> None:

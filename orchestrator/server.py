@@ -20,6 +20,7 @@ closes streams whose certificate was revoked elsewhere or expired.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -39,11 +40,11 @@ from orchestrator.config import OrchestratorConfig
 from orchestrator.control import ControlCentreService
 from orchestrator.enrollment import EnrollmentService
 from orchestrator.hub import Hub
-from orchestrator.link import GatewayLinkService
+from orchestrator.link import GatewayLinkService, add_gateway_link
 from orchestrator.revocation import Sweeper
 from orchestrator.store.runner import StoreRunner
 from orchestrator.store.store import Store
-from protos.ondijon.v1 import control_pb2_grpc, enrollment_pb2_grpc, link_pb2_grpc
+from protos.ondijon.v1 import control_pb2_grpc, enrollment_pb2_grpc
 from provisioning.ca import KEY_MODE, CAError, CertificateAuthority, load_certs
 from provisioning.identity import Identity, Role
 
@@ -188,7 +189,7 @@ async def start(
     admission = Admission(app)
 
     server = grpc.aio.server(options=_options(config), interceptors=[admission])
-    link_pb2_grpc.add_GatewayLinkServicer_to_server(GatewayLinkService(app), server)
+    add_gateway_link(GatewayLinkService(app), server)
     control_pb2_grpc.add_ControlCentreServicer_to_server(ControlCentreService(app), server)
     install_firmware(app, server)
     enrollment_pb2_grpc.add_EnrollmentServicer_to_server(
@@ -257,6 +258,11 @@ async def _keep_server_certificate(app: Orchestrator, store: Store) -> None:
 async def serve(config: OrchestratorConfig, clock: Clock) -> None:
     """Run until SIGINT or SIGTERM, then stop cleanly."""
     running = await start(config, clock)
+    # Ingestion allocates short-lived messages by the million and makes few cycles: move
+    # what start-up built out of the collector's way and collect the young generation
+    # less often (measured: the collector took ~9 % of the process at city load).
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -68,14 +68,17 @@ def check_hello(hello: link_pb2.Hello) -> None:
 _DEVICE_KINDS = frozenset(k for k in schedule_pb2.DeviceKind.values() if k)
 
 
-def check_state_report(report: link_pb2.StateReport, max_devices: int) -> None:
+def check_state_report(report: link_pb2.StateReport, max_devices: int) -> set[str]:
+    """Check a state report; returns the ids of the devices it holds."""
     # The hot path of ingestion (1,000 reports/s for a city): one cheap pass, and the
     # detailed per-field message only once something is wrong.
     devices = report.devices
     if len(devices) > max_devices:
         raise WireError("state.devices", f"more than {max_devices} devices in one report")
+    ids: set[str] = set()
     for i, device in enumerate(devices):
         device_id = device.device_id
+        ids.add(device_id)
         # Ids end up in listings and logs: control characters would forge lines there.
         if (
             not device_id
@@ -85,6 +88,7 @@ def check_state_report(report: link_pb2.StateReport, max_devices: int) -> None:
         ):
             _check_id(f"state.devices[{i}].device_id", device_id)
             raise WireError(f"state.devices[{i}].kind", "unknown device kind")
+    return ids
 
 
 def check_event_batch(batch: link_pb2.EventBatch, max_events: int) -> None:

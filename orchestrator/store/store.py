@@ -185,6 +185,25 @@ def _dialect_insert(dialect: str, table: sa.Table) -> Any:
 
 
 _REPORT_INSERT = device_reports.insert()
+_LOG_DELETE = (
+    device_reports.delete()
+    .where(device_reports.c.gateway_id == sa.bindparam("gateway_id"))
+    .where(device_reports.c.seq <= sa.bindparam("through_seq"))
+)
+
+
+@functools.cache
+def _snapshot_upsert(dialect: str) -> Any:
+    stmt = _dialect_insert(dialect, gateway_devices)
+    return stmt.on_conflict_do_update(
+        index_elements=["gateway_id"],
+        set_={
+            "payload": stmt.excluded.payload,
+            "through_seq": stmt.excluded.through_seq,
+            "updated_at": stmt.excluded.updated_at,
+            "device_updates": gateway_devices.c.device_updates + stmt.excluded.device_updates,
+        },
+    )
 
 
 @functools.cache
@@ -565,6 +584,34 @@ class Store:
                 },
             ),
         ]
+
+    def snapshot_rows(
+        self,
+        gateway_id: str,
+        seq: int,
+        payload: bytes,
+        *,
+        updates: int,
+        now: datetime,
+        drop_log: bool,
+    ) -> list[tuple[Any, dict[str, Any]]]:
+        """The writes that make a complete report (every device of the gateway) the
+        snapshot as it is, dropping the log it supersedes when there is one."""
+        rows: list[tuple[Any, dict[str, Any]]] = [
+            (
+                _snapshot_upsert(self.engine.dialect.name),
+                {
+                    "gateway_id": gateway_id,
+                    "payload": payload,
+                    "through_seq": seq,
+                    "updated_at": now,
+                    "device_updates": updates,
+                },
+            )
+        ]
+        if drop_log:
+            rows.append((_LOG_DELETE, {"gateway_id": gateway_id, "through_seq": seq}))
+        return rows
 
     def add_device_report(
         self,

@@ -9,7 +9,7 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator.devices import compact, current_devices, latest
+from orchestrator.devices import DeviceLog, compact, current_devices, latest
 from orchestrator.store.store import Store
 from protos.ondijon.v1 import link_pb2, schedule_pb2, state_pb2
 
@@ -93,5 +93,56 @@ def test_compaction_in_the_store_keeps_the_current_state(tmp_path: Path) -> None
             log, through = store.get_devices(conn, "dj-001")
             # The log is now the snapshot alone: one entry per device, nothing left to fold.
             assert through == 3 and len(link_pb2.StateReport.FromString(log).devices) == 3
+    finally:
+        store.close()
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.lists(
+            st.tuples(st.sampled_from(["lamp-1", "lamp-2", "lamp-3"]), st.integers(0, 100)),
+            min_size=1,
+            max_size=3,
+            unique_by=lambda d: d[0],
+        ),
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_complete_reports_replace_the_snapshot_and_partial_ones_are_logged(
+    reports: list[Report],
+) -> None:
+    # What the link stores (DeviceLog: a report naming every device becomes the snapshot
+    # as it is, others are logged and folded every so often) reads back as the last state
+    # of each device, exactly as if every report had been logged and folded.
+    store = Store.open("sqlite://")
+    try:
+        with store.engine.begin() as conn:
+            store.add_gateway(
+                conn,
+                gateway_id="dj-001",
+                serial="s",
+                commune="c",
+                latitude=0,
+                longitude=0,
+                time_zone="UTC",
+                tags=[],
+                now=NOW,
+            )
+        devices = DeviceLog()
+        for seq, report in enumerate(reports, start=1):
+            ids = {device for device, _ in report}
+            rows, fold = devices.rows(store, "dj-001", seq, encode(report), ids, now=NOW)
+            with store.engine.begin() as conn:
+                for statement, params in rows:
+                    conn.execute(statement, params)
+                if fold:
+                    compact(store, conn, "dj-001")
+        expected: dict[str, int] = {}
+        for report in reports:
+            expected.update(report)
+        with store.engine.connect() as conn:
+            assert levels(current_devices(store, conn, "dj-001")) == sorted(expected.items())
     finally:
         store.close()
