@@ -10,6 +10,7 @@ its outbox and batches the states to the orchestrator.
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -58,3 +59,29 @@ class EquipmentConfigError(EquipmentError):
         super().__init__(f"{field}: {reason}")
         self.field = field
         self.reason = reason
+
+
+PinSpec = int | str
+"""A gpiozero pin name: a BCM number (17) or a name such as ``"GPIO17"`` or ``"BOARD11"``."""
+
+
+def config_number(raw: object, field: str, low: float, high: float = math.inf) -> float:
+    """A finite number from an equipment table, within ``[low, high]``, else the error."""
+    # bool is an int to Python but never a number in a configuration file
+    if isinstance(raw, bool) or not isinstance(raw, int | float) or not math.isfinite(raw):
+        raise EquipmentConfigError(field, "must be a number")
+    if not low <= raw <= high:
+        bounds = f"at least {low:g}" if high == math.inf else f"between {low:g} and {high:g}"
+        raise EquipmentConfigError(field, f"must be {bounds}, got {raw:g}")
+    return float(raw)
+
+
+def config_pin(raw: object, field: str) -> PinSpec:
+    """A pin number or name from an equipment table, else the error."""
+    if isinstance(raw, bool) or not isinstance(raw, int | str):
+        raise EquipmentConfigError(field, "must be a pin number or name")
+    if isinstance(raw, int) and raw < 0:
+        raise EquipmentConfigError(field, "must not be negative")
+    if isinstance(raw, str) and not raw.strip():
+        raise EquipmentConfigError(field, "must not be empty")
+    return raw

@@ -28,11 +28,12 @@ from edge.equipment.base import (
     EquipmentError,
     EquipmentEvent,
     EventSink,
+    PinSpec,
     Priority,
+    config_number,
+    config_pin,
 )
 from protos.ondijon.v1 import schedule_pb2, state_pb2
-
-PinSpec = int | str
 
 BACKENDS = ("gpio", "simulated")
 
@@ -111,20 +112,14 @@ class CabinetConfig:
                 if backend == "gpio":
                     raise EquipmentConfigError(field, "is required by the gpio backend")
                 pins[name] = None
-            elif isinstance(raw, bool) or not isinstance(raw, int | str):
-                raise EquipmentConfigError(field, "must be a pin number or name")
-            elif isinstance(raw, int) and raw < 0:
-                raise EquipmentConfigError(field, "must not be negative")
-            elif isinstance(raw, str) and not raw.strip():
-                raise EquipmentConfigError(field, "must not be empty")
             else:
-                pins[name] = raw
+                pins[name] = config_pin(raw, field)
         if pins["door_pin"] is not None and pins["door_pin"] == pins["mains_pin"]:
             raise EquipmentConfigError(f"{field_prefix}.mains_pin", "same pin as door_pin")
-        limit = _number(
+        limit = config_number(
             mapping.get("max_temperature_c", 60.0), f"{field_prefix}.max_temperature_c", -40, 125
         )
-        hysteresis = _number(
+        hysteresis = config_number(
             mapping.get("temperature_hysteresis_c", 5.0),
             f"{field_prefix}.temperature_hysteresis_c",
             0.1,
@@ -138,15 +133,6 @@ class CabinetConfig:
             max_temperature_c=limit,
             temperature_hysteresis_c=hysteresis,
         )
-
-
-def _number(raw: object, field: str, low: float, high: float) -> float:
-    # bool is an int to Python but never a number in a configuration file
-    if isinstance(raw, bool) or not isinstance(raw, int | float) or not math.isfinite(raw):
-        raise EquipmentConfigError(field, "must be a number")
-    if not low <= raw <= high:
-        raise EquipmentConfigError(field, f"must be between {low:g} and {high:g}, got {raw:g}")
-    return float(raw)
 
 
 @dataclass(frozen=True)

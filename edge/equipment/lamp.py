@@ -40,13 +40,13 @@ from edge.equipment.base import (
     EquipmentError,
     EquipmentEvent,
     EventSink,
+    PinSpec,
     Priority,
+    config_number,
+    config_pin,
 )
 from ondijon.clock import Clock
 from protos.ondijon.v1 import schedule_pb2, state_pb2
-
-PinSpec = int | str
-"""A gpiozero pin name: a BCM number (17) or a name such as ``"GPIO17"`` or ``"BOARD11"``."""
 
 LED_MIN_DIM_FRACTION = 0.1
 """LED drivers do not dim below about 10 %: a powered driver at duty 0 still draws this."""
@@ -142,7 +142,7 @@ class LampConfig:
             raise EquipmentConfigError(path("id"), "must be a non-empty string")
         if "nominal_power_w" not in mapping:
             raise EquipmentConfigError(path("nominal_power_w"), "is required")
-        power = _number(mapping["nominal_power_w"], path("nominal_power_w"), 0.0, 2000.0)
+        power = config_number(mapping["nominal_power_w"], path("nominal_power_w"), 0.0, 2000.0)
         if power == 0.0:
             raise EquipmentConfigError(path("nominal_power_w"), "must be positive")
         backend = mapping.get("backend", "gpio")
@@ -156,17 +156,21 @@ class LampConfig:
                     raise EquipmentConfigError(path(name), "is required by the gpio backend")
                 pins[name] = None
                 continue
-            pins[name] = _pin(raw, path(name))
+            pins[name] = config_pin(raw, path(name))
             if pins[name] in [p for n, p in pins.items() if n != name]:
                 raise EquipmentConfigError(path(name), "same pin used twice by this lamp")
         active_high = mapping.get("relay_active_high", True)
         if not isinstance(active_high, bool):
             raise EquipmentConfigError(path("relay_active_high"), "must be true or false")
-        frequency = _number(mapping.get("pwm_frequency_hz", 200.0), path("pwm_frequency_hz"), 1.0)
-        tolerance = _number(
+        frequency = config_number(
+            mapping.get("pwm_frequency_hz", 200.0), path("pwm_frequency_hz"), 1.0
+        )
+        tolerance = config_number(
             mapping.get("dimming_tolerance", 0.15), path("dimming_tolerance"), 0.01, 1.0
         )
-        delay = _number(mapping.get("fault_delay_s", 10.0), path("fault_delay_s"), 0.0, 86400.0)
+        delay = config_number(
+            mapping.get("fault_delay_s", 10.0), path("fault_delay_s"), 0.0, 86400.0
+        )
         return cls(
             device_id=device_id,
             nominal_power_w=power,
@@ -179,26 +183,6 @@ class LampConfig:
             dimming_tolerance=tolerance,
             fault_delay_s=delay,
         )
-
-
-def _number(raw: object, field: str, low: float, high: float = math.inf) -> float:
-    # bool is an int to Python but never a number in a configuration file
-    if isinstance(raw, bool) or not isinstance(raw, int | float) or not math.isfinite(raw):
-        raise EquipmentConfigError(field, "must be a number")
-    if not low <= raw <= high:
-        bounds = f"at least {low:g}" if high == math.inf else f"between {low:g} and {high:g}"
-        raise EquipmentConfigError(field, f"must be {bounds}, got {raw:g}")
-    return float(raw)
-
-
-def _pin(raw: object, field: str) -> PinSpec:
-    if isinstance(raw, bool) or not isinstance(raw, int | str):
-        raise EquipmentConfigError(field, "must be a pin number or name")
-    if isinstance(raw, int) and raw < 0:
-        raise EquipmentConfigError(field, "must not be negative")
-    if isinstance(raw, str) and not raw.strip():
-        raise EquipmentConfigError(field, "must not be empty")
-    return raw
 
 
 @dataclass(frozen=True)
@@ -377,8 +361,10 @@ class LampCounters:
         """
         if not isinstance(mapping, Mapping):
             raise EquipmentConfigError(field_prefix, "must be a table")
-        energy = _number(mapping.get("energy_wh"), f"{field_prefix}.energy_wh", 0.0)
-        hours = _number(mapping.get("operating_hours"), f"{field_prefix}.operating_hours", 0.0)
+        energy = config_number(mapping.get("energy_wh"), f"{field_prefix}.energy_wh", 0.0)
+        hours = config_number(
+            mapping.get("operating_hours"), f"{field_prefix}.operating_hours", 0.0
+        )
         switches = mapping.get("switch_count")
         if isinstance(switches, bool) or not isinstance(switches, int) or switches < 0:
             raise EquipmentConfigError(f"{field_prefix}.switch_count", "must be a count")
