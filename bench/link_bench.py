@@ -22,18 +22,17 @@ import json
 import multiprocessing
 import os
 import pickle
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
 import psutil
 import sqlalchemy as sa
+from city import BenchCity  # bench/city.py, beside this script
 
 from orchestrator.devices import COMPACT_EVERY, DeviceLog, compact
 from orchestrator.link import decode_request
@@ -41,8 +40,6 @@ from orchestrator.store.runner import StoreRunner
 from orchestrator.store.store import Store
 from orchestrator.wire import check_state_report
 from protos.ondijon.v1 import link_pb2, schedule_pb2, state_pb2
-from provisioning.ca import CertificateAuthority, key_to_pem, make_csr, new_private_key
-from provisioning.identity import Identity, Role
 
 CONNECT = "/ondijon.v1.GatewayLink/Connect"
 # Latency is also reported for batches acknowledged this long after the burst started.
@@ -253,12 +250,6 @@ def ceiling(store_url: str, gateways: int, devices: int, rounds: int) -> float:
 # -- orchestration ------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--gateways", type=int, default=1000)
@@ -269,68 +260,10 @@ def main() -> int:
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="ondijon-bench-"))
-    now = datetime.now(UTC)
-    ca = CertificateAuthority.init(work / "ca", now=now)
-    port, enroll_port = _free_port(), _free_port()
-    db = work / "orchestrator.db"
-    (work / "orchestrator.toml").write_text(
-        f'[server]\nlisten = "127.0.0.1:{port}"\nenroll_listen = "127.0.0.1:{enroll_port}"\n'
-        f'[store]\nurl = "sqlite:///{db}"\n'
-        f'[identity]\nca_dir = "{work / "ca"}"\nstate_dir = "{work / "orchestrator"}"\n'
-    )
-    store = Store.open(f"sqlite:///{db}")
-    print(f"issuing {args.gateways} gateway certificates ...", flush=True)
-    identities: list[tuple[bytes, bytes]] = []
-    with store.engine.begin() as conn:
-        for g in range(args.gateways):
-            gid = f"bench-{g:05d}"
-            store.add_gateway(
-                conn,
-                gateway_id=gid,
-                serial=gid,
-                commune="Dijon",
-                latitude=47.3,
-                longitude=5.0,
-                time_zone="Europe/Paris",
-                tags=[],
-                now=now,
-            )
-            key = new_private_key()
-            cert = ca.issue_for_csr(
-                make_csr(key, gid), Identity(Role.GATEWAY, gid), now=now, lifetime=timedelta(days=1)
-            )
-            store.record_certificate(
-                conn,
-                serial_hex=cert.serial_hex,
-                role="gateway",
-                name=gid,
-                not_before=cert.certificate.not_valid_before_utc,
-                not_after=cert.not_after,
-            )
-            identities.append((key_to_pem(key), cert.chain_pem))
-    store.close()
-
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "ondijon.cli",
-            "orchestrator",
-            "serve",
-            "--config",
-            str(work / "orchestrator.toml"),
-        ],
-        stdout=open(work / "orchestrator.log", "wb"),  # noqa: SIM115 - lives with the process
-        stderr=subprocess.STDOUT,
-        env=env,
-    )
+    city = BenchCity.build(work, args.gateways, "bench")
+    ca, port, db, identities = city.ca, city.port, city.db, city.identities
+    server = city.start_orchestrator()
     try:
-        for _ in range(300):
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.1)
         proc = psutil.Process(server.pid)
         proc.cpu_percent(None)
         shares = [identities[i :: args.procs] for i in range(args.procs)]

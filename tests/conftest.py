@@ -210,3 +210,26 @@ def lamp_table() -> Callable[[int], str]:
         )
 
     return make
+
+
+def offline_agent_config(tmp_path: Path, gateway_id: str, equipment: str) -> AgentConfig:
+    """An agent configuration whose orchestrator is unreachable (the agent on its own),
+    with the given equipment tables (TOML)."""
+    (tmp_path / "root.pem").write_text("")
+    path = tmp_path / "agent.toml"
+    path.write_text(
+        f"""[gateway]
+id = "{gateway_id}"
+serial = "SN-{gateway_id}"
+state_dir = "{tmp_path / "state"}"
+[orchestrator]
+address = "127.0.0.1:9"
+ca_file = "{tmp_path / "root.pem"}"
+[site]
+latitude = 47.322
+longitude = 5.0415
+time_zone = "Europe/Paris"
+{equipment}
+"""
+    )
+    return AgentConfig.load(path)

@@ -11,35 +11,18 @@ from edge.config import AgentConfig
 from edge.equipment.cabinet import SimulatedCabinet
 from ondijon.clock import ManualClock
 from protos.ondijon.v1 import link_pb2, schedule_pb2
+from tests.conftest import offline_agent_config
 
 NOON_SUMMER = datetime(2026, 6, 21, 10, 0, tzinfo=UTC)  # 12:00 in Dijon
 
 
 def agent_config(tmp_path: Path) -> AgentConfig:
-    (tmp_path / "root.pem").write_text("")
-    path = tmp_path / "agent.toml"
-    path.write_text(
-        f"""[gateway]
-id = "storm-1"
-serial = "SN-1"
-state_dir = "{tmp_path / "state"}"
-[orchestrator]
-address = "127.0.0.1:9"
-ca_file = "{tmp_path / "root.pem"}"
-[site]
-latitude = 47.322
-longitude = 5.0415
-time_zone = "Europe/Paris"
-[[lamps]]
-id = "lamp-1"
-backend = "simulated"
-nominal_power_w = 60
-[cabinet]
-id = "cabinet"
-backend = "simulated"
-"""
+    return offline_agent_config(
+        tmp_path,
+        "storm-1",
+        '[[lamps]]\nid = "lamp-1"\nbackend = "simulated"\nnominal_power_w = 60\n'
+        '[cabinet]\nid = "cabinet"\nbackend = "simulated"',
     )
-    return AgentConfig.load(path)
 
 
 def sensor_schedule() -> link_pb2.DesiredDocument:

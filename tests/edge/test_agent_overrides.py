@@ -10,33 +10,17 @@ from edge.agent import Agent
 from edge.config import AgentConfig
 from ondijon.clock import ManualClock
 from protos.ondijon.v1 import link_pb2, schedule_pb2
+from tests.conftest import offline_agent_config
 
 START = datetime(2026, 10, 25, 0, 30, tzinfo=UTC)  # 02:30 CEST, the night DST ends
 
 
 def config(tmp_path: Path) -> AgentConfig:
-    (tmp_path / "root.pem").write_text("")
     lamps = "\n".join(
         f'[[lamps]]\nid = "lamp-{i}"\nbackend = "simulated"\nnominal_power_w = 60'
         for i in (1, 2, 3)
     )
-    path = tmp_path / "agent.toml"
-    path.write_text(
-        f"""[gateway]
-id = "ov-1"
-serial = "SN-1"
-state_dir = "{tmp_path / "state"}"
-[orchestrator]
-address = "127.0.0.1:9"
-ca_file = "{tmp_path / "root.pem"}"
-[site]
-latitude = 47.322
-longitude = 5.0415
-time_zone = "Europe/Paris"
-{lamps}
-"""
-    )
-    return AgentConfig.load(path)
+    return offline_agent_config(tmp_path, "ov-1", lamps)
 
 
 def schedule_at(level: int) -> link_pb2.DesiredDocument:
