@@ -29,10 +29,7 @@ import argparse
 import asyncio
 import json
 import multiprocessing
-import os
 import pickle
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,11 +40,10 @@ from typing import Any
 import grpc
 import psutil
 import sqlalchemy as sa
+from city import BenchCity  # bench/city.py, beside this script
 
 from orchestrator.store.store import NewEvent, Store
 from protos.ondijon.v1 import link_pb2
-from provisioning.ca import CertificateAuthority, key_to_pem, make_csr, new_private_key
-from provisioning.identity import Identity, Role
 
 CONNECT = "/ondijon.v1.GatewayLink/Connect"
 T0 = datetime(2026, 1, 5, tzinfo=UTC)
@@ -319,12 +315,6 @@ def ceiling(store_url: str, batches: int = 30) -> float:
 # -- orchestration ------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _percentile(values: list[float], q: float) -> float | None:
     if not values:
         return None
@@ -351,56 +341,8 @@ def main() -> int:
     backlog = args.lamps * quarters
 
     work = Path(tempfile.mkdtemp(prefix="ondijon-drain-"))
-    now = datetime.now(UTC)
-    ca = CertificateAuthority.init(work / "ca", now=now)
-    port, enroll_port = _free_port(), _free_port()
-    db = work / "orchestrator.db"
-    (work / "orchestrator.toml").write_text(
-        f'[server]\nlisten = "127.0.0.1:{port}"\nenroll_listen = "127.0.0.1:{enroll_port}"\n'
-        f'[store]\nurl = "sqlite:///{db}"\n'
-        f'[identity]\nca_dir = "{work / "ca"}"\nstate_dir = "{work / "orchestrator"}"\n'
-    )
-    store = Store.open(f"sqlite:///{db}")
-    print(f"issuing {args.gateways} gateway certificates ...", flush=True)
-    identities: list[tuple[bytes, bytes]] = []
-    with store.engine.begin() as conn:
-        for g in range(args.gateways):
-            gid = f"drain-{g:05d}"
-            store.add_gateway(
-                conn,
-                gateway_id=gid,
-                serial=gid,
-                commune="Dijon",
-                latitude=47.3,
-                longitude=5.0,
-                time_zone="Europe/Paris",
-                tags=[],
-                now=now,
-            )
-            key = new_private_key()
-            cert = ca.issue_for_csr(
-                make_csr(key, gid), Identity(Role.GATEWAY, gid), now=now, lifetime=timedelta(days=1)
-            )
-            store.record_certificate(
-                conn,
-                serial_hex=cert.serial_hex,
-                role="gateway",
-                name=gid,
-                not_before=cert.certificate.not_valid_before_utc,
-                not_after=cert.not_after,
-            )
-            identities.append((key_to_pem(key), cert.chain_pem))
-    store.close()
-
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    config = work / "orchestrator.toml"
-    log_file = open(work / "orchestrator.log", "wb")  # noqa: SIM115 - lives with the process
-    server = subprocess.Popen(
-        [sys.executable, "-m", "ondijon.cli", "orchestrator", "serve", "--config", str(config)],
-        stdout=log_file,
-        stderr=subprocess.STDOUT,
-        env=env,
-    )
+    city = BenchCity.build(work, args.gateways, "drain")
+    ca, port, db, identities = city.ca, city.port, city.db, city.identities
     total_events = args.gateways * (backlog + 1)
     print(
         f"run: {args.gateways} gateways x {backlog} metering events ({args.lamps} lamps x "
@@ -410,12 +352,8 @@ def main() -> int:
         flush=True,
     )
     results = [str(work / f"load-{i}.pickle") for i in range(args.procs)]
+    server = city.start_orchestrator()
     try:
-        for _ in range(300):
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.1)
         proc = psutil.Process(server.pid)
         proc.cpu_percent(None)
         shares = [identities[i :: args.procs] for i in range(args.procs)]
@@ -453,7 +391,6 @@ def main() -> int:
     finally:
         server.terminate()
         server.wait(timeout=60)
-        log_file.close()
 
     totals: dict[str, Any] = {
         "opened": 0,
