@@ -14,7 +14,8 @@ from zoneinfo import ZoneInfo
 
 from street import Street, document, street
 
-from protos.ondijon.v1 import link_pb2, schedule_pb2, signal_pb2
+from ondijon.demo import signal_plans
+from protos.ondijon.v1 import link_pb2, schedule_pb2
 
 START = datetime(2026, 6, 21, 8, 0, tzinfo=ZoneInfo("Europe/Paris"))
 # BCM pins of the heads: red, amber, green per group.
@@ -39,37 +40,8 @@ amber = 6
 green = 7
 """
 
-PLANS = document(
-    link_pb2.DOCUMENT_KIND_SIGNAL_PLANS,
-    signal_pb2.SignalPlans(
-        intersection=signal_pb2.Intersection(
-            groups=[
-                signal_pb2.SignalGroup(
-                    id=group,
-                    kind=signal_pb2.SIGNAL_GROUP_KIND_VEHICLE,
-                    min_green_s=6,
-                    amber_s=3,
-                    all_red_s=2,
-                )
-                for group in HEADS
-            ],
-            intergreens=[
-                signal_pb2.Intergreen(from_group="ns", to_group="ew", seconds=5),
-                signal_pb2.Intergreen(from_group="ew", to_group="ns", seconds=5),
-            ],
-        ),
-        plans=[
-            signal_pb2.SignalPlan(
-                id="day",
-                cycle_s=60,
-                greens=[
-                    signal_pb2.GreenInterval(group="ns", start_s=0, end_s=29),
-                    signal_pb2.GreenInterval(group="ew", start_s=34, end_s=55),
-                ],
-            )
-        ],
-    ),
-)
+# The demo's crossing: the same groups, intergreens and day plan as `ondijon demo` runs.
+PLANS = document(link_pb2.DOCUMENT_KIND_SIGNAL_PLANS, signal_plans())
 
 SCHEDULE = document(
     link_pb2.DOCUMENT_KIND_SCHEDULE,

@@ -13,26 +13,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from ondijon.admin import AdminError, call
-from protos.ondijon.v1 import control_pb2, link_pb2, schedule_pb2, signal_pb2, state_pb2
+from ondijon.demo import SIGNAL, signal_plans
+from protos.ondijon.v1 import control_pb2, link_pb2, schedule_pb2, state_pb2
 from tests.conftest import City
 from tests.edge.test_agent import eventually, running
 
 pytestmark = pytest.mark.integration
-
-SIGNAL = """[[signals]]
-id = "darcy"
-backend = "simulated"
-[signals.simulated]
-conflicts = [["ns", "ew"]]
-[signals.simulated.heads.ns]
-red = 2
-amber = 3
-green = 4
-[signals.simulated.heads.ew]
-red = 5
-amber = 6
-green = 7
-"""
 
 BOLLARD = """[[bollards]]
 id = "bollard-1"
@@ -41,35 +27,9 @@ backend = "simulated"
 
 
 def plans(ew_start: int = 34) -> bytes:
-    """Two conflicting groups; ``ew_start`` < 34 makes ew green too early (conflict)."""
-    message = signal_pb2.SignalPlans(
-        intersection=signal_pb2.Intersection(
-            groups=[
-                signal_pb2.SignalGroup(
-                    id=g,
-                    kind=signal_pb2.SIGNAL_GROUP_KIND_VEHICLE,
-                    min_green_s=6,
-                    amber_s=3,
-                    all_red_s=2,
-                )
-                for g in ("ns", "ew")
-            ],
-            intergreens=[
-                signal_pb2.Intergreen(from_group="ns", to_group="ew", seconds=5),
-                signal_pb2.Intergreen(from_group="ew", to_group="ns", seconds=5),
-            ],
-        ),
-        plans=[
-            signal_pb2.SignalPlan(
-                id="day",
-                cycle_s=60,
-                greens=[
-                    signal_pb2.GreenInterval(group="ns", start_s=0, end_s=29),
-                    signal_pb2.GreenInterval(group="ew", start_s=ew_start, end_s=55),
-                ],
-            )
-        ],
-    )
+    """The demo crossing's plans; ``ew_start`` < 34 makes ew green too early (conflict)."""
+    message = signal_plans()
+    message.plans[0].greens[1].start_s = ew_start
     return message.SerializeToString()
 
 
@@ -178,7 +138,7 @@ async def test_bus_priority_is_rate_limited_and_logged(city: City) -> None:
             command = link_pb2.Command(
                 command_id=f"bus-{n}",
                 bus_priority=link_pb2.BusPriorityRequest(
-                    device_id="darcy", approach=approach, bus_id=bus
+                    device_id="carrefour", approach=approach, bus_id=bus
                 ),
             )
             command.expires_at.FromDatetime(datetime.now(UTC) + timedelta(minutes=1))
