@@ -44,6 +44,9 @@ class Limits:
         max_batch_devices: device states in one StateReport.
         max_batch_events: events in one EventBatch.
         keepalive_time_s: HTTP/2 pings to spot dead cabinets behind NAT.
+        handshake_timeout_s: a connection must finish its TLS handshake (and HTTP/2
+            preface) within this, or it is closed; gRPC's default is two minutes, long
+            enough for a crowd of unfinished handshakes to hold the ports.
     """
 
     max_message_bytes: int = 4 * 1024 * 1024
@@ -54,6 +57,7 @@ class Limits:
     max_batch_devices: int = 2000
     max_batch_events: int = 1000
     keepalive_time_s: int = 60
+    handshake_timeout_s: float = 10.0
 
 
 @dataclass(frozen=True)

@@ -60,6 +60,13 @@ class RateLimits:
         enroll_failures_per_s: sustained refused enrollments per client address; past the
             budget the address is answered RESOURCE_EXHAUSTED without a look at the token.
         enroll_failure_burst: refused enrollments at once.
+        calls_at_once: unary calls one certificate may have open at once (requests not yet
+            received included), on each port.
+        anonymous_calls_at_once: calls one client address without a certificate (the
+            enrollment port) may have open at once.
+        request_timeout_s: the request of a call must have arrived this long after the call
+            opened; a call held open without one is ended with DEADLINE_EXCEEDED.
+        call_timeout_s: a unary call ends within this, answered or DEADLINE_EXCEEDED.
         tracked_peers: identities or addresses remembered per kind of budget.
     """
 
@@ -77,6 +84,10 @@ class RateLimits:
     renewal_burst: float = 5.0
     enroll_failures_per_s: float = 1 / 3
     enroll_failure_burst: float = 20.0
+    calls_at_once: int = 16
+    anonymous_calls_at_once: int = 4
+    request_timeout_s: float = 10.0
+    call_timeout_s: float = 30.0
     tracked_peers: int = 100_000
 
 
@@ -136,6 +147,12 @@ class BucketMap:
         """Tokens in ``key``'s bucket, without spending any."""
         return self._bucket(key, now).available(now)
 
+    def give_back(self, key: Hashable, amount: float, now: float) -> None:
+        """Return ``amount`` taken from ``key``'s bucket and not used after all (a
+        reservation that turned out not to count); never above the burst."""
+        bucket = self._bucket(key, now)
+        bucket.tokens = min(bucket.burst, bucket.available(now) + amount)
+
     def __len__(self) -> int:
         return len(self._buckets)
 
@@ -167,16 +184,16 @@ class StreamMeter:
 
 
 class StreamCounts:
-    """Open streams per identity, against a cap."""
+    """Open streams (or calls) per key, against a cap."""
 
     def __init__(self) -> None:
         self._open: dict[str, int] = {}
 
-    def open(self, key: str, cap: int) -> None:
+    def open(self, key: str, cap: int, budget: str = "streams") -> None:
         """Count a new stream of ``key`` or raise :class:`LimitError` at the cap."""
         count = self._open.get(key, 0)
         if count >= cap:
-            raise LimitError("streams", f"already {count} open streams for {key} (at most {cap})")
+            raise LimitError(budget, f"already {count} open {budget} for {key} (at most {cap})")
         self._open[key] = count + 1
 
     def close(self, key: str) -> None:

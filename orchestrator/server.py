@@ -52,9 +52,10 @@ log = logging.getLogger("ondijon.orchestrator")
 
 SERVER_CERT_LIFETIME = timedelta(days=90)
 SERVER_CERT_CHECK_SECONDS = 3600.0
-# The enrollment port is open to anyone: small requests (a CSR, a token), few at a time.
+# The enrollment port is open to anyone: small requests (a CSR, a token), few at a time
+# (and each address at most RateLimits.anonymous_calls_at_once of them, within deadlines).
 ENROLL_MAX_MESSAGE_BYTES = 64 * 1024
-ENROLL_MAX_CONCURRENT_CALLS = 64
+ENROLL_MAX_CONCURRENT_CALLS = 128
 
 
 @dataclass
@@ -170,6 +171,7 @@ def _options(config: OrchestratorConfig, max_message_bytes: int = 0) -> list[tup
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.so_reuseport", 0),
+        ("grpc.server_handshake_timeout_ms", int(limits.handshake_timeout_s * 1000)),
     ]
 
 

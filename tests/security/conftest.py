@@ -28,7 +28,7 @@ from orchestrator.limits import RateLimits
 from orchestrator.server import start
 from orchestrator.store.schema import metadata
 from protos.ondijon.v1 import link_pb2
-from provisioning.ca import CertificateAuthority, key_to_pem, new_private_key
+from provisioning.ca import CertificateAuthority, key_to_pem, load_certs, new_private_key
 from provisioning.identity import Identity, Role
 from tests.conftest import City, orchestrator_config
 
@@ -147,6 +147,12 @@ def credentials_of(config: AgentConfig) -> Credentials:
     return load_credentials(config)
 
 
+def serial_of(config: AgentConfig) -> str:
+    """The serial (hex, as the store keeps it) of the gateway's current certificate."""
+    chain = load_credentials(config).chain_pem
+    return format(load_certs(chain, "gateway.pem")[0].serial_number, "x")
+
+
 def relax(app: Orchestrator, **overrides: Any) -> None:
     """Replace the app's rate limits (admission and enrollment follow at once)."""
     app.rates = dataclasses.replace(RateLimits(), **overrides)
@@ -200,3 +206,63 @@ async def clocked_city(tmp_path: Path, ca: CertificateAuthority) -> AsyncIterato
         yield city
     finally:
         await city.running.stop(0)
+
+
+class AddressProxy:
+    """A TCP forwarder on 127.0.0.1 whose connections reach ``upstream_port`` from another
+    loopback address (``source``): a second client host, for budgets kept per address."""
+
+    def __init__(self, upstream_port: int, source: str = "127.0.0.2") -> None:
+        self.upstream_port = upstream_port
+        self.source = source
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._live: set[asyncio.StreamWriter] = set()
+
+    async def __aenter__(self) -> AddressProxy:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for writer in list(self._live):
+            writer.transport.abort()
+        await self._server.wait_closed()
+
+    @property
+    def address(self) -> str:
+        return f"localhost:{self.port}"
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(
+                "127.0.0.1", self.upstream_port, local_addr=(self.source, 0)
+            )
+        except OSError:
+            writer.transport.abort()
+            return
+        self._live |= {writer, up_writer}
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError):
+                while chunk := await src.read(65536):
+                    dst.write(chunk)
+                    await dst.drain()
+            dst.transport.abort()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        self._live -= {writer, up_writer}
+
+
+async def never_sent() -> AsyncIterator[bytes]:
+    """A request stream that never sends anything: a call held open without its request."""
+    await asyncio.Event().wait()
+    yield b""  # pragma: no cover
+
+
+def held_calls(chan: grpc.aio.Channel, method: str, count: int) -> list[Any]:
+    """``count`` calls of ``method`` opened on ``chan`` that never send their request."""
+    opened = chan.stream_unary(method, request_serializer=None, response_deserializer=None)
+    return [opened(never_sent()) for _ in range(count)]

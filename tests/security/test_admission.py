@@ -14,6 +14,7 @@ import grpc
 import pytest
 
 from ondijon.admin import AdminError, call
+from orchestrator.admission import certificate_key
 from protos.ondijon.v1 import control_pb2, link_pb2, schedule_pb2, state_pb2
 from tests.conftest import City
 from tests.edge.test_agent import eventually
@@ -23,6 +24,7 @@ from tests.security.conftest import (
     enrolled,
     gateway_channel,
     relax,
+    serial_of,
     stream,
 )
 
@@ -125,7 +127,8 @@ async def test_concurrent_streams_per_identity_are_capped(city: City) -> None:
     config = await enrolled(city, "dj-001")
     admission = city.running.admission
     assert admission is not None
-    key = admission.stream_key("spiffe://ondijon/gateway/dj-001", CONNECT)
+    serial = serial_of(config)
+    key = admission.stream_key(certificate_key("spiffe://ondijon/gateway/dj-001", serial), CONNECT)
     async with gateway_channel(city, config) as chan, stream(chan) as first:
         await first.hello()
         assert admission.streams.count(key) == 1
