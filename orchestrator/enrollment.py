@@ -38,7 +38,7 @@ from orchestrator.revocation import close_streams
 from orchestrator.store.store import Conflict, NotFound, Store
 from orchestrator.wire import WireError, timestamp
 from protos.ondijon.v1 import enrollment_pb2, enrollment_pb2_grpc
-from provisioning.ca import CAError, IssuedCertificate
+from provisioning.ca import CAError, IssuedCertificate, load_certs
 from provisioning.identity import Identity, IdentityError, Role, check_name
 from provisioning.tokens import token_digest
 
@@ -81,7 +81,10 @@ class EnrollmentService(enrollment_pb2_grpc.EnrollmentServicer):
             )
         address = address_of(context.peer())
         self._budgets()
-        if self._failures.available(address, time.monotonic()) < 1:
+        # Check and spend in one step: the attempt takes its share of the address's failure
+        # budget up front (given back if it succeeds), so guesses sent many at a time are
+        # evaluated against the budget, not all admitted before the first is counted.
+        if not self._failures.take(address, 1, time.monotonic()):
             await context.abort(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 "too many refused enrollments from this address; wait a few minutes",
@@ -93,6 +96,8 @@ class EnrollmentService(enrollment_pb2_grpc.EnrollmentServicer):
         now = self.app.clock.now()
         identity = Identity(Role.GATEWAY, request.gateway_id)
         try:
+            # Checked (and signed) before the token is looked at: a broken request or a key
+            # TLS cannot use does not burn the installer's token.
             issued = self.app.ca.issue_for_csr(
                 request.csr_pem, identity, now=now, lifetime=self._lifetime()
             )
@@ -101,12 +106,25 @@ class EnrollmentService(enrollment_pb2_grpc.EnrollmentServicer):
         store = self.app.runner.store
         digest = token_digest(request.token)
         gateway_id = request.gateway_id
+        requested_key = issued.certificate.public_key()
 
-        def spend(conn: sa.Connection) -> list[str]:
-            store.consume_token(
-                conn, token_sha256=digest, gateway_id=gateway_id, serial=request.serial, now=now
+        def same_key(pem: bytes) -> bool:
+            return load_certs(pem, "certificate_pem")[0].public_key() == requested_key
+
+        def spend(conn: sa.Connection) -> tuple[bytes | None, list[str]]:
+            earlier = store.consume_token(
+                conn,
+                token_sha256=digest,
+                gateway_id=gateway_id,
+                serial=request.serial,
+                now=now,
+                certificate_serial=issued.serial_hex,
+                certificate_pem=issued.chain_pem,
+                same_key=same_key,
             )
-            earlier = store.revoke_certificates(
+            if earlier is not None:
+                return earlier, []  # a retry: nothing new to record or supersede
+            superseded = store.revoke_certificates(
                 conn,
                 role=Role.GATEWAY.value,
                 name=gateway_id,
@@ -114,13 +132,16 @@ class EnrollmentService(enrollment_pb2_grpc.EnrollmentServicer):
                 now=now,
             )
             _record(store, conn, issued, identity)
-            return earlier
+            return None, superseded
 
         commune = await self._commune(gateway_id)
         try:
-            superseded = await self.app.runner.write(spend)
+            earlier, superseded = await self.app.runner.write(spend)
         except (Conflict, NotFound) as exc:
             await self._refused(context, address, gateway_id, commune, str(exc), audit=True)
+        self._failures.give_back(address, 1, time.monotonic())
+        if earlier is not None:
+            return await self._answer_retry(gateway_id, commune, earlier)
         if superseded:
             close_streams(self.app, set(superseded))
             await self.app.crl.current(now, force=True)
@@ -142,6 +163,27 @@ class EnrollmentService(enrollment_pb2_grpc.EnrollmentServicer):
             not_after=timestamp(issued.not_after),
         )
 
+    async def _answer_retry(
+        self, gateway_id: str, commune: str, chain_pem: bytes
+    ) -> enrollment_pb2.EnrollResponse:
+        """The answer to a retried enrollment: the certificate the token was spent on."""
+        certificate = load_certs(chain_pem, "certificate_pem")[0]
+        serial = format(certificate.serial_number, "x")
+        log.info("gateway %s retried its enrollment, certificate %s sent again", gateway_id, serial)
+        await self.app.audit(
+            actor=Identity(Role.GATEWAY, gateway_id).uri,
+            action="gateway.enroll",
+            target=gateway_id,
+            commune=commune,
+            result="ok",
+            detail=f"retry with the same token and key: certificate {serial} sent again",
+        )
+        return enrollment_pb2.EnrollResponse(
+            certificate_pem=chain_pem,
+            ca_chain_pem=self.app.ca.chain_pem,
+            not_after=timestamp(certificate.not_valid_after_utc),
+        )
+
     async def _commune(self, gateway_id: str) -> str:
         store = self.app.runner.store
         try:
@@ -160,8 +202,8 @@ class EnrollmentService(enrollment_pb2_grpc.EnrollmentServicer):
         *,
         audit: bool,
     ) -> NoReturn:
-        """Count a refusal against the address, log it (never the token) and answer."""
-        self._failures.take(address, 1, time.monotonic())
+        """Log a refusal (never the token), audit it and answer; it was counted against
+        the address when the attempt began."""
         log.warning("enrollment refused for gateway %r from %s: %s", gateway_id, address, reason)
         if audit:
             # Only once the request was well-formed: garbage is counted, not recorded.

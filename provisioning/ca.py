@@ -102,6 +102,49 @@ class RevokedEntry:
     reason: x509.ReasonFlags | None = None
 
 
+# Curves a gateway's key may use: those every TLS stack the gateways and the orchestrator
+# run can use for a client certificate (a key on another curve would be certified and
+# then fail every handshake).
+TLS_CURVES = (ec.SECP256R1, ec.SECP384R1)
+RSA_BITS = (2048, 4096)
+
+
+def csr_public_key(csr_pem: bytes) -> ec.EllipticCurvePublicKey | rsa.RSAPublicKey:
+    """The public key of a certificate request, checked: a well-formed PEM request whose
+    signature verifies, on a key TLS can use.
+
+    The messages name the field and the reason in our words only: the crypto library's
+    own text (and the URL it carries) is not for a caller on the open port.
+
+    Raises:
+        CAError: naming ``csr_pem`` and why.
+    """
+    try:
+        csr = x509.load_pem_x509_csr(csr_pem)
+    except ValueError:
+        raise CAError("csr_pem: not a PEM certificate request") from None
+    try:
+        public_key = csr.public_key()
+        valid = csr.is_signature_valid
+    except Exception:
+        # Unsupported algorithms and malformed keys inside an otherwise parsable request.
+        raise CAError("csr_pem: the request's key or signature cannot be read") from None
+    if isinstance(public_key, rsa.RSAPublicKey):
+        if not RSA_BITS[0] <= public_key.key_size <= RSA_BITS[1]:
+            raise CAError(f"csr_pem: RSA keys must have {RSA_BITS[0]} to {RSA_BITS[1]} bits")
+    elif isinstance(public_key, ec.EllipticCurvePublicKey):
+        if not isinstance(public_key.curve, TLS_CURVES):
+            raise CAError(
+                f"csr_pem: EC keys on {public_key.curve.name} are refused "
+                "(P-256 or P-384: the curves TLS uses)"
+            )
+    else:
+        raise CAError("csr_pem: only EC (P-256, P-384) and RSA keys are accepted")
+    if not valid:
+        raise CAError("csr_pem: the request's signature does not verify")
+    return public_key
+
+
 class CertificateAuthority:
     """A loaded root + issuing CA pair."""
 
@@ -206,20 +249,12 @@ class CertificateAuthority:
     def issue_for_csr(
         self, csr_pem: bytes, identity: Identity, *, now: datetime, lifetime: timedelta
     ) -> IssuedCertificate:
-        """Sign a gateway's CSR for ``identity``; the CSR's own subject is ignored."""
-        try:
-            csr = x509.load_pem_x509_csr(csr_pem)
-        except ValueError as exc:
-            raise CAError(f"csr_pem: not a PEM certificate request ({exc})") from None
-        if not csr.is_signature_valid:
-            raise CAError("csr_pem: the request's signature does not verify")
-        public_key = csr.public_key()
-        if isinstance(public_key, rsa.RSAPublicKey):
-            if public_key.key_size < 2048:
-                raise CAError("csr_pem: RSA keys under 2048 bits are refused")
-        elif not isinstance(public_key, ec.EllipticCurvePublicKey):
-            raise CAError("csr_pem: only EC (P-256) and RSA keys are accepted")
-        return self._issue(public_key, identity, now=now, lifetime=lifetime)
+        """Sign a gateway's CSR for ``identity``; the CSR's own subject is ignored.
+
+        Raises:
+            CAError: the request is refused (:func:`csr_public_key`); nothing was signed.
+        """
+        return self._issue(csr_public_key(csr_pem), identity, now=now, lifetime=lifetime)
 
     def issue_keypair(
         self,

@@ -61,6 +61,10 @@ enrollment_tokens = sa.Table(
     sa.Column("serial", sa.String(128), nullable=False),
     sa.Column("expires_at", UTCDateTime(), nullable=False),
     sa.Column("used_at", UTCDateTime()),
+    # What the token was spent on: an enrollment cut before the gateway got its answer is
+    # retried with the same token and key, and gets this certificate again.
+    sa.Column("certificate_serial", sa.String(64)),
+    sa.Column("certificate_pem", sa.LargeBinary()),
 )
 
 certificates = sa.Table(

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -347,14 +347,26 @@ class Store:
         gateway_id: str,
         serial: str,
         now: datetime,
-    ) -> None:
-        """Mark a token used; raise :class:`Conflict` saying why if it cannot be used.
+        certificate_serial: str | None = None,
+        certificate_pem: bytes | None = None,
+        same_key: Callable[[bytes], bool] | None = None,
+    ) -> bytes | None:
+        """Mark a token used (for the certificate given, if any); raise :class:`Conflict`
+        saying why if it cannot be used.
+
+        A token already spent on a certificate whose key ``same_key`` recognises (the
+        gateway retrying an enrollment whose answer it never got) is not refused: the
+        PEM of that certificate is returned, as long as the token has not expired and
+        the certificate is still live.
+
+        Returns:
+            None when the token was spent now; the earlier certificate for a retry.
 
         Raises:
-            NotFound: no gateway ``gateway_id`` is registered.
-            Conflict: the token is unknown, bound to another serial, used or expired.
+            Conflict: the token is unknown, of another gateway, or the gateway is not
+                registered (all three answered alike: the enrollment port must not tell
+                which gateway ids exist), bound to another serial, used or expired.
         """
-        self.get_gateway(conn, gateway_id)
         row = conn.execute(
             sa.select(enrollment_tokens).where(enrollment_tokens.c.token_sha256 == token_sha256)
         ).first()
@@ -362,22 +374,43 @@ class Store:
             raise Conflict("token: unknown enrollment token for this gateway")
         if row.serial != serial:
             raise Conflict("serial: the token is bound to another device serial")
-        if row.used_at is not None:
-            raise Conflict("token: already used")
         if row.expires_at <= now:
             raise Conflict("token: expired")
+        if row.used_at is not None:
+            earlier = self._retried(conn, row, now, same_key)
+            if earlier is None:
+                raise Conflict("token: already used")
+            return earlier
         # The WHERE makes two concurrent enrollments with one token race safely.
         done = conn.execute(
             enrollment_tokens.update()
             .where(enrollment_tokens.c.token_sha256 == token_sha256)
             .where(enrollment_tokens.c.used_at.is_(None))
-            .values(used_at=now)
+            .values(
+                used_at=now, certificate_serial=certificate_serial, certificate_pem=certificate_pem
+            )
         )
         if done.rowcount != 1:
             raise Conflict("token: already used")
         conn.execute(
             gateways.update().where(gateways.c.gateway_id == gateway_id).values(enrolled_at=now)
         )
+        return None
+
+    def _retried(
+        self,
+        conn: sa.Connection,
+        token: sa.Row[Any],
+        now: datetime,
+        same_key: Callable[[bytes], bool] | None,
+    ) -> bytes | None:
+        """The certificate a used token was spent on, if this is a retry of that enrollment."""
+        if same_key is None or not token.certificate_pem or not same_key(token.certificate_pem):
+            return None
+        issued = self.get_certificate(conn, token.certificate_serial or "")
+        if issued is None or issued.revoked_at is not None or issued.not_after <= now:
+            return None
+        return bytes(token.certificate_pem)
 
     def record_certificate(
         self,

@@ -294,7 +294,8 @@ def test_a_token_enrolls_its_own_gateway_once(store: Store) -> None:
         (_consume(store, serial="SN-other"), Conflict, "serial: the token is bound to another"),
         (_consume(store, gateway_id="dj-002"), Conflict, "token: unknown enrollment token"),
         (_consume(store, token="b" * 64), Conflict, "token: unknown enrollment token"),
-        (_consume(store, gateway_id="dj-404"), NotFound, "gateway_id: no gateway 'dj-404'"),
+        # An unregistered gateway is answered like a wrong token: ids cannot be enumerated.
+        (_consume(store, gateway_id="dj-404"), Conflict, "token: unknown enrollment token"),
     ]
     for attempt, error, message in refusals:
         with pytest.raises(error, match=message):

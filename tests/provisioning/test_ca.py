@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from cryptography.x509.verification import PolicyBuilder, Store
 
@@ -223,14 +223,22 @@ def _tampered(csr_pem: bytes) -> bytes:
                 rsa.generate_private_key(public_exponent=65537, key_size=1024),  # type: ignore[arg-type]
                 "dj-001",
             ),
-            "csr_pem: RSA keys under 2048 bits are refused",
+            "csr_pem: RSA keys must have 2048 to 4096 bits",
         ),
         (
             lambda: ed25519_csr(),
-            "csr_pem: only EC (P-256) and RSA keys are accepted",
+            "csr_pem: only EC (P-256, P-384) and RSA keys are accepted",
+        ),
+        (
+            lambda: make_csr(ec.generate_private_key(ec.SECP256K1()), "dj-001"),
+            "csr_pem: EC keys on secp256k1 are refused (P-256 or P-384: the curves TLS uses)",
+        ),
+        (
+            lambda: make_csr(ec.generate_private_key(ec.SECP521R1()), "dj-001"),
+            "csr_pem: EC keys on secp521r1 are refused",
         ),
     ],
-    ids=["garbage", "bad-signature", "rsa-1024", "ed25519"],
+    ids=["garbage", "bad-signature", "rsa-1024", "ed25519", "secp256k1", "p-521"],
 )
 def test_bad_requests_are_refused(
     authority: CertificateAuthority, csr: object, message: str
@@ -238,6 +246,14 @@ def test_bad_requests_are_refused(
     with pytest.raises(CAError) as caught:
         authority.issue_for_csr(csr(), GATEWAY, now=NOW, lifetime=DAY)  # type: ignore[operator]
     assert message in str(caught.value)
+    # Our words only: never the crypto library's text or the URL it carries.
+    assert "http" not in str(caught.value) and "error" not in str(caught.value).lower()
+
+
+def test_a_p384_key_is_accepted(authority: CertificateAuthority) -> None:
+    key = ec.generate_private_key(ec.SECP384R1())
+    issued = authority.issue_for_csr(make_csr(key, "dj-001"), GATEWAY, now=NOW, lifetime=DAY)
+    assert issued.certificate.public_key() == key.public_key()
 
 
 def test_rsa_2048_is_accepted(authority: CertificateAuthority) -> None:

@@ -4,12 +4,17 @@ the earlier certificate; keys and tokens never reach a log (orchestrator/enrollm
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import statistics
+import time
 
 import grpc
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 
+import edge.identity
 from edge.identity import EnrollmentError, enroll, load_credentials
 from ondijon.admin import call
 from protos.ondijon.v1 import control_pb2, enrollment_pb2, enrollment_pb2_grpc
@@ -214,3 +219,150 @@ def test_tokens_are_unguessable_recognisable_and_safe_on_a_command_line() -> Non
     assert all(t.startswith("odjn_") and len(t) == 48 for t in tokens)
     token, digest = new_token()
     assert digest == token_digest(token) and token not in digest
+
+
+async def test_an_unknown_gateway_and_a_wrong_token_are_answered_alike(city: City) -> None:
+    relax(city.running.app, enroll_failure_burst=1000)
+    await city.register("dj-001")
+    answers: dict[str, set[tuple[grpc.StatusCode, str]]] = {"unknown": set(), "wrong": set()}
+    times: dict[str, list[float]] = {"unknown": [], "wrong": []}
+    async with channel(city.enroll_address, city.ca.root_pem) as chan:
+        stub = enrollment_pb2_grpc.EnrollmentStub(chan)
+        for i in range(40):  # interleaved, so the machine's noise falls on both alike
+            for kind, gateway_id in (("unknown", f"dj-{500 + i}"), ("wrong", "dj-001")):
+                request = enrollment_pb2.EnrollRequest(
+                    gateway_id=gateway_id,
+                    serial=f"SN-{gateway_id}",
+                    token=new_token()[0],
+                    csr_pem=make_csr(new_private_key(), "x"),
+                )
+                started = time.perf_counter()
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    await stub.Enroll(request, timeout=10)
+                times[kind].append(time.perf_counter() - started)
+                answers[kind].add((caught.value.code(), caught.value.details()))
+    assert (
+        answers["unknown"]
+        == answers["wrong"]
+        == {(grpc.StatusCode.PERMISSION_DENIED, "token: unknown enrollment token for this gateway")}
+    )
+    unknown, wrong = statistics.median(times["unknown"]), statistics.median(times["wrong"])
+    print(f"refusal median ms: unknown gateway {unknown * 1e3:.2f}, wrong token {wrong * 1e3:.2f}")
+    assert abs(unknown - wrong) < max(0.003, 0.5 * min(unknown, wrong))
+
+
+async def test_guesses_sent_at_once_are_held_to_the_budget(city: City) -> None:
+    relax(
+        city.running.app,
+        enroll_failure_burst=20,
+        enroll_failures_per_s=0.001,
+        anonymous_calls_at_once=1000,
+    )
+    await city.register("dj-001")
+    codes = await asyncio.gather(
+        *(
+            raw_enroll(city, gateway_id="dj-001", serial="SN-dj-001", token=f"guess-{i}")
+            for i in range(60)
+        )
+    )
+    evaluated = codes.count(grpc.StatusCode.PERMISSION_DENIED)
+    assert evaluated == 20, f"{evaluated} guesses evaluated against a budget of 20"
+    assert codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) == 40
+    refused = [r for r in audit_rows(city.running.app) if r["action"] == "gateway.enroll"]
+    assert len(refused) == 20
+
+
+async def test_a_key_tls_cannot_use_is_refused_before_the_token_is_spent(city: City) -> None:
+    token = await city.register("dj-001")
+    before = snapshot(city.running.app)
+    for curve in (ec.SECP256K1(), ec.SECP224R1()):
+        key = ec.generate_private_key(curve)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            async with channel(city.enroll_address, city.ca.root_pem) as chan:
+                await enrollment_pb2_grpc.EnrollmentStub(chan).Enroll(
+                    enrollment_pb2.EnrollRequest(
+                        gateway_id="dj-001",
+                        serial="SN-dj-001",
+                        token=token,
+                        csr_pem=make_csr(key, "dj-001"),  # type: ignore[arg-type]
+                    ),
+                    timeout=10,
+                )
+        assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert caught.value.details().startswith(f"csr_pem: EC keys on {curve.name} are refused")
+    assert snapshot(city.running.app) == before
+    await enroll(city.agent_config("dj-001"), token)  # the token still works
+
+
+async def test_a_broken_csr_is_refused_in_our_words_only(city: City) -> None:
+    token = await city.register("dj-001")
+    half = make_csr(new_private_key(), "x")
+    for bad in (
+        b"-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n",
+        half[: len(half) // 2],
+        b"\x00" * 100,
+    ):
+        async with channel(city.enroll_address, city.ca.root_pem) as chan:
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await enrollment_pb2_grpc.EnrollmentStub(chan).Enroll(
+                    enrollment_pb2.EnrollRequest(
+                        gateway_id="dj-001", serial="SN-dj-001", token=token, csr_pem=bad
+                    ),
+                    timeout=10,
+                )
+        details = caught.value.details()
+        assert details == "csr_pem: not a PEM certificate request", details
+    await enroll(city.agent_config("dj-001"), token)
+
+
+async def test_an_enrollment_cut_before_its_answer_is_retried_with_the_same_token(
+    city: City, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token = await city.register("dj-001")
+    config = city.agent_config("dj-001")
+
+    def killed(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt  # the installer's process dies with the answer in flight
+
+    monkeypatch.setattr(edge.identity, "install_identity", killed)
+    with pytest.raises(KeyboardInterrupt):
+        await enroll(config, token)
+    monkeypatch.undo()
+    spent = snapshot(city.running.app)
+    # The same token, the same pending key: the same certificate, and nothing else changes.
+    first = await enroll(config, token)
+    again_answered = [r for r in audit_rows(city.running.app) if r["action"] == "gateway.enroll"]
+    assert [r["result"] for r in again_answered] == ["ok", "ok"]
+    assert "sent again" in again_answered[1]["detail"]
+    assert snapshot(city.running.app, skip=("audit_log", "gateways")) == {
+        k: v for k, v in spent.items() if k != "gateways"
+    }
+    serial = format(first.serial_number, "x")
+    assert serial in again_answered[0]["detail"]
+    async with gateway_channel(city, config) as chan, stream(chan) as s:
+        assert (await s.hello()).gateway_id == "dj-001"
+    # Once installed, the token is spent for good: another key gets nothing.
+    with pytest.raises(EnrollmentError, match="token: already used"):
+        await enroll(config, token)
+
+
+async def test_a_retry_with_another_key_or_after_revocation_is_refused(city: City) -> None:
+    token = await city.register("dj-001")
+    async with channel(city.enroll_address, city.ca.root_pem) as chan:
+        stub = enrollment_pb2_grpc.EnrollmentStub(chan)
+        key = new_private_key()
+        request = enrollment_pb2.EnrollRequest(
+            gateway_id="dj-001", serial="SN-dj-001", token=token, csr_pem=make_csr(key, "dj-001")
+        )
+        answer = await stub.Enroll(request, timeout=10)
+        assert (await stub.Enroll(request, timeout=10)).certificate_pem == answer.certificate_pem
+        other = enrollment_pb2.EnrollRequest()
+        other.CopyFrom(request)
+        other.csr_pem = make_csr(new_private_key(), "dj-001")
+        with pytest.raises(grpc.aio.AioRpcError, match="token: already used"):
+            await stub.Enroll(other, timeout=10)
+        await call(
+            city.admin, "RevokeGateway", control_pb2.RevokeGatewayRequest(gateway_id="dj-001")
+        )
+        with pytest.raises(grpc.aio.AioRpcError, match="token: already used"):
+            await stub.Enroll(request, timeout=10)
