@@ -27,8 +27,16 @@ from orchestrator import identity_admin
 from orchestrator.app import Orchestrator
 from orchestrator.devices import current_devices
 from orchestrator.hub import Watcher
-from orchestrator.roles import ADMIN, OPERATOR, VIEWER, Attempt, Caller, Gatekeeper
-from orchestrator.store.store import Conflict, GatewayRecord, NotFound
+from orchestrator.roles import (
+    ADMIN,
+    OPERATOR,
+    SCOPE_RECHECK_S,
+    VIEWER,
+    Attempt,
+    Gatekeeper,
+    LiveScope,
+)
+from orchestrator.store.store import CommandRecord, Conflict, GatewayRecord, NotFound
 from orchestrator.validation import validate_document, validate_override
 from orchestrator.wire import (
     MAX_ID,
@@ -301,10 +309,20 @@ class ControlCentreService(control_pb2_grpc.ControlCentreServicer):
                 grpc.StatusCode.INVALID_ARGUMENT, problem or "command_id: must not be empty"
             )
         store = self.app.runner.store
-        record = await self.app.runner.read(lambda c: store.get_command(c, request.command_id))
-        if record is None:
+
+        def load(c: sa.Connection) -> tuple[CommandRecord | None, str]:
+            record = store.get_command(c, request.command_id)
+            try:
+                commune = store.get_gateway(c, record.gateway_id if record else "").commune
+            except NotFound:
+                commune = ""
+            return record, commune
+
+        # One read either way, and one answer: a command of a gateway outside the caller's
+        # communes is answered exactly like a missing one (its gateway is not named).
+        record, commune = await self.app.runner.read(load)
+        if record is None or not caller.in_scope(commune):
             await context.abort(grpc.StatusCode.NOT_FOUND, "command_id: no such command")
-        await self.gate.gateway(context, caller, record.gateway_id, None)
         return control_pb2.GetCommandResponse(
             command_id=record.command_id,
             gateway_id=record.gateway_id,
@@ -332,7 +350,7 @@ class ControlCentreService(control_pb2_grpc.ControlCentreServicer):
                 c, request.gateway_id, after_sequence=request.after_sequence, limit=limit
             )
         )
-        visible_ids = await self._visible_gateways(caller)
+        visible_ids = await self.gate.visible_gateways(caller)
         return control_pb2.ListEventsResponse(
             events=[
                 stored_event(r.gateway_id, link_pb2.Event.FromString(r.payload), r.received_at)
@@ -341,18 +359,14 @@ class ControlCentreService(control_pb2_grpc.ControlCentreServicer):
             ]
         )
 
-    async def _visible_gateways(self, caller: Caller) -> set[str]:
-        store = self.app.runner.store
-        records = await self.app.runner.read(lambda c: store.list_gateways(c))
-        return {r.gateway_id for r in records if caller.in_scope(r.commune)}
-
     async def WatchEvents(
         self, request: control_pb2.WatchEventsRequest, context: Context
     ) -> AsyncIterator[control_pb2.WatchEventsResponse]:
         caller = await self.gate.caller(context, VIEWER, None)
         if request.gateway_id:
             await self.gate.gateway(context, caller, request.gateway_id, None)
-        visible = await self._visible_gateways(caller)
+        scope = LiveScope(self.gate, caller, VIEWER)
+        await scope.refresh(context)
         task = asyncio.current_task()
 
         def cancel() -> None:
@@ -362,15 +376,23 @@ class ControlCentreService(control_pb2_grpc.ControlCentreServicer):
         # Revoking the operator's certificate ends the feed (Hub.drop_certificate).
         watcher = Watcher(
             gateway_id=request.gateway_id,
-            visible=visible.__contains__,
+            visible=scope.visible,
             cert_serial=caller.peer.serial_hex,
             cancel=cancel,
         )
         self.app.hub.watch(watcher)
         try:
             while True:
-                event = await watcher.queue.get()
-                yield control_pb2.WatchEventsResponse(event=event)
+                try:
+                    event = await asyncio.wait_for(watcher.queue.get(), SCOPE_RECHECK_S)
+                except TimeoutError:
+                    event = None
+                # The operator's communes may have changed since the feed opened: what
+                # left its scope stops now, not at the next reconnection.
+                if scope.stale:
+                    await scope.refresh(context)
+                if event is not None and scope.visible(event.gateway_id):
+                    yield control_pb2.WatchEventsResponse(event=event)
         finally:
             self.app.hub.unwatch(watcher)
 

@@ -10,14 +10,21 @@ communes are read from the store at every call, so a change takes effect at once
   gateway outside the scope is answered exactly like a missing one, so the scope does not
   leak what exists elsewhere.
 
+A long-running call (the event feed) re-reads the operator's role and communes every
+second (:class:`LiveScope`): a commune leaving the scope stops its events, a disabled or
+demoted operator's feed ends.
+
 A refused write is audited like a done one (result ``refused``, with the reason). A
 refused certificate of another role (a gateway trying the admin API) is audited too, at
-most once a minute per identity: it is an incident to notice, not a flood to store.
+most once a minute per identity: it is an incident to notice, not a flood to store. Every
+service with callers (the admin API, campaigns) records refusals through
+:meth:`Gatekeeper.audit_refusal`, so there is one audit path for every refusal.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -33,6 +40,8 @@ Context = grpc.aio.ServicerContext[Any, Any]
 
 VIEWER, OPERATOR, ADMIN = "viewer", "operator", "admin"
 RANK = {VIEWER: 0, OPERATOR: 1, ADMIN: 2}
+# How stale the scope of a long-running call may be.
+SCOPE_RECHECK_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -101,6 +110,26 @@ class Gatekeeper:
                 context, peer, attempt, f"role {record.role} may not do this (needs {needed})"
             )
         return Caller(peer, record)
+
+    async def registration(self, context: Context, caller: Caller, needed: str) -> Caller:
+        """``caller`` with its registration read again (a long call outlives the first
+        read); aborts PERMISSION_DENIED if it no longer holds ``needed``."""
+        store = self.app.runner.store
+        name = caller.peer.identity.name
+        record = await self.app.runner.read(lambda c: store.get_operator(c, name))
+        if record is None or record.disabled:
+            await self._deny(context, caller.peer, None, "operator is not registered or disabled")
+        if RANK.get(record.role, -1) < RANK[needed]:
+            await self._deny(
+                context, caller.peer, None, f"role {record.role} may not do this (needs {needed})"
+            )
+        return Caller(caller.peer, record)
+
+    async def visible_gateways(self, caller: Caller) -> set[str]:
+        """The ids of the gateways in ``caller``'s communes."""
+        store = self.app.runner.store
+        records = await self.app.runner.read(lambda c: store.list_gateways(c))
+        return {r.gateway_id for r in records if caller.in_scope(r.commune)}
 
     async def _deny(
         self, context: Context, peer: Peer, attempt: Attempt | None, message: str
@@ -173,3 +202,37 @@ class Gatekeeper:
             result="ok",
             detail=detail,
         )
+
+
+class LiveScope:
+    """What a long-running call of ``caller`` may show, kept fresh: the operator's role and
+    communes and the gateways in them are read again once :data:`SCOPE_RECHECK_S` old."""
+
+    def __init__(
+        self,
+        gate: Gatekeeper,
+        caller: Caller,
+        needed: str,
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.gate = gate
+        self.caller = caller
+        self.needed = needed
+        self.monotonic = monotonic
+        self._visible: set[str] = set()
+        self._read_at = -float("inf")
+
+    @property
+    def stale(self) -> bool:
+        return self.monotonic() - self._read_at >= SCOPE_RECHECK_S
+
+    async def refresh(self, context: Context) -> None:
+        """Read the scope again (aborts if the operator may no longer call at all)."""
+        self.caller = await self.gate.registration(context, self.caller, self.needed)
+        self._visible = await self.gate.visible_gateways(self.caller)
+        self._read_at = self.monotonic()
+
+    def visible(self, gateway_id: str) -> bool:
+        """Whether ``gateway_id`` is in scope, as of the last :meth:`refresh`."""
+        return gateway_id in self._visible

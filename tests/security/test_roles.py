@@ -5,6 +5,8 @@ are audited (orchestrator/roles.py, control.py)."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -12,13 +14,15 @@ from datetime import UTC, datetime, timedelta
 import grpc
 import pytest
 from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from ondijon.admin import AdminError, call, lamp_override
 from ondijon.profile import Profile
-from protos.ondijon.v1 import control_pb2, link_pb2
+from orchestrator.roles import SCOPE_RECHECK_S
+from protos.ondijon.v1 import control_pb2, control_pb2_grpc, link_pb2
 from tests.conftest import City
-from tests.edge.test_agent import lighting
-from tests.security.conftest import audit_rows, snapshot
+from tests.edge.test_agent import eventually, lighting
+from tests.security.conftest import audit_rows, enrolled, gateway_channel, snapshot, stream
 
 pytestmark = pytest.mark.integration
 
@@ -230,3 +234,71 @@ async def test_every_field_of_a_command_is_checked(city: City) -> None:
             await call(city.admin, "SendCommand", request)
         assert str(caught.value).startswith(f"INVALID_ARGUMENT: {named}"), caught.value
     assert snapshot(city.running.app) == before
+
+
+async def test_a_command_of_another_commune_is_answered_like_a_missing_one(city: City) -> None:
+    await city.register("dj-001", "Dijon")
+    await city.register("gw-y", "Talant")
+    sent = await call(city.admin, "SendCommand", override("gw-y"))
+    assert isinstance(sent, control_pb2.SendCommandResponse)
+    olga = city.operator("olga", "operator", ["Dijon"])
+    answers = set()
+    for command_id in (sent.command_id, uuid.uuid4().hex):
+        with pytest.raises(AdminError) as caught:
+            await call(olga, "GetCommand", control_pb2.GetCommandRequest(command_id=command_id))
+        answers.add(str(caught.value))
+    assert answers == {"NOT_FOUND: command_id: no such command"}
+    # In scope, the command is there.
+    found = await call(
+        city.admin, "GetCommand", control_pb2.GetCommandRequest(command_id=sent.command_id)
+    )
+    assert isinstance(found, control_pb2.GetCommandResponse) and found.gateway_id == "gw-y"
+
+
+async def test_an_event_feed_stops_showing_a_commune_that_left_the_scope(city: City) -> None:
+    dijon = await enrolled(city, "dj-001", "Dijon")
+    talant = await enrolled(city, "ta-001", "Talant")
+    watcher = city.operator("watcher", "viewer", ["Dijon", "Talant"])
+    store = city.running.app.runner.store
+
+    def event(sequence: int) -> link_pb2.ConnectRequest:
+        return link_pb2.ConnectRequest(
+            events=link_pb2.EventBatch(
+                events=[
+                    link_pb2.Event(
+                        sequence=sequence,
+                        priority=link_pb2.EVENT_PRIORITY_ALARM,
+                        type="lamp.failed",
+                        at=Timestamp(seconds=int(time.time())),
+                    )
+                ]
+            )
+        )
+
+    async with (
+        watcher.channel() as chan,
+        gateway_channel(city, dijon) as dj_chan,
+        gateway_channel(city, talant) as ta_chan,
+        stream(dj_chan) as dj,
+        stream(ta_chan) as ta,
+    ):
+        await dj.hello()
+        await ta.hello()
+        feed = control_pb2_grpc.ControlCentreStub(chan).WatchEvents(
+            control_pb2.WatchEventsRequest()
+        )
+        received = aiter(feed)
+        await eventually(lambda: len(city.running.app.hub._watchers) == 1)
+        ta.send(event(1))
+        assert (await asyncio.wait_for(anext(received), 5)).event.gateway_id == "ta-001"
+        with store.engine.begin() as conn:
+            store.put_operator(
+                conn, name="watcher", role="viewer", communes=["Dijon"], now=datetime.now(UTC)
+            )
+        await asyncio.sleep(SCOPE_RECHECK_S * 1.5)
+        ta.send(event(2))
+        await asyncio.sleep(0.3)
+        dj.send(event(1))
+        nxt = await asyncio.wait_for(anext(received), 5)
+        assert (nxt.event.gateway_id, nxt.event.event.sequence) == ("dj-001", 1)
+        feed.cancel()
