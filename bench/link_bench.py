@@ -34,6 +34,7 @@ import psutil
 import sqlalchemy as sa
 from city import BenchCity  # bench/city.py, beside this script
 
+from orchestrator.config import Limits
 from orchestrator.devices import COMPACT_EVERY, DeviceLog, compact
 from orchestrator.link import decode_request
 from orchestrator.store.runner import StoreRunner
@@ -221,10 +222,11 @@ def ceiling(store_url: str, gateways: int, devices: int, rounds: int) -> float:
             )
     message = encode_state(1, devices_blob(devices))
     logs = {f"ceil-{g:05d}": DeviceLog() for g in range(gateways)}
+    window = Limits().time_window(now)
 
     async def one(runner: StoreRunner, gid: str, seq: int) -> None:
         received = decode_request(message)
-        ids = check_state_report(received.message.state, 2000)
+        ids = check_state_report(received.message.state, 2000, window)
         payload = received.state_bytes()
         assert payload is not None
         rows, fold = logs[gid].rows(store, gid, seq, payload, ids, now=now)

@@ -30,6 +30,7 @@ import grpc
 from edge.config import AgentConfig
 from edge.equipment.base import EquipmentEvent, Priority
 from edge.identity import Credentials, IdentityFilesError, channel_options, load_credentials
+from ondijon.escaping import escape
 from ondijon.files import fsync_dir, write_atomic
 from protos.ondijon.v1 import firmware_pb2, link_pb2, link_pb2_grpc, state_pb2
 
@@ -199,7 +200,7 @@ class GatewayLinkClient:
             self.status.connected.clear()
             attempt = 0 if welcomed else attempt + 1
             delay = self.backoff.delay(attempt, self.rng)
-            log.info("link down (%s); retrying in %.1f s", self.status.last_error, delay)
+            log.info("link down (%s); retrying in %.1f s", escape(self.status.last_error), delay)
             await self.sleep(delay)
 
     async def _session(self) -> None:

@@ -12,6 +12,7 @@ import grpc
 from google.protobuf import json_format, timestamp_pb2
 from google.protobuf.message import Message
 
+from ondijon.escaping import escape
 from ondijon.profile import Profile
 from protos.ondijon.v1 import (
     access_pb2,
@@ -67,7 +68,18 @@ def lamp_override(
 
 
 def show(message: Message) -> str:
-    return json_format.MessageToJson(message, indent=2, preserving_proto_field_name=True)
+    # JSON with ensure_ascii: every control, C1 and bidi character is a \u escape already.
+    return json_format.MessageToJson(
+        message, indent=2, preserving_proto_field_name=True, ensure_ascii=True
+    )
+
+
+def event_line(stored: control_pb2.StoredEvent) -> str:
+    """One line of ``ondijon events``: the gateway's words escaped, so an event can neither
+    add lines nor send escape sequences to the operator's terminal."""
+    e = stored.event
+    text = " ".join(escape(part) for part in (e.type, e.device_id, e.message) if part)
+    return f"{e.at.ToDatetime():%Y-%m-%d %H:%M:%S} {escape(stored.gateway_id)} #{e.sequence} {text}"
 
 
 async def call(profile: Profile, method: str, request: Message) -> Message:
@@ -87,12 +99,7 @@ async def watch(profile: Profile, gateway_id: str) -> None:
             async for item in stub.WatchEvents(
                 control_pb2.WatchEventsRequest(gateway_id=gateway_id)
             ):
-                e = item.event
-                print(
-                    f"{e.event.at.ToDatetime():%Y-%m-%d %H:%M:%S} {e.gateway_id} "
-                    f"#{e.event.sequence} {e.event.type} {e.event.device_id} {e.event.message}",
-                    flush=True,
-                )
+                print(event_line(item.event), flush=True)
         except grpc.aio.AioRpcError as exc:
             raise AdminError(f"{exc.code().name}: {exc.details()}") from None
 
@@ -154,7 +161,10 @@ def run_admin(args: argparse.Namespace) -> int:
         )
         response = asyncio.run(call(profile, "AddGateway", request))
         assert isinstance(response, control_pb2.AddGatewayResponse)
-        print(f"gateway {response.gateway.gateway_id} registered in {response.gateway.commune}")
+        print(
+            f"gateway {escape(response.gateway.gateway_id)} registered in "
+            f"{escape(response.gateway.commune)}"
+        )
         expires = response.token_expires_at.ToDatetime()
         print(f"enrollment token (one-time, expires {expires:%Y-%m-%d %H:%M} UTC):")
         print(response.enrollment_token)
@@ -166,7 +176,10 @@ def run_admin(args: argparse.Namespace) -> int:
         assert isinstance(response, control_pb2.ListGatewaysResponse)
         for g in response.gateways:
             state = "online " if g.connected else "offline"
-            print(f"{g.gateway_id:24} {state} {g.commune:16} fw={g.firmware_version or '-'}")
+            print(
+                f"{escape(g.gateway_id):24} {state} {escape(g.commune):16} "
+                f"fw={escape(g.firmware_version) or '-'}"
+            )
         return 0
     if what == "gateway-show":
         response = asyncio.run(
@@ -184,7 +197,7 @@ def run_admin(args: argparse.Namespace) -> int:
         )
         assert isinstance(response, control_pb2.RevokeGatewayResponse)
         serials = ", ".join(response.revoked_serials) or "none was live"
-        print(f"gateway {args.gateway_id} revoked: certificates {serials}")
+        print(f"gateway {escape(args.gateway_id)} revoked: certificates {serials}")
         print(
             f"{response.streams_closed} open stream(s) closed here; CRL {response.crl_number}; "
             "to bring it back: ondijon gateway token, then ondijon edge enroll"
@@ -223,7 +236,9 @@ def run_admin(args: argparse.Namespace) -> int:
         )
         response = asyncio.run(call(profile, "PutDesiredState", request))
         assert isinstance(response, control_pb2.PutDesiredStateResponse)
-        print(f"{args.kind} for {args.gateway_id} is now version {response.document.version}")
+        print(
+            f"{args.kind} for {escape(args.gateway_id)} is now version {response.document.version}"
+        )
         return 0
     if what == "override":
         command = lamp_override(args.level, args.minutes, args.priority, args.device or [])
@@ -252,9 +267,6 @@ def run_admin(args: argparse.Namespace) -> int:
         )
         assert isinstance(response, control_pb2.ListEventsResponse)
         for e in response.events:
-            print(
-                f"{e.gateway_id} #{e.event.sequence} {e.event.at.ToDatetime():%Y-%m-%d %H:%M:%S} "
-                f"{e.event.type} {e.event.device_id} {e.event.message}"
-            )
+            print(event_line(e))
         return 0
     raise AssertionError(what)

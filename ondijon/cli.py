@@ -33,6 +33,7 @@ from pathlib import Path
 
 from ondijon.clock import SystemClock
 from ondijon.config import ConfigError
+from ondijon.escaping import escape
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -268,7 +269,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         known = _known_errors()
         if isinstance(exc, known):
-            print(f"ondijon: error: {exc}", file=sys.stderr)
+            # The orchestrator's answer may quote what a caller or a gateway typed.
+            print(f"ondijon: error: {escape(str(exc))}", file=sys.stderr)
             return 2
         raise
 

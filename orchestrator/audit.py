@@ -6,8 +6,8 @@ only on ``audit_log``; export regularly to write-once storage with ``ondijon aud
 export``.)
 
 Values come partly from callers (a gateway id typed by an operator, a reason): they are
-cut to the column sizes and stripped of control characters here, so an entry can never
-forge a line of an export or a log.
+escaped (:func:`ondijon.escaping.escape`) and cut to the column sizes here, so an entry
+can never forge a line of an export or a log, nor play tricks on a terminal.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from ondijon.escaping import escape
 from orchestrator.store.runner import StoreRunner
 from orchestrator.store.schema import audit_log
 
@@ -29,10 +30,9 @@ _SIZES = {"actor": 128, "action": 64, "target": 256, "commune": 128, "result": 3
 
 
 def clean(value: str, size: int) -> str:
-    """``value`` without control characters, cut to ``size`` characters."""
-    if not value.isprintable():
-        value = "".join(c if c.isprintable() else "?" for c in value)
-    return value[:size]
+    """``value`` escaped (control, format and separator characters made visible), cut to
+    ``size`` characters."""
+    return escape(value)[:size]
 
 
 async def write(

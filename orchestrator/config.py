@@ -23,10 +23,12 @@ Every limit lives in :class:`Limits`, one documented dataclass.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from ondijon.config import ConfigError, Section, load_toml
+from orchestrator.wire import TimeWindow
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,11 @@ class Limits:
         handshake_timeout_s: a connection must finish its TLS handshake (and HTTP/2
             preface) within this, or it is closed; gRPC's default is two minutes, long
             enough for a crowd of unfinished handshakes to hold the ports.
+        max_clock_ahead_s: an instant a gateway reports (an event's time, a device
+            state's) may be at most this far ahead of the orchestrator's clock; beyond,
+            the message is refused naming the field (a gateway whose clock is wrong).
+        max_clock_behind_days: ... and at most this far behind (an event kept in an
+            outbox for a long time offline is still taken).
     """
 
     max_message_bytes: int = 4 * 1024 * 1024
@@ -58,6 +65,16 @@ class Limits:
     max_batch_events: int = 1000
     keepalive_time_s: int = 60
     handshake_timeout_s: float = 10.0
+    max_clock_ahead_s: float = 7 * 86400.0
+    max_clock_behind_days: float = 3653.0
+
+    def time_window(self, now: datetime) -> TimeWindow:
+        """The instants a gateway may report at ``now`` (the orchestrator's clock)."""
+        return TimeWindow.around(
+            now,
+            behind=timedelta(days=self.max_clock_behind_days),
+            ahead=timedelta(seconds=self.max_clock_ahead_s),
+        )
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from typing import Any, NoReturn
 import grpc
 import sqlalchemy as sa
 
+from ondijon.escaping import escape
 from orchestrator.admission import address_of
 from orchestrator.app import Orchestrator
 from orchestrator.auth import AuthError, peer_of, require_role
@@ -204,7 +205,12 @@ class EnrollmentService(enrollment_pb2_grpc.EnrollmentServicer):
     ) -> NoReturn:
         """Log a refusal (never the token), audit it and answer; it was counted against
         the address when the attempt began."""
-        log.warning("enrollment refused for gateway %r from %s: %s", gateway_id, address, reason)
+        log.warning(
+            "enrollment refused for gateway %s from %s: %s",
+            escape(gateway_id),
+            address,
+            escape(reason),
+        )
         if audit:
             # Only once the request was well-formed: garbage is counted, not recorded.
             await self.app.audit(

@@ -26,6 +26,7 @@ import grpc
 import sqlalchemy as sa
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from ondijon.escaping import escape
 from orchestrator.app import Orchestrator
 from orchestrator.auth import AuthError, peer_of, require_role
 from orchestrator.devices import DeviceLog, compact
@@ -339,7 +340,9 @@ class _Conversation:
             await self.app.campaigns.gateway_connected(self.session, hello)
 
     async def on_state(self, report: link_pb2.StateReport, raw: bytes | None = None) -> None:
-        ids = check_state_report(report, self.app.config.limits.max_batch_devices)
+        limits = self.app.config.limits
+        window = limits.time_window(self.app.clock.now())
+        ids = check_state_report(report, limits.max_batch_devices, window)
         # Stored as received, bytes and all: no per-device work and no re-encoding here
         # (see orchestrator.devices; a batch_id in the log is ignored when it is read).
         batch_id = report.batch_id
@@ -357,7 +360,9 @@ class _Conversation:
 
     async def on_events(self, batch: link_pb2.EventBatch) -> None:
         """Queue a batch to be stored; waits while the gateway is over its window."""
-        check_event_batch(batch, self.app.config.limits.max_batch_events)
+        limits = self.app.config.limits
+        window = limits.time_window(self.app.clock.now())
+        check_event_batch(batch, limits.max_batch_events, window)
         await self.pending.put(batch.events)
 
     async def _store_events(self) -> None:
@@ -422,7 +427,7 @@ class _Conversation:
                 self.gateway_id,
                 ack.kind,
                 ack.version,
-                ack.error,
+                escape(ack.error),  # the gateway's words: never a forged line in the log
             )
             return
         store = self.app.runner.store

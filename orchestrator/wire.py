@@ -2,12 +2,19 @@
 
 Every field a gateway sends is checked before anything is stored; a refused message raises
 :class:`WireError` naming the field and the reason, and changes nothing.
+
+Instants a gateway reports (an event's ``at``, a device state's ``observed_at``) must be
+valid timestamps inside a window around the orchestrator's own clock
+(:class:`TimeWindow`: by default at most 7 days ahead and 10 years behind): a gateway
+whose clock is wrong is refused by name, visibly, rather than trusted, and nothing out of
+the range the store and the tools can hold ever reaches them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -68,7 +75,57 @@ def check_hello(hello: link_pb2.Hello) -> None:
 _DEVICE_KINDS = frozenset(k for k in schedule_pb2.DeviceKind.values() if k)
 
 
-def check_state_report(report: link_pb2.StateReport, max_devices: int) -> set[str]:
+@dataclass(frozen=True)
+class TimeWindow:
+    """The instants a gateway may report, in seconds since the epoch (inclusive)."""
+
+    earliest_s: int
+    latest_s: int
+    behind: timedelta
+    ahead: timedelta
+
+    @classmethod
+    def around(cls, now: datetime, *, behind: timedelta, ahead: timedelta) -> TimeWindow:
+        """From ``behind`` before ``now`` to ``ahead`` after it (``now``: the orchestrator's
+        clock), never beyond what a datetime holds."""
+        floor = datetime(1, 1, 2, tzinfo=UTC)
+        ceiling = datetime(9999, 12, 30, tzinfo=UTC)
+        earliest = max(floor, now - behind) if now - floor > behind else floor
+        latest = min(ceiling, now + ahead) if ceiling - now > ahead else ceiling
+        return cls(int(earliest.timestamp()), int(latest.timestamp()), behind, ahead)
+
+    def check(self, field: str, instant: Timestamp) -> None:
+        """Raise :class:`WireError` naming ``field`` unless ``instant`` is inside."""
+        if not 0 <= instant.nanos < 1_000_000_000:
+            raise WireError(f"{field}.nanos", "must be 0 to 999,999,999")
+        if instant.seconds < self.earliest_s:
+            raise WireError(
+                field,
+                f"{self._iso(instant)} is {self._days(self.behind)} or more "
+                "behind the orchestrator's clock (is the gateway's clock right?)",
+            )
+        if instant.seconds > self.latest_s:
+            raise WireError(
+                field,
+                f"{self._iso(instant)} is more than {self._days(self.ahead)} "
+                "ahead of the orchestrator's clock (is the gateway's clock right?)",
+            )
+
+    @staticmethod
+    def _days(span: timedelta) -> str:
+        return f"{span / timedelta(days=1):g} days"
+
+    @staticmethod
+    def _iso(instant: Timestamp) -> str:
+        try:
+            return instant.ToDatetime(tzinfo=UTC).isoformat()
+        except (ValueError, OverflowError):
+            return f"{instant.seconds} s since 1970"
+
+
+def check_state_report(
+    report: link_pb2.StateReport, max_devices: int, window: TimeWindow
+) -> set[str]:
     """Check a state report; returns the ids of the devices it holds."""
     # The hot path of ingestion (1,000 reports/s for a city): one cheap pass, and the
     # detailed per-field message only once something is wrong.
@@ -88,10 +145,12 @@ def check_state_report(report: link_pb2.StateReport, max_devices: int) -> set[st
         ):
             _check_id(f"state.devices[{i}].device_id", device_id)
             raise WireError(f"state.devices[{i}].kind", "unknown device kind")
+        if device.HasField("observed_at"):
+            window.check(f"state.devices[{i}].observed_at", device.observed_at)
     return ids
 
 
-def check_event_batch(batch: link_pb2.EventBatch, max_events: int) -> None:
+def check_event_batch(batch: link_pb2.EventBatch, max_events: int, window: TimeWindow) -> None:
     if len(batch.events) > max_events:
         raise WireError("events.events", f"more than {max_events} events in one batch")
     for i, event in enumerate(batch.events):
@@ -104,6 +163,9 @@ def check_event_batch(batch: link_pb2.EventBatch, max_events: int) -> None:
         if event.device_id:  # empty: an event of the cabinet itself
             _check_id(f"{where}.device_id", event.device_id)
         _check_id(f"{where}.type", event.type)
+        if not event.HasField("at"):
+            raise WireError(f"{where}.at", "missing (when did it happen?)")
+        window.check(f"{where}.at", event.at)
         if len(event.message) > MAX_TEXT:
             raise WireError(f"{where}.message", f"longer than {MAX_TEXT} characters")
         if len(event.attributes) > MAX_ATTRIBUTES:

@@ -245,7 +245,8 @@ async def test_refused_enrollments_say_why_and_install_nothing(city: City) -> No
     # Two refusals through the command itself, one from the orchestrator and one from
     # TLS; the others through the same function it calls (a process costs a second).
     by_command = {
-        "gateway_id: no gateway 'dj-404'": (city.agent_config("dj-404"), "some-token"),
+        # An unregistered gateway is answered like a wrong token (ids are not enumerable).
+        "token: unknown enrollment token": (city.agent_config("dj-404"), "some-token"),
         "CERTIFICATE_VERIFY_FAILED": (
             variant(good, "foreign", str(good.ca_file), str(foreign_root)),
             token,

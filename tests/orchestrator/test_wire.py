@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+from hypothesis import given
+from hypothesis import strategies as st
 
 from orchestrator.store.store import DocumentRecord
 from orchestrator.wire import (
+    TimeWindow,
     WireError,
     check_command_result,
     check_document_ack,
@@ -26,6 +30,17 @@ SCHEDULE = link_pb2.DOCUMENT_KIND_SCHEDULE
 ALARM = link_pb2.EVENT_PRIORITY_ALARM
 UNSPECIFIED = link_pb2.DOCUMENT_KIND_UNSPECIFIED
 UNKNOWN_KIND = link_pb2.DocumentKind.ValueType(99)
+NOW = datetime(2026, 12, 7, 9, 30, tzinfo=UTC)
+AHEAD, BEHIND = timedelta(days=7), timedelta(days=3653)
+WINDOW = TimeWindow.around(NOW, behind=BEHIND, ahead=AHEAD)
+
+
+def stamp(when: datetime | None = None, *, seconds: int = 0, nanos: int = 0) -> Timestamp:
+    if when is not None:
+        ts = Timestamp()
+        ts.FromDatetime(when)
+        return ts
+    return Timestamp(seconds=seconds, nanos=nanos)
 
 
 def hello(*held: link_pb2.HeldDocument, firmware: str = "1.2.0") -> Callable[[], None]:
@@ -35,7 +50,7 @@ def hello(*held: link_pb2.HeldDocument, firmware: str = "1.2.0") -> Callable[[],
 
 def state(*devices: state_pb2.DeviceState, limit: int = 10) -> Callable[[], None]:
     message = link_pb2.StateReport(batch_id=1, devices=list(devices))
-    return lambda: check_state_report(message, limit)
+    return lambda: check_state_report(message, limit, WINDOW)
 
 
 def lamp(
@@ -45,14 +60,24 @@ def lamp(
 
 
 def event(**fields: object) -> link_pb2.Event:
-    values: dict[str, object] = {"sequence": 1, "priority": ALARM, "type": "lamp.failure"}
+    values: dict[str, object] = {
+        "sequence": 1,
+        "priority": ALARM,
+        "type": "lamp.failure",
+        "at": stamp(NOW),
+    }
     values.update(fields)
     return link_pb2.Event(**values)  # type: ignore[arg-type]
 
 
+def observed(device: state_pb2.DeviceState, at: Timestamp) -> state_pb2.DeviceState:
+    device.observed_at.CopyFrom(at)
+    return device
+
+
 def events(*batch: link_pb2.Event, limit: int = 10) -> Callable[[], None]:
     message = link_pb2.EventBatch(events=list(batch))
-    return lambda: check_event_batch(message, limit)
+    return lambda: check_event_batch(message, limit, WINDOW)
 
 
 def ack(**fields: object) -> Callable[[], None]:
@@ -85,6 +110,32 @@ def test_good_messages_pass() -> None:
         result(status=status)()
 
 
+def test_instants_at_the_edges_of_the_window_pass() -> None:
+    events(
+        event(at=stamp(NOW + AHEAD)),
+        event(sequence=2, at=stamp(NOW - BEHIND + timedelta(seconds=1))),
+        event(sequence=3, at=stamp(seconds=int(NOW.timestamp()), nanos=999_999_999)),
+    )()
+    state(observed(lamp("a"), stamp(NOW)), lamp("b"))()  # observed_at is optional
+
+
+@given(seconds=st.integers(-(2**63), 2**63 - 1), nanos=st.integers(-(2**31), 2**31 - 1))
+def test_an_instant_passes_only_inside_the_window(seconds: int, nanos: int) -> None:
+    at = Timestamp(seconds=seconds, nanos=nanos)
+    # The reference: whole seconds against the window's ends computed with datetimes.
+    earliest, latest = NOW - BEHIND, NOW + AHEAD
+    inside = 0 <= nanos < 10**9 and earliest.timestamp() <= seconds <= latest.timestamp()
+    try:
+        events(event(at=at))()
+    except WireError as exc:
+        assert not inside, exc
+        assert exc.field in {"events.events[0].at", "events.events[0].at.nanos"}
+    else:
+        assert inside
+        when = at.ToDatetime(tzinfo=UTC)  # and the store can hold it
+        assert earliest - timedelta(seconds=1) <= when <= latest + timedelta(seconds=1)
+
+
 @pytest.mark.parametrize(
     ("check", "field"),
     [
@@ -114,6 +165,28 @@ def test_good_messages_pass() -> None:
         (events(event(type="")), "events.events[0].type"),
         (events(event(type="lamp\nfailure")), "events.events[0].type"),
         (events(event(message="m" * 1025)), "events.events[0].message"),
+        (events(event(at=None)), "events.events[0].at"),
+        (
+            events(event(), event(at=stamp(seconds=1, nanos=2_000_000_000))),
+            "events.events[1].at.nanos",
+        ),
+        (
+            events(event(at=stamp(seconds=int(NOW.timestamp()), nanos=-1))),
+            "events.events[0].at.nanos",
+        ),
+        (events(event(at=stamp(seconds=253_402_300_800))), "events.events[0].at"),  # year 10000
+        (events(event(at=stamp(seconds=-62_135_596_801))), "events.events[0].at"),  # year 0
+        (events(event(at=stamp(NOW + AHEAD + timedelta(seconds=1)))), "events.events[0].at"),
+        (events(event(at=stamp(NOW - BEHIND - timedelta(seconds=1)))), "events.events[0].at"),
+        (events(event(at=stamp(seconds=0))), "events.events[0].at"),  # a clock at 1970
+        (
+            state(lamp("ok"), observed(lamp("ok2"), stamp(seconds=253_433_923_200))),  # 10001
+            "state.devices[1].observed_at",
+        ),
+        (
+            state(observed(lamp("ok"), stamp(seconds=int(NOW.timestamp()), nanos=10**9))),
+            "state.devices[0].observed_at.nanos",
+        ),
         (
             events(event(attributes={str(i): "" for i in range(33)})),
             "events.events[0].attributes",

@@ -9,19 +9,25 @@ then sometimes mutated byte by byte.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
+import unicodedata
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
 import pytest
 from google.protobuf import descriptor
 from google.protobuf.message import Message
-from hypothesis import HealthCheck, assume, given, note, settings
+from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
 from edge.config import AgentConfig
-from protos.ondijon.v1 import control_pb2, enrollment_pb2, link_pb2
+from ondijon.admin import call
+from ondijon.cli import main
+from protos.ondijon.v1 import control_pb2, enrollment_pb2, link_pb2, schedule_pb2, state_pb2
 from tests.conftest import City
 from tests.security.conftest import (
     GENEROUS,
@@ -32,6 +38,7 @@ from tests.security.conftest import (
     snapshot,
     stream,
 )
+from tests.security.test_roles import schedule as schedule_request
 
 pytestmark = pytest.mark.integration
 
@@ -252,27 +259,6 @@ BODIES = [f.name for f in link_pb2.ConnectRequest.DESCRIPTOR.oneofs_by_name["bod
 INT64_MAX = 2**63 - 1
 
 
-def _largest_unsigned(msg: Message) -> int:
-    """The largest uint64 anywhere in ``msg`` (0 if none)."""
-    largest = 0
-    for field, value in msg.ListFields():
-        values = value if field.is_repeated else [value]
-        if field.type == F.TYPE_MESSAGE and not field.message_type.GetOptions().map_entry:
-            largest = max([largest, *(_largest_unsigned(v) for v in values)])
-        elif field.type in (F.TYPE_UINT64, F.TYPE_FIXED64):
-            largest = max([largest, *values])
-    return largest
-
-
-def storable(raw: bytes) -> bool:
-    """False for messages carrying a uint64 the store's int64 cannot hold: a known gap of
-    orchestrator/wire.py, pinned by test_numbers_the_store_cannot_hold_are_refused_by_name."""
-    try:
-        return _largest_unsigned(link_pb2.ConnectRequest.FromString(raw)) <= INT64_MAX
-    except Exception:
-        return True
-
-
 # Sent after the message under test: its acknowledgement means that message was handled.
 PROBE_ID = 2**62 + 7
 PROBE = link_pb2.ConnectRequest(state=link_pb2.StateReport(batch_id=PROBE_ID))
@@ -288,7 +274,6 @@ async def test_the_link_answers_anything_properly(
     request = link_pb2.ConnectRequest()
     getattr(request, body).CopyFrom(data.draw(message(field.message_type._concrete_class)))
     raw = data.draw(wire_bytes(link_pb2.ConnectRequest)) if mutate else request.SerializeToString()
-    assume(storable(raw))
     note(f"raw message: {raw.hex()}")
     async with gateway_channel(city, fuzzed.config) as chan, stream(chan) as s:
         await s.hello()
@@ -327,3 +312,96 @@ async def test_the_admin_api_refuses_numbers_beyond_the_store(city: City) -> Non
                 chan, f"/ondijon.v1.ControlCentre/{name}", request.SerializeToString()
             )
             assert code is grpc.StatusCode.INVALID_ARGUMENT, name
+
+
+def timestamped_event(sequence: int, **fields: Any) -> link_pb2.ConnectRequest:
+    event = link_pb2.Event(sequence=sequence, priority=link_pb2.EVENT_PRIORITY_EVENT, type="x")
+    for name, value in fields.items():
+        setattr(event.at, name, value)
+    return link_pb2.ConnectRequest(events=link_pb2.EventBatch(events=[event]))
+
+
+def devices_report(seconds: int) -> link_pb2.ConnectRequest:
+    device = state_pb2.DeviceState(device_id="lamp-001", kind=schedule_pb2.DEVICE_KIND_LAMP)
+    device.observed_at.seconds = seconds
+    return link_pb2.ConnectRequest(state=link_pb2.StateReport(batch_id=1, devices=[device]))
+
+
+async def test_instants_out_of_range_are_refused_by_name_and_reach_nothing(
+    city: City, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = await enrolled(city, "dj-001")
+    year_10000, year_10001 = 253_402_300_800, 253_433_923_200
+    now = int(time.time())
+    cases = [
+        (timestamped_event(1, seconds=year_10000), "events.events[0].at: "),
+        (timestamped_event(1, seconds=now, nanos=2_000_000_000), "events.events[0].at.nanos: "),
+        (timestamped_event(1, seconds=now + 30 * 86400), "events.events[0].at: "),
+        (devices_report(year_10001), "state.devices[0].observed_at: "),
+    ]
+    before = snapshot(city.running.app)
+    for request, field in cases:
+        async with gateway_channel(city, config) as chan, stream(chan) as s:
+            await s.hello()
+            s.send(request)
+            assert await s.closing_status() is grpc.StatusCode.INVALID_ARGUMENT, field
+            details = await s.call.details()
+            assert details.startswith(field), details
+    no_errors_logged(caplog)
+    assert snapshot(city.running.app, skip=("audit_log", "gateways")) == {
+        k: v
+        for k, v in before.items()
+        if k != "gateways"  # last_seen moved, nothing else
+    }
+    # The tools read what was stored without tripping.
+    argv = ["devices", "dj-001", "--profile", str(city.admin.directory)]
+    assert await asyncio.to_thread(main, argv) == 0
+
+
+HOSTILE = "ok\n2026-12-07 09:00:00 CRITICAL forged line\x1b]0;owned\x07\x1b[2J\x9b31m\u202egnp.exe"
+
+
+def raw_controls(text: str) -> list[str]:
+    return [c for c in text if c != "\n" and unicodedata.category(c) in {"Cc", "Cf", "Zl", "Zp"}]
+
+
+async def test_gateway_text_never_forges_a_log_line_nor_reaches_a_terminal_raw(
+    city: City, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    caplog.set_level(logging.INFO)
+    config = await enrolled(city, "dj-001")
+    put = await call(city.admin, "PutDesiredState", schedule_request("dj-001"))
+    assert isinstance(put, control_pb2.PutDesiredStateResponse)
+    event = link_pb2.Event(
+        sequence=1, priority=link_pb2.EVENT_PRIORITY_ALARM, type="lamp.failed", message=HOSTILE
+    )
+    event.at.FromDatetime(datetime.now(UTC))
+    async with gateway_channel(city, config) as chan, stream(chan) as s:
+        await s.hello(firmware_version="1.0\x1b[5m\u202e")
+        s.send(
+            link_pb2.ConnectRequest(
+                document_ack=link_pb2.DocumentAck(
+                    kind=put.document.kind,
+                    version=put.document.version,
+                    digest=put.document.digest,
+                    accepted=False,
+                    error=HOSTILE,
+                )
+            )
+        )
+        s.send(link_pb2.ConnectRequest(events=link_pb2.EventBatch(events=[event])))
+        while (await s.recv()).WhichOneof("body") != "event_ack":
+            pass
+        capsys.readouterr()
+        profile = ["--profile", str(city.admin.directory)]
+        for argv in (["events", "dj-001", *profile], ["gateway", "list", *profile]):
+            assert await asyncio.to_thread(main, argv) == 0
+    out = capsys.readouterr().out
+    assert "forged line" in out and "\\x1b]0;owned" in out and "\\u202egnp.exe" in out
+    assert raw_controls(out) == []
+    assert len(out.splitlines()) == 2  # one event, one gateway: no line added
+    refused = [r.getMessage() for r in caplog.records if "refused document" in r.getMessage()]
+    assert refused and "forged line" in refused[0]
+    for record in caplog.records:
+        message = record.getMessage()
+        assert "\n" not in message and raw_controls(message) == [], message
