@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from edge.config import AgentConfig
-from ondijon.files import fsync_dir, write_atomic
+from ondijon.files import fsync_dir, private_directory, write_atomic
 from protos.ondijon.v1 import enrollment_pb2, enrollment_pb2_grpc
 from provisioning.ca import KEY_MODE, CAError, key_to_pem, load_certs, make_csr, new_private_key
 
@@ -108,8 +108,8 @@ def _pending_key(config: AgentConfig) -> ec.EllipticCurvePrivateKey:
         if isinstance(key, ec.EllipticCurvePrivateKey):
             return key
     key = new_private_key()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.parent.chmod(0o700)
+    private_directory(config.state_dir)  # the agent's alone, whatever the umask
+    private_directory(path.parent)
     write_atomic(path, key_to_pem(key), mode=KEY_MODE)
     return key
 
@@ -128,8 +128,7 @@ def install_identity(
         raise EnrollmentError("the certificate returned does not match this gateway's key")
     base = config.state_dir / "identity"
     generation = base / f"cert-{leaf.serial_number:x}"
-    generation.mkdir(parents=True, exist_ok=True)
-    generation.chmod(0o700)
+    private_directory(generation)
     write_atomic(generation / "gateway.key", key_to_pem(key), mode=KEY_MODE)
     write_atomic(generation / "gateway.pem", chain_pem)
     link = base / "current.new"

@@ -5,6 +5,10 @@ over the target with ``os.replace`` and the directory is fsynced, so a reader se
 the old content or the new one, never a torn mix. Secret files get their mode before the
 first byte is written. This is the one implementation; the agent's storage and firmware
 modules, the CA and the orchestrator all write through it.
+
+Modes are set explicitly, whatever the process's umask: what the agent and the
+orchestrator create is theirs alone (directories 0700, files 0600); a file meant for
+others (a CA certificate, the CRL) says so with ``mode=PUBLIC_FILE``.
 """
 
 from __future__ import annotations
@@ -14,6 +18,10 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+PRIVATE_DIRECTORY = 0o700
+PRIVATE_FILE = 0o600
+PUBLIC_FILE = 0o644
 
 CrashPoint = Callable[[str], None]
 """Called with the name of the step just completed; raising simulates a power cut there."""
@@ -29,6 +37,25 @@ def temporary_prefix(target: Path) -> str:
     return f".{target.name}."
 
 
+def private_directory(directory: Path) -> Path:
+    """Create ``directory`` (and its missing parents) if needed and make it 0700: the
+    state of one service, nobody else's to list."""
+    directory.mkdir(mode=PRIVATE_DIRECTORY, parents=True, exist_ok=True)
+    os.chmod(directory, PRIVATE_DIRECTORY)
+    return directory
+
+
+def private_file(path: Path) -> Path:
+    """Create ``path`` empty if it is missing (a database its library will fill) and make
+    it 0600, before anything is written to it."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, PRIVATE_FILE)
+    try:
+        os.fchmod(fd, PRIVATE_FILE)
+    finally:
+        os.close(fd)
+    return path
+
+
 def fsync_dir(directory: Path) -> None:
     """Make renames and creations in ``directory`` durable."""
     fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
@@ -39,7 +66,11 @@ def fsync_dir(directory: Path) -> None:
 
 
 def write_atomic(
-    path: str | os.PathLike[str], data: bytes, *, mode: int = 0o644, crash: CrashPoint = no_crash
+    path: str | os.PathLike[str],
+    data: bytes,
+    *,
+    mode: int = PRIVATE_FILE,
+    crash: CrashPoint = no_crash,
 ) -> None:
     """Replace ``path`` with ``data`` atomically and durably, with file mode ``mode``.
 

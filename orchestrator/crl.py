@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from ondijon.files import write_atomic
+from ondijon.files import PUBLIC_FILE, write_atomic
 from orchestrator.store.runner import StoreRunner
 from orchestrator.store.schema import certificates
 from provisioning.ca import CertificateAuthority, RevokedEntry
@@ -120,7 +120,8 @@ class CrlPublisher:
             if crl is not None and fresh and crl.serials == serials:
                 return crl
             crl = self._build(rows, now)
-            await asyncio.to_thread(write_atomic, self.path, crl.pem)
+            # Public and signed (for consumers other than the orchestrator).
+            await asyncio.to_thread(write_atomic, self.path, crl.pem, mode=PUBLIC_FILE)
             self._crl, self._previous = crl, crl.number
             return crl
 

@@ -32,7 +32,7 @@ import grpc
 from cryptography.hazmat.primitives import serialization
 
 from ondijon.clock import Clock
-from ondijon.files import write_atomic
+from ondijon.files import private_directory, write_atomic
 from orchestrator.admission import Admission
 from orchestrator.app import Orchestrator
 from orchestrator.campaign_admin import install_firmware
@@ -85,7 +85,7 @@ def ensure_server_certificate(
     ca: CertificateAuthority, config: OrchestratorConfig, store: Store, clock: Clock
 ) -> tuple[Path, Path]:
     """Issue the orchestrator's own certificate when missing or past two thirds of its life."""
-    config.state_dir.mkdir(parents=True, exist_ok=True)
+    private_directory(config.state_dir)  # 0700 whatever the umask: keys live here
     cert_path, key_path = config.state_dir / "server.pem", config.state_dir / "server.key"
     now = clock.now()
     if cert_path.exists() and key_path.exists():

@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from ondijon.files import fsync_dir, write_atomic
+from ondijon.files import PUBLIC_FILE, fsync_dir, write_atomic
 from provisioning.identity import Identity, Role
 
 KEY_MODE = 0o600
@@ -207,8 +207,9 @@ class CertificateAuthority:
         try:  # mkdtemp made it 0700
             write_atomic(staging / "root.key", key_to_pem(root_key), mode=KEY_MODE)
             write_atomic(staging / "issuing.key", key_to_pem(issuing_key), mode=KEY_MODE)
-            write_atomic(staging / "root.pem", cert_to_pem(root))
-            write_atomic(staging / "issuing.pem", cert_to_pem(issuing))
+            # Certificates are public (installed on every gateway); keys are not.
+            write_atomic(staging / "root.pem", cert_to_pem(root), mode=PUBLIC_FILE)
+            write_atomic(staging / "issuing.pem", cert_to_pem(issuing), mode=PUBLIC_FILE)
             os.rename(staging, directory)  # replaces an empty directory, never a full one
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)

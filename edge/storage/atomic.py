@@ -37,7 +37,7 @@ from ondijon import files
 PathLike = str | os.PathLike[str]
 
 
-def write_atomic(path: PathLike, data: bytes, *, mode: int = 0o644) -> None:
+def write_atomic(path: PathLike, data: bytes, *, mode: int = files.PRIVATE_FILE) -> None:
     """Replace the file at ``path`` with ``data``, atomically and durably.
 
     The mode is set on the temporary file before the first byte is written, so a key
@@ -140,7 +140,7 @@ class AtomicJSONStorage(Storage):
         path: PathLike,
         *,
         on_recovery: RecoveryCallback | None = None,
-        mode: int = 0o644,
+        mode: int = files.PRIVATE_FILE,
     ) -> None:
         """Open the storage at ``path`` (created on the first write).
 
@@ -160,7 +160,8 @@ class AtomicJSONStorage(Storage):
         # Only a file known to hold a good state may become the backup.
         self._main_good = False
         self.recovered: StorageRecovery | None = None
-        self._path.parent.mkdir(parents=True, exist_ok=True)
+        if not self._path.parent.exists():
+            files.private_directory(self._path.parent)
         discard_stale_temporaries(self._path)
         self._load()
 

@@ -56,6 +56,7 @@ from edge.storage.record import (
     record,
 )
 from ondijon.clock import Clock
+from ondijon.files import private_directory, private_file
 from protos.ondijon.v1 import link_pb2
 
 _SCHEMA_VERSION = 1
@@ -112,7 +113,8 @@ class Outbox:
         self._limits = limits if limits is not None else OutboxLimits()
         self._lock = threading.Lock()
         self.recovered: StorageRecovery | None = None
-        self._path.parent.mkdir(parents=True, exist_ok=True)
+        if not self._path.parent.exists():
+            private_directory(self._path.parent)
         # A lane's in-flight events are always its oldest: those at or below its cursor.
         self._cursor = dict.fromkeys(_LANES, 0)
         self._in_flight: set[int] = set()
@@ -139,6 +141,8 @@ class Outbox:
             )
 
     def _open(self) -> sqlite3.Connection:
+        # 0600 before SQLite writes a byte (its log takes the same mode), whatever the umask.
+        private_file(self._path)
         conn = sqlite3.connect(
             self._path, isolation_level=None, check_same_thread=False, timeout=0.0
         )

@@ -19,11 +19,13 @@ import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from ondijon.files import private_file
 from orchestrator.store import migrate
 from orchestrator.store.schema import (
     audit_log,
@@ -142,6 +144,10 @@ class NewEvent:
 def create_engine(url: str) -> sa.Engine:
     """An engine for ``url`` (``sqlite:///path`` or ``postgresql+psycopg://...``)."""
     if url.startswith("sqlite"):
+        database = sa.engine.make_url(url).database
+        if database and database != ":memory:" and not database.startswith("file:"):
+            # 0600 before SQLite writes a byte (its -wal and -shm take the same mode).
+            private_file(Path(database))
         engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
         @sa.event.listens_for(engine, "connect")

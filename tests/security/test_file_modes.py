@@ -1,0 +1,104 @@
+"""Every file the orchestrator and the agent create has the mode SECURITY.md promises,
+whatever the umask they run under: directories 0700, files 0600, and only the public
+certificates and the CRL 0644 (ondijon/files.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import stat
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from edge.agent import Agent
+from edge.link import Backoff
+from ondijon.clock import ManualClock, SystemClock
+from orchestrator.server import start
+from provisioning.ca import CertificateAuthority
+from tests.conftest import City, orchestrator_config
+from tests.edge.test_agent import eventually
+
+pytestmark = pytest.mark.integration
+
+PUBLIC = {"root.pem", "issuing.pem", "crl.pem"}
+
+
+@contextlib.contextmanager
+def umask(mask: int) -> Iterator[None]:
+    previous = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+def modes(roots: list[Path]) -> dict[str, int]:
+    """The permission bits of each root and of everything under it."""
+    found = {}
+    for root in roots:
+        for path in [root, *root.rglob("*")]:
+            if path.is_symlink():
+                continue
+            found[str(path)] = stat.S_IMODE(path.stat().st_mode)
+    return found
+
+
+def wrong(found: dict[str, int]) -> dict[str, str]:
+    problems = {}
+    for name, mode in found.items():
+        path = Path(name)
+        expected = 0o700 if path.is_dir() else 0o644 if path.name in PUBLIC else 0o600
+        if mode != expected:
+            problems[name] = f"{mode:o}, expected {expected:o}"
+    return problems
+
+
+async def test_every_file_is_private_under_a_022_umask(tmp_path: Path, lamp_table: object) -> None:
+    with umask(0o022):
+        ca = CertificateAuthority.init(tmp_path / "ca", now=datetime.now(UTC))
+        config = orchestrator_config(tmp_path)
+        running = await start(config, SystemClock(), ca=ca)
+        city = City(tmp_path, ca, config, running, admin=None)  # type: ignore[arg-type]
+        try:
+            city.admin = city.operator("admin", "admin", ["*"])
+            agent_config = await city.enrolled("dj-001", lamps=lamp_table(2))  # type: ignore[operator]
+            agent = Agent(agent_config, ManualClock(datetime.now(UTC)))
+            agent.link.backoff = Backoff(base_s=0.05, cap_s=0.3)
+            task = asyncio.create_task(agent.run())
+            try:
+                await eventually(lambda: agent.link.status.sessions >= 1)
+                await eventually(lambda: agent.outbox.pending_count == 0)
+                agent.persist_counters()  # the state file and its backup
+                agent.persist_counters()
+                agent.link.outbox_lost()  # the renumbering marker
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        finally:
+            await city.running.stop(0)
+    store = sorted(tmp_path.glob("orchestrator.db*"))
+    assert store, "no store file"
+    roots = [config.state_dir, tmp_path / "ca", agent_config.state_dir, city.admin.directory]
+    found = modes(roots) | modes(store)
+    # The installer's configuration file is the installer's to protect, not the agent's.
+    found.pop(str(agent_config.state_dir / "agent.toml"))
+    names = {Path(n).name for n in found}
+    # What is checked: the keys, the certificates, the CRL, the store, the agent's state.
+    for expected in (
+        "server.key",
+        "crl.pem",
+        "state.json",
+        "state.json.bak",
+        "outbox.sqlite",
+        "outbox.renumber",
+        "gateway.key",
+        "operator.key",
+        "issuing.key",
+    ):
+        assert expected in names, expected
+    assert wrong(found) == {}
