@@ -31,7 +31,7 @@ from orchestrator.app import Orchestrator
 from orchestrator.auth import AuthError, peer_of, require_role
 from orchestrator.devices import DeviceLog, compact
 from orchestrator.hub import Session
-from orchestrator.store.store import HeldRecord, NewEvent, NotFound
+from orchestrator.store.store import HeldRecord, NewEvent, NotFound, Store
 from orchestrator.wire import (
     WireError,
     check_command_result,
@@ -49,6 +49,33 @@ from provisioning.identity import Role
 log = logging.getLogger("ondijon.orchestrator.link")
 
 PROTOCOL_REVISION = 1
+# Ranges listed in a welcome's held_after, at most (a backlog is a few contiguous runs).
+MAX_HELD_RANGES = 10_000
+
+
+def _conflicting(
+    store: Store,
+    conn: sa.Connection,
+    gateway_id: str,
+    received: list[link_pb2.Event],
+    fresh: set[int],
+) -> list[int]:
+    """The sequences of ``received`` already held with another content: a sequence counter
+    that went backwards (a restored image, a disk that lost its last commits), never to be
+    taken for a replay of what is held."""
+    first: dict[int, link_pb2.Event] = {}
+    conflicts = set()
+    for e in received:  # one sequence twice in a batch, with two contents
+        if first.setdefault(e.sequence, e) != e:
+            conflicts.add(e.sequence)
+    replayed = [e for e in first.values() if e.sequence not in fresh]
+    held = store.event_payloads(conn, gateway_id, [e.sequence for e in replayed])
+    conflicts |= {
+        e.sequence
+        for e in replayed
+        if e.sequence in held and link_pb2.Event.FromString(held[e.sequence]) != e
+    }
+    return sorted(conflicts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,7 +329,7 @@ class _Conversation:
         held = [HeldRecord(h.kind, h.version, h.digest) for h in hello.held]
         gateway_id = self.gateway_id
 
-        def record(conn: sa.Connection) -> tuple[int, int]:
+        def record(conn: sa.Connection) -> tuple[int, int, list[tuple[int, int]]]:
             store.record_hello(
                 conn,
                 gateway_id,
@@ -311,9 +338,17 @@ class _Conversation:
                 held=held,
                 now=now,
             )
-            return store.stored_sequence(conn, gateway_id), store.last_report_seq(conn, gateway_id)
+            # An agent that lost part of its outbox asks what is held above a sequence, to
+            # say exactly which events are gone (usually nothing: one index probe).
+            listed = (
+                store.held_ranges(conn, gateway_id, after=hello.held_after, limit=MAX_HELD_RANGES)
+                if hello.list_held_after
+                else []
+            )
+            stored = store.stored_sequence(conn, gateway_id)
+            return stored, store.last_report_seq(conn, gateway_id), listed
 
-        stored, self.report_seq = await self.app.runner.write(record)
+        stored, self.report_seq, held_after = await self.app.runner.write(record)
         # Start from a folded snapshot, knowing which devices it holds.
         self.devices = DeviceLog(
             await self.app.runner.write(lambda c: compact(store, c, gateway_id))
@@ -330,6 +365,8 @@ class _Conversation:
                     server_time=server_time,
                     stored_sequence=stored,
                     event_window=self.pending.window,
+                    held_after=[link_pb2.SequenceRange(first=a, last=b) for a, b in held_after],
+                    held_after_listed=hello.list_held_after,
                 )
             )
         )
@@ -391,26 +428,35 @@ class _Conversation:
         gateway_id = self.gateway_id
         sequences = [e.sequence for e in events]
 
-        def add(conn: sa.Connection) -> set[int] | None:
+        def add(conn: sa.Connection) -> tuple[set[int] | None, list[int]]:
             added = store.add_events(conn, gateway_id, new, now=now)
             if added == len(new):
-                return None  # all new: the usual case
-            if added == 0:
-                return set()  # a replay: stored already
-            # Partly a replay (batches resent after a cut are not cut the same way): the
-            # new events are those this very transaction stamped.
+                return None, []  # all new: the usual case
             fresh: set[int] = set()
-            for r in sequence_ranges(sequences):
-                span = store.list_events(
-                    conn, gateway_id, after_sequence=r.first - 1, limit=r.last - r.first + 1
-                )
-                fresh |= {row.sequence for row in span if row.received_at == now}
-            return fresh
+            if added:
+                # Partly a replay (batches resent after a cut are not cut the same way):
+                # the new events are those this very transaction stamped.
+                for r in sequence_ranges(sequences):
+                    span = store.list_events(
+                        conn, gateway_id, after_sequence=r.first - 1, limit=r.last - r.first + 1
+                    )
+                    fresh |= {row.sequence for row in span if row.received_at == now}
+            return fresh, _conflicting(store, conn, gateway_id, events, fresh)
 
-        fresh = await self.app.runner.write(add)
-        self.session.send(
-            link_pb2.ConnectResponse(event_ack=link_pb2.EventAck(stored=sequence_ranges(sequences)))
-        )
+        fresh, conflicting = await self.app.runner.write(add)
+        ack = link_pb2.EventAck(stored=sequence_ranges(sequences))
+        if conflicting:
+            # The store keeps what it held; the agent records these again under new
+            # sequences (an older agent at least leaves this line in the log).
+            ack.conflicting.extend(sequence_ranges(conflicting))
+            log.warning(
+                "gateway %s sent %d event(s) under sequences it had used for others "
+                "(%s): kept the first, asked the gateway to renumber",
+                gateway_id,
+                len(conflicting),
+                ", ".join(f"{r.first}-{r.last}" for r in sequence_ranges(conflicting)[:5]),
+            )
+        self.session.send(link_pb2.ConnectResponse(event_ack=ack))
         # Watchers see what was stored, once: a replayed event (whatever it now claims) is
         # not news, and its stored content is the first one received.
         published: dict[int, link_pb2.Event] = {}

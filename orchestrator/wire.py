@@ -60,6 +60,7 @@ def check_hello(hello: link_pb2.Hello) -> None:
     if len(hello.firmware_version) > 64:
         raise WireError("hello.firmware_version", "longer than 64 characters")
     _check_stored_int("hello.last_sequence", hello.last_sequence)
+    _check_stored_int("hello.held_after", hello.held_after)
     kinds = set()
     for i, held in enumerate(hello.held):
         if held.kind not in _DOCUMENT_KINDS:

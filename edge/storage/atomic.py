@@ -7,8 +7,9 @@ fsynced, so the name points either to the old complete content or to the new one
 
 :class:`AtomicJSONStorage` is a TinyDB storage built on that (TinyDB's stock
 ``JSONStorage`` rewrites the file in place, so a cut mid-write leaves it torn). Before each
-write the current good file is kept as ``<name>.bak`` (a hard link, itself swapped in with
-``os.replace``; a copy written atomically where links are not supported). On start, a main
+write the current good content is kept as ``<name>.bak``: an independent copy, itself
+written atomically. (Not a hard link: a kill between linking and replacing the main file
+left both names on one inode, and damage to one was damage to both.) On start, a main
 file that is missing, empty, torn or not TinyDB-shaped JSON is set aside as
 ``<name>.corrupt``, the backup is restored and a :class:`StorageRecovery` is reported; if
 the backup is unreadable too the storage starts empty and reports that. It never raises on
@@ -21,9 +22,8 @@ import contextlib
 import enum
 import json
 import os
-import secrets
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -71,34 +71,42 @@ def discard_stale_temporaries(path: PathLike) -> int:
 
 
 class RecoveryOutcome(enum.Enum):
-    """What was done with a state file found unreadable on start."""
+    """What was done with a stored file found unreadable."""
 
     RESTORED_FROM_BACKUP = "restored_from_backup"
     STARTED_EMPTY = "started_empty"
+    # Set aside, what could be read copied into a new file (the outbox).
+    SALVAGED = "salvaged"
 
 
 @dataclass(frozen=True)
 class StorageRecovery:
-    """A report that a stored file was unreadable on start and what was done about it."""
+    """A report that a stored file was unreadable and what was done about it."""
 
     path: str
     outcome: RecoveryOutcome
     reason: str
+    details: Mapping[str, str] = field(default_factory=dict)
 
     def to_event(self, at: datetime) -> EquipmentEvent:
         """The event the agent records for this recovery.
 
-        Starting empty lost state (documents, counters), so it is an alarm; a restore from
-        the backup lost at most the last write, so it is an event.
+        Starting empty or salvaging lost content (documents, counters, events), so it is
+        an alarm; a restore from the backup lost at most the last write, so it is an event.
         """
-        lost = self.outcome is RecoveryOutcome.STARTED_EMPTY
+        lost = self.outcome is not RecoveryOutcome.RESTORED_FROM_BACKUP
         return EquipmentEvent(
             device_id="storage",
             type="storage.recovered",
             priority=Priority.ALARM if lost else Priority.EVENT,
             at=at,
             message=f"{self.path}: {self.outcome.value}: {self.reason}",
-            attributes={"path": self.path, "outcome": self.outcome.value, "reason": self.reason},
+            attributes={
+                "path": self.path,
+                "outcome": self.outcome.value,
+                "reason": self.reason,
+                **self.details,
+            },
         )
 
 
@@ -198,21 +206,10 @@ class AtomicJSONStorage(Storage):
         """Nothing to release: every write is complete when it returns."""
 
     def _keep_previous(self) -> None:
-        try:
-            link_name = self._path.parent / (
-                f"{files.temporary_prefix(self._backup)}{secrets.token_hex(8)}.tmp"
-            )
-            try:
-                os.link(self._path, link_name)
-                os.replace(link_name, self._backup)
-            finally:
-                with contextlib.suppress(OSError):
-                    os.unlink(link_name)
-        except OSError:
-            # No hard links here (or a race with an operator): copy the known good bytes.
-            if self._text is not None:
-                write_atomic(self._backup, self._text.encode("utf-8"), mode=self._mode)
-        # The directory fsync of the following write_atomic makes the swap durable.
+        # The bytes known to be in the main file, copied: the backup is another inode, so
+        # nothing that happens to the main file (a torn write, a flipped sector) reaches it.
+        if self._text is not None:
+            write_atomic(self._backup, self._text.encode("utf-8"), mode=self._mode)
 
     def _load(self) -> None:
         text, main_problem = _judge(self._path)

@@ -46,7 +46,7 @@ from types import TracebackType
 from edge.equipment.base import EquipmentEvent, Priority
 from edge.storage.atomic import PathLike, RecoveryOutcome, StorageRecovery
 from edge.storage.errors import OutboxError
-from edge.storage.overflow import Dropped, OutboxLimits, bytes_to_free, gap_event
+from edge.storage.overflow import Dropped, OutboxLimits, bytes_to_free, gap_events
 from edge.storage.record import (
     EPOCH,
     MICROSECOND,
@@ -234,9 +234,11 @@ class Outbox:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 dropped = self._make_room(incoming + _GAP_EVENT_ESTIMATE)
-                if dropped:
-                    gap = record(gap_event(dropped, self._clock.now()), "gap")
-                    records.insert(0, dataclasses.replace(gap, pinned=True))
+                gaps = [
+                    dataclasses.replace(record(gap, "gap"), pinned=True)
+                    for gap in (gap_events(dropped, self._clock.now()) if dropped else [])
+                ]
+                records[:0] = gaps
                 sequences = self._insert(records)
                 self._conn.execute(
                     "UPDATE meta SET value = ? WHERE key = 'last_sequence'", (sequences[-1],)
@@ -250,7 +252,7 @@ class Outbox:
                 self._pending[d.priority] -= 1
             for r in records:
                 self._pending[r.priority] += 1
-        return sequences[1:] if dropped else sequences
+        return sequences[len(gaps) :]
 
     def _insert(self, records: Sequence[Record]) -> list[int]:
         rows: dict[Priority, list[tuple[int, int, bytes, bool]]] = {p: [] for p in _LANES}

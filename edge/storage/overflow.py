@@ -13,9 +13,14 @@ The policy, stated once:
   nor anything in flight (sent, awaiting its acknowledgement). If nothing else can go,
   the new events are stored anyway: the overshoot is at most one append, since the next
   append drops that metering first.
-- Each chunk dropped is recorded by a gap event (:func:`gap_event`: type ``outbox.gap``,
+- Each chunk dropped is recorded by gap events (:func:`gap_events`: type ``outbox.gap``,
   priority EVENT, device ``outbox``) saying exactly what was lost: how many, the sequence
-  ranges, the first and last sequence and time, overall and by priority.
+  ranges (every one of them: a chunk whose ranges would not fit one event is split over
+  several), the first and last sequence and time, overall and by priority.
+- Only events never sent can go: one sent and not yet acknowledged may be stored by the
+  orchestrator already (its acknowledgement lost with the connection), and a gap event
+  must never list what the orchestrator holds. The outbox keeps, per lane, the highest
+  sequence it ever handed out, durably, and drops only above it.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from edge.storage.errors import OutboxError
 MIB = 1024 * 1024
 GAP_EVENT_TYPE = "outbox.gap"
 GAP_DEVICE_ID = "outbox"
-# Ranges listed in a gap event; beyond that it says "sequences_truncated" (counts stay exact).
+# Ranges listed in one gap event; more are split over several events (each complete).
 MAX_LISTED_RANGES = 64
 _FILE_SLACK = 128 * 1024  # in-memory WAL index aside, page rounding and the meta table
 
@@ -119,6 +124,24 @@ def _describe(prefix: str, dropped: Sequence[Dropped]) -> dict[str, str]:
         f"{prefix}first_at": min(times).isoformat(),
         f"{prefix}last_at": max(times).isoformat(),
     }
+
+
+def gap_events(dropped: Sequence[Dropped], at: datetime) -> list[EquipmentEvent]:
+    """Gap events listing every one of ``dropped``, each with at most
+    :data:`MAX_LISTED_RANGES` ranges (so none is ever truncated)."""
+    groups: list[list[Dropped]] = []
+    ranges = 0
+    previous = None
+    for d in sorted(dropped, key=lambda d: d.sequence):
+        starts_range = previous is None or d.sequence != previous + 1
+        if not groups or (starts_range and ranges == MAX_LISTED_RANGES):
+            groups.append([])
+            ranges = 0
+        if starts_range or not groups[-1]:
+            ranges += 1
+        groups[-1].append(d)
+        previous = d.sequence
+    return [gap_event(group, at) for group in groups]
 
 
 def gap_event(dropped: Sequence[Dropped], at: datetime) -> EquipmentEvent:

@@ -761,6 +761,43 @@ class Store:
             )
         return [_event(r) for r in conn.execute(query)]
 
+    def event_payloads(
+        self, conn: sa.Connection, gateway_id: str, sequences: Sequence[int]
+    ) -> dict[int, bytes]:
+        """The stored payloads of ``sequences`` (those held), by sequence."""
+        found: dict[int, bytes] = {}
+        for i in range(0, len(sequences), 500):
+            rows = conn.execute(
+                sa.select(events.c.sequence, events.c.payload)
+                .where(events.c.gateway_id == gateway_id)
+                .where(events.c.sequence.in_(list(sequences[i : i + 500])))
+            )
+            found.update((int(r.sequence), bytes(r.payload)) for r in rows)
+        return found
+
+    def held_ranges(
+        self, conn: sa.Connection, gateway_id: str, *, after: int, limit: int
+    ) -> list[tuple[int, int]]:
+        """The sequences above ``after`` held for ``gateway_id``, as inclusive ranges (at
+        most ``limit``, lowest first): what an agent that lost part of its outbox asks."""
+        seq = events.c.sequence
+        islands = (
+            sa.select(
+                seq.label("seq"), (seq - sa.func.row_number().over(order_by=seq)).label("grp")
+            )
+            .where(events.c.gateway_id == gateway_id)
+            .where(seq > after)
+            .subquery()
+        )
+        first = sa.func.min(islands.c.seq)
+        rows = conn.execute(
+            sa.select(first, sa.func.max(islands.c.seq))
+            .group_by(islands.c.grp)
+            .order_by(first)
+            .limit(limit)
+        )
+        return [(int(a), int(b)) for a, b in rows]
+
     def stored_sequence(self, conn: sa.Connection, gateway_id: str) -> int:
         value = conn.execute(
             sa.select(sa.func.max(events.c.sequence)).where(events.c.gateway_id == gateway_id)

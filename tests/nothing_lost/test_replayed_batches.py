@@ -58,7 +58,9 @@ class RawStream:
 
 
 @contextlib.asynccontextmanager
-async def raw_stream(config: AgentConfig) -> AsyncIterator[tuple[RawStream, link_pb2.Welcome]]:
+async def raw_stream(
+    config: AgentConfig, held_after: int | None = None
+) -> AsyncIterator[tuple[RawStream, link_pb2.Welcome]]:
     credentials = load_credentials(config)
     async with grpc.aio.secure_channel(
         config.address, credentials.channel_credentials(), options=channel_options(config)
@@ -66,7 +68,12 @@ async def raw_stream(config: AgentConfig) -> AsyncIterator[tuple[RawStream, link
         call = link_pb2_grpc.GatewayLinkStub(channel).Connect()
         await call.write(
             link_pb2.ConnectRequest(
-                hello=link_pb2.Hello(firmware_version="raw", protocol_revision=1)
+                hello=link_pb2.Hello(
+                    firmware_version="raw",
+                    protocol_revision=1,
+                    held_after=held_after or 0,
+                    list_held_after=held_after is not None,
+                )
             )
         )
         first = await asyncio.wait_for(call.read(), 10)
@@ -104,11 +111,18 @@ async def test_a_replayed_or_duplicated_batch_changes_nothing_and_is_acknowledge
             # acknowledged, since those sequences are stored, and nothing changes.
             assert ranges(await stream.send_batch([event(s) for s in range(1, 6)])) == [(1, 5)]
             forged = [event(s, message="replayed") for s in (2, 3)]
-            assert ranges(await stream.send_batch(forged)) == [(2, 3)]
+            ack = await stream.send_batch(forged)
+            assert ranges(ack) == [(2, 3)]
+            # ... but never silently: the ack says those sequences hold other events.
+            assert [(r.first, r.last) for r in ack.conflicting] == [(2, 3)]
+            assert not (await stream.send_batch([event(s) for s in range(1, 6)])).conflicting
             assert await stored_events(city, "nl-raw") == before
         # A new stream (a reconnection) replays what it never saw acknowledged.
-        async with raw_stream(config) as (stream, welcome):
+        async with raw_stream(config, held_after=3) as (stream, welcome):
             assert welcome.stored_sequence == 5
+            # Asked, it says what it holds above a sequence (for an agent that lost some).
+            assert welcome.held_after_listed
+            assert [(r.first, r.last) for r in welcome.held_after] == [(4, 5)]
             assert ranges(await stream.send_batch([event(4), event(5), event(6)])) == [(4, 6)]
         await asyncio.sleep(0.3)  # the live feed has had time to deliver
     finally:

@@ -268,11 +268,19 @@ class Hello(_message.Message):
     HELD_FIELD_NUMBER: _builtins.int
     LAST_SEQUENCE_FIELD_NUMBER: _builtins.int
     PROTOCOL_REVISION_FIELD_NUMBER: _builtins.int
+    HELD_AFTER_FIELD_NUMBER: _builtins.int
+    LIST_HELD_AFTER_FIELD_NUMBER: _builtins.int
     firmware_version: _builtins.str
     last_sequence: _builtins.int
     """Highest event sequence the gateway has recorded (0: none)."""
     protocol_revision: _builtins.int
     """Wire contract revision the agent speaks, for serving older agents."""
+    held_after: _builtins.int
+    """Asks the orchestrator which sequences above this one it holds (answered in
+    Welcome.held_after): an agent that lost part of its outbox (damaged storage, a restored
+    image) says exactly which events are gone. 0 with list_held_after unset: not asked.
+    """
+    list_held_after: _builtins.bool
     @_builtins.property
     def held(self) -> _containers.RepeatedCompositeFieldContainer[Global___HeldDocument]: ...
     def __init__(
@@ -282,10 +290,12 @@ class Hello(_message.Message):
         held: _abc.Iterable[Global___HeldDocument] | None = ...,
         last_sequence: _builtins.int = ...,
         protocol_revision: _builtins.int = ...,
+        held_after: _builtins.int = ...,
+        list_held_after: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["firmware_version", b"firmware_version", "held", b"held", "last_sequence", b"last_sequence", "protocol_revision", b"protocol_revision"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["firmware_version", b"firmware_version", "held", b"held", "held_after", b"held_after", "last_sequence", b"last_sequence", "list_held_after", b"list_held_after", "protocol_revision", b"protocol_revision"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -299,13 +309,22 @@ class Welcome(_message.Message):
     SERVER_TIME_FIELD_NUMBER: _builtins.int
     STORED_SEQUENCE_FIELD_NUMBER: _builtins.int
     EVENT_WINDOW_FIELD_NUMBER: _builtins.int
+    HELD_AFTER_FIELD_NUMBER: _builtins.int
+    HELD_AFTER_LISTED_FIELD_NUMBER: _builtins.int
     gateway_id: _builtins.str
     stored_sequence: _builtins.int
     """Highest event sequence the orchestrator has stored for this gateway."""
     event_window: _builtins.int
     """Flow control: events the gateway may have in flight unacknowledged."""
+    held_after_listed: _builtins.bool
     @_builtins.property
     def server_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def held_after(self) -> _containers.RepeatedCompositeFieldContainer[Global___SequenceRange]:
+        """When the hello asked (list_held_after): the sequences above Hello.held_after the
+        orchestrator holds, and that it answered (an older orchestrator leaves both unset).
+        """
+
     def __init__(
         self,
         *,
@@ -313,10 +332,12 @@ class Welcome(_message.Message):
         server_time: _timestamp_pb2.Timestamp | None = ...,
         stored_sequence: _builtins.int = ...,
         event_window: _builtins.int = ...,
+        held_after: _abc.Iterable[Global___SequenceRange] | None = ...,
+        held_after_listed: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["server_time", b"server_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_window", b"event_window", "gateway_id", b"gateway_id", "server_time", b"server_time", "stored_sequence", b"stored_sequence"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_window", b"event_window", "gateway_id", b"gateway_id", "held_after", b"held_after", "held_after_listed", b"held_after_listed", "server_time", b"server_time", "stored_sequence", b"stored_sequence"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -508,16 +529,25 @@ class EventAck(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     STORED_FIELD_NUMBER: _builtins.int
+    CONFLICTING_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def stored(self) -> _containers.RepeatedCompositeFieldContainer[Global___SequenceRange]: ...
+    @_builtins.property
+    def conflicting(self) -> _containers.RepeatedCompositeFieldContainer[Global___SequenceRange]:
+        """Among `stored`: sequences the orchestrator already held with another content (a
+        sequence counter that went backwards). It keeps what it held; the agent records these
+        events again under new sequences.
+        """
+
     def __init__(
         self,
         *,
         stored: _abc.Iterable[Global___SequenceRange] | None = ...,
+        conflicting: _abc.Iterable[Global___SequenceRange] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["stored", b"stored"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conflicting", b"conflicting", "stored", b"stored"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

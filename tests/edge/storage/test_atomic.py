@@ -14,6 +14,7 @@ import pytest
 from tinydb import TinyDB
 
 from edge.equipment.base import Priority
+from edge.storage import atomic
 from edge.storage.atomic import (
     AtomicJSONStorage,
     RecoveryOutcome,
@@ -227,6 +228,33 @@ def test_temporaries_left_by_a_cut_are_cleaned_when_the_storage_opens(tmp_path: 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["state.json", "state.json.bak"]
 
 
+def test_a_cut_inside_a_write_leaves_a_backup_independent_of_the_main_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "state.json"
+    _write_two_states(path)
+    real = atomic.write_atomic
+
+    def killed_writing_the_main_file(target: Any, data: bytes, *, mode: int = 0o600) -> None:
+        if Path(target) == path:
+            raise KeyboardInterrupt  # the process dies between the backup and the main file
+        real(target, data, mode=mode)
+
+    monkeypatch.setattr(atomic, "write_atomic", killed_writing_the_main_file)
+    with pytest.raises(KeyboardInterrupt), _open(path) as db:
+        db.table("lamps").insert({"name": "third"})
+    monkeypatch.undo()
+    backup = tmp_path / "state.json.bak"
+    assert path.stat().st_ino != backup.stat().st_ino, "the backup is the main file"
+    # The disk then garbles the main file in place: the backup is untouched.
+    with path.open("r+b") as f:
+        f.write(b"\x00\xff garbled sector")
+    reports: list[StorageRecovery] = []
+    with _open(path, reports) as db:
+        assert _names(db) == ["first", "second"]
+    assert [r.outcome for r in reports] == [RecoveryOutcome.RESTORED_FROM_BACKUP]
+
+
 # Power cuts -----------------------------------------------------------------------------
 
 
@@ -264,6 +292,8 @@ def test_sigkill_at_random_points_always_leaves_the_last_or_previous_state(
         if (tmp_path / "state.json.bak").exists():
             backup = json.loads((tmp_path / "state.json.bak").read_text())["counter"]["1"]["n"]
             assert backup in (main - 1, main)
+            # Two files, whatever the kill interrupted: damage to one never reaches the other.
+            assert path.stat().st_ino != (tmp_path / "state.json.bak").stat().st_ino
         reports: list[StorageRecovery] = []
         with _open(path, reports) as db:
             assert db.table("counter").get(doc_id=1)["n"] == main

@@ -1,0 +1,136 @@
+"""Which events an agent lost to its disk, exactly (pure: no I/O, no clock).
+
+An outbox can lose events without dropping them by policy: a damaged database whose rows
+cannot all be read back, a state directory restored from an older image, a disk that
+drops its last committed transactions. The agent alone cannot say which of the sequences
+involved the orchestrator already holds, so it says which it *may* have lost (the
+candidates) and asks: the hello names the lowest candidate (``Hello.held_after``) and the
+welcome lists the sequences above it the orchestrator holds. Then:
+
+    lost = candidates - held by the orchestrator - still pending in the outbox
+
+is exact: each is a sequence the agent gave to an event that will never arrive. It is
+recorded as an ``outbox.gap`` event listing every lost sequence (split so no event lists
+more than :data:`~edge.storage.overflow.MAX_LISTED_RANGES` ranges). Candidates above the
+orchestrator's stored sequence that came from a range of unknown extent (an outbox whose
+last sequence could not be read) are not listed: nobody knows they were ever given.
+
+A sequence counter that went backwards (the orchestrator holds sequences above the
+agent's last one) adds the range between the two to the candidates: those the
+orchestrator holds were delivered by the agent's earlier life, the others are gone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from edge.equipment.base import EquipmentEvent, Priority
+from edge.storage.overflow import GAP_DEVICE_ID, GAP_EVENT_TYPE, MAX_LISTED_RANGES
+
+Ranges = list[tuple[int, int]]
+# The end of a candidate range whose extent is unknown.
+OPEN_END = 2**63 - 1
+
+
+def normalise(ranges: Iterable[tuple[int, int]]) -> Ranges:
+    """Sorted, disjoint, non-adjacent inclusive ranges covering the same sequences."""
+    merged: Ranges = []
+    for first, last in sorted((a, b) for a, b in ranges if a <= b):
+        if merged and first <= merged[-1][1] + 1:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], last))
+        else:
+            merged.append((first, last))
+    return merged
+
+
+def subtract(ranges: Iterable[tuple[int, int]], minus: Iterable[tuple[int, int]]) -> Ranges:
+    """The sequences of ``ranges`` that are not in ``minus``."""
+    result: Ranges = []
+    cuts = normalise(minus)
+    for first, last in normalise(ranges):
+        start = first
+        for a, b in cuts:
+            if b < start or a > last:
+                continue
+            if a > start:
+                result.append((start, a - 1))
+            start = max(start, b + 1)
+            if start > last:
+                break
+        if start <= last:
+            result.append((start, last))
+    return result
+
+
+def count(ranges: Iterable[tuple[int, int]]) -> int:
+    return sum(b - a + 1 for a, b in ranges)
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """What a welcome told an agent about its candidates."""
+
+    lost: Ranges  # exact: given to events that will never arrive
+    rewound: bool  # the orchestrator held sequences above the agent's last one
+
+
+def settle(
+    candidates: Iterable[tuple[int, int]],
+    *,
+    held: Iterable[tuple[int, int]],
+    pending: Iterable[tuple[int, int]],
+    last_sequence: int,
+    stored_sequence: int,
+    open_from: int | None = None,
+) -> Settlement:
+    """The exact loss, once the orchestrator listed what it holds above the candidates.
+
+    Args:
+        candidates: sequences the agent may have lost (unreadable rows, damaged spans).
+        held: what the orchestrator holds, at least above the lowest candidate.
+        pending: what the outbox still holds (salvaged), never lost.
+        last_sequence: the agent's last sequence when it said hello.
+        stored_sequence: the orchestrator's highest stored sequence.
+        open_from: candidates from here up have an unknown end (the outbox's last sequence
+            was unreadable): listed only up to ``stored_sequence``.
+    """
+    wanted = list(candidates)
+    rewound = stored_sequence > last_sequence
+    if rewound:
+        wanted.append((last_sequence + 1, stored_sequence))
+    if open_from is not None:
+        wanted = subtract(wanted, [(max(open_from, stored_sequence + 1), OPEN_END)])
+    lost = subtract(subtract(wanted, held), pending)
+    return Settlement(lost=lost, rewound=rewound)
+
+
+def loss_events(lost: Ranges, reason: str, at: datetime) -> list[EquipmentEvent]:
+    """``outbox.gap`` events listing every sequence of ``lost`` (split to stay readable)."""
+    events = []
+    for i in range(0, len(lost), MAX_LISTED_RANGES):
+        part = lost[i : i + MAX_LISTED_RANGES]
+        listed = ",".join(f"{a}-{b}" if a != b else str(a) for a, b in part)
+        events.append(
+            EquipmentEvent(
+                device_id=GAP_DEVICE_ID,
+                type=GAP_EVENT_TYPE,
+                # What was lost is unknown (alarms maybe): an alarm, like the loss itself.
+                priority=Priority.ALARM,
+                at=at,
+                message=(
+                    f"outbox lost {count(part)} event(s) to its storage ({reason}), "
+                    f"sequences {part[0][0]}..{part[-1][1]}"
+                ),
+                attributes={
+                    "dropped": str(count(part)),
+                    "first_sequence": str(part[0][0]),
+                    "last_sequence": str(part[-1][1]),
+                    "sequences": listed,
+                    "policy": "lost to storage, not dropped by policy",
+                    "reason": reason,
+                },
+            )
+        )
+    return events
