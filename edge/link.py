@@ -11,6 +11,17 @@ When the link fails it is reopened after an exponential backoff with full jitter
 Architecture Blog, "Exponential Backoff And Jitter"), so a thousand cabinets coming back
 after an outage spread their reconnections instead of stampeding. Backoff runs on real
 time even under a simulated clock: the network is real.
+
+Every task a stream starts is owned by the stream: the first to fail closes the stream
+with its error, and the link reconnects. When the outbox's storage fails under any of them
+(a damaged page, an I/O error), the outbox has set the database aside and recovered what
+it could (:mod:`edge.storage.outbox`); the link then closes the stream, raises a local
+alarm (an ERROR line, :attr:`LinkStatus.storage_alarm`), and reconnects at once. Its hello
+asks what the orchestrator holds above the lowest sequence that may have been lost; the
+welcome's answer makes the loss exact (``outbox.gap``), and a welcome whose stored
+sequence is above the agent's last one (a restored image) raises ``outbox.rewound``.
+Sequences the orchestrator says it holds for other events (``EventAck.conflicting``) are
+recorded again under new numbers, with an ``outbox.conflict`` alarm.
 """
 
 from __future__ import annotations
@@ -21,17 +32,18 @@ import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC
-from pathlib import Path
 from typing import Protocol
 
 import grpc
 
 from edge.config import AgentConfig
-from edge.equipment.base import EquipmentEvent, Priority
+from edge.equipment.base import EquipmentEvent
 from edge.identity import Credentials, IdentityFilesError, channel_options, load_credentials
+from edge.storage.atomic import StorageRecovery
+from edge.storage.errors import OutboxRecovered, StorageError
+from edge.storage.loss import Settlement
 from ondijon.escaping import escape
-from ondijon.files import fsync_dir, write_atomic
+from ondijon.files import fsync_dir
 from protos.ondijon.v1 import firmware_pb2, link_pb2, link_pb2_grpc, state_pb2
 
 log = logging.getLogger("ondijon.edge.link")
@@ -65,7 +77,9 @@ class AgentPort(Protocol):
 
 
 class OutboxPort(Protocol):
-    """What the link needs from the outbox."""
+    """What the link needs from the outbox (:class:`edge.storage.outbox.Outbox`)."""
+
+    on_recovery: list[Callable[[StorageRecovery], None]]
 
     @property
     def last_sequence(self) -> int: ...
@@ -79,6 +93,20 @@ class OutboxPort(Protocol):
     def raise_sequence_floor(self, stored_sequence: int) -> bool: ...
 
     def append_many(self, events: Iterable[EquipmentEvent]) -> list[int]: ...
+
+    def held_after(self) -> int: ...
+
+    def settle_losses(
+        self,
+        *,
+        held: Iterable[tuple[int, int]] | None,
+        stored_sequence: int,
+        hello_last: int,
+    ) -> Settlement: ...
+
+    def reissue(
+        self, ranges: Iterable[tuple[int, int]], *, conflict: bool = False
+    ) -> list[int]: ...
 
 
 @dataclass(frozen=True)
@@ -100,6 +128,9 @@ class LinkStatus:
         self.connected = asyncio.Event()
         self.sessions = 0
         self.last_error = ""
+        # The last storage failure met by the link (the local alarm), and how many.
+        self.storage_alarm = ""
+        self.storage_recoveries = 0
 
 
 class GatewayLinkClient:
@@ -132,6 +163,8 @@ class GatewayLinkClient:
         # The open stream's channel and session, for firmware downloads and progress.
         self.channel: grpc.aio.Channel | None = None
         self._current: _Session | None = None
+        self._stream: _Session | None = None  # the stream open now (welcomed or not)
+        outbox.on_recovery.append(self._storage_recovered)
 
     # -- called by the agent ---------------------------------------------------------------
 
@@ -141,26 +174,37 @@ class GatewayLinkClient:
         self._state_dirty.set()
 
     def outbox_lost(self) -> None:
-        """The outbox was set aside and started empty: renumber on the next welcome.
+        """The outbox was found damaged on start and set aside: the local alarm.
 
-        Until the orchestrator says what it stored, the new outbox numbers events from
-        where it starts, over sequences the orchestrator already holds; a marker file (not
-        a flag in memory) keeps that known across restarts while the link is down.
+        What the loss was, and the renumbering of events recorded over numbers the lost
+        outbox gave, are settled at the next welcome; the outbox keeps what that needs on
+        disk, so a restart before it changes nothing.
         """
-        write_atomic(self._lost_marker, b"")
+        self._storage_alarm("the outbox was damaged on start and set aside")
 
     def renumber_after_loss(self, stored_sequence: int) -> int:
-        """After :meth:`outbox_lost`, move the events at or below ``stored_sequence``."""
-        if not self._lost_marker.exists():
+        """Honour the marker an earlier agent version left when it set its outbox aside
+        (``outbox.renumber``): renumber the pending events at or below the orchestrator's
+        stored sequence, as it would have; how many moved."""
+        marker = self.config.state_dir / "outbox.renumber"
+        if not marker.exists():
             return 0
-        moved = renumber_pending(self.outbox, stored_sequence)
-        self._lost_marker.unlink()
-        fsync_dir(self._lost_marker.parent)
-        return moved
+        moved = self.outbox.reissue([(1, stored_sequence)])
+        marker.unlink()
+        fsync_dir(marker.parent)
+        return len(moved)
 
-    @property
-    def _lost_marker(self) -> Path:
-        return self.config.state_dir / "outbox.renumber"
+    def _storage_alarm(self, reason: str) -> None:
+        self.status.storage_alarm = reason
+        self.status.storage_recoveries += 1
+        log.error("outbox storage failed: %s; recovered, reconnecting", escape(reason))
+
+    def _storage_recovered(self, report: StorageRecovery) -> None:
+        """The outbox recovered while running: what was in flight on this stream is
+        gone from it, so the stream ends (and the link reconnects at once)."""
+        self._storage_alarm(report.reason)
+        if self._stream is not None:
+            self._stream.fail(OutboxRecovered(report.path, report.reason))
 
     def events_recorded(self) -> None:
         """The outbox has new events."""
@@ -186,6 +230,13 @@ class GatewayLinkClient:
                 self.status.last_error = "stream ended by the orchestrator"
             except asyncio.CancelledError:
                 raise
+            except StorageError as exc:
+                # Recovered already (the outbox did it): reconnect at once.
+                self.status.last_error = f"storage: {exc}"
+                self.status.connected.clear()
+                attempt = 0
+                await self.sleep(0)
+                continue
             except grpc.aio.AioRpcError as exc:
                 self.status.last_error = f"{exc.code().name}: {exc.details()}"
             except IdentityFilesError as exc:
@@ -213,21 +264,39 @@ class GatewayLinkClient:
             stub = link_pb2_grpc.GatewayLinkStub(channel)
             session = _Session(self)
             call = stub.Connect(session.requests())
+            self._stream = session
+            reading = asyncio.create_task(self._read(call, session, channel, credentials))
             try:
-                async for response in call:
-                    if response.WhichOneof("body") == "welcome":
-                        self.status.sessions += 1
-                        self.status.connected.set()
-                        self.channel, self._current = channel, session
-                        session.on_welcome(response.welcome)
-                        await self.agent.on_connected(channel, credentials)
-                    else:
-                        await session.handle(response)
+                # The stream's own tasks and its reader: the first to fail ends it all.
+                await asyncio.wait({reading, session.failed}, return_when=asyncio.FIRST_COMPLETED)
+                if session.failed.done():
+                    session.failed.result()
+                reading.result()
             finally:
+                if self._stream is session:
+                    self._stream = None
                 if self._current is session:
                     self.channel, self._current = None, None
-                session.close()
+                await session.close()
                 call.cancel()
+                await cancel_and_wait(reading)
+
+    async def _read(
+        self,
+        call: grpc.aio.StreamStreamCall[link_pb2.ConnectRequest, link_pb2.ConnectResponse],
+        session: _Session,
+        channel: grpc.aio.Channel,
+        credentials: Credentials,
+    ) -> None:
+        async for response in call:
+            if response.WhichOneof("body") == "welcome":
+                self.status.sessions += 1
+                self.status.connected.set()
+                self.channel, self._current = channel, session
+                session.on_welcome(response.welcome)
+                await self.agent.on_connected(channel, credentials)
+            else:
+                await session.handle(response)
 
 
 class _Session:
@@ -240,16 +309,43 @@ class _Session:
         self.in_flight = 0
         self.batch_id = 0
         self.tasks: list[asyncio.Task[None]] = []
+        # Set by the first of this stream's tasks to fail (the stream then ends with it).
+        self.failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.hello_last = 0
         client.outbox.requeue_in_flight()
+
+    def fail(self, exc: BaseException) -> None:
+        """End this stream with ``exc`` (raised by the link's session)."""
+        if not self.failed.done():
+            self.failed.set_exception(exc)
+
+    def _spawn(self, work: Awaitable[None], name: str) -> None:
+        """A task owned by this stream: its failure ends the stream, never silently."""
+
+        async def owned() -> None:
+            try:
+                await work
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.fail(exc)
+
+        self.tasks.append(asyncio.create_task(owned(), name=name))
 
     async def requests(self) -> AsyncIterator[link_pb2.ConnectRequest]:
         agent = self.client.agent
+        outbox = self.client.outbox
+        self.hello_last = outbox.last_sequence
         yield link_pb2.ConnectRequest(
             hello=link_pb2.Hello(
                 firmware_version=agent.firmware_version,
                 held=agent.held_documents(),
-                last_sequence=self.client.outbox.last_sequence,
+                last_sequence=self.hello_last,
                 protocol_revision=PROTOCOL_REVISION,
+                # What the orchestrator holds above this tells exactly what a damaged or
+                # rewound outbox lost (usually nothing is above it: one index probe).
+                held_after=outbox.held_after(),
+                list_held_after=True,
             )
         )
         while True:
@@ -260,23 +356,34 @@ class _Session:
 
     def on_welcome(self, welcome: link_pb2.Welcome) -> None:
         self.window = max(1, welcome.event_window)
-        # A fresh outbox (set aside after corruption) must not reuse sequences the
-        # orchestrator already stored: it would take new events for duplicates.
-        self.client.outbox.raise_sequence_floor(welcome.stored_sequence)
+        outbox = self.client.outbox
+        settlement = outbox.settle_losses(
+            held=[(r.first, r.last) for r in welcome.held_after]
+            if welcome.held_after_listed
+            else None,
+            stored_sequence=welcome.stored_sequence,
+            hello_last=self.hello_last,
+        )
+        if settlement.rewound:
+            self.client._storage_alarm(
+                f"the orchestrator holds sequences up to {welcome.stored_sequence}, this "
+                f"outbox had given {self.hello_last}: it went back to an older state"
+            )
+        # A fresh outbox must not reuse sequences the orchestrator already stored: it
+        # would take new events for duplicates.
+        outbox.raise_sequence_floor(welcome.stored_sequence)
         self.client.renumber_after_loss(welcome.stored_sequence)
         # After a reconnection the orchestrator may lack any report: send every device once.
         for state in self.client.agent.device_states():
             self.client._changed.setdefault(state.device_id, state)
         self.client._state_dirty.set()
         self.client._events_ready.set()
-        self.tasks = [
-            asyncio.create_task(self._report_states()),
-            asyncio.create_task(self._send_events()),
-        ]
+        self._spawn(self._report_states(), "link: report states")
+        self._spawn(self._send_events(), "link: send events")
 
-    def close(self) -> None:
+    async def close(self) -> None:
         for task in self.tasks:
-            task.cancel()
+            await cancel_and_wait(task)
         self.outgoing.put_nowait(None)
 
     async def handle(self, response: link_pb2.ConnectResponse) -> None:
@@ -284,8 +391,11 @@ class _Session:
         if body == "document":
             await self._on_document(response.document)
         elif body == "event_ack":
-            acked = sum(r.last - r.first + 1 for r in response.event_ack.stored)
-            self.client.outbox.ack(response.event_ack.stored)
+            ack = response.event_ack
+            acked = sum(r.last - r.first + 1 for r in ack.stored)
+            if ack.conflicting:
+                self._reissue(ack.conflicting)
+            self.client.outbox.ack(ack.stored)
             self.in_flight = max(0, self.in_flight - acked)
             self.client._events_ready.set()
         elif body == "state_ack":
@@ -295,6 +405,12 @@ class _Session:
             self.outgoing.put_nowait(link_pb2.ConnectRequest(command_result=result))
         elif body == "firmware_offer":
             await self.client.agent.on_firmware_offer(response.firmware_offer)
+
+    def _reissue(self, conflicting: Iterable[link_pb2.SequenceRange]) -> None:
+        """The orchestrator holds other events under these numbers: record ours again
+        under new ones (before the ack forgets the numbers), with an alarm saying so."""
+        self.client.outbox.reissue([(r.first, r.last) for r in conflicting], conflict=True)
+        self.client.events_recorded()
 
     async def _on_document(self, document: link_pb2.DesiredDocument) -> None:
         error = await self.client.agent.accept_document(document)
@@ -340,42 +456,6 @@ class _Session:
                 self.outgoing.put_nowait(
                     link_pb2.ConnectRequest(events=link_pb2.EventBatch(events=batch))
                 )
-
-
-_PRIORITY = {
-    link_pb2.EVENT_PRIORITY_ALARM: Priority.ALARM,
-    link_pb2.EVENT_PRIORITY_EVENT: Priority.EVENT,
-    link_pb2.EVENT_PRIORITY_METERING: Priority.METERING,
-}
-
-
-def renumber_pending(outbox: OutboxPort, stored_sequence: int, chunk: int = 200) -> int:
-    """Record again, under new sequences, the pending events numbered at or below
-    ``stored_sequence`` (the outbox's floor is already above it); how many moved.
-
-    Copies are recorded before the originals are acknowledged: a cut in between keeps
-    both, and the orchestrator, which holds other events under the originals' numbers,
-    drops those. Everything else pending is left as it was, to be sent as usual.
-    """
-    pending: list[link_pb2.Event] = []
-    while batch := outbox.next_batch(chunk, 1 << 30):
-        pending += [e for e in batch if e.sequence <= stored_sequence]
-    outbox.requeue_in_flight()
-    for start in range(0, len(pending), chunk):
-        outbox.append_many(
-            EquipmentEvent(
-                device_id=e.device_id,
-                type=e.type,
-                priority=_PRIORITY[e.priority],
-                at=e.at.ToDatetime(tzinfo=UTC),
-                message=e.message,
-                attributes=dict(e.attributes),
-            )
-            for e in pending[start : start + chunk]
-        )
-    if pending:
-        outbox.ack([link_pb2.SequenceRange(first=e.sequence, last=e.sequence) for e in pending])
-    return len(pending)
 
 
 async def cancel_and_wait(task: asyncio.Task[None]) -> None:

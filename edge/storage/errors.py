@@ -31,3 +31,8 @@ class DocumentRefusedError(StateError):
 
 class OutboxError(StorageError):
     """An outbox operation is refused; the outbox is unchanged."""
+
+
+class OutboxRecovered(OutboxError):
+    """The outbox met a damaged database and recovered into a new one (see
+    :mod:`edge.storage.outbox`): what was in flight is gone from it; start a new stream."""

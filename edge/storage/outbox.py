@@ -24,11 +24,22 @@ is in flight is kept in memory only: after a restart everything unacknowledged i
 again.
 
 The database is opened in exclusive locking mode: one agent owns it, and the write-ahead
-log index lives in memory (no ``-shm`` file). A database found corrupt on open is set aside
-as ``<name>.corrupt`` and a new one started, reported in :attr:`Outbox.recovered`; the link
-then calls :meth:`Outbox.raise_sequence_floor` with the orchestrator's stored sequence so
-new events are not mistaken for ones already stored. Not for concurrent use by several
-threads at once (a lock serialises them, so ``asyncio.to_thread`` is fine).
+log index lives in memory (no ``-shm`` file). Not for concurrent use by several threads at
+once (a lock serialises them, so ``asyncio.to_thread`` is fine).
+
+Damage: a database found corrupt on open, or one whose pages turn out unreadable while
+running (any operation that meets SQLite's "malformed", "not a database" or an I/O
+error), is set aside as ``<name>.corrupt`` after every readable row was copied out
+(:mod:`edge.storage.salvage`), and a new one continues with those rows, under their own
+sequences, from the same last sequence. The recovery is reported in
+:attr:`Outbox.recovered` and to the :attr:`Outbox.on_recovery` listeners (the link closes
+its stream and reconnects); a recovery while running also records a ``storage.recovered``
+alarm itself. An append that met the damage is retried on the new database: the event is
+not lost. Sequences that could not be read are kept as candidates until the orchestrator
+says which of them it holds (:meth:`Outbox.settle_losses`, :mod:`edge.storage.loss`); the
+rest are listed exactly in an ``outbox.gap`` alarm. When the last sequence itself was
+unreadable, the link calls :meth:`Outbox.raise_sequence_floor` with the orchestrator's
+stored sequence so new events are not mistaken for ones already stored.
 """
 
 from __future__ import annotations
@@ -39,14 +50,22 @@ import dataclasses
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 
 from edge.equipment.base import EquipmentEvent, Priority
+from edge.storage import loss
 from edge.storage.atomic import PathLike, RecoveryOutcome, StorageRecovery
-from edge.storage.errors import OutboxError
-from edge.storage.overflow import Dropped, OutboxLimits, bytes_to_free, gap_events
+from edge.storage.errors import OutboxError, OutboxRecovered
+from edge.storage.overflow import (
+    GAP_DEVICE_ID,
+    Dropped,
+    OutboxLimits,
+    bytes_to_free,
+    gap_events,
+)
 from edge.storage.record import (
     EPOCH,
     MICROSECOND,
@@ -55,6 +74,7 @@ from edge.storage.record import (
     batch_entry_bytes,
     record,
 )
+from edge.storage.salvage import Salvage, salvage
 from ondijon.clock import Clock
 from ondijon.files import private_directory, private_file
 from protos.ondijon.v1 import link_pb2
@@ -68,6 +88,18 @@ _TABLE = {
     Priority.METERING: "metering_lane",
 }
 _GAP_EVENT_ESTIMATE = 2048
+# What SQLite says when the file under it is damaged (not: busy, full, misuse).
+_DAMAGE = ("SQLITE_CORRUPT", "SQLITE_NOTADB", "SQLITE_IOERR")
+
+
+def _damaged(exc: sqlite3.DatabaseError) -> bool:
+    name = str(getattr(exc, "sqlite_errorname", ""))
+    if name:
+        return name.startswith(_DAMAGE)
+    return isinstance(exc, sqlite3.DatabaseError) and "malformed" in str(exc)
+
+
+_SENT_READ = "SELECT value FROM meta WHERE key = 'sent.{lane}'"
 
 
 def _sql(template: str, priority: Priority) -> str:
@@ -93,6 +125,23 @@ def _merge(bounds: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return merged
 
 
+def _rewound(last: int, stored: int, settlement: loss.Settlement, at: datetime) -> EquipmentEvent:
+    lost = loss.count(settlement.lost)
+    return EquipmentEvent(
+        device_id=GAP_DEVICE_ID,
+        type="outbox.rewound",
+        priority=Priority.ALARM,
+        at=at,
+        message=(
+            f"the orchestrator holds sequences up to {stored} but this outbox had given only "
+            f"{last}: it went back to an older state (a restored image, or a disk that lost "
+            f"its last writes); {lost} event(s) recorded since are lost, new events are "
+            f"numbered from {stored + 1}"
+        ),
+        attributes={"last_sequence": str(last), "stored_sequence": str(stored), "lost": str(lost)},
+    )
+
+
 class Outbox:
     """The durable event queue (see the module docstring)."""
 
@@ -111,8 +160,10 @@ class Outbox:
         self._path = Path(path)
         self._clock = clock
         self._limits = limits if limits is not None else OutboxLimits()
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self.recovered: StorageRecovery | None = None
+        # Called (under the outbox's lock) after every recovery while running.
+        self.on_recovery: list[Callable[[StorageRecovery], None]] = []
         if not self._path.parent.exists():
             private_directory(self._path.parent)
         # A lane's in-flight events are always its oldest: those at or below its cursor.
@@ -122,18 +173,19 @@ class Outbox:
             self._conn = self._open()
             self._load()
         except sqlite3.DatabaseError as exc:
-            if getattr(exc, "sqlite_errorname", "") not in ("SQLITE_CORRUPT", "SQLITE_NOTADB"):
+            if not _damaged(exc):
                 raise
             with contextlib.suppress(AttributeError, sqlite3.Error):
                 self._conn.close()
-            self._set_aside(str(exc))
-            self._conn = self._open()
-            self._load()
+            self.recovered = self._start_again(f"database corrupt ({exc})", known_last=None)
 
     def _load(self) -> None:
         self._page_size = self._scalar("PRAGMA page_size")
         self._last = self._scalar("SELECT value FROM meta WHERE key = 'last_sequence'")
         self._pending = {p: self._scalar(_sql("SELECT count(*) FROM {lane}", p)) for p in _LANES}
+        # Per lane, the highest sequence ever handed out to be sent: never dropped above
+        # it (it may be stored already), see edge.storage.overflow.
+        self._sent = {p: self._scalar(_sql(_SENT_READ, p)) for p in _LANES}
         # Belt and braces: a sequence on disk is never handed out again.
         for priority in _LANES:
             self._last = max(
@@ -166,7 +218,13 @@ class Outbox:
                 " (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID"
             )
             conn.execute("INSERT OR IGNORE INTO meta VALUES ('last_sequence', 0)")
+            conn.execute("INSERT OR IGNORE INTO meta VALUES ('lost_open_from', 0)")
+            # Sequences that may have been lost to damage, until the orchestrator says.
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS lost (first INTEGER PRIMARY KEY, last INTEGER NOT NULL)"
+            )
             for priority in _LANES:
+                conn.execute(_sql("INSERT OR IGNORE INTO meta VALUES ('sent.{lane}', 0)", priority))
                 conn.execute(
                     _sql(
                         "CREATE TABLE IF NOT EXISTS {lane} (seq INTEGER PRIMARY KEY,"
@@ -187,14 +245,118 @@ class Outbox:
             raise
         return conn
 
-    def _set_aside(self, reason: str) -> None:
+    def _set_aside(self) -> Path:
+        corrupt = Path(f"{self._path}.corrupt")
         for suffix in ("", "-wal", "-shm", "-journal"):
             source = Path(f"{self._path}{suffix}")
             with contextlib.suppress(FileNotFoundError):
-                os.replace(source, Path(f"{self._path}.corrupt{suffix}"))
-        self.recovered = StorageRecovery(
-            str(self._path), RecoveryOutcome.STARTED_EMPTY, f"database corrupt ({reason})"
+                os.replace(source, Path(f"{corrupt}{suffix}"))
+        return corrupt
+
+    def _start_again(self, reason: str, *, known_last: int | None) -> StorageRecovery:
+        """Set the damaged database aside and continue in a new one with every row that
+        could be read; returns the report (see the module docstring)."""
+        corrupt = self._set_aside()
+        found = Salvage(integrity="unreadable")
+        with contextlib.suppress(sqlite3.Error, OSError):
+            damaged = sqlite3.connect(corrupt, isolation_level=None, timeout=0.0)
+            try:
+                damaged.execute("PRAGMA locking_mode = EXCLUSIVE")  # no -shm to create
+                found = salvage(damaged, _TABLE, known_last=known_last)
+            finally:
+                damaged.close()
+        last = known_last if known_last is not None else found.last_sequence
+        salvaged_last = max((r.seq for r in found.rows), default=0)
+        self._conn = self._open()
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            for r in found.rows:
+                self._conn.execute(
+                    _sql(
+                        "INSERT INTO {lane} (seq, at_us, body, pinned) VALUES (?, ?, ?, ?)",
+                        r.priority,
+                    ),
+                    (r.seq, r.at_us, r.body, r.pinned),
+                )
+            for priority in _LANES:  # what was read may have been sent: never dropped
+                top = max((r.seq for r in found.rows if r.priority is priority), default=0)
+                self._conn.execute(
+                    _sql("UPDATE meta SET value = ? WHERE key = 'sent.{lane}'", priority), (top,)
+                )
+            self._conn.execute(
+                "UPDATE meta SET value = ? WHERE key = 'last_sequence'",
+                (max(last or 0, salvaged_last),),
+            )
+            candidates = list(found.unreadable)
+            if last is None:
+                # What the old database gave above the rows read is unknown.
+                candidates.append((salvaged_last + 1, loss.OPEN_END))
+                self._conn.execute(
+                    "UPDATE meta SET value = ? WHERE key = 'lost_open_from'", (salvaged_last + 1,)
+                )
+            self._conn.executemany(
+                "INSERT OR REPLACE INTO lost (first, last) VALUES (?, ?)",
+                loss.normalise(candidates),
+            )
+            self._conn.execute("COMMIT")
+        except BaseException:
+            self._rollback()
+            raise
+        self._load()
+        self._cursor = dict.fromkeys(_LANES, 0)
+        self._in_flight = set()
+        outcome = RecoveryOutcome.SALVAGED if found.rows else RecoveryOutcome.STARTED_EMPTY
+        unreadable = loss.count((a, b) for a, b in found.unreadable if b < loss.OPEN_END)
+        return StorageRecovery(
+            str(self._path),
+            outcome,
+            f"{reason}; {len(found.rows)} pending event(s) recovered"
+            + (f", {unreadable} sequence(s) unreadable" if found.unreadable else "")
+            + ("" if last is not None else ", last sequence unknown"),
+            {
+                "recovered": str(len(found.rows)),
+                "unreadable": str(unreadable),
+                "integrity": found.integrity[:500],
+                "set_aside": corrupt.name,
+            },
         )
+
+    def recover(self, reason: str) -> StorageRecovery:
+        """Set a damaged database aside and go on in a new one (the module docstring),
+        record a ``storage.recovered`` alarm and tell the :attr:`on_recovery` listeners."""
+        with self._lock:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.close()
+            report = self._start_again(reason, known_last=self._last)
+            self.recovered = report
+            event = record(report.to_event(self._clock.now()), "storage.recovered")
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                sequences = self._insert([event])
+                self._conn.execute(
+                    "UPDATE meta SET value = ? WHERE key = 'last_sequence'", (sequences[-1],)
+                )
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._rollback()
+                raise
+            self._last = sequences[-1]
+            self._pending[event.priority] += 1
+            for listener in self.on_recovery:
+                listener(report)
+        return report
+
+    @contextlib.contextmanager
+    def _guard(self, operation: str) -> Iterator[None]:
+        """Turn damage met by ``operation`` into a recovery and :class:`OutboxRecovered`."""
+        try:
+            yield
+        except sqlite3.DatabaseError as exc:
+            if not _damaged(exc):
+                raise
+            self._rollback()
+            report = self.recover(f"{operation}: {exc}")
+            raise OutboxRecovered(str(self._path), report.reason) from exc
 
     def _scalar(self, query: str, *params: int) -> int:
         row = self._conn.execute(query, params).fetchone()
@@ -214,7 +376,8 @@ class Outbox:
         """Record several events in one transaction (one fsync); their sequence numbers.
 
         If the disk budget is full, older events are dropped first and a gap event is
-        recorded in the same transaction (see :mod:`edge.storage.overflow`).
+        recorded in the same transaction (see :mod:`edge.storage.overflow`). If the
+        database turns out damaged, it is recovered and the append made on the new one.
 
         Raises:
             OutboxError: an event is malformed (``events[3].at``) or the batch is bigger
@@ -230,7 +393,13 @@ class Outbox:
                 f"{incoming} bytes in one append, more than the"
                 f" {self._limits.max_append_bytes} allowed: split the batch",
             )
-        with self._lock:
+        try:
+            return self._append(records, incoming)
+        except OutboxRecovered:
+            return self._append(records, incoming)  # on the new database: nothing lost
+
+    def _append(self, records: list[Record], incoming: int) -> list[int]:
+        with self._lock, self._guard("append"):
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 dropped = self._make_room(incoming + _GAP_EVENT_ESTIMATE)
@@ -238,8 +407,8 @@ class Outbox:
                     dataclasses.replace(record(gap, "gap"), pinned=True)
                     for gap in (gap_events(dropped, self._clock.now()) if dropped else [])
                 ]
-                records[:0] = gaps
-                sequences = self._insert(records)
+                batch = gaps + records
+                sequences = self._insert(batch)
                 self._conn.execute(
                     "UPDATE meta SET value = ? WHERE key = 'last_sequence'", (sequences[-1],)
                 )
@@ -250,7 +419,7 @@ class Outbox:
             self._last = sequences[-1]
             for d in dropped:
                 self._pending[d.priority] -= 1
-            for r in records:
+            for r in batch:
                 self._pending[r.priority] += 1
         return sequences[len(gaps) :]
 
@@ -281,7 +450,9 @@ class Outbox:
         to_free = bytes_to_free(self._used_bytes(), incoming, self._limits)
         dropped: list[Dropped] = []
         for priority in _DROP_ORDER:
-            after = self._cursor[priority]  # never drop what is in flight
+            # Never what was ever handed out to be sent (in flight, or sent on a stream
+            # that broke before its acknowledgement came: maybe stored already).
+            after = max(self._cursor[priority], self._sent[priority])
             while to_free > 0:
                 rows = self._conn.execute(
                     _sql(
@@ -321,35 +492,67 @@ class Outbox:
         limit (never skipping ahead to a smaller one), but always holds at least one event
         if any is pending, so an oversized event cannot block the queue.
 
+        What it hands out is marked sent, durably, before it is returned (so it is never
+        dropped for room: it may be stored by the time it would be).
+
         Args:
             max_events: at most this many (the link's window minus ``in_flight_count``).
             max_bytes: the serialized ``EventBatch`` holding them stays within this.
+
+        Raises:
+            OutboxRecovered: the database was found damaged and recovered; the link starts
+                a new stream.
         """
         if max_events <= 0:
             return []
-        batch: list[link_pb2.Event] = []
-        total = 0
-        with self._lock:
-            for priority in _LANES:
-                rows = self._conn.execute(
-                    _sql(
-                        "SELECT seq, body FROM {lane} WHERE seq > ? ORDER BY seq LIMIT ?", priority
-                    ),
-                    (self._cursor[priority], max_events - len(batch)),
-                ).fetchall()
-                for seq, body in rows:
-                    cost = batch_entry_bytes(len(body))
-                    if batch and total + cost > max_bytes:
-                        return batch
-                    event = link_pb2.Event()
-                    event.ParseFromString(body)
-                    batch.append(event)
-                    total += cost
-                    self._cursor[priority] = seq
-                    self._in_flight.add(seq)
-                if len(batch) >= max_events:
-                    break
+        with self._lock, self._guard("read the next batch"):
+            batch, cursor = self._read_batch(max_events, max_bytes)
+            self._mark_sent(cursor)
+            for priority, seq in cursor.items():
+                self._cursor[priority] = seq
+            self._in_flight.update(e.sequence for e in batch)
         return batch
+
+    def _read_batch(
+        self, max_events: int, max_bytes: int
+    ) -> tuple[list[link_pb2.Event], dict[Priority, int]]:
+        batch: list[link_pb2.Event] = []
+        cursor = dict(self._cursor)
+        total = 0
+        for priority in _LANES:
+            rows = self._conn.execute(
+                _sql("SELECT seq, body FROM {lane} WHERE seq > ? ORDER BY seq LIMIT ?", priority),
+                (cursor[priority], max_events - len(batch)),
+            ).fetchall()
+            for seq, body in rows:
+                cost = batch_entry_bytes(len(body))
+                if batch and total + cost > max_bytes:
+                    return batch, cursor
+                event = link_pb2.Event()
+                event.ParseFromString(body)
+                batch.append(event)
+                total += cost
+                cursor[priority] = seq
+            if len(batch) >= max_events:
+                break
+        return batch, cursor
+
+    def _mark_sent(self, cursor: dict[Priority, int]) -> None:
+        """Raise the lanes' sent marks to ``cursor`` (durably: before the bytes leave)."""
+        raised = {p: seq for p, seq in cursor.items() if seq > self._sent[p]}
+        if not raised:
+            return  # a resend after a reconnection: nothing new
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            for priority, seq in raised.items():
+                self._conn.execute(
+                    _sql("UPDATE meta SET value = ? WHERE key = 'sent.{lane}'", priority), (seq,)
+                )
+            self._conn.execute("COMMIT")
+        except BaseException:
+            self._rollback()
+            raise
+        self._sent.update(raised)
 
     def ack(self, ranges: Iterable[link_pb2.SequenceRange | tuple[int, int]]) -> int:
         """Forget the events the orchestrator stored (idempotent); how many were deleted.
@@ -377,7 +580,7 @@ class Outbox:
         if not bounds:
             return 0
         bounds = _merge(bounds)
-        with self._lock:
+        with self._lock, self._guard("forget acknowledged events"):
             deleted = dict.fromkeys(_LANES, 0)
             # An ack lost to a power cut only means those events are sent again (the
             # orchestrator stores by sequence, idempotently): no fsync to wait for. The
@@ -425,7 +628,7 @@ class Outbox:
         Returns:
             ``True`` if the sequence moved (a jump the orchestrator will see as a gap).
         """
-        with self._lock:
+        with self._lock, self._guard("raise the sequence floor"):
             if stored_sequence <= self._last:
                 return False
             self._conn.execute("BEGIN IMMEDIATE")
@@ -439,6 +642,170 @@ class Outbox:
                 raise
             self._last = stored_sequence
         return True
+
+    # Losses and renumbering --------------------------------------------------------------
+
+    def held_after(self) -> int:
+        """What the hello asks the orchestrator about (``Hello.held_after``): below the
+        lowest sequence that may have been lost, else the last sequence given (which also
+        shows a counter that went backwards)."""
+        with self._lock, self._guard("read the loss candidates"):
+            first = self._scalar("SELECT min(first) FROM lost")
+        return min(first - 1, self._last) if first else self._last
+
+    def settle_losses(
+        self,
+        *,
+        held: Iterable[tuple[int, int]] | None,
+        stored_sequence: int,
+        hello_last: int,
+    ) -> loss.Settlement:
+        """At a welcome: record exactly what was lost and number new events past what the
+        orchestrator holds.
+
+        With ``held`` (the welcome listed what the orchestrator holds above
+        :meth:`held_after`), the loss is exact: ``outbox.gap`` alarms list it and the
+        candidates are forgotten; an ``outbox.rewound`` alarm says the orchestrator held
+        sequences above ``hello_last``. Events this outbox recorded over numbers its lost
+        predecessor may have given are renumbered.
+
+        Args:
+            held: ``Welcome.held_after``, or None if the orchestrator did not list it (an
+                older one): then no exact list can be made, and none is.
+            stored_sequence: ``Welcome.stored_sequence``.
+            hello_last: the last sequence said in the hello.
+        """
+        with self._lock, self._guard("settle losses"):
+            candidates = [(int(a), int(b)) for a, b in self._conn.execute("SELECT * FROM lost")]
+            open_from = self._scalar("SELECT value FROM meta WHERE key = 'lost_open_from'")
+            if not candidates and stored_sequence <= hello_last:
+                return loss.Settlement(lost=[], rewound=False)  # the usual welcome
+            if held is None:
+                settlement = loss.Settlement(lost=[], rewound=stored_sequence > hello_last)
+            else:
+                wanted = [*candidates, (hello_last + 1, max(hello_last, stored_sequence))]
+                settlement = loss.settle(
+                    candidates,
+                    held=held,
+                    pending=self._pending_in(wanted, below=open_from or None),
+                    last_sequence=hello_last,
+                    stored_sequence=stored_sequence,
+                    open_from=open_from or None,
+                )
+            now = self._clock.now()
+            reason = "damaged storage" if candidates else "the outbox went back to an older state"
+            events = loss.loss_events(settlement.lost, reason, now)
+            if settlement.rewound:
+                events.insert(0, _rewound(hello_last, stored_sequence, settlement, now))
+            records = [dataclasses.replace(record(e, "loss"), pinned=True) for e in events]
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                # New events are numbered past what the orchestrator holds.
+                self._last = max(self._last, stored_sequence)
+                sequences = self._insert(records) if records else [self._last]
+                self._conn.execute(
+                    "UPDATE meta SET value = ? WHERE key = 'last_sequence'", (sequences[-1],)
+                )
+                # Settled (or, with an older orchestrator, never to be: the recovery alarm
+                # said what it could).
+                self._conn.execute("DELETE FROM lost")
+                self._conn.execute("UPDATE meta SET value = 0 WHERE key = 'lost_open_from'")
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._rollback()
+                self._last = self._scalar("SELECT value FROM meta WHERE key = 'last_sequence'")
+                raise
+            self._last = sequences[-1]
+            for r in records:
+                self._pending[r.priority] += 1
+            if open_from and stored_sequence >= open_from:
+                # Recorded here over numbers the lost outbox may have given (and the
+                # orchestrator may hold for other events): numbered again, past them.
+                self.reissue([(open_from, stored_sequence)])
+        return settlement
+
+    def _pending_in(
+        self, ranges: Iterable[tuple[int, int]], *, below: int | None
+    ) -> list[tuple[int, int]]:
+        found: list[tuple[int, int]] = []
+        top = loss.OPEN_END if below is None else below - 1
+        for first, last in loss.normalise(ranges):
+            for priority in _LANES:
+                found += [
+                    (int(seq), int(seq))
+                    for (seq,) in self._conn.execute(
+                        _sql("SELECT seq FROM {lane} WHERE seq BETWEEN ? AND ?", priority),
+                        (first, min(last, top)),
+                    )
+                ]
+        return loss.normalise(found)
+
+    def reissue(self, ranges: Iterable[tuple[int, int]], *, conflict: bool = False) -> list[int]:
+        """Record again, under new sequences, the pending events numbered in ``ranges``
+        (the orchestrator holds other events under those numbers), and forget those
+        numbers, in one transaction: never both copies, never neither. The new sequences.
+
+        Args:
+            ranges: inclusive sequence ranges.
+            conflict: the orchestrator reported the conflict (``EventAck.conflicting``):
+                an ``outbox.conflict`` alarm is recorded with the copies.
+        """
+        bounds = loss.normalise(ranges)
+        with self._lock, self._guard("renumber events"):
+            rows: list[tuple[int, Priority, int, bytes, bool]] = []
+            for priority in _LANES:
+                for first, last in bounds:
+                    rows += [
+                        (int(seq), priority, int(at_us), bytes(body), bool(pinned))
+                        for seq, at_us, body, pinned in self._conn.execute(
+                            _sql(
+                                "SELECT seq, at_us, body, pinned FROM {lane}"
+                                " WHERE seq BETWEEN ? AND ?",
+                                priority,
+                            ),
+                            (first, last),
+                        )
+                    ]
+            if not rows:
+                return []
+            rows.sort()
+            copies = []
+            for _, priority, at_us, body, pinned in rows:
+                event = link_pb2.Event.FromString(body)
+                event.ClearField("sequence")
+                copies.append(Record(priority, at_us, event.SerializeToString(), pinned))
+            if conflict:
+                listed = ",".join(f"{a}-{b}" if a != b else str(a) for a, b in bounds[:64])
+                alarm = EquipmentEvent(
+                    device_id=GAP_DEVICE_ID,
+                    type="outbox.conflict",
+                    priority=Priority.ALARM,
+                    at=self._clock.now(),
+                    message=(
+                        f"the orchestrator holds other events under sequences {listed}: "
+                        f"{len(rows)} event(s) recorded again under new sequences (this "
+                        "outbox's counter went back)"
+                    ),
+                    attributes={"sequences": listed, "renumbered": str(len(rows))},
+                )
+                copies.append(record(alarm, "conflict"))
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                for seq, priority, *_ in rows:
+                    self._conn.execute(_sql("DELETE FROM {lane} WHERE seq = ?", priority), (seq,))
+                sequences = self._insert(copies)
+                self._conn.execute(
+                    "UPDATE meta SET value = ? WHERE key = 'last_sequence'", (sequences[-1],)
+                )
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._rollback()
+                raise
+            self._last = sequences[-1]
+            self._in_flight -= {seq for seq, *_ in rows}
+            if conflict:
+                self._pending[Priority.ALARM] += 1
+        return sequences[: len(rows)]
 
     # Figures ---------------------------------------------------------------------------
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from google.protobuf.message import DecodeError
 
 from edge.equipment.base import Priority
-from edge.storage.loss import OPEN_END, Ranges, normalise
+from edge.storage.loss import OPEN_END, Ranges, subtract
 from protos.ondijon.v1 import link_pb2
 
 _WIRE_PRIORITY = {
@@ -83,7 +83,8 @@ def salvage(
         found.unreadable += unreadable
     if upper is not None:
         found.unreadable = [(a, min(b, upper)) for a, b in found.unreadable if a <= upper]
-    found.unreadable = normalise(found.unreadable)
+    # A sequence read from its own lane was not lost in another's suspect span.
+    found.unreadable = subtract(found.unreadable, [(r.seq, r.seq) for r in found.rows])
     return found
 
 
@@ -98,93 +99,78 @@ def _integrity(conn: sqlite3.Connection) -> str:
 def _lane(
     conn: sqlite3.Connection, priority: Priority, table: str, upper: int | None
 ) -> tuple[list[Row], Ranges]:
-    rows: list[Row] = []
-    unreadable: Ranges = []
-    after = 0
-    while True:
+    """The verified rows of one lane, and the sequences that may be rows but cannot be read.
+
+    The lane's index is walked in order; a walk that errors or returns keys that are not
+    rows (a garbled page's cells can parse as any key, out of order) marks the span
+    between the verified rows on either side as suspect, and every sequence of a suspect
+    span is then looked up on its own. One found and verified is kept; any other is a
+    candidate: a lookup that lands on a garbled page may well answer "no such row", so
+    "absent" cannot be told from "unreadable" here (the caller removes what another lane
+    holds; the orchestrator, what it holds).
+    """
+    rows: dict[int, Row] = {}
+    suspect: list[tuple[int, int | None]] = []  # exclusive bounds between verified rows
+    after = good = 0
+    trouble = False
+    skip = 1
+    ceiling = upper if upper is not None else OPEN_END
+    while after < ceiling:
         try:
             # Table names come from the outbox's fixed mapping, never from input.
-            batch = conn.execute(
-                f"SELECT seq FROM {table} WHERE seq > ? ORDER BY seq LIMIT ?",  # noqa: S608
-                (after, _BATCH),
-            ).fetchall()
+            keys = [
+                int(k)
+                for (k,) in conn.execute(
+                    f"SELECT seq FROM {table} WHERE seq > ? ORDER BY seq LIMIT ?",  # noqa: S608
+                    (after, _BATCH),
+                )
+            ]
         except sqlite3.DatabaseError:
-            batch = _one_by_one(conn, table, after)
-            if batch:
-                pass  # read up to the damage; the next round meets it alone
-            else:
-                resumed = _next_readable(conn, table, after, upper)
-                unreadable.append((after + 1, (resumed - 1) if resumed else OPEN_END))
-                if resumed is None:
-                    break
-                batch = [(resumed,)]
-        if not batch:
+            keys, trouble = None, True
+        if keys == []:
             break
-        for (seq,) in batch:
-            row = _row(conn, priority, table, int(seq))
+        progress = after
+        for key in keys or []:
+            if key <= progress or (upper is not None and key > upper):
+                trouble = True  # not where an index walk puts a real key
+                continue
+            row = _row(conn, priority, table, key)
+            progress = key
             if row is None:
-                unreadable.append((int(seq), int(seq)))
+                trouble = True
+                continue
+            if trouble:
+                suspect.append((good, key))
+                trouble = False
+            rows[key] = row
+            good = key
+        if progress > after:
+            after, skip = progress, 1
+        else:  # the walk is stuck on damage: step over it, looking closer afterwards
+            trouble = True
+            after, skip = min(after + skip, ceiling), skip * 2
+    if trouble:
+        suspect.append((good, None))
+    unreadable: Ranges = []
+    for low, high in suspect:
+        top = high - 1 if high is not None else upper
+        if top is None:
+            unreadable.append((low + 1, OPEN_END))  # nothing bounds it: left to the orchestrator
+            continue
+        if top - low > _MAX_LOOKUPS:
+            unreadable.append((low + 1, top))
+            continue
+        for seq in range(low + 1, top + 1):
+            found = rows.get(seq) or _row(conn, priority, table, seq)
+            if found is None:
+                unreadable.append((seq, seq))
             else:
-                rows.append(row)
-        after = int(batch[-1][0])
-    return rows, unreadable
+                rows[seq] = found
+    return sorted(rows.values(), key=lambda r: r.seq), unreadable
 
 
-def _one_by_one(conn: sqlite3.Connection, table: str, after: int) -> list[tuple[int]]:
-    """Sequences after ``after`` read one at a time, up to the first that fails."""
-    found: list[tuple[int]] = []
-    while len(found) < _BATCH:
-        try:
-            row = conn.execute(
-                f"SELECT seq FROM {table} WHERE seq > ? ORDER BY seq LIMIT 1",  # noqa: S608
-                (found[-1][0] if found else after,),
-            ).fetchone()
-        except sqlite3.DatabaseError:
-            break
-        if row is None:
-            break
-        found.append((int(row[0]),))
-    return found
-
-
-def _first_after(conn: sqlite3.Connection, table: str, position: int) -> int | bool | None:
-    """The first sequence above ``position``; None if there is none; False if unreadable."""
-    try:
-        row = conn.execute(
-            f"SELECT seq FROM {table} WHERE seq > ? ORDER BY seq LIMIT 1",  # noqa: S608
-            (position,),
-        ).fetchone()
-    except sqlite3.DatabaseError:
-        return False
-    return None if row is None else int(row[0])
-
-
-def _next_readable(
-    conn: sqlite3.Connection, table: str, after: int, upper: int | None
-) -> int | None:
-    """The first sequence above ``after`` whose lookup works again, past a damaged page;
-    None when nothing readable follows."""
-    ceiling = upper if upper is not None else OPEN_END
-    bad, step = after, 1
-    while True:
-        probe = min(after + step, ceiling)
-        result = _first_after(conn, table, probe)
-        if result is not False:
-            break
-        bad = probe
-        if probe >= ceiling:
-            return None
-        step *= 2
-    good = probe
-    while good - bad > 1:  # the lowest position from which the walk works again
-        middle = (bad + good) // 2
-        if _first_after(conn, table, middle) is False:
-            bad = middle
-        else:
-            good = middle
-    resumed = _first_after(conn, table, good)
-    assert resumed is not False
-    return resumed
+# A suspect span longer than this is not looked up row by row (it stays a candidate).
+_MAX_LOOKUPS = 1_000_000
 
 
 def _row(conn: sqlite3.Connection, priority: Priority, table: str, seq: int) -> Row | None:

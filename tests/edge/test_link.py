@@ -20,6 +20,7 @@ from edge.config import AgentConfig
 from edge.equipment.base import EquipmentEvent
 from edge.identity import Credentials
 from edge.link import Backoff, GatewayLinkClient
+from edge.storage.loss import Settlement
 from protos.ondijon.v1 import firmware_pb2, link_pb2, schedule_pb2, state_pb2
 from tests.conftest import City
 
@@ -91,6 +92,18 @@ class FakeAgent:
 
 class EmptyOutbox:
     last_sequence = 0
+
+    def __init__(self) -> None:
+        self.on_recovery: list[object] = []
+
+    def held_after(self) -> int:
+        return 0
+
+    def settle_losses(self, **_: object) -> Settlement:
+        return Settlement(lost=[], rewound=False)
+
+    def reissue(self, ranges: object, *, conflict: bool = False) -> list[int]:
+        return []
 
     def next_batch(self, max_events: int, max_bytes: int) -> list[link_pb2.Event]:
         return []

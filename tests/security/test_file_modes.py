@@ -74,7 +74,6 @@ async def test_every_file_is_private_under_a_022_umask(tmp_path: Path, lamp_tabl
                 await eventually(lambda: agent.outbox.pending_count == 0)
                 agent.persist_counters()  # the state file and its backup
                 agent.persist_counters()
-                agent.link.outbox_lost()  # the renumbering marker
             finally:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -95,7 +94,6 @@ async def test_every_file_is_private_under_a_022_umask(tmp_path: Path, lamp_tabl
         "state.json",
         "state.json.bak",
         "outbox.sqlite",
-        "outbox.renumber",
         "gateway.key",
         "operator.key",
         "issuing.key",

@@ -12,12 +12,13 @@ from typing import Any
 import pytest
 
 from edge.equipment.base import EquipmentEvent, Priority
-from edge.storage.atomic import RecoveryOutcome
-from edge.storage.errors import OutboxError
+from edge.storage.atomic import RecoveryOutcome, StorageRecovery
+from edge.storage.errors import OutboxError, OutboxRecovered
 from edge.storage.outbox import Outbox
 from edge.storage.overflow import MIB, OutboxLimits
 from ondijon.clock import ManualClock
 from protos.ondijon.v1 import link_pb2
+from tests.nothing_lost.damage import garble_leaf
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 QUARTER = timedelta(minutes=15)
@@ -405,6 +406,137 @@ def test_a_corrupt_database_is_set_aside_and_reported(tmp_path: Path, clock: Man
     assert (tmp_path / "outbox.db.corrupt").exists()
     with Outbox(path, clock=clock) as box:
         assert box.recovered is None and box.last_sequence == 813
+
+
+def listed(events: list[link_pb2.Event]) -> set[int]:
+    """Every sequence the gap events among ``events`` list."""
+    found: set[int] = set()
+    for gap in gaps(events):
+        for part in gap.attributes["sequences"].split(","):
+            first, _, last = part.partition("-")
+            found.update(range(int(first), int(last or first) + 1))
+    return found
+
+
+def cabinet_backlog(
+    path: Path, clock: ManualClock, quarters: int = 30
+) -> tuple[list[int], list[int]]:
+    """Five alarms and ``quarters`` quarters of 100 lamps' metering, then closed (the log
+    folded into the database); their sequences."""
+    with Outbox(path, clock=clock) as box:
+        alarms = box.append_many([alarm(d, T0) for d in LAMPS[:5]])
+        metering: list[int] = []
+        for q in range(quarters):
+            metering += box.append_many([reading(d, T0 + q * QUARTER) for d in LAMPS])
+    return alarms, metering
+
+
+def test_a_page_garbled_under_a_running_outbox_costs_that_page_and_is_listed_exactly(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    path = tmp_path / "outbox.db"
+    alarms, metering = cabinet_backlog(path, clock)
+    garble_leaf(path, "metering_lane", index=3)
+    with Outbox(path, clock=clock) as box:
+        assert box.recovered is None  # opening does not notice the damage
+        last = box.last_sequence
+        reports: list[StorageRecovery] = []
+        box.on_recovery.append(reports.append)
+        with pytest.raises(OutboxRecovered):
+            box.next_batch(10**6, 10**12)
+        assert [r.outcome for r in reports] == [RecoveryOutcome.SALVAGED]
+        kept = everything(box)
+        kept_sequences = {e.sequence for e in kept}
+        unreadable = (set(alarms) | set(metering)) - kept_sequences
+        assert set(alarms) <= kept_sequences
+        assert 0 < len(unreadable) < 100, "one page's worth, not the whole queue"
+        recovered = [e for e in kept if e.type == "storage.recovered"]
+        assert len(recovered) == 1 and recovered[0].priority == link_pb2.EVENT_PRIORITY_ALARM
+        assert recovered[0].sequence == last + 1  # numbering goes on: nothing reused
+        assert recovered[0].attributes["unreadable"] == str(len(unreadable))
+        # The orchestrator holds some of those (sent before the damage): only the others
+        # are listed as lost, each exactly once.
+        held = sorted(unreadable)[::3]
+        hello_last = box.last_sequence
+        settlement = box.settle_losses(
+            held=[(s, s) for s in held], stored_sequence=hello_last, hello_last=hello_last
+        )
+        assert not settlement.rewound
+        assert listed(everything(box)) == unreadable - set(held)
+        # Settled once: the next welcome lists nothing more.
+        again = box.settle_losses(held=[], stored_sequence=0, hello_last=box.last_sequence)
+        assert again.lost == []
+    assert (tmp_path / "outbox.db.corrupt").exists()
+
+
+def test_an_append_that_meets_damage_is_made_on_the_recovered_outbox(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    path = tmp_path / "outbox.db"
+    alarms, metering = cabinet_backlog(path, clock)
+    garble_leaf(path, "metering_lane", index=-1)  # where the next reading goes
+    with Outbox(path, clock=clock) as box:
+        sequence = box.append(reading("lamp-007", T0 + 40 * QUARTER))
+        assert box.recovered is not None and box.recovered.outcome is RecoveryOutcome.SALVAGED
+        kept = {e.sequence: e for e in everything(box)}
+    assert kept[sequence].device_id == "lamp-007"
+    assert set(alarms) <= set(kept)
+    assert [e.type for e in kept.values()].count("storage.recovered") == 1
+
+
+def test_a_counter_that_went_back_is_numbered_past_the_orchestrator_and_the_loss_listed(
+    outbox: Outbox,
+) -> None:
+    # A state directory restored from an image: this outbox had given up to 10, the
+    # orchestrator holds 11-15 and 18-20 from the lost life; 16 and 17 never arrived.
+    outbox.append_many([event(d, T0) for d in LAMPS[:10]])
+    settlement = outbox.settle_losses(held=[(11, 15), (18, 20)], stored_sequence=20, hello_last=10)
+    assert settlement.rewound and settlement.lost == [(16, 17)]
+    kept = everything(outbox)
+    rewound = [e for e in kept if e.type == "outbox.rewound"]
+    assert len(rewound) == 1 and rewound[0].priority == link_pb2.EVENT_PRIORITY_ALARM
+    assert rewound[0].sequence == 21 and rewound[0].attributes["stored_sequence"] == "20"
+    assert listed(kept) == {16, 17}
+    assert outbox.append(event("lamp-000", T0)) > 21  # never a number the orchestrator holds
+
+
+def test_conflicting_sequences_are_recorded_again_under_new_ones_with_an_alarm(
+    outbox: Outbox,
+) -> None:
+    sent = outbox.append_many([event(d, T0, f"#{d}") for d in LAMPS[:5]])
+    originals = {e.sequence: e for e in outbox.next_batch(10, 10**6)}
+    moved = outbox.reissue([(2, 3)], conflict=True)
+    assert moved == [6, 7]
+    outbox.ack([(1, 5)])  # the orchestrator's ack covers the conflicting ones too
+    kept = {e.sequence: e for e in everything(outbox)}
+    assert sorted(kept) == [6, 7, 8]
+    for old, new in zip((2, 3), moved, strict=True):
+        copy = link_pb2.Event()
+        copy.CopyFrom(kept[new])
+        copy.sequence = old
+        assert copy == originals[old]
+    assert kept[8].type == "outbox.conflict" and kept[8].attributes["sequences"] == "2-3"
+    assert sent == [1, 2, 3, 4, 5]
+
+
+def test_what_was_sent_is_never_dropped_even_after_the_stream_broke_and_a_restart(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    limits = OutboxLimits(max_disk_bytes=MIB)
+    path = tmp_path / "outbox.db"
+    with Outbox(path, clock=clock, limits=limits) as box:
+        _fill(box, clock, quarters=10, with_events=False)
+        # Sent on a stream that then broke: the acknowledgements never came back (the
+        # orchestrator may well hold these).
+        sent = {e.sequence for e in box.next_batch(600, 10**9)}
+        box.requeue_in_flight()
+    with Outbox(path, clock=clock, limits=limits) as box:  # and the agent restarted
+        _fill(box, clock, quarters=70, with_events=False)
+        kept = everything(box)
+    dropped = _dropped_by_gaps(gaps(kept))
+    assert dropped, "the budget should have been exceeded"
+    assert not dropped & sent
+    assert sent <= {e.sequence for e in kept}
 
 
 def test_a_second_agent_cannot_open_the_same_outbox(outbox: Outbox, tmp_path: Path) -> None:

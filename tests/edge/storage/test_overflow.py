@@ -15,6 +15,7 @@ from edge.storage.overflow import (
     OutboxLimits,
     bytes_to_free,
     gap_event,
+    gap_events,
     sequence_ranges,
 )
 
@@ -84,6 +85,21 @@ def test_a_long_range_list_is_truncated_but_counts_stay_exact() -> None:
     assert a["dropped"] == "200"
     assert len(a["sequences"].split(",")) == MAX_LISTED_RANGES
     assert a["sequences_truncated"] == "true"
+
+
+def test_a_drop_of_many_ranges_is_listed_in_full_over_several_gap_events() -> None:
+    dropped = [Dropped(s, Priority.METERING, T0) for s in range(2, 800, 3)]  # 266 ranges
+    events = gap_events(dropped, T0)
+    assert len(events) == -(-266 // MAX_LISTED_RANGES)
+    listed: list[int] = []
+    for e in events:
+        parts = e.attributes["sequences"].split(",")
+        assert len(parts) <= MAX_LISTED_RANGES and "sequences_truncated" not in e.attributes
+        assert int(e.attributes["dropped"]) == len(parts)
+        listed += [int(p) for p in parts]
+    assert listed == [d.sequence for d in dropped]
+    # Contiguous runs are not split needlessly: one range, one event.
+    assert len(gap_events([Dropped(s, Priority.METERING, T0) for s in range(1, 5000)], T0)) == 1
 
 
 def test_a_gap_event_needs_something_dropped() -> None:
