@@ -7,8 +7,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -20,6 +21,8 @@ from ondijon.admin import call
 from ondijon.clock import ManualClock
 from protos.ondijon.v1 import control_pb2, link_pb2, schedule_pb2
 from tests.conftest import City
+from tests.nothing_lost.agent_driver import event_fingerprint, wire_fingerprint
+from tests.nothing_lost.damage import garble_leaf, restore_image, take_image
 from tests.nothing_lost.harness import LinkProxy, eventually, gateway, stored_events
 
 pytestmark = pytest.mark.integration
@@ -45,6 +48,7 @@ async def running(config: AgentConfig, address: str) -> AsyncIterator[Agent]:
     agent = Agent(dataclasses.replace(config, address=address), ManualClock(T0))
     agent.link.backoff = Backoff(base_s=0.05, cap_s=0.3)
     task = asyncio.create_task(agent.run())
+    await asyncio.sleep(0)  # started, so that cancelling it closes its files
     try:
         yield agent
     finally:
@@ -148,3 +152,119 @@ async def test_a_ruined_outbox_is_set_aside_reported_and_new_events_are_not_take
 
 def lamp_event(device_id: str, agent: Agent) -> EquipmentEvent:
     return EquipmentEvent(device_id, "test.offline", Priority.EVENT, agent.clock.now())
+
+
+def readings(agent: Agent, count: int, start: int = 0) -> list[EquipmentEvent]:
+    at = agent.clock.now()
+    return [
+        EquipmentEvent(
+            f"lamp-{i % 3 + 1:03d}", "energy_interval", Priority.METERING, at, "", {"n": str(i)}
+        )
+        for i in range(start, start + count)
+    ]
+
+
+def recording(agent: Agent) -> dict[int, str]:
+    """sequence -> fingerprint of every event the agent's outbox takes from now on."""
+    taken: dict[int, str] = {}
+    append_many = agent.outbox.append_many
+
+    def wrapped(events: Iterable[EquipmentEvent]) -> list[int]:
+        listed = list(events)
+        sequences = append_many(listed)
+        taken.update(zip(sequences, map(event_fingerprint, listed), strict=True))
+        return sequences
+
+    agent.outbox.append_many = wrapped  # type: ignore[method-assign]
+    return taken
+
+
+def listed_lost(events: list[control_pb2.StoredEvent]) -> set[int]:
+    lost: set[int] = set()
+    for e in events:
+        if e.event.type == "outbox.gap":
+            for part in e.event.attributes["sequences"].split(","):
+                first, _, last = part.partition("-")
+                lost.update(range(int(first), int(last or first) + 1))
+    return lost
+
+
+async def test_a_page_garbled_under_a_running_agent_is_recovered_and_the_loss_listed_exactly(
+    city: City, lamp_table: Callable[[int], str]
+) -> None:
+    config = await city.enrolled("nl-garbled", lamps=lamp_table(3))
+    # A backlog built offline (several pages of metering), then the agent stops.
+    async with LinkProxy(lambda: city.running.port) as proxy:
+        proxy.online = False
+        async with running(config, proxy.address) as agent:
+            taken = recording(agent)
+            for chunk in range(6):
+                agent.outbox.append_many(readings(agent, 200, chunk * 200))
+            last_before = agent.outbox.last_sequence
+    outbox_file = config.state_dir / "outbox.sqlite"
+    garble_leaf(outbox_file, "metering_lane", index=4)
+
+    async with running(config, config.address) as agent:
+        assert agent.outbox.recovered is None  # opening does not notice
+        more = recording(agent)
+        # Delivery goes on past the damage (it used to stop there, silently, for good).
+        await eventually(lambda: agent.outbox.pending_count == 0, timeout=30)
+        assert agent.link.status.sessions >= 2  # the stream was closed and opened again
+        assert agent.link.status.storage_recoveries == 1  # the local alarm
+        assert "malformed" in agent.link.status.storage_alarm
+        last = agent.outbox.last_sequence
+
+    events = await stored_events(city, config.gateway_id)
+    stored = {e.event.sequence: e for e in events}
+    lost = listed_lost(events)
+    # Exact accounting: every sequence given is stored or listed as lost, never both.
+    assert set(stored) | lost == set(range(1, last + 1))
+    assert not set(stored) & lost
+    assert 0 < len(lost) < 100  # one page, not the backlog
+    assert lost <= set(taken) and max(lost) <= last_before
+    for sequence, fp in (taken | more).items():
+        if sequence in stored:
+            assert wire_fingerprint(stored[sequence].event) == fp
+    recovered = [e.event for e in events if e.event.type == "storage.recovered"]
+    assert len(recovered) == 1 and recovered[0].attributes["outcome"] == "salvaged"
+    assert (config.state_dir / "outbox.sqlite.corrupt").exists()
+
+
+async def test_a_state_directory_restored_from_an_image_loses_no_new_event(
+    city: City, lamp_table: Callable[[int], str], tmp_path: Path
+) -> None:
+    config = await city.enrolled("nl-image", lamps=lamp_table(3))
+    image = tmp_path / "image"
+    async with running(config, config.address) as agent:
+        agent.outbox.append_many(readings(agent, 50))
+        await eventually(lambda: agent.outbox.pending_count == 0)
+    take_image(config.state_dir, image)  # the installer's SD card image
+    async with running(config, config.address) as agent:
+        agent.outbox.append_many(readings(agent, 120, 50))  # a later life, delivered
+        await eventually(lambda: agent.outbox.pending_count == 0)
+        stored_before = agent.outbox.last_sequence
+    before = {e.event.sequence: e for e in await stored_events(city, config.gateway_id)}
+    restore_image(image, config.state_dir)
+
+    async with LinkProxy(lambda: city.running.port) as proxy:
+        proxy.online = False  # events recorded before the orchestrator is reached again
+        async with running(config, proxy.address) as agent:
+            assert agent.outbox.last_sequence < stored_before  # the counter went back
+            new = recording(agent)
+            agent.outbox.append_many(readings(agent, 40, 1000))
+            proxy.online = True
+            await eventually(lambda: agent.outbox.pending_count == 0, timeout=30)
+            new_fingerprints = set(new.values())
+            alarm = agent.link.status.__dict__.get("storage_alarm", "")
+
+    events = await stored_events(city, config.gateway_id)
+    stored = {e.event.sequence: e for e in events}
+    # What the orchestrator held is untouched; every event of the restored agent arrived.
+    assert {s: stored[s] for s in before} == before
+    arrived = {wire_fingerprint(e.event) for e in events}
+    assert new_fingerprints <= arrived
+    assert "older state" in alarm  # the local alarm
+    rewound = [e.event for e in events if e.event.type == "outbox.rewound"]
+    assert len(rewound) == 1 and rewound[0].attributes["stored_sequence"] == str(stored_before)
+    g = await gateway(city, config.gateway_id)
+    assert not g.missing

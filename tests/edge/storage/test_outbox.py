@@ -473,7 +473,7 @@ def test_an_append_that_meets_damage_is_made_on_the_recovered_outbox(
     tmp_path: Path, clock: ManualClock
 ) -> None:
     path = tmp_path / "outbox.db"
-    alarms, metering = cabinet_backlog(path, clock)
+    alarms, _ = cabinet_backlog(path, clock)
     garble_leaf(path, "metering_lane", index=-1)  # where the next reading goes
     with Outbox(path, clock=clock) as box:
         sequence = box.append(reading("lamp-007", T0 + 40 * QUARTER))
