@@ -4,8 +4,9 @@ orchestrator's view of a gateway's events read back through the admin API.
 - :class:`AgentProcess` runs :mod:`tests.nothing_lost.agent_driver` (the real agent) and
   collects what it promised (sequence -> fingerprint of every durable append).
 - :class:`LinkProxy` is a TCP proxy on loopback between an agent and the orchestrator: it
-  can refuse connections (the orchestrator is unreachable) or cut the live ones after a
-  given number of bytes, i.e. in the middle of a message.
+  can refuse connections (the orchestrator is unreachable), cut the live ones after a
+  given number of bytes (in the middle of a message), stall them for a while, or flip a
+  byte on the way (TLS then tears the connection down).
 - :func:`offline_cabinet` runs the real agent in-process on a manual clock behind a proxy
   that is down, and records the priority of every sequence its outbox gives.
 - :func:`stored_events` pages through ``ListEvents``; :func:`gateway` is ``GetGateway``.
@@ -154,7 +155,10 @@ class LinkProxy:
         self.port = 0
         self.connections = 0
         self.cuts = 0
+        self.flips = 0
         self._cut_after: int | None = None
+        self._flip_after: int | None = None
+        self._stalled_until = 0.0
         self._live: set[asyncio.StreamWriter] = set()
         self._server: asyncio.Server | None = None
 
@@ -183,6 +187,14 @@ class LinkProxy:
         """Cut the live connections once ``upstream_bytes`` more went towards the orchestrator."""
         self._cut_after = upstream_bytes
 
+    def flip_after(self, upstream_bytes: int) -> None:
+        """Flip one bit of the byte ``upstream_bytes`` further towards the orchestrator."""
+        self._flip_after = upstream_bytes
+
+    def stall(self, seconds: float) -> None:
+        """Hold every byte, both ways, for ``seconds`` (a congested or flapping line)."""
+        self._stalled_until = asyncio.get_running_loop().time() + seconds
+
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if not self.online:
             writer.transport.abort()
@@ -206,7 +218,19 @@ class LinkProxy:
     async def _pipe(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, upstream: bool
     ) -> None:
+        loop = asyncio.get_running_loop()
         while chunk := await reader.read(65536):
+            if loop.time() < self._stalled_until:
+                await asyncio.sleep(self._stalled_until - loop.time())
+            if upstream and self._flip_after is not None:
+                if len(chunk) > self._flip_after:
+                    flipped = bytearray(chunk)
+                    flipped[self._flip_after] ^= 0x10
+                    chunk = bytes(flipped)
+                    self._flip_after = None
+                    self.flips += 1
+                else:
+                    self._flip_after -= len(chunk)
             if upstream and self._cut_after is not None:
                 if len(chunk) >= self._cut_after:
                     # Half a message reaches the orchestrator, then the line goes dead.

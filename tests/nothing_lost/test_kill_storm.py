@@ -1,0 +1,310 @@
+"""The kill storm: an agent killed, cut off, stalled and lied to by its disk, with exact
+accounting at the end.
+
+The real agent runs in its own process (:mod:`tests.nothing_lost.agent_driver`: 100 lamps
+metered on a clock running an hour a second, a lamp whose failure flaps, a 1 MiB outbox
+so that long offline stretches drop metering) behind a :class:`LinkProxy`. Round after
+round the storm does one of:
+
+- SIGKILL the agent and start it again;
+- restart the orchestrator;
+- cut the link in the middle of a message, stall it, or flip a byte in it;
+- take the link away for a while (the outbox fills and drops its oldest metering);
+- damage the agent's files between two runs, with a backlog in them (the link taken away
+  first): cut the outbox's write-ahead log inside a frame (a disk that drops acknowledged
+  writes), garble a page of the outbox, or put back an older image of the whole state
+  directory.
+
+At the end the agent drains with no more faults, and every sequence is accounted for:
+
+- every event stored by the orchestrator is one the agent promised (reported after its
+  durable append) under that sequence, or an event of the outbox's own (a gap, a
+  recovery, a renumbered copy of a promised one), or one made durable by an append that a
+  kill interrupted before it could report it (at most one append per kill);
+- every promise is stored under its sequence, or listed in an ``outbox.gap`` event, or
+  renumbered after a conflict; only a promise the disk itself destroyed (given after the
+  point a cut log or an older image went back to, and never delivered) may be missing;
+- no sequence is both stored and listed as lost, and every sequence missing below the
+  highest stored one is listed.
+
+The short storm runs in ``make test``; the long one (220 rounds) with::
+
+    ONDIJON_LONG=1 .venv/bin/pytest -m slow tests/nothing_lost/test_kill_storm.py -s
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import shutil
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from edge.config import AgentConfig
+from edge.storage.outbox import Outbox
+from ondijon.clock import ManualClock, SystemClock
+from orchestrator.server import start
+from protos.ondijon.v1 import control_pb2
+from provisioning.ca import CertificateAuthority
+from tests.conftest import City, orchestrator_config
+from tests.nothing_lost.agent_driver import wire_fingerprint
+from tests.nothing_lost.damage import (
+    cut_wal,
+    garble_leaf,
+    leaf_pages,
+    page_size,
+    restore_image,
+    take_image,
+)
+from tests.nothing_lost.harness import AgentProcess, LinkProxy, eventually, gateway, stored_events
+
+pytestmark = [pytest.mark.integration]
+
+LONG = os.environ.get("ONDIJON_LONG", "") not in ("", "0")
+START = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+SPEED = 7200.0  # two hours a second: 800 readings a second, a 1 MiB outbox full in ~5 s
+LINK_FAULTS = ("kill", "restart", "cut", "stall", "flip", "offline")
+DISK_FAULTS = ("wal", "garble", "image")
+# The most events one append holds (a monitoring pass over 100 lamps).
+APPEND_AT_MOST = 101
+# The outbox's own events, stored without a promise from the driver.
+OWN = {"outbox.gap", "outbox.rewound", "outbox.conflict", "storage.recovered"}
+
+
+@dataclass
+class Ledger:
+    """What the agent promised, and what its disk may have destroyed since."""
+
+    promised: dict[int, set[str]] = field(default_factory=dict)
+    at_risk: set[tuple[int, str]] = field(default_factory=set)
+    faults: Counter[str] = field(default_factory=Counter)
+
+    def take(self, run: AgentProcess) -> None:
+        for sequence, fp in run.promised.items():
+            self.promised.setdefault(sequence, set()).add(fp)
+
+    def disk_went_back_to(self, last: int) -> None:
+        """The outbox now ends at ``last``: what was promised above it may be gone."""
+        for sequence, fps in self.promised.items():
+            if sequence > last:
+                self.at_risk |= {(sequence, fp) for fp in fps}
+
+
+def outbox_last(state_dir: Path, scratch: Path) -> int:
+    """The last sequence the next agent will find (opened on a copy, as it would)."""
+    if scratch.exists():
+        shutil.rmtree(scratch)
+    scratch.mkdir()
+    for name in ("outbox.sqlite", "outbox.sqlite-wal"):
+        if (state_dir / name).exists():
+            shutil.copy2(state_dir / name, scratch / name)
+    with Outbox(scratch / "outbox.sqlite", clock=ManualClock(START)) as outbox:
+        return outbox.last_sequence
+
+
+def settle_files(state_dir: Path) -> None:
+    """Open and close the outbox as an agent start would (its log folded in)."""
+    with Outbox(state_dir / "outbox.sqlite", clock=ManualClock(START)):
+        pass
+
+
+@contextlib.asynccontextmanager
+async def storm_city(tmp_path: Path, ca: CertificateAuthority) -> AsyncIterator[City]:
+    # The agent's clock runs an hour a second ahead of the orchestrator's: a long storm
+    # takes it weeks ahead, which the orchestrator must accept here.
+    config = orchestrator_config(tmp_path, max_clock_ahead_s=5 * 365 * 86400.0)
+    running = await start(config, SystemClock(), ca=ca)
+    city = City(tmp_path, ca, config, running, admin=None)  # type: ignore[arg-type]
+    city.admin = city.operator("admin", "admin", ["*"])
+    try:
+        yield city
+    finally:
+        await city.running.stop(0)
+
+
+async def damage(
+    action: str,
+    config: AgentConfig,
+    ledger: Ledger,
+    rng: random.Random,
+    image: Path,
+    scratch: Path,
+) -> None:
+    """One lie of the disk, between two runs of the agent."""
+    state = config.state_dir
+    if action == "wal":
+        wal = state / "outbox.sqlite-wal"
+        if wal.exists() and wal.stat().st_size > 32:
+            cut_wal(wal, page_size(state / "outbox.sqlite"), rng.randint(1, 3))
+        ledger.disk_went_back_to(outbox_last(state, scratch))
+    elif action == "garble":
+        settle_files(state)
+        leaves = leaf_pages(state / "outbox.sqlite", "metering_lane")
+        if len(leaves) > 2:
+            garble_leaf(state / "outbox.sqlite", "metering_lane", rng.randrange(len(leaves)))
+    elif action == "image":
+        if not image.exists():
+            take_image(state, image)  # kept for a later round
+            return
+        restore_image(image, state)
+        shutil.rmtree(image)
+        ledger.disk_went_back_to(outbox_last(state, scratch))
+
+
+async def storm(city: City, config: AgentConfig, rounds: int, tmp_path: Path) -> Ledger:
+    assert config.source is not None
+    rng = random.Random(20261207 + rounds)
+    ledger = Ledger()
+    clock_at = START
+    image, scratch = tmp_path / "image", tmp_path / "scratch"
+    # Every kind of fault early, then at random (disk faults a quarter of the time).
+    plan = [*LINK_FAULTS, *DISK_FAULTS, "image"]
+    while len(plan) < rounds:
+        kinds = DISK_FAULTS if rng.random() < 0.25 else LINK_FAULTS
+        plan.append(rng.choice(kinds))
+    async with LinkProxy(lambda: city.running.port) as proxy:
+
+        def agent(start: datetime) -> AgentProcess:
+            assert config.source is not None
+            return AgentProcess(
+                config.source, start=start, speed=SPEED, flap="lamp-007", address=proxy.address
+            )
+
+        run = agent(clock_at)
+        await run.start()
+        for action in plan[:rounds]:
+            await asyncio.sleep(rng.uniform(0.1, 0.6))
+            ledger.faults[action] += 1
+            if action in DISK_FAULTS:
+                proxy.online = False  # a backlog for the disk to damage
+                proxy.cut_now()
+                await asyncio.sleep(rng.uniform(1.0, 2.5))
+            if action in ("kill", *DISK_FAULTS):
+                await run.kill()
+                ledger.take(run)
+                clock_at = run.simulated_now()
+                if action != "kill":
+                    await damage(action, config, ledger, rng, image, scratch)
+                run = agent(clock_at)
+                await run.start()
+                proxy.online = True
+            elif action == "restart":
+                await city.restart()
+            elif action == "cut":
+                proxy.cut_after(rng.randint(500, 60_000))
+            elif action == "flip":
+                proxy.flip_after(rng.randint(200, 30_000))
+            elif action == "stall":
+                proxy.stall(rng.uniform(0.3, 1.5))
+            elif action == "offline":
+                proxy.online = False
+                proxy.cut_now()
+                await asyncio.sleep(rng.uniform(3.0, 7.0))  # days of a cabinet: it fills
+                proxy.online = True
+        # No more faults: the same process drains what is left.
+        await run.kill()
+        ledger.take(run)
+        clock_at = run.simulated_now()
+        final = AgentProcess(config.source, start=clock_at, speed=0.001, address=proxy.address)
+        await final.start()
+        await eventually(lambda: final.pending == 0 and final.last_sequence > 0, timeout=120)
+        await final.stop()
+        ledger.take(final)
+    return ledger
+
+
+def listed_lost(events: list[control_pb2.StoredEvent]) -> set[int]:
+    lost: set[int] = set()
+    for e in events:
+        if e.event.type == "outbox.gap":
+            for part in e.event.attributes["sequences"].split(","):
+                first, _, last = part.partition("-")
+                lost.update(range(int(first), int(last or first) + 1))
+    return lost
+
+
+async def account(city: City, gateway_id: str, ledger: Ledger) -> dict[str, int]:
+    """The exact accounting of the module docstring; the figures."""
+    events = await stored_events(city, gateway_id)
+    stored = {e.event.sequence: e.event for e in events}
+    fingerprints = {s: wire_fingerprint(e) for s, e in stored.items()}
+    stored_fps = Counter(fingerprints.values())
+    listed = listed_lost(events)
+    promised_fps = {fp for fps in ledger.promised.values() for fp in fps}
+
+    assert not set(stored) & listed, "a sequence both stored and listed as lost"
+    g = await gateway(city, gateway_id)
+    for gap in g.missing:
+        assert set(range(gap.first, gap.last + 1)) <= listed, f"unexplained gap {gap}"
+    unreported = 0
+    for sequence, event in stored.items():
+        fp = fingerprints[sequence]
+        if fp in ledger.promised.get(sequence, set()) or event.type in OWN or fp in promised_fps:
+            continue
+        unreported += 1  # durable, and the kill came before the driver could say so
+    kills = sum(ledger.faults[k] for k in ("kill", *DISK_FAULTS)) + 1
+    assert unreported <= kills * (APPEND_AT_MOST + 1), f"{unreported} events nobody promised"
+    unaccounted, destroyed, renumbered = [], 0, 0
+    for sequence, fps in ledger.promised.items():
+        for fp in fps:
+            if fingerprints.get(sequence) == fp or sequence in listed:
+                continue
+            if stored_fps[fp]:
+                renumbered += 1  # recorded again under another sequence (a conflict)
+            elif (sequence, fp) in ledger.at_risk:
+                destroyed += 1  # the disk itself went back past it
+            else:
+                unaccounted.append(sequence)
+    assert not unaccounted, f"promised and neither stored nor listed: {unaccounted[:20]}"
+    # A promised event is stored once, not twice under two sequences.
+    twice = [fp for fp, n in stored_fps.items() if n > 1 and fp in promised_fps]
+    assert not twice, f"{len(twice)} promised events stored twice"
+    return {
+        "promised": sum(len(fps) for fps in ledger.promised.values()),
+        "stored": len(stored),
+        "listed lost": len(listed),
+        "renumbered": renumbered,
+        "destroyed by the disk": destroyed,
+        "own events": sum(1 for e in stored.values() if e.type in OWN),
+        "durable but unreported at a kill": unreported,
+    }
+
+
+ROUNDS = [
+    12,
+    pytest.param(
+        220,
+        marks=[
+            pytest.mark.slow,
+            pytest.mark.skipif(not LONG, reason="the long version: set ONDIJON_LONG=1"),
+            pytest.mark.timeout(3600),
+        ],
+    ),
+]
+
+
+@pytest.mark.parametrize("rounds", ROUNDS)
+async def test_a_kill_storm_loses_nothing_it_did_not_list(
+    tmp_path: Path, ca: CertificateAuthority, lamp_table: object, rounds: int
+) -> None:
+    async with storm_city(tmp_path, ca) as city:
+        config = await city.enrolled(
+            "nl-storm",
+            lamps=lamp_table(100),  # type: ignore[operator]
+            outbox="max_bytes = 1048576",
+        )
+        ledger = await storm(city, config, rounds, tmp_path)
+        figures = await account(city, config.gateway_id, ledger)
+    faults = ", ".join(f"{kind} {n}" for kind, n in sorted(ledger.faults.items()))
+    print(
+        f"\nkill storm, {rounds} rounds: faults injected {sum(ledger.faults.values())} ({faults})"
+    )
+    print("  events accounted: " + ", ".join(f"{k} {v}" for k, v in figures.items()))
+    assert figures["promised"] > 1000
