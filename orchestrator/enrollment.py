@@ -158,18 +158,13 @@ class EnrollmentService(enrollment_pb2_grpc.EnrollmentServicer):
             result="ok",
             detail=detail,
         )
-        return enrollment_pb2.EnrollResponse(
-            certificate_pem=issued.chain_pem,
-            ca_chain_pem=self.app.ca.chain_pem,
-            not_after=timestamp(issued.not_after),
-        )
+        return enrollment_pb2.EnrollResponse(**self._certificate(issued.chain_pem))
 
     async def _answer_retry(
         self, gateway_id: str, commune: str, chain_pem: bytes
     ) -> enrollment_pb2.EnrollResponse:
         """The answer to a retried enrollment: the certificate the token was spent on."""
-        certificate = load_certs(chain_pem, "certificate_pem")[0]
-        serial = format(certificate.serial_number, "x")
+        serial = format(load_certs(chain_pem, "certificate_pem")[0].serial_number, "x")
         log.info("gateway %s retried its enrollment, certificate %s sent again", gateway_id, serial)
         await self.app.audit(
             actor=Identity(Role.GATEWAY, gateway_id).uri,
@@ -179,11 +174,16 @@ class EnrollmentService(enrollment_pb2_grpc.EnrollmentServicer):
             result="ok",
             detail=f"retry with the same token and key: certificate {serial} sent again",
         )
-        return enrollment_pb2.EnrollResponse(
-            certificate_pem=chain_pem,
-            ca_chain_pem=self.app.ca.chain_pem,
-            not_after=timestamp(certificate.not_valid_after_utc),
-        )
+        return enrollment_pb2.EnrollResponse(**self._certificate(chain_pem))
+
+    def _certificate(self, chain_pem: bytes) -> dict[str, Any]:
+        """The fields of an enrollment or renewal answer for the certificate ``chain_pem``."""
+        not_after = load_certs(chain_pem, "certificate_pem")[0].not_valid_after_utc
+        return {
+            "certificate_pem": chain_pem,
+            "ca_chain_pem": self.app.ca.chain_pem,
+            "not_after": timestamp(not_after),
+        }
 
     async def _commune(self, gateway_id: str) -> str:
         store = self.app.runner.store
@@ -276,11 +276,7 @@ class EnrollmentService(enrollment_pb2_grpc.EnrollmentServicer):
         # After the answer is on the wire, not before: the agent must have its new
         # certificate in hand when its stream closes.
         context.add_done_callback(reconnect)  # type: ignore[arg-type]  # stubs: a class
-        return enrollment_pb2.RenewResponse(
-            certificate_pem=issued.chain_pem,
-            ca_chain_pem=self.app.ca.chain_pem,
-            not_after=timestamp(issued.not_after),
-        )
+        return enrollment_pb2.RenewResponse(**self._certificate(issued.chain_pem))
 
     async def GetCrl(
         self, request: enrollment_pb2.GetCrlRequest, context: Context

@@ -7,6 +7,7 @@ test that needs a missing one is skipped with the reason, in CI (``CI=true``) it
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -187,9 +188,12 @@ class City:
         self.running = await start(config, SystemClock(), ca=self.ca)
 
 
-@pytest.fixture
-async def city(tmp_path: Path, ca: CertificateAuthority) -> AsyncIterator[City]:
-    config = orchestrator_config(tmp_path)
+@contextlib.asynccontextmanager
+async def started_city(
+    tmp_path: Path, ca: CertificateAuthority, **limits: Any
+) -> AsyncIterator[City]:
+    """An orchestrator (with ``limits`` other than the defaults) and an admin profile."""
+    config = orchestrator_config(tmp_path, **limits)
     running = await start(config, SystemClock(), ca=ca)
     city = City(tmp_path, ca, config, running, admin=None)  # type: ignore[arg-type]
     city.admin = city.operator("admin", "admin", ["*"])
@@ -197,6 +201,12 @@ async def city(tmp_path: Path, ca: CertificateAuthority) -> AsyncIterator[City]:
         yield city
     finally:
         await city.running.stop(0)
+
+
+@pytest.fixture
+async def city(tmp_path: Path, ca: CertificateAuthority) -> AsyncIterator[City]:
+    async with started_city(tmp_path, ca) as started:
+        yield started
 
 
 @pytest.fixture

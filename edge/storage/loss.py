@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from edge.equipment.base import EquipmentEvent, Priority
-from edge.storage.overflow import GAP_DEVICE_ID, GAP_EVENT_TYPE, MAX_LISTED_RANGES
+from edge.storage.overflow import GAP_DEVICE_ID, GAP_EVENT_TYPE, MAX_LISTED_RANGES, sequence_list
 
 Ranges = list[tuple[int, int]]
 # The end of a candidate range whose extent is unknown.
@@ -111,7 +111,7 @@ def loss_events(lost: Ranges, reason: str, at: datetime) -> list[EquipmentEvent]
     events = []
     for i in range(0, len(lost), MAX_LISTED_RANGES):
         part = lost[i : i + MAX_LISTED_RANGES]
-        listed = ",".join(f"{a}-{b}" if a != b else str(a) for a, b in part)
+        listed = sequence_list(part)
         events.append(
             EquipmentEvent(
                 device_id=GAP_DEVICE_ID,

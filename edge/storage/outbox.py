@@ -61,10 +61,12 @@ from edge.storage.atomic import PathLike, RecoveryOutcome, StorageRecovery
 from edge.storage.errors import OutboxError, OutboxRecovered
 from edge.storage.overflow import (
     GAP_DEVICE_ID,
+    MAX_LISTED_RANGES,
     Dropped,
     OutboxLimits,
     bytes_to_free,
     gap_events,
+    sequence_list,
 )
 from edge.storage.record import (
     EPOCH,
@@ -268,8 +270,7 @@ class Outbox:
         last = known_last if known_last is not None else found.last_sequence
         salvaged_last = max((r.seq for r in found.rows), default=0)
         self._conn = self._open()
-        self._conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction():
             for r in found.rows:
                 self._conn.execute(
                     _sql(
@@ -298,10 +299,6 @@ class Outbox:
                 "INSERT OR REPLACE INTO lost (first, last) VALUES (?, ?)",
                 loss.normalise(candidates),
             )
-            self._conn.execute("COMMIT")
-        except BaseException:
-            self._rollback()
-            raise
         self._load()
         self._cursor = dict.fromkeys(_LANES, 0)
         self._in_flight = set()
@@ -330,16 +327,11 @@ class Outbox:
             report = self._start_again(reason, known_last=self._last)
             self.recovered = report
             event = record(report.to_event(self._clock.now()), "storage.recovered")
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
+            with self._transaction():
                 sequences = self._insert([event])
                 self._conn.execute(
                     "UPDATE meta SET value = ? WHERE key = 'last_sequence'", (sequences[-1],)
                 )
-                self._conn.execute("COMMIT")
-            except BaseException:
-                self._rollback()
-                raise
             self._last = sequences[-1]
             self._pending[event.priority] += 1
             for listener in self.on_recovery:
@@ -400,8 +392,7 @@ class Outbox:
 
     def _append(self, records: list[Record], incoming: int) -> list[int]:
         with self._lock, self._guard("append"):
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
+            with self._transaction():
                 dropped = self._make_room(incoming + _GAP_EVENT_ESTIMATE)
                 gaps = [
                     dataclasses.replace(record(gap, "gap"), pinned=True)
@@ -412,10 +403,6 @@ class Outbox:
                 self._conn.execute(
                     "UPDATE meta SET value = ? WHERE key = 'last_sequence'", (sequences[-1],)
                 )
-                self._conn.execute("COMMIT")
-            except BaseException:
-                self._rollback()
-                raise
             self._last = sequences[-1]
             for d in dropped:
                 self._pending[d.priority] -= 1
@@ -423,10 +410,11 @@ class Outbox:
                 self._pending[r.priority] += 1
         return sequences[len(gaps) :]
 
-    def _insert(self, records: Sequence[Record]) -> list[int]:
+    def _insert(self, records: Sequence[Record], *, after: int | None = None) -> list[int]:
+        """Insert ``records`` numbered from after the last sequence (or ``after``)."""
         rows: dict[Priority, list[tuple[int, int, bytes, bool]]] = {p: [] for p in _LANES}
         sequences = []
-        seq = self._last
+        seq = self._last if after is None else after
         for r in records:
             seq += 1
             rows[r.priority].append((seq, r.at_us, r.stored_body(seq), r.pinned))
@@ -477,6 +465,17 @@ class Outbox:
                 )
                 after = last
         return dropped
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """One write transaction: committed when the block ends, rolled back if it raises."""
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            self._conn.execute("COMMIT")
+        except BaseException:
+            self._rollback()
+            raise
 
     def _rollback(self) -> None:
         with contextlib.suppress(sqlite3.Error):
@@ -542,16 +541,11 @@ class Outbox:
         raised = {p: seq for p, seq in cursor.items() if seq > self._sent[p]}
         if not raised:
             return  # a resend after a reconnection: nothing new
-        self._conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction():
             for priority, seq in raised.items():
                 self._conn.execute(
                     _sql("UPDATE meta SET value = ? WHERE key = 'sent.{lane}'", priority), (seq,)
                 )
-            self._conn.execute("COMMIT")
-        except BaseException:
-            self._rollback()
-            raise
         self._sent.update(raised)
 
     def ack(self, ranges: Iterable[link_pb2.SequenceRange | tuple[int, int]]) -> int:
@@ -586,19 +580,15 @@ class Outbox:
             # orchestrator stores by sequence, idempotently): no fsync to wait for. The
             # next append's fsync, or a checkpoint, makes it durable along the way.
             self._conn.execute("PRAGMA synchronous = NORMAL")
-            self._conn.execute("BEGIN IMMEDIATE")
             try:
-                for priority in _LANES:
-                    for first, last in bounds:
-                        cursor = self._conn.execute(
-                            _sql("DELETE FROM {lane} WHERE seq BETWEEN ? AND ?", priority),
-                            (first, last),
-                        )
-                        deleted[priority] += cursor.rowcount
-                self._conn.execute("COMMIT")
-            except BaseException:
-                self._rollback()
-                raise
+                with self._transaction():
+                    for priority in _LANES:
+                        for first, last in bounds:
+                            cursor = self._conn.execute(
+                                _sql("DELETE FROM {lane} WHERE seq BETWEEN ? AND ?", priority),
+                                (first, last),
+                            )
+                            deleted[priority] += cursor.rowcount
             finally:
                 self._conn.execute("PRAGMA synchronous = FULL")
             for priority, count in deleted.items():
@@ -631,15 +621,10 @@ class Outbox:
         with self._lock, self._guard("raise the sequence floor"):
             if stored_sequence <= self._last:
                 return False
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
+            with self._transaction():
                 self._conn.execute(
                     "UPDATE meta SET value = ? WHERE key = 'last_sequence'", (stored_sequence,)
                 )
-                self._conn.execute("COMMIT")
-            except BaseException:
-                self._rollback()
-                raise
             self._last = stored_sequence
         return True
 
@@ -698,11 +683,10 @@ class Outbox:
             if settlement.rewound:
                 events.insert(0, _rewound(hello_last, stored_sequence, settlement, now))
             records = [dataclasses.replace(record(e, "loss"), pinned=True) for e in events]
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                # New events are numbered past what the orchestrator holds.
-                self._last = max(self._last, stored_sequence)
-                sequences = self._insert(records) if records else [self._last]
+            # New events are numbered past what the orchestrator holds.
+            floor = max(self._last, stored_sequence)
+            with self._transaction():
+                sequences = self._insert(records, after=floor) if records else [floor]
                 self._conn.execute(
                     "UPDATE meta SET value = ? WHERE key = 'last_sequence'", (sequences[-1],)
                 )
@@ -710,11 +694,6 @@ class Outbox:
                 # said what it could).
                 self._conn.execute("DELETE FROM lost")
                 self._conn.execute("UPDATE meta SET value = 0 WHERE key = 'lost_open_from'")
-                self._conn.execute("COMMIT")
-            except BaseException:
-                self._rollback()
-                self._last = self._scalar("SELECT value FROM meta WHERE key = 'last_sequence'")
-                raise
             self._last = sequences[-1]
             for r in records:
                 self._pending[r.priority] += 1
@@ -775,7 +754,7 @@ class Outbox:
                 event.ClearField("sequence")
                 copies.append(Record(priority, at_us, event.SerializeToString(), pinned))
             if conflict:
-                listed = ",".join(f"{a}-{b}" if a != b else str(a) for a, b in bounds[:64])
+                listed = sequence_list(bounds[:MAX_LISTED_RANGES])
                 alarm = EquipmentEvent(
                     device_id=GAP_DEVICE_ID,
                     type="outbox.conflict",
@@ -789,18 +768,13 @@ class Outbox:
                     attributes={"sequences": listed, "renumbered": str(len(rows))},
                 )
                 copies.append(record(alarm, "conflict"))
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
+            with self._transaction():
                 for seq, priority, *_ in rows:
                     self._conn.execute(_sql("DELETE FROM {lane} WHERE seq = ?", priority), (seq,))
                 sequences = self._insert(copies)
                 self._conn.execute(
                     "UPDATE meta SET value = ? WHERE key = 'last_sequence'", (sequences[-1],)
                 )
-                self._conn.execute("COMMIT")
-            except BaseException:
-                self._rollback()
-                raise
             self._last = sequences[-1]
             self._in_flight -= {seq for seq, *_ in rows}
             if conflict:

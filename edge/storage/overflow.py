@@ -114,6 +114,20 @@ def sequence_ranges(sequences: Iterable[int]) -> list[tuple[int, int]]:
     return ranges
 
 
+def sequence_list(ranges: Iterable[tuple[int, int]]) -> str:
+    """How gap events list sequences: ``[(1, 3), (7, 7)] -> "1-3,7"``."""
+    return ",".join(f"{a}-{b}" if a != b else str(a) for a, b in ranges)
+
+
+def parse_sequence_list(text: str) -> list[tuple[int, int]]:
+    """The ranges of a :func:`sequence_list` (for readers of gap events)."""
+    ranges = []
+    for part in filter(None, text.split(",")):
+        first, _, last = part.partition("-")
+        ranges.append((int(first), int(last or first)))
+    return ranges
+
+
 def _describe(prefix: str, dropped: Sequence[Dropped]) -> dict[str, str]:
     sequences = [d.sequence for d in dropped]
     times = [d.at for d in dropped]
@@ -162,7 +176,7 @@ def gap_event(dropped: Sequence[Dropped], at: datetime) -> EquipmentEvent:
             parts.append(f"{len(of_priority)} {name}")
     ranges = sequence_ranges(d.sequence for d in dropped)
     listed = ranges[:MAX_LISTED_RANGES]
-    attributes["sequences"] = ",".join(f"{a}-{b}" if a != b else str(a) for a, b in listed)
+    attributes["sequences"] = sequence_list(listed)
     if len(ranges) > len(listed):
         attributes["sequences_truncated"] = "true"
     attributes["policy"] = "oldest metering first, then oldest events; alarms never dropped"

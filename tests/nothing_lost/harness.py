@@ -31,6 +31,7 @@ from edge.config import AgentConfig
 from edge.equipment.base import EquipmentEvent, Priority
 from edge.equipment.lamp_sim import SimulatedLamp
 from edge.link import Backoff
+from edge.storage.overflow import GAP_EVENT_TYPE, parse_sequence_list
 from ondijon.admin import call
 from ondijon.clock import ManualClock
 from protos.ondijon.v1 import control_pb2, link_pb2, schedule_pb2
@@ -149,8 +150,11 @@ class AgentProcess:
 class LinkProxy:
     """A TCP proxy on 127.0.0.1 in front of the orchestrator's port."""
 
-    def __init__(self, upstream_port: Callable[[], int]) -> None:
+    def __init__(self, upstream_port: Callable[[], int], *, source: str = "127.0.0.1") -> None:
+        """``source``: the loopback address the orchestrator sees the connections come from
+        (another one than 127.0.0.1 is another client host, for budgets per address)."""
         self.upstream_port = upstream_port
+        self.source = source
         self.online = True
         self.port = 0
         self.connections = 0
@@ -200,7 +204,9 @@ class LinkProxy:
             writer.transport.abort()
             return
         try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port())
+            up_reader, up_writer = await asyncio.open_connection(
+                "127.0.0.1", self.upstream_port(), local_addr=(self.source, 0)
+            )
         except OSError:
             writer.transport.abort()
             return
@@ -332,6 +338,17 @@ async def gateway(city: City, gateway_id: str) -> control_pb2.Gateway:
     )
     assert isinstance(response, control_pb2.GetGatewayResponse)
     return response.gateway
+
+
+def listed_lost(events: Iterable[link_pb2.Event]) -> set[int]:
+    """Every sequence the ``outbox.gap`` events among ``events`` list as lost."""
+    return {
+        sequence
+        for e in events
+        if e.type == GAP_EVENT_TYPE
+        for first, last in parse_sequence_list(e.attributes["sequences"])
+        for sequence in range(first, last + 1)
+    }
 
 
 async def stored_events(city: City, gateway_id: str) -> list[control_pb2.StoredEvent]:

@@ -23,7 +23,13 @@ from protos.ondijon.v1 import control_pb2, link_pb2, schedule_pb2
 from tests.conftest import City
 from tests.nothing_lost.agent_driver import event_fingerprint, wire_fingerprint
 from tests.nothing_lost.damage import garble_leaf, restore_image, take_image
-from tests.nothing_lost.harness import LinkProxy, eventually, gateway, stored_events
+from tests.nothing_lost.harness import (
+    LinkProxy,
+    eventually,
+    gateway,
+    listed_lost,
+    stored_events,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -179,16 +185,6 @@ def recording(agent: Agent) -> dict[int, str]:
     return taken
 
 
-def listed_lost(events: list[control_pb2.StoredEvent]) -> set[int]:
-    lost: set[int] = set()
-    for e in events:
-        if e.event.type == "outbox.gap":
-            for part in e.event.attributes["sequences"].split(","):
-                first, _, last = part.partition("-")
-                lost.update(range(int(first), int(last or first) + 1))
-    return lost
-
-
 async def test_a_page_garbled_under_a_running_agent_is_recovered_and_the_loss_listed_exactly(
     city: City, lamp_table: Callable[[int], str]
 ) -> None:
@@ -216,7 +212,7 @@ async def test_a_page_garbled_under_a_running_agent_is_recovered_and_the_loss_li
 
     events = await stored_events(city, config.gateway_id)
     stored = {e.event.sequence: e for e in events}
-    lost = listed_lost(events)
+    lost = listed_lost(e.event for e in events)
     # Exact accounting: every sequence given is stored or listed as lost, never both.
     assert set(stored) | lost == set(range(1, last + 1))
     assert not set(stored) & lost

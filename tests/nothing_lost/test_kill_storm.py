@@ -35,12 +35,10 @@ The short storm runs in ``make test``; the long one (220 rounds) with::
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import random
 import shutil
 from collections import Counter
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,11 +47,9 @@ import pytest
 
 from edge.config import AgentConfig
 from edge.storage.outbox import Outbox
-from ondijon.clock import ManualClock, SystemClock
-from orchestrator.server import start
-from protos.ondijon.v1 import control_pb2
+from ondijon.clock import ManualClock
 from provisioning.ca import CertificateAuthority
-from tests.conftest import City, orchestrator_config
+from tests.conftest import City, started_city
 from tests.nothing_lost.agent_driver import wire_fingerprint
 from tests.nothing_lost.damage import (
     cut_wal,
@@ -63,7 +59,14 @@ from tests.nothing_lost.damage import (
     restore_image,
     take_image,
 )
-from tests.nothing_lost.harness import AgentProcess, LinkProxy, eventually, gateway, stored_events
+from tests.nothing_lost.harness import (
+    AgentProcess,
+    LinkProxy,
+    eventually,
+    gateway,
+    listed_lost,
+    stored_events,
+)
 
 pytestmark = [pytest.mark.integration]
 
@@ -113,20 +116,6 @@ def settle_files(state_dir: Path) -> None:
     """Open and close the outbox as an agent start would (its log folded in)."""
     with Outbox(state_dir / "outbox.sqlite", clock=ManualClock(START)):
         pass
-
-
-@contextlib.asynccontextmanager
-async def storm_city(tmp_path: Path, ca: CertificateAuthority) -> AsyncIterator[City]:
-    # The agent's clock runs an hour a second ahead of the orchestrator's: a long storm
-    # takes it weeks ahead, which the orchestrator must accept here.
-    config = orchestrator_config(tmp_path, max_clock_ahead_s=5 * 365 * 86400.0)
-    running = await start(config, SystemClock(), ca=ca)
-    city = City(tmp_path, ca, config, running, admin=None)  # type: ignore[arg-type]
-    city.admin = city.operator("admin", "admin", ["*"])
-    try:
-        yield city
-    finally:
-        await city.running.stop(0)
 
 
 async def damage(
@@ -220,23 +209,13 @@ async def storm(city: City, config: AgentConfig, rounds: int, tmp_path: Path) ->
     return ledger
 
 
-def listed_lost(events: list[control_pb2.StoredEvent]) -> set[int]:
-    lost: set[int] = set()
-    for e in events:
-        if e.event.type == "outbox.gap":
-            for part in e.event.attributes["sequences"].split(","):
-                first, _, last = part.partition("-")
-                lost.update(range(int(first), int(last or first) + 1))
-    return lost
-
-
 async def account(city: City, gateway_id: str, ledger: Ledger) -> dict[str, int]:
     """The exact accounting of the module docstring; the figures."""
     events = await stored_events(city, gateway_id)
     stored = {e.event.sequence: e.event for e in events}
     fingerprints = {s: wire_fingerprint(e) for s, e in stored.items()}
     stored_fps = Counter(fingerprints.values())
-    listed = listed_lost(events)
+    listed = listed_lost(e.event for e in events)
     promised_fps = {fp for fps in ledger.promised.values() for fp in fps}
 
     assert not set(stored) & listed, "a sequence both stored and listed as lost"
@@ -294,7 +273,9 @@ ROUNDS = [
 async def test_a_kill_storm_loses_nothing_it_did_not_list(
     tmp_path: Path, ca: CertificateAuthority, lamp_table: object, rounds: int
 ) -> None:
-    async with storm_city(tmp_path, ca) as city:
+    # The agent's clock runs two hours a second ahead of the orchestrator's: a long storm
+    # takes it weeks ahead, which the orchestrator must accept here.
+    async with started_city(tmp_path, ca, max_clock_ahead_s=5 * 365 * 86400.0) as city:
         config = await city.enrolled(
             "nl-storm",
             lamps=lamp_table(100),  # type: ignore[operator]

@@ -31,6 +31,7 @@ from protos.ondijon.v1 import link_pb2
 from provisioning.ca import CertificateAuthority, key_to_pem, load_certs, new_private_key
 from provisioning.identity import Identity, Role
 from tests.conftest import City, orchestrator_config
+from tests.nothing_lost.harness import LinkProxy
 
 CONNECT = "/ondijon.v1.GatewayLink/Connect"
 
@@ -208,52 +209,45 @@ async def clocked_city(tmp_path: Path, ca: CertificateAuthority) -> AsyncIterato
         await city.running.stop(0)
 
 
-class AddressProxy:
-    """A TCP forwarder on 127.0.0.1 whose connections reach ``upstream_port`` from another
-    loopback address (``source``): a second client host, for budgets kept per address."""
+def another_host(port: int) -> LinkProxy:
+    """A proxy whose connections reach ``port`` from 127.0.0.2: another client host, for
+    budgets kept per address."""
+    return LinkProxy(lambda: port, source="127.0.0.2")
 
-    def __init__(self, upstream_port: int, source: str = "127.0.0.2") -> None:
-        self.upstream_port = upstream_port
-        self.source = source
-        self.port = 0
-        self._server: asyncio.Server | None = None
-        self._live: set[asyncio.StreamWriter] = set()
 
-    async def __aenter__(self) -> AddressProxy:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
+async def codes_of(calls: list[Any], timeout: float) -> list[grpc.StatusCode]:
+    """The status each call ended with; fails if any is still open after ``timeout``."""
 
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        for writer in list(self._live):
-            writer.transport.abort()
-        await self._server.wait_closed()
+    async def code(held: Any) -> grpc.StatusCode:
+        with contextlib.suppress(grpc.aio.AioRpcError):
+            await held
+        result = await held.code()
+        assert isinstance(result, grpc.StatusCode)
+        return result
 
-    @property
-    def address(self) -> str:
-        return f"localhost:{self.port}"
+    return list(await asyncio.wait_for(asyncio.gather(*(code(c) for c in calls)), timeout))
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection(
-                "127.0.0.1", self.upstream_port, local_addr=(self.source, 0)
-            )
-        except OSError:
-            writer.transport.abort()
-            return
-        self._live |= {writer, up_writer}
 
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(OSError):
-                while chunk := await src.read(65536):
-                    dst.write(chunk)
-                    await dst.drain()
-            dst.transport.abort()
+async def revoked_and_enrolled_again(city: City, config: AgentConfig) -> Credentials:
+    """Revoke the gateway (its key stolen), enroll it again with a fresh token; the stolen
+    credentials."""
+    from ondijon.admin import call
+    from protos.ondijon.v1 import control_pb2
 
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-        self._live -= {writer, up_writer}
+    stolen = load_credentials(config)
+    await call(
+        city.admin,
+        "RevokeGateway",
+        control_pb2.RevokeGatewayRequest(gateway_id=config.gateway_id, reason="key-compromise"),
+    )
+    fresh = await call(
+        city.admin,
+        "IssueEnrollmentToken",
+        control_pb2.IssueEnrollmentTokenRequest(gateway_id=config.gateway_id),
+    )
+    assert isinstance(fresh, control_pb2.IssueEnrollmentTokenResponse)
+    await enroll(config, fresh.enrollment_token)
+    return stolen
 
 
 async def never_sent() -> AsyncIterator[bytes]:

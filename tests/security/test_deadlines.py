@@ -16,7 +16,6 @@ from pathlib import Path
 import grpc
 import pytest
 
-from edge.identity import enroll, load_credentials
 from ondijon.admin import AdminError, call
 from ondijon.clock import SystemClock
 from orchestrator.admission import certificate_key
@@ -26,12 +25,14 @@ from provisioning.ca import CertificateAuthority
 from tests.conftest import City, orchestrator_config
 from tests.security.conftest import (
     CONNECT,
-    AddressProxy,
+    another_host,
     channel,
+    codes_of,
     enrolled,
     gateway_channel,
     held_calls,
     relax,
+    revoked_and_enrolled_again,
     serial_of,
     stream,
 )
@@ -41,19 +42,6 @@ pytestmark = pytest.mark.integration
 ENROLL = "/ondijon.v1.Enrollment/Enroll"
 RENEW = "/ondijon.v1.Enrollment/Renew"
 GET_CRL = "/ondijon.v1.Enrollment/GetCrl"
-
-
-async def codes_of(calls: list[object], timeout: float) -> list[grpc.StatusCode]:
-    """The status each call ended with; fails if any is still open after ``timeout``."""
-
-    async def code(held: object) -> grpc.StatusCode:
-        with contextlib.suppress(grpc.aio.AioRpcError):
-            await held  # type: ignore[misc]
-        result = await held.code()  # type: ignore[attr-defined]
-        assert isinstance(result, grpc.StatusCode)
-        return result
-
-    return list(await asyncio.wait_for(asyncio.gather(*(code(c) for c in calls)), timeout))
 
 
 async def get_crl(address: str, root_pem: bytes) -> enrollment_pb2.GetCrlResponse:
@@ -67,7 +55,7 @@ async def get_crl(address: str, root_pem: bytes) -> enrollment_pb2.GetCrlRespons
 async def test_calls_held_open_without_a_request_do_not_block_enrollment(city: City) -> None:
     relax(city.running.app, request_timeout_s=1.0)
     async with (
-        AddressProxy(city.running.enroll_port) as proxy,
+        another_host(city.running.enroll_port) as proxy,
         channel(proxy.address, city.ca.root_pem) as attacker,
     ):
         held = held_calls(attacker, ENROLL, 64)
@@ -167,22 +155,10 @@ async def test_a_revoked_certificate_cannot_use_up_its_gateways_budgets(city: Ci
     # Budgets small enough that 25 knocks would use them up, were they counted.
     relax(city.running.app, stream_open_burst=5, stream_opens_per_s=0.001, call_burst=10)
     config = await enrolled(city, "dj-001")
-    stolen = load_credentials(config)
-    await call(
-        city.admin,
-        "RevokeGateway",
-        control_pb2.RevokeGatewayRequest(gateway_id="dj-001", reason="key-compromise: stolen"),
-    )
-    response = await call(
-        city.admin,
-        "IssueEnrollmentToken",
-        control_pb2.IssueEnrollmentTokenRequest(gateway_id="dj-001"),
-    )
-    assert isinstance(response, control_pb2.IssueEnrollmentTokenResponse)
-    await enroll(config, response.enrollment_token)
+    stolen = await revoked_and_enrolled_again(city, config)
 
     async with (
-        AddressProxy(city.running.port) as proxy,
+        another_host(city.running.port) as proxy,
         channel(proxy.address, stolen.root_pem, stolen.key_pem, stolen.chain_pem) as thief,
     ):
         for _ in range(25):

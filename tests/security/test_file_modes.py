@@ -16,10 +16,9 @@ import pytest
 
 from edge.agent import Agent
 from edge.link import Backoff
-from ondijon.clock import ManualClock, SystemClock
-from orchestrator.server import start
+from ondijon.clock import ManualClock
 from provisioning.ca import CertificateAuthority
-from tests.conftest import City, orchestrator_config
+from tests.conftest import started_city
 from tests.edge.test_agent import eventually
 
 pytestmark = pytest.mark.integration
@@ -60,11 +59,8 @@ def wrong(found: dict[str, int]) -> dict[str, str]:
 async def test_every_file_is_private_under_a_022_umask(tmp_path: Path, lamp_table: object) -> None:
     with umask(0o022):
         ca = CertificateAuthority.init(tmp_path / "ca", now=datetime.now(UTC))
-        config = orchestrator_config(tmp_path)
-        running = await start(config, SystemClock(), ca=ca)
-        city = City(tmp_path, ca, config, running, admin=None)  # type: ignore[arg-type]
-        try:
-            city.admin = city.operator("admin", "admin", ["*"])
+        async with started_city(tmp_path, ca) as city:
+            config = city.config
             agent_config = await city.enrolled("dj-001", lamps=lamp_table(2))  # type: ignore[operator]
             agent = Agent(agent_config, ManualClock(datetime.now(UTC)))
             agent.link.backoff = Backoff(base_s=0.05, cap_s=0.3)
@@ -78,8 +74,6 @@ async def test_every_file_is_private_under_a_022_umask(tmp_path: Path, lamp_tabl
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        finally:
-            await city.running.stop(0)
     store = sorted(tmp_path.glob("orchestrator.db*"))
     assert store, "no store file"
     roots = [config.state_dir, tmp_path / "ca", agent_config.state_dir, city.admin.directory]

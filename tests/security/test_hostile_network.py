@@ -34,23 +34,22 @@ from pathlib import Path
 import grpc
 import pytest
 
-from edge.identity import enroll, load_credentials
-from ondijon.admin import call
-from ondijon.clock import SystemClock
-from orchestrator.server import start
-from protos.ondijon.v1 import control_pb2, enrollment_pb2, link_pb2, schedule_pb2, state_pb2
+from protos.ondijon.v1 import enrollment_pb2
 from provisioning.ca import CertificateAuthority, make_csr, new_private_key
-from tests.conftest import City, orchestrator_config
+from tests.conftest import City, started_city
 from tests.security.conftest import (
-    AddressProxy,
     GatewayStream,
+    another_host,
     channel,
+    codes_of,
     enrolled,
     gateway_channel,
     held_calls,
     relax,
+    revoked_and_enrolled_again,
     stream,
 )
+from tests.security.test_admission import report
 
 pytestmark = pytest.mark.integration
 
@@ -65,18 +64,6 @@ SCALES = [
         ],
     ),
 ]
-
-
-def report(batch_id: int, devices: int = 10) -> link_pb2.ConnectRequest:
-    return link_pb2.ConnectRequest(
-        state=link_pb2.StateReport(
-            batch_id=batch_id,
-            devices=[
-                state_pb2.DeviceState(device_id=f"lamp-{i:03d}", kind=schedule_pb2.DEVICE_KIND_LAMP)
-                for i in range(devices)
-            ],
-        )
-    )
 
 
 @dataclass
@@ -126,21 +113,10 @@ class Outcome:
 Flood = Callable[[City, int], Awaitable[tuple[int, str]]]
 
 
-async def codes_of(calls: list[object], timeout: float) -> list[grpc.StatusCode]:
-    async def code(held: object) -> grpc.StatusCode:
-        with contextlib.suppress(grpc.aio.AioRpcError):
-            await held  # type: ignore[misc]
-        result = await held.code()  # type: ignore[attr-defined]
-        assert isinstance(result, grpc.StatusCode)
-        return result
-
-    return list(await asyncio.wait_for(asyncio.gather(*(code(c) for c in calls)), timeout))
-
-
 async def half_open_enrollment(city: City, scale: int) -> tuple[int, str]:
     count = 64 * scale
     async with (
-        AddressProxy(city.running.enroll_port) as proxy,
+        another_host(city.running.enroll_port) as proxy,
         channel(proxy.address, city.ca.root_pem) as attacker,
     ):
         held = held_calls(attacker, "/ondijon.v1.Enrollment/Enroll", count)
@@ -191,22 +167,10 @@ async def unfinished_handshakes(city: City, scale: int) -> tuple[int, str]:
 
 async def revoked_knocks(city: City, scale: int) -> tuple[int, str]:
     config = await enrolled(city, "hn-stolen")
-    stolen = load_credentials(config)
-    await call(
-        city.admin,
-        "RevokeGateway",
-        control_pb2.RevokeGatewayRequest(gateway_id="hn-stolen", reason="key-compromise"),
-    )
-    fresh = await call(
-        city.admin,
-        "IssueEnrollmentToken",
-        control_pb2.IssueEnrollmentTokenRequest(gateway_id="hn-stolen"),
-    )
-    assert isinstance(fresh, control_pb2.IssueEnrollmentTokenResponse)
-    await enroll(config, fresh.enrollment_token)
+    stolen = await revoked_and_enrolled_again(city, config)
     count = 25 * scale
     async with (
-        AddressProxy(city.running.port) as proxy,
+        another_host(city.running.port) as proxy,
         channel(proxy.address, stolen.root_pem, stolen.key_pem, stolen.chain_pem) as thief,
     ):
         knocks = [GatewayStream(thief) for _ in range(count)]
@@ -260,7 +224,7 @@ async def enrollment_guesses(city: City, scale: int) -> tuple[int, str]:
         return grpc.StatusCode.OK
 
     async with (
-        AddressProxy(city.running.enroll_port) as proxy,
+        another_host(city.running.enroll_port) as proxy,
         channel(proxy.address, city.ca.root_pem) as chan,
     ):
         codes = await asyncio.gather(*(guess(i) for i in range(count)))
@@ -301,15 +265,9 @@ FLOODS: list[tuple[str, Flood]] = [
 @contextlib.asynccontextmanager
 async def hostile_city(tmp_path: Path, ca: CertificateAuthority) -> AsyncIterator[City]:
     """An orchestrator with short deadlines (1 s), so floods end within the test."""
-    config = orchestrator_config(tmp_path, handshake_timeout_s=1.0)
-    running = await start(config, SystemClock(), ca=ca)
-    city = City(tmp_path, ca, config, running, admin=None)  # type: ignore[arg-type]
-    city.admin = city.operator("admin", "admin", ["*"])
-    relax(running.app, request_timeout_s=1.0)
-    try:
+    async with started_city(tmp_path, ca, handshake_timeout_s=1.0) as city:
+        relax(city.running.app, request_timeout_s=1.0)
         yield city
-    finally:
-        await city.running.stop(0)
 
 
 @pytest.mark.parametrize("scale", SCALES)

@@ -19,6 +19,7 @@ from edge.storage.overflow import MIB, OutboxLimits
 from ondijon.clock import ManualClock
 from protos.ondijon.v1 import link_pb2
 from tests.nothing_lost.damage import garble_leaf
+from tests.nothing_lost.harness import listed_lost
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 QUARTER = timedelta(minutes=15)
@@ -408,16 +409,6 @@ def test_a_corrupt_database_is_set_aside_and_reported(tmp_path: Path, clock: Man
         assert box.recovered is None and box.last_sequence == 813
 
 
-def listed(events: list[link_pb2.Event]) -> set[int]:
-    """Every sequence the gap events among ``events`` list."""
-    found: set[int] = set()
-    for gap in gaps(events):
-        for part in gap.attributes["sequences"].split(","):
-            first, _, last = part.partition("-")
-            found.update(range(int(first), int(last or first) + 1))
-    return found
-
-
 def cabinet_backlog(
     path: Path, clock: ManualClock, quarters: int = 30
 ) -> tuple[list[int], list[int]]:
@@ -462,7 +453,7 @@ def test_a_page_garbled_under_a_running_outbox_costs_that_page_and_is_listed_exa
             held=[(s, s) for s in held], stored_sequence=hello_last, hello_last=hello_last
         )
         assert not settlement.rewound
-        assert listed(everything(box)) == unreadable - set(held)
+        assert listed_lost(everything(box)) == unreadable - set(held)
         # Settled once: the next welcome lists nothing more.
         again = box.settle_losses(held=[], stored_sequence=0, hello_last=box.last_sequence)
         assert again.lost == []
@@ -496,7 +487,7 @@ def test_a_counter_that_went_back_is_numbered_past_the_orchestrator_and_the_loss
     rewound = [e for e in kept if e.type == "outbox.rewound"]
     assert len(rewound) == 1 and rewound[0].priority == link_pb2.EVENT_PRIORITY_ALARM
     assert rewound[0].sequence == 21 and rewound[0].attributes["stored_sequence"] == "20"
-    assert listed(kept) == {16, 17}
+    assert listed_lost(kept) == {16, 17}
     assert outbox.append(event("lamp-000", T0)) > 21  # never a number the orchestrator holds
 
 
