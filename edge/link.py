@@ -102,6 +102,7 @@ class OutboxPort(Protocol):
         held: Iterable[tuple[int, int]] | None,
         stored_sequence: int,
         hello_last: int,
+        asked_after: int | None = None,
     ) -> Settlement: ...
 
     def reissue(
@@ -231,12 +232,9 @@ class GatewayLinkClient:
             except asyncio.CancelledError:
                 raise
             except StorageError as exc:
-                # Recovered already (the outbox did it): reconnect at once.
+                # Recovered already (the outbox did it): reconnect soon, whatever before.
                 self.status.last_error = f"storage: {exc}"
-                self.status.connected.clear()
-                attempt = 0
-                await self.sleep(0)
-                continue
+                attempt = -1
             except grpc.aio.AioRpcError as exc:
                 self.status.last_error = f"{exc.code().name}: {exc.details()}"
             except IdentityFilesError as exc:
@@ -249,7 +247,7 @@ class GatewayLinkClient:
             # ends it with an RPC error): the backoff starts again from zero.
             welcomed = self.status.sessions > sessions
             self.status.connected.clear()
-            attempt = 0 if welcomed else attempt + 1
+            attempt = 0 if welcomed or attempt < 0 else attempt + 1
             delay = self.backoff.delay(attempt, self.rng)
             log.info("link down (%s); retrying in %.1f s", escape(self.status.last_error), delay)
             await self.sleep(delay)
@@ -277,6 +275,8 @@ class GatewayLinkClient:
                     self._stream = None
                 if self._current is session:
                     self.channel, self._current = None, None
+                if session.failed.done():
+                    session.failed.exception()  # retrieved: raised above, or moot
                 await session.close()
                 call.cancel()
                 await cancel_and_wait(reading)
@@ -311,7 +311,7 @@ class _Session:
         self.tasks: list[asyncio.Task[None]] = []
         # Set by the first of this stream's tasks to fail (the stream then ends with it).
         self.failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.hello_last = 0
+        self.hello_last = self.asked_after = 0
         client.outbox.requeue_in_flight()
 
     def fail(self, exc: BaseException) -> None:
@@ -336,6 +336,7 @@ class _Session:
         agent = self.client.agent
         outbox = self.client.outbox
         self.hello_last = outbox.last_sequence
+        self.asked_after = outbox.held_after()
         yield link_pb2.ConnectRequest(
             hello=link_pb2.Hello(
                 firmware_version=agent.firmware_version,
@@ -344,7 +345,7 @@ class _Session:
                 protocol_revision=PROTOCOL_REVISION,
                 # What the orchestrator holds above this tells exactly what a damaged or
                 # rewound outbox lost (usually nothing is above it: one index probe).
-                held_after=outbox.held_after(),
+                held_after=self.asked_after,
                 list_held_after=True,
             )
         )
@@ -363,6 +364,7 @@ class _Session:
             else None,
             stored_sequence=welcome.stored_sequence,
             hello_last=self.hello_last,
+            asked_after=self.asked_after,
         )
         if settlement.rewound:
             self.client._storage_alarm(

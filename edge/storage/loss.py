@@ -18,6 +18,11 @@ last sequence could not be read) are not listed: nobody knows they were ever giv
 A sequence counter that went backwards (the orchestrator holds sequences above the
 agent's last one) adds the range between the two to the candidates: those the
 orchestrator holds were delivered by the agent's earlier life, the others are gone.
+
+The same answer keeps the outbox's own gap events exact (:func:`corrected_gap`): a gap
+event still waiting to be sent that lists a sequence the orchestrator holds (dropped for
+room after a disk went back to an older state, when what had been sent since was no
+longer known as sent) is corrected before it leaves.
 """
 
 from __future__ import annotations
@@ -27,7 +32,14 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from edge.equipment.base import EquipmentEvent, Priority
-from edge.storage.overflow import GAP_DEVICE_ID, GAP_EVENT_TYPE, MAX_LISTED_RANGES, sequence_list
+from edge.storage.overflow import (
+    GAP_DEVICE_ID,
+    GAP_EVENT_TYPE,
+    MAX_LISTED_RANGES,
+    parse_sequence_list,
+    sequence_list,
+)
+from protos.ondijon.v1 import link_pb2
 
 Ranges = list[tuple[int, int]]
 # The end of a candidate range whose extent is unknown.
@@ -134,3 +146,50 @@ def loss_events(lost: Ranges, reason: str, at: datetime) -> list[EquipmentEvent]
             )
         )
     return events
+
+
+def gap_listed(event: link_pb2.Event) -> Ranges:
+    """The sequences a gap event lists (none for any other event)."""
+    if event.type != GAP_EVENT_TYPE or "sequences" not in event.attributes:
+        return []
+    return parse_sequence_list(event.attributes["sequences"])
+
+
+def corrected_gap(
+    event: link_pb2.Event, held: Iterable[tuple[int, int]], *, known_above: int
+) -> link_pb2.Event | None:
+    """``event`` (a gap event not yet sent) without the sequences the orchestrator holds,
+    or None if it lists none of them.
+
+    Args:
+        held: what the orchestrator holds above ``known_above`` (``Welcome.held_after``).
+        known_above: the sequence the hello asked about; what is listed at or below it is
+            left as it is (the answer says nothing about it).
+    """
+    listed = gap_listed(event)
+    held_here = subtract(held, [(0, known_above)])
+    kept = subtract(listed, held_here)
+    if not listed or count(kept) == count(listed):
+        return None
+    corrected = link_pb2.Event()
+    corrected.CopyFrom(event)
+    for key in [k for k in corrected.attributes if "." in k]:
+        del corrected.attributes[key]  # per-priority figures: no longer known exactly
+    removed = count(listed) - count(kept)
+    corrected.attributes["sequences"] = sequence_list(kept)
+    corrected.attributes["dropped"] = str(count(kept))
+    corrected.attributes["held_by_orchestrator"] = str(removed)
+    if kept:
+        corrected.attributes["first_sequence"] = str(kept[0][0])
+        corrected.attributes["last_sequence"] = str(kept[-1][1])
+        corrected.message = (
+            f"outbox full: dropped {count(kept)} event(s) the orchestrator does not hold "
+            f"({removed} more it held already), sequences {kept[0][0]}..{kept[-1][1]}"
+        )
+    else:
+        for key in ("first_sequence", "last_sequence", "first_at", "last_at"):
+            corrected.attributes.pop(key, None)
+        corrected.message = (
+            f"outbox full: dropped {removed} event(s), all of which the orchestrator held"
+        )
+    return corrected

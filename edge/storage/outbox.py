@@ -632,11 +632,36 @@ class Outbox:
 
     def held_after(self) -> int:
         """What the hello asks the orchestrator about (``Hello.held_after``): below the
-        lowest sequence that may have been lost, else the last sequence given (which also
-        shows a counter that went backwards)."""
+        lowest sequence that may have been lost or that a gap event still to be sent
+        lists, else the last sequence given (which also shows a counter gone back)."""
         with self._lock, self._guard("read the loss candidates"):
-            first = self._scalar("SELECT min(first) FROM lost")
-        return min(first - 1, self._last) if first else self._last
+            firsts = [self._scalar("SELECT min(first) FROM lost") or self._last + 1]
+            firsts += [ranges[0][0] for _, _, ranges in self._unsent_gaps() if ranges]
+        return min(min(firsts) - 1, self._last)
+
+    def _unsent_gaps(self) -> list[tuple[Priority, link_pb2.Event, loss.Ranges]]:
+        """The gap events waiting to be sent (pinned rows) and what each lists."""
+        found = []
+        for priority in _LANES:
+            for (body,) in self._conn.execute(
+                _sql("SELECT body FROM {lane} WHERE pinned AND seq > ?", priority),
+                (self._cursor[priority],),
+            ):
+                event = link_pb2.Event.FromString(body)
+                ranges = loss.gap_listed(event)
+                if ranges:
+                    found.append((priority, event, ranges))
+        return found
+
+    def _correct_gaps(self, held: list[tuple[int, int]], known_above: int) -> None:
+        """Take out of the unsent gap events what the orchestrator says it holds."""
+        for priority, event, _ in self._unsent_gaps():
+            corrected = loss.corrected_gap(event, held, known_above=known_above)
+            if corrected is not None:
+                self._conn.execute(
+                    _sql("UPDATE {lane} SET body = ? WHERE seq = ?", priority),
+                    (corrected.SerializeToString(), event.sequence),
+                )
 
     def settle_losses(
         self,
@@ -644,6 +669,7 @@ class Outbox:
         held: Iterable[tuple[int, int]] | None,
         stored_sequence: int,
         hello_last: int,
+        asked_after: int | None = None,
     ) -> loss.Settlement:
         """At a welcome: record exactly what was lost and number new events past what the
         orchestrator holds.
@@ -659,8 +685,14 @@ class Outbox:
                 older one): then no exact list can be made, and none is.
             stored_sequence: ``Welcome.stored_sequence``.
             hello_last: the last sequence said in the hello.
+            asked_after: ``Hello.held_after`` (by default, ``hello_last``).
         """
         with self._lock, self._guard("settle losses"):
+            if held is not None:
+                held = list(held)
+                after = hello_last if asked_after is None else asked_after
+                with self._transaction():
+                    self._correct_gaps(held, after)
             candidates = [(int(a), int(b)) for a, b in self._conn.execute("SELECT * FROM lost")]
             open_from = self._scalar("SELECT value FROM meta WHERE key = 'lost_open_from'")
             if not candidates and stored_sequence <= hello_last:

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import random
 import socket
+import sqlite3
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field, replace
 
@@ -138,9 +139,23 @@ def closed_address() -> str:
         return f"localhost:{sock.getsockname()[1]}"
 
 
+class BrokenOutbox(EmptyOutbox):
+    """An outbox whose reads fail a few times, as one on a failing disk would."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    def next_batch(self, max_events: int, max_bytes: int) -> list[link_pb2.Event]:
+        if self.failures:
+            self.failures -= 1
+            raise sqlite3.DatabaseError("database disk image is malformed")
+        return []
+
+
 @contextlib.asynccontextmanager
 async def linked(
-    config: AgentConfig, agent: FakeAgent | None = None
+    config: AgentConfig, agent: FakeAgent | None = None, outbox: EmptyOutbox | None = None
 ) -> AsyncIterator[tuple[GatewayLinkClient, RecordingBackoff]]:
     backoff = RecordingBackoff()
 
@@ -148,7 +163,7 @@ async def linked(
         await asyncio.sleep(0.02)  # not timing anything: keeps retries from spinning
 
     client = GatewayLinkClient(
-        config, agent or FakeAgent(), EmptyOutbox(), backoff=backoff, sleep=pace
+        config, agent or FakeAgent(), outbox or EmptyOutbox(), backoff=backoff, sleep=pace
     )
     task = asyncio.create_task(client.run())
     try:
@@ -182,6 +197,20 @@ async def test_failures_count_up_and_a_connection_is_made_when_possible(city: Ci
         client.config = config  # the orchestrator is reachable again
         await asyncio.wait_for(client.status.connected.wait(), 15)
         assert client.status.sessions == 1
+
+
+@pytest.mark.integration
+async def test_a_task_of_the_stream_that_fails_ends_the_stream_and_the_link_reconnects(
+    city: City, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = await city.enrolled("dj-001")
+    async with linked(config, outbox=BrokenOutbox(failures=2)) as (client, _):
+        # Each failure of the sending task closes its stream (never a stream left up,
+        # "connected", with nothing sent), is logged, and the link opens a new one.
+        await until(lambda: client.status.sessions >= 3)
+        await asyncio.wait_for(client.status.connected.wait(), 15)
+        assert "malformed" in client.status.last_error
+    assert "link failed" in caplog.text
 
 
 @pytest.mark.integration

@@ -34,6 +34,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from orchestrator.admission import certificate_key
 from protos.ondijon.v1 import enrollment_pb2
 from provisioning.ca import CertificateAuthority, make_csr, new_private_key
 from tests.conftest import City, started_city
@@ -47,6 +48,7 @@ from tests.security.conftest import (
     held_calls,
     relax,
     revoked_and_enrolled_again,
+    serial_of,
     stream,
 )
 from tests.security.test_admission import report
@@ -113,11 +115,34 @@ class Outcome:
 Flood = Callable[[City, int], Awaitable[tuple[int, str]]]
 
 
+@contextlib.asynccontextmanager
+async def most_held(city: City, key: str) -> AsyncIterator[list[int]]:
+    """Samples how many calls ``key`` holds at once, every 20 ms; the highest seen."""
+    admission = city.running.admission
+    assert admission is not None
+    seen = [0]
+
+    async def sample() -> None:
+        while True:
+            seen[0] = max(seen[0], admission.calls.count(key))
+            await asyncio.sleep(0.02)
+
+    sampler = asyncio.create_task(sample())
+    try:
+        yield seen
+    finally:
+        sampler.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sampler
+
+
 async def half_open_enrollment(city: City, scale: int) -> tuple[int, str]:
     count = 64 * scale
+    cap = city.running.app.rates.anonymous_calls_at_once
     async with (
         another_host(city.running.enroll_port) as proxy,
         channel(proxy.address, city.ca.root_pem) as attacker,
+        most_held(city, "ipv4:127.0.0.2") as seen,
     ):
         held = held_calls(attacker, "/ondijon.v1.Enrollment/Enroll", count)
         await asyncio.sleep(0.3)
@@ -128,9 +153,11 @@ async def half_open_enrollment(city: City, scale: int) -> tuple[int, str]:
         assert enrollment_pb2.GetCrlResponse.FromString(raw).crl_number > 0
         codes = await codes_of(held, timeout=10)
     assert set(codes) <= {grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
-    held_longest = codes.count(grpc.StatusCode.DEADLINE_EXCEEDED)
-    assert held_longest == city.running.app.rates.anonymous_calls_at_once
-    return count, f"{held_longest} held to the request deadline, the rest refused at once"
+    # Never more than the cap at once (a slot freed by a deadline is taken again by a call
+    # opened later: the long run holds a few rounds of the cap).
+    assert seen[0] == cap
+    assert codes.count(grpc.StatusCode.DEADLINE_EXCEEDED) >= cap
+    return count, f"at most {seen[0]} held at once, to the deadline; the rest refused at once"
 
 
 async def unfinished_handshakes(city: City, scale: int) -> tuple[int, str]:
@@ -188,13 +215,15 @@ async def revoked_knocks(city: City, scale: int) -> tuple[int, str]:
 async def half_open_unary(city: City, scale: int) -> tuple[int, str]:
     config = await enrolled(city, "hn-halfopen")
     count = 300 * scale
-    async with gateway_channel(city, config) as chan:
+    cap = city.running.app.rates.calls_at_once
+    key = certificate_key("spiffe://ondijon/gateway/hn-halfopen", serial_of(config))
+    async with gateway_channel(city, config) as chan, most_held(city, key) as seen:
         held = held_calls(chan, "/ondijon.v1.Enrollment/Renew", count)
         await asyncio.sleep(0.3)
-        codes = await codes_of(held, timeout=15)
-    capped = codes.count(grpc.StatusCode.DEADLINE_EXCEEDED)
-    assert capped == city.running.app.rates.calls_at_once
-    return count, f"{capped} held to the request deadline, the rest refused at once"
+        codes = await codes_of(held, timeout=30)
+    assert set(codes) <= {grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
+    assert seen[0] == cap and codes.count(grpc.StatusCode.DEADLINE_EXCEEDED) >= cap
+    return count, f"at most {seen[0]} held at once, to the deadline; the rest refused at once"
 
 
 async def enrollment_guesses(city: City, scale: int) -> tuple[int, str]:

@@ -530,6 +530,31 @@ def test_what_was_sent_is_never_dropped_even_after_the_stream_broke_and_a_restar
     assert sent <= {e.sequence for e in kept}
 
 
+def test_a_gap_event_not_yet_sent_lists_nothing_the_orchestrator_holds(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    # After a disk went back (an older image), events sent since are no longer known as
+    # sent: dropped for room, they are listed; the welcome's list corrects that.
+    limits = OutboxLimits(max_disk_bytes=MIB)
+    with Outbox(tmp_path / "outbox.db", clock=clock, limits=limits) as box:
+        _fill(box, clock, quarters=80, with_events=False)
+        dropped = _dropped_by_gaps(gaps(everything(box)))
+        assert dropped
+        asked = box.held_after()
+        assert asked < min(dropped)  # the hello asks about every listed sequence
+        held = sorted(dropped)[::2]
+        box.settle_losses(
+            held=[(s, s) for s in held],
+            stored_sequence=box.last_sequence,
+            hello_last=box.last_sequence,
+            asked_after=asked,
+        )
+        corrected = gaps(everything(box))
+    assert _dropped_by_gaps(corrected) == dropped - set(held)
+    assert sum(int(g.attributes["dropped"]) for g in corrected) == len(dropped) - len(held)
+    assert sum(int(g.attributes.get("held_by_orchestrator", "0")) for g in corrected) == len(held)
+
+
 def test_a_second_agent_cannot_open_the_same_outbox(outbox: Outbox, tmp_path: Path) -> None:
     outbox.append(alarm("lamp-1", T0))
     with pytest.raises(OutboxError, match="another process"):
