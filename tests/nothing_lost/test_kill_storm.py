@@ -218,7 +218,12 @@ async def account(city: City, gateway_id: str, ledger: Ledger) -> dict[str, int]
     listed = listed_lost(e.event for e in events)
     promised_fps = {fp for fps in ledger.promised.values() for fp in fps}
 
-    assert not set(stored) & listed, "a sequence both stored and listed as lost"
+    both = sorted(set(stored) & listed)
+    assert not both, f"stored and listed as lost: {both[:20]}; " + "; ".join(
+        f"#{e.event.sequence} {e.event.message} ({dict(e.event.attributes).get('reason', '')})"
+        for e in events
+        if e.event.type == "outbox.gap" and listed_lost([e.event]) & set(both)
+    )
     g = await gateway(city, gateway_id)
     for gap in g.missing:
         assert set(range(gap.first, gap.last + 1)) <= listed, f"unexplained gap {gap}"

@@ -299,6 +299,7 @@ async def hostile_city(tmp_path: Path, ca: CertificateAuthority) -> AsyncIterato
         yield city
 
 
+@pytest.mark.timeout(600)  # a loaded machine stretches every flood
 @pytest.mark.parametrize("scale", SCALES)
 async def test_a_hostile_network_gets_nothing_through(
     tmp_path: Path, ca: CertificateAuthority, scale: int
