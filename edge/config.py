@@ -90,6 +90,11 @@ class AgentConfig:
     equipment: dict[str, Section] = field(default_factory=dict)
     source: Path | None = None
     firmware: FirmwareConfig | None = None
+    # HTTP/2 keepalive of the link: a ping every keepalive_s, and the link is taken for dead
+    # (and reopened) when one is not answered within keepalive_timeout_s. The orchestrator
+    # allows a ping every 5 s at most (docs/integrators.md).
+    keepalive_s: float = 15.0
+    keepalive_timeout_s: float = 5.0
 
     @property
     def identity_dir(self) -> Path:
@@ -125,7 +130,7 @@ class AgentConfig:
         site = data.section("site", required=True)
         site.unknown({"latitude", "longitude", "time_zone", "commune"})
         link = data.section("link")
-        link.unknown({"report_interval_s"})
+        link.unknown({"report_interval_s", "keepalive_s", "keepalive_timeout_s"})
         outbox = data.section("outbox")
         outbox.unknown({"max_bytes"})
         gateway_id = gateway.text("id")
@@ -158,6 +163,8 @@ class AgentConfig:
             outbox_max_bytes=outbox.integer("max_bytes", 64 * 1024 * 1024, minimum=1024 * 1024),
             equipment=equipment,
             firmware=_firmware(data),
+            keepalive_s=link.number("keepalive_s", 15.0, minimum=1.0, maximum=3600.0),
+            keepalive_timeout_s=link.number("keepalive_timeout_s", 5.0, minimum=1.0, maximum=600.0),
         )
 
     @classmethod
