@@ -63,8 +63,9 @@ class Readiness:
         """Probe until cancelled."""
         while True:
             interval = PROBE_SECONDS if self.ready else RETRY_SECONDS
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._trouble.wait(), interval)
+            with contextlib.suppress(TimeoutError):  # (not wait_for: see routing)
+                async with asyncio.timeout(interval):
+                    await self._trouble.wait()
             self._trouble.clear()
             timeout = min(self.app.runner.deadline_s, 3.0)
             ok = await self.app.runner.probe(timeout)

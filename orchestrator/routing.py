@@ -294,8 +294,11 @@ class Router:
 
     async def _keep_leases(self) -> None:
         while True:
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a
+            # cancellation that arrives as the event is set, and the loop would never end.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._leases_due.wait(), HEARTBEAT_SECONDS)
+                async with asyncio.timeout(HEARTBEAT_SECONDS):
+                    await self._leases_due.wait()
             self._leases_due.clear()
             if not self.app.runner.available:
                 continue
@@ -421,8 +424,9 @@ async def _check_alive(conn: Any) -> None:
         return
     interrupt(conn)
     probe.cancel()
-    with contextlib.suppress(BaseException):
-        await asyncio.wait_for(probe, 1.0)
+    await asyncio.wait({probe}, timeout=1.0)  # never swallows this task's own cancellation
+    if probe.done() and not probe.cancelled():
+        probe.exception()  # retrieved: it is the connection we are giving up on
     raise ConnectionError(f"listener connection silent for {LISTENER_CHECK_TIMEOUT:g} s")
 
 

@@ -177,6 +177,9 @@ def _options(config: OrchestratorConfig, max_message_bytes: int = 0) -> list[tup
         # every min_client_ping_interval_s; faster is struck out with too_many_pings.
         ("grpc.keepalive_time_ms", limits.keepalive_time_s * 1000),
         ("grpc.keepalive_timeout_ms", limits.keepalive_timeout_s * 1000),
+        # gRPC core (1.85) times keepalive pings out after the general ping timeout (one
+        # minute by default), whatever keepalive_timeout_ms says: set both.
+        ("grpc.http2.ping_timeout_ms", limits.keepalive_timeout_s * 1000),
         ("grpc.http2.max_pings_without_data", 0),
         ("grpc.http2.min_ping_interval_without_data_ms", limits.min_client_ping_interval_s * 1000),
         ("grpc.http2.max_ping_strikes", 2),

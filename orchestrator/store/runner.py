@@ -188,7 +188,9 @@ class StoreRunner:
     ) -> T:
         self._in_use.add(in_use)
         try:
-            return await asyncio.wait_for(asyncio.shield(future), deadline)
+            # asyncio.timeout: wait_for (3.11) may swallow the caller's own cancellation.
+            async with asyncio.timeout(deadline):
+                return await asyncio.shield(future)
         except TimeoutError:
             # The thread is blocked on a socket whose peer says nothing: wake it.
             in_use.interrupt()
@@ -238,7 +240,8 @@ class StoreRunner:
         """Wait for the interrupted writer thread to return before the next group; if it
         does not, leave it behind and write on a new thread."""
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(asyncio.shield(future), self.deadline_s)
+            async with asyncio.timeout(self.deadline_s):
+                await asyncio.shield(future)
             return
         log.error("the store writer thread did not come back; starting another")
         self._writer.shutdown(wait=False)
