@@ -193,7 +193,7 @@ async def test_a_replica_whose_store_stalls_says_so_hands_its_gateways_over_and_
     started = time.monotonic()
 
     # An operator on the stalled replica hears UNAVAILABLE, well before a client's deadline.
-    with pytest.raises(AdminError, match="^UNAVAILABLE: "):
+    with pytest.raises(AdminError, match=r"^UNAVAILABLE: "):
         await call(three.operator(stalled), "ListGateways", control_pb2.ListGatewaysRequest())
     assert time.monotonic() - started < 10
 
