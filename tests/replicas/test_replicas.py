@@ -23,7 +23,8 @@ from ondijon.admin import AdminError, call
 from ondijon.profile import Profile
 from orchestrator.routing import LEASE_SECONDS
 from orchestrator.store.store import Store
-from protos.ondijon.v1 import control_pb2, control_pb2_grpc, link_pb2
+from edge.identity import load_credentials
+from protos.ondijon.v1 import control_pb2, control_pb2_grpc, link_pb2, link_pb2_grpc
 from tests.edge.test_agent import lighting
 from tests.replicas.cluster import (
     AGENT_T0,
@@ -369,3 +370,30 @@ async def test_a_stream_whose_cabinet_went_silent_is_dropped_by_the_server_keepa
     took = await until(dropped, timeout=15)
     assert took <= limits.keepalive_time_s + limits.keepalive_timeout_s + 2
     assert (await fleet(three.operator(holder)))[cabinet.gateway_id] is False
+
+
+async def test_a_newer_stream_on_another_replica_ends_the_older_one_at_once(
+    three: Cluster,
+) -> None:
+    cabinet = await three.cabinet("dj-twice")
+    old = three.holding(cabinet.gateway_id)
+    assert old is not None
+    newer = other(three, old)
+    old_session = old.live.app.hub.session(cabinet.gateway_id)
+    # The same gateway (same certificate) opens a stream straight to another replica,
+    # as it would after its network dropped the first one silently.
+    credentials = load_credentials(cabinet.agent.config)
+    async with grpc.aio.secure_channel(
+        f"localhost:{newer.live.port}", credentials.channel_credentials()
+    ) as chan:
+        hello = link_pb2.ConnectRequest(hello=link_pb2.Hello(protocol_revision=2))
+        stream = link_pb2_grpc.GatewayLinkStub(chan).Connect(iter([hello]))
+        first = await stream.read()
+        assert first.WhichOneof("body") == "welcome"
+
+        async def old_closed() -> bool:
+            return old.live.app.hub.session(cabinet.gateway_id) is not old_session
+
+        # At once: not at a keepalive (the old stream's cabinet still answers its pings).
+        assert await until(old_closed, timeout=5) < 1.0
+        stream.cancel()
