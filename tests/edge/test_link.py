@@ -10,9 +10,9 @@ import asyncio
 import contextlib
 import random
 import socket
-from pathlib import Path
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import grpc
 import pytest
