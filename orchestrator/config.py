@@ -5,6 +5,7 @@ Example::
     [server]
     listen = "0.0.0.0:7443"          # mutual TLS: gateways and operators
     enroll_listen = "0.0.0.0:7444"   # server-authenticated TLS: enrollment with a token only
+    crl_listen = "0.0.0.0:7480"      # optional: the CRL over plain HTTP (orchestrator.crl_point)
     dns_names = ["orchestrator.example.org"]
     ip_addresses = []
 
@@ -20,6 +21,7 @@ Example::
     state_dir = "/var/lib/ondijon/orchestrator"        # server key and certificate
     gateway_certificate_days = 7
     token_ttl_hours = 72
+    crl_urls = ["http://orchestrator.example.org:7480/crl"]   # named in every certificate
 
 Every limit lives in :class:`Limits`, one documented dataclass.
 """
@@ -32,6 +34,7 @@ from typing import Any
 
 from ondijon.config import ConfigError, Section, load_toml
 from orchestrator.store.connection import StoreSettings
+from provisioning.ca import CAError, check_crl_urls
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,13 @@ _STORE_BOUNDS = (
 )
 
 
+def _crl_urls(identity: Section) -> tuple[str, ...]:
+    try:
+        return check_crl_urls(identity.texts("crl_urls", []))
+    except CAError as exc:
+        raise ConfigError("identity.crl_urls", str(exc).split(": ", 1)[1]) from None
+
+
 def _bound(store: Section, name: str) -> float:
     return store.number(name, getattr(StoreSettings(), name), minimum=0.1, maximum=3600)
 
@@ -96,16 +106,21 @@ class OrchestratorConfig:
     token_ttl_hours: int
     limits: Limits = field(default_factory=Limits)
     store: StoreSettings = field(default_factory=StoreSettings)
+    # Where the CRL is published (named in certificates), and where to serve it, if here.
+    crl_urls: tuple[str, ...] = ()
+    crl_listen: str = ""
 
     @classmethod
     def from_mapping(cls, data: Section) -> OrchestratorConfig:
         data.unknown({"server", "store", "identity", "limits"})
         server = data.section("server")
-        server.unknown({"listen", "enroll_listen", "dns_names", "ip_addresses"})
+        server.unknown({"listen", "enroll_listen", "dns_names", "ip_addresses", "crl_listen"})
         store = data.section("store")
         store.unknown({"url", *_STORE_BOUNDS})
         identity = data.section("identity")
-        identity.unknown({"ca_dir", "state_dir", "gateway_certificate_days", "token_ttl_hours"})
+        identity.unknown(
+            {"ca_dir", "state_dir", "gateway_certificate_days", "token_ttl_hours", "crl_urls"}
+        )
         limits_section = data.section("limits")
         defaults = Limits()
         known = set(Limits.__dataclass_fields__)
@@ -138,6 +153,8 @@ class OrchestratorConfig:
             ),
             token_ttl_hours=identity.integer("token_ttl_hours", 72, minimum=1, maximum=24 * 30),
             limits=limits,
+            crl_urls=_crl_urls(identity),
+            crl_listen=server.address("crl_listen") if "crl_listen" in server.data else "",
             store=StoreSettings(
                 connect_timeout_s=_bound(store, "connect_timeout_s"),
                 statement_timeout_s=_bound(store, "statement_timeout_s"),

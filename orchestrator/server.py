@@ -39,6 +39,7 @@ from orchestrator.app import Orchestrator
 from orchestrator.campaign_admin import install_firmware
 from orchestrator.config import OrchestratorConfig
 from orchestrator.control import ControlCentreService
+from orchestrator.crl_point import CrlPoint
 from orchestrator.enrollment import EnrollmentService
 from orchestrator.hub import Hub
 from orchestrator.link import GatewayLinkService, add_gateway_link
@@ -71,6 +72,7 @@ class Running:
     app: Orchestrator
     admission: Admission | None = None
     tasks: tuple[asyncio.Task[None], ...] = ()
+    crl_point: CrlPoint | None = None
 
     async def stop(self, grace: float = 2.0) -> None:
         for task in self.tasks:
@@ -80,6 +82,8 @@ class Running:
             await self.app.campaigns.stop()
         await self.app.router.stop()
         await asyncio.gather(*(server.stop(grace) for server in self.servers))
+        if self.crl_point is not None:
+            await asyncio.to_thread(self.crl_point.stop)
         if self.app.runner.available:
             await self.app.router.release_all()
         await self.app.runner.close()
@@ -193,6 +197,8 @@ async def start(
 ) -> Running:
     """Open the store, issue the server certificate if needed and start listening."""
     ca = ca or CertificateAuthority.load(config.ca_dir)
+    if config.crl_urls:
+        ca.crl_urls = config.crl_urls
     replica = new_replica_id()
     settings = replace(
         config.store, application_name=f"{config.store.application_name}-{replica}"[:63]
@@ -242,6 +248,10 @@ async def start(
         raise OSError(f"could not listen on {config.listen} / {config.enroll_listen}")
     await server.start()
     await enroll_grpc.start()
+    crl_point = None
+    if config.crl_listen:
+        crl_point = CrlPoint(config.crl_listen, app.crl.path, config.crl_urls)
+        crl_point.start()
     tasks = (
         asyncio.create_task(app.readiness.run(), name="readiness"),
         asyncio.create_task(Sweeper(app).run(), name="revocation-sweeper"),
@@ -255,6 +265,7 @@ async def start(
         app=app,
         admission=admission,
         tasks=tasks,
+        crl_point=crl_point,
     )
 
 
