@@ -60,6 +60,7 @@ SERVER_CERT_CHECK_SECONDS = 3600.0
 # The enrollment port is open to anyone: small requests (a CSR, a token), few at a time.
 ENROLL_MAX_MESSAGE_BYTES = 64 * 1024
 ENROLL_MAX_CONCURRENT_CALLS = 64
+MAX_METADATA_BYTES = 8 * 1024
 
 
 @dataclass
@@ -189,6 +190,10 @@ def _options(config: OrchestratorConfig, max_message_bytes: int = 0) -> list[tup
         ("grpc.http2.max_ping_strikes", 2),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.so_reuseport", 0),
+        # Request metadata (headers): above the soft size some calls are refused, above the
+        # hard size all (gRPC's own defaults, stated here because integrators rely on them).
+        ("grpc.max_metadata_size", MAX_METADATA_BYTES),
+        ("grpc.absolute_max_metadata_size", 2 * MAX_METADATA_BYTES),
     ]
 
 

@@ -16,7 +16,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ondijon.clock import SystemClock
-from orchestrator.server import Running, start
+from orchestrator.server import MAX_METADATA_BYTES, Running, start
 from provisioning.ca import CertificateAuthority
 from tests.conftest import orchestrator_config
 
@@ -111,3 +111,23 @@ async def test_a_client_without_a_certificate_is_told_a_certificate_is_required(
     )
     assert time.monotonic() - started < 5
     assert said == "TLSV13_ALERT_CERTIFICATE_REQUIRED", said
+
+
+async def test_gzip_requests_are_taken_and_metadata_beyond_the_hard_limit_is_refused(
+    orchestrator: Running, ca: CertificateAuthority
+) -> None:
+    credentials = grpc.ssl_channel_credentials(root_certificates=ca.root_pem)
+    async with grpc.aio.secure_channel(
+        f"localhost:{orchestrator.enroll_port}", credentials
+    ) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        answer = await stub.Check(
+            health_pb2.HealthCheckRequest(), compression=grpc.Compression.Gzip, timeout=5
+        )
+        assert answer.status == health_pb2.HealthCheckResponse.SERVING
+        fits = [("x-note", "a" * (MAX_METADATA_BYTES // 2))]
+        await stub.Check(health_pb2.HealthCheckRequest(), metadata=fits, timeout=5)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            too_big = [("x-note", "a" * (3 * MAX_METADATA_BYTES))]
+            await stub.Check(health_pb2.HealthCheckRequest(), metadata=too_big, timeout=5)
+        assert refused.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED, refused.value
