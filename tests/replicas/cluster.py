@@ -128,6 +128,15 @@ class StoreProxy:
 
         self._do(down)
 
+    def restore(self) -> None:
+        """Accept connections and pass bytes again."""
+
+        def up() -> None:
+            self.proxy.online = True
+            self.proxy.resume()
+
+        self._do(up)
+
     def close(self) -> None:
         self._run(self.proxy.__aexit__(None, None, None))
         self._loop.call_soon_threadsafe(self._loop.stop)
@@ -235,6 +244,7 @@ class Cluster:
     balancer: Balancer
     city: City
     cabinets: dict[str, Cabinet] = dataclasses.field(default_factory=dict)
+    agent_keepalive: dict[str, float] = dataclasses.field(default_factory=dict)
     _stack: contextlib.AsyncExitStack = dataclasses.field(default_factory=contextlib.AsyncExitStack)
 
     # -- replicas ----------------------------------------------------------------------------
@@ -275,7 +285,7 @@ class Cluster:
 
         await enroll(config, token)
         proxy = await self._stack.enter_async_context(LinkProxy(lambda: self.balancer.proxy.port))
-        config = dataclasses.replace(config, address=proxy.address, **AGENT_KEEPALIVE)
+        config = dataclasses.replace(config, address=proxy.address, **self.agent_keepalive)
         agent = Agent(config, ManualClock(AGENT_T0))
         agent.link.backoff = Backoff(base_s=0.05, cap_s=0.5)
         cabinet = Cabinet(gateway_id, agent, proxy, asyncio.create_task(agent.run()))
@@ -302,7 +312,13 @@ class Cluster:
 
 @contextlib.asynccontextmanager
 async def cluster(
-    tmp_path: Path, ca: CertificateAuthority, replicas: int = 3
+    tmp_path: Path,
+    ca: CertificateAuthority,
+    replicas: int = 3,
+    *,
+    limits: Limits = LIMITS,
+    store: StoreSettings = STORE,
+    agent_keepalive: dict[str, float] | None = None,
 ) -> AsyncIterator[Cluster]:
     with database() as db:
         async with contextlib.AsyncExitStack() as stack:
@@ -316,12 +332,13 @@ async def cluster(
                     orchestrator_config(tmp_path / name),
                     store_url=url.render_as_string(hide_password=False),
                     ca_dir=tmp_path / "ca",
-                    limits=LIMITS,
-                    store=STORE,
+                    limits=limits,
+                    store=store,
                 )
                 members.append(Replica(name, config, store_proxy))
             balancer = await stack.enter_async_context(Balancer(members, ca.root_pem))
             built = Cluster(tmp_path, ca, db, members, balancer, city=None)  # type: ignore[arg-type]
+            built.agent_keepalive = agent_keepalive or AGENT_KEEPALIVE
             for replica in members:
                 await built.start_replica(replica)
             city = City(tmp_path, ca, members[0].config, members[0].live, admin=None)  # type: ignore[arg-type]
