@@ -181,7 +181,7 @@ class Cabinet:
         """Start an Agent (``address``: reach the orchestrator elsewhere, e.g. nowhere)."""
         config = self.config if address is None else replace(self.config, address=address)
         self.restart_requested = asyncio.Event()
-        if not self.environ:
+        if not self.environ and self.config.firmware is not None:
             self.boot_step()
         agent = Agent(config, self.clock, environ=self.environ)
         agent.firmware.request_restart = self.restart_requested.set
