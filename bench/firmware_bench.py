@@ -36,8 +36,8 @@ from pathlib import Path
 
 from edge.agent import Agent
 from edge.config import AgentConfig
-from edge.firmware.boot import resolve_boot_slot
-from edge.firmware.simulator import make_wheel
+from edge.firmware.launch import exec_plan
+from edge.firmware.simulator import agent_wheel
 from edge.identity import enroll
 from ondijon import firmware_cli
 from ondijon.admin import call
@@ -49,8 +49,6 @@ from provisioning.ca import CertificateAuthority
 from provisioning.operators import add_operator
 from provisioning.release import build_release, generate_release_key, sign_release
 
-ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("ondijon", "edge", "orchestrator", "protos", "provisioning")
 VERSION = "0.2.0"
 
 
@@ -92,16 +90,6 @@ class CountingProxy:
         return self.up + self.down
 
 
-def agent_wheel(version: str) -> tuple[str, bytes]:
-    """A wheel of this checkout's packages (Python sources and generated protobuf code)."""
-    files: dict[str, bytes] = {}
-    for package in PACKAGES:
-        for path in sorted((ROOT / package).rglob("*")):
-            if path.is_file() and path.suffix in (".py", ".pyi", ".typed", ".mako"):
-                files[str(path.relative_to(ROOT))] = path.read_bytes()
-    return make_wheel(version, files)
-
-
 @dataclass
 class Fleet:
     """The agents, restarted on request like systemd would."""
@@ -111,8 +99,8 @@ class Fleet:
     tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     restarts: int = 0
 
-    def start(self, config: AgentConfig) -> None:
-        agent = Agent(config, SystemClock())
+    def start(self, config: AgentConfig, environ: dict[str, str] | None = None) -> None:
+        agent = Agent(config, SystemClock(), environ=environ or {})
         agent.firmware.restart_grace_s = 0.0
         agent.firmware.request_restart = lambda: self._restart_soon(config)
         self.agents[config.gateway_id] = agent
@@ -124,9 +112,9 @@ class Fleet:
     async def restart(self, config: AgentConfig) -> None:
         await self.stop_one(config.gateway_id)
         assert config.firmware is not None
-        resolve_boot_slot(config.firmware.state_dir)
+        _, environ = exec_plan(config.firmware.state_dir, ["-m", "edge.agent"], {})
         self.restarts += 1
-        self.start(config)
+        self.start(config, environ)
 
     async def stop_one(self, gateway_id: str) -> None:
         task = self.tasks.pop(gateway_id)
@@ -198,7 +186,7 @@ async def bench(gateways: int, waves: list[float], directory: Path) -> None:
             '[site]\nlatitude = 47.32\nlongitude = 5.04\ntime_zone = "Europe/Paris"\n'
             "[link]\nreport_interval_s = 1.0\n"
             f'[firmware]\nrelease_keys = ["{keys / "release.key.pub"}"]\n'
-            f'state_dir = "{state / "firmware"}"\nhealth_interval_s = 0.2\n'
+            f'state_dir = "{state / "firmware"}"\nhealth_interval_s = 0.2\nstability_s = 0\n'
         )
         agent_config = AgentConfig.load(path)
         await enroll(agent_config, response.enrollment_token)

@@ -647,7 +647,9 @@ async def run_agent(config: AgentConfig) -> None:
     notifier = Notifier()
     agent = Agent(config, make_clock(config))
     task = asyncio.create_task(
-        agent.run(ready=lambda: notifier.ready(f"running {config.gateway_id}"))
+        agent.run(
+            ready=lambda: notifier.ready(f"running {config.gateway_id} {agent.firmware_version}")
+        )
     )
     interval = watchdog_interval()
     pinger = asyncio.create_task(_keep_watchdog(notifier, interval)) if interval else None

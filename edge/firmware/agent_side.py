@@ -54,7 +54,13 @@ from edge.firmware.boot import (
     confirm_trial,
     restart_via_supervisor,
 )
-from edge.firmware.download import ChunkFetcher, DownloadLimits, FreeSpace, free_bytes
+from edge.firmware.download import (
+    ChunkFetcher,
+    DownloadLimits,
+    FreeSpace,
+    free_bytes,
+    prune_downloads,
+)
 from edge.firmware.errors import DownloadError, FirmwareRefused
 from edge.firmware.grpc_fetcher import ChannelSource, GrpcChunkFetcher
 from edge.firmware.slots import SlotStore
@@ -288,6 +294,9 @@ class AgentFirmware:
                     else firmware_pb2.FIRMWARE_STAGE_ROLLED_BACK
                 )
                 return self._progress(offer, stage, outcome.reason)
+        if self.store is not None and not self.busy:
+            # What a download cut short by a restart left behind is of no use now.
+            prune_downloads(self.store.state_dir / "downloads")
         return self._progress(
             offer,
             firmware_pb2.FIRMWARE_STAGE_CANCELLED,
