@@ -743,7 +743,9 @@ class WaveProgress(_message.Message):
     gateways: _builtins.int
     offered: _builtins.int
     committed: _builtins.int
+    """Updated: COMMITTED reported and (native backend) the latest hello reports the version."""
     failed: _builtins.int
+    """ROLLED_BACK, REFUSED, FAILED, or a COMMITTED the gateway's hello contradicts."""
     def __init__(
         self,
         *,
