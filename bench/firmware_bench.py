@@ -261,7 +261,7 @@ async def bench(gateways: int, waves: list[float], directory: Path) -> None:
         if done and not completed_at:
             completed_at = time.perf_counter() - started
         settled = all(g.stage in final for g in campaign.gateways)
-        if settled or campaign.status not in (
+        if (settled and done) or campaign.status not in (
             firmware_pb2.CAMPAIGN_STATUS_RUNNING,
             firmware_pb2.CAMPAIGN_STATUS_COMPLETED,
         ):

@@ -25,11 +25,10 @@ from pathlib import Path
 from edge.firmware.simulator import agent_wheel
 from edge.firmware.supervisor import ServiceSupervisor, Start, UnitSettings
 from edge.identity import enroll
-from ondijon import firmware_cli
 from protos.ondijon.v1 import firmware_pb2
-from provisioning.release import build_release, generate_release_key, sign_release
+from provisioning.release import build_release, sign_release
 from tests.conftest import City
-from tests.firmware_e2e.conftest import eventually
+from tests.firmware_e2e.conftest import eventually, make_releases
 from tests.nothing_lost.harness import LinkProxy
 
 UNIT = Path(__file__).resolve().parents[2] / "deploy" / "systemd" / "ondijon-agent.service"
@@ -150,7 +149,7 @@ async def process_cabinet(
     city: City, gateway_id: str, timing: Timing, *, commune: str = "Dijon"
 ) -> ProcessCabinet:
     """An enrolled gateway whose agent runs under the supervisor, started and connected."""
-    keys = release_keys(city)
+    keys = make_releases(city).key.parent
     proxy = LinkProxy(lambda: city.running.port)
     await proxy.__aenter__()
     firmware_dir = city.tmp_path / "firmware" / gateway_id
@@ -196,18 +195,10 @@ async def process_cabinet(
     return cabinet
 
 
-def release_keys(city: City) -> Path:
-    keys = city.tmp_path / "release-keys"
-    if not keys.exists():
-        keys.mkdir()
-        generate_release_key(keys / "release.key")
-    return keys
-
-
 async def upload(city: City, version: str, fault: str) -> None:
     """Build a release of the agent's own packages (with ``fault`` built in), sign it with
     the key the agents pin and upload it."""
-    keys = release_keys(city)
+    releases = make_releases(city)
     directory = city.tmp_path / "releases" / fault
     directory.mkdir(parents=True, exist_ok=True)
     name, wheel = agent_wheel(version, append={"edge/agent.py": FAULTS[fault]})
@@ -215,36 +206,21 @@ async def upload(city: City, version: str, fault: str) -> None:
     release = build_release(
         directory / name, version, BASE, datetime.now(UTC) + timedelta(days=30), directory
     )
-    sign_release(release, keys / "release.key")
-    await firmware_cli.upload_release(city.admin, release)
+    sign_release(release, releases.key)
+    await releases.upload(release)
 
 
 async def campaign(city: City, version: str, gateway_ids: list[str]) -> str:
-    response = await firmware_cli.call(
-        city.admin,
-        "CreateCampaign",
-        firmware_pb2.CreateCampaignRequest(
-            version=version,
-            target=firmware_pb2.CampaignTarget(gateway_ids=gateway_ids),
-            waves=[firmware_pb2.CampaignWave(percent=100)],
-            allow_night=True,
-        ),
-    )
-    assert isinstance(response, firmware_pb2.CreateCampaignResponse)
-    return response.campaign.campaign_id
+    """A campaign of ``version`` to ``gateway_ids``, one wave, any time of day."""
+    return await make_releases(city).campaign(version, gateway_ids)
 
 
 async def show(city: City, campaign_id: str) -> firmware_pb2.Campaign:
-    response = await firmware_cli.call(
-        city.admin, "GetCampaign", firmware_pb2.GetCampaignRequest(campaign_id=campaign_id)
-    )
-    assert isinstance(response, firmware_pb2.GetCampaignResponse)
-    return response.campaign
+    return await make_releases(city).show(campaign_id)
 
 
 async def outcome(city: City, campaign_id: str, gateway_id: str) -> firmware_pb2.GatewayOutcome:
-    shown = await show(city, campaign_id)
-    return next(g for g in shown.gateways if g.gateway_id == gateway_id)
+    return await make_releases(city).outcome(campaign_id, gateway_id)
 
 
 @dataclass
