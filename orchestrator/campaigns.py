@@ -365,8 +365,12 @@ class CampaignRunner:
         gateway_id = session.gateway_id
         self._revisions[gateway_id] = hello.protocol_revision
         store = self.store
-        rows = await self.app.runner.read(
-            lambda c: store.campaigns_of_gateway(c, gateway_id, [CampaignStatus.RUNNING.value])
+        running = [CampaignStatus.RUNNING.value]
+        rows, waiting = await self.app.runner.read(
+            lambda c: (
+                store.campaigns_of_gateway(c, gateway_id, running),
+                store.awaiting_cancel(c, gateway_id),
+            )
         )
         now = self.app.clock.now()
         for record, row in rows:
@@ -374,13 +378,15 @@ class CampaignRunner:
                 continue
             plan = plan_from_json(record.plan)
             await self._offer(record, plan, gateway_id, now)
-        await self._send_cancels(gateway_id)
+        self._cancel(waiting)
 
-    async def _send_cancels(self, gateway_id: str | None = None) -> None:
+    async def _send_cancels(self) -> None:
         """Tell gateways connected here to cancel updates of aborted campaigns they have
         not answered yet (once per stream)."""
         store = self.store
-        waiting = await self.app.runner.read(lambda c: store.awaiting_cancel(c, gateway_id))
+        self._cancel(await self.app.runner.read(store.awaiting_cancel))
+
+    def _cancel(self, waiting: Sequence[tuple[str, str, str]]) -> None:
         for campaign_id, version, gateway in waiting:
             session = self.app.hub.session(gateway)
             key = (campaign_id, gateway)
