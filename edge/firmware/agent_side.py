@@ -79,12 +79,7 @@ OUTCOME_EVENTS = {
     firmware_pb2.FIRMWARE_STAGE_FAILED: ("firmware.failed", Priority.ALARM),
     firmware_pb2.FIRMWARE_STAGE_CANCELLED: ("firmware.cancelled", Priority.EVENT),
 }
-# Past the point of no return: the update goes on to its own outcome.
-PAST_POINT = (
-    firmware_pb2.FIRMWARE_STAGE_REBOOTING,
-    firmware_pb2.FIRMWARE_STAGE_COMMITTED,
-    firmware_pb2.FIRMWARE_STAGE_ROLLED_BACK,
-)
+
 FetcherFactory = Callable[[ChannelSource, str], ChunkFetcher]
 
 
@@ -265,7 +260,7 @@ class AgentFirmware:
                 self._cancelled.set()
                 return
             last = self._last
-            self._report(
+            self.send(
                 self._progress(
                     taking,
                     last.stage if last is not None else firmware_pb2.FIRMWARE_STAGE_REBOOTING,
@@ -273,7 +268,10 @@ class AgentFirmware:
                 )
             )
             return
-        self._report(self._standing(cancel))
+        standing = self._standing(cancel)
+        self.send(standing)
+        if standing.stage == firmware_pb2.FIRMWARE_STAGE_CANCELLED:
+            self._record_outcome(standing)
 
     def _standing(self, cancel: firmware_pb2.FirmwareCancel) -> firmware_pb2.FirmwareProgress:
         """Where this gateway stands on a cancelled campaign it is not updating for now."""
