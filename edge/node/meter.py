@@ -28,17 +28,17 @@ class Meter:
         self.nominal_w = nominal_w
         self.power_w = 0.0
         self.faults: tuple[str, ...] = ()
-        self._energy_mwh = 0.0
+        self._energy_mw_ms = 0  # integers: a float sum of a year of readings drifts
         self._seen_ms: dict[str, int] = {}
 
     @property
     def energy_wh(self) -> int:
-        return int(self._energy_mwh // 1000)
+        return self._energy_mw_ms // 3600000000
 
     def measure(self, power_w: float, elapsed_ms: int, level: int) -> None:
         """A new reading ``power_w`` at ``level``, ``elapsed_ms`` after the previous one."""
         # Rectangle rule on the previous reading: readings come at every poll.
-        self._energy_mwh += self.power_w * elapsed_ms / 3600.0
+        self._energy_mw_ms += int(self.power_w * 1000) * elapsed_ms
         self.power_w = power_w
         present = []
         if level > 0 and power_w < STANDBY_W + OUT_FRACTION * self.nominal_w * level / 100:
