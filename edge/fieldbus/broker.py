@@ -195,19 +195,22 @@ def config_text(config: BrokerConfig, files: BrokerFiles) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write(config: BrokerConfig, *, mosquitto_passwd: str | None = None) -> BrokerFiles:
+def write(config: BrokerConfig, *, use_mosquitto_passwd: bool | None = None) -> BrokerFiles:
     """Write the broker's configuration, password file and ACL into ``config.directory``.
 
     Args:
         config: what the broker serves.
-        mosquitto_passwd: the ``mosquitto_passwd`` binary to hash with; by default the
-            one on PATH, else :func:`hash_password`. Passwords never go on a command line.
+        use_mosquitto_passwd: hash with ``mosquitto_passwd -U`` (True), with
+            :func:`hash_password` (False), or the first if installed (None). Passwords
+            never go on a command line.
     """
     directory = config.directory
     (directory / "data").mkdir(parents=True, exist_ok=True)
     files = BrokerFiles(directory / "mosquitto.conf", directory / "passwd", directory / "acl")
     accounts = {GATEWAY_USER: config.gateway_password, **config.nodes}
-    tool = mosquitto_passwd if mosquitto_passwd is not None else shutil.which("mosquitto_passwd")
+    tool = shutil.which("mosquitto_passwd") if use_mosquitto_passwd is not False else None
+    if use_mosquitto_passwd and tool is None:
+        raise BrokerError("mosquitto_passwd", "not installed")
     if tool is not None:
         _write_private(files.passwd, "".join(f"{u}:{p}\n" for u, p in accounts.items()))
         subprocess.run([tool, "-U", str(files.passwd)], check=True, capture_output=True)
