@@ -356,7 +356,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"credentials: {args.dir / 'credentials.json'}; node files: {args.dir / 'nodes'}")
     if args.start:
         running = start(files, port)
-        print(f"mosquitto running (pid {running.process.pid}); Ctrl-C stops it")
+        print(f"mosquitto running (pid {running.process.pid}); Ctrl-C stops it", flush=True)
         try:
             running.process.wait()
         except KeyboardInterrupt:
