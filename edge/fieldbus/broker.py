@@ -127,9 +127,8 @@ def hash_password(password: str, *, salt: bytes | None = None) -> str:
     """``password`` in mosquitto's PBKDF2-SHA512 format (``$7$101$salt$hash``)."""
     salt = salt if salt is not None else secrets.token_bytes(12)
     key = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, PBKDF2_ITERATIONS, 64)
-    return "$7${}${}${}".format(
-        PBKDF2_ITERATIONS, base64.b64encode(salt).decode(), base64.b64encode(key).decode()
-    )
+    encoded_salt, encoded_key = base64.b64encode(salt).decode(), base64.b64encode(key).decode()
+    return f"$7${PBKDF2_ITERATIONS}${encoded_salt}${encoded_key}"
 
 
 def acl_text(cabinet: str, nodes: Sequence[str]) -> str:

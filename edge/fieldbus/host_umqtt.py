@@ -19,7 +19,7 @@ import socket
 import ssl
 from typing import Any
 
-from edge.fieldbus.vendor.umqtt import simple  # type: ignore[attr-defined]
+from edge.fieldbus.vendor.umqtt import simple
 
 
 class StreamSocket:

@@ -71,7 +71,7 @@ def run(directory: str = "/") -> None:
     lamp = PwmLamp(board["pwm_pin"], board["adc_pin"], board["volts"], board["amps_per_count"])
     ssl = None
     if config.tls:
-        import ssl as _ssl  # type: ignore[import-not-found]
+        import ssl as _ssl
 
         ssl = _ssl.SSLContext(_ssl.PROTOCOL_TLS_CLIENT)
         ssl.load_verify_locations(cafile=directory + "ca.pem")

@@ -221,7 +221,9 @@ class NodeState:
         )
 
     def __repr__(self) -> str:
-        return "NodeState(" + ", ".join(k + "=" + repr(getattr(self, k)) for k in self.__slots__) + ")"
+        return (
+            "NodeState(" + ", ".join(k + "=" + repr(getattr(self, k)) for k in self.__slots__) + ")"
+        )
 
 
 def encode_state(state: NodeState) -> bytes:
@@ -310,8 +312,8 @@ def _program(field: str, number: Any, t0: Any, end: Any, points: Any) -> Program
         raise InvalidMessage(
             field + ".p", "must be a list of 1.." + str(MAX_PROGRAM_POINTS) + " points"
         )
-    offsets = []
-    levels = []
+    offsets: list[int] = []
+    levels: list[int] = []
     for i, point in enumerate(points):
         where = field + ".p[" + str(i) + "]"
         if not isinstance(point, list) or len(point) != 2:

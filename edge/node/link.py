@@ -201,9 +201,8 @@ class Link:
 
     def _take_program(self, program: Any) -> None:
         held = self.luminaire.program
-        if held is not None and not program.same_as(held):
-            if program.number <= held.number:
-                raise InvalidMessage("program.n", "not newer than the program held")
+        if held is not None and not program.same_as(held) and program.number <= held.number:
+            raise InvalidMessage("program.n", "not newer than the program held")
         try:
             self.flash.save(program)
             self.flash_fault = False

@@ -67,7 +67,7 @@ class Luminaire:
 
     def advance(self, now_ticks: int) -> int:
         """Account for the time since the previous call; returns the milliseconds elapsed."""
-        elapsed = self._diff(now_ticks, self._last_ticks)
+        elapsed: int = self._diff(now_ticks, self._last_ticks)
         if elapsed < 0:  # a tick counter does not go backwards; a bad reading adds nothing
             elapsed = 0
         self._last_ticks = now_ticks
@@ -107,9 +107,12 @@ class Luminaire:
         """Epoch seconds now, as the node believes them, or None if it does not know."""
         if self._wall_ms is not None:
             return self._wall_ms // 1000
-        if rtc_epoch_s is not None and self.program is not None:
-            if self.program.covers(rtc_epoch_s):
-                return rtc_epoch_s
+        if (
+            rtc_epoch_s is not None
+            and self.program is not None
+            and self.program.covers(rtc_epoch_s)
+        ):
+            return rtc_epoch_s
         return None
 
     def decide(self, now_ticks: int, rtc_epoch_s: int | None = None) -> tuple[int, str]:

@@ -13,12 +13,6 @@ Programs are built by :func:`edge.node.bus.decode_program`, which refuses every 
 one; the constructor here trusts its arguments.
 """
 
-try:
-    from typing import Any
-except ImportError:  # MicroPython: annotations are not evaluated
-    pass
-
-
 class Program:
     """Switch points relative to ``t0``: ``levels[i]`` holds from ``t0 + offsets[i]``.
 
@@ -32,12 +26,19 @@ class Program:
 
     __slots__ = ("end", "levels", "number", "offsets", "t0")
 
-    def __init__(self, number: int, t0: int, end: int, offsets: Any, levels: Any) -> None:
+    def __init__(
+        self,
+        number: int,
+        t0: int,
+        end: int,
+        offsets: list[int] | tuple[int, ...],
+        levels: list[int] | tuple[int, ...],
+    ) -> None:
         self.number = number
         self.t0 = t0
         self.end = end
-        self.offsets = tuple(offsets)
-        self.levels = tuple(levels)
+        self.offsets: tuple[int, ...] = tuple(offsets)
+        self.levels: tuple[int, ...] = tuple(levels)
 
     def covers(self, epoch_s: float) -> bool:
         """Whether the program says something at ``epoch_s``."""

@@ -31,7 +31,7 @@ from edge.fieldbus.host_umqtt import HostClient
 from edge.node.config import NodeConfig, parse_config
 from edge.node.flash import Flash
 from edge.node.link import Link
-from edge.node.ticks import TICKS_PERIOD, ManualTicks, ticks_diff
+from edge.node.ticks import TICKS_PERIOD, ticks_diff
 
 STANDBY_W = 0.5
 
@@ -200,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--provisioned", type=Path, required=True, help="from edge.fieldbus.broker")
     parser.add_argument("--nodes", type=int, default=100)
     parser.add_argument("--broker", help="host:port, instead of the configured one")
-    parser.add_argument("--flash", type=Path, help="flash directories (default: <provisioned>/flash)")
+    parser.add_argument("--flash", type=Path, help="flash directories (<provisioned>/flash)")
     parser.add_argument("--speed", type=float, default=1.0, help="time runs this many times faster")
     parser.add_argument("--duration", type=float, default=0, help="real seconds; 0: until Ctrl-C")
     parser.add_argument("--gateway", action="store_true", help="add a stand-in gateway")
@@ -212,12 +212,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     start = time.time()
 
     def wall() -> float:
-        return start + (time.monotonic() - ticks._t0) * args.speed
+        return start + (time.monotonic() - ticks._t0) * float(args.speed)
 
     flash = args.flash or args.provisioned / "flash"
-    fleet = Fleet(
-        VirtualNode(c, flash / c.node, ticks.ms, SimulatedRTC(wall)) for c in configs
-    )
+    fleet = Fleet(VirtualNode(c, flash / c.node, ticks.ms, SimulatedRTC(wall)) for c in configs)
     gateway = _stand_in(args, configs, wall) if args.gateway else None
     print(f"{len(configs)} virtual nodes on {configs[0].broker}:{configs[0].port}")
     end = time.monotonic() + args.duration if args.duration else None

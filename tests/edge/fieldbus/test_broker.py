@@ -209,9 +209,7 @@ def test_nodes_that_afford_tls_connect_over_it_and_verify_the_broker(tmp_path: P
     running = broker.start(broker.write(config), secure, binary=mosquitto_binary())
     try:
         context = ssl.create_default_context(cafile=str(cert))
-        client = HostClient(
-            "n-0001", "localhost", secure, "n-0001", "pw", 60, ssl=HostTLS(context)
-        )
+        client = HostClient("n-0001", "localhost", secure, "n-0001", "pw", 60, ssl=HostTLS(context))
         client.connect(timeout=5)
         client.publish(b"ondijon/v1/cab-01/node/n-0001/presence", bus.encode_presence(True))
         assert client.bytes_sent > 0

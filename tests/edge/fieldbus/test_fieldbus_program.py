@@ -70,8 +70,11 @@ def test_a_schedule_switching_too_often_for_a_node_is_refused() -> None:
         {"local_time": f"{i // 2:02d}:{i % 2 * 30:02d}", "lamp_level": i % 2 * 100}
         for i in range(48)
     ]
-    document = {"programs": [{"id": "p", "points": points}],
-                "rules": [{"program_id": "p", "priority": 1}], "default_lamp_level": 100}
+    document = {
+        "programs": [{"id": "p", "points": points}],
+        "rules": [{"program_id": "p", "priority": 1}],
+        "default_lamp_level": 100,
+    }
     schedule = schedule_from_proto(json_format.ParseDict(document, schedule_pb2.Schedule()))
     start = datetime(2026, 5, 1, tzinfo=UTC)
     one_day = node_program(schedule, SITES[0], start, number=1, device_id="n", days=1)

@@ -21,9 +21,22 @@ def test_provision_start_and_simulate_from_the_command_line(tmp_path: Path) -> N
 
     port = free_port()
     broker = subprocess.Popen(
-        [sys.executable, "-m", "edge.fieldbus.broker", "--cabinet", "cab-07", "--nodes", "12",
-         "--dir", str(tmp_path / "cab"), "--port", str(port), "--start"],
-        stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "edge.fieldbus.broker",
+            "--cabinet",
+            "cab-07",
+            "--nodes",
+            "12",
+            "--dir",
+            str(tmp_path / "cab"),
+            "--port",
+            str(port),
+            "--start",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert broker.stdout is not None
@@ -32,9 +45,23 @@ def test_provision_start_and_simulate_from_the_command_line(tmp_path: Path) -> N
         assert len(list((tmp_path / "cab" / "nodes").glob("n-*.json"))) == 12
         started = time.monotonic()
         nodes = subprocess.run(
-            [sys.executable, "-m", "edge.node.simulate", "--provisioned", str(tmp_path / "cab"),
-             "--nodes", "10", "--duration", "3", "--gateway", "--speed", "60"],
-            capture_output=True, text=True, timeout=60,
+            [
+                sys.executable,
+                "-m",
+                "edge.node.simulate",
+                "--provisioned",
+                str(tmp_path / "cab"),
+                "--nodes",
+                "10",
+                "--duration",
+                "3",
+                "--gateway",
+                "--speed",
+                "60",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert nodes.returncode == 0, nodes.stderr
         assert time.monotonic() - started < 30
