@@ -13,6 +13,7 @@ Programs are built by :func:`edge.node.bus.decode_program`, which refuses every 
 one; the constructor here trusts its arguments.
 """
 
+
 class Program:
     """Switch points relative to ``t0``: ``levels[i]`` holds from ``t0 + offsets[i]``.
 
