@@ -45,20 +45,15 @@ from pathlib import Path
 
 from edge.node import bus
 from edge.node.config import NodeConfig
-from edge.node.errors import InvalidMessage
+from edge.node.errors import FieldBusError, InvalidMessage
 
 GATEWAY_USER = "gateway"
 PBKDF2_ITERATIONS = 101
 MAX_PACKET_SIZE = 4096
 
 
-class BrokerError(Exception):
+class BrokerError(FieldBusError):
     """The broker cannot be configured or started as asked; names the field and reason."""
-
-    def __init__(self, field: str, reason: str) -> None:
-        super().__init__(f"{field}: {reason}")
-        self.field = field
-        self.reason = reason
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ import math
 from datetime import datetime
 
 from edge.node.bus import MAX_PROGRAM_POINTS, MAX_PROGRAM_SPAN_S
+from edge.node.errors import FieldBusError
 from edge.node.program import Program
 from edge.schedule import evaluate
 from edge.schedule.model import DeviceKind, Schedule, Site
@@ -26,7 +27,7 @@ from edge.schedule.model import DeviceKind, Schedule, Site
 DEFAULT_DAYS = 3
 
 
-class ProgramTooLong(ValueError):
+class ProgramTooLong(FieldBusError):
     """The schedule changes the level more often than a node program holds."""
 
 
@@ -55,7 +56,7 @@ def node_program(
     """
     span = days * 86400
     if not 0 < span <= MAX_PROGRAM_SPAN_S:
-        raise ValueError(f"days: must be 1..{MAX_PROGRAM_SPAN_S // 86400}")
+        raise FieldBusError("days", f"must be 1..{MAX_PROGRAM_SPAN_S // 86400}")
     t0 = math.ceil(start.timestamp())
     end = t0 + span
     offsets: list[int] = []
@@ -67,7 +68,7 @@ def node_program(
         at = math.ceil(now.timestamp())
         if not levels or decision.lamp_level != levels[-1]:
             if len(levels) == MAX_PROGRAM_POINTS:
-                raise ProgramTooLong(f"over {MAX_PROGRAM_POINTS} switch points in {days} days")
+                raise ProgramTooLong("days", f"over {MAX_PROGRAM_POINTS} switch points in {days}")
             offsets.append(at - t0)
             levels.append(decision.lamp_level)
         following = decision.next_change

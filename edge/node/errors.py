@@ -1,14 +1,15 @@
-"""The node's errors: each names the offending field and the reason.
+"""The field bus's errors: each names the offending field and the reason.
 
-- :class:`NodeError` is the base of everything :mod:`edge.node` raises.
+- :class:`FieldBusError` is the base of everything :mod:`edge.node` and
+  :mod:`edge.fieldbus` raise (it lives here because the node, on MicroPython, needs it).
 - :class:`InvalidMessage`: a message on the field bus breaks the contract (wrong topic,
   malformed payload, impossible value); it is refused whole and nothing changes.
 - :class:`ConfigError`: the node's own configuration file is unusable.
 """
 
 
-class NodeError(Exception):
-    """Base error of the node firmware.
+class FieldBusError(Exception):
+    """Base error of the field bus.
 
     Attributes:
         field: the offending field, e.g. ``state.l`` or ``program.p[3]``.
@@ -21,9 +22,9 @@ class NodeError(Exception):
         self.reason = reason
 
 
-class InvalidMessage(NodeError):
+class InvalidMessage(FieldBusError):
     """A field-bus message breaks the contract."""
 
 
-class ConfigError(NodeError):
+class ConfigError(FieldBusError):
     """The node's configuration is unusable."""
