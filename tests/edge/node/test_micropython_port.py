@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from edge.node.config import FIRMWARE
 from tests.conftest import need
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -113,4 +114,5 @@ def test_the_mip_package_installs_what_the_board_imports_and_nothing_host_only()
     assert installed == {f"edge/node/{n}" for n in needed | {"__init__.py"}}
     assert not installed & {f"edge/node/{n}" for n in HOST_ONLY}
     assert ["umqtt.simple", "latest"] in package["deps"]
+    assert package["version"] == FIRMWARE  # what a node says in its birth message
     assert "umqtt.simple" in _imports(NODE_DIR / "board.py")
