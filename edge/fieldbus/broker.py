@@ -36,8 +36,10 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -350,10 +352,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"credentials: {args.dir / 'credentials.json'}; node files: {args.dir / 'nodes'}")
     if args.start:
         running = start(files, port)
+        # Stopped by Ctrl-C or by SIGTERM (a service manager, a test): either way the
+        # broker goes with this process instead of running on as an orphan.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         print(f"mosquitto running (pid {running.process.pid}); Ctrl-C stops it", flush=True)
         try:
             running.process.wait()
         except KeyboardInterrupt:
+            pass
+        finally:
             running.stop()
     return 0
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import mosquitto_binary
+from tests.conftest import mosquitto_binary, port_open
 
 pytestmark = [pytest.mark.integration, pytest.mark.mqtt]
 
@@ -72,3 +72,8 @@ def test_provision_start_and_simulate_from_the_command_line(tmp_path: Path) -> N
     finally:
         broker.terminate()
         broker.wait(10)
+    # the broker went with the command that started it
+    deadline = time.monotonic() + 5
+    while port_open("127.0.0.1", port) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not port_open("127.0.0.1", port)
