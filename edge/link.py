@@ -37,7 +37,8 @@ from protos.ondijon.v1 import firmware_pb2, link_pb2, link_pb2_grpc, state_pb2
 log = logging.getLogger("ondijon.edge.link")
 
 # 2: the agent takes firmware offers and reports firmware progress.
-PROTOCOL_REVISION = 2
+# 3: the agent honours firmware cancels (FirmwareCancel) and reports CANCELLED.
+PROTOCOL_REVISION = 3
 # Answers to recent commands, by id, for a command sent again (this process's memory: the
 # command actions are idempotent, an override by its id, a bollard mode, a cancellation).
 ANSWERS_KEPT = 1024
@@ -64,6 +65,10 @@ class AgentPort(Protocol):
 
     async def on_firmware_offer(self, offer: firmware_pb2.FirmwareOffer) -> None:
         """The orchestrator offers a release (taken in the background)."""
+        ...
+
+    async def on_firmware_cancel(self, cancel: firmware_pb2.FirmwareCancel) -> None:
+        """The orchestrator cancels an update (its campaign was aborted)."""
         ...
 
 
@@ -311,6 +316,8 @@ class _Session:
             self.outgoing.put_nowait(link_pb2.ConnectRequest(command_result=result))
         elif body == "firmware_offer":
             await self.client.agent.on_firmware_offer(response.firmware_offer)
+        elif body == "firmware_cancel":
+            await self.client.agent.on_firmware_cancel(response.firmware_cancel)
 
     async def _on_document(self, document: link_pb2.DesiredDocument) -> None:
         error = await self.client.agent.accept_document(document)
