@@ -191,7 +191,9 @@ async def storm(city: City, config: AgentConfig, rounds: int, tmp_path: Path) ->
             elif action == "flip":
                 proxy.flip_after(rng.randint(200, 30_000))
             elif action == "stall":
-                proxy.stall(rng.uniform(0.3, 1.5))
+                proxy.stall()  # a congested line: bytes held, nobody told
+                await asyncio.sleep(rng.uniform(0.3, 1.5))
+                proxy.resume()
             elif action == "offline":
                 proxy.online = False
                 proxy.cut_now()

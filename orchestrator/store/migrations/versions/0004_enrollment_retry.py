@@ -1,7 +1,7 @@
 """enrollment retry: the certificate an enrollment token was spent on
 
-Revision ID: 0003_enrollment_retry
-Revises: 0002
+Revision ID: 0004_enrollment_retry
+Revises: 0003_gateway_streams
 Create Date: 2026-12-07 09:00:00.000000
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0003_enrollment_retry"
-down_revision = "0002"
+revision = "0004_enrollment_retry"
+down_revision = "0003_gateway_streams"
 branch_labels = None
 depends_on = None
 
