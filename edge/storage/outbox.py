@@ -235,6 +235,13 @@ class Outbox:
                         priority,
                     )
                 )
+                # The few pinned rows (gap events), found without reading every row.
+                conn.execute(
+                    _sql(
+                        "CREATE INDEX IF NOT EXISTS {lane}_pinned ON {lane} (seq) WHERE pinned",
+                        priority,
+                    )
+                )
             conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
             conn.execute("COMMIT")
         except sqlite3.OperationalError as exc:
