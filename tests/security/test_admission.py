@@ -114,8 +114,13 @@ async def test_a_gateway_over_its_message_budget_is_closed(city: City) -> None:
             while True:
                 if (await s.recv()).WhichOneof("body") == "state_ack":
                     acked += 1
-        assert await s.call.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
-        assert "messages/s" in await s.call.details()
+        code = await s.call.code()
+        # Closed for its budget. (While the client is still pushing data, gRPC may report
+        # the stream reset as INTERNAL: then the admission's own count says why.)
+        assert code in (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.INTERNAL)
+        if code is grpc.StatusCode.RESOURCE_EXHAUSTED:
+            assert "messages/s" in await s.call.details()
+    assert city.running.admission is not None and city.running.admission.refusals == 1
     # The hello and the budget's worth of reports, nothing past it (a little refill aside).
     assert 40 <= acked <= 60, acked
 
