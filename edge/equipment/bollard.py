@@ -696,9 +696,7 @@ class BollardController:
         now = self._mono()
         self._readings = readings = self._driver.read()
         if readings.reset and not self._reset_held:
-            self._situation, events = self._rules.reset(
-                self._situation, now, "technician on site"
-            )
+            self._situation, events = self._rules.reset(self._situation, now, "technician on site")
             self._emit(events)
         self._reset_held = readings.reset
         inputs = BollardInputs(

@@ -226,9 +226,14 @@ class BollardRules:
     def __post_init__(self) -> None:
         for name in ("warning_s", "travel_timeout_s", "retry_pause_s", "rise_s", "lower_s"):
             value = getattr(self, name)
-            if not isinstance(value, int | float) or value != value or value in (
-                float("inf"),
-                float("-inf"),
+            if (
+                not isinstance(value, int | float)
+                or value != value
+                or value
+                in (
+                    float("inf"),
+                    float("-inf"),
+                )
             ):
                 raise BollardError(f"{name}: must be a finite number")
         if self.rise_s <= 0 or self.lower_s <= 0:
@@ -273,13 +278,12 @@ class BollardRules:
             The cleared situation (call :meth:`step` next) and the event to record.
         """
         held = situation.latches
-        cleared = ", ".join(
-            [*(["reversal lockout"] if held.locked_out else []), *held.faults]
-        ) or "nothing latched"
+        cleared = (
+            ", ".join([*(["reversal lockout"] if held.locked_out else []), *held.faults])
+            or "nothing latched"
+        )
         events = [
-            self._event(
-                now, "reset", Priority.EVENT, f"reset by {by}: {cleared}", {"by": by}
-            )
+            self._event(now, "reset", Priority.EVENT, f"reset by {by}: {cleared}", {"by": by})
         ]
         return self._cleared(situation, now), events
 
