@@ -2,8 +2,9 @@
 
 Used with no schedule, on a date no calendar rule covers, and while no switch point of the
 running programs has set a lamp level yet. Each local date contributes its own switches:
-sunset turns the lamps on, sunrise turns them off; a polar-night date turns them on at its
-first instant, a polar-day date turns them off. The lamps are in the state of the latest
+every sunset of the date turns the lamps on, every sunrise turns them off (a date near a
+polar circle can have two sunsets); a polar-night date turns them on at its first
+instant, a polar-day date turns them off. The lamps are in the state of the latest
 switch at or before now, looking back up to :data:`LOOKBACK_DAYS` dates; if there is none
 (a site where the Sun grazes the horizon for a week) they are on: dark streets are the
 failure this module exists to prevent.
@@ -33,12 +34,7 @@ def _night_switches(site: Site, day: date) -> tuple[tuple[datetime, bool], ...]:
         return ((day_start(day, site.zone), True),)
     if sun.daylight is Daylight.POLAR_DAY:
         return ((day_start(day, site.zone), False),)
-    switches: list[tuple[datetime, bool]] = []
-    if sun.sunrise is not None:
-        switches.append((sun.sunrise, False))
-    if sun.sunset is not None:
-        switches.append((sun.sunset, True))
-    return tuple(sorted(switches))
+    return tuple((crossing.at, not crossing.rising) for crossing in sun.horizon)
 
 
 def night_lamps_on(site: Site, now: datetime) -> bool:
