@@ -561,6 +561,10 @@ class BollardController:
             self._loop = None
             self._safe_outputs()
 
+    async def fail_safe(self) -> None:
+        """Motors off (what a failure leaves; :meth:`run` already did it before raising)."""
+        self._safe_outputs()
+
     def apply(self, target: BollardTarget, source: str = "default") -> None:
         """Follow a new schedule decision (``source`` as in ``DeviceState.source``)."""
         self._target = target
