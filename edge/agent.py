@@ -572,8 +572,13 @@ class Agent:
         return horizon
 
     def _announce_trust(self, trusted: bool) -> None:
+        # Only news is recorded: a clock trusted from the start (an RTC, a synchronised
+        # board) says nothing; one that is not says so, and again once it is.
+        first = not self._announced
         self._announced = True
         self._trusted_seen = trusted
+        if trusted and first:
+            return
         if trusted:
             message = "wall clock synchronised: the schedule runs"
             self.record(self._event("clock.trusted", Priority.EVENT, message))
