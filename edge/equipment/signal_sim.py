@@ -27,10 +27,16 @@ amber until a technician resets it (:meth:`SimulatedSignalController.reset_confl
 The crossing also flashes amber while the agent is silent for more than ``watchdog_s``
 (any call counts as a heartbeat) and recovers through the start-up sequence when it
 returns. Flashing is simulated at one change per second (1 s on, 1 s off).
+
+Its timers (minimum greens, ambers, intergreens, start-up, watchdog) count seconds of the
+clock's monotonic reading, as a controller's own timer does: a wall-clock step never cuts
+an amber or an intergreen. Only the plan's position in its cycle follows the wall clock
+(shared cycle seconds make green waves); a step there is absorbed by those timers.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -160,7 +166,7 @@ class SimulatedSignalController:
         self._faults: list[str] = []
         self._startup_until = 0
         self._last_second: int | None = None
-        self._last_heard = clock.now()
+        self._last_heard = clock.monotonic()
         self._connected = True
         self._door_open = False
         self._watchdog_tripped = False
@@ -223,8 +229,8 @@ class SimulatedSignalController:
     async def run(self) -> None:
         while True:
             self.step()
-            now = self._clock.now()
-            await self._clock.sleep_until(now.replace(microsecond=0) + timedelta(seconds=1))
+            now = self._clock.monotonic()
+            await self._clock.sleep(math.floor(now) + 1 - now)
 
     def close(self) -> None:
         for device in self._leds:
@@ -234,6 +240,11 @@ class SimulatedSignalController:
     # --- bench hooks ------------------------------------------------------------------------
 
     def _second(self) -> int:
+        """The controller's own timer, in whole monotonic seconds."""
+        return math.floor(self._clock.monotonic())
+
+    def _cycle_second(self) -> int:
+        """The plan's clock: whole seconds of wall time (Unix), for the cycle position."""
         return (self._clock.now() - _EPOCH) // timedelta(seconds=1)
 
     def step(self) -> None:
@@ -242,7 +253,8 @@ class SimulatedSignalController:
         if second == self._last_second:
             return
         self._last_second = second
-        self._watchdog_tripped = self._clock.now() - self._last_heard > self._watchdog
+        silent = self._clock.monotonic() - self._last_heard
+        self._watchdog_tripped = silent > self._watchdog.total_seconds()
         self._check_monitor()
         mode = self._effective_mode()
         if mode == NORMAL:
@@ -300,7 +312,7 @@ class SimulatedSignalController:
     def _heard(self) -> None:
         if not self._connected:
             raise SignalCommunicationError("link to the simulated controller is cut")
-        self._last_heard = self._clock.now()
+        self._last_heard = self._clock.monotonic()
 
     def _check_monitor(self) -> bool:
         found = self._monitor.check(flashing=self._shown != NORMAL)
@@ -383,7 +395,7 @@ class SimulatedSignalController:
         assert self._intersection is not None and self._plan is not None
         if self._previous:
             self._end_conflicting_greens(second)
-        wanted = self._plan.greens_at(self._plan.cycle_second(second))
+        wanted = self._plan.greens_at(self._plan.cycle_second(self._cycle_second()))
         self._priority = {a: t for a, t in self._priority.items() if t > self._clock.now()}
         for group, head in self._heads.items():
             info = self._intersection.group(group)
