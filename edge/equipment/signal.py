@@ -729,13 +729,17 @@ class SignalController:
 
     async def run(self) -> None:
         """Run the driver's loop and poll every ``poll_interval_s`` until cancelled."""
-        async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(self._driver.run())
-            while True:
-                await self.poll()
-                for event in self._limiter.expire(self._clock.now()):
-                    self._sink(event)
-                await self._clock.sleep(self._poll_interval_s)
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self._driver.run())
+                while True:
+                    await self.poll()
+                    for event in self._limiter.expire(self._clock.now()):
+                        self._sink(event)
+                    await self._clock.sleep(self._poll_interval_s)
+        except* Exception as failures:
+            # The first error itself, so the supervisor's alarm names it.
+            raise failures.exceptions[0] from None
 
     def state(self) -> state_pb2.DeviceState:
         """The controller as last seen, for the orchestrator (kind DEVICE_KIND_SIGNAL)."""
