@@ -106,8 +106,12 @@ class GreenWatch:
         self.last_end: dict[str, int] = {}
         self.seen: set[str] = set()
 
-    def change(self, document: SignalPlans, second: int) -> None:
-        self.previous, self.current = self.current, document.intersection
+    def change(self, document: SignalPlans | Intersection, second: int) -> None:
+        """A new crossing reached the controller at ``second``."""
+        crossing = document.intersection if isinstance(document, SignalPlans) else document
+        if crossing == self.current:
+            return
+        self.previous, self.current = self.current, crossing
         self.changed_at = second
 
     def _old_regime(self, group: str) -> bool:

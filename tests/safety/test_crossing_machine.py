@@ -99,8 +99,6 @@ class CrossingMachine(RuleBasedStateMachine):
     def _load(self, document: SignalPlans) -> None:
         self._run(self._shell().load_plans(document))
         self.document = document
-        if self.watch is not None:
-            self.watch.change(document, int(self.clock.monotonic()))
 
     def settle(self) -> None:
         drain(self.loop)
@@ -117,6 +115,11 @@ class CrossingMachine(RuleBasedStateMachine):
     def check(self) -> None:
         if self.sim is None or self.watch is None:
             return
+        # The crossing in force is the one the controller holds: with its link cut, a new
+        # document waits in the shell until the controller answers again.
+        running = self.sim._intersection
+        if running is not None:
+            self.watch.change(running, int(self.clock.monotonic()))
         greens = set(self._greens())
         violations = self.watch.observe(int(self.clock.monotonic()), greens)
         assert not violations, violations
