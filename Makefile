@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# MicroPython's WebAssembly port, for the field-bus node's checks (package-lock.json).
+NPM_STAMP := node_modules/.installed
 
 .PHONY: demo test lint typecheck protos protos-check proto-lint pytest bench clean
 
@@ -11,6 +13,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
+
+$(NPM_STAMP): package.json package-lock.json
+	@if command -v npm >/dev/null; then \
+	  npm ci --no-audit --no-fund --loglevel=error && touch $@; \
+	else echo "npm not found: the MicroPython checks of edge/node will skip (CI installs it)"; fi
 
 demo: $(STAMP)
 	$(BIN)/ondijon demo
@@ -38,11 +45,11 @@ proto-lint: $(STAMP)
 	  $(BIN)/buf breaking --against '.git#ref=HEAD~1'; \
 	else echo "buf breaking: no previous commit with buf.yaml to compare against"; fi
 
-pytest: $(STAMP)
+pytest: $(STAMP) $(NPM_STAMP)
 	GPIOZERO_PIN_FACTORY=mock $(BIN)/pytest -q
 
 bench: $(STAMP)
 	$(BIN)/python bench/link_bench.py
 
 clean:
-	rm -rf $(VENV) demo-run .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) node_modules demo-run .pytest_cache .mypy_cache .ruff_cache

@@ -1,6 +1,19 @@
-"""Benchmark: a firmware campaign over a fleet of gateways, bytes on the wire and time.
+"""Benchmark: a firmware campaign over a fleet of gateways, bytes on the wire and time;
+and the time to rollback of each failure kind.
 
     python bench/firmware_bench.py [--gateways 100] [--waves 1,10,50,100]
+    python bench/firmware_bench.py --rollback [--stability 30] [--kinds hung,crashing,...]
+
+``--rollback`` runs one gateway per failure kind (a release hung at start-up, one that
+crashes 12 s after each start, an unhealthy one, a sound one whose trial is cut off from
+the orchestrator, one that crash-loops after its commit) as real agent processes through
+the real launcher, under a stand-in for systemd that applies the shipped unit's settings
+(``deploy/systemd/ondijon-agent.service``), with the agent's default health settings, and
+prints for each the time from the faulty release's first start (for the crash loop after
+commit: its first crash) to the previous version running again, next to what the unit's
+settings predict (``--stability`` shortens the stability period, which comes before the
+crash loop after commit and is not part of its time to rollback). See
+:mod:`tests.firmware_e2e.processes`.
 
 Starts an orchestrator in this process (SQLite store, mutual TLS on loopback), enrolls
 ``--gateways`` agents (in this process too, each with its own certificate, TLS
@@ -36,8 +49,8 @@ from pathlib import Path
 
 from edge.agent import Agent
 from edge.config import AgentConfig
-from edge.firmware.boot import resolve_boot_slot
-from edge.firmware.simulator import make_wheel
+from edge.firmware.launch import exec_plan
+from edge.firmware.simulator import agent_wheel
 from edge.identity import enroll
 from ondijon import firmware_cli
 from ondijon.admin import call
@@ -49,8 +62,6 @@ from provisioning.ca import CertificateAuthority
 from provisioning.operators import add_operator
 from provisioning.release import build_release, generate_release_key, sign_release
 
-ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("ondijon", "edge", "orchestrator", "protos", "provisioning")
 VERSION = "0.2.0"
 
 
@@ -92,16 +103,6 @@ class CountingProxy:
         return self.up + self.down
 
 
-def agent_wheel(version: str) -> tuple[str, bytes]:
-    """A wheel of this checkout's packages (Python sources and generated protobuf code)."""
-    files: dict[str, bytes] = {}
-    for package in PACKAGES:
-        for path in sorted((ROOT / package).rglob("*")):
-            if path.is_file() and path.suffix in (".py", ".pyi", ".typed", ".mako"):
-                files[str(path.relative_to(ROOT))] = path.read_bytes()
-    return make_wheel(version, files)
-
-
 @dataclass
 class Fleet:
     """The agents, restarted on request like systemd would."""
@@ -111,8 +112,8 @@ class Fleet:
     tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     restarts: int = 0
 
-    def start(self, config: AgentConfig) -> None:
-        agent = Agent(config, SystemClock())
+    def start(self, config: AgentConfig, environ: dict[str, str] | None = None) -> None:
+        agent = Agent(config, SystemClock(), environ=environ or {})
         agent.firmware.restart_grace_s = 0.0
         agent.firmware.request_restart = lambda: self._restart_soon(config)
         self.agents[config.gateway_id] = agent
@@ -124,9 +125,9 @@ class Fleet:
     async def restart(self, config: AgentConfig) -> None:
         await self.stop_one(config.gateway_id)
         assert config.firmware is not None
-        resolve_boot_slot(config.firmware.state_dir)
+        _, environ = exec_plan(config.firmware.state_dir, ["-m", "edge.agent"], {})
         self.restarts += 1
-        self.start(config)
+        self.start(config, environ)
 
     async def stop_one(self, gateway_id: str) -> None:
         task = self.tasks.pop(gateway_id)
@@ -198,7 +199,7 @@ async def bench(gateways: int, waves: list[float], directory: Path) -> None:
             '[site]\nlatitude = 47.32\nlongitude = 5.04\ntime_zone = "Europe/Paris"\n'
             "[link]\nreport_interval_s = 1.0\n"
             f'[firmware]\nrelease_keys = ["{keys / "release.key.pub"}"]\n'
-            f'state_dir = "{state / "firmware"}"\nhealth_interval_s = 0.2\n'
+            f'state_dir = "{state / "firmware"}"\nhealth_interval_s = 0.2\nstability_s = 0\n'
         )
         agent_config = AgentConfig.load(path)
         await enroll(agent_config, response.enrollment_token)
@@ -260,7 +261,7 @@ async def bench(gateways: int, waves: list[float], directory: Path) -> None:
         if done and not completed_at:
             completed_at = time.perf_counter() - started
         settled = all(g.stage in final for g in campaign.gateways)
-        if settled or campaign.status not in (
+        if (settled and done) or campaign.status not in (
             firmware_pb2.CAMPAIGN_STATUS_RUNNING,
             firmware_pb2.CAMPAIGN_STATUS_COMPLETED,
         ):
@@ -298,15 +299,92 @@ async def bench(gateways: int, waves: list[float], directory: Path) -> None:
         proxy.server.close()
 
 
+async def rollback_bench(kinds: list[str], stability_s: float, directory: Path) -> None:
+    from tests.conftest import City, orchestrator_config
+    from tests.firmware_e2e.processes import (
+        FAULTS,
+        Timing,
+        campaign,
+        measure_rollback,
+        process_cabinet,
+        upload,
+    )
+
+    unknown = sorted(set(kinds) - set(FAULTS))
+    if unknown:
+        raise SystemExit(f"--kinds: unknown {', '.join(unknown)}; known: {', '.join(FAULTS)}")
+    timing = Timing.shipped(stability_s=stability_s)
+    unit = timing.unit
+    print(
+        f"unit: RestartSec={unit.restart_s:g}s TimeoutStartSec={unit.start_timeout_s:g}s"
+        f" (failure mode {unit.start_failure}) WatchdogSec={unit.watchdog_s:g}s"
+        f" TimeoutStopSec={unit.stop_timeout_s:g}s; launcher: 3 starts;"
+        f" agent: health_deadline_s={timing.health_deadline_s:g}"
+        f" health_interval_s={timing.health_interval_s:g} stability_s={stability_s:g};"
+        f" faults after {timing.fault_after_s:g} s"
+    )
+    ca = CertificateAuthority.init(directory / "ca", now=datetime.now(UTC))
+    config = orchestrator_config(directory)
+    running = await start(config, SystemClock(), ca=ca)
+    city = City(directory, ca, config, running, admin=None)  # type: ignore[arg-type]
+    city.admin = city.operator("admin", "admin", ["*"])
+    cabinets = []
+
+    async def one(index: int, kind: str) -> tuple[str, float, int, float]:
+        gateway_id = f"rollback-{kind.replace('_', '-')}"
+        cabinet = await process_cabinet(city, gateway_id, timing)
+        cabinets.append(cabinet)
+        ready = cabinet.supervisor.starts[0]
+        assert ready.ready is not None
+        version = f"0.2.{index + 1}"
+        await upload(city, version, kind)
+        campaign_id = await campaign(city, version, [gateway_id])
+        result = await measure_rollback(
+            city, cabinet, kind, campaign_id, timeout=1800, version=version
+        )
+        return kind, result.seconds, len(result.starts), ready.ready - ready.started
+
+    try:
+        results = await asyncio.gather(*(one(i, kind) for i, kind in enumerate(kinds)))
+    finally:
+        for cabinet in cabinets:
+            await cabinet.stop()
+        await running.stop(0)
+    restart, after = unit.restart_s, timing.fault_after_s
+    predicted = {
+        "hung": lambda s: 3 * (unit.start_timeout_s + restart) + s,
+        "crashing": lambda s: 3 * (s + after + restart) + s,
+        "unhealthy": lambda s: s + timing.health_deadline_s + 1 + restart + s,
+        "cut_off": lambda s: s + timing.health_deadline_s + 1 + restart + s,
+        "crash_loop_after_commit": lambda s: 4 * restart + 3 * (s + after) + s,
+    }
+    print(f"{'failure kind':26} {'to rollback':>12} {'predicted':>10} {'starts':>7}  start-up")
+    for kind, seconds, starts, startup in results:
+        print(
+            f"{kind:26} {seconds:10.1f} s {predicted[kind](startup):8.1f} s {starts:7d}"
+            f"  {startup:.1f} s"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gateways", type=int, default=100)
     parser.add_argument("--waves", default="1,10,50,100", help="cumulative percentages")
+    parser.add_argument("--rollback", action="store_true", help="time to rollback instead")
+    parser.add_argument("--stability", type=float, default=30.0, help="stability_s (rollback)")
+    parser.add_argument(
+        "--kinds",
+        default="hung,crashing,unhealthy,cut_off,crash_loop_after_commit",
+        help="failure kinds (rollback)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     waves = [float(p) for p in args.waves.split(",")]
     with tempfile.TemporaryDirectory(prefix="firmware-bench-") as tmp:
-        asyncio.run(bench(args.gateways, waves, Path(tmp)))
+        if args.rollback:
+            asyncio.run(rollback_bench(args.kinds.split(","), args.stability, Path(tmp)))
+        else:
+            asyncio.run(bench(args.gateways, waves, Path(tmp)))
 
 
 if __name__ == "__main__":

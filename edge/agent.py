@@ -24,10 +24,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from importlib import metadata
 from typing import Any, Protocol
 
 import grpc
@@ -50,6 +49,7 @@ from edge.equipment.signal import SignalConfig, SignalController, SignalDriverEr
 from edge.equipment.signal_plan import SignalPlanError, plans_from_proto, validate_plans
 from edge.firmware.agent_side import AgentFirmware
 from edge.firmware.boot import HealthCheck
+from edge.firmware.launch import running_release
 from edge.firmware.notify import Notifier, watchdog_interval
 from edge.identity import Credentials
 from edge.link import GatewayLinkClient
@@ -89,13 +89,6 @@ log = logging.getLogger("ondijon.edge.agent")
 MONITOR_INTERVAL_S = 30.0
 # How often counters are made durable (wall time); a power cut loses at most this much.
 PERSIST_INTERVAL_S = 60.0
-
-
-def firmware_version() -> str:
-    try:
-        return metadata.version("ondijon")
-    except metadata.PackageNotFoundError:
-        return "0.0.0+unknown"
 
 
 def make_clock(config: AgentConfig) -> Clock:
@@ -155,14 +148,19 @@ class Agent:
         clock: Clock,
         *,
         pin_factory: Any = None,
+        environ: Mapping[str, str] | None = None,
         clock_sync: ClockSync | None = None,
     ) -> None:
+        """``environ``: what the launcher said it booted (default: this process's);
+        ``clock_sync``: where trust in the wall clock comes from (default: see
+        :func:`default_clock_sync`)."""
         self.config = config
         self.clock = clock
         self.timekeeper = Timekeeper(clock_sync or default_clock_sync(config, clock))
         self._trusted_seen = False
         self._announced = False
-        self.firmware_version = firmware_version()
+        # The version this process runs, as the launcher booted it (edge.firmware.launch).
+        self.firmware_version = running_release(environ)
         self.site = Site(config.latitude, config.longitude, config.time_zone)
         config.state_dir.mkdir(parents=True, exist_ok=True)
         self._recoveries: list[StorageRecovery] = []
@@ -183,13 +181,11 @@ class Agent:
         self.firmware = AgentFirmware(
             config.firmware,
             clock=clock,
-            base_version=self.firmware_version,
+            running_version=self.firmware_version,
             channel=lambda: self.link.channel,
             send=self.link.send_firmware_progress,
             record=self.record,
         )
-        # The launcher booted the active slot: its version is the one running.
-        self.firmware_version = self.firmware.running_version
         self.meter = QuarterHourMeter()
         # Devices whose last operation failed: alarmed once, until they work again.
         self._failing: dict[str, str] = {}
@@ -326,6 +322,9 @@ class Agent:
 
     async def on_firmware_offer(self, offer: firmware_pb2.FirmwareOffer) -> None:
         self.firmware.offer(offer)
+
+    async def on_firmware_cancel(self, cancel: firmware_pb2.FirmwareCancel) -> None:
+        self.firmware.cancel(cancel)
 
     def health_checks(self) -> dict[str, HealthCheck]:
         """What a new release must show before it is committed."""
@@ -768,6 +767,7 @@ class Agent:
 
     async def _firmware_start_up(self) -> None:
         await self.firmware.start_up(self.health_checks())
+        await self.firmware.watch_stability()
 
     def _children(self) -> list[Child]:
         children = [
@@ -838,13 +838,18 @@ async def run_agent(config: AgentConfig) -> None:
     try:
         async with asyncio.TaskGroup() as group:
             group.create_task(
-                agent.run(ready=lambda: notifier.ready(f"running {config.gateway_id}"))
+                agent.run(
+                    ready=lambda: notifier.ready(
+                        f"running {config.gateway_id} {agent.firmware_version}"
+                    )
+                )
             )
             if interval:
                 group.create_task(_keep_watchdog(notifier, interval))
             group.create_task(until_stopped())
     except* _Stopped:
-        pass
+        # Stopped on request, not crashed: no crash loop (edge.firmware.boot).
+        agent.firmware.stopped_cleanly()
     finally:
         notifier.stopping()
 

@@ -29,8 +29,9 @@ Example::
     [firmware]              # optional: without it, firmware offers are refused
     release_keys = ["/etc/ondijon/release-2026.pub"]   # pinned release keys (PEM), 1 or more
     state_dir = "/var/lib/ondijon/firmware"             # slots, pointer, downloads
-    health_deadline_s = 300     # a new release must pass its health check within this
+    health_deadline_s = 120     # a new release whose health check fails this long rolls back
     health_interval_s = 10
+    stability_s = 600           # ...and it commits only after running this long, healthy
     signature_threshold = 1     # distinct pinned keys that must have signed a release
 
     [[lamps]]               # equipment tables, see edge/equipment/*.py for their fields
@@ -86,9 +87,10 @@ class FirmwareConfig:
 
     release_keys: tuple[Path, ...]
     state_dir: Path
-    health_deadline_s: float = 300.0
+    health_deadline_s: float = 120.0
     health_interval_s: float = 10.0
     signature_threshold: int = 1
+    stability_s: float = 600.0
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,11 @@ class AgentConfig:
     equipment: dict[str, Section] = field(default_factory=dict)
     source: Path | None = None
     firmware: FirmwareConfig | None = None
+    # HTTP/2 keepalive of the link: a ping every keepalive_s, and the link is taken for dead
+    # (and reopened) when one is not answered within keepalive_timeout_s. The orchestrator
+    # allows a ping every 5 s at most (docs/integrators.md).
+    keepalive_s: float = 15.0
+    keepalive_timeout_s: float = 5.0
 
     @property
     def identity_dir(self) -> Path:
@@ -144,7 +151,7 @@ class AgentConfig:
         site = data.section("site", required=True)
         site.unknown({"latitude", "longitude", "time_zone", "commune"})
         link = data.section("link")
-        link.unknown({"report_interval_s"})
+        link.unknown({"report_interval_s", "keepalive_s", "keepalive_timeout_s"})
         outbox = data.section("outbox")
         outbox.unknown({"max_bytes"})
         gateway_id = gateway.text("id")
@@ -177,6 +184,8 @@ class AgentConfig:
             outbox_max_bytes=outbox.integer("max_bytes", 64 * 1024 * 1024, minimum=1024 * 1024),
             equipment=equipment,
             firmware=_firmware(data),
+            keepalive_s=link.number("keepalive_s", 15.0, minimum=1.0, maximum=3600.0),
+            keepalive_timeout_s=link.number("keepalive_timeout_s", 5.0, minimum=1.0, maximum=600.0),
         )
 
     @classmethod
@@ -196,6 +205,7 @@ def _firmware(data: Section) -> FirmwareConfig | None:
             "health_deadline_s",
             "health_interval_s",
             "signature_threshold",
+            "stability_s",
         }
     )
     keys = section.texts("release_keys")
@@ -205,9 +215,10 @@ def _firmware(data: Section) -> FirmwareConfig | None:
     return FirmwareConfig(
         release_keys=tuple(Path(k) if Path(k).is_absolute() else base / k for k in keys),
         state_dir=section.path("state_dir"),
-        health_deadline_s=section.number("health_deadline_s", 300.0, minimum=1),
+        health_deadline_s=section.number("health_deadline_s", 120.0, minimum=1),
         health_interval_s=section.number("health_interval_s", 10.0, minimum=0.01),
         signature_threshold=section.integer("signature_threshold", 1, minimum=1),
+        stability_s=section.number("stability_s", 600.0, minimum=0),
     )
 
 

@@ -55,8 +55,12 @@ class Credentials:
 
 def channel_options(config: AgentConfig) -> list[tuple[str, int | str]]:
     options: list[tuple[str, int | str]] = [
-        ("grpc.keepalive_time_ms", 30_000),
-        ("grpc.keepalive_timeout_ms", 10_000),
+        # A link silently dropped (cellular or NAT timeout) is found within these two, and
+        # reopened, through the balancer, to a replica that answers.
+        ("grpc.keepalive_time_ms", int(config.keepalive_s * 1000)),
+        ("grpc.keepalive_timeout_ms", int(config.keepalive_timeout_s * 1000)),
+        # gRPC core times keepalive pings out after this one (a minute by default).
+        ("grpc.http2.ping_timeout_ms", int(config.keepalive_timeout_s * 1000)),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.max_pings_without_data", 0),
         # Reconnection pacing is ours (jittered backoff in the link), not gRPC's.

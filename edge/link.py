@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import random
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC
@@ -36,7 +37,11 @@ from protos.ondijon.v1 import firmware_pb2, link_pb2, link_pb2_grpc, state_pb2
 log = logging.getLogger("ondijon.edge.link")
 
 # 2: the agent takes firmware offers and reports firmware progress.
-PROTOCOL_REVISION = 2
+# 3: the agent honours firmware cancels (FirmwareCancel) and reports CANCELLED.
+PROTOCOL_REVISION = 3
+# Answers to recent commands, by id, for a command sent again (this process's memory: the
+# command actions are idempotent, an override by its id, a bollard mode, a cancellation).
+ANSWERS_KEPT = 1024
 
 
 class AgentPort(Protocol):
@@ -60,6 +65,10 @@ class AgentPort(Protocol):
 
     async def on_firmware_offer(self, offer: firmware_pb2.FirmwareOffer) -> None:
         """The orchestrator offers a release (taken in the background)."""
+        ...
+
+    async def on_firmware_cancel(self, cancel: firmware_pb2.FirmwareCancel) -> None:
+        """The orchestrator cancels an update (its campaign was aborted)."""
         ...
 
 
@@ -131,6 +140,19 @@ class GatewayLinkClient:
         # The open stream's channel and session, for firmware downloads and progress.
         self.channel: grpc.aio.Channel | None = None
         self._current: _Session | None = None
+        self._answered: OrderedDict[str, link_pb2.CommandResult] = OrderedDict()
+
+    async def answer(self, command: link_pb2.Command) -> link_pb2.CommandResult:
+        """Run a command once: the orchestrator sends a command again until it hears the
+        answer (the answer may have been lost with a stream), and gets the same answer."""
+        known = self._answered.get(command.command_id)
+        if known is not None:
+            return known
+        result = await self.agent.handle_command(command)
+        self._answered[command.command_id] = result
+        while len(self._answered) > ANSWERS_KEPT:
+            self._answered.popitem(last=False)
+        return result
 
     # -- called by the agent ---------------------------------------------------------------
 
@@ -290,10 +312,12 @@ class _Session:
         elif body == "state_ack":
             pass
         elif body == "command":
-            result = await self.client.agent.handle_command(response.command)
+            result = await self.client.answer(response.command)
             self.outgoing.put_nowait(link_pb2.ConnectRequest(command_result=result))
         elif body == "firmware_offer":
             await self.client.agent.on_firmware_offer(response.firmware_offer)
+        elif body == "firmware_cancel":
+            await self.client.agent.on_firmware_cancel(response.firmware_cancel)
 
     async def _on_document(self, document: link_pb2.DesiredDocument) -> None:
         error = await self.client.agent.accept_document(document)

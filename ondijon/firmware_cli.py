@@ -290,7 +290,7 @@ def summary(campaign: firmware_pb2.Campaign) -> str:
     return (
         f"{campaign.campaign_id:24} {_STATUS[campaign.status]:9} {campaign.version:12} "
         f"wave {campaign.current_wave}/{len(campaign.waves)}  "
-        f"{committed}/{campaign.target_count} committed, {failed} failed"
+        f"{committed}/{campaign.target_count} updated, {failed} failed"
     )
 
 
@@ -303,7 +303,7 @@ def describe(campaign: firmware_pb2.Campaign) -> str:
     for index, wave in enumerate(campaign.waves, 1):
         lines.append(
             f"  wave {index}: {wave.percent:g} %  {wave.gateways} gateway(s), "
-            f"{wave.offered} offered, {wave.committed} committed, {wave.failed} failed "
+            f"{wave.offered} offered, {wave.committed} updated, {wave.failed} failed "
             f"(advance at {wave.success_threshold:.0%}, halt above {wave.error_threshold:.0%})"
         )
     for g in campaign.gateways:
@@ -313,8 +313,11 @@ def describe(campaign: firmware_pb2.Campaign) -> str:
             else ("offered" if g.HasField("offered_at") else "waiting")
         )
         done = f" {g.bytes_done} B" if g.stage == firmware_pb2.FIRMWARE_STAGE_DOWNLOADING else ""
+        runs = f"  runs {g.hello_version}" if g.hello_version else ""
+        aborted = campaign.status == firmware_pb2.CAMPAIGN_STATUS_ABORTED
+        past = "  past the point of no return" if aborted and g.past_point_of_no_return else ""
         detail = f"  {g.detail}" if g.detail else ""
-        lines.append(f"    {g.gateway_id:24} wave {g.wave}  {stage}{done}{detail}")
+        lines.append(f"    {g.gateway_id:24} wave {g.wave}  {stage}{done}{runs}{past}{detail}")
     lines += [f"  now: {r}" for r in campaign.reasons]
     lines += [f"  {h}" for h in campaign.history]
     return "\n".join(lines)

@@ -11,6 +11,8 @@ A gRPC server interceptor that wraps every method handler:
   second, concurrent streams, new streams per second, and messages and bytes per second on
   a GatewayLink stream. Over budget is RESOURCE_EXHAUSTED; a link stream over budget is
   closed.
+- **the store away**: a call that could not reach the store is answered UNAVAILABLE (the
+  replica is not ready, :mod:`orchestrator.readiness`), so a client tries another replica.
 - **no leaked internals**: an exception a service did not turn into a status is logged
   with an error id and answered INTERNAL with that id only (gRPC would send the exception
   text, SQL and all, to the caller).
@@ -34,6 +36,7 @@ import grpc
 from orchestrator.app import Orchestrator
 from orchestrator.auth import AuthError, peer_of
 from orchestrator.limits import BucketMap, LimitError, RateLimits, StreamCounts, StreamMeter
+from orchestrator.store.connection import StoreUnavailable
 from orchestrator.wire import WireError
 from provisioning.identity import Role
 
@@ -169,6 +172,9 @@ class Admission(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             await self._refuse(context, key, method, exc)
         if isinstance(exc, WireError):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        if isinstance(exc, StoreUnavailable):
+            # Not this call's fault: the replica cannot reach its store (readiness).
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
         if isinstance(exc, grpc.aio.BaseError) or context.done():
             # gRPC's own (an abort, a peer gone mid-send, a server stopping): gRPC knows
             # what to do with them, and the call may be over already.

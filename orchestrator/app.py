@@ -27,6 +27,7 @@ from provisioning.ca import CertificateAuthority
 
 if TYPE_CHECKING:
     from orchestrator.campaigns import CampaignRunner
+    from orchestrator.readiness import Readiness
     from orchestrator.routing import Router
 
 log = logging.getLogger("ondijon.orchestrator")
@@ -49,13 +50,18 @@ class Orchestrator:
     crl: CrlPublisher = field(init=False)
     # Firmware campaigns (orchestrator.campaigns), set by campaign_admin.install_firmware.
     campaigns: CampaignRunner | None = None
+    # This process's name among the replicas sharing the store (new at every start).
+    replica: str = ""
     # Cross-replica delivery of document and command news (orchestrator.routing).
     router: Router = field(init=False)
+    # Whether this replica can reach its store (orchestrator.readiness), set by the server.
+    readiness: Readiness | None = None
     _cert_cache: dict[str, tuple[float, str | None]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        from orchestrator.routing import Router  # it builds on this module
+        from orchestrator.routing import Router, new_replica_id  # it builds on this module
 
+        self.replica = self.replica or new_replica_id()
         self.crl = CrlPublisher(self.ca, self.runner, self.config.state_dir / "crl.pem")
         self.router = Router(self)
 

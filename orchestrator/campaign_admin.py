@@ -1,23 +1,28 @@
 """Campaigns: the admin API of releases and firmware campaigns, and the wiring of firmware
 into an orchestrator process (:func:`install_firmware`).
 
-Callers are operators, as for ControlCentre: viewers list and read, operators create and
-steer campaigns whose gateways are all in their communes, admins upload releases. Every
-write, refused attempts included, lands in the audit log.
+Callers are operators, checked as for ControlCentre (:class:`orchestrator.roles.Gatekeeper`):
+viewers list and read, operators create and steer campaigns whose gateways are all in
+their communes, admins upload releases. Every write, refused attempts included (a viewer's
+create, another commune's pause, a gateway certificate calling this service), lands in the
+audit log.
+
+What a caller sees of a campaign is limited to its communes: the gateways, their number,
+the waves' counts, and the reasons and history lines (rendered by
+:meth:`orchestrator.campaign.Note.render`) name and count only gateways of those communes.
 """
 
 from __future__ import annotations
 
 import secrets
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any, NoReturn
+from typing import Any
 
 import grpc
 import sqlalchemy as sa
 
 from orchestrator.app import Orchestrator
-from orchestrator.auth import AuthError, Peer, peer_of, require_role
-from orchestrator.campaign import CampaignError, TargetGateway
+from orchestrator.campaign import CampaignError, Note, Outcome, TargetGateway
 from orchestrator.campaign_targets import (
     BALENA,
     NATIVE,
@@ -37,20 +42,18 @@ from orchestrator.campaigns import (
     balena_from_environment,
 )
 from orchestrator.firmware import FirmwareService, UploadError, receive_upload
+from orchestrator.roles import ADMIN, OPERATOR, VIEWER, Attempt, Caller, Gatekeeper
 from orchestrator.store.firmware_store import (
     CampaignGatewayRecord,
     CampaignRecord,
     FirmwareStore,
     ReleaseRecord,
 )
-from orchestrator.store.store import Conflict, NotFound, OperatorRecord
+from orchestrator.store.store import Conflict, NotFound
 from orchestrator.wire import timestamp
 from protos.ondijon.v1 import firmware_pb2, firmware_pb2_grpc
-from provisioning.identity import Role
 
 Context = grpc.aio.ServicerContext[Any, Any]
-VIEWER, OPERATOR, ADMIN = "viewer", "operator", "admin"
-_RANK = {VIEWER: 0, OPERATOR: 1, ADMIN: 2}
 _STATUS = {
     "running": firmware_pb2.CAMPAIGN_STATUS_RUNNING,
     "paused": firmware_pb2.CAMPAIGN_STATUS_PAUSED,
@@ -58,13 +61,8 @@ _STATUS = {
     "aborted": firmware_pb2.CAMPAIGN_STATUS_ABORTED,
     "completed": firmware_pb2.CAMPAIGN_STATUS_COMPLETED,
 }
-_FAILED = frozenset(
-    {
-        firmware_pb2.FIRMWARE_STAGE_ROLLED_BACK,
-        firmware_pb2.FIRMWARE_STAGE_REFUSED,
-        firmware_pb2.FIRMWARE_STAGE_FAILED,
-    }
-)
+Scope = Callable[[str], bool]
+"""Whether the reader may see a commune (``"*"``: whether it may see every commune)."""
 
 
 def install_firmware(
@@ -102,10 +100,18 @@ def campaign_message(
     record: CampaignRecord,
     rows: Sequence[CampaignGatewayRecord],
     *,
-    visible: Callable[[str], bool] | None = None,
+    scope: Scope,
+    gateways: bool = False,
 ) -> firmware_pb2.Campaign:
-    """A campaign as the admin API shows it; with ``visible``, per-gateway outcomes of the
-    communes it accepts."""
+    """A campaign as a reader whose communes ``scope`` accepts sees it; with ``gateways``,
+    the per-gateway outcomes."""
+    communes = {r.gateway_id: r.commune for r in rows}
+
+    def visible(gateway_id: str) -> bool:
+        # A gateway outside the target (a stray report) is for readers of every commune.
+        return scope(communes.get(gateway_id, "*"))
+
+    shown = [r for r in rows if scope(r.commune)]
     plan = record.plan
     message = firmware_pb2.Campaign(
         campaign_id=record.campaign_id,
@@ -117,18 +123,22 @@ def campaign_message(
             else firmware_pb2.CAMPAIGN_BACKEND_NATIVE
         ),
         current_wave=record.wave + 1,
-        history=list(record.history),
-        reasons=list(record.reasons),
+        history=_rendered(record.history, visible),
+        reasons=(
+            _abort_summary(shown)
+            if record.status == "aborted"
+            else _rendered(record.reasons, visible)
+        ),
         window=plan.get("window") or "",
         allow_night=not plan.get("daylight_only", True),
         allow_downgrade=bool(record.options.get("allow_downgrade", False)),
         created_at=timestamp(record.created_at),
         created_by=record.created_by,
         updated_at=timestamp(record.updated_at),
-        target_count=len(rows),
+        target_count=len(shown),
     )
     for index, wave in enumerate(plan["waves"]):
-        members = [r for r in rows if r.wave == index]
+        members = [r for r in shown if r.wave == index]
         message.waves.append(
             firmware_pb2.WaveProgress(
                 percent=wave["percent"],
@@ -136,17 +146,14 @@ def campaign_message(
                 error_threshold=wave["error_threshold"],
                 gateways=len(members),
                 offered=sum(1 for r in members if r.offered_at is not None),
-                committed=sum(
-                    1 for r in members if r.stage == firmware_pb2.FIRMWARE_STAGE_COMMITTED
-                ),
-                failed=sum(1 for r in members if r.stage in _FAILED),
+                committed=sum(1 for r in members if _updated(record, r)),
+                failed=sum(1 for r in members if _failed(record, r)),
             )
         )
-    if visible is not None:
-        for row in rows:
-            if not visible(row.commune):
-                continue
-            outcome = firmware_pb2.GatewayOutcome(
+    if gateways:
+        for row in shown:
+            outcome = Outcome.from_stage(row.stage)
+            entry = firmware_pb2.GatewayOutcome(
                 gateway_id=row.gateway_id,
                 wave=row.wave + 1,
                 stage=row.stage,  # type: ignore[arg-type]
@@ -154,13 +161,63 @@ def campaign_message(
                 bytes_done=row.bytes_done,
                 running_version=row.running_version,
                 commune=row.commune,
+                past_point_of_no_return=outcome is not None and outcome.past_point_of_no_return,
+                hello_version=row.hello_version,
             )
             if row.offered_at is not None:
-                outcome.offered_at.CopyFrom(timestamp(row.offered_at))
+                entry.offered_at.CopyFrom(timestamp(row.offered_at))
             if row.reported_at is not None:
-                outcome.updated_at.CopyFrom(timestamp(row.reported_at))
-            message.gateways.append(outcome)
+                entry.updated_at.CopyFrom(timestamp(row.reported_at))
+            message.gateways.append(entry)
     return message
+
+
+def _rendered(notes: Sequence[Note], visible: Callable[[str], bool]) -> list[str]:
+    return [line for n in notes if (line := n.render(visible)) is not None]
+
+
+def _updated(record: CampaignRecord, row: CampaignGatewayRecord) -> bool:
+    """Committed, and (native) the gateway's hello reports the campaign's version."""
+    return row.stage == firmware_pb2.FIRMWARE_STAGE_COMMITTED and (
+        record.backend != NATIVE or row.hello_version == record.version
+    )
+
+
+def _failed(record: CampaignRecord, row: CampaignGatewayRecord) -> bool:
+    outcome = Outcome.from_stage(row.stage)
+    if outcome is None:
+        return False
+    return outcome.failed or (outcome is Outcome.COMMITTED and not _updated(record, row))
+
+
+def _abort_summary(rows: Sequence[CampaignGatewayRecord]) -> list[str]:
+    """Where the offered gateways stand after an abort."""
+    offered = [r for r in rows if r.offered_at is not None]
+    outcomes = {r.gateway_id: Outcome.from_stage(r.stage) for r in offered}
+    past = [g for g, o in outcomes.items() if o is not None and o.past_point_of_no_return]
+    cancelled = [g for g, o in outcomes.items() if o is Outcome.CANCELLED]
+    stopped = [g for g, o in outcomes.items() if o is not None and o.failed and g not in past]
+    silent = [g for g in outcomes if g not in past and g not in cancelled and g not in stopped]
+    lines = []
+    if past:
+        lines.append(
+            f"{len(past)} gateway(s) had passed the point of no return; their update goes on"
+            f" to its outcome: {_names(past)}"
+        )
+    if cancelled:
+        lines.append(f"{len(cancelled)} gateway(s) cancelled before the point of no return")
+    if stopped:
+        lines.append(f"{len(stopped)} gateway(s) had refused or failed before the abort")
+    if silent:
+        lines.append(
+            f"{len(silent)} gateway(s) have not answered the cancel yet (offline, or an agent"
+            f" older than protocol revision 3): {_names(silent)}"
+        )
+    return lines
+
+
+def _names(ids: Sequence[str]) -> str:
+    return ", ".join(ids[:3]) + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")
 
 
 class CampaignsService(firmware_pb2_grpc.CampaignsServicer):
@@ -168,63 +225,15 @@ class CampaignsService(firmware_pb2_grpc.CampaignsServicer):
         self.app = app
         self.runner = runner
         self.store = FirmwareStore()
-
-    # -- who may do what --------------------------------------------------------------------
-
-    async def _operator(self, context: Context, needed: str) -> tuple[Peer, OperatorRecord]:
-        try:
-            peer = peer_of(context)
-            require_role(peer, Role.OPERATOR)
-            await self.app.check_certificate(peer)
-        except AuthError as exc:
-            await context.abort(exc.code, str(exc))
-        store = self.app.runner.store
-        record = await self.app.runner.read(lambda c: store.get_operator(c, peer.identity.name))
-        if record is None or record.disabled:
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED, "operator is not registered")
-        if _RANK.get(record.role, -1) < _RANK[needed]:
-            await context.abort(
-                grpc.StatusCode.PERMISSION_DENIED,
-                f"role {record.role} may not do this (needs {needed})",
-            )
-        return peer, record
-
-    async def _audit(
-        self, peer: Peer, action: str, target: str, commune: str, result: str, detail: str = ""
-    ) -> None:
-        store = self.app.runner.store
-        now = self.app.clock.now()
-        await self.app.runner.write(
-            lambda c: store.audit(
-                c,
-                at=now,
-                actor=str(peer.identity),
-                action=action,
-                target=target,
-                commune=commune[:128],
-                result=result,
-                detail=detail,
-            )
-        )
-
-    async def _refuse(
-        self,
-        context: Context,
-        peer: Peer,
-        action: str,
-        target: str,
-        commune: str,
-        code: grpc.StatusCode,
-        message: str,
-    ) -> NoReturn:
-        await self._audit(peer, action, target, commune, "refused", message)
-        await context.abort(code, message)
-        raise AssertionError("unreachable")
+        self.gate = Gatekeeper(app)
 
     async def _campaign(
-        self, context: Context, operator: OperatorRecord, campaign_id: str
+        self, context: Context, caller: Caller, campaign_id: str, attempt: Attempt | None
     ) -> tuple[CampaignRecord, list[CampaignGatewayRecord]]:
+        """The campaign, if it exists and reaches the caller's communes; otherwise abort
+        (a refused write audited where it happened)."""
         store = self.store
+        missing = f"campaign_id: no campaign {campaign_id!r}"
         try:
             record, rows = await self.app.runner.read(
                 lambda c: (
@@ -232,12 +241,19 @@ class CampaignsService(firmware_pb2_grpc.CampaignsServicer):
                     store.campaign_gateways(c, campaign_id),
                 )
             )
-        except NotFound as exc:
-            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
-        if not any(_in_scope(operator, r.commune) for r in rows):
+        except NotFound:
+            await self.gate.refuse(context, caller, attempt, grpc.StatusCode.NOT_FOUND, missing)
+        if not any(caller.in_scope(r.commune) for r in rows):
             # Same answer as a missing campaign: scope must not leak what exists elsewhere.
-            await context.abort(
-                grpc.StatusCode.NOT_FOUND, f"campaign_id: no campaign {campaign_id!r}"
+            where = _where(rows)
+            audited = Attempt(attempt.action, attempt.target, where) if attempt else None
+            await self.gate.refuse(
+                context,
+                caller,
+                audited,
+                grpc.StatusCode.NOT_FOUND,
+                missing,
+                detail=f"campaign {campaign_id!r} is outside the caller's communes",
             )
         return record, rows
 
@@ -248,38 +264,33 @@ class CampaignsService(firmware_pb2_grpc.CampaignsServicer):
         request_iterator: AsyncIterator[firmware_pb2.UploadReleaseRequest],
         context: Context,
     ) -> firmware_pb2.UploadReleaseResponse:
-        peer, _ = await self._operator(context, ADMIN)
+        attempt = Attempt("release.upload", "")
+        caller = await self.gate.caller(context, ADMIN, attempt)
         now = self.app.clock.now()
         try:
             release, data = await receive_upload(
-                request_iterator, now=now, uploaded_by=str(peer.identity)
+                request_iterator, now=now, uploaded_by=caller.actor
             )
         except UploadError as exc:
-            await self._refuse(
-                context, peer, "release.upload", "", "", grpc.StatusCode.INVALID_ARGUMENT, str(exc)
+            await self.gate.refuse(
+                context, caller, attempt, grpc.StatusCode.INVALID_ARGUMENT, str(exc)
             )
+        attempt = Attempt("release.upload", release.version)
         store = self.store
         try:
             await self.app.runner.write(lambda c: store.add_release(c, release, data))
         except Conflict as exc:
-            await self._refuse(
-                context,
-                peer,
-                "release.upload",
-                release.version,
-                "",
-                grpc.StatusCode.ALREADY_EXISTS,
-                str(exc),
+            await self.gate.refuse(
+                context, caller, attempt, grpc.StatusCode.ALREADY_EXISTS, str(exc)
             )
         keys = ", ".join(s.key_id for s in release.signatures)
-        detail = f"{release.total_size} bytes, signed by {keys}"
-        await self._audit(peer, "release.upload", release.version, "", "ok", detail)
+        await self.gate.done(caller, attempt, f"{release.total_size} bytes, signed by {keys}")
         return firmware_pb2.UploadReleaseResponse(release=release_info(release))
 
     async def ListReleases(
         self, request: firmware_pb2.ListReleasesRequest, context: Context
     ) -> firmware_pb2.ListReleasesResponse:
-        await self._operator(context, VIEWER)
+        await self.gate.caller(context, VIEWER, None)
         store = self.store
         releases = await self.app.runner.read(store.list_releases)
         return firmware_pb2.ListReleasesResponse(releases=[release_info(r) for r in releases])
@@ -289,9 +300,9 @@ class CampaignsService(firmware_pb2_grpc.CampaignsServicer):
     async def CreateCampaign(
         self, request: firmware_pb2.CreateCampaignRequest, context: Context
     ) -> firmware_pb2.CreateCampaignResponse:
-        peer, operator = await self._operator(context, OPERATOR)
         campaign_id = request.campaign_id or f"{request.version}-{secrets.token_hex(3)}"
-        action = "campaign.create"
+        attempt = Attempt("campaign.create", campaign_id)
+        caller = await self.gate.caller(context, OPERATOR, attempt)
         backend = BALENA if request.backend == firmware_pb2.CAMPAIGN_BACKEND_BALENA else NATIVE
         target = Target(
             tuple(request.target.communes),
@@ -299,9 +310,10 @@ class CampaignsService(firmware_pb2_grpc.CampaignsServicer):
             tuple(request.target.gateway_ids),
         )
         store = self.app.runner.store
+        scope = caller.operator.communes
 
         def resolve(c: sa.Connection) -> tuple[list[TargetGateway], dict[str, str]]:
-            records = resolve_target(store, c, target, operator.communes)
+            records = resolve_target(store, c, target, scope)
             gateways = [target_gateway(r, drives_lamps(store, c, r.gateway_id)) for r in records]
             return gateways, {r.gateway_id: r.commune for r in records}
 
@@ -323,32 +335,31 @@ class CampaignsService(firmware_pb2_grpc.CampaignsServicer):
                     balena_release=request.balena_release,
                     balena_devices=devices,
                 ),
-                actor=str(peer.identity),
+                actor=caller.actor,
             )
         except OutOfScope as exc:
-            await self._refuse(
-                context, peer, action, campaign_id, "", grpc.StatusCode.PERMISSION_DENIED, str(exc)
+            await self.gate.refuse(
+                context, caller, attempt, grpc.StatusCode.PERMISSION_DENIED, str(exc)
             )
         except CampaignError as exc:
-            await self._refuse(
-                context, peer, action, campaign_id, "", grpc.StatusCode.INVALID_ARGUMENT, str(exc)
+            await self.gate.refuse(
+                context, caller, attempt, grpc.StatusCode.INVALID_ARGUMENT, str(exc)
             )
         except Conflict as exc:
-            await self._refuse(
-                context, peer, action, campaign_id, "", grpc.StatusCode.ALREADY_EXISTS, str(exc)
+            await self.gate.refuse(
+                context, caller, attempt, grpc.StatusCode.ALREADY_EXISTS, str(exc)
             )
         rows = await self.runner.gateways(campaign_id)
-        where = ",".join(sorted({r.commune for r in rows}))
         detail = f"{record.version} to {len(rows)} gateway(s), {backend} backend"
-        await self._audit(peer, action, campaign_id, where, "ok", detail)
+        await self.gate.done(caller, Attempt(attempt.action, campaign_id, _where(rows)), detail)
         return firmware_pb2.CreateCampaignResponse(
-            campaign=campaign_message(record, rows, visible=lambda c: _in_scope(operator, c))
+            campaign=campaign_message(record, rows, scope=caller.in_scope, gateways=True)
         )
 
     async def ListCampaigns(
         self, request: firmware_pb2.ListCampaignsRequest, context: Context
     ) -> firmware_pb2.ListCampaignsResponse:
-        _, operator = await self._operator(context, VIEWER)
+        caller = await self.gate.caller(context, VIEWER, None)
         store = self.store
 
         def load(c: sa.Connection) -> list[tuple[CampaignRecord, list[CampaignGatewayRecord]]]:
@@ -357,58 +368,49 @@ class CampaignsService(firmware_pb2_grpc.CampaignsServicer):
         found = await self.app.runner.read(load)
         return firmware_pb2.ListCampaignsResponse(
             campaigns=[
-                campaign_message(record, rows)
+                campaign_message(record, rows, scope=caller.in_scope)
                 for record, rows in found
-                if any(_in_scope(operator, r.commune) for r in rows)
+                if any(caller.in_scope(r.commune) for r in rows)
             ]
         )
 
     async def GetCampaign(
         self, request: firmware_pb2.GetCampaignRequest, context: Context
     ) -> firmware_pb2.GetCampaignResponse:
-        _, operator = await self._operator(context, VIEWER)
-        record, rows = await self._campaign(context, operator, request.campaign_id)
+        caller = await self.gate.caller(context, VIEWER, None)
+        record, rows = await self._campaign(context, caller, request.campaign_id, None)
         return firmware_pb2.GetCampaignResponse(
-            campaign=campaign_message(record, rows, visible=lambda c: _in_scope(operator, c))
+            campaign=campaign_message(record, rows, scope=caller.in_scope, gateways=True)
         )
 
     async def _act(
         self, context: Context, campaign_id: str, action: Action, reason: str
     ) -> firmware_pb2.Campaign:
-        peer, operator = await self._operator(context, OPERATOR)
-        _, rows = await self._campaign(context, operator, campaign_id)
-        where = ",".join(sorted({r.commune for r in rows}))
-        audit = f"campaign.{action}"
-        outside = sorted({r.commune for r in rows if not _in_scope(operator, r.commune)})
+        attempt = Attempt(f"campaign.{action}", campaign_id)
+        caller = await self.gate.caller(context, OPERATOR, attempt)
+        _, rows = await self._campaign(context, caller, campaign_id, attempt)
+        attempt = Attempt(attempt.action, campaign_id, _where(rows))
+        outside = sorted({r.commune for r in rows if not caller.in_scope(r.commune)})
         if outside:
-            await self._refuse(
+            await self.gate.refuse(
                 context,
-                peer,
-                audit,
-                campaign_id,
-                where,
+                caller,
+                attempt,
                 grpc.StatusCode.PERMISSION_DENIED,
-                f"target: the campaign reaches communes outside your scope ({', '.join(outside)})",
+                f"target: the campaign reaches {len(outside)} commune(s) outside your scope",
+                detail=f"communes outside the caller's scope: {', '.join(outside)}",
             )
         try:
             record = await self.runner.act(campaign_id, action, reason)
         except CampaignError as exc:
-            await self._refuse(
-                context,
-                peer,
-                audit,
-                campaign_id,
-                where,
-                grpc.StatusCode.FAILED_PRECONDITION,
-                str(exc),
+            await self.gate.refuse(
+                context, caller, attempt, grpc.StatusCode.FAILED_PRECONDITION, str(exc)
             )
         except Conflict as exc:
-            await self._refuse(
-                context, peer, audit, campaign_id, where, grpc.StatusCode.ABORTED, str(exc)
-            )
-        await self._audit(peer, audit, campaign_id, where, "ok", reason)
+            await self.gate.refuse(context, caller, attempt, grpc.StatusCode.ABORTED, str(exc))
+        await self.gate.done(caller, attempt, reason)
         rows = await self.runner.gateways(campaign_id)
-        return campaign_message(record, rows, visible=lambda c: _in_scope(operator, c))
+        return campaign_message(record, rows, scope=caller.in_scope, gateways=True)
 
     async def PauseCampaign(
         self, request: firmware_pb2.PauseCampaignRequest, context: Context
@@ -429,5 +431,6 @@ class CampaignsService(firmware_pb2_grpc.CampaignsServicer):
         return firmware_pb2.AbortCampaignResponse(campaign=campaign)
 
 
-def _in_scope(operator: OperatorRecord, commune: str) -> bool:
-    return "*" in operator.communes or commune in operator.communes
+def _where(rows: Sequence[CampaignGatewayRecord]) -> str:
+    """The communes a campaign reaches, for the audit log."""
+    return ",".join(sorted({r.commune for r in rows}))

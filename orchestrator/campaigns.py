@@ -17,8 +17,16 @@ does not take offers: it is reported REFUSED, with the reason, rather than waite
 
 Outcomes reach the campaign two ways: the ``firmware_progress`` message on the link (fast,
 lost if the stream drops) and an event in the agent's outbox (``firmware.committed``,
-``firmware.rolled_back``, ``firmware.refused``, ``firmware.failed``: delivered exactly once
-even across power cuts). Both merge idempotently.
+``firmware.rolled_back``, ``firmware.refused``, ``firmware.failed``, ``firmware.cancelled``:
+delivered exactly once even across power cuts). Both merge idempotently, and an outcome is
+final. A COMMITTED counts only when the gateway's latest hello (kept in the fleet registry,
+shared by every replica) reports the campaign's version.
+
+An aborted campaign is cancelled on the gateways (``FirmwareCancel``, agents of protocol
+revision 3): at once on the streams this process holds, and at every pass and every new
+stream until each offered gateway has answered (CANCELLED, or the outcome of an update
+that had passed the point of no return), so a gateway offline at the abort, or connected to
+another replica, hears of it too.
 """
 
 from __future__ import annotations
@@ -43,9 +51,11 @@ from orchestrator.campaign import (
     CampaignState,
     CampaignStatus,
     GatewayReport,
+    Note,
     Outcome,
     abort,
     decide,
+    note,
     pause,
     resume,
     start_campaign,
@@ -70,11 +80,14 @@ log = logging.getLogger("ondijon.orchestrator.campaigns")
 LIVE = (CampaignStatus.RUNNING.value, CampaignStatus.PAUSED.value, CampaignStatus.HALTED.value)
 OFFER_REVISION = 2
 """Agents say this protocol revision (or later) in their hello when they take offers."""
+CANCEL_REVISION = 3
+"""...and this one when they honour a FirmwareCancel."""
 OUTCOME_EVENTS = {
     "firmware.committed": firmware_pb2.FIRMWARE_STAGE_COMMITTED,
     "firmware.rolled_back": firmware_pb2.FIRMWARE_STAGE_ROLLED_BACK,
     "firmware.refused": firmware_pb2.FIRMWARE_STAGE_REFUSED,
     "firmware.failed": firmware_pb2.FIRMWARE_STAGE_FAILED,
+    "firmware.cancelled": firmware_pb2.FIRMWARE_STAGE_CANCELLED,
 }
 Action = Literal["pause", "resume", "abort"]
 
@@ -136,7 +149,9 @@ def state_of(record: CampaignRecord, rows: Sequence[CampaignGatewayRecord]) -> C
         if row.offered_at is not None:
             offered[row.gateway_id] = row.offered_at
         if outcome is not None and row.reported_at is not None:
-            reports[row.gateway_id] = GatewayReport(outcome, row.reported_at, row.detail)
+            # balena decides its devices' outcome; native gateways are judged by their hello.
+            hello = row.hello_version if record.backend == NATIVE else None
+            reports[row.gateway_id] = GatewayReport(outcome, row.reported_at, row.detail, hello)
             offered.setdefault(row.gateway_id, row.reported_at)
     return CampaignState(
         plan=plan,
@@ -166,6 +181,7 @@ class CampaignRunner:
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._sent: dict[tuple[str, str], Session] = {}
+        self._cancels: dict[tuple[str, str], Session] = {}
         self._revisions: dict[str, int] = {}
         self._offers: dict[str, firmware_pb2.ReleaseManifest] = {}
 
@@ -304,13 +320,34 @@ class CampaignRunner:
                 state = pause(state, now, reason)
             elif action == "resume":
                 state = resume(state, now)
+                await self._check_release(record, now)
             else:
                 state = abort(state, now, reason)
             updated = _updated(record, state, record.reasons, now)
             if await self._save(record, updated, {}):
+                if action == "abort":
+                    await self._send_cancels()
                 self.wake()
                 return updated
         raise Conflict("campaign_id: the campaign is changing; try again")
+
+    async def _check_release(self, record: CampaignRecord, now: datetime) -> None:
+        """A resumed campaign must be able to go on: its release is still servable.
+
+        Raises:
+            CampaignError: the release expired (agents would refuse it).
+        """
+        if record.backend != NATIVE:
+            return
+        store = self.store
+        release = await self.app.runner.read(lambda c: store.get_release(c, record.version))
+        if release.expires_at <= now:
+            raise CampaignError(
+                "version",
+                f"release {record.version} expired at {release.expires_at:%Y-%m-%dT%H:%MZ}:"
+                " agents would refuse it; the campaign cannot go on (abort it and start one"
+                " with a newer release)",
+            )
 
     async def get(self, campaign_id: str) -> CampaignRecord:
         """Raises: NotFound."""
@@ -328,8 +365,12 @@ class CampaignRunner:
         gateway_id = session.gateway_id
         self._revisions[gateway_id] = hello.protocol_revision
         store = self.store
-        rows = await self.app.runner.read(
-            lambda c: store.campaigns_of_gateway(c, gateway_id, [CampaignStatus.RUNNING.value])
+        running = [CampaignStatus.RUNNING.value]
+        rows, waiting = await self.app.runner.read(
+            lambda c: (
+                store.campaigns_of_gateway(c, gateway_id, running),
+                store.awaiting_cancel(c, gateway_id),
+            )
         )
         now = self.app.clock.now()
         for record, row in rows:
@@ -337,6 +378,30 @@ class CampaignRunner:
                 continue
             plan = plan_from_json(record.plan)
             await self._offer(record, plan, gateway_id, now)
+        self._cancel(waiting)
+
+    async def _send_cancels(self) -> None:
+        """Tell gateways connected here to cancel updates of aborted campaigns they have
+        not answered yet (once per stream)."""
+        store = self.store
+        self._cancel(await self.app.runner.read(store.awaiting_cancel))
+
+    def _cancel(self, waiting: Sequence[tuple[str, str, str]]) -> None:
+        for campaign_id, version, gateway in waiting:
+            session = self.app.hub.session(gateway)
+            key = (campaign_id, gateway)
+            if session is None or self._cancels.get(key) is session:
+                continue
+            if self._revisions.get(gateway, 0) < CANCEL_REVISION:
+                continue  # it cannot be told; the campaign shows it never answered
+            self._cancels[key] = session
+            session.send(
+                link_pb2.ConnectResponse(
+                    firmware_cancel=firmware_pb2.FirmwareCancel(
+                        campaign_id=campaign_id, version=version, reason="campaign aborted"
+                    )
+                )
+            )
 
     async def on_progress(self, gateway_id: str, progress: firmware_pb2.FirmwareProgress) -> None:
         """Record a gateway's progress (from its stream).
@@ -374,6 +439,10 @@ class CampaignRunner:
                     await self._pass(record)
                 except Exception:
                     log.exception("campaign %s: pass failed", record.campaign_id)
+            try:
+                await self._send_cancels()
+            except Exception:
+                log.exception("cancelling aborted campaigns failed")
             self.passes += 1
 
     async def _pass(self, record: CampaignRecord) -> None:
@@ -404,7 +473,7 @@ class CampaignRunner:
                     g: t for g, t in next_state.offered.items() if g not in decision.offer_to
                 }
                 next_state = replace(next_state, offered=offered)
-                reasons.append(f"balena did not pin the wave, will retry: {exc}")
+                reasons.append(note(f"balena did not pin the wave, will retry: {exc}"))
         unoffered = {r.gateway_id for r in rows if r.offered_at is None}
         new_offers = {g: at for g, at in next_state.offered.items() if g in unoffered}
         updated = _updated(record, next_state, reasons, now)
@@ -544,10 +613,13 @@ class CampaignRunner:
     def _forget(self, campaign_id: str) -> None:
         for key in [k for k in self._sent if k[0] == campaign_id]:
             del self._sent[key]
+        if len(self._cancels) > 10_000:
+            # Streams come and go: keep the memory of cancels sent bounded.
+            self._cancels.clear()
 
 
 def _updated(
-    record: CampaignRecord, state: CampaignState, reasons: Sequence[str], now: datetime
+    record: CampaignRecord, state: CampaignState, reasons: Sequence[Note], now: datetime
 ) -> CampaignRecord:
     return replace(
         record,

@@ -5,17 +5,23 @@ Example::
     [server]
     listen = "0.0.0.0:7443"          # mutual TLS: gateways and operators
     enroll_listen = "0.0.0.0:7444"   # server-authenticated TLS: enrollment with a token only
+    crl_listen = "0.0.0.0:7480"      # optional: the CRL over plain HTTP (orchestrator.crl_point)
     dns_names = ["orchestrator.example.org"]
     ip_addresses = []
 
     [store]
     url = "sqlite:///var/lib/ondijon/orchestrator.db"   # or postgresql+psycopg://...
+    deadline_s = 15              # no answer from the store in this long: it is unreachable
+    connect_timeout_s = 5
+    statement_timeout_s = 10
+    idle_in_transaction_timeout_s = 15
 
     [identity]
     ca_dir = "/var/lib/ondijon/ca"
     state_dir = "/var/lib/ondijon/orchestrator"        # server key and certificate
     gateway_certificate_days = 7
     token_ttl_hours = 72
+    crl_urls = ["http://orchestrator.example.org:7480/crl"]   # named in every certificate
 
 Every limit lives in :class:`Limits`, one documented dataclass.
 """
@@ -27,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from ondijon.config import ConfigError, Section, load_toml
+from orchestrator.store.connection import StoreSettings
+from provisioning.ca import CAError, check_crl_urls
 
 
 @dataclass(frozen=True)
@@ -43,7 +51,14 @@ class Limits:
         event_window: events a gateway may have in flight unacknowledged (flow control).
         max_batch_devices: device states in one StateReport.
         max_batch_events: events in one EventBatch.
-        keepalive_time_s: HTTP/2 pings to spot dead cabinets behind NAT.
+        keepalive_time_s: the server pings each connection after this long without a ping
+            (HTTP/2 PING), to find cabinets gone silent behind a cellular or NAT timeout.
+        keepalive_timeout_s: a ping not answered within this closes the connection and its
+            streams; a silent cabinet is found within ``keepalive_time_s`` plus this.
+        min_client_ping_interval_s: clients may ping this often and no more (gRPC counts
+            faster pings as strikes and closes the connection with ``too_many_pings``).
+        catch_up_s: every this long, each replica sends its gateways what a lost
+            notification may have kept from them (pending commands, newer documents).
     """
 
     max_message_bytes: int = 4 * 1024 * 1024
@@ -53,7 +68,29 @@ class Limits:
     event_window: int = 1000
     max_batch_devices: int = 2000
     max_batch_events: int = 1000
-    keepalive_time_s: int = 60
+    keepalive_time_s: int = 20
+    keepalive_timeout_s: int = 10
+    min_client_ping_interval_s: int = 5
+    catch_up_s: float = 30.0
+
+
+_STORE_BOUNDS = (
+    "connect_timeout_s",
+    "statement_timeout_s",
+    "idle_in_transaction_timeout_s",
+    "deadline_s",
+)
+
+
+def _crl_urls(identity: Section) -> tuple[str, ...]:
+    try:
+        return check_crl_urls(identity.texts("crl_urls", []))
+    except CAError as exc:
+        raise ConfigError("identity.crl_urls", str(exc).split(": ", 1)[1]) from None
+
+
+def _bound(store: Section, name: str) -> float:
+    return store.number(name, getattr(StoreSettings(), name), minimum=0.1, maximum=3600)
 
 
 @dataclass(frozen=True)
@@ -68,16 +105,22 @@ class OrchestratorConfig:
     gateway_certificate_days: int
     token_ttl_hours: int
     limits: Limits = field(default_factory=Limits)
+    store: StoreSettings = field(default_factory=StoreSettings)
+    # Where the CRL is published (named in certificates), and where to serve it, if here.
+    crl_urls: tuple[str, ...] = ()
+    crl_listen: str = ""
 
     @classmethod
     def from_mapping(cls, data: Section) -> OrchestratorConfig:
         data.unknown({"server", "store", "identity", "limits"})
         server = data.section("server")
-        server.unknown({"listen", "enroll_listen", "dns_names", "ip_addresses"})
+        server.unknown({"listen", "enroll_listen", "dns_names", "ip_addresses", "crl_listen"})
         store = data.section("store")
-        store.unknown({"url"})
+        store.unknown({"url", *_STORE_BOUNDS})
         identity = data.section("identity")
-        identity.unknown({"ca_dir", "state_dir", "gateway_certificate_days", "token_ttl_hours"})
+        identity.unknown(
+            {"ca_dir", "state_dir", "gateway_certificate_days", "token_ttl_hours", "crl_urls"}
+        )
         limits_section = data.section("limits")
         defaults = Limits()
         known = set(Limits.__dataclass_fields__)
@@ -110,6 +153,14 @@ class OrchestratorConfig:
             ),
             token_ttl_hours=identity.integer("token_ttl_hours", 72, minimum=1, maximum=24 * 30),
             limits=limits,
+            crl_urls=_crl_urls(identity),
+            crl_listen=server.address("crl_listen") if "crl_listen" in server.data else "",
+            store=StoreSettings(
+                connect_timeout_s=_bound(store, "connect_timeout_s"),
+                statement_timeout_s=_bound(store, "statement_timeout_s"),
+                idle_in_transaction_timeout_s=_bound(store, "idle_in_transaction_timeout_s"),
+                deadline_s=_bound(store, "deadline_s"),
+            ),
         )
 
     @classmethod

@@ -56,8 +56,18 @@ class ControlCentreService(control_pb2_grpc.ControlCentreServicer):
         self.app = app
         self.gate = Gatekeeper(app)
 
-    async def _gateway_message(self, record: GatewayRecord) -> control_pb2.Gateway:
+    async def _connected(self) -> dict[str, str]:
+        """Gateway id -> replica, for every gateway whose stream some replica holds: the
+        store's view, the same whichever replica answers."""
+        store, since = self.app.runner.store, self.app.router.live_since()
+        return await self.app.runner.read(lambda c: store.live_streams(c, seen_since=since))
+
+    async def _gateway_message(
+        self, record: GatewayRecord, connected: dict[str, str] | None = None
+    ) -> control_pb2.Gateway:
         store = self.app.runner.store
+        if connected is None:
+            connected = await self._connected()
 
         def load(c: sa.Connection) -> tuple[Any, ...]:
             return (
@@ -76,7 +86,7 @@ class ControlCentreService(control_pb2_grpc.ControlCentreServicer):
             longitude=record.longitude,
             time_zone=record.time_zone,
             tags=list(record.tags),
-            connected=self.app.hub.connected(record.gateway_id),
+            connected=record.gateway_id in connected,
             firmware_version=record.firmware_version,
             enrolled=record.enrolled_at is not None,
             held=[
@@ -163,8 +173,9 @@ class ControlCentreService(control_pb2_grpc.ControlCentreServicer):
         store = self.app.runner.store
         records = await self.app.runner.read(lambda c: store.list_gateways(c, request.commune))
         visible = [r for r in records if caller.in_scope(r.commune)]
+        connected = await self._connected()
         return control_pb2.ListGatewaysResponse(
-            gateways=[await self._gateway_message(r) for r in visible]
+            gateways=[await self._gateway_message(r, connected) for r in visible]
         )
 
     async def GetGateway(

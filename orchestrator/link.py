@@ -1,9 +1,16 @@
 """GatewayLink: the one long-lived stream per gateway.
 
 The gateway says hello; the orchestrator answers with a welcome, then sends every desired
-document newer than what the gateway holds (nothing that is already there), then pending
-commands. From then on it stores state reports and events and acknowledges each only
-after its transaction committed; an event batch is stored idempotently by (gateway,
+document newer than what the gateway holds (nothing that is already there), then the
+commands it has not answered yet. A command stays PENDING until the gateway answers it
+(DONE, REFUSED or EXPIRED): one sent into a stream that died unnoticed is sent again on the
+next stream (the agent answers a command it already ran without running it twice). The
+hello also records the stream in the store as the gateway's, which ends an older stream of
+the gateway on any replica (:mod:`orchestrator.routing`). A replica that cannot reach its
+store refuses streams (UNAVAILABLE), so the gateway goes to another.
+
+From then on it stores state reports and events and acknowledges each only after its
+transaction committed; an event batch is stored idempotently by (gateway,
 sequence), so a replayed batch changes nothing (the live feed included) and is
 acknowledged again.
 
@@ -19,7 +26,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 
 import grpc
@@ -30,7 +37,13 @@ from orchestrator.app import Orchestrator
 from orchestrator.auth import AuthError, peer_of, require_role
 from orchestrator.devices import DeviceLog, compact
 from orchestrator.hub import Session
-from orchestrator.store.store import HeldRecord, NewEvent, NotFound
+from orchestrator.store.store import (
+    CommandRecord,
+    DocumentRecord,
+    HeldRecord,
+    NewEvent,
+    NotFound,
+)
 from orchestrator.wire import (
     WireError,
     check_command_result,
@@ -48,6 +61,13 @@ from provisioning.identity import Role
 log = logging.getLogger("ondijon.orchestrator.link")
 
 PROTOCOL_REVISION = 1
+
+# Commands the gateway has not answered: sent (again) on each new stream until it does.
+# DELIVERED is what an older orchestrator wrote when it queued a command on a stream.
+UNSETTLED = (link_pb2.COMMAND_STATUS_PENDING, link_pb2.COMMAND_STATUS_DELIVERED)
+NOT_READY = (
+    "this orchestrator replica cannot reach its store; reconnect (another replica serves you)"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +125,8 @@ class GatewayLinkService(link_pb2_grpc.GatewayLinkServicer):
         request_iterator: AsyncIterator[Received],
         context: grpc.aio.ServicerContext[link_pb2.ConnectRequest, link_pb2.ConnectResponse],
     ) -> None:
+        if not self.app.runner.available:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, NOT_READY)
         try:
             peer = peer_of(context)
             require_role(peer, Role.GATEWAY)
@@ -145,6 +167,7 @@ class GatewayLinkService(link_pb2_grpc.GatewayLinkServicer):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await writer
             self.app.hub.detach(session)
+            self.app.router.stream_ended(session)
             log.info("gateway %s disconnected", gateway_id)
 
 
@@ -310,9 +333,12 @@ class _Conversation:
                 held=held,
                 now=now,
             )
+            # This stream is now the gateway's: an older one, on any replica, ends.
+            self.app.router.stream_opened(conn, self.session)
             return store.stored_sequence(conn, gateway_id), store.last_report_seq(conn, gateway_id)
 
         stored, self.report_seq = await self.app.runner.write(record)
+        self.session.registered = True
         # Start from a folded snapshot, knowing which devices it holds.
         self.devices = DeviceLog(
             await self.app.runner.write(lambda c: compact(store, c, gateway_id))
@@ -386,10 +412,14 @@ class _Conversation:
         gateway_id = self.gateway_id
         sequences = [e.sequence for e in events]
 
+        router = self.app.router
+
         def add(conn: sa.Connection) -> set[int] | None:
             added = store.add_events(conn, gateway_id, new, now=now)
             if added == len(new):
-                return None  # all new: the usual case
+                # All new, the usual case; feeds on other replicas hear of it on commit.
+                router.events_stored(conn, gateway_id, sequences, now)
+                return None
             if added == 0:
                 return set()  # a replay: stored already
             # Partly a replay (batches resent after a cut are not cut the same way): the
@@ -400,6 +430,7 @@ class _Conversation:
                     conn, gateway_id, after_sequence=r.first - 1, limit=r.last - r.first + 1
                 )
                 fresh |= {row.sequence for row in span if row.received_at == now}
+            router.events_stored(conn, gateway_id, sorted(fresh), now)
             return fresh
 
         fresh = await self.app.runner.write(add)
@@ -452,6 +483,8 @@ class _Conversation:
         store = self.app.runner.store
         now = self.app.clock.now()
         gateway_id = self.gateway_id
+        # The gateway's answer is the acknowledgement: the command is no longer owed.
+        self.session.sent_commands.discard(result.command_id)
         # Scoped to this gateway: a gateway can never settle another gateway's command.
         await self.app.runner.write(
             lambda c: store.set_command_status(
@@ -471,38 +504,63 @@ async def send_newer_documents(
     """Send each desired document the gateway does not already hold."""
     store = app.runner.store
     documents = await app.runner.read(lambda c: store.documents_for(c, session.gateway_id))
+    send_documents(session, documents, held)
+
+
+def send_documents(
+    session: Session,
+    documents: list[DocumentRecord],
+    held: Mapping[int, link_pb2.HeldDocument | HeldRecord],
+) -> int:
+    """Send those of ``documents`` the gateway neither holds nor was sent on this stream;
+    returns how many."""
     # The schedule names plans: send it last, so a gateway never selects a plan it lacks.
-    documents.sort(key=lambda d: d.kind == link_pb2.DOCUMENT_KIND_SCHEDULE)
-    for doc in documents:
+    ordered = sorted(documents, key=lambda d: d.kind == link_pb2.DOCUMENT_KIND_SCHEDULE)
+    sent = 0
+    for doc in ordered:
         have = held.get(doc.kind)
         if have is not None and have.version == doc.version and have.digest == doc.digest:
             continue
+        if session.sent_documents.get(doc.kind) == (doc.version, doc.digest):
+            continue  # in flight on this stream: its acknowledgement is on its way
         session.send(link_pb2.ConnectResponse(document=document_message(doc)))
+        session.sent_documents[doc.kind] = (doc.version, doc.digest)
+        sent += 1
+    return sent
 
 
 async def send_pending_commands(app: Orchestrator, session: Session) -> None:
-    """Deliver commands queued while the gateway was away; expire the stale ones."""
+    """Send the commands the gateway has not answered yet; expire the stale ones."""
+    store = app.runner.store
+    records = await app.runner.read(
+        lambda c: store.commands_with_status(c, session.gateway_id, UNSETTLED)
+    )
+    await send_commands(app, session, records)
+
+
+async def send_commands(app: Orchestrator, session: Session, records: list[CommandRecord]) -> int:
+    """Send those of ``records`` (unanswered commands of the session's gateway) not already
+    sent on this stream; those past their expiry are marked EXPIRED instead. The status
+    stays PENDING until the gateway answers. Returns how many were sent."""
     store = app.runner.store
     now = app.clock.now()
-    pending = await app.runner.read(
-        lambda c: store.commands_with_status(
-            c, session.gateway_id, [link_pb2.COMMAND_STATUS_PENDING]
-        )
-    )
-    for record in pending:
+    sent = 0
+    for record in records:
+        if record.command_id in session.sent_commands:
+            continue
         if record.expires_at <= now:
-            status, detail = link_pb2.COMMAND_STATUS_EXPIRED, "expired before delivery"
-        else:
-            session.send(
-                link_pb2.ConnectResponse(command=link_pb2.Command.FromString(record.payload))
+            await app.runner.write(
+                functools.partial(
+                    store.set_command_status,
+                    command_id=record.command_id,
+                    status=link_pb2.COMMAND_STATUS_EXPIRED,
+                    detail="expired before the gateway acknowledged it",
+                    now=now,
+                    only_from=UNSETTLED,
+                )
             )
-            status, detail = link_pb2.COMMAND_STATUS_DELIVERED, ""
-        await app.runner.write(
-            functools.partial(
-                store.set_command_status,
-                command_id=record.command_id,
-                status=status,
-                detail=detail,
-                now=now,
-            )
-        )
+            continue
+        session.sent_commands.add(record.command_id)
+        session.send(link_pb2.ConnectResponse(command=link_pb2.Command.FromString(record.payload)))
+        sent += 1
+    return sent

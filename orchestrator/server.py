@@ -24,12 +24,13 @@ import gc
 import logging
 import os
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 
 import grpc
 from cryptography.hazmat.primitives import serialization
+from grpc_health.v1 import health_pb2_grpc
 
 from ondijon.clock import Clock
 from ondijon.files import write_atomic
@@ -38,10 +39,14 @@ from orchestrator.app import Orchestrator
 from orchestrator.campaign_admin import install_firmware
 from orchestrator.config import OrchestratorConfig
 from orchestrator.control import ControlCentreService
+from orchestrator.crl_point import CrlPoint
 from orchestrator.enrollment import EnrollmentService
 from orchestrator.hub import Hub
 from orchestrator.link import GatewayLinkService, add_gateway_link
+from orchestrator.readiness import Readiness
+from orchestrator.readiness import health_servicer as health_servicer_for_grpc
 from orchestrator.revocation import Sweeper
+from orchestrator.routing import new_replica_id
 from orchestrator.store.runner import StoreRunner
 from orchestrator.store.store import Store
 from protos.ondijon.v1 import control_pb2_grpc, enrollment_pb2_grpc
@@ -55,6 +60,7 @@ SERVER_CERT_CHECK_SECONDS = 3600.0
 # The enrollment port is open to anyone: small requests (a CSR, a token), few at a time.
 ENROLL_MAX_MESSAGE_BYTES = 64 * 1024
 ENROLL_MAX_CONCURRENT_CALLS = 64
+MAX_METADATA_BYTES = 8 * 1024
 
 
 @dataclass
@@ -67,6 +73,7 @@ class Running:
     app: Orchestrator
     admission: Admission | None = None
     tasks: tuple[asyncio.Task[None], ...] = ()
+    crl_point: CrlPoint | None = None
 
     async def stop(self, grace: float = 2.0) -> None:
         for task in self.tasks:
@@ -76,6 +83,10 @@ class Running:
             await self.app.campaigns.stop()
         await self.app.router.stop()
         await asyncio.gather(*(server.stop(grace) for server in self.servers))
+        if self.crl_point is not None:
+            await asyncio.to_thread(self.crl_point.stop)
+        if self.app.runner.available:
+            await self.app.router.release_all()
         await self.app.runner.close()
         self.app.runner.store.close()
 
@@ -165,11 +176,24 @@ def _options(config: OrchestratorConfig, max_message_bytes: int = 0) -> list[tup
         ("grpc.max_send_message_length", limits.max_message_bytes),
         ("grpc.server.max_pending_requests", limits.max_pending_requests),
         ("grpc.server.max_pending_requests_hard_limit", limits.max_pending_requests_hard),
+        # Keepalive (docs/integrators.md): the server pings every connection after
+        # keepalive_time_s and drops it when a ping goes unanswered for keepalive_timeout_s;
+        # it keeps pinging a quiet cabinet (no data for hours is normal). Clients may ping
+        # every min_client_ping_interval_s; faster is struck out with too_many_pings.
         ("grpc.keepalive_time_ms", limits.keepalive_time_s * 1000),
-        ("grpc.keepalive_timeout_ms", 20_000),
-        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ("grpc.keepalive_timeout_ms", limits.keepalive_timeout_s * 1000),
+        # gRPC core (1.85) times keepalive pings out after the general ping timeout (one
+        # minute by default), whatever keepalive_timeout_ms says: set both.
+        ("grpc.http2.ping_timeout_ms", limits.keepalive_timeout_s * 1000),
+        ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.http2.min_ping_interval_without_data_ms", limits.min_client_ping_interval_s * 1000),
+        ("grpc.http2.max_ping_strikes", 2),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.so_reuseport", 0),
+        # Request metadata (headers): above the soft size some calls are refused, above the
+        # hard size all (gRPC's own defaults, stated here because integrators rely on them).
+        ("grpc.max_metadata_size", MAX_METADATA_BYTES),
+        ("grpc.absolute_max_metadata_size", 2 * MAX_METADATA_BYTES),
     ]
 
 
@@ -178,17 +202,27 @@ async def start(
 ) -> Running:
     """Open the store, issue the server certificate if needed and start listening."""
     ca = ca or CertificateAuthority.load(config.ca_dir)
-    store = Store.open(config.store_url)
+    if config.crl_urls:
+        ca.crl_urls = config.crl_urls
+    replica = new_replica_id()
+    settings = replace(
+        config.store, application_name=f"{config.store.application_name}-{replica}"[:63]
+    )
+    store = Store.open(config.store_url, settings)
     cert_path, key_path = ensure_server_certificate(ca, config, store, clock)
     client_ca = _client_ca_bundle(config, ca)
     runner = StoreRunner(store)
     await runner.start()
-    app = Orchestrator(config=config, runner=runner, hub=Hub(), ca=ca, clock=clock)
+    app = Orchestrator(config=config, runner=runner, hub=Hub(), ca=ca, clock=clock, replica=replica)
+    health_servicer = health_servicer_for_grpc()
+    app.readiness = Readiness(app, health_servicer)
+    await app.readiness.start()
     await app.crl.current(clock.now())
     await app.router.start()
     admission = Admission(app)
 
     server = grpc.aio.server(options=_options(config), interceptors=[admission])
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     add_gateway_link(GatewayLinkService(app), server)
     control_pb2_grpc.add_ControlCentreServicer_to_server(ControlCentreService(app), server)
     install_firmware(app, server)
@@ -208,6 +242,8 @@ async def start(
         maximum_concurrent_rpcs=ENROLL_MAX_CONCURRENT_CALLS,
     )
     enrollment_pb2_grpc.add_EnrollmentServicer_to_server(enroll_server, enroll_grpc)
+    # Health on the enrollment port too: a balancer checks it without a client certificate.
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, enroll_grpc)
     server_files = _CredentialFiles(cert_path, key_path, None)
     server_only = grpc.dynamic_ssl_server_credentials(
         server_files.configuration(), server_files.fetch, require_client_authentication=False
@@ -217,7 +253,12 @@ async def start(
         raise OSError(f"could not listen on {config.listen} / {config.enroll_listen}")
     await server.start()
     await enroll_grpc.start()
+    crl_point = None
+    if config.crl_listen:
+        crl_point = CrlPoint(config.crl_listen, app.crl.path, config.crl_urls)
+        crl_point.start()
     tasks = (
+        asyncio.create_task(app.readiness.run(), name="readiness"),
         asyncio.create_task(Sweeper(app).run(), name="revocation-sweeper"),
         asyncio.create_task(_keep_server_certificate(app, store), name="server-certificate"),
     )
@@ -229,6 +270,7 @@ async def start(
         app=app,
         admission=admission,
         tasks=tasks,
+        crl_point=crl_point,
     )
 
 

@@ -11,7 +11,10 @@ Layout of a CA directory::
 
 Leaves carry one SPIFFE URI SAN (see :mod:`provisioning.identity`); the requested subject of a
 CSR is ignored, so a gateway can never choose its own identity. The issuing CA also signs
-the certificate revocation list (:meth:`CertificateAuthority.sign_crl`).
+the certificate revocation list (:meth:`CertificateAuthority.sign_crl`); when the CA is given
+the URLs where that CRL is published (``crl_urls``), every leaf names them in a CRL
+distribution point (RFC 5280 4.2.1.13), so any TLS stack, not only OnDijon's own clients,
+can check revocation.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -111,11 +115,14 @@ class CertificateAuthority:
         root: x509.Certificate,
         issuing: x509.Certificate,
         issuing_key: ec.EllipticCurvePrivateKey,
+        crl_urls: tuple[str, ...] = (),
     ) -> None:
         self.directory = directory
         self.root = root
         self.issuing = issuing
         self._issuing_key = issuing_key
+        # Where the issuing CA's CRL is published (http: URLs), named in every leaf.
+        self.crl_urls = check_crl_urls(crl_urls)
 
     # -- creation and loading -------------------------------------------------------------
 
@@ -174,8 +181,8 @@ class CertificateAuthority:
         return cls(directory, root, issuing, issuing_key)
 
     @classmethod
-    def load(cls, directory: Path) -> CertificateAuthority:
-        """Load the CA in ``directory``."""
+    def load(cls, directory: Path, *, crl_urls: tuple[str, ...] = ()) -> CertificateAuthority:
+        """Load the CA in ``directory``; its leaves will name ``crl_urls``."""
         directory = Path(directory)
         try:
             root = load_certs((directory / "root.pem").read_bytes(), "root.pem")[0]
@@ -188,7 +195,7 @@ class CertificateAuthority:
             ) from None
         if not isinstance(key, ec.EllipticCurvePrivateKey):
             raise CAError("issuing.key: not an EC private key")
-        return cls(directory, root, issuing, key)
+        return cls(directory, root, issuing, key, crl_urls)
 
     # -- what peers need -----------------------------------------------------------------
 
@@ -271,9 +278,24 @@ class CertificateAuthority:
             ]
         )
         not_after = min(now + lifetime, self.issuing.not_valid_after_utc)
+        builder = _base(subject, self.issuing.subject, public_key, now, not_after - now)
+        if self.crl_urls:
+            builder = builder.add_extension(
+                x509.CRLDistributionPoints(
+                    [
+                        x509.DistributionPoint(
+                            full_name=[x509.UniformResourceIdentifier(url)],
+                            relative_name=None,
+                            reasons=None,
+                            crl_issuer=None,
+                        )
+                        for url in self.crl_urls
+                    ]
+                ),
+                critical=False,
+            )
         cert = (
-            _base(subject, self.issuing.subject, public_key, now, not_after - now)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            builder.add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.SubjectAlternativeName(names), critical=False)
             .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
             .add_extension(
@@ -342,6 +364,17 @@ class CertificateAuthority:
             raise CAError(
                 "certificate: not issued by this CA (signature does not verify)"
             ) from None
+
+
+def check_crl_urls(urls: Iterable[str]) -> tuple[str, ...]:
+    """``urls`` if each is an absolute http URL (RFC 5280 4.2.1.13: CRLs are fetched over
+    plain HTTP, they are signed; https would need a revocation check of its own)."""
+    checked = tuple(urls)
+    for i, url in enumerate(checked):
+        parts = urlsplit(url)
+        if parts.scheme != "http" or not parts.hostname or not url.isprintable():
+            raise CAError(f"crl_urls[{i}]: {url!r} is not an absolute http:// URL")
+    return checked
 
 
 def _ca_usage() -> x509.KeyUsage:

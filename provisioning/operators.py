@@ -41,7 +41,7 @@ def add_operator(
         raise OperatorError(f"role: must be one of {', '.join(ROLES)}")
     if not communes:
         raise OperatorError("communes: give at least one commune, or '*' for all")
-    ca = CertificateAuthority.load(config.ca_dir)
+    ca = CertificateAuthority.load(config.ca_dir, crl_urls=config.crl_urls)
     key_pem, issued = ca.issue_keypair(
         Identity(Role.OPERATOR, name), now=now, lifetime=OPERATOR_CERT_LIFETIME
     )

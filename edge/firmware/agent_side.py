@@ -6,23 +6,34 @@
   retried with jittered backoff and resumes where the durable data ends; one that still
   fails is left for the orchestrator's next offer, which resumes it too. A part whose hash
   does not match is refused at once: over mutual TLS it cannot be line noise.
-- **Offers are answered, never reapplied**: during a trial an offer is ignored (the trial's
-  outcome is coming); an offer of the running version is answered COMMITTED; an offer of a
-  release this gateway already rolled back in the same campaign is answered ROLLED_BACK
-  with the reason. So the orchestrator may repeat offers freely.
-- **At start-up**, :meth:`AgentFirmware.start_up` runs the trial's health checks
-  (:func:`~edge.firmware.boot.confirm_trial`): commit, or roll back and restart.
-- **Outcomes** (COMMITTED, ROLLED_BACK, REFUSED, FAILED) go two ways: a ``FirmwareProgress``
-  on the link (fast, lost if the link drops) and an event in the durable outbox
-  (``firmware.<outcome>``, with the campaign id), which reaches the orchestrator exactly
-  once whatever happens. Progress stages go on the link only.
+- **The running version** is the one this process was started with (what the launcher
+  booted, :func:`edge.firmware.launch.running_release`), fixed for its life: a trial rolled
+  back under a running process does not make that process run another version.
+- **Offers are answered, never reapplied**: during a trial, or in a process whose trial was
+  just rolled back (it is restarting; the next start answers), an offer is ignored; an offer
+  is answered only once its manifest verifies (pinned signature, form, expiry) and names
+  the version offered: ROLLED_BACK with the reason for a release this gateway already
+  rolled back in the same campaign, COMMITTED for the version running. So the orchestrator
+  may repeat offers freely, and an unsigned version string proves nothing.
+- **Cancel**: :meth:`AgentFirmware.cancel` stops an update of that campaign before the
+  point of no return (the switch to the new slot) and answers CANCELLED; past it, it
+  answers with the stage reached and the update goes on to its outcome.
+- **At start-up**, :meth:`AgentFirmware.start_up` runs the trial's health checks and
+  stability period (:func:`~edge.firmware.boot.confirm_trial`): commit, or roll back and
+  restart. A rollback is reported by the next start, which runs the version rolled back
+  to. A committed release that has run the stability period is marked stable for the
+  launcher's crash-loop watch.
+- **Outcomes** (COMMITTED, ROLLED_BACK, REFUSED, FAILED, CANCELLED) go two ways: a
+  ``FirmwareProgress`` on the link (fast, lost if the link drops) and an event in the
+  durable outbox (``firmware.<outcome>``, with the campaign id), which reaches the
+  orchestrator exactly once whatever happens. Progress stages go on the link only.
 
 The restart is the supervisor's (systemd ``Restart=always``): the agent terminates itself
 a moment after reporting REBOOTING. Tests and the bench replace ``request_restart`` and
 play the supervisor: stop the Agent, run the launcher's boot step
-(:func:`~edge.firmware.boot.resolve_boot_slot`) on the same state directory, start a new
-Agent. Such an in-process "restart" still runs the base code; the version it reports is
-the slot's, which is what the launcher would have put first on ``sys.path``.
+(:func:`~edge.firmware.launch.exec_plan`) on the same state directory, start a new Agent
+with the environment the launcher would give it. Such an in-process "restart" still runs
+the base code; the version it reports is the one the launcher booted.
 """
 
 from __future__ import annotations
@@ -36,13 +47,25 @@ from datetime import timedelta
 
 from edge.config import FirmwareConfig
 from edge.equipment.base import EquipmentEvent, Priority
-from edge.firmware.boot import HealthCheck, TrialResult, confirm_trial, restart_via_supervisor
-from edge.firmware.download import ChunkFetcher
+from edge.firmware.boot import (
+    HealthCheck,
+    TrialResult,
+    Verdict,
+    confirm_trial,
+    restart_via_supervisor,
+)
+from edge.firmware.download import (
+    ChunkFetcher,
+    DownloadLimits,
+    FreeSpace,
+    free_bytes,
+    prune_downloads,
+)
 from edge.firmware.errors import DownloadError, FirmwareRefused
 from edge.firmware.grpc_fetcher import ChannelSource, GrpcChunkFetcher
 from edge.firmware.slots import SlotStore
-from edge.firmware.update import TrustPolicy, apply_offer, pending_report
-from edge.firmware.verify import load_pinned_keys
+from edge.firmware.update import Gate, TrustPolicy, apply_offer, pending_report
+from edge.firmware.verify import load_pinned_keys, verify_signed
 from ondijon.clock import Clock
 from protos.ondijon.v1 import firmware_pb2
 
@@ -54,7 +77,9 @@ OUTCOME_EVENTS = {
     firmware_pb2.FIRMWARE_STAGE_ROLLED_BACK: ("firmware.rolled_back", Priority.ALARM),
     firmware_pb2.FIRMWARE_STAGE_REFUSED: ("firmware.refused", Priority.ALARM),
     firmware_pb2.FIRMWARE_STAGE_FAILED: ("firmware.failed", Priority.ALARM),
+    firmware_pb2.FIRMWARE_STAGE_CANCELLED: ("firmware.cancelled", Priority.EVENT),
 }
+
 FetcherFactory = Callable[[ChannelSource, str], ChunkFetcher]
 
 
@@ -84,7 +109,7 @@ class AgentFirmware:
         config: FirmwareConfig | None,
         *,
         clock: Clock,
-        base_version: str,
+        running_version: str,
         channel: ChannelSource,
         send: Callable[[firmware_pb2.FirmwareProgress], bool],
         record: Callable[[EquipmentEvent], None],
@@ -94,11 +119,13 @@ class AgentFirmware:
         rng: random.Random | None = None,
         fetcher: FetcherFactory = GrpcChunkFetcher,
         restart_grace_s: float = 1.0,
+        limits: DownloadLimits | None = None,
+        free: FreeSpace = free_bytes,
     ) -> None:
         """Args:
         config: the ``[firmware]`` section (``None``: offers are refused).
-        clock: the agent's clock (expiry checks, health-check deadline).
-        base_version: the version of the base install (what runs when no slot does).
+        clock: the agent's clock (expiry checks, health-check deadline, stability).
+        running_version: the version this process runs (what the launcher booted).
         channel: the link's current channel.
         send: puts a progress message on the link; ``False`` when the link is down.
         record: makes an event durable in the outbox.
@@ -108,10 +135,12 @@ class AgentFirmware:
         rng: jitter source.
         fetcher: makes the fetcher of a release (the gRPC one by default).
         restart_grace_s: time given to the link to send REBOOTING before the restart.
+        limits: download and disk limits.
+        free: measures free disk space.
         """
         self.config = config
         self.clock = clock
-        self.base_version = base_version
+        self.running_version = running_version
         self.channel = channel
         self.send = send
         self.record = record
@@ -121,12 +150,20 @@ class AgentFirmware:
         self.rng = rng or random.Random()
         self.fetcher = fetcher
         self.restart_grace_s = restart_grace_s
+        self.limits = limits or DownloadLimits()
+        self.free = free
         self.store = SlotStore(config.state_dir) if config is not None else None
         self.trust: TrustPolicy | None = None
         self.trust_error = "firmware updates are not configured on this gateway ([firmware])"
         if config is not None:
             self._load_trust(config)
         self.task: asyncio.Task[None] | None = None
+        # The offer being taken and its point of no return.
+        self.taking: firmware_pb2.FirmwareOffer | None = None
+        self.gate = Gate()
+        self._cancelled = asyncio.Event()
+        # Set once this process rolled its trial back: it only waits for its restart.
+        self.restarting = False
         self._unsent: list[firmware_pb2.FirmwareProgress] = []
         self._last: firmware_pb2.FirmwareProgress | None = None
 
@@ -147,14 +184,6 @@ class AgentFirmware:
         self.trust = TrustPolicy(keys, config.signature_threshold)
 
     @property
-    def running_version(self) -> str:
-        """The version this boot runs: the active slot's, else the base install's."""
-        if self.store is None:
-            return self.base_version
-        state = self.store.read()
-        return state.version_of(state.active, self.base_version)
-
-    @property
     def busy(self) -> bool:
         return self.task is not None and not self.task.done()
 
@@ -164,16 +193,23 @@ class AgentFirmware:
         """Commit or roll back a trial, then report the outcome of the last one."""
         if self.store is None or self.config is None:
             return None
+        stability = timedelta(seconds=self.config.stability_s)
         result = await confirm_trial(
             self.store,
             checks,
             self.clock,
             deadline=timedelta(seconds=self.config.health_deadline_s),
             interval=timedelta(seconds=self.config.health_interval_s),
+            stability=stability,
             request_restart=self._restart_soon,
         )
         if result.verdict is not None:
             log.info("firmware trial: %s (%s)", result.verdict.value, result.reason)
+        if result.verdict is Verdict.ROLL_BACK:
+            # This process still runs the release it rolled back: the next start, which runs
+            # the version rolled back to, reports the outcome with the version it runs.
+            self.restarting = True
+            return result
         progress = pending_report(self.store, self.running_version)
         if progress is not None:
             self._record_outcome(progress)
@@ -182,6 +218,20 @@ class AgentFirmware:
             self._unsent.append(progress)
             self.on_connected()
         return result
+
+    async def watch_stability(self) -> None:
+        """After :meth:`start_up`: once this start has run the stability period, it no longer
+        counts towards a crash loop of the committed release (edge.firmware.boot)."""
+        if self.store is None or self.config is None or self.restarting:
+            return
+        await self.clock.sleep(self.config.stability_s)
+        if not self.restarting:
+            await asyncio.to_thread(self.store.mark_stable)
+
+    def stopped_cleanly(self) -> None:
+        """The agent is stopping on request (not crashing): this start is no crash loop."""
+        if self.store is not None and not self.restarting:
+            self.store.mark_stable()
 
     def on_connected(self) -> None:
         """The link is up: send outcomes it missed (the fast path; the outbox has them)."""
@@ -195,7 +245,61 @@ class AgentFirmware:
         if self.busy:
             log.info("firmware offer of %s ignored: an update is in progress", offer.version)
             return
+        self.taking = offer
+        self.gate = Gate()
+        self._cancelled = asyncio.Event()
         self.task = asyncio.create_task(self._take(offer), name=f"firmware {offer.version}")
+
+    def cancel(self, cancel: firmware_pb2.FirmwareCancel) -> None:
+        """Stop the update of ``cancel.campaign_id`` unless it is past the point of no return,
+        and say where it stands."""
+        taking = self.taking
+        if self.busy and taking is not None and taking.campaign_id == cancel.campaign_id:
+            if self.gate.cancel(cancel.reason):
+                # The update stops at its next step and reports CANCELLED itself.
+                self._cancelled.set()
+                return
+            last = self._last
+            self.send(
+                self._progress(
+                    taking,
+                    last.stage if last is not None else firmware_pb2.FIRMWARE_STAGE_REBOOTING,
+                    "past the point of no return: the update goes on to its outcome",
+                )
+            )
+            return
+        standing = self._standing(cancel)
+        self.send(standing)
+        if standing.stage == firmware_pb2.FIRMWARE_STAGE_CANCELLED:
+            self._record_outcome(standing)
+
+    def _standing(self, cancel: firmware_pb2.FirmwareCancel) -> firmware_pb2.FirmwareProgress:
+        """Where this gateway stands on a cancelled campaign it is not updating for now."""
+        offer = firmware_pb2.FirmwareOffer(campaign_id=cancel.campaign_id, version=cancel.version)
+        state = self.store.read() if self.store is not None else None
+        if state is not None and state.campaign_id == cancel.campaign_id:
+            if state.trial is not None or self.restarting:
+                return self._progress(
+                    offer,
+                    firmware_pb2.FIRMWARE_STAGE_REBOOTING,
+                    "past the point of no return: the trial goes on to its outcome",
+                )
+            outcome = state.last_outcome
+            if outcome is not None and outcome.campaign_id == cancel.campaign_id:
+                stage = (
+                    firmware_pb2.FIRMWARE_STAGE_COMMITTED
+                    if outcome.result == "committed"
+                    else firmware_pb2.FIRMWARE_STAGE_ROLLED_BACK
+                )
+                return self._progress(offer, stage, outcome.reason)
+        if self.store is not None and not self.busy:
+            # What a download cut short by a restart left behind is of no use now.
+            prune_downloads(self.store.state_dir / "downloads")
+        return self._progress(
+            offer,
+            firmware_pb2.FIRMWARE_STAGE_CANCELLED,
+            f"nothing in progress for this campaign; still running {self.running_version}",
+        )
 
     def close(self) -> None:
         if self.task is not None:
@@ -217,30 +321,48 @@ class AgentFirmware:
         if self.store is None or self.trust is None:
             self._finish(offer, firmware_pb2.FIRMWARE_STAGE_REFUSED, self.trust_error)
             return True
+        if self.restarting:
+            log.info("firmware offer of %s ignored: restarting after a rollback", offer.version)
+            return True
         state = self.store.read()
         if state.trial is not None:
             log.info("firmware offer of %s ignored: a trial is running", offer.version)
             return True
-        if offer.version == self.running_version:
-            self._finish(
-                offer, firmware_pb2.FIRMWARE_STAGE_COMMITTED, f"{offer.version} is already running"
+        try:
+            # Nothing is answered on the strength of an unsigned version string.
+            manifest = verify_signed(
+                offer.manifest.manifest,
+                list(offer.manifest.signatures),
+                self.trust.pinned_keys,
+                self.clock.now(),
+                self.trust.threshold,
             )
+            if manifest.version != offer.version:
+                raise FirmwareRefused("offer.version", f"manifest is for {manifest.version}")
+        except FirmwareRefused as refused:
+            self._finish(offer, firmware_pb2.FIRMWARE_STAGE_REFUSED, str(refused))
             return True
         outcome = state.last_outcome
         if (
             outcome is not None
             and outcome.result == "rolled_back"
-            and outcome.version == offer.version
+            and outcome.version == manifest.version
             and outcome.campaign_id == offer.campaign_id
         ):
             self._report(
                 self._progress(offer, firmware_pb2.FIRMWARE_STAGE_ROLLED_BACK, outcome.reason)
             )
             return True
+        if manifest.version == self.running_version:
+            self._finish(
+                offer, firmware_pb2.FIRMWARE_STAGE_COMMITTED, f"{offer.version} is already running"
+            )
+            return True
         return False
 
     async def _apply(self, offer: firmware_pb2.FirmwareOffer) -> None:
         assert self.store is not None and self.trust is not None
+        gate = self.gate
         for attempt in range(self.retry.attempts):
             try:
                 stage = await apply_offer(
@@ -252,6 +374,9 @@ class AgentFirmware:
                     clock=self.clock,
                     report=self._report,
                     request_restart=self._restart_soon,
+                    limits=self.limits,
+                    gate=gate,
+                    free=self.free,
                 )
             except DownloadError as exc:
                 if exc.reason.startswith("SHA-256 does not match"):
@@ -267,13 +392,35 @@ class AgentFirmware:
                     )
                 )
                 if attempt + 1 < self.retry.attempts:
-                    await self.sleep(self.retry.delay(attempt, self.rng))
+                    await self._pause(self.retry.delay(attempt, self.rng))
+                if gate.cancelled:
+                    self._finish(
+                        offer,
+                        firmware_pb2.FIRMWARE_STAGE_CANCELLED,
+                        "cancelled before the point of no return while the download waited;"
+                        f" still running {self.running_version}",
+                    )
+                    return
                 continue
-            if stage in (firmware_pb2.FIRMWARE_STAGE_REFUSED, firmware_pb2.FIRMWARE_STAGE_FAILED):
+            if stage in (
+                firmware_pb2.FIRMWARE_STAGE_REFUSED,
+                firmware_pb2.FIRMWARE_STAGE_FAILED,
+                firmware_pb2.FIRMWARE_STAGE_CANCELLED,
+            ):
                 last = self._last
                 self._record_outcome(last if last is not None else self._progress(offer, stage))
             return
         log.warning("firmware %s: download keeps failing; waiting for a new offer", offer.version)
+
+    async def _pause(self, seconds: float) -> None:
+        """Wait before retrying a download, or less if the update is cancelled meanwhile."""
+        sleeper = asyncio.ensure_future(self.sleep(seconds))
+        waker = asyncio.ensure_future(self._cancelled.wait())
+        try:
+            await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
+            waker.cancel()
 
     # -- reporting ------------------------------------------------------------------------
 

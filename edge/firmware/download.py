@@ -11,11 +11,17 @@ after a power cut the next attempt truncates the partial file to the recorded of
 tail may be torn), re-hashes what is kept and asks the fetcher for the rest. The finished
 file must have the manifest's size and SHA-256, or it is thrown away; only then is it
 renamed to ``<name>``.
+
+Before the first byte, the release must fit the limits (:class:`DownloadLimits`: each part,
+the whole release, and the free space of the state directory, keeping a reserve for the
+street's own files). Between chunks a ``stop`` callback is asked whether the orchestrator
+cancelled the update: the bytes so far are checkpointed and :class:`Cancelled` is raised.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -27,25 +33,80 @@ from pathlib import Path
 from typing import BinaryIO
 
 from edge.firmware.durable import CrashPoint, fsync_dir, no_crash, write_atomic
-from edge.firmware.errors import DownloadError, FirmwareRefused
+from edge.firmware.errors import Cancelled, DownloadError, FirmwareRefused
 from edge.firmware.verify import Manifest, Part, verify_part
 
 ProgressCallback = Callable[[int], None]
 """Called with the number of bytes of the release durably downloaded so far."""
+StopCheck = Callable[[], bool]
+"""Asked between chunks: ``True`` when the download must stop (the update was cancelled)."""
+FreeSpace = Callable[[Path], int]
+"""Bytes free for this process on the file system holding a path."""
+MiB = 1024 * 1024
+
+
+def free_bytes(path: Path) -> int:
+    """Bytes available to an unprivileged writer on ``path``'s file system."""
+    while not path.exists() and path.parent != path:
+        path = path.parent
+    return shutil.disk_usage(path).free
 
 
 @dataclass(frozen=True)
 class DownloadLimits:
-    """Limits of a download.
+    """Limits of a download (and of the install that follows it).
 
     Attributes:
         checkpoint_bytes: data is fsynced and the offset recorded at least this often; a
             power cut loses at most this much. Smaller costs more fsyncs on the SD card.
         max_part_size: a manifest announcing a bigger part is refused before any download.
+        max_release_bytes: a manifest announcing more in all is refused before any download
+            (the orchestrator stores releases of at most 128 MiB).
+        reserve_bytes: free space a download or an install must leave on the state
+            directory's file system, for the outbox (64 MiB at most), the state and logs.
     """
 
     checkpoint_bytes: int = 256 * 1024
-    max_part_size: int = 512 * 1024 * 1024
+    max_part_size: int = 256 * MiB
+    max_release_bytes: int = 256 * MiB
+    reserve_bytes: int = 96 * MiB
+
+
+def check_fits(
+    manifest: Manifest, directory: Path, limits: DownloadLimits, free: FreeSpace = free_bytes
+) -> None:
+    """Refuse a release that exceeds the limits or would not fit on the disk.
+
+    Counts what is left to download (parts already complete or partly kept count for what
+    they hold) plus the release once more for unpacking it, plus the reserve.
+
+    Raises:
+        FirmwareRefused: a part or the release is over its limit (``parts.<name>.size``,
+            ``manifest.total_size``), or the disk lacks room (``disk``).
+    """
+    for part in manifest.parts:
+        if part.size > limits.max_part_size:
+            raise FirmwareRefused(
+                f"parts.{part.name}.size", f"exceeds the limit of {limits.max_part_size} bytes"
+            )
+    if manifest.total_size > limits.max_release_bytes:
+        raise FirmwareRefused(
+            "manifest.total_size",
+            f"{manifest.total_size} bytes exceeds the limit of {limits.max_release_bytes} bytes",
+        )
+    held = 0
+    for part in manifest.parts:
+        for name in (part.name, f"{part.name}.partial"):
+            with contextlib.suppress(OSError):
+                held += min(part.size, (directory / name).stat().st_size)
+    needed = manifest.total_size - held + manifest.total_size + limits.reserve_bytes
+    available = free(directory)
+    if needed > available:
+        raise FirmwareRefused(
+            "disk",
+            f"the release needs {needed} bytes free (download, unpack and a reserve of"
+            f" {limits.reserve_bytes}); {available} are free",
+        )
 
 
 class ChunkFetcher(ABC):
@@ -91,6 +152,8 @@ async def download_release(
     *,
     limits: DownloadLimits | None = None,
     on_progress: ProgressCallback | None = None,
+    stop: StopCheck | None = None,
+    free: FreeSpace = free_bytes,
     crash: CrashPoint = no_crash,
 ) -> dict[str, Path]:
     """Download every part of ``manifest`` into ``directory`` (created if needed).
@@ -100,14 +163,12 @@ async def download_release(
 
     Raises:
         DownloadError: a part could not be fetched or did not verify; call again to resume.
-        FirmwareRefused: a part is larger than ``limits.max_part_size``.
+        FirmwareRefused: the release does not fit the limits or the disk (:func:`check_fits`).
+        Cancelled: ``stop`` said so; what was received is kept durably.
     """
     limits = limits or DownloadLimits()
-    for part in manifest.parts:
-        if part.size > limits.max_part_size:
-            raise FirmwareRefused(
-                f"parts.{part.name}.size", f"exceeds the limit of {limits.max_part_size} bytes"
-            )
+    directory.mkdir(parents=True, exist_ok=True)
+    check_fits(manifest, directory, limits, free)
     files: dict[str, Path] = {}
     done_before = 0
     for part in manifest.parts:
@@ -118,7 +179,7 @@ async def download_release(
                 on_progress(base + done)
 
         files[part.name] = await download_part(
-            fetcher, part, directory, limits=limits, on_progress=report, crash=crash
+            fetcher, part, directory, limits=limits, on_progress=report, stop=stop, crash=crash
         )
         done_before += part.size
     return files
@@ -131,6 +192,7 @@ async def download_part(
     *,
     limits: DownloadLimits | None = None,
     on_progress: ProgressCallback | None = None,
+    stop: StopCheck | None = None,
     crash: CrashPoint = no_crash,
 ) -> Path:
     """Download one part into ``directory``, resuming from what was durably kept.
@@ -144,6 +206,7 @@ async def download_part(
     Raises:
         DownloadError: the transport failed (progress kept) or the result did not verify
             (partial data discarded, the next call starts over).
+        Cancelled: ``stop`` said so between two chunks (progress kept).
     """
     limits = limits or DownloadLimits()
     target = _PartialFile(directory, part, crash)
@@ -154,6 +217,9 @@ async def download_part(
         unsynced = 0
         try:
             async for chunk in fetcher.fetch(part, offset, part.size - offset):
+                if stop is not None and stop():
+                    await asyncio.to_thread(target.checkpoint)
+                    raise Cancelled(f"parts.{part.name}", f"cancelled at byte {offset}")
                 target.append(chunk)
                 offset += len(chunk)
                 unsynced += len(chunk)

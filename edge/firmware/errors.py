@@ -3,7 +3,8 @@
 ``FirmwareRefused`` is what the agent reports as ``FIRMWARE_STAGE_REFUSED`` (an offer it will
 not take: bad signature, expired, downgrade...), ``DownloadError`` what it reports while
 downloading (retry later, the partial file is kept), ``SlotError`` a failure to install or
-switch slots (the committed version keeps running).
+switch slots (the committed version keeps running), ``Cancelled`` an update stopped by the
+orchestrator's cancel before the point of no return.
 """
 
 from __future__ import annotations
@@ -33,3 +34,7 @@ class DownloadError(FirmwareError):
 
 class SlotError(FirmwareError):
     """A slot could not be installed, switched or committed."""
+
+
+class Cancelled(FirmwareError):
+    """The orchestrator cancelled the update before the point of no return (the switch)."""

@@ -7,6 +7,12 @@ fresh interpreter with that slot first on ``PYTHONPATH``. Exec rather than an in
 the agent, and the process keeps its PID, which systemd's ``Type=notify`` and watchdog
 need. The launcher itself is never updated by a release (like a bootloader): keep it, and
 the state file format it reads, stable.
+
+The launcher tells the agent what it booted: ``ONDIJON_SLOT`` (``a``, ``b`` or ``base``)
+and ``ONDIJON_RELEASE``, the version installed there (the slot's marker, written from the
+signed manifest, or the base install's distribution version). The agent reports that
+version, fixed for the life of the process (:func:`running_release`): a process keeps
+running the code it started with even after its trial was rolled back under it.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from importlib import metadata
 from pathlib import Path
 from typing import NoReturn
 
@@ -24,6 +31,22 @@ from edge.firmware.boot import DEFAULT_MAX_TRIAL_BOOTS, resolve_boot_slot
 from edge.firmware.slots import SlotStore
 
 SLOT_ENV = "ONDIJON_SLOT"
+RELEASE_ENV = "ONDIJON_RELEASE"
+
+
+def installed_distribution_version() -> str:
+    """The version of the ``ondijon`` distribution this interpreter imports."""
+    try:
+        return metadata.version("ondijon")
+    except metadata.PackageNotFoundError:
+        return "0.0.0"
+
+
+def running_release(environ: Mapping[str, str] | None = None) -> str:
+    """The version this process runs: what the launcher booted (``ONDIJON_RELEASE``), or,
+    started without the launcher, the installed distribution's."""
+    env = os.environ if environ is None else environ
+    return env.get(RELEASE_ENV) or installed_distribution_version()
 
 
 def exec_plan(
@@ -33,6 +56,7 @@ def exec_plan(
     *,
     now: datetime | None = None,
     max_trial_boots: int = DEFAULT_MAX_TRIAL_BOOTS,
+    boot_id: str | None = None,
 ) -> tuple[list[str], dict[str, str]]:
     """The argv and environment to exec for this boot (records the boot in the state).
 
@@ -42,20 +66,26 @@ def exec_plan(
         environ: the current environment.
         now: current instant (default: system clock).
         max_trial_boots: boots a trial gets before it is rolled back.
+        boot_id: this machine boot's id (default: the kernel's).
     """
     try:
-        slot = resolve_boot_slot(state_dir, now=now, max_trial_boots=max_trial_boots)
+        slot = resolve_boot_slot(
+            state_dir, now=now, max_trial_boots=max_trial_boots, boot_id=boot_id
+        )
     except OSError as exc:
         slot = _committed_slot(state_dir)
         print(f"ondijon launcher: cannot record this boot ({exc}); running {slot}", file=sys.stderr)
     env = dict(environ)
     env.pop("PYTHONPATH", None)
-    if slot is not None:
+    version = SlotStore(state_dir).installed_version(slot.name) if slot is not None else None
+    if slot is not None and version is not None:
         # Only the slot: an inherited PYTHONPATH could shadow it with another copy.
         env["PYTHONPATH"] = str(slot)
         env[SLOT_ENV] = slot.name
+        env[RELEASE_ENV] = version
     else:
         env[SLOT_ENV] = "base"
+        env[RELEASE_ENV] = installed_distribution_version()
     # -P: no working directory (or script directory) ahead of the slot on sys.path.
     return [sys.executable, "-P", *python_args], env
 

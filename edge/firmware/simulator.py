@@ -3,7 +3,9 @@
 :class:`ReleaseSimulator` makes wheels, signs manifests with its own Ed25519 keys and serves
 part bytes through :class:`MemoryFetcher`, which can cut the stream after a given number of
 bytes to exercise resumption. The wiring of the gRPC ``Firmware`` service can be tested
-against the same simulator.
+against the same simulator. :func:`agent_wheel` makes a wheel of the agent's own packages
+(what ``ondijon release build`` ships), optionally with code appended to some modules, for
+releases that really run, and really fail, in a slot.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import zipfile
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -43,6 +46,25 @@ def make_wheel(
         for name, data in files.items():
             archive.writestr(name, data)
     return f"{dist}-{version}-py3-none-any.whl", buffer.getvalue()
+
+
+AGENT_PACKAGES = ("ondijon", "edge", "orchestrator", "protos", "provisioning")
+CHECKOUT = Path(__file__).resolve().parents[2]
+
+
+def agent_wheel(
+    version: str, *, append: Mapping[str, str] | None = None, root: Path = CHECKOUT
+) -> tuple[str, bytes]:
+    """A wheel of the agent's packages under ``root`` (sources and generated protobuf code),
+    with ``append[path]`` added at the end of the module at ``path`` (e.g. a fault)."""
+    files: dict[str, bytes] = {}
+    for package in AGENT_PACKAGES:
+        for path in sorted((root / package).rglob("*")):
+            if path.is_file() and path.suffix in (".py", ".pyi", ".typed", ".mako"):
+                files[str(path.relative_to(root))] = path.read_bytes()
+    for name, text in (append or {}).items():
+        files[name] = files[name] + b"\n" + text.encode()
+    return make_wheel(version, files)
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,13 @@ Layout under the agent's state directory (``/var/lib/ondijon/firmware``)::
 
 ``committed`` is the slot known good (``None``: the base install the gateway was
 provisioned with, which is always there); ``active`` is the one the launcher boots;
-``trial`` is set while ``active`` runs a new release that has not passed its health check.
-A release is only ever unpacked into the slot that is neither active nor committed, and
-the pointer only names a slot after that slot's marker is durable.
+``trial`` is set while ``active`` runs a new release that has not passed its health check
+and stability period. ``previous`` is the slot committed before the current one (``None``:
+the base install): where the launcher falls back when the committed release crash-loops.
+``starts`` counts the launcher's starts of the committed release, in the same machine boot
+(``boot_id``), that did not reach the stability period; the agent resets it once it has
+run that long. A release is only ever unpacked into the slot that is neither active nor
+committed, and the pointer only names a slot after that slot's marker is durable.
 
 Installing unpacks the wheel with :mod:`zipfile` rather than ``pip install --target``: a
 wheel is a zip whose root is importable as is (the format was designed for it), the
@@ -69,6 +73,9 @@ class SlotState:
     versions: Mapping[str, str] = field(default_factory=dict)
     last_outcome: Outcome | None = None
     campaign_id: str = ""
+    previous: str | None = None
+    starts: int = 0
+    boot_id: str = ""
 
     def version_of(self, slot: str | None, base_version: str) -> str:
         """The version installed in ``slot`` (``None``: the base install's ``base_version``)."""
@@ -87,6 +94,7 @@ class SlotState:
             active=self.committed,
             trial=None,
             boot_count=0,
+            starts=0,
             last_outcome=Outcome(version, "rolled_back", reason, now, False, self.campaign_id),
         )
 
@@ -193,13 +201,16 @@ class SlotStore:
             boot_count=0,
             versions={**state.versions, slot: version},
             campaign_id=campaign_id,
+            # The slot that held the previous release now holds this one.
+            previous=None if state.previous == slot else state.previous,
         )
         self.write(new)
         self._crash("switch:written")
         return new
 
-    def commit(self, now: datetime) -> SlotState:
-        """Make the running trial the committed version.
+    def commit(self, now: datetime, reason: str = "health check passed") -> SlotState:
+        """Make the running trial the committed version (the one committed before becomes
+        ``previous``, the fallback if this one crash-loops).
 
         Raises:
             SlotError: no trial is in progress.
@@ -213,9 +224,9 @@ class SlotStore:
             committed=state.trial,
             trial=None,
             boot_count=0,
-            last_outcome=Outcome(
-                version, "committed", "health check passed", now, False, state.campaign_id
-            ),
+            starts=0,
+            previous=state.committed,
+            last_outcome=Outcome(version, "committed", reason, now, False, state.campaign_id),
         )
         self.write(new)
         self._crash("commit:written")
@@ -231,11 +242,30 @@ class SlotStore:
         self._crash("rollback:written")
         return new
 
+    def mark_stable(self) -> None:
+        """The committed release has run its stability period: its starts stop counting."""
+        state = self.read()
+        if state.starts:
+            self.write(replace(state, starts=0))
+
     def mark_reported(self) -> None:
         """Record that the last outcome reached the orchestrator."""
         state = self.read()
         if state.last_outcome is not None and not state.last_outcome.reported:
             self.write(replace(state, last_outcome=replace(state.last_outcome, reported=True)))
+
+
+def unpacked_size(wheel: Path) -> int:
+    """Bytes the files of ``wheel`` take once unpacked (from its central directory).
+
+    Raises:
+        SlotError: not a readable zip.
+    """
+    try:
+        with zipfile.ZipFile(wheel) as archive:
+            return sum(i.file_size for i in archive.infolist() if not i.is_dir())
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise SlotError("wheel", f"{wheel.name} is not a readable wheel: {exc}") from exc
 
 
 def _unpack_wheel(wheel: Path, into: Path) -> None:
@@ -292,6 +322,9 @@ def _encode(state: SlotState) -> bytes:
             "campaign_id": outcome.campaign_id,
         },
         "campaign_id": state.campaign_id,
+        "previous": state.previous,
+        "starts": state.starts,
+        "boot_id": state.boot_id,
     }
     return json.dumps(document, sort_keys=True, indent=1).encode()
 
@@ -299,7 +332,8 @@ def _encode(state: SlotState) -> bytes:
 def _decode(document: Mapping[str, Any]) -> SlotState:
     if document["format"] != STATE_FORMAT:
         raise ValueError("unknown state format")
-    slots = {k: document[k] for k in ("committed", "active", "trial")}
+    # Fields added later are optional: a state written by an older agent still reads.
+    slots = {k: document.get(k) for k in ("committed", "active", "trial", "previous")}
     if any(v is not None and v not in SLOTS for v in slots.values()):
         raise ValueError("unknown slot")
     versions = {str(k): str(v) for k, v in dict(document["versions"]).items() if k in SLOTS}
@@ -330,4 +364,7 @@ def _decode(document: Mapping[str, Any]) -> SlotState:
         versions=versions,
         last_outcome=outcome,
         campaign_id=str(document.get("campaign_id", "")),
+        previous=slots["previous"],
+        starts=int(document.get("starts", 0)),
+        boot_id=str(document.get("boot_id", "")),
     )

@@ -7,6 +7,11 @@ REBOOTING; REFUSED when the offer is not acceptable, FAILED when the install fai
 network failure is not a FAILED outcome: :class:`DownloadError` is raised for the caller
 to retry later, and the next call resumes where the data was durable.
 
+The switch of the pointer to the new slot is the **point of no return**: until then a
+:class:`Gate` can be cancelled (the orchestrator aborted the campaign) and the update stops
+with CANCELLED, the running version untouched; once the gate is passed, the update runs to
+its own outcome (the trial commits or rolls back).
+
 After the restart, :func:`confirm_trial` (``edge.firmware.boot``) commits or rolls back and
 :func:`pending_report` gives the COMMITTED/ROLLED_BACK progress to send once connected.
 """
@@ -19,10 +24,17 @@ from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from edge.firmware.download import ChunkFetcher, DownloadLimits, download_release, prune_downloads
+from edge.firmware.download import (
+    ChunkFetcher,
+    DownloadLimits,
+    FreeSpace,
+    download_release,
+    free_bytes,
+    prune_downloads,
+)
 from edge.firmware.durable import CrashPoint, no_crash
-from edge.firmware.errors import FirmwareRefused, SlotError
-from edge.firmware.slots import SlotStore
+from edge.firmware.errors import Cancelled, FirmwareRefused, SlotError
+from edge.firmware.slots import SlotStore, unpacked_size
 from edge.firmware.verify import verify_manifest
 from ondijon.clock import Clock
 from protos.ondijon.v1 import firmware_pb2
@@ -38,6 +50,29 @@ class TrustPolicy:
     threshold: int = 1
 
 
+class Gate:
+    """The point of no return of one update: cancelled before it, or passed (not both)."""
+
+    def __init__(self) -> None:
+        self.cancelled = False
+        self.passed = False
+        self.reason = ""
+
+    def cancel(self, reason: str = "") -> bool:
+        """Cancel the update unless it passed the point of no return; ``True`` if it did."""
+        if self.passed:
+            return False
+        self.cancelled = True
+        self.reason = reason
+        return True
+
+    def pass_point(self) -> bool:
+        """Pass the point of no return unless cancelled first; ``True`` if passed."""
+        if not self.cancelled:
+            self.passed = True
+        return self.passed
+
+
 async def apply_offer(
     offer: firmware_pb2.FirmwareOffer,
     *,
@@ -49,13 +84,15 @@ async def apply_offer(
     report: ProgressSink,
     request_restart: Callable[[], None],
     limits: DownloadLimits | None = None,
+    gate: Gate | None = None,
+    free: FreeSpace = free_bytes,
     crash: CrashPoint = no_crash,
 ) -> int:
     """Verify, download, install and switch to an offered release, then request a restart.
 
     Returns:
         The last stage reported (a ``FirmwareStage`` value): REBOOTING on success,
-        REFUSED or FAILED otherwise.
+        CANCELLED when ``gate`` was cancelled before the switch, REFUSED or FAILED otherwise.
 
     Raises:
         DownloadError: the download was cut; call again later to resume.
@@ -96,6 +133,17 @@ async def apply_offer(
     def downloading(done: int) -> None:
         progress(firmware_pb2.FIRMWARE_STAGE_DOWNLOADING, "", done)
 
+    gate = gate or Gate()
+    limits = limits or DownloadLimits()
+
+    async def cancelled() -> int:
+        await asyncio.to_thread(prune_downloads, downloads)
+        reason = f": {gate.reason}" if gate.reason else ""
+        return progress(
+            firmware_pb2.FIRMWARE_STAGE_CANCELLED,
+            f"cancelled before the point of no return{reason}; still running {running_version}",
+        )
+
     try:
         files = await download_release(
             fetcher,
@@ -103,17 +151,33 @@ async def apply_offer(
             downloads / manifest.version,
             limits=limits,
             on_progress=downloading,
+            stop=lambda: gate.cancelled,
+            free=free,
             crash=crash,
         )
     except FirmwareRefused as refused:
         return progress(firmware_pb2.FIRMWARE_STAGE_REFUSED, str(refused))
+    except Cancelled:
+        return await cancelled()
     progress(firmware_pb2.FIRMWARE_STAGE_VERIFIED, "", manifest.total_size)
     wheels = [path for name, path in files.items() if name.endswith(".whl")]
     if len(wheels) != 1:
         return progress(firmware_pb2.FIRMWARE_STAGE_FAILED, "release must hold exactly one wheel")
     try:
+        unpacked = await asyncio.to_thread(unpacked_size, wheels[0])
+        available = free(store.state_dir)
+        if unpacked + limits.reserve_bytes > available:
+            return progress(
+                firmware_pb2.FIRMWARE_STAGE_FAILED,
+                f"disk: unpacking needs {unpacked} bytes and a reserve of"
+                f" {limits.reserve_bytes}; {available} are free",
+            )
+        if gate.cancelled:
+            return await cancelled()
         slot = await asyncio.to_thread(store.install, wheels[0], manifest.version)
         progress(firmware_pb2.FIRMWARE_STAGE_INSTALLED, f"slot {slot}")
+        if not gate.pass_point():
+            return await cancelled()
         await asyncio.to_thread(store.switch_to_trial, slot, manifest.version, offer.campaign_id)
     except (SlotError, OSError) as exc:
         return progress(firmware_pb2.FIRMWARE_STAGE_FAILED, str(exc))

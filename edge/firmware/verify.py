@@ -120,6 +120,30 @@ def format_instant(when: datetime) -> str:
     return when.astimezone(UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def verify_signed(
+    manifest_bytes: bytes,
+    signatures: Sequence[Signature],
+    pinned_keys: Mapping[str, Ed25519PublicKey | bytes],
+    now: datetime,
+    threshold: int = 1,
+) -> Manifest:
+    """Rules 1 to 3: the manifest is signed by pinned keys, well formed and unexpired.
+
+    Raises:
+        FirmwareRefused: with the field at fault and why.
+    """
+    if threshold < 1:
+        raise FirmwareRefused("threshold", "must be at least 1")
+    _check_signatures(manifest_bytes, signatures, pinned_keys, threshold)
+    manifest = parse_manifest(manifest_bytes)
+    if now >= manifest.expires:
+        raise FirmwareRefused(
+            "manifest.expires",
+            f"release {manifest.version} expired at {format_instant(manifest.expires)}",
+        )
+    return manifest
+
+
 def verify_manifest(
     manifest_bytes: bytes,
     signatures: Sequence[Signature],
@@ -143,15 +167,7 @@ def verify_manifest(
     Raises:
         FirmwareRefused: with the field at fault and why (see the module docstring).
     """
-    if threshold < 1:
-        raise FirmwareRefused("threshold", "must be at least 1")
-    _check_signatures(manifest_bytes, signatures, pinned_keys, threshold)
-    manifest = parse_manifest(manifest_bytes)
-    if now >= manifest.expires:
-        raise FirmwareRefused(
-            "manifest.expires",
-            f"release {manifest.version} expired at {format_instant(manifest.expires)}",
-        )
+    manifest = verify_signed(manifest_bytes, signatures, pinned_keys, now, threshold)
     try:
         running = parse_version(running_version)
     except VersionError as exc:

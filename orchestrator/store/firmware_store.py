@@ -8,8 +8,10 @@ from the shared database.
 Campaign rows are written with optimistic concurrency: :meth:`FirmwareStore.save_campaign`
 only succeeds if the row still has the revision it was read at, so two replicas deciding
 the same campaign at once cannot both win. Gateway reports are merged row by row
-(:meth:`FirmwareStore.record_report`): an older report never replaces a newer one, and a
-progress stage never replaces a final outcome.
+(:meth:`FirmwareStore.record_report`): an older report never replaces a newer one, and an
+outcome is final by the campaign core's rule (:func:`orchestrator.campaign.replaces`).
+Campaign rows are read with the version the gateway's latest hello reported (from the
+fleet registry), which decides whether a COMMITTED counts.
 """
 
 from __future__ import annotations
@@ -22,10 +24,12 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from orchestrator.campaign import Note, Outcome, replaces
 from orchestrator.store.schema import (
     campaign_gateways,
     campaigns,
     events,
+    gateways,
     release_chunks,
     release_parts,
     releases,
@@ -40,6 +44,7 @@ FINAL_STAGES = frozenset(
         firmware_pb2.FIRMWARE_STAGE_ROLLED_BACK,
         firmware_pb2.FIRMWARE_STAGE_REFUSED,
         firmware_pb2.FIRMWARE_STAGE_FAILED,
+        firmware_pb2.FIRMWARE_STAGE_CANCELLED,
     }
 )
 
@@ -81,8 +86,8 @@ class CampaignRecord:
     plan: Mapping[str, Any]
     options: Mapping[str, Any]
     acknowledged: tuple[str, ...]
-    history: tuple[str, ...]
-    reasons: tuple[str, ...]
+    history: tuple[Note, ...]
+    reasons: tuple[Note, ...]
     revision: int
     created_at: datetime
     created_by: str
@@ -102,6 +107,8 @@ class CampaignGatewayRecord:
     bytes_done: int
     running_version: str
     reported_at: datetime | None
+    # What the gateway's latest hello said it runs ("" before any hello).
+    hello_version: str = ""
 
 
 @dataclass(frozen=True)
@@ -273,12 +280,36 @@ class FirmwareStore:
     def campaign_gateways(
         self, conn: sa.Connection, campaign_id: str
     ) -> list[CampaignGatewayRecord]:
+        """The campaign's rows, each with its gateway's latest hello version."""
         rows = conn.execute(
-            sa.select(campaign_gateways)
+            sa.select(campaign_gateways, gateways.c.firmware_version.label("hello_version"))
+            .select_from(
+                campaign_gateways.outerjoin(
+                    gateways, gateways.c.gateway_id == campaign_gateways.c.gateway_id
+                )
+            )
             .where(campaign_gateways.c.campaign_id == campaign_id)
             .order_by(campaign_gateways.c.wave, campaign_gateways.c.position)
         )
         return [_gateway(r) for r in rows]
+
+    def awaiting_cancel(
+        self, conn: sa.Connection, gateway_id: str | None = None
+    ) -> list[tuple[str, str, str]]:
+        """(campaign, version, gateway) of offers in aborted campaigns that have reached no
+        outcome yet: their gateways are to be told to cancel."""
+        query = (
+            sa.select(
+                campaign_gateways.c.campaign_id, campaigns.c.version, campaign_gateways.c.gateway_id
+            )
+            .join(campaigns, campaigns.c.campaign_id == campaign_gateways.c.campaign_id)
+            .where(campaigns.c.status == "aborted")
+            .where(campaign_gateways.c.offered_at.is_not(None))
+            .where(campaign_gateways.c.stage.not_in(list(FINAL_STAGES)))
+        )
+        if gateway_id is not None:
+            query = query.where(campaign_gateways.c.gateway_id == gateway_id)
+        return [(r.campaign_id, r.version, r.gateway_id) for r in conn.execute(query)]
 
     def campaigns_of_gateway(
         self, conn: sa.Connection, gateway_id: str, statuses: Sequence[str]
@@ -353,8 +384,8 @@ class FirmwareStore:
 
         Returns:
             ``True`` if the row changed; ``False`` if the gateway is not a target of the
-            campaign, or the report is older than the one held, or it is a progress stage
-            after a final outcome.
+            campaign, or the report is older than the one held, or the outcome held is final
+            for it (:func:`orchestrator.campaign.replaces`).
         """
         row = conn.execute(
             sa.select(campaign_gateways)
@@ -364,11 +395,12 @@ class FirmwareStore:
         if row is None:
             return False
         held = _gateway(row)
-        if held.reported_at is not None:
-            if held.stage in FINAL_STAGES and report.stage not in FINAL_STAGES:
+        held_outcome, new_outcome = Outcome.from_stage(held.stage), Outcome.from_stage(report.stage)
+        if held.reported_at is not None and held_outcome is not None and new_outcome is not None:
+            if not replaces(held_outcome, new_outcome):
                 return False
             newer = (report.at, report.stage, report.bytes_done)
-            if (held.reported_at, held.stage, held.bytes_done) >= newer:
+            if not held_outcome.final and (held.reported_at, held.stage, held.bytes_done) >= newer:
                 return False
         conn.execute(
             campaign_gateways.update()
@@ -424,8 +456,8 @@ def _campaign_values(campaign: CampaignRecord) -> dict[str, Any]:
         "plan": dict(campaign.plan),
         "options": dict(campaign.options),
         "acknowledged": list(campaign.acknowledged),
-        "history": list(campaign.history),
-        "reasons": list(campaign.reasons),
+        "history": [n.to_json() for n in campaign.history],
+        "reasons": [n.to_json() for n in campaign.reasons],
         "revision": campaign.revision,
         "created_at": campaign.created_at,
         "created_by": campaign.created_by,
@@ -443,8 +475,8 @@ def _campaign(row: sa.Row[Any]) -> CampaignRecord:
         plan=row.plan,
         options=row.options,
         acknowledged=tuple(row.acknowledged),
-        history=tuple(row.history),
-        reasons=tuple(row.reasons),
+        history=tuple(Note.from_json(n) for n in row.history),
+        reasons=tuple(Note.from_json(n) for n in row.reasons),
         revision=int(row.revision),
         created_at=row.created_at,
         created_by=row.created_by,
@@ -465,4 +497,5 @@ def _gateway(row: sa.Row[Any]) -> CampaignGatewayRecord:
         bytes_done=int(row.bytes_done),
         running_version=row.running_version,
         reported_at=row.reported_at,
+        hello_version=getattr(row, "hello_version", None) or "",
     )

@@ -34,13 +34,16 @@ def upgrade(engine: sa.Engine) -> None:
     Replicas starting together on PostgreSQL take turns: the first migrates, the others
     wait for its commit and find the schema current (without the lock, they raced to
     create the same tables and all but one failed to start).
+
+    Every head is brought up (``heads``): work done in parallel may add migrations that
+    branch from the same parent, and each branch applies on its own.
     """
     with engine.begin() as connection:
         if connection.dialect.name == "postgresql":
             connection.execute(
                 sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK}
             )
-        command.upgrade(alembic_config(connection), "head")
+        command.upgrade(alembic_config(connection), "heads")
 
 
 def revision(engine: sa.Engine, message: str) -> None:

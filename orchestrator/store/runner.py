@@ -4,9 +4,17 @@ gRPC handlers ``await runner.write(fn)`` where ``fn(conn)`` does its part of a
 transaction. One writer thread takes every write queued at that moment and runs them in
 a single transaction (one fsync for many gateways); a job's future resolves only after the
 commit, which is what lets the link acknowledge "stored". If the shared transaction fails,
-each job is retried alone so one bad write cannot fail its neighbours.
+each job is retried alone so one bad write cannot fail its neighbours (unless the failure
+is the connection itself: then every job fails at once, none is retried into a dead link).
 
 Reads run on a small thread pool of their own and never wait behind the writer.
+
+Every operation has a deadline (:class:`orchestrator.store.connection.StoreSettings`):
+one that gets no answer in time is abandoned, its connection shut down under its thread,
+and the caller gets :class:`StoreUnavailable`; so does one whose connection is lost. Each
+such trouble is reported to :attr:`StoreRunner.on_trouble` (the replica's readiness,
+:mod:`orchestrator.readiness`, probes the store and decides). While :attr:`available` is
+false, operations fail at once instead of queueing behind a store known to be away.
 """
 
 from __future__ import annotations
@@ -14,18 +22,43 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
+from orchestrator.store.connection import StoreUnavailable, interrupt, is_disconnect
 from orchestrator.store.store import Store
 
 T = TypeVar("T")
 
+log = logging.getLogger("ondijon.orchestrator.store")
 
 Rows = list[tuple[Any, dict[str, Any]]]
+
+
+class _InUse:
+    """The database connection an operation's thread is using, to interrupt it."""
+
+    def __init__(self) -> None:
+        self.dbapi: Any = None
+        self.interrupted = False
+        self._lock = threading.Lock()
+
+    def using(self, conn: sa.Connection) -> None:
+        with self._lock:
+            self.dbapi = conn.connection.dbapi_connection
+            if self.interrupted:
+                raise StoreUnavailable("store operation abandoned (past its deadline)")
+
+    def interrupt(self) -> None:
+        with self._lock:
+            self.interrupted = True
+            if self.dbapi is not None:
+                interrupt(self.dbapi)
 
 
 @dataclass
@@ -45,16 +78,29 @@ class _Job:
 class StoreRunner:
     """Async access to a :class:`Store`."""
 
-    def __init__(self, store: Store, *, max_batch: int = 512, read_threads: int = 4) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        max_batch: int = 512,
+        read_threads: int = 4,
+        deadline_s: float | None = None,
+    ) -> None:
         self.store = store
+        self.deadline_s = deadline_s if deadline_s is not None else store.settings.deadline_s
         self._max_batch = max_batch
         self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="store-write")
         self._readers = concurrent.futures.ThreadPoolExecutor(
             read_threads, thread_name_prefix="store-read"
         )
+        self._prober = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="store-probe")
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        self._in_use: set[_InUse] = set()
         self.commits = 0
+        # False while the store is known to be unreachable (set by the readiness probe).
+        self.available = True
+        self.on_trouble: Callable[[str], None] = lambda reason: None
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="store-writer")
@@ -64,16 +110,21 @@ class StoreRunner:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        self._writer.shutdown(wait=True)
-        self._readers.shutdown(wait=True)
+        for in_use in list(self._in_use):
+            in_use.interrupt()
+        for pool in (self._writer, self._readers, self._prober):
+            pool.shutdown(wait=True)
+
+    # -- operations ------------------------------------------------------------------------
 
     async def read(self, fn: Callable[[sa.Connection], T]) -> T:
         """Run ``fn`` in a read-only transaction on a reader thread."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._readers, self._read_sync, fn)
+        self._check_available()
+        return await self._on_thread(self._readers, fn, "read", self.deadline_s)
 
     async def write(self, fn: Callable[[sa.Connection], T]) -> T:
         """Run ``fn`` in the next group transaction; returns once committed."""
+        self._check_available()
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(_Job(fn, future))
         return await future
@@ -85,13 +136,76 @@ class StoreRunner:
         the hot path of ingestion costs one driver call per statement per commit, not one
         per gateway.
         """
+        self._check_available()
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(_Job(None, future, rows))
         await future
 
-    def _read_sync(self, fn: Callable[[sa.Connection], T]) -> T:
+    async def probe(self, timeout: float) -> bool:
+        """Whether the store answers a trivial query within ``timeout`` seconds (run even
+        while :attr:`available` is false: this is how the store is found back)."""
+        try:
+            await self._on_thread(
+                self._prober, lambda c: c.execute(sa.text("SELECT 1")), "probe", timeout
+            )
+        except (StoreUnavailable, sa.exc.SQLAlchemyError, OSError):
+            return False
+        return True
+
+    # -- deadlines -------------------------------------------------------------------------
+
+    def _check_available(self) -> None:
+        if not self.available:
+            raise StoreUnavailable("the store is unreachable from this replica")
+
+    def _trouble(self, reason: str) -> None:
+        try:
+            self.on_trouble(reason)
+        except Exception:
+            log.exception("store trouble handler failed")
+
+    async def _on_thread(
+        self,
+        pool: concurrent.futures.ThreadPoolExecutor,
+        fn: Callable[[sa.Connection], T],
+        what: str,
+        deadline: float,
+    ) -> T:
+        in_use = _InUse()
+        future = asyncio.get_running_loop().run_in_executor(pool, self._read_sync, fn, in_use)
+        try:
+            return await self._within(future, in_use, what, deadline)
+        except StoreUnavailable:
+            raise
+        except Exception as exc:
+            if is_disconnect(exc):
+                self._trouble(f"{what}: {exc.__class__.__name__}")
+                raise StoreUnavailable(f"store connection lost ({exc.__class__.__name__})") from exc
+            raise
+
+    async def _within(
+        self, future: asyncio.Future[T], in_use: _InUse, what: str, deadline: float
+    ) -> T:
+        self._in_use.add(in_use)
+        try:
+            # asyncio.timeout: wait_for (3.11) may swallow the caller's own cancellation.
+            async with asyncio.timeout(deadline):
+                return await asyncio.shield(future)
+        except TimeoutError:
+            # The thread is blocked on a socket whose peer says nothing: wake it.
+            in_use.interrupt()
+            future.add_done_callback(_consume)
+            self._trouble(f"{what}: no answer in {deadline:g} s")
+            raise StoreUnavailable(f"the store did not answer in {deadline:g} s") from None
+        finally:
+            self._in_use.discard(in_use)
+
+    def _read_sync(self, fn: Callable[[sa.Connection], T], in_use: _InUse) -> T:
         with self.store.engine.connect() as conn:
+            in_use.using(conn)
             return fn(conn)
+
+    # -- the writer --------------------------------------------------------------------------
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -102,7 +216,18 @@ class StoreRunner:
             jobs = [j for j in jobs if not j.future.cancelled()]
             if not jobs:
                 continue
-            outcomes = await loop.run_in_executor(self._writer, self._commit, jobs)
+            in_use = _InUse()
+            future = loop.run_in_executor(self._writer, self._commit, jobs, in_use)
+            try:
+                outcomes = await self._within(future, in_use, "write", self.deadline_s)
+            except StoreUnavailable as exc:
+                for job in jobs:
+                    if not job.future.done():
+                        job.future.set_exception(StoreUnavailable(str(exc)))
+                await self._writer_back(future)
+                continue
+            if outcomes and isinstance(outcomes[0][1], StoreUnavailable):
+                self._trouble(f"write: {outcomes[0][1]}")
             for job, (ok, value) in zip(jobs, outcomes, strict=True):
                 if job.future.done():
                     continue
@@ -111,9 +236,21 @@ class StoreRunner:
                 else:
                     job.future.set_exception(value)
 
-    def _commit(self, jobs: list[_Job]) -> list[tuple[bool, Any]]:
+    async def _writer_back(self, future: asyncio.Future[Any]) -> None:
+        """Wait for the interrupted writer thread to return before the next group; if it
+        does not, leave it behind and write on a new thread."""
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(self.deadline_s):
+                await asyncio.shield(future)
+            return
+        log.error("the store writer thread did not come back; starting another")
+        self._writer.shutdown(wait=False)
+        self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="store-write")
+
+    def _commit(self, jobs: list[_Job], in_use: _InUse) -> list[tuple[bool, Any]]:
         try:
             with self.store.engine.begin() as conn:
+                in_use.using(conn)
                 grouped: dict[int, tuple[Any, list[dict[str, Any]]]] = {}
                 for job in jobs:
                     for statement, params in job.rows:
@@ -123,16 +260,28 @@ class StoreRunner:
                 results = [(True, job.fn(conn) if job.fn else None) for job in jobs]
             self.commits += 1
             return results
-        except Exception:
+        except Exception as exc:
+            if in_use.interrupted or is_disconnect(exc):
+                # The connection, not a job: retrying each job alone would only wait for
+                # the dead store once per job.
+                lost = StoreUnavailable(f"store connection lost ({exc.__class__.__name__})")
+                return [(False, lost) for _ in jobs]
             if len(jobs) == 1:
-                return [self._commit_one(jobs[0])]
-        return [self._commit_one(job) for job in jobs]
+                return [self._commit_one(jobs[0], in_use)]
+        return [self._commit_one(job, in_use) for job in jobs]
 
-    def _commit_one(self, job: _Job) -> tuple[bool, Any]:
+    def _commit_one(self, job: _Job, in_use: _InUse) -> tuple[bool, Any]:
         try:
             with self.store.engine.begin() as conn:
+                in_use.using(conn)
                 value = job.run(conn)
             self.commits += 1
             return True, value
         except Exception as exc:
             return False, exc
+
+
+def _consume(future: asyncio.Future[Any]) -> None:
+    """Retrieve an abandoned operation's outcome (asyncio would log it as never retrieved)."""
+    if not future.cancelled():
+        future.exception()

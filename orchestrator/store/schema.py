@@ -161,6 +161,20 @@ commands = sa.Table(
     sa.Index("ix_commands_gateway_status", "gateway_id", "status"),
 )
 
+# The GatewayLink stream each gateway holds, and on which replica: the fleet view of every
+# replica reads "connected" from here. A replica refreshes ``seen_at`` of its streams every
+# few seconds; a row not refreshed for a lease (a replica killed, or cut off from the store)
+# no longer counts. A newer stream of a gateway replaces the row, wherever it opened.
+gateway_streams = sa.Table(
+    "gateway_streams",
+    metadata,
+    sa.Column("gateway_id", sa.String(64), sa.ForeignKey("gateways.gateway_id"), primary_key=True),
+    sa.Column("replica", sa.String(64), nullable=False),
+    sa.Column("stream", sa.String(32), nullable=False),
+    sa.Column("opened_at", UTCDateTime(), nullable=False),
+    sa.Column("seen_at", UTCDateTime(), nullable=False),
+)
+
 audit_log = sa.Table(
     "audit_log",
     metadata,

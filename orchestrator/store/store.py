@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from orchestrator.store import migrate
+from orchestrator.store.connection import StoreSettings, create_engine
 from orchestrator.store.schema import (
     audit_log,
     certificates,
@@ -34,6 +35,7 @@ from orchestrator.store.schema import (
     enrollment_tokens,
     events,
     gateway_devices,
+    gateway_streams,
     gateways,
     held_documents,
     operators,
@@ -139,24 +141,6 @@ class NewEvent:
     payload: bytes
 
 
-def create_engine(url: str) -> sa.Engine:
-    """An engine for ``url`` (``sqlite:///path`` or ``postgresql+psycopg://...``)."""
-    if url.startswith("sqlite"):
-        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
-
-        @sa.event.listens_for(engine, "connect")
-        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=FULL")
-            cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA busy_timeout=30000")
-            cur.close()
-
-        return engine
-    return sa.create_engine(url, pool_size=8, max_overflow=8, pool_pre_ping=True)
-
-
 def _insert(conn: sa.Connection, table: sa.Table) -> Any:
     """The dialect's INSERT, which knows ON CONFLICT."""
     return _dialect_insert(conn.dialect.name, table)
@@ -235,15 +219,16 @@ def _report_counter(dialect: str) -> Any:
 class Store:
     """Typed operations on the orchestrator's tables."""
 
-    def __init__(self, engine: sa.Engine) -> None:
+    def __init__(self, engine: sa.Engine, settings: StoreSettings | None = None) -> None:
         self.engine = engine
+        self.settings = settings or StoreSettings()
 
     @classmethod
-    def open(cls, url: str) -> Store:
+    def open(cls, url: str, settings: StoreSettings | None = None) -> Store:
         """Open (and migrate) the store at ``url``."""
-        engine = create_engine(url)
+        engine = create_engine(url, settings)
         migrate.upgrade(engine)
-        return cls(engine)
+        return cls(engine, settings)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -318,6 +303,67 @@ class Store:
         conn.execute(
             gateways.update().where(gateways.c.gateway_id == gateway_id).values(last_seen=now)
         )
+
+    # -- which replica holds each gateway's stream ---------------------------------------------
+
+    def open_stream(
+        self, conn: sa.Connection, gateway_id: str, *, replica: str, stream: str, now: datetime
+    ) -> None:
+        """Record ``stream`` on ``replica`` as the gateway's stream, replacing any other."""
+        stmt = _insert(conn, gateway_streams).values(
+            gateway_id=gateway_id, replica=replica, stream=stream, opened_at=now, seen_at=now
+        )
+        conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["gateway_id"],
+                set_={"replica": replica, "stream": stream, "opened_at": now, "seen_at": now},
+            )
+        )
+
+    def refresh_streams(
+        self, conn: sa.Connection, replica: str, streams: Sequence[str], *, now: datetime
+    ) -> set[str]:
+        """Mark ``replica``'s ``streams`` seen at ``now``; returns those still recorded (the
+        others were replaced by a newer stream of their gateway, or expired)."""
+        c = gateway_streams.c
+        kept: set[str] = set()
+        for i in range(0, len(streams), 500):
+            chunk = list(streams[i : i + 500])
+            conn.execute(
+                gateway_streams.update()
+                .where(c.replica == replica)
+                .where(c.stream.in_(chunk))
+                .values(seen_at=now)
+            )
+            rows = conn.execute(
+                sa.select(c.stream).where(c.replica == replica).where(c.stream.in_(chunk))
+            )
+            kept |= {r.stream for r in rows}
+        return kept
+
+    def close_stream(self, conn: sa.Connection, gateway_id: str, stream: str) -> None:
+        """Forget ``stream`` unless a newer stream of the gateway replaced it already."""
+        conn.execute(
+            gateway_streams.delete()
+            .where(gateway_streams.c.gateway_id == gateway_id)
+            .where(gateway_streams.c.stream == stream)
+        )
+
+    def stream_of(self, conn: sa.Connection, gateway_id: str) -> str | None:
+        """The stream recorded as ``gateway_id``'s, if any."""
+        c = gateway_streams.c
+        value = conn.execute(sa.select(c.stream).where(c.gateway_id == gateway_id)).scalar()
+        return None if value is None else str(value)
+
+    def release_replica(self, conn: sa.Connection, replica: str) -> None:
+        """Forget every stream recorded for ``replica`` (it is stopping)."""
+        conn.execute(gateway_streams.delete().where(gateway_streams.c.replica == replica))
+
+    def live_streams(self, conn: sa.Connection, *, seen_since: datetime) -> dict[str, str]:
+        """Gateway id -> replica, for streams seen since ``seen_since``."""
+        c = gateway_streams.c
+        rows = conn.execute(sa.select(c.gateway_id, c.replica).where(c.seen_at >= seen_since))
+        return {r.gateway_id: r.replica for r in rows}
 
     # -- enrollment tokens and certificates ----------------------------------------------
 
@@ -553,6 +599,28 @@ class Store:
             )
         )
 
+    def documents_not_held(
+        self, conn: sa.Connection, gateway_ids: Sequence[str]
+    ) -> list[DocumentRecord]:
+        """Desired documents of any of ``gateway_ids`` that the gateway does not hold as
+        issued (another version, another digest, or none)."""
+        d, h = desired_documents.c, held_documents.c
+        found: list[DocumentRecord] = []
+        for i in range(0, len(gateway_ids), 500):
+            query = (
+                sa.select(desired_documents)
+                .select_from(
+                    desired_documents.outerjoin(
+                        held_documents, sa.and_(h.gateway_id == d.gateway_id, h.kind == d.kind)
+                    )
+                )
+                .where(d.gateway_id.in_(list(gateway_ids[i : i + 500])))
+                .where(sa.or_(h.version.is_(None), h.version != d.version, h.digest != d.digest))
+                .order_by(d.gateway_id, d.kind)
+            )
+            found += [_document(r) for r in conn.execute(query)]
+        return found
+
     def held_for(self, conn: sa.Connection, gateway_id: str) -> list[HeldRecord]:
         rows = conn.execute(
             sa.select(held_documents)
@@ -722,6 +790,18 @@ class Store:
             )
         return [_event(r) for r in conn.execute(query)]
 
+    def events_received_since(
+        self, conn: sa.Connection, since: datetime, *, limit: int
+    ) -> list[EventRecord]:
+        """Events stored at or after ``since``, oldest first, at most ``limit``."""
+        query = (
+            sa.select(events)
+            .where(events.c.received_at >= since)
+            .order_by(events.c.received_at, events.c.gateway_id, events.c.sequence)
+            .limit(limit)
+        )
+        return [_event(r) for r in conn.execute(query)]
+
     def stored_sequence(self, conn: sa.Connection, gateway_id: str) -> int:
         value = conn.execute(
             sa.select(sa.func.max(events.c.sequence)).where(events.c.gateway_id == gateway_id)
@@ -793,6 +873,21 @@ class Store:
         )
         return [_command(r) for r in rows]
 
+    def commands_for(
+        self, conn: sa.Connection, gateway_ids: Sequence[str], statuses: Sequence[int]
+    ) -> list[CommandRecord]:
+        """Commands of any of ``gateway_ids`` in ``statuses``, oldest first."""
+        found: list[CommandRecord] = []
+        for i in range(0, len(gateway_ids), 500):
+            rows = conn.execute(
+                sa.select(commands)
+                .where(commands.c.gateway_id.in_(list(gateway_ids[i : i + 500])))
+                .where(commands.c.status.in_(list(statuses)))
+                .order_by(commands.c.created_at)
+            )
+            found += [_command(r) for r in rows]
+        return found
+
     def set_command_status(
         self,
         conn: sa.Connection,
@@ -802,11 +897,16 @@ class Store:
         detail: str,
         now: datetime,
         gateway_id: str | None = None,
+        only_from: Sequence[int] = (),
     ) -> bool:
-        """Update a command's status; with ``gateway_id``, only that gateway's command."""
+        """Update a command's status; with ``gateway_id``, only that gateway's command; with
+        ``only_from``, only if its status is one of those (so an orchestrator's verdict never
+        overwrites the gateway's own answer that landed first)."""
         stmt = commands.update().where(commands.c.command_id == command_id)
         if gateway_id is not None:
             stmt = stmt.where(commands.c.gateway_id == gateway_id)
+        if only_from:
+            stmt = stmt.where(commands.c.status.in_(list(only_from)))
         done = conn.execute(stmt.values(status=status, detail=detail[:1024], updated_at=now))
         return bool(done.rowcount)
 

@@ -53,6 +53,7 @@ def test_a_good_file_with_defaults(tmp_path: Path) -> None:
     assert (config.latitude, config.longitude, config.time_zone) == (47.322, 5.0415, "Europe/Paris")
     assert config.clock.mode == "system"
     assert config.report_interval_s == 1.0 and config.outbox_max_bytes == 64 * 1024 * 1024
+    assert (config.keepalive_s, config.keepalive_timeout_s) == (15.0, 5.0)
     assert config.key_file == config.state_dir / "identity" / "current" / "gateway.key"
     assert config.cert_file == config.state_dir / "identity" / "current" / "gateway.pem"
     assert config.source == tmp_path / "etc" / "agent.toml"
@@ -109,6 +110,8 @@ def _set(section: str, line: str) -> str:
         (GOOD.replace("5.0415", "-181"), "site.longitude", "at least -180"),
         (GOOD.replace("5.0415", '"5.0415"'), "site.longitude", "must be a number"),
         (GOOD + "[link]\nreport_interval_s = 0\n", "link.report_interval_s", "at least"),
+        (GOOD + "[link]\nkeepalive_s = 0.5\n", "link.keepalive_s", "at least"),
+        (GOOD + "[link]\nkeepalive_timeout_s = 0\n", "link.keepalive_timeout_s", "at least"),
         (GOOD + "[outbox]\nmax_bytes = 1000\n", "outbox.max_bytes", "at least"),
         (GOOD + '[clock]\nmode = "fast"\n', "clock.mode", "'system' or 'simulated'"),
         (GOOD + '[clock]\nmode = "simulated"\n', "clock.start", "with its UTC offset"),

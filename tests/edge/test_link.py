@@ -12,6 +12,7 @@ import random
 import socket
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import grpc
 import pytest
@@ -21,7 +22,7 @@ from edge.equipment.base import EquipmentEvent
 from edge.identity import Credentials
 from edge.link import Backoff, GatewayLinkClient
 from protos.ondijon.v1 import firmware_pb2, link_pb2, schedule_pb2, state_pb2
-from tests.conftest import City
+from tests.conftest import City, offline_agent_config
 
 # -- backoff ---------------------------------------------------------------------------------
 
@@ -217,3 +218,30 @@ async def test_several_changes_of_one_device_make_one_entry(city: City) -> None:
         # One report, one entry per device: naming both devices, it became the stored
         # state as it is (a report with four lamp-001 entries would show them all here).
         await until(lambda: sorted(stored()) == [("lamp-001", 40), ("lamp-002", 5)])
+
+
+async def test_a_command_sent_again_is_answered_again_without_running_twice(
+    tmp_path: Path,
+) -> None:
+    """The orchestrator resends a command until it hears the answer (the first answer may
+    have died with a stream): the agent gives the same answer and does not act twice."""
+    ran: list[str] = []
+
+    class Counting(FakeAgent):
+        async def handle_command(self, command: link_pb2.Command) -> link_pb2.CommandResult:
+            ran.append(command.command_id)
+            return link_pb2.CommandResult(
+                command_id=command.command_id,
+                status=link_pb2.COMMAND_STATUS_REFUSED,
+                detail=f"run {len(ran)}",
+            )
+
+    config = offline_agent_config(tmp_path, "dj-001", "")
+    client = GatewayLinkClient(config, Counting(), EmptyOutbox())
+    command = link_pb2.Command(command_id="cmd-1")
+    first = await client.answer(command)
+    again = await client.answer(command)
+    other = await client.answer(link_pb2.Command(command_id="cmd-2"))
+    assert ran == ["cmd-1", "cmd-2"]
+    assert again == first and first.detail == "run 1"
+    assert other.detail == "run 2"

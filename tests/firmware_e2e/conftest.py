@@ -6,10 +6,12 @@ campaigns to agents running in this process on manual clocks.
 
 The process supervisor is played by :class:`Cabinet`: when an agent asks for a restart,
 the test stops that Agent, runs the launcher's boot step on the same firmware state
-directory (:func:`edge.firmware.boot.resolve_boot_slot`, what ``python -m
-edge.firmware.launch`` does before exec) and starts a new Agent there. The new Agent still
-runs the base code (a real restart would import the slot), but reports the slot's version,
-takes its health checks and commits or rolls back exactly as the real one would.
+directory (:func:`edge.firmware.launch.exec_plan`, what ``python -m edge.firmware.launch``
+does before exec) and starts a new Agent there with the environment the launcher gives it.
+The new Agent still runs the base code (a real restart would import the slot), but reports
+the version the launcher booted, takes its health checks and commits or rolls back exactly
+as the real one would. :mod:`tests.firmware_e2e.test_firmware_outcomes_processes` runs real
+agent processes through the real launcher instead.
 """
 
 from __future__ import annotations
@@ -29,8 +31,9 @@ import pytest
 from edge.agent import Agent
 from edge.config import AgentConfig
 from edge.firmware.agent_side import RetryPolicy
-from edge.firmware.boot import resolve_boot_slot
+from edge.firmware.launch import SLOT_ENV, exec_plan
 from edge.firmware.simulator import make_wheel
+from edge.identity import enroll
 from ondijon import firmware_cli
 from ondijon.clock import ManualClock
 from ondijon.profile import Profile
@@ -160,6 +163,9 @@ class Cabinet:
     agent: Agent | None = None
     restart_requested: asyncio.Event = field(default_factory=asyncio.Event)
     boots: int = 0
+    # What the launcher said at the last start (its environment for the agent).
+    environ: dict[str, str] = field(default_factory=dict)
+    boot_id: str = "boot-1"
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @property
@@ -175,7 +181,9 @@ class Cabinet:
         """Start an Agent (``address``: reach the orchestrator elsewhere, e.g. nowhere)."""
         config = self.config if address is None else replace(self.config, address=address)
         self.restart_requested = asyncio.Event()
-        agent = Agent(config, self.clock)
+        if not self.environ and self.config.firmware is not None:
+            self.boot_step()
+        agent = Agent(config, self.clock, environ=self.environ)
         agent.firmware.request_restart = self.restart_requested.set
         agent.firmware.restart_grace_s = 0.0
         agent.firmware.retry = self.retry
@@ -200,8 +208,10 @@ class Cabinet:
 
     def boot_step(self) -> str:
         """The launcher's decision for the next start: ``a``, ``b`` or ``base``."""
-        slot = resolve_boot_slot(self.state_dir, now=self.clock.now())
-        return "base" if slot is None else slot.name
+        _, self.environ = exec_plan(
+            self.state_dir, ["-m", "edge.agent"], {}, now=self.clock.now(), boot_id=self.boot_id
+        )
+        return self.environ[SLOT_ENV]
 
     async def restart(self, *, address: str | None = None) -> Agent:
         """Stop, run the launcher's boot step, start again."""
@@ -220,7 +230,14 @@ async def cabinets() -> AsyncIterator[CabinetFactory]:
     made: list[Cabinet] = []
 
     async def make(
-        city: City, gateway_id: str, *, firmware: bool = True, lamps: int = 0, **kw: Any
+        city: City,
+        gateway_id: str,
+        *,
+        firmware: bool = True,
+        lamps: int = 0,
+        stability_s: float = 30,
+        commune: str = "Dijon",
+        **kw: Any,
     ) -> Cabinet:
         sections: dict[str, str] = {}
         if firmware:
@@ -228,14 +245,17 @@ async def cabinets() -> AsyncIterator[CabinetFactory]:
             state = city.tmp_path / "firmware" / gateway_id
             sections["firmware"] = (
                 f'release_keys = ["{keys / "release.key.pub"}"]\n'
-                f'state_dir = "{state}"\nhealth_deadline_s = 60\nhealth_interval_s = 5'
+                f'state_dir = "{state}"\nhealth_deadline_s = 60\nhealth_interval_s = 5\n'
+                f"stability_s = {stability_s}"
             )
         if lamps:
             sections["lamps"] = "\n".join(
                 f'[[lamps]]\nid = "lamp-{i}"\nbackend = "simulated"\nnominal_power_w = 60'
                 for i in range(lamps)
             )
-        config = await city.enrolled(gateway_id, **sections)
+        token = await city.register(gateway_id, commune)
+        config = city.agent_config(gateway_id, **sections)
+        await enroll(config, token)
         cabinet = Cabinet(config, ManualClock(datetime.now(UTC)), **kw)
         made.append(cabinet)
         agent = await cabinet.start()

@@ -72,10 +72,20 @@ async def test_a_failing_canary_halts_the_campaign_with_the_rest_untouched(
     assert "halted" in shown and "signed only by unknown keys" in shown
     assert await asyncio.to_thread(main, ["campaign", "resume", campaign_id, *profile]) == 0
     assert "1 failure(s) acknowledged" in capsys.readouterr().out
-    # Acknowledged, but the canary never committed: the next wave stays closed.
+    # The operator set the canary's failure aside: the campaign decides on wave 2, whose
+    # gateways refuse the release in turn and halt it again, saying so.
+    await eventually(halted)
     campaign = await releases.show(campaign_id)
-    assert campaign.status == firmware_pb2.CAMPAIGN_STATUS_RUNNING
-    assert all(not g.HasField("offered_at") for g in campaign.gateways if g.wave == 2)
+    assert "wave 1 reached 0/0 updated, 1 acknowledged failure(s) set aside: wave 2 opens" in (
+        " ".join(campaign.history)
+    )
+    assert "halted: wave 2 has " in campaign.history[-1]
+
+    async def all_refused() -> bool:
+        campaign = await releases.show(campaign_id)
+        return all(g.stage == Stage.FIRMWARE_STAGE_REFUSED for g in campaign.gateways)
+
+    await eventually(all_refused)
     # One live campaign per gateway: a second one waits for this one to end.
     with pytest.raises(AdminError, match="already in a live campaign"):
         await releases.campaign("0.2.0", ["dj-c-2"])

@@ -3,9 +3,12 @@ orchestrator's view of a gateway's events read back through the admin API.
 
 - :class:`AgentProcess` runs :mod:`tests.nothing_lost.agent_driver` (the real agent) and
   collects what it promised (sequence -> fingerprint of every durable append).
-- :class:`LinkProxy` is a TCP proxy on loopback between an agent and the orchestrator: it
-  can refuse connections (the orchestrator is unreachable) or cut the live ones after a
-  given number of bytes, i.e. in the middle of a message.
+- :class:`LinkProxy` is a TCP proxy on loopback between an agent and the orchestrator (or
+  a replica and its database): it can refuse connections (the orchestrator is
+  unreachable), cut the live ones after a given number of bytes, i.e. in the middle of a
+  message, turn the live ones into black holes (a cellular or NAT timeout: nothing passes,
+  nobody is told) or stall every connection, new ones too, until resumed (bytes held, no
+  error). Its upstream is a function, so it can also be a round-robin balancer.
 - :func:`offline_cabinet` runs the real agent in-process on a manual clock behind a proxy
   that is down, and records the priority of every sequence its outbox gives.
 - :func:`stored_events` pages through ``ListEvents``; :func:`gateway` is ``GetGateway``.
@@ -157,6 +160,11 @@ class LinkProxy:
         self._cut_after: int | None = None
         self._live: set[asyncio.StreamWriter] = set()
         self._server: asyncio.Server | None = None
+        # Connections that pass nothing any more (black holes), by their writers.
+        self._silent: set[asyncio.StreamWriter] = set()
+        self._flowing = asyncio.Event()
+        self._flowing.set()
+        self._never = asyncio.Event()
 
     async def __aenter__(self) -> LinkProxy:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
@@ -167,6 +175,8 @@ class LinkProxy:
         assert self._server is not None
         self._server.close()
         self.cut_now()
+        self._never.set()  # held pipes wake, find their connection gone, and end
+        self._flowing.set()
         await self._server.wait_closed()
 
     @property
@@ -178,6 +188,24 @@ class LinkProxy:
         for writer in list(self._live):
             writer.transport.abort()
         self._live.clear()
+
+    def black_hole(self) -> int:
+        """The live connections pass nothing more, in either direction, and are never
+        closed (the network dropped them silently); new connections pass. How many."""
+        self._silent |= self._live
+        return len(self._live) // 2
+
+    def stall(self) -> None:
+        """Hold every byte of every connection, new ones too, until :meth:`resume`."""
+        self._flowing.clear()
+
+    def resume(self) -> None:
+        self._flowing.set()
+
+    async def _pass(self, writer: asyncio.StreamWriter) -> None:
+        await self._flowing.wait()
+        if writer in self._silent:
+            await self._never.wait()
 
     def cut_after(self, upstream_bytes: int) -> None:
         """Cut the live connections once ``upstream_bytes`` more went towards the orchestrator."""
@@ -201,12 +229,18 @@ class LinkProxy:
         )
         for w in (writer, up_writer):
             self._live.discard(w)
+            self._silent.discard(w)
             w.transport.abort()
 
     async def _pipe(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, upstream: bool
     ) -> None:
-        while chunk := await reader.read(65536):
+        while True:
+            await self._pass(writer)
+            chunk = await reader.read(65536)
+            if not chunk:
+                break
+            await self._pass(writer)
             if upstream and self._cut_after is not None:
                 if len(chunk) >= self._cut_after:
                     # Half a message reaches the orchestrator, then the line goes dead.

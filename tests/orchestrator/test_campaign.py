@@ -15,6 +15,7 @@ from orchestrator.campaign import (
     CampaignStatus,
     Decision,
     GatewayReport,
+    Note,
     Outcome,
     TargetGateway,
     Wave,
@@ -56,6 +57,11 @@ def _reports(
     return {g: GatewayReport(outcome, at, detail) for g in ids}
 
 
+def _lines(notes: Iterable[Note], visible: Callable[[str], bool] | None = None) -> list[str]:
+    """Notes as a reader sees them."""
+    return [line for n in notes if (line := n.render(visible)) is not None]
+
+
 def test_waves_are_deterministic_cumulative_and_canary_first() -> None:
     gateways = (*(_gateway(n) for n in range(200)), _gateway(999, tags={"canary"}))
     plan = _plan(gateways=gateways)
@@ -88,7 +94,7 @@ def test_waves_advance_only_once_the_success_threshold_is_reached() -> None:
     second = _run_wave(first, Outcome.COMMITTED, NOON + timedelta(minutes=10))
     assert second.state.wave == 1
     assert set(second.offer_to) == set(state.waves[1])
-    assert any("wave 1 reached 1/1 committed: wave 2 opens" in r for r in second.reasons)
+    assert "wave 1 reached 1/1 updated: wave 2 opens" in _lines(second.reasons)
     wave2 = state.waves[1]
     # 8 of 9 committed (89%) is under the 90% threshold; one still downloading.
     later = NOON + timedelta(minutes=20)
@@ -116,7 +122,8 @@ def test_a_failing_canary_halts_everything_and_the_rest_is_never_offered() -> No
     halted = decide(first.state, report, NOON + timedelta(minutes=5))
     assert halted.status is CampaignStatus.HALTED and halted.offer_to == []
     assert any(
-        "wave 1 has 1/1 gateways failed" in r and "drivers down" in r for r in halted.reasons
+        "wave 1 has 1/1 gateways failed" in r and "drivers down" in r
+        for r in _lines(halted.reasons)
     )
     later = decide(halted.state, report, NOON + timedelta(hours=1))
     assert later.status is CampaignStatus.HALTED and later.offer_to == []
@@ -134,7 +141,9 @@ def test_a_wave_breaching_its_error_threshold_halts_with_the_next_waves_untouche
     }
     halted = decide(d.state, reports, at)
     assert halted.status is CampaignStatus.HALTED
-    assert "2/9 gateways failed, above its error threshold of 10%" in " ".join(halted.reasons)
+    assert "2/9 gateways failed, above its error threshold of 10%" in " ".join(
+        _lines(halted.reasons)
+    )
     assert set(halted.state.offered) == set(state.waves[0]) | set(wave2)
 
 
@@ -151,7 +160,7 @@ def test_resume_after_a_halt_acknowledges_the_failures_seen() -> None:
     halted = decide(first.state, reports, at)
     assert halted.status is CampaignStatus.HALTED
     resumed = resume(halted.state, at + timedelta(minutes=1))
-    assert "1 failure(s) acknowledged" in resumed.history[-1]
+    assert "1 failure(s) acknowledged" in _lines(resumed.history)[-1]
     going = decide(resumed, reports, at + timedelta(minutes=2))
     assert going.status is CampaignStatus.RUNNING
     assert len(going.offer_to) == 90
@@ -176,7 +185,7 @@ def test_abort_is_final() -> None:
     aborted = abort(decide(state, {}, NOON).state, NOON, "emergency stop")
     decision = decide(aborted, {}, NOON + timedelta(hours=1))
     assert decision.status is CampaignStatus.ABORTED and decision.offer_to == []
-    assert aborted.history[-1].endswith("aborted: emergency stop")
+    assert _lines(aborted.history)[-1].endswith("aborted: emergency stop")
     actions: list[Callable[[CampaignState, datetime], CampaignState]] = [resume, pause, abort]
     for action in actions:
         with pytest.raises(CampaignError) as excinfo:
@@ -206,7 +215,7 @@ def test_reports_from_outside_the_target_are_ignored() -> None:
         start_campaign(_plan(), NOON), {"intruder": GatewayReport(Outcome.FAILED, NOON)}, NOON
     )
     assert decision.status is CampaignStatus.RUNNING
-    assert "ignored a report from intruder" in decision.reasons[0]
+    assert "ignored a report from intruder" in _lines(decision.reasons)[0]
 
 
 def test_a_gateway_outside_its_maintenance_window_waits() -> None:
@@ -215,7 +224,10 @@ def test_a_gateway_outside_its_maintenance_window_waits() -> None:
     early = datetime(2026, 5, 4, 6, 30, tzinfo=UTC)  # 08:30 in Dijon
     waiting = decide(state, {}, early)
     assert waiting.offer_to == []
-    assert "outside the maintenance window 10:00-16:00 (Europe/Paris): gw-000" in waiting.reasons[0]
+    assert (
+        "outside the maintenance window 10:00-16:00 (Europe/Paris): gw-000"
+        in (_lines(waiting.reasons)[0])
+    )
     assert decide(waiting.state, {}, NOON).offer_to == ["gw-000"]
 
 
@@ -232,7 +244,9 @@ def test_lamps_are_not_updated_at_night() -> None:
     state = start_campaign(replace(plan, waves=(Wave(100),)), NIGHT)
     night = decide(state, {}, NIGHT)
     assert night.offer_to == ["gw-002"]
-    assert any("lamps are not updated at night" in r and "gw-001" in r for r in night.reasons)
+    assert any(
+        "lamps are not updated at night" in r and "gw-001" in r for r in _lines(night.reasons)
+    )
     assert decide(night.state, {}, NOON + timedelta(days=1)).offer_to == ["gw-001"]
 
 
@@ -319,3 +333,129 @@ def test_decide_does_not_change_its_input() -> None:
     state: CampaignState = start_campaign(_plan(), NOON)
     decide(state, {}, NOON)
     assert state.offered == {} and state.wave == 0
+
+
+def test_a_resumed_campaign_after_a_failed_one_gateway_canary_decides_on_the_next_wave() -> None:
+    state = start_campaign(_plan(count=20, waves=(Wave(1), Wave(100))), NOON)
+    first = decide(state, {}, NOON)
+    (canary,) = first.offer_to
+    at = NOON + timedelta(minutes=5)
+    failed = {canary: GatewayReport(Outcome.REFUSED, at, "signed only by unknown keys")}
+    halted = decide(first.state, failed, at)
+    assert halted.status is CampaignStatus.HALTED
+    resumed = resume(halted.state, at + timedelta(minutes=1))
+    going = decide(resumed, failed, at + timedelta(minutes=2))
+    # The acknowledged canary is set aside: wave 1 has nothing left to wait for.
+    assert going.status is CampaignStatus.RUNNING
+    assert set(going.offer_to) == set(state.waves[1])
+    assert (
+        "wave 1 reached 0/0 updated, 1 acknowledged failure(s) set aside: wave 2 opens"
+        in _lines(going.reasons)
+    )
+
+
+def test_a_wave_that_can_no_longer_reach_its_threshold_halts_saying_why() -> None:
+    plan = _plan(count=10, waves=(Wave(100, success_threshold=0.9, error_threshold=0.5),))
+    first = decide(start_campaign(plan, NOON), {}, NOON)
+    at = NOON + timedelta(minutes=5)
+    ids = first.offer_to
+    reports = {
+        **_reports(ids[:2], Outcome.ROLLED_BACK, at, "health check"),
+        **_reports(ids[2:6], Outcome.COMMITTED, at),
+    }
+    # 2 of 10 failed is under the 50 % error threshold, but 9 can no longer be updated.
+    stuck = decide(first.state, reports, at)
+    assert stuck.status is CampaignStatus.HALTED
+    (line,) = [r for r in _lines(stuck.reasons) if r.startswith("halted")]
+    assert line.startswith(
+        "halted: wave 1 cannot reach its success threshold: 2 of its 10 gateways failed and 9"
+        " must be updated; resume to set the failures aside:"
+    )
+    going = decide(resume(stuck.state, at), {}, at)
+    assert going.status is CampaignStatus.RUNNING  # 8 counted, 90 % of 8 rounds up to 8: reachable
+    done = decide(going.state, _reports(ids[6:], Outcome.COMMITTED, at), at)
+    assert done.status is CampaignStatus.COMPLETED
+
+
+def test_an_outcome_is_final_and_a_commit_gives_way_only_to_a_failure() -> None:
+    first = decide(start_campaign(_plan(count=1, waves=(Wave(100),)), NOON), {}, NOON)
+    (gw,) = first.offer_to
+    at = NOON + timedelta(minutes=5)
+    back = decide(first.state, {gw: GatewayReport(Outcome.ROLLED_BACK, at, "cut off")}, at)
+    later = at + timedelta(minutes=1)
+    # The rolled-back process (or its outbox) says COMMITTED later: it stays rolled back.
+    lie = decide(back.state, {gw: GatewayReport(Outcome.COMMITTED, later)}, later)
+    assert lie.state.reports[gw].outcome is Outcome.ROLLED_BACK
+    assert lie.status is CampaignStatus.HALTED
+
+    first = decide(start_campaign(_plan(count=2, waves=(Wave(100),)), NOON), {}, NOON)
+    gw = first.offer_to[0]
+    committed = decide(first.state, {gw: GatewayReport(Outcome.COMMITTED, at)}, at)
+    crash = {gw: GatewayReport(Outcome.ROLLED_BACK, later, "crash loop after commit")}
+    fell_back = decide(committed.state, crash, later)
+    assert fell_back.state.reports[gw].outcome is Outcome.ROLLED_BACK
+    stale = {gw: GatewayReport(Outcome.REBOOTING, later + timedelta(minutes=1))}
+    assert decide(fell_back.state, stale, later).state.reports[gw].outcome is Outcome.ROLLED_BACK
+
+
+def test_a_commit_counts_only_when_the_hello_reports_the_new_version() -> None:
+    first = decide(start_campaign(_plan(count=1, waves=(Wave(100),)), NOON), {}, NOON)
+    (gw,) = first.offer_to
+    at = NOON + timedelta(minutes=15)
+    trial_hello = {gw: GatewayReport(Outcome.COMMITTED, at, hello_version="1.5.0")}
+    assert decide(first.state, trial_hello, at).status is CampaignStatus.COMPLETED
+    # The gateway says COMMITTED but its hello says it runs the old version.
+    old_hello = {gw: GatewayReport(Outcome.COMMITTED, at, hello_version="1.4.0")}
+    trapped = decide(first.state, old_hello, at)
+    assert trapped.status is CampaignStatus.HALTED
+    assert trapped.state.failed(gw) and not trapped.state.updated(gw)
+    assert f"{gw} (reported committed but its hello reports 1.4.0)" in _lines(trapped.reasons)[0]
+
+
+def test_reasons_and_history_name_and_count_only_the_readers_gateways() -> None:
+    dijon = _gateway(1)
+    beaune = replace(_gateway(2), id="bn-002", commune="Beaune")
+    plan = _plan(gateways=(dijon, beaune), waves=(Wave(100),))
+    state = start_campaign(plan, NOON)
+    decision = decide(state, {}, NOON)
+    at = NOON + timedelta(minutes=5)
+    failed = {"bn-002": GatewayReport(Outcome.FAILED, at, "disk full")}
+    halted = decide(decision.state, failed, at)
+    in_dijon = {"gw-001"}.__contains__
+
+    everyone = _lines([*halted.state.history, *decision.reasons, *halted.reasons])
+    assert any("bn-002" in line for line in everyone)
+    seen = _lines([*halted.state.history, *decision.reasons, *halted.reasons], in_dijon)
+    assert not any("bn-002" in line or "disk full" in line for line in seen)
+    assert seen[0].endswith("started; waves of 1")
+    assert "offering 1.5.0 to 1 gateway(s): gw-001" in seen
+    # The halt names only Beaune's gateway: Dijon's reader sees why it halted, not who.
+    assert "halted: wave 1 has 0/1 gateways failed" in " ".join(seen)
+
+
+def test_abort_says_who_passed_the_point_of_no_return() -> None:
+    first = decide(start_campaign(_plan(count=3, waves=(Wave(100),)), NOON), {}, NOON)
+    ids = first.offer_to
+    at = NOON + timedelta(minutes=5)
+    reports = {
+        ids[0]: GatewayReport(Outcome.DOWNLOADING, at),
+        ids[1]: GatewayReport(Outcome.REBOOTING, at),
+        ids[2]: GatewayReport(Outcome.INSTALLED, at),
+    }
+    running = decide(first.state, reports, at)
+    aborted = abort(running.state, at, "bad release")
+    assert _lines(aborted.history)[-1].endswith(
+        f"1 gateway(s) had passed the point of no return; their update goes on: {ids[1]}"
+    )
+    cancelled = {ids[0]: GatewayReport(Outcome.CANCELLED, at + timedelta(minutes=1))}
+    after = decide(aborted, cancelled, at + timedelta(minutes=1))
+    assert after.state.reports[ids[0]].outcome is Outcome.CANCELLED
+    assert after.state.in_flight() == [ids[1], ids[2]]
+
+
+def test_notes_survive_storage_and_old_plain_lines_still_read() -> None:
+    line = Note("{n} wait, {{braces}}: {names}", ("a", "b"), details=(("a", "x"),))
+    assert Note.from_json(line.to_json()) == line
+    assert Note.from_json("2026-05-04T10:00Z halted: {weird}").render() == (
+        "2026-05-04T10:00Z halted: {weird}"
+    )

@@ -113,3 +113,29 @@ def test_every_mistake_names_its_field(tmp_path: Path, text: str, field: str, re
         load(tmp_path, text)
     assert caught.value.field == field
     assert reason in caught.value.reason
+
+
+def test_store_bounds_and_the_crl_point_are_read_and_checked(tmp_path: Path) -> None:
+    config = load(
+        tmp_path,
+        """
+[server]
+crl_listen = "0.0.0.0:7480"
+[store]
+deadline_s = 4
+connect_timeout_s = 2
+statement_timeout_s = 3
+idle_in_transaction_timeout_s = 6
+[identity]
+crl_urls = ["http://crl.example.org/ondijon.crl"]
+""",
+    )
+    store = config.store
+    assert (store.deadline_s, store.connect_timeout_s) == (4, 2)
+    assert (store.statement_timeout_s, store.idle_in_transaction_timeout_s) == (3, 6)
+    assert config.crl_urls == ("http://crl.example.org/ondijon.crl",)
+    assert config.crl_listen == "0.0.0.0:7480"
+    with pytest.raises(ConfigError, match=r"^identity\.crl_urls: .*not an absolute http://"):
+        load(tmp_path, '[identity]\ncrl_urls = ["https://crl.example.org/x"]\n')
+    with pytest.raises(ConfigError, match=r"^store\.deadline_s: must be at least"):
+        load(tmp_path, "[store]\ndeadline_s = 0\n")

@@ -36,6 +36,10 @@ class _FirmwareStageEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Firmwar
     FIRMWARE_STAGE_ROLLED_BACK: _FirmwareStage.ValueType  # 6
     FIRMWARE_STAGE_REFUSED: _FirmwareStage.ValueType  # 7
     FIRMWARE_STAGE_FAILED: _FirmwareStage.ValueType  # 8
+    FIRMWARE_STAGE_CANCELLED: _FirmwareStage.ValueType  # 9
+    """The orchestrator cancelled the update (its campaign was aborted) before the point of
+    no return; nothing was switched and the running version stays.
+    """
 
 class FirmwareStage(_FirmwareStage, metaclass=_FirmwareStageEnumTypeWrapper): ...
 
@@ -48,6 +52,10 @@ FIRMWARE_STAGE_COMMITTED: FirmwareStage.ValueType  # 5
 FIRMWARE_STAGE_ROLLED_BACK: FirmwareStage.ValueType  # 6
 FIRMWARE_STAGE_REFUSED: FirmwareStage.ValueType  # 7
 FIRMWARE_STAGE_FAILED: FirmwareStage.ValueType  # 8
+FIRMWARE_STAGE_CANCELLED: FirmwareStage.ValueType  # 9
+"""The orchestrator cancelled the update (its campaign was aborted) before the point of
+no return; nothing was switched and the running version stays.
+"""
 Global___FirmwareStage: _TypeAlias = FirmwareStage  # noqa: Y015
 
 class _CampaignBackend:
@@ -178,6 +186,37 @@ class FirmwareOffer(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___FirmwareOffer: _TypeAlias = FirmwareOffer  # noqa: Y015
+
+@_typing.final
+class FirmwareCancel(_message.Message):
+    """Sent to agents of protocol revision 3 and later when a campaign is aborted: stop the
+    update of `version` for `campaign_id` unless it passed the point of no return (the switch
+    to the new slot). The agent answers with a FirmwareProgress: CANCELLED, or the stage it is
+    at (REBOOTING and later outcomes) when it is past that point.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    campaign_id: _builtins.str
+    version: _builtins.str
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        campaign_id: _builtins.str = ...,
+        version: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_id", b"campaign_id", "reason", b"reason", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FirmwareCancel: _TypeAlias = FirmwareCancel  # noqa: Y015
 
 @_typing.final
 class FirmwareProgress(_message.Message):
@@ -704,7 +743,9 @@ class WaveProgress(_message.Message):
     gateways: _builtins.int
     offered: _builtins.int
     committed: _builtins.int
+    """Updated: COMMITTED reported and (native backend) the latest hello reports the version."""
     failed: _builtins.int
+    """ROLLED_BACK, REFUSED, FAILED, or a COMMITTED the gateway's hello contradicts."""
     def __init__(
         self,
         *,
@@ -737,6 +778,8 @@ class GatewayOutcome(_message.Message):
     OFFERED_AT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
     COMMUNE_FIELD_NUMBER: _builtins.int
+    PAST_POINT_OF_NO_RETURN_FIELD_NUMBER: _builtins.int
+    HELLO_VERSION_FIELD_NUMBER: _builtins.int
     gateway_id: _builtins.str
     wave: _builtins.int
     """1-based."""
@@ -746,6 +789,12 @@ class GatewayOutcome(_message.Message):
     bytes_done: _builtins.int
     running_version: _builtins.str
     commune: _builtins.str
+    past_point_of_no_return: _builtins.bool
+    """The gateway switched to the new release before the campaign was aborted: its update
+    goes on to its own outcome (a cancel cannot stop it).
+    """
+    hello_version: _builtins.str
+    """The version the gateway's latest hello reported (what it runs now)."""
     @_builtins.property
     def offered_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -762,10 +811,12 @@ class GatewayOutcome(_message.Message):
         offered_at: _timestamp_pb2.Timestamp | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
         commune: _builtins.str = ...,
+        past_point_of_no_return: _builtins.bool = ...,
+        hello_version: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["offered_at", b"offered_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes_done", b"bytes_done", "commune", b"commune", "detail", b"detail", "gateway_id", b"gateway_id", "offered_at", b"offered_at", "running_version", b"running_version", "stage", b"stage", "updated_at", b"updated_at", "wave", b"wave"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes_done", b"bytes_done", "commune", b"commune", "detail", b"detail", "gateway_id", b"gateway_id", "hello_version", b"hello_version", "offered_at", b"offered_at", "past_point_of_no_return", b"past_point_of_no_return", "running_version", b"running_version", "stage", b"stage", "updated_at", b"updated_at", "wave", b"wave"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

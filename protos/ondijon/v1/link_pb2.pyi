@@ -173,6 +173,7 @@ class ConnectResponse(_message.Message):
     STATE_ACK_FIELD_NUMBER: _builtins.int
     COMMAND_FIELD_NUMBER: _builtins.int
     FIRMWARE_OFFER_FIELD_NUMBER: _builtins.int
+    FIRMWARE_CANCEL_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def welcome(self) -> Global___Welcome: ...
     @_builtins.property
@@ -187,6 +188,10 @@ class ConnectResponse(_message.Message):
     def firmware_offer(self) -> _firmware_pb2.FirmwareOffer:
         """Sent to agents of protocol revision 2 and later; older agents ignore it."""
 
+    @_builtins.property
+    def firmware_cancel(self) -> _firmware_pb2.FirmwareCancel:
+        """Sent to agents of protocol revision 3 and later."""
+
     def __init__(
         self,
         *,
@@ -196,12 +201,13 @@ class ConnectResponse(_message.Message):
         state_ack: Global___StateAck | None = ...,
         command: Global___Command | None = ...,
         firmware_offer: _firmware_pb2.FirmwareOffer | None = ...,
+        firmware_cancel: _firmware_pb2.FirmwareCancel | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "command", b"command", "document", b"document", "event_ack", b"event_ack", "firmware_offer", b"firmware_offer", "state_ack", b"state_ack", "welcome", b"welcome"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "command", b"command", "document", b"document", "event_ack", b"event_ack", "firmware_cancel", b"firmware_cancel", "firmware_offer", b"firmware_offer", "state_ack", b"state_ack", "welcome", b"welcome"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "command", b"command", "document", b"document", "event_ack", b"event_ack", "firmware_offer", b"firmware_offer", "state_ack", b"state_ack", "welcome", b"welcome"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "command", b"command", "document", b"document", "event_ack", b"event_ack", "firmware_cancel", b"firmware_cancel", "firmware_offer", b"firmware_offer", "state_ack", b"state_ack", "welcome", b"welcome"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["welcome", "document", "event_ack", "state_ack", "command", "firmware_offer"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["welcome", "document", "event_ack", "state_ack", "command", "firmware_offer", "firmware_cancel"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 

@@ -13,6 +13,7 @@ from gpiozero.pins.mock import MockFactory
 
 from edge.equipment.base import EquipmentConfigError, EquipmentEvent, Priority
 from edge.equipment.bus_priority import BusPriorityLimits, BusPriorityOutcome
+from edge.equipment.safety_card import SafetyCard
 from edge.equipment.signal import (
     DARK,
     FLASHING_AMBER,
@@ -37,7 +38,6 @@ from edge.equipment.signal_plan import (
     SignalPlanError,
     SignalPlans,
 )
-from edge.equipment.safety_card import SafetyCard
 from edge.equipment.signal_sim import SimulatedSignalController
 from edge.schedule.model import SignalMode
 from ondijon.clock import ManualClock
