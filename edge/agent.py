@@ -6,8 +6,17 @@ evaluation sleeps until the next switch time (or until a new document, override 
 command wakes it). The link to the orchestrator only carries documents in and state and
 events out; when it is down nothing on the street changes.
 
-Every desired document is validated, then stored atomically, then applied, and only then
+Every desired document is validated (signal plans also against each crossing's safety
+card from the configuration), then stored atomically, then applied, and only then
 acknowledged. Every event is in the durable outbox before anything else happens to it.
+
+Time is a sensor (:mod:`edge.timekeeping`): the schedule loop wakes at least every
+``CHECK_INTERVAL_S`` of monotonic time, compares the wall clock with the monotonic one,
+records a step as a ``clock.step`` event and re-evaluates at once; until the wall clock is
+trusted, lamps follow the light sensor or their default level and the schedule moves
+nothing else. Every controller and loop runs under one :class:`~edge.supervisor.Supervisor`:
+a failure puts that device in its safe state, raises an ALARM naming it and the error, and
+restarts it with backoff; the others run on.
 """
 
 from __future__ import annotations
@@ -25,10 +34,16 @@ import grpc
 from edge.config import AgentConfig
 from edge.equipment.access import AccessListError, LocalAccessList
 from edge.equipment.base import EquipmentEvent, Priority
-from edge.equipment.bollard import BollardConfig, BollardController, open_bollard_driver
-from edge.equipment.bollard_rules import Access, BollardTarget, Mode, Position
+from edge.equipment.bollard import (
+    BollardConfig,
+    BollardController,
+    open_bollard_driver,
+    target_from_setting,
+)
+from edge.equipment.bollard_rules import Mode
 from edge.equipment.cabinet import CabinetConfig, CabinetMonitor, connect_cabinet
 from edge.equipment.lamp import LampConfig, LampController, LampCounters, connect_lamp
+from edge.equipment.latches import LatchFile
 from edge.equipment.metering import QuarterHourMeter
 from edge.equipment.signal import SignalConfig, SignalController, SignalDriverError, build_driver
 from edge.equipment.signal_plan import SignalPlanError, plans_from_proto, validate_plans
@@ -41,9 +56,8 @@ from edge.link import GatewayLinkClient
 from edge.renewal import keep_renewed
 from edge.schedule.errors import ScheduleError
 from edge.schedule.evaluator import Decision, evaluate
+from edge.schedule.fallback import unknown_time_lamps
 from edge.schedule.model import (
-    AccessPolicy,
-    BollardPosition,
     BollardSetting,
     DeviceKind,
     Override,
@@ -57,6 +71,8 @@ from edge.storage.errors import DocumentRefusedError
 from edge.storage.outbox import Outbox
 from edge.storage.overflow import OutboxLimits
 from edge.storage.state import AgentState, DeviceCounters, DocumentVerdict
+from edge.supervisor import Child, Supervisor
+from edge.timekeeping import CHECK_INTERVAL_S, ClockSync, RealTimeClock, Timekeeper, clock_sync
 from ondijon.clock import Clock, SimulatedClock, SystemClock
 from protos.ondijon.v1 import (
     access_pb2,
@@ -81,12 +97,15 @@ def make_clock(config: AgentConfig) -> Clock:
     return SystemClock()
 
 
-_POSITION = {BollardPosition.UP: Position.UP, BollardPosition.DOWN: Position.DOWN}
-_ACCESS = {
-    AccessPolicy.OPEN: Access.OPEN,
-    AccessPolicy.LIST: Access.LIST,
-    AccessPolicy.CLOSED: Access.CLOSED,
-}
+def default_clock_sync(config: AgentConfig, clock: Clock) -> ClockSync:
+    """Where trust in the wall clock comes from: the system's synchronisation state for
+    the system clock; a clock the agent was handed (simulated for a demo or a bench,
+    manual in a test) is its own reference."""
+    if isinstance(clock, SystemClock):
+        return clock_sync(config.clock.sync, rtc=config.clock.rtc)
+    return RealTimeClock()
+
+
 _BOLLARD_MODES = {
     link_pb2.BOLLARD_ACTION_EMERGENCY_LOWER: Mode.HELD_DOWN,
     link_pb2.BOLLARD_ACTION_HOLD_DOWN: Mode.HELD_DOWN,
@@ -94,16 +113,6 @@ _BOLLARD_MODES = {
     link_pb2.BOLLARD_ACTION_AUTOMATIC: Mode.AUTOMATIC,
     link_pb2.BOLLARD_ACTION_RELEASE_EMERGENCY: Mode.AUTOMATIC,
 }
-
-
-def bollard_target(setting: BollardSetting) -> BollardTarget:
-    """The schedule engine's bollard setting as the bollard rules' target."""
-    access = _ACCESS.get(setting.access) if setting.access else None
-    if setting.position is None:
-        position = Position.DOWN if access in (None, Access.OPEN) else Position.UP
-    else:
-        position = _POSITION[setting.position]
-    return BollardTarget(position=position, access=access or Access.OPEN)
 
 
 class _Reporting(Protocol):
@@ -140,10 +149,16 @@ class Agent:
         *,
         pin_factory: Any = None,
         environ: Mapping[str, str] | None = None,
+        clock_sync: ClockSync | None = None,
     ) -> None:
-        """``environ``: what the launcher said it booted (default: this process's)."""
+        """``environ``: what the launcher said it booted (default: this process's);
+        ``clock_sync``: where trust in the wall clock comes from (default: see
+        :func:`default_clock_sync`)."""
         self.config = config
         self.clock = clock
+        self.timekeeper = Timekeeper(clock_sync or default_clock_sync(config, clock))
+        self._trusted_seen = False
+        self._announced = False
         # The version this process runs, as the launcher booted it (edge.firmware.launch).
         self.firmware_version = running_release(environ)
         self.site = Site(config.latitude, config.longitude, config.time_zone)
@@ -172,6 +187,9 @@ class Agent:
             record=self.record,
         )
         self.meter = QuarterHourMeter()
+        # Devices whose last operation failed: alarmed once, until they work again.
+        self._failing: dict[str, str] = {}
+        self.supervisor = Supervisor(clock, self._task_failed)
         self._wake = asyncio.Event()
         self.schedule: Schedule | None = None
         self.overrides: list[Override] = []
@@ -185,10 +203,20 @@ class Agent:
         # The light sensor's hysteresis state, handed back to the schedule engine.
         self._sensor_holding = False
         self._lux_seen: float | None = None
+        self._latches_lost = ""
         self._build_equipment(pin_factory)
         self._load_documents()
         for recovery in self._recoveries:
             self.record(recovery.to_event(clock.now()))
+        if self._latches_lost:
+            self.record(
+                self._event(
+                    "bollard.latches_lost",
+                    Priority.ALARM,
+                    f"bollard latches unreadable ({self._latches_lost}): every bollard"
+                    " stays latched until a reset",
+                )
+            )
 
     # -- set-up ---------------------------------------------------------------------------------
 
@@ -203,6 +231,9 @@ class Agent:
                 counters = LampCounters(held.energy_wh, held.operating_hours, held.switch_count)
                 controller.restore(counters)
                 self.lamps.append(_Lamp(controller, persisted=counters))
+        latches = LatchFile(self.config.state_dir / "bollard-latches.json")
+        if latches.unknown:
+            self._latches_lost = latches.unknown
         for i, entry in enumerate(self._entries("bollards")):
             bollard_config = BollardConfig.from_mapping(entry, f"bollards[{i}]")
             bollard_sink = _DeviceSink(self)
@@ -211,6 +242,7 @@ class Agent:
                 driver=open_bollard_driver(bollard_config, self.clock, pin_factory=pin_factory),
                 clock=self.clock,
                 sink=bollard_sink,
+                latches=latches,
             )
             bollard_sink.device = bollard
             self.bollards.append(bollard)
@@ -222,6 +254,7 @@ class Agent:
                 driver=build_driver(signal_config, clock=self.clock, pin_factory=pin_factory),
                 clock=self.clock,
                 sink=signal_sink,
+                card=signal_config.safety_card,
                 bus_priority=signal_config.bus_priority,
                 poll_interval_s=signal_config.poll_interval_s,
             )
@@ -311,14 +344,6 @@ class Agent:
 
         return {"orchestrator": orchestrator, "drivers": drivers, "schedule": schedule}
 
-    async def _firmware_start_up(self) -> None:
-        try:
-            await self.firmware.start_up(self.health_checks())
-            await self.firmware.watch_stability()
-        except Exception:
-            # The street runs whatever happens to the firmware bookkeeping.
-            log.exception("firmware start-up failed")
-
     async def accept_document(self, document: link_pb2.DesiredDocument) -> str:
         """Validate, store atomically, apply; returns "" or why the document is refused."""
         error = self._check_document(document.kind, document.payload)
@@ -349,7 +374,10 @@ class Agent:
             if kind == link_pb2.DOCUMENT_KIND_SCHEDULE:
                 schedule_from_proto(schedule_pb2.Schedule.FromString(payload))
             elif kind == link_pb2.DOCUMENT_KIND_SIGNAL_PLANS:
-                validate_plans(plans_from_proto(signal_pb2.SignalPlans.FromString(payload)))
+                plans = plans_from_proto(signal_pb2.SignalPlans.FromString(payload))
+                validate_plans(plans)
+                for signal in self.signals:  # each crossing's card, from the configuration
+                    signal.card.check(plans)
             elif kind == link_pb2.DOCUMENT_KIND_ACCESS_LIST:
                 LocalAccessList.from_proto(access_pb2.AccessList.FromString(payload))
             return ""
@@ -396,7 +424,8 @@ class Agent:
             order = command.bollard
             target = [b for b in self.bollards if b.device_id == order.device_id]
             mode = _BOLLARD_MODES.get(order.action)
-            if not target or mode is None:
+            reset = order.action == link_pb2.BOLLARD_ACTION_RESET
+            if not target or (mode is None and not reset):
                 result.status = link_pb2.COMMAND_STATUS_REFUSED
                 result.detail = (
                     f"bollard.device_id: no bollard {order.device_id!r}"
@@ -404,7 +433,11 @@ class Agent:
                     else "bollard.action: unknown action"
                 )
                 return result
-            target[0].set_mode(mode)
+            if reset:
+                target[0].reset(by=f"operator (command {command.command_id})")
+            else:
+                assert mode is not None
+                target[0].set_mode(mode)
             self.record(
                 self._event(
                     "bollard.command",
@@ -444,8 +477,16 @@ class Agent:
     # -- running the street ----------------------------------------------------------------
 
     def apply_schedule(self) -> datetime:
-        """Drive every device to what the schedule says now; return when to look again."""
+        """Drive every device to what the schedule says now; return when to look again.
+
+        Until the wall clock is trusted the schedule moves nothing: lamps follow the light
+        sensor or their default level, bollards and signals stay as they are. One device
+        that fails is alarmed and put to its safe state; the others are still driven.
+        """
         now = self.clock.now()
+        trusted = self.timekeeper.trusted
+        if trusted != self._trusted_seen or not self._announced:
+            self._announce_trust(trusted)
         horizon = now + timedelta(hours=24)
         lux = self.cabinet.lux if self.cabinet is not None else None
         holding = self._sensor_holding
@@ -454,27 +495,43 @@ class Agent:
         decided: dict[tuple[str, ...], Decision] = {}
         for lamp in self.lamps:
             device_id = lamp.controller.device_id
-            key = tuple(o.id for o in self.overrides if o.applies_to(DeviceKind.LAMP, device_id))
-            decision = decided.get(key) or evaluate(
-                self.schedule,
-                self.site,
-                now,
-                kind=DeviceKind.LAMP,
-                device_id=device_id,
-                overrides=self.overrides,
-                lux=lux,
-                sensor_holding=holding,
-            )
-            decided[key] = decision
-            self._sensor_holding = decision.sensor_holding
-            level = decision.lamp_level if decision.lamp_level is not None else 100
-            wanted = (level, decision.source)
-            if lamp.decided != wanted:
-                default = self.schedule.default_lamp_level if self.schedule else 100
-                lamp.controller.apply(level, decision.source, default_level=default)
-                lamp.decided = wanted
-                self.link.state_changed(lamp.controller.state())
-            horizon = min(horizon, decision.next_change)
+            try:
+                if trusted:
+                    key = tuple(
+                        o.id for o in self.overrides if o.applies_to(DeviceKind.LAMP, device_id)
+                    )
+                    decision = decided.get(key) or evaluate(
+                        self.schedule,
+                        self.site,
+                        now,
+                        kind=DeviceKind.LAMP,
+                        device_id=device_id,
+                        overrides=self.overrides,
+                        lux=lux,
+                        sensor_holding=holding,
+                    )
+                    decided[key] = decision
+                    self._sensor_holding = decision.sensor_holding
+                    level = decision.lamp_level if decision.lamp_level is not None else 100
+                    source = decision.source
+                    horizon = min(horizon, decision.next_change)
+                else:
+                    level, source, self._sensor_holding = unknown_time_lamps(
+                        self.schedule, lux, holding
+                    )
+                wanted = (level, source)
+                if lamp.decided != wanted:
+                    default = self.schedule.default_lamp_level if self.schedule else 100
+                    lamp.controller.apply(level, source, default_level=default)
+                    lamp.decided = wanted
+                    self.link.state_changed(lamp.controller.state())
+                self._recovered(device_id)
+            except Exception as exc:
+                lamp.decided = None
+                self._device_failed(device_id, exc)
+                self._lamp_to_default(lamp)
+        if not trusted:
+            return horizon
         for bollard in self.bollards:
             decision = evaluate(
                 self.schedule,
@@ -487,7 +544,9 @@ class Agent:
             if decision.bollard is not None and (
                 self._bollard_decisions.get(bollard.device_id) != decision.bollard
             ):
-                bollard.apply(bollard_target(decision.bollard), decision.source)
+                # A failure here stops that bollard's controller (motors off) and its
+                # supervisor alarms and restarts it; nothing propagates to the others.
+                bollard.apply(target_from_setting(decision.bollard), decision.source)
                 self._bollard_decisions[bollard.device_id] = decision.bollard
                 self.link.state_changed(bollard.state())
             horizon = min(horizon, decision.next_change)
@@ -511,6 +570,24 @@ class Agent:
             self.overrides = [o for o in self.overrides if o.id not in expired]
         return horizon
 
+    def _announce_trust(self, trusted: bool) -> None:
+        # Only news is recorded: a clock trusted from the start (an RTC, a synchronised
+        # board) says nothing; one that is not says so, and again once it is.
+        first = not self._announced
+        self._announced = True
+        self._trusted_seen = trusted
+        if trusted and first:
+            return
+        if trusted:
+            message = "wall clock synchronised: the schedule runs"
+            self.record(self._event("clock.trusted", Priority.EVENT, message))
+        else:
+            message = (
+                "wall clock not synchronised yet (no NTP, no real-time clock): lamps follow"
+                " the light sensor or their default level until it is"
+            )
+            self.record(self._event("clock.untrusted", Priority.EVENT, message))
+
     async def apply_signals(self) -> None:
         """Hand new plans and the schedule's plan and mode to the signal controllers."""
         plans, self._pending_plans = self._pending_plans, None
@@ -520,24 +597,55 @@ class Agent:
                     await signal.load_plans(plans)
                 plan, mode, source = self._signal_decisions.get(signal.device_id, (None, None, ""))
                 await signal.apply(plan, mode or SignalMode.NORMAL, source=source)
+                self._recovered(signal.device_id)
             except (SignalPlanError, SignalDriverError) as exc:
                 # The controller keeps its running plan; the alarm is already recorded.
                 log.warning("signal %s: %s", signal.device_id, exc)
+            except Exception as exc:
+                self._device_failed(signal.device_id, exc)
+                await signal.fail_safe()
             self.link.state_changed(signal.state())
+
+    def look_at_the_clock(self) -> None:
+        """Compare the wall clock with the monotonic one; record a step if it moved."""
+        step = self.timekeeper.look(self.clock.monotonic(), self.clock.now())
+        if step is None:
+            return
+        hours = step.seconds / 3600
+        self.record(
+            EquipmentEvent(
+                device_id="",
+                type="clock.step",
+                priority=Priority.EVENT,
+                at=step.after,
+                message=f"wall clock stepped {hours:+.3f} h: schedule re-evaluated",
+                attributes={
+                    "step_s": f"{step.seconds:.3f}",
+                    "before": step.before.isoformat(),
+                    "after": step.after.isoformat(),
+                },
+            )
+        )
 
     async def _schedule_loop(self) -> None:
         while True:
+            self.look_at_the_clock()
             next_change = self.apply_schedule()
             if self.signals:
                 await self.apply_signals()
             self._wake.clear()
-            sleeper = asyncio.create_task(self.clock.sleep_until(next_change))
+            # Never longer than CHECK_INTERVAL_S, on the monotonic clock: a wall-clock step
+            # (NTP setting a board without RTC) is noticed within that, not at the next
+            # switch time computed before it.
+            wait = min((next_change - self.clock.now()).total_seconds(), CHECK_INTERVAL_S)
+            sleeper = asyncio.create_task(self.clock.sleep(wait))
             waker = asyncio.create_task(self._wake.wait())
             try:
                 await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 sleeper.cancel()
                 waker.cancel()
+                await asyncio.gather(sleeper, waker, return_exceptions=True)
 
     def monitor(self) -> None:
         """Check faults, meter energy and report what changed (one pass over all devices)."""
@@ -545,14 +653,17 @@ class Agent:
         readings: list[EquipmentEvent] = []
         for lamp in self.lamps:
             controller = lamp.controller
-            before = controller.faults
-            controller.check(now)
-            counters = controller.counters()
-            readings += self.meter.feed(
-                controller.device_id, now, counters.energy_wh, counters.operating_hours
-            )
-            if controller.faults != before:
-                self.link.state_changed(controller.state())
+            try:
+                before = controller.faults
+                controller.check(now)
+                counters = controller.counters()
+                readings += self.meter.feed(
+                    controller.device_id, now, counters.energy_wh, counters.operating_hours
+                )
+                if controller.faults != before:
+                    self.link.state_changed(controller.state())
+            except Exception as exc:
+                self._device_failed(controller.device_id, exc)
         if readings:
             # One transaction (one fsync) for the whole pass, not one per lamp.
             self.outbox.append_many(readings)
@@ -591,29 +702,97 @@ class Agent:
             await asyncio.sleep(PERSIST_INTERVAL_S)
             self.persist_counters()
 
-    async def run(self, *, ready: Callable[[], object] | None = None) -> None:
-        """Run until cancelled."""
-        tasks = [
-            *(asyncio.create_task(b.run(), name=f"bollard {b.device_id}") for b in self.bollards),
-            *(asyncio.create_task(s.run(), name=f"signal {s.device_id}") for s in self.signals),
-            asyncio.create_task(self._schedule_loop(), name="schedule"),
-            asyncio.create_task(self._monitor_loop(), name="monitor"),
-            asyncio.create_task(self._persist_loop(), name="persist"),
-            asyncio.create_task(self.link.run(), name="link"),
-            asyncio.create_task(self._firmware_start_up(), name="firmware"),
+    # -- failures -------------------------------------------------------------------------------
+
+    def _device_failed(self, device_id: str, exc: BaseException) -> None:
+        """An ALARM naming the device and the error, once per distinct error."""
+        error = f"{type(exc).__name__}: {exc}"
+        if self._failing.get(device_id) == error:
+            return
+        self._failing[device_id] = error
+        log.error("%s failed: %s", device_id, error)
+        self.record(
+            EquipmentEvent(
+                device_id=device_id,
+                type="equipment.failed",
+                priority=Priority.ALARM,
+                at=self.clock.now(),
+                message=f"{device_id}: {error}; put in its safe state",
+                attributes={"error": error},
+            )
+        )
+
+    def _recovered(self, device_id: str) -> None:
+        if self._failing.pop(device_id, None) is not None:
+            self.record(
+                self._event(
+                    "equipment.recovered", Priority.EVENT, f"{device_id} works again", device_id
+                )
+            )
+
+    def _task_failed(self, child: Child, exc: BaseException) -> None:
+        """The supervisor's report: the child is safe, alarmed here, restarted next."""
+        error = f"{type(exc).__name__}: {exc}"
+        device = child.name if child.name in self._device_ids() else ""
+        self.record(
+            EquipmentEvent(
+                device_id=device,
+                type="equipment.failed" if device else "agent.task_failed",
+                priority=Priority.ALARM,
+                at=self.clock.now(),
+                message=(
+                    f"{child.name}: {error}; "
+                    + ("restarted with backoff" if child.restart else "not restarted")
+                ),
+                attributes={"task": child.name, "error": error, "failures": str(child.failures)},
+            )
+        )
+        for state in self.device_states():
+            if state.device_id == device:
+                self.link.state_changed(state)
+
+    def _device_ids(self) -> set[str]:
+        ids = {b.device_id for b in self.bollards} | {s.device_id for s in self.signals}
+        return ids | {lamp.controller.device_id for lamp in self.lamps}
+
+    def _lamp_to_default(self, lamp: _Lamp) -> None:
+        default = self.schedule.default_lamp_level if self.schedule else 100
+        with contextlib.suppress(Exception):
+            lamp.controller.apply(default, "default", default_level=default)
+
+    async def _lamps_to_default(self) -> None:
+        for lamp in self.lamps:
+            lamp.decided = None
+            self._lamp_to_default(lamp)
+
+    async def _firmware_start_up(self) -> None:
+        await self.firmware.start_up(self.health_checks())
+        await self.firmware.watch_stability()
+
+    def _children(self) -> list[Child]:
+        children = [
+            *(Child(b.device_id, b.run, b.fail_safe) for b in self.bollards),
+            *(Child(s.device_id, s.run, s.fail_safe) for s in self.signals),
+            # A failed evaluation leaves every lamp at its default level until it runs again.
+            Child("schedule", self._schedule_loop, self._lamps_to_default),
+            Child("monitor", self._monitor_loop),
+            Child("persist", self._persist_loop),
+            Child("link", self.link.run),
+            # The street runs whatever happens to the firmware bookkeeping: once, alarmed.
+            Child("firmware", self._firmware_start_up, restart=False),
         ]
-        if ready is not None:
-            ready()
+        return children
+
+    async def run(self, *, ready: Callable[[], object] | None = None) -> None:
+        """Run until cancelled: every controller and loop under one supervisor."""
+        for child in self._children():
+            self.supervisor.add(child)
         try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-            for task in done:
-                task.result()
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self.supervisor.run(), name="supervisor")
+                if ready is not None:
+                    ready()
         finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
             self.close()
 
     def close(self) -> None:
@@ -646,22 +825,34 @@ async def run_agent(config: AgentConfig) -> None:
 
     notifier = Notifier()
     agent = Agent(config, make_clock(config))
-    task = asyncio.create_task(
-        agent.run(
-            ready=lambda: notifier.ready(f"running {config.gateway_id} {agent.firmware_version}")
-        )
-    )
     interval = watchdog_interval()
-    pinger = asyncio.create_task(_keep_watchdog(notifier, interval)) if interval else None
+    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, task.cancel)
+        loop.add_signal_handler(sig, stop.set)
+
+    async def until_stopped() -> None:
+        await stop.wait()
+        raise _Stopped
+
     try:
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        async with asyncio.TaskGroup() as group:
+            group.create_task(
+                agent.run(
+                    ready=lambda: notifier.ready(
+                        f"running {config.gateway_id} {agent.firmware_version}"
+                    )
+                )
+            )
+            if interval:
+                group.create_task(_keep_watchdog(notifier, interval))
+            group.create_task(until_stopped())
+    except* _Stopped:
         # Stopped on request, not crashed: no crash loop (edge.firmware.boot).
         agent.firmware.stopped_cleanly()
     finally:
         notifier.stopping()
-        if pinger is not None:
-            pinger.cancel()
+
+
+class _Stopped(Exception):
+    """SIGINT or SIGTERM: ends the agent's task group, which cancels and awaits the rest."""

@@ -21,6 +21,10 @@ Example::
     mode = "simulated"
     start = "2026-06-21T21:00:00+02:00"
     speed = 600
+    # With the system clock: is its time trusted from boot (a battery-backed RTC), or only
+    # once synchronised ("auto": systemd-timesyncd's flag or the kernel's adjtimex state)?
+    rtc = false
+    sync = "auto"           # or "systemd-timesyncd", "adjtimex"
 
     [firmware]              # optional: without it, firmware offers are refused
     release_keys = ["/etc/ondijon/release-2026.pub"]   # pinned release keys (PEM), 1 or more
@@ -49,6 +53,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from edge.timekeeping import SYNC_SOURCES
 from ondijon.config import ConfigError, Section, load_toml
 from provisioning.identity import IdentityError, check_name
 
@@ -57,9 +62,23 @@ EQUIPMENT_KINDS = ("lamps", "bollards", "signals", "cabinet")
 
 @dataclass(frozen=True)
 class ClockConfig:
+    """``[clock]``: which clock, and where trust in the system clock comes from.
+
+    Attributes:
+        mode: ``"system"`` or ``"simulated"`` (demos and the bench).
+        start: a simulated clock's first instant.
+        speed: a simulated clock's speed.
+        rtc: the board keeps time across power cuts (battery-backed real-time clock): the
+            system clock is trusted from boot. Without one the agent waits for a
+            synchronisation before letting the time switch the street.
+        sync: where the synchronisation state is read (see :mod:`edge.timekeeping`).
+    """
+
     mode: str = "system"
     start: datetime | None = None
     speed: float = 1.0
+    rtc: bool = False
+    sync: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -204,10 +223,16 @@ def _firmware(data: Section) -> FirmwareConfig | None:
 
 
 def _clock(section: Section) -> ClockConfig:
-    section.unknown({"mode", "start", "speed"})
+    section.unknown({"mode", "start", "speed", "rtc", "sync"})
     mode = section.text("mode", "system")
+    rtc = section.data.get("rtc", False)
+    if not isinstance(rtc, bool):
+        raise ConfigError("clock.rtc", "must be true or false")
+    sync = section.text("sync", "auto")
+    if sync not in SYNC_SOURCES:
+        raise ConfigError("clock.sync", f"must be one of {', '.join(SYNC_SOURCES)}")
     if mode == "system":
-        return ClockConfig()
+        return ClockConfig(rtc=rtc, sync=sync)
     if mode != "simulated":
         raise ConfigError("clock.mode", "must be 'system' or 'simulated'")
     raw: Any = section.data.get("start")

@@ -19,7 +19,8 @@ from protos.ondijon.v1 import link_pb2, schedule_pb2, state_pb2
 
 PARIS = ZoneInfo("Europe/Paris")
 CLOSING = datetime(2026, 6, 21, 22, 0, tzinfo=PARIS)
-# The reference cabinet wiring (BollardConfig's defaults); inputs are active low.
+# The reference cabinet wiring (BollardConfig's defaults): switches to ground with pull-ups,
+# the loop a normally-closed contact, so the loop pin reads high when occupied (or cut).
 MOTOR_UP, MOTOR_DOWN, WARNING_LIGHT, LOOP = "GPIO17", "GPIO27", "GPIO22", "GPIO13"
 
 BOLLARD = """
@@ -65,10 +66,10 @@ def rising_edges(history: list[PinChange], pin: str) -> list[datetime]:
 def assert_never_rises_onto_the_loop(history: list[PinChange]) -> None:
     """Replay every pin change: the up motor never starts with a car on the loop, and a
     car arriving while it runs stops it at the same instant."""
-    levels: dict[str, bool] = {MOTOR_UP: False, LOOP: True}
+    levels: dict[str, bool] = {MOTOR_UP: False, LOOP: False}
     for i, change in enumerate(history):
         levels[change.pin] = bool(change.state)
-        occupied = not levels[LOOP]
+        occupied = levels[LOOP]
         if change.pin == MOTOR_UP and change.state:
             assert not occupied, f"up motor started with the loop occupied at {change.at}"
         if change.pin == LOOP and occupied and levels[MOTOR_UP]:

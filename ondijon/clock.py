@@ -1,13 +1,28 @@
 """Clocks: the one place the program learns what time it is.
 
 Everything that depends on time takes a :class:`Clock`, so tests and the demo can run a
-whole night in seconds and cross midnight, DST changes and leap days without sleeping.
+whole night in seconds and cross midnight, DST changes, leap days and clock steps without
+sleeping. A clock has two readings, because they answer different questions:
 
-- :class:`SystemClock` is the default: wall time in UTC and the event loop's sleep.
+- :meth:`Clock.now` is the *wall* time (UTC): what the schedule, the calendar and the
+  astronomy need. It can step, both ways: NTP correcting a board without a real-time clock
+  after a power cut moves it by hours at once.
+- :meth:`Clock.monotonic` is seconds on a clock that never steps: what every *duration*
+  needs (a bollard's warning, a travel timeout, a watchdog). :meth:`Clock.sleep` waits that
+  many monotonic seconds; :meth:`Clock.sleep_until` converts the wall deadline to a
+  duration once, when called, as the event loop does: a wall-clock step while it waits
+  does not move its end, so whoever waits on the wall must look again at a bounded
+  interval (the agent does, see :mod:`edge.timekeeping`).
+
+Clocks:
+
+- :class:`SystemClock` is the default: wall time in UTC, ``time.monotonic`` and the event
+  loop's sleep.
 - :class:`SimulatedClock` starts at a given instant and runs ``speed`` times faster than
   real time (configured in the agent's TOML for demos and the bench).
-- :class:`ManualClock` only moves when a test calls :meth:`ManualClock.advance`; sleepers
-  wake in time order as it passes their deadline.
+- :class:`ManualClock` only moves when a test calls :meth:`ManualClock.advance` (both
+  readings) or :meth:`ManualClock.step_wall` (the wall reading alone, either way); sleepers
+  wake in deadline order as the monotonic reading passes their deadline.
 """
 
 from __future__ import annotations
@@ -21,18 +36,23 @@ from typing import Protocol
 
 
 class Clock(Protocol):
-    """What time it is, and a way to wait until a given time."""
+    """What time it is, how much time passed, and ways to wait."""
 
     def now(self) -> datetime:
-        """The current instant, timezone-aware, in UTC."""
+        """The current wall-clock instant, timezone-aware, in UTC (it may step)."""
+        ...
+
+    def monotonic(self) -> float:
+        """Seconds on a clock that never steps (its origin means nothing)."""
         ...
 
     async def sleep(self, seconds: float) -> None:
-        """Wait ``seconds`` of this clock's time."""
+        """Wait ``seconds`` of monotonic time."""
         ...
 
     async def sleep_until(self, when: datetime) -> None:
-        """Wait until this clock reads ``when`` (returns at once if already past)."""
+        """Wait until the wall clock should read ``when``, as a duration computed now
+        (returns at once if already past)."""
         ...
 
 
@@ -41,6 +61,9 @@ class SystemClock:
 
     def now(self) -> datetime:
         return datetime.now(UTC)
+
+    def monotonic(self) -> float:
+        return time.monotonic()
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(max(0.0, seconds))
@@ -65,9 +88,11 @@ class SimulatedClock:
     def speed(self) -> float:
         return self._speed
 
+    def monotonic(self) -> float:
+        return (time.monotonic() - self._t0) * self._speed
+
     def now(self) -> datetime:
-        elapsed = (time.monotonic() - self._t0) * self._speed
-        return self._start + timedelta(seconds=elapsed)
+        return self._start + timedelta(seconds=self.monotonic())
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(max(0.0, seconds) / self._speed)
@@ -77,39 +102,61 @@ class SimulatedClock:
 
 
 class ManualClock:
-    """A clock that tests move by hand; sleepers wake when it passes their deadline."""
+    """A clock that tests move by hand; sleepers wake when it passes their deadline.
+
+    Its wall reading is the monotonic reading plus an offset that :meth:`step_wall`
+    changes, so a test can step the wall clock forward or back while durations run on.
+    """
 
     def __init__(self, start: datetime) -> None:
         if start.tzinfo is None:
             raise ValueError("start: must be timezone-aware")
-        self._now = start.astimezone(UTC)
-        self._sleepers: list[tuple[datetime, int, asyncio.Future[None]]] = []
+        # Kept as a timedelta: exact microseconds, so set(when) then now() == when.
+        self._mono = timedelta(0)
+        self._wall_origin = start.astimezone(UTC)
+        self._sleepers: list[tuple[timedelta, int, asyncio.Future[None]]] = []
         self._counter = itertools.count()
 
     def now(self) -> datetime:
-        return self._now
+        return self._wall_origin + self._mono
+
+    def monotonic(self) -> float:
+        return self._mono.total_seconds()
 
     def set(self, when: datetime) -> None:
-        """Jump to ``when`` (forward only) and wake whoever was due."""
-        if when < self._now:
+        """Let time run until the wall clock reads ``when`` (forward only); wake whoever
+        was due."""
+        if when < self.now():
             raise ValueError("when: a clock does not go backwards")
-        self._now = when.astimezone(UTC)
-        while self._sleepers and self._sleepers[0][0] <= self._now:
+        self._pass(when - self.now())
+
+    def advance(self, seconds: float) -> None:
+        """Let ``seconds`` pass (both readings move) and wake whoever was due."""
+        if seconds < 0:
+            raise ValueError("seconds: time does not run backwards (use step_wall)")
+        self._pass(timedelta(seconds=seconds))
+
+    def _pass(self, elapsed: timedelta) -> None:
+        self._mono += elapsed
+        while self._sleepers and self._sleepers[0][0] <= self._mono:
             _, _, fut = heapq.heappop(self._sleepers)
             if not fut.done():
                 fut.set_result(None)
 
-    def advance(self, seconds: float) -> None:
-        """Move forward by ``seconds``."""
-        self.set(self._now + timedelta(seconds=seconds))
+    def step_wall(self, seconds: float) -> None:
+        """Step the wall clock by ``seconds`` (negative: back) without time passing, as
+        NTP or an operator setting the date does; sleepers are not woken."""
+        self._wall_origin += timedelta(seconds=seconds)
 
     async def sleep(self, seconds: float) -> None:
-        await self.sleep_until(self._now + timedelta(seconds=max(0.0, seconds)))
-
-    async def sleep_until(self, when: datetime) -> None:
-        if when <= self._now:
+        wait = timedelta(seconds=max(0.0, seconds))
+        if not wait:
             await asyncio.sleep(0)
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._sleepers, (when, next(self._counter), fut))
+        deadline = self._mono + wait
+        heapq.heappush(self._sleepers, (deadline, next(self._counter), fut))
         await fut
+
+    async def sleep_until(self, when: datetime) -> None:
+        await self.sleep((when - self.now()).total_seconds())

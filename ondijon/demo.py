@@ -51,6 +51,12 @@ SIGNAL = """
 [[signals]]
 id = "carrefour"
 backend = "simulated"
+[signals.safety_card]    # from commissioning: no document may relax it
+groups = ["ns", "ew"]
+min_green_s = 6
+min_amber_s = 3
+min_all_red_s = 2
+intergreens = [["ns", "ew", 5], ["ew", "ns", 5]]
 [signals.simulated]
 conflicts = [["ns", "ew"]]
 [signals.simulated.heads.ns]

@@ -37,7 +37,7 @@ from orchestrator.roles import (
     LiveScope,
 )
 from orchestrator.store.store import CommandRecord, Conflict, GatewayRecord, NotFound
-from orchestrator.validation import validate_document, validate_override
+from orchestrator.validation import reported_cards, validate_document, validate_override
 from orchestrator.wire import (
     MAX_ID,
     MAX_STORED_INT,
@@ -218,15 +218,22 @@ class ControlCentreService(control_pb2_grpc.ControlCentreServicer):
         caller = await self.gate.caller(context, OPERATOR, attempt)
         gateway = await self.gate.gateway(context, caller, request.gateway_id, attempt)
         attempt = Attempt(attempt.action, attempt.target, gateway.commune)
+        store = self.app.runner.store
+        cards = []
+        if request.kind == link_pb2.DOCUMENT_KIND_SIGNAL_PLANS:
+            # The crossings' safety cards, as the gateway reported them with its state.
+            devices = await self.app.runner.read(
+                lambda c: current_devices(store, c, request.gateway_id)
+            )
+            cards = reported_cards(devices)
         try:
-            validate_document(request.kind, request.payload)
+            validate_document(request.kind, request.payload, cards)
         except (WireError, ValueError) as exc:
             await self.gate.refuse(
                 context, caller, attempt, grpc.StatusCode.INVALID_ARGUMENT, str(exc)
             )
         digest = hashlib.sha256(request.payload).digest()
         now = self.app.clock.now()
-        store = self.app.runner.store
         try:
             record = await self.app.runner.write(
                 lambda c: store.put_document(

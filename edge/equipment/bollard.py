@@ -8,22 +8,45 @@ shell around them:
   devices on any pin factory, and :mod:`edge.equipment.bollard_sim` simulates the whole
   bollard on gpiozero mock pins. :func:`open_bollard_driver` picks one from the config.
 - :class:`BollardController` owns a driver, runs the rules on every input change and at
-  their deadlines, emits events and answers :meth:`BollardController.state`.
+  their deadlines (on the clock's monotonic reading), keeps the rules' latches in a
+  :class:`~edge.equipment.latches.LatchStore`, emits events and answers
+  :meth:`BollardController.state`. Any exception while it evaluates (a sensor read that
+  raises, in a pin callback or a timer) switches the motors off at once and ends
+  :meth:`BollardController.run` with :class:`BollardFailure`, for the agent's supervisor
+  to alarm and restart it.
+- :func:`target_from_setting` is the one mapping from a schedule's bollard setting to the
+  rules' target.
+
+Wiring of the safety inputs (vehicle loop, pressure edge, emergency key, and the loop
+detector's fault output): fail-safe by default. Their contacts are normally closed, so an
+open circuit (a cut wire, a dead detector, a loose terminal) reads occupied, obstructed,
+emergency, in fault. ``safety_contacts = "normally_open"`` makes a cut wire read clear and
+is refused unless ``supervised_wiring = true`` says those circuits are supervised by other
+means (end-of-line resistors read by the detector, a detector fault output wired to
+``loop_fault_pin``). Limit switches are normally open; a stuck one is caught by the rules
+(travel time). ``reset_pin`` is an optional key switch for the technician on site.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
-from datetime import datetime, timedelta
+from dataclasses import dataclass, fields, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from gpiozero import DigitalInputDevice, DigitalOutputDevice, GPIOZeroError
 
 from edge.equipment.access import AccessDecision, LocalAccessList
-from edge.equipment.base import EquipmentConfigError, EquipmentEvent, EventSink, Priority
+from edge.equipment.base import (
+    EquipmentConfigError,
+    EquipmentError,
+    EquipmentEvent,
+    EventSink,
+    Priority,
+)
 from edge.equipment.bollard_rules import (
     MIN_WARNING_S,
     Access,
@@ -32,10 +55,13 @@ from edge.equipment.bollard_rules import (
     BollardOutputs,
     BollardRules,
     BollardTarget,
+    Latches,
     Mode,
     Phase,
     Position,
 )
+from edge.equipment.latches import LatchStore, MemoryLatches
+from edge.schedule.model import AccessPolicy, BollardPosition, BollardSetting
 from ondijon.clock import Clock
 from protos.ondijon.v1 import schedule_pb2, state_pb2
 
@@ -44,6 +70,27 @@ PinName = int | str
 BACKENDS = ("gpio", "simulated")
 OUTPUT_PINS = ("motor_up_pin", "motor_down_pin", "warning_light_pin")
 INPUT_PINS = ("up_limit_pin", "down_limit_pin", "loop_pin", "edge_pin", "emergency_pin")
+#: Inputs a cabinet may not have: the loop detector's fault output, the technician's key.
+OPTIONAL_INPUT_PINS = ("loop_fault_pin", "reset_pin")
+#: Inputs whose open circuit must read as the unsafe condition.
+SAFETY_INPUTS = ("loop_pin", "edge_pin", "emergency_pin", "loop_fault_pin")
+CONTACTS = ("normally_closed", "normally_open")
+#: Where the rules' time line starts: the clock's monotonic seconds are added to it.
+MONOTONIC_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+class BollardFailure(EquipmentError):
+    """A bollard controller stopped on an unexpected error; its motors were switched off.
+
+    Attributes:
+        device_id: the bollard.
+        cause: the error that stopped it.
+    """
+
+    def __init__(self, device_id: str, cause: BaseException) -> None:
+        super().__init__(f"bollard {device_id}: {type(cause).__name__}: {cause}")
+        self.device_id = device_id
+        self.cause = cause
 
 
 @dataclass(frozen=True)
@@ -56,11 +103,20 @@ class BollardConfig:
     Attributes:
         device_id: the bollard's id in the fleet.
         backend: ``"gpio"`` (gpiozero, any pin factory) or ``"simulated"``.
-        inputs_pull_up: inputs are switches to ground (active low) when true.
+        inputs_pull_up: inputs are switches to ground (a closed contact reads low) when
+            true, switches to the supply when false.
+        safety_contacts: ``"normally_closed"`` (fail-safe: an open circuit reads occupied,
+            obstructed, emergency) or ``"normally_open"`` (needs ``supervised_wiring``).
+        supervised_wiring: the installer's statement that the safety circuits are
+            supervised otherwise, which alone allows normally-open safety contacts.
+        loop_fault_pin: the loop detector's fault output (closed while healthy), if wired.
+        reset_pin: the technician's reset key switch on site (normally open), if wired.
         warning_s: light-on time before a rise (at least 1 s).
         travel_timeout_s: longest travel between limit switches before a fault.
         max_reversals: reversals in a row that lock the bollard down.
         retry_pause_s: pause down after a reversal before the next rise.
+        rise_s: nominal time of a full rise (the height estimate, see the rules).
+        lower_s: nominal time of a full lowering.
         passage_s: how long a granted identifier keeps the bollard down.
         field_prefix: where the entry sits in the configuration, for error messages.
     """
@@ -75,13 +131,32 @@ class BollardConfig:
     loop_pin: PinName = 13
     edge_pin: PinName = 19
     emergency_pin: PinName = 26
+    loop_fault_pin: PinName | None = None
+    reset_pin: PinName | None = None
     inputs_pull_up: bool = True
+    safety_contacts: str = "normally_closed"
+    supervised_wiring: bool = False
     warning_s: float = MIN_WARNING_S
     travel_timeout_s: float = 8.0
     max_reversals: int = 3
     retry_pause_s: float = 3.0
+    rise_s: float = 3.0
+    lower_s: float = 2.0
     passage_s: float = 20.0
     field_prefix: str = ""
+
+    def __post_init__(self) -> None:
+        if self.safety_contacts not in CONTACTS:
+            raise EquipmentConfigError(
+                self.field("safety_contacts"), f"must be one of {', '.join(CONTACTS)}"
+            )
+        if self.safety_contacts == "normally_open" and not self.supervised_wiring:
+            raise EquipmentConfigError(
+                self.field("safety_contacts"),
+                "normally_open makes a cut loop, edge or emergency wire read clear;"
+                " wire normally-closed contacts, or set supervised_wiring = true if those"
+                " circuits are supervised otherwise (see SAFETY.md)",
+            )
 
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, Any], field_prefix: str) -> BollardConfig:
@@ -113,9 +188,9 @@ class BollardConfig:
             raise EquipmentConfigError(path("backend"), f"must be one of {', '.join(BACKENDS)}")
         values["backend"] = backend
         seen: dict[str, str] = {}
-        for name in OUTPUT_PINS + INPUT_PINS:
+        for name in OUTPUT_PINS + INPUT_PINS + OPTIONAL_INPUT_PINS:
             if name not in mapping:
-                if backend == "gpio":
+                if backend == "gpio" and name not in OPTIONAL_INPUT_PINS:
                     raise EquipmentConfigError(path(name), "required for the gpio backend")
                 continue
             pin = mapping[name]
@@ -131,23 +206,32 @@ class BollardConfig:
                 )
             seen[str(pin)] = name
             values[name] = pin
-        if "inputs_pull_up" in mapping:
-            if not isinstance(mapping["inputs_pull_up"], bool):
-                raise EquipmentConfigError(path("inputs_pull_up"), "must be true or false")
-            values["inputs_pull_up"] = mapping["inputs_pull_up"]
+        for name in ("inputs_pull_up", "supervised_wiring"):
+            if name in mapping:
+                if not isinstance(mapping[name], bool):
+                    raise EquipmentConfigError(path(name), "must be true or false")
+                values[name] = mapping[name]
+        if "safety_contacts" in mapping:
+            values["safety_contacts"] = mapping["safety_contacts"]
         limits = (
             ("warning_s", MIN_WARNING_S, "must be at least 1 s"),
             ("travel_timeout_s", 0.0, "must be positive"),
             ("retry_pause_s", 0.0, "must not be negative"),
+            ("rise_s", 0.0, "must be positive"),
+            ("lower_s", 0.0, "must be positive"),
             ("passage_s", 0.0, "must be positive"),
         )
         for name, low, reason in limits:
             if name not in mapping:
                 continue
             value = mapping[name]
-            if isinstance(value, bool) or not isinstance(value, int | float):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)
+            ):
                 raise EquipmentConfigError(path(name), "must be a number of seconds")
-            strict = name in ("travel_timeout_s", "passage_s")
+            strict = name in ("travel_timeout_s", "passage_s", "rise_s", "lower_s")
             if value < low or (strict and value <= low):
                 raise EquipmentConfigError(path(name), reason)
             values[name] = float(value)
@@ -156,7 +240,13 @@ class BollardConfig:
             if isinstance(count, bool) or not isinstance(count, int) or count < 1:
                 raise EquipmentConfigError(path("max_reversals"), "must be an integer >= 1")
             values["max_reversals"] = count
-        return cls(field_prefix=field_prefix, **values)
+        config = cls(field_prefix=field_prefix, **values)
+        try:
+            config.rules()
+        except BollardError as exc:
+            name, _, reason = str(exc).partition(": ")
+            raise EquipmentConfigError(path(name.split(",")[0]), reason) from exc
+        return config
 
     def rules(self) -> BollardRules:
         """The safety rules with this bollard's limits."""
@@ -166,34 +256,41 @@ class BollardConfig:
             travel_timeout_s=self.travel_timeout_s,
             max_reversals=self.max_reversals,
             retry_pause_s=self.retry_pause_s,
+            rise_s=self.rise_s,
+            lower_s=self.lower_s,
         )
+
+    def normally_closed(self, name: str) -> bool:
+        """Whether input ``name`` reads active on an open circuit."""
+        return name in SAFETY_INPUTS and self.safety_contacts == "normally_closed"
 
     def field(self, name: str) -> str:
         """The configuration path of one of this entry's fields."""
         return f"{self.field_prefix}.{name}" if self.field_prefix else name
 
 
-def target_from_setting(
-    setting: schedule_pb2.BollardSetting, field: str = "bollard"
-) -> BollardTarget:
-    """Map the schedule's wire setting to the rules' target.
+_POSITIONS = {BollardPosition.UP: Position.UP, BollardPosition.DOWN: Position.DOWN}
+_ACCESS = {
+    AccessPolicy.OPEN: Access.OPEN,
+    AccessPolicy.LIST: Access.LIST,
+    AccessPolicy.CLOSED: Access.CLOSED,
+}
 
-    An unspecified position follows the access policy (OPEN: down; LIST, CLOSED: up).
 
-    Raises:
-        BollardError: when both position and access are unspecified (names ``field``).
+def target_from_setting(setting: BollardSetting) -> BollardTarget:
+    """The one mapping from a schedule's bollard setting to the rules' target.
+
+    A setting may leave one aspect unsaid:
+
+    - no position: it follows the access policy (OPEN: down; LIST, CLOSED: up);
+    - no access: UP means CLOSED (up is the barrier: nobody passes but emergencies), DOWN
+      means OPEN;
+    - neither: the default target, down and open (a bollard never rises on a guess).
     """
-    access = {
-        schedule_pb2.ACCESS_POLICY_OPEN: Access.OPEN,
-        schedule_pb2.ACCESS_POLICY_LIST: Access.LIST,
-        schedule_pb2.ACCESS_POLICY_CLOSED: Access.CLOSED,
-    }.get(setting.access)
-    position = {
-        schedule_pb2.BOLLARD_POSITION_UP: Position.UP,
-        schedule_pb2.BOLLARD_POSITION_DOWN: Position.DOWN,
-    }.get(setting.position)
+    access = _ACCESS.get(setting.access) if setting.access is not None else None
+    position = _POSITIONS.get(setting.position) if setting.position is not None else None
     if position is None and access is None:
-        raise BollardError(f"{field}: neither position nor access is specified")
+        return BollardTarget()
     if position is None:
         position = Position.DOWN if access is Access.OPEN else Position.UP
     if access is None:
@@ -203,13 +300,16 @@ def target_from_setting(
 
 @dataclass(frozen=True)
 class BollardReadings:
-    """The five inputs as the driver reads them (true: active)."""
+    """The inputs as the driver reads them (true: active; for the safety inputs, an open
+    circuit is active)."""
 
     up_limit: bool = False
     down_limit: bool = False
     loop_occupied: bool = False
     obstruction: bool = False
     emergency: bool = False
+    loop_fault: bool = False
+    reset: bool = False
 
 
 class BollardDriver(Protocol):
@@ -247,11 +347,16 @@ class GpioBollard:
         """
         self._callback: Callable[[], None] | None = None
         self._devices: list[Any] = []
+        self._config = config
         try:
             self._motor_up = self._output(config, "motor_up_pin", pin_factory)
             self._motor_down = self._output(config, "motor_down_pin", pin_factory)
             self._light = self._output(config, "warning_light_pin", pin_factory)
-            self._inputs = [self._input(config, name, pin_factory) for name in INPUT_PINS]
+            self._inputs = {
+                name: self._input(config, name, pin_factory)
+                for name in INPUT_PINS + OPTIONAL_INPUT_PINS
+                if getattr(config, name) is not None
+            }
         except BaseException:
             self.close()
             raise
@@ -283,8 +388,20 @@ class GpioBollard:
             self._callback()
 
     def read(self) -> BollardReadings:
-        up, down, loop, edge, emergency = (bool(d.is_active) for d in self._inputs)
-        return BollardReadings(up, down, loop, edge, emergency)
+        active: dict[str, bool] = {}
+        for name, device in self._inputs.items():
+            # gpiozero's is_active: the contact is closed (pull-up: the pin reads low).
+            closed = bool(device.is_active)
+            active[name] = not closed if self._config.normally_closed(name) else closed
+        return BollardReadings(
+            up_limit=active["up_limit_pin"],
+            down_limit=active["down_limit_pin"],
+            loop_occupied=active["loop_pin"],
+            obstruction=active["edge_pin"],
+            emergency=active["emergency_pin"],
+            loop_fault=active.get("loop_fault_pin", False),
+            reset=active.get("reset_pin", False),
+        )
 
     def drive(self, outputs: BollardOutputs) -> None:
         # Off before on, so a reversal never has both motor contactors closed, even briefly.
@@ -349,11 +466,12 @@ _MODE = {
 
 
 class BollardController:
-    """Runs one bollard: its rules, its driver, its access list.
+    """Runs one bollard: its rules, its driver, its access list, its latches.
 
     Until the schedule says otherwise the target is down with free passage: a bollard never
     rises on a guess. Methods other than :meth:`run` are called from the event loop's thread;
-    driver callbacks may come from any thread.
+    driver callbacks may come from any thread. The rules run on the clock's monotonic
+    reading; events are stamped with the wall clock.
     """
 
     def __init__(
@@ -366,6 +484,7 @@ class BollardController:
         access_list: LocalAccessList | None = None,
         target: BollardTarget | None = None,
         mode: Mode = Mode.AUTOMATIC,
+        latches: LatchStore | None = None,
     ) -> None:
         self._config = config
         self._rules = config.rules()
@@ -377,11 +496,16 @@ class BollardController:
         self._mode = mode
         self._source = "default"
         self._granted_until: datetime | None = None
-        self._situation = self._rules.start(clock.now(), mode)
+        self._latch_store = latches or MemoryLatches()
+        self._latches = self._latch_store.load(config.device_id)
+        self._situation = self._rules.start(self._mono(), mode, self._latches)
         self._readings = BollardReadings()
         self._deadline: datetime | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._rearm = asyncio.Event()
+        self._failure: BaseException | None = None
+        self._failed = asyncio.Event()
+        self._reset_held = False
 
     @property
     def device_id(self) -> str:
@@ -402,34 +526,63 @@ class BollardController:
         """What the bollard is doing, in the rules' detail."""
         return self._situation.phase
 
+    @property
+    def latches(self) -> Latches:
+        """What holds until an explicit reset (persisted on every change)."""
+        return self._situation.latches
+
     async def run(self) -> None:
-        """Run the bollard until cancelled; the motors are switched off on the way out."""
+        """Run the bollard until cancelled; the motors are switched off on the way out.
+
+        Each run starts from the limit switches (position unknown) with the persisted
+        latches, so a supervisor may call it again after a failure.
+
+        Raises:
+            BollardFailure: an evaluation raised (a sensor read, a pin write); the motors
+                were switched off before it was raised.
+        """
+        self._failure = None
+        self._failed.clear()
+        self._situation = self._rules.start(self._mono(), self._mode, self._latches)
+        self._deadline = None
         self._loop = asyncio.get_running_loop()
         self._driver.on_change(self._input_changed)
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._driver.run())
                 group.create_task(self._follow_deadlines())
+                group.create_task(self._watch_failure())
+        except* BollardFailure as failures:
+            raise failures.exceptions[0] from None
+        except* Exception as errors:
+            # The driver's own loop failed: same treatment as a failed evaluation.
+            raise self._fail(errors.exceptions[0]) from None
         finally:
             self._loop = None
-            self._driver.drive(BollardOutputs())
+            self._safe_outputs()
+
+    async def fail_safe(self) -> None:
+        """Motors off (what a failure leaves; :meth:`run` already did it before raising)."""
+        self._safe_outputs()
 
     def apply(self, target: BollardTarget, source: str = "default") -> None:
         """Follow a new schedule decision (``source`` as in ``DeviceState.source``)."""
         self._target = target
         self._source = source
-        self._evaluate()
+        self._evaluate_guarded()
 
     def set_mode(self, mode: Mode) -> None:
-        """An operator's mode; any change also clears a lockout or a fault."""
+        """An operator's mode. It is not a reset: a lockout or a fault holds."""
         self._mode = mode
-        self._evaluate()
+        self._evaluate_guarded()
 
-    def reset(self) -> None:
-        """An operator's reset: clears a reversal lockout and the faults."""
-        self._situation, events = self._rules.reset(self._situation, self._clock.now())
+    def reset(self, by: str = "operator") -> None:
+        """An explicit reset (``by`` an operator or a technician on site): clears a
+        reversal lockout and the faults, durably, and records who did it."""
+        self._situation, events = self._rules.reset(self._situation, self._mono(), by)
+        self._keep_latches()
         self._emit(events)
-        self._evaluate()
+        self._evaluate_guarded()
 
     def set_access_list(self, access_list: LocalAccessList) -> None:
         """Use a new (already validated) access list from now on."""
@@ -440,22 +593,21 @@ class BollardController:
 
         The identifier is checked locally and never recorded in clear.
         """
-        now = self._clock.now()
-        decision = self._access.check(identifier, self.device_id, now)
+        decision = self._access.check(identifier, self.device_id, self._clock.now())
         if decision.granted:
             refusal = self._policy_refusal()
             if refusal:
                 decision = AccessDecision(False, refusal, decision.digest_prefix, decision.label)
         attributes = {"credential": decision.digest_prefix, "reason": decision.reason}
         if decision.granted:
-            self._granted_until = now + timedelta(seconds=self._config.passage_s)
+            self._granted_until = self._mono() + timedelta(seconds=self._config.passage_s)
             attributes["label"] = decision.label
             message = f"passage granted to {decision.digest_prefix}"
         else:
             message = f"passage refused to {decision.digest_prefix}: {decision.reason}"
         kind = "access_granted" if decision.granted else "access_refused"
         self._emit([self._event(kind, message, attributes)])
-        self._evaluate()
+        self._evaluate_guarded()
         return decision
 
     def state(self) -> state_pb2.DeviceState:
@@ -464,6 +616,8 @@ class BollardController:
         faults = list(s.faults)
         if s.locked_out:
             faults.append("reversal_lockout")
+        if self._failure is not None:
+            faults.append("controller_failed")
         message = state_pb2.DeviceState(
             device_id=self.device_id,
             kind=schedule_pb2.DEVICE_KIND_BOLLARD,
@@ -482,6 +636,9 @@ class BollardController:
 
     # -- shell ---------------------------------------------------------------------------------
 
+    def _mono(self) -> datetime:
+        return MONOTONIC_EPOCH + timedelta(seconds=self._clock.monotonic())
+
     def _policy_refusal(self) -> str:
         if self._mode is not Mode.AUTOMATIC:
             return f"mode_{self._mode.value}"
@@ -492,7 +649,7 @@ class BollardController:
     def _input_changed(self) -> None:
         loop = self._loop
         if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(self._evaluate)
+            loop.call_soon_threadsafe(self._evaluate_guarded)
 
     async def _follow_deadlines(self) -> None:
         while True:
@@ -502,39 +659,81 @@ class BollardController:
             if deadline is None:
                 await self._rearm.wait()
                 continue
-            sleeper = asyncio.ensure_future(self._clock.sleep_until(deadline))
+            wait = (deadline - self._mono()).total_seconds()
+            sleeper = asyncio.ensure_future(self._clock.sleep(wait))
             rearmed = asyncio.ensure_future(self._rearm.wait())
             try:
                 await asyncio.wait({sleeper, rearmed}, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 sleeper.cancel()
                 rearmed.cancel()
+                await asyncio.gather(sleeper, rearmed, return_exceptions=True)
+
+    async def _watch_failure(self) -> None:
+        await self._failed.wait()
+        assert self._failure is not None
+        raise BollardFailure(self.device_id, self._failure)
+
+    def _evaluate_guarded(self) -> None:
+        """Evaluate from a callback or a command: a failure stops the controller safely."""
+        try:
+            self._evaluate()
+        except Exception as exc:
+            self._fail(exc)
+
+    def _fail(self, exc: BaseException) -> BollardFailure:
+        """Motors off now, and have :meth:`run` end with the failure."""
+        self._safe_outputs()
+        if self._failure is None:
+            self._failure = exc
+        self._failed.set()
+        return BollardFailure(self.device_id, exc)
+
+    def _safe_outputs(self) -> None:
+        # Best effort: the pin that failed may be one of these; the others still go off.
+        with contextlib.suppress(Exception):
+            self._driver.drive(BollardOutputs())
 
     def _evaluate(self) -> None:
-        if self._loop is None:
-            return  # nothing moves before run()
-        now = self._clock.now()
+        if self._loop is None or self._failure is not None:
+            return  # nothing moves before run(), nor after a failure until a restart
+        now = self._mono()
         self._readings = readings = self._driver.read()
+        if readings.reset and not self._reset_held:
+            self._situation, events = self._rules.reset(self._situation, now, "technician on site")
+            self._emit(events)
+        self._reset_held = readings.reset
         inputs = BollardInputs(
             up_limit=readings.up_limit,
             down_limit=readings.down_limit,
             loop_occupied=readings.loop_occupied,
             obstruction=readings.obstruction,
             emergency=readings.emergency,
+            loop_fault=readings.loop_fault,
             target=self._target,
             mode=self._mode,
             granted_until=self._granted_until,
         )
         self._situation, outputs, events, deadline = self._rules.step(self._situation, inputs, now)
         self._driver.drive(outputs)
+        self._keep_latches()
         self._emit(events)
         if deadline != self._deadline:
             self._deadline = deadline
             self._rearm.set()
 
+    def _keep_latches(self) -> None:
+        latches = self._situation.latches
+        if latches != self._latches:
+            # Durable before anything else happens: a power cut right after a lockout must
+            # not bring the bollard back unlocked.
+            self._latch_store.save(self.device_id, latches)
+            self._latches = latches
+
     def _emit(self, events: list[EquipmentEvent]) -> None:
+        wall = self._clock.now()
         for event in events:
-            self._sink(event)
+            self._sink(replace(event, at=wall))
 
     def _event(self, kind: str, message: str, attributes: dict[str, str]) -> EquipmentEvent:
         return EquipmentEvent(
@@ -551,6 +750,7 @@ __all__ = [
     "BollardConfig",
     "BollardController",
     "BollardDriver",
+    "BollardFailure",
     "BollardReadings",
     "GpioBollard",
     "open_bollard_driver",

@@ -11,22 +11,33 @@ if nothing changes. It does no I/O, so every rule below is tested exhaustively:
   pressed; it waits down and rises when they clear, if still wanted.
 - The warning light is on for at least ``warning_s`` (never below 1 s) before the up motor
   starts, and stays on while the bollard moves either way.
-- A pressure edge or a vehicle on the loop during the rise reverses it down at once. After
-  ``max_reversals`` reversals in a row the bollard stays down (locked out) and an ALARM is
-  raised; a complete rise resets the count; an operator reset or a mode change clears it.
+- A pressure edge, a vehicle on the loop or a loop detector in fault during the rise
+  reverses it down at once. After ``max_reversals`` reversals in a row the bollard stays
+  down (locked out) and an ALARM is raised; a complete rise resets the count.
+- Latches (the reversal count, the lockout and the faults, see :class:`Latches`) are
+  cleared only by an explicit reset (:meth:`BollardRules.reset`: an operator's command or a
+  technician's key on site), never by a mode change; the controller persists them, so a
+  restart does not clear them either.
 - The emergency-lower input (fire brigade key) wins over everything: it lowers from any
   state, faulted or held up, and keeps the bollard down while active. A fault met during an
   emergency lowering is not retried until the key is turned again or an operator resets.
 - Travel that does not reach its limit switch within ``travel_timeout_s`` is a fault (motor
-  off, ALARM); both limit switches active at once is a sensor fault. A fault holds until an
-  operator reset or a mode change.
+  off, ALARM); both limit switches active at once is a sensor fault. A fault holds until a
+  reset.
 - The up and down motors are never energised together (:class:`BollardOutputs` refuses it).
 - A granted passage is spent when the loop goes from occupied to clear inside its window,
   so one badge lets one vehicle through (no tailgating on a long passage time).
 
-Positions are read from the limit switches only: "at the bottom" is the down switch alone,
-"at the top" the up switch alone. At start-up, or after a reset, a bollard found between the
-two is lowered first, the safe direction.
+Position comes from both limit switches *and* the travel time: "at the bottom" is the down
+switch alone, "at the top" the up switch alone, and the rules also estimate the post's
+height from how long each motor ran (nominal ``rise_s`` and ``lower_s``). A switch reached
+while the estimate says the post is still more than half way from it (a down switch stuck
+mid-travel), or a rest position whose switch lets go with the motors off, is a
+``position_contradiction`` / ``position_lost`` fault with an ALARM: never DOWN. At start-up,
+or after a reset, a bollard found between the two is lowered first, the safe direction.
+
+Time: ``now`` may be any time line that never steps; the controller passes its clock's
+monotonic reading, so a wall-clock step never shortens a warning or stretches a travel.
 """
 
 from __future__ import annotations
@@ -40,6 +51,9 @@ from edge.equipment.base import EquipmentError, EquipmentEvent, Priority
 
 #: Shortest warning before a rise; configuration cannot go below it.
 MIN_WARNING_S = 1.0
+#: A limit switch reached while the estimated height is further than this from it (as a
+#: fraction of the travel) contradicts the travel time.
+POSITION_TOLERANCE = 0.5
 
 
 class BollardError(EquipmentError):
@@ -98,6 +112,8 @@ class BollardInputs:
     loop_occupied: bool = False
     obstruction: bool = False
     emergency: bool = False
+    #: The loop detector's own fault output (treated as an occupied loop, and alarmed).
+    loop_fault: bool = False
     target: BollardTarget = BollardTarget()
     mode: Mode = Mode.AUTOMATIC
     #: End of the passage opened by the last granted identifier, if any.
@@ -118,6 +134,20 @@ class BollardOutputs:
 
 
 @dataclass(frozen=True)
+class Latches:
+    """What must survive a restart: cleared only by an explicit reset."""
+
+    reversals: int = 0
+    locked_out: bool = False
+    faults: tuple[str, ...] = ()
+
+    @property
+    def latched(self) -> bool:
+        """Whether anything keeps the bollard from rising until a reset."""
+        return self.locked_out or bool(self.faults)
+
+
+@dataclass(frozen=True)
 class Situation:
     """What the rules remember between two steps."""
 
@@ -127,15 +157,23 @@ class Situation:
     reversals: int = 0
     locked_out: bool = False
     faults: tuple[str, ...] = ()
+    #: Estimated height (0 down, 1 up) at ``since``; None when unknown.
+    height: float | None = None
     #: Last seen values, to act on edges (emergency key turned, vehicle left the loop).
     emergency: bool = False
     loop_occupied: bool = False
+    loop_fault: bool = False
     #: Why the bollard is lowering: "target", "reversal", "emergency" or "recovery".
     lower_cause: str = ""
     #: After a reversal, no new rise before this instant.
     retry_after: datetime | None = None
     #: The ``granted_until`` of a passage already used by a vehicle.
     spent_grant: datetime | None = None
+
+    @property
+    def latches(self) -> Latches:
+        """The part of the situation that survives a restart."""
+        return Latches(self.reversals, self.locked_out, self.faults)
 
 
 class Step(NamedTuple):
@@ -154,6 +192,10 @@ _OUTPUTS = {
 }
 
 
+_REST_HEIGHT = {Phase.DOWN: 0.0, Phase.WARNING: 0.0, Phase.UP: 1.0}
+_MOVING = (Phase.RISING, Phase.LOWERING)
+
+
 def outputs_for(phase: Phase) -> BollardOutputs:
     """The outputs a phase drives (everything off unless warning or moving)."""
     return _OUTPUTS.get(phase, BollardOutputs())
@@ -169,6 +211,8 @@ class BollardRules:
         travel_timeout_s: longest allowed travel between the limit switches.
         max_reversals: reversals in a row that lock the bollard down.
         retry_pause_s: pause down after a reversal before the next rise.
+        rise_s: nominal time of a full rise (for the height estimate).
+        lower_s: nominal time of a full lowering.
     """
 
     device_id: str
@@ -176,8 +220,26 @@ class BollardRules:
     travel_timeout_s: float = 8.0
     max_reversals: int = 3
     retry_pause_s: float = 3.0
+    rise_s: float = 3.0
+    lower_s: float = 2.0
 
     def __post_init__(self) -> None:
+        for name in ("warning_s", "travel_timeout_s", "retry_pause_s", "rise_s", "lower_s"):
+            value = getattr(self, name)
+            if (
+                not isinstance(value, int | float)
+                or value != value
+                or value
+                in (
+                    float("inf"),
+                    float("-inf"),
+                )
+            ):
+                raise BollardError(f"{name}: must be a finite number")
+        if self.rise_s <= 0 or self.lower_s <= 0:
+            raise BollardError("rise_s, lower_s: must be positive")
+        if max(self.rise_s, self.lower_s) >= self.travel_timeout_s:
+            raise BollardError("travel_timeout_s: must exceed the nominal rise_s and lower_s")
         if self.warning_s < MIN_WARNING_S:
             raise BollardError(f"warning_s: must be at least {MIN_WARNING_S} s")
         if self.travel_timeout_s <= 0:
@@ -187,17 +249,42 @@ class BollardRules:
         if self.retry_pause_s < 0:
             raise BollardError("retry_pause_s: must not be negative")
 
-    def start(self, now: datetime, mode: Mode = Mode.AUTOMATIC) -> Situation:
-        """The situation at start-up: position unknown until the first step reads the switches."""
-        return Situation(phase=Phase.UNKNOWN, since=now, mode=mode)
+    def start(
+        self, now: datetime, mode: Mode = Mode.AUTOMATIC, latches: Latches | None = None
+    ) -> Situation:
+        """The situation at start-up: position unknown until the first step reads the
+        switches, with the ``latches`` held before the restart (a fault holds the bollard
+        where it is until a reset; a lockout keeps it down)."""
+        held = latches or Latches()
+        phase = Phase.FAULT if held.faults else Phase.UNKNOWN
+        return Situation(
+            phase=phase,
+            since=now,
+            mode=mode,
+            reversals=held.reversals,
+            locked_out=held.locked_out,
+            faults=held.faults,
+        )
 
-    def reset(self, situation: Situation, now: datetime) -> tuple[Situation, list[EquipmentEvent]]:
-        """An operator's reset: clears the reversal lockout and the faults.
+    def reset(
+        self, situation: Situation, now: datetime, by: str = "operator"
+    ) -> tuple[Situation, list[EquipmentEvent]]:
+        """An explicit reset: clears the reversal lockout and the faults.
+
+        Args:
+            by: who reset it (``operator``, ``technician on site``), recorded in the event.
 
         Returns:
             The cleared situation (call :meth:`step` next) and the event to record.
         """
-        events = [self._event(now, "reset", Priority.EVENT, "operator reset")]
+        held = situation.latches
+        cleared = (
+            ", ".join([*(["reversal lockout"] if held.locked_out else []), *held.faults])
+            or "nothing latched"
+        )
+        events = [
+            self._event(now, "reset", Priority.EVENT, f"reset by {by}: {cleared}", {"by": by})
+        ]
         return self._cleared(situation, now), events
 
     def step(self, situation: Situation, inputs: BollardInputs, now: datetime) -> Step:
@@ -218,7 +305,20 @@ class BollardRules:
                     {"mode": inputs.mode.value},
                 )
             )
-            s = replace(self._cleared(s, now), mode=inputs.mode)
+            # A mode is not a reset: latches stay until one is done explicitly.
+            s = replace(s, mode=inputs.mode)
+        if inputs.loop_fault and not s.loop_fault:
+            events.append(self._fault_event(now, "loop_detector", "loop detector in fault"))
+        if not inputs.loop_fault and s.loop_fault:
+            events.append(
+                self._event(
+                    now,
+                    "fault_cleared",
+                    Priority.EVENT,
+                    "loop detector healthy again",
+                    {"fault": "loop_detector"},
+                )
+            )
         if inputs.emergency and not s.emergency:
             events.append(self._event(now, "emergency_lowering", Priority.EVENT, "emergency input"))
         if not inputs.emergency and s.emergency:
@@ -240,7 +340,12 @@ class BollardRules:
             s = nxt
         else:  # pragma: no cover - the transitions below always settle
             raise BollardError(f"rules did not settle in phase {s.phase.value}")
-        s = replace(s, emergency=inputs.emergency, loop_occupied=inputs.loop_occupied)
+        s = replace(
+            s,
+            emergency=inputs.emergency,
+            loop_occupied=inputs.loop_occupied,
+            loop_fault=inputs.loop_fault,
+        )
         return Step(s, outputs_for(s.phase), events, self._deadline(s, inputs, now))
 
     def wants_up(self, situation: Situation, inputs: BollardInputs, now: datetime) -> bool:
@@ -283,13 +388,21 @@ class BollardRules:
         if inputs.up_limit and inputs.down_limit and s.phase is not Phase.FAULT:
             return self._enter(s, Phase.FAULT, now)
         want = self.wants_up(s, inputs, now)
-        blocked = inputs.loop_occupied or inputs.obstruction
+        blocked = inputs.loop_occupied or inputs.obstruction or inputs.loop_fault
         if s.phase is Phase.UNKNOWN:
             if bottom:
                 return self._enter(s, Phase.DOWN, now)
             if top:
                 return self._enter(s, Phase.UP, now)
             return self._lower(s, now, "recovery", events)
+        if s.phase in (Phase.DOWN, Phase.WARNING) and not bottom:
+            return self._fault(
+                s, now, "position_lost", "down limit switch let go with the motors off", events
+            )
+        if s.phase is Phase.UP and not top:
+            return self._fault(
+                s, now, "position_lost", "up limit switch let go with the motors off", events
+            )
         if s.phase is Phase.DOWN:
             if want and not blocked and (s.retry_after is None or now >= s.retry_after):
                 return replace(self._enter(s, Phase.WARNING, now), retry_after=None)
@@ -299,7 +412,7 @@ class BollardRules:
                 return self._enter(s, Phase.DOWN, now)
             if now >= s.since + timedelta(seconds=self.warning_s):
                 events.append(self._event(now, "rising", Priority.EVENT, "rising"))
-                return self._enter(s, Phase.RISING, now)
+                return replace(self._enter(s, Phase.RISING, now), height=0.0)
             return None
         if s.phase is Phase.RISING:
             return self._rising(s, inputs, now, want, events)
@@ -317,8 +430,14 @@ class BollardRules:
         want: bool,
         events: list[EquipmentEvent],
     ) -> Situation | None:
-        if inputs.obstruction or inputs.loop_occupied:
-            cause = "obstruction" if inputs.obstruction else "loop_occupied"
+        if inputs.obstruction or inputs.loop_occupied or inputs.loop_fault:
+            cause = (
+                "obstruction"
+                if inputs.obstruction
+                else "loop_occupied"
+                if inputs.loop_occupied
+                else "loop_detector_fault"
+            )
             count = s.reversals + 1
             events.append(
                 self._event(
@@ -343,6 +462,15 @@ class BollardRules:
             lowered = self._lower(s, now, "reversal", events)
             return replace(lowered, reversals=count, locked_out=locked)
         if inputs.up_limit and not inputs.down_limit:
+            height = self.height(s, now)
+            if height is not None and height < 1.0 - POSITION_TOLERANCE:
+                return self._fault(
+                    s,
+                    now,
+                    "position_contradiction",
+                    f"up limit switch after a travel that reaches {height:.0%} of the height",
+                    events,
+                )
             events.append(self._event(now, "raised", Priority.EVENT, "up"))
             return replace(self._enter(s, Phase.UP, now), reversals=0)
         if not want:
@@ -355,6 +483,15 @@ class BollardRules:
         self, s: Situation, inputs: BollardInputs, now: datetime, events: list[EquipmentEvent]
     ) -> Situation | None:
         if inputs.down_limit and not inputs.up_limit:
+            height = self.height(s, now)
+            if height is not None and height > POSITION_TOLERANCE:
+                return self._fault(
+                    s,
+                    now,
+                    "position_contradiction",
+                    f"down limit switch with the post estimated at {height:.0%} of its height",
+                    events,
+                )
             events.append(self._event(now, "lowered", Priority.EVENT, "down"))
             pause = s.lower_cause == "reversal"
             retry = now + timedelta(seconds=self.retry_pause_s) if pause else None
@@ -371,7 +508,19 @@ class BollardRules:
         events.append(
             self._event(now, "lowering", Priority.EVENT, f"lowering ({cause})", {"cause": cause})
         )
-        return replace(self._enter(s, Phase.LOWERING, now), lower_cause=cause)
+        height = self.height(s, now)
+        return replace(self._enter(s, Phase.LOWERING, now), lower_cause=cause, height=height)
+
+    def height(self, s: Situation, now: datetime) -> float | None:
+        """The post's estimated height at ``now`` (0 down, 1 up), None when unknown."""
+        if s.height is None:
+            return None
+        elapsed = max(0.0, (now - s.since).total_seconds())
+        if s.phase is Phase.RISING:
+            return min(1.0, s.height + elapsed / self.rise_s)
+        if s.phase is Phase.LOWERING:
+            return max(0.0, s.height - elapsed / self.lower_s)
+        return s.height
 
     def _fault(
         self, s: Situation, now: datetime, fault: str, message: str, events: list[EquipmentEvent]
@@ -381,7 +530,9 @@ class BollardRules:
         return replace(self._enter(s, Phase.FAULT, now), faults=faults)
 
     def _enter(self, s: Situation, phase: Phase, now: datetime) -> Situation:
-        return replace(s, phase=phase, since=now, lower_cause="")
+        # At rest the height is what the switch says; moving, the caller estimates it.
+        height = _REST_HEIGHT.get(phase, s.height if phase in _MOVING else None)
+        return replace(s, phase=phase, since=now, lower_cause="", height=height)
 
     def _cleared(self, s: Situation, now: datetime) -> Situation:
         phase = Phase.UNKNOWN if s.phase is Phase.FAULT else s.phase
@@ -394,6 +545,7 @@ class BollardRules:
             locked_out=False,
             faults=(),
             retry_after=None,
+            height=None if phase is Phase.UNKNOWN else s.height,
         )
 
     def _deadline(self, s: Situation, inputs: BollardInputs, now: datetime) -> datetime | None:

@@ -5,13 +5,17 @@
 ``rise_s`` and down in ``lower_s`` while its motor pin is high, the limit switches close in
 the last 1 % of travel at each end, a car can drive onto the vehicle loop, and an obstacle
 placed above the post presses the pressure edge when the crown reaches it. Faults can be
-injected (a jammed post, a stuck limit switch). Everything runs on the injected clock, so a
-test or a demo at 60x never sleeps for real.
+injected: a jammed post, a stuck limit switch, a cut input wire, a loop detector in fault,
+a sensor read that raises. The input pins follow the configured wiring (pull-up or
+pull-down, normally-closed safety contacts), so a cut wire reads on the pins exactly as it
+would in a cabinet. Everything runs on the injected clock, so a test or a demo at 60x never
+sleeps for real.
 
 gpiozero's mock pins timestamp their ``states`` with the machine's monotonic time;
-:class:`ClockedMockPin` uses the injected clock instead, so ``pin.states`` and
-``pin.assert_states_and_times`` speak simulated seconds, and :attr:`ClockedMockFactory.history`
-keeps every pin change of the factory in order.
+:class:`ClockedMockPin` uses the injected clock's monotonic reading instead, so
+``pin.states`` and ``pin.assert_states_and_times`` speak simulated seconds (and a wall-clock
+step does not bend them), and :attr:`ClockedMockFactory.history` keeps every pin change of
+the factory in order.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from gpiozero.pins.mock import MockFactory, MockPin, PinState
 
 from edge.equipment.bollard import (
     INPUT_PINS,
+    OPTIONAL_INPUT_PINS,
     OUTPUT_PINS,
     BollardConfig,
     BollardReadings,
@@ -39,11 +44,12 @@ SWITCH_TRAVEL = 0.01
 
 
 class PinChange(NamedTuple):
-    """One change of one mock pin, on the injected clock."""
+    """One change of one mock pin, on the injected clock (wall and monotonic readings)."""
 
     at: datetime
     pin: str
     state: bool
+    mono: float = 0.0
 
 
 class ClockedMockPin(MockPin):  # type: ignore[misc]
@@ -68,7 +74,10 @@ class ClockedMockPin(MockPin):  # type: ignore[misc]
         self._state = value
         self.states.append(PinState(now - self._last_change, value))
         self._last_change = now
-        self._factory.history.append(PinChange(self._factory.clock.now(), self.info.name, value))
+        clock = self._factory.clock
+        self._factory.history.append(
+            PinChange(clock.now(), self.info.name, value, clock.monotonic())
+        )
         for watcher in list(self.watchers):
             watcher(value)
         return True
@@ -80,12 +89,12 @@ class ClockedMockFactory(MockFactory):  # type: ignore[misc]
     def __init__(self, clock: Clock, revision: str | None = None) -> None:
         super().__init__(revision=revision, pin_class=ClockedMockPin)
         self.clock = clock
-        self._epoch = clock.now()
+        self._epoch = clock.monotonic()
         #: Every pin change of this factory, in order.
         self.history: list[PinChange] = []
 
     def ticks(self) -> float:
-        return (self.clock.now() - self._epoch).total_seconds()
+        return self.clock.monotonic() - self._epoch
 
 
 class SimulatedBollard:
@@ -99,28 +108,43 @@ class SimulatedBollard:
         config: BollardConfig,
         clock: Clock,
         *,
-        rise_s: float = 3.0,
-        lower_s: float = 2.0,
+        rise_s: float | None = None,
+        lower_s: float | None = None,
         start_up: bool = False,
+        start_at: float | None = None,
     ) -> None:
+        """Simulate the bollard of ``config`` (its nominal travel times unless given)."""
+        rise_s = config.rise_s if rise_s is None else rise_s
+        lower_s = config.lower_s if lower_s is None else lower_s
         if rise_s <= 0 or lower_s <= 0:
             raise BollardError("rise_s, lower_s: must be positive")
         self._clock = clock
+        self._config = config
         self._rise_s = rise_s
         self._lower_s = lower_s
         self.factory = ClockedMockFactory(clock)
         self._gpio = GpioBollard(config, pin_factory=self.factory)
+        names = OUTPUT_PINS + INPUT_PINS + OPTIONAL_INPUT_PINS
         self.pins: dict[str, ClockedMockPin] = {
-            name: self.factory.pin(getattr(config, name)) for name in OUTPUT_PINS + INPUT_PINS
+            name: self.factory.pin(getattr(config, name))
+            for name in names
+            if getattr(config, name) is not None
         }
-        self._active_low = config.inputs_pull_up
-        self._position = 1.0 if start_up else 0.0
+        self._pull_up = config.inputs_pull_up
+        if start_at is not None:
+            self._position = min(1.0, max(0.0, start_at))
+        else:
+            self._position = 1.0 if start_up else 0.0
         self._at = clock.now()
         self._car = False
         self._obstacle: float | None = None
         self._emergency = False
         self._jammed = False
         self._stuck: dict[str, bool] = {}
+        self._cut: set[str] = set()
+        self._detector_fault = False
+        self._reset_key = False
+        self._read_error: Exception | None = None
         self._speed = 0.0
         self._changed = asyncio.Event()
         #: Set if the two motor pins were ever high together (the rules forbid it).
@@ -132,6 +156,8 @@ class SimulatedBollard:
     # -- the driver protocol, served by the real gpiozero backend --------------------------------
 
     def read(self) -> BollardReadings:
+        if self._read_error is not None:
+            raise self._read_error
         return self._gpio.read()
 
     def drive(self, outputs: BollardOutputs) -> None:
@@ -207,6 +233,32 @@ class SimulatedBollard:
 
         self._set(stick)
 
+    def cut_wire(self, name: str, cut: bool = True) -> None:
+        """Cut (or mend) the wire of input ``name`` (e.g. ``"loop_pin"``): an open circuit."""
+        if name not in self.pins or name in OUTPUT_PINS:
+            raise BollardError(f"name: no input {name!r} on this bollard")
+
+        def change() -> None:
+            if cut:
+                self._cut.add(name)
+            else:
+                self._cut.discard(name)
+
+        self._set(change)
+
+    def detector_fault(self, faulty: bool = True) -> None:
+        """The loop detector reports a fault on its fault output (if wired)."""
+        self._set(lambda: setattr(self, "_detector_fault", faulty))
+
+    def turn_reset_key(self, on: bool) -> None:
+        """The technician's reset key switch on site (if wired)."""
+        self._set(lambda: setattr(self, "_reset_key", on))
+
+    def fail_reads(self, error: Exception | None) -> None:
+        """Make every read of the inputs raise ``error`` (None: reads work again), as a
+        failing input expander or a driver bug would."""
+        self._read_error = error
+
     # -- physics ---------------------------------------------------------------------------------
 
     def _motor_speed(self) -> float:
@@ -268,10 +320,18 @@ class SimulatedBollard:
             "loop_pin": self._car,
             "edge_pin": edge,
             "emergency_pin": self._emergency,
+            "loop_fault_pin": self._detector_fault,
+            "reset_pin": self._reset_key,
         }
         for name, active in inputs.items():
-            pin = self.pins[name]
-            if active != self._active_low:
+            pin = self.pins.get(name)
+            if pin is None:
+                continue
+            closed = not active if self._config.normally_closed(name) else active
+            if name in self._cut:
+                closed = False
+            # A closed contact pulls the pin to the other rail than its resistor does.
+            if closed != self._pull_up:
                 pin.drive_high()
             else:
                 pin.drive_low()

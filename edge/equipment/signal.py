@@ -10,9 +10,13 @@ priority requests and watches status (plan, conflict-monitor fault, door, commun
   gpiozero pins with its own conflict monitor) or ``gpio`` (:class:`GpioSignalController`,
   a controller wired by contacts: plan-select and flash/dark outputs, fault and door inputs).
 - :class:`SignalController` is the shell: every plan is validated by
-  :mod:`edge.equipment.signal_plan` right before it is handed over, a refused plan leaves
-  the running one in place and raises an ALARM event, and faults and lost communication
-  are reported and alarmed.
+  :mod:`edge.equipment.signal_plan` and checked against the crossing's safety card
+  (:mod:`edge.equipment.safety_card`, from the cabinet's configuration) right before it is
+  handed over; a refused plan leaves the running one in place and raises an ALARM event,
+  and faults and lost communication are reported and alarmed.
+- A backend that cannot observe the controller's liveness or confirm the plan it runs
+  says so in its status (``liveness_observed``, ``plan_confirmed``); the shell then
+  reports the crossing as unconfirmed (an ALARM, plan and mode unknown), never as healthy.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from edge.equipment.bus_priority import (
     BusPriorityOutcome,
     BusPriorityRequest,
 )
+from edge.equipment.safety_card import SafetyCard
 from edge.equipment.signal_plan import (
     Intersection,
     PlanStructureError,
@@ -82,6 +87,10 @@ class SignalStatus:
         door_open: the cabinet door is open.
         communication_ok: the controller hears the agent (its watchdog has not tripped).
         faults: short fault codes, e.g. ``conflict:north/east``, ``agent_watchdog``.
+        liveness_observed: the backend sees whether the controller runs (an alive input,
+            an answer on a bus); False: it cannot tell a dead controller from a live one.
+        plan_confirmed: the backend knows the controller runs ``plan`` with the timings
+            the agent validated; False: it only sent a selection.
     """
 
     plan: str
@@ -90,6 +99,8 @@ class SignalStatus:
     door_open: bool = False
     communication_ok: bool = True
     faults: tuple[str, ...] = ()
+    liveness_observed: bool = True
+    plan_confirmed: bool = True
 
 
 class SignalControllerDriver(Protocol):
@@ -178,6 +189,7 @@ class SignalConfig:
 
     device_id: str
     backend: str
+    safety_card: SafetyCard
     simulated: SimulatedBackendConfig | None = None
     gpio: GpioBackendConfig | None = None
     bus_priority: BusPriorityLimits = field(default_factory=BusPriorityLimits)
@@ -187,11 +199,14 @@ class SignalConfig:
     def from_mapping(cls, mapping: Mapping[str, Any], field_prefix: str) -> SignalConfig:
         """Read an entry such as ``[[equipment.signals]]`` of the agent's TOML.
 
-        Keys: ``id``, ``backend`` ("simulated" or "gpio"), ``poll_interval_s``, a
-        ``bus_priority`` table (``max_requests``, ``window_s``, ``expiry_s``) and a table
+        Keys: ``id``, ``backend`` ("simulated" or "gpio"), ``poll_interval_s``, the
+        crossing's ``safety_card`` table (required, see :mod:`edge.equipment.safety_card`),
+        a ``bus_priority`` table (``max_requests``, ``window_s``, ``expiry_s``) and a table
         named after the backend: ``simulated`` (``watchdog_s``, ``conflicts`` as
         ``[["a", "b"], ...]``, ``heads.<group>`` with ``red``, ``amber``, ``green``) or
         ``gpio`` (the fields of :class:`GpioBackendConfig`, ``plans`` for plan_numbers).
+        The simulator's conflict monitor uses the safety card's conflicts unless
+        ``simulated.conflicts`` lists its own.
 
         Raises:
             EquipmentConfigError: naming the field, e.g. ``equipment.signals[0].gpio.flash_pin``.
@@ -199,6 +214,12 @@ class SignalConfig:
         reader = _Reader(mapping, field_prefix)
         device_id = reader.text("id")
         backend = reader.text("backend")
+        if "safety_card" not in mapping:
+            raise EquipmentConfigError(
+                f"{field_prefix}.safety_card",
+                "required: the crossing's conflicts and minimum times from commissioning",
+            )
+        card = SafetyCard.from_mapping(mapping["safety_card"], f"{field_prefix}.safety_card")
         poll = reader.number("poll_interval_s", 2.0)
         limits_map = reader.table("bus_priority")
         limits_reader = _Reader(limits_map, f"{field_prefix}.bus_priority")
@@ -210,16 +231,22 @@ class SignalConfig:
         except EquipmentConfigError as exc:
             raise EquipmentConfigError(f"{field_prefix}.{exc.field}", exc.reason) from exc
         if backend == "simulated":
-            sim = _simulated_from(_Reader(reader.table("simulated"), f"{field_prefix}.simulated"))
+            sim = _simulated_from(
+                _Reader(reader.table("simulated"), f"{field_prefix}.simulated"), card
+            )
             if sim.watchdog_s <= 2 * poll:
                 raise EquipmentConfigError(
                     f"{field_prefix}.simulated.watchdog_s",
                     f"must exceed twice poll_interval_s ({poll} s) or the crossing flashes",
                 )
-            return cls(device_id, backend, simulated=sim, bus_priority=limits, poll_interval_s=poll)
+            return cls(
+                device_id, backend, card, simulated=sim, bus_priority=limits, poll_interval_s=poll
+            )
         if backend == "gpio":
             gpio = _gpio_from(_Reader(reader.table("gpio"), f"{field_prefix}.gpio"))
-            return cls(device_id, backend, gpio=gpio, bus_priority=limits, poll_interval_s=poll)
+            return cls(
+                device_id, backend, card, gpio=gpio, bus_priority=limits, poll_interval_s=poll
+            )
         raise EquipmentConfigError(f"{field_prefix}.backend", "must be 'simulated' or 'gpio'")
 
 
@@ -282,7 +309,7 @@ def _no_shared_pins(pins: Mapping[str, Pin | None]) -> None:
         seen[key] = at
 
 
-def _simulated_from(reader: _Reader) -> SimulatedBackendConfig:
+def _simulated_from(reader: _Reader, card: SafetyCard) -> SimulatedBackendConfig:
     heads_map = reader.table("heads")
     if not heads_map:
         raise EquipmentConfigError(reader.at("heads"), "needs at least one group")
@@ -297,7 +324,7 @@ def _simulated_from(reader: _Reader) -> SimulatedBackendConfig:
         )
         used.update({head.at(k): getattr(heads[group], k) for k in ("red", "amber", "green")})
     _no_shared_pins(used)
-    raw = reader.mapping.get("conflicts", [])
+    raw = reader.mapping.get("conflicts", [list(pair) for pair in card.conflicts])
     if not isinstance(raw, list):
         raise EquipmentConfigError(reader.at("conflicts"), "must be a list of [group, group]")
     conflicts: list[tuple[str, str]] = []
@@ -372,9 +399,12 @@ def build_driver(
 class GpioSignalController:
     """A controller wired by contacts: plan-select bits, flash and dark forcing, two inputs.
 
-    There is no readback of the plan: the status reports the plan and mode last put on the
-    outputs, flashing amber when the fault input is high, and communication lost when the
-    controller's alive input drops.
+    It only *selects* a plan number: the timings that run are the ones programmed in the
+    controller, which the agent never sees, so its status never confirms the plan
+    (``plan_confirmed`` is False). Without an ``alive_pin`` it cannot tell a dead controller
+    from a live one either (``liveness_observed`` False). The shell reports both as
+    unconfirmed, with an alarm: the controller's own programming and conflict monitor are
+    the authority for such a crossing (see SAFETY.md).
     """
 
     def __init__(self, *, config: GpioBackendConfig, clock: Clock, pin_factory: Any = None) -> None:
@@ -451,8 +481,8 @@ class GpioSignalController:
         with _pin_errors():
             fault = bool(self._fault is not None and self._fault.is_active)
             door = bool(self._door is not None and self._door.is_active)
-            alive = self._alive is None or bool(self._alive.is_active)
-        if not alive:
+            alive = self._alive is not None and bool(self._alive.is_active)
+        if self._alive is not None and not alive:
             raise SignalCommunicationError("the controller's alive input is low")
         return SignalStatus(
             plan=self._plan,
@@ -461,6 +491,8 @@ class GpioSignalController:
             door_open=door,
             communication_ok=True,
             faults=("conflict_monitor",) if fault else (),
+            liveness_observed=self._alive is not None,
+            plan_confirmed=False,
         )
 
     async def run(self) -> None:
@@ -488,6 +520,16 @@ def _pin_errors() -> Iterator[None]:
         raise SignalCommunicationError(str(exc)) from exc
 
 
+def _unconfirmed(status: SignalStatus) -> list[str]:
+    """What the backend could not confirm, as fault codes."""
+    codes = []
+    if not status.liveness_observed:
+        codes.append("liveness_unobserved")
+    if not status.plan_confirmed:
+        codes.append("plan_unconfirmed")
+    return codes
+
+
 def _next_second(now: datetime) -> datetime:
     return now.replace(microsecond=0) + timedelta(seconds=1)
 
@@ -512,10 +554,12 @@ class SignalController:
         driver: SignalControllerDriver,
         clock: Clock,
         sink: EventSink,
+        card: SafetyCard,
         bus_priority: BusPriorityLimits | None = None,
         poll_interval_s: float = 2.0,
     ) -> None:
         self._id = device_id
+        self._card = card
         self._driver = driver
         self._clock = clock
         self._sink = sink
@@ -550,6 +594,26 @@ class SignalController:
         """The validated plans document in force, if any."""
         return self._plans
 
+    @property
+    def card(self) -> SafetyCard:
+        """The crossing's safety card, from the cabinet's configuration."""
+        return self._card
+
+    def check(self, plans: SignalPlans) -> None:
+        """Refuse ``plans`` unless it is valid and at least as strict as the card.
+
+        Raises:
+            SignalPlanError: naming the field.
+        """
+        validate_plans(plans)
+        self._card.check(plans)
+
+    async def fail_safe(self) -> None:
+        """Ask the controller to flash amber (best effort: it is what a failure leaves)."""
+        with contextlib.suppress(Exception):
+            await self._driver.set_mode(FLASHING_AMBER)
+            self._sent_mode = FLASHING_AMBER
+
     async def load_plans(self, plans: signal_pb2.SignalPlans | SignalPlans) -> None:
         """Adopt a new plans document; the running plan is re-sent if its timings changed.
 
@@ -561,9 +625,9 @@ class SignalController:
             SignalRefusedError: the controller refused the running plan's new version (an
                 ALARM is recorded, the previous document stays in force).
         """
-        model = plans_from_proto(plans) if isinstance(plans, signal_pb2.SignalPlans) else plans
         try:
-            validate_plans(model)
+            model = plans_from_proto(plans) if isinstance(plans, signal_pb2.SignalPlans) else plans
+            self.check(model)
         except SignalPlanError as exc:
             self._refused("signal.plans_refused", exc)
             raise
@@ -665,13 +729,17 @@ class SignalController:
 
     async def run(self) -> None:
         """Run the driver's loop and poll every ``poll_interval_s`` until cancelled."""
-        async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(self._driver.run())
-            while True:
-                await self.poll()
-                for event in self._limiter.expire(self._clock.now()):
-                    self._sink(event)
-                await self._clock.sleep(self._poll_interval_s)
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self._driver.run())
+                while True:
+                    await self.poll()
+                    for event in self._limiter.expire(self._clock.now()):
+                        self._sink(event)
+                    await self._clock.sleep(self._poll_interval_s)
+        except* Exception as failures:
+            # The first error itself, so the supervisor's alarm names it.
+            raise failures.exceptions[0] from None
 
     def state(self) -> state_pb2.DeviceState:
         """The controller as last seen, for the orchestrator (kind DEVICE_KIND_SIGNAL)."""
@@ -679,17 +747,24 @@ class SignalController:
         faults = list(status.faults)
         if not self._link_ok:
             faults.append("communication_lost")
+        unconfirmed = _unconfirmed(status)
+        faults += unconfirmed
         state = state_pb2.DeviceState(
             device_id=self._id,
             kind=schedule_pb2.DEVICE_KIND_SIGNAL,
             source=self._source,
             signal=state_pb2.SignalState(
-                plan=status.plan,
-                mode=status.mode,
+                # Unconfirmed is unknown: what was asked is not reported as what runs.
+                plan="" if unconfirmed else status.plan,
+                mode=UNSPECIFIED if unconfirmed else status.mode,
                 conflict_fault=status.conflict_fault,
                 door_open=status.door_open,
-                communication_ok=self._link_ok and status.communication_ok,
+                communication_ok=(
+                    self._link_ok and status.communication_ok and status.liveness_observed
+                ),
                 faults=faults,
+                safety_card=self._card.to_proto(),
+                unconfirmed=bool(unconfirmed),
             ),
         )
         state.observed_at.FromDatetime(self._observed_at or self._clock.now())
@@ -703,6 +778,7 @@ class SignalController:
             known = ", ".join(p.id for p in self._plans.plans)
             raise PlanStructureError("signal_plan", f"unknown plan {plan_id!r} (known: {known})")
         validate_intersection(self._plans.intersection)
+        self._card.check(self._plans)
         field = f"plans[{self._plans.plans.index(plan)}]"
         validate_plan(plan, self._plans.intersection, field=field)
         return self._plans.intersection, plan
@@ -761,6 +837,15 @@ class SignalController:
         if before is not None and status.mode != before.mode:
             name = schedule_pb2.SignalMode.Name(status.mode)
             self._emit("signal.mode_changed", Priority.EVENT, f"controller shows {name}", mode=name)
+        unconfirmed = _unconfirmed(status)
+        if unconfirmed and (before is None or _unconfirmed(before) != unconfirmed):
+            self._alarm(
+                "signal.unconfirmed",
+                "the backend cannot confirm the controller's state: "
+                + ", ".join(unconfirmed)
+                + "; reported as unknown",
+                faults=",".join(unconfirmed),
+            )
 
     def _link_lost(self, exc: Exception) -> None:
         if self._link_ok:

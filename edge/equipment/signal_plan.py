@@ -16,6 +16,14 @@ orchestrator's admin API calls it to refuse a bad document early. Semantics foll
   conflict crossed in one direction is crossed in the other, and a missing entry means a
   clearance time nobody computed.
 
+Every value is checked where the model is built (the dataclasses' constructors): a time
+is a whole number of seconds in ``0 .. 2**32 - 1`` (the wire's uint32), an id a string, a
+kind a known one; NaN, negative or fractional seconds are refused with the field named,
+however the plan was built (decoded from the wire or written as objects). The rules that
+relate values to each other (minimum greens, intergreens, conflicts) are checked by
+:func:`validate_plans`, which every route to a controller passes through, and against
+the crossing's safety card by :mod:`edge.equipment.safety_card`.
+
 Limits (typical French/EU practice): amber at least 3 s for vehicle and bus groups (IISR,
 6th part: 3 s in built-up areas, 5 s outside); pedestrian heads are red/green only in
 France, so their amber may be 0. All-red at least 1 s for every group (common practice for
@@ -35,6 +43,7 @@ MIN_CYCLE_S = 30
 MAX_CYCLE_S = 240
 MIN_VEHICLE_AMBER_S = 3
 MIN_ALL_RED_S = 1
+MAX_SECONDS = 2**32 - 1
 
 
 class SignalPlanError(ValueError):
@@ -63,6 +72,19 @@ class PlanConflictError(SignalPlanError):
     """Conflicting groups green together, or too soon after one another."""
 
 
+def _seconds(value: object, field: str) -> None:
+    """Refuse anything but a whole number of seconds the wire can carry."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise PlanStructureError(field, f"must be a whole number of seconds, got {value!r}")
+    if not 0 <= value <= MAX_SECONDS:
+        raise PlanStructureError(field, f"must be between 0 and {MAX_SECONDS} s, got {value}")
+
+
+def _text(value: object, field: str) -> None:
+    if not isinstance(value, str):
+        raise PlanStructureError(field, f"must be a string, got {value!r}")
+
+
 class GroupKind(enum.IntEnum):
     """What a signal group controls (values of ``SignalGroupKind``)."""
 
@@ -82,6 +104,13 @@ class SignalGroup:
     amber_s: int
     all_red_s: int
 
+    def __post_init__(self) -> None:
+        _text(self.id, "id")
+        if not isinstance(self.kind, GroupKind):
+            raise PlanStructureError("kind", f"must be a GroupKind, got {self.kind!r}")
+        for name in ("min_green_s", "amber_s", "all_red_s"):
+            _seconds(getattr(self, name), name)
+
 
 @dataclass(frozen=True)
 class Intergreen:
@@ -90,6 +119,11 @@ class Intergreen:
     from_group: str
     to_group: str
     seconds: int
+
+    def __post_init__(self) -> None:
+        _text(self.from_group, "from_group")
+        _text(self.to_group, "to_group")
+        _seconds(self.seconds, "seconds")
 
 
 @dataclass(frozen=True)
@@ -128,6 +162,11 @@ class GreenInterval:
     start_s: int
     end_s: int
 
+    def __post_init__(self) -> None:
+        _text(self.group, "group")
+        _seconds(self.start_s, "start_s")
+        _seconds(self.end_s, "end_s")
+
     def length(self, cycle_s: int) -> int:
         """Seconds of green in one cycle."""
         return (
@@ -153,6 +192,13 @@ class SignalPlan:
     cycle_s: int
     offset_s: int
     greens: tuple[GreenInterval, ...]
+
+    def __post_init__(self) -> None:
+        _text(self.id, "id")
+        _seconds(self.cycle_s, "cycle_s")
+        _seconds(self.offset_s, "offset_s")
+        if not all(isinstance(g, GreenInterval) for g in self.greens):
+            raise PlanStructureError("greens", "must be GreenInterval values")
 
     def cycle_second(self, unix_second: int) -> int:
         """Position in the cycle at Unix time ``unix_second``."""

@@ -12,6 +12,12 @@ drives the red, amber and green lamp outputs of every group from the running pla
   least ``startup_red_s`` before the first green, as French controllers do.
 - Bus priority holds a green that is due to end for at most ``max_extension_s`` while a
   request on that approach lives.
+- A new crossing (its groups, conflicts or intergreens changed by a new document) runs a
+  safe intermediate: every green that conflicts, under the old *or* the new matrix, with
+  another lit group ends at once (its minimum green is cut short: a conflict outranks
+  it), and until every green of the old regime has ended and cleared, a group turns green
+  only when it is clear under both matrices, with the longer of the two intergreens and
+  amber + all-red times. Then the new matrix alone applies.
 
 Its conflict monitor is independent of the plan and the sequencing above, like the
 separate monitor unit of a real cabinet: it has its own list of conflicting groups (its
@@ -21,10 +27,16 @@ amber until a technician resets it (:meth:`SimulatedSignalController.reset_confl
 The crossing also flashes amber while the agent is silent for more than ``watchdog_s``
 (any call counts as a heartbeat) and recovers through the start-up sequence when it
 returns. Flashing is simulated at one change per second (1 s on, 1 s off).
+
+Its timers (minimum greens, ambers, intergreens, start-up, watchdog) count seconds of the
+clock's monotonic reading, as a controller's own timer does: a wall-clock step never cuts
+an amber or an intergreen. Only the plan's position in its cycle follows the wall clock
+(shared cycle seconds make green waves); a step there is absorbed by those timers.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -95,6 +107,7 @@ class _Head:
     amber: LED | None
     aspect: str = "red"
     since: int = 0
+    green_start: int = 0
     green_end: int | None = None
     held_from: int | None = None
 
@@ -144,13 +157,16 @@ class SimulatedSignalController:
             conflicts=self._card,
         )
         self._intersection: Intersection | None = None
+        # Crossings replaced by a new document whose greens have not all cleared yet.
+        self._previous: list[Intersection] = []
+        self._changed_at = 0
         self._plan: SignalPlan | None = None
         self._mode: SignalModeValue = NORMAL
         self._shown: SignalModeValue = FLASHING_AMBER
         self._faults: list[str] = []
         self._startup_until = 0
         self._last_second: int | None = None
-        self._last_heard = clock.now()
+        self._last_heard = clock.monotonic()
         self._connected = True
         self._door_open = False
         self._watchdog_tripped = False
@@ -173,7 +189,16 @@ class SimulatedSignalController:
         for a, b in self._card:
             if frozenset((a, b)) not in intersection.conflicts:
                 raise SignalRefusedError(f"plan misses the conflict {a}/{b} the monitor knows")
+        old = self._intersection
         self._intersection, self._plan = intersection, plan
+        if old is not None and old != intersection and self._shown == NORMAL:
+            self._previous.append(old)
+            second = self._second()
+            self._changed_at = second
+            # At once, not at the next tick: a pair green under the old crossing may
+            # conflict under the new one.
+            self._end_conflicting_greens(second)
+            self._write(second)
 
     async def set_mode(self, mode: SignalModeValue) -> None:
         self._heard()
@@ -204,8 +229,8 @@ class SimulatedSignalController:
     async def run(self) -> None:
         while True:
             self.step()
-            now = self._clock.now()
-            await self._clock.sleep_until(now.replace(microsecond=0) + timedelta(seconds=1))
+            now = self._clock.monotonic()
+            await self._clock.sleep(math.floor(now) + 1 - now)
 
     def close(self) -> None:
         for device in self._leds:
@@ -214,13 +239,22 @@ class SimulatedSignalController:
 
     # --- bench hooks ------------------------------------------------------------------------
 
+    def _second(self) -> int:
+        """The controller's own timer, in whole monotonic seconds."""
+        return math.floor(self._clock.monotonic())
+
+    def _cycle_second(self) -> int:
+        """The plan's clock: whole seconds of wall time (Unix), for the cycle position."""
+        return (self._clock.now() - _EPOCH) // timedelta(seconds=1)
+
     def step(self) -> None:
         """Bring the lamps up to the clock's current second (what :meth:`run` does each second)."""
-        second = (self._clock.now() - _EPOCH) // timedelta(seconds=1)
+        second = self._second()
         if second == self._last_second:
             return
         self._last_second = second
-        self._watchdog_tripped = self._clock.now() - self._last_heard > self._watchdog
+        silent = self._clock.monotonic() - self._last_heard
+        self._watchdog_tripped = silent > self._watchdog.total_seconds()
         self._check_monitor()
         mode = self._effective_mode()
         if mode == NORMAL:
@@ -278,7 +312,7 @@ class SimulatedSignalController:
     def _heard(self) -> None:
         if not self._connected:
             raise SignalCommunicationError("link to the simulated controller is cut")
-        self._last_heard = self._clock.now()
+        self._last_heard = self._clock.monotonic()
 
     def _check_monitor(self) -> bool:
         found = self._monitor.check(flashing=self._shown != NORMAL)
@@ -305,10 +339,63 @@ class SimulatedSignalController:
             head.aspect = "amber" if steady_amber else "red"
             head.since, head.green_end, head.held_from = second, second, None
         self._startup_until = second + self._startup_red_s
+        self._previous = []
+
+    def _matrices(self) -> list[Intersection]:
+        assert self._intersection is not None
+        return [self._intersection, *self._previous]
+
+    def _needed(self, from_group: str, to_group: str) -> int | None:
+        """The longest intergreen from -> to over the crossings in force, None: no conflict."""
+        found = [m.intergreen(from_group, to_group) for m in self._matrices()]
+        seconds = [s for s in found if s is not None]
+        return max(seconds) if seconds else None
+
+    def _clearance(self, group: str) -> tuple[int, int]:
+        """(amber_s, amber_s + all_red_s) of ``group``, the longest over the crossings."""
+        infos = [i for m in self._matrices() if (i := m.group(group)) is not None]
+        amber = max(i.amber_s for i in infos)
+        return amber, max(i.amber_s + i.all_red_s for i in infos)
+
+    def _end_green(self, head: _Head, group: str, second: int) -> None:
+        amber = head.amber is not None and self._clearance(group)[0] > 0
+        head.aspect, head.since = ("amber" if amber else "red"), second
+        head.green_end, head.held_from = second, None
+
+    def _end_conflicting_greens(self, second: int) -> None:
+        """End every green lit together with a group it conflicts with under any crossing
+        in force (the safe intermediate of a crossing change)."""
+        lit = {g for g, h in self._heads.items() if h.aspect != "red"}
+        ending = [
+            group
+            for group, head in self._heads.items()
+            if head.aspect == "green"
+            and any(
+                self._needed(group, other) is not None or self._needed(other, group) is not None
+                for other in lit - {group}
+            )
+        ]
+        for group in ending:
+            self._end_green(self._heads[group], group, second)
+
+    def _transition_over(self, second: int) -> bool:
+        for group, head in self._heads.items():
+            if head.aspect != "red" and head.green_start < self._changed_at:
+                return False
+            if head.green_end is None:
+                continue
+            for old in self._previous:
+                for other in self._heads:
+                    needed = old.intergreen(group, other)
+                    if needed is not None and second - head.green_end < needed:
+                        return False
+        return True
 
     def _sequence(self, second: int) -> None:
         assert self._intersection is not None and self._plan is not None
-        wanted = self._plan.greens_at(self._plan.cycle_second(second))
+        if self._previous:
+            self._end_conflicting_greens(second)
+        wanted = self._plan.greens_at(self._plan.cycle_second(self._cycle_second()))
         self._priority = {a: t for a, t in self._priority.items() if t > self._clock.now()}
         for group, head in self._heads.items():
             info = self._intersection.group(group)
@@ -319,29 +406,26 @@ class SimulatedSignalController:
                 ):
                     head.held_from = second if head.held_from is None else head.held_from
                 elif second - head.since >= info.min_green_s:
-                    amber = head.amber is not None and info.amber_s > 0
-                    head.aspect, head.since = ("amber" if amber else "red"), second
-                    head.green_end, head.held_from = second, None
+                    self._end_green(head, group, second)
             elif head.aspect == "green":
                 head.held_from = None
-            if head.aspect == "amber" and second - head.since >= info.amber_s:
+            if head.aspect == "amber" and second - head.since >= self._clearance(group)[0]:
                 head.aspect, head.since = "red", second
         for group, head in self._heads.items():
             if head.aspect == "red" and group in wanted and self._may_start(group, second):
-                head.aspect, head.since = "green", second
+                head.aspect, head.since, head.green_start = "green", second, second
+        if self._previous and self._transition_over(second):
+            self._previous = []
 
     def _may_start(self, group: str, second: int) -> bool:
         assert self._intersection is not None
         if second < self._startup_until:
             return False
-        own = self._intersection.group(group)
         head = self._heads[group]
-        if own is None or (
-            head.green_end is not None and second - head.green_end < own.amber_s + own.all_red_s
-        ):
+        if head.green_end is not None and second - head.green_end < self._clearance(group)[1]:
             return False
         for other, other_head in self._heads.items():
-            needed = self._intersection.intergreen(other, group)
+            needed = self._needed(other, group)
             if needed is None:
                 continue
             if other_head.aspect != "red":

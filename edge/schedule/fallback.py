@@ -2,8 +2,9 @@
 
 Used with no schedule, on a date no calendar rule covers, and while no switch point of the
 running programs has set a lamp level yet. Each local date contributes its own switches:
-sunset turns the lamps on, sunrise turns them off; a polar-night date turns them on at its
-first instant, a polar-day date turns them off. The lamps are in the state of the latest
+every sunset of the date turns the lamps on, every sunrise turns them off (a date near a
+polar circle can have two sunsets); a polar-night date turns them on at its first
+instant, a polar-day date turns them off. The lamps are in the state of the latest
 switch at or before now, looking back up to :data:`LOOKBACK_DAYS` dates; if there is none
 (a site where the Sun grazes the horizon for a week) they are on: dark streets are the
 failure this module exists to prevent.
@@ -16,7 +17,8 @@ from functools import lru_cache
 
 from edge.schedule.astronomy import Daylight, sun_day
 from edge.schedule.localtime import day_start, local_date
-from edge.schedule.model import Site
+from edge.schedule.model import LightSensor, Schedule, Site
+from edge.schedule.sensor import sensor_holds
 
 LOOKBACK_DAYS = 7
 
@@ -33,12 +35,7 @@ def _night_switches(site: Site, day: date) -> tuple[tuple[datetime, bool], ...]:
         return ((day_start(day, site.zone), True),)
     if sun.daylight is Daylight.POLAR_DAY:
         return ((day_start(day, site.zone), False),)
-    switches: list[tuple[datetime, bool]] = []
-    if sun.sunrise is not None:
-        switches.append((sun.sunrise, False))
-    if sun.sunset is not None:
-        switches.append((sun.sunset, True))
-    return tuple(sorted(switches))
+    return tuple((crossing.at, not crossing.rising) for crossing in sun.horizon)
 
 
 def night_lamps_on(site: Site, now: datetime) -> bool:
@@ -49,3 +46,32 @@ def night_lamps_on(site: Site, now: datetime) -> bool:
             if at <= now:
                 return lamps_on
     return True
+
+
+#: The light sensor's thresholds when the schedule sets none (a street photocell's usual
+#: switching: on below 35 lux at dusk, off above 70 lux in the morning).
+UNKNOWN_TIME_SENSOR = LightSensor(on_below_lux=35.0, off_above_lux=70.0)
+
+
+def unknown_time_lamps(
+    schedule: Schedule | None, lux: float | None, holding: bool
+) -> tuple[int, str, bool]:
+    """The lamps while the wall clock is not trusted (no synchronisation since boot, no
+    real-time clock): no program, sunset or override can be placed in time, so the light
+    sensor decides where there is one, otherwise the default level. Never dark because the
+    time is unknown.
+
+    Args:
+        schedule: the schedule held, for its default level and sensor thresholds.
+        lux: the cabinet's light reading, None without a sensor (or a failed one).
+        holding: whether the sensor held the lamps on at the previous evaluation.
+
+    Returns:
+        (level, source, holding): source is ``"sensor"`` or ``"default"``.
+    """
+    default = schedule.default_lamp_level if schedule is not None else 100
+    if lux is None:
+        return default, "default", False
+    sensor = (schedule.light_sensor if schedule is not None else None) or UNKNOWN_TIME_SENSOR
+    holding = sensor_holds(sensor, lux, holding)
+    return (default if holding else 0), "sensor", holding

@@ -5,10 +5,13 @@ For each local date the calendar picks a program; its switch points become insta
 - a fixed ``local_time`` goes through :func:`edge.schedule.localtime.wall_to_utc` (a time
   in the spring gap happens right after it; one in the repeated autumn hour happens once,
   at its first occurrence);
-- a ``sun_event`` is that event on that local date plus ``offset_minutes``. If the event
-  does not happen that date (polar day or night, or it falls on a neighbouring date) the
-  point is skipped that day. A point whose offset carries it outside its own local date is
-  skipped too: a day's points never reach into another day's program.
+- a ``sun_event`` happens at every crossing of that kind plus ``offset_minutes`` that
+  lands on that local date: the Sun's crossings are a sequence in time
+  (:mod:`edge.schedule.astronomy`), so a date near a polar circle with two sunsets (one
+  just after midnight, one just before the next) gets the point twice, and a date whose
+  sunset + 30 min falls just after midnight gets the previous evening's. A date the event
+  never reaches (polar day or night) does not get the point. A day's points never reach
+  into another day's program: each lands on the date it happens on.
 
 Points are ordered by instant; points at the same instant keep the program's order, so
 the one written later wins. :func:`day_plan` is cached per (schedule, site, date).
@@ -62,22 +65,25 @@ def resolve_program(program: Program, site: Site, day: date) -> tuple[TimedPoint
     end = day_start(day + timedelta(days=1), site.zone)
     placed: list[TimedPoint] = []
     for point in program.points:
-        at = _instant(point, site, day)
-        if at is not None and start <= at < end:
-            placed.append(TimedPoint(at=at, point=point, program_id=program.id))
+        for at in _instants(point, site, day):
+            if start <= at < end:
+                placed.append(TimedPoint(at=at, point=point, program_id=program.id))
     # sorted() is stable: equal instants keep the program's order.
     return tuple(sorted(placed, key=lambda timed: timed.at))
 
 
-def _instant(point: SwitchPoint, site: Site, day: date) -> datetime | None:
+def _instants(point: SwitchPoint, site: Site, day: date) -> list[datetime]:
     if point.local_time is not None:
-        return wall_to_utc(day, point.local_time, site.zone)
+        return [wall_to_utc(day, point.local_time, site.zone)]
     if point.sun_event is None:
-        return None
-    event = sun_day(site, day).event(point.sun_event)
-    if event is None:
-        return None
-    return event + timedelta(minutes=point.offset_minutes)
+        return []
+    offset = timedelta(minutes=point.offset_minutes)
+    # An offset of up to 12 h can bring the crossings of the neighbouring dates in.
+    return [
+        event + offset
+        for near in (day - timedelta(days=1), day, day + timedelta(days=1))
+        for event in sun_day(site, near).events(point.sun_event)
+    ]
 
 
 def day_plan(schedule: Schedule, site: Site, day: date) -> DayPlan:

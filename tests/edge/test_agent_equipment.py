@@ -154,3 +154,37 @@ async def test_bus_priority_is_rate_limited_and_logged(city: City) -> None:
         assert outcomes[1].detail == "merged"
         assert outcomes[2].status == link_pb2.COMMAND_STATUS_REFUSED
         assert "approach" in outcomes[2].detail
+
+
+async def test_a_document_less_strict_than_the_reported_safety_card_is_refused_at_the_admin_api(
+    city: City,
+) -> None:
+    """The orchestrator learns the crossing's safety card from the signal's state and
+    refuses, with the field named, a document that would drop one of its conflicts."""
+    config = await city.enrolled("crossing-3", signals=SIGNAL)
+    async with running(config, clock_step_s=0.5) as agent:
+        await asyncio.wait_for(agent.link.status.connected.wait(), 15)
+
+        async def card_reported() -> bool:
+            response = await call(
+                city.admin, "ListDevices", control_pb2.ListDevicesRequest(gateway_id="crossing-3")
+            )
+            assert isinstance(response, control_pb2.ListDevicesResponse)
+            return any(d.signal.safety_card.groups for d in response.devices)
+
+        for _ in range(200):
+            if await card_reported():
+                break
+            await asyncio.sleep(0.05)
+        assert await card_reported()
+        naive = signal_plans()
+        del naive.intersection.intergreens[:]  # valid alone: no conflict declared at all
+        naive.plans[0].greens[1].start_s = 0  # ns and ew green together
+        with pytest.raises(AdminError) as refused:
+            await put(
+                city, "crossing-3", link_pb2.DOCUMENT_KIND_SIGNAL_PLANS, naive.SerializeToString()
+            )
+        assert "INVALID_ARGUMENT" in str(refused.value)
+        assert "intersection.intergreens: conflict ns->ew of the safety card" in str(refused.value)
+        assert agent.state.document(link_pb2.DOCUMENT_KIND_SIGNAL_PLANS) is None
+        await put(city, "crossing-3", link_pb2.DOCUMENT_KIND_SIGNAL_PLANS, plans())

@@ -73,6 +73,10 @@ class _BollardActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Bollard
     BOLLARD_ACTION_HOLD_UP: _BollardAction.ValueType  # 3
     BOLLARD_ACTION_HOLD_DOWN: _BollardAction.ValueType  # 4
     BOLLARD_ACTION_AUTOMATIC: _BollardAction.ValueType  # 5
+    BOLLARD_ACTION_RESET: _BollardAction.ValueType  # 6
+    """Clears a reversal lockout and the faults: the only way they are cleared (a restart or
+    a mode change never does). Recorded with the command's audit entry and as an event.
+    """
 
 class BollardAction(_BollardAction, metaclass=_BollardActionEnumTypeWrapper): ...
 
@@ -82,6 +86,10 @@ BOLLARD_ACTION_RELEASE_EMERGENCY: BollardAction.ValueType  # 2
 BOLLARD_ACTION_HOLD_UP: BollardAction.ValueType  # 3
 BOLLARD_ACTION_HOLD_DOWN: BollardAction.ValueType  # 4
 BOLLARD_ACTION_AUTOMATIC: BollardAction.ValueType  # 5
+BOLLARD_ACTION_RESET: BollardAction.ValueType  # 6
+"""Clears a reversal lockout and the faults: the only way they are cleared (a restart or
+a mode change never does). Recorded with the command's audit entry and as an event.
+"""
 Global___BollardAction: _TypeAlias = BollardAction  # noqa: Y015
 
 class _CommandStatus:

@@ -24,15 +24,17 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17ondijon/v1/signal.proto\x12\nondijon.v1\"d\n\x0bSignalPlans\x12.\n\x0cintersection\x18\x01 \x01(\x0b\x32\x18.ondijon.v1.Intersection\x12%\n\x05plans\x18\x02 \x03(\x0b\x32\x16.ondijon.v1.SignalPlan\"}\n\x0bSignalGroup\x12\n\n\x02id\x18\x01 \x01(\t\x12)\n\x04kind\x18\x02 \x01(\x0e\x32\x1b.ondijon.v1.SignalGroupKind\x12\x13\n\x0bmin_green_s\x18\x03 \x01(\r\x12\x0f\n\x07\x61mber_s\x18\x04 \x01(\r\x12\x11\n\tall_red_s\x18\x05 \x01(\r\"C\n\nIntergreen\x12\x12\n\nfrom_group\x18\x01 \x01(\t\x12\x10\n\x08to_group\x18\x02 \x01(\t\x12\x0f\n\x07seconds\x18\x03 \x01(\r\"d\n\x0cIntersection\x12\'\n\x06groups\x18\x01 \x03(\x0b\x32\x17.ondijon.v1.SignalGroup\x12+\n\x0bintergreens\x18\x02 \x03(\x0b\x32\x16.ondijon.v1.Intergreen\">\n\rGreenInterval\x12\r\n\x05group\x18\x01 \x01(\t\x12\x0f\n\x07start_s\x18\x02 \x01(\r\x12\r\n\x05\x65nd_s\x18\x03 \x01(\r\"f\n\nSignalPlan\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x63ycle_s\x18\x02 \x01(\r\x12\x10\n\x08offset_s\x18\x03 \x01(\r\x12)\n\x06greens\x18\x04 \x03(\x0b\x32\x19.ondijon.v1.GreenInterval*\x90\x01\n\x0fSignalGroupKind\x12!\n\x1dSIGNAL_GROUP_KIND_UNSPECIFIED\x10\x00\x12\x1d\n\x19SIGNAL_GROUP_KIND_VEHICLE\x10\x01\x12 \n\x1cSIGNAL_GROUP_KIND_PEDESTRIAN\x10\x02\x12\x19\n\x15SIGNAL_GROUP_KIND_BUS\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17ondijon/v1/signal.proto\x12\nondijon.v1\"d\n\x0bSignalPlans\x12.\n\x0cintersection\x18\x01 \x01(\x0b\x32\x18.ondijon.v1.Intersection\x12%\n\x05plans\x18\x02 \x03(\x0b\x32\x16.ondijon.v1.SignalPlan\"}\n\x0bSignalGroup\x12\n\n\x02id\x18\x01 \x01(\t\x12)\n\x04kind\x18\x02 \x01(\x0e\x32\x1b.ondijon.v1.SignalGroupKind\x12\x13\n\x0bmin_green_s\x18\x03 \x01(\r\x12\x0f\n\x07\x61mber_s\x18\x04 \x01(\r\x12\x11\n\tall_red_s\x18\x05 \x01(\r\"C\n\nIntergreen\x12\x12\n\nfrom_group\x18\x01 \x01(\t\x12\x10\n\x08to_group\x18\x02 \x01(\t\x12\x0f\n\x07seconds\x18\x03 \x01(\r\"d\n\x0cIntersection\x12\'\n\x06groups\x18\x01 \x03(\x0b\x32\x17.ondijon.v1.SignalGroup\x12+\n\x0bintergreens\x18\x02 \x03(\x0b\x32\x16.ondijon.v1.Intergreen\">\n\rGreenInterval\x12\r\n\x05group\x18\x01 \x01(\t\x12\x0f\n\x07start_s\x18\x02 \x01(\r\x12\r\n\x05\x65nd_s\x18\x03 \x01(\r\"f\n\nSignalPlan\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x63ycle_s\x18\x02 \x01(\r\x12\x10\n\x08offset_s\x18\x03 \x01(\r\x12)\n\x06greens\x18\x04 \x03(\x0b\x32\x19.ondijon.v1.GreenInterval\"\xe3\x01\n\nSafetyCard\x12\x0e\n\x06groups\x18\x01 \x03(\t\x12+\n\x0bintergreens\x18\x02 \x03(\x0b\x32\x16.ondijon.v1.Intergreen\x12:\n\x0bmin_green_s\x18\x03 \x03(\x0b\x32%.ondijon.v1.SafetyCard.MinGreenSEntry\x12\x13\n\x0bmin_amber_s\x18\x04 \x01(\r\x12\x15\n\rmin_all_red_s\x18\x05 \x01(\r\x1a\x30\n\x0eMinGreenSEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\r:\x02\x38\x01*\x90\x01\n\x0fSignalGroupKind\x12!\n\x1dSIGNAL_GROUP_KIND_UNSPECIFIED\x10\x00\x12\x1d\n\x19SIGNAL_GROUP_KIND_VEHICLE\x10\x01\x12 \n\x1cSIGNAL_GROUP_KIND_PEDESTRIAN\x10\x02\x12\x19\n\x15SIGNAL_GROUP_KIND_BUS\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ondijon.v1.signal_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SIGNALGROUPKIND']._serialized_start=608
-  _globals['_SIGNALGROUPKIND']._serialized_end=752
+  _globals['_SAFETYCARD_MINGREENSENTRY']._loaded_options = None
+  _globals['_SAFETYCARD_MINGREENSENTRY']._serialized_options = b'8\001'
+  _globals['_SIGNALGROUPKIND']._serialized_start=838
+  _globals['_SIGNALGROUPKIND']._serialized_end=982
   _globals['_SIGNALPLANS']._serialized_start=39
   _globals['_SIGNALPLANS']._serialized_end=139
   _globals['_SIGNALGROUP']._serialized_start=141
@@ -45,4 +47,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GREENINTERVAL']._serialized_end=501
   _globals['_SIGNALPLAN']._serialized_start=503
   _globals['_SIGNALPLAN']._serialized_end=605
+  _globals['_SAFETYCARD']._serialized_start=608
+  _globals['_SAFETYCARD']._serialized_end=835
+  _globals['_SAFETYCARD_MINGREENSENTRY']._serialized_start=787
+  _globals['_SAFETYCARD_MINGREENSENTRY']._serialized_end=835
 # @@protoc_insertion_point(module_scope)

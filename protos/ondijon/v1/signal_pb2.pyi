@@ -205,3 +205,70 @@ class SignalPlan(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SignalPlan: _TypeAlias = SignalPlan  # noqa: Y015
+
+@_typing.final
+class SafetyCard(_message.Message):
+    """A crossing's safety card: its conflicting groups with their shortest intergreens and its
+    minimum times, fixed at commissioning as the compatibility card of a cabinet's conflict
+    monitor. It is part of the cabinet's configuration, never of a document: the agent
+    refuses a SignalPlans document that is less strict, and reports its card with the
+    signal's state so that the admin API refuses that document too.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class MinGreenSEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    GROUPS_FIELD_NUMBER: _builtins.int
+    INTERGREENS_FIELD_NUMBER: _builtins.int
+    MIN_GREEN_S_FIELD_NUMBER: _builtins.int
+    MIN_AMBER_S_FIELD_NUMBER: _builtins.int
+    MIN_ALL_RED_S_FIELD_NUMBER: _builtins.int
+    min_amber_s: _builtins.int
+    """Shortest amber of a vehicle or bus group."""
+    min_all_red_s: _builtins.int
+    """Shortest all-red of any group."""
+    @_builtins.property
+    def groups(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def intergreens(self) -> _containers.RepeatedCompositeFieldContainer[Global___Intergreen]:
+        """Each conflicting direction and its shortest intergreen; both directions are listed."""
+
+    @_builtins.property
+    def min_green_s(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Shortest minimum green, per group."""
+
+    def __init__(
+        self,
+        *,
+        groups: _abc.Iterable[_builtins.str] | None = ...,
+        intergreens: _abc.Iterable[Global___Intergreen] | None = ...,
+        min_green_s: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        min_amber_s: _builtins.int = ...,
+        min_all_red_s: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["groups", b"groups", "intergreens", b"intergreens", "min_all_red_s", b"min_all_red_s", "min_amber_s", b"min_amber_s", "min_green_s", b"min_green_s"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SafetyCard: _TypeAlias = SafetyCard  # noqa: Y015

@@ -24,27 +24,28 @@ _sym_db = _symbol_database.Default()
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from protos.ondijon.v1 import schedule_pb2 as ondijon_dot_v1_dot_schedule__pb2
+from protos.ondijon.v1 import signal_pb2 as ondijon_dot_v1_dot_signal__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16ondijon/v1/state.proto\x12\nondijon.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19ondijon/v1/schedule.proto\"\xbd\x02\n\x0b\x44\x65viceState\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12$\n\x04kind\x18\x02 \x01(\x0e\x32\x16.ondijon.v1.DeviceKind\x12/\n\x0bobserved_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\x04lamp\x18\x04 \x01(\x0b\x32\x15.ondijon.v1.LampStateH\x00\x12+\n\x07\x62ollard\x18\x05 \x01(\x0b\x32\x18.ondijon.v1.BollardStateH\x00\x12)\n\x06signal\x18\x06 \x01(\x0b\x32\x17.ondijon.v1.SignalStateH\x00\x12+\n\x07\x63\x61\x62inet\x18\x07 \x01(\x0b\x32\x18.ondijon.v1.CabinetStateH\x00\x12\x0e\n\x06source\x18\x08 \x01(\tB\x08\n\x06\x64\x65tail\"\x91\x01\n\tLampState\x12\r\n\x05level\x18\x01 \x01(\r\x12\x0b\n\x03lit\x18\x02 \x01(\x08\x12\x16\n\x0e\x61\x63tive_power_w\x18\x03 \x01(\x01\x12\x11\n\tenergy_wh\x18\x04 \x01(\x01\x12\x17\n\x0foperating_hours\x18\x05 \x01(\x01\x12\x14\n\x0cswitch_count\x18\x06 \x01(\x04\x12\x0e\n\x06\x66\x61ults\x18\x07 \x03(\t\"\xad\x01\n\x0c\x42ollardState\x12)\n\x06motion\x18\x01 \x01(\x0e\x32\x19.ondijon.v1.BollardMotion\x12%\n\x04mode\x18\x02 \x01(\x0e\x32\x17.ondijon.v1.BollardMode\x12\x15\n\rloop_occupied\x18\x03 \x01(\x08\x12\x11\n\temergency\x18\x04 \x01(\x08\x12\x11\n\treversals\x18\x05 \x01(\r\x12\x0e\n\x06\x66\x61ults\x18\x06 \x03(\t\"\x96\x01\n\x0bSignalState\x12\x0c\n\x04plan\x18\x01 \x01(\t\x12$\n\x04mode\x18\x02 \x01(\x0e\x32\x16.ondijon.v1.SignalMode\x12\x16\n\x0e\x63onflict_fault\x18\x03 \x01(\x08\x12\x11\n\tdoor_open\x18\x04 \x01(\x08\x12\x18\n\x10\x63ommunication_ok\x18\x05 \x01(\x08\x12\x0e\n\x06\x66\x61ults\x18\x06 \x03(\t\"L\n\x0c\x43\x61\x62inetState\x12\x11\n\tdoor_open\x18\x01 \x01(\x08\x12\x12\n\non_battery\x18\x02 \x01(\x08\x12\x15\n\rtemperature_c\x18\x03 \x01(\x01*\xb1\x01\n\rBollardMotion\x12\x1e\n\x1a\x42OLLARD_MOTION_UNSPECIFIED\x10\x00\x12\x17\n\x13\x42OLLARD_MOTION_DOWN\x10\x01\x12\x15\n\x11\x42OLLARD_MOTION_UP\x10\x02\x12\x19\n\x15\x42OLLARD_MOTION_RISING\x10\x03\x12\x1b\n\x17\x42OLLARD_MOTION_LOWERING\x10\x04\x12\x18\n\x14\x42OLLARD_MOTION_FAULT\x10\x05*}\n\x0b\x42ollardMode\x12\x1c\n\x18\x42OLLARD_MODE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x42OLLARD_MODE_AUTOMATIC\x10\x01\x12\x18\n\x14\x42OLLARD_MODE_HELD_UP\x10\x02\x12\x1a\n\x16\x42OLLARD_MODE_HELD_DOWN\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16ondijon/v1/state.proto\x12\nondijon.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19ondijon/v1/schedule.proto\x1a\x17ondijon/v1/signal.proto\"\xbd\x02\n\x0b\x44\x65viceState\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12$\n\x04kind\x18\x02 \x01(\x0e\x32\x16.ondijon.v1.DeviceKind\x12/\n\x0bobserved_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\x04lamp\x18\x04 \x01(\x0b\x32\x15.ondijon.v1.LampStateH\x00\x12+\n\x07\x62ollard\x18\x05 \x01(\x0b\x32\x18.ondijon.v1.BollardStateH\x00\x12)\n\x06signal\x18\x06 \x01(\x0b\x32\x17.ondijon.v1.SignalStateH\x00\x12+\n\x07\x63\x61\x62inet\x18\x07 \x01(\x0b\x32\x18.ondijon.v1.CabinetStateH\x00\x12\x0e\n\x06source\x18\x08 \x01(\tB\x08\n\x06\x64\x65tail\"\x91\x01\n\tLampState\x12\r\n\x05level\x18\x01 \x01(\r\x12\x0b\n\x03lit\x18\x02 \x01(\x08\x12\x16\n\x0e\x61\x63tive_power_w\x18\x03 \x01(\x01\x12\x11\n\tenergy_wh\x18\x04 \x01(\x01\x12\x17\n\x0foperating_hours\x18\x05 \x01(\x01\x12\x14\n\x0cswitch_count\x18\x06 \x01(\x04\x12\x0e\n\x06\x66\x61ults\x18\x07 \x03(\t\"\xad\x01\n\x0c\x42ollardState\x12)\n\x06motion\x18\x01 \x01(\x0e\x32\x19.ondijon.v1.BollardMotion\x12%\n\x04mode\x18\x02 \x01(\x0e\x32\x17.ondijon.v1.BollardMode\x12\x15\n\rloop_occupied\x18\x03 \x01(\x08\x12\x11\n\temergency\x18\x04 \x01(\x08\x12\x11\n\treversals\x18\x05 \x01(\r\x12\x0e\n\x06\x66\x61ults\x18\x06 \x03(\t\"\xd8\x01\n\x0bSignalState\x12\x0c\n\x04plan\x18\x01 \x01(\t\x12$\n\x04mode\x18\x02 \x01(\x0e\x32\x16.ondijon.v1.SignalMode\x12\x16\n\x0e\x63onflict_fault\x18\x03 \x01(\x08\x12\x11\n\tdoor_open\x18\x04 \x01(\x08\x12\x18\n\x10\x63ommunication_ok\x18\x05 \x01(\x08\x12\x0e\n\x06\x66\x61ults\x18\x06 \x03(\t\x12+\n\x0bsafety_card\x18\x07 \x01(\x0b\x32\x16.ondijon.v1.SafetyCard\x12\x13\n\x0bunconfirmed\x18\x08 \x01(\x08\"L\n\x0c\x43\x61\x62inetState\x12\x11\n\tdoor_open\x18\x01 \x01(\x08\x12\x12\n\non_battery\x18\x02 \x01(\x08\x12\x15\n\rtemperature_c\x18\x03 \x01(\x01*\xb1\x01\n\rBollardMotion\x12\x1e\n\x1a\x42OLLARD_MOTION_UNSPECIFIED\x10\x00\x12\x17\n\x13\x42OLLARD_MOTION_DOWN\x10\x01\x12\x15\n\x11\x42OLLARD_MOTION_UP\x10\x02\x12\x19\n\x15\x42OLLARD_MOTION_RISING\x10\x03\x12\x1b\n\x17\x42OLLARD_MOTION_LOWERING\x10\x04\x12\x18\n\x14\x42OLLARD_MOTION_FAULT\x10\x05*}\n\x0b\x42ollardMode\x12\x1c\n\x18\x42OLLARD_MODE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x42OLLARD_MODE_AUTOMATIC\x10\x01\x12\x18\n\x14\x42OLLARD_MODE_HELD_UP\x10\x02\x12\x1a\n\x16\x42OLLARD_MODE_HELD_DOWN\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ondijon.v1.state_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_BOLLARDMOTION']._serialized_start=974
-  _globals['_BOLLARDMOTION']._serialized_end=1151
-  _globals['_BOLLARDMODE']._serialized_start=1153
-  _globals['_BOLLARDMODE']._serialized_end=1278
-  _globals['_DEVICESTATE']._serialized_start=99
-  _globals['_DEVICESTATE']._serialized_end=416
-  _globals['_LAMPSTATE']._serialized_start=419
-  _globals['_LAMPSTATE']._serialized_end=564
-  _globals['_BOLLARDSTATE']._serialized_start=567
-  _globals['_BOLLARDSTATE']._serialized_end=740
-  _globals['_SIGNALSTATE']._serialized_start=743
-  _globals['_SIGNALSTATE']._serialized_end=893
-  _globals['_CABINETSTATE']._serialized_start=895
-  _globals['_CABINETSTATE']._serialized_end=971
+  _globals['_BOLLARDMOTION']._serialized_start=1065
+  _globals['_BOLLARDMOTION']._serialized_end=1242
+  _globals['_BOLLARDMODE']._serialized_start=1244
+  _globals['_BOLLARDMODE']._serialized_end=1369
+  _globals['_DEVICESTATE']._serialized_start=124
+  _globals['_DEVICESTATE']._serialized_end=441
+  _globals['_LAMPSTATE']._serialized_start=444
+  _globals['_LAMPSTATE']._serialized_end=589
+  _globals['_BOLLARDSTATE']._serialized_start=592
+  _globals['_BOLLARDSTATE']._serialized_end=765
+  _globals['_SIGNALSTATE']._serialized_start=768
+  _globals['_SIGNALSTATE']._serialized_end=984
+  _globals['_CABINETSTATE']._serialized_start=986
+  _globals['_CABINETSTATE']._serialized_end=1062
 # @@protoc_insertion_point(module_scope)

@@ -10,6 +10,7 @@ from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from protos.ondijon.v1 import schedule_pb2 as _schedule_pb2
+from protos.ondijon.v1 import signal_pb2 as _signal_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -200,13 +201,25 @@ class SignalState(_message.Message):
     DOOR_OPEN_FIELD_NUMBER: _builtins.int
     COMMUNICATION_OK_FIELD_NUMBER: _builtins.int
     FAULTS_FIELD_NUMBER: _builtins.int
+    SAFETY_CARD_FIELD_NUMBER: _builtins.int
+    UNCONFIRMED_FIELD_NUMBER: _builtins.int
     plan: _builtins.str
     mode: _schedule_pb2.SignalMode.ValueType
     conflict_fault: _builtins.bool
     door_open: _builtins.bool
     communication_ok: _builtins.bool
+    unconfirmed: _builtins.bool
+    """True when the backend cannot observe the controller's liveness or confirm the plan it
+    runs: plan and mode are then what was asked, not what was seen (unknown, not healthy).
+    """
     @_builtins.property
     def faults(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def safety_card(self) -> _signal_pb2.SafetyCard:
+        """The crossing's safety card from the cabinet's configuration (agents of this revision
+        on); the admin API checks SignalPlans documents against it.
+        """
+
     def __init__(
         self,
         *,
@@ -216,10 +229,12 @@ class SignalState(_message.Message):
         door_open: _builtins.bool = ...,
         communication_ok: _builtins.bool = ...,
         faults: _abc.Iterable[_builtins.str] | None = ...,
+        safety_card: _signal_pb2.SafetyCard | None = ...,
+        unconfirmed: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["safety_card", b"safety_card"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["communication_ok", b"communication_ok", "conflict_fault", b"conflict_fault", "door_open", b"door_open", "faults", b"faults", "mode", b"mode", "plan", b"plan"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["communication_ok", b"communication_ok", "conflict_fault", b"conflict_fault", "door_open", b"door_open", "faults", b"faults", "mode", b"mode", "plan", b"plan", "safety_card", b"safety_card", "unconfirmed", b"unconfirmed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -28,13 +28,13 @@ from edge.equipment.bollard import (
 )
 from edge.equipment.bollard_rules import (
     Access,
-    BollardError,
     BollardOutputs,
     BollardTarget,
     Mode,
     Position,
 )
 from edge.equipment.bollard_sim import ClockedMockFactory, SimulatedBollard
+from edge.schedule.model import AccessPolicy, BollardPosition, BollardSetting
 from ondijon.clock import ManualClock
 from protos.ondijon.v1 import schedule_pb2, state_pb2
 
@@ -194,7 +194,7 @@ async def test_three_reversals_lock_the_bollard_down_with_an_alarm(site: Site) -
     assert site.controller.state().bollard.reversals == 0
 
 
-async def test_mode_change_clears_the_lockout() -> None:
+async def test_a_mode_change_keeps_the_lockout_only_a_reset_clears_it() -> None:
     site = Site(BollardConfig(device_id="b", backend="simulated", max_reversals=1))
     task = asyncio.create_task(site.controller.run())
     try:
@@ -206,7 +206,13 @@ async def test_mode_change_clears_the_lockout() -> None:
         site.sim.remove_obstacle()
         site.controller.set_mode(Mode.HELD_UP)
         await site.run_for(5)
+        assert site.sim.read().down_limit and not site.rises()[1:]
+        site.controller.reset()
+        await site.run_for(5)
         assert site.sim.read().up_limit
+        assert [e.message for e in site.events if e.type == "reset"] == [
+            "reset by operator: reversal lockout"
+        ]
         assert site.controller.state().bollard.mode == state_pb2.BOLLARD_MODE_HELD_UP
     finally:
         task.cancel()
@@ -386,7 +392,8 @@ async def test_input_changes_from_another_thread_are_handled_on_the_loop() -> No
     try:
         await settle()
         loop_pin = site.sim.pins["loop_pin"]
-        await asyncio.to_thread(loop_pin.drive_low)  # gpiozero calls back in that thread
+        # Normally closed: the detector opens its contact (the pin goes high) when occupied.
+        await asyncio.to_thread(loop_pin.drive_high)  # gpiozero calls back in that thread
         await settle()
         assert controller.state().bollard.loop_occupied
         assert driver.reader_threads == {threading.get_ident()}
@@ -435,14 +442,21 @@ def mock_factory() -> Iterator[MockFactory]:
     Device.pin_factory = previous
 
 
-def test_gpio_backend_reads_active_low_switches(mock_factory: MockFactory) -> None:
+def test_gpio_backend_reads_open_safety_circuits_as_unsafe(mock_factory: MockFactory) -> None:
+    """Nothing wired (every input pulled up, every circuit open): the loop reads occupied,
+    the edge obstructed, the emergency key turned; the limit switches (normally open) idle."""
     driver = open_bollard_driver(BollardConfig(device_id="b", **PINS), ManualClock(T0))
     try:
         assert isinstance(driver, GpioBollard)
+        assert driver.read() == BollardReadings(
+            loop_occupied=True, obstruction=True, emergency=True
+        )
+        for safety_pin in (13, 19, 26):  # closed contacts to ground: all clear
+            mock_factory.pin(safety_pin).drive_low()
         assert driver.read() == BollardReadings()
-        mock_factory.pin(13).drive_low()
-        mock_factory.pin(26).drive_low()
-        assert driver.read() == BollardReadings(loop_occupied=True, emergency=True)
+        mock_factory.pin(6).drive_low()  # the down switch closes
+        mock_factory.pin(13).drive_high()  # the loop detector opens: a vehicle, or a cut
+        assert driver.read() == BollardReadings(down_limit=True, loop_occupied=True)
     finally:
         driver.close()
 
@@ -548,30 +562,29 @@ def test_gpio_backend_requires_every_pin() -> None:
     )
 
 
+UP, DOWN = BollardPosition.UP, BollardPosition.DOWN
+OPEN, LIST, CLOSED = AccessPolicy.OPEN, AccessPolicy.LIST, AccessPolicy.CLOSED
+
+
 @pytest.mark.parametrize(
     ("position", "access", "expected"),
     [
-        (schedule_pb2.BOLLARD_POSITION_UP, schedule_pb2.ACCESS_POLICY_LIST, UP_LIST),
-        (schedule_pb2.BOLLARD_POSITION_UNSPECIFIED, schedule_pb2.ACCESS_POLICY_OPEN, None),
-        (
-            schedule_pb2.BOLLARD_POSITION_UNSPECIFIED,
-            schedule_pb2.ACCESS_POLICY_CLOSED,
-            BollardTarget(Position.UP, Access.CLOSED),
-        ),
-        (
-            schedule_pb2.BOLLARD_POSITION_UP,
-            schedule_pb2.ACCESS_POLICY_UNSPECIFIED,
-            BollardTarget(Position.UP, Access.CLOSED),
-        ),
+        (None, None, BollardTarget(Position.DOWN, Access.OPEN)),
+        (None, OPEN, BollardTarget(Position.DOWN, Access.OPEN)),
+        (None, LIST, BollardTarget(Position.UP, Access.LIST)),
+        (None, CLOSED, BollardTarget(Position.UP, Access.CLOSED)),
+        # The case the agent and this module once read two ways: UP alone means closed.
+        (UP, None, BollardTarget(Position.UP, Access.CLOSED)),
+        (UP, OPEN, BollardTarget(Position.UP, Access.OPEN)),
+        (UP, LIST, BollardTarget(Position.UP, Access.LIST)),
+        (UP, CLOSED, BollardTarget(Position.UP, Access.CLOSED)),
+        (DOWN, None, BollardTarget(Position.DOWN, Access.OPEN)),
+        (DOWN, OPEN, BollardTarget(Position.DOWN, Access.OPEN)),
+        (DOWN, LIST, BollardTarget(Position.DOWN, Access.LIST)),
+        (DOWN, CLOSED, BollardTarget(Position.DOWN, Access.CLOSED)),
     ],
 )
-def test_schedule_setting_maps_to_a_target(
-    position: int, access: int, expected: BollardTarget | None
+def test_schedule_setting_maps_to_one_target(
+    position: BollardPosition | None, access: AccessPolicy | None, expected: BollardTarget
 ) -> None:
-    setting = schedule_pb2.BollardSetting(position=position, access=access)  # type: ignore[arg-type]
-    assert target_from_setting(setting) == (expected or BollardTarget())
-
-
-def test_empty_schedule_setting_is_refused() -> None:
-    with pytest.raises(BollardError, match=r"program\.points\[3\]\.bollard"):
-        target_from_setting(schedule_pb2.BollardSetting(), "program.points[3].bollard")
+    assert target_from_setting(BollardSetting(position, access)) == expected

@@ -217,14 +217,16 @@ def test_operator_reset_clears_the_lockout() -> None:
     assert "reset" in run.types()
 
 
-def test_mode_change_clears_the_lockout() -> None:
+def test_a_mode_change_is_not_a_reset_the_lockout_holds() -> None:
     run = Run()
     for attempt in range(3):
         run.reverse_once(attempt * 10)
-    run.at(50, mode=Mode.HELD_UP)
-    assert run.outputs == BollardOutputs(warning_light=True)
-    assert not run.situation.locked_out
+    for mode in (Mode.HELD_UP, Mode.AUTOMATIC, Mode.HELD_DOWN, Mode.HELD_UP):
+        assert run.at(50, mode=mode) == BollardOutputs()
+    assert run.situation.locked_out
     assert run.events[-1].type == "mode_changed"
+    run.reset()
+    assert run.outputs == BollardOutputs(warning_light=True)  # held up, and reset: rises
 
 
 def test_a_full_rise_resets_the_reversal_count() -> None:

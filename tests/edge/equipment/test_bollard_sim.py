@@ -146,7 +146,9 @@ async def test_pin_history_is_timed_by_the_injected_clock(street: Street) -> Non
     loop_pin = street.sim.pins["loop_pin"]
     assert loop_pin.states[-1].timestamp == pytest.approx(3600.0)
     change = street.sim.factory.history[-1]
-    assert (change.at, change.pin, change.state) == (street.clock.now(), "GPIO13", False)
+    # Normally closed loop contact: a vehicle opens it, the pull-up takes the pin high.
+    assert (change.at, change.pin, change.state) == (street.clock.now(), "GPIO13", True)
+    assert change.mono == street.clock.monotonic()
 
 
 async def test_active_high_inputs() -> None:
@@ -157,8 +159,10 @@ async def test_active_high_inputs() -> None:
     try:
         assert sim.pins["down_limit_pin"].state is True
         assert sim.read().down_limit
+        assert sim.pins["loop_pin"].state is True  # normally closed, to the supply: clear
         sim.car_arrives()
-        assert sim.pins["loop_pin"].state is True
+        assert sim.pins["loop_pin"].state is False
+        assert sim.read().loop_occupied
     finally:
         sim.close()
 

@@ -13,6 +13,7 @@ from gpiozero.pins.mock import MockFactory
 
 from edge.equipment.base import EquipmentConfigError, EquipmentEvent, Priority
 from edge.equipment.bus_priority import BusPriorityLimits, BusPriorityOutcome
+from edge.equipment.safety_card import SafetyCard
 from edge.equipment.signal import (
     DARK,
     FLASHING_AMBER,
@@ -71,6 +72,12 @@ EVENING = SignalPlan(
     "evening", 60, 7, (GreenInterval("ew", 0, 30), GreenInterval("ns", 35, 55))
 )  # fmt: skip
 PLANS = SignalPlans(CROSSING, (DAY, EVENING))
+CARD_ENTRY: dict[str, Any] = {
+    "groups": ["ns", "ew", "ped"],
+    "min_green_s": {"ns": 6, "ew": 6, "ped": 5},
+    "intergreens": [["ns", "ew", 5], ["ew", "ns", 5], ["ew", "ped", 6], ["ped", "ew", 4]],
+}
+CARD = SafetyCard.from_mapping(CARD_ENTRY, "safety_card")
 
 
 wire_kind = signal_pb2.SignalGroupKind.ValueType
@@ -136,7 +143,12 @@ def shell(
 ) -> SignalController:
     limits = BusPriorityLimits(max_requests=1, window_s=60, expiry_s=5)
     return SignalController(
-        device_id="darcy", driver=sim, clock=clock, sink=events.append, bus_priority=limits
+        device_id="darcy",
+        driver=sim,
+        clock=clock,
+        sink=events.append,
+        card=CARD,
+        bus_priority=limits,
     )
 
 
@@ -222,8 +234,15 @@ def wider() -> Intersection:
 
 
 async def test_a_plan_the_controller_refuses_leaves_the_running_one(
-    shell: SignalController, sim: SimulatedSignalController, events: list[EquipmentEvent]
+    sim: SimulatedSignalController, clock: ManualClock, events: list[EquipmentEvent]
 ) -> None:
+    # A card that knows the bus group: the agent's checks pass, the controller refuses.
+    card = dataclasses.replace(
+        CARD, groups=(*CARD.groups, "bus"), min_green_s={**CARD.min_green_s, "bus": 5}
+    )
+    shell = SignalController(
+        device_id="darcy", driver=sim, clock=clock, sink=events.append, card=card
+    )
     await shell.load_plans(SignalPlans(wider(), (DAY, EVENING)))
     with pytest.raises(SignalRefusedError):
         await shell.apply("evening", NORMAL)
@@ -236,7 +255,7 @@ async def test_a_document_the_controller_cannot_run_is_not_adopted(
     shell: SignalController, sim: SimulatedSignalController, events: list[EquipmentEvent]
 ) -> None:
     await started(shell)
-    with pytest.raises(SignalRefusedError):
+    with pytest.raises(SignalPlanError, match=r"groups\[3\]\.id: group 'bus' is not on the"):
         await shell.load_plans(SignalPlans(wider(), (DAY, EVENING)))
     assert (events[-1].type, events[-1].priority) == ("signal.plans_refused", Priority.ALARM)
     assert shell.plans == PLANS
@@ -397,6 +416,7 @@ def simulated_entry(**changes: Any) -> dict[str, Any]:
         "id": "darcy",
         "backend": "simulated",
         "poll_interval_s": 2,
+        "safety_card": CARD_ENTRY,
         "bus_priority": {"max_requests": 2, "window_s": 90, "expiry_s": 8},
         "simulated": {
             "watchdog_s": 10,
@@ -425,7 +445,7 @@ def gpio_entry(**changes: Any) -> dict[str, Any]:
         "priority_pins": {"ns": 21},
     }
     gpio.update(changes)
-    return {"id": "darcy", "backend": "gpio", "gpio": gpio}
+    return {"id": "darcy", "backend": "gpio", "safety_card": CARD_ENTRY, "gpio": gpio}
 
 
 def test_a_simulated_entry_is_read() -> None:
@@ -585,6 +605,8 @@ async def test_gpio_heartbeat_toggles_and_priority_holds_until_expiry(
 async def test_a_dead_gpio_controller_alarms_through_the_shell(
     gpio: GpioSignalController, clock: ManualClock, events: list[EquipmentEvent]
 ) -> None:
-    shell = SignalController(device_id="darcy", driver=gpio, clock=clock, sink=events.append)
+    shell = SignalController(
+        device_id="darcy", driver=gpio, clock=clock, sink=events.append, card=CARD
+    )
     assert await shell.poll() is None  # alive input low
     assert types(events, Priority.ALARM) == ["signal.communication_lost"]

@@ -442,3 +442,30 @@ def test_accepted_plans_never_light_conflicting_greens_over_two_cycles(plans: Si
                     if e.to_group == g and e.from_group in last_end:
                         assert t - last_end[e.from_group] >= e.seconds, (t, e)
         previous = now
+
+
+# -- the model itself refuses impossible values (issue 9, item 11) ----------------------------
+
+
+@pytest.mark.parametrize(
+    ("build", "field"),
+    [
+        (lambda: SignalGroup("ns", VEHICLE, float("nan"), 3, 2), "min_green_s"),  # type: ignore[arg-type]
+        (lambda: SignalGroup("ns", VEHICLE, 6, -3, 2), "amber_s"),
+        (lambda: SignalGroup("ns", VEHICLE, 6, 3, 1.5), "all_red_s"),  # type: ignore[arg-type]
+        (lambda: SignalGroup("ns", 1, 6, 3, 2), "kind"),  # type: ignore[arg-type]
+        (lambda: Intergreen("ns", "ew", -5), "seconds"),
+        (lambda: Intergreen("ns", "ew", float("inf")), "seconds"),  # type: ignore[arg-type]
+        (lambda: GreenInterval("ns", -1, 20), "start_s"),
+        (lambda: GreenInterval("ns", 0, float("nan")), "end_s"),  # type: ignore[arg-type]
+        (lambda: GreenInterval("ns", 0, True), "end_s"),
+        (lambda: SignalPlan("p", -60, 0, ()), "cycle_s"),
+        (lambda: SignalPlan("p", 60, 2**32, ()), "offset_s"),
+    ],
+)
+def test_plans_built_as_objects_refuse_nan_negative_and_fractional_times(
+    build: object, field: str
+) -> None:
+    with pytest.raises(PlanStructureError) as refused:
+        build()  # type: ignore[operator]
+    assert refused.value.field == field

@@ -70,12 +70,14 @@ def test_sun_event_absent_that_day_is_skipped() -> None:
     assert len(instants(program, TROMSO, date(2026, 12, 21))) == 1
 
 
-def test_offset_carrying_a_point_into_another_day_is_skipped() -> None:
-    # Dijon midsummer sunset 21:39 + 180 min = 00:39 the next day: not this day's point.
+def test_a_point_lands_on_the_date_it_happens_on() -> None:
+    # Dijon midsummer sunset 21:39 + 180 min = 00:39 the next day: that day's point, and
+    # 21 June gets the one of 20 June's sunset, just after its own midnight.
     program = Program("p", (sun(SunEvent.SUNSET, 180), sun(SunEvent.SUNSET, 120)))
     placed = instants(program, DIJON, date(2026, 6, 21))
-    assert len(placed) == 1
-    assert placed[0].astimezone(DIJON.zone).strftime("%H:%M") == "23:39"
+    local = [p.astimezone(DIJON.zone).strftime("%d %H:%M") for p in placed]
+    assert local == ["21 00:39", "21 23:39"]
+    assert all(p.astimezone(DIJON.zone).date() == date(2026, 6, 21) for p in placed)
 
 
 def test_day_plan_carries_program_and_day_bounds() -> None:

@@ -1,0 +1,141 @@
+"""What the outputs hold when the agent is not there (SAFETY.md, "When the agent is not there").
+
+The real agent process drives a gpio lamp and a simulated bollard on gpiozero's mock pins,
+journaling every pin change to disk (``killed_agent.py``); it is killed with SIGKILL in the
+middle of a bollard rise, or stopped with SIGTERM at the same moment. The journal shows
+what the pins held: after SIGKILL nothing was cleaned up (the up motor pin is still high,
+the lamp relay as it was): that is what the hardware must make safe (limit switch and edge
+in the up contactor's circuit, a watchdog relay, normally-closed lamp relays). After
+SIGTERM both motor pins went low before gpiozero released every pin (``close`` turns an
+output into an input).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+NIGHT = datetime(2026, 6, 21, 23, 30, tzinfo=ZoneInfo("Europe/Paris"))
+LAMP_RELAY, MOTOR_UP, MOTOR_DOWN = "GPIO17", "GPIO17", "GPIO27"
+
+
+def config(tmp_path: Path) -> Path:
+    (tmp_path / "root.pem").write_text("")
+    path = tmp_path / "agent.toml"
+    path.write_text(
+        f"""[gateway]
+id = "killed-1"
+serial = "SN-killed-1"
+state_dir = "{tmp_path / "state"}"
+[orchestrator]
+address = "127.0.0.1:9"
+ca_file = "{tmp_path / "root.pem"}"
+[site]
+latitude = 47.322
+longitude = 5.0415
+time_zone = "Europe/Paris"
+[clock]
+mode = "simulated"
+start = "{NIGHT.isoformat()}"
+speed = 1
+[[lamps]]
+id = "lamp-1"
+backend = "gpio"
+nominal_power_w = 60
+relay_pin = 17
+pwm_pin = 18
+sense_pin = 27
+[[bollards]]
+id = "bollard-1"
+backend = "simulated"
+"""
+    )
+    return path
+
+
+def run_until_rising(tmp_path: Path) -> tuple[subprocess.Popen[str], Path]:
+    journal = tmp_path / "pins.journal"
+    env = dict(os.environ, GPIOZERO_PIN_FACTORY="mock", PYTHONUNBUFFERED="1")
+    process = subprocess.Popen(
+        [sys.executable, str(HERE / "killed_agent.py"), str(config(tmp_path)), str(journal)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
+    assert process.stdout is not None
+    deadline = time.monotonic() + 60
+    for line in process.stdout:
+        if line.strip() == "RISING":
+            return process, journal
+        assert time.monotonic() < deadline, "the bollard never started rising"
+    raise AssertionError(f"the agent exited with {process.wait()} before the rise")
+
+
+def read_journal(journal: Path) -> tuple[dict[tuple[str, str], bool], set[tuple[str, str]]]:
+    """The last level of each output (factory, pin), and the outputs released since.
+
+    An output starts low (gpiozero's ``initial_value=False``); "released" means gpiozero
+    turned it back into an input after it had been an output.
+    """
+    levels: dict[tuple[str, str], bool] = {}
+    outputs: set[tuple[str, str]] = set()
+    released: set[tuple[str, str]] = set()
+    for line in journal.read_text().splitlines():
+        parts = line.split()
+        if len(parts) != 3:
+            continue
+        pin, value = (parts[0], parts[1]), parts[2]
+        if value == "function=output":
+            outputs.add(pin)
+            levels[pin] = False
+        elif value == "function=input" and pin in outputs:
+            released.add(pin)
+        elif pin in outputs and value in ("0", "1"):
+            levels[pin] = value == "1"
+    return levels, released
+
+
+@pytest.mark.timeout(120)
+def test_sigkill_leaves_every_output_as_it_was_the_hardware_must_cope(tmp_path: Path) -> None:
+    process, journal = run_until_rising(tmp_path)
+    time.sleep(0.3)  # well inside the 3 s rise
+    process.send_signal(signal.SIGKILL)
+    assert process.wait(timeout=20) == -signal.SIGKILL
+    levels, released = read_journal(journal)
+    # Nothing ran after the kill: the up motor is still energised, the lamp still lit
+    # (its relay closed), no pin was released. SAFETY.md: the up contactor's own limit
+    # switch, edge and watchdog relay must stop the motor; lamps must be wired to stay lit.
+    assert levels[("bollard", MOTOR_UP)] is True
+    assert levels[("bollard", MOTOR_DOWN)] is False
+    assert levels[("lamp", LAMP_RELAY)] is True
+    assert released == set()
+    assert "stopped" not in journal.read_text()
+
+
+@pytest.mark.timeout(120)
+def test_sigterm_switches_the_motors_off_then_releases_every_pin(tmp_path: Path) -> None:
+    process, journal = run_until_rising(tmp_path)
+    time.sleep(0.3)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) == 0
+    lines = journal.read_text().splitlines()
+    motor_off = lines.index(f"bollard {MOTOR_UP} 0")
+    motor_released = len(lines) - 1 - lines[::-1].index(f"bollard {MOTOR_UP} function=input")
+    assert motor_off < motor_released, "the motor pin was released while still energised"
+    levels, released = read_journal(journal)
+    for pin in ("GPIO17", "GPIO27", "GPIO22"):  # motors and warning light: off, released
+        assert levels[("bollard", pin)] is False
+        assert ("bollard", pin) in released
+    # gpiozero's close turns every output into an input: what the relay board's own pull
+    # then does decides the lamp (normally-closed contacts: lit).
+    assert {("lamp", "GPIO17"), ("lamp", "GPIO18")} <= released
