@@ -40,20 +40,20 @@ from pathlib import Path
 import psutil
 from gpiozero.pins.mock import MockFactory
 
+from domain.schedule.evaluator import evaluate
+from domain.schedule.model import DeviceKind, Site
+from domain.schedule.wire import schedule_from_proto
 from edge.agent import Agent
 from edge.config import AgentConfig
-from edge.schedule.evaluator import evaluate
-from edge.schedule.model import DeviceKind, Site
-from edge.schedule.wire import schedule_from_proto
 from edge.storage.state import AgentState
+from foundation.clock import ManualClock
 from ondijon.admin import call
-from ondijon.clock import ManualClock
 from ondijon.demo import SIGNAL, lighting_program, signal_plans
-from ondijon.profile import Profile
 from orchestrator.config import OrchestratorConfig
+from orchestrator.identity.operators import add_operator
 from protos.ondijon.v1 import control_pb2, link_pb2
 from provisioning.ca import CertificateAuthority
-from provisioning.operators import add_operator
+from provisioning.profile import Profile
 
 SITE = Site(latitude=47.3220, longitude=5.0415, time_zone="Europe/Paris")
 GATEWAY = "bench-cabinet"

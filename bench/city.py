@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from orchestrator.store.store import Store
+from orchestrator.store.database import Store
 from provisioning.ca import CertificateAuthority, key_to_pem, make_csr, new_private_key
 from provisioning.identity import Identity, Role
 

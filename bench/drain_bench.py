@@ -42,7 +42,7 @@ import psutil
 import sqlalchemy as sa
 from city import BenchCity  # bench/city.py, beside this script
 
-from orchestrator.store.store import NewEvent, Store
+from orchestrator.store.database import NewEvent, Store
 from protos.ondijon.v1 import link_pb2
 
 CONNECT = "/ondijon.v1.GatewayLink/Connect"

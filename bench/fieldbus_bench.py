@@ -38,13 +38,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from domain.schedule.model import Site  # noqa: E402
 from edge.fieldbus import broker  # noqa: E402
 from edge.fieldbus.program import node_program  # noqa: E402
+from edge.fieldbus.simulate import Fleet, SimulatedRTC, VirtualNode, load_configs  # noqa: E402
 from edge.fieldbus.standin import GatewayStandIn  # noqa: E402
 from edge.node import bus  # noqa: E402
-from edge.node.simulate import Fleet, SimulatedRTC, VirtualNode, load_configs  # noqa: E402
 from edge.node.ticks import ManualTicks  # noqa: E402
-from edge.schedule.model import Site  # noqa: E402
 
 T0 = 1774699200
 SITE = Site(47.322, 5.0415, "Europe/Paris")

@@ -52,14 +52,14 @@ from edge.config import AgentConfig
 from edge.firmware.launch import exec_plan
 from edge.firmware.simulator import agent_wheel
 from edge.identity import enroll
+from foundation.clock import SystemClock
 from ondijon import firmware_cli
 from ondijon.admin import call
-from ondijon.clock import SystemClock
 from orchestrator.config import OrchestratorConfig
+from orchestrator.identity.operators import add_operator
 from orchestrator.server import start
 from protos.ondijon.v1 import control_pb2, firmware_pb2
 from provisioning.ca import CertificateAuthority
-from provisioning.operators import add_operator
 from provisioning.release import build_release, generate_release_key, sign_release
 
 VERSION = "0.2.0"

@@ -35,11 +35,11 @@ import sqlalchemy as sa
 from city import BenchCity  # bench/city.py, beside this script
 
 from orchestrator.config import Limits
-from orchestrator.devices import COMPACT_EVERY, DeviceLog, compact
-from orchestrator.link import decode_request
+from orchestrator.ingest.checks import check_state_report
+from orchestrator.ingest.devices import COMPACT_EVERY, DeviceLog, compact
+from orchestrator.ingest.link import decode_request
+from orchestrator.store.database import Store
 from orchestrator.store.runner import StoreRunner
-from orchestrator.store.store import Store
-from orchestrator.wire import check_state_report
 from protos.ondijon.v1 import link_pb2, schedule_pb2, state_pb2
 
 CONNECT = "/ondijon.v1.GatewayLink/Connect"

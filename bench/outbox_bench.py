@@ -15,10 +15,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from edge.equipment.base import EquipmentEvent, Priority
+from edge.events import EquipmentEvent, Priority
 from edge.storage.outbox import Outbox
 from edge.storage.overflow import MIB, OutboxLimits, sequence_ranges
-from ondijon.clock import ManualClock
+from foundation.clock import ManualClock
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 QUARTER = timedelta(minutes=15)

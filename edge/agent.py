@@ -31,33 +31,11 @@ from typing import Any, Protocol
 
 import grpc
 
-from edge.config import AgentConfig
-from edge.equipment.access import AccessListError, LocalAccessList
-from edge.equipment.base import EquipmentEvent, Priority
-from edge.equipment.bollard import (
-    BollardConfig,
-    BollardController,
-    open_bollard_driver,
-    target_from_setting,
-)
-from edge.equipment.bollard_rules import Mode
-from edge.equipment.cabinet import CabinetConfig, CabinetMonitor, connect_cabinet
-from edge.equipment.lamp import LampConfig, LampController, LampCounters, connect_lamp
-from edge.equipment.latches import LatchFile
-from edge.equipment.metering import QuarterHourMeter
-from edge.equipment.signal import SignalConfig, SignalController, SignalDriverError, build_driver
-from edge.equipment.signal_plan import SignalPlanError, plans_from_proto, validate_plans
-from edge.firmware.agent_side import AgentFirmware
-from edge.firmware.boot import HealthCheck
-from edge.firmware.launch import running_release
-from edge.firmware.notify import Notifier, watchdog_interval
-from edge.identity import Credentials
-from edge.link import GatewayLinkClient
-from edge.renewal import keep_renewed
-from edge.schedule.errors import ScheduleError
-from edge.schedule.evaluator import Decision, evaluate
-from edge.schedule.fallback import unknown_time_lamps
-from edge.schedule.model import (
+from domain.access import AccessListError, LocalAccessList
+from domain.schedule.errors import ScheduleError
+from domain.schedule.evaluator import Decision, evaluate
+from domain.schedule.fallback import unknown_time_lamps
+from domain.schedule.model import (
     BollardSetting,
     DeviceKind,
     Override,
@@ -65,7 +43,34 @@ from edge.schedule.model import (
     SignalMode,
     Site,
 )
-from edge.schedule.wire import override_from_proto, schedule_from_proto
+from domain.schedule.wire import override_from_proto, schedule_from_proto
+from domain.signals.plans import SignalPlanError, plans_from_proto, validate_plans
+from edge.config import AgentConfig
+from edge.equipment.bollard.controller import (
+    BollardConfig,
+    BollardController,
+    open_bollard_driver,
+    target_from_setting,
+)
+from edge.equipment.bollard.latches import LatchFile
+from edge.equipment.bollard.rules import Mode
+from edge.equipment.cabinet.monitor import CabinetConfig, CabinetMonitor, connect_cabinet
+from edge.equipment.lamp.controller import LampConfig, LampController, LampCounters, connect_lamp
+from edge.equipment.metering import QuarterHourMeter
+from edge.equipment.signal.controller import (
+    SignalConfig,
+    SignalController,
+    SignalDriverError,
+    build_driver,
+)
+from edge.events import EquipmentEvent, Priority
+from edge.firmware.agent_side import AgentFirmware
+from edge.firmware.boot import HealthCheck
+from edge.firmware.launch import running_release
+from edge.firmware.notify import Notifier, watchdog_interval
+from edge.identity import Credentials
+from edge.link import GatewayLinkClient
+from edge.renewal import keep_renewed
 from edge.storage.atomic import StorageRecovery
 from edge.storage.errors import DocumentRefusedError
 from edge.storage.outbox import Outbox
@@ -73,7 +78,7 @@ from edge.storage.overflow import OutboxLimits
 from edge.storage.state import AgentState, DeviceCounters, DocumentVerdict
 from edge.supervisor import Child, Supervisor
 from edge.timekeeping import CHECK_INTERVAL_S, ClockSync, RealTimeClock, Timekeeper, clock_sync
-from ondijon.clock import Clock, SimulatedClock, SystemClock
+from foundation.clock import Clock, SimulatedClock, SystemClock
 from protos.ondijon.v1 import (
     access_pb2,
     firmware_pb2,

@@ -54,7 +54,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from edge.timekeeping import SYNC_SOURCES
-from ondijon.config import ConfigError, Section, load_toml
+from foundation.settings import ConfigError, Section, load_toml
 from provisioning.identity import IdentityError, check_name
 
 EQUIPMENT_KINDS = ("lamps", "bollards", "signals", "cabinet")

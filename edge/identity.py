@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from edge.config import AgentConfig
-from ondijon.files import fsync_dir, private_directory, write_atomic
+from foundation.files import fsync_dir, private_directory, write_atomic
 from protos.ondijon.v1 import enrollment_pb2, enrollment_pb2_grpc
 from provisioning.ca import KEY_MODE, CAError, key_to_pem, load_certs, make_csr, new_private_key
 

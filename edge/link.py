@@ -38,13 +38,13 @@ from typing import Protocol
 import grpc
 
 from edge.config import AgentConfig
-from edge.equipment.base import EquipmentEvent
+from edge.events import EquipmentEvent
 from edge.identity import Credentials, IdentityFilesError, channel_options, load_credentials
 from edge.storage.atomic import StorageRecovery
 from edge.storage.errors import OutboxRecovered, StorageError
 from edge.storage.loss import Settlement
-from ondijon.escaping import escape
-from ondijon.files import fsync_dir
+from foundation.escaping import escape
+from foundation.files import fsync_dir
 from protos.ondijon.v1 import firmware_pb2, link_pb2, link_pb2_grpc, state_pb2
 
 log = logging.getLogger("ondijon.edge.link")

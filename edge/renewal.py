@@ -30,7 +30,7 @@ from cryptography import x509
 
 from edge.config import AgentConfig
 from edge.identity import Credentials, EnrollmentError, IdentityFilesError, renew
-from ondijon.clock import Clock, SystemClock
+from foundation.clock import Clock, SystemClock
 
 log = logging.getLogger("ondijon.edge.renewal")
 

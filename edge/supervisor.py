@@ -24,7 +24,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from ondijon.clock import Clock
+from foundation.clock import Clock
 
 log = logging.getLogger("ondijon.edge.supervisor")
 

@@ -23,9 +23,9 @@ from typing import Any
 
 from edge.agent import Agent, make_clock
 from edge.config import AgentConfig
-from edge.equipment import bollard_sim
-from edge.equipment.bollard_sim import ClockedMockFactory, ClockedMockPin, PinChange
-from edge.equipment.lamp_sim import clocked_pwm_factory
+from edge.equipment.sim import bollard as bollard_sim
+from edge.equipment.sim.bollard import ClockedMockFactory, ClockedMockPin, PinChange
+from edge.equipment.sim.lantern import clocked_pwm_factory
 from protos.ondijon.v1 import link_pb2, schedule_pb2
 
 JOURNAL_FD = -1

@@ -2,8 +2,8 @@
 
 gpiozero's mock pins live inside one process, so on the mock factory the bench runs the
 real :class:`~edge.agent.Agent` in-process, built from an agent TOML exactly as ``ondijon
-edge run`` builds it, with its gpio backends on a :func:`~edge.equipment.lamp_sim.
-clocked_pwm_factory` and a :class:`~ondijon.clock.ManualClock`. The bench plays the street
+edge run`` builds it, with its gpio backends on a :func:`~edge.equipment.sim.lantern.
+clocked_pwm_factory` and a :class:`~foundation.clock.ManualClock`. The bench plays the street
 behind the pins (lanterns feeding the sense inputs, cars on a bollard's loop, a welded
 signal relay) and checks what the *pins* did, timed in the agent's own seconds.
 
@@ -23,15 +23,15 @@ from pathlib import Path
 
 from google.protobuf.message import Message
 
+from domain.schedule.astronomy import sun_day
+from domain.schedule.model import Site, SunEvent
 from edge.agent import Agent
 from edge.config import AgentConfig
-from edge.equipment.bollard_sim import ClockedMockFactory, SimulatedBollard
-from edge.equipment.lamp_sim import MockLantern, clocked_pwm_factory
-from edge.equipment.signal_sim import SimulatedSignalController
-from edge.schedule.astronomy import sun_day
-from edge.schedule.model import Site, SunEvent
+from edge.equipment.sim.bollard import ClockedMockFactory, SimulatedBollard
+from edge.equipment.sim.crossing import SimulatedSignalController
+from edge.equipment.sim.lantern import MockLantern, clocked_pwm_factory
 from edge.storage.state import AgentState
-from ondijon.clock import ManualClock
+from foundation.clock import ManualClock
 from protos.ondijon.v1 import link_pb2
 
 SITE = Site(latitude=47.322, longitude=5.0415, time_zone="Europe/Paris")

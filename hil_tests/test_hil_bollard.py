@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 from street import Street, document, street
 
-from edge.equipment.bollard_sim import PinChange, SimulatedBollard
+from edge.equipment.sim.bollard import PinChange, SimulatedBollard
 from protos.ondijon.v1 import link_pb2, schedule_pb2, state_pb2
 
 PARIS = ZoneInfo("Europe/Paris")

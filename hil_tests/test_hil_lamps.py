@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 from street import LAMPS, document, street, sun_event
 
-from edge.schedule.model import SunEvent
+from domain.schedule.model import SunEvent
 from protos.ondijon.v1 import link_pb2, schedule_pb2
 
 DAY = datetime(2026, 6, 21, 12, 0, tzinfo=UTC)

@@ -18,11 +18,11 @@ from pathlib import Path
 from agent_process import spawn_agent
 from street import LampPins, agent_toml, document, hold_documents, sun_event
 
-from edge.equipment.base import Priority
-from edge.schedule.model import SunEvent
+from domain.schedule.model import SunEvent
+from edge.events import Priority
 from edge.storage.outbox import Outbox
 from edge.storage.state import AgentState
-from ondijon.clock import ManualClock
+from foundation.clock import ManualClock
 from protos.ondijon.v1 import link_pb2, schedule_pb2
 
 SUNSET = sun_event(datetime(2026, 6, 21, 12, 0, tzinfo=UTC), SunEvent.SUNSET)

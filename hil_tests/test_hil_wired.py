@@ -12,7 +12,7 @@ load. The agent drives a lamp whose relay output is ``ONDIJON_HIL_OUT``; the ben
   unless ``ONDIJON_HIL_OUT`` and ``ONDIJON_HIL_IN`` are set: a developer's ``pytest`` on a
   gateway in service never drives its pins.
 - On the mock factory, whose pins live in one process, the agent runs in-process and a
-  :class:`~edge.equipment.lamp_sim.MockLantern` plays the wire from OUT to IN.
+  :class:`~edge.equipment.sim.lantern.MockLantern` plays the wire from OUT to IN.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ import pytest
 from agent_process import spawn_agent
 from street import LampPins, agent_toml, document, hold_documents, street, sun_event
 
-from edge.equipment.lamp_sim import MockLantern
-from edge.schedule.model import SunEvent
+from domain.schedule.model import SunEvent
+from edge.equipment.sim.lantern import MockLantern
 from protos.ondijon.v1 import link_pb2, schedule_pb2
 
 FACTORIES = ("mock", "lgpio", "rpigpio", "pigpio", "native")

@@ -12,8 +12,7 @@ import grpc
 from google.protobuf import json_format, timestamp_pb2
 from google.protobuf.message import Message
 
-from ondijon.escaping import escape
-from ondijon.profile import Profile
+from foundation.escaping import escape
 from protos.ondijon.v1 import (
     access_pb2,
     control_pb2,
@@ -22,6 +21,7 @@ from protos.ondijon.v1 import (
     schedule_pb2,
     signal_pb2,
 )
+from provisioning.profile import Profile
 
 DOCUMENT_KINDS: dict[str, tuple[int, type[Message]]] = {
     "schedule": (link_pb2.DOCUMENT_KIND_SCHEDULE, schedule_pb2.Schedule),

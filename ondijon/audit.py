@@ -15,8 +15,8 @@ from typing import Any, TextIO
 
 import grpc
 
-from ondijon.profile import Profile
 from protos.ondijon.v1 import control_pb2, control_pb2_grpc
+from provisioning.profile import Profile
 
 FIELDS = ("id", "at", "actor", "action", "target", "commune", "result", "detail")
 FORMATS = ("csv", "jsonl")

@@ -31,9 +31,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ondijon.clock import SystemClock
-from ondijon.config import ConfigError
-from ondijon.escaping import escape
+from foundation.clock import SystemClock
+from foundation.escaping import escape
+from foundation.settings import ConfigError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -192,7 +192,7 @@ def _run(args: argparse.Namespace) -> int:
         from datetime import UTC, datetime
 
         from orchestrator.config import OrchestratorConfig
-        from provisioning.operators import add_operator
+        from orchestrator.identity.operators import add_operator
 
         profile = add_operator(
             OrchestratorConfig.load(args.config),
@@ -210,7 +210,7 @@ def _run(args: argparse.Namespace) -> int:
 
         config = OrchestratorConfig.load(args.config)
         if args.orchestrator_command == "migrate":
-            from orchestrator.store.store import Store
+            from orchestrator.store.database import Store
 
             Store.open(config.store_url).close()
             print("store is at the newest schema")
@@ -278,10 +278,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _known_errors() -> tuple[type[Exception], ...]:
     from edge.identity import EnrollmentError, IdentityFilesError
     from ondijon.admin import AdminError
-    from orchestrator.store.store import StoreError
+    from orchestrator.identity.operators import OperatorError
+    from orchestrator.store.database import StoreError
     from provisioning.ca import CAError
     from provisioning.identity import IdentityError
-    from provisioning.operators import OperatorError
 
     return (
         ConfigError,

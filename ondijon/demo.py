@@ -24,11 +24,11 @@ from zoneinfo import ZoneInfo
 from edge.config import AgentConfig
 from edge.identity import enroll
 from ondijon.admin import call
-from ondijon.profile import Profile
 from orchestrator.config import OrchestratorConfig
+from orchestrator.identity.operators import add_operator
 from protos.ondijon.v1 import control_pb2, link_pb2, schedule_pb2, signal_pb2, state_pb2
 from provisioning.ca import CertificateAuthority
-from provisioning.operators import add_operator
+from provisioning.profile import Profile
 
 TZ = "Europe/Paris"
 

@@ -25,8 +25,8 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message
 
 from ondijon.admin import AdminError
-from ondijon.profile import Profile
 from protos.ondijon.v1 import firmware_pb2, firmware_pb2_grpc
+from provisioning.profile import Profile
 from provisioning.release import (
     ReleaseError,
     build_release,

@@ -5,7 +5,7 @@ Example::
     [server]
     listen = "0.0.0.0:7443"          # mutual TLS: gateways and operators
     enroll_listen = "0.0.0.0:7444"   # server-authenticated TLS: enrollment with a token only
-    crl_listen = "0.0.0.0:7480"      # optional: the CRL over plain HTTP (orchestrator.crl_point)
+    crl_listen = "0.0.0.0:7480"      # optional: the CRL over plain HTTP (identity/crl_point.py)
     dns_names = ["orchestrator.example.org"]
     ip_addresses = []
 
@@ -33,9 +33,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from ondijon.config import ConfigError, Section, load_toml
+from foundation.settings import ConfigError, Section, load_toml
+from orchestrator.ingest.checks import TimeWindow
 from orchestrator.store.connection import StoreSettings
-from orchestrator.wire import TimeWindow
 from provisioning.ca import CAError, check_crl_urls
 
 

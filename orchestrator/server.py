@@ -12,7 +12,7 @@ next handshake uses the new ones, without a restart. The orchestrator renews its
 certificate that way past two thirds of its life (checked hourly); to rotate the CA, put
 the old and the new root in ``client-ca.pem`` until every peer has moved.
 
-Every call of both ports first goes through admission (:mod:`orchestrator.admission`:
+Every call of both ports first goes through admission (:mod:`orchestrator.access.admission`:
 strict decoding, rate limits, stream caps). In the background, the revocation sweeper
 closes streams whose certificate was revoked elsewhere or expired.
 """
@@ -32,23 +32,23 @@ import grpc
 from cryptography.hazmat.primitives import serialization
 from grpc_health.v1 import health_pb2_grpc
 
-from ondijon.clock import Clock
-from ondijon.files import private_directory, write_atomic
-from orchestrator.admission import Admission
-from orchestrator.app import Orchestrator
-from orchestrator.campaign_admin import install_firmware
+from foundation.clock import Clock
+from foundation.files import private_directory, write_atomic
+from orchestrator.access.admission import Admission
+from orchestrator.access.certificates import Orchestrator
+from orchestrator.api.campaigns import install_firmware
+from orchestrator.api.control import ControlCentreService
 from orchestrator.config import OrchestratorConfig
-from orchestrator.control import ControlCentreService
-from orchestrator.crl_point import CrlPoint
-from orchestrator.enrollment import EnrollmentService
-from orchestrator.hub import Hub
-from orchestrator.link import GatewayLinkService, add_gateway_link
-from orchestrator.readiness import Readiness
-from orchestrator.readiness import health_servicer as health_servicer_for_grpc
-from orchestrator.revocation import Sweeper
-from orchestrator.routing import new_replica_id
+from orchestrator.identity.crl_point import CrlPoint
+from orchestrator.identity.enrollment import EnrollmentService
+from orchestrator.identity.revocation import Sweeper
+from orchestrator.ingest.hub import Hub
+from orchestrator.ingest.link import GatewayLinkService, add_gateway_link
+from orchestrator.ingest.readiness import Readiness
+from orchestrator.ingest.readiness import health_servicer as health_servicer_for_grpc
+from orchestrator.ingest.routing import new_replica_id
+from orchestrator.store.database import Store
 from orchestrator.store.runner import StoreRunner
-from orchestrator.store.store import Store
 from protos.ondijon.v1 import control_pb2_grpc, enrollment_pb2_grpc
 from provisioning.ca import KEY_MODE, CAError, CertificateAuthority, load_certs
 from provisioning.identity import Identity, Role

@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from ondijon.files import PUBLIC_FILE, fsync_dir, write_atomic
+from foundation.files import PUBLIC_FILE, fsync_dir, write_atomic
 from provisioning.identity import Identity, Role
 
 KEY_MODE = 0o600

@@ -6,7 +6,7 @@ SHA-256, total size) and ``signatures.json`` (Ed25519 signatures of exactly the 
 bytes, each with the key id the agent pins). Release keys are Ed25519 PKCS#8 PEM files,
 created readable by their owner only; keep them off the orchestrator.
 
-The manifest is written with the same :func:`edge.firmware.verify.canonical_json` the agent
+The manifest is written with the same :func:`domain.firmware.manifest.canonical_json` the agent
 checks it with, and re-parsed by the agent's parser before anything is written, so a
 release this module builds is one the agent can read.
 """
@@ -27,17 +27,17 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edge.firmware.errors import FirmwareRefused
-from edge.firmware.verify import (
+from domain.firmware.errors import FirmwareRefused
+from domain.firmware.manifest import (
     MANIFEST_FORMAT,
     canonical_json,
     format_instant,
     key_id,
     parse_manifest,
 )
-from edge.firmware.version import VersionError, parse_version
-from ondijon.clock import SystemClock
-from ondijon.files import fsync_dir, write_atomic
+from domain.firmware.version import VersionError, parse_version
+from foundation.clock import SystemClock
+from foundation.files import fsync_dir, write_atomic
 from protos.ondijon.v1 import firmware_pb2
 
 MANIFEST = "manifest.json"
@@ -92,7 +92,7 @@ def build_release(
 
     Args:
         wheel: the agent wheel (its file name must carry ``version``).
-        version: the release version (PEP 440 subset, see ``edge.firmware.version``).
+        version: the release version (PEP 440 subset, see ``domain.firmware.version``).
         min_orchestrator_version: oldest orchestrator that may serve this release.
         expires_at: after this instant agents refuse the release (timezone-aware).
         out_dir: where release directories are kept (created if needed).

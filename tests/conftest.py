@@ -20,12 +20,12 @@ from typing import Any
 import pytest
 
 from edge.config import AgentConfig
-from ondijon.clock import SystemClock
-from ondijon.profile import Profile
+from foundation.clock import SystemClock
 from orchestrator.config import OrchestratorConfig
+from orchestrator.identity.operators import add_operator
 from orchestrator.server import Running, start
 from provisioning.ca import CertificateAuthority
-from provisioning.operators import add_operator
+from provisioning.profile import Profile
 
 os.environ.setdefault("GPIOZERO_PIN_FACTORY", "mock")
 

@@ -3,7 +3,7 @@
 The agent samples each lamp's monotonic counters (energy in Wh, operating hours) on its
 timer and feeds them to a :class:`QuarterHourMeter`; the meter turns the differences into
 one record per lamp per quarter hour (start, end, wh, on_seconds), emitted as a METERING
-:class:`~edge.equipment.base.EquipmentEvent` when the interval closes. A week offline is
+:class:`~edge.events.EquipmentEvent` when the interval closes. A week offline is
 then 672 small records per lamp in the outbox, whatever the sampling rate.
 
 Rules (I/O-free; time is the sample's ``now``):
@@ -30,7 +30,7 @@ import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from edge.equipment.base import EquipmentError, EquipmentEvent, Priority
+from edge.events import EquipmentError, EquipmentEvent, Priority
 
 INTERVAL_S = 900
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

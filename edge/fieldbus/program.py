@@ -1,7 +1,7 @@
 """The program a node carries: its lamp's switch points of the coming days, from the schedule.
 
 The cabinet evaluates the site's schedule with the agent's own engine
-(:func:`edge.schedule.evaluate`: calendars, holidays, sunset and sunrise, the site's time
+(:func:`domain.schedule.evaluate`: calendars, holidays, sunset and sunrise, the site's time
 zone and its DST changes) from ``start`` for ``days`` days, and keeps the instants where
 the lamp's level changes. Each instant is rounded *up* to a whole epoch second, so at
 every whole second the node's level equals the engine's. The node then needs neither a
@@ -18,11 +18,11 @@ from __future__ import annotations
 import math
 from datetime import datetime
 
+from domain.schedule import evaluate
+from domain.schedule.model import DeviceKind, Schedule, Site
 from edge.node.bus import MAX_PROGRAM_POINTS, MAX_PROGRAM_SPAN_S
 from edge.node.errors import FieldBusError
 from edge.node.program import Program
-from edge.schedule import evaluate
-from edge.schedule.model import DeviceKind, Schedule, Site
 
 DEFAULT_DAYS = 3
 

@@ -3,7 +3,7 @@
 How an update goes (after Mender, RAUC and TUF):
 
 1. **Offer** — the orchestrator sends a ``FirmwareOffer`` with a ``ReleaseManifest``
-   (canonical JSON + Ed25519 signatures). :mod:`edge.firmware.verify` refuses it unless it is
+   (canonical JSON + Ed25519 signatures). :mod:`domain.firmware.manifest` refuses it unless it is
    signed by a pinned key, unexpired, well formed and newer than the running version.
 2. **Download** — :mod:`edge.firmware.download` refuses a release over its size limits or
    the disk's free space, then fetches each part in chunks through a
@@ -33,6 +33,6 @@ at any step: until the pointer names a complete slot, the committed version boot
 step has a named crash point (:mod:`edge.firmware.durable`) that the tests cut at.
 :mod:`edge.firmware.update` chains the steps for the link layer,
 :mod:`edge.firmware.notify` talks to systemd, :mod:`edge.firmware.simulator` is an
-in-memory release server for tests, and :mod:`edge.firmware.supervisor` plays systemd's
+in-memory release server for tests, and :mod:`edge.firmware.systemd_standin` plays systemd's
 part where there is none (tests, the bench).
 """

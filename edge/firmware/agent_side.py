@@ -45,8 +45,10 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 
+from domain.firmware.errors import DownloadError, FirmwareRefused
+from domain.firmware.manifest import load_pinned_keys, verify_signed
 from edge.config import FirmwareConfig
-from edge.equipment.base import EquipmentEvent, Priority
+from edge.events import EquipmentEvent, Priority
 from edge.firmware.boot import (
     HealthCheck,
     TrialResult,
@@ -61,12 +63,10 @@ from edge.firmware.download import (
     free_bytes,
     prune_downloads,
 )
-from edge.firmware.errors import DownloadError, FirmwareRefused
 from edge.firmware.grpc_fetcher import ChannelSource, GrpcChunkFetcher
 from edge.firmware.slots import SlotStore
 from edge.firmware.update import Gate, TrustPolicy, apply_offer, pending_report
-from edge.firmware.verify import load_pinned_keys, verify_signed
-from ondijon.clock import Clock
+from foundation.clock import Clock
 from protos.ondijon.v1 import firmware_pb2
 
 log = logging.getLogger("ondijon.edge.firmware")

@@ -38,7 +38,7 @@ from pathlib import Path
 
 from edge.firmware.durable import CrashPoint, no_crash
 from edge.firmware.slots import Outcome, SlotState, SlotStore
-from ondijon.clock import Clock, SystemClock
+from foundation.clock import Clock, SystemClock
 
 HealthCheck = Callable[[], Awaitable[bool]]
 """One health check: ``True`` when healthy; raising counts as unhealthy."""

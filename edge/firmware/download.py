@@ -32,9 +32,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from domain.firmware.errors import Cancelled, DownloadError, FirmwareRefused
+from domain.firmware.manifest import Manifest, Part, verify_part
 from edge.firmware.durable import CrashPoint, fsync_dir, no_crash, write_atomic
-from edge.firmware.errors import Cancelled, DownloadError, FirmwareRefused
-from edge.firmware.verify import Manifest, Part, verify_part
 
 ProgressCallback = Callable[[int], None]
 """Called with the number of bytes of the release durably downloaded so far."""

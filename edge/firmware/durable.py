@@ -1,6 +1,6 @@
 """Durable file operations for the firmware subsystem, with named crash points.
 
-The implementation is :mod:`ondijon.files`, shared by the whole project; this module
+The implementation is :mod:`foundation.files`, shared by the whole project; this module
 names the part of it the firmware code uses.
 
 Power can be cut at any byte: a file is written under a temporary name, fsynced, renamed
@@ -12,6 +12,6 @@ there and then check that the next boot still finds a good version.
 
 from __future__ import annotations
 
-from ondijon.files import CrashPoint, fsync_dir, fsync_tree, no_crash, write_atomic
+from foundation.files import CrashPoint, fsync_dir, fsync_tree, no_crash, write_atomic
 
 __all__ = ["CrashPoint", "fsync_dir", "fsync_tree", "no_crash", "write_atomic"]

@@ -15,8 +15,8 @@ from collections.abc import AsyncIterator, Callable
 
 import grpc
 
+from domain.firmware.manifest import Part
 from edge.firmware.download import ChunkFetcher
-from edge.firmware.verify import Part
 from protos.ondijon.v1 import firmware_pb2, firmware_pb2_grpc
 
 ChannelSource = Callable[[], "grpc.aio.Channel | None"]

@@ -21,8 +21,8 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from domain.firmware.manifest import MANIFEST_FORMAT, Part, canonical_json, format_instant, key_id
 from edge.firmware.download import ChunkFetcher
-from edge.firmware.verify import MANIFEST_FORMAT, Part, canonical_json, format_instant, key_id
 
 
 def make_wheel(
@@ -48,7 +48,15 @@ def make_wheel(
     return f"{dist}-{version}-py3-none-any.whl", buffer.getvalue()
 
 
-AGENT_PACKAGES = ("ondijon", "edge", "orchestrator", "protos", "provisioning")
+AGENT_PACKAGES = (
+    "ondijon",
+    "edge",
+    "orchestrator",
+    "protos",
+    "provisioning",
+    "domain",
+    "foundation",
+)
 CHECKOUT = Path(__file__).resolve().parents[2]
 
 

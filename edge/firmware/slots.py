@@ -38,9 +38,9 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
+from domain.firmware.errors import SlotError
+from domain.firmware.version import VersionError, parse_version
 from edge.firmware.durable import CrashPoint, fsync_dir, fsync_tree, no_crash, write_atomic
-from edge.firmware.errors import SlotError
-from edge.firmware.version import VersionError, parse_version
 
 SLOTS = ("a", "b")
 STATE_FORMAT = 1

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from domain.firmware.errors import Cancelled, FirmwareRefused, SlotError
+from domain.firmware.manifest import verify_manifest
 from edge.firmware.download import (
     ChunkFetcher,
     DownloadLimits,
@@ -33,10 +35,8 @@ from edge.firmware.download import (
     prune_downloads,
 )
 from edge.firmware.durable import CrashPoint, no_crash
-from edge.firmware.errors import Cancelled, FirmwareRefused, SlotError
 from edge.firmware.slots import SlotStore, unpacked_size
-from edge.firmware.verify import verify_manifest
-from ondijon.clock import Clock
+from foundation.clock import Clock
 from protos.ondijon.v1 import firmware_pb2
 
 ProgressSink = Callable[[firmware_pb2.FirmwareProgress], None]

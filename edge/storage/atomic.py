@@ -30,9 +30,9 @@ from typing import Any
 
 from tinydb.storages import Storage
 
-from edge.equipment.base import EquipmentEvent, Priority
+from edge.events import EquipmentEvent, Priority
 from edge.storage.errors import StorageWriteError
-from ondijon import files
+from foundation import files
 
 PathLike = str | os.PathLike[str]
 

@@ -31,7 +31,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from edge.equipment.base import EquipmentEvent, Priority
+from edge.events import EquipmentEvent, Priority
 from edge.storage.overflow import (
     GAP_DEVICE_ID,
     GAP_EVENT_TYPE,

@@ -55,7 +55,7 @@ from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 
-from edge.equipment.base import EquipmentEvent, Priority
+from edge.events import EquipmentEvent, Priority
 from edge.storage import loss
 from edge.storage.atomic import PathLike, RecoveryOutcome, StorageRecovery
 from edge.storage.errors import OutboxError, OutboxRecovered
@@ -77,8 +77,8 @@ from edge.storage.record import (
     record,
 )
 from edge.storage.salvage import Salvage, salvage
-from ondijon.clock import Clock
-from ondijon.files import private_directory, private_file
+from foundation.clock import Clock
+from foundation.files import private_directory, private_file
 from protos.ondijon.v1 import link_pb2
 
 _SCHEMA_VERSION = 1

@@ -29,7 +29,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from edge.equipment.base import EquipmentEvent, Priority
+from edge.events import EquipmentEvent, Priority
 from edge.storage.errors import OutboxError
 
 MIB = 1024 * 1024

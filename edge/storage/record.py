@@ -1,6 +1,6 @@
 """How an event is recorded in the outbox: the wire ``Event``, serialized once.
 
-An :class:`~edge.equipment.base.EquipmentEvent` is checked and serialized as a
+An :class:`~edge.events.EquipmentEvent` is checked and serialized as a
 ``link_pb2.Event`` when it is appended, without its sequence number; the sequence field is
 prepended as raw bytes once the transaction knows it (protobuf fields may come in any order),
 so each row holds exactly the bytes that are sent, and sending only parses them.
@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from edge.equipment.base import EquipmentEvent, Priority
+from edge.events import EquipmentEvent, Priority
 from edge.storage.errors import OutboxError
 from protos.ondijon.v1 import link_pb2
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 from google.protobuf.message import DecodeError
 
-from edge.equipment.base import Priority
+from edge.events import Priority
 from edge.storage.loss import OPEN_END, Ranges, subtract
 from protos.ondijon.v1 import link_pb2
 

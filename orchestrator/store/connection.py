@@ -29,7 +29,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ondijon.files import private_file
+from foundation.files import private_file
 
 
 class StoreUnavailable(Exception):

@@ -13,7 +13,7 @@ Every operation has a deadline (:class:`orchestrator.store.connection.StoreSetti
 one that gets no answer in time is abandoned, its connection shut down under its thread,
 and the caller gets :class:`StoreUnavailable`; so does one whose connection is lost. Each
 such trouble is reported to :attr:`StoreRunner.on_trouble` (the replica's readiness,
-:mod:`orchestrator.readiness`, probes the store and decides). While :attr:`available` is
+:mod:`orchestrator.ingest.readiness`, probes the store and decides). While :attr:`available` is
 false, operations fail at once instead of queueing behind a store known to be away.
 """
 
@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 
 from orchestrator.store.connection import StoreUnavailable, interrupt, is_disconnect
-from orchestrator.store.store import Store
+from orchestrator.store.database import Store
 
 T = TypeVar("T")
 

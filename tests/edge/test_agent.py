@@ -17,8 +17,8 @@ import pytest
 
 from edge.agent import Agent
 from edge.config import AgentConfig
+from foundation.clock import ManualClock
 from ondijon.admin import call
-from ondijon.clock import ManualClock
 from protos.ondijon.v1 import control_pb2, link_pb2, schedule_pb2
 from tests.conftest import City
 

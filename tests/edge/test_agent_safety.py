@@ -16,15 +16,15 @@ from pathlib import Path
 
 import pytest
 
+from domain.schedule.evaluator import evaluate
+from domain.schedule.model import DeviceKind, Site
+from domain.schedule.wire import schedule_from_proto
 from edge.agent import Agent
-from edge.equipment.base import EquipmentEvent, Priority
-from edge.equipment.bollard_rules import Mode, Phase
-from edge.equipment.bollard_sim import SimulatedBollard
-from edge.equipment.cabinet import SimulatedCabinet
-from edge.schedule.evaluator import evaluate
-from edge.schedule.model import DeviceKind, Site
-from edge.schedule.wire import schedule_from_proto
-from ondijon.clock import ManualClock
+from edge.equipment.bollard.rules import Mode, Phase
+from edge.equipment.cabinet.monitor import SimulatedCabinet
+from edge.equipment.sim.bollard import SimulatedBollard
+from edge.events import EquipmentEvent, Priority
+from foundation.clock import ManualClock
 from protos.ondijon.v1 import link_pb2, schedule_pb2, signal_pb2
 from tests.conftest import offline_agent_config
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from edge.config import AgentConfig
-from ondijon.config import ConfigError
+from foundation.settings import ConfigError
 
 GOOD = """\
 [gateway]

@@ -19,7 +19,7 @@ import grpc
 import pytest
 
 from edge.config import AgentConfig
-from edge.equipment.base import EquipmentEvent
+from edge.events import EquipmentEvent
 from edge.identity import Credentials
 from edge.link import Backoff, GatewayLinkClient
 from edge.storage.loss import Settlement

@@ -34,12 +34,12 @@ from edge.firmware.agent_side import RetryPolicy
 from edge.firmware.launch import SLOT_ENV, exec_plan
 from edge.firmware.simulator import make_wheel
 from edge.identity import enroll
+from foundation.clock import ManualClock
 from ondijon import firmware_cli
-from ondijon.clock import ManualClock
-from ondijon.profile import Profile
 from orchestrator.server import start
 from protos.ondijon.v1 import firmware_pb2
 from provisioning.ca import CertificateAuthority
+from provisioning.profile import Profile
 from provisioning.release import build_release, generate_release_key, sign_release
 from tests.conftest import City, orchestrator_config
 

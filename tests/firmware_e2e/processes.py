@@ -1,5 +1,5 @@
 """Firmware outcomes with real processes: the agent runs through the real launcher
-(``python -m edge.firmware.launch``), under :class:`edge.firmware.supervisor.ServiceSupervisor`
+(``python -m edge.firmware.launch``), under :class:`edge.firmware.systemd_standin.ServiceSupervisor`
 playing systemd with the shipped unit's settings, and updates to a real release of its own
 packages into which a fault may be built.
 
@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from edge.firmware.simulator import agent_wheel
-from edge.firmware.supervisor import ServiceSupervisor, Start, UnitSettings
+from edge.firmware.systemd_standin import ServiceSupervisor, Start, UnitSettings
 from edge.identity import enroll
 from protos.ondijon.v1 import firmware_pb2
 from provisioning.release import build_release, sign_release

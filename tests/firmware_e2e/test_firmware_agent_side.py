@@ -11,16 +11,16 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 
+from domain.firmware.manifest import MANIFEST_FORMAT, Part, canonical_json, format_instant, key_id
 from edge.config import FirmwareConfig
-from edge.equipment.base import EquipmentEvent, Priority
+from edge.events import EquipmentEvent, Priority
 from edge.firmware.agent_side import AgentFirmware, RetryPolicy
 from edge.firmware.download import ChunkFetcher
 from edge.firmware.grpc_fetcher import ChannelSource
 from edge.firmware.launch import RELEASE_ENV, exec_plan
 from edge.firmware.simulator import MemoryFetcher, ReleaseSimulator
 from edge.firmware.slots import SlotStore
-from edge.firmware.verify import MANIFEST_FORMAT, Part, canonical_json, format_instant, key_id
-from ondijon.clock import ManualClock
+from foundation.clock import ManualClock
 from protos.ondijon.v1 import firmware_pb2
 
 NOW = datetime(2026, 5, 4, 10, 0, tzinfo=UTC)

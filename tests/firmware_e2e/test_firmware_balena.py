@@ -8,7 +8,7 @@ import pytest
 
 from ondijon import firmware_cli
 from ondijon.admin import AdminError
-from orchestrator.campaigns import balena_from_environment
+from orchestrator.firmware.runner import balena_from_environment
 from protos.ondijon.v1 import firmware_pb2
 from tests.conftest import City
 from tests.orchestrator import test_balena_backend as fake

@@ -11,10 +11,10 @@ from zoneinfo import ZoneInfo
 import pytest
 
 import edge.link
+from foundation.clock import ManualClock
 from ondijon import firmware_cli
 from ondijon.admin import AdminError, call
 from ondijon.cli import main
-from ondijon.clock import ManualClock
 from protos.ondijon.v1 import control_pb2, firmware_pb2
 from tests.conftest import City
 from tests.firmware_e2e.conftest import (

@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from domain.firmware.manifest import Part
 from edge.firmware.grpc_fetcher import ChannelSource, GrpcChunkFetcher
-from edge.firmware.verify import Part
 from ondijon import firmware_cli
 from protos.ondijon.v1 import firmware_pb2
 from tests.conftest import City

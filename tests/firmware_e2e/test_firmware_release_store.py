@@ -10,17 +10,17 @@ from pathlib import Path
 
 import pytest
 
+from domain.firmware.manifest import MANIFEST_FORMAT, canonical_json, format_instant
 from edge.firmware.simulator import ReleaseSimulator, SignatureEntry
-from edge.firmware.verify import MANIFEST_FORMAT, canonical_json, format_instant
-from orchestrator.firmware import UploadError, receive_upload
-from orchestrator.store.firmware_store import (
+from orchestrator.firmware.releases import UploadError, receive_upload
+from orchestrator.store.database import Store
+from orchestrator.store.releases import (
     CHUNK_BYTES,
     CampaignGatewayRecord,
     CampaignRecord,
     FirmwareStore,
     Report,
 )
-from orchestrator.store.store import Store
 from protos.ondijon.v1 import firmware_pb2
 
 NOW = datetime(2026, 5, 4, 10, 0, tzinfo=UTC)

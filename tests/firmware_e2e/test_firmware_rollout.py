@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from domain.firmware.manifest import Part
 from edge.firmware.grpc_fetcher import ChannelSource, GrpcChunkFetcher
 from edge.firmware.launch import SLOT_ENV, exec_plan
-from edge.firmware.verify import Part
 from ondijon.admin import call
 from protos.ondijon.v1 import control_pb2, firmware_pb2
 from tests.conftest import City

@@ -37,10 +37,10 @@ from pathlib import Path
 import edge.agent
 from edge.agent import Agent
 from edge.config import AgentConfig
-from edge.equipment.base import EquipmentEvent, Priority
-from edge.equipment.lamp_sim import SimulatedLamp
+from edge.equipment.sim.lantern import SimulatedLamp
+from edge.events import EquipmentEvent, Priority
 from edge.link import Backoff
-from ondijon.clock import Clock, SimulatedClock
+from foundation.clock import Clock, SimulatedClock
 from protos.ondijon.v1 import link_pb2
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -32,12 +32,12 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from edge.agent import Agent
 from edge.config import AgentConfig
-from edge.equipment.base import EquipmentEvent, Priority
-from edge.equipment.lamp_sim import SimulatedLamp
+from edge.equipment.sim.lantern import SimulatedLamp
+from edge.events import EquipmentEvent, Priority
 from edge.link import Backoff
 from edge.storage.overflow import GAP_EVENT_TYPE, parse_sequence_list
+from foundation.clock import ManualClock
 from ondijon.admin import call
-from ondijon.clock import ManualClock
 from protos.ondijon.v1 import control_pb2, link_pb2, schedule_pb2
 from tests.conftest import City
 

@@ -24,7 +24,7 @@ import pytest
 from edge.config import AgentConfig
 from edge.storage.outbox import Outbox
 from edge.storage.state import AgentState
-from ondijon.clock import ManualClock
+from foundation.clock import ManualClock
 from tests.conftest import City
 from tests.nothing_lost.agent_driver import wire_fingerprint
 from tests.nothing_lost.harness import (

@@ -15,10 +15,10 @@ import pytest
 
 from edge.agent import Agent
 from edge.config import AgentConfig
-from edge.equipment.base import EquipmentEvent, Priority
+from edge.events import EquipmentEvent, Priority
 from edge.link import Backoff
+from foundation.clock import ManualClock
 from ondijon.admin import call
-from ondijon.clock import ManualClock
 from protos.ondijon.v1 import control_pb2, link_pb2, schedule_pb2
 from tests.conftest import City
 from tests.nothing_lost.agent_driver import event_fingerprint, wire_fingerprint

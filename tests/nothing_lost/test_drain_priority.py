@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import pytest
 
-from edge.equipment.base import Priority
+from edge.events import Priority
 from protos.ondijon.v1 import link_pb2
 from tests.conftest import City
 from tests.nothing_lost.harness import LAMPS, gateway, offline_cabinet, stored_events

@@ -47,7 +47,7 @@ import pytest
 
 from edge.config import AgentConfig
 from edge.storage.outbox import Outbox
-from ondijon.clock import ManualClock
+from foundation.clock import ManualClock
 from provisioning.ca import CertificateAuthority
 from tests.conftest import City, started_city
 from tests.nothing_lost.agent_driver import wire_fingerprint

@@ -13,7 +13,7 @@ from datetime import datetime
 
 import pytest
 
-from edge.equipment.base import Priority
+from edge.events import Priority
 from edge.storage.overflow import MIB
 from protos.ondijon.v1 import control_pb2, link_pb2
 from tests.conftest import City

@@ -18,8 +18,8 @@ import pytest
 from edge.config import AgentConfig
 from edge.identity import EnrollmentError
 from edge.identity import enroll as identity_enroll
+from foundation.files import write_atomic
 from ondijon.cli import main
-from ondijon.files import write_atomic
 from provisioning.ca import CertificateAuthority
 from tests.conftest import City
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from ondijon.clock import ManualClock, SimulatedClock, SystemClock
+from foundation.clock import ManualClock, SimulatedClock, SystemClock
 
 START = datetime(2026, 3, 29, 0, 59, tzinfo=UTC)  # one minute before Paris springs forward
 
@@ -70,7 +70,7 @@ def _finish(coro: Coroutine[Any, Any, None]) -> None:
 
 def test_a_simulated_clock_runs_speed_times_faster(monkeypatch: pytest.MonkeyPatch) -> None:
     real = [1000.0]
-    monkeypatch.setattr("ondijon.clock.time.monotonic", lambda: real[0])
+    monkeypatch.setattr("foundation.clock.time.monotonic", lambda: real[0])
     clock = SimulatedClock(start=START, speed=600)
     assert clock.now() == START and clock.speed == 600
     real[0] += 6  # six real seconds: an hour of simulated time
@@ -81,7 +81,7 @@ def test_a_simulated_clock_runs_speed_times_faster(monkeypatch: pytest.MonkeyPat
     async def fake_sleep(seconds: float) -> None:
         slept.append(seconds)
 
-    monkeypatch.setattr("ondijon.clock.asyncio.sleep", fake_sleep)
+    monkeypatch.setattr("foundation.clock.asyncio.sleep", fake_sleep)
     _finish(clock.sleep(1200))  # 20 simulated minutes
     _finish(clock.sleep(-3))
     _finish(clock.sleep_until(START + timedelta(hours=1, minutes=10)))

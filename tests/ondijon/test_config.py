@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ondijon.config import ConfigError, Section, load_toml
+from foundation.settings import ConfigError, Section, load_toml
 
 DATA = {
     "gateway": {"id": "dj-001", "port": 7443, "flag": True, "ratio": 0.5, "tags": ["a", "b"]},

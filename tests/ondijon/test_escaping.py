@@ -1,4 +1,4 @@
-"""The one escape of outside text for logs and terminals (ondijon/escaping.py)."""
+"""The one escape of outside text for logs and terminals (foundation/escaping.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import unicodedata
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ondijon.escaping import escape
+from foundation.escaping import escape
 
 BIDI = "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
 C0 = "".join(map(chr, range(0x20))) + "\x7f"

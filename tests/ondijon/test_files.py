@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ondijon.files import fsync_tree, temporary_prefix, write_atomic
+from foundation.files import fsync_tree, temporary_prefix, write_atomic
 
 
 class PowerCut(Exception):

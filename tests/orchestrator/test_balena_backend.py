@@ -14,7 +14,7 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from orchestrator.balena_backend import (
+from orchestrator.firmware.balena import (
     BalenaBackend,
     BalenaError,
     BalenaSettings,
@@ -22,7 +22,7 @@ from orchestrator.balena_backend import (
     judge_device,
     make_sdk,
 )
-from orchestrator.campaign import (
+from orchestrator.firmware.rollout import (
     CampaignPlan,
     GatewayReport,
     Outcome,

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from orchestrator.campaign import (
+from orchestrator.firmware.rollout import (
     CampaignError,
     CampaignPlan,
     CampaignState,

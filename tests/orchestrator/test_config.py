@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ondijon.config import ConfigError
+from foundation.settings import ConfigError
 from orchestrator.config import Limits, OrchestratorConfig
 
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
+from foundation.clock import SystemClock
 from ondijon.admin import call
-from ondijon.clock import SystemClock
 from orchestrator.config import OrchestratorConfig
 from orchestrator.server import start
 from protos.ondijon.v1 import control_pb2

@@ -9,8 +9,8 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator.devices import DeviceLog, compact, current_devices, latest
-from orchestrator.store.store import Store
+from orchestrator.ingest.devices import DeviceLog, compact, current_devices, latest
+from orchestrator.store.database import Store
 from protos.ondijon.v1 import link_pb2, schedule_pb2, state_pb2
 
 NOW = datetime(2026, 12, 21, 16, 30, tzinfo=UTC)

@@ -15,7 +15,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from ondijon.clock import SystemClock
+from foundation.clock import SystemClock
 from orchestrator.server import MAX_METADATA_BYTES, Running, start
 from provisioning.ca import CertificateAuthority
 from tests.conftest import orchestrator_config

@@ -14,8 +14,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from foundation.clock import SystemClock
 from ondijon.admin import call
-from ondijon.clock import SystemClock
 from orchestrator.server import Running, start
 from protos.ondijon.v1 import control_pb2, link_pb2, schedule_pb2
 from provisioning.ca import CertificateAuthority

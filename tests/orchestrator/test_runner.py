@@ -19,10 +19,10 @@ import pytest
 import sqlalchemy as sa
 from psycopg import sql
 
-from orchestrator.devices import current_devices
+from orchestrator.ingest.devices import current_devices
+from orchestrator.store.database import Conflict, Store
 from orchestrator.store.runner import StoreRunner
 from orchestrator.store.schema import gateways, metadata
-from orchestrator.store.store import Conflict, Store
 from protos.ondijon.v1 import link_pb2, schedule_pb2, state_pb2
 from tests.conftest import postgres_url
 

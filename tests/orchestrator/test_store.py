@@ -27,18 +27,18 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from psycopg import sql
 
-from ondijon.clock import SystemClock
-from orchestrator.devices import COMPACT_EVERY, compact, current_devices
+from foundation.clock import SystemClock
+from orchestrator.ingest.devices import COMPACT_EVERY, compact, current_devices
 from orchestrator.server import start
 from orchestrator.store import migrate
-from orchestrator.store.schema import metadata
-from orchestrator.store.store import (
+from orchestrator.store.database import (
     Conflict,
     HeldRecord,
     NewEvent,
     NotFound,
     Store,
 )
+from orchestrator.store.schema import metadata
 from protos.ondijon.v1 import link_pb2, schedule_pb2, state_pb2
 from provisioning.ca import CertificateAuthority
 from tests.conftest import City, orchestrator_config, postgres_url

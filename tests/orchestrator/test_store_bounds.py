@@ -15,8 +15,8 @@ import pytest
 import sqlalchemy as sa
 
 from orchestrator.store.connection import StoreSettings, StoreUnavailable
+from orchestrator.store.database import Store
 from orchestrator.store.runner import StoreRunner
-from orchestrator.store.store import Store
 from tests.orchestrator.test_runner import fresh_database, register
 from tests.replicas.cluster import StoreProxy
 

@@ -10,8 +10,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from hypothesis import given
 from hypothesis import strategies as st
 
-from orchestrator.store.store import DocumentRecord
-from orchestrator.wire import (
+from orchestrator.ingest.checks import (
     TimeWindow,
     WireError,
     check_command_result,
@@ -23,6 +22,7 @@ from orchestrator.wire import (
     sequence_ranges,
     stored_event,
 )
+from orchestrator.store.database import DocumentRecord
 from protos.ondijon.v1 import link_pb2, schedule_pb2, state_pb2
 
 DIGEST = b"\x5a" * 32

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from cryptography.x509.verification import PolicyBuilder, Store
 
-from ondijon.files import write_atomic
+from foundation.files import write_atomic
 from provisioning.ca import CAError, CertificateAuthority, make_csr, new_private_key
 from provisioning.identity import Identity, Role, identity_of
 

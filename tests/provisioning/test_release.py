@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from edge.firmware.errors import FirmwareRefused
+from domain.firmware.errors import FirmwareRefused
+from domain.firmware.manifest import load_pinned_keys, verify_manifest, verify_part
 from edge.firmware.simulator import make_wheel
-from edge.firmware.verify import load_pinned_keys, verify_manifest, verify_part
 from provisioning.release import (
     ReleaseError,
     build_release,

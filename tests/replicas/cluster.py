@@ -42,14 +42,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from edge.agent import Agent
 from edge.link import Backoff
+from foundation.clock import ManualClock, SystemClock
 from ondijon.admin import call
-from ondijon.clock import ManualClock, SystemClock
-from ondijon.profile import Profile
 from orchestrator.config import Limits, OrchestratorConfig
 from orchestrator.server import Running, start
 from orchestrator.store.connection import StoreSettings
 from protos.ondijon.v1 import control_pb2, link_pb2, schedule_pb2
 from provisioning.ca import CertificateAuthority
+from provisioning.profile import Profile
 from tests.conftest import City, orchestrator_config, postgres_url
 from tests.edge.test_agent import eventually
 from tests.nothing_lost.harness import LinkProxy

@@ -18,13 +18,13 @@ import psycopg
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from edge.equipment.base import EquipmentEvent, Priority
+from edge.events import EquipmentEvent, Priority
 from edge.identity import load_credentials
 from ondijon.admin import AdminError, call
-from ondijon.profile import Profile
-from orchestrator.routing import LEASE_SECONDS
-from orchestrator.store.store import Store
+from orchestrator.ingest.routing import LEASE_SECONDS
+from orchestrator.store.database import Store
 from protos.ondijon.v1 import control_pb2, control_pb2_grpc, link_pb2, link_pb2_grpc
+from provisioning.profile import Profile
 from tests.edge.test_agent import lighting
 from tests.replicas.cluster import (
     AGENT_T0,

@@ -3,7 +3,7 @@
 A crossing has 2 to 4 groups and a random set of conflicts; a plan puts the groups into
 stages (no two conflicting groups in one stage), gives each stage a green at least the
 groups' minimum green and separates consecutive stages by the longest intergreen, so it
-passes :func:`edge.equipment.signal_plan.validate_plans` (checked, not assumed).
+passes :func:`domain.signals.plans.validate_plans` (checked, not assumed).
 """
 
 from __future__ import annotations
@@ -12,8 +12,7 @@ import itertools
 
 from hypothesis import strategies as st
 
-from edge.equipment.signal import HeadPins
-from edge.equipment.signal_plan import (
+from domain.signals.plans import (
     GreenInterval,
     GroupKind,
     Intergreen,
@@ -23,6 +22,7 @@ from edge.equipment.signal_plan import (
     SignalPlans,
     validate_plans,
 )
+from edge.equipment.signal.controller import HeadPins
 
 GROUPS = ("a", "b", "c", "d")
 HEADS = {

@@ -29,12 +29,12 @@ import pytest
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from edge.equipment.access import Grant, LocalAccessList, credential_digest
-from edge.equipment.bollard import BollardConfig, BollardController
-from edge.equipment.bollard_rules import Access, BollardTarget, Mode, Phase, Position
-from edge.equipment.bollard_sim import SWITCH_TRAVEL, SimulatedBollard
-from edge.equipment.latches import LatchFile
-from ondijon.clock import ManualClock
+from domain.access import Grant, LocalAccessList, credential_digest
+from edge.equipment.bollard.controller import BollardConfig, BollardController
+from edge.equipment.bollard.latches import LatchFile
+from edge.equipment.bollard.rules import Access, BollardTarget, Mode, Phase, Position
+from edge.equipment.sim.bollard import SWITCH_TRAVEL, SimulatedBollard
+from foundation.clock import ManualClock
 from tests.safety.conftest import TIMEOUT_S, explore, tally
 from tests.safety.machines import START, drain
 

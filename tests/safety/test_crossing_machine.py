@@ -23,11 +23,11 @@ from gpiozero.pins.mock import MockFactory
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from edge.equipment.safety_card import SafetyCard
-from edge.equipment.signal import DARK, FLASHING_AMBER, NORMAL, SignalController
-from edge.equipment.signal_plan import Intergreen, SignalPlanError, SignalPlans
-from edge.equipment.signal_sim import SimulatedSignalController
-from ondijon.clock import ManualClock
+from domain.signals.plans import Intergreen, SignalPlanError, SignalPlans
+from domain.signals.safety_card import SafetyCard
+from edge.equipment.signal.controller import DARK, FLASHING_AMBER, NORMAL, SignalController
+from edge.equipment.sim.crossing import SimulatedSignalController
+from foundation.clock import ManualClock
 from tests.safety.conftest import TIMEOUT_S, explore, tally
 from tests.safety.crossings import GROUPS, HEADS, GreenWatch, documents
 from tests.safety.machines import START, drain

@@ -26,12 +26,12 @@ from astral.sun import elevation
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
+from domain.schedule.model import Site
 from edge.agent import Agent
 from edge.config import AgentConfig
-from edge.equipment.cabinet import SimulatedCabinet
-from edge.equipment.lamp_sim import MockLantern, clocked_pwm_factory
-from edge.schedule.model import Site
-from ondijon.clock import ManualClock
+from edge.equipment.cabinet.monitor import SimulatedCabinet
+from edge.equipment.sim.lantern import MockLantern, clocked_pwm_factory
+from foundation.clock import ManualClock
 from protos.ondijon.v1 import link_pb2, schedule_pb2
 from tests.safety.conftest import TIMEOUT_S, explore, tally
 from tests.safety.machines import drain

@@ -22,9 +22,9 @@ import sqlalchemy as sa
 
 from edge.config import AgentConfig
 from edge.identity import Credentials, enroll, load_credentials
-from ondijon.clock import ManualClock
-from orchestrator.app import Orchestrator
-from orchestrator.limits import RateLimits
+from foundation.clock import ManualClock
+from orchestrator.access.certificates import Orchestrator
+from orchestrator.access.limits import RateLimits
 from orchestrator.server import start
 from orchestrator.store.schema import metadata
 from protos.ondijon.v1 import link_pb2

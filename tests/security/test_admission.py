@@ -1,6 +1,6 @@
 """Admission of every call, over real mutual TLS: undecodable and oversized messages,
 per-identity call and stream budgets, link message budgets, a flooding gateway that does
-not starve the others, and internals that never leak (orchestrator/admission.py)."""
+not starve the others, and internals that never leak (orchestrator/access/admission.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import grpc
 import pytest
 
 from ondijon.admin import AdminError, call
-from orchestrator.admission import certificate_key
+from orchestrator.access.admission import certificate_key
 from protos.ondijon.v1 import control_pb2, link_pb2, schedule_pb2, state_pb2
 from tests.conftest import City
 from tests.edge.test_agent import eventually

@@ -1,7 +1,7 @@
 """The audit log: every write through the admin API and every enrollment and renewal lands
 in it (who, what, where, when, result), refusals included; it is read with ListAudit
 (filtered, paged, scoped to the reader's communes) and exported as CSV or JSON lines
-(orchestrator/audit.py, identity_admin.py, ondijon/audit.py)."""
+(orchestrator/audit/log.py, identity_admin.py, ondijon/audit.py)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import pytest
 from edge.identity import enroll
 from ondijon.admin import AdminError, call, lamp_override
 from ondijon.cli import main
-from orchestrator.audit import clean
+from orchestrator.audit.log import clean
 from protos.ondijon.v1 import control_pb2, enrollment_pb2, enrollment_pb2_grpc, link_pb2
 from provisioning.ca import make_csr, new_private_key
 from tests.conftest import City

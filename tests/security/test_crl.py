@@ -1,5 +1,6 @@
 """The CRL publisher: reason codes, ever-growing numbers (across restarts too), rebuilt when
-the revoked set changes and not otherwise (orchestrator/crl.py, CertificateAuthority.sign_crl)."""
+the revoked set changes and not otherwise (orchestrator/identity/crl.py,
+CertificateAuthority.sign_crl)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from orchestrator.crl import CrlPublisher, next_number, reason_code
+from orchestrator.identity.crl import CrlPublisher, next_number, reason_code
+from orchestrator.store.database import Store
 from orchestrator.store.runner import StoreRunner
-from orchestrator.store.store import Store
 from provisioning.ca import CAError, CertificateAuthority, RevokedEntry
 
 NOW = datetime(2026, 11, 1, tzinfo=UTC)

@@ -1,5 +1,5 @@
 """Calls held open, handshakes left unfinished, knocks with revoked certificates: what a
-peer can hold on the orchestrator, and for how long (orchestrator/admission.py, server.py).
+peer can hold on the orchestrator, and for how long (orchestrator/access/admission.py, server.py).
 
 Every attack here comes from another client host than the honest peers it must not
 hurt: an :class:`AddressProxy` reaches the orchestrator from 127.0.0.2.
@@ -16,9 +16,9 @@ from pathlib import Path
 import grpc
 import pytest
 
+from foundation.clock import SystemClock
 from ondijon.admin import AdminError, call
-from ondijon.clock import SystemClock
-from orchestrator.admission import certificate_key
+from orchestrator.access.admission import certificate_key
 from orchestrator.server import start
 from protos.ondijon.v1 import control_pb2, enrollment_pb2
 from provisioning.ca import CertificateAuthority

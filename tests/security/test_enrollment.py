@@ -1,6 +1,6 @@
 """Enrollment over real TLS: one-time tokens, bound to the serial, expiring; refusals that
 change nothing and are audited; a failure budget per address; re-enrollment supersedes
-the earlier certificate; keys and tokens never reach a log (orchestrator/enrollment.py)."""
+the earlier certificate; keys and tokens never reach a log (orchestrator/identity/enrollment.py)."""
 
 from __future__ import annotations
 

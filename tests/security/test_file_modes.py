@@ -1,6 +1,6 @@
 """Every file the orchestrator and the agent create has the mode SECURITY.md promises,
 whatever the umask they run under: directories 0700, files 0600, and only the public
-certificates and the CRL 0644 (ondijon/files.py)."""
+certificates and the CRL 0644 (foundation/files.py)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import pytest
 
 from edge.agent import Agent
 from edge.link import Backoff
-from ondijon.clock import ManualClock
+from foundation.clock import ManualClock
 from provisioning.ca import CertificateAuthority
 from tests.conftest import started_city
 from tests.edge.test_agent import eventually

@@ -34,7 +34,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from orchestrator.admission import certificate_key
+from orchestrator.access.admission import certificate_key
 from protos.ondijon.v1 import enrollment_pb2
 from provisioning.ca import CertificateAuthority, make_csr, new_private_key
 from tests.conftest import City, started_city

@@ -1,5 +1,6 @@
 """Who may connect, over real mutual TLS: only certificates of this CA, known to the store,
-unexpired, of the right role for the service (orchestrator/auth.py, Orchestrator.check_certificate).
+unexpired, of the right role for the service (orchestrator/access/peers.py,
+Orchestrator.check_certificate).
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ import grpc
 import pytest
 
 from edge.identity import load_credentials
-from orchestrator.app import Orchestrator
-from orchestrator.auth import AuthError, Peer
+from orchestrator.access.certificates import Orchestrator
+from orchestrator.access.peers import AuthError, Peer
 from protos.ondijon.v1 import control_pb2, control_pb2_grpc, enrollment_pb2, enrollment_pb2_grpc
 from provisioning.ca import CertificateAuthority, load_certs, make_csr, new_private_key
 from provisioning.identity import Identity, Role, identity_of

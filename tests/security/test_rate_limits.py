@@ -1,5 +1,5 @@
 """The pure bookkeeping of budgets: token buckets, keyed buckets, stream meters and caps
-(orchestrator/limits.py)."""
+(orchestrator/access/limits.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator.limits import (
+from orchestrator.access.limits import (
     BucketMap,
     LimitError,
     RateLimits,

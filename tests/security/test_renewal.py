@@ -17,7 +17,7 @@ from edge import renewal
 from edge.config import AgentConfig
 from edge.identity import Credentials, EnrollmentError, install_identity, load_credentials
 from edge.renewal import Renewal, renewal_due, renewal_time, retry_delay
-from ondijon.clock import ManualClock
+from foundation.clock import ManualClock
 from provisioning.ca import load_certs, make_csr, new_private_key
 from provisioning.identity import Identity, Role
 from tests.conftest import City

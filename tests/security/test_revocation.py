@@ -1,6 +1,6 @@
 """Revocation over real mutual TLS: the open stream is closed at once, new streams and
 renewals are refused, other replicas catch up on their sweep, the CRL says so, and the
-only way back is a fresh token (orchestrator/revocation.py, identity_admin.py)."""
+only way back is a fresh token (orchestrator/identity/revocation.py, identity_admin.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from cryptography import x509
 
 from edge.identity import EnrollmentError, enroll, load_credentials
 from ondijon.admin import AdminError, call
-from orchestrator.revocation import Sweeper
+from orchestrator.identity.revocation import Sweeper
 from protos.ondijon.v1 import control_pb2, control_pb2_grpc, enrollment_pb2, enrollment_pb2_grpc
 from provisioning.ca import load_certs, make_csr, new_private_key
 from tests.conftest import City

@@ -1,7 +1,7 @@
 """Roles and communes on every admin call, over real mutual TLS: a viewer cannot write, an
 operator of one commune cannot see or switch another's equipment, admins manage identities;
 stale versions and replayed or expired commands are refused, refusals change nothing and
-are audited (orchestrator/roles.py, control.py)."""
+are audited (orchestrator/access/gate.py, control.py)."""
 
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from ondijon.admin import AdminError, call, lamp_override
-from ondijon.profile import Profile
-from orchestrator.roles import SCOPE_RECHECK_S
+from orchestrator.access.gate import SCOPE_RECHECK_S
 from protos.ondijon.v1 import control_pb2, control_pb2_grpc, link_pb2
+from provisioning.profile import Profile
 from tests.conftest import City
 from tests.edge.test_agent import eventually, lighting
 from tests.security.conftest import audit_rows, enrolled, gateway_channel, snapshot, stream

@@ -14,9 +14,9 @@ import grpc
 import pytest
 from cryptography import x509
 
+from foundation.clock import ManualClock
+from foundation.files import write_atomic
 from ondijon.admin import call
-from ondijon.clock import ManualClock
-from ondijon.files import write_atomic
 from orchestrator.server import ensure_server_certificate
 from protos.ondijon.v1 import control_pb2
 from provisioning.ca import KEY_MODE, CertificateAuthority, key_to_pem, new_private_key

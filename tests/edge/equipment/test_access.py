@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from edge.equipment.access import (
+from domain.access import (
     AccessListError,
     Grant,
     LocalAccessList,

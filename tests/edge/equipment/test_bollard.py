@@ -16,9 +16,9 @@ import pytest
 from gpiozero import Device
 from gpiozero.pins.mock import MockFactory
 
-from edge.equipment.access import Grant, LocalAccessList, credential_digest, digest_prefix
-from edge.equipment.base import EquipmentConfigError, EquipmentEvent, Priority
-from edge.equipment.bollard import (
+from domain.access import Grant, LocalAccessList, credential_digest, digest_prefix
+from domain.schedule.model import AccessPolicy, BollardPosition, BollardSetting
+from edge.equipment.bollard.controller import (
     BollardConfig,
     BollardController,
     BollardReadings,
@@ -26,16 +26,16 @@ from edge.equipment.bollard import (
     open_bollard_driver,
     target_from_setting,
 )
-from edge.equipment.bollard_rules import (
+from edge.equipment.bollard.rules import (
     Access,
     BollardOutputs,
     BollardTarget,
     Mode,
     Position,
 )
-from edge.equipment.bollard_sim import ClockedMockFactory, SimulatedBollard
-from edge.schedule.model import AccessPolicy, BollardPosition, BollardSetting
-from ondijon.clock import ManualClock
+from edge.equipment.sim.bollard import ClockedMockFactory, SimulatedBollard
+from edge.events import EquipmentConfigError, EquipmentEvent, Priority
+from foundation.clock import ManualClock
 from protos.ondijon.v1 import schedule_pb2, state_pb2
 
 T0 = datetime(2026, 9, 14, 7, 0, tzinfo=UTC)

@@ -10,8 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge.equipment.base import EquipmentEvent, Priority
-from edge.equipment.bollard_rules import (
+from edge.equipment.bollard.rules import (
     Access,
     BollardError,
     BollardInputs,
@@ -22,6 +21,7 @@ from edge.equipment.bollard_rules import (
     Phase,
     Position,
 )
+from edge.events import EquipmentEvent, Priority
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 RULES = BollardRules(device_id="bollard-7")

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from edge.equipment.base import EquipmentConfigError, EquipmentEvent, Priority
-from edge.equipment.bollard import BollardConfig, BollardController, BollardFailure
-from edge.equipment.bollard_rules import Access, BollardTarget, Latches, Phase, Position
-from edge.equipment.bollard_sim import SimulatedBollard
-from edge.equipment.latches import UNREADABLE, LatchFile
-from ondijon.clock import ManualClock
+from edge.equipment.bollard.controller import BollardConfig, BollardController, BollardFailure
+from edge.equipment.bollard.latches import UNREADABLE, LatchFile
+from edge.equipment.bollard.rules import Access, BollardTarget, Latches, Phase, Position
+from edge.equipment.sim.bollard import SimulatedBollard
+from edge.events import EquipmentConfigError, EquipmentEvent, Priority
+from foundation.clock import ManualClock
 from protos.ondijon.v1 import state_pb2
 
 T0 = datetime(2026, 9, 14, 7, 0, tzinfo=UTC)

@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from edge.equipment.bollard import BollardConfig, open_bollard_driver
-from edge.equipment.bollard_rules import BollardError, BollardOutputs
-from edge.equipment.bollard_sim import ClockedMockFactory, SimulatedBollard
-from ondijon.clock import ManualClock
+from edge.equipment.bollard.controller import BollardConfig, open_bollard_driver
+from edge.equipment.bollard.rules import BollardError, BollardOutputs
+from edge.equipment.sim.bollard import ClockedMockFactory, SimulatedBollard
+from foundation.clock import ManualClock
 
 T0 = datetime(2026, 6, 21, 22, 0, tzinfo=UTC)
 CONFIG = BollardConfig(device_id="bollard-sim", backend="simulated")

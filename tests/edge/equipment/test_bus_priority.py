@@ -6,13 +6,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from edge.equipment.base import EquipmentConfigError, Priority
-from edge.equipment.bus_priority import (
+from edge.equipment.signal.bus_priority import (
     BusPriorityLimiter,
     BusPriorityLimits,
     BusPriorityOutcome,
     BusPriorityRequest,
 )
+from edge.events import EquipmentConfigError, Priority
 
 T0 = datetime(2025, 3, 14, 8, 0, tzinfo=UTC)
 GRANTED, MERGED, LIMITED = (

@@ -9,8 +9,7 @@ from datetime import UTC, datetime
 import pytest
 from gpiozero.pins.mock import MockFactory
 
-from edge.equipment.base import EquipmentConfigError, EquipmentEvent, Priority
-from edge.equipment.cabinet import (
+from edge.equipment.cabinet.monitor import (
     CabinetConfig,
     CabinetDriverError,
     CabinetMonitor,
@@ -18,7 +17,8 @@ from edge.equipment.cabinet import (
     SimulatedCabinet,
     connect_cabinet,
 )
-from ondijon.clock import ManualClock
+from edge.events import EquipmentConfigError, EquipmentEvent, Priority
+from foundation.clock import ManualClock
 from protos.ondijon.v1 import schedule_pb2
 
 DOOR, MAINS = 22, 23

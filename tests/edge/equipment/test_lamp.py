@@ -8,8 +8,7 @@ from datetime import UTC, datetime
 import pytest
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
-from edge.equipment.base import EquipmentConfigError, EquipmentEvent, Priority
-from edge.equipment.lamp import (
+from edge.equipment.lamp.controller import (
     GpioLamp,
     LampConfig,
     LampController,
@@ -17,8 +16,9 @@ from edge.equipment.lamp import (
     LampDriverError,
     connect_lamp,
 )
-from edge.equipment.lamp_sim import SimulatedLamp
-from ondijon.clock import ManualClock
+from edge.equipment.sim.lantern import SimulatedLamp
+from edge.events import EquipmentConfigError, EquipmentEvent, Priority
+from foundation.clock import ManualClock
 from protos.ondijon.v1 import schedule_pb2
 
 RELAY, PWM, SENSE = 17, 18, 27

@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from edge.equipment.lamp import LampDriverError
-from edge.equipment.lamp_sim import SimulatedLamp
-from ondijon.clock import ManualClock
+from edge.equipment.lamp.controller import LampDriverError
+from edge.equipment.sim.lantern import SimulatedLamp
+from foundation.clock import ManualClock
 
 
 @pytest.fixture

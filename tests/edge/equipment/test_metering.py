@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge.equipment.base import EquipmentEvent, Priority
 from edge.equipment.metering import MeteringError, QuarterHourMeter, quarter_start
-from ondijon.clock import ManualClock
+from edge.events import EquipmentEvent, Priority
+from foundation.clock import ManualClock
 
 START = datetime(2026, 3, 31, 23, 40, tzinfo=UTC)
 

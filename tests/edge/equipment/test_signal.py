@@ -11,10 +11,20 @@ from typing import Any
 import pytest
 from gpiozero.pins.mock import MockFactory
 
-from edge.equipment.base import EquipmentConfigError, EquipmentEvent, Priority
-from edge.equipment.bus_priority import BusPriorityLimits, BusPriorityOutcome
-from edge.equipment.safety_card import SafetyCard
-from edge.equipment.signal import (
+from domain.schedule.model import SignalMode
+from domain.signals.plans import (
+    GreenInterval,
+    GroupKind,
+    Intergreen,
+    Intersection,
+    SignalGroup,
+    SignalPlan,
+    SignalPlanError,
+    SignalPlans,
+)
+from domain.signals.safety_card import SafetyCard
+from edge.equipment.signal.bus_priority import BusPriorityLimits, BusPriorityOutcome
+from edge.equipment.signal.controller import (
     DARK,
     FLASHING_AMBER,
     NORMAL,
@@ -28,19 +38,9 @@ from edge.equipment.signal import (
     SignalRefusedError,
     build_driver,
 )
-from edge.equipment.signal_plan import (
-    GreenInterval,
-    GroupKind,
-    Intergreen,
-    Intersection,
-    SignalGroup,
-    SignalPlan,
-    SignalPlanError,
-    SignalPlans,
-)
-from edge.equipment.signal_sim import SimulatedSignalController
-from edge.schedule.model import SignalMode
-from ondijon.clock import ManualClock
+from edge.equipment.sim.crossing import SimulatedSignalController
+from edge.events import EquipmentConfigError, EquipmentEvent, Priority
+from foundation.clock import ManualClock
 from protos.ondijon.v1 import schedule_pb2, signal_pb2
 
 T0 = datetime(2025, 3, 14, 8, 0, tzinfo=UTC)

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from edge.equipment.signal_plan import (
+from domain.signals.plans import (
     GreenInterval,
     GroupKind,
     Intergreen,

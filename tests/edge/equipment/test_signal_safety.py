@@ -18,16 +18,7 @@ from gpiozero.pins.mock import MockFactory
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edge.equipment.base import EquipmentConfigError, EquipmentEvent, Priority
-from edge.equipment.safety_card import PlanSafetyCardError, SafetyCard
-from edge.equipment.signal import (
-    NORMAL,
-    GpioBackendConfig,
-    GpioSignalController,
-    SignalConfig,
-    SignalController,
-)
-from edge.equipment.signal_plan import (
+from domain.signals.plans import (
     GreenInterval,
     GroupKind,
     Intergreen,
@@ -37,8 +28,17 @@ from edge.equipment.signal_plan import (
     SignalPlans,
     validate_plans,
 )
-from edge.equipment.signal_sim import SimulatedSignalController
-from ondijon.clock import ManualClock
+from domain.signals.safety_card import PlanSafetyCardError, SafetyCard
+from edge.equipment.signal.controller import (
+    NORMAL,
+    GpioBackendConfig,
+    GpioSignalController,
+    SignalConfig,
+    SignalController,
+)
+from edge.equipment.sim.crossing import SimulatedSignalController
+from edge.events import EquipmentConfigError, EquipmentEvent, Priority
+from foundation.clock import ManualClock
 from protos.ondijon.v1 import schedule_pb2
 from tests.safety.crossings import GROUPS, HEADS, GreenWatch, conflict_sets, documents
 

@@ -11,15 +11,7 @@ from gpiozero.pins.mock import MockFactory
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from edge.equipment.signal import (
-    DARK,
-    FLASHING_AMBER,
-    NORMAL,
-    HeadPins,
-    SignalCommunicationError,
-    SignalRefusedError,
-)
-from edge.equipment.signal_plan import (
+from domain.signals.plans import (
     GreenInterval,
     GroupKind,
     Intergreen,
@@ -29,8 +21,16 @@ from edge.equipment.signal_plan import (
     SignalPlanError,
     validate_plan,
 )
-from edge.equipment.signal_sim import SimulatedSignalController
-from ondijon.clock import ManualClock
+from edge.equipment.signal.controller import (
+    DARK,
+    FLASHING_AMBER,
+    NORMAL,
+    HeadPins,
+    SignalCommunicationError,
+    SignalRefusedError,
+)
+from edge.equipment.sim.crossing import SimulatedSignalController
+from foundation.clock import ManualClock
 
 # 08:00:00 UTC is a multiple of 40 s and of 60 s: cycle second 0 with offset 0.
 T0 = datetime(2025, 3, 14, 8, 0, tzinfo=UTC)

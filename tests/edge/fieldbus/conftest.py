@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from edge.fieldbus import broker
+from edge.fieldbus.simulate import Fleet, SimulatedRTC, VirtualNode, load_configs
 from edge.fieldbus.standin import GatewayStandIn
-from edge.node.simulate import Fleet, SimulatedRTC, VirtualNode, load_configs
 from edge.node.ticks import ManualTicks
 from tests.conftest import mosquitto_binary
 

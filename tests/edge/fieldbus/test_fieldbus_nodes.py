@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from google.protobuf import json_format
 
+from domain.schedule import schedule_from_proto
+from domain.schedule.model import Schedule, Site
 from edge.fieldbus.program import node_program
-from edge.node.simulate import Fleet
-from edge.schedule import schedule_from_proto
-from edge.schedule.model import Schedule, Site
+from edge.fieldbus.simulate import Fleet
 from protos.ondijon.v1 import schedule_pb2
 from tests.edge.fieldbus.conftest import T0, Cabinet, make_cabinet
 

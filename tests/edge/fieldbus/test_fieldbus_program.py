@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from google.protobuf import json_format
 
+from domain.schedule import evaluate, schedule_from_proto
+from domain.schedule.model import DeviceKind, Schedule, Site
 from edge.fieldbus.program import ProgramTooLong, node_program
 from edge.node import bus
-from edge.schedule import evaluate, schedule_from_proto
-from edge.schedule.model import DeviceKind, Schedule, Site
 from protos.ondijon.v1 import schedule_pb2
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "schedule.json"

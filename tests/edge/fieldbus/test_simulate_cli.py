@@ -48,7 +48,7 @@ def test_provision_start_and_simulate_from_the_command_line(tmp_path: Path) -> N
             [
                 sys.executable,
                 "-m",
-                "edge.node.simulate",
+                "edge.fieldbus.simulate",
                 "--provisioned",
                 str(tmp_path / "cab"),
                 "--nodes",

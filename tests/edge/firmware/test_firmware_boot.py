@@ -19,7 +19,7 @@ from edge.firmware.boot import (
 )
 from edge.firmware.simulator import make_wheel
 from edge.firmware.slots import SlotState, SlotStore
-from ondijon.clock import ManualClock
+from foundation.clock import ManualClock
 
 NOW = datetime(2026, 5, 4, 10, 0, tzinfo=UTC)
 T = TypeVar("T")

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from domain.firmware.errors import DownloadError, FirmwareRefused
+from domain.firmware.manifest import Manifest, Part
 from edge.firmware.download import (
     ChunkFetcher,
     DownloadLimits,
@@ -17,9 +19,7 @@ from edge.firmware.download import (
     download_release,
     prune_downloads,
 )
-from edge.firmware.errors import DownloadError, FirmwareRefused
 from edge.firmware.simulator import MemoryFetcher
-from edge.firmware.verify import Manifest, Part
 
 DATA = os.urandom(20_000)
 PART = Part("agent.whl", len(DATA), hashlib.sha256(DATA).hexdigest())

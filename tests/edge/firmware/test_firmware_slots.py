@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.firmware.errors import SlotError
+from domain.firmware.errors import SlotError
 from edge.firmware.simulator import make_wheel
 from edge.firmware.slots import SlotState, SlotStore
 

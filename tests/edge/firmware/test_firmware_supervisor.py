@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.firmware.supervisor import ServiceSupervisor, UnitSettings, parse_duration
+from edge.firmware.systemd_standin import ServiceSupervisor, UnitSettings, parse_duration
 
 UNIT = Path(__file__).resolve().parents[3] / "deploy" / "systemd" / "ondijon-agent.service"
 FAST = UnitSettings(restart_s=0.1, start_timeout_s=1.0, stop_timeout_s=1.0, watchdog_s=0.6)

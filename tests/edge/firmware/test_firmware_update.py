@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from domain.firmware.errors import DownloadError
 from edge.firmware.boot import confirm_trial, resolve_boot_slot
 from edge.firmware.durable import CrashPoint, no_crash
-from edge.firmware.errors import DownloadError
 from edge.firmware.simulator import ReleaseSimulator
 from edge.firmware.slots import SlotStore
 from edge.firmware.update import TrustPolicy, apply_offer, pending_report
-from ondijon.clock import ManualClock
+from foundation.clock import ManualClock
 from protos.ondijon.v1 import firmware_pb2
 
 NOW = datetime(2026, 5, 4, 10, 0, tzinfo=UTC)

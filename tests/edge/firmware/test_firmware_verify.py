@@ -12,9 +12,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edge.firmware.errors import FirmwareRefused
-from edge.firmware.simulator import ReleaseSimulator, SignatureEntry
-from edge.firmware.verify import (
+from domain.firmware.errors import FirmwareRefused
+from domain.firmware.manifest import (
     Part,
     canonical_json,
     key_id,
@@ -23,6 +22,7 @@ from edge.firmware.verify import (
     verify_manifest,
     verify_part,
 )
+from edge.firmware.simulator import ReleaseSimulator, SignatureEntry
 from protos.ondijon.v1 import firmware_pb2
 
 NOW = datetime(2026, 5, 4, 10, 0, tzinfo=UTC)

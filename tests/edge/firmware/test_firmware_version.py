@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge.firmware.version import VersionError, is_version, parse_version
+from domain.firmware.version import VersionError, is_version, parse_version
 
 
 @pytest.mark.parametrize(

@@ -9,8 +9,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from edge.schedule.astronomy import Daylight, sun_day
-from edge.schedule.model import Site, SunEvent
+from domain.schedule.astronomy import Daylight, sun_day
+from domain.schedule.model import Site, SunEvent
 
 REFERENCE = Path(__file__).resolve().parents[2] / "data" / "sun" / "dijon-2026.csv"
 DIJON = Site(47.3220, 5.0415, "Europe/Paris")

@@ -6,8 +6,8 @@ from datetime import date, time
 
 import pytest
 
-from edge.schedule.calendar import is_public_holiday, program_for
-from edge.schedule.model import CalendarRule, DayKind, Program, Schedule, SwitchPoint, Weekday
+from domain.schedule.calendar import is_public_holiday, program_for
+from domain.schedule.model import CalendarRule, DayKind, Program, Schedule, SwitchPoint, Weekday
 
 
 def _program(name: str) -> Program:

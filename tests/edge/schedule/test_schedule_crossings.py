@@ -34,9 +34,9 @@ from astral.sun import elevation, midnight, noon
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge.schedule.astronomy import Crossing, sun_day
-from edge.schedule.evaluator import evaluate
-from edge.schedule.model import (
+from domain.schedule.astronomy import Crossing, sun_day
+from domain.schedule.evaluator import evaluate
+from domain.schedule.model import (
     CalendarRule,
     DeviceKind,
     Program,

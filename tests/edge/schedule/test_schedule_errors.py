@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edge.schedule.errors import (
+from domain.schedule.errors import (
     EvaluationError,
     OverrideError,
     ScheduleEngineError,

@@ -10,11 +10,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge.schedule.astronomy import sun_day
-from edge.schedule.errors import EvaluationError
-from edge.schedule.evaluator import Decision, evaluate
-from edge.schedule.localtime import day_start, local_date
-from edge.schedule.model import (
+from domain.schedule.astronomy import sun_day
+from domain.schedule.errors import EvaluationError
+from domain.schedule.evaluator import Decision, evaluate
+from domain.schedule.localtime import day_start, local_date
+from domain.schedule.model import (
     AccessPolicy,
     BollardPosition,
     BollardSetting,

@@ -6,9 +6,9 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from edge.schedule.astronomy import sun_day
-from edge.schedule.fallback import night_lamps_on
-from edge.schedule.model import Site
+from domain.schedule.astronomy import sun_day
+from domain.schedule.fallback import night_lamps_on
+from domain.schedule.model import Site
 
 DIJON = Site(47.3220, 5.0415, "Europe/Paris")
 TROMSO = Site(69.65, 18.96, "Europe/Oslo")

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from edge.schedule.localtime import day_start, local_date, next_day_start, wall_to_utc
+from domain.schedule.localtime import day_start, local_date, next_day_start, wall_to_utc
 
 PARIS = ZoneInfo("Europe/Paris")
 SPRING = date(2026, 3, 29)

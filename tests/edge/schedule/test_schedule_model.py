@@ -7,8 +7,8 @@ from datetime import date, time
 
 import pytest
 
-from edge.schedule.errors import SiteError
-from edge.schedule.model import CalendarRule, Program, Schedule, Site, SwitchPoint, Weekday
+from domain.schedule.errors import SiteError
+from domain.schedule.model import CalendarRule, Program, Schedule, Site, SwitchPoint, Weekday
 
 
 @pytest.mark.parametrize(

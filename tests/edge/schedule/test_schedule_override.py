@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from edge.schedule.model import DeviceKind, Override
-from edge.schedule.override import active_override, override_changes
+from domain.schedule.model import DeviceKind, Override
+from domain.schedule.override import active_override, override_changes
 
 T0 = datetime(2026, 7, 14, 20, tzinfo=UTC)
 HOUR = timedelta(hours=1)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
 
-from edge.schedule.model import CalendarRule, Program, Schedule, Site, SunEvent, SwitchPoint
-from edge.schedule.program import day_plan, resolve_program
+from domain.schedule.model import CalendarRule, Program, Schedule, Site, SunEvent, SwitchPoint
+from domain.schedule.program import day_plan, resolve_program
 
 DIJON = Site(47.3220, 5.0415, "Europe/Paris")
 TROMSO = Site(69.65, 18.96, "Europe/Oslo")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from edge.schedule.model import LightSensor
-from edge.schedule.sensor import sensor_holds
+from domain.schedule.model import LightSensor
+from domain.schedule.sensor import sensor_holds
 
 SENSOR = LightSensor(on_below_lux=20.0, off_above_lux=50.0, lamp_level=80)
 

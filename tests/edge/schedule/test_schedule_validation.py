@@ -6,8 +6,8 @@ from datetime import UTC, datetime, time, timedelta
 
 import pytest
 
-from edge.schedule.errors import OverrideError, ScheduleError
-from edge.schedule.model import (
+from domain.schedule.errors import OverrideError, ScheduleError
+from domain.schedule.model import (
     AccessPolicy,
     BollardPosition,
     BollardSetting,
@@ -19,7 +19,7 @@ from edge.schedule.model import (
     SunEvent,
     SwitchPoint,
 )
-from edge.schedule.validation import check_override, check_schedule
+from domain.schedule.validation import check_override, check_schedule
 
 
 def _with_point(point: SwitchPoint) -> Schedule:

@@ -7,8 +7,8 @@ from datetime import UTC, date, datetime, time
 
 import pytest
 
-from edge.schedule.errors import OverrideError, ScheduleError
-from edge.schedule.model import (
+from domain.schedule.errors import OverrideError, ScheduleError
+from domain.schedule.model import (
     AccessPolicy,
     BollardPosition,
     BollardSetting,
@@ -18,7 +18,7 @@ from edge.schedule.model import (
     SunEvent,
     Weekday,
 )
-from edge.schedule.wire import (
+from domain.schedule.wire import (
     override_from_proto,
     override_to_proto,
     schedule_from_proto,

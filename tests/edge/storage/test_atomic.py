@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from tinydb import TinyDB
 
-from edge.equipment.base import Priority
+from edge.events import Priority
 from edge.storage import atomic
 from edge.storage.atomic import (
     AtomicJSONStorage,

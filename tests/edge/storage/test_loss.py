@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge.equipment.base import Priority
+from edge.events import Priority
 from edge.storage.loss import OPEN_END, count, loss_events, normalise, settle, subtract
 from edge.storage.overflow import MAX_LISTED_RANGES
 

@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 
-from edge.equipment.base import EquipmentEvent, Priority
+from edge.events import EquipmentEvent, Priority
 from edge.storage.atomic import RecoveryOutcome, StorageRecovery
 from edge.storage.errors import OutboxError, OutboxRecovered
 from edge.storage.outbox import Outbox
 from edge.storage.overflow import MIB, OutboxLimits
-from ondijon.clock import ManualClock
+from foundation.clock import ManualClock
 from protos.ondijon.v1 import link_pb2
 from tests.nothing_lost.damage import garble_leaf
 from tests.nothing_lost.harness import listed_lost

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from edge.equipment.base import Priority
+from edge.events import Priority
 from edge.storage.errors import OutboxError
 from edge.storage.overflow import (
     MAX_LISTED_RANGES,

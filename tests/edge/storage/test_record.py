@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from edge.equipment.base import EquipmentEvent, Priority
+from edge.events import EquipmentEvent, Priority
 from edge.storage.errors import OutboxError
 from edge.storage.record import batch_entry_bytes, record, sequence_field
 from protos.ondijon.v1 import link_pb2

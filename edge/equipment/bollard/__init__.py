@@ -1,0 +1,1 @@
+"""Retractable bollards: the pure rules, the latches that survive restarts, the controller."""

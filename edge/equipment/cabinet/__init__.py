@@ -1,0 +1,1 @@
+"""The street cabinet itself: door, mains, temperature and light, watched by the monitor."""

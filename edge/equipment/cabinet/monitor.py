@@ -1,0 +1,370 @@
+"""The street cabinet that houses the gateway: door, mains supply and temperature.
+
+- :class:`CabinetConfig` is the ``cabinet`` entry of the agent configuration, validated.
+- :class:`CabinetDriver` is what a backend implements: :class:`GpioCabinet` (door and mains
+  inputs on GPIO pins, temperature from a callable) and :class:`SimulatedCabinet`;
+  :func:`connect_cabinet` picks one from the configuration.
+- :class:`CabinetMonitor` turns readings into alarms, each raised once when it appears (an
+  ALARM event) and cleared once (an EVENT): ``door_open``, ``mains_lost`` (the gateway runs
+  on its battery) and ``over_temperature``, which clears only once the temperature has
+  fallen ``temperature_hysteresis_c`` below the limit, so a cabinet hovering at the limit
+  in the afternoon sun raises one alarm, not one per check.
+
+Wiring of the gpio backend: the door input reads high while the door is open (a switch that
+closes when the door opens, pulled down), the mains input reads high while mains is present
+(an opto-isolated mains sense, pulled down, so a cut wire reads "mains lost").
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from edge.events import (
+    EquipmentConfigError,
+    EquipmentError,
+    EquipmentEvent,
+    EventSink,
+    PinSpec,
+    Priority,
+    config_number,
+    config_pin,
+)
+from protos.ondijon.v1 import schedule_pb2, state_pb2
+
+BACKENDS = ("gpio", "simulated")
+
+_ALARM_MESSAGES = {
+    "door_open": "cabinet door open",
+    "mains_lost": "mains supply lost, gateway on battery",
+    "over_temperature": "cabinet temperature above its limit",
+}
+
+
+class CabinetError(EquipmentError):
+    """Base of cabinet errors."""
+
+
+class CabinetDriverError(CabinetError):
+    """A cabinet backend could not read its inputs."""
+
+
+@dataclass(frozen=True)
+class CabinetConfig:
+    """The cabinet of the agent configuration.
+
+    Attributes:
+        device_id: the cabinet's id.
+        backend: ``"gpio"`` or ``"simulated"``.
+        door_pin: input reading high while the door is open (gpio backend).
+        mains_pin: input reading high while mains is present (gpio backend).
+        max_temperature_c: over-temperature limit.
+        temperature_hysteresis_c: how far below the limit the alarm clears.
+    """
+
+    device_id: str
+    backend: str = "gpio"
+    door_pin: PinSpec | None = None
+    mains_pin: PinSpec | None = None
+    max_temperature_c: float = 60.0
+    temperature_hysteresis_c: float = 5.0
+
+    @classmethod
+    def from_mapping(cls, mapping: object, field_prefix: str) -> CabinetConfig:
+        """Validate the configuration entry.
+
+        Args:
+            mapping: the entry as parsed from the agent's TOML.
+            field_prefix: its path, e.g. ``equipment.cabinet``, used in error messages.
+
+        Raises:
+            EquipmentConfigError: naming the first offending field and why.
+        """
+        if not isinstance(mapping, Mapping):
+            raise EquipmentConfigError(field_prefix, "must be a table")
+        known = {
+            "id",
+            "backend",
+            "door_pin",
+            "mains_pin",
+            "max_temperature_c",
+            "temperature_hysteresis_c",
+        }
+        for key in mapping:
+            if key not in known:
+                raise EquipmentConfigError(f"{field_prefix}.{key}", "unknown field")
+        device_id = mapping.get("id")
+        if not isinstance(device_id, str) or not device_id.strip():
+            raise EquipmentConfigError(f"{field_prefix}.id", "must be a non-empty string")
+        backend = mapping.get("backend", "gpio")
+        if backend not in BACKENDS:
+            raise EquipmentConfigError(
+                f"{field_prefix}.backend", f"must be one of {', '.join(BACKENDS)}"
+            )
+        pins: dict[str, PinSpec | None] = {}
+        for name in ("door_pin", "mains_pin"):
+            raw = mapping.get(name)
+            field = f"{field_prefix}.{name}"
+            if raw is None:
+                if backend == "gpio":
+                    raise EquipmentConfigError(field, "is required by the gpio backend")
+                pins[name] = None
+            else:
+                pins[name] = config_pin(raw, field)
+        if pins["door_pin"] is not None and pins["door_pin"] == pins["mains_pin"]:
+            raise EquipmentConfigError(f"{field_prefix}.mains_pin", "same pin as door_pin")
+        limit = config_number(
+            mapping.get("max_temperature_c", 60.0), f"{field_prefix}.max_temperature_c", -40, 125
+        )
+        hysteresis = config_number(
+            mapping.get("temperature_hysteresis_c", 5.0),
+            f"{field_prefix}.temperature_hysteresis_c",
+            0.1,
+            50,
+        )
+        return cls(
+            device_id=device_id,
+            backend=backend,
+            door_pin=pins["door_pin"],
+            mains_pin=pins["mains_pin"],
+            max_temperature_c=limit,
+            temperature_hysteresis_c=hysteresis,
+        )
+
+
+@dataclass(frozen=True)
+class CabinetReading:
+    """What the cabinet's sensors say.
+
+    Attributes:
+        door_open: the door is open, or was opened since the previous reading.
+        on_battery: mains is absent and the gateway runs on its battery.
+        temperature_c: inside temperature, None when unknown (no sensor, or it failed).
+        lux: ambient illuminance from the cabinet's light sensor, None without one; the
+            schedule's light-sensor rule uses it.
+    """
+
+    door_open: bool
+    on_battery: bool
+    temperature_c: float | None
+    lux: float | None = None
+
+
+class CabinetDriver(Protocol):
+    """A cabinet backend. ``read`` raises :class:`CabinetDriverError` and nothing else."""
+
+    def read(self) -> CabinetReading:
+        """Read every sensor."""
+        ...
+
+    def close(self) -> None:
+        """Release the pins."""
+        ...
+
+
+class GpioCabinet:
+    """Door and mains inputs on GPIO pins through gpiozero; temperature from a callable.
+
+    A door opened and shut between two readings still reads open once: the opening edge is
+    latched, because a brief opening is exactly what a break-in looks like.
+    """
+
+    def __init__(
+        self,
+        *,
+        door_pin: PinSpec,
+        mains_pin: PinSpec,
+        temperature: Callable[[], float] | None = None,
+        light: Callable[[], float] | None = None,
+        pin_factory: Any = None,
+    ) -> None:
+        from gpiozero import DigitalInputDevice, GPIOZeroError
+
+        self._errors: type[Exception] = GPIOZeroError
+        self._temperature = temperature
+        self._light = light
+        self._door_opened = False
+        try:
+            self._door = DigitalInputDevice(door_pin, pull_up=False, pin_factory=pin_factory)
+        except GPIOZeroError as exc:
+            raise CabinetDriverError(f"cannot open door pin: {exc}") from exc
+        try:
+            self._mains = DigitalInputDevice(mains_pin, pull_up=False, pin_factory=pin_factory)
+        except GPIOZeroError as exc:
+            self._door.close()
+            raise CabinetDriverError(f"cannot open mains pin: {exc}") from exc
+        self._door.when_activated = self._latch_door
+
+    def read(self) -> CabinetReading:
+        """Read the inputs and the temperature (None if the sensor fails)."""
+        try:
+            door_open = bool(self._door.value) or self._door_opened
+            on_battery = not self._mains.value
+        except self._errors as exc:
+            raise CabinetDriverError(f"cannot read cabinet inputs: {exc}") from exc
+        self._door_opened = False
+        return CabinetReading(
+            door_open, on_battery, _sample(self._temperature), _sample(self._light)
+        )
+
+    def close(self) -> None:
+        """Release the pins."""
+        self._door.close()
+        self._mains.close()
+
+    def _latch_door(self) -> None:
+        self._door_opened = True
+
+
+def _sample(sensor: Callable[[], float] | None) -> float | None:
+    """One reading of an analogue sensor; a failed or absent sensor is "unknown"."""
+    if sensor is None:
+        return None
+    try:
+        value = float(sensor())
+    except Exception:  # a failed sensor (1-wire CRC, I2C timeout) means "unknown"
+        return None
+    return value if math.isfinite(value) else None
+
+
+class SimulatedCabinet:
+    """A cabinet whose sensors the bench or a test sets by hand.
+
+    Attributes:
+        door_open: the door is open.
+        on_battery: mains is lost.
+        temperature_c: inside temperature, None for a missing sensor.
+        lux: ambient light, None for no light sensor.
+    """
+
+    def __init__(self, *, temperature_c: float | None = 25.0, lux: float | None = None) -> None:
+        self.door_open = False
+        self.on_battery = False
+        self.temperature_c = temperature_c
+        self.lux = lux
+
+    def read(self) -> CabinetReading:
+        """The current simulated values."""
+        return CabinetReading(self.door_open, self.on_battery, self.temperature_c, self.lux)
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+def connect_cabinet(
+    config: CabinetConfig,
+    *,
+    pin_factory: Any = None,
+    temperature: Callable[[], float] | None = None,
+) -> CabinetDriver:
+    """Open the backend the configuration names.
+
+    Args:
+        config: the cabinet's configuration.
+        pin_factory: a gpiozero pin factory; None uses gpiozero's default.
+        temperature: for the gpio backend, a callable returning the inside temperature.
+
+    Raises:
+        CabinetDriverError: the pins could not be opened.
+    """
+    if config.backend == "simulated":
+        return SimulatedCabinet()
+    assert config.door_pin is not None
+    assert config.mains_pin is not None
+    return GpioCabinet(
+        door_pin=config.door_pin,
+        mains_pin=config.mains_pin,
+        temperature=temperature,
+        pin_factory=pin_factory,
+    )
+
+
+class CabinetMonitor:
+    """Watches the cabinet; the agent calls :meth:`check` on its timer."""
+
+    def __init__(self, config: CabinetConfig, driver: CabinetDriver, sink: EventSink) -> None:
+        self._config = config
+        self._driver = driver
+        self._sink = sink
+        self._reading = CabinetReading(False, False, None)
+        self._observed_at: datetime | None = None
+        self._alarms: set[str] = set()
+
+    @property
+    def alarms(self) -> frozenset[str]:
+        """The alarms currently raised."""
+        return frozenset(self._alarms)
+
+    def close(self) -> None:
+        """Release the sensors."""
+        self._driver.close()
+
+    @property
+    def driver(self) -> CabinetDriver:
+        """The backend (the bench sets a simulated cabinet's sensors through it)."""
+        return self._driver
+
+    @property
+    def lux(self) -> float | None:
+        """Ambient light at the last check, None without a light sensor."""
+        return self._reading.lux
+
+    def check(self, now: datetime) -> None:
+        """Read the sensors and raise or clear alarms.
+
+        Raises:
+            CabinetDriverError: the inputs could not be read (nothing changes).
+        """
+        reading = self._driver.read()
+        self._reading = reading
+        self._observed_at = now
+        self._settle("door_open", reading.door_open, now)
+        self._settle("mains_lost", reading.on_battery, now)
+        temperature = reading.temperature_c
+        if temperature is not None:
+            limit = self._config.max_temperature_c
+            if "over_temperature" in self._alarms:
+                hot = temperature > limit - self._config.temperature_hysteresis_c
+            else:
+                hot = temperature >= limit
+            self._settle("over_temperature", hot, now, f"{temperature:.1f} °C")
+
+    def state(self) -> state_pb2.DeviceState:
+        """The cabinet's state as last observed (temperature NaN when unknown)."""
+        temperature = self._reading.temperature_c
+        message = state_pb2.DeviceState(
+            device_id=self._config.device_id,
+            kind=schedule_pb2.DEVICE_KIND_CABINET,
+            cabinet=state_pb2.CabinetState(
+                door_open=self._reading.door_open,
+                on_battery=self._reading.on_battery,
+                temperature_c=math.nan if temperature is None else temperature,
+            ),
+        )
+        if self._observed_at is not None:
+            message.observed_at.FromDatetime(self._observed_at)
+        return message
+
+    def _settle(self, alarm: str, present: bool, now: datetime, detail: str = "") -> None:
+        if present == (alarm in self._alarms):
+            return
+        message = _ALARM_MESSAGES[alarm] + (f" ({detail})" if detail else "")
+        if present:
+            self._alarms.add(alarm)
+            priority, state = Priority.ALARM, "raised"
+        else:
+            self._alarms.discard(alarm)
+            priority, state = Priority.EVENT, "cleared"
+        self._sink(
+            EquipmentEvent(
+                device_id=self._config.device_id,
+                type=alarm,
+                priority=priority,
+                at=now,
+                message=message,
+                attributes={"state": state},
+            )
+        )

@@ -1,0 +1,1 @@
+"""Lamps: the driver protocol, its backends, and the controller that follows the schedule."""

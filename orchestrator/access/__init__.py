@@ -1,0 +1,1 @@
+"""Who may call, and how much: peers from certificates, roles and scope, admission, limits."""

@@ -1,0 +1,238 @@
+"""Who may do what, where, on the admin API: roles, communes, and the audit of refusals.
+
+Every ControlCentre call starts here. The caller is identified by its client certificate
+only (an operator certificate of this CA, known to the store, not revoked); its role and
+communes are read from the store at every call, so a change takes effect at once:
+
+- ``viewer`` reads, ``operator`` also writes (schedules, plans, access lists, commands),
+  ``admin`` also manages the fleet and identities (gateways, tokens, revocation, audit);
+- an operator sees and acts only on gateways of its communes (``*``: all of them); a
+  gateway outside the scope is answered exactly like a missing one, so the scope does not
+  leak what exists elsewhere.
+
+A long-running call (the event feed) re-reads the operator's role and communes every
+second (:class:`LiveScope`): a commune leaving the scope stops its events, a disabled or
+demoted operator's feed ends.
+
+A refused write is audited like a done one (result ``refused``, with the reason). A
+refused certificate of another role (a gateway trying the admin API) is audited too, at
+most once a minute per identity: it is an incident to notice, not a flood to store. Every
+service with callers (the admin API, campaigns) records refusals through
+:meth:`Gatekeeper.audit_refusal`, so there is one audit path for every refusal.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+import grpc
+
+from orchestrator.access.certificates import Orchestrator
+from orchestrator.access.limits import BucketMap
+from orchestrator.access.peers import AuthError, Peer, peer_of, require_role
+from orchestrator.store.database import GatewayRecord, NotFound, OperatorRecord
+from provisioning.identity import IdentityError, Role, check_name
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+VIEWER, OPERATOR, ADMIN = "viewer", "operator", "admin"
+RANK = {VIEWER: 0, OPERATOR: 1, ADMIN: 2}
+# How stale the scope of a long-running call may be.
+SCOPE_RECHECK_S = 1.0
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """A write being attempted: what goes in the audit log, done or refused."""
+
+    action: str
+    target: str
+    commune: str = ""
+
+
+@dataclass(frozen=True)
+class Caller:
+    """An authenticated operator and its registration."""
+
+    peer: Peer
+    operator: OperatorRecord
+
+    @property
+    def actor(self) -> str:
+        return str(self.peer.identity)
+
+    def in_scope(self, commune: str) -> bool:
+        return in_scope(self.operator, commune)
+
+
+def in_scope(operator: OperatorRecord, commune: str) -> bool:
+    return "*" in operator.communes or commune in operator.communes
+
+
+class Gatekeeper:
+    """Checks callers of the admin API and records what they were refused."""
+
+    def __init__(self, app: Orchestrator) -> None:
+        self.app = app
+        self._foreign_audits = BucketMap(1 / 60, 1, 10_000)
+
+    async def caller(self, context: Context, needed: str, attempt: Attempt | None) -> Caller:
+        """The calling operator if it holds ``needed``; otherwise abort (audited if a write)."""
+        try:
+            peer = peer_of(context)
+        except AuthError as exc:
+            await context.abort(exc.code, str(exc))
+        try:
+            require_role(peer, Role.OPERATOR)
+        except AuthError as exc:
+            if self._foreign_audits.take(peer.identity.uri, 1, time.monotonic()):
+                await self.app.audit(
+                    actor=str(peer.identity),
+                    action=attempt.action if attempt else "admin.call",
+                    target=attempt.target if attempt else "",
+                    result="refused",
+                    detail=str(exc),
+                )
+            await context.abort(exc.code, str(exc))
+        try:
+            await self.app.check_certificate(peer)
+        except AuthError as exc:
+            await context.abort(exc.code, str(exc))
+        store = self.app.runner.store
+        record = await self.app.runner.read(lambda c: store.get_operator(c, peer.identity.name))
+        if record is None or record.disabled:
+            await self._deny(context, peer, attempt, "operator is not registered or disabled")
+        if RANK.get(record.role, -1) < RANK[needed]:
+            await self._deny(
+                context, peer, attempt, f"role {record.role} may not do this (needs {needed})"
+            )
+        return Caller(peer, record)
+
+    async def registration(self, context: Context, caller: Caller, needed: str) -> Caller:
+        """``caller`` with its registration read again (a long call outlives the first
+        read); aborts PERMISSION_DENIED if it no longer holds ``needed``."""
+        store = self.app.runner.store
+        name = caller.peer.identity.name
+        record = await self.app.runner.read(lambda c: store.get_operator(c, name))
+        if record is None or record.disabled:
+            await self._deny(context, caller.peer, None, "operator is not registered or disabled")
+        if RANK.get(record.role, -1) < RANK[needed]:
+            await self._deny(
+                context, caller.peer, None, f"role {record.role} may not do this (needs {needed})"
+            )
+        return Caller(caller.peer, record)
+
+    async def visible_gateways(self, caller: Caller) -> set[str]:
+        """The ids of the gateways in ``caller``'s communes."""
+        store = self.app.runner.store
+        records = await self.app.runner.read(lambda c: store.list_gateways(c))
+        return {r.gateway_id for r in records if caller.in_scope(r.commune)}
+
+    async def _deny(
+        self, context: Context, peer: Peer, attempt: Attempt | None, message: str
+    ) -> NoReturn:
+        if attempt is not None:
+            await self.audit_refusal(peer, attempt, message)
+        await context.abort(grpc.StatusCode.PERMISSION_DENIED, message)
+        raise AssertionError("unreachable")
+
+    async def gateway(
+        self, context: Context, caller: Caller, gateway_id: str, attempt: Attempt | None
+    ) -> GatewayRecord:
+        """The gateway ``gateway_id`` if it exists and is in the caller's scope."""
+        try:
+            check_name("gateway_id", gateway_id)
+        except IdentityError as exc:
+            await self.refuse(context, caller, attempt, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        store = self.app.runner.store
+        missing = f"gateway_id: no gateway {gateway_id!r}"
+        try:
+            gateway = await self.app.runner.read(lambda c: store.get_gateway(c, gateway_id))
+        except NotFound:
+            await self.refuse(context, caller, attempt, grpc.StatusCode.NOT_FOUND, missing)
+        if not caller.in_scope(gateway.commune):
+            # Audited where it happened (the gateway's commune), answered as if missing.
+            where = Attempt(attempt.action, attempt.target, gateway.commune) if attempt else None
+            await self.refuse(
+                context,
+                caller,
+                where,
+                grpc.StatusCode.NOT_FOUND,
+                missing,
+                detail=f"gateway {gateway_id!r} is outside the caller's communes",
+            )
+        return gateway
+
+    async def refuse(
+        self,
+        context: Context,
+        caller: Caller,
+        attempt: Attempt | None,
+        code: grpc.StatusCode,
+        message: str,
+        *,
+        detail: str = "",
+    ) -> NoReturn:
+        """Answer ``code``/``message``; a refused write is audited first (``detail`` or why)."""
+        if attempt is not None:
+            await self.audit_refusal(caller.peer, attempt, detail or message)
+        await context.abort(code, message)
+        raise AssertionError("unreachable")
+
+    async def audit_refusal(self, peer: Peer, attempt: Attempt, why: str) -> None:
+        await self.app.audit(
+            actor=str(peer.identity),
+            action=attempt.action,
+            target=attempt.target,
+            commune=attempt.commune,
+            result="refused",
+            detail=why,
+        )
+
+    async def done(self, caller: Caller, attempt: Attempt, detail: str = "") -> None:
+        """Audit a write that was carried out."""
+        await self.app.audit(
+            actor=caller.actor,
+            action=attempt.action,
+            target=attempt.target,
+            commune=attempt.commune,
+            result="ok",
+            detail=detail,
+        )
+
+
+class LiveScope:
+    """What a long-running call of ``caller`` may show, kept fresh: the operator's role and
+    communes and the gateways in them are read again once :data:`SCOPE_RECHECK_S` old."""
+
+    def __init__(
+        self,
+        gate: Gatekeeper,
+        caller: Caller,
+        needed: str,
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.gate = gate
+        self.caller = caller
+        self.needed = needed
+        self.monotonic = monotonic
+        self._visible: set[str] = set()
+        self._read_at = -float("inf")
+
+    @property
+    def stale(self) -> bool:
+        return self.monotonic() - self._read_at >= SCOPE_RECHECK_S
+
+    async def refresh(self, context: Context) -> None:
+        """Read the scope again (aborts if the operator may no longer call at all)."""
+        self.caller = await self.gate.registration(context, self.caller, self.needed)
+        self._visible = await self.gate.visible_gateways(self.caller)
+        self._read_at = self.monotonic()
+
+    def visible(self, gateway_id: str) -> bool:
+        """Whether ``gateway_id`` is in scope, as of the last :meth:`refresh`."""
+        return gateway_id in self._visible

@@ -1,0 +1,1 @@
+"""The admin API for operators: the gRPC servicers over the subsystems' operations."""

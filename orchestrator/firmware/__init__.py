@@ -1,0 +1,1 @@
+"""Releases and campaigns: uploads, downloads, the pure rollout core, the runner, balena."""

@@ -1,0 +1,1 @@
+"""The fleet and its desired state: gateways, documents and commands."""

@@ -1,0 +1,1 @@
+"""Identity: enrollment, renewal, revocation, the CRL, operators and enrollment tokens."""

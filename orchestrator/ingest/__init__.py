@@ -1,0 +1,1 @@
+"""What gateways send and what is sent to them: the link, its streams, routing, devices."""

@@ -1,0 +1,619 @@
+"""GatewayLink: the one long-lived stream per gateway.
+
+The gateway says hello; the orchestrator answers with a welcome, then sends every desired
+document newer than what the gateway holds (nothing that is already there), then the
+commands it has not answered yet. A command stays PENDING until the gateway answers it
+(DONE, REFUSED or EXPIRED): one sent into a stream that died unnoticed is sent again on the
+next stream (the agent answers a command it already ran without running it twice). The
+hello also records the stream in the store as the gateway's, which ends an older stream of
+the gateway on any replica (:mod:`orchestrator.ingest.routing`). A replica that cannot reach its
+store refuses streams (UNAVAILABLE), so the gateway goes to another.
+
+From then on it stores state reports and events and acknowledges each only after its
+transaction committed; an event batch is stored idempotently by (gateway,
+sequence), so a replayed batch changes nothing (the live feed included) and is
+acknowledged again.
+
+Flow control, for a city coming back after an outage: the welcome grants each gateway a
+window of unacknowledged events that shrinks as more gateways are connected, and what a
+gateway sent is stored a fair share per round of the store's writer, alarms first
+(:class:`PendingEvents`), so a live alarm waits a round or two, not behind every backlog.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+from collections.abc import AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass
+
+import grpc
+import sqlalchemy as sa
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from foundation.escaping import escape
+from orchestrator.access.certificates import Orchestrator
+from orchestrator.access.peers import AuthError, peer_of, require_role
+from orchestrator.ingest.checks import (
+    WireError,
+    check_command_result,
+    check_document_ack,
+    check_event_batch,
+    check_hello,
+    check_state_report,
+    document_message,
+    sequence_ranges,
+    stored_event,
+)
+from orchestrator.ingest.devices import DeviceLog, compact
+from orchestrator.ingest.hub import Session
+from orchestrator.store.database import (
+    CommandRecord,
+    DocumentRecord,
+    HeldRecord,
+    NewEvent,
+    NotFound,
+    Store,
+)
+from protos.ondijon.v1 import link_pb2, link_pb2_grpc
+from provisioning.identity import Role
+
+log = logging.getLogger("ondijon.orchestrator.link")
+
+PROTOCOL_REVISION = 1
+# Ranges listed in a welcome's held_after, at most (a backlog is a few contiguous runs).
+MAX_HELD_RANGES = 10_000
+
+
+def _conflicting(
+    store: Store,
+    conn: sa.Connection,
+    gateway_id: str,
+    received: list[link_pb2.Event],
+    fresh: set[int],
+) -> list[int]:
+    """The sequences of ``received`` already held with another content: a sequence counter
+    that went backwards (a restored image, a disk that lost its last commits), never to be
+    taken for a replay of what is held."""
+    first: dict[int, link_pb2.Event] = {}
+    conflicts = set()
+    for e in received:  # one sequence twice in a batch, with two contents
+        if first.setdefault(e.sequence, e) != e:
+            conflicts.add(e.sequence)
+    replayed = [e for e in first.values() if e.sequence not in fresh]
+    held = store.event_payloads(conn, gateway_id, [e.sequence for e in replayed])
+    conflicts |= {
+        e.sequence
+        for e in replayed
+        if e.sequence in held and link_pb2.Event.FromString(held[e.sequence]) != e
+    }
+    return sorted(conflicts)
+
+
+# Commands the gateway has not answered: sent (again) on each new stream until it does.
+# DELIVERED is what an older orchestrator wrote when it queued a command on a stream.
+UNSETTLED = (link_pb2.COMMAND_STATUS_PENDING, link_pb2.COMMAND_STATUS_DELIVERED)
+NOT_READY = (
+    "this orchestrator replica cannot reach its store; reconnect (another replica serves you)"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """A gateway's message and the bytes it came in."""
+
+    message: link_pb2.ConnectRequest
+    raw: bytes
+
+    def state_bytes(self) -> bytes | None:
+        """The StateReport's own bytes, sliced out of the message (None if it holds more
+        than the report): the store keeps them without decoding and encoding again."""
+        raw = self.raw
+        if not raw or raw[0] != _STATE_TAG:
+            return None
+        length, shift, i = 0, 0, 1
+        while i < len(raw):
+            byte = raw[i]
+            length |= (byte & 0x7F) << shift
+            i += 1
+            if not byte & 0x80:
+                break
+            shift += 7
+        return raw[i:] if len(raw) - i == length else None
+
+
+# ConnectRequest.state: field 2, length-delimited.
+_STATE_TAG = (2 << 3) | 2
+
+
+def decode_request(raw: bytes) -> Received:
+    return Received(link_pb2.ConnectRequest.FromString(raw), raw)
+
+
+def add_gateway_link(service: GatewayLinkService, server: grpc.aio.Server) -> None:
+    """Register GatewayLink with a deserializer that keeps each message's bytes."""
+    handlers = {
+        "Connect": grpc.stream_stream_rpc_method_handler(
+            service.Connect,
+            request_deserializer=decode_request,
+            response_serializer=link_pb2.ConnectResponse.SerializeToString,
+        )
+    }
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler("ondijon.v1.GatewayLink", handlers),)
+    )
+
+
+class GatewayLinkService(link_pb2_grpc.GatewayLinkServicer):
+    def __init__(self, app: Orchestrator) -> None:
+        self.app = app
+
+    async def Connect(  # type: ignore[override]
+        self,
+        request_iterator: AsyncIterator[Received],
+        context: grpc.aio.ServicerContext[link_pb2.ConnectRequest, link_pb2.ConnectResponse],
+    ) -> None:
+        if not self.app.runner.available:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, NOT_READY)
+        try:
+            peer = peer_of(context)
+            require_role(peer, Role.GATEWAY)
+            await self.app.check_certificate(peer)
+        except AuthError as exc:
+            await context.abort(exc.code, str(exc))
+        gateway_id = peer.identity.name
+        store = self.app.runner.store
+        try:
+            await self.app.runner.read(lambda c: store.get_gateway(c, gateway_id))
+        except NotFound:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, "gateway is not registered")
+
+        session = Session(gateway_id=gateway_id, cert_serial=peer.serial_hex)
+        stream_task = asyncio.current_task()
+
+        def cancel() -> None:
+            if stream_task is not None:
+                stream_task.cancel()
+
+        session.cancel = cancel
+        conversation = _Conversation(self.app, session, context)
+        # One long-lived writer per stream: replies are queued by whoever produces them
+        # (this stream's reader, the admin API, the campaign runner) and written in order.
+        writer = asyncio.create_task(_write(session, context))
+        self.app.hub.attach(session)
+        log.info("gateway %s connected", gateway_id)
+        try:
+            try:
+                await conversation.read(request_iterator)
+            except WireError as exc:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            # The gateway closed its side: deliver what is still queued, then end.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(session.outbox.join(), 5.0)
+        finally:
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await writer
+            self.app.hub.detach(session)
+            self.app.router.stream_ended(session)
+            log.info("gateway %s disconnected", gateway_id)
+
+
+async def _write(
+    session: Session,
+    context: grpc.aio.ServicerContext[link_pb2.ConnectRequest, link_pb2.ConnectResponse],
+) -> None:
+    while True:
+        message = await session.outbox.get()
+        try:
+            await context.write(message)
+        finally:
+            session.outbox.task_done()
+
+
+# Events stored per round of the store's writer, all gateways together. Each gateway's
+# share is this divided among those connected (at least MIN_SHARE), alarms first: a city
+# draining its backlog keeps a live alarm a round or two away from the store, instead of
+# behind every gateway's whole window.
+EVENTS_PER_ROUND = 10_000
+MIN_SHARE = 10
+# The window granted in the welcome shrinks as more gateways are connected (at most the
+# configured one): a few rounds' worth in flight is enough to keep the store busy, and
+# what is in flight is held in memory here.
+WINDOW_ROUNDS = 4
+MIN_WINDOW = 50
+
+
+class PendingEvents:
+    """What a gateway sent and is not yet stored, taken a share at a time, alarms first.
+
+    A gateway keeps at most its window unacknowledged, so this holds at most that many; a
+    gateway sending beyond it is not read until it is back within (gRPC flow control then
+    holds it back).
+    """
+
+    def __init__(self, window: int) -> None:
+        self.window = window
+        self.events: list[link_pb2.Event] = []  # in arrival order (each lane in sequence)
+        self.taken = 0  # taken and not yet stored
+        self._changed = asyncio.Condition()
+
+    async def put(self, events: Iterable[link_pb2.Event]) -> None:
+        async with self._changed:
+            await self._changed.wait_for(lambda: len(self.events) < self.window)
+            self.events.extend(events)
+            self._changed.notify_all()
+
+    async def take(self, share: int) -> list[link_pb2.Event]:
+        """The next ``share`` events to store: alarms first, the rest in arrival order."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: bool(self.events))
+            alarms = [
+                i for i, e in enumerate(self.events) if e.priority == link_pb2.EVENT_PRIORITY_ALARM
+            ]
+            chosen = set(alarms[:share])
+            for i in range(len(self.events)):
+                if len(chosen) >= share:
+                    break
+                chosen.add(i)
+            taken = [e for i, e in enumerate(self.events) if i in chosen]
+            self.events = [e for i, e in enumerate(self.events) if i not in chosen]
+            self.taken = len(taken)
+            self._changed.notify_all()
+            return taken
+
+    async def stored(self) -> None:
+        """What :meth:`take` gave is stored."""
+        async with self._changed:
+            self.taken = 0
+            self._changed.notify_all()
+
+    async def drained(self) -> None:
+        """Wait until everything received is stored."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: not self.events and not self.taken)
+
+
+class _Conversation:
+    """Handles what one gateway says on its stream."""
+
+    def __init__(
+        self,
+        app: Orchestrator,
+        session: Session,
+        context: grpc.aio.ServicerContext[link_pb2.ConnectRequest, link_pb2.ConnectResponse],
+    ) -> None:
+        self.app = app
+        self.session = session
+        self.context = context
+        self.gateway_id = session.gateway_id
+        self.report_seq = 0
+        self.devices = DeviceLog()
+        self.pending = PendingEvents(app.config.limits.event_window)
+
+    async def read(self, requests: AsyncIterator[Received]) -> None:
+        iterator = requests.__aiter__()
+        limits = self.app.config.limits
+        try:
+            first = (await asyncio.wait_for(iterator.__anext__(), limits.hello_timeout_s)).message
+        except (TimeoutError, StopAsyncIteration):
+            raise WireError("hello", "the stream must open with a hello") from None
+        if first.WhichOneof("body") != "hello":
+            raise WireError("hello", "the stream must open with a hello")
+        await self.on_hello(first.hello)
+        storing = asyncio.create_task(self._store_events())
+        reading = asyncio.create_task(self._read_requests(iterator))
+        draining: asyncio.Task[None] | None = None
+        try:
+            # Storing only ends by failing, and then so does the stream.
+            await asyncio.wait({reading, storing}, return_when=asyncio.FIRST_COMPLETED)
+            if storing.done():
+                storing.result()
+            reading.result()
+            # The gateway closed its side: what it sent is stored before the stream ends.
+            draining = asyncio.create_task(self.pending.drained())
+            await asyncio.wait({draining, storing}, return_when=asyncio.FIRST_COMPLETED)
+            if storing.done():
+                storing.result()
+        finally:
+            for task in (reading, storing, draining):
+                if task is not None and not task.done():
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+
+    async def _read_requests(self, iterator: AsyncIterator[Received]) -> None:
+        async for received in iterator:
+            await self.on_request(received)
+
+    async def on_request(self, received: Received) -> None:
+        request = received.message
+        body = request.WhichOneof("body")
+        if body == "state":
+            await self.on_state(request.state, received.state_bytes())
+        elif body == "events":
+            await self.on_events(request.events)
+        elif body == "document_ack":
+            await self.on_document_ack(request.document_ack)
+        elif body == "command_result":
+            await self.on_command_result(request.command_result)
+        elif body == "firmware_progress":
+            if self.app.campaigns is not None:
+                await self.app.campaigns.on_progress(self.gateway_id, request.firmware_progress)
+        elif body == "hello":
+            raise WireError("hello", "sent twice on one stream")
+        else:
+            raise WireError("body", "empty message")
+
+    async def on_hello(self, hello: link_pb2.Hello) -> None:
+        check_hello(hello)
+        store = self.app.runner.store
+        now = self.app.clock.now()
+        held = [HeldRecord(h.kind, h.version, h.digest) for h in hello.held]
+        gateway_id = self.gateway_id
+
+        def record(conn: sa.Connection) -> tuple[int, int, list[tuple[int, int]]]:
+            store.record_hello(
+                conn,
+                gateway_id,
+                firmware_version=hello.firmware_version,
+                reported_sequence=hello.last_sequence,
+                held=held,
+                now=now,
+            )
+            # This stream is now the gateway's: an older one, on any replica, ends.
+            self.app.router.stream_opened(conn, self.session)
+            # An agent that lost part of its outbox asks what is held above a sequence, to
+            # say exactly which events are gone (usually nothing: one index probe).
+            listed = (
+                store.held_ranges(conn, gateway_id, after=hello.held_after, limit=MAX_HELD_RANGES)
+                if hello.list_held_after
+                else []
+            )
+            stored = store.stored_sequence(conn, gateway_id)
+            return stored, store.last_report_seq(conn, gateway_id), listed
+
+        stored, self.report_seq, held_after = await self.app.runner.write(record)
+        self.session.registered = True
+        # Start from a folded snapshot, knowing which devices it holds.
+        self.devices = DeviceLog(
+            await self.app.runner.write(lambda c: compact(store, c, gateway_id))
+        )
+        connected = max(1, len(self.app.hub.sessions()))
+        budget = max(MIN_WINDOW, WINDOW_ROUNDS * EVENTS_PER_ROUND // connected)
+        self.pending.window = min(self.app.config.limits.event_window, budget)
+        server_time = Timestamp()
+        server_time.FromDatetime(now)
+        self.session.send(
+            link_pb2.ConnectResponse(
+                welcome=link_pb2.Welcome(
+                    gateway_id=gateway_id,
+                    server_time=server_time,
+                    stored_sequence=stored,
+                    event_window=self.pending.window,
+                    held_after=[link_pb2.SequenceRange(first=a, last=b) for a, b in held_after],
+                    held_after_listed=hello.list_held_after,
+                )
+            )
+        )
+        await send_newer_documents(self.app, self.session, {(h.kind): h for h in held})
+        await send_pending_commands(self.app, self.session)
+        if self.app.campaigns is not None:
+            # Firmware offers this gateway is waiting for (orchestrator.firmware.runner).
+            await self.app.campaigns.gateway_connected(self.session, hello)
+
+    async def on_state(self, report: link_pb2.StateReport, raw: bytes | None = None) -> None:
+        limits = self.app.config.limits
+        window = limits.time_window(self.app.clock.now())
+        ids = check_state_report(report, limits.max_batch_devices, window)
+        # Stored as received, bytes and all: no per-device work and no re-encoding here
+        # (see orchestrator.ingest.devices; a batch_id in the log is ignored when it is read).
+        batch_id = report.batch_id
+        payload = raw if raw is not None else report.SerializeToString()
+        store = self.app.runner.store
+        gateway_id = self.gateway_id
+        self.report_seq += 1
+        rows, fold = self.devices.rows(
+            store, gateway_id, self.report_seq, payload, ids, now=self.app.clock.now()
+        )
+        await self.app.runner.write_rows(rows)
+        self.session.send(link_pb2.ConnectResponse(state_ack=link_pb2.StateAck(batch_id=batch_id)))
+        if fold:
+            await self.app.runner.write(lambda conn: compact(store, conn, gateway_id))
+
+    async def on_events(self, batch: link_pb2.EventBatch) -> None:
+        """Queue a batch to be stored; waits while the gateway is over its window."""
+        limits = self.app.config.limits
+        window = limits.time_window(self.app.clock.now())
+        check_event_batch(batch, limits.max_batch_events, window)
+        await self.pending.put(batch.events)
+
+    async def _store_events(self) -> None:
+        while True:
+            # A fair share per round of the store's writer, whatever the gateway's window.
+            connected = max(1, len(self.app.hub.sessions()))
+            share = max(MIN_SHARE, EVENTS_PER_ROUND // connected)
+            await self.store_events(await self.pending.take(share))
+            await self.pending.stored()
+
+    async def store_events(self, events: list[link_pb2.Event]) -> None:
+        """Store events idempotently, acknowledge them, and publish the new ones."""
+        store = self.app.runner.store
+        now = self.app.clock.now()
+        new = [
+            NewEvent(
+                sequence=e.sequence,
+                at=e.at.ToDatetime(tzinfo=now.tzinfo),
+                priority=e.priority,
+                device_id=e.device_id,
+                type=e.type,
+                payload=e.SerializeToString(),
+            )
+            for e in events
+        ]
+        gateway_id = self.gateway_id
+        sequences = [e.sequence for e in events]
+
+        router = self.app.router
+
+        def add(conn: sa.Connection) -> tuple[set[int] | None, list[int]]:
+            added = store.add_events(conn, gateway_id, new, now=now)
+            if added == len(new):
+                # All new, the usual case; feeds on other replicas hear of it on commit.
+                router.events_stored(conn, gateway_id, sequences, now)
+                return None, []
+            fresh: set[int] = set()
+            if added:
+                # Partly a replay (batches resent after a cut are not cut the same way):
+                # the new events are those this very transaction stamped.
+                for r in sequence_ranges(sequences):
+                    span = store.list_events(
+                        conn, gateway_id, after_sequence=r.first - 1, limit=r.last - r.first + 1
+                    )
+                    fresh |= {row.sequence for row in span if row.received_at == now}
+                router.events_stored(conn, gateway_id, sorted(fresh), now)
+            return fresh, _conflicting(store, conn, gateway_id, events, fresh)
+
+        fresh, conflicting = await self.app.runner.write(add)
+        ack = link_pb2.EventAck(stored=sequence_ranges(sequences))
+        if conflicting:
+            # The store keeps what it held; the agent records these again under new
+            # sequences (an older agent at least leaves this line in the log).
+            ack.conflicting.extend(sequence_ranges(conflicting))
+            log.warning(
+                "gateway %s sent %d event(s) under sequences it had used for others "
+                "(%s): kept the first, asked the gateway to renumber",
+                gateway_id,
+                len(conflicting),
+                ", ".join(f"{r.first}-{r.last}" for r in sequence_ranges(conflicting)[:5]),
+            )
+        self.session.send(link_pb2.ConnectResponse(event_ack=ack))
+        # Watchers see what was stored, once: a replayed event (whatever it now claims) is
+        # not news, and its stored content is the first one received.
+        published: dict[int, link_pb2.Event] = {}
+        for e in events:
+            if fresh is None or e.sequence in fresh:
+                published.setdefault(e.sequence, e)
+        self.app.hub.publish([stored_event(gateway_id, e, now) for e in published.values()])
+
+    async def on_document_ack(self, ack: link_pb2.DocumentAck) -> None:
+        check_document_ack(ack)
+        if not ack.accepted:
+            log.warning(
+                "gateway %s refused document kind %d v%d: %s",
+                self.gateway_id,
+                ack.kind,
+                ack.version,
+                escape(ack.error),  # the gateway's words: never a forged line in the log
+            )
+            return
+        store = self.app.runner.store
+        now = self.app.clock.now()
+        held = HeldRecord(ack.kind, ack.version, ack.digest)
+        gateway_id = self.gateway_id
+
+        def record(conn: sa.Connection) -> bool:
+            # Only a document the orchestrator issued, as issued, can be held: a gateway
+            # cannot make operators believe it runs a version it was never sent.
+            issued = store.get_document(conn, gateway_id, ack.kind)
+            if issued is None or (issued.version, issued.digest) != (ack.version, ack.digest):
+                return False
+            store.set_held(conn, gateway_id, held, now=now)
+            return True
+
+        if not await self.app.runner.write(record):
+            log.warning(
+                "gateway %s acknowledged kind %d v%d, which is not the issued document",
+                gateway_id,
+                ack.kind,
+                ack.version,
+            )
+
+    async def on_command_result(self, result: link_pb2.CommandResult) -> None:
+        check_command_result(result)
+        store = self.app.runner.store
+        now = self.app.clock.now()
+        gateway_id = self.gateway_id
+        # The gateway's answer is the acknowledgement: the command is no longer owed.
+        self.session.sent_commands.discard(result.command_id)
+        # Scoped to this gateway: a gateway can never settle another gateway's command.
+        await self.app.runner.write(
+            lambda c: store.set_command_status(
+                c,
+                result.command_id,
+                status=result.status,
+                detail=result.detail,
+                now=now,
+                gateway_id=gateway_id,
+            )
+        )
+
+
+async def send_newer_documents(
+    app: Orchestrator, session: Session, held: dict[int, link_pb2.HeldDocument | HeldRecord]
+) -> None:
+    """Send each desired document the gateway does not already hold."""
+    store = app.runner.store
+    documents = await app.runner.read(lambda c: store.documents_for(c, session.gateway_id))
+    send_documents(session, documents, held)
+
+
+def send_documents(
+    session: Session,
+    documents: list[DocumentRecord],
+    held: Mapping[int, link_pb2.HeldDocument | HeldRecord],
+) -> int:
+    """Send those of ``documents`` the gateway neither holds nor was sent on this stream;
+    returns how many."""
+    # The schedule names plans: send it last, so a gateway never selects a plan it lacks.
+    ordered = sorted(documents, key=lambda d: d.kind == link_pb2.DOCUMENT_KIND_SCHEDULE)
+    sent = 0
+    for doc in ordered:
+        have = held.get(doc.kind)
+        if have is not None and have.version == doc.version and have.digest == doc.digest:
+            continue
+        if session.sent_documents.get(doc.kind) == (doc.version, doc.digest):
+            continue  # in flight on this stream: its acknowledgement is on its way
+        session.send(link_pb2.ConnectResponse(document=document_message(doc)))
+        session.sent_documents[doc.kind] = (doc.version, doc.digest)
+        sent += 1
+    return sent
+
+
+async def send_pending_commands(app: Orchestrator, session: Session) -> None:
+    """Send the commands the gateway has not answered yet; expire the stale ones."""
+    store = app.runner.store
+    records = await app.runner.read(
+        lambda c: store.commands_with_status(c, session.gateway_id, UNSETTLED)
+    )
+    await send_commands(app, session, records)
+
+
+async def send_commands(app: Orchestrator, session: Session, records: list[CommandRecord]) -> int:
+    """Send those of ``records`` (unanswered commands of the session's gateway) not already
+    sent on this stream; those past their expiry are marked EXPIRED instead. The status
+    stays PENDING until the gateway answers. Returns how many were sent."""
+    store = app.runner.store
+    now = app.clock.now()
+    sent = 0
+    for record in records:
+        if record.command_id in session.sent_commands:
+            continue
+        if record.expires_at <= now:
+            await app.runner.write(
+                functools.partial(
+                    store.set_command_status,
+                    command_id=record.command_id,
+                    status=link_pb2.COMMAND_STATUS_EXPIRED,
+                    detail="expired before the gateway acknowledged it",
+                    now=now,
+                    only_from=UNSETTLED,
+                )
+            )
+            continue
+        session.sent_commands.add(record.command_id)
+        session.send(link_pb2.ConnectResponse(command=link_pb2.Command.FromString(record.payload)))
+        sent += 1
+    return sent
