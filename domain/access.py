@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from edge.events import EquipmentError
+from foundation.errors import FieldError
 from protos.ondijon.v1 import access_pb2
 
 #: Hex digits of the digest shown in events and logs.
@@ -28,18 +28,13 @@ PREFIX_LENGTH = 8
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
-class AccessListError(EquipmentError):
+class AccessListError(FieldError):
     """An access list is invalid; nothing of it is used.
 
     Attributes:
         field: path of the offending field, e.g. ``access_list.grants[2].valid_until``.
         reason: why it is refused.
     """
-
-    def __init__(self, field: str, reason: str) -> None:
-        super().__init__(f"{field}: {reason}")
-        self.field = field
-        self.reason = reason
 
 
 class Refusal(enum.Enum):

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
+from foundation.errors import FieldError
+
 
 class Priority(enum.IntEnum):
     """Outbox priority: alarms go before events, events before metering."""
@@ -47,18 +49,13 @@ class EquipmentError(Exception):
     """Base of equipment errors."""
 
 
-class EquipmentConfigError(EquipmentError):
+class EquipmentConfigError(EquipmentError, FieldError):
     """An equipment entry of the agent configuration is invalid.
 
     Attributes:
         field: path of the offending field, e.g. ``equipment.lamps[3].pwm_pin``.
         reason: why it is refused.
     """
-
-    def __init__(self, field: str, reason: str) -> None:
-        super().__init__(f"{field}: {reason}")
-        self.field = field
-        self.reason = reason
 
 
 PinSpec = int | str

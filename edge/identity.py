@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from edge.config import AgentConfig
+from foundation.errors import FieldError
 from foundation.files import fsync_dir, private_directory, write_atomic
 from protos.ondijon.v1 import enrollment_pb2, enrollment_pb2_grpc
 from provisioning.ca import KEY_MODE, CAError, key_to_pem, load_certs, make_csr, new_private_key
@@ -27,12 +28,12 @@ from provisioning.ca import KEY_MODE, CAError, key_to_pem, load_certs, make_csr,
 log = logging.getLogger("ondijon.edge.identity")
 
 
-class IdentityFilesError(Exception):
+class IdentityFilesError(FieldError):
     """The gateway's key or certificate is missing or unusable; says what to do."""
 
 
-class EnrollmentError(Exception):
-    """The orchestrator refused the enrollment; the message says why."""
+class EnrollmentError(FieldError):
+    """The orchestrator refused the enrollment (``status`` set), or its answer is unusable."""
 
 
 @dataclass(frozen=True)
@@ -77,12 +78,12 @@ def read_root(config: AgentConfig) -> bytes:
         root = config.ca_file.read_bytes()
     except FileNotFoundError:
         raise IdentityFilesError(
-            f"orchestrator.ca_file: {config.ca_file} does not exist (install the OnDijon root CA)"
+            "orchestrator.ca_file", f"{config.ca_file} does not exist (install the OnDijon root CA)"
         ) from None
     try:
         load_certs(root, "orchestrator.ca_file")
     except CAError as exc:
-        raise IdentityFilesError(str(exc)) from None
+        raise IdentityFilesError(exc.field, exc.reason) from None
     return root
 
 
@@ -90,8 +91,9 @@ def load_credentials(config: AgentConfig) -> Credentials:
     """The key and certificate enrolled earlier; raise if there are none."""
     if not config.key_file.exists() or not config.cert_file.exists():
         raise IdentityFilesError(
+            "gateway.state_dir",
             f"no certificate in {config.state_dir}: enroll first with "
-            "`ondijon edge enroll --config FILE --token TOKEN`"
+            "`ondijon edge enroll --config FILE --token TOKEN`",
         )
     chain = config.cert_file.read_bytes()
     leaf = load_certs(chain, str(config.cert_file))[0]
@@ -129,7 +131,9 @@ def install_identity(
     """
     leaf = load_certs(chain_pem, "certificate_pem")[0]
     if leaf.public_key() != key.public_key():
-        raise EnrollmentError("the certificate returned does not match this gateway's key")
+        raise EnrollmentError(
+            "certificate_pem", "the certificate returned does not match this gateway's key"
+        )
     base = config.state_dir / "identity"
     generation = base / f"cert-{leaf.serial_number:x}"
     private_directory(generation)
@@ -165,7 +169,7 @@ async def enroll(config: AgentConfig, token: str, *, timeout: float = 30.0) -> x
                 timeout=timeout,
             )
         except grpc.aio.AioRpcError as exc:
-            raise EnrollmentError(f"{exc.code().name}: {exc.details()}") from None
+            raise EnrollmentError.answered(exc.code().name, exc.details() or "") from None
     leaf = install_identity(config, key, response.certificate_pem)
     log.info("enrolled as %s until %s", config.gateway_id, leaf.not_valid_after_utc)
     return leaf
@@ -183,7 +187,7 @@ async def renew(
             timeout=timeout,
         )
     except grpc.aio.AioRpcError as exc:
-        raise EnrollmentError(f"{exc.code().name}: {exc.details()}") from None
+        raise EnrollmentError.answered(exc.code().name, exc.details() or "") from None
     leaf = install_identity(config, key, response.certificate_pem)
     log.info("certificate renewed until %s", leaf.not_valid_after_utc)
     return leaf

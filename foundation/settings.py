@@ -12,14 +12,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from foundation.errors import FieldError
 
-class ConfigError(Exception):
+
+class ConfigError(FieldError):
     """A configuration file is unreadable or a field in it is wrong."""
-
-    def __init__(self, field: str, reason: str) -> None:
-        super().__init__(f"{field}: {reason}")
-        self.field = field
-        self.reason = reason
 
 
 def load_toml(path: Path) -> dict[str, Any]:

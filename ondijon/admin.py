@@ -12,6 +12,7 @@ import grpc
 from google.protobuf import json_format, timestamp_pb2
 from google.protobuf.message import Message
 
+from foundation.errors import FieldError
 from foundation.escaping import escape
 from protos.ondijon.v1 import (
     access_pb2,
@@ -30,8 +31,8 @@ DOCUMENT_KINDS: dict[str, tuple[int, type[Message]]] = {
 }
 
 
-class AdminError(Exception):
-    """An admin call failed; the message is the orchestrator's answer."""
+class AdminError(FieldError):
+    """A command's input is refused, or the orchestrator refused the call (``status`` set)."""
 
 
 def read_document(kind: str, path: Path) -> bytes:
@@ -40,7 +41,7 @@ def read_document(kind: str, path: Path) -> bytes:
     try:
         message = json_format.Parse(path.read_text(), message_type())
     except (json_format.ParseError, OSError) as exc:
-        raise AdminError(f"{path}: {exc}") from None
+        raise AdminError(str(path), str(exc)) from None
     return message.SerializeToString()
 
 
@@ -88,7 +89,7 @@ async def call(profile: Profile, method: str, request: Message) -> Message:
         try:
             result: Message = await getattr(stub, method)(request, timeout=30)
         except grpc.aio.AioRpcError as exc:
-            raise AdminError(f"{exc.code().name}: {exc.details()}") from None
+            raise AdminError.answered(exc.code().name, exc.details() or "") from None
         return result
 
 
@@ -101,7 +102,7 @@ async def watch(profile: Profile, gateway_id: str) -> None:
             ):
                 print(event_line(item.event), flush=True)
         except grpc.aio.AioRpcError as exc:
-            raise AdminError(f"{exc.code().name}: {exc.details()}") from None
+            raise AdminError.answered(exc.code().name, exc.details() or "") from None
 
 
 def _instant(text: str | None, field: str) -> timestamp_pb2.Timestamp | None:
@@ -110,7 +111,7 @@ def _instant(text: str | None, field: str) -> timestamp_pb2.Timestamp | None:
     try:
         when = datetime.fromisoformat(text)
     except ValueError:
-        raise AdminError(f"{field}: {text!r} is not an ISO 8601 instant") from None
+        raise AdminError(field, f"{text!r} is not an ISO 8601 instant") from None
     return _ts(when if when.tzinfo else when.replace(tzinfo=UTC))
 
 
@@ -118,7 +119,7 @@ def export_audit(profile: Profile, args: argparse.Namespace) -> int:
     """``ondijon audit export``: every matching entry to ``--output`` or stdout."""
     import sys
 
-    from ondijon.audit import AuditExportError, export
+    from ondijon.audit import export
 
     query = control_pb2.ListAuditRequest(
         actor=args.actor,
@@ -131,14 +132,11 @@ def export_audit(profile: Profile, args: argparse.Namespace) -> int:
         instant = _instant(getattr(args, field), f"--{field}")
         if instant is not None:
             getattr(query, field).CopyFrom(instant)
-    try:
-        if args.output is None:
-            count = asyncio.run(export(profile, query, sys.stdout, args.format))
-        else:
-            with args.output.open("w", encoding="utf-8", newline="") as out:
-                count = asyncio.run(export(profile, query, out, args.format))
-    except AuditExportError as exc:
-        raise AdminError(str(exc)) from None
+    if args.output is None:
+        count = asyncio.run(export(profile, query, sys.stdout, args.format))
+    else:
+        with args.output.open("w", encoding="utf-8", newline="") as out:
+            count = asyncio.run(export(profile, query, out, args.format))
     print(f"{count} audit entries exported", file=sys.stderr)
     return 0
 

@@ -15,6 +15,7 @@ from typing import Any, TextIO
 
 import grpc
 
+from foundation.errors import FieldError
 from protos.ondijon.v1 import control_pb2, control_pb2_grpc
 from provisioning.profile import Profile
 
@@ -23,8 +24,8 @@ FORMATS = ("csv", "jsonl")
 PAGE = 1000
 
 
-class AuditExportError(Exception):
-    """The export could not be made; the message is the orchestrator's answer or the cause."""
+class AuditExportError(FieldError):
+    """The export could not be made: a wrong option, or the orchestrator's answer (``status``)."""
 
 
 def record(entry: control_pb2.AuditEntry) -> dict[str, Any]:
@@ -53,7 +54,7 @@ def write(
     """Write ``entries`` to ``out`` as ``fmt`` (csv, with a ``header`` line, or jsonl);
     returns how many."""
     if fmt not in FORMATS:
-        raise AuditExportError(f"format: must be one of {', '.join(FORMATS)}")
+        raise AuditExportError("format", f"must be one of {', '.join(FORMATS)}")
     count = 0
     writer = None
     if fmt == "csv":
@@ -83,7 +84,7 @@ async def entries(
             try:
                 response = await stub.ListAudit(page, timeout=60)
             except grpc.aio.AioRpcError as exc:
-                raise AuditExportError(f"{exc.code().name}: {exc.details()}") from None
+                raise AuditExportError.answered(exc.code().name, exc.details() or "") from None
             for entry in response.entries:
                 yield entry
             if len(response.entries) < PAGE:
@@ -96,7 +97,7 @@ async def export(
 ) -> int:
     """Write every entry matching ``query`` to ``out``, a page at a time; returns how many."""
     if fmt not in FORMATS:
-        raise AuditExportError(f"format: must be one of {', '.join(FORMATS)}")
+        raise AuditExportError("format", f"must be one of {', '.join(FORMATS)}")
     count, header, batch = 0, True, []
     async for entry in entries(profile, query):
         batch.append(entry)

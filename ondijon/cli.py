@@ -32,8 +32,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from foundation.clock import SystemClock
+from foundation.errors import FieldError
 from foundation.escaping import escape
-from foundation.settings import ConfigError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -264,36 +264,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(args)
     except KeyboardInterrupt:
         return 130
-    except Exception as exc:
+    except (FieldError, OSError) as exc:
+        # The one place any field error becomes a line for a person: every subsystem's
+        # errors share FieldError (foundation.errors), and all of them mean nothing changed.
         if args.verbose:
             raise
-        known = _known_errors()
-        if isinstance(exc, known):
-            # The orchestrator's answer may quote what a caller or a gateway typed.
-            print(f"ondijon: error: {escape(str(exc))}", file=sys.stderr)
-            return 2
-        raise
-
-
-def _known_errors() -> tuple[type[Exception], ...]:
-    from edge.identity import EnrollmentError, IdentityFilesError
-    from ondijon.admin import AdminError
-    from orchestrator.identity.operators import OperatorError
-    from orchestrator.store.database import StoreError
-    from provisioning.ca import CAError
-    from provisioning.identity import IdentityError
-
-    return (
-        ConfigError,
-        CAError,
-        IdentityError,
-        OperatorError,
-        EnrollmentError,
-        IdentityFilesError,
-        AdminError,
-        StoreError,
-        OSError,
-    )
+        # The orchestrator's answer may quote what a caller or a gateway typed.
+        print(f"ondijon: error: {escape(str(exc))}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

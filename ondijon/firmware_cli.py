@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -106,14 +105,10 @@ def _profile(parser: argparse.ArgumentParser) -> None:
 
 
 def run_firmware(args: argparse.Namespace) -> int:
-    """Run a ``release`` or ``campaign`` command; errors print one line and return 2."""
-    try:
-        if args.command == "release":
-            return _release(args)
-        return _campaign(args)
-    except ReleaseError as exc:
-        print(f"ondijon: error: {exc}", file=sys.stderr)
-        return 2
+    """Run a ``release`` or ``campaign`` command (errors are FieldErrors: one line, exit 2)."""
+    if args.command == "release":
+        return _release(args)
+    return _campaign(args)
 
 
 def _release(args: argparse.Namespace) -> int:
@@ -199,7 +194,7 @@ def create_request(args: argparse.Namespace) -> firmware_pb2.CreateCampaignReque
     try:
         percents = [float(p) for p in args.waves.split(",") if p.strip()]
     except ValueError:
-        raise AdminError(f"--waves: {args.waves!r} is not a list of percentages") from None
+        raise AdminError("--waves", f"{args.waves!r} is not a list of percentages") from None
     request = firmware_pb2.CreateCampaignRequest(
         campaign_id=args.id,
         version=args.version,
@@ -234,7 +229,7 @@ def _pairs(option: str, values: list[str]) -> dict[str, str]:
     for value in values:
         key, sep, rest = value.partition("=")
         if not sep or not key or not rest:
-            raise AdminError(f"{option}: {value!r} is not GATEWAY=VALUE")
+            raise AdminError(option, f"{value!r} is not GATEWAY=VALUE")
         pairs[key] = rest
     return pairs
 
@@ -246,7 +241,7 @@ async def call(profile: Profile, method: str, request: Message) -> Message:
         try:
             result: Message = await getattr(stub, method)(request, timeout=60)
         except grpc.aio.AioRpcError as exc:
-            raise AdminError(f"{exc.code().name}: {exc.details()}") from None
+            raise AdminError.answered(exc.code().name, exc.details() or "") from None
         return result
 
 
@@ -279,7 +274,7 @@ async def upload_release(
         try:
             response = await stub.UploadRelease(requests(), timeout=600)
         except grpc.aio.AioRpcError as exc:
-            raise AdminError(f"{exc.code().name}: {exc.details()}") from None
+            raise AdminError.answered(exc.code().name, exc.details() or "") from None
     return response.release
 
 

@@ -35,13 +35,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from foundation.errors import FieldError
 from foundation.files import PUBLIC_FILE, fsync_dir, write_atomic
 from provisioning.identity import Identity, Role
 
 KEY_MODE = 0o600
 
 
-class CAError(Exception):
+class CAError(FieldError):
     """The CA cannot do what was asked; the message says which input is wrong and why."""
 
 
@@ -67,7 +68,7 @@ def load_certs(pem: bytes, field: str = "certificate") -> list[x509.Certificate]
     try:
         certs = x509.load_pem_x509_certificates(pem)
     except ValueError as exc:
-        raise CAError(f"{field}: not a PEM certificate ({exc})") from None
+        raise CAError(field, f"not a PEM certificate ({exc})") from None
     return certs
 
 
@@ -126,26 +127,27 @@ def csr_public_key(csr_pem: bytes) -> ec.EllipticCurvePublicKey | rsa.RSAPublicK
     try:
         csr = x509.load_pem_x509_csr(csr_pem)
     except ValueError:
-        raise CAError("csr_pem: not a PEM certificate request") from None
+        raise CAError("csr_pem", "not a PEM certificate request") from None
     try:
         public_key = csr.public_key()
         valid = csr.is_signature_valid
     except Exception:
         # Unsupported algorithms and malformed keys inside an otherwise parsable request.
-        raise CAError("csr_pem: the request's key or signature cannot be read") from None
+        raise CAError("csr_pem", "the request's key or signature cannot be read") from None
     if isinstance(public_key, rsa.RSAPublicKey):
         if not RSA_BITS[0] <= public_key.key_size <= RSA_BITS[1]:
-            raise CAError(f"csr_pem: RSA keys must have {RSA_BITS[0]} to {RSA_BITS[1]} bits")
+            raise CAError("csr_pem", f"RSA keys must have {RSA_BITS[0]} to {RSA_BITS[1]} bits")
     elif isinstance(public_key, ec.EllipticCurvePublicKey):
         if not isinstance(public_key.curve, TLS_CURVES):
             raise CAError(
-                f"csr_pem: EC keys on {public_key.curve.name} are refused "
-                "(P-256 or P-384: the curves TLS uses)"
+                "csr_pem",
+                f"EC keys on {public_key.curve.name} are refused "
+                "(P-256 or P-384: the curves TLS uses)",
             )
     else:
-        raise CAError("csr_pem: only EC (P-256, P-384) and RSA keys are accepted")
+        raise CAError("csr_pem", "only EC (P-256, P-384) and RSA keys are accepted")
     if not valid:
-        raise CAError("csr_pem: the request's signature does not verify")
+        raise CAError("csr_pem", "the request's signature does not verify")
     return public_key
 
 
@@ -179,9 +181,9 @@ class CertificateAuthority:
         """
         directory = Path(directory)
         if (directory / "root.key").exists() or (directory / "issuing.key").exists():
-            raise CAError(f"ca directory: {directory} already holds a CA; refusing to overwrite")
+            raise CAError("ca directory", f"{directory} already holds a CA; refusing to overwrite")
         if directory.is_dir() and any(directory.iterdir()):
-            raise CAError(f"ca directory: {directory} is not empty; give a new or empty one")
+            raise CAError("ca directory", f"{directory} is not empty; give a new or empty one")
         root_key = new_private_key()
         root_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{name} Root CA")])
         root = (
@@ -234,11 +236,12 @@ class CertificateAuthority:
             key = serialization.load_pem_private_key((directory / "issuing.key").read_bytes(), None)
         except FileNotFoundError as exc:
             raise CAError(
-                f"ca directory: {directory} has no CA ({Path(str(exc.filename)).name} missing); "
-                "run `ondijon ca init` first"
+                "ca directory",
+                f"{directory} has no CA ({Path(str(exc.filename)).name} missing); "
+                "run `ondijon ca init` first",
             ) from None
         if not isinstance(key, ec.EllipticCurvePrivateKey):
-            raise CAError("issuing.key: not an EC private key")
+            raise CAError("issuing.key", "not an EC private key")
         return cls(directory, root, issuing, key, crl_urls)
 
     # -- what peers need -----------------------------------------------------------------
@@ -296,14 +299,14 @@ class CertificateAuthority:
         ip_addresses: tuple[str, ...] = (),
     ) -> IssuedCertificate:
         if lifetime <= timedelta(0):
-            raise CAError("lifetime: must be positive")
+            raise CAError("lifetime", "must be positive")
         names: list[x509.GeneralName] = [x509.UniformResourceIdentifier(identity.uri)]
         names += [x509.DNSName(n) for n in dns_names]
         for ip in ip_addresses:
             try:
                 names.append(x509.IPAddress(ipaddress.ip_address(ip)))
             except ValueError:
-                raise CAError(f"ip_addresses: {ip!r} is not an IP address") from None
+                raise CAError("ip_addresses", f"{ip!r} is not an IP address") from None
         usages = [ExtendedKeyUsageOID.CLIENT_AUTH]
         if identity.role is Role.ORCHESTRATOR:
             usages.append(ExtendedKeyUsageOID.SERVER_AUTH)
@@ -366,7 +369,7 @@ class CertificateAuthority:
     ) -> x509.CertificateRevocationList:
         """A CRL of the issuing CA listing ``revoked``, numbered ``number`` (RFC 5280 5.2.3)."""
         if next_update <= now:
-            raise CAError("next_update: must be after now")
+            raise CAError("next_update", "must be after now")
         builder = (
             x509.CertificateRevocationListBuilder()
             .issuer_name(self.issuing.subject)
@@ -394,11 +397,11 @@ class CertificateAuthority:
         try:
             cert.verify_directly_issued_by(self.issuing)
         except (ValueError, TypeError) as exc:
-            raise CAError(f"certificate: not issued by this CA ({exc})") from None
+            raise CAError("certificate", f"not issued by this CA ({exc})") from None
         except InvalidSignature:
             # Another CA with the same name: the issuer matches, the signature does not.
             raise CAError(
-                "certificate: not issued by this CA (signature does not verify)"
+                "certificate", "not issued by this CA (signature does not verify)"
             ) from None
 
 
@@ -409,7 +412,7 @@ def check_crl_urls(urls: Iterable[str]) -> tuple[str, ...]:
     for i, url in enumerate(checked):
         parts = urlsplit(url)
         if parts.scheme != "http" or not parts.hostname or not url.isprintable():
-            raise CAError(f"crl_urls[{i}]: {url!r} is not an absolute http:// URL")
+            raise CAError(f"crl_urls[{i}]", f"{url!r} is not an absolute http:// URL")
     return checked
 
 

@@ -14,11 +14,13 @@ from dataclasses import dataclass
 
 from cryptography import x509
 
+from foundation.errors import FieldError
+
 TRUST_DOMAIN = "ondijon"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 
 
-class IdentityError(Exception):
+class IdentityError(FieldError):
     """A certificate or name does not carry a valid OnDijon identity."""
 
 
@@ -50,8 +52,9 @@ def check_name(field: str, name: str) -> str:
     # fullmatch: with match and "$", a trailing newline would pass ("dj-001\n").
     if not _NAME.fullmatch(name):
         raise IdentityError(
-            f"{field}: {name!r} is not a valid name (1-63 characters: letters, digits, '.', '_', "
-            "'-', starting with a letter or digit)"
+            field,
+            f"{name!r} is not a valid name (1-63 characters: letters, digits, '.', '_', "
+            "'-', starting with a letter or digit)",
         )
     return name
 
@@ -60,14 +63,14 @@ def parse_uri(uri: str) -> Identity:
     """Parse ``spiffe://ondijon/<role>/<name>``."""
     prefix = f"spiffe://{TRUST_DOMAIN}/"
     if not uri.startswith(prefix):
-        raise IdentityError(f"identity URI {uri!r} is not in trust domain {TRUST_DOMAIN!r}")
+        raise IdentityError("identity", f"URI {uri!r} is not in trust domain {TRUST_DOMAIN!r}")
     parts = uri[len(prefix) :].split("/")
     if len(parts) != 2:
-        raise IdentityError(f"identity URI {uri!r} is not <role>/<name>")
+        raise IdentityError("identity", f"URI {uri!r} is not <role>/<name>")
     try:
         role = Role(parts[0])
     except ValueError:
-        raise IdentityError(f"identity URI {uri!r} has unknown role {parts[0]!r}") from None
+        raise IdentityError("identity", f"URI {uri!r} has unknown role {parts[0]!r}") from None
     return Identity(role, check_name("identity", parts[1]))
 
 
@@ -76,9 +79,11 @@ def identity_of(cert: x509.Certificate) -> Identity:
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
-        raise IdentityError("certificate has no subject alternative name") from None
+        raise IdentityError("certificate", "has no subject alternative name") from None
     uris = [u for u in san.get_values_for_type(x509.UniformResourceIdentifier)]
     spiffe = [u for u in uris if u.startswith("spiffe://")]
     if len(spiffe) != 1:
-        raise IdentityError(f"certificate must carry exactly one spiffe:// URI, has {len(spiffe)}")
+        raise IdentityError(
+            "certificate", f"must carry exactly one spiffe:// URI, has {len(spiffe)}"
+        )
     return parse_uri(spiffe[0])

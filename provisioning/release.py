@@ -37,6 +37,7 @@ from domain.firmware.manifest import (
 )
 from domain.firmware.version import VersionError, parse_version
 from foundation.clock import SystemClock
+from foundation.errors import FieldError
 from foundation.files import fsync_dir, write_atomic
 from protos.ondijon.v1 import firmware_pb2
 
@@ -47,18 +48,13 @@ _WHEEL_NAME = re.compile(
 )
 
 
-class ReleaseError(Exception):
+class ReleaseError(FieldError):
     """A release cannot be built, signed or read.
 
     Attributes:
         field: what is wrong, e.g. ``wheel``, ``expires_at``, ``parts.<name>``.
         reason: why.
     """
-
-    def __init__(self, field: str, reason: str) -> None:
-        super().__init__(f"{field}: {reason}")
-        self.field = field
-        self.reason = reason
 
 
 @dataclass(frozen=True)

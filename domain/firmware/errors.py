@@ -9,19 +9,16 @@ orchestrator's cancel before the point of no return.
 
 from __future__ import annotations
 
+from foundation.errors import FieldError
 
-class FirmwareError(Exception):
+
+class FirmwareError(FieldError):
     """Base of firmware errors.
 
     Attributes:
         field: path of the offending field, e.g. ``manifest.parts[0].sha256``.
         reason: why it is refused, in words an operator understands.
     """
-
-    def __init__(self, field: str, reason: str) -> None:
-        super().__init__(f"{field}: {reason}")
-        self.field = field
-        self.reason = reason
 
 
 class FirmwareRefused(FirmwareError):

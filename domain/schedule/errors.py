@@ -11,19 +11,16 @@
 
 from __future__ import annotations
 
+from foundation.errors import FieldError
 
-class ScheduleEngineError(Exception):
+
+class ScheduleEngineError(FieldError):
     """Base error of the schedule engine.
 
     Attributes:
         field: path of the offending field, e.g. ``programs[1].points[0].local_time``.
         reason: why it is refused, in words an operator understands.
     """
-
-    def __init__(self, field: str, reason: str) -> None:
-        super().__init__(f"{field}: {reason}")
-        self.field = field
-        self.reason = reason
 
 
 class ScheduleError(ScheduleEngineError):

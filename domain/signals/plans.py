@@ -37,6 +37,7 @@ import enum
 from collections.abc import Iterable, Set
 from dataclasses import dataclass
 
+from foundation.errors import FieldError
 from protos.ondijon.v1 import signal_pb2
 
 MIN_CYCLE_S = 30
@@ -46,18 +47,13 @@ MIN_ALL_RED_S = 1
 MAX_SECONDS = 2**32 - 1
 
 
-class SignalPlanError(ValueError):
+class SignalPlanError(FieldError, ValueError):
     """A signal plans document is refused.
 
     Attributes:
         field: path of the offending field, e.g. ``plans[1].greens[0].end_s``.
         reason: why it is refused.
     """
-
-    def __init__(self, field: str, reason: str) -> None:
-        super().__init__(f"{field}: {reason}")
-        self.field = field
-        self.reason = reason
 
 
 class PlanStructureError(SignalPlanError):

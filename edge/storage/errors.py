@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
+from foundation.errors import FieldError
 
-class StorageError(Exception):
+
+class StorageError(FieldError):
     """Base of the storage errors.
 
     Attributes:
         field: what was refused: a path such as ``documents[schedule].version``, or a file.
         reason: why.
     """
-
-    def __init__(self, field: str, reason: str) -> None:
-        super().__init__(f"{field}: {reason}")
-        self.field = field
-        self.reason = reason
 
 
 class StorageWriteError(StorageError):

@@ -43,10 +43,10 @@ from typing import Any
 
 import grpc
 
+from foundation.errors import FieldError
 from orchestrator.access.certificates import Orchestrator
 from orchestrator.access.limits import BucketMap, LimitError, RateLimits, StreamCounts, StreamMeter
 from orchestrator.access.peers import AuthError, peer_of
-from orchestrator.ingest.checks import WireError
 from orchestrator.store.connection import StoreUnavailable
 from provisioning.identity import Role
 
@@ -59,11 +59,12 @@ Decoder = Callable[[bytes], Any]
 METERED_STREAMS = frozenset({"/ondijon.v1.GatewayLink/Connect"})
 
 
-class DeadlineError(Exception):
-    """A call took longer than its deadline; the message names what was late."""
+class RequestError(FieldError):
+    """The request of a call is missing or is not a message of the method's type."""
 
-    def __init__(self, what: str, reason: str) -> None:
-        super().__init__(f"{what}: {reason}")
+
+class DeadlineError(FieldError):
+    """A call took longer than its deadline; ``field`` names what was late."""
 
 
 @dataclass(frozen=True)
@@ -221,7 +222,7 @@ class Admission(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         try:
             return decode(raw)
         except Exception as exc:
-            raise WireError("request", f"not a valid message of this method ({exc})") from None
+            raise RequestError("request", f"not a valid message of this method ({exc})") from None
 
     async def _one_request(self, raw_requests: AsyncIterator[bytes], decode: Decoder) -> Any:
         """The single request of a unary-request method, within the request deadline."""
@@ -232,7 +233,7 @@ class Admission(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         except TimeoutError:
             raise DeadlineError("request", f"not received within {timeout:g} s") from None
         if raw is None:
-            raise WireError("request", "missing (the call was closed without one)")
+            raise RequestError("request", "missing (the call was closed without one)")
         return self._decode_one(decode, raw)
 
     async def _decoded(
@@ -249,10 +250,12 @@ class Admission(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             await self._refuse(context, key, method, exc)
         if isinstance(exc, AuthError):
             await context.abort(exc.code, str(exc))
-        if isinstance(exc, WireError):
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         if isinstance(exc, DeadlineError):
             await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, str(exc))
+        if isinstance(exc, FieldError):
+            # The one place a service's field error becomes a status: a malformed message,
+            # a refused document, a bad CSR. It always means nothing was changed.
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         if isinstance(exc, StoreUnavailable):
             # Not this call's fault: the replica cannot reach its store (readiness).
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))

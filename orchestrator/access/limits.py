@@ -18,14 +18,11 @@ from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass
 
+from foundation.errors import FieldError
 
-class LimitError(Exception):
-    """A peer went over one of its budgets; the message names the budget."""
 
-    def __init__(self, budget: str, reason: str) -> None:
-        super().__init__(f"{budget}: {reason}")
-        self.budget = budget
-        self.reason = reason
+class LimitError(FieldError):
+    """A peer went over one of its budgets; ``field`` names the budget."""
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
+from foundation.errors import FieldError
 from orchestrator.firmware.rollout import GatewayReport, Outcome
 
 T = TypeVar("T")
@@ -40,18 +41,13 @@ _DEVICE_FIELDS = [
 ]
 
 
-class BalenaError(Exception):
+class BalenaError(FieldError):
     """A balena API call failed or returned something unusable.
 
     Attributes:
         field: what it was about, e.g. ``devices.<uuid>``, ``release``, ``api``.
         reason: why.
     """
-
-    def __init__(self, field: str, reason: str) -> None:
-        super().__init__(f"{field}: {reason}")
-        self.field = field
-        self.reason = reason
 
 
 @dataclass(frozen=True)

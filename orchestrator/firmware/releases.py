@@ -30,6 +30,7 @@ import grpc
 from domain.firmware.errors import FirmwareRefused
 from domain.firmware.manifest import parse_manifest
 from domain.firmware.version import VersionError, parse_version
+from foundation.errors import FieldError
 from orchestrator.access.certificates import Orchestrator
 from orchestrator.access.peers import AuthError, peer_of, require_role
 from orchestrator.store.database import NotFound
@@ -51,18 +52,13 @@ CACHE_BYTES = 64 * 1024 * 1024
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
-class UploadError(Exception):
+class UploadError(FieldError):
     """An uploaded release is refused; nothing was stored.
 
     Attributes:
         field: e.g. ``manifest.expires``, ``parts.<name>``, ``signatures[1].key_id``.
         reason: why.
     """
-
-    def __init__(self, field: str, reason: str) -> None:
-        super().__init__(f"{field}: {reason}")
-        self.field = field
-        self.reason = reason
 
 
 def orchestrator_version() -> str:
@@ -318,7 +314,7 @@ class FirmwareService(firmware_pb2_grpc.FirmwareServicer):
             lambda c: self.store.read_chunks(c, version, part, index, index)
         )
         if not rows:
-            raise NotFound(f"parts.{part}: chunk {index} of {version} is missing from the store")
+            raise NotFound(f"parts.{part}", f"chunk {index} of {version} is missing from the store")
         data = rows[0][1]
         self._cache.put(key, data)
         return data

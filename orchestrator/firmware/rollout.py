@@ -51,23 +51,19 @@ from domain.firmware.version import VersionError, parse_version
 from domain.schedule.astronomy import Daylight, sun_day
 from domain.schedule.errors import SiteError
 from domain.schedule.model import Site
+from foundation.errors import FieldError
 
 _WINDOW = re.compile(r"([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)")
 _NAMED = 3
 
 
-class CampaignError(Exception):
+class CampaignError(FieldError):
     """A campaign plan or operator action is invalid; nothing was changed.
 
     Attributes:
         field: e.g. ``waves[2].percent``, ``gateways[4].time_zone``, ``status``.
         reason: why.
     """
-
-    def __init__(self, field: str, reason: str) -> None:
-        super().__init__(f"{field}: {reason}")
-        self.field = field
-        self.reason = reason
 
 
 class CampaignStatus(enum.Enum):

@@ -329,7 +329,7 @@ class CampaignRunner:
                     await self._send_cancels()
                 self.wake()
                 return updated
-        raise Conflict("campaign_id: the campaign is changing; try again")
+        raise Conflict("campaign_id", "the campaign is changing; try again")
 
     async def _check_release(self, record: CampaignRecord, now: datetime) -> None:
         """A resumed campaign must be able to go on: its release is still servable.

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from orchestrator.access.gate import ADMIN, Attempt, Gatekeeper
 from orchestrator.audit import log as audit
 from orchestrator.identity.revocation import revoke, spend_open_tokens
-from orchestrator.ingest.checks import MAX_STORED_INT, timestamp
+from orchestrator.ingest.checks import MAX_STORED_INT, WireError, timestamp
 from protos.ondijon.v1 import control_pb2
 from provisioning.identity import Role
 from provisioning.tokens import new_token
@@ -106,21 +106,21 @@ async def issue_token(
 
 
 def audit_query(request: control_pb2.ListAuditRequest, communes: Any) -> audit.AuditQuery:
-    """The store query of a ListAudit request, or ValueError naming the bad field."""
+    """The store query of a ListAudit request, or WireError naming the bad field."""
     for name, size in (("actor", 128), ("action", 64), ("commune", 128), ("result", 32)):
         if len(getattr(request, name)) > size:
-            raise ValueError(f"{name}: longer than {size} characters")
+            raise WireError(name, f"longer than {size} characters")
     if len(request.gateway_id) > 64:
-        raise ValueError("gateway_id: longer than 64 characters")
+        raise WireError("gateway_id", "longer than 64 characters")
     if request.after_id > MAX_STORED_INT:
-        raise ValueError(f"after_id: not an entry id (at most {MAX_STORED_INT})")
+        raise WireError("after_id", f"not an entry id (at most {MAX_STORED_INT})")
     if request.limit > audit.MAX_PAGE:
-        raise ValueError(f"limit: at most {audit.MAX_PAGE}")
+        raise WireError("limit", f"at most {audit.MAX_PAGE}")
     try:
         since = request.since.ToDatetime(tzinfo=None) if request.HasField("since") else None
         until = request.until.ToDatetime(tzinfo=None) if request.HasField("until") else None
     except (ValueError, OverflowError):
-        raise ValueError("since/until: not a valid instant") from None
+        raise WireError("since/until", "not a valid instant") from None
     return audit.AuditQuery(
         after_id=request.after_id,
         limit=request.limit or 100,
@@ -141,10 +141,7 @@ async def list_audit(
     """A page of the audit log; an admin of some communes sees the entries of those."""
     caller = await gate.caller(context, ADMIN, None)
     communes = None if "*" in caller.operator.communes else list(caller.operator.communes)
-    try:
-        query = audit_query(request, communes)
-    except ValueError as exc:
-        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+    query = audit_query(request, communes)  # a WireError is answered INVALID_ARGUMENT
     rows = await gate.app.runner.read(lambda c: audit.select_entries(c, query))
     entries = [
         control_pb2.AuditEntry(

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from foundation.errors import FieldError
 from orchestrator.config import OrchestratorConfig
 from orchestrator.store.database import Store
 from provisioning.ca import CertificateAuthority
@@ -21,7 +22,7 @@ ROLES = ("viewer", "operator", "admin")
 OPERATOR_CERT_LIFETIME = timedelta(days=30)
 
 
-class OperatorError(Exception):
+class OperatorError(FieldError):
     """An operator cannot be added as asked."""
 
 
@@ -38,9 +39,9 @@ def add_operator(
     """Register ``name`` with ``role`` over ``communes`` and write its profile."""
     check_name("name", name)
     if role not in ROLES:
-        raise OperatorError(f"role: must be one of {', '.join(ROLES)}")
+        raise OperatorError("role", f"must be one of {', '.join(ROLES)}")
     if not communes:
-        raise OperatorError("communes: give at least one commune, or '*' for all")
+        raise OperatorError("communes", "give at least one commune, or '*' for all")
     ca = CertificateAuthority.load(config.ca_dir, crl_urls=config.crl_urls)
     key_pem, issued = ca.issue_keypair(
         Identity(Role.OPERATOR, name), now=now, lifetime=OPERATOR_CERT_LIFETIME

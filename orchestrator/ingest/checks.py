@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from foundation.errors import FieldError
 from orchestrator.store.database import DocumentRecord
 from protos.ondijon.v1 import control_pb2, link_pb2, schedule_pb2
 
@@ -26,13 +27,8 @@ MAX_TEXT = 1024
 MAX_ATTRIBUTES = 32
 
 
-class WireError(Exception):
+class WireError(FieldError):
     """A message from a peer is malformed."""
-
-    def __init__(self, field: str, reason: str) -> None:
-        super().__init__(f"{field}: {reason}")
-        self.field = field
-        self.reason = reason
 
 
 def _check_id(field: str, value: str) -> None:

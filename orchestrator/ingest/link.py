@@ -185,10 +185,8 @@ class GatewayLinkService(link_pb2_grpc.GatewayLinkServicer):
         self.app.hub.attach(session)
         log.info("gateway %s connected", gateway_id)
         try:
-            try:
-                await conversation.read(request_iterator)
-            except WireError as exc:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            # A WireError ends the stream; the admission answers it INVALID_ARGUMENT.
+            await conversation.read(request_iterator)
             # The gateway closed its side: deliver what is still queued, then end.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(session.outbox.join(), 5.0)

@@ -24,6 +24,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from foundation.errors import FieldError
 from orchestrator.store import migrate
 from orchestrator.store.connection import StoreSettings, create_engine
 from orchestrator.store.schema import (
@@ -42,7 +43,7 @@ from orchestrator.store.schema import (
 )
 
 
-class StoreError(Exception):
+class StoreError(FieldError):
     """Base of store errors."""
 
 
@@ -262,13 +263,13 @@ class Store:
             created_at=now,
         )
         if not added:
-            raise Conflict(f"gateway_id: {gateway_id!r} is already registered")
+            raise Conflict("gateway_id", f"{gateway_id!r} is already registered")
         return self.get_gateway(conn, gateway_id)
 
     def get_gateway(self, conn: sa.Connection, gateway_id: str) -> GatewayRecord:
         row = conn.execute(sa.select(gateways).where(gateways.c.gateway_id == gateway_id)).first()
         if row is None:
-            raise NotFound(f"gateway_id: no gateway {gateway_id!r}")
+            raise NotFound("gateway_id", f"no gateway {gateway_id!r}")
         return _gateway(row)
 
     def list_gateways(self, conn: sa.Connection, commune: str = "") -> list[GatewayRecord]:
@@ -417,15 +418,15 @@ class Store:
             sa.select(enrollment_tokens).where(enrollment_tokens.c.token_sha256 == token_sha256)
         ).first()
         if row is None or row.gateway_id != gateway_id:
-            raise Conflict("token: unknown enrollment token for this gateway")
+            raise Conflict("token", "unknown enrollment token for this gateway")
         if row.serial != serial:
-            raise Conflict("serial: the token is bound to another device serial")
+            raise Conflict("serial", "the token is bound to another device serial")
         if row.expires_at <= now:
-            raise Conflict("token: expired")
+            raise Conflict("token", "expired")
         if row.used_at is not None:
             earlier = self._retried(conn, row, now, same_key)
             if earlier is None:
-                raise Conflict("token: already used")
+                raise Conflict("token", "already used")
             return earlier
         # The WHERE makes two concurrent enrollments with one token race safely.
         done = conn.execute(
@@ -437,7 +438,7 @@ class Store:
             )
         )
         if done.rowcount != 1:
-            raise Conflict("token: already used")
+            raise Conflict("token", "already used")
         conn.execute(
             gateways.update().where(gateways.c.gateway_id == gateway_id).values(enrolled_at=now)
         )
@@ -560,8 +561,9 @@ class Store:
         current_version = current.version if current else 0
         if expected_version and expected_version != current_version:
             raise Conflict(
-                f"expected_version: document is at version {current_version}, "
-                f"not {expected_version} (someone else changed it)"
+                "expected_version",
+                f"document is at version {current_version}, "
+                f"not {expected_version} (someone else changed it)",
             )
         if current is not None and current.digest == digest:
             return current
@@ -581,7 +583,7 @@ class Store:
                 kind=kind,
                 **values,
             ):
-                raise Conflict("expected_version: document changed concurrently, retry")
+                raise Conflict("expected_version", "document changed concurrently, retry")
         else:
             # Compare-and-set on the version: two replicas editing at once cannot both win.
             done = conn.execute(
@@ -592,7 +594,7 @@ class Store:
                 .values(**values)
             )
             if done.rowcount != 1:
-                raise Conflict("expected_version: document changed concurrently, retry")
+                raise Conflict("expected_version", "document changed concurrently, retry")
         document = self.get_document(conn, gateway_id, kind)
         assert document is not None
         return document
@@ -926,7 +928,7 @@ class Store:
             updated_at=now,
         )
         if not added:
-            raise Conflict(f"command_id: {command_id!r} was already sent (commands run once)")
+            raise Conflict("command_id", f"{command_id!r} was already sent (commands run once)")
 
     def get_command(self, conn: sa.Connection, command_id: str) -> CommandRecord | None:
         row = conn.execute(sa.select(commands).where(commands.c.command_id == command_id)).first()

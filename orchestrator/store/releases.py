@@ -142,7 +142,7 @@ class FirmwareStore:
             sa.select(releases.c.version).where(releases.c.version == release.version)
         ).first()
         if exists:
-            raise Conflict(f"version: release {release.version} is already stored")
+            raise Conflict("version", f"release {release.version} is already stored")
         conn.execute(
             releases.insert().values(
                 version=release.version,
@@ -180,7 +180,7 @@ class FirmwareStore:
         """
         row = conn.execute(sa.select(releases).where(releases.c.version == version)).first()
         if row is None:
-            raise NotFound(f"version: no release {version!r}")
+            raise NotFound("version", f"no release {version!r}")
         return _release(row, self._parts(conn, [version]).get(version, ()))
 
     def list_releases(self, conn: sa.Connection) -> list[ReleaseRecord]:
@@ -230,7 +230,7 @@ class FirmwareStore:
             Conflict: the campaign id is taken.
         """
         if self.find_campaign(conn, campaign.campaign_id) is not None:
-            raise Conflict(f"campaign_id: {campaign.campaign_id!r} already exists")
+            raise Conflict("campaign_id", f"{campaign.campaign_id!r} already exists")
         conn.execute(campaigns.insert().values(**_campaign_values(campaign)))
         conn.execute(
             campaign_gateways.insert(),
@@ -266,7 +266,7 @@ class FirmwareStore:
         """
         found = self.find_campaign(conn, campaign_id)
         if found is None:
-            raise NotFound(f"campaign_id: no campaign {campaign_id!r}")
+            raise NotFound("campaign_id", f"no campaign {campaign_id!r}")
         return found
 
     def list_campaigns(

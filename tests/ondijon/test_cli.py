@@ -8,6 +8,8 @@ Configuration and CA mistakes run ``ondijon.cli.main`` in-process; enrollment mi
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -102,6 +104,44 @@ def test_a_bad_agent_config_names_the_field_and_writes_nothing(
         assert err.startswith("ondijon: error: ") and message in err
         assert len(err.strip().splitlines()) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["agent.toml"]
+
+
+def ondijon(*argv: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """The installed command as a user types it: ``python -m ondijon.cli ...``."""
+    env = {**os.environ, "GPIOZERO_PIN_FACTORY": "mock"}
+    return subprocess.run(
+        [sys.executable, "-m", "ondijon.cli", *argv],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        (
+            '[[lamps]]\nid = "lamp-1"\nbackend = "gpio"\nrelay_pin = 17\npwm_pn = 5\n',
+            "lamps[0].pwm_pn: unknown ",
+        ),
+        (
+            '[[bollards]]\nid = "b-1"\nbackend = "simulated"\nspeed = 3\n',
+            "bollards[0].speed: unknown",
+        ),
+    ],
+    ids=["lamp", "bollard"],
+)
+def test_a_typo_in_an_equipment_table_is_one_line_and_exit_2(
+    tmp_path: Path, table: str, message: str
+) -> None:
+    # Equipment errors were missing from the CLI's hand-kept list: a traceback, exit 1.
+    (tmp_path / "agent.toml").write_text(AGENT + table)
+    done = ondijon("edge", "run", "--config", "agent.toml", cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    [line] = done.stderr.splitlines()
+    assert line.startswith(f"ondijon: error: {message}"), done.stderr
 
 
 def test_a_missing_config_file_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -124,7 +124,7 @@ async def test_a_failed_renewal_is_retried_until_it_succeeds(
     async def renew(config: AgentConfig, channel: grpc.aio.Channel) -> x509.Certificate:
         calls.append(wall.now())
         if len(calls) < 3:
-            raise EnrollmentError("UNAVAILABLE: orchestrator down")
+            raise EnrollmentError.answered("UNAVAILABLE", "orchestrator down")
         return leaf  # type: ignore[return-value]
 
     class Config:
@@ -152,7 +152,7 @@ async def test_past_expiry_the_agent_says_to_enroll_again(
     monkeypatch.setattr(renewal, "wall_clock", wall)
 
     async def renew(config: AgentConfig, channel: grpc.aio.Channel) -> x509.Certificate:
-        raise EnrollmentError("UNAVAILABLE: handshake failed")
+        raise EnrollmentError.answered("UNAVAILABLE", "handshake failed")
 
     class Config:
         gateway_id = "dj-001"
