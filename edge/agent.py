@@ -53,7 +53,7 @@ from edge.firmware.launch import running_release
 from edge.firmware.notify import Notifier, watchdog_interval
 from edge.identity import Credentials
 from edge.link import GatewayLinkClient
-from edge.renewal import keep_renewed
+from edge.renewal import Renewal
 from edge.schedule.errors import ScheduleError
 from edge.schedule.evaluator import Decision, evaluate
 from edge.schedule.fallback import unknown_time_lamps
@@ -178,6 +178,8 @@ class Agent:
             # hear of it; the link renumbers what is recorded until it learns the floor.
             self.link.outbox_lost()
             self._recoveries.append(self.outbox.recovered)
+        # The owner of every task of the agent, those started later included.
+        self.supervisor = Supervisor(clock, self._task_failed)
         self.firmware = AgentFirmware(
             config.firmware,
             clock=clock,
@@ -185,11 +187,12 @@ class Agent:
             channel=lambda: self.link.channel,
             send=self.link.send_firmware_progress,
             record=self.record,
+            spawn=self.supervisor.spawn,
         )
+        self.renewal = Renewal(config, spawn=self.supervisor.spawn)
         self.meter = QuarterHourMeter()
         # Devices whose last operation failed: alarmed once, until they work again.
         self._failing: dict[str, str] = {}
-        self.supervisor = Supervisor(clock, self._task_failed)
         self._wake = asyncio.Event()
         self.schedule: Schedule | None = None
         self.overrides: list[Override] = []
@@ -316,7 +319,7 @@ class Agent:
     async def on_connected(self, channel: grpc.aio.Channel, credentials: Credentials) -> None:
         self.firmware.on_connected()
         # Renews over this link at two thirds of the certificate's life (edge.renewal).
-        keep_renewed(self.config, channel, credentials)
+        self.renewal.on_connected(channel, credentials)
 
     # -- firmware (edge.firmware.agent_side) ---------------------------------------------------
 

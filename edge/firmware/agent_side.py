@@ -2,6 +2,7 @@
 
 - **Offers** arrive on the link; :meth:`AgentFirmware.offer` runs
   :func:`~edge.firmware.update.apply_offer` in the background (the street keeps running),
+  as a task the agent's supervisor owns (a failure it does not handle is alarmed there),
   downloading on the link's channel (:mod:`edge.firmware.grpc_fetcher`). A cut download is
   retried with jittered backoff and resumes where the durable data ends; one that still
   fails is left for the orchestrator's next offer, which resumes it too. A part whose hash
@@ -66,6 +67,7 @@ from edge.firmware.grpc_fetcher import ChannelSource, GrpcChunkFetcher
 from edge.firmware.slots import SlotStore
 from edge.firmware.update import Gate, TrustPolicy, apply_offer, pending_report
 from edge.firmware.verify import load_pinned_keys, verify_signed
+from edge.supervisor import Child, Spawn
 from ondijon.clock import Clock
 from protos.ondijon.v1 import firmware_pb2
 
@@ -113,6 +115,7 @@ class AgentFirmware:
         channel: ChannelSource,
         send: Callable[[firmware_pb2.FirmwareProgress], bool],
         record: Callable[[EquipmentEvent], None],
+        spawn: Spawn,
         request_restart: Callable[[], None] = restart_via_supervisor,
         retry: RetryPolicy | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -129,6 +132,9 @@ class AgentFirmware:
         channel: the link's current channel.
         send: puts a progress message on the link; ``False`` when the link is down.
         record: makes an event durable in the outbox.
+        spawn: the owner of the task that takes an offer (the agent's supervisor): a
+            failure the task does not handle itself is logged and alarmed there, and the
+            task ends with the agent.
         request_restart: asks the supervisor for a restart.
         retry: how cut downloads are retried.
         sleep: waits between retries (real time: the network is real).
@@ -144,6 +150,7 @@ class AgentFirmware:
         self.channel = channel
         self.send = send
         self.record = record
+        self.spawn = spawn
         self.request_restart = request_restart
         self.retry = retry or RetryPolicy()
         self.sleep = sleep
@@ -248,7 +255,7 @@ class AgentFirmware:
         self.taking = offer
         self.gate = Gate()
         self._cancelled = asyncio.Event()
-        self.task = asyncio.create_task(self._take(offer), name=f"firmware {offer.version}")
+        self.task = self.spawn(Child("firmware offer", lambda: self._take(offer), restart=False))
 
     def cancel(self, cancel: firmware_pb2.FirmwareCancel) -> None:
         """Stop the update of ``cancel.campaign_id`` unless it is past the point of no return,
