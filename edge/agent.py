@@ -74,6 +74,7 @@ from edge.storage.state import AgentState, DeviceCounters, DocumentVerdict
 from edge.supervisor import Child, Supervisor
 from edge.timekeeping import CHECK_INTERVAL_S, ClockSync, RealTimeClock, Timekeeper, clock_sync
 from ondijon.clock import Clock, SimulatedClock, SystemClock
+from ondijon.escaping import escape
 from protos.ondijon.v1 import (
     access_pb2,
     firmware_pb2,
@@ -603,7 +604,7 @@ class Agent:
                 self._recovered(signal.device_id)
             except (SignalPlanError, SignalDriverError) as exc:
                 # The controller keeps its running plan; the alarm is already recorded.
-                log.warning("signal %s: %s", signal.device_id, exc)
+                log.warning("signal %s: %s", signal.device_id, escape(str(exc)))
             except Exception as exc:
                 self._device_failed(signal.device_id, exc)
                 await signal.fail_safe()
@@ -713,7 +714,7 @@ class Agent:
         if self._failing.get(device_id) == error:
             return
         self._failing[device_id] = error
-        log.error("%s failed: %s", device_id, error)
+        log.error("%s failed: %s", device_id, escape(error))
         self.record(
             EquipmentEvent(
                 device_id=device_id,

@@ -35,6 +35,7 @@ from edge.config import AgentConfig
 from edge.identity import Credentials, EnrollmentError, IdentityFilesError, renew
 from edge.supervisor import Child, Spawn
 from ondijon.clock import Clock, SystemClock
+from ondijon.escaping import escape
 
 log = logging.getLogger("ondijon.edge.renewal")
 
@@ -105,11 +106,13 @@ class Renewal:
                         "certificate expired at %s without renewal (%s): enroll again with a "
                         "fresh token (`ondijon edge enroll`)",
                         credentials.not_after,
-                        exc,
+                        escape(str(exc)),  # the orchestrator's words
                     )
                     return
                 delay = retry_delay(attempt)
-                log.warning("certificate renewal failed (%s); retrying in %.0f s", exc, delay)
+                log.warning(
+                    "certificate renewal failed (%s); retrying in %.0f s", escape(str(exc)), delay
+                )
                 attempt += 1
                 retry_at = clock.now() + timedelta(seconds=delay)
                 if not await _unless_closed(channel, clock.sleep_until(retry_at)):

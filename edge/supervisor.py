@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from ondijon.clock import Clock
+from ondijon.escaping import escape
 
 log = logging.getLogger("ondijon.edge.supervisor")
 
@@ -126,7 +127,8 @@ class Supervisor:
                 await child.safe()
             except Exception:
                 log.exception("%s: the safe state could not be applied", child.name)
-        log.error("%s failed: %s: %s", child.name, type(exc).__name__, exc)
+        # An error's text may quote what a device, the orchestrator or a file said.
+        log.error("%s failed: %s: %s", child.name, type(exc).__name__, escape(str(exc)))
         try:
             self._report(child, exc)
         except Exception:

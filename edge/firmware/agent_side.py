@@ -69,6 +69,7 @@ from edge.firmware.update import Gate, TrustPolicy, apply_offer, pending_report
 from edge.firmware.verify import load_pinned_keys, verify_signed
 from edge.supervisor import Child, Spawn
 from ondijon.clock import Clock
+from ondijon.escaping import escape
 from protos.ondijon.v1 import firmware_pb2
 
 log = logging.getLogger("ondijon.edge.firmware")
@@ -250,7 +251,9 @@ class AgentFirmware:
     def offer(self, offer: firmware_pb2.FirmwareOffer) -> None:
         """Take an offer in the background (ignored while another one is being taken)."""
         if self.busy:
-            log.info("firmware offer of %s ignored: an update is in progress", offer.version)
+            log.info(
+                "firmware offer of %s ignored: an update is in progress", escape(offer.version)
+            )
             return
         self.taking = offer
         self.gate = Gate()
@@ -320,7 +323,7 @@ class AgentFirmware:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            log.exception("firmware offer of %s failed", offer.version)
+            log.exception("firmware offer of %s failed", escape(offer.version))
             self._finish(offer, firmware_pb2.FIRMWARE_STAGE_FAILED, f"{type(exc).__name__}: {exc}")
 
     def _answered(self, offer: firmware_pb2.FirmwareOffer) -> bool:
@@ -329,11 +332,13 @@ class AgentFirmware:
             self._finish(offer, firmware_pb2.FIRMWARE_STAGE_REFUSED, self.trust_error)
             return True
         if self.restarting:
-            log.info("firmware offer of %s ignored: restarting after a rollback", offer.version)
+            log.info(
+                "firmware offer of %s ignored: restarting after a rollback", escape(offer.version)
+            )
             return True
         state = self.store.read()
         if state.trial is not None:
-            log.info("firmware offer of %s ignored: a trial is running", offer.version)
+            log.info("firmware offer of %s ignored: a trial is running", escape(offer.version))
             return True
         try:
             # Nothing is answered on the strength of an unsigned version string.
@@ -417,7 +422,9 @@ class AgentFirmware:
                 last = self._last
                 self._record_outcome(last if last is not None else self._progress(offer, stage))
             return
-        log.warning("firmware %s: download keeps failing; waiting for a new offer", offer.version)
+        log.warning(
+            "firmware %s: download keeps failing; waiting for a new offer", escape(offer.version)
+        )
 
     async def _pause(self, seconds: float) -> None:
         """Wait before retrying a download, or less if the update is cancelled meanwhile."""
