@@ -149,8 +149,19 @@ async def settle(check: Callable[[], bool]) -> None:
     raise AssertionError("did not settle")
 
 
+# What an orchestrator's answer, quoted in an error, may hold: a line and an escape sequence.
+FORGED = "\n2026-03-01 00:00:00 INFO forged\x1b]0;owned\x07"
+
+
+def one_line_each(caplog: pytest.LogCaptureFixture) -> list[str]:
+    messages = [r.getMessage() for r in caplog.records]
+    for message in messages:
+        assert "\n" not in message and "\x1b" not in message and "\x07" not in message
+    return messages
+
+
 async def test_a_failed_renewal_is_retried_until_it_succeeds(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     wall = ManualClock(T0 + timedelta(days=5))
     monkeypatch.setattr(renewal, "wall_clock", wall)
@@ -160,7 +171,7 @@ async def test_a_failed_renewal_is_retried_until_it_succeeds(
     async def renew(config: AgentConfig, channel: grpc.aio.Channel) -> x509.Certificate:
         calls.append(wall.now())
         if len(calls) < 3:
-            raise EnrollmentError("UNAVAILABLE: orchestrator down")
+            raise EnrollmentError(f"UNAVAILABLE: orchestrator down{FORGED}")
         return leaf  # type: ignore[return-value]
 
     chan = grpc.aio.insecure_channel("localhost:1")
@@ -177,11 +188,13 @@ async def test_a_failed_renewal_is_retried_until_it_succeeds(
         await settle(lambda: keeper.renewed == 1)
         assert calls == [T0 + timedelta(days=5, seconds=s) for s in (0, 60, 180)]
         assert owner.failures == []  # foreseen failures are the timer's own business
+    warned = [m for m in one_line_each(caplog) if "renewal failed" in m]
+    assert len(warned) == 2 and "down\\n2026-03-01 00:00:00 INFO forged\\x1b]0;owned" in warned[0]
     await chan.close()
 
 
 async def test_an_unforeseen_failure_of_the_timer_is_reported_and_it_runs_again(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr(renewal, "wall_clock", ManualClock(T0 + timedelta(days=5)))
     calls = 0
@@ -190,7 +203,7 @@ async def test_an_unforeseen_failure_of_the_timer_is_reported_and_it_runs_again(
         nonlocal calls
         calls += 1
         if calls == 1:
-            raise RuntimeError("a bug nobody foresaw")
+            raise RuntimeError(f"a bug nobody foresaw{FORGED}")
         return Leaf()  # type: ignore[return-value]
 
     chan = grpc.aio.insecure_channel("localhost:1")
@@ -201,6 +214,8 @@ async def test_an_unforeseen_failure_of_the_timer_is_reported_and_it_runs_again(
         ((name, error),) = owner.failures
         assert name == "renewal" and "a bug nobody foresaw" in str(error)
         assert keeper.renewed == 0
+        (logged,) = [m for m in one_line_each(caplog) if m.startswith("renewal failed")]
+        assert logged.endswith("foresaw\\n2026-03-01 00:00:00 INFO forged\\x1b]0;owned\\x07")
         owner.clock.advance(1)  # the supervisor's first backoff
         await settle(lambda: keeper.renewed == 1)
         assert calls == 2
