@@ -75,6 +75,7 @@ from edge.supervisor import Child, Supervisor
 from edge.timekeeping import CHECK_INTERVAL_S, ClockSync, RealTimeClock, Timekeeper, clock_sync
 from ondijon.clock import Clock, SimulatedClock, SystemClock
 from ondijon.escaping import escape
+from ondijon.files import private_directory
 from protos.ondijon.v1 import (
     access_pb2,
     firmware_pb2,
@@ -163,7 +164,8 @@ class Agent:
         # The version this process runs, as the launcher booted it (edge.firmware.launch).
         self.firmware_version = running_release(environ)
         self.site = Site(config.latitude, config.longitude, config.time_zone)
-        config.state_dir.mkdir(parents=True, exist_ok=True)
+        # The agent's alone (documents, latches, outbox, identity), whatever the umask.
+        private_directory(config.state_dir)
         self._recoveries: list[StorageRecovery] = []
         self.state = AgentState(
             config.state_dir / "state.json", on_recovery=self._recoveries.append
