@@ -70,7 +70,7 @@ from edge.firmware.launch import running_release
 from edge.firmware.notify import Notifier, watchdog_interval
 from edge.identity import Credentials
 from edge.link import GatewayLinkClient
-from edge.renewal import keep_renewed
+from edge.renewal import Renewal
 from edge.storage.atomic import StorageRecovery
 from edge.storage.errors import DocumentRefusedError
 from edge.storage.outbox import Outbox
@@ -79,6 +79,8 @@ from edge.storage.state import AgentState, DeviceCounters, DocumentVerdict
 from edge.supervisor import Child, Supervisor
 from edge.timekeeping import CHECK_INTERVAL_S, ClockSync, RealTimeClock, Timekeeper, clock_sync
 from foundation.clock import Clock, SimulatedClock, SystemClock
+from foundation.escaping import escape
+from foundation.files import private_directory
 from protos.ondijon.v1 import (
     access_pb2,
     firmware_pb2,
@@ -167,7 +169,8 @@ class Agent:
         # The version this process runs, as the launcher booted it (edge.firmware.launch).
         self.firmware_version = running_release(environ)
         self.site = Site(config.latitude, config.longitude, config.time_zone)
-        config.state_dir.mkdir(parents=True, exist_ok=True)
+        # The agent's alone (documents, latches, outbox, identity), whatever the umask.
+        private_directory(config.state_dir)
         self._recoveries: list[StorageRecovery] = []
         self.state = AgentState(
             config.state_dir / "state.json", on_recovery=self._recoveries.append
@@ -183,6 +186,8 @@ class Agent:
             # hear of it; the link renumbers what is recorded until it learns the floor.
             self.link.outbox_lost()
             self._recoveries.append(self.outbox.recovered)
+        # The owner of every task of the agent, those started later included.
+        self.supervisor = Supervisor(clock, self._task_failed)
         self.firmware = AgentFirmware(
             config.firmware,
             clock=clock,
@@ -190,11 +195,12 @@ class Agent:
             channel=lambda: self.link.channel,
             send=self.link.send_firmware_progress,
             record=self.record,
+            spawn=self.supervisor.spawn,
         )
+        self.renewal = Renewal(config, spawn=self.supervisor.spawn)
         self.meter = QuarterHourMeter()
         # Devices whose last operation failed: alarmed once, until they work again.
         self._failing: dict[str, str] = {}
-        self.supervisor = Supervisor(clock, self._task_failed)
         self._wake = asyncio.Event()
         self.schedule: Schedule | None = None
         self.overrides: list[Override] = []
@@ -321,7 +327,7 @@ class Agent:
     async def on_connected(self, channel: grpc.aio.Channel, credentials: Credentials) -> None:
         self.firmware.on_connected()
         # Renews over this link at two thirds of the certificate's life (edge.renewal).
-        keep_renewed(self.config, channel, credentials)
+        self.renewal.on_connected(channel, credentials)
 
     # -- firmware (edge.firmware.agent_side) ---------------------------------------------------
 
@@ -605,7 +611,7 @@ class Agent:
                 self._recovered(signal.device_id)
             except (SignalPlanError, SignalDriverError) as exc:
                 # The controller keeps its running plan; the alarm is already recorded.
-                log.warning("signal %s: %s", signal.device_id, exc)
+                log.warning("signal %s: %s", signal.device_id, escape(str(exc)))
             except Exception as exc:
                 self._device_failed(signal.device_id, exc)
                 await signal.fail_safe()
@@ -715,7 +721,7 @@ class Agent:
         if self._failing.get(device_id) == error:
             return
         self._failing[device_id] = error
-        log.error("%s failed: %s", device_id, error)
+        log.error("%s failed: %s", device_id, escape(error))
         self.record(
             EquipmentEvent(
                 device_id=device_id,

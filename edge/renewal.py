@@ -15,6 +15,10 @@ lifetime (over two days with the default seven-day certificates) is the margin f
 orchestrator outage. An agent offline past its certificate's expiry cannot renew (TLS
 refuses an expired certificate): it comes back by enrolling again with a fresh token
 (``ondijon gateway token`` in the control room, ``ondijon edge enroll`` at the cabinet).
+
+The timer of each link session is a child of the agent's supervisor (``spawn``): a failure
+nobody foresaw is logged, alarmed and the timer restarted on the same link after a backoff;
+the next session's timer replaces it; none outlives the agent.
 """
 
 from __future__ import annotations
@@ -23,14 +27,15 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import grpc
 from cryptography import x509
 
 from edge.config import AgentConfig
 from edge.identity import Credentials, EnrollmentError, IdentityFilesError, renew
+from edge.supervisor import Child, Spawn
 from foundation.clock import Clock, SystemClock
+from foundation.escaping import escape
 
 log = logging.getLogger("ondijon.edge.renewal")
 
@@ -59,10 +64,17 @@ def retry_delay(attempt: int) -> float:
 
 
 class Renewal:
-    """Keeps one agent's certificate renewed while its link is up."""
+    """Keeps one agent's certificate renewed while its link is up.
 
-    def __init__(self, config: AgentConfig, *, renew: Renew = renew) -> None:
+    Args:
+        config: the agent's configuration.
+        spawn: the owner of the renewal timers (the agent's supervisor).
+        renew: how a renewal is made (the real one by default).
+    """
+
+    def __init__(self, config: AgentConfig, *, spawn: Spawn, renew: Renew = renew) -> None:
         self.config = config
+        self._spawn = spawn
         self._renew = renew
         self._task: asyncio.Task[None] | None = None
         self.renewed = 0
@@ -70,9 +82,7 @@ class Renewal:
     def on_connected(self, channel: grpc.aio.Channel, credentials: Credentials) -> None:
         """A stream is up on ``channel`` with ``credentials``: renew on it when due."""
         self.close()
-        self._task = asyncio.create_task(
-            self._run(channel, credentials), name=f"renewal {self.config.gateway_id}"
-        )
+        self._task = self._spawn(Child("renewal", lambda: self._run(channel, credentials)))
 
     def close(self) -> None:
         if self._task is not None:
@@ -96,11 +106,13 @@ class Renewal:
                         "certificate expired at %s without renewal (%s): enroll again with a "
                         "fresh token (`ondijon edge enroll`)",
                         credentials.not_after,
-                        exc,
+                        escape(str(exc)),  # the orchestrator's words
                     )
                     return
                 delay = retry_delay(attempt)
-                log.warning("certificate renewal failed (%s); retrying in %.0f s", exc, delay)
+                log.warning(
+                    "certificate renewal failed (%s); retrying in %.0f s", escape(str(exc)), delay
+                )
                 attempt += 1
                 retry_at = clock.now() + timedelta(seconds=delay)
                 if not await _unless_closed(channel, clock.sleep_until(retry_at)):
@@ -132,18 +144,3 @@ async def _unless_closed(channel: grpc.aio.Channel, wait: Awaitable[None]) -> bo
         waiting.cancel()
         closing.cancel()
     return waiting.done() and not waiting.cancelled()
-
-
-_renewals: dict[Path, Renewal] = {}
-
-
-def keep_renewed(config: AgentConfig, channel: grpc.aio.Channel, credentials: Credentials) -> None:
-    """Renew the certificate of the agent of ``config`` on ``channel`` when it is due.
-
-    Called by the agent each time its link is up; one renewal timer per agent (state
-    directory), the one of a previous stream is replaced.
-    """
-    renewal = _renewals.get(config.state_dir)
-    if renewal is None:
-        renewal = _renewals[config.state_dir] = Renewal(config)
-    renewal.on_connected(channel, credentials)

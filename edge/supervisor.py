@@ -10,6 +10,10 @@ equipment controller and each of its own loops (schedule, monitor, persistence, 
   (1 s, doubling to :data:`MAX_BACKOFF_S`; a child that ran for longer than that since its
   last start begins again at 1 s), on the injected clock's monotonic time;
 - a child that returns is done (one-shot tasks such as the firmware start-up);
+- work that starts while the agent runs (a firmware download, the certificate renewal
+  timer of one link session) is spawned as a child with :meth:`Supervisor.spawn`: the same
+  TaskGroup owns it, so its failure is contained, alarmed and restarted (or, one-shot,
+  reported) like any other, and it ends with the agent;
 - cancellation (the agent stopping) propagates to every child, and the TaskGroup awaits
   them all: no task outlives its owner, none is left unawaited.
 
@@ -25,6 +29,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from foundation.clock import Clock
+from foundation.escaping import escape
 
 log = logging.getLogger("ondijon.edge.supervisor")
 
@@ -53,6 +58,9 @@ class Child:
 
 Report = Callable[[Child, BaseException], None]
 
+Spawn = Callable[[Child], "asyncio.Task[None]"]
+"""What an owner hands to code that starts work while the agent runs (:meth:`Supervisor.spawn`)."""
+
 
 class Supervisor:
     """Runs children in one TaskGroup, restarting each with backoff when it fails."""
@@ -61,17 +69,38 @@ class Supervisor:
         self._clock = clock
         self._report = report
         self.children: list[Child] = []
+        self._group: asyncio.TaskGroup | None = None
 
     def add(self, child: Child) -> Child:
         """Add a child; call before :meth:`run`."""
         self.children.append(child)
         return child
 
+    def spawn(self, child: Child) -> asyncio.Task[None]:
+        """Run ``child`` from now on, in the running supervisor's TaskGroup.
+
+        The task is returned so that the caller can cancel it (a renewal timer replaced by
+        the next session's) or wait for it; a failure is contained and reported as for the
+        children given to :meth:`add`, and the task never outlives :meth:`run`.
+
+        Raises:
+            RuntimeError: the supervisor is not running (not started, or stopped).
+        """
+        if self._group is None:
+            raise RuntimeError(f"{child.name}: the supervisor is not running")
+        return self._group.create_task(self._keep(child), name=child.name)
+
     async def run(self) -> None:
         """Run every child until cancelled."""
-        async with asyncio.TaskGroup() as group:
-            for child in self.children:
-                group.create_task(self._keep(child), name=child.name)
+        try:
+            async with asyncio.TaskGroup() as group:
+                self._group = group
+                for child in self.children:
+                    group.create_task(self._keep(child), name=child.name)
+                # Open until cancelled, for the children spawned later.
+                await asyncio.get_running_loop().create_future()
+        finally:
+            self._group = None
 
     async def _keep(self, child: Child) -> None:
         backoff = FIRST_BACKOFF_S
@@ -98,7 +127,8 @@ class Supervisor:
                 await child.safe()
             except Exception:
                 log.exception("%s: the safe state could not be applied", child.name)
-        log.error("%s failed: %s: %s", child.name, type(exc).__name__, exc)
+        # An error's text may quote what a device, the orchestrator or a file said.
+        log.error("%s failed: %s: %s", child.name, type(exc).__name__, escape(str(exc)))
         try:
             self._report(child, exc)
         except Exception:

@@ -45,7 +45,7 @@ class Journal(list[PinChange]):
 
     def append(self, change: PinChange) -> None:
         super().append(change)
-        write(f"{self.name} {change.pin} {int(change.state)}")
+        write(f"{self.name} {change.pin} {float(change.state):g}")  # a PWM duty as it is
         if self.name == "bollard" and change.pin == "GPIO17" and change.state:
             print("RISING", flush=True)
 

@@ -61,13 +61,19 @@ async def test_lamps_follow_the_schedule_across_dusk(tmp_path: Path) -> None:
             pwm = bench.pins.pin(lamp.pwm)
             assert [s.state for s in pwm.states] == [0.0, 0.6, 1.0, 0.4]
             pwm.assert_states_and_times([(0, 0.0), (sunset_s, 0.6), (dusk_s, 1.0), (late_s, 0.4)])
-            # Dark until sunset, then lit all evening (dimming never opens the relay).
+            # Dark until sunset, then lit all evening (dimming never opens the relay). The
+            # relay is normally closed: its coil is energised to keep the lamp dark by day
+            # and rests from sunset, so the lamp stays lit should the agent go.
             relay = bench.pins.pin(lamp.relay)
-            assert [s.state for s in relay.states] == [False, True]
-            relay.assert_states_and_times([(0, False), (sunset_s, True)])
+            assert [s.state for s in relay.states] == [True, False]
+            relay.assert_states_and_times([(0, True), (sunset_s, False)])
             # assert_states_and_times allows 5 %; the history pins each switch down: the
             # clock moves in 1 s steps, so each lands within the second after its instant.
-            switched = [c.at for c in bench.pins.history if c.pin == f"GPIO{lamp.pwm}"]
+            # (The pins open lit at full, as the luminaire is without the agent, and are
+            # dimmed to the day's 0 at the start: those switches are not the schedule's.)
+            switched = [
+                c.at for c in bench.pins.history if c.pin == f"GPIO{lamp.pwm}" and c.at > start
+            ]
             for at, due in zip(switched, (SUNSET, CIVIL_DUSK, ELEVEN_PM), strict=True):
                 assert due <= at < due + timedelta(seconds=1)
 
@@ -94,5 +100,6 @@ async def test_a_lamp_with_a_dead_sense_input_raises_a_lamp_failure(tmp_path: Pa
         assert bench.agent.lamps[1].controller.state().lamp.faults == ["lamp_failure"]
         assert bench.agent.lamps[0].controller.faults == frozenset()
         # The dead lamp is still driven: its relay and dimming pins follow the schedule.
-        assert bench.pins.pin(LAMPS[1].relay).state
+        assert bench.lanterns["lamp-2"].relay_closed
+        assert not bench.pins.pin(LAMPS[1].relay).state  # the coil at rest (normally closed)
         assert bench.pins.pin(LAMPS[1].pwm).state == 0.6

@@ -4,7 +4,9 @@ The shape of gpiozero's own real-hardware tests: two GPIOs wired together, named
 environment variables, a lock file so two benches never share the rig, and the test
 parametrised over every gpiozero pin factory, skipped with the reason where one does not
 load. The agent drives a lamp whose relay output is ``ONDIJON_HIL_OUT``; the bench reads
-``ONDIJON_HIL_IN``: dark before dusk, lit after.
+``ONDIJON_HIL_IN``: dark before dusk, lit after. The relay is wired normally closed (the
+default), so the wire reads the coil: high (energised, the lamp dark) before dusk, low (at
+rest, the lamp lit) after.
 
 - On a hardware factory (lgpio, rpigpio, pigpio, native) the agent is the real process,
   ``ondijon edge run`` on that factory, standalone under a simulated clock; its lamp's
@@ -12,7 +14,8 @@ load. The agent drives a lamp whose relay output is ``ONDIJON_HIL_OUT``; the ben
   unless ``ONDIJON_HIL_OUT`` and ``ONDIJON_HIL_IN`` are set: a developer's ``pytest`` on a
   gateway in service never drives its pins.
 - On the mock factory, whose pins live in one process, the agent runs in-process and a
-  :class:`~edge.equipment.sim.lantern.MockLantern` plays the wire from OUT to IN.
+  :class:`~edge.equipment.sim.lantern.MockLantern` on normally-open contacts plays the wire
+  from OUT to IN (its sense input follows the coil).
 """
 
 from __future__ import annotations
@@ -135,12 +138,14 @@ async def in_process(factory: Any, lamp: LampPins, into: int | str, tmp_path: Pa
     del factory  # the clocked mock pins replace it: same class, timed by the agent's clock
     start = SUNSET - timedelta(minutes=2)
     async with street(tmp_path, start=start, lamps=[lamp], documents=[SCHEDULE]) as bench:
-        wire = MockLantern(bench.pins, relay_pin=lamp.relay, sense_pin=into)
+        # A wire copies the coil's level: a lantern on normally-open contacts does the same.
+        MockLantern(bench.pins, relay_pin=lamp.relay, sense_pin=into, relay_wiring="normally_open")
+        lantern = bench.lanterns[lamp.device_id]
         reading = bench.pins.pin(into)
         await bench.run_until(SUNSET - timedelta(seconds=1))
-        assert not reading.state and not wire.relay_closed
+        assert reading.state and not lantern.lit  # coil energised: dark
         await bench.run_until(SUNSET + timedelta(seconds=2))
-        assert reading.state and wire.relay_closed
+        assert not reading.state and lantern.lit  # coil at rest: lit
 
 
 def real_process(name: str, factory: Any, lamp: LampPins, into: int | str, tmp_path: Path) -> None:
@@ -162,16 +167,17 @@ def real_process(name: str, factory: Any, lamp: LampPins, into: int | str, tmp_p
         ready = agent.wait_ready()
         while time.monotonic() < ready + lead_s / speed + 10:
             samples.append((time.monotonic(), bool(reading.state)))
-            if samples[-1][1]:
+            if not samples[-1][1]:
                 break
             time.sleep(0.01)  # sampling the wire, the agent keeps its own time
     finally:
         code = agent.stop()
         reading.close()
     assert code == 0, agent.tail()
-    assert samples and not samples[0][1], "IN was high before the agent switched anything"
-    lit = [t for t, high in samples if high]
-    assert lit, f"the relay never closed at dusk: {agent.tail()}"
+    # The coil energised (the lamp dark) by day, at rest (lit) from dusk.
+    assert samples and samples[0][1], "IN was low (the lamp lit) before dusk"
+    lit = [t for t, high in samples if not high]
+    assert lit, f"the coil was never released at dusk: {agent.tail()}"
     # Not before dusk on the agent's clock (which starts after the spawn), nor long after.
     assert lit[0] - spawned >= lead_s / speed - 0.5
     assert lit[0] - ready <= lead_s / speed + 3.0

@@ -248,7 +248,7 @@ def run_admin(args: argparse.Namespace) -> int:
             )
         )
         assert isinstance(response, control_pb2.SendCommandResponse)
-        print(f"command {response.command_id} sent")
+        print(f"command {escape(response.command_id)} sent")
         return 0
     if what == "events":
         if args.watch:

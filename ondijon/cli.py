@@ -186,7 +186,7 @@ def _run(args: argparse.Namespace) -> int:
         from provisioning.ca import CertificateAuthority
 
         ca = CertificateAuthority.init(args.dir, now=datetime.now(UTC), name=args.name)
-        print(f"CA created in {ca.directory} (root.key and issuing.key are mode 0600)")
+        print(f"CA created in {escape(str(ca.directory))} (root.key and issuing.key are mode 0600)")
         return 0
     if args.command == "operator":
         from datetime import UTC, datetime
@@ -203,7 +203,10 @@ def _run(args: argparse.Namespace) -> int:
             address=args.address,
             now=datetime.now(UTC),
         )
-        print(f"operator {args.name} ({args.role}) written to {profile.directory}")
+        print(
+            f"operator {escape(args.name)} ({args.role}) written to "
+            f"{escape(str(profile.directory))}"
+        )
         return 0
     if args.command == "orchestrator":
         from orchestrator.config import OrchestratorConfig

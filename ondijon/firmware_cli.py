@@ -9,6 +9,10 @@
     ondijon campaign list | show ID | pause ID | resume ID | abort ID
 
 Release keys stay on the release manager's machine; agents pin the ``.pub`` files.
+
+Every text printed passes :func:`foundation.escaping.escape`: campaign ids, versions, reasons
+and history come from operators, details and versions from gateways, paths and file names
+from the command line; none may add a line or reach the terminal as a control sequence.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import grpc
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message
 
+from foundation.escaping import escape
 from ondijon.admin import AdminError
 from protos.ondijon.v1 import firmware_pb2, firmware_pb2_grpc
 from provisioning.profile import Profile
@@ -115,30 +120,36 @@ def _release(args: argparse.Namespace) -> int:
     what = args.release_command
     if what == "keygen":
         kid = generate_release_key(args.key)
-        print(f"release key {kid} written to {args.key} (0600); agents pin {args.key}.pub")
+        key = escape(str(args.key))
+        print(f"release key {kid} written to {key} (0600); agents pin {key}.pub")
         return 0
     if what == "build":
         version = args.version or _wheel_version(args.wheel)
         expires = datetime.now(UTC) + timedelta(days=args.expires_days)
         built = build_release(args.wheel, version, args.min_orchestrator, expires, args.out)
-        print(f"release {version} built in {built} (unsigned: run `ondijon release sign`)")
+        print(
+            f"release {escape(version)} built in {escape(str(built))} "
+            "(unsigned: run `ondijon release sign`)"
+        )
         return 0
     if what == "sign":
         kid = sign_release(args.release_dir, args.key)
-        print(f"{args.release_dir} signed by key {kid}")
+        print(f"{escape(str(args.release_dir))} signed by key {kid}")
         return 0
     profile = Profile.load(args.profile)
     if what == "upload":
         info = asyncio.run(upload_release(profile, args.release_dir))
-        keys = ", ".join(info.key_ids)
-        print(f"release {info.version} uploaded ({info.total_size} bytes, keys {keys})")
+        keys = escape(", ".join(info.key_ids))
+        print(f"release {escape(info.version)} uploaded ({info.total_size} bytes, keys {keys})")
         return 0
     response = asyncio.run(call(profile, "ListReleases", firmware_pb2.ListReleasesRequest()))
     assert isinstance(response, firmware_pb2.ListReleasesResponse)
     for r in response.releases:
         expires = r.expires_at.ToDatetime()
-        keys = ",".join(r.key_ids)
-        print(f"{r.version:16} {r.total_size:>10} B  expires {expires:%Y-%m-%d}  keys {keys}")
+        keys = escape(",".join(r.key_ids))
+        print(
+            f"{escape(r.version):16} {r.total_size:>10} B  expires {expires:%Y-%m-%d}  keys {keys}"
+        )
     return 0
 
 
@@ -283,7 +294,8 @@ def summary(campaign: firmware_pb2.Campaign) -> str:
     committed = sum(w.committed for w in campaign.waves)
     failed = sum(w.failed for w in campaign.waves)
     return (
-        f"{campaign.campaign_id:24} {_STATUS[campaign.status]:9} {campaign.version:12} "
+        f"{escape(campaign.campaign_id):24} {_STATUS[campaign.status]:9} "
+        f"{escape(campaign.version):12} "
         f"wave {campaign.current_wave}/{len(campaign.waves)}  "
         f"{committed}/{campaign.target_count} updated, {failed} failed"
     )
@@ -292,7 +304,7 @@ def summary(campaign: firmware_pb2.Campaign) -> str:
 def describe(campaign: firmware_pb2.Campaign) -> str:
     """A campaign in full: waves, per-gateway outcomes, why it waits, history."""
     lines = [summary(campaign)]
-    window = campaign.window or "any time"
+    window = escape(campaign.window) or "any time"
     night = "lamps update at night too" if campaign.allow_night else "lamps only in daylight"
     lines.append(f"  window {window}; {night}")
     for index, wave in enumerate(campaign.waves, 1):
@@ -308,11 +320,12 @@ def describe(campaign: firmware_pb2.Campaign) -> str:
             else ("offered" if g.HasField("offered_at") else "waiting")
         )
         done = f" {g.bytes_done} B" if g.stage == firmware_pb2.FIRMWARE_STAGE_DOWNLOADING else ""
-        runs = f"  runs {g.hello_version}" if g.hello_version else ""
+        runs = f"  runs {escape(g.hello_version)}" if g.hello_version else ""
         aborted = campaign.status == firmware_pb2.CAMPAIGN_STATUS_ABORTED
         past = "  past the point of no return" if aborted and g.past_point_of_no_return else ""
-        detail = f"  {g.detail}" if g.detail else ""
-        lines.append(f"    {g.gateway_id:24} wave {g.wave}  {stage}{done}{runs}{past}{detail}")
-    lines += [f"  now: {r}" for r in campaign.reasons]
-    lines += [f"  {h}" for h in campaign.history]
+        detail = f"  {escape(g.detail)}" if g.detail else ""
+        gateway = escape(g.gateway_id)
+        lines.append(f"    {gateway:24} wave {g.wave}  {stage}{done}{runs}{past}{detail}")
+    lines += [f"  now: {escape(r)}" for r in campaign.reasons]
+    lines += [f"  {escape(h)}" for h in campaign.history]
     return "\n".join(lines)

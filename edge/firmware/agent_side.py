@@ -2,6 +2,7 @@
 
 - **Offers** arrive on the link; :meth:`AgentFirmware.offer` runs
   :func:`~edge.firmware.update.apply_offer` in the background (the street keeps running),
+  as a task the agent's supervisor owns (a failure it does not handle is alarmed there),
   downloading on the link's channel (:mod:`edge.firmware.grpc_fetcher`). A cut download is
   retried with jittered backoff and resumes where the durable data ends; one that still
   fails is left for the orchestrator's next offer, which resumes it too. A part whose hash
@@ -66,7 +67,9 @@ from edge.firmware.download import (
 from edge.firmware.grpc_fetcher import ChannelSource, GrpcChunkFetcher
 from edge.firmware.slots import SlotStore
 from edge.firmware.update import Gate, TrustPolicy, apply_offer, pending_report
+from edge.supervisor import Child, Spawn
 from foundation.clock import Clock
+from foundation.escaping import escape
 from protos.ondijon.v1 import firmware_pb2
 
 log = logging.getLogger("ondijon.edge.firmware")
@@ -113,6 +116,7 @@ class AgentFirmware:
         channel: ChannelSource,
         send: Callable[[firmware_pb2.FirmwareProgress], bool],
         record: Callable[[EquipmentEvent], None],
+        spawn: Spawn,
         request_restart: Callable[[], None] = restart_via_supervisor,
         retry: RetryPolicy | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -129,6 +133,9 @@ class AgentFirmware:
         channel: the link's current channel.
         send: puts a progress message on the link; ``False`` when the link is down.
         record: makes an event durable in the outbox.
+        spawn: the owner of the task that takes an offer (the agent's supervisor): a
+            failure the task does not handle itself is logged and alarmed there, and the
+            task ends with the agent.
         request_restart: asks the supervisor for a restart.
         retry: how cut downloads are retried.
         sleep: waits between retries (real time: the network is real).
@@ -144,6 +151,7 @@ class AgentFirmware:
         self.channel = channel
         self.send = send
         self.record = record
+        self.spawn = spawn
         self.request_restart = request_restart
         self.retry = retry or RetryPolicy()
         self.sleep = sleep
@@ -243,12 +251,14 @@ class AgentFirmware:
     def offer(self, offer: firmware_pb2.FirmwareOffer) -> None:
         """Take an offer in the background (ignored while another one is being taken)."""
         if self.busy:
-            log.info("firmware offer of %s ignored: an update is in progress", offer.version)
+            log.info(
+                "firmware offer of %s ignored: an update is in progress", escape(offer.version)
+            )
             return
         self.taking = offer
         self.gate = Gate()
         self._cancelled = asyncio.Event()
-        self.task = asyncio.create_task(self._take(offer), name=f"firmware {offer.version}")
+        self.task = self.spawn(Child("firmware offer", lambda: self._take(offer), restart=False))
 
     def cancel(self, cancel: firmware_pb2.FirmwareCancel) -> None:
         """Stop the update of ``cancel.campaign_id`` unless it is past the point of no return,
@@ -313,7 +323,7 @@ class AgentFirmware:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            log.exception("firmware offer of %s failed", offer.version)
+            log.exception("firmware offer of %s failed", escape(offer.version))
             self._finish(offer, firmware_pb2.FIRMWARE_STAGE_FAILED, f"{type(exc).__name__}: {exc}")
 
     def _answered(self, offer: firmware_pb2.FirmwareOffer) -> bool:
@@ -322,11 +332,13 @@ class AgentFirmware:
             self._finish(offer, firmware_pb2.FIRMWARE_STAGE_REFUSED, self.trust_error)
             return True
         if self.restarting:
-            log.info("firmware offer of %s ignored: restarting after a rollback", offer.version)
+            log.info(
+                "firmware offer of %s ignored: restarting after a rollback", escape(offer.version)
+            )
             return True
         state = self.store.read()
         if state.trial is not None:
-            log.info("firmware offer of %s ignored: a trial is running", offer.version)
+            log.info("firmware offer of %s ignored: a trial is running", escape(offer.version))
             return True
         try:
             # Nothing is answered on the strength of an unsigned version string.
@@ -410,7 +422,9 @@ class AgentFirmware:
                 last = self._last
                 self._record_outcome(last if last is not None else self._progress(offer, stage))
             return
-        log.warning("firmware %s: download keeps failing; waiting for a new offer", offer.version)
+        log.warning(
+            "firmware %s: download keeps failing; waiting for a new offer", escape(offer.version)
+        )
 
     async def _pause(self, seconds: float) -> None:
         """Wait before retrying a download, or less if the update is cancelled meanwhile."""

@@ -44,6 +44,7 @@ from typing import Any
 import grpc
 
 from foundation.errors import FieldError
+from foundation.escaping import escape
 from orchestrator.access.certificates import Orchestrator
 from orchestrator.access.limits import BucketMap, LimitError, RateLimits, StreamCounts, StreamMeter
 from orchestrator.access.peers import AuthError, peer_of
@@ -128,7 +129,8 @@ class Admission(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     async def _refuse(self, context: Context, key: str, method: str, exc: LimitError) -> None:
         self.refusals += 1
         if self._log_budget.take(key, 1, self.monotonic()):
-            log.warning("refused %s from %s: %s", method, key, exc)
+            # The method is the path the client sent, whatever it is.
+            log.warning("refused %s from %s: %s", escape(method), escape(key), exc)
         await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
 
     async def caller(self, context: Context) -> Caller:

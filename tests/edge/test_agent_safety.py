@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import grpc
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from domain.schedule.evaluator import evaluate
 from domain.schedule.model import DeviceKind, Site
@@ -24,8 +26,10 @@ from edge.equipment.bollard.rules import Mode, Phase
 from edge.equipment.cabinet.monitor import SimulatedCabinet
 from edge.equipment.sim.bollard import SimulatedBollard
 from edge.events import EquipmentEvent, Priority
+from edge.firmware.simulator import ReleaseSimulator
+from edge.identity import Credentials
 from foundation.clock import ManualClock
-from protos.ondijon.v1 import link_pb2, schedule_pb2, signal_pb2
+from protos.ondijon.v1 import firmware_pb2, link_pb2, schedule_pb2, signal_pb2
 from tests.conftest import offline_agent_config
 
 DIJON = Site(47.322, 5.0415, "Europe/Paris")
@@ -290,13 +294,86 @@ async def test_a_bollard_whose_read_raises_is_made_safe_alarmed_and_restarted(
         await street.stop()
 
 
-async def test_no_task_outlives_the_agent(lamps_at_noon: Street) -> None:
+def firmware_section(tmp_path: Path, release: ReleaseSimulator) -> str:
+    """A ``[firmware]`` table pinning ``release``'s key."""
+    pem = release.public_key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    (tmp_path / "release.pub").write_bytes(pem)
+    return (
+        f'[firmware]\nrelease_keys = ["{tmp_path / "release.pub"}"]\n'
+        f'state_dir = "{tmp_path / "firmware"}"\n'
+    )
+
+
+def offer_of(release: ReleaseSimulator, version: str) -> firmware_pb2.FirmwareOffer:
+    published = release.releases[version]
+    return firmware_pb2.FirmwareOffer(
+        campaign_id="c-1",
+        version=version,
+        manifest=firmware_pb2.ReleaseManifest(
+            manifest=published.manifest,
+            signatures=[
+                firmware_pb2.ReleaseSignature(key_id=s.key_id, signature=s.signature)
+                for s in published.signatures
+            ],
+        ),
+    )
+
+
+async def test_no_task_outlives_the_agent(tmp_path: Path) -> None:
+    release = ReleaseSimulator()
+    release.publish("0.2.0", created=NOON)
+    street = Street(tmp_path, NOON, LAMP + firmware_section(tmp_path, release))
+    await street.start()
+    channel = grpc.aio.insecure_channel("127.0.0.1:9")
+    try:
+        # Started while the agent runs: a link session's renewal timer (due in days) and a
+        # firmware download waiting to resume (the link is down, the retry's wait is long).
+        now = datetime.now(UTC)
+        street.agent.renewal.on_connected(
+            channel, Credentials(b"", b"", b"", now, now + timedelta(days=7))
+        )
+        waiting = asyncio.Event()
+
+        async def long_wait(seconds: float) -> None:
+            waiting.set()
+            await asyncio.Event().wait()
+
+        street.agent.firmware.sleep = long_wait
+        await street.agent.on_firmware_offer(offer_of(release, "0.2.0"))
+        await asyncio.wait_for(waiting.wait(), 5)
+        names = {task.get_name() for task in asyncio.all_tasks()}
+        assert {"renewal", "firmware offer", "schedule", "link"} <= names
+        await street.stop()
+        await street.settle()
+        assert asyncio.all_tasks() == {asyncio.current_task()}
+    finally:
+        await street.stop()
+        await channel.close()
+
+
+async def test_a_firmware_task_that_fails_is_alarmed_and_the_street_runs_on(
+    lamps_at_noon: Street, caplog: pytest.LogCaptureFixture
+) -> None:
     street = lamps_at_noon
-    before = asyncio.all_tasks()
-    assert len(before) > 5  # the supervisor's children are running
-    await street.stop()
+
+    def broken_link(progress: firmware_pb2.FirmwareProgress) -> bool:
+        raise RuntimeError("link queue gone")
+
+    # The task answers the offer (refused: no [firmware] here) and its answer cannot be
+    # sent: nothing in the task handles that, its owner must.
+    street.agent.firmware.send = broken_link
+    await street.agent.on_firmware_offer(firmware_pb2.FirmwareOffer(campaign_id="c-1"))
     await street.settle()
-    assert asyncio.all_tasks() == {asyncio.current_task()}
+    (alarm,) = street.of_type("agent.task_failed")
+    assert alarm.priority is Priority.ALARM
+    assert alarm.attributes["task"] == "firmware offer"
+    assert "RuntimeError: link queue gone" in alarm.message
+    assert "firmware offer failed: RuntimeError: link queue gone" in caplog.text
+    street.clock.step_wall(11 * HOUR)
+    await street.run_for(10)
+    assert street.lamp() == 100
 
 
 # -- item 3: latches survive a restart of the agent; only a reset clears them ------------------

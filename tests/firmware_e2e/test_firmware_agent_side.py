@@ -68,6 +68,9 @@ class Harness:
             channel=lambda: None,
             send=lambda p: self.sent.append(p) is None,
             record=self.events.append,
+            # The test owns the task and awaits it (``take``); the agent's supervisor does
+            # in the agent (tests/edge/test_agent_safety.py).
+            spawn=lambda child: asyncio.create_task(child.run()),
             request_restart=self.restart,
             retry=RetryPolicy(attempts=3),
             sleep=self.no_sleep,

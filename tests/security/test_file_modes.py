@@ -18,7 +18,7 @@ from edge.agent import Agent
 from edge.link import Backoff
 from foundation.clock import ManualClock
 from provisioning.ca import CertificateAuthority
-from tests.conftest import started_city
+from tests.conftest import offline_agent_config, started_city
 from tests.edge.test_agent import eventually
 
 pytestmark = pytest.mark.integration
@@ -92,5 +92,33 @@ async def test_every_file_is_private_under_a_022_umask(tmp_path: Path, lamp_tabl
         "operator.key",
         "issuing.key",
     ):
+        assert expected in names, expected
+    assert wrong(found) == {}
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o000], ids=["umask-022", "umask-000"])
+async def test_an_agent_that_never_enrolled_keeps_its_state_private(
+    tmp_path: Path, mask: int
+) -> None:
+    """``ondijon edge run`` before ``ondijon edge enroll``: the agent makes its state
+    directory itself (enrollment, which also would, has not run) and runs the street."""
+    equipment = '[[lamps]]\nid = "lamp-1"\nbackend = "simulated"\nnominal_power_w = 60\n'
+    equipment += '[[bollards]]\nid = "b-1"\nbackend = "simulated"\n'
+    with umask(mask):
+        config = offline_agent_config(tmp_path, "dj-new", equipment)
+        assert not config.state_dir.exists()
+        agent = Agent(config, ManualClock(datetime.now(UTC)))
+        task = asyncio.create_task(agent.run())
+        try:
+            await eventually(lambda: bool(agent.link.status.last_error))  # not enrolled
+            agent.persist_counters()
+            agent.persist_counters()
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    found = modes([config.state_dir])
+    names = {Path(n).name for n in found}
+    for expected in ("state", "state.json", "state.json.bak", "outbox.sqlite"):
         assert expected in names, expected
     assert wrong(found) == {}

@@ -4,6 +4,12 @@ A lamp is a relay that powers its LED driver, a PWM line that sets the dimming l
 current-sense input that tells whether the lamp actually draws current; some cabinets also
 have an energy-meter chip that gives the active power in watts (an optional callable).
 
+The relay is wired normally closed by default (``relay_wiring``): its coil de-energised, the
+lamp is lit, and the agent energises the coil to switch the lamp *off*. A dead agent, a
+released pin, a rebooting or unpowered board then leave the street lit (SAFETY.md, "When the
+agent is not there"). ``relay_wiring = "normally_open"`` is kept for cabinets wired the
+other way: there the same failures leave the lamp dark unless the luminaire lights itself.
+
 - :class:`LampConfig` is one ``lamps[i]`` entry of the agent configuration, validated.
 - :class:`LampDriver` is what a backend implements: :class:`GpioLamp` (gpiozero) here,
   ``SimulatedLamp`` in :mod:`edge.equipment.sim.lantern`; :func:`connect_lamp` picks one from
@@ -53,6 +59,11 @@ LED_MIN_DIM_FRACTION = 0.1
 
 BACKENDS = ("gpio", "simulated")
 
+NORMALLY_CLOSED = "normally_closed"
+NORMALLY_OPEN = "normally_open"
+RELAY_WIRINGS = (NORMALLY_CLOSED, NORMALLY_OPEN)
+"""How the relay's contacts feed the lamp: closed (lamp lit) with the coil at rest, or open."""
+
 # A longer gap between two samples means the clock jumped (a Pi without RTC setting its
 # time) or the agent stalled: metering it would invent energy, so it is skipped.
 MAX_METERED_GAP_S = 900.0
@@ -82,10 +93,16 @@ class LampConfig:
         device_id: the lamp's id, unique on the gateway.
         nominal_power_w: active power at 100 %, in watts (60 for a typical LED lantern).
         backend: ``"gpio"`` or ``"simulated"``.
-        relay_pin: output that closes the relay feeding the driver (gpio backend).
+        relay_pin: output that drives the coil of the relay feeding the driver (gpio backend).
         pwm_pin: PWM output that sets the dimming level (gpio backend).
         sense_pin: input that reads high while current flows (gpio backend).
-        relay_active_high: False when the relay board closes on a low output.
+        relay_wiring: ``"normally_closed"`` (default: the lamp is lit while the coil is at
+            rest, so it stays lit without the agent) or ``"normally_open"`` (lit only while
+            the agent energises the coil: dark when the agent, the board or its power fails).
+        relay_active_high: False when the relay board energises its coil on a low output.
+        pwm_active_high: False when the dimming line is inverted, e.g. a transistor that sinks
+            the driver's 1-10 V line while the pin is high (a released pin then leaves the
+            line open, which the driver reads as 100 %).
         pwm_frequency_hz: PWM frequency of the dimming line.
         dimming_tolerance: allowed power error, as a fraction of the nominal power.
         fault_delay_s: how long a fault condition must hold before it is raised or cleared.
@@ -97,7 +114,9 @@ class LampConfig:
     relay_pin: PinSpec | None = None
     pwm_pin: PinSpec | None = None
     sense_pin: PinSpec | None = None
+    relay_wiring: str = NORMALLY_CLOSED
     relay_active_high: bool = True
+    pwm_active_high: bool = True
     pwm_frequency_hz: float = 200.0
     dimming_tolerance: float = 0.15
     fault_delay_s: float = 10.0
@@ -125,7 +144,9 @@ class LampConfig:
             "relay_pin",
             "pwm_pin",
             "sense_pin",
+            "relay_wiring",
             "relay_active_high",
+            "pwm_active_high",
             "pwm_frequency_hz",
             "dimming_tolerance",
             "fault_delay_s",
@@ -159,9 +180,17 @@ class LampConfig:
             pins[name] = config_pin(raw, path(name))
             if pins[name] in [p for n, p in pins.items() if n != name]:
                 raise EquipmentConfigError(path(name), "same pin used twice by this lamp")
-        active_high = mapping.get("relay_active_high", True)
-        if not isinstance(active_high, bool):
-            raise EquipmentConfigError(path("relay_active_high"), "must be true or false")
+        wiring = mapping.get("relay_wiring", NORMALLY_CLOSED)
+        if wiring not in RELAY_WIRINGS:
+            raise EquipmentConfigError(
+                path("relay_wiring"), f"must be one of {', '.join(RELAY_WIRINGS)}"
+            )
+        polarity: dict[str, bool] = {}
+        for name in ("relay_active_high", "pwm_active_high"):
+            value = mapping.get(name, True)
+            if not isinstance(value, bool):
+                raise EquipmentConfigError(path(name), "must be true or false")
+            polarity[name] = value
         frequency = config_number(
             mapping.get("pwm_frequency_hz", 200.0), path("pwm_frequency_hz"), 1.0
         )
@@ -178,7 +207,9 @@ class LampConfig:
             relay_pin=pins["relay_pin"],
             pwm_pin=pins["pwm_pin"],
             sense_pin=pins["sense_pin"],
-            relay_active_high=active_high,
+            relay_wiring=wiring,
+            relay_active_high=polarity["relay_active_high"],
+            pwm_active_high=polarity["pwm_active_high"],
             pwm_frequency_hz=frequency,
             dimming_tolerance=tolerance,
             fault_delay_s=delay,
@@ -203,7 +234,8 @@ class LampDriver(Protocol):
     """A lamp backend. Methods raise :class:`LampDriverError` and nothing else."""
 
     def drive(self, relay_on: bool, duty: float) -> None:
-        """Close or open the relay and set the dimming duty cycle (0.0 to 1.0)."""
+        """Power the lamp or not (``relay_on``: the contacts feeding its driver closed,
+        whichever way the coil must go for it) and set the dimming duty cycle (0.0 to 1.0)."""
         ...
 
     def read(self) -> LampReading:
@@ -218,10 +250,14 @@ class LampDriver(Protocol):
 class GpioLamp:
     """A lamp wired to the gateway's GPIO header, through gpiozero.
 
-    The relay is a ``DigitalOutputDevice``, dimming a ``PWMOutputDevice`` and the current
-    sense a ``DigitalInputDevice`` reading high while current flows (pulled down, so an
-    unplugged sensor reads "no current"). ``power_reader``, when given, returns the active
+    The relay's coil is a ``DigitalOutputDevice``, dimming a ``PWMOutputDevice`` and the
+    current sense a ``DigitalInputDevice`` reading high while current flows (pulled down, so
+    an unplugged sensor reads "no current"). ``power_reader``, when given, returns the active
     power in watts from whatever meter the cabinet has (an ADC, a metering chip).
+
+    With the default normally-closed wiring the coil is energised to switch the lamp off;
+    it is opened at rest, so the lamp stays as the pins left it before the agent started
+    (lit, at full dimming) until the agent applies its level right after.
     """
 
     def __init__(
@@ -230,7 +266,9 @@ class GpioLamp:
         relay_pin: PinSpec,
         pwm_pin: PinSpec,
         sense_pin: PinSpec,
+        relay_wiring: str = NORMALLY_CLOSED,
         relay_active_high: bool = True,
+        pwm_active_high: bool = True,
         pwm_frequency_hz: float = 200.0,
         power_reader: Callable[[], float] | None = None,
         pin_factory: Any = None,
@@ -242,20 +280,28 @@ class GpioLamp:
             PWMOutputDevice,
         )
 
+        if relay_wiring not in RELAY_WIRINGS:
+            raise ValueError(f"relay_wiring: must be one of {', '.join(RELAY_WIRINGS)}")
         self._errors: type[Exception] = GPIOZeroError
         self._power_reader = power_reader
+        self._normally_closed = relay_wiring == NORMALLY_CLOSED
         opened: list[Any] = []
         try:
-            # Off at start: the agent applies the schedule's level right after opening.
-            self._relay = DigitalOutputDevice(
+            # The coil at rest at start, as it was before the agent: the agent applies the
+            # schedule's level right after opening.
+            self._coil = DigitalOutputDevice(
                 relay_pin,
                 active_high=relay_active_high,
                 initial_value=False,
                 pin_factory=pin_factory,
             )
-            opened.append(self._relay)
+            opened.append(self._coil)
             self._pwm = PWMOutputDevice(
-                pwm_pin, initial_value=0, frequency=pwm_frequency_hz, pin_factory=pin_factory
+                pwm_pin,
+                active_high=pwm_active_high,
+                initial_value=1.0 if self._normally_closed else 0.0,
+                frequency=pwm_frequency_hz,
+                pin_factory=pin_factory,
             )
             opened.append(self._pwm)
             self._sense = DigitalInputDevice(sense_pin, pull_up=False, pin_factory=pin_factory)
@@ -269,12 +315,19 @@ class GpioLamp:
         try:
             if relay_on:
                 self._pwm.value = min(1.0, max(0.0, duty))
-                self._relay.on()
+                self._power(on=True)
             else:
-                self._relay.off()
+                self._power(on=False)
                 self._pwm.value = 0.0
         except self._errors as exc:
             raise LampDriverError(f"cannot drive lamp: {exc}") from exc
+
+    def _power(self, *, on: bool) -> None:
+        # Normally closed: the coil is energised to open the contacts, i.e. to darken.
+        if on != self._normally_closed:
+            self._coil.on()
+        else:
+            self._coil.off()
 
     def read(self) -> LampReading:
         """Read the current-sense input and, if a meter is fitted, the power."""
@@ -294,7 +347,7 @@ class GpioLamp:
 
     def close(self) -> None:
         """Release the pins."""
-        for device in (self._relay, self._pwm, self._sense):
+        for device in (self._coil, self._pwm, self._sense):
             device.close()
 
 
@@ -329,7 +382,9 @@ def connect_lamp(
         relay_pin=config.relay_pin,
         pwm_pin=config.pwm_pin,
         sense_pin=config.sense_pin,
+        relay_wiring=config.relay_wiring,
         relay_active_high=config.relay_active_high,
+        pwm_active_high=config.pwm_active_high,
         pwm_frequency_hz=config.pwm_frequency_hz,
         power_reader=power_reader,
         pin_factory=pin_factory,

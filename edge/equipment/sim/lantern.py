@@ -18,7 +18,13 @@ from datetime import datetime
 
 from gpiozero.pins.mock import MockPWMPin
 
-from edge.equipment.lamp.controller import LED_MIN_DIM_FRACTION, LampDriverError, LampReading
+from edge.equipment.lamp.controller import (
+    LED_MIN_DIM_FRACTION,
+    NORMALLY_CLOSED,
+    RELAY_WIRINGS,
+    LampDriverError,
+    LampReading,
+)
 from edge.equipment.sim.bollard import ClockedMockFactory, ClockedMockPin
 from foundation.clock import Clock
 
@@ -123,6 +129,9 @@ class MockLantern:
     contacts are closed and the lantern is healthy, current flows and the sense input reads
     high, the moment the relay pin changes, as a current transformer on the feeder would.
 
+    The relay is wired as the lamp's configuration says (``relay_wiring``, default normally
+    closed: the contacts close, and the lamp lights, while the coil is at rest).
+
     Attributes:
         relay_pin: the relay output's mock pin.
         sense_pin: the current-sense input's mock pin.
@@ -134,10 +143,14 @@ class MockLantern:
         *,
         relay_pin: int | str,
         sense_pin: int | str,
+        relay_wiring: str = NORMALLY_CLOSED,
         relay_active_high: bool = True,
     ) -> None:
+        if relay_wiring not in RELAY_WIRINGS:
+            raise ValueError(f"relay_wiring: must be one of {', '.join(RELAY_WIRINGS)}")
         self.relay_pin: ClockedMockPin = factory.pin(relay_pin)
         self.sense_pin: ClockedMockPin = factory.pin(sense_pin)
+        self._normally_closed = relay_wiring == NORMALLY_CLOSED
         self._active_high = relay_active_high
         self._dead = False
         self.relay_pin.watchers.append(self._relay_moved)
@@ -154,9 +167,14 @@ class MockLantern:
         self._sync()
 
     @property
-    def relay_closed(self) -> bool:
-        """Whether the relay output closes the contacts now (its polarity applied)."""
+    def coil_energised(self) -> bool:
+        """Whether the relay output energises the coil now (the board's polarity applied)."""
         return bool(self.relay_pin.state) == self._active_high
+
+    @property
+    def relay_closed(self) -> bool:
+        """Whether the contacts feeding the lamp are closed now (the wiring applied)."""
+        return self.coil_energised != self._normally_closed
 
     @property
     def lit(self) -> bool:

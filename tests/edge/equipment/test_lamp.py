@@ -16,12 +16,15 @@ from edge.equipment.lamp.controller import (
     LampDriverError,
     connect_lamp,
 )
-from edge.equipment.sim.lantern import SimulatedLamp
+from edge.equipment.sim.lantern import MockLantern, SimulatedLamp, clocked_pwm_factory
 from edge.events import EquipmentConfigError, EquipmentEvent, Priority
 from foundation.clock import ManualClock
 from protos.ondijon.v1 import schedule_pb2
 
 RELAY, PWM, SENSE = 17, 18, 27
+# The relay is wired normally closed by default: the coil at rest (pin low on an active-high
+# board) feeds the lamp, the agent energises it (pin high) to switch the lamp off.
+COIL_AT_REST, COIL_ENERGISED = 0, 1
 DUSK = datetime(2026, 1, 15, 16, 30, tzinfo=UTC)
 
 
@@ -90,12 +93,29 @@ def alarms(events: Events) -> list[tuple[str, str]]:
 
 
 def test_config_reads_a_complete_gpio_entry() -> None:
-    config = gpio_config(relay_active_high=False, pwm_frequency_hz=500, dimming_tolerance=0.2)
+    config = gpio_config(
+        relay_active_high=False,
+        relay_wiring="normally_open",
+        pwm_active_high=False,
+        pwm_frequency_hz=500,
+        dimming_tolerance=0.2,
+    )
     assert config.device_id == "lamp-1"
     assert config.nominal_power_w == 60.0
     assert (config.relay_pin, config.pwm_pin, config.sense_pin) == (RELAY, PWM, SENSE)
     assert config.relay_active_high is False
+    assert config.relay_wiring == "normally_open"
+    assert config.pwm_active_high is False
     assert config.pwm_frequency_hz == 500.0
+
+
+def test_the_relay_is_wired_normally_closed_unless_said_otherwise() -> None:
+    config = gpio_config()
+    assert (config.relay_wiring, config.relay_active_high, config.pwm_active_high) == (
+        "normally_closed",
+        True,
+        True,
+    )
 
 
 def test_simulated_backend_needs_no_pins() -> None:
@@ -120,6 +140,9 @@ def test_simulated_backend_needs_no_pins() -> None:
         ({"id": ""}, "lamps[3].id"),
         ({"backend": "dali"}, "lamps[3].backend"),
         ({"relay_active_high": "yes"}, "lamps[3].relay_active_high"),
+        ({"relay_wiring": "closed"}, "lamps[3].relay_wiring"),
+        ({"relay_wiring": True}, "lamps[3].relay_wiring"),
+        ({"pwm_active_high": 0}, "lamps[3].pwm_active_high"),
         ({"dimming_tolerance": 2}, "lamps[3].dimming_tolerance"),
         ({"fault_delay_s": -1}, "lamps[3].fault_delay_s"),
         ({"pwm_pn": 5}, "lamps[3].pwm_pn"),
@@ -160,7 +183,7 @@ def test_dimming_to_40_percent_sets_pwm_and_closes_relay(
     lamp = gpio_controller(factory, clock, events)
     assert lamp.apply(40, "program:night") == 40
     assert factory.pin(PWM).state == pytest.approx(0.4)
-    assert factory.pin(RELAY).state == 1
+    assert factory.pin(RELAY).state == COIL_AT_REST
     assert factory.pin(PWM).frequency == 200
 
 
@@ -172,9 +195,9 @@ def test_level_zero_opens_the_relay_before_dropping_pwm(
     factory.pin(RELAY).clear_states()
     factory.pin(PWM).clear_states()
     lamp.apply(0, "program:night")
-    assert factory.pin(RELAY).state == 0
+    assert factory.pin(RELAY).state == COIL_ENERGISED
     assert factory.pin(PWM).state == 0
-    assert [s.state for s in factory.pin(RELAY).states] == [1, 0]
+    assert [s.state for s in factory.pin(RELAY).states] == [COIL_AT_REST, COIL_ENERGISED]
     assert [s.state for s in factory.pin(PWM).states] == [1, 0]
 
 
@@ -190,19 +213,34 @@ class JournalPin(MockPWMPin):  # type: ignore[misc]
         return changed
 
 
-def test_outputs_change_in_an_order_that_never_flashes() -> None:
+@pytest.mark.parametrize(
+    ("wiring", "feeds", "cuts"),
+    [("normally_closed", 0.0, 1.0), ("normally_open", 1.0, 0.0)],
+)
+def test_outputs_change_in_an_order_that_never_flashes(
+    wiring: str, feeds: float, cuts: float
+) -> None:
     journal_factory = MockFactory(pin_class=JournalPin)
-    lamp = GpioLamp(relay_pin=RELAY, pwm_pin=PWM, sense_pin=SENSE, pin_factory=journal_factory)
+    lamp = GpioLamp(
+        relay_pin=RELAY,
+        pwm_pin=PWM,
+        sense_pin=SENSE,
+        relay_wiring=wiring,
+        pin_factory=journal_factory,
+    )
+    lamp.drive(False, 0.0)
     JournalPin.journal.clear()
     lamp.drive(True, 0.3)
     lamp.drive(False, 0.3)
     relay, pwm = f"GPIO{RELAY}", f"GPIO{PWM}"
-    # dimming set before the relay closes; the relay opens before dimming drops
-    assert JournalPin.journal == [(pwm, 0.3), (relay, 1.0), (relay, 0.0), (pwm, 0.0)]
+    # dimming set before the contacts close; the contacts open before dimming drops
+    assert JournalPin.journal == [(pwm, 0.3), (relay, feeds), (relay, cuts), (pwm, 0.0)]
     journal_factory.close()
 
 
-def test_active_low_relay_board_is_driven_low_to_close(factory: MockFactory) -> None:
+def test_active_low_relay_board_is_driven_low_to_energise_the_coil(
+    factory: MockFactory,
+) -> None:
     lamp = GpioLamp(
         relay_pin=RELAY,
         pwm_pin=PWM,
@@ -210,9 +248,56 @@ def test_active_low_relay_board_is_driven_low_to_close(factory: MockFactory) -> 
         relay_active_high=False,
         pin_factory=factory,
     )
-    assert factory.pin(RELAY).state == 1  # opened at start
+    assert factory.pin(RELAY).state == 1  # opened with the coil at rest: lit
+    lamp.drive(False, 0.0)
+    assert factory.pin(RELAY).state == 0  # coil energised: the contacts open, dark
     lamp.drive(True, 1.0)
-    assert factory.pin(RELAY).state == 0
+    assert factory.pin(RELAY).state == 1
+
+
+def test_an_inverted_dimming_line_is_driven_high_to_dim(factory: MockFactory) -> None:
+    lamp = GpioLamp(
+        relay_pin=RELAY, pwm_pin=PWM, sense_pin=SENSE, pwm_active_high=False, pin_factory=factory
+    )
+    lamp.drive(True, 0.3)
+    # a transistor sinking the 1-10 V line while the pin is high: 70 % sunk leaves 30 %
+    assert factory.pin(PWM).state == pytest.approx(0.7)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "lit_without_agent"),
+    [
+        ({}, True),  # the default: normally closed
+        ({"relay_active_high": False}, True),
+        ({"relay_wiring": "normally_open"}, False),  # what that setting costs
+    ],
+)
+@pytest.mark.parametrize("level", [0, 40])
+def test_a_released_relay_output_leaves_the_lamp_lit_unless_wired_normally_open(
+    clock: ManualClock, overrides: dict[str, object], lit_without_agent: bool, level: int
+) -> None:
+    pins = clocked_pwm_factory(clock)
+    config = gpio_config(**overrides)
+    lantern = MockLantern(
+        pins,
+        relay_pin=RELAY,
+        sense_pin=SENSE,
+        relay_wiring=config.relay_wiring,
+        relay_active_high=config.relay_active_high,
+    )
+    lamp = LampController(
+        config, connect_lamp(config, clock=clock, pin_factory=pins), Events(), clock
+    )
+    lamp.apply(level, "program:x")
+    assert lantern.lit is (level > 0)
+    # The agent stops (gpiozero turns the output into an input) or the board loses power:
+    # the relay board's own resistor then holds its input at the coil's rest level.
+    lamp.close()
+    pin = pins.pin(RELAY)
+    assert pin.function == "input"
+    pin.pull = "down" if config.relay_active_high else "up"
+    assert lantern.lit is lit_without_agent
+    pins.close()
 
 
 def test_current_sense_and_power_reader_are_read(factory: MockFactory) -> None:
@@ -302,7 +387,7 @@ def test_current_with_the_relay_off_is_relay_failure_and_day_burner(
     clock.advance(10)
     lamp.check(clock.now())
     assert sorted(alarms(events)) == [("day_burner", "raised"), ("relay_failure", "raised")]
-    assert factory.pin(RELAY).state == 0
+    assert factory.pin(RELAY).state == COIL_ENERGISED
     state = lamp.state().lamp
     assert state.lit is True and state.level == 0
     assert list(state.faults) == ["day_burner", "relay_failure"]
@@ -348,7 +433,7 @@ def test_invalid_level_falls_back_to_default_and_is_reported_once(
     for _ in range(3):
         assert lamp.apply(150, "program:broken", default_level=70) == 70
     assert factory.pin(PWM).state == pytest.approx(0.7)
-    assert factory.pin(RELAY).state == 1
+    assert factory.pin(RELAY).state == COIL_AT_REST
     assert alarms(events) == [("invalid_level", "")]
     assert events[0].priority is Priority.EVENT
     assert events[0].attributes["requested"] == "150"
@@ -361,7 +446,7 @@ def test_never_dark_even_with_a_bad_default(
 ) -> None:
     lamp = gpio_controller(factory, clock, events)
     assert lamp.apply(level, "program:x", default_level=0) == 100  # type: ignore[arg-type]
-    assert factory.pin(RELAY).state == 1
+    assert factory.pin(RELAY).state == COIL_AT_REST
     assert factory.pin(PWM).state == 1
 
 
