@@ -6,9 +6,10 @@ evaluation sleeps until the next switch time (or until a new document, override 
 command wakes it). The link to the orchestrator only carries documents in and state and
 events out; when it is down nothing on the street changes.
 
-Every desired document is validated (signal plans also against each crossing's safety
-card from the configuration), then stored atomically, then applied, and only then
-acknowledged. Every event is in the durable outbox before anything else happens to it.
+Every desired document is parsed once (:func:`domain.documents.parse`, signal plans also
+checked against each crossing's safety card from the configuration), then stored atomically
+as received, then its parsed value applied, and only then acknowledged. Every event is in
+the durable outbox before anything else happens to it.
 
 Time is a sensor (:mod:`edge.timekeeping`): the schedule loop wakes at least every
 ``CHECK_INTERVAL_S`` of monotonic time, compares the wall clock with the monotonic one,
@@ -31,7 +32,8 @@ from typing import Any, Protocol
 
 import grpc
 
-from domain.access import AccessListError, LocalAccessList
+from domain import documents
+from domain.documents import Document
 from domain.schedule.errors import ScheduleError
 from domain.schedule.evaluator import Decision, evaluate
 from domain.schedule.fallback import unknown_time_lamps
@@ -43,8 +45,8 @@ from domain.schedule.model import (
     SignalMode,
     Site,
 )
-from domain.schedule.wire import override_from_proto, schedule_from_proto
-from domain.signals.plans import SignalPlanError, plans_from_proto, validate_plans
+from domain.schedule.wire import override_from_proto
+from domain.signals.plans import SignalPlanError, SignalPlans
 from edge.config import AgentConfig
 from edge.equipment.bollard.controller import (
     BollardConfig,
@@ -79,18 +81,22 @@ from edge.storage.state import AgentState, DeviceCounters, DocumentVerdict
 from edge.supervisor import Child, Supervisor
 from edge.timekeeping import CHECK_INTERVAL_S, ClockSync, RealTimeClock, Timekeeper, clock_sync
 from foundation.clock import Clock, SimulatedClock, SystemClock
+from foundation.errors import FieldError
 from foundation.escaping import escape
 from foundation.files import private_directory
 from protos.ondijon.v1 import (
-    access_pb2,
     firmware_pb2,
     link_pb2,
-    schedule_pb2,
-    signal_pb2,
     state_pb2,
 )
 
 log = logging.getLogger("ondijon.edge.agent")
+
+
+def _refusal(exc: Exception) -> str:
+    """Why a document is refused: a field error says which field; anything else raised by
+    a malformed payload is a refusal too, never a crash."""
+    return str(exc) if isinstance(exc, FieldError) else f"payload: {exc}"
 
 # How often (clock time) lamps and the cabinet are checked and metered.
 MONITOR_INTERVAL_S = 30.0
@@ -209,7 +215,7 @@ class Agent:
         self.signals: list[SignalController] = []
         self._signal_decisions: dict[str, tuple[str | None, SignalMode | None, str]] = {}
         self._bollard_decisions: dict[str, BollardSetting | None] = {}
-        self._pending_plans: signal_pb2.SignalPlans | None = None
+        self._pending_plans: SignalPlans | None = None
         self.cabinet: CabinetMonitor | None = None
         # The light sensor's hysteresis state, handed back to the schedule engine.
         self._sensor_holding = False
@@ -285,11 +291,12 @@ class Agent:
     def _load_documents(self) -> None:
         """Apply the documents held on disk: the street runs before any network."""
         for stored in self.state.documents():
-            error = self._apply_document(stored.kind, stored.payload)
-            if error:
+            try:
+                self._apply(self._parse(stored.kind, stored.payload))
+            except Exception as exc:
                 # A held document that no longer validates (e.g. after an update): fall back
                 # to the documented default and say so, never go dark.
-                self.record(self._event("document.invalid", Priority.ALARM, error))
+                self.record(self._event("document.invalid", Priority.ALARM, _refusal(exc)))
         self.overrides = []
         for message in self.state.overrides():
             try:
@@ -356,8 +363,12 @@ class Agent:
         return {"orchestrator": orchestrator, "drivers": drivers, "schedule": schedule}
 
     async def accept_document(self, document: link_pb2.DesiredDocument) -> str:
-        """Validate, store atomically, apply; returns "" or why the document is refused."""
-        error = self._check_document(document.kind, document.payload)
+        """Parse once, store atomically, apply; returns "" or why the document is refused."""
+        error = ""
+        try:
+            parsed = self._parse(document.kind, document.payload)
+        except Exception as exc:
+            error = _refusal(exc)
         if not error:
             try:
                 verdict = self.state.accept_document(document)
@@ -368,7 +379,7 @@ class Agent:
             self.record(self._event("document.refused", Priority.ALARM, error))
             return error
         if verdict is DocumentVerdict.NEW:
-            self._apply_document(document.kind, document.payload)
+            self._apply(parsed)
             self.record(
                 self._event(
                     "document.applied",
@@ -379,38 +390,26 @@ class Agent:
             self._wake.set()
         return ""
 
-    def _check_document(self, kind: int, payload: bytes) -> str:
-        """Why a document would be refused, or "" (the same checks as the orchestrator's)."""
-        try:
-            if kind == link_pb2.DOCUMENT_KIND_SCHEDULE:
-                schedule_from_proto(schedule_pb2.Schedule.FromString(payload))
-            elif kind == link_pb2.DOCUMENT_KIND_SIGNAL_PLANS:
-                plans = plans_from_proto(signal_pb2.SignalPlans.FromString(payload))
-                validate_plans(plans)
-                for signal in self.signals:  # each crossing's card, from the configuration
-                    signal.card.check(plans)
-            elif kind == link_pb2.DOCUMENT_KIND_ACCESS_LIST:
-                LocalAccessList.from_proto(access_pb2.AccessList.FromString(payload))
-            return ""
-        except (ScheduleError, SignalPlanError, AccessListError) as exc:
-            return str(exc)
-        except Exception as exc:  # a malformed payload is a refusal, not a crash
-            return f"payload: {exc}"
+    def _parse(self, kind: int, payload: bytes) -> Document:
+        """The document, refused unless valid here: the same checks as the orchestrator's,
+        against the safety card of each crossing of this cabinet (its configuration)."""
+        parsed = documents.parse(kind, payload)
+        if isinstance(parsed.value, SignalPlans):
+            for signal in self.signals:
+                signal.card.check(parsed.value)
+        return parsed
 
-    def _apply_document(self, kind: int, payload: bytes) -> str:
-        error = self._check_document(kind, payload)
-        if error:
-            return error
-        if kind == link_pb2.DOCUMENT_KIND_SCHEDULE:
-            self.schedule = schedule_from_proto(schedule_pb2.Schedule.FromString(payload))
-        elif kind == link_pb2.DOCUMENT_KIND_SIGNAL_PLANS:
+    def _apply(self, parsed: Document) -> None:
+        """Put a valid document's value in force."""
+        value = parsed.value
+        if isinstance(value, Schedule):
+            self.schedule = value
+        elif isinstance(value, SignalPlans):
             # Handed to the controllers by the schedule loop (it is async).
-            self._pending_plans = signal_pb2.SignalPlans.FromString(payload)
-        elif kind == link_pb2.DOCUMENT_KIND_ACCESS_LIST:
-            access = LocalAccessList.from_proto(access_pb2.AccessList.FromString(payload))
+            self._pending_plans = value
+        else:
             for bollard in self.bollards:
-                bollard.set_access_list(access)
-        return ""
+                bollard.set_access_list(value)
 
     async def handle_command(self, command: link_pb2.Command) -> link_pb2.CommandResult:
         now = self.clock.now()

@@ -6,43 +6,25 @@ import argparse
 import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import grpc
 from google.protobuf import json_format, timestamp_pb2
 from google.protobuf.message import Message
 
+from domain import documents
 from foundation.errors import FieldError
 from foundation.escaping import escape
 from protos.ondijon.v1 import (
-    access_pb2,
     control_pb2,
     control_pb2_grpc,
     link_pb2,
     schedule_pb2,
-    signal_pb2,
 )
 from provisioning.profile import Profile
-
-DOCUMENT_KINDS: dict[str, tuple[int, type[Message]]] = {
-    "schedule": (link_pb2.DOCUMENT_KIND_SCHEDULE, schedule_pb2.Schedule),
-    "signal-plans": (link_pb2.DOCUMENT_KIND_SIGNAL_PLANS, signal_pb2.SignalPlans),
-    "access-list": (link_pb2.DOCUMENT_KIND_ACCESS_LIST, access_pb2.AccessList),
-}
 
 
 class AdminError(FieldError):
     """A command's input is refused, or the orchestrator refused the call (``status`` set)."""
-
-
-def read_document(kind: str, path: Path) -> bytes:
-    """Parse a JSON document (protobuf JSON mapping) into the payload bytes of ``kind``."""
-    _, message_type = DOCUMENT_KINDS[kind]
-    try:
-        message = json_format.Parse(path.read_text(), message_type())
-    except (json_format.ParseError, OSError) as exc:
-        raise AdminError(str(path), str(exc)) from None
-    return message.SerializeToString()
 
 
 def _ts(when: datetime) -> timestamp_pb2.Timestamp:
@@ -225,11 +207,15 @@ def run_admin(args: argparse.Namespace) -> int:
         print(show(response))
         return 0
     if what == "desired-put":
-        kind, _ = DOCUMENT_KINDS[args.kind]
+        kind = documents.kind_named(args.kind)
+        try:
+            text = args.file.read_text()
+        except OSError as exc:
+            raise AdminError(str(args.file), str(exc)) from None
         request = control_pb2.PutDesiredStateRequest(
             gateway_id=args.gateway_id,
-            kind=kind,  # type: ignore[arg-type]
-            payload=read_document(args.kind, args.file),
+            kind=kind.number,
+            payload=documents.payload_from_json(kind, text, source=str(args.file)),
             expected_version=args.expected_version,
         )
         response = asyncio.run(call(profile, "PutDesiredState", request))

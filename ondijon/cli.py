@@ -31,6 +31,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from domain.documents import KINDS
 from foundation.clock import SystemClock
 from foundation.errors import FieldError
 from foundation.escaping import escape
@@ -118,7 +119,7 @@ def _parser() -> argparse.ArgumentParser:
     admin_sub = desired.add_subparsers(dest="desired_command", required=True)
     put = admin("put", "push a document (JSON, protobuf field names)", "desired-put")
     put.add_argument("gateway_id")
-    put.add_argument("kind", choices=["schedule", "signal-plans", "access-list"])
+    put.add_argument("kind", choices=[kind.name for kind in KINDS])
     put.add_argument("file", type=Path)
     put.add_argument("--expected-version", type=int, default=0)
 

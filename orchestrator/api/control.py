@@ -13,7 +13,6 @@ Identity administration (revocation, enrollment tokens, the audit log itself) is
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -23,6 +22,7 @@ from typing import Any, TypeVar
 import grpc
 import sqlalchemy as sa
 
+from foundation.errors import FieldError
 from orchestrator.access.certificates import Orchestrator
 from orchestrator.access.gate import (
     ADMIN,
@@ -33,7 +33,7 @@ from orchestrator.access.gate import (
     Gatekeeper,
     LiveScope,
 )
-from orchestrator.fleet.documents import reported_cards, validate_document, validate_override
+from orchestrator.fleet.documents import check_document, reported_cards, validate_override
 from orchestrator.identity import admin as identity_admin
 from orchestrator.ingest.checks import (
     MAX_ID,
@@ -227,21 +227,20 @@ class ControlCentreService(control_pb2_grpc.ControlCentreServicer):
             )
             cards = reported_cards(devices)
         try:
-            validate_document(request.kind, request.payload, cards)
-        except (WireError, ValueError) as exc:
+            document = check_document(request.kind, request.payload, cards)
+        except (FieldError, ValueError) as exc:
             await self.gate.refuse(
                 context, caller, attempt, grpc.StatusCode.INVALID_ARGUMENT, str(exc)
             )
-        digest = hashlib.sha256(request.payload).digest()
         now = self.app.clock.now()
         try:
             record = await self.app.runner.write(
                 lambda c: store.put_document(
                     c,
                     gateway_id=request.gateway_id,
-                    kind=request.kind,
-                    digest=digest,
-                    payload=request.payload,
+                    kind=document.kind.number,
+                    digest=document.digest,
+                    payload=document.payload,
                     expected_version=request.expected_version,
                     issued_by=caller.actor,
                     now=now,

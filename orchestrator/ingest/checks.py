@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from domain import documents
 from foundation.errors import FieldError
 from orchestrator.store.database import DocumentRecord
 from protos.ondijon.v1 import control_pb2, link_pb2, schedule_pb2
@@ -43,7 +44,7 @@ def _check_id(field: str, value: str) -> None:
 # The store's integers are signed 64-bit: larger uint64 values are refused by name here
 # rather than failing in the database.
 MAX_STORED_INT = 2**63 - 1
-_DOCUMENT_KINDS = frozenset(k for k in link_pb2.DocumentKind.values() if k)
+_DOCUMENT_KINDS = frozenset(kind.number for kind in documents.KINDS)
 _PRIORITIES = frozenset(p for p in link_pb2.EventPriority.values() if p)
 
 

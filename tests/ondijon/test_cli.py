@@ -324,3 +324,62 @@ async def test_refused_enrollments_say_why_and_install_nothing(city: City) -> No
     # The refusals did not spend the token: the rightful gateway enrolls with it.
     await identity_enroll(good, token)
     assert installed(good) is not None
+
+
+# -- desired state ---------------------------------------------------------------------------
+
+
+async def ondijon_async(*argv: str, cwd: Path) -> tuple[int, str, str]:
+    """The installed command in a process of its own, while the city's loop runs."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "ondijon.cli",
+        *argv,
+        cwd=cwd,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_desired_put_sends_the_file_and_the_orchestrator_refuses_a_bad_one(
+    city: City,
+) -> None:
+    from domain import documents
+    from ondijon.admin import call
+    from protos.ondijon.v1 import control_pb2, link_pb2
+
+    await city.register("dj-001")
+    example = Path(__file__).resolve().parents[2] / "examples" / "schedule.json"
+    put = ("desired", "put", "--profile", str(city.admin.directory), "dj-001")
+    code, out, err = await ondijon_async(*put, "schedule", str(example), cwd=city.tmp_path)
+    assert (code, out.strip(), err) == (0, "schedule for dj-001 is now version 1", "")
+    held = await call(
+        city.admin,
+        "GetDesiredState",
+        control_pb2.GetDesiredStateRequest(
+            gateway_id="dj-001", kind=link_pb2.DOCUMENT_KIND_SCHEDULE
+        ),
+    )
+    assert isinstance(held, control_pb2.GetDesiredStateResponse)
+    kind = documents.kind_named("schedule")
+    assert held.document.payload == documents.payload_from_json(
+        kind, example.read_text(), source=""
+    )
+
+    # The orchestrator parses and refuses a bad document, naming the field (and audits it).
+    bad = city.tmp_path / "bad.json"
+    bad.write_text(example.read_text().replace('"23:00"', '"25:00"'))
+    code, _, err = await ondijon_async(*put, "schedule", str(bad), cwd=city.tmp_path)
+    assert code == 2
+    assert err.splitlines() == [
+        "ondijon: error: INVALID_ARGUMENT: programs[0].points[1].local_time: "
+        "expected HH:MM or HH:MM:SS, got '25:00'"
+    ]
+    # A file that is not a document of its kind is named, and nothing is sent.
+    code, _, err = await ondijon_async(*put, "signal-plans", str(example), cwd=city.tmp_path)
+    assert code == 2 and err.startswith(f"ondijon: error: {example}: ")
+    assert len(err.splitlines()) == 1

@@ -38,7 +38,6 @@ from domain.signals.plans import (
     SignalPlan,
     SignalPlanError,
     SignalPlans,
-    plans_from_proto,
     validate_intersection,
     validate_plan,
     validate_plans,
@@ -53,7 +52,7 @@ from edge.equipment.signal.bus_priority import (
 )
 from edge.events import EquipmentConfigError, EquipmentEvent, EventSink, Priority
 from foundation.clock import Clock
-from protos.ondijon.v1 import schedule_pb2, signal_pb2, state_pb2
+from protos.ondijon.v1 import schedule_pb2, state_pb2
 
 SignalModeValue: TypeAlias = schedule_pb2.SignalMode.ValueType
 NORMAL = schedule_pb2.SIGNAL_MODE_NORMAL
@@ -614,7 +613,7 @@ class SignalController:
             await self._driver.set_mode(FLASHING_AMBER)
             self._sent_mode = FLASHING_AMBER
 
-    async def load_plans(self, plans: signal_pb2.SignalPlans | SignalPlans) -> None:
+    async def load_plans(self, plans: SignalPlans) -> None:
         """Adopt a new plans document; the running plan is re-sent if its timings changed.
 
         A running plan the new document no longer has keeps running until the schedule
@@ -626,13 +625,12 @@ class SignalController:
                 ALARM is recorded, the previous document stays in force).
         """
         try:
-            model = plans_from_proto(plans) if isinstance(plans, signal_pb2.SignalPlans) else plans
-            self.check(model)
+            self.check(plans)
         except SignalPlanError as exc:
             self._refused("signal.plans_refused", exc)
             raise
-        previous, self._plans = self._plans, model
-        if self._wanted_plan and model.plan(self._wanted_plan) is not None:
+        previous, self._plans = self._plans, plans
+        if self._wanted_plan and plans.plan(self._wanted_plan) is not None:
             try:
                 await self._push()
             except SignalRefusedError as exc:

@@ -21,6 +21,7 @@ from domain.signals.plans import (
     SignalPlan,
     SignalPlanError,
     SignalPlans,
+    plans_from_proto,
 )
 from domain.signals.safety_card import SafetyCard
 from edge.equipment.signal.bus_priority import BusPriorityLimits, BusPriorityOutcome
@@ -157,7 +158,7 @@ def types(events: list[EquipmentEvent], priority: Priority | None = None) -> lis
 
 
 async def started(shell: SignalController) -> None:
-    await shell.load_plans(to_proto(PLANS))
+    await shell.load_plans(plans_from_proto(to_proto(PLANS)))
     await shell.apply("day", NORMAL, source="program:weekday")
 
 
@@ -182,7 +183,7 @@ async def test_a_refused_document_raises_an_alarm_and_changes_nothing(
     bad = to_proto(PLANS)
     bad.plans[1].greens[0].end_s = 61
     with pytest.raises(SignalPlanError) as caught:
-        await shell.load_plans(bad)
+        await shell.load_plans(plans_from_proto(bad))
     assert caught.value.field == "plans[1].greens[0].end_s"
     alarm = events[-1]
     assert (alarm.type, alarm.priority) == ("signal.plans_refused", Priority.ALARM)
