@@ -98,6 +98,7 @@ def _refusal(exc: Exception) -> str:
     a malformed payload is a refusal too, never a crash."""
     return str(exc) if isinstance(exc, FieldError) else f"payload: {exc}"
 
+
 # How often (clock time) lamps and the cabinet are checked and metered.
 MONITOR_INTERVAL_S = 30.0
 # How often counters are made durable (wall time); a power cut loses at most this much.
