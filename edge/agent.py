@@ -59,8 +59,8 @@ from edge.equipment.bollard.rules import Mode
 from edge.equipment.cabinet.monitor import CabinetConfig, CabinetMonitor, connect_cabinet
 from edge.equipment.lamp.controller import LampConfig, LampController, LampCounters, connect_lamp
 from edge.equipment.metering import QuarterHourMeter
+from edge.equipment.signal.config import SignalConfig
 from edge.equipment.signal.controller import (
-    SignalConfig,
     SignalController,
     SignalDriverError,
     build_driver,

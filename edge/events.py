@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
-from foundation.errors import FieldError
+from foundation.settings import ConfigError
 
 
 class Priority(enum.IntEnum):
@@ -49,7 +49,7 @@ class EquipmentError(Exception):
     """Base of equipment errors."""
 
 
-class EquipmentConfigError(EquipmentError, FieldError):
+class EquipmentConfigError(EquipmentError, ConfigError):
     """An equipment entry of the agent configuration is invalid.
 
     Attributes:

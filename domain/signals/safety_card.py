@@ -20,7 +20,7 @@ and every plan against its card before a controller gets it; the orchestrator le
 card from the signal's reported state (``SignalState.safety_card``) and refuses a less
 strict document at the admin API, with the same function.
 
-Configuration::
+Configuration (read by :mod:`edge.equipment.signal.config`)::
 
     [signals.safety_card]
     groups = ["ns", "ew", "ped"]
@@ -34,7 +34,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from domain.signals.plans import (
     MIN_ALL_RED_S,
@@ -45,7 +44,6 @@ from domain.signals.plans import (
     SignalPlanError,
     SignalPlans,
 )
-from edge.events import EquipmentConfigError
 from protos.ondijon.v1 import signal_pb2
 
 #: The card's minimum green may not be below this (a 0 s minimum lets 1 s greens through).
@@ -81,61 +79,6 @@ class SafetyCard:
             if (entry.from_group, entry.to_group) == (from_group, to_group):
                 return entry.seconds
         return None
-
-    @classmethod
-    def from_mapping(cls, mapping: object, field_prefix: str) -> SafetyCard:
-        """Read the ``safety_card`` table of a signal's configuration entry.
-
-        Raises:
-            EquipmentConfigError: naming the field, e.g. ``signals[0].safety_card.groups``.
-        """
-        if not isinstance(mapping, Mapping):
-            raise EquipmentConfigError(field_prefix, "a crossing needs its safety card table")
-
-        def at(name: str) -> str:
-            return f"{field_prefix}.{name}"
-
-        known = {"groups", "intergreens", "min_green_s", "min_amber_s", "min_all_red_s"}
-        for key in mapping:
-            if key not in known:
-                raise EquipmentConfigError(at(str(key)), "unknown key")
-        groups = mapping.get("groups")
-        if not isinstance(groups, list) or not groups:
-            raise EquipmentConfigError(at("groups"), "must list the crossing's groups")
-        if not all(isinstance(g, str) and g for g in groups):
-            raise EquipmentConfigError(at("groups"), "must be non-empty group ids")
-        raw_green = mapping.get("min_green_s")
-        if isinstance(raw_green, Mapping):
-            min_green = {str(g): _whole(v, at(f"min_green_s.{g}")) for g, v in raw_green.items()}
-        else:
-            common = _whole(raw_green, at("min_green_s"))
-            min_green = {g: common for g in groups}
-        raw_intergreens = mapping.get("intergreens", [])
-        if not isinstance(raw_intergreens, list):
-            raise EquipmentConfigError(at("intergreens"), "must be a list of [from, to, seconds]")
-        entries = []
-        for i, entry in enumerate(raw_intergreens):
-            where = at(f"intergreens[{i}]")
-            if not isinstance(entry, list) or len(entry) != 3:
-                raise EquipmentConfigError(where, "must be [from, to, seconds]")
-            if not all(isinstance(g, str) for g in entry[:2]):
-                raise EquipmentConfigError(where, "from and to must be group ids")
-            entries.append(Intergreen(entry[0], entry[1], _whole(entry[2], where)))
-        try:
-            return cls(
-                groups=tuple(groups),
-                intergreens=tuple(entries),
-                min_green_s=min_green,
-                min_amber_s=_whole(
-                    mapping.get("min_amber_s", MIN_VEHICLE_AMBER_S), at("min_amber_s")
-                ),
-                min_all_red_s=_whole(
-                    mapping.get("min_all_red_s", MIN_ALL_RED_S), at("min_all_red_s")
-                ),
-            )
-        except SignalPlanError as exc:
-            inner = exc.field.removeprefix("safety_card.")
-            raise EquipmentConfigError(f"{field_prefix}.{inner}", exc.reason) from exc
 
     @classmethod
     def from_proto(cls, message: signal_pb2.SafetyCard) -> SafetyCard:
@@ -269,9 +212,3 @@ def check_intersection(intersection: Intersection, card: SafetyCard, field: str)
                 f"{document_entry.seconds} s is below the safety card's {entry.seconds} s"
                 f" for {entry.from_group}->{entry.to_group}",
             )
-
-
-def _whole(value: Any, field: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise EquipmentConfigError(field, "must be a whole number of seconds")
-    return value

@@ -22,7 +22,9 @@ from domain.signals.plans import (
     SignalPlans,
     validate_plans,
 )
-from edge.equipment.signal.controller import HeadPins
+from edge.equipment.signal.config import (
+    HeadPins,
+)
 
 GROUPS = ("a", "b", "c", "d")
 HEADS = {

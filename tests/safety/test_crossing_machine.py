@@ -25,7 +25,12 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from domain.signals.plans import Intergreen, SignalPlanError, SignalPlans
 from domain.signals.safety_card import SafetyCard
-from edge.equipment.signal.controller import DARK, FLASHING_AMBER, NORMAL, SignalController
+from edge.equipment.signal.controller import (
+    DARK,
+    FLASHING_AMBER,
+    NORMAL,
+    SignalController,
+)
 from edge.equipment.sim.crossing import SimulatedSignalController
 from foundation.clock import ManualClock
 from tests.safety.conftest import TIMEOUT_S, explore, tally

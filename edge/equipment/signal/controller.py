@@ -24,9 +24,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-import math
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeAlias
 
@@ -50,6 +49,11 @@ from edge.equipment.signal.bus_priority import (
     BusPriorityOutcome,
     BusPriorityRequest,
 )
+from edge.equipment.signal.config import (
+    GpioBackendConfig,
+    Pin,
+    SignalConfig,
+)
 from edge.events import EquipmentConfigError, EquipmentEvent, EventSink, Priority
 from foundation.clock import Clock
 from protos.ondijon.v1 import schedule_pb2, state_pb2
@@ -59,8 +63,6 @@ NORMAL = schedule_pb2.SIGNAL_MODE_NORMAL
 FLASHING_AMBER = schedule_pb2.SIGNAL_MODE_FLASHING_AMBER
 DARK = schedule_pb2.SIGNAL_MODE_DARK
 UNSPECIFIED = schedule_pb2.SIGNAL_MODE_UNSPECIFIED
-
-Pin = int | str
 
 
 class SignalDriverError(Exception):
@@ -137,241 +139,6 @@ class SignalControllerDriver(Protocol):
 # --- configuration --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class HeadPins:
-    """Lamp outputs of one group's heads; pedestrian heads have no amber lamp."""
-
-    red: Pin
-    green: Pin
-    amber: Pin | None = None
-
-
-@dataclass(frozen=True)
-class SimulatedBackendConfig:
-    """The simulator: lamp pins per group and the conflict monitor's own conflict list."""
-
-    heads: Mapping[str, HeadPins]
-    conflicts: tuple[tuple[str, str], ...]
-    watchdog_s: float = 10.0
-
-
-@dataclass(frozen=True)
-class GpioBackendConfig:
-    """A controller driven by contacts.
-
-    Attributes:
-        plan_pins: plan-select outputs, least significant bit first.
-        plan_numbers: plan id -> number put on ``plan_pins`` (1 .. 2**len - 1).
-        flash_pin: output forcing flashing amber.
-        dark_pin: output forcing the lamps off.
-        fault_pin: input, high when the conflict monitor tripped.
-        door_pin: input, high when the cabinet door is open.
-        alive_pin: input, high while the controller runs (no pin: assumed alive).
-        heartbeat_pin: output toggled on every heartbeat (the controller's watchdog).
-        priority_pins: approach -> output held high while a bus request lives.
-    """
-
-    plan_pins: tuple[Pin, ...]
-    plan_numbers: Mapping[str, int]
-    flash_pin: Pin
-    dark_pin: Pin | None = None
-    fault_pin: Pin | None = None
-    door_pin: Pin | None = None
-    alive_pin: Pin | None = None
-    heartbeat_pin: Pin | None = None
-    priority_pins: Mapping[str, Pin] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class SignalConfig:
-    """One signal controller entry of the agent configuration."""
-
-    device_id: str
-    backend: str
-    safety_card: SafetyCard
-    simulated: SimulatedBackendConfig | None = None
-    gpio: GpioBackendConfig | None = None
-    bus_priority: BusPriorityLimits = field(default_factory=BusPriorityLimits)
-    poll_interval_s: float = 2.0
-
-    @classmethod
-    def from_mapping(cls, mapping: Mapping[str, Any], field_prefix: str) -> SignalConfig:
-        """Read an entry such as ``[[equipment.signals]]`` of the agent's TOML.
-
-        Keys: ``id``, ``backend`` ("simulated" or "gpio"), ``poll_interval_s``, the
-        crossing's ``safety_card`` table (required, see :mod:`domain.signals.safety_card`),
-        a ``bus_priority`` table (``max_requests``, ``window_s``, ``expiry_s``) and a table
-        named after the backend: ``simulated`` (``watchdog_s``, ``conflicts`` as
-        ``[["a", "b"], ...]``, ``heads.<group>`` with ``red``, ``amber``, ``green``) or
-        ``gpio`` (the fields of :class:`GpioBackendConfig`, ``plans`` for plan_numbers).
-        The simulator's conflict monitor uses the safety card's conflicts unless
-        ``simulated.conflicts`` lists its own.
-
-        Raises:
-            EquipmentConfigError: naming the field, e.g. ``equipment.signals[0].gpio.flash_pin``.
-        """
-        reader = _Reader(mapping, field_prefix)
-        device_id = reader.text("id")
-        backend = reader.text("backend")
-        if "safety_card" not in mapping:
-            raise EquipmentConfigError(
-                f"{field_prefix}.safety_card",
-                "required: the crossing's conflicts and minimum times from commissioning",
-            )
-        card = SafetyCard.from_mapping(mapping["safety_card"], f"{field_prefix}.safety_card")
-        poll = reader.number("poll_interval_s", 2.0)
-        limits_map = reader.table("bus_priority")
-        limits_reader = _Reader(limits_map, f"{field_prefix}.bus_priority")
-        max_requests = int(limits_reader.number("max_requests", 3, integer=True))
-        window_s = limits_reader.number("window_s", 120.0)
-        expiry_s = limits_reader.number("expiry_s", 10.0)
-        try:
-            limits = BusPriorityLimits(max_requests, window_s, expiry_s)
-        except EquipmentConfigError as exc:
-            raise EquipmentConfigError(f"{field_prefix}.{exc.field}", exc.reason) from exc
-        if backend == "simulated":
-            sim = _simulated_from(
-                _Reader(reader.table("simulated"), f"{field_prefix}.simulated"), card
-            )
-            if sim.watchdog_s <= 2 * poll:
-                raise EquipmentConfigError(
-                    f"{field_prefix}.simulated.watchdog_s",
-                    f"must exceed twice poll_interval_s ({poll} s) or the crossing flashes",
-                )
-            return cls(
-                device_id, backend, card, simulated=sim, bus_priority=limits, poll_interval_s=poll
-            )
-        if backend == "gpio":
-            gpio = _gpio_from(_Reader(reader.table("gpio"), f"{field_prefix}.gpio"))
-            return cls(
-                device_id, backend, card, gpio=gpio, bus_priority=limits, poll_interval_s=poll
-            )
-        raise EquipmentConfigError(f"{field_prefix}.backend", "must be 'simulated' or 'gpio'")
-
-
-class _Reader:
-    """Typed access to one table of the configuration, errors naming the field."""
-
-    def __init__(self, mapping: Mapping[str, Any], prefix: str) -> None:
-        if not isinstance(mapping, Mapping):
-            raise EquipmentConfigError(prefix, "must be a table")
-        self.mapping = mapping
-        self.prefix = prefix
-
-    def at(self, key: str) -> str:
-        return f"{self.prefix}.{key}"
-
-    def text(self, key: str) -> str:
-        value = self.mapping.get(key)
-        if not isinstance(value, str) or not value:
-            raise EquipmentConfigError(self.at(key), "must be a non-empty string")
-        return value
-
-    def number(self, key: str, default: float, *, integer: bool = False) -> float:
-        value = self.mapping.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise EquipmentConfigError(self.at(key), "must be a number")
-        if integer and not float(value).is_integer():
-            raise EquipmentConfigError(self.at(key), "must be a whole number")
-        if not math.isfinite(value) or value <= 0:
-            raise EquipmentConfigError(self.at(key), "must be positive")
-        return float(value)
-
-    def table(self, key: str) -> Mapping[str, Any]:
-        value = self.mapping.get(key, {})
-        if not isinstance(value, Mapping):
-            raise EquipmentConfigError(self.at(key), "must be a table")
-        return value
-
-    def pin(self, key: str, *, required: bool = True) -> Pin | None:
-        if key not in self.mapping and not required:
-            return None
-        return _pin(self.mapping.get(key), self.at(key))
-
-
-def _pin(value: object, at: str) -> Pin:
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    if isinstance(value, str) and value:
-        return value
-    raise EquipmentConfigError(at, "must be a GPIO number or a pin name like 'GPIO17'")
-
-
-def _no_shared_pins(pins: Mapping[str, Pin | None]) -> None:
-    seen: dict[str, str] = {}
-    for at, pin in pins.items():
-        if pin is None:
-            continue
-        key = f"GPIO{pin}" if isinstance(pin, int) else pin.upper()
-        if key in seen:
-            raise EquipmentConfigError(at, f"pin {pin} is already used by {seen[key]}")
-        seen[key] = at
-
-
-def _simulated_from(reader: _Reader, card: SafetyCard) -> SimulatedBackendConfig:
-    heads_map = reader.table("heads")
-    if not heads_map:
-        raise EquipmentConfigError(reader.at("heads"), "needs at least one group")
-    heads: dict[str, HeadPins] = {}
-    used: dict[str, Pin | None] = {}
-    for group, pins in heads_map.items():
-        head = _Reader(pins, reader.at(f"heads.{group}"))
-        heads[group] = HeadPins(
-            red=_pin(head.mapping.get("red"), head.at("red")),
-            green=_pin(head.mapping.get("green"), head.at("green")),
-            amber=head.pin("amber", required=False),
-        )
-        used.update({head.at(k): getattr(heads[group], k) for k in ("red", "amber", "green")})
-    _no_shared_pins(used)
-    raw = reader.mapping.get("conflicts", [list(pair) for pair in card.conflicts])
-    if not isinstance(raw, list):
-        raise EquipmentConfigError(reader.at("conflicts"), "must be a list of [group, group]")
-    conflicts: list[tuple[str, str]] = []
-    for i, pair in enumerate(raw):
-        at = reader.at(f"conflicts[{i}]")
-        if not isinstance(pair, list | tuple) or len(pair) != 2 or pair[0] == pair[1]:
-            raise EquipmentConfigError(at, "must be two different group ids")
-        for group in pair:
-            if group not in heads:
-                raise EquipmentConfigError(at, f"unknown group {group!r}: no heads configured")
-        conflicts.append((str(pair[0]), str(pair[1])))
-    return SimulatedBackendConfig(heads, tuple(conflicts), reader.number("watchdog_s", 10.0))
-
-
-def _gpio_from(reader: _Reader) -> GpioBackendConfig:
-    raw_plan_pins = reader.mapping.get("plan_pins")
-    if not isinstance(raw_plan_pins, list) or not raw_plan_pins:
-        raise EquipmentConfigError(reader.at("plan_pins"), "must be a non-empty list of pins")
-    plan_pins = tuple(_pin(p, reader.at(f"plan_pins[{i}]")) for i, p in enumerate(raw_plan_pins))
-    plans = reader.table("plans")
-    if not plans:
-        raise EquipmentConfigError(reader.at("plans"), "must map at least one plan id to a number")
-    top = 2 ** len(plan_pins) - 1
-    for plan_id, number in plans.items():
-        if isinstance(number, bool) or not isinstance(number, int) or not 1 <= number <= top:
-            raise EquipmentConfigError(
-                reader.at(f"plans.{plan_id}"), f"must be a whole number in 1..{top}"
-            )
-    priority = reader.table("priority_pins")
-    config = GpioBackendConfig(
-        plan_pins=plan_pins,
-        plan_numbers=dict(plans),
-        flash_pin=_pin(reader.mapping.get("flash_pin"), reader.at("flash_pin")),
-        dark_pin=reader.pin("dark_pin", required=False),
-        fault_pin=reader.pin("fault_pin", required=False),
-        door_pin=reader.pin("door_pin", required=False),
-        alive_pin=reader.pin("alive_pin", required=False),
-        heartbeat_pin=reader.pin("heartbeat_pin", required=False),
-        priority_pins={a: _pin(p, reader.at(f"priority_pins.{a}")) for a, p in priority.items()},
-    )
-    used: dict[str, Pin | None] = {reader.at(f"plan_pins[{i}]"): p for i, p in enumerate(plan_pins)}
-    for name in ("flash_pin", "dark_pin", "fault_pin", "door_pin", "alive_pin", "heartbeat_pin"):
-        used[reader.at(name)] = getattr(config, name)
-    used.update({reader.at(f"priority_pins.{a}"): p for a, p in config.priority_pins.items()})
-    _no_shared_pins(used)
-    return config
-
-
 def build_driver(
     config: SignalConfig, *, clock: Clock, pin_factory: Any = None
 ) -> SignalControllerDriver:
@@ -382,7 +149,7 @@ def build_driver(
 
         return SimulatedSignalController(
             heads=config.simulated.heads,
-            conflicts=config.simulated.conflicts,
+            conflicts=config.simulated.conflicts or (),
             clock=clock,
             pin_factory=pin_factory,
             watchdog_s=config.simulated.watchdog_s,

@@ -52,11 +52,11 @@ from domain.signals.plans import (
     validate_intersection,
     validate_plan,
 )
+from edge.equipment.signal.config import HeadPins
 from edge.equipment.signal.controller import (
     DARK,
     FLASHING_AMBER,
     NORMAL,
-    HeadPins,
     SignalCommunicationError,
     SignalModeValue,
     SignalRefusedError,

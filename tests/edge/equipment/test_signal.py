@@ -23,18 +23,20 @@ from domain.signals.plans import (
     SignalPlans,
     plans_from_proto,
 )
-from domain.signals.safety_card import SafetyCard
 from edge.equipment.signal.bus_priority import BusPriorityLimits, BusPriorityOutcome
+from edge.equipment.signal.config import (
+    GpioBackendConfig,
+    HeadPins,
+    SafetyCardConfig,
+    SignalConfig,
+)
 from edge.equipment.signal.controller import (
     DARK,
     FLASHING_AMBER,
     NORMAL,
     UNSPECIFIED,
-    GpioBackendConfig,
     GpioSignalController,
-    HeadPins,
     SignalCommunicationError,
-    SignalConfig,
     SignalController,
     SignalRefusedError,
     build_driver,
@@ -78,7 +80,7 @@ CARD_ENTRY: dict[str, Any] = {
     "min_green_s": {"ns": 6, "ew": 6, "ped": 5},
     "intergreens": [["ns", "ew", 5], ["ew", "ns", 5], ["ew", "ped", 6], ["ped", "ew", 4]],
 }
-CARD = SafetyCard.from_mapping(CARD_ENTRY, "safety_card")
+CARD = SafetyCardConfig.from_mapping(CARD_ENTRY, "safety_card").card()
 
 
 wire_kind = signal_pb2.SignalGroupKind.ValueType
@@ -611,3 +613,15 @@ async def test_a_dead_gpio_controller_alarms_through_the_shell(
     )
     assert await shell.poll() is None  # alive input low
     assert types(events, Priority.ALARM) == ["signal.communication_lost"]
+
+
+def test_a_misspelt_key_is_refused_not_defaulted() -> None:
+    # It used to fall back silently to the default poll interval.
+    with pytest.raises(EquipmentConfigError) as caught:
+        SignalConfig.from_mapping(simulated_entry(poll_intervall_s=2), "signals[0]")
+    assert str(caught.value) == "signals[0].poll_intervall_s: unknown setting"
+    entry = simulated_entry()
+    entry["simulated"]["heads"]["ns"]["ambre"] = 3
+    with pytest.raises(EquipmentConfigError) as caught:
+        SignalConfig.from_mapping(entry, "signals[0]")
+    assert str(caught.value) == "signals[0].simulated.heads.ns.ambre: unknown setting"

@@ -29,11 +29,13 @@ from domain.signals.plans import (
     validate_plans,
 )
 from domain.signals.safety_card import PlanSafetyCardError, SafetyCard
+from edge.equipment.signal.config import (
+    GpioBackendConfig,
+    SignalConfig,
+)
 from edge.equipment.signal.controller import (
     NORMAL,
-    GpioBackendConfig,
     GpioSignalController,
-    SignalConfig,
     SignalController,
 )
 from edge.equipment.sim.crossing import SimulatedSignalController

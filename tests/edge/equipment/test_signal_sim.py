@@ -21,11 +21,13 @@ from domain.signals.plans import (
     SignalPlanError,
     validate_plan,
 )
+from edge.equipment.signal.config import (
+    HeadPins,
+)
 from edge.equipment.signal.controller import (
     DARK,
     FLASHING_AMBER,
     NORMAL,
-    HeadPins,
     SignalCommunicationError,
     SignalRefusedError,
 )
