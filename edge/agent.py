@@ -56,8 +56,10 @@ from edge.equipment.bollard.controller import (
 )
 from edge.equipment.bollard.latches import LatchFile
 from edge.equipment.bollard.rules import Mode
-from edge.equipment.cabinet.monitor import CabinetConfig, CabinetMonitor, connect_cabinet
-from edge.equipment.lamp.controller import LampConfig, LampController, LampCounters, connect_lamp
+from edge.equipment.cabinet.config import CabinetConfig
+from edge.equipment.cabinet.monitor import CabinetMonitor, connect_cabinet
+from edge.equipment.lamp.config import LampConfig
+from edge.equipment.lamp.controller import LampController, LampCounters, connect_lamp
 from edge.equipment.metering import QuarterHourMeter
 from edge.equipment.signal.config import SignalConfig
 from edge.equipment.signal.controller import (

@@ -63,22 +63,24 @@ PinSpec = int | str
 
 
 def config_number(raw: object, field: str, low: float, high: float = math.inf) -> float:
-    """A finite number from an equipment table, within ``[low, high]``, else the error."""
+    """A finite number from a table (persisted counters), within ``[low, high]``, else the error."""
     # bool is an int to Python but never a number in a configuration file
     if isinstance(raw, bool) or not isinstance(raw, int | float) or not math.isfinite(raw):
         raise EquipmentConfigError(field, "must be a number")
-    if not low <= raw <= high:
-        bounds = f"at least {low:g}" if high == math.inf else f"between {low:g} and {high:g}"
-        raise EquipmentConfigError(field, f"must be {bounds}, got {raw:g}")
+    within(raw, field, low, high)
     return float(raw)
 
 
-def config_pin(raw: object, field: str) -> PinSpec:
-    """A pin number or name from an equipment table, else the error."""
-    if isinstance(raw, bool) or not isinstance(raw, int | str):
-        raise EquipmentConfigError(field, "must be a pin number or name")
-    if isinstance(raw, int) and raw < 0:
+def within(value: float, field: str, low: float, high: float = math.inf) -> None:
+    """Refuse an equipment setting outside ``[low, high]``, naming it."""
+    if not low <= value <= high:
+        bounds = f"at least {low:g}" if high == math.inf else f"between {low:g} and {high:g}"
+        raise EquipmentConfigError(field, f"must be {bounds}, got {value:g}")
+
+
+def check_pin(value: PinSpec | None, field: str) -> None:
+    """Refuse a pin number or name no gpiozero pin has, naming it."""
+    if isinstance(value, int) and value < 0:
         raise EquipmentConfigError(field, "must not be negative")
-    if isinstance(raw, str) and not raw.strip():
+    if isinstance(value, str) and not value.strip():
         raise EquipmentConfigError(field, "must not be empty")
-    return raw

@@ -18,24 +18,14 @@ closes when the door opens, pulled down), the mains input reads high while mains
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from edge.events import (
-    EquipmentConfigError,
-    EquipmentError,
-    EquipmentEvent,
-    EventSink,
-    PinSpec,
-    Priority,
-    config_number,
-    config_pin,
-)
+from edge.equipment.cabinet.config import CabinetConfig
+from edge.events import EquipmentError, EquipmentEvent, EventSink, PinSpec, Priority
 from protos.ondijon.v1 import schedule_pb2, state_pb2
-
-BACKENDS = ("gpio", "simulated")
 
 _ALARM_MESSAGES = {
     "door_open": "cabinet door open",
@@ -50,89 +40,6 @@ class CabinetError(EquipmentError):
 
 class CabinetDriverError(CabinetError):
     """A cabinet backend could not read its inputs."""
-
-
-@dataclass(frozen=True)
-class CabinetConfig:
-    """The cabinet of the agent configuration.
-
-    Attributes:
-        device_id: the cabinet's id.
-        backend: ``"gpio"`` or ``"simulated"``.
-        door_pin: input reading high while the door is open (gpio backend).
-        mains_pin: input reading high while mains is present (gpio backend).
-        max_temperature_c: over-temperature limit.
-        temperature_hysteresis_c: how far below the limit the alarm clears.
-    """
-
-    device_id: str
-    backend: str = "gpio"
-    door_pin: PinSpec | None = None
-    mains_pin: PinSpec | None = None
-    max_temperature_c: float = 60.0
-    temperature_hysteresis_c: float = 5.0
-
-    @classmethod
-    def from_mapping(cls, mapping: object, field_prefix: str) -> CabinetConfig:
-        """Validate the configuration entry.
-
-        Args:
-            mapping: the entry as parsed from the agent's TOML.
-            field_prefix: its path, e.g. ``equipment.cabinet``, used in error messages.
-
-        Raises:
-            EquipmentConfigError: naming the first offending field and why.
-        """
-        if not isinstance(mapping, Mapping):
-            raise EquipmentConfigError(field_prefix, "must be a table")
-        known = {
-            "id",
-            "backend",
-            "door_pin",
-            "mains_pin",
-            "max_temperature_c",
-            "temperature_hysteresis_c",
-        }
-        for key in mapping:
-            if key not in known:
-                raise EquipmentConfigError(f"{field_prefix}.{key}", "unknown field")
-        device_id = mapping.get("id")
-        if not isinstance(device_id, str) or not device_id.strip():
-            raise EquipmentConfigError(f"{field_prefix}.id", "must be a non-empty string")
-        backend = mapping.get("backend", "gpio")
-        if backend not in BACKENDS:
-            raise EquipmentConfigError(
-                f"{field_prefix}.backend", f"must be one of {', '.join(BACKENDS)}"
-            )
-        pins: dict[str, PinSpec | None] = {}
-        for name in ("door_pin", "mains_pin"):
-            raw = mapping.get(name)
-            field = f"{field_prefix}.{name}"
-            if raw is None:
-                if backend == "gpio":
-                    raise EquipmentConfigError(field, "is required by the gpio backend")
-                pins[name] = None
-            else:
-                pins[name] = config_pin(raw, field)
-        if pins["door_pin"] is not None and pins["door_pin"] == pins["mains_pin"]:
-            raise EquipmentConfigError(f"{field_prefix}.mains_pin", "same pin as door_pin")
-        limit = config_number(
-            mapping.get("max_temperature_c", 60.0), f"{field_prefix}.max_temperature_c", -40, 125
-        )
-        hysteresis = config_number(
-            mapping.get("temperature_hysteresis_c", 5.0),
-            f"{field_prefix}.temperature_hysteresis_c",
-            0.1,
-            50,
-        )
-        return cls(
-            device_id=device_id,
-            backend=backend,
-            door_pin=pins["door_pin"],
-            mains_pin=pins["mains_pin"],
-            max_temperature_c=limit,
-            temperature_hysteresis_c=hysteresis,
-        )
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from edge.equipment.lamp.config import (
+    NORMALLY_CLOSED,
+    RELAY_WIRINGS,
+    LampConfig,
+)
 from edge.events import (
     EquipmentConfigError,
     EquipmentError,
@@ -49,20 +54,12 @@ from edge.events import (
     PinSpec,
     Priority,
     config_number,
-    config_pin,
 )
 from foundation.clock import Clock
 from protos.ondijon.v1 import schedule_pb2, state_pb2
 
 LED_MIN_DIM_FRACTION = 0.1
 """LED drivers do not dim below about 10 %: a powered driver at duty 0 still draws this."""
-
-BACKENDS = ("gpio", "simulated")
-
-NORMALLY_CLOSED = "normally_closed"
-NORMALLY_OPEN = "normally_open"
-RELAY_WIRINGS = (NORMALLY_CLOSED, NORMALLY_OPEN)
-"""How the relay's contacts feed the lamp: closed (lamp lit) with the coil at rest, or open."""
 
 # A longer gap between two samples means the clock jumped (a Pi without RTC setting its
 # time) or the agent stalled: metering it would invent energy, so it is skipped.
@@ -83,137 +80,6 @@ class LampError(EquipmentError):
 
 class LampDriverError(LampError):
     """A lamp backend could not drive its outputs or read its inputs."""
-
-
-@dataclass(frozen=True)
-class LampConfig:
-    """One lamp of the agent configuration (``lamps[i]``).
-
-    Attributes:
-        device_id: the lamp's id, unique on the gateway.
-        nominal_power_w: active power at 100 %, in watts (60 for a typical LED lantern).
-        backend: ``"gpio"`` or ``"simulated"``.
-        relay_pin: output that drives the coil of the relay feeding the driver (gpio backend).
-        pwm_pin: PWM output that sets the dimming level (gpio backend).
-        sense_pin: input that reads high while current flows (gpio backend).
-        relay_wiring: ``"normally_closed"`` (default: the lamp is lit while the coil is at
-            rest, so it stays lit without the agent) or ``"normally_open"`` (lit only while
-            the agent energises the coil: dark when the agent, the board or its power fails).
-        relay_active_high: False when the relay board energises its coil on a low output.
-        pwm_active_high: False when the dimming line is inverted, e.g. a transistor that sinks
-            the driver's 1-10 V line while the pin is high (a released pin then leaves the
-            line open, which the driver reads as 100 %).
-        pwm_frequency_hz: PWM frequency of the dimming line.
-        dimming_tolerance: allowed power error, as a fraction of the nominal power.
-        fault_delay_s: how long a fault condition must hold before it is raised or cleared.
-    """
-
-    device_id: str
-    nominal_power_w: float
-    backend: str = "gpio"
-    relay_pin: PinSpec | None = None
-    pwm_pin: PinSpec | None = None
-    sense_pin: PinSpec | None = None
-    relay_wiring: str = NORMALLY_CLOSED
-    relay_active_high: bool = True
-    pwm_active_high: bool = True
-    pwm_frequency_hz: float = 200.0
-    dimming_tolerance: float = 0.15
-    fault_delay_s: float = 10.0
-
-    @classmethod
-    def from_mapping(cls, mapping: object, field_prefix: str) -> LampConfig:
-        """Validate one configuration entry.
-
-        Args:
-            mapping: the entry as parsed from the agent's TOML.
-            field_prefix: its path, e.g. ``equipment.lamps[3]``, used in error messages.
-
-        Returns:
-            The validated configuration.
-
-        Raises:
-            EquipmentConfigError: naming the first offending field and why.
-        """
-        if not isinstance(mapping, Mapping):
-            raise EquipmentConfigError(field_prefix, "must be a table")
-        known = {
-            "id",
-            "nominal_power_w",
-            "backend",
-            "relay_pin",
-            "pwm_pin",
-            "sense_pin",
-            "relay_wiring",
-            "relay_active_high",
-            "pwm_active_high",
-            "pwm_frequency_hz",
-            "dimming_tolerance",
-            "fault_delay_s",
-        }
-        for key in mapping:
-            if key not in known:
-                raise EquipmentConfigError(f"{field_prefix}.{key}", "unknown field")
-
-        def path(name: str) -> str:
-            return f"{field_prefix}.{name}"
-
-        device_id = mapping.get("id")
-        if not isinstance(device_id, str) or not device_id.strip():
-            raise EquipmentConfigError(path("id"), "must be a non-empty string")
-        if "nominal_power_w" not in mapping:
-            raise EquipmentConfigError(path("nominal_power_w"), "is required")
-        power = config_number(mapping["nominal_power_w"], path("nominal_power_w"), 0.0, 2000.0)
-        if power == 0.0:
-            raise EquipmentConfigError(path("nominal_power_w"), "must be positive")
-        backend = mapping.get("backend", "gpio")
-        if backend not in BACKENDS:
-            raise EquipmentConfigError(path("backend"), f"must be one of {', '.join(BACKENDS)}")
-        pins: dict[str, PinSpec | None] = {}
-        for name in ("relay_pin", "pwm_pin", "sense_pin"):
-            raw = mapping.get(name)
-            if raw is None:
-                if backend == "gpio":
-                    raise EquipmentConfigError(path(name), "is required by the gpio backend")
-                pins[name] = None
-                continue
-            pins[name] = config_pin(raw, path(name))
-            if pins[name] in [p for n, p in pins.items() if n != name]:
-                raise EquipmentConfigError(path(name), "same pin used twice by this lamp")
-        wiring = mapping.get("relay_wiring", NORMALLY_CLOSED)
-        if wiring not in RELAY_WIRINGS:
-            raise EquipmentConfigError(
-                path("relay_wiring"), f"must be one of {', '.join(RELAY_WIRINGS)}"
-            )
-        polarity: dict[str, bool] = {}
-        for name in ("relay_active_high", "pwm_active_high"):
-            value = mapping.get(name, True)
-            if not isinstance(value, bool):
-                raise EquipmentConfigError(path(name), "must be true or false")
-            polarity[name] = value
-        frequency = config_number(
-            mapping.get("pwm_frequency_hz", 200.0), path("pwm_frequency_hz"), 1.0
-        )
-        tolerance = config_number(
-            mapping.get("dimming_tolerance", 0.15), path("dimming_tolerance"), 0.01, 1.0
-        )
-        delay = config_number(
-            mapping.get("fault_delay_s", 10.0), path("fault_delay_s"), 0.0, 86400.0
-        )
-        return cls(
-            device_id=device_id,
-            nominal_power_w=power,
-            backend=backend,
-            relay_pin=pins["relay_pin"],
-            pwm_pin=pins["pwm_pin"],
-            sense_pin=pins["sense_pin"],
-            relay_wiring=wiring,
-            relay_active_high=polarity["relay_active_high"],
-            pwm_active_high=polarity["pwm_active_high"],
-            pwm_frequency_hz=frequency,
-            dimming_tolerance=tolerance,
-            fault_delay_s=delay,
-        )
 
 
 @dataclass(frozen=True)

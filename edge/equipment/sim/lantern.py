@@ -18,13 +18,8 @@ from datetime import datetime
 
 from gpiozero.pins.mock import MockPWMPin
 
-from edge.equipment.lamp.controller import (
-    LED_MIN_DIM_FRACTION,
-    NORMALLY_CLOSED,
-    RELAY_WIRINGS,
-    LampDriverError,
-    LampReading,
-)
+from edge.equipment.lamp.config import NORMALLY_CLOSED, RELAY_WIRINGS
+from edge.equipment.lamp.controller import LED_MIN_DIM_FRACTION, LampDriverError, LampReading
 from edge.equipment.sim.bollard import ClockedMockFactory, ClockedMockPin
 from foundation.clock import Clock
 
