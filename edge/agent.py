@@ -49,19 +49,15 @@ from domain.schedule.wire import override_from_proto
 from domain.signals.plans import SignalPlanError, SignalPlans
 from edge.config import AgentConfig
 from edge.equipment.bollard.controller import (
-    BollardConfig,
     BollardController,
     open_bollard_driver,
     target_from_setting,
 )
 from edge.equipment.bollard.latches import LatchFile
 from edge.equipment.bollard.rules import Mode
-from edge.equipment.cabinet.config import CabinetConfig
 from edge.equipment.cabinet.monitor import CabinetMonitor, connect_cabinet
-from edge.equipment.lamp.config import LampConfig
 from edge.equipment.lamp.controller import LampController, LampCounters, connect_lamp
 from edge.equipment.metering import QuarterHourMeter
-from edge.equipment.signal.config import SignalConfig
 from edge.equipment.signal.controller import (
     SignalController,
     SignalDriverError,
@@ -241,21 +237,17 @@ class Agent:
     # -- set-up ---------------------------------------------------------------------------------
 
     def _build_equipment(self, pin_factory: Any) -> None:
-        sections = self.config.equipment
-        if "lamps" in sections:
-            for i, entry in enumerate(sections["lamps"].data["lamps"]):
-                lamp_config = LampConfig.from_mapping(entry, f"lamps[{i}]")
-                driver = connect_lamp(lamp_config, clock=self.clock, pin_factory=pin_factory)
-                controller = LampController(lamp_config, driver, self.record, self.clock)
-                held = self.state.counters(lamp_config.device_id)
-                counters = LampCounters(held.energy_wh, held.operating_hours, held.switch_count)
-                controller.restore(counters)
-                self.lamps.append(_Lamp(controller, persisted=counters))
+        for lamp_config in self.config.lamps:
+            driver = connect_lamp(lamp_config, clock=self.clock, pin_factory=pin_factory)
+            controller = LampController(lamp_config, driver, self.record, self.clock)
+            held = self.state.counters(lamp_config.device_id)
+            counters = LampCounters(held.energy_wh, held.operating_hours, held.switch_count)
+            controller.restore(counters)
+            self.lamps.append(_Lamp(controller, persisted=counters))
         latches = LatchFile(self.config.state_dir / "bollard-latches.json")
         if latches.unknown:
             self._latches_lost = latches.unknown
-        for i, entry in enumerate(self._entries("bollards")):
-            bollard_config = BollardConfig.from_mapping(entry, f"bollards[{i}]")
+        for bollard_config in self.config.bollards:
             bollard_sink = _DeviceSink(self)
             bollard = BollardController(
                 config=bollard_config,
@@ -266,8 +258,7 @@ class Agent:
             )
             bollard_sink.device = bollard
             self.bollards.append(bollard)
-        for i, entry in enumerate(self._entries("signals")):
-            signal_config = SignalConfig.from_mapping(entry, f"signals[{i}]")
+        for signal_config in self.config.signals:
             signal_sink = _DeviceSink(self)
             signal = SignalController(
                 device_id=signal_config.device_id,
@@ -280,16 +271,10 @@ class Agent:
             )
             signal_sink.device = signal
             self.signals.append(signal)
-        if "cabinet" in sections:
-            cabinet_config = CabinetConfig.from_mapping(
-                sections["cabinet"].data["cabinet"], "cabinet"
-            )
+        if self.config.cabinet is not None:
+            cabinet_config = self.config.cabinet
             cabinet_driver = connect_cabinet(cabinet_config, pin_factory=pin_factory)
             self.cabinet = CabinetMonitor(cabinet_config, cabinet_driver, self.record)
-
-    def _entries(self, kind: str) -> list[Any]:
-        section = self.config.equipment.get(kind)
-        return list(section.data[kind]) if section is not None else []
 
     def _load_documents(self) -> None:
         """Apply the documents held on disk: the street runs before any network."""

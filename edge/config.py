@@ -40,24 +40,29 @@ Example::
     relay_pin = 17
     pwm_pin = 18
 
-Paths are relative to the configuration file. Equipment tables are kept raw here and
-parsed by each kind's own ``from_mapping`` when the agent starts, with the same
-field-naming errors.
+Paths are relative to the configuration file. The whole file is one schema
+(:mod:`foundation.settings`): every key known, every value typed, the equipment tables
+included (each kind's ``config.py``), so a mistake anywhere is refused with its field
+(``signals[0].poll_intervall_s: unknown setting``) before the agent touches a pin or a file.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from edge.timekeeping import SYNC_SOURCES
-from foundation.settings import ConfigError, Section, load_toml
-from provisioning.identity import IdentityError, check_name
+import msgspec
 
-EQUIPMENT_KINDS = ("lamps", "bollards", "signals", "cabinet")
+from edge.equipment.bollard.controller import BollardConfig
+from edge.equipment.cabinet.config import CabinetConfig
+from edge.equipment.lamp.config import LampConfig
+from edge.equipment.signal.config import SignalConfig
+from edge.timekeeping import SYNC_SOURCES
+from foundation.settings import ConfigError, Settings, check_address, convert, load_toml
+from provisioning.identity import IdentityError, check_name
 
 
 @dataclass(frozen=True)
@@ -108,7 +113,10 @@ class AgentConfig:
     clock: ClockConfig
     report_interval_s: float
     outbox_max_bytes: int
-    equipment: dict[str, Section] = field(default_factory=dict)
+    lamps: tuple[LampConfig, ...] = ()
+    bollards: tuple[BollardConfig, ...] = ()
+    signals: tuple[SignalConfig, ...] = ()
+    cabinet: CabinetConfig | None = None
     source: Path | None = None
     firmware: FirmwareConfig | None = None
     # HTTP/2 keepalive of the link: a ping every keepalive_s, and the link is taken for dead
@@ -131,116 +139,151 @@ class AgentConfig:
         return self.identity_dir / "gateway.pem"
 
     @classmethod
-    def from_section(cls, data: Section) -> AgentConfig:
-        data.unknown(
-            {
-                "gateway",
-                "orchestrator",
-                "site",
-                "clock",
-                "link",
-                "outbox",
-                "firmware",
-                *EQUIPMENT_KINDS,
-            }
+    def from_mapping(cls, data: object, base_dir: Path) -> AgentConfig:
+        """The configuration a parsed TOML file gives; paths relative to ``base_dir``."""
+        file = convert(data, AgentFile)
+        bollards = tuple(
+            BollardConfig.from_mapping(entry, f"bollards[{i}]")
+            for i, entry in enumerate(file.bollards)
         )
-        gateway = data.section("gateway", required=True)
-        gateway.unknown({"id", "serial", "state_dir"})
-        orchestrator = data.section("orchestrator", required=True)
-        orchestrator.unknown({"address", "enroll_address", "ca_file", "server_name"})
-        site = data.section("site", required=True)
-        site.unknown({"latitude", "longitude", "time_zone", "commune"})
-        link = data.section("link")
-        link.unknown({"report_interval_s", "keepalive_s", "keepalive_timeout_s"})
-        outbox = data.section("outbox")
-        outbox.unknown({"max_bytes"})
-        gateway_id = gateway.text("id")
-        try:
-            check_name("gateway.id", gateway_id)
-        except IdentityError as exc:
-            raise ConfigError("gateway.id", str(exc).split(": ", 1)[1]) from None
-        time_zone = site.text("time_zone")
-        try:
-            ZoneInfo(time_zone)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ConfigError("site.time_zone", f"{time_zone!r} is not an IANA time zone") from None
-        equipment: dict[str, Section] = {}
-        for kind in EQUIPMENT_KINDS:
-            if kind in data.data:
-                equipment[kind] = Section({kind: data.data[kind]}, "", data.base_dir)
+        gateway, orchestrator, site, link = file.gateway, file.orchestrator, file.site, file.link
+
+        def path(text: str) -> Path:
+            return base_dir / text  # an absolute text stays absolute
+
+        firmware = None
+        if file.firmware is not None:
+            firmware = FirmwareConfig(
+                release_keys=tuple(path(k) for k in file.firmware.release_keys),
+                state_dir=path(file.firmware.state_dir),
+                health_deadline_s=file.firmware.health_deadline_s,
+                health_interval_s=file.firmware.health_interval_s,
+                signature_threshold=file.firmware.signature_threshold,
+                stability_s=file.firmware.stability_s,
+            )
+        clock = file.clock
         return cls(
-            gateway_id=gateway_id,
-            serial=gateway.text("serial"),
-            state_dir=gateway.path("state_dir"),
-            address=orchestrator.address("address"),
-            enroll_address=orchestrator.address("enroll_address", orchestrator.text("address")),
-            ca_file=orchestrator.path("ca_file"),
-            server_name=orchestrator.text("server_name", ""),
-            latitude=site.number("latitude", minimum=-90, maximum=90),
-            longitude=site.number("longitude", minimum=-180, maximum=180),
-            time_zone=time_zone,
-            clock=_clock(data.section("clock")),
-            report_interval_s=link.number("report_interval_s", 1.0, minimum=0.05),
-            outbox_max_bytes=outbox.integer("max_bytes", 64 * 1024 * 1024, minimum=1024 * 1024),
-            equipment=equipment,
-            firmware=_firmware(data),
-            keepalive_s=link.number("keepalive_s", 15.0, minimum=1.0, maximum=3600.0),
-            keepalive_timeout_s=link.number("keepalive_timeout_s", 5.0, minimum=1.0, maximum=600.0),
+            gateway_id=gateway.id,
+            serial=gateway.serial,
+            state_dir=path(gateway.state_dir),
+            address=orchestrator.address,
+            enroll_address=orchestrator.enroll_address or orchestrator.address,
+            ca_file=path(orchestrator.ca_file),
+            server_name=orchestrator.server_name,
+            latitude=site.latitude,
+            longitude=site.longitude,
+            time_zone=site.time_zone,
+            clock=ClockConfig(clock.mode, clock.start, clock.speed, clock.rtc, clock.sync),
+            report_interval_s=link.report_interval_s,
+            outbox_max_bytes=file.outbox.max_bytes,
+            lamps=tuple(file.lamps),
+            bollards=bollards,
+            signals=tuple(file.signals),
+            cabinet=file.cabinet,
+            firmware=firmware,
+            keepalive_s=link.keepalive_s,
+            keepalive_timeout_s=link.keepalive_timeout_s,
         )
 
     @classmethod
     def load(cls, path: Path) -> AgentConfig:
-        config = cls.from_section(Section(load_toml(path), "", path.resolve().parent))
+        config = cls.from_mapping(load_toml(path), path.resolve().parent)
         return replace(config, source=path)
 
 
-def _firmware(data: Section) -> FirmwareConfig | None:
-    if "firmware" not in data.data:
-        return None
-    section = data.section("firmware")
-    section.unknown(
-        {
-            "release_keys",
-            "state_dir",
-            "health_deadline_s",
-            "health_interval_s",
-            "signature_threshold",
-            "stability_s",
-        }
-    )
-    keys = section.texts("release_keys")
-    if not keys:
-        raise ConfigError("firmware.release_keys", "pin at least one release public key")
-    base = section.base_dir
-    return FirmwareConfig(
-        release_keys=tuple(Path(k) if Path(k).is_absolute() else base / k for k in keys),
-        state_dir=section.path("state_dir"),
-        health_deadline_s=section.number("health_deadline_s", 120.0, minimum=1),
-        health_interval_s=section.number("health_interval_s", 10.0, minimum=0.01),
-        signature_threshold=section.integer("signature_threshold", 1, minimum=1),
-        stability_s=section.number("stability_s", 600.0, minimum=0),
-    )
+# -- the file's schema -------------------------------------------------------------------------
 
 
-def _clock(section: Section) -> ClockConfig:
-    section.unknown({"mode", "start", "speed", "rtc", "sync"})
-    mode = section.text("mode", "system")
-    rtc = section.data.get("rtc", False)
-    if not isinstance(rtc, bool):
-        raise ConfigError("clock.rtc", "must be true or false")
-    sync = section.text("sync", "auto")
-    if sync not in SYNC_SOURCES:
-        raise ConfigError("clock.sync", f"must be one of {', '.join(SYNC_SOURCES)}")
-    if mode == "system":
-        return ClockConfig(rtc=rtc, sync=sync)
-    if mode != "simulated":
-        raise ConfigError("clock.mode", "must be 'system' or 'simulated'")
-    raw: Any = section.data.get("start")
-    if isinstance(raw, str):
+class Gateway(Settings, frozen=True):
+    id: str
+    serial: str
+    state_dir: str
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
         try:
-            raw = datetime.fromisoformat(raw)
-        except ValueError:
-            raise ConfigError("clock.start", f"{raw!r} is not an ISO 8601 date-time") from None
-    if not isinstance(raw, datetime) or raw.tzinfo is None:
-        raise ConfigError("clock.start", "must be a date-time with its UTC offset")
-    return ClockConfig(mode=mode, start=raw, speed=section.number("speed", 1.0, minimum=0.001))
+            check_name("id", self.id)
+        except IdentityError as exc:
+            raise ConfigError("id", exc.reason) from None
+
+
+class Orchestrator(Settings, frozen=True):
+    address: str
+    ca_file: str
+    enroll_address: str | None = None
+    server_name: str = ""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_address("address", self.address)
+        if self.enroll_address is not None:
+            check_address("enroll_address", self.enroll_address)
+
+
+class Site(Settings, frozen=True):
+    latitude: Annotated[float, msgspec.Meta(ge=-90, le=90)]
+    longitude: Annotated[float, msgspec.Meta(ge=-180, le=180)]
+    time_zone: str
+    commune: str = ""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        try:
+            ZoneInfo(self.time_zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ConfigError("time_zone", f"{self.time_zone!r} is not an IANA time zone") from None
+
+
+class Clock(Settings, frozen=True):
+    mode: Literal["system", "simulated"] = "system"
+    start: datetime | None = None  # a TOML date-time, or a string in ISO 8601
+    speed: Annotated[float, msgspec.Meta(ge=0.001)] = 1.0
+    rtc: bool = False
+    sync: str = "auto"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.sync not in SYNC_SOURCES:
+            raise ConfigError("sync", f"must be one of {', '.join(SYNC_SOURCES)}")
+        if self.mode == "simulated" and (self.start is None or self.start.tzinfo is None):
+            raise ConfigError("start", "must be a date-time with its UTC offset")
+
+
+class Link(Settings, frozen=True):
+    report_interval_s: Annotated[float, msgspec.Meta(ge=0.05)] = 1.0
+    keepalive_s: Annotated[float, msgspec.Meta(ge=1.0, le=3600.0)] = 15.0
+    keepalive_timeout_s: Annotated[float, msgspec.Meta(ge=1.0, le=600.0)] = 5.0
+
+
+class Outbox(Settings, frozen=True):
+    max_bytes: Annotated[int, msgspec.Meta(ge=1024 * 1024)] = 64 * 1024 * 1024
+
+
+class Firmware(Settings, frozen=True):
+    release_keys: list[str]
+    state_dir: str
+    health_deadline_s: Annotated[float, msgspec.Meta(ge=1)] = 120.0
+    health_interval_s: Annotated[float, msgspec.Meta(ge=0.01)] = 10.0
+    signature_threshold: Annotated[int, msgspec.Meta(ge=1)] = 1
+    stability_s: Annotated[float, msgspec.Meta(ge=0)] = 600.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.release_keys:
+            raise ConfigError("release_keys", "pin at least one release public key")
+
+
+class AgentFile(Settings, frozen=True):
+    """The agent's TOML file."""
+
+    gateway: Gateway
+    orchestrator: Orchestrator
+    site: Site
+    clock: Clock = Clock()
+    link: Link = Link()
+    outbox: Outbox = Outbox()
+    firmware: Firmware | None = None
+    lamps: list[LampConfig] = []
+    bollards: list[dict[str, Any]] = []  # read by BollardConfig.from_mapping
+    signals: list[SignalConfig] = []
+    cabinet: CabinetConfig | None = None

@@ -92,6 +92,13 @@ def convert(
         raise error(_join(at, field), reason) from None
 
 
+def check_address(field: str, value: str) -> None:
+    """Refuse ``value`` unless it is ``host:port``, naming ``field``."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(field, f"{value!r} is not host:port")
+
+
 # -- from msgspec's words to the field and the reason ----------------------------------------
 
 _WHERE = re.compile(r"^(?P<what>.*) - at `\$(?P<path>[^`]*)`$", re.S)
@@ -377,9 +384,7 @@ class Section:
     def address(self, key: str, default: Any = _MISSING) -> str:
         """A ``host:port`` address."""
         value = self.text(key, default)
-        host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ConfigError(self._name(key), f"{value!r} is not host:port")
+        check_address(self._name(key), value)
         return value
 
     def texts(self, key: str, default: Any = _MISSING) -> list[str]:

@@ -29,10 +29,12 @@ commune = "Dijon"
 [[lamps]]
 id = "lamp-001"
 backend = "simulated"
+nominal_power_w = 60
 
 [[lamps]]
 id = "lamp-002"
 backend = "simulated"
+nominal_power_w = 60
 """
 
 
@@ -57,10 +59,11 @@ def test_a_good_file_with_defaults(tmp_path: Path) -> None:
     assert config.key_file == config.state_dir / "identity" / "current" / "gateway.key"
     assert config.cert_file == config.state_dir / "identity" / "current" / "gateway.pem"
     assert config.source == tmp_path / "etc" / "agent.toml"
-    lamps = config.equipment["lamps"].sections("lamps")
-    assert [lamp.text("id") for lamp in lamps] == ["lamp-001", "lamp-002"]
-    assert lamps[1].where == "lamps[1]"  # equipment errors will name the lamp
-    assert set(config.equipment) == {"lamps"}
+    assert [lamp.device_id for lamp in config.lamps] == ["lamp-001", "lamp-002"]
+    assert (config.bollards, config.signals, config.cabinet) == ((), (), None)
+    with pytest.raises(ConfigError) as caught:  # equipment errors name the lamp
+        load(tmp_path, GOOD + 'relay_pn = 4\n')
+    assert caught.value.field == "lamps[1].relay_pn"
 
 
 @pytest.mark.parametrize(

@@ -130,8 +130,12 @@ def ondijon(*argv: str, cwd: Path) -> subprocess.CompletedProcess[str]:
             '[[bollards]]\nid = "b-1"\nbackend = "simulated"\nspeed = 3\n',
             "bollards[0].speed: unknown",
         ),
+        (
+            '[[signals]]\nid = "s-1"\nbackend = "simulated"\npoll_intervall_s = 2\n',
+            "signals[0].poll_intervall_s: unknown setting",
+        ),
     ],
-    ids=["lamp", "bollard"],
+    ids=["lamp", "bollard", "signal"],
 )
 def test_a_typo_in_an_equipment_table_is_one_line_and_exit_2(
     tmp_path: Path, table: str, message: str
@@ -142,6 +146,7 @@ def test_a_typo_in_an_equipment_table_is_one_line_and_exit_2(
     assert done.returncode == 2, done.stderr
     [line] = done.stderr.splitlines()
     assert line.startswith(f"ondijon: error: {message}"), done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["agent.toml"]  # nothing written
 
 
 def test_a_missing_config_file_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
