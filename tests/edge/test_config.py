@@ -62,7 +62,7 @@ def test_a_good_file_with_defaults(tmp_path: Path) -> None:
     assert [lamp.device_id for lamp in config.lamps] == ["lamp-001", "lamp-002"]
     assert (config.bollards, config.signals, config.cabinet) == ((), (), None)
     with pytest.raises(ConfigError) as caught:  # equipment errors name the lamp
-        load(tmp_path, GOOD + 'relay_pn = 4\n')
+        load(tmp_path, GOOD + "relay_pn = 4\n")
     assert caught.value.field == "lamps[1].relay_pn"
 
 
