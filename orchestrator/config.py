@@ -31,16 +31,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Annotated
 
-from foundation.settings import ConfigError, Section, load_toml
+import msgspec
+
+from foundation.settings import ConfigError, Settings, check_address, convert, load_toml
 from orchestrator.ingest.checks import TimeWindow
 from orchestrator.store.connection import StoreSettings
 from provisioning.ca import CAError, check_crl_urls
 
 
-@dataclass(frozen=True)
-class Limits:
+class Limits(Settings, frozen=True):
     """Limits that protect the orchestrator (and the city) from a crowd or a bad peer.
 
     Attributes:
@@ -72,20 +73,20 @@ class Limits:
             outbox for a long time offline is still taken).
     """
 
-    max_message_bytes: int = 4 * 1024 * 1024
-    max_pending_requests: int = 20_000
-    max_pending_requests_hard: int = 40_000
-    hello_timeout_s: float = 30.0
-    event_window: int = 1000
-    max_batch_devices: int = 2000
-    max_batch_events: int = 1000
-    keepalive_time_s: int = 20
-    keepalive_timeout_s: int = 10
-    min_client_ping_interval_s: int = 5
-    catch_up_s: float = 30.0
-    handshake_timeout_s: float = 10.0
-    max_clock_ahead_s: float = 7 * 86400.0
-    max_clock_behind_days: float = 3653.0
+    max_message_bytes: Annotated[int, msgspec.Meta(ge=1)] = 4 * 1024 * 1024
+    max_pending_requests: Annotated[int, msgspec.Meta(ge=1)] = 20_000
+    max_pending_requests_hard: Annotated[int, msgspec.Meta(ge=1)] = 40_000
+    hello_timeout_s: Annotated[float, msgspec.Meta(ge=0)] = 30.0
+    event_window: Annotated[int, msgspec.Meta(ge=1)] = 1000
+    max_batch_devices: Annotated[int, msgspec.Meta(ge=1)] = 2000
+    max_batch_events: Annotated[int, msgspec.Meta(ge=1)] = 1000
+    keepalive_time_s: Annotated[int, msgspec.Meta(ge=1)] = 20
+    keepalive_timeout_s: Annotated[int, msgspec.Meta(ge=1)] = 10
+    min_client_ping_interval_s: Annotated[int, msgspec.Meta(ge=1)] = 5
+    catch_up_s: Annotated[float, msgspec.Meta(ge=0)] = 30.0
+    handshake_timeout_s: Annotated[float, msgspec.Meta(ge=0)] = 10.0
+    max_clock_ahead_s: Annotated[float, msgspec.Meta(ge=0)] = 7 * 86400.0
+    max_clock_behind_days: Annotated[float, msgspec.Meta(ge=0)] = 3653.0
 
     def time_window(self, now: datetime) -> TimeWindow:
         """The instants a gateway may report at ``now`` (the orchestrator's clock)."""
@@ -96,23 +97,60 @@ class Limits:
         )
 
 
-_STORE_BOUNDS = (
-    "connect_timeout_s",
-    "statement_timeout_s",
-    "idle_in_transaction_timeout_s",
-    "deadline_s",
-)
+Seconds = Annotated[float, msgspec.Meta(ge=0.1, le=3600)]
+_STORE = StoreSettings()
 
 
-def _crl_urls(identity: Section) -> tuple[str, ...]:
-    try:
-        return check_crl_urls(identity.texts("crl_urls", []))
-    except CAError as exc:
-        raise ConfigError("identity.crl_urls", str(exc).split(": ", 1)[1]) from None
+class Server(Settings, frozen=True):
+    listen: str = "127.0.0.1:7443"
+    enroll_listen: str = "127.0.0.1:7444"
+    dns_names: list[str] = msgspec.field(default_factory=lambda: ["localhost"])
+    ip_addresses: list[str] = msgspec.field(default_factory=lambda: ["127.0.0.1"])
+    crl_listen: str = ""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("listen", "enroll_listen"):
+            check_address(name, getattr(self, name))
+        if self.crl_listen:
+            check_address("crl_listen", self.crl_listen)
 
 
-def _bound(store: Section, name: str) -> float:
-    return store.number(name, getattr(StoreSettings(), name), minimum=0.1, maximum=3600)
+class Store(Settings, frozen=True):
+    url: str = "sqlite:///orchestrator.db"
+    connect_timeout_s: Seconds = _STORE.connect_timeout_s
+    statement_timeout_s: Seconds = _STORE.statement_timeout_s
+    idle_in_transaction_timeout_s: Seconds = _STORE.idle_in_transaction_timeout_s
+    deadline_s: Seconds = _STORE.deadline_s
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.url.startswith(("sqlite", "postgresql")):
+            raise ConfigError("url", "must be a sqlite:/// or postgresql+psycopg:// URL")
+
+
+class Identity(Settings, frozen=True):
+    ca_dir: str = "ca"
+    state_dir: str = "orchestrator"
+    gateway_certificate_days: Annotated[int, msgspec.Meta(ge=1, le=397)] = 7
+    token_ttl_hours: Annotated[int, msgspec.Meta(ge=1, le=24 * 30)] = 72
+    crl_urls: list[str] = []
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        try:
+            check_crl_urls(self.crl_urls)
+        except CAError as exc:
+            raise ConfigError("crl_urls", exc.reason) from None
+
+
+class OrchestratorFile(Settings, frozen=True):
+    """The orchestrator's TOML file."""
+
+    server: Server = Server()
+    store: Store = Store()
+    identity: Identity = Identity()
+    limits: Limits = Limits()
 
 
 @dataclass(frozen=True)
@@ -133,58 +171,35 @@ class OrchestratorConfig:
     crl_listen: str = ""
 
     @classmethod
-    def from_mapping(cls, data: Section) -> OrchestratorConfig:
-        data.unknown({"server", "store", "identity", "limits"})
-        server = data.section("server")
-        server.unknown({"listen", "enroll_listen", "dns_names", "ip_addresses", "crl_listen"})
-        store = data.section("store")
-        store.unknown({"url", *_STORE_BOUNDS})
-        identity = data.section("identity")
-        identity.unknown(
-            {"ca_dir", "state_dir", "gateway_certificate_days", "token_ttl_hours", "crl_urls"}
-        )
-        limits_section = data.section("limits")
-        defaults = Limits()
-        known = set(Limits.__dataclass_fields__)
-        limits_section.unknown(known)
-        values: dict[str, Any] = {
-            name: (
-                limits_section.number(name, getattr(defaults, name), minimum=0)
-                if isinstance(getattr(defaults, name), float)
-                else limits_section.integer(name, getattr(defaults, name), minimum=1)
-            )
-            for name in known
-        }
-        limits = Limits(**values)
-        url = store.text("url", "sqlite:///orchestrator.db")
+    def from_mapping(cls, data: object, base_dir: Path) -> OrchestratorConfig:
+        """The configuration a parsed TOML file gives; paths relative to ``base_dir``."""
+        file = convert(data, OrchestratorFile)
+        server, store, identity = file.server, file.store, file.identity
+        url = store.url
         if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
             # Relative SQLite paths are relative to the configuration file, like other paths.
-            url = "sqlite:///" + str(data.base_dir / url.removeprefix("sqlite:///"))
-        if not url.startswith(("sqlite", "postgresql")):
-            raise ConfigError("store.url", "must be a sqlite:/// or postgresql+psycopg:// URL")
+            url = "sqlite:///" + str(base_dir / url.removeprefix("sqlite:///"))
         return cls(
-            listen=server.address("listen", "127.0.0.1:7443"),
-            enroll_listen=server.address("enroll_listen", "127.0.0.1:7444"),
-            dns_names=tuple(server.texts("dns_names", ["localhost"])),
-            ip_addresses=tuple(server.texts("ip_addresses", ["127.0.0.1"])),
+            listen=server.listen,
+            enroll_listen=server.enroll_listen,
+            dns_names=tuple(server.dns_names),
+            ip_addresses=tuple(server.ip_addresses),
             store_url=url,
-            ca_dir=identity.path("ca_dir", "ca"),
-            state_dir=identity.path("state_dir", "orchestrator"),
-            gateway_certificate_days=identity.integer(
-                "gateway_certificate_days", 7, minimum=1, maximum=397
-            ),
-            token_ttl_hours=identity.integer("token_ttl_hours", 72, minimum=1, maximum=24 * 30),
-            limits=limits,
-            crl_urls=_crl_urls(identity),
-            crl_listen=server.address("crl_listen") if "crl_listen" in server.data else "",
+            ca_dir=base_dir / identity.ca_dir,
+            state_dir=base_dir / identity.state_dir,
+            gateway_certificate_days=identity.gateway_certificate_days,
+            token_ttl_hours=identity.token_ttl_hours,
+            limits=file.limits,
+            crl_urls=tuple(identity.crl_urls),
+            crl_listen=server.crl_listen,
             store=StoreSettings(
-                connect_timeout_s=_bound(store, "connect_timeout_s"),
-                statement_timeout_s=_bound(store, "statement_timeout_s"),
-                idle_in_transaction_timeout_s=_bound(store, "idle_in_transaction_timeout_s"),
-                deadline_s=_bound(store, "deadline_s"),
+                connect_timeout_s=store.connect_timeout_s,
+                statement_timeout_s=store.statement_timeout_s,
+                idle_in_transaction_timeout_s=store.idle_in_transaction_timeout_s,
+                deadline_s=store.deadline_s,
             ),
         )
 
     @classmethod
     def load(cls, path: Path) -> OrchestratorConfig:
-        return cls.from_mapping(Section(load_toml(path), "", path.resolve().parent))
+        return cls.from_mapping(load_toml(path), path.resolve().parent)

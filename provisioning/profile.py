@@ -14,8 +14,19 @@ from pathlib import Path
 import grpc
 
 from foundation.files import write_atomic
-from foundation.settings import ConfigError, Section, load_toml
+from foundation.settings import ConfigError, Settings, check_address, load
 from provisioning.ca import KEY_MODE
+
+
+class ProfileFile(Settings, frozen=True):
+    """``profile.toml``."""
+
+    address: str
+    server_name: str = ""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_address("address", self.address)
 
 
 @dataclass(frozen=True)
@@ -33,8 +44,8 @@ class Profile:
                     "--profile", "give an operator profile directory (or set ONDIJON_PROFILE)"
                 )
             directory = Path(env)
-        data = Section(load_toml(directory / "profile.toml"), "", directory)
-        return cls(directory, data.address("address"), data.text("server_name", ""))
+        data = load(directory / "profile.toml", ProfileFile)
+        return cls(directory, data.address, data.server_name)
 
     @staticmethod
     def write(
