@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # MicroPython's WebAssembly port, for the field-bus node's checks (package-lock.json).
 NPM_STAMP := node_modules/.installed
 
-.PHONY: demo test lint typecheck protos protos-check proto-lint pytest bench clean
+.PHONY: demo test lint typecheck protos protos-check proto-lint pytest bench clean console-assets
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,11 @@ proto-lint: $(STAMP)
 
 pytest: $(STAMP) $(NPM_STAMP)
 	GPIOZERO_PIN_FACTORY=mock $(BIN)/pytest -q
+
+# The web console's front-end libraries, from node_modules (package-lock.json) into the
+# package (shipped in the wheel); tests/console/test_assets.py checks they are current.
+console-assets: $(STAMP) $(NPM_STAMP)
+	$(BIN)/python -m orchestrator.console.assets
 
 bench: $(STAMP)
 	$(BIN)/python bench/link_bench.py

@@ -4,7 +4,8 @@ exactly what it needs (by constructor; none of them sees this module).
 Bottom-up: the store runner and the clock; the audit log and the certificate check on
 them; the hub of open streams; delivery and cross-replica routing; the CRL, revocation and
 its sweeper; readiness; firmware releases and campaigns; the gRPC services, the one gate
-(authorization and audit) shared by every admin service, and admission in front of all.
+(authorization and audit) shared by every admin service, and admission in front of all;
+the web console, on the very same admin services.
 :mod:`orchestrator.server` starts what this builds and serves it.
 """
 
@@ -26,6 +27,9 @@ from orchestrator.api.feed import EventFeed
 from orchestrator.api.fleet import FleetApi
 from orchestrator.audit.log import Auditor
 from orchestrator.config import OrchestratorConfig
+from orchestrator.console.app import Console
+from orchestrator.console.services import Services
+from orchestrator.console.signin import SignIn
 from orchestrator.firmware.releases import FirmwareService
 from orchestrator.firmware.runner import CampaignRunner, balena_from_environment
 from orchestrator.identity.admin import IdentityAdmin
@@ -68,6 +72,8 @@ class Orchestrator:
     campaigns_api: CampaignsService
     enroll: EnrollmentService = field(repr=False)
     renew: EnrollmentService = field(repr=False)
+    # The web console (None when ``[console] listen`` is empty): the same services.
+    console: Console | None = None
 
     @property
     def rates(self) -> RateLimits:
@@ -131,6 +137,43 @@ def build(
             allow_renew=allow_renew,
         )
 
+    control = ControlCentreService(
+        fleet=FleetApi(
+            runner=runner,
+            clock=clock,
+            gate=gate,
+            router=router,
+            token_ttl_hours=config.token_ttl_hours,
+        ),
+        documents=DocumentsApi(runner=runner, clock=clock, gate=gate, router=router),
+        commands=CommandsApi(runner=runner, clock=clock, gate=gate, router=router),
+        feed=EventFeed(runner=runner, gate=gate, hub=hub),
+        identities=IdentityAdmin(
+            gate=gate,
+            revoker=revoker,
+            runner=runner,
+            clock=clock,
+            audit=audit,
+            token_ttl_hours=config.token_ttl_hours,
+        ),
+    )
+    campaigns_api = CampaignsService(runner=runner, clock=clock, gate=gate, campaigns=campaigns)
+    console = None
+    if config.console.listen:
+        console = Console(
+            services=Services(control=control, campaigns=campaigns_api, gate=gate),
+            sign_in=SignIn(
+                runner=runner,
+                clock=clock,
+                audit=audit,
+                session_minutes=config.console.session_minutes,
+                attempts_per_minute=config.console.sign_in_per_minute,
+            ),
+            audit=audit,
+            clock=clock,
+            tiles_url=config.console.tiles_url,
+        )
+
     return Orchestrator(
         config=config,
         clock=clock,
@@ -159,27 +202,9 @@ def build(
             delivery=delivery,
             firmware=campaigns,
         ),
-        control=ControlCentreService(
-            fleet=FleetApi(
-                runner=runner,
-                clock=clock,
-                gate=gate,
-                router=router,
-                token_ttl_hours=config.token_ttl_hours,
-            ),
-            documents=DocumentsApi(runner=runner, clock=clock, gate=gate, router=router),
-            commands=CommandsApi(runner=runner, clock=clock, gate=gate, router=router),
-            feed=EventFeed(runner=runner, gate=gate, hub=hub),
-            identities=IdentityAdmin(
-                gate=gate,
-                revoker=revoker,
-                runner=runner,
-                clock=clock,
-                audit=audit,
-                token_ttl_hours=config.token_ttl_hours,
-            ),
-        ),
-        campaigns_api=CampaignsService(runner=runner, clock=clock, gate=gate, campaigns=campaigns),
+        control=control,
+        campaigns_api=campaigns_api,
+        console=console,
         enroll=enrollment(allow_enroll=True, allow_renew=False),
         renew=enrollment(allow_enroll=False, allow_renew=True),
     )
