@@ -1,8 +1,8 @@
 """The console's HTTP side (aiohttp): routes, the security middleware, and its server.
 
 Every response carries a strict Content-Security-Policy (scripts and styles only from the
-console itself, nothing inline, no frames), HSTS, ``nosniff`` and ``no-referrer``. Every
-page but sign-in needs a session; every POST must carry the session's CSRF token (form
+console itself, nothing inline, no frames), HSTS, ``nosniff`` and a same-origin referrer
+policy. Every page but sign-in needs a session; every POST must carry the session's CSRF token (form
 field ``csrf`` or header ``X-CSRF-Token``) and, when the browser sends one, an ``Origin``
 of this console; a request failing that is refused and audited. Writes then go to the
 admin API's services, which check the role and communes again and audit the outcome.
@@ -46,7 +46,7 @@ from protos.ondijon.v1 import control_pb2, firmware_pb2, link_pb2, schedule_pb2
 log = logging.getLogger("ondijon.orchestrator")
 
 STATIC = Path(__file__).resolve().parent / "static"
-PUBLIC = ("/sign-in", "/static/")
+PUBLIC = ("/sign-in", "/static/", "/favicon.ico")
 SESSION = web.RequestKey("session", Session)
 ROLE = web.RequestKey("role", str)
 HTTP_STATUS = {
@@ -144,7 +144,11 @@ class Console:
         self, request: web.Request, error: str = "", status: int = 200
     ) -> web.StreamResponse:
         w = words(self.lang(request))
-        token = secrets.token_urlsafe(24)
+        # One token per browser while it signs in: a second tab, or the browser's own
+        # request for /favicon.ico sent here, must not invalidate the form on screen.
+        token = request.cookies.get(SIGN_IN_COOKIE, "")
+        if not 20 <= len(token) <= 64:
+            token = secrets.token_urlsafe(24)
         body = pages.sign_in_page(
             w, error=error, form_token=token, certificate=presented_peer(request) is not None
         )
@@ -388,7 +392,8 @@ class Console:
         headers["Content-Security-Policy"] = content_security_policy(self.tiles_url)
         headers["Strict-Transport-Security"] = "max-age=31536000"
         headers["X-Content-Type-Options"] = "nosniff"
-        headers["Referrer-Policy"] = "no-referrer"
+        # "no-referrer" would make browsers send "Origin: null" on our own forms.
+        headers["Referrer-Policy"] = "same-origin"
         headers["X-Frame-Options"] = "DENY"
         headers["Cross-Origin-Opener-Policy"] = "same-origin"
         headers["Permissions-Policy"] = "camera=(), microphone=(), geolocation=()"

@@ -7,7 +7,7 @@ import contextlib
 import os
 import ssl
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -113,18 +113,18 @@ async def console(tmp_path: Path, ca: CertificateAuthority) -> AsyncIterator[Con
         yield started
 
 
-@pytest.fixture(scope="session")
-def chromium() -> Iterator[Any]:
-    """Playwright's Chromium: Debian's, at /usr/bin/chromium (Playwright's own download
-    is not reachable from here)."""
+@pytest.fixture
+async def browser() -> AsyncIterator[Any]:
+    """Debian's Chromium driven by Playwright (Playwright's own browser download is not
+    reachable from here): headless, one per test."""
     need(os.path.exists(CHROMIUM), f"Chromium is not installed at {CHROMIUM}")
-    from playwright.sync_api import sync_playwright
+    from playwright.async_api import async_playwright
 
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
+    async with async_playwright() as p:
+        launched = await p.chromium.launch(
             executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
         )
         try:
-            yield browser
+            yield launched
         finally:
-            browser.close()
+            await launched.close()

@@ -21,7 +21,7 @@
 
   function drawMap(el) {
     if (!window.L) return;
-    var map = L.map(el, { preferCanvas: true, attributionControl: false });
+    var map = L.map(el, { preferCanvas: true, attributionControl: false, maxZoom: 19, minZoom: 3 });
     var tiles = el.getAttribute("data-tiles");
     if (tiles) L.tileLayer(tiles, { maxZoom: 19 }).addTo(map);
     var group = L.markerClusterGroup ? L.markerClusterGroup({ chunkedLoading: true }) : L.layerGroup();
