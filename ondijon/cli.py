@@ -53,7 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     op_add = op_sub.add_parser("add", help="register an operator and write its profile")
     op_add.add_argument("name")
     op_add.add_argument("--config", type=Path, required=True, help="orchestrator TOML")
-    op_add.add_argument("--role", choices=["viewer", "operator", "admin"], default="operator")
+    op_add.add_argument(
+        "--role", choices=["viewer", "operator", "crisis", "admin"], default="operator"
+    )
     op_add.add_argument("--commune", action="append", help="commune in scope ('*' for all)")
     op_add.add_argument("--profile-dir", type=Path, required=True)
     op_add.add_argument("--address", required=True, help="orchestrator host:port for the CLI")

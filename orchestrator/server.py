@@ -36,9 +36,12 @@ from foundation.clock import Clock
 from foundation.files import private_directory, write_atomic
 from orchestrator.access.admission import Admission
 from orchestrator.access.certificates import Orchestrator
+from orchestrator.alarms.service import AlarmService
 from orchestrator.api.campaigns import install_firmware
 from orchestrator.api.control import ControlCentreService
+from orchestrator.api.operations import OperationsService
 from orchestrator.config import OrchestratorConfig
+from orchestrator.energy.service import EnergyService
 from orchestrator.identity.crl_point import CrlPoint
 from orchestrator.identity.enrollment import EnrollmentService
 from orchestrator.identity.revocation import Sweeper
@@ -47,6 +50,7 @@ from orchestrator.ingest.link import GatewayLinkService, add_gateway_link
 from orchestrator.ingest.readiness import Readiness
 from orchestrator.ingest.readiness import health_servicer as health_servicer_for_grpc
 from orchestrator.ingest.routing import new_replica_id
+from orchestrator.playbooks.service import PlaybookService
 from orchestrator.store.database import Store
 from orchestrator.store.runner import StoreRunner
 from protos.ondijon.v1 import control_pb2_grpc, enrollment_pb2_grpc
@@ -227,6 +231,13 @@ async def start(
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     add_gateway_link(GatewayLinkService(app), server)
     control_pb2_grpc.add_ControlCentreServicer_to_server(ControlCentreService(app), server)
+    # Alarms and energy fold events in as they are stored (same transaction); issue 12.
+    alarms = AlarmService(runner, clock.now, live_since=app.router.live_since)
+    energy = EnergyService(runner)
+    app.event_hooks += [alarms.on_events, energy.on_events]
+    control_pb2_grpc.add_OperationsServicer_to_server(
+        OperationsService(app, alarms, energy, PlaybookService(app)), server
+    )
     install_firmware(app, server)
     enrollment_pb2_grpc.add_EnrollmentServicer_to_server(
         EnrollmentService(app, allow_enroll=False, allow_renew=True), server
@@ -263,6 +274,7 @@ async def start(
         asyncio.create_task(app.readiness.run(), name="readiness"),
         asyncio.create_task(Sweeper(app).run(), name="revocation-sweeper"),
         asyncio.create_task(_keep_server_certificate(app, store), name="server-certificate"),
+        asyncio.create_task(alarms.run(), name="alarm-sweep"),
     )
     log.info("orchestrator listening: mutual TLS on %d, enrollment on %d", port, enroll_port)
     return Running(

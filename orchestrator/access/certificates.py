@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
@@ -22,6 +24,7 @@ from orchestrator.audit import log as audit
 from orchestrator.config import OrchestratorConfig
 from orchestrator.identity.crl import CrlPublisher
 from orchestrator.ingest.hub import Hub
+from orchestrator.store.database import NewEvent
 from orchestrator.store.runner import StoreRunner
 from provisioning.ca import CertificateAuthority
 
@@ -37,6 +40,10 @@ log = logging.getLogger("ondijon.orchestrator")
 # streams cancelled); revocations made on another replica within this delay (the
 # revocation sweeper of each replica re-checks open streams as often).
 CERT_CACHE_SECONDS = 5.0
+
+# Called with (connection, gateway id, the events new to the store, now) inside the
+# transaction that stores them: alarms and energy fold events in as they are stored.
+EventHook = Callable[[Any, str, Sequence[NewEvent], datetime], None]
 
 
 @dataclass
@@ -56,6 +63,9 @@ class Orchestrator:
     router: Router = field(init=False)
     # Whether this replica can reach its store (orchestrator.ingest.readiness), set by the server.
     readiness: Readiness | None = None
+    # Consumers of newly stored events (orchestrator.alarms, orchestrator.energy), set by
+    # the server.
+    event_hooks: list[EventHook] = field(default_factory=list)
     _cert_cache: dict[str, tuple[float, str | None]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

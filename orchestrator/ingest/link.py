@@ -456,11 +456,15 @@ class _Conversation:
 
         router = self.app.router
 
+        hooks = self.app.event_hooks
+
         def add(conn: sa.Connection) -> tuple[set[int] | None, list[int]]:
             added = store.add_events(conn, gateway_id, new, now=now)
             if added == len(new):
                 # All new, the usual case; feeds on other replicas hear of it on commit.
                 router.events_stored(conn, gateway_id, sequences, now)
+                for hook in hooks:
+                    hook(conn, gateway_id, new, now)
                 return None, []
             fresh: set[int] = set()
             if added:
@@ -472,6 +476,12 @@ class _Conversation:
                     )
                     fresh |= {row.sequence for row in span if row.received_at == now}
                 router.events_stored(conn, gateway_id, sorted(fresh), now)
+                # The first of a sequence sent twice is the one stored.
+                fresh_events = list(
+                    {n.sequence: n for n in reversed(new) if n.sequence in fresh}.values()
+                )
+                for hook in hooks:
+                    hook(conn, gateway_id, fresh_events, now)
             return fresh, _conflicting(store, conn, gateway_id, events, fresh)
 
         fresh, conflicting = await self.app.runner.write(add)
