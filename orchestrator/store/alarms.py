@@ -140,8 +140,14 @@ def group(
 
 
 def ungroup(conn: sa.Connection, root_id: int, now: datetime) -> None:
-    """The root cause closed: what is still open under it is listed on its own again."""
+    """The root cause closed: what it grouped and is back to normal closes with it (the
+    operator dealt with the cause); what is still active is listed on its own again."""
     c = alarms.c
+    conn.execute(
+        alarms.update()
+        .where(c.root_id == root_id, c.closed_at.is_(None), c.active.is_(False))
+        .values(closed_at=now, closed_by="with its root cause", updated_at=now)
+    )
     conn.execute(
         alarms.update()
         .where(c.root_id == root_id, c.closed_at.is_(None))
