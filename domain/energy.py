@@ -10,8 +10,8 @@ reads from it:
 - the baseline: the same lamp at full power from sunset to sunrise, over the night time
   the metering covered (``night_seconds``); the saving is ``1 - kWh / baseline``. The full
   power is the rated power when the asset register knows it, otherwise the highest
-  quarter-hour power metered that day (``peak_w``): a lamp never at full power all day
-  makes the baseline, and so the saving, smaller, never larger;
+  quarter-hour power metered over the days reported (``peak_w``): a lamp never at full
+  power makes the baseline, and so the saving, smaller, never larger;
 - day burners: a lamp that drew energy while the sun was well up (from sunrise + 30 min to
   sunset - 30 min; twilight is when lamps switch and counts for nothing);
 - dark at night: a lamp metered over at least two hours of night and lit for less than a
@@ -192,14 +192,20 @@ def summarise(
     level while metered, in percent of each lamp's full power (energy over full-power
     energy, both summed over the lamps)."""
     rated_w = rated_w or {}
+    pairs = list(lamp_days)
+    # A lamp's full power: rated, else the highest it drew on any day of the selection (a
+    # night that crosses midnight leaves the dimmed hours alone on the second date).
+    peak: dict[str, float] = {}
+    for key, d in pairs:
+        peak[key] = max(peak.get(key, 0.0), d.peak_w)
     lamps: set[str] = set()
     wh = on = base = 0.0
     hour_wh = [0.0] * 24
     hour_full = [0.0] * 24
     burners = dark = 0
-    for key, d in lamp_days:
+    for key, d in pairs:
         lamps.add(key)
-        full = rated_w.get(key) or d.peak_w
+        full = rated_w.get(key) or peak[key]
         wh += d.wh
         on += d.on_seconds
         base += d.baseline_wh(full)
