@@ -143,6 +143,9 @@ async def test_a_playbook_put_started_confirmed_by_a_second_person_and_ended(
     viewer = city.operator("vic", "viewer", ["*"])
     crisis = city.operator("cris", "crisis", ["*"])
     code, _, err = await ondijon(capsys, viewer, "playbook", "put", str(book))
+    assert code == 2 and "PERMISSION_DENIED" in err and err.count("\n") == 1
+    plain = city.operator("opal", "operator", ["*"])
+    code, _, err = await ondijon(capsys, plain, "playbook", "put", str(book))
     assert code == 2 and "may not run playbooks" in err
     code, out, _ = await ondijon(capsys, city.admin, "playbook", "put", str(book))
     assert code == 0 and "version 1" in out
@@ -169,6 +172,7 @@ async def test_a_playbook_put_started_confirmed_by_a_second_person_and_ended(
     entries = await call(city.admin, "ListAudit", control_pb2.ListAuditRequest(action="playbook."))
     assert isinstance(entries, control_pb2.ListAuditResponse)
     assert [(e.action, e.result) for e in entries.entries] == [
+        ("playbook.put", "refused"),
         ("playbook.put", "refused"),
         ("playbook.put", "ok"),
         ("playbook.start", "ok"),
