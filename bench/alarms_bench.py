@@ -123,7 +123,7 @@ async def main() -> None:
             hit = [gid for gid, commune in gateways if commune == storm_commune]
             batches = {gid: storm_batch(gid, args.lamps, now) for gid in hit}
             events = sum(len(b) for b in batches.values())
-            hooks = app.event_hooks
+            hooks = app.link.event_hooks
 
             async def store_batch(gid: str, batch: list[NewEvent], with_hooks: bool) -> None:
                 def add(c):  # type: ignore[no-untyped-def]

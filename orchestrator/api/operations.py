@@ -17,7 +17,7 @@ import grpc
 
 from domain import alarms as core
 from domain.alarms import Alarm, AlarmError
-from orchestrator.access.certificates import Orchestrator
+from foundation.clock import Clock
 from orchestrator.access.gate import (
     ADMIN,
     CRISIS,
@@ -83,13 +83,15 @@ def _scope(caller: Caller) -> list[str] | None:
 class OperationsService(control_pb2_grpc.OperationsServicer):
     def __init__(
         self,
-        app: Orchestrator,
+        *,
+        clock: Clock,
+        gate: Gatekeeper,
         alarms: AlarmService,
         energy: EnergyService,
         playbooks: PlaybookService,
     ) -> None:
-        self.app = app
-        self.gate = Gatekeeper(app)
+        self.clock = clock
+        self.gate = gate
         self.alarms = alarms
         self.energy = energy
         self.playbooks = playbooks
@@ -126,7 +128,7 @@ class OperationsService(control_pb2_grpc.OperationsServicer):
             after_id=request.after_id,
             limit=limit,
         )
-        now = self.app.clock.now()
+        now = self.clock.now()
         records: list[control_pb2.AlarmRecord] = []
         last = 0
         # A view state is a filter over open alarms, computed by the core at `now`.
@@ -153,12 +155,12 @@ class OperationsService(control_pb2_grpc.OperationsServicer):
         self, request: control_pb2.WatchAlarmsRequest, context: Context
     ) -> AsyncIterator[control_pb2.WatchAlarmsResponse]:
         caller = await self.gate.caller(context, VIEWER, None)
-        since = self.app.clock.now()
+        since = self.clock.now()
         sent: dict[int, datetime] = {}
         while True:
             caller = await self.gate.registration(context, caller, VIEWER)
             changed = await self.alarms.changed_since(since, _scope(caller))
-            now = self.app.clock.now()
+            now = self.clock.now()
             for stored in changed:
                 if request.commune and stored.commune != request.commune:
                     continue
@@ -211,7 +213,7 @@ class OperationsService(control_pb2_grpc.OperationsServicer):
             )
         assert stored is not None
         await self.gate.done(caller, where, detail)
-        return control_pb2.AlarmActionResponse(alarm=alarm_record(stored, self.app.clock.now()))
+        return control_pb2.AlarmActionResponse(alarm=alarm_record(stored, self.clock.now()))
 
     async def AcknowledgeAlarm(
         self, request: control_pb2.AlarmActionRequest, context: Context

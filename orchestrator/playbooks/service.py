@@ -24,11 +24,13 @@ from google.protobuf import json_format
 from domain import documents
 from domain import playbooks as core
 from domain.playbooks import PlaybookError
-from orchestrator.access.certificates import Orchestrator
+from foundation.clock import Clock
 from orchestrator.access.gate import Attempt, Caller, Gatekeeper
 from orchestrator.ingest.checks import timestamp
+from orchestrator.ingest.routing import Router
 from orchestrator.store import playbooks as sql
 from orchestrator.store.database import Store
+from orchestrator.store.runner import StoreRunner
 from protos.ondijon.v1 import control_pb2, link_pb2, schedule_pb2
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -45,12 +47,14 @@ def _status_name(status: int) -> str:
 
 
 class PlaybookService:
-    def __init__(self, app: Orchestrator) -> None:
-        self.app = app
+    def __init__(self, *, runner: StoreRunner, clock: Clock, router: Router) -> None:
+        self.runner = runner
+        self.clock = clock
+        self.router = router
 
     @property
     def store(self) -> Store:
-        return self.app.runner.store
+        return self.runner.store
 
     async def put(
         self,
@@ -65,15 +69,15 @@ class PlaybookService:
         except PlaybookError as exc:
             await gate.refuse(context, caller, attempt, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         body = json.loads(request.body)
-        now = self.app.clock.now()
-        version = await self.app.runner.write(
+        now = self.clock.now()
+        version = await self.runner.write(
             lambda c: sql.put(c, playbook.name, body, caller.actor, now)
         )
         await gate.done(caller, Attempt(attempt.action, f"playbook/{playbook.name}"), f"v{version}")
         return control_pb2.PutPlaybookResponse(name=playbook.name, version=version)
 
     async def catalogue(self) -> control_pb2.ListPlaybooksResponse:
-        found = await self.app.runner.read(sql.latest_all)
+        found = await self.runner.read(sql.latest_all)
         return control_pb2.ListPlaybooksResponse(
             playbooks=[
                 control_pb2.PlaybookSummary(
@@ -110,7 +114,7 @@ class PlaybookService:
         request: control_pb2.StartPlaybookRequest,
         context: Context,
     ) -> control_pb2.PlaybookRunResponse:
-        found = await self.app.runner.read(lambda c: sql.get(c, request.name, request.version))
+        found = await self.runner.read(lambda c: sql.get(c, request.name, request.version))
         if found is None:
             await gate.refuse(
                 context,
@@ -122,8 +126,8 @@ class PlaybookService:
             )
         playbook = core.parse(json.dumps(found.body))
         run_id = uuid.uuid4().hex[:16]
-        now = self.app.clock.now()
-        sites = await self.app.runner.read(lambda c: self._sites(c, caller))
+        now = self.clock.now()
+        sites = await self.runner.read(lambda c: self._sites(c, caller))
         try:
             steps = core.plan(playbook, run_id, sites, now)
         except PlaybookError as exc:
@@ -157,10 +161,10 @@ class PlaybookService:
         )
         where = Attempt(attempt.action, f"playbook-run/{run_id}")
         if request.require_confirmation:
-            await self.app.runner.write(lambda c: sql.add_run(c, run))
+            await self.runner.write(lambda c: sql.add_run(c, run))
             await gate.done(caller, where, f"{found.name} v{found.version}: awaiting confirmation")
             return await self._message(run)
-        await self.app.runner.write(lambda c: sql.add_run(c, run))
+        await self.runner.write(lambda c: sql.add_run(c, run))
         run = await self._send(run, caller.actor, now, playbook.duration)
         await gate.done(
             caller, where, f"{found.name} v{found.version}: {len(run.steps)} command(s) sent"
@@ -204,9 +208,9 @@ class PlaybookService:
                 )
             sql.save_run(c, started)
 
-        await self.app.runner.write(write)
+        await self.runner.write(write)
         for gateway_id in sorted({s["gateway_id"] for s in steps}):
-            await self.app.router.commands_queued(gateway_id)
+            await self.router.commands_queued(gateway_id)
         return started
 
     async def _run(
@@ -217,7 +221,7 @@ class PlaybookService:
         run_id: str,
         context: Context,
     ) -> sql.Run:
-        run = await self.app.runner.read(lambda c: sql.get_run(c, run_id)) if run_id else None
+        run = await self.runner.read(lambda c: sql.get_run(c, run_id)) if run_id else None
         if run is None or not all(caller.in_scope(s["commune"]) for s in run.steps):
             missing = f"run_id: no playbook run {run_id!r}"
             if gate is None or attempt is None:
@@ -251,10 +255,10 @@ class PlaybookService:
                 grpc.StatusCode.PERMISSION_DENIED,
                 "run_id: a second person must confirm (not the one who started it)",
             )
-        found = await self.app.runner.read(lambda c: sql.get(c, run.name, run.version))
+        found = await self.runner.read(lambda c: sql.get(c, run.name, run.version))
         assert found is not None
         playbook = core.parse(json.dumps(found.body))
-        now = self.app.clock.now()
+        now = self.clock.now()
         confirmed = replace(run, confirmed_by=caller.actor)
         started = await self._send(confirmed, run.requested_by, now, playbook.duration)
         await gate.done(caller, attempt, f"{run.name} v{run.version}: confirmed, sent")
@@ -277,7 +281,7 @@ class PlaybookService:
                 grpc.StatusCode.FAILED_PRECONDITION,
                 "run_id: the run has already ended",
             )
-        now = self.app.clock.now()
+        now = self.clock.now()
         store = self.store
         ended = replace(run, status=ENDED, ended_at=now, ended_by=caller.actor)
         cancels = []
@@ -303,9 +307,9 @@ class PlaybookService:
                 )
             sql.save_run(c, ended)
 
-        await self.app.runner.write(write)
+        await self.runner.write(write)
         for gateway_id in sorted({g for g, _ in cancels}):
-            await self.app.router.commands_queued(gateway_id)
+            await self.router.commands_queued(gateway_id)
         await gate.done(caller, attempt, f"{run.name} v{run.version}: ended, schedules resume")
         return await self._message(ended)
 
@@ -327,7 +331,7 @@ class PlaybookService:
                     found[command_id] = (record.status, record.detail)
             return found
 
-        known = await self.app.runner.read(statuses) if ids else {}
+        known = await self.runner.read(statuses) if ids else {}
         message = control_pb2.PlaybookRunResponse(
             run_id=run.run_id,
             name=run.name,
