@@ -56,7 +56,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
-from edge.equipment.bollard.controller import BollardConfig
+from edge.equipment.bollard.config import BollardConfig
 from edge.equipment.cabinet.config import CabinetConfig
 from edge.equipment.lamp.config import LampConfig
 from edge.equipment.signal.config import SignalConfig
