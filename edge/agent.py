@@ -27,6 +27,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -57,6 +58,7 @@ from edge.equipment.metering import QuarterHourMeter
 from edge.equipment.registry import Context, Equipment, open_equipment
 from edge.equipment.signal.controller import SignalController, SignalDriverError
 from edge.events import EquipmentEvent, Priority
+from edge.fieldbus.gateway import gateway_password
 from edge.firmware.agent_side import AgentFirmware
 from edge.firmware.boot import HealthCheck
 from edge.firmware.launch import running_release
@@ -220,7 +222,18 @@ class Agent:
             bollards=self.config.bollards,
             signals=self.config.signals,
             cabinet=self.config.cabinet,
-            context=Context(clock=self.clock, pin_factory=pin_factory),
+            context=Context(
+                clock=self.clock,
+                pin_factory=pin_factory,
+                fieldbus=self.config.fieldbus,
+                fieldbus_password=(
+                    gateway_password(Path(self.config.fieldbus.credentials))
+                    if self.config.fieldbus is not None
+                    else ""
+                ),
+                site=self.site,
+                schedule=lambda: self.schedule,
+            ),
             # Looked up at each event, so whatever `record` is then receives it.
             record=lambda event: self.record(event),
             report=self.link.state_changed,
@@ -360,6 +373,8 @@ class Agent:
         value = parsed.value
         if isinstance(value, Schedule):
             self.schedule = value
+            for bus in self.equipment.buses:
+                bus.schedule_changed()  # node programs follow it
         elif isinstance(value, SignalPlans):
             # Handed to the controllers by the schedule loop (it is async).
             self._pending_plans = value

@@ -66,6 +66,10 @@ class Bus(Protocol):
         """Keep the connection until cancelled (reconnecting on its own)."""
         ...
 
+    def schedule_changed(self) -> None:
+        """The schedule in force changed (what its devices carry may follow it)."""
+        ...
+
     def close(self) -> None:
         """Release it."""
         ...

@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, overload
 
+from domain.schedule.model import Schedule, Site
 from edge.equipment.bollard.config import BollardConfig
 from edge.equipment.bollard.controller import BollardController, BollardDriver, GpioBollard
 from edge.equipment.bollard.latches import LatchStore, MemoryLatches
@@ -27,6 +28,7 @@ from edge.equipment.device import Bus, Device
 from edge.equipment.lamp.config import LampConfig
 from edge.equipment.lamp.controller import GpioLamp, LampController, LampCounters, LampDriver
 from edge.equipment.lamp.device import LampDevice
+from edge.equipment.lamp.fieldbus import FieldbusLamp
 from edge.equipment.signal.config import SignalConfig
 from edge.equipment.signal.controller import (
     GpioSignalController,
@@ -38,6 +40,7 @@ from edge.equipment.sim.cabinet import SimulatedCabinet
 from edge.equipment.sim.crossing import SimulatedSignalController
 from edge.equipment.sim.lantern import SimulatedLamp
 from edge.events import EquipmentConfigError, EquipmentEvent, EventSink
+from edge.fieldbus.gateway import FieldBus, FieldbusConfig
 from foundation.clock import Clock, SystemClock
 from protos.ondijon.v1 import state_pb2
 
@@ -54,6 +57,9 @@ class Context:
         power_readers: lamp id -> a callable giving its active power in watts (a meter).
         temperature: the cabinet's temperature sensor, a callable in °C.
         light: the cabinet's light sensor, a callable in lux.
+        fieldbus: the ``[fieldbus]`` table (lamps with backend ``fieldbus`` need it), and
+            ``fieldbus_password`` the gateway account's password.
+        site, schedule: what node programs are computed from (the schedule in force).
         buses: the shared connections opened so far, by name (filled by the backends).
     """
 
@@ -62,6 +68,10 @@ class Context:
     power_readers: Mapping[str, Callable[[], float]] = field(default_factory=dict)
     temperature: Callable[[], float] | None = None
     light: Callable[[], float] | None = None
+    fieldbus: FieldbusConfig | None = None
+    fieldbus_password: str = ""
+    site: Site | None = None
+    schedule: Callable[[], Schedule | None] = lambda: None
     buses: dict[str, Bus] = field(default_factory=dict)
 
 
@@ -91,7 +101,18 @@ BollardBackend = Callable[[BollardConfig, Context], BollardDriver]
 SignalBackend = Callable[[SignalConfig, Context], SignalControllerDriver]
 CabinetBackend = Callable[[CabinetConfig, Context], CabinetDriver]
 
-LAMP_BACKENDS: dict[str, LampBackend] = {"gpio": _gpio_lamp, "simulated": _simulated_lamp}
+
+def _fieldbus_lamp(config: LampConfig, context: Context) -> LampDriver:
+    fieldbus = context.buses.get(FieldBus.name)
+    assert isinstance(fieldbus, FieldBus)  # opened by open_equipment for these lamps
+    return FieldbusLamp(fieldbus, config.node_id, clock=context.clock)
+
+
+LAMP_BACKENDS: dict[str, LampBackend] = {
+    "gpio": _gpio_lamp,
+    "simulated": _simulated_lamp,
+    "fieldbus": _fieldbus_lamp,
+}
 
 BOLLARD_BACKENDS: dict[str, BollardBackend] = {
     "gpio": lambda config, context: GpioBollard(config, pin_factory=context.pin_factory),
@@ -248,6 +269,21 @@ def open_equipment(
     """
     equipment = Equipment()
     latches = latches if latches is not None else MemoryLatches()
+    on_bus = [lamp.node_id for lamp in lamps if lamp.backend == "fieldbus"]
+    if on_bus and FieldBus.name not in context.buses:
+        if context.fieldbus is None:
+            raise EquipmentConfigError(
+                "fieldbus", 'required: a lamp has backend = "fieldbus" (the broker to reach)'
+            )
+        context.buses[FieldBus.name] = FieldBus(
+            context.fieldbus,
+            context.fieldbus_password,
+            clock=context.clock,
+            record=record,
+            nodes=on_bus,
+            site=context.site,
+            schedule=context.schedule,
+        )
     try:
         for lamp_config in lamps:
             driver: LampDriver = _open(lamp_config, context)
