@@ -37,6 +37,7 @@ from foundation.files import private_directory, write_atomic
 from orchestrator.access.admission import Admission
 from orchestrator.access.certificates import Orchestrator
 from orchestrator.api.campaigns import install_firmware
+from orchestrator.api.city import CityService
 from orchestrator.api.control import ControlCentreService
 from orchestrator.config import OrchestratorConfig
 from orchestrator.identity.crl_point import CrlPoint
@@ -227,6 +228,7 @@ async def start(
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     add_gateway_link(GatewayLinkService(app), server)
     control_pb2_grpc.add_ControlCentreServicer_to_server(ControlCentreService(app), server)
+    control_pb2_grpc.add_CityServicer_to_server(CityService(app), server)
     install_firmware(app, server)
     enrollment_pb2_grpc.add_EnrollmentServicer_to_server(
         EnrollmentService(app, allow_enroll=False, allow_renew=True), server

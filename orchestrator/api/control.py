@@ -34,6 +34,7 @@ from orchestrator.access.gate import (
     LiveScope,
 )
 from orchestrator.fleet.documents import check_document, reported_cards, validate_override
+from orchestrator.groups.delivery import deliver_documents
 from orchestrator.identity import admin as identity_admin
 from orchestrator.ingest.checks import (
     MAX_ID,
@@ -45,6 +46,7 @@ from orchestrator.ingest.checks import (
 )
 from orchestrator.ingest.devices import current_devices
 from orchestrator.ingest.hub import Watcher
+from orchestrator.store import groups as group_sql
 from orchestrator.store.database import CommandRecord, Conflict, GatewayRecord, NotFound
 from protos.ondijon.v1 import control_pb2, control_pb2_grpc, link_pb2
 from provisioning.identity import IdentityError, check_name
@@ -155,7 +157,12 @@ class ControlCentreService(control_pb2_grpc.ControlCentreServicer):
                 serial=request.serial,
                 expires_at=now + ttl,
             )
+            # A new gateway gets the group documents covering it (city, its commune, ...).
+            for kind in link_pb2.DocumentKind.values():
+                written.extend(group_sql.reconcile(c, kind, now=now, only=[request.gateway_id]))
             return record
+
+        written: list[group_sql.Written] = []
 
         try:
             record = await self.app.runner.write(add)
@@ -164,6 +171,7 @@ class ControlCentreService(control_pb2_grpc.ControlCentreServicer):
                 context, caller, attempt, grpc.StatusCode.ALREADY_EXISTS, str(exc)
             )
         await self.gate.done(caller, attempt, f"serial {request.serial}")
+        await deliver_documents(self.app, written)
         return control_pb2.AddGatewayResponse(
             gateway=await self._gateway_message(record),
             enrollment_token=token,

@@ -57,6 +57,7 @@ from orchestrator.store.database import (
     NotFound,
     Store,
 )
+from orchestrator.store.groups import record_refusal
 from protos.ondijon.v1 import link_pb2, link_pb2_grpc
 from provisioning.identity import Role
 
@@ -505,6 +506,11 @@ class _Conversation:
                 ack.kind,
                 ack.version,
                 escape(ack.error),  # the gateway's words: never a forged line in the log
+            )
+            # Kept for the convergence view ("refused with what error"), escaped when shown.
+            refused_by, at = self.gateway_id, self.app.clock.now()
+            await self.app.runner.write(
+                lambda c: record_refusal(c, refused_by, ack.kind, ack.version, ack.error, now=at)
             )
             return
         store = self.app.runner.store

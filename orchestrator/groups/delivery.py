@@ -1,0 +1,43 @@
+"""Deliver a group change: thousands of gateways for a few store statements.
+
+The new documents (or commands) were just written in one transaction and are in memory:
+gateways whose stream this replica holds get them at once, with no read at all; the other
+replicas get a few notices naming the gateways (``Router.many_changed``) and read what
+waits for their own streams in one query. A lost notice is made up by the catch-up round,
+and a gateway offline now gets everything at its hello, as for any document.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from orchestrator.access.certificates import Orchestrator
+from orchestrator.ingest.link import send_commands, send_documents
+from orchestrator.store.database import CommandRecord, DocumentRecord
+from orchestrator.store.groups import Written
+
+
+async def deliver_documents(app: Orchestrator, written: Sequence[Written]) -> int:
+    """Send ``written`` to the gateways connected here, tell the other replicas; returns
+    how many were sent from here."""
+    sent = 0
+    for w in written:
+        session = app.hub.session(w.gateway_id)
+        if session is None or not session.registered:
+            continue
+        record = DocumentRecord(
+            w.gateway_id, w.kind, w.version, w.digest, w.payload, w.issued_at, w.issued_by
+        )
+        sent += send_documents(session, [record], {})
+    await app.router.many_changed(sorted({w.gateway_id for w in written}), [])
+    return sent
+
+
+async def deliver_commands(app: Orchestrator, records: Sequence[CommandRecord]) -> int:
+    sent = 0
+    for record in records:
+        session = app.hub.session(record.gateway_id)
+        if session is not None and session.registered:
+            sent += await send_commands(app, session, [record])
+    await app.router.many_changed([], sorted({r.gateway_id for r in records}))
+    return sent
