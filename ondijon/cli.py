@@ -16,6 +16,8 @@
     ondijon edge run --config AGENT.toml          run a cabinet's agent
     ondijon release keygen|build|sign|upload|list agent releases (see ondijon.firmware_cli)
     ondijon campaign create|list|show|pause|resume|abort   firmware campaigns
+    ondijon city|assets|group|fleet ...           the city: register, groups, targets
+                                                  (see ondijon.city_cli)
     ondijon demo                                  a local city: orchestrator + 3 cabinets
 
 Errors print one line naming what is wrong and exit non-zero.
@@ -177,6 +179,9 @@ def _parser() -> argparse.ArgumentParser:
     from ondijon.firmware_cli import add_commands
 
     add_commands(sub)
+    from ondijon.city_cli import add_commands as add_city_commands
+
+    add_city_commands(sub)
     return parser
 
 
@@ -248,6 +253,10 @@ def _run(args: argparse.Namespace) -> int:
         from ondijon.firmware_cli import run_firmware
 
         return run_firmware(args)
+    if args.command in ("city", "assets", "group", "fleet"):
+        from ondijon.city_cli import run_city
+
+        return run_city(args)
     if getattr(args, "admin", None):
         from ondijon.admin import run_admin
 
