@@ -35,13 +35,6 @@ from grpc_health.v1 import health_pb2_grpc
 from foundation.clock import Clock
 from foundation.files import private_directory, write_atomic
 from orchestrator.access.admission import Admission
-<<<<<<< HEAD
-from orchestrator.access.certificates import Orchestrator
-from orchestrator.api.campaigns import install_firmware
-from orchestrator.api.city import CityService
-from orchestrator.api.control import ControlCentreService
-=======
->>>>>>> main
 from orchestrator.config import OrchestratorConfig
 from orchestrator.identity.crl_point import CrlPoint
 from orchestrator.ingest.link import add_gateway_link
@@ -232,22 +225,13 @@ async def start(
 
     server = grpc.aio.server(options=_options(config), interceptors=[admission])
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-<<<<<<< HEAD
-    add_gateway_link(GatewayLinkService(app), server)
-    control_pb2_grpc.add_ControlCentreServicer_to_server(ControlCentreService(app), server)
-    control_pb2_grpc.add_CityServicer_to_server(CityService(app), server)
-    install_firmware(app, server)
-    enrollment_pb2_grpc.add_EnrollmentServicer_to_server(
-        EnrollmentService(app, allow_enroll=False, allow_renew=True), server
-    )
-=======
     add_gateway_link(app.link, server)
     control_pb2_grpc.add_ControlCentreServicer_to_server(app.control, server)
+    control_pb2_grpc.add_CityServicer_to_server(app.city, server)
     firmware_pb2_grpc.add_FirmwareServicer_to_server(app.campaigns.releases, server)
     firmware_pb2_grpc.add_CampaignsServicer_to_server(app.campaigns_api, server)
     app.campaigns.start()
     enrollment_pb2_grpc.add_EnrollmentServicer_to_server(app.renew, server)
->>>>>>> main
     files = _CredentialFiles(cert_path, key_path, client_ca)
     mtls = grpc.dynamic_ssl_server_credentials(
         files.configuration(), files.fetch, require_client_authentication=True

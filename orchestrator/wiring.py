@@ -19,6 +19,7 @@ from orchestrator.access.certificates import Certificates
 from orchestrator.access.gate import Gatekeeper
 from orchestrator.access.limits import LiveRates, RateLimits
 from orchestrator.api.campaigns import CampaignsService
+from orchestrator.api.city import CityService
 from orchestrator.api.commands import CommandsApi
 from orchestrator.api.control import ControlCentreService
 from orchestrator.api.documents import DocumentsApi
@@ -28,6 +29,7 @@ from orchestrator.audit.log import Auditor
 from orchestrator.config import OrchestratorConfig
 from orchestrator.firmware.releases import FirmwareService
 from orchestrator.firmware.runner import CampaignRunner, balena_from_environment
+from orchestrator.groups.delivery import GroupDelivery
 from orchestrator.identity.admin import IdentityAdmin
 from orchestrator.identity.crl import CrlPublisher
 from orchestrator.identity.enrollment import EnrollmentService
@@ -65,6 +67,7 @@ class Orchestrator:
     admission: Admission
     link: GatewayLinkService
     control: ControlCentreService
+    city: CityService
     campaigns_api: CampaignsService
     enroll: EnrollmentService = field(repr=False)
     renew: EnrollmentService = field(repr=False)
@@ -178,6 +181,13 @@ def build(
                 audit=audit,
                 token_ttl_hours=config.token_ttl_hours,
             ),
+        ),
+        city=CityService(
+            runner=runner,
+            clock=clock,
+            gate=gate,
+            router=router,
+            deliver=GroupDelivery(hub=hub, router=router, delivery=delivery),
         ),
         campaigns_api=CampaignsService(runner=runner, clock=clock, gate=gate, campaigns=campaigns),
         enroll=enrollment(allow_enroll=True, allow_renew=False),

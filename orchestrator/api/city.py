@@ -16,21 +16,23 @@ import grpc
 
 from domain.city.inventory import Asset, AssetKind, InventoryError
 from domain.city.targets import Level, Site, Target, TargetError, candidates, covered
+from foundation.clock import Clock
 from foundation.errors import FieldError
-from orchestrator.access.certificates import Orchestrator
 from orchestrator.access.gate import ADMIN, OPERATOR, VIEWER, Attempt, Caller, Gatekeeper
-from orchestrator.api.control import _check_command
+from orchestrator.api.commands import _check_command
 from orchestrator.assets.importer import StaleRegister, import_assets
 from orchestrator.assets.wire import KINDS, NUMBERS, asset_from_proto, asset_to_proto
 from orchestrator.fleet.documents import check_document
 from orchestrator.groups.convergence import converge
-from orchestrator.groups.delivery import deliver_commands, deliver_documents
+from orchestrator.groups.delivery import GroupDelivery
 from orchestrator.groups.wire import target_from_proto, target_to_proto
 from orchestrator.ingest.checks import document_message, timestamp
+from orchestrator.ingest.routing import Router
 from orchestrator.store import assets as asset_sql
 from orchestrator.store import groups as group_sql
 from orchestrator.store.database import CommandRecord
 from orchestrator.store.groups import GroupConflict, GroupDocument
+from orchestrator.store.runner import StoreRunner
 from protos.ondijon.v1 import control_pb2, control_pb2_grpc, link_pb2
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -48,14 +50,25 @@ def _kind_name(kind: int) -> str:
 
 
 class CityService(control_pb2_grpc.CityServicer):
-    def __init__(self, app: Orchestrator) -> None:
-        self.app = app
-        self.gate = Gatekeeper(app)
+    def __init__(
+        self,
+        *,
+        runner: StoreRunner,
+        clock: Clock,
+        gate: Gatekeeper,
+        router: Router,
+        deliver: GroupDelivery,
+    ) -> None:
+        self.runner = runner
+        self.clock = clock
+        self.gate = gate
+        self.router = router
+        self.deliver = deliver
 
     # -- helpers -------------------------------------------------------------------------------
 
     async def _sites(self) -> list[Site]:
-        return await self.app.runner.read(group_sql.sites)
+        return await self.runner.read(group_sql.sites)
 
     async def _in_scope(
         self, context: Context, caller: Caller, attempt: Attempt, target: Target
@@ -115,7 +128,7 @@ class CityService(control_pb2_grpc.CityServicer):
         )
 
     async def _group_kinds(self) -> list[int]:
-        groups = await self.app.runner.read(group_sql.group_documents_of)
+        groups = await self.runner.read(group_sql.group_documents_of)
         return sorted({g.kind for g in groups})
 
     # -- asset register ------------------------------------------------------------------------
@@ -144,7 +157,7 @@ class CityService(control_pb2_grpc.CityServicer):
         if not header.dry_run:
             caller = await self.gate.caller(context, ADMIN, attempt)
         kinds = await self._group_kinds()
-        now = self.app.clock.now()
+        now = self.clock.now()
 
         def run(c: Any) -> Any:
             return import_assets(
@@ -158,9 +171,7 @@ class CityService(control_pb2_grpc.CityServicer):
             )
 
         try:
-            outcome = await (
-                self.app.runner.read(run) if header.dry_run else self.app.runner.write(run)
-            )
+            outcome = await (self.runner.read(run) if header.dry_run else self.runner.write(run))
         except StaleRegister as exc:
             await self.gate.refuse(
                 context,
@@ -181,7 +192,7 @@ class CityService(control_pb2_grpc.CityServicer):
                 f"added {len(change.added)}, changed {len(change.changed)}, "
                 f"removed {len(change.removed)}",
             )
-            await deliver_documents(self.app, outcome.written)
+            await self.deliver.documents(outcome.written)
 
         def sample(items: Any) -> list[control_pb2.AssetChange]:
             return [
@@ -215,7 +226,7 @@ class CityService(control_pb2_grpc.CityServicer):
             after = (k, asset_id)
         limit = min(request.page_size or 100, MAX_PAGE)
         scope = None if caller.in_scope("*") else list(caller.operator.communes)
-        page = await self.app.runner.read(
+        page = await self.runner.read(
             lambda c: asset_sql.list_assets(
                 c,
                 kind=kind.value if kind else "",
@@ -251,7 +262,7 @@ class CityService(control_pb2_grpc.CityServicer):
             document = check_document(request.kind, request.payload, [])
         except (FieldError, ValueError) as exc:
             await self.gate.refuse(context, caller, attempt, INVALID, str(exc))
-        now = self.app.clock.now()
+        now = self.clock.now()
 
         def put(c: Any) -> tuple[GroupDocument, list[group_sql.Written]]:
             group = group_sql.put_group_document(
@@ -267,7 +278,7 @@ class CityService(control_pb2_grpc.CityServicer):
 
         group, written = await self._write_retrying(context, caller, attempt, put)
         await self.gate.done(caller, attempt, f"{len(written)} gateway(s) changed")
-        await deliver_documents(self.app, written)
+        await self.deliver.documents(written)
         winners = await self._winners(document.kind.number)
         return control_pb2.PutGroupDocumentResponse(
             document=self._group_message(group, winners.get(group.assignment_id, 0)),
@@ -280,7 +291,7 @@ class CityService(control_pb2_grpc.CityServicer):
     ) -> Any:
         for _ in range(3):
             try:
-                return await self.app.runner.write(fn)
+                return await self.runner.write(fn)
             except GroupConflict:
                 continue
         await self.gate.refuse(
@@ -292,7 +303,7 @@ class CityService(control_pb2_grpc.CityServicer):
         )
 
     async def _winners(self, kind: int) -> dict[int, int]:
-        standings = await self.app.runner.read(lambda c: group_sql.standings(c, kind))
+        standings = await self.runner.read(lambda c: group_sql.standings(c, kind))
         counts: dict[int, int] = {}
         for s in standings:
             if s.assignment_id is not None:
@@ -307,7 +318,7 @@ class CityService(control_pb2_grpc.CityServicer):
         target = await self._target(context, caller, attempt, request.target)
         attempt = Attempt(attempt.action, f"{target.describe()}/{_kind_name(request.kind)}")
         await self._in_scope(context, caller, attempt, target)
-        now = self.app.clock.now()
+        now = self.clock.now()
 
         def remove(c: Any) -> list[group_sql.Written] | None:
             if not group_sql.remove_group_document(c, request.kind, target):
@@ -326,14 +337,14 @@ class CityService(control_pb2_grpc.CityServicer):
                 "target: no document of that kind is assigned there",
             )
         await self.gate.done(caller, attempt, f"{len(written)} gateway(s) changed")
-        await deliver_documents(self.app, written)
+        await self.deliver.documents(written)
         return control_pb2.RemoveGroupDocumentResponse(gateways_changed=len(written))
 
     async def ListGroupDocuments(
         self, request: control_pb2.ListGroupDocumentsRequest, context: Context
     ) -> control_pb2.ListGroupDocumentsResponse:
         await self.gate.caller(context, VIEWER, None)
-        groups = await self.app.runner.read(lambda c: group_sql.group_documents_of(c, request.kind))
+        groups = await self.runner.read(lambda c: group_sql.group_documents_of(c, request.kind))
         counts: dict[int, int] = {}
         for kind in {g.kind for g in groups}:
             counts.update(await self._winners(kind))
@@ -346,7 +357,7 @@ class CityService(control_pb2_grpc.CityServicer):
     ) -> control_pb2.GetEffectiveDocumentResponse:
         caller = await self.gate.caller(context, VIEWER, None)
         gateway = await self.gate.gateway(context, caller, request.gateway_id, None)
-        store = self.app.runner.store
+        store = self.runner.store
 
         def load(c: Any) -> Any:
             return (
@@ -358,7 +369,7 @@ class CityService(control_pb2_grpc.CityServicer):
 
         if request.kind not in link_pb2.DocumentKind.values() or request.kind == 0:
             await context.abort(INVALID, "kind: unknown document kind")
-        document, source, groups, held = await self.app.runner.read(load)
+        document, source, groups, held = await self.runner.read(load)
         site = Site(
             gateway.gateway_id,
             gateway.commune,
@@ -399,8 +410,8 @@ class CityService(control_pb2_grpc.CityServicer):
         caller = await self.gate.caller(context, OPERATOR, attempt)
         gateway = await self.gate.gateway(context, caller, request.gateway_id, attempt)
         attempt = Attempt(attempt.action, attempt.target, gateway.commune)
-        now = self.app.clock.now()
-        store = self.app.runner.store
+        now = self.clock.now()
+        store = self.runner.store
 
         def release(c: Any) -> Any:
             group_sql.release_pin(c, gateway.gateway_id, request.kind)
@@ -417,7 +428,7 @@ class CityService(control_pb2_grpc.CityServicer):
                 "kind: no group document covers this gateway; it keeps its own",
             )
         await self.gate.done(caller, attempt, f"version {document.version}")
-        await deliver_documents(self.app, written)
+        await self.deliver.documents(written)
         return control_pb2.ReleaseGatewayDocumentResponse(document=document_message(document))
 
     # -- convergence ---------------------------------------------------------------------------
@@ -432,12 +443,12 @@ class CityService(control_pb2_grpc.CityServicer):
         if request.HasField("target"):
             target = await self._target(context, caller, None, request.target)
             wanted = set(covered(target, await self._sites()))
-        store, since = self.app.runner.store, self.app.router.live_since()
+        store, since = self.runner.store, self.router.live_since()
 
         def load(c: Any) -> Any:
             return group_sql.standings(c, request.kind), store.live_streams(c, seen_since=since)
 
-        standings, live = await self.app.runner.read(load)
+        standings, live = await self.runner.read(load)
         mine = [
             s
             for s in standings
@@ -482,7 +493,7 @@ class CityService(control_pb2_grpc.CityServicer):
             f"{target.describe()}/{batch}",
             target.name if target.level is Level.COMMUNE else "",
         )
-        now = self.app.clock.now()
+        now = self.clock.now()
         template = link_pb2.Command()
         template.CopyFrom(request.command)
         template.command_id = batch
@@ -524,11 +535,11 @@ class CityService(control_pb2_grpc.CityServicer):
             }
             for r in records
         ]
-        await self.app.runner.write(lambda c: group_sql.add_commands(c, rows))
+        await self.runner.write(lambda c: group_sql.add_commands(c, rows))
         await self.gate.done(
             caller, attempt, f"{template.WhichOneof('action')} to {len(ids)} gateway(s)"
         )
-        await deliver_commands(self.app, records)
+        await self.deliver.commands(records)
         return control_pb2.SendGroupCommandResponse(batch_id=batch, gateways=len(ids))
 
     async def GetGroupCommand(
@@ -539,9 +550,7 @@ class CityService(control_pb2_grpc.CityServicer):
             c in "0123456789abcdef" for c in request.batch_id
         ):
             await context.abort(INVALID, "batch_id: 16 hexadecimal digits")
-        statuses = await self.app.runner.read(
-            lambda c: group_sql.batch_statuses(c, request.batch_id)
-        )
+        statuses = await self.runner.read(lambda c: group_sql.batch_statuses(c, request.batch_id))
         visible = await self.gate.visible_gateways(caller)
         mine = [s for s in statuses if s[0] in visible]
         if not mine:
@@ -565,7 +574,7 @@ class CityService(control_pb2_grpc.CityServicer):
             await context.abort(INVALID, "commune, page_token: too long")
         limit = min(request.page_size or 100, MAX_PAGE)
         scope = None if caller.in_scope("*") else list(caller.operator.communes)
-        store, since = self.app.runner.store, self.app.router.live_since()
+        store, since = self.runner.store, self.router.live_since()
 
         def load(c: Any) -> Any:
             page = group_sql.fleet_page(
@@ -574,7 +583,7 @@ class CityService(control_pb2_grpc.CityServicer):
             live = store.live_streams(c, seen_since=since) if page else {}
             return page, live
 
-        page, live = await self.app.runner.read(load)
+        page, live = await self.runner.read(load)
         response = control_pb2.ListFleetResponse(
             next_page_token=page[-1].gateway_id if len(page) == limit else ""
         )

@@ -21,44 +21,12 @@ from typing import Any
 
 import grpc
 
-<<<<<<< HEAD
-from foundation.errors import FieldError
-from orchestrator.access.certificates import Orchestrator
-from orchestrator.access.gate import (
-    ADMIN,
-    OPERATOR,
-    SCOPE_RECHECK_S,
-    VIEWER,
-    Attempt,
-    Gatekeeper,
-    LiveScope,
-)
-from orchestrator.fleet.documents import check_document, reported_cards, validate_override
-from orchestrator.groups.delivery import deliver_documents
-from orchestrator.identity import admin as identity_admin
-from orchestrator.ingest.checks import (
-    MAX_ID,
-    MAX_STORED_INT,
-    WireError,
-    document_message,
-    stored_event,
-    timestamp,
-)
-from orchestrator.ingest.devices import current_devices
-from orchestrator.ingest.hub import Watcher
-from orchestrator.store import groups as group_sql
-from orchestrator.store.database import CommandRecord, Conflict, GatewayRecord, NotFound
-from protos.ondijon.v1 import control_pb2, control_pb2_grpc, link_pb2
-from provisioning.identity import IdentityError, check_name
-from provisioning.tokens import new_token
-=======
 from orchestrator.api.commands import CommandsApi
 from orchestrator.api.documents import DocumentsApi
 from orchestrator.api.feed import EventFeed
 from orchestrator.api.fleet import FleetApi
 from orchestrator.identity.admin import IdentityAdmin
 from protos.ondijon.v1 import control_pb2, control_pb2_grpc
->>>>>>> main
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -82,69 +50,7 @@ class ControlCentreService(control_pb2_grpc.ControlCentreServicer):
     async def AddGateway(
         self, request: control_pb2.AddGatewayRequest, context: Context
     ) -> control_pb2.AddGatewayResponse:
-<<<<<<< HEAD
-        attempt = Attempt("gateway.add", request.gateway_id, request.commune)
-        caller = await self.gate.caller(context, ADMIN, attempt)
-        invalid = grpc.StatusCode.INVALID_ARGUMENT
-        try:
-            _check_new_gateway(request)
-        except (WireError, IdentityError) as exc:
-            await self.gate.refuse(context, caller, attempt, invalid, str(exc))
-        if not caller.in_scope(request.commune):
-            await self.gate.refuse(
-                context,
-                caller,
-                attempt,
-                grpc.StatusCode.PERMISSION_DENIED,
-                f"commune: {request.commune!r} is outside your scope",
-            )
-        now = self.app.clock.now()
-        ttl = timedelta(seconds=request.token_ttl_s or self.app.config.token_ttl_hours * 3600)
-        token, digest = new_token()
-        store = self.app.runner.store
-
-        def add(c: sa.Connection) -> GatewayRecord:
-            record = store.add_gateway(
-                c,
-                gateway_id=request.gateway_id,
-                serial=request.serial,
-                commune=request.commune,
-                latitude=request.latitude,
-                longitude=request.longitude,
-                time_zone=request.time_zone,
-                tags=list(request.tags),
-                now=now,
-            )
-            store.add_token(
-                c,
-                token_sha256=digest,
-                gateway_id=request.gateway_id,
-                serial=request.serial,
-                expires_at=now + ttl,
-            )
-            # A new gateway gets the group documents covering it (city, its commune, ...).
-            for kind in link_pb2.DocumentKind.values():
-                written.extend(group_sql.reconcile(c, kind, now=now, only=[request.gateway_id]))
-            return record
-
-        written: list[group_sql.Written] = []
-
-        try:
-            record = await self.app.runner.write(add)
-        except Conflict as exc:
-            await self.gate.refuse(
-                context, caller, attempt, grpc.StatusCode.ALREADY_EXISTS, str(exc)
-            )
-        await self.gate.done(caller, attempt, f"serial {request.serial}")
-        await deliver_documents(self.app, written)
-        return control_pb2.AddGatewayResponse(
-            gateway=await self._gateway_message(record),
-            enrollment_token=token,
-            token_expires_at=timestamp(now + ttl),
-        )
-=======
         return await self.fleet.AddGateway(request, context)
->>>>>>> main
 
     async def ListGateways(
         self, request: control_pb2.ListGatewaysRequest, context: Context

@@ -51,26 +51,13 @@ from orchestrator.ingest.checks import (
 )
 from orchestrator.ingest.delivery import Delivery
 from orchestrator.ingest.devices import DeviceLog, compact
-<<<<<<< HEAD
-from orchestrator.ingest.hub import Session
-from orchestrator.store.database import (
-    CommandRecord,
-    DocumentRecord,
-    HeldRecord,
-    NewEvent,
-    NotFound,
-    Store,
-)
-from orchestrator.store.groups import record_refusal
-from protos.ondijon.v1 import link_pb2, link_pb2_grpc
-=======
 from orchestrator.ingest.hub import Hub, Session
 from orchestrator.ingest.routing import Router
 from orchestrator.store.connection import Connection
 from orchestrator.store.database import HeldRecord, NewEvent, NotFound, Store
+from orchestrator.store.groups import record_refusal
 from orchestrator.store.runner import StoreRunner
 from protos.ondijon.v1 import firmware_pb2, link_pb2, link_pb2_grpc
->>>>>>> main
 from provisioning.identity import Role
 
 log = logging.getLogger("ondijon.orchestrator.link")
@@ -550,8 +537,8 @@ class _Conversation:
                 escape(ack.error),  # the gateway's words: never a forged line in the log
             )
             # Kept for the convergence view ("refused with what error"), escaped when shown.
-            refused_by, at = self.gateway_id, self.app.clock.now()
-            await self.app.runner.write(
+            refused_by, at = self.gateway_id, self.clock.now()
+            await self.runner.write(
                 lambda c: record_refusal(c, refused_by, ack.kind, ack.version, ack.error, now=at)
             )
             return

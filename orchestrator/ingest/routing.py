@@ -159,41 +159,41 @@ class Router:
             for i in range(0, len(ids), MANY_PER_NOTICE):
                 messages.append({"what": MANY, what: ids[i : i + MANY_PER_NOTICE]})
 
-        def notify(conn: sa.Connection) -> None:
+        def notify(conn: Connection) -> None:
             for message in messages:
                 self.notice_in(conn, message)
 
-        await self.app.runner.write(notify)
+        await self.runner.write(notify)
 
     async def deliver_many(self, documents: Sequence[str], commands: Sequence[str]) -> None:
         """Send what waits for those of ``documents`` / ``commands`` (gateway ids) whose
         stream is held here: one read for all of them."""
-        sessions = {g: s for g in {*documents, *commands} if (s := self.app.hub.session(g))}
+        sessions = {g: s for g in {*documents, *commands} if (s := self.hub.session(g))}
         if not sessions:
             return
-        store = self.app.runner.store
+        store = self.store
         doc_ids = sorted(g for g in documents if g in sessions)
         cmd_ids = sorted(g for g in commands if g in sessions)
 
-        def load(c: sa.Connection) -> tuple[Any, Any]:
+        def load(c: Connection) -> tuple[Any, Any]:
             return (
                 store.documents_not_held(c, doc_ids) if doc_ids else [],
                 store.commands_for(c, cmd_ids, UNSETTLED) if cmd_ids else [],
             )
 
-        docs, records = await self.app.runner.read(load)
+        docs, records = await self.runner.read(load)
         by_gateway: dict[str, list[Any]] = {}
         for doc in docs:
             by_gateway.setdefault(doc.gateway_id, []).append(doc)
         for gateway_id, found in by_gateway.items():
-            if self.app.hub.session(gateway_id) is sessions[gateway_id]:
+            if self.hub.session(gateway_id) is sessions[gateway_id]:
                 send_documents(sessions[gateway_id], found, {})
         pending: dict[str, list[Any]] = {}
         for record in records:
             pending.setdefault(record.gateway_id, []).append(record)
         for gateway_id, found in pending.items():
-            if self.app.hub.session(gateway_id) is sessions[gateway_id]:
-                await send_commands(self.app, sessions[gateway_id], found)
+            if self.hub.session(gateway_id) is sessions[gateway_id]:
+                await self.delivery.commands(sessions[gateway_id], found)
 
     async def certificates_revoked(self, serials: list[str]) -> None:
         """Tell the other replicas to close their streams opened with ``serials`` now,
