@@ -175,6 +175,12 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--dir", type=Path, default=Path("demo-run"))
     demo.add_argument("--speed", type=float, default=120.0, help="simulated clock speed")
     demo.add_argument("--seconds", type=float, default=0, help="stop after this long (0: Ctrl-C)")
+    demo.add_argument(
+        "--city",
+        action="store_true",
+        help="also put the generated Dijon-sized city (1,500 cabinets, 34,000 lamps) in the "
+        "asset register, beside the three live cabinets",
+    )
 
     from ondijon.firmware_cli import add_commands
 
@@ -248,7 +254,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "demo":
         from ondijon.demo import run_demo
 
-        return run_demo(args.dir, speed=args.speed, seconds=args.seconds)
+        return run_demo(args.dir, speed=args.speed, seconds=args.seconds, with_city=args.city)
     if args.command in ("release", "campaign"):
         from ondijon.firmware_cli import run_firmware
 
