@@ -34,6 +34,7 @@ from orchestrator.access.gate import (
     LiveScope,
 )
 from orchestrator.fleet.documents import check_document, reported_cards, validate_override
+from orchestrator.fleet.overrides import LIVE_STATUSES, active_overrides, unknown_device
 from orchestrator.identity import admin as identity_admin
 from orchestrator.ingest.checks import (
     MAX_ID,
@@ -286,11 +287,16 @@ class ControlCentreService(control_pb2_grpc.ControlCentreServicer):
         attempt = Attempt(attempt.action, attempt.target, gateway.commune)
         now = self.app.clock.now()
         problem = _check_command(command, now)
+        store = self.app.runner.store
+        if not problem and command.WhichOneof("action") in ("override", "bollard"):
+            devices = await self.app.runner.read(
+                lambda c: current_devices(store, c, request.gateway_id)
+            )
+            problem = unknown_device(command, request.gateway_id, devices)
         if problem:
             await self.gate.refuse(
                 context, caller, attempt, grpc.StatusCode.INVALID_ARGUMENT, problem
             )
-        store = self.app.runner.store
         try:
             await self.app.runner.write(
                 lambda c: store.add_command(
@@ -360,11 +366,20 @@ class ControlCentreService(control_pb2_grpc.ControlCentreServicer):
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT, f"after_sequence: at most {MAX_STORED_INT}"
             )
+        problem = _check_event_filters(request)
+        if problem:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
         store = self.app.runner.store
         limit = min(request.limit or 100, 1000)
         records = await self.app.runner.read(
             lambda c: store.list_events(
-                c, request.gateway_id, after_sequence=request.after_sequence, limit=limit
+                c,
+                request.gateway_id,
+                after_sequence=request.after_sequence,
+                limit=limit,
+                newest_first=request.newest_first,
+                priorities=list(request.priorities),
+                types=list(request.types),
             )
         )
         visible_ids = await self.gate.visible_gateways(caller)
@@ -430,6 +445,27 @@ class ControlCentreService(control_pb2_grpc.ControlCentreServicer):
     ) -> control_pb2.ListAuditResponse:
         return await identity_admin.list_audit(self.gate, request, context)
 
+    # -- overrides ------------------------------------------------------------------------------
+
+    async def ListOverrides(
+        self, request: control_pb2.ListOverridesRequest, context: Context
+    ) -> control_pb2.ListOverridesResponse:
+        caller = await self.gate.caller(context, VIEWER, None)
+        await self.gate.gateway(context, caller, request.gateway_id, None)
+        store = self.app.runner.store
+
+        def load(c: sa.Connection) -> tuple[list[CommandRecord], list[Any]]:
+            return (
+                store.recent_commands(c, request.gateway_id, LIVE_STATUSES, limit=1000),
+                current_devices(store, c, request.gateway_id),
+            )
+
+        records, devices = await self.app.runner.read(load)
+        commands = [(r.command_id, r.status, r.detail, r.created_by, r.payload) for r in records]
+        return control_pb2.ListOverridesResponse(
+            overrides=active_overrides(commands, devices, self.app.clock.now())
+        )
+
 
 def _check_new_gateway(request: control_pb2.AddGatewayRequest) -> None:
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -458,6 +494,18 @@ def _check_new_gateway(request: control_pb2.AddGatewayRequest) -> None:
             raise WireError(f"tags[{i}]", "1 to 64 printable characters")
     if request.token_ttl_s > 30 * 86400:
         raise WireError("token_ttl_s", "at most 30 days")
+
+
+def _check_event_filters(request: control_pb2.ListEventsRequest) -> str:
+    for index, priority in enumerate(request.priorities):
+        if priority not in link_pb2.EventPriority.values() or priority == 0:
+            return f"priorities[{index}]: unknown event priority {priority}"
+    if len(request.types) > 16:
+        return "types: at most 16"
+    for index, kind in enumerate(request.types):
+        if not kind or len(kind) > 128 or not kind.isprintable():
+            return f"types[{index}]: 1 to 128 printable characters"
+    return ""
 
 
 def _check_command_id(value: str, field: str) -> str:

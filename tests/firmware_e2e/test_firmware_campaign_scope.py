@@ -9,7 +9,7 @@ import pytest
 from google.protobuf import text_format
 
 from ondijon import firmware_cli
-from ondijon.admin import AdminError, call
+from ondijon.client import AdminClient, AdminError
 from protos.ondijon.v1 import control_pb2, firmware_pb2, firmware_pb2_grpc
 from tests.conftest import City
 from tests.firmware_e2e.conftest import CabinetFactory, Releases, eventually
@@ -19,10 +19,9 @@ pytestmark = pytest.mark.integration
 
 
 async def _refusals(city: City, action: str) -> list[control_pb2.AuditEntry]:
-    response = await call(
-        city.admin, "ListAudit", control_pb2.ListAuditRequest(action=action, result="refused")
+    response = await AdminClient(city.admin).list_audit(
+        control_pb2.ListAuditRequest(action=action, result="refused")
     )
-    assert isinstance(response, control_pb2.ListAuditResponse)
     return list(response.entries)
 
 
@@ -44,10 +43,9 @@ async def test_an_operator_sees_only_its_communes_gateways_in_a_campaign(
     assert "bn-sc-1" in everything and "Beaune" in everything
 
     dijon = city.operator("dijon-ops", "operator", ["Dijon"])
-    response = await firmware_cli.call(
-        dijon, "GetCampaign", firmware_pb2.GetCampaignRequest(campaign_id=campaign_id)
+    response = await AdminClient(dijon).get_campaign(
+        firmware_pb2.GetCampaignRequest(campaign_id=campaign_id)
     )
-    assert isinstance(response, firmware_pb2.GetCampaignResponse)
     shown = response.campaign
     text = text_format.MessageToString(shown)
     assert "bn-sc-1" not in text and "Beaune" not in text
@@ -55,8 +53,7 @@ async def test_an_operator_sees_only_its_communes_gateways_in_a_campaign(
     assert [g.gateway_id for g in shown.gateways] == ["dj-sc-1"]
     assert sum(w.gateways for w in shown.waves) == 1
     assert shown.history[0].endswith("started; waves of 1")
-    listed = await firmware_cli.call(dijon, "ListCampaigns", firmware_pb2.ListCampaignsRequest())
-    assert isinstance(listed, firmware_pb2.ListCampaignsResponse)
+    listed = await AdminClient(dijon).list_campaigns(firmware_pb2.ListCampaignsRequest())
     (summary,) = listed.campaigns
     assert summary.target_count == 1
     assert "bn-sc-1" not in text_format.MessageToString(summary)

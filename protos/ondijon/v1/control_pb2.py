@@ -24,74 +24,81 @@ _sym_db = _symbol_database.Default()
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from protos.ondijon.v1 import link_pb2 as ondijon_dot_v1_dot_link__pb2
+from protos.ondijon.v1 import schedule_pb2 as ondijon_dot_v1_dot_schedule__pb2
 from protos.ondijon.v1 import state_pb2 as ondijon_dot_v1_dot_state__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18ondijon/v1/control.proto\x12\nondijon.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15ondijon/v1/link.proto\x1a\x16ondijon/v1/state.proto\"\x8a\x03\n\x07Gateway\x12\x12\n\ngateway_id\x18\x01 \x01(\t\x12\x0e\n\x06serial\x18\x02 \x01(\t\x12\x0f\n\x07\x63ommune\x18\x03 \x01(\t\x12\x10\n\x08latitude\x18\x04 \x01(\x01\x12\x11\n\tlongitude\x18\x05 \x01(\x01\x12\x11\n\ttime_zone\x18\x06 \x01(\t\x12\x0c\n\x04tags\x18\x07 \x03(\t\x12\x11\n\tconnected\x18\x08 \x01(\x08\x12-\n\tlast_seen\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10\x66irmware_version\x18\n \x01(\t\x12&\n\x04held\x18\x0b \x03(\x0b\x32\x18.ondijon.v1.HeldDocument\x12)\n\x07\x64\x65sired\x18\x0c \x03(\x0b\x32\x18.ondijon.v1.HeldDocument\x12\x10\n\x08\x65nrolled\x18\r \x01(\x08\x12\x17\n\x0fstored_sequence\x18\x0e \x01(\x04\x12*\n\x07missing\x18\x0f \x03(\x0b\x32\x19.ondijon.v1.SequenceRange\"\xa3\x01\n\x11\x41\x64\x64GatewayRequest\x12\x12\n\ngateway_id\x18\x01 \x01(\t\x12\x0e\n\x06serial\x18\x02 \x01(\t\x12\x0f\n\x07\x63ommune\x18\x03 \x01(\t\x12\x10\n\x08latitude\x18\x04 \x01(\x01\x12\x11\n\tlongitude\x18\x05 \x01(\x01\x12\x11\n\ttime_zone\x18\x06 \x01(\t\x12\x0c\n\x04tags\x18\x07 \x03(\t\x12\x13\n\x0btoken_ttl_s\x18\x08 \x01(\r\"\x8a\x01\n\x12\x41\x64\x64GatewayResponse\x12$\n\x07gateway\x18\x01 \x01(\x0b\x32\x13.ondijon.v1.Gateway\x12\x18\n\x10\x65nrollment_token\x18\x02 \x01(\t\x12\x34\n\x10token_expires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"&\n\x13ListGatewaysRequest\x12\x0f\n\x07\x63ommune\x18\x01 \x01(\t\"=\n\x14ListGatewaysResponse\x12%\n\x08gateways\x18\x01 \x03(\x0b\x32\x13.ondijon.v1.Gateway\"\'\n\x11GetGatewayRequest\x12\x12\n\ngateway_id\x18\x01 \x01(\t\":\n\x12GetGatewayResponse\x12$\n\x07gateway\x18\x01 \x01(\x0b\x32\x13.ondijon.v1.Gateway\"(\n\x12ListDevicesRequest\x12\x12\n\ngateway_id\x18\x01 \x01(\t\"?\n\x13ListDevicesResponse\x12(\n\x07\x64\x65vices\x18\x01 \x03(\x0b\x32\x17.ondijon.v1.DeviceState\"\x7f\n\x16PutDesiredStateRequest\x12\x12\n\ngateway_id\x18\x01 \x01(\t\x12&\n\x04kind\x18\x02 \x01(\x0e\x32\x18.ondijon.v1.DocumentKind\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\x12\x18\n\x10\x65xpected_version\x18\x04 \x01(\x04\"H\n\x17PutDesiredStateResponse\x12-\n\x08\x64ocument\x18\x01 \x01(\x0b\x32\x1b.ondijon.v1.DesiredDocument\"T\n\x16GetDesiredStateRequest\x12\x12\n\ngateway_id\x18\x01 \x01(\t\x12&\n\x04kind\x18\x02 \x01(\x0e\x32\x18.ondijon.v1.DocumentKind\"H\n\x17GetDesiredStateResponse\x12-\n\x08\x64ocument\x18\x01 \x01(\x0b\x32\x1b.ondijon.v1.DesiredDocument\"N\n\x12SendCommandRequest\x12\x12\n\ngateway_id\x18\x01 \x01(\t\x12$\n\x07\x63ommand\x18\x02 \x01(\x0b\x32\x13.ondijon.v1.Command\")\n\x13SendCommandResponse\x12\x12\n\ncommand_id\x18\x01 \x01(\t\"\'\n\x11GetCommandRequest\x12\x12\n\ncommand_id\x18\x01 \x01(\t\"\xa7\x01\n\x12GetCommandResponse\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12\x12\n\ngateway_id\x18\x02 \x01(\t\x12)\n\x06status\x18\x03 \x01(\x0e\x32\x19.ondijon.v1.CommandStatus\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\x12.\n\nexpires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"N\n\x11ListEventsRequest\x12\x12\n\ngateway_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x04\x12\r\n\x05limit\x18\x03 \x01(\r\"t\n\x0bStoredEvent\x12\x12\n\ngateway_id\x18\x01 \x01(\t\x12 \n\x05\x65vent\x18\x02 \x01(\x0b\x32\x11.ondijon.v1.Event\x12/\n\x0breceived_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"=\n\x12ListEventsResponse\x12\'\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x17.ondijon.v1.StoredEvent\"(\n\x12WatchEventsRequest\x12\x12\n\ngateway_id\x18\x01 \x01(\t\"=\n\x13WatchEventsResponse\x12&\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x17.ondijon.v1.StoredEvent\":\n\x14RevokeGatewayRequest\x12\x12\n\ngateway_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\\\n\x15RevokeGatewayResponse\x12\x17\n\x0frevoked_serials\x18\x01 \x03(\t\x12\x16\n\x0estreams_closed\x18\x02 \x01(\r\x12\x12\n\ncrl_number\x18\x03 \x01(\x04\"F\n\x1bIssueEnrollmentTokenRequest\x12\x12\n\ngateway_id\x18\x01 \x01(\t\x12\x13\n\x0btoken_ttl_s\x18\x02 \x01(\r\"n\n\x1cIssueEnrollmentTokenResponse\x12\x18\n\x10\x65nrollment_token\x18\x01 \x01(\t\x12\x34\n\x10token_expires_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa0\x01\n\nAuditEntry\x12\n\n\x02id\x18\x01 \x01(\x04\x12&\n\x02\x61t\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x04 \x01(\t\x12\x0e\n\x06target\x18\x05 \x01(\t\x12\x0f\n\x07\x63ommune\x18\x06 \x01(\t\x12\x0e\n\x06result\x18\x07 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x08 \x01(\t\"\xdd\x01\n\x10ListAuditRequest\x12\x10\n\x08\x61\x66ter_id\x18\x01 \x01(\x04\x12\r\n\x05limit\x18\x02 \x01(\r\x12)\n\x05since\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61\x63tor\x18\x05 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x06 \x01(\t\x12\x0f\n\x07\x63ommune\x18\x07 \x01(\t\x12\x0e\n\x06result\x18\x08 \x01(\t\x12\x12\n\ngateway_id\x18\t \x01(\t\"S\n\x11ListAuditResponse\x12\'\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x16.ondijon.v1.AuditEntry\x12\x15\n\rnext_after_id\x18\x02 \x01(\x04\x32\xcb\x08\n\rControlCentre\x12K\n\nAddGateway\x12\x1d.ondijon.v1.AddGatewayRequest\x1a\x1e.ondijon.v1.AddGatewayResponse\x12Q\n\x0cListGateways\x12\x1f.ondijon.v1.ListGatewaysRequest\x1a .ondijon.v1.ListGatewaysResponse\x12K\n\nGetGateway\x12\x1d.ondijon.v1.GetGatewayRequest\x1a\x1e.ondijon.v1.GetGatewayResponse\x12N\n\x0bListDevices\x12\x1e.ondijon.v1.ListDevicesRequest\x1a\x1f.ondijon.v1.ListDevicesResponse\x12Z\n\x0fPutDesiredState\x12\".ondijon.v1.PutDesiredStateRequest\x1a#.ondijon.v1.PutDesiredStateResponse\x12Z\n\x0fGetDesiredState\x12\".ondijon.v1.GetDesiredStateRequest\x1a#.ondijon.v1.GetDesiredStateResponse\x12N\n\x0bSendCommand\x12\x1e.ondijon.v1.SendCommandRequest\x1a\x1f.ondijon.v1.SendCommandResponse\x12K\n\nGetCommand\x12\x1d.ondijon.v1.GetCommandRequest\x1a\x1e.ondijon.v1.GetCommandResponse\x12K\n\nListEvents\x12\x1d.ondijon.v1.ListEventsRequest\x1a\x1e.ondijon.v1.ListEventsResponse\x12P\n\x0bWatchEvents\x12\x1e.ondijon.v1.WatchEventsRequest\x1a\x1f.ondijon.v1.WatchEventsResponse0\x01\x12T\n\rRevokeGateway\x12 .ondijon.v1.RevokeGatewayRequest\x1a!.ondijon.v1.RevokeGatewayResponse\x12i\n\x14IssueEnrollmentToken\x12\'.ondijon.v1.IssueEnrollmentTokenRequest\x1a(.ondijon.v1.IssueEnrollmentTokenResponse\x12H\n\tListAudit\x12\x1c.ondijon.v1.ListAuditRequest\x1a\x1d.ondijon.v1.ListAuditResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18ondijon/v1/control.proto\x12\nondijon.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15ondijon/v1/link.proto\x1a\x19ondijon/v1/schedule.proto\x1a\x16ondijon/v1/state.proto\"\x8a\x03\n\x07Gateway\x12\x12\n\ngateway_id\x18\x01 \x01(\t\x12\x0e\n\x06serial\x18\x02 \x01(\t\x12\x0f\n\x07\x63ommune\x18\x03 \x01(\t\x12\x10\n\x08latitude\x18\x04 \x01(\x01\x12\x11\n\tlongitude\x18\x05 \x01(\x01\x12\x11\n\ttime_zone\x18\x06 \x01(\t\x12\x0c\n\x04tags\x18\x07 \x03(\t\x12\x11\n\tconnected\x18\x08 \x01(\x08\x12-\n\tlast_seen\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10\x66irmware_version\x18\n \x01(\t\x12&\n\x04held\x18\x0b \x03(\x0b\x32\x18.ondijon.v1.HeldDocument\x12)\n\x07\x64\x65sired\x18\x0c \x03(\x0b\x32\x18.ondijon.v1.HeldDocument\x12\x10\n\x08\x65nrolled\x18\r \x01(\x08\x12\x17\n\x0fstored_sequence\x18\x0e \x01(\x04\x12*\n\x07missing\x18\x0f \x03(\x0b\x32\x19.ondijon.v1.SequenceRange\"\xa3\x01\n\x11\x41\x64\x64GatewayRequest\x12\x12\n\ngateway_id\x18\x01 \x01(\t\x12\x0e\n\x06serial\x18\x02 \x01(\t\x12\x0f\n\x07\x63ommune\x18\x03 \x01(\t\x12\x10\n\x08latitude\x18\x04 \x01(\x01\x12\x11\n\tlongitude\x18\x05 \x01(\x01\x12\x11\n\ttime_zone\x18\x06 \x01(\t\x12\x0c\n\x04tags\x18\x07 \x03(\t\x12\x13\n\x0btoken_ttl_s\x18\x08 \x01(\r\"\x8a\x01\n\x12\x41\x64\x64GatewayResponse\x12$\n\x07gateway\x18\x01 \x01(\x0b\x32\x13.ondijon.v1.Gateway\x12\x18\n\x10\x65nrollment_token\x18\x02 \x01(\t\x12\x34\n\x10token_expires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"&\n\x13ListGatewaysRequest\x12\x0f\n\x07\x63ommune\x18\x01 \x01(\t\"=\n\x14ListGatewaysResponse\x12%\n\x08gateways\x18\x01 \x03(\x0b\x32\x13.ondijon.v1.Gateway\"\'\n\x11GetGatewayRequest\x12\x12\n\ngateway_id\x18\x01 \x01(\t\":\n\x12GetGatewayResponse\x12$\n\x07gateway\x18\x01 \x01(\x0b\x32\x13.ondijon.v1.Gateway\"(\n\x12ListDevicesRequest\x12\x12\n\ngateway_id\x18\x01 \x01(\t\"?\n\x13ListDevicesResponse\x12(\n\x07\x64\x65vices\x18\x01 \x03(\x0b\x32\x17.ondijon.v1.DeviceState\"\x7f\n\x16PutDesiredStateRequest\x12\x12\n\ngateway_id\x18\x01 \x01(\t\x12&\n\x04kind\x18\x02 \x01(\x0e\x32\x18.ondijon.v1.DocumentKind\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\x12\x18\n\x10\x65xpected_version\x18\x04 \x01(\x04\"H\n\x17PutDesiredStateResponse\x12-\n\x08\x64ocument\x18\x01 \x01(\x0b\x32\x1b.ondijon.v1.DesiredDocument\"T\n\x16GetDesiredStateRequest\x12\x12\n\ngateway_id\x18\x01 \x01(\t\x12&\n\x04kind\x18\x02 \x01(\x0e\x32\x18.ondijon.v1.DocumentKind\"H\n\x17GetDesiredStateResponse\x12-\n\x08\x64ocument\x18\x01 \x01(\x0b\x32\x1b.ondijon.v1.DesiredDocument\"N\n\x12SendCommandRequest\x12\x12\n\ngateway_id\x18\x01 \x01(\t\x12$\n\x07\x63ommand\x18\x02 \x01(\x0b\x32\x13.ondijon.v1.Command\")\n\x13SendCommandResponse\x12\x12\n\ncommand_id\x18\x01 \x01(\t\"\'\n\x11GetCommandRequest\x12\x12\n\ncommand_id\x18\x01 \x01(\t\"\xa7\x01\n\x12GetCommandResponse\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12\x12\n\ngateway_id\x18\x02 \x01(\t\x12)\n\x06status\x18\x03 \x01(\x0e\x32\x19.ondijon.v1.CommandStatus\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\x12.\n\nexpires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa2\x01\n\x11ListEventsRequest\x12\x12\n\ngateway_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x04\x12\r\n\x05limit\x18\x03 \x01(\r\x12\x14\n\x0cnewest_first\x18\x04 \x01(\x08\x12-\n\npriorities\x18\x05 \x03(\x0e\x32\x19.ondijon.v1.EventPriority\x12\r\n\x05types\x18\x06 \x03(\t\"t\n\x0bStoredEvent\x12\x12\n\ngateway_id\x18\x01 \x01(\t\x12 \n\x05\x65vent\x18\x02 \x01(\x0b\x32\x11.ondijon.v1.Event\x12/\n\x0breceived_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"=\n\x12ListEventsResponse\x12\'\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x17.ondijon.v1.StoredEvent\"(\n\x12WatchEventsRequest\x12\x12\n\ngateway_id\x18\x01 \x01(\t\"=\n\x13WatchEventsResponse\x12&\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x17.ondijon.v1.StoredEvent\":\n\x14RevokeGatewayRequest\x12\x12\n\ngateway_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\\\n\x15RevokeGatewayResponse\x12\x17\n\x0frevoked_serials\x18\x01 \x03(\t\x12\x16\n\x0estreams_closed\x18\x02 \x01(\r\x12\x12\n\ncrl_number\x18\x03 \x01(\x04\"F\n\x1bIssueEnrollmentTokenRequest\x12\x12\n\ngateway_id\x18\x01 \x01(\t\x12\x13\n\x0btoken_ttl_s\x18\x02 \x01(\r\"n\n\x1cIssueEnrollmentTokenResponse\x12\x18\n\x10\x65nrollment_token\x18\x01 \x01(\t\x12\x34\n\x10token_expires_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa0\x01\n\nAuditEntry\x12\n\n\x02id\x18\x01 \x01(\x04\x12&\n\x02\x61t\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x04 \x01(\t\x12\x0e\n\x06target\x18\x05 \x01(\t\x12\x0f\n\x07\x63ommune\x18\x06 \x01(\t\x12\x0e\n\x06result\x18\x07 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x08 \x01(\t\"\xdd\x01\n\x10ListAuditRequest\x12\x10\n\x08\x61\x66ter_id\x18\x01 \x01(\x04\x12\r\n\x05limit\x18\x02 \x01(\r\x12)\n\x05since\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61\x63tor\x18\x05 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x06 \x01(\t\x12\x0f\n\x07\x63ommune\x18\x07 \x01(\t\x12\x0e\n\x06result\x18\x08 \x01(\t\x12\x12\n\ngateway_id\x18\t \x01(\t\"S\n\x11ListAuditResponse\x12\'\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x16.ondijon.v1.AuditEntry\x12\x15\n\rnext_after_id\x18\x02 \x01(\x04\"*\n\x14ListOverridesRequest\x12\x12\n\ngateway_id\x18\x01 \x01(\t\"\xad\x01\n\x0e\x41\x63tiveOverride\x12&\n\x08override\x18\x01 \x01(\x0b\x32\x14.ondijon.v1.Override\x12\x12\n\ncommand_id\x18\x02 \x01(\t\x12)\n\x06status\x18\x03 \x01(\x0e\x32\x19.ondijon.v1.CommandStatus\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\x12\x11\n\tissued_by\x18\x05 \x01(\t\x12\x11\n\tfollowing\x18\x06 \x03(\t\"F\n\x15ListOverridesResponse\x12-\n\toverrides\x18\x01 \x03(\x0b\x32\x1a.ondijon.v1.ActiveOverride2\xa1\t\n\rControlCentre\x12K\n\nAddGateway\x12\x1d.ondijon.v1.AddGatewayRequest\x1a\x1e.ondijon.v1.AddGatewayResponse\x12Q\n\x0cListGateways\x12\x1f.ondijon.v1.ListGatewaysRequest\x1a .ondijon.v1.ListGatewaysResponse\x12K\n\nGetGateway\x12\x1d.ondijon.v1.GetGatewayRequest\x1a\x1e.ondijon.v1.GetGatewayResponse\x12N\n\x0bListDevices\x12\x1e.ondijon.v1.ListDevicesRequest\x1a\x1f.ondijon.v1.ListDevicesResponse\x12Z\n\x0fPutDesiredState\x12\".ondijon.v1.PutDesiredStateRequest\x1a#.ondijon.v1.PutDesiredStateResponse\x12Z\n\x0fGetDesiredState\x12\".ondijon.v1.GetDesiredStateRequest\x1a#.ondijon.v1.GetDesiredStateResponse\x12N\n\x0bSendCommand\x12\x1e.ondijon.v1.SendCommandRequest\x1a\x1f.ondijon.v1.SendCommandResponse\x12K\n\nGetCommand\x12\x1d.ondijon.v1.GetCommandRequest\x1a\x1e.ondijon.v1.GetCommandResponse\x12K\n\nListEvents\x12\x1d.ondijon.v1.ListEventsRequest\x1a\x1e.ondijon.v1.ListEventsResponse\x12P\n\x0bWatchEvents\x12\x1e.ondijon.v1.WatchEventsRequest\x1a\x1f.ondijon.v1.WatchEventsResponse0\x01\x12T\n\rRevokeGateway\x12 .ondijon.v1.RevokeGatewayRequest\x1a!.ondijon.v1.RevokeGatewayResponse\x12i\n\x14IssueEnrollmentToken\x12\'.ondijon.v1.IssueEnrollmentTokenRequest\x1a(.ondijon.v1.IssueEnrollmentTokenResponse\x12H\n\tListAudit\x12\x1c.ondijon.v1.ListAuditRequest\x1a\x1d.ondijon.v1.ListAuditResponse\x12T\n\rListOverrides\x12 .ondijon.v1.ListOverridesRequest\x1a!.ondijon.v1.ListOverridesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ondijon.v1.control_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_GATEWAY']._serialized_start=121
-  _globals['_GATEWAY']._serialized_end=515
-  _globals['_ADDGATEWAYREQUEST']._serialized_start=518
-  _globals['_ADDGATEWAYREQUEST']._serialized_end=681
-  _globals['_ADDGATEWAYRESPONSE']._serialized_start=684
-  _globals['_ADDGATEWAYRESPONSE']._serialized_end=822
-  _globals['_LISTGATEWAYSREQUEST']._serialized_start=824
-  _globals['_LISTGATEWAYSREQUEST']._serialized_end=862
-  _globals['_LISTGATEWAYSRESPONSE']._serialized_start=864
-  _globals['_LISTGATEWAYSRESPONSE']._serialized_end=925
-  _globals['_GETGATEWAYREQUEST']._serialized_start=927
-  _globals['_GETGATEWAYREQUEST']._serialized_end=966
-  _globals['_GETGATEWAYRESPONSE']._serialized_start=968
-  _globals['_GETGATEWAYRESPONSE']._serialized_end=1026
-  _globals['_LISTDEVICESREQUEST']._serialized_start=1028
-  _globals['_LISTDEVICESREQUEST']._serialized_end=1068
-  _globals['_LISTDEVICESRESPONSE']._serialized_start=1070
-  _globals['_LISTDEVICESRESPONSE']._serialized_end=1133
-  _globals['_PUTDESIREDSTATEREQUEST']._serialized_start=1135
-  _globals['_PUTDESIREDSTATEREQUEST']._serialized_end=1262
-  _globals['_PUTDESIREDSTATERESPONSE']._serialized_start=1264
-  _globals['_PUTDESIREDSTATERESPONSE']._serialized_end=1336
-  _globals['_GETDESIREDSTATEREQUEST']._serialized_start=1338
-  _globals['_GETDESIREDSTATEREQUEST']._serialized_end=1422
-  _globals['_GETDESIREDSTATERESPONSE']._serialized_start=1424
-  _globals['_GETDESIREDSTATERESPONSE']._serialized_end=1496
-  _globals['_SENDCOMMANDREQUEST']._serialized_start=1498
-  _globals['_SENDCOMMANDREQUEST']._serialized_end=1576
-  _globals['_SENDCOMMANDRESPONSE']._serialized_start=1578
-  _globals['_SENDCOMMANDRESPONSE']._serialized_end=1619
-  _globals['_GETCOMMANDREQUEST']._serialized_start=1621
-  _globals['_GETCOMMANDREQUEST']._serialized_end=1660
-  _globals['_GETCOMMANDRESPONSE']._serialized_start=1663
-  _globals['_GETCOMMANDRESPONSE']._serialized_end=1830
-  _globals['_LISTEVENTSREQUEST']._serialized_start=1832
-  _globals['_LISTEVENTSREQUEST']._serialized_end=1910
-  _globals['_STOREDEVENT']._serialized_start=1912
-  _globals['_STOREDEVENT']._serialized_end=2028
-  _globals['_LISTEVENTSRESPONSE']._serialized_start=2030
-  _globals['_LISTEVENTSRESPONSE']._serialized_end=2091
-  _globals['_WATCHEVENTSREQUEST']._serialized_start=2093
-  _globals['_WATCHEVENTSREQUEST']._serialized_end=2133
-  _globals['_WATCHEVENTSRESPONSE']._serialized_start=2135
-  _globals['_WATCHEVENTSRESPONSE']._serialized_end=2196
-  _globals['_REVOKEGATEWAYREQUEST']._serialized_start=2198
-  _globals['_REVOKEGATEWAYREQUEST']._serialized_end=2256
-  _globals['_REVOKEGATEWAYRESPONSE']._serialized_start=2258
-  _globals['_REVOKEGATEWAYRESPONSE']._serialized_end=2350
-  _globals['_ISSUEENROLLMENTTOKENREQUEST']._serialized_start=2352
-  _globals['_ISSUEENROLLMENTTOKENREQUEST']._serialized_end=2422
-  _globals['_ISSUEENROLLMENTTOKENRESPONSE']._serialized_start=2424
-  _globals['_ISSUEENROLLMENTTOKENRESPONSE']._serialized_end=2534
-  _globals['_AUDITENTRY']._serialized_start=2537
-  _globals['_AUDITENTRY']._serialized_end=2697
-  _globals['_LISTAUDITREQUEST']._serialized_start=2700
-  _globals['_LISTAUDITREQUEST']._serialized_end=2921
-  _globals['_LISTAUDITRESPONSE']._serialized_start=2923
-  _globals['_LISTAUDITRESPONSE']._serialized_end=3006
-  _globals['_CONTROLCENTRE']._serialized_start=3009
-  _globals['_CONTROLCENTRE']._serialized_end=4108
+  _globals['_GATEWAY']._serialized_start=148
+  _globals['_GATEWAY']._serialized_end=542
+  _globals['_ADDGATEWAYREQUEST']._serialized_start=545
+  _globals['_ADDGATEWAYREQUEST']._serialized_end=708
+  _globals['_ADDGATEWAYRESPONSE']._serialized_start=711
+  _globals['_ADDGATEWAYRESPONSE']._serialized_end=849
+  _globals['_LISTGATEWAYSREQUEST']._serialized_start=851
+  _globals['_LISTGATEWAYSREQUEST']._serialized_end=889
+  _globals['_LISTGATEWAYSRESPONSE']._serialized_start=891
+  _globals['_LISTGATEWAYSRESPONSE']._serialized_end=952
+  _globals['_GETGATEWAYREQUEST']._serialized_start=954
+  _globals['_GETGATEWAYREQUEST']._serialized_end=993
+  _globals['_GETGATEWAYRESPONSE']._serialized_start=995
+  _globals['_GETGATEWAYRESPONSE']._serialized_end=1053
+  _globals['_LISTDEVICESREQUEST']._serialized_start=1055
+  _globals['_LISTDEVICESREQUEST']._serialized_end=1095
+  _globals['_LISTDEVICESRESPONSE']._serialized_start=1097
+  _globals['_LISTDEVICESRESPONSE']._serialized_end=1160
+  _globals['_PUTDESIREDSTATEREQUEST']._serialized_start=1162
+  _globals['_PUTDESIREDSTATEREQUEST']._serialized_end=1289
+  _globals['_PUTDESIREDSTATERESPONSE']._serialized_start=1291
+  _globals['_PUTDESIREDSTATERESPONSE']._serialized_end=1363
+  _globals['_GETDESIREDSTATEREQUEST']._serialized_start=1365
+  _globals['_GETDESIREDSTATEREQUEST']._serialized_end=1449
+  _globals['_GETDESIREDSTATERESPONSE']._serialized_start=1451
+  _globals['_GETDESIREDSTATERESPONSE']._serialized_end=1523
+  _globals['_SENDCOMMANDREQUEST']._serialized_start=1525
+  _globals['_SENDCOMMANDREQUEST']._serialized_end=1603
+  _globals['_SENDCOMMANDRESPONSE']._serialized_start=1605
+  _globals['_SENDCOMMANDRESPONSE']._serialized_end=1646
+  _globals['_GETCOMMANDREQUEST']._serialized_start=1648
+  _globals['_GETCOMMANDREQUEST']._serialized_end=1687
+  _globals['_GETCOMMANDRESPONSE']._serialized_start=1690
+  _globals['_GETCOMMANDRESPONSE']._serialized_end=1857
+  _globals['_LISTEVENTSREQUEST']._serialized_start=1860
+  _globals['_LISTEVENTSREQUEST']._serialized_end=2022
+  _globals['_STOREDEVENT']._serialized_start=2024
+  _globals['_STOREDEVENT']._serialized_end=2140
+  _globals['_LISTEVENTSRESPONSE']._serialized_start=2142
+  _globals['_LISTEVENTSRESPONSE']._serialized_end=2203
+  _globals['_WATCHEVENTSREQUEST']._serialized_start=2205
+  _globals['_WATCHEVENTSREQUEST']._serialized_end=2245
+  _globals['_WATCHEVENTSRESPONSE']._serialized_start=2247
+  _globals['_WATCHEVENTSRESPONSE']._serialized_end=2308
+  _globals['_REVOKEGATEWAYREQUEST']._serialized_start=2310
+  _globals['_REVOKEGATEWAYREQUEST']._serialized_end=2368
+  _globals['_REVOKEGATEWAYRESPONSE']._serialized_start=2370
+  _globals['_REVOKEGATEWAYRESPONSE']._serialized_end=2462
+  _globals['_ISSUEENROLLMENTTOKENREQUEST']._serialized_start=2464
+  _globals['_ISSUEENROLLMENTTOKENREQUEST']._serialized_end=2534
+  _globals['_ISSUEENROLLMENTTOKENRESPONSE']._serialized_start=2536
+  _globals['_ISSUEENROLLMENTTOKENRESPONSE']._serialized_end=2646
+  _globals['_AUDITENTRY']._serialized_start=2649
+  _globals['_AUDITENTRY']._serialized_end=2809
+  _globals['_LISTAUDITREQUEST']._serialized_start=2812
+  _globals['_LISTAUDITREQUEST']._serialized_end=3033
+  _globals['_LISTAUDITRESPONSE']._serialized_start=3035
+  _globals['_LISTAUDITRESPONSE']._serialized_end=3118
+  _globals['_LISTOVERRIDESREQUEST']._serialized_start=3120
+  _globals['_LISTOVERRIDESREQUEST']._serialized_end=3162
+  _globals['_ACTIVEOVERRIDE']._serialized_start=3165
+  _globals['_ACTIVEOVERRIDE']._serialized_end=3338
+  _globals['_LISTOVERRIDESRESPONSE']._serialized_start=3340
+  _globals['_LISTOVERRIDESRESPONSE']._serialized_end=3410
+  _globals['_CONTROLCENTRE']._serialized_start=3413
+  _globals['_CONTROLCENTRE']._serialized_end=4598
 # @@protoc_insertion_point(module_scope)
