@@ -212,7 +212,7 @@ async def bench(gateways: int, waves: list[float], directory: Path) -> None:
     wheel_path.write_bytes(wheel)
     release = build_release(wheel_path, VERSION, "0.1.0", now + timedelta(days=30), directory)
     sign_release(release, keys / "release.key")
-    await firmware_cli.upload_release(admin, release)
+    await firmware_cli.upload_release(AdminClient(admin), release)
     print(
         f"release {VERSION}: {len(wheel):,} bytes (sha256 {hashlib.sha256(wheel).hexdigest()[:12]})"
     )

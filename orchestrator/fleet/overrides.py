@@ -50,11 +50,10 @@ def unknown_device(
                 )
     elif action == "bollard":
         ids = {d.device_id for d in devices if d.kind == schedule_pb2.DEVICE_KIND_BOLLARD}
-        if command.bollard.device_id not in ids:
-            has = f"it has {_listed(ids)}" if ids else "it reported none"
+        if ids and command.bollard.device_id not in ids:
             return (
                 f"command.bollard.device_id: {gateway_id} has no bollard "
-                f"{command.bollard.device_id!r} ({has})"
+                f"{command.bollard.device_id!r} (it has {_listed(ids)})"
             )
     return ""
 

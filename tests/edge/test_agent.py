@@ -51,10 +51,13 @@ async def eventually(check: Callable[[], object], timeout: float = 15.0) -> None
 
 
 @contextlib.asynccontextmanager
-async def running(config: AgentConfig, *, clock_step_s: float = 0.0) -> AsyncIterator[Agent]:
-    """Run an agent on a manual clock; with ``clock_step_s`` the clock moves that much
-    every 10 ms of real time (equipment simulators need time to pass)."""
-    clock = ManualClock(datetime(2026, 6, 21, 20, 0, tzinfo=UTC))
+async def running(
+    config: AgentConfig, *, clock_step_s: float = 0.0, start: datetime | None = None
+) -> AsyncIterator[Agent]:
+    """Run an agent on a manual clock from ``start`` (default: a June evening); with
+    ``clock_step_s`` the clock moves that much every 10 ms of real time (equipment
+    simulators need time to pass)."""
+    clock = ManualClock(start or datetime(2026, 6, 21, 20, 0, tzinfo=UTC))
     agent = Agent(config, clock)
     task = asyncio.create_task(agent.run())
 

@@ -97,7 +97,7 @@ class Releases:
         return release
 
     async def upload(self, release: Path) -> firmware_pb2.ReleaseInfo:
-        return await firmware_cli.upload_release(self.profile, release)
+        return await firmware_cli.upload_release(AdminClient(self.profile), release)
 
     async def campaign(self, version: str, gateways: list[str], **fields: Any) -> str:
         """Start a campaign (any time of day, one wave by default); returns its id."""

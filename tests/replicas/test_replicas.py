@@ -194,8 +194,9 @@ async def test_a_replica_whose_store_stalls_says_so_hands_its_gateways_over_and_
     started = time.monotonic()
 
     # An operator on the stalled replica hears UNAVAILABLE, well before a client's deadline.
-    with pytest.raises(AdminError, match=r"^UNAVAILABLE: "):
+    with pytest.raises(AdminError) as caught:
         await AdminClient(three.operator(stalled)).list_gateways(control_pb2.ListGatewaysRequest())
+    assert caught.value.code is grpc.StatusCode.UNAVAILABLE
     assert time.monotonic() - started < 10
 
     # It says it is not ready, and its gateway moved to a replica that stores.

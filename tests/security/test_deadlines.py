@@ -104,8 +104,10 @@ async def test_a_unary_call_is_answered_within_its_deadline(
 
     monkeypatch.setattr(store, "list_gateways", stuck)
     started = time.perf_counter()
-    with pytest.raises(AdminError, match=r"DEADLINE_EXCEEDED: call: not answered within 0\.5 s"):
+    with pytest.raises(AdminError) as caught:
         await AdminClient(city.admin).list_gateways(control_pb2.ListGatewaysRequest())
+    assert caught.value.code is grpc.StatusCode.DEADLINE_EXCEEDED
+    assert caught.value.details == "call: not answered within 0.5 s"
     assert time.perf_counter() - started < 1.5
 
 

@@ -398,7 +398,8 @@ async def test_gateway_text_never_forges_a_log_line_nor_reaches_a_terminal_raw(
     out = capsys.readouterr().out
     assert "forged line" in out and "\\x1b]0;owned" in out and "\\u202egnp.exe" in out
     assert raw_controls(out) == []
-    assert len(out.splitlines()) == 2  # one event, one gateway: no line added
+    # Two headers, one event, one gateway: no line added.
+    assert len(out.splitlines()) == 4
     refused = [r.getMessage() for r in caplog.records if "refused document" in r.getMessage()]
     assert refused and "forged line" in refused[0]
     for record in caplog.records:
