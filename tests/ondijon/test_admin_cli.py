@@ -215,11 +215,31 @@ async def test_refusals_are_one_line_naming_the_field_and_change_nothing(
     assert line.startswith("INVALID_ARGUMENT: programs: a schedule with no program is refused")
     assert cabinet.orders() == before
     assert [lamp.controller.level for lamp in cabinet.agent.lamps] == [40, 40]
-
-    # The agent refuses by itself what the orchestrator could not check (here: a device
-    # kind the gateway has not reported), and the CLI says so.
     held = cabinet.agent.state.document(link_pb2.DOCUMENT_KIND_SCHEDULE)
     assert held is not None and held.version == 1
+
+
+async def test_the_gateway_refuses_what_the_orchestrator_could_not_check(city: City) -> None:
+    # A cabinet of lamps only: the orchestrator has no crossing of it to check a name
+    # against, so the agent does, and the CLI says so in one line.
+    config = await city.enrolled("dj-lamps", lamps=EQUIPMENT["lamps"])
+    async with running(config, start=datetime.now(UTC)) as agent:
+        await asyncio.wait_for(agent.link.status.connected.wait(), 15)
+        line = one_error(
+            await ondijon(city.admin, "signal", "flash", "dj-lamps", "--device", "carrefour")
+        )
+        assert line == "override.device_ids: dj-lamps refused it: no signal 'carrefour'"
+        assert agent.overrides == []
+
+    # An offline gateway: the command waits for it, and the CLI says it is queued.
+    await city.register("dj-off")
+    said = await ondijon(
+        city.admin, "command", "override", "dj-off", "--level", "80", "--wait", "0.3"
+    )
+    assert said.code == 0, said
+    assert said.out.split(": ", 2)[-1].startswith("queued: dj-off has not answered yet;")
+    [listed] = json.loads((await ondijon(city.admin, "override", "list", "dj-off", "--json")).out)
+    assert listed["status"] == "COMMAND_STATUS_PENDING" and "following" not in listed
 
 
 # -- bollards and crossings -----------------------------------------------------------------
