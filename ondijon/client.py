@@ -162,7 +162,8 @@ def _signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
 
 
 class AdminClient:
-    """The admin API (ControlCentre and Campaigns services) for one operator profile.
+    """The admin API (ControlCentre, Operations and Campaigns services) for one operator
+    profile.
 
     Used as ``async with AdminClient(profile) as admin``, every call shares one channel;
     otherwise each call opens and closes its own.
@@ -211,6 +212,9 @@ class AdminClient:
 
     def _control(self, channel: grpc.aio.Channel) -> control_pb2_grpc.ControlCentreAsyncStub:
         return control_pb2_grpc.ControlCentreStub(channel)
+
+    def _operations(self, channel: grpc.aio.Channel) -> control_pb2_grpc.OperationsAsyncStub:
+        return control_pb2_grpc.OperationsStub(channel)
 
     def _campaigns(self, channel: grpc.aio.Channel) -> firmware_pb2_grpc.CampaignsAsyncStub:
         return firmware_pb2_grpc.CampaignsStub(channel)
@@ -328,6 +332,106 @@ class AdminClient:
         return await self._call(
             lambda ch: self._control(ch).ListOverrides(request, timeout=self.timeout)
         )
+
+    # -- operations over the city: alarms, energy, crisis playbooks -------------------------
+
+    async def list_alarms(
+        self, request: control_pb2.ListAlarmsRequest
+    ) -> control_pb2.ListAlarmsResponse:
+        return await self._call(
+            lambda ch: self._operations(ch).ListAlarms(request, timeout=self.timeout)
+        )
+
+    async def acknowledge_alarm(
+        self, request: control_pb2.AlarmActionRequest
+    ) -> control_pb2.AlarmActionResponse:
+        return await self._call(
+            lambda ch: self._operations(ch).AcknowledgeAlarm(request, timeout=self.timeout)
+        )
+
+    async def shelve_alarm(
+        self, request: control_pb2.AlarmActionRequest
+    ) -> control_pb2.AlarmActionResponse:
+        return await self._call(
+            lambda ch: self._operations(ch).ShelveAlarm(request, timeout=self.timeout)
+        )
+
+    async def assign_alarm(
+        self, request: control_pb2.AlarmActionRequest
+    ) -> control_pb2.AlarmActionResponse:
+        return await self._call(
+            lambda ch: self._operations(ch).AssignAlarm(request, timeout=self.timeout)
+        )
+
+    async def close_alarm(
+        self, request: control_pb2.AlarmActionRequest
+    ) -> control_pb2.AlarmActionResponse:
+        return await self._call(
+            lambda ch: self._operations(ch).CloseAlarm(request, timeout=self.timeout)
+        )
+
+    async def energy_report(
+        self, request: control_pb2.EnergyReportRequest
+    ) -> control_pb2.EnergyReportResponse:
+        return await self._call(
+            lambda ch: self._operations(ch).EnergyReport(request, timeout=self.timeout)
+        )
+
+    async def put_playbook(
+        self, request: control_pb2.PutPlaybookRequest
+    ) -> control_pb2.PutPlaybookResponse:
+        return await self._call(
+            lambda ch: self._operations(ch).PutPlaybook(request, timeout=self.timeout)
+        )
+
+    async def list_playbooks(
+        self, request: control_pb2.ListPlaybooksRequest
+    ) -> control_pb2.ListPlaybooksResponse:
+        return await self._call(
+            lambda ch: self._operations(ch).ListPlaybooks(request, timeout=self.timeout)
+        )
+
+    async def start_playbook(
+        self, request: control_pb2.StartPlaybookRequest
+    ) -> control_pb2.PlaybookRunResponse:
+        return await self._call(
+            lambda ch: self._operations(ch).StartPlaybook(request, timeout=self.timeout)
+        )
+
+    async def confirm_playbook(
+        self, request: control_pb2.PlaybookRunRequest
+    ) -> control_pb2.PlaybookRunResponse:
+        return await self._call(
+            lambda ch: self._operations(ch).ConfirmPlaybook(request, timeout=self.timeout)
+        )
+
+    async def end_playbook(
+        self, request: control_pb2.PlaybookRunRequest
+    ) -> control_pb2.PlaybookRunResponse:
+        return await self._call(
+            lambda ch: self._operations(ch).EndPlaybook(request, timeout=self.timeout)
+        )
+
+    async def get_playbook_run(
+        self, request: control_pb2.PlaybookRunRequest
+    ) -> control_pb2.PlaybookRunResponse:
+        return await self._call(
+            lambda ch: self._operations(ch).GetPlaybookRun(request, timeout=self.timeout)
+        )
+
+    async def watch_alarms(
+        self, request: control_pb2.WatchAlarmsRequest
+    ) -> AsyncIterator[control_pb2.AlarmRecord]:
+        """Every change of an alarm the caller may see, for as long as the caller iterates."""
+        channel = self._channel or self._open()
+        try:
+            async for item in self._operations(channel).WatchAlarms(request):
+                yield item.alarm
+        except grpc.aio.AioRpcError as exc:
+            raise _of_exception(exc, self.profile.address) from None
+        finally:
+            if channel is not self._channel:
+                await channel.close(None)
 
     # -- releases and campaigns --------------------------------------------------------------
 
