@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -398,6 +398,14 @@ class Agent:
             except ScheduleError as exc:
                 result.status, result.detail = link_pb2.COMMAND_STATUS_REFUSED, str(exc)
                 return result
+            unknown = self._unknown_devices(override.kind, override.device_ids)
+            if unknown:
+                # Accepted, it would change nothing and be reported done.
+                result.status = link_pb2.COMMAND_STATUS_REFUSED
+                result.detail = f"override.device_ids: no {override.kind.name.lower()} " + (
+                    ", ".join(repr(d) for d in unknown)
+                )
+                return result
             self.state.put_override(command.override)
             self.overrides = [o for o in self.overrides if o.id != override.id] + [override]
             self.record(self._event("override.received", Priority.EVENT, f"override {override.id}"))
@@ -445,6 +453,10 @@ class Agent:
             result.detail = str(decision.outcome)
             return result
         elif action == "cancel_override":
+            if all(o.id != command.cancel_override for o in self.overrides):
+                result.status = link_pb2.COMMAND_STATUS_REFUSED
+                result.detail = f"cancel_override: no override {command.cancel_override!r} here"
+                return result
             self.state.remove_override(command.cancel_override)
             self.overrides = [o for o in self.overrides if o.id != command.cancel_override]
         else:
@@ -758,6 +770,14 @@ class Agent:
         for state in self.device_states():
             if state.device_id == device:
                 self.link.state_changed(state)
+
+    def _unknown_devices(self, kind: DeviceKind, device_ids: Iterable[str]) -> list[str]:
+        known = {
+            DeviceKind.LAMP: {lamp.controller.device_id for lamp in self.lamps},
+            DeviceKind.BOLLARD: {b.device_id for b in self.bollards},
+            DeviceKind.SIGNAL: {s.device_id for s in self.signals},
+        }.get(kind, set())
+        return sorted(set(device_ids) - known)
 
     def _device_ids(self) -> set[str]:
         return {device.device_id for device in self.devices}
