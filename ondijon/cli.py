@@ -10,15 +10,24 @@
     ondijon audit export --format csv|jsonl       the audit log, for archiving
     ondijon devices GATEWAY                       current device states
     ondijon desired put GATEWAY KIND FILE.json    push a schedule, signal plans, access list
+    ondijon desired get GATEWAY KIND              the document in force, as JSON
     ondijon command override GATEWAY --level N    force lamps for a while
-    ondijon events [GATEWAY] [--watch]            event history or live feed
+    ondijon bollard lower|raise|auto|reset|emergency-lower|release-emergency GATEWAY BOLLARD
+    ondijon signal flash|plan GATEWAY ...         a crossing to flashing amber or a plan
+    ondijon override list|cancel GATEWAY ...      overrides in force; end one
+    ondijon events [GATEWAY] [--watch]            events, newest first, filtered
     ondijon edge enroll --config AGENT.toml --token T
     ondijon edge run --config AGENT.toml          run a cabinet's agent
     ondijon release keygen|build|sign|upload|list agent releases (see ondijon.firmware_cli)
     ondijon campaign create|list|show|pause|resume|abort   firmware campaigns
+    ondijon city|assets|group|fleet ...           the city: register, groups, targets
+                                                  (see ondijon.city_cli)
     ondijon demo                                  a local city: orchestrator + 3 cabinets
+    ondijon alarms list|watch|ack|shelve|assign|close   alarms (see ondijon.alarms_cli)
+    ondijon energy --since DAY [--by commune]     kWh, burning hours, saving vs baseline
+    ondijon playbook put|list|start|confirm|end|show    crisis playbooks
 
-Errors print one line naming what is wrong and exit non-zero.
+Errors print one line naming what is wrong and exit 2; listings take ``--json``.
 """
 
 from __future__ import annotations
@@ -31,7 +40,6 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from domain.documents import KINDS
 from foundation.clock import SystemClock
 from foundation.errors import FieldError
 from foundation.escaping import escape
@@ -53,7 +61,9 @@ def _parser() -> argparse.ArgumentParser:
     op_add = op_sub.add_parser("add", help="register an operator and write its profile")
     op_add.add_argument("name")
     op_add.add_argument("--config", type=Path, required=True, help="orchestrator TOML")
-    op_add.add_argument("--role", choices=["viewer", "operator", "admin"], default="operator")
+    op_add.add_argument(
+        "--role", choices=["viewer", "operator", "crisis", "admin"], default="operator"
+    )
     op_add.add_argument("--commune", action="append", help="commune in scope ('*' for all)")
     op_add.add_argument("--profile-dir", type=Path, required=True)
     op_add.add_argument("--address", required=True, help="orchestrator host:port for the CLI")
@@ -73,94 +83,9 @@ def _parser() -> argparse.ArgumentParser:
         p = orch_sub.add_parser(name, help=text)
         p.add_argument("--config", type=Path, required=True)
 
-    def admin(name: str, help_text: str, action: str) -> argparse.ArgumentParser:
-        parent = admin_sub or sub
-        p = parent.add_parser(name, help=help_text, description=help_text)
-        p.set_defaults(admin=action)
-        p.add_argument("--profile", type=Path, help="operator profile dir ($ONDIJON_PROFILE)")
-        return p
+    from ondijon.admin import add_commands as add_admin_commands
 
-    admin_sub: argparse._SubParsersAction[argparse.ArgumentParser] | None
-    gateway = sub.add_parser("gateway", help="the fleet registry")
-    admin_sub = gateway.add_subparsers(dest="gateway_command", required=True)
-    g_add = admin("add", "register a gateway; prints its one-time enrollment token", "gateway-add")
-    g_add.add_argument("gateway_id")
-    g_add.add_argument("--serial", required=True)
-    g_add.add_argument("--commune", required=True)
-    g_add.add_argument("--latitude", type=float, required=True)
-    g_add.add_argument("--longitude", type=float, required=True)
-    g_add.add_argument("--time-zone", default="Europe/Paris")
-    g_add.add_argument("--tag", action="append")
-    g_add.add_argument("--token-hours", type=float, default=0)
-    g_list = admin("list", "list gateways", "gateway-list")
-    g_list.add_argument("--commune", default="")
-    g_show = admin("show", "one gateway in detail", "gateway-show")
-    g_show.add_argument("gateway_id")
-    g_revoke = admin(
-        "revoke",
-        "revoke every certificate of a gateway: new streams are refused and its open stream "
-        "is closed at once (within seconds on other orchestrator replicas); the CRL is "
-        "re-published. The way back is `ondijon gateway token` then `ondijon edge enroll`",
-        "gateway-revoke",
-    )
-    g_revoke.add_argument("gateway_id")
-    g_revoke.add_argument(
-        "--reason",
-        default="",
-        help="kept in the audit log; start it with key-compromise, cessation-of-operation, "
-        "superseded, affiliation-changed or privilege-withdrawn to set the CRL reason code",
-    )
-    g_token = admin(
-        "token",
-        "a fresh one-time enrollment token for a registered gateway (to re-enroll after a "
-        "revocation, an expired certificate or a replaced cabinet computer); earlier unused "
-        "tokens of the gateway stop working",
-        "gateway-token",
-    )
-    g_token.add_argument("gateway_id")
-    g_token.add_argument("--token-hours", type=float, default=0, help="0: the server default")
-
-    admin_sub = None
-    devices = admin("devices", "current device states of a gateway", "devices")
-    devices.add_argument("gateway_id")
-
-    desired = sub.add_parser("desired", help="desired-state documents")
-    admin_sub = desired.add_subparsers(dest="desired_command", required=True)
-    put = admin("put", "push a document (JSON, protobuf field names)", "desired-put")
-    put.add_argument("gateway_id")
-    put.add_argument("kind", choices=[kind.name for kind in KINDS])
-    put.add_argument("file", type=Path)
-    put.add_argument("--expected-version", type=int, default=0)
-
-    command = sub.add_parser("command", help="commands to a gateway")
-    admin_sub = command.add_subparsers(dest="command_command", required=True)
-    override = admin("override", "force lamps to a level for a while", "override")
-    override.add_argument("gateway_id")
-    override.add_argument("--level", type=int, required=True)
-    override.add_argument("--minutes", type=float, default=60)
-    override.add_argument("--priority", type=int, default=10)
-    override.add_argument("--device", action="append", help="lamp id (default: all lamps)")
-
-    admin_sub = None
-    events = admin("events", "event history, or --watch the live feed", "events")
-    events.add_argument("gateway_id", nargs="?", default="")
-    events.add_argument("--watch", action="store_true")
-    events.add_argument("--after", type=int, default=0)
-    events.add_argument("--limit", type=int, default=100)
-
-    audit = sub.add_parser("audit", help="the audit log (admins)")
-    admin_sub = audit.add_subparsers(dest="audit_command", required=True)
-    export = admin("export", "write the audit log, oldest first, to a file or stdout", "audit")
-    export.add_argument("--format", choices=["csv", "jsonl"], default="jsonl")
-    export.add_argument("--output", type=Path, help="file to write (default: stdout)")
-    export.add_argument("--since", help="ISO 8601 instant, inclusive (UTC if no offset)")
-    export.add_argument("--until", help="ISO 8601 instant, exclusive")
-    export.add_argument("--actor", default="", help="identity URI of the caller")
-    export.add_argument("--action", default="", help="e.g. command.send, or gateway. (prefix)")
-    export.add_argument("--gateway", default="", help="entries about this gateway")
-    export.add_argument("--commune", default="")
-    export.add_argument("--result", default="", choices=["", "ok", "refused", "error"])
-    admin_sub = None
+    add_admin_commands(sub)
 
     edge = sub.add_parser("edge", help="the cabinet agent")
     edge_sub = edge.add_subparsers(dest="edge_command", required=True)
@@ -182,10 +107,22 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--dir", type=Path, default=Path("demo-run"))
     demo.add_argument("--speed", type=float, default=120.0, help="simulated clock speed")
     demo.add_argument("--seconds", type=float, default=0, help="stop after this long (0: Ctrl-C)")
+    demo.add_argument(
+        "--city",
+        action="store_true",
+        help="also put the generated Dijon-sized city (1,500 cabinets, 34,000 lamps) in the "
+        "asset register, beside the three live cabinets",
+    )
 
     from ondijon.firmware_cli import add_commands
 
     add_commands(sub)
+    from ondijon.city_cli import add_commands as add_city_commands
+
+    add_city_commands(sub)
+    from ondijon import alarms_cli
+
+    alarms_cli.add_commands(sub)
     return parser
 
 
@@ -254,11 +191,19 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "demo":
         from ondijon.demo import run_demo
 
-        return run_demo(args.dir, speed=args.speed, seconds=args.seconds)
+        return run_demo(args.dir, speed=args.speed, seconds=args.seconds, with_city=args.city)
     if args.command in ("release", "campaign"):
         from ondijon.firmware_cli import run_firmware
 
         return run_firmware(args)
+    if args.command in ("city", "assets", "group", "fleet"):
+        from ondijon.city_cli import run_city
+
+        return run_city(args)
+    if args.command in ("alarms", "energy", "playbook"):
+        from ondijon import alarms_cli
+
+        return alarms_cli.run(args)
     if getattr(args, "admin", None):
         from ondijon.admin import run_admin
 
@@ -279,6 +224,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(args)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader left (`ondijon events | head`): what it read is what it wanted. Point
+        # stdout at /dev/null so the interpreter's last flush has nowhere to fail.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except (FieldError, OSError) as exc:
         # The one place any field error becomes a line for a person: every subsystem's
         # errors share FieldError (foundation.errors), and all of them mean nothing changed.

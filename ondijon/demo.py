@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo
 
 from edge.config import AgentConfig
 from edge.identity import enroll
-from ondijon.admin import call
+from ondijon.client import AdminClient
 from orchestrator.config import OrchestratorConfig
 from orchestrator.identity.operators import add_operator
 from protos.ondijon.v1 import control_pb2, link_pb2, schedule_pb2, signal_pb2, state_pb2
@@ -218,14 +218,15 @@ async def _wait_port(port: int, timeout: float = 30) -> None:
 
 
 async def _status(profile: Profile, desired_version: int) -> str:
-    listing = await call(profile, "ListGateways", control_pb2.ListGatewaysRequest())
-    assert isinstance(listing, control_pb2.ListGatewaysResponse)
+    listing = await AdminClient(profile).list_gateways(control_pb2.ListGatewaysRequest())
     lines = []
+    live = {c[0] for c in CABINETS}
     for g in listing.gateways:
-        devices = await call(
-            profile, "ListDevices", control_pb2.ListDevicesRequest(gateway_id=g.gateway_id)
+        if g.gateway_id not in live:
+            continue  # the generated city's cabinets (--city) have no agent running
+        devices = await AdminClient(profile).list_devices(
+            control_pb2.ListDevicesRequest(gateway_id=g.gateway_id)
         )
-        assert isinstance(devices, control_pb2.ListDevicesResponse)
         lamps = [d.lamp for d in devices.devices if d.HasField("lamp")]
         lit = sum(1 for lamp in lamps if lamp.level > 0)
         level = max((lamp.level for lamp in lamps), default=0)
@@ -253,7 +254,7 @@ async def _status(profile: Profile, desired_version: int) -> str:
     return "\n".join(lines)
 
 
-async def _demo(root: Path, speed: float, seconds: float) -> None:
+async def _demo(root: Path, speed: float, seconds: float, with_city: bool = False) -> None:
     if root.exists():
         shutil.rmtree(root)
     root.mkdir(parents=True)
@@ -290,9 +291,7 @@ async def _demo(root: Path, speed: float, seconds: float) -> None:
         local = ZoneInfo(TZ)
         start = datetime.now(local).replace(hour=16, minute=50, second=0, microsecond=0)
         for gateway_id, commune, lat, lon, extra in CABINETS:
-            added = await call(
-                profile,
-                "AddGateway",
+            added = await AdminClient(profile).add_gateway(
                 control_pb2.AddGatewayRequest(
                     gateway_id=gateway_id,
                     serial=f"SN-{gateway_id}",
@@ -302,7 +301,6 @@ async def _demo(root: Path, speed: float, seconds: float) -> None:
                     time_zone=TZ,
                 ),
             )
-            assert isinstance(added, control_pb2.AddGatewayResponse)
             path = root / f"{gateway_id}.toml"
             path.write_text(
                 _agent_toml(
@@ -324,28 +322,25 @@ async def _demo(root: Path, speed: float, seconds: float) -> None:
             print(
                 f"cabinet {gateway_id} ({commune}) enrolled with its one-time token, agent started"
             )
+        if with_city:
+            await _add_generated_city(profile)
         version = 0
         for gateway_id, _, _, _, extra in CABINETS:
             if extra == "signal":
-                await call(
-                    profile,
-                    "PutDesiredState",
+                await AdminClient(profile).put_desired_state(
                     control_pb2.PutDesiredStateRequest(
                         gateway_id=gateway_id,
                         kind=link_pb2.DOCUMENT_KIND_SIGNAL_PLANS,
                         payload=signal_plans().SerializeToString(),
                     ),
                 )
-            put = await call(
-                profile,
-                "PutDesiredState",
+            put = await AdminClient(profile).put_desired_state(
                 control_pb2.PutDesiredStateRequest(
                     gateway_id=gateway_id,
                     kind=link_pb2.DOCUMENT_KIND_SCHEDULE,
                     payload=lighting_program().SerializeToString(),
                 ),
             )
-            assert isinstance(put, control_pb2.PutDesiredStateResponse)
             version = put.document.version
         print(
             f"program v{version} pushed through the admin API: lamps on at civil dusk, 50 % from "
@@ -370,7 +365,25 @@ async def _demo(root: Path, speed: float, seconds: float) -> None:
         print("stopped: orchestrator and agents exited; logs in", root)
 
 
-def run_demo(root: Path, *, speed: float, seconds: float) -> int:
+async def _add_generated_city(profile: Profile) -> None:
+    """Put the generated Dijon-sized city (domain.city.generator) in the asset register,
+    beside the three live cabinets: its 1,500 cabinets are registered gateways with no
+    agent running (offline in the fleet and convergence views)."""
+    from domain.city.generator import generate
+    from ondijon.city_cli import import_call
+    from orchestrator.assets.wire import asset_to_proto
+
+    city = generate()
+    messages = [asset_to_proto(a) for a in city.assets]
+    done = await import_call(profile, messages, dry_run=False, digest="")
+    print(
+        f"generated city added to the register: {done.added} assets "
+        f"({len(city.cabinets)} cabinets of {len(city.communes)} communes); try "
+        "`ondijon fleet`, `ondijon group convergence schedule` with --profile"
+    )
+
+
+def run_demo(root: Path, *, speed: float, seconds: float, with_city: bool = False) -> int:
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_demo(root.resolve(), speed, seconds))
+        asyncio.run(_demo(root.resolve(), speed, seconds, with_city))
     return 0

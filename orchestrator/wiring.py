@@ -19,19 +19,24 @@ from orchestrator.access.admission import Admission
 from orchestrator.access.certificates import Certificates
 from orchestrator.access.gate import Gatekeeper
 from orchestrator.access.limits import LiveRates, RateLimits
+from orchestrator.alarms.service import AlarmService
 from orchestrator.api.campaigns import CampaignsService
+from orchestrator.api.city import CityService
 from orchestrator.api.commands import CommandsApi
 from orchestrator.api.control import ControlCentreService
 from orchestrator.api.documents import DocumentsApi
 from orchestrator.api.feed import EventFeed
 from orchestrator.api.fleet import FleetApi
+from orchestrator.api.operations import OperationsService
 from orchestrator.audit.log import Auditor
 from orchestrator.config import OrchestratorConfig
 from orchestrator.console.app import Console
 from orchestrator.console.services import Services
 from orchestrator.console.signin import SignIn
+from orchestrator.energy.service import EnergyService
 from orchestrator.firmware.releases import FirmwareService
 from orchestrator.firmware.runner import CampaignRunner, balena_from_environment
+from orchestrator.groups.delivery import GroupDelivery
 from orchestrator.identity.admin import IdentityAdmin
 from orchestrator.identity.crl import CrlPublisher
 from orchestrator.identity.enrollment import EnrollmentService
@@ -41,6 +46,7 @@ from orchestrator.ingest.hub import Hub
 from orchestrator.ingest.link import GatewayLinkService
 from orchestrator.ingest.readiness import Readiness
 from orchestrator.ingest.routing import Router
+from orchestrator.playbooks.service import PlaybookService
 from orchestrator.store.runner import StoreRunner
 from provisioning.ca import CertificateAuthority
 
@@ -69,7 +75,11 @@ class Orchestrator:
     admission: Admission
     link: GatewayLinkService
     control: ControlCentreService
+    city: CityService
     campaigns_api: CampaignsService
+    # Alarms (their sweep is started by the server) and the control room's operations.
+    alarms: AlarmService
+    operations: OperationsService
     enroll: EnrollmentService = field(repr=False)
     renew: EnrollmentService = field(repr=False)
     # The web console (None when ``[console] listen`` is empty): the same services.
@@ -120,6 +130,9 @@ def build(
         balena=balena_from_environment(),
     )
     gate = Gatekeeper(runner, certificates, audit)
+    # Alarms and energy fold events in as the link stores them (same transaction).
+    alarms = AlarmService(runner, clock.now, live_since=router.live_since)
+    energy = EnergyService(runner)
 
     def enrollment(*, allow_enroll: bool, allow_renew: bool) -> EnrollmentService:
         return EnrollmentService(
@@ -201,9 +214,25 @@ def build(
             router=router,
             delivery=delivery,
             firmware=campaigns,
+            event_hooks=(alarms.on_events, energy.on_events),
         ),
         control=control,
+        city=CityService(
+            runner=runner,
+            clock=clock,
+            gate=gate,
+            router=router,
+            deliver=GroupDelivery(hub=hub, router=router, delivery=delivery),
+        ),
         campaigns_api=campaigns_api,
+        alarms=alarms,
+        operations=OperationsService(
+            clock=clock,
+            gate=gate,
+            alarms=alarms,
+            energy=energy,
+            playbooks=PlaybookService(runner=runner, clock=clock, router=router),
+        ),
         console=console,
         enroll=enrollment(allow_enroll=True, allow_renew=False),
         renew=enrollment(allow_enroll=False, allow_renew=True),

@@ -26,8 +26,9 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 import grpc
@@ -55,9 +56,14 @@ from orchestrator.ingest.hub import Hub, Session
 from orchestrator.ingest.routing import Router
 from orchestrator.store.connection import Connection
 from orchestrator.store.database import HeldRecord, NewEvent, NotFound, Store
+from orchestrator.store.groups import record_refusal
 from orchestrator.store.runner import StoreRunner
 from protos.ondijon.v1 import firmware_pb2, link_pb2, link_pb2_grpc
 from provisioning.identity import Role
+
+# Called with (connection, gateway id, the events new to the store, now) inside the
+# transaction that stores them: alarms and energy fold events in as they are stored.
+EventHook = Callable[[Connection, str, Sequence[NewEvent], datetime], None]
 
 log = logging.getLogger("ondijon.orchestrator.link")
 
@@ -164,6 +170,7 @@ class GatewayLinkService(link_pb2_grpc.GatewayLinkServicer):
         router: Router,
         delivery: Delivery,
         firmware: FirmwareListener,
+        event_hooks: Sequence[EventHook] = (),
     ) -> None:
         self.runner = runner
         self.store = runner.store
@@ -174,6 +181,7 @@ class GatewayLinkService(link_pb2_grpc.GatewayLinkServicer):
         self.router = router
         self.delivery = delivery
         self.firmware = firmware
+        self.event_hooks = tuple(event_hooks)
 
     async def Connect(  # type: ignore[override]
         self,
@@ -315,6 +323,7 @@ class _Conversation:
         self.router = link.router
         self.delivery = link.delivery
         self.firmware = link.firmware
+        self.event_hooks = link.event_hooks
         self.session = session
         self.context = context
         self.gateway_id = session.gateway_id
@@ -485,11 +494,15 @@ class _Conversation:
 
         router = self.router
 
+        hooks = self.event_hooks
+
         def add(conn: Connection) -> tuple[set[int] | None, list[int]]:
             added = store.add_events(conn, gateway_id, new, now=now)
             if added == len(new):
                 # All new, the usual case; feeds on other replicas hear of it on commit.
                 router.events_stored(conn, gateway_id, sequences, now)
+                for hook in hooks:
+                    hook(conn, gateway_id, new, now)
                 return None, []
             fresh: set[int] = set()
             if added:
@@ -501,6 +514,10 @@ class _Conversation:
                     )
                     fresh |= {row.sequence for row in span if row.received_at == now}
                 router.events_stored(conn, gateway_id, sorted(fresh), now)
+                # The first of a sequence sent twice is the one stored.
+                first = {n.sequence: n for n in reversed(new) if n.sequence in fresh}
+                for hook in hooks:
+                    hook(conn, gateway_id, list(first.values()), now)
             return fresh, _conflicting(store, conn, gateway_id, events, fresh)
 
         fresh, conflicting = await self.runner.write(add)
@@ -534,6 +551,11 @@ class _Conversation:
                 ack.kind,
                 ack.version,
                 escape(ack.error),  # the gateway's words: never a forged line in the log
+            )
+            # Kept for the convergence view ("refused with what error"), escaped when shown.
+            refused_by, at = self.gateway_id, self.clock.now()
+            await self.runner.write(
+                lambda c: record_refusal(c, refused_by, ack.kind, ack.version, ack.error, now=at)
             )
             return
         store = self.store

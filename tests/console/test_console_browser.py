@@ -17,7 +17,8 @@ from playwright.async_api import expect
 from edge.agent import Agent
 from edge.config import AgentConfig
 from foundation.clock import SimulatedClock
-from ondijon.admin import call, lamp_override
+from ondijon.admin import lamp_override
+from ondijon.client import AdminClient
 from orchestrator.store.database import Store
 from protos.ondijon.v1 import control_pb2
 from tests.console.conftest import PASSWORD, ConsoleCity
@@ -112,9 +113,7 @@ async def test_sign_in_then_an_override_from_the_cabinet_page_reaches_the_agent_
         await page.goto(console.url + "/gateways/dijon-darcy-01")
         await page.wait_for_selector("body[data-live-open='yes']")
         await page.wait_for_selector('tr[data-device="lamp-001"]')
-        await call(
-            console.city.admin,
-            "SendCommand",
+        await AdminClient(console.city.admin).send_command(
             control_pb2.SendCommandRequest(
                 gateway_id="dijon-darcy-01", command=lamp_override(30, 20, 90, ["lamp-001"])
             ),

@@ -12,8 +12,9 @@ other way: there the same failures leave the lamp dark unless the luminaire ligh
 
 - :class:`LampConfig` is one ``lamps[i]`` entry of the agent configuration, validated.
 - :class:`LampDriver` is what a backend implements: :class:`GpioLamp` (gpiozero) here,
-  ``SimulatedLamp`` in :mod:`edge.equipment.sim.lantern`; :func:`connect_lamp` picks one from
-  the configuration.
+  ``SimulatedLamp`` in :mod:`edge.equipment.sim.lantern` (this driver on mock pins, the
+  lantern behind them), ``FieldbusLamp`` in :mod:`edge.equipment.lamp.fieldbus` (a node on
+  the cabinet's MQTT bus); :mod:`edge.equipment.registry` picks one from the configuration.
 - :class:`LampController` applies the schedule engine's level, keeps the counters (switch
   count, operating hours, energy) and diagnoses faults on :meth:`LampController.check`.
 
@@ -64,6 +65,12 @@ LED_MIN_DIM_FRACTION = 0.1
 # A longer gap between two samples means the clock jumped (a Pi without RTC setting its
 # time) or the agent stalled: metering it would invent energy, so it is skipped.
 MAX_METERED_GAP_S = 900.0
+
+# A lamp's state is reported again when its power moved by more than this share of the
+# nominal power (or 0.5 W) since the last report: a map shows the power a lamp draws now,
+# not what it drew in the first milliseconds of its warm-up.
+REPORTED_POWER_STEP = 0.02
+REPORTED_POWER_MIN_W = 0.5
 
 _FAULT_MESSAGES = {
     "lamp_failure": "no current with the relay on (dead lamp or driver, or relay stuck open)",
@@ -217,46 +224,6 @@ class GpioLamp:
             device.close()
 
 
-def connect_lamp(
-    config: LampConfig,
-    *,
-    clock: Clock,
-    pin_factory: Any = None,
-    power_reader: Callable[[], float] | None = None,
-) -> LampDriver:
-    """Open the backend the configuration names.
-
-    Args:
-        config: the lamp's configuration.
-        clock: time for the simulated backend's warm-up.
-        pin_factory: a gpiozero pin factory; None uses gpiozero's default
-            (``GPIOZERO_PIN_FACTORY``).
-        power_reader: for the gpio backend, a callable returning the active power in watts.
-
-    Raises:
-        LampDriverError: the pins could not be opened.
-    """
-    if config.backend == "simulated":
-        # Imported here because the simulator builds on this module's types.
-        from edge.equipment.sim.lantern import SimulatedLamp
-
-        return SimulatedLamp(clock=clock, nominal_power_w=config.nominal_power_w)
-    assert config.relay_pin is not None
-    assert config.pwm_pin is not None
-    assert config.sense_pin is not None
-    return GpioLamp(
-        relay_pin=config.relay_pin,
-        pwm_pin=config.pwm_pin,
-        sense_pin=config.sense_pin,
-        relay_wiring=config.relay_wiring,
-        relay_active_high=config.relay_active_high,
-        pwm_active_high=config.pwm_active_high,
-        pwm_frequency_hz=config.pwm_frequency_hz,
-        power_reader=power_reader,
-        pin_factory=pin_factory,
-    )
-
-
 @dataclass(frozen=True)
 class LampCounters:
     """The lamp monitor's counters, persisted by the agent across restarts."""
@@ -317,6 +284,8 @@ class LampController:
         self._switch_count = 0
         self._faults: set[str] = set()
         self._pending: dict[str, datetime] = {}
+        # What the last state() showed: (lit, power, faults); None before any.
+        self._reported: tuple[bool, float, frozenset[str]] | None = None
 
     @property
     def device_id(self) -> str:
@@ -332,6 +301,21 @@ class LampController:
     def faults(self) -> frozenset[str]:
         """The faults currently raised."""
         return frozenset(self._faults)
+
+    @property
+    def report_due(self) -> bool:
+        """Whether :meth:`state` would show something the last one did not: the lamp lit or
+        went dark, its faults changed, or its power moved (a warm-up ended, a driver
+        drifted). The agent reports the lamp again when this holds after a check."""
+        if self._reported is None:
+            return True
+        lit, power, faults = self._reported
+        step = max(REPORTED_POWER_MIN_W, REPORTED_POWER_STEP * self._config.nominal_power_w)
+        return (
+            lit != self._reading.current
+            or faults != frozenset(self._faults)
+            or abs(power - self._power_w) > step
+        )
 
     def apply(self, level: int, source: str, *, default_level: int = 100) -> int:
         """Set the lamp to ``level`` percent.
@@ -430,6 +414,7 @@ class LampController:
 
     def state(self) -> state_pb2.DeviceState:
         """The lamp's state as last observed, for the orchestrator."""
+        self._reported = (self._reading.current, self._power_w, frozenset(self._faults))
         message = state_pb2.DeviceState(
             device_id=self._config.device_id,
             kind=schedule_pb2.DEVICE_KIND_LAMP,

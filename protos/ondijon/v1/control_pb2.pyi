@@ -8,7 +8,9 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from protos.ondijon.v1 import link_pb2 as _link_pb2
+from protos.ondijon.v1 import schedule_pb2 as _schedule_pb2
 from protos.ondijon.v1 import state_pb2 as _state_pb2
 import builtins as _builtins
 import sys
@@ -20,6 +22,27 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _AssetKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AssetKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AssetKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ASSET_KIND_UNSPECIFIED: _AssetKind.ValueType  # 0
+    ASSET_KIND_LAMP: _AssetKind.ValueType  # 1
+    ASSET_KIND_CABINET: _AssetKind.ValueType  # 2
+    ASSET_KIND_CROSSING: _AssetKind.ValueType  # 3
+    ASSET_KIND_BOLLARD_SITE: _AssetKind.ValueType  # 4
+
+class AssetKind(_AssetKind, metaclass=_AssetKindEnumTypeWrapper): ...
+
+ASSET_KIND_UNSPECIFIED: AssetKind.ValueType  # 0
+ASSET_KIND_LAMP: AssetKind.ValueType  # 1
+ASSET_KIND_CABINET: AssetKind.ValueType  # 2
+ASSET_KIND_CROSSING: AssetKind.ValueType  # 3
+ASSET_KIND_BOLLARD_SITE: AssetKind.ValueType  # 4
+Global___AssetKind: _TypeAlias = AssetKind  # noqa: Y015
 
 @_typing.final
 class Gateway(_message.Message):
@@ -469,20 +492,36 @@ class ListEventsRequest(_message.Message):
     GATEWAY_ID_FIELD_NUMBER: _builtins.int
     AFTER_SEQUENCE_FIELD_NUMBER: _builtins.int
     LIMIT_FIELD_NUMBER: _builtins.int
+    NEWEST_FIRST_FIELD_NUMBER: _builtins.int
+    PRIORITIES_FIELD_NUMBER: _builtins.int
+    TYPES_FIELD_NUMBER: _builtins.int
     gateway_id: _builtins.str
     after_sequence: _builtins.int
     """Events with sequence > after_sequence."""
     limit: _builtins.int
+    newest_first: _builtins.bool
+    """The most recent `limit` events, newest first (default: oldest first)."""
+    @_builtins.property
+    def priorities(self) -> _containers.RepeatedScalarFieldContainer[_link_pb2.EventPriority.ValueType]:
+        """Only events of these priorities (empty: all)."""
+
+    @_builtins.property
+    def types(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Only events of these types; one ending with "." is a prefix ("lamp."). Empty: all."""
+
     def __init__(
         self,
         *,
         gateway_id: _builtins.str = ...,
         after_sequence: _builtins.int = ...,
         limit: _builtins.int = ...,
+        newest_first: _builtins.bool = ...,
+        priorities: _abc.Iterable[_link_pb2.EventPriority.ValueType] | None = ...,
+        types: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_sequence", b"after_sequence", "gateway_id", b"gateway_id", "limit", b"limit"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_sequence", b"after_sequence", "gateway_id", b"gateway_id", "limit", b"limit", "newest_first", b"newest_first", "priorities", b"priorities", "types", b"types"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -799,3 +838,1643 @@ class ListAuditResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListAuditResponse: _TypeAlias = ListAuditResponse  # noqa: Y015
+
+@_typing.final
+class ListOverridesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GATEWAY_ID_FIELD_NUMBER: _builtins.int
+    gateway_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        gateway_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["gateway_id", b"gateway_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListOverridesRequest: _TypeAlias = ListOverridesRequest  # noqa: Y015
+
+@_typing.final
+class ActiveOverride(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OVERRIDE_FIELD_NUMBER: _builtins.int
+    COMMAND_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    ISSUED_BY_FIELD_NUMBER: _builtins.int
+    FOLLOWING_FIELD_NUMBER: _builtins.int
+    command_id: _builtins.str
+    """The command that carried it, its status and the gateway's answer."""
+    status: _link_pb2.CommandStatus.ValueType
+    detail: _builtins.str
+    issued_by: _builtins.str
+    """Identity URI of the operator who sent it."""
+    @_builtins.property
+    def override(self) -> _schedule_pb2.Override: ...
+    @_builtins.property
+    def following(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Devices whose last reported state says this override decides their output."""
+
+    def __init__(
+        self,
+        *,
+        override: _schedule_pb2.Override | None = ...,
+        command_id: _builtins.str = ...,
+        status: _link_pb2.CommandStatus.ValueType = ...,
+        detail: _builtins.str = ...,
+        issued_by: _builtins.str = ...,
+        following: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["override", b"override"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command_id", b"command_id", "detail", b"detail", "following", b"following", "issued_by", b"issued_by", "override", b"override", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ActiveOverride: _TypeAlias = ActiveOverride  # noqa: Y015
+
+@_typing.final
+class ListOverridesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OVERRIDES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def overrides(self) -> _containers.RepeatedCompositeFieldContainer[Global___ActiveOverride]:
+        """Oldest first."""
+
+    def __init__(
+        self,
+        *,
+        overrides: _abc.Iterable[Global___ActiveOverride] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["overrides", b"overrides"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListOverridesResponse: _TypeAlias = ListOverridesResponse  # noqa: Y015
+
+@_typing.final
+class AlarmRecord(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ALARM_ID_FIELD_NUMBER: _builtins.int
+    GATEWAY_ID_FIELD_NUMBER: _builtins.int
+    DEVICE_ID_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    COMMUNE_FIELD_NUMBER: _builtins.int
+    SEVERITY_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    ACTIVE_FIELD_NUMBER: _builtins.int
+    ACKNOWLEDGED_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    FIRST_AT_FIELD_NUMBER: _builtins.int
+    LAST_AT_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    CLEARED_AT_FIELD_NUMBER: _builtins.int
+    ACKNOWLEDGED_BY_FIELD_NUMBER: _builtins.int
+    COMMENT_FIELD_NUMBER: _builtins.int
+    SHELVED_UNTIL_FIELD_NUMBER: _builtins.int
+    ASSIGNED_TO_FIELD_NUMBER: _builtins.int
+    CLOSED_AT_FIELD_NUMBER: _builtins.int
+    REPAIR_NOTE_FIELD_NUMBER: _builtins.int
+    REMINDERS_FIELD_NUMBER: _builtins.int
+    ROOT_ID_FIELD_NUMBER: _builtins.int
+    GROUPED_FIELD_NUMBER: _builtins.int
+    REPAIR_SECONDS_FIELD_NUMBER: _builtins.int
+    alarm_id: _builtins.int
+    gateway_id: _builtins.str
+    device_id: _builtins.str
+    type: _builtins.str
+    commune: _builtins.str
+    severity: _builtins.int
+    """1 warning, 2 minor, 3 major, 4 critical."""
+    state: _builtins.str
+    """unacknowledged, acknowledged, cleared, shelved, closed."""
+    active: _builtins.bool
+    acknowledged: _builtins.bool
+    count: _builtins.int
+    message: _builtins.str
+    acknowledged_by: _builtins.str
+    comment: _builtins.str
+    assigned_to: _builtins.str
+    repair_note: _builtins.str
+    reminders: _builtins.int
+    root_id: _builtins.int
+    """The root cause this alarm is grouped under (0: none), and how many it groups."""
+    grouped: _builtins.int
+    repair_seconds: _builtins.float
+    """Seconds from the first occurrence to the close (closed alarms)."""
+    @_builtins.property
+    def first_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def last_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def cleared_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def shelved_until(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def closed_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        alarm_id: _builtins.int = ...,
+        gateway_id: _builtins.str = ...,
+        device_id: _builtins.str = ...,
+        type: _builtins.str = ...,
+        commune: _builtins.str = ...,
+        severity: _builtins.int = ...,
+        state: _builtins.str = ...,
+        active: _builtins.bool = ...,
+        acknowledged: _builtins.bool = ...,
+        count: _builtins.int = ...,
+        first_at: _timestamp_pb2.Timestamp | None = ...,
+        last_at: _timestamp_pb2.Timestamp | None = ...,
+        message: _builtins.str = ...,
+        cleared_at: _timestamp_pb2.Timestamp | None = ...,
+        acknowledged_by: _builtins.str = ...,
+        comment: _builtins.str = ...,
+        shelved_until: _timestamp_pb2.Timestamp | None = ...,
+        assigned_to: _builtins.str = ...,
+        closed_at: _timestamp_pb2.Timestamp | None = ...,
+        repair_note: _builtins.str = ...,
+        reminders: _builtins.int = ...,
+        root_id: _builtins.int = ...,
+        grouped: _builtins.int = ...,
+        repair_seconds: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cleared_at", b"cleared_at", "closed_at", b"closed_at", "first_at", b"first_at", "last_at", b"last_at", "shelved_until", b"shelved_until"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acknowledged", b"acknowledged", "acknowledged_by", b"acknowledged_by", "active", b"active", "alarm_id", b"alarm_id", "assigned_to", b"assigned_to", "cleared_at", b"cleared_at", "closed_at", b"closed_at", "comment", b"comment", "commune", b"commune", "count", b"count", "device_id", b"device_id", "first_at", b"first_at", "gateway_id", b"gateway_id", "grouped", b"grouped", "last_at", b"last_at", "message", b"message", "reminders", b"reminders", "repair_note", b"repair_note", "repair_seconds", b"repair_seconds", "root_id", b"root_id", "severity", b"severity", "shelved_until", b"shelved_until", "state", b"state", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AlarmRecord: _TypeAlias = AlarmRecord  # noqa: Y015
+
+@_typing.final
+class ListAlarmsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COMMUNE_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    GATEWAY_ID_FIELD_NUMBER: _builtins.int
+    MIN_SEVERITY_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    ROOT_ID_FIELD_NUMBER: _builtins.int
+    INCLUDE_GROUPED_FIELD_NUMBER: _builtins.int
+    AFTER_ID_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    commune: _builtins.str
+    type: _builtins.str
+    gateway_id: _builtins.str
+    min_severity: _builtins.int
+    """At least this severity (0: any)."""
+    state: _builtins.str
+    """Empty or "open", "closed", "all"; or a view state (unacknowledged, acknowledged,
+    cleared, shelved) among open alarms.
+    """
+    root_id: _builtins.int
+    """The alarms grouped under this root cause."""
+    include_grouped: _builtins.bool
+    after_id: _builtins.int
+    limit: _builtins.int
+    def __init__(
+        self,
+        *,
+        commune: _builtins.str = ...,
+        type: _builtins.str = ...,
+        gateway_id: _builtins.str = ...,
+        min_severity: _builtins.int = ...,
+        state: _builtins.str = ...,
+        root_id: _builtins.int = ...,
+        include_grouped: _builtins.bool = ...,
+        after_id: _builtins.int = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_id", b"after_id", "commune", b"commune", "gateway_id", b"gateway_id", "include_grouped", b"include_grouped", "limit", b"limit", "min_severity", b"min_severity", "root_id", b"root_id", "state", b"state", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAlarmsRequest: _TypeAlias = ListAlarmsRequest  # noqa: Y015
+
+@_typing.final
+class ListAlarmsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ALARMS_FIELD_NUMBER: _builtins.int
+    NEXT_AFTER_ID_FIELD_NUMBER: _builtins.int
+    next_after_id: _builtins.int
+    @_builtins.property
+    def alarms(self) -> _containers.RepeatedCompositeFieldContainer[Global___AlarmRecord]: ...
+    def __init__(
+        self,
+        *,
+        alarms: _abc.Iterable[Global___AlarmRecord] | None = ...,
+        next_after_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alarms", b"alarms", "next_after_id", b"next_after_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAlarmsResponse: _TypeAlias = ListAlarmsResponse  # noqa: Y015
+
+@_typing.final
+class WatchAlarmsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COMMUNE_FIELD_NUMBER: _builtins.int
+    commune: _builtins.str
+    def __init__(
+        self,
+        *,
+        commune: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["commune", b"commune"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchAlarmsRequest: _TypeAlias = WatchAlarmsRequest  # noqa: Y015
+
+@_typing.final
+class WatchAlarmsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ALARM_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def alarm(self) -> Global___AlarmRecord: ...
+    def __init__(
+        self,
+        *,
+        alarm: Global___AlarmRecord | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["alarm", b"alarm"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alarm", b"alarm"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchAlarmsResponse: _TypeAlias = WatchAlarmsResponse  # noqa: Y015
+
+@_typing.final
+class AlarmActionRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ALARM_ID_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    UNTIL_FIELD_NUMBER: _builtins.int
+    CREW_FIELD_NUMBER: _builtins.int
+    alarm_id: _builtins.int
+    text: _builtins.str
+    """Acknowledge: the comment; close: the repair note (required)."""
+    crew: _builtins.str
+    """Assign: the crew."""
+    @_builtins.property
+    def until(self) -> _timestamp_pb2.Timestamp:
+        """Shelve: until when."""
+
+    def __init__(
+        self,
+        *,
+        alarm_id: _builtins.int = ...,
+        text: _builtins.str = ...,
+        until: _timestamp_pb2.Timestamp | None = ...,
+        crew: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["until", b"until"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alarm_id", b"alarm_id", "crew", b"crew", "text", b"text", "until", b"until"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AlarmActionRequest: _TypeAlias = AlarmActionRequest  # noqa: Y015
+
+@_typing.final
+class AlarmActionResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ALARM_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def alarm(self) -> Global___AlarmRecord: ...
+    def __init__(
+        self,
+        *,
+        alarm: Global___AlarmRecord | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["alarm", b"alarm"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alarm", b"alarm"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AlarmActionResponse: _TypeAlias = AlarmActionResponse  # noqa: Y015
+
+@_typing.final
+class EnergyReportRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SINCE_FIELD_NUMBER: _builtins.int
+    UNTIL_FIELD_NUMBER: _builtins.int
+    BY_FIELD_NUMBER: _builtins.int
+    COMMUNE_FIELD_NUMBER: _builtins.int
+    GATEWAY_ID_FIELD_NUMBER: _builtins.int
+    OFFSET_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    since: _builtins.str
+    """Local days, YYYY-MM-DD, inclusive; empty `until`: the same day as `since`."""
+    until: _builtins.str
+    by: _builtins.str
+    """Group rows by "commune" (default), "gateway", "lamp" or "day"."""
+    commune: _builtins.str
+    gateway_id: _builtins.str
+    offset: _builtins.int
+    limit: _builtins.int
+    def __init__(
+        self,
+        *,
+        since: _builtins.str = ...,
+        until: _builtins.str = ...,
+        by: _builtins.str = ...,
+        commune: _builtins.str = ...,
+        gateway_id: _builtins.str = ...,
+        offset: _builtins.int = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["by", b"by", "commune", b"commune", "gateway_id", b"gateway_id", "limit", b"limit", "offset", b"offset", "since", b"since", "until", b"until"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EnergyReportRequest: _TypeAlias = EnergyReportRequest  # noqa: Y015
+
+@_typing.final
+class EnergyRow(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    LAMPS_FIELD_NUMBER: _builtins.int
+    KWH_FIELD_NUMBER: _builtins.int
+    BURNING_HOURS_FIELD_NUMBER: _builtins.int
+    BASELINE_KWH_FIELD_NUMBER: _builtins.int
+    SAVING_FIELD_NUMBER: _builtins.int
+    PROFILE_FIELD_NUMBER: _builtins.int
+    DAY_BURNERS_FIELD_NUMBER: _builtins.int
+    DARK_AT_NIGHT_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    lamps: _builtins.int
+    kwh: _builtins.float
+    burning_hours: _builtins.float
+    baseline_kwh: _builtins.float
+    saving: _builtins.float
+    """1 - kwh / baseline_kwh (0 when no baseline)."""
+    day_burners: _builtins.int
+    """Lamp-days burning in daylight, lamp-days dark at night."""
+    dark_at_night: _builtins.int
+    @_builtins.property
+    def profile(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """Average level while lit, per local hour 0-23 (percent of the peak power)."""
+
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+        lamps: _builtins.int = ...,
+        kwh: _builtins.float = ...,
+        burning_hours: _builtins.float = ...,
+        baseline_kwh: _builtins.float = ...,
+        saving: _builtins.float = ...,
+        profile: _abc.Iterable[_builtins.float] | None = ...,
+        day_burners: _builtins.int = ...,
+        dark_at_night: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["baseline_kwh", b"baseline_kwh", "burning_hours", b"burning_hours", "dark_at_night", b"dark_at_night", "day_burners", b"day_burners", "key", b"key", "kwh", b"kwh", "lamps", b"lamps", "profile", b"profile", "saving", b"saving"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EnergyRow: _TypeAlias = EnergyRow  # noqa: Y015
+
+@_typing.final
+class EnergyReportResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROWS_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    DAY_BURNER_LAMPS_FIELD_NUMBER: _builtins.int
+    DARK_LAMPS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def rows(self) -> _containers.RepeatedCompositeFieldContainer[Global___EnergyRow]: ...
+    @_builtins.property
+    def total(self) -> Global___EnergyRow:
+        """The whole selection (the city, or the commune asked for)."""
+
+    @_builtins.property
+    def day_burner_lamps(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The lamp-days behind day_burners and dark_at_night ("gateway/lamp day")."""
+
+    @_builtins.property
+    def dark_lamps(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        rows: _abc.Iterable[Global___EnergyRow] | None = ...,
+        total: Global___EnergyRow | None = ...,
+        day_burner_lamps: _abc.Iterable[_builtins.str] | None = ...,
+        dark_lamps: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["total", b"total"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dark_lamps", b"dark_lamps", "day_burner_lamps", b"day_burner_lamps", "rows", b"rows", "total", b"total"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EnergyReportResponse: _TypeAlias = EnergyReportResponse  # noqa: Y015
+
+@_typing.final
+class PutPlaybookRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BODY_FIELD_NUMBER: _builtins.int
+    body: _builtins.str
+    """The playbook as JSON (docs in README, "Crisis playbooks")."""
+    def __init__(
+        self,
+        *,
+        body: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PutPlaybookRequest: _TypeAlias = PutPlaybookRequest  # noqa: Y015
+
+@_typing.final
+class PutPlaybookResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    version: _builtins.int
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PutPlaybookResponse: _TypeAlias = PutPlaybookResponse  # noqa: Y015
+
+@_typing.final
+class ListPlaybooksRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPlaybooksRequest: _TypeAlias = ListPlaybooksRequest  # noqa: Y015
+
+@_typing.final
+class PlaybookSummary(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    TITLE_FIELD_NUMBER: _builtins.int
+    BODY_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    version: _builtins.int
+    title: _builtins.str
+    body: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        version: _builtins.int = ...,
+        title: _builtins.str = ...,
+        body: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "name", b"name", "title", b"title", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PlaybookSummary: _TypeAlias = PlaybookSummary  # noqa: Y015
+
+@_typing.final
+class ListPlaybooksResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PLAYBOOKS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def playbooks(self) -> _containers.RepeatedCompositeFieldContainer[Global___PlaybookSummary]: ...
+    def __init__(
+        self,
+        *,
+        playbooks: _abc.Iterable[Global___PlaybookSummary] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["playbooks", b"playbooks"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPlaybooksResponse: _TypeAlias = ListPlaybooksResponse  # noqa: Y015
+
+@_typing.final
+class StartPlaybookRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    REQUIRE_CONFIRMATION_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    version: _builtins.int
+    """0: the latest."""
+    require_confirmation: _builtins.bool
+    """Wait for a second person's ConfirmPlaybook before anything is sent."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        version: _builtins.int = ...,
+        require_confirmation: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "require_confirmation", b"require_confirmation", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StartPlaybookRequest: _TypeAlias = StartPlaybookRequest  # noqa: Y015
+
+@_typing.final
+class PlaybookRunRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    run_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        run_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["run_id", b"run_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PlaybookRunRequest: _TypeAlias = PlaybookRunRequest  # noqa: Y015
+
+@_typing.final
+class PlaybookStep(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GATEWAY_ID_FIELD_NUMBER: _builtins.int
+    COMMUNE_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    DEVICE_IDS_FIELD_NUMBER: _builtins.int
+    COMMAND_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    gateway_id: _builtins.str
+    commune: _builtins.str
+    action: _builtins.str
+    """What the step does ("lamps 100%", "crossings flashing", "bollards emergency_lower")."""
+    command_id: _builtins.str
+    status: _builtins.str
+    """PENDING, DONE, REFUSED, EXPIRED (the command's status)."""
+    detail: _builtins.str
+    @_builtins.property
+    def device_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        gateway_id: _builtins.str = ...,
+        commune: _builtins.str = ...,
+        action: _builtins.str = ...,
+        device_ids: _abc.Iterable[_builtins.str] | None = ...,
+        command_id: _builtins.str = ...,
+        status: _builtins.str = ...,
+        detail: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "command_id", b"command_id", "commune", b"commune", "detail", b"detail", "device_ids", b"device_ids", "gateway_id", b"gateway_id", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PlaybookStep: _TypeAlias = PlaybookStep  # noqa: Y015
+
+@_typing.final
+class PlaybookRunResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    REQUESTED_BY_FIELD_NUMBER: _builtins.int
+    CONFIRMED_BY_FIELD_NUMBER: _builtins.int
+    STARTED_AT_FIELD_NUMBER: _builtins.int
+    ENDS_AT_FIELD_NUMBER: _builtins.int
+    ENDED_AT_FIELD_NUMBER: _builtins.int
+    STEPS_FIELD_NUMBER: _builtins.int
+    run_id: _builtins.str
+    name: _builtins.str
+    version: _builtins.int
+    status: _builtins.str
+    """awaiting_confirmation, running, ended."""
+    requested_by: _builtins.str
+    confirmed_by: _builtins.str
+    @_builtins.property
+    def started_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def ends_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def ended_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def steps(self) -> _containers.RepeatedCompositeFieldContainer[Global___PlaybookStep]: ...
+    def __init__(
+        self,
+        *,
+        run_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        version: _builtins.int = ...,
+        status: _builtins.str = ...,
+        requested_by: _builtins.str = ...,
+        confirmed_by: _builtins.str = ...,
+        started_at: _timestamp_pb2.Timestamp | None = ...,
+        ends_at: _timestamp_pb2.Timestamp | None = ...,
+        ended_at: _timestamp_pb2.Timestamp | None = ...,
+        steps: _abc.Iterable[Global___PlaybookStep] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ended_at", b"ended_at", "ends_at", b"ends_at", "started_at", b"started_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["confirmed_by", b"confirmed_by", "ended_at", b"ended_at", "ends_at", b"ends_at", "name", b"name", "requested_by", b"requested_by", "run_id", b"run_id", "started_at", b"started_at", "status", b"status", "steps", b"steps", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PlaybookRunResponse: _TypeAlias = PlaybookRunResponse  # noqa: Y015
+
+@_typing.final
+class GeoPoint(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LATITUDE_FIELD_NUMBER: _builtins.int
+    LONGITUDE_FIELD_NUMBER: _builtins.int
+    latitude: _builtins.float
+    longitude: _builtins.float
+    def __init__(
+        self,
+        *,
+        latitude: _builtins.float = ...,
+        longitude: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["latitude", b"latitude", "longitude", b"longitude"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GeoPoint: _TypeAlias = GeoPoint  # noqa: Y015
+
+@_typing.final
+class GatewayList(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    GATEWAY_IDS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    @_builtins.property
+    def gateway_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        gateway_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["gateway_ids", b"gateway_ids", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GatewayList: _TypeAlias = GatewayList  # noqa: Y015
+
+@_typing.final
+class Area(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    POLYGON_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    @_builtins.property
+    def polygon(self) -> _containers.RepeatedCompositeFieldContainer[Global___GeoPoint]:
+        """A closed ring; the last vertex joins the first."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        polygon: _abc.Iterable[Global___GeoPoint] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "polygon", b"polygon"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Area: _TypeAlias = Area  # noqa: Y015
+
+@_typing.final
+class Target(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CITY_FIELD_NUMBER: _builtins.int
+    COMMUNE_FIELD_NUMBER: _builtins.int
+    TAG_FIELD_NUMBER: _builtins.int
+    LIST_FIELD_NUMBER: _builtins.int
+    AREA_FIELD_NUMBER: _builtins.int
+    city: _builtins.bool
+    commune: _builtins.str
+    tag: _builtins.str
+    @_builtins.property
+    def list(self) -> Global___GatewayList: ...
+    @_builtins.property
+    def area(self) -> Global___Area: ...
+    def __init__(
+        self,
+        *,
+        city: _builtins.bool = ...,
+        commune: _builtins.str = ...,
+        tag: _builtins.str = ...,
+        list: Global___GatewayList | None = ...,
+        area: Global___Area | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["area", b"area", "city", b"city", "commune", b"commune", "list", b"list", "tag", b"tag", "target", b"target"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["area", b"area", "city", b"city", "commune", b"commune", "list", b"list", "tag", b"tag", "target", b"target"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_target: _TypeAlias = _typing.Literal["city", "commune", "tag", "list", "area"]  # noqa: Y015
+    _WhichOneofArgType_target: _TypeAlias = _typing.Literal["target", b"target"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_target) -> _WhichOneofReturnType_target | None: ...
+
+Global___Target: _TypeAlias = Target  # noqa: Y015
+
+@_typing.final
+class Asset(_message.Message):
+    """One asset, tied to the device its agent reports (gateway_id, device_id). Lamps carry the
+    fields of the décret of 27 December 2018.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    ASSET_ID_FIELD_NUMBER: _builtins.int
+    GATEWAY_ID_FIELD_NUMBER: _builtins.int
+    DEVICE_ID_FIELD_NUMBER: _builtins.int
+    COMMUNE_FIELD_NUMBER: _builtins.int
+    LATITUDE_FIELD_NUMBER: _builtins.int
+    LONGITUDE_FIELD_NUMBER: _builtins.int
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    POWER_W_FIELD_NUMBER: _builtins.int
+    COLOUR_TEMPERATURE_K_FIELD_NUMBER: _builtins.int
+    LUMINOUS_FLUX_LM_FIELD_NUMBER: _builtins.int
+    UPWARD_LIGHT_RATIO_FIELD_NUMBER: _builtins.int
+    LANTERN_HEIGHT_M_FIELD_NUMBER: _builtins.int
+    INSTALL_DATE_FIELD_NUMBER: _builtins.int
+    SERIAL_FIELD_NUMBER: _builtins.int
+    TAGS_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    BOLLARDS_FIELD_NUMBER: _builtins.int
+    kind: Global___AssetKind.ValueType
+    asset_id: _builtins.str
+    gateway_id: _builtins.str
+    device_id: _builtins.str
+    commune: _builtins.str
+    latitude: _builtins.float
+    longitude: _builtins.float
+    channel: _builtins.int
+    power_w: _builtins.float
+    colour_temperature_k: _builtins.int
+    luminous_flux_lm: _builtins.float
+    upward_light_ratio: _builtins.float
+    """Percent of the flux sent above the horizontal."""
+    lantern_height_m: _builtins.float
+    install_date: _builtins.str
+    """YYYY-MM-DD."""
+    serial: _builtins.str
+    name: _builtins.str
+    bollards: _builtins.int
+    @_builtins.property
+    def tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        kind: Global___AssetKind.ValueType = ...,
+        asset_id: _builtins.str = ...,
+        gateway_id: _builtins.str = ...,
+        device_id: _builtins.str = ...,
+        commune: _builtins.str = ...,
+        latitude: _builtins.float = ...,
+        longitude: _builtins.float = ...,
+        channel: _builtins.int = ...,
+        power_w: _builtins.float = ...,
+        colour_temperature_k: _builtins.int = ...,
+        luminous_flux_lm: _builtins.float = ...,
+        upward_light_ratio: _builtins.float = ...,
+        lantern_height_m: _builtins.float = ...,
+        install_date: _builtins.str = ...,
+        serial: _builtins.str = ...,
+        tags: _abc.Iterable[_builtins.str] | None = ...,
+        name: _builtins.str = ...,
+        bollards: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["asset_id", b"asset_id", "bollards", b"bollards", "channel", b"channel", "colour_temperature_k", b"colour_temperature_k", "commune", b"commune", "device_id", b"device_id", "gateway_id", b"gateway_id", "install_date", b"install_date", "kind", b"kind", "lantern_height_m", b"lantern_height_m", "latitude", b"latitude", "longitude", b"longitude", "luminous_flux_lm", b"luminous_flux_lm", "name", b"name", "power_w", b"power_w", "serial", b"serial", "tags", b"tags", "upward_light_ratio", b"upward_light_ratio"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Asset: _TypeAlias = Asset  # noqa: Y015
+
+@_typing.final
+class ImportAssetsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DRY_RUN_FIELD_NUMBER: _builtins.int
+    EXPECTED_DIGEST_FIELD_NUMBER: _builtins.int
+    ASSETS_FIELD_NUMBER: _builtins.int
+    dry_run: _builtins.bool
+    """First message: what to do. Later ones: assets."""
+    expected_digest: _builtins.str
+    @_builtins.property
+    def assets(self) -> _containers.RepeatedCompositeFieldContainer[Global___Asset]: ...
+    def __init__(
+        self,
+        *,
+        dry_run: _builtins.bool = ...,
+        expected_digest: _builtins.str = ...,
+        assets: _abc.Iterable[Global___Asset] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assets", b"assets", "dry_run", b"dry_run", "expected_digest", b"expected_digest"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImportAssetsRequest: _TypeAlias = ImportAssetsRequest  # noqa: Y015
+
+@_typing.final
+class AssetChange(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    ASSET_ID_FIELD_NUMBER: _builtins.int
+    FIELDS_FIELD_NUMBER: _builtins.int
+    kind: Global___AssetKind.ValueType
+    asset_id: _builtins.str
+    @_builtins.property
+    def fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        kind: Global___AssetKind.ValueType = ...,
+        asset_id: _builtins.str = ...,
+        fields: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["asset_id", b"asset_id", "fields", b"fields", "kind", b"kind"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AssetChange: _TypeAlias = AssetChange  # noqa: Y015
+
+@_typing.final
+class ImportAssetsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ADDED_FIELD_NUMBER: _builtins.int
+    CHANGED_FIELD_NUMBER: _builtins.int
+    REMOVED_FIELD_NUMBER: _builtins.int
+    ADDED_SAMPLE_FIELD_NUMBER: _builtins.int
+    CHANGED_SAMPLE_FIELD_NUMBER: _builtins.int
+    REMOVED_SAMPLE_FIELD_NUMBER: _builtins.int
+    REGISTER_DIGEST_FIELD_NUMBER: _builtins.int
+    APPLIED_FIELD_NUMBER: _builtins.int
+    added: _builtins.int
+    changed: _builtins.int
+    removed: _builtins.int
+    register_digest: _builtins.str
+    """The register's digest the diff was computed against (pass it back to apply)."""
+    applied: _builtins.bool
+    @_builtins.property
+    def added_sample(self) -> _containers.RepeatedCompositeFieldContainer[Global___AssetChange]:
+        """The first few of each, for the operator to read before applying."""
+
+    @_builtins.property
+    def changed_sample(self) -> _containers.RepeatedCompositeFieldContainer[Global___AssetChange]: ...
+    @_builtins.property
+    def removed_sample(self) -> _containers.RepeatedCompositeFieldContainer[Global___AssetChange]: ...
+    def __init__(
+        self,
+        *,
+        added: _builtins.int = ...,
+        changed: _builtins.int = ...,
+        removed: _builtins.int = ...,
+        added_sample: _abc.Iterable[Global___AssetChange] | None = ...,
+        changed_sample: _abc.Iterable[Global___AssetChange] | None = ...,
+        removed_sample: _abc.Iterable[Global___AssetChange] | None = ...,
+        register_digest: _builtins.str = ...,
+        applied: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["added", b"added", "added_sample", b"added_sample", "applied", b"applied", "changed", b"changed", "changed_sample", b"changed_sample", "register_digest", b"register_digest", "removed", b"removed", "removed_sample", b"removed_sample"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImportAssetsResponse: _TypeAlias = ImportAssetsResponse  # noqa: Y015
+
+@_typing.final
+class ListAssetsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    COMMUNE_FIELD_NUMBER: _builtins.int
+    GATEWAY_ID_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    kind: Global___AssetKind.ValueType
+    commune: _builtins.str
+    gateway_id: _builtins.str
+    page_token: _builtins.str
+    page_size: _builtins.int
+    def __init__(
+        self,
+        *,
+        kind: Global___AssetKind.ValueType = ...,
+        commune: _builtins.str = ...,
+        gateway_id: _builtins.str = ...,
+        page_token: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["commune", b"commune", "gateway_id", b"gateway_id", "kind", b"kind", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAssetsRequest: _TypeAlias = ListAssetsRequest  # noqa: Y015
+
+@_typing.final
+class ListAssetsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ASSETS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    @_builtins.property
+    def assets(self) -> _containers.RepeatedCompositeFieldContainer[Global___Asset]: ...
+    def __init__(
+        self,
+        *,
+        assets: _abc.Iterable[Global___Asset] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assets", b"assets", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAssetsResponse: _TypeAlias = ListAssetsResponse  # noqa: Y015
+
+@_typing.final
+class GroupDocument(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ASSIGNMENT_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    TARGET_FIELD_NUMBER: _builtins.int
+    LEVEL_FIELD_NUMBER: _builtins.int
+    DIGEST_FIELD_NUMBER: _builtins.int
+    ISSUED_AT_FIELD_NUMBER: _builtins.int
+    ISSUED_BY_FIELD_NUMBER: _builtins.int
+    GATEWAYS_FIELD_NUMBER: _builtins.int
+    assignment_id: _builtins.int
+    kind: _link_pb2.DocumentKind.ValueType
+    level: _builtins.str
+    """"city", "commune", "tag", "area", "list"."""
+    digest: _builtins.bytes
+    issued_by: _builtins.str
+    gateways: _builtins.int
+    """Gateways whose effective document this is."""
+    @_builtins.property
+    def target(self) -> Global___Target: ...
+    @_builtins.property
+    def issued_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        assignment_id: _builtins.int = ...,
+        kind: _link_pb2.DocumentKind.ValueType = ...,
+        target: Global___Target | None = ...,
+        level: _builtins.str = ...,
+        digest: _builtins.bytes = ...,
+        issued_at: _timestamp_pb2.Timestamp | None = ...,
+        issued_by: _builtins.str = ...,
+        gateways: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["issued_at", b"issued_at", "target", b"target"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignment_id", b"assignment_id", "digest", b"digest", "gateways", b"gateways", "issued_at", b"issued_at", "issued_by", b"issued_by", "kind", b"kind", "level", b"level", "target", b"target"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GroupDocument: _TypeAlias = GroupDocument  # noqa: Y015
+
+@_typing.final
+class PutGroupDocumentRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TARGET_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    PAYLOAD_FIELD_NUMBER: _builtins.int
+    kind: _link_pb2.DocumentKind.ValueType
+    payload: _builtins.bytes
+    @_builtins.property
+    def target(self) -> Global___Target: ...
+    def __init__(
+        self,
+        *,
+        target: Global___Target | None = ...,
+        kind: _link_pb2.DocumentKind.ValueType = ...,
+        payload: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["target", b"target"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "payload", b"payload", "target", b"target"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PutGroupDocumentRequest: _TypeAlias = PutGroupDocumentRequest  # noqa: Y015
+
+@_typing.final
+class PutGroupDocumentResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DOCUMENT_FIELD_NUMBER: _builtins.int
+    GATEWAYS_CHANGED_FIELD_NUMBER: _builtins.int
+    GATEWAYS_COVERED_FIELD_NUMBER: _builtins.int
+    gateways_changed: _builtins.int
+    """Gateways given a new version by this put (others already held it, or a more specific
+    assignment covers them).
+    """
+    gateways_covered: _builtins.int
+    @_builtins.property
+    def document(self) -> Global___GroupDocument: ...
+    def __init__(
+        self,
+        *,
+        document: Global___GroupDocument | None = ...,
+        gateways_changed: _builtins.int = ...,
+        gateways_covered: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["document", b"document"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["document", b"document", "gateways_changed", b"gateways_changed", "gateways_covered", b"gateways_covered"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PutGroupDocumentResponse: _TypeAlias = PutGroupDocumentResponse  # noqa: Y015
+
+@_typing.final
+class RemoveGroupDocumentRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TARGET_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    kind: _link_pb2.DocumentKind.ValueType
+    @_builtins.property
+    def target(self) -> Global___Target: ...
+    def __init__(
+        self,
+        *,
+        target: Global___Target | None = ...,
+        kind: _link_pb2.DocumentKind.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["target", b"target"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "target", b"target"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RemoveGroupDocumentRequest: _TypeAlias = RemoveGroupDocumentRequest  # noqa: Y015
+
+@_typing.final
+class RemoveGroupDocumentResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GATEWAYS_CHANGED_FIELD_NUMBER: _builtins.int
+    gateways_changed: _builtins.int
+    def __init__(
+        self,
+        *,
+        gateways_changed: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["gateways_changed", b"gateways_changed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RemoveGroupDocumentResponse: _TypeAlias = RemoveGroupDocumentResponse  # noqa: Y015
+
+@_typing.final
+class ListGroupDocumentsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    kind: _link_pb2.DocumentKind.ValueType
+    def __init__(
+        self,
+        *,
+        kind: _link_pb2.DocumentKind.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListGroupDocumentsRequest: _TypeAlias = ListGroupDocumentsRequest  # noqa: Y015
+
+@_typing.final
+class ListGroupDocumentsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DOCUMENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def documents(self) -> _containers.RepeatedCompositeFieldContainer[Global___GroupDocument]: ...
+    def __init__(
+        self,
+        *,
+        documents: _abc.Iterable[Global___GroupDocument] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["documents", b"documents"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListGroupDocumentsResponse: _TypeAlias = ListGroupDocumentsResponse  # noqa: Y015
+
+@_typing.final
+class GetEffectiveDocumentRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GATEWAY_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    gateway_id: _builtins.str
+    kind: _link_pb2.DocumentKind.ValueType
+    def __init__(
+        self,
+        *,
+        gateway_id: _builtins.str = ...,
+        kind: _link_pb2.DocumentKind.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["gateway_id", b"gateway_id", "kind", b"kind"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetEffectiveDocumentRequest: _TypeAlias = GetEffectiveDocumentRequest  # noqa: Y015
+
+@_typing.final
+class GetEffectiveDocumentResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DOCUMENT_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    FROM_GROUP_FIELD_NUMBER: _builtins.int
+    SHADOWED_FIELD_NUMBER: _builtins.int
+    HELD_FIELD_NUMBER: _builtins.int
+    source: _builtins.str
+    """"gateway" (put on it directly), a group level, or "" (no document)."""
+    @_builtins.property
+    def document(self) -> _link_pb2.DesiredDocument: ...
+    @_builtins.property
+    def from_group(self) -> Global___GroupDocument: ...
+    @_builtins.property
+    def shadowed(self) -> _containers.RepeatedCompositeFieldContainer[Global___GroupDocument]:
+        """Other assignments covering the gateway, which the effective one outranks."""
+
+    @_builtins.property
+    def held(self) -> _link_pb2.HeldDocument: ...
+    def __init__(
+        self,
+        *,
+        document: _link_pb2.DesiredDocument | None = ...,
+        source: _builtins.str = ...,
+        from_group: Global___GroupDocument | None = ...,
+        shadowed: _abc.Iterable[Global___GroupDocument] | None = ...,
+        held: _link_pb2.HeldDocument | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["document", b"document", "from_group", b"from_group", "held", b"held"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["document", b"document", "from_group", b"from_group", "held", b"held", "shadowed", b"shadowed", "source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetEffectiveDocumentResponse: _TypeAlias = GetEffectiveDocumentResponse  # noqa: Y015
+
+@_typing.final
+class ReleaseGatewayDocumentRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GATEWAY_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    gateway_id: _builtins.str
+    kind: _link_pb2.DocumentKind.ValueType
+    def __init__(
+        self,
+        *,
+        gateway_id: _builtins.str = ...,
+        kind: _link_pb2.DocumentKind.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["gateway_id", b"gateway_id", "kind", b"kind"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReleaseGatewayDocumentRequest: _TypeAlias = ReleaseGatewayDocumentRequest  # noqa: Y015
+
+@_typing.final
+class ReleaseGatewayDocumentResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DOCUMENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def document(self) -> _link_pb2.DesiredDocument: ...
+    def __init__(
+        self,
+        *,
+        document: _link_pb2.DesiredDocument | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["document", b"document"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["document", b"document"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReleaseGatewayDocumentResponse: _TypeAlias = ReleaseGatewayDocumentResponse  # noqa: Y015
+
+@_typing.final
+class GetConvergenceRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    TARGET_FIELD_NUMBER: _builtins.int
+    MAX_LAGGING_FIELD_NUMBER: _builtins.int
+    kind: _link_pb2.DocumentKind.ValueType
+    max_lagging: _builtins.int
+    @_builtins.property
+    def target(self) -> Global___Target:
+        """Unset: the whole city (within the caller's communes)."""
+
+    def __init__(
+        self,
+        *,
+        kind: _link_pb2.DocumentKind.ValueType = ...,
+        target: Global___Target | None = ...,
+        max_lagging: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["target", b"target"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "max_lagging", b"max_lagging", "target", b"target"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetConvergenceRequest: _TypeAlias = GetConvergenceRequest  # noqa: Y015
+
+@_typing.final
+class LaggingGateway(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GATEWAY_ID_FIELD_NUMBER: _builtins.int
+    COMMUNE_FIELD_NUMBER: _builtins.int
+    DESIRED_VERSION_FIELD_NUMBER: _builtins.int
+    HELD_VERSION_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    OFFLINE_SINCE_FIELD_NUMBER: _builtins.int
+    REFUSAL_FIELD_NUMBER: _builtins.int
+    gateway_id: _builtins.str
+    commune: _builtins.str
+    desired_version: _builtins.int
+    held_version: _builtins.int
+    reason: _builtins.str
+    """"offline", "refused", "pending" (connected, acknowledgement awaited), "never-connected"."""
+    refusal: _builtins.str
+    @_builtins.property
+    def offline_since(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        gateway_id: _builtins.str = ...,
+        commune: _builtins.str = ...,
+        desired_version: _builtins.int = ...,
+        held_version: _builtins.int = ...,
+        reason: _builtins.str = ...,
+        offline_since: _timestamp_pb2.Timestamp | None = ...,
+        refusal: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["offline_since", b"offline_since"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["commune", b"commune", "desired_version", b"desired_version", "gateway_id", b"gateway_id", "held_version", b"held_version", "offline_since", b"offline_since", "reason", b"reason", "refusal", b"refusal"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LaggingGateway: _TypeAlias = LaggingGateway  # noqa: Y015
+
+@_typing.final
+class GetConvergenceResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GATEWAYS_FIELD_NUMBER: _builtins.int
+    CONVERGED_FIELD_NUMBER: _builtins.int
+    LAGGING_TOTAL_FIELD_NUMBER: _builtins.int
+    LAGGING_FIELD_NUMBER: _builtins.int
+    OFFLINE_FIELD_NUMBER: _builtins.int
+    REFUSED_FIELD_NUMBER: _builtins.int
+    PENDING_FIELD_NUMBER: _builtins.int
+    WITHOUT_DOCUMENT_FIELD_NUMBER: _builtins.int
+    gateways: _builtins.int
+    converged: _builtins.int
+    lagging_total: _builtins.int
+    offline: _builtins.int
+    refused: _builtins.int
+    pending: _builtins.int
+    without_document: _builtins.int
+    @_builtins.property
+    def lagging(self) -> _containers.RepeatedCompositeFieldContainer[Global___LaggingGateway]: ...
+    def __init__(
+        self,
+        *,
+        gateways: _builtins.int = ...,
+        converged: _builtins.int = ...,
+        lagging_total: _builtins.int = ...,
+        lagging: _abc.Iterable[Global___LaggingGateway] | None = ...,
+        offline: _builtins.int = ...,
+        refused: _builtins.int = ...,
+        pending: _builtins.int = ...,
+        without_document: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["converged", b"converged", "gateways", b"gateways", "lagging", b"lagging", "lagging_total", b"lagging_total", "offline", b"offline", "pending", b"pending", "refused", b"refused", "without_document", b"without_document"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetConvergenceResponse: _TypeAlias = GetConvergenceResponse  # noqa: Y015
+
+@_typing.final
+class SendGroupCommandRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TARGET_FIELD_NUMBER: _builtins.int
+    COMMAND_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def target(self) -> Global___Target: ...
+    @_builtins.property
+    def command(self) -> _link_pb2.Command:
+        """Copied to each gateway with its own command id (the batch id and a number)."""
+
+    def __init__(
+        self,
+        *,
+        target: Global___Target | None = ...,
+        command: _link_pb2.Command | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["command", b"command", "target", b"target"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command", b"command", "target", b"target"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SendGroupCommandRequest: _TypeAlias = SendGroupCommandRequest  # noqa: Y015
+
+@_typing.final
+class SendGroupCommandResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BATCH_ID_FIELD_NUMBER: _builtins.int
+    GATEWAYS_FIELD_NUMBER: _builtins.int
+    batch_id: _builtins.str
+    gateways: _builtins.int
+    def __init__(
+        self,
+        *,
+        batch_id: _builtins.str = ...,
+        gateways: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id", "gateways", b"gateways"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SendGroupCommandResponse: _TypeAlias = SendGroupCommandResponse  # noqa: Y015
+
+@_typing.final
+class GetGroupCommandRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BATCH_ID_FIELD_NUMBER: _builtins.int
+    batch_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        batch_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetGroupCommandRequest: _TypeAlias = GetGroupCommandRequest  # noqa: Y015
+
+@_typing.final
+class GetGroupCommandResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class ByStatusEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    GATEWAYS_FIELD_NUMBER: _builtins.int
+    BY_STATUS_FIELD_NUMBER: _builtins.int
+    FAILED_FIELD_NUMBER: _builtins.int
+    gateways: _builtins.int
+    @_builtins.property
+    def by_status(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Command status name (lowercase) -> how many."""
+
+    @_builtins.property
+    def failed(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        gateways: _builtins.int = ...,
+        by_status: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        failed: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["by_status", b"by_status", "failed", b"failed", "gateways", b"gateways"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetGroupCommandResponse: _TypeAlias = GetGroupCommandResponse  # noqa: Y015
+
+@_typing.final
+class ListFleetRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COMMUNE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    commune: _builtins.str
+    page_token: _builtins.str
+    page_size: _builtins.int
+    def __init__(
+        self,
+        *,
+        commune: _builtins.str = ...,
+        page_token: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["commune", b"commune", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListFleetRequest: _TypeAlias = ListFleetRequest  # noqa: Y015
+
+@_typing.final
+class FleetGateway(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GATEWAY_ID_FIELD_NUMBER: _builtins.int
+    COMMUNE_FIELD_NUMBER: _builtins.int
+    TAGS_FIELD_NUMBER: _builtins.int
+    CONNECTED_FIELD_NUMBER: _builtins.int
+    LAST_SEEN_FIELD_NUMBER: _builtins.int
+    FIRMWARE_VERSION_FIELD_NUMBER: _builtins.int
+    ENROLLED_FIELD_NUMBER: _builtins.int
+    DOCUMENTS_FIELD_NUMBER: _builtins.int
+    DOCUMENTS_HELD_FIELD_NUMBER: _builtins.int
+    gateway_id: _builtins.str
+    commune: _builtins.str
+    connected: _builtins.bool
+    firmware_version: _builtins.str
+    enrolled: _builtins.bool
+    documents: _builtins.int
+    documents_held: _builtins.int
+    @_builtins.property
+    def tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def last_seen(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        gateway_id: _builtins.str = ...,
+        commune: _builtins.str = ...,
+        tags: _abc.Iterable[_builtins.str] | None = ...,
+        connected: _builtins.bool = ...,
+        last_seen: _timestamp_pb2.Timestamp | None = ...,
+        firmware_version: _builtins.str = ...,
+        enrolled: _builtins.bool = ...,
+        documents: _builtins.int = ...,
+        documents_held: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["last_seen", b"last_seen"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["commune", b"commune", "connected", b"connected", "documents", b"documents", "documents_held", b"documents_held", "enrolled", b"enrolled", "firmware_version", b"firmware_version", "gateway_id", b"gateway_id", "last_seen", b"last_seen", "tags", b"tags"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FleetGateway: _TypeAlias = FleetGateway  # noqa: Y015
+
+@_typing.final
+class ListFleetResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GATEWAYS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    @_builtins.property
+    def gateways(self) -> _containers.RepeatedCompositeFieldContainer[Global___FleetGateway]: ...
+    def __init__(
+        self,
+        *,
+        gateways: _abc.Iterable[Global___FleetGateway] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["gateways", b"gateways", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListFleetResponse: _TypeAlias = ListFleetResponse  # noqa: Y015

@@ -101,6 +101,11 @@ class ControlCentreStub:
                 request_serializer=ondijon_dot_v1_dot_control__pb2.ListAuditRequest.SerializeToString,
                 response_deserializer=ondijon_dot_v1_dot_control__pb2.ListAuditResponse.FromString,
                 _registered_method=True)
+        self.ListOverrides = channel.unary_unary(
+                '/ondijon.v1.ControlCentre/ListOverrides',
+                request_serializer=ondijon_dot_v1_dot_control__pb2.ListOverridesRequest.SerializeToString,
+                response_deserializer=ondijon_dot_v1_dot_control__pb2.ListOverridesResponse.FromString,
+                _registered_method=True)
 
 
 class ControlCentreServicer:
@@ -191,6 +196,14 @@ class ControlCentreServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListOverrides(self, request, context):
+        """The overrides sent to a gateway that are still running or waiting to run (viewer):
+        not expired, not refused, not cancelled; with the devices that report following each.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlCentreServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -258,6 +271,11 @@ def add_ControlCentreServicer_to_server(servicer, server):
                     servicer.ListAudit,
                     request_deserializer=ondijon_dot_v1_dot_control__pb2.ListAuditRequest.FromString,
                     response_serializer=ondijon_dot_v1_dot_control__pb2.ListAuditResponse.SerializeToString,
+            ),
+            'ListOverrides': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListOverrides,
+                    request_deserializer=ondijon_dot_v1_dot_control__pb2.ListOverridesRequest.FromString,
+                    response_serializer=ondijon_dot_v1_dot_control__pb2.ListOverridesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -613,6 +631,1155 @@ class ControlCentre:
             '/ondijon.v1.ControlCentre/ListAudit',
             ondijon_dot_v1_dot_control__pb2.ListAuditRequest.SerializeToString,
             ondijon_dot_v1_dot_control__pb2.ListAuditResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListOverrides(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ondijon.v1.ControlCentre/ListOverrides',
+            ondijon_dot_v1_dot_control__pb2.ListOverridesRequest.SerializeToString,
+            ondijon_dot_v1_dot_control__pb2.ListOverridesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class OperationsStub:
+    """-- Operations of the control room over the city (issue 12): alarms as states, energy,
+    crisis playbooks. Same callers, roles and audit as ControlCentre.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.ListAlarms = channel.unary_unary(
+                '/ondijon.v1.Operations/ListAlarms',
+                request_serializer=ondijon_dot_v1_dot_control__pb2.ListAlarmsRequest.SerializeToString,
+                response_deserializer=ondijon_dot_v1_dot_control__pb2.ListAlarmsResponse.FromString,
+                _registered_method=True)
+        self.WatchAlarms = channel.unary_stream(
+                '/ondijon.v1.Operations/WatchAlarms',
+                request_serializer=ondijon_dot_v1_dot_control__pb2.WatchAlarmsRequest.SerializeToString,
+                response_deserializer=ondijon_dot_v1_dot_control__pb2.WatchAlarmsResponse.FromString,
+                _registered_method=True)
+        self.AcknowledgeAlarm = channel.unary_unary(
+                '/ondijon.v1.Operations/AcknowledgeAlarm',
+                request_serializer=ondijon_dot_v1_dot_control__pb2.AlarmActionRequest.SerializeToString,
+                response_deserializer=ondijon_dot_v1_dot_control__pb2.AlarmActionResponse.FromString,
+                _registered_method=True)
+        self.ShelveAlarm = channel.unary_unary(
+                '/ondijon.v1.Operations/ShelveAlarm',
+                request_serializer=ondijon_dot_v1_dot_control__pb2.AlarmActionRequest.SerializeToString,
+                response_deserializer=ondijon_dot_v1_dot_control__pb2.AlarmActionResponse.FromString,
+                _registered_method=True)
+        self.AssignAlarm = channel.unary_unary(
+                '/ondijon.v1.Operations/AssignAlarm',
+                request_serializer=ondijon_dot_v1_dot_control__pb2.AlarmActionRequest.SerializeToString,
+                response_deserializer=ondijon_dot_v1_dot_control__pb2.AlarmActionResponse.FromString,
+                _registered_method=True)
+        self.CloseAlarm = channel.unary_unary(
+                '/ondijon.v1.Operations/CloseAlarm',
+                request_serializer=ondijon_dot_v1_dot_control__pb2.AlarmActionRequest.SerializeToString,
+                response_deserializer=ondijon_dot_v1_dot_control__pb2.AlarmActionResponse.FromString,
+                _registered_method=True)
+        self.EnergyReport = channel.unary_unary(
+                '/ondijon.v1.Operations/EnergyReport',
+                request_serializer=ondijon_dot_v1_dot_control__pb2.EnergyReportRequest.SerializeToString,
+                response_deserializer=ondijon_dot_v1_dot_control__pb2.EnergyReportResponse.FromString,
+                _registered_method=True)
+        self.PutPlaybook = channel.unary_unary(
+                '/ondijon.v1.Operations/PutPlaybook',
+                request_serializer=ondijon_dot_v1_dot_control__pb2.PutPlaybookRequest.SerializeToString,
+                response_deserializer=ondijon_dot_v1_dot_control__pb2.PutPlaybookResponse.FromString,
+                _registered_method=True)
+        self.ListPlaybooks = channel.unary_unary(
+                '/ondijon.v1.Operations/ListPlaybooks',
+                request_serializer=ondijon_dot_v1_dot_control__pb2.ListPlaybooksRequest.SerializeToString,
+                response_deserializer=ondijon_dot_v1_dot_control__pb2.ListPlaybooksResponse.FromString,
+                _registered_method=True)
+        self.StartPlaybook = channel.unary_unary(
+                '/ondijon.v1.Operations/StartPlaybook',
+                request_serializer=ondijon_dot_v1_dot_control__pb2.StartPlaybookRequest.SerializeToString,
+                response_deserializer=ondijon_dot_v1_dot_control__pb2.PlaybookRunResponse.FromString,
+                _registered_method=True)
+        self.ConfirmPlaybook = channel.unary_unary(
+                '/ondijon.v1.Operations/ConfirmPlaybook',
+                request_serializer=ondijon_dot_v1_dot_control__pb2.PlaybookRunRequest.SerializeToString,
+                response_deserializer=ondijon_dot_v1_dot_control__pb2.PlaybookRunResponse.FromString,
+                _registered_method=True)
+        self.EndPlaybook = channel.unary_unary(
+                '/ondijon.v1.Operations/EndPlaybook',
+                request_serializer=ondijon_dot_v1_dot_control__pb2.PlaybookRunRequest.SerializeToString,
+                response_deserializer=ondijon_dot_v1_dot_control__pb2.PlaybookRunResponse.FromString,
+                _registered_method=True)
+        self.GetPlaybookRun = channel.unary_unary(
+                '/ondijon.v1.Operations/GetPlaybookRun',
+                request_serializer=ondijon_dot_v1_dot_control__pb2.PlaybookRunRequest.SerializeToString,
+                response_deserializer=ondijon_dot_v1_dot_control__pb2.PlaybookRunResponse.FromString,
+                _registered_method=True)
+
+
+class OperationsServicer:
+    """-- Operations of the control room over the city (issue 12): alarms as states, energy,
+    crisis playbooks. Same callers, roles and audit as ControlCentre.
+    """
+
+    def ListAlarms(self, request, context):
+        """Open alarms by default, root causes only (what they group is counted in `grouped`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchAlarms(self, request, context):
+        """Every change of an alarm the caller may see, as it is written (any replica).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AcknowledgeAlarm(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ShelveAlarm(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AssignAlarm(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CloseAlarm(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EnergyReport(self, request, context):
+        """kWh, burning hours, saving against the baseline; per commune and the city, or per lamp.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PutPlaybook(self, request, context):
+        """Crisis playbooks (admin or crisis role).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPlaybooks(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StartPlaybook(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ConfirmPlaybook(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EndPlaybook(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetPlaybookRun(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_OperationsServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'ListAlarms': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAlarms,
+                    request_deserializer=ondijon_dot_v1_dot_control__pb2.ListAlarmsRequest.FromString,
+                    response_serializer=ondijon_dot_v1_dot_control__pb2.ListAlarmsResponse.SerializeToString,
+            ),
+            'WatchAlarms': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchAlarms,
+                    request_deserializer=ondijon_dot_v1_dot_control__pb2.WatchAlarmsRequest.FromString,
+                    response_serializer=ondijon_dot_v1_dot_control__pb2.WatchAlarmsResponse.SerializeToString,
+            ),
+            'AcknowledgeAlarm': grpc.unary_unary_rpc_method_handler(
+                    servicer.AcknowledgeAlarm,
+                    request_deserializer=ondijon_dot_v1_dot_control__pb2.AlarmActionRequest.FromString,
+                    response_serializer=ondijon_dot_v1_dot_control__pb2.AlarmActionResponse.SerializeToString,
+            ),
+            'ShelveAlarm': grpc.unary_unary_rpc_method_handler(
+                    servicer.ShelveAlarm,
+                    request_deserializer=ondijon_dot_v1_dot_control__pb2.AlarmActionRequest.FromString,
+                    response_serializer=ondijon_dot_v1_dot_control__pb2.AlarmActionResponse.SerializeToString,
+            ),
+            'AssignAlarm': grpc.unary_unary_rpc_method_handler(
+                    servicer.AssignAlarm,
+                    request_deserializer=ondijon_dot_v1_dot_control__pb2.AlarmActionRequest.FromString,
+                    response_serializer=ondijon_dot_v1_dot_control__pb2.AlarmActionResponse.SerializeToString,
+            ),
+            'CloseAlarm': grpc.unary_unary_rpc_method_handler(
+                    servicer.CloseAlarm,
+                    request_deserializer=ondijon_dot_v1_dot_control__pb2.AlarmActionRequest.FromString,
+                    response_serializer=ondijon_dot_v1_dot_control__pb2.AlarmActionResponse.SerializeToString,
+            ),
+            'EnergyReport': grpc.unary_unary_rpc_method_handler(
+                    servicer.EnergyReport,
+                    request_deserializer=ondijon_dot_v1_dot_control__pb2.EnergyReportRequest.FromString,
+                    response_serializer=ondijon_dot_v1_dot_control__pb2.EnergyReportResponse.SerializeToString,
+            ),
+            'PutPlaybook': grpc.unary_unary_rpc_method_handler(
+                    servicer.PutPlaybook,
+                    request_deserializer=ondijon_dot_v1_dot_control__pb2.PutPlaybookRequest.FromString,
+                    response_serializer=ondijon_dot_v1_dot_control__pb2.PutPlaybookResponse.SerializeToString,
+            ),
+            'ListPlaybooks': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPlaybooks,
+                    request_deserializer=ondijon_dot_v1_dot_control__pb2.ListPlaybooksRequest.FromString,
+                    response_serializer=ondijon_dot_v1_dot_control__pb2.ListPlaybooksResponse.SerializeToString,
+            ),
+            'StartPlaybook': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartPlaybook,
+                    request_deserializer=ondijon_dot_v1_dot_control__pb2.StartPlaybookRequest.FromString,
+                    response_serializer=ondijon_dot_v1_dot_control__pb2.PlaybookRunResponse.SerializeToString,
+            ),
+            'ConfirmPlaybook': grpc.unary_unary_rpc_method_handler(
+                    servicer.ConfirmPlaybook,
+                    request_deserializer=ondijon_dot_v1_dot_control__pb2.PlaybookRunRequest.FromString,
+                    response_serializer=ondijon_dot_v1_dot_control__pb2.PlaybookRunResponse.SerializeToString,
+            ),
+            'EndPlaybook': grpc.unary_unary_rpc_method_handler(
+                    servicer.EndPlaybook,
+                    request_deserializer=ondijon_dot_v1_dot_control__pb2.PlaybookRunRequest.FromString,
+                    response_serializer=ondijon_dot_v1_dot_control__pb2.PlaybookRunResponse.SerializeToString,
+            ),
+            'GetPlaybookRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPlaybookRun,
+                    request_deserializer=ondijon_dot_v1_dot_control__pb2.PlaybookRunRequest.FromString,
+                    response_serializer=ondijon_dot_v1_dot_control__pb2.PlaybookRunResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'ondijon.v1.Operations', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('ondijon.v1.Operations', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Operations:
+    """-- Operations of the control room over the city (issue 12): alarms as states, energy,
+    crisis playbooks. Same callers, roles and audit as ControlCentre.
+    """
+
+    @staticmethod
+    def ListAlarms(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ondijon.v1.Operations/ListAlarms',
+            ondijon_dot_v1_dot_control__pb2.ListAlarmsRequest.SerializeToString,
+            ondijon_dot_v1_dot_control__pb2.ListAlarmsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchAlarms(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/ondijon.v1.Operations/WatchAlarms',
+            ondijon_dot_v1_dot_control__pb2.WatchAlarmsRequest.SerializeToString,
+            ondijon_dot_v1_dot_control__pb2.WatchAlarmsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AcknowledgeAlarm(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ondijon.v1.Operations/AcknowledgeAlarm',
+            ondijon_dot_v1_dot_control__pb2.AlarmActionRequest.SerializeToString,
+            ondijon_dot_v1_dot_control__pb2.AlarmActionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ShelveAlarm(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ondijon.v1.Operations/ShelveAlarm',
+            ondijon_dot_v1_dot_control__pb2.AlarmActionRequest.SerializeToString,
+            ondijon_dot_v1_dot_control__pb2.AlarmActionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AssignAlarm(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ondijon.v1.Operations/AssignAlarm',
+            ondijon_dot_v1_dot_control__pb2.AlarmActionRequest.SerializeToString,
+            ondijon_dot_v1_dot_control__pb2.AlarmActionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CloseAlarm(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ondijon.v1.Operations/CloseAlarm',
+            ondijon_dot_v1_dot_control__pb2.AlarmActionRequest.SerializeToString,
+            ondijon_dot_v1_dot_control__pb2.AlarmActionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EnergyReport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ondijon.v1.Operations/EnergyReport',
+            ondijon_dot_v1_dot_control__pb2.EnergyReportRequest.SerializeToString,
+            ondijon_dot_v1_dot_control__pb2.EnergyReportResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutPlaybook(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ondijon.v1.Operations/PutPlaybook',
+            ondijon_dot_v1_dot_control__pb2.PutPlaybookRequest.SerializeToString,
+            ondijon_dot_v1_dot_control__pb2.PutPlaybookResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPlaybooks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ondijon.v1.Operations/ListPlaybooks',
+            ondijon_dot_v1_dot_control__pb2.ListPlaybooksRequest.SerializeToString,
+            ondijon_dot_v1_dot_control__pb2.ListPlaybooksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartPlaybook(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ondijon.v1.Operations/StartPlaybook',
+            ondijon_dot_v1_dot_control__pb2.StartPlaybookRequest.SerializeToString,
+            ondijon_dot_v1_dot_control__pb2.PlaybookRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ConfirmPlaybook(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ondijon.v1.Operations/ConfirmPlaybook',
+            ondijon_dot_v1_dot_control__pb2.PlaybookRunRequest.SerializeToString,
+            ondijon_dot_v1_dot_control__pb2.PlaybookRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EndPlaybook(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ondijon.v1.Operations/EndPlaybook',
+            ondijon_dot_v1_dot_control__pb2.PlaybookRunRequest.SerializeToString,
+            ondijon_dot_v1_dot_control__pb2.PlaybookRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPlaybookRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ondijon.v1.Operations/GetPlaybookRun',
+            ondijon_dot_v1_dot_control__pb2.PlaybookRunRequest.SerializeToString,
+            ondijon_dot_v1_dot_control__pb2.PlaybookRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class CityStub:
+    """The city's operations (issue 12): the asset register, documents assigned to groups of
+    gateways with a precedence (gateway > list > area > tag > commune > city), convergence,
+    commands to a target, and the fleet a page at a time. Same operators, roles and scopes
+    as ControlCentre.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.ImportAssets = channel.stream_unary(
+                '/ondijon.v1.City/ImportAssets',
+                request_serializer=ondijon_dot_v1_dot_control__pb2.ImportAssetsRequest.SerializeToString,
+                response_deserializer=ondijon_dot_v1_dot_control__pb2.ImportAssetsResponse.FromString,
+                _registered_method=True)
+        self.ListAssets = channel.unary_unary(
+                '/ondijon.v1.City/ListAssets',
+                request_serializer=ondijon_dot_v1_dot_control__pb2.ListAssetsRequest.SerializeToString,
+                response_deserializer=ondijon_dot_v1_dot_control__pb2.ListAssetsResponse.FromString,
+                _registered_method=True)
+        self.PutGroupDocument = channel.unary_unary(
+                '/ondijon.v1.City/PutGroupDocument',
+                request_serializer=ondijon_dot_v1_dot_control__pb2.PutGroupDocumentRequest.SerializeToString,
+                response_deserializer=ondijon_dot_v1_dot_control__pb2.PutGroupDocumentResponse.FromString,
+                _registered_method=True)
+        self.RemoveGroupDocument = channel.unary_unary(
+                '/ondijon.v1.City/RemoveGroupDocument',
+                request_serializer=ondijon_dot_v1_dot_control__pb2.RemoveGroupDocumentRequest.SerializeToString,
+                response_deserializer=ondijon_dot_v1_dot_control__pb2.RemoveGroupDocumentResponse.FromString,
+                _registered_method=True)
+        self.ListGroupDocuments = channel.unary_unary(
+                '/ondijon.v1.City/ListGroupDocuments',
+                request_serializer=ondijon_dot_v1_dot_control__pb2.ListGroupDocumentsRequest.SerializeToString,
+                response_deserializer=ondijon_dot_v1_dot_control__pb2.ListGroupDocumentsResponse.FromString,
+                _registered_method=True)
+        self.GetEffectiveDocument = channel.unary_unary(
+                '/ondijon.v1.City/GetEffectiveDocument',
+                request_serializer=ondijon_dot_v1_dot_control__pb2.GetEffectiveDocumentRequest.SerializeToString,
+                response_deserializer=ondijon_dot_v1_dot_control__pb2.GetEffectiveDocumentResponse.FromString,
+                _registered_method=True)
+        self.ReleaseGatewayDocument = channel.unary_unary(
+                '/ondijon.v1.City/ReleaseGatewayDocument',
+                request_serializer=ondijon_dot_v1_dot_control__pb2.ReleaseGatewayDocumentRequest.SerializeToString,
+                response_deserializer=ondijon_dot_v1_dot_control__pb2.ReleaseGatewayDocumentResponse.FromString,
+                _registered_method=True)
+        self.GetConvergence = channel.unary_unary(
+                '/ondijon.v1.City/GetConvergence',
+                request_serializer=ondijon_dot_v1_dot_control__pb2.GetConvergenceRequest.SerializeToString,
+                response_deserializer=ondijon_dot_v1_dot_control__pb2.GetConvergenceResponse.FromString,
+                _registered_method=True)
+        self.SendGroupCommand = channel.unary_unary(
+                '/ondijon.v1.City/SendGroupCommand',
+                request_serializer=ondijon_dot_v1_dot_control__pb2.SendGroupCommandRequest.SerializeToString,
+                response_deserializer=ondijon_dot_v1_dot_control__pb2.SendGroupCommandResponse.FromString,
+                _registered_method=True)
+        self.GetGroupCommand = channel.unary_unary(
+                '/ondijon.v1.City/GetGroupCommand',
+                request_serializer=ondijon_dot_v1_dot_control__pb2.GetGroupCommandRequest.SerializeToString,
+                response_deserializer=ondijon_dot_v1_dot_control__pb2.GetGroupCommandResponse.FromString,
+                _registered_method=True)
+        self.ListFleet = channel.unary_unary(
+                '/ondijon.v1.City/ListFleet',
+                request_serializer=ondijon_dot_v1_dot_control__pb2.ListFleetRequest.SerializeToString,
+                response_deserializer=ondijon_dot_v1_dot_control__pb2.ListFleetResponse.FromString,
+                _registered_method=True)
+
+
+class CityServicer:
+    """The city's operations (issue 12): the asset register, documents assigned to groups of
+    gateways with a precedence (gateway > list > area > tag > commune > city), convergence,
+    commands to a target, and the fleet a page at a time. Same operators, roles and scopes
+    as ControlCentre.
+    """
+
+    def ImportAssets(self, request_iterator, context):
+        """Import an inventory: a header, then the assets in chunks. With dry_run, answers the
+        diff and changes nothing; otherwise applies it if the register still has the digest
+        the diff was shown for (expected_digest; empty: whatever it is now).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAssets(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PutGroupDocument(self, request, context):
+        """Assign a document to a target: every gateway it covers, unless a more specific
+        assignment covers it, gets it at once (one transaction, one delivery batch).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveGroupDocument(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListGroupDocuments(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetEffectiveDocument(self, request, context):
+        """A gateway's document of one kind and where it comes from, with the assignments it
+        shadows.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReleaseGatewayDocument(self, request, context):
+        """Let group documents reach a gateway whose document was put on it directly.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetConvergence(self, request, context):
+        """How many gateways hold their effective version, which lag and why.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SendGroupCommand(self, request, context):
+        """One command to every gateway a target covers (e.g. all lamps of Chenôve to 100 %).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetGroupCommand(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListFleet(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_CityServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'ImportAssets': grpc.stream_unary_rpc_method_handler(
+                    servicer.ImportAssets,
+                    request_deserializer=ondijon_dot_v1_dot_control__pb2.ImportAssetsRequest.FromString,
+                    response_serializer=ondijon_dot_v1_dot_control__pb2.ImportAssetsResponse.SerializeToString,
+            ),
+            'ListAssets': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAssets,
+                    request_deserializer=ondijon_dot_v1_dot_control__pb2.ListAssetsRequest.FromString,
+                    response_serializer=ondijon_dot_v1_dot_control__pb2.ListAssetsResponse.SerializeToString,
+            ),
+            'PutGroupDocument': grpc.unary_unary_rpc_method_handler(
+                    servicer.PutGroupDocument,
+                    request_deserializer=ondijon_dot_v1_dot_control__pb2.PutGroupDocumentRequest.FromString,
+                    response_serializer=ondijon_dot_v1_dot_control__pb2.PutGroupDocumentResponse.SerializeToString,
+            ),
+            'RemoveGroupDocument': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveGroupDocument,
+                    request_deserializer=ondijon_dot_v1_dot_control__pb2.RemoveGroupDocumentRequest.FromString,
+                    response_serializer=ondijon_dot_v1_dot_control__pb2.RemoveGroupDocumentResponse.SerializeToString,
+            ),
+            'ListGroupDocuments': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListGroupDocuments,
+                    request_deserializer=ondijon_dot_v1_dot_control__pb2.ListGroupDocumentsRequest.FromString,
+                    response_serializer=ondijon_dot_v1_dot_control__pb2.ListGroupDocumentsResponse.SerializeToString,
+            ),
+            'GetEffectiveDocument': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetEffectiveDocument,
+                    request_deserializer=ondijon_dot_v1_dot_control__pb2.GetEffectiveDocumentRequest.FromString,
+                    response_serializer=ondijon_dot_v1_dot_control__pb2.GetEffectiveDocumentResponse.SerializeToString,
+            ),
+            'ReleaseGatewayDocument': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReleaseGatewayDocument,
+                    request_deserializer=ondijon_dot_v1_dot_control__pb2.ReleaseGatewayDocumentRequest.FromString,
+                    response_serializer=ondijon_dot_v1_dot_control__pb2.ReleaseGatewayDocumentResponse.SerializeToString,
+            ),
+            'GetConvergence': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetConvergence,
+                    request_deserializer=ondijon_dot_v1_dot_control__pb2.GetConvergenceRequest.FromString,
+                    response_serializer=ondijon_dot_v1_dot_control__pb2.GetConvergenceResponse.SerializeToString,
+            ),
+            'SendGroupCommand': grpc.unary_unary_rpc_method_handler(
+                    servicer.SendGroupCommand,
+                    request_deserializer=ondijon_dot_v1_dot_control__pb2.SendGroupCommandRequest.FromString,
+                    response_serializer=ondijon_dot_v1_dot_control__pb2.SendGroupCommandResponse.SerializeToString,
+            ),
+            'GetGroupCommand': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetGroupCommand,
+                    request_deserializer=ondijon_dot_v1_dot_control__pb2.GetGroupCommandRequest.FromString,
+                    response_serializer=ondijon_dot_v1_dot_control__pb2.GetGroupCommandResponse.SerializeToString,
+            ),
+            'ListFleet': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListFleet,
+                    request_deserializer=ondijon_dot_v1_dot_control__pb2.ListFleetRequest.FromString,
+                    response_serializer=ondijon_dot_v1_dot_control__pb2.ListFleetResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'ondijon.v1.City', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('ondijon.v1.City', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class City:
+    """The city's operations (issue 12): the asset register, documents assigned to groups of
+    gateways with a precedence (gateway > list > area > tag > commune > city), convergence,
+    commands to a target, and the fleet a page at a time. Same operators, roles and scopes
+    as ControlCentre.
+    """
+
+    @staticmethod
+    def ImportAssets(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/ondijon.v1.City/ImportAssets',
+            ondijon_dot_v1_dot_control__pb2.ImportAssetsRequest.SerializeToString,
+            ondijon_dot_v1_dot_control__pb2.ImportAssetsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAssets(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ondijon.v1.City/ListAssets',
+            ondijon_dot_v1_dot_control__pb2.ListAssetsRequest.SerializeToString,
+            ondijon_dot_v1_dot_control__pb2.ListAssetsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutGroupDocument(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ondijon.v1.City/PutGroupDocument',
+            ondijon_dot_v1_dot_control__pb2.PutGroupDocumentRequest.SerializeToString,
+            ondijon_dot_v1_dot_control__pb2.PutGroupDocumentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveGroupDocument(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ondijon.v1.City/RemoveGroupDocument',
+            ondijon_dot_v1_dot_control__pb2.RemoveGroupDocumentRequest.SerializeToString,
+            ondijon_dot_v1_dot_control__pb2.RemoveGroupDocumentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListGroupDocuments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ondijon.v1.City/ListGroupDocuments',
+            ondijon_dot_v1_dot_control__pb2.ListGroupDocumentsRequest.SerializeToString,
+            ondijon_dot_v1_dot_control__pb2.ListGroupDocumentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetEffectiveDocument(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ondijon.v1.City/GetEffectiveDocument',
+            ondijon_dot_v1_dot_control__pb2.GetEffectiveDocumentRequest.SerializeToString,
+            ondijon_dot_v1_dot_control__pb2.GetEffectiveDocumentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReleaseGatewayDocument(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ondijon.v1.City/ReleaseGatewayDocument',
+            ondijon_dot_v1_dot_control__pb2.ReleaseGatewayDocumentRequest.SerializeToString,
+            ondijon_dot_v1_dot_control__pb2.ReleaseGatewayDocumentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetConvergence(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ondijon.v1.City/GetConvergence',
+            ondijon_dot_v1_dot_control__pb2.GetConvergenceRequest.SerializeToString,
+            ondijon_dot_v1_dot_control__pb2.GetConvergenceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SendGroupCommand(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ondijon.v1.City/SendGroupCommand',
+            ondijon_dot_v1_dot_control__pb2.SendGroupCommandRequest.SerializeToString,
+            ondijon_dot_v1_dot_control__pb2.SendGroupCommandResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetGroupCommand(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ondijon.v1.City/GetGroupCommand',
+            ondijon_dot_v1_dot_control__pb2.GetGroupCommandRequest.SerializeToString,
+            ondijon_dot_v1_dot_control__pb2.GetGroupCommandResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListFleet(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ondijon.v1.City/ListFleet',
+            ondijon_dot_v1_dot_control__pb2.ListFleetRequest.SerializeToString,
+            ondijon_dot_v1_dot_control__pb2.ListFleetResponse.FromString,
             options,
             channel_credentials,
             insecure,

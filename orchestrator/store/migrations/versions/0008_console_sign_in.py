@@ -1,7 +1,7 @@
 """console sign-in: operators' password hashes and TOTP secrets, console sessions (issue 14)
 
-Revision ID: 0007_console_sign_in
-Revises: 0004_enrollment_retry
+Revision ID: 0008_console_sign_in
+Revises: 0007_merge_city_alarms
 Create Date: 2027-01-12 09:00:00.000000
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0007_console_sign_in"
-down_revision = "0004_enrollment_retry"
+revision = "0008_console_sign_in"
+down_revision = "0007_merge_city_alarms"
 branch_labels = None
 depends_on = None
 
