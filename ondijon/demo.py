@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -25,12 +26,14 @@ from edge.config import AgentConfig
 from edge.identity import enroll
 from ondijon.client import AdminClient
 from orchestrator.config import OrchestratorConfig
-from orchestrator.identity.operators import add_operator
+from orchestrator.identity.operators import add_operator, set_console_password
 from protos.ondijon.v1 import control_pb2, link_pb2, schedule_pb2, signal_pb2, state_pb2
 from provisioning.ca import CertificateAuthority
 from provisioning.profile import Profile
+from provisioning.totp import code_at
 
 TZ = "Europe/Paris"
+DEMO_PASSWORD = "demo-control-room"  # noqa: S105 (a local demo, printed on screen)
 
 CABINETS: list[tuple[str, str, float, float, str]] = [
     # id, commune, latitude, longitude, extra equipment
@@ -260,9 +263,10 @@ async def _demo(root: Path, speed: float, seconds: float, with_city: bool = Fals
     root.mkdir(parents=True)
     now = datetime.now(UTC)
     CertificateAuthority.init(root / "ca", now=now)
-    port, enroll_port = _free_port(), _free_port()
+    port, enroll_port, console_port = _free_port(), _free_port(), _free_port()
     (root / "orchestrator.toml").write_text(
         f'[server]\nlisten = "127.0.0.1:{port}"\nenroll_listen = "127.0.0.1:{enroll_port}"\n'
+        f'[console]\nlisten = "127.0.0.1:{console_port}"\n'
         f'[store]\nurl = "sqlite:///{root / "orchestrator.db"}"\n'
         f'[identity]\nca_dir = "{root / "ca"}"\nstate_dir = "{root / "orchestrator"}"\n'
     )
@@ -277,6 +281,9 @@ async def _demo(root: Path, speed: float, seconds: float, with_city: bool = Fals
         address=address,
         now=now,
     )
+    # The web console's demo login: a password and a TOTP secret for any authenticator app
+    # (or `python -m provisioning.totp SECRET` for the current code).
+    secret = set_console_password(config, name="control-room", password=DEMO_PASSWORD, now=now)
     print(f"CA, orchestrator config and an admin profile in {root}/")
     processes = [
         _spawn(
@@ -288,6 +295,13 @@ async def _demo(root: Path, speed: float, seconds: float, with_city: bool = Fals
         await _wait_port(port)
         await _wait_port(enroll_port)
         print(f"orchestrator up: mutual TLS on :{port}, enrollment on :{enroll_port}")
+        await _wait_port(console_port)
+        print(
+            f"console: https://localhost:{console_port}/ (certificate from {root}/ca/root.pem)\n"
+            f"  sign in as control-room, password {DEMO_PASSWORD!r}, TOTP secret {secret}\n"
+            f"  code now {code_at(secret, time.time())}; the next ones: "
+            f".venv/bin/python -m provisioning.totp {secret}"
+        )
         local = ZoneInfo(TZ)
         start = datetime.now(local).replace(hour=16, minute=50, second=0, microsecond=0)
         for gateway_id, commune, lat, lon, extra in CABINETS:

@@ -66,3 +66,11 @@ def provisioning_uri(secret_b32: str, account: str, issuer: str = "OnDijon") -> 
     label = quote(f"{issuer}:{account}")
     query = urlencode({"secret": secret_b32, "issuer": issuer, "digits": DIGITS, "period": STEP_S})
     return f"otpauth://totp/{label}?{query}"
+
+
+if __name__ == "__main__":
+    import sys
+    import time
+
+    # `python -m provisioning.totp SECRET`: the code an authenticator shows now (the demo).
+    print(code_at(sys.argv[1], time.time()))
