@@ -105,7 +105,9 @@ PERSIST_INTERVAL_S = 60.0
 
 def make_clock(config: AgentConfig) -> Clock:
     if config.clock.mode == "simulated" and config.clock.start is not None:
-        return SimulatedClock(start=config.clock.start, speed=config.clock.speed)
+        return SimulatedClock(
+            start=config.clock.start, speed=config.clock.speed, origin=config.clock.origin
+        )
     return SystemClock()
 
 

@@ -73,6 +73,8 @@ class ClockConfig:
         mode: ``"system"`` or ``"simulated"`` (demos and the bench).
         start: a simulated clock's first instant.
         speed: a simulated clock's speed.
+        origin: the real instant at which a simulated clock read ``start`` (default: when
+            the agent starts), so that several processes share one simulated time.
         rtc: the board keeps time across power cuts (battery-backed real-time clock): the
             system clock is trusted from boot. Without one the agent waits for a
             synchronisation before letting the time switch the street.
@@ -84,6 +86,7 @@ class ClockConfig:
     speed: float = 1.0
     rtc: bool = False
     sync: str = "auto"
+    origin: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -173,7 +176,9 @@ class AgentConfig:
             latitude=site.latitude,
             longitude=site.longitude,
             time_zone=site.time_zone,
-            clock=ClockConfig(clock.mode, clock.start, clock.speed, clock.rtc, clock.sync),
+            clock=ClockConfig(
+                clock.mode, clock.start, clock.speed, clock.rtc, clock.sync, clock.origin
+            ),
             report_interval_s=link.report_interval_s,
             outbox_max_bytes=file.outbox.max_bytes,
             lamps=tuple(file.lamps),
@@ -240,9 +245,12 @@ class Clock(Settings, frozen=True):
     speed: Annotated[float, msgspec.Meta(ge=0.001)] = 1.0
     rtc: bool = False
     sync: str = "auto"
+    origin: datetime | None = None  # real instant at which a simulated clock reads `start`
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.origin is not None and self.origin.tzinfo is None:
+            raise ConfigError("origin", "must be a date-time with its UTC offset")
         if self.sync not in SYNC_SOURCES:
             raise ConfigError("sync", f"must be one of {', '.join(SYNC_SOURCES)}")
         if self.mode == "simulated" and (self.start is None or self.start.tzinfo is None):

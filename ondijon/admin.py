@@ -12,6 +12,7 @@ from google.protobuf import json_format, timestamp_pb2
 from google.protobuf.message import Message
 
 from domain import documents
+from foundation.clock import Clock
 from foundation.errors import FieldError
 from foundation.escaping import escape
 from protos.ondijon.v1 import (
@@ -34,10 +35,16 @@ def _ts(when: datetime) -> timestamp_pb2.Timestamp:
 
 
 def lamp_override(
-    level: int, minutes: float, priority: int, devices: list[str]
+    level: int, minutes: float, priority: int, devices: list[str], *, clock: Clock | None = None
 ) -> link_pb2.Command:
-    now = datetime.now(UTC)
+    """An override of lamps for ``minutes`` from now on ``clock``, the street's (the
+    profile's: a demo's simulated clock). The command's delivery deadline is checked by
+    the orchestrator on its own clock and by the agent on the street's: it is the later of
+    the override's end on each, so the command arrives alive on both."""
+    real = datetime.now(UTC)
+    now = clock.now() if clock is not None else real
     end = now + timedelta(minutes=minutes)
+    deliver_by = max(end, real + timedelta(minutes=minutes))
     override = schedule_pb2.Override(
         id=uuid.uuid4().hex[:12],
         start=_ts(now),
@@ -47,7 +54,9 @@ def lamp_override(
         device_ids=devices,
         lamp_level=level,
     )
-    return link_pb2.Command(command_id=uuid.uuid4().hex, expires_at=_ts(end), override=override)
+    return link_pb2.Command(
+        command_id=uuid.uuid4().hex, expires_at=_ts(deliver_by), override=override
+    )
 
 
 def show(message: Message) -> str:
@@ -225,7 +234,9 @@ def run_admin(args: argparse.Namespace) -> int:
         )
         return 0
     if what == "override":
-        command = lamp_override(args.level, args.minutes, args.priority, args.device or [])
+        command = lamp_override(
+            args.level, args.minutes, args.priority, args.device or [], clock=profile.clock
+        )
         response = asyncio.run(
             call(
                 profile,
