@@ -47,6 +47,8 @@ from orchestrator.ingest.link import GatewayLinkService, add_gateway_link
 from orchestrator.ingest.readiness import Readiness
 from orchestrator.ingest.readiness import health_servicer as health_servicer_for_grpc
 from orchestrator.ingest.routing import new_replica_id
+from orchestrator.metrics import Metrics
+from orchestrator.observe.observer import Observer
 from orchestrator.store.database import Store
 from orchestrator.store.runner import StoreRunner
 from protos.ondijon.v1 import control_pb2_grpc, enrollment_pb2_grpc
@@ -75,6 +77,7 @@ class Running:
     admission: Admission | None = None
     tasks: tuple[asyncio.Task[None], ...] = ()
     crl_point: CrlPoint | None = None
+    observer: Observer | None = None
 
     async def stop(self, grace: float = 2.0) -> None:
         for task in self.tasks:
@@ -90,6 +93,8 @@ class Running:
             await self.app.router.release_all()
         await self.app.runner.close()
         self.app.runner.store.close()
+        if self.observer is not None:
+            self.observer.close()
 
 
 def ensure_server_certificate(
@@ -210,12 +215,26 @@ async def start(
     settings = replace(
         config.store, application_name=f"{config.store.application_name}-{replica}"[:63]
     )
-    store = Store.open(config.store_url, settings)
+    # Metrics and health over HTTP first: not ready (rather than silent) while migrating.
+    observer = Observer(Metrics(), config.observe_listen)
+    try:
+        store = Store.open(config.store_url, settings)
+    except BaseException:
+        observer.close()
+        raise
     cert_path, key_path = ensure_server_certificate(ca, config, store, clock)
     client_ca = _client_ca_bundle(config, ca)
     runner = StoreRunner(store)
     await runner.start()
-    app = Orchestrator(config=config, runner=runner, hub=Hub(), ca=ca, clock=clock, replica=replica)
+    app = Orchestrator(
+        config=config,
+        runner=runner,
+        hub=Hub(),
+        ca=ca,
+        clock=clock,
+        replica=replica,
+        metrics=observer.metrics,
+    )
     health_servicer = health_servicer_for_grpc()
     app.readiness = Readiness(app, health_servicer)
     await app.readiness.start()
@@ -263,7 +282,9 @@ async def start(
         asyncio.create_task(app.readiness.run(), name="readiness"),
         asyncio.create_task(Sweeper(app).run(), name="revocation-sweeper"),
         asyncio.create_task(_keep_server_certificate(app, store), name="server-certificate"),
+        asyncio.create_task(observer.run(), name="observe"),
     )
+    observer.attach(app)
     log.info("orchestrator listening: mutual TLS on %d, enrollment on %d", port, enroll_port)
     return Running(
         servers=(server, enroll_grpc),
@@ -273,6 +294,7 @@ async def start(
         admission=admission,
         tasks=tasks,
         crl_point=crl_point,
+        observer=observer,
     )
 
 

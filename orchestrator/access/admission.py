@@ -128,6 +128,7 @@ class Admission(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
 
     async def _refuse(self, context: Context, key: str, method: str, exc: LimitError) -> None:
         self.refusals += 1
+        self.app.metrics.admission_refusals.inc()
         if self._log_budget.take(key, 1, self.monotonic()):
             # The method is the path the client sent, whatever it is.
             log.warning("refused %s from %s: %s", escape(method), escape(key), exc)

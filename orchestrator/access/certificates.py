@@ -22,6 +22,7 @@ from orchestrator.audit import log as audit
 from orchestrator.config import OrchestratorConfig
 from orchestrator.identity.crl import CrlPublisher
 from orchestrator.ingest.hub import Hub
+from orchestrator.metrics import Metrics
 from orchestrator.store.runner import StoreRunner
 from provisioning.ca import CertificateAuthority
 
@@ -56,6 +57,8 @@ class Orchestrator:
     router: Router = field(init=False)
     # Whether this replica can reach its store (orchestrator.ingest.readiness), set by the server.
     readiness: Readiness | None = None
+    # What this process counts (orchestrator.metrics), served by orchestrator.observe.
+    metrics: Metrics = field(default_factory=Metrics)
     _cert_cache: dict[str, tuple[float, str | None]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -86,6 +86,7 @@ class EnrollmentService(enrollment_pb2_grpc.EnrollmentServicer):
         # budget up front (given back if it succeeds), so guesses sent many at a time are
         # evaluated against the budget, not all admitted before the first is counted.
         if not self._failures.take(address, 1, time.monotonic()):
+            self.app.metrics.enrollment_failures.labels("rate_limited").inc()
             await context.abort(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 "too many refused enrollments from this address; wait a few minutes",
@@ -222,6 +223,7 @@ class EnrollmentService(enrollment_pb2_grpc.EnrollmentServicer):
                 detail=f"{reason} (from {address})",
             )
         code = grpc.StatusCode.PERMISSION_DENIED if audit else grpc.StatusCode.INVALID_ARGUMENT
+        self.app.metrics.enrollment_failures.labels("refused").inc()
         await context.abort(code, reason)
         raise AssertionError("unreachable")
 

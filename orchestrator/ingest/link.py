@@ -155,20 +155,25 @@ class GatewayLinkService(link_pb2_grpc.GatewayLinkServicer):
         request_iterator: AsyncIterator[Received],
         context: grpc.aio.ServicerContext[link_pb2.ConnectRequest, link_pb2.ConnectResponse],
     ) -> None:
+        refused = self.app.metrics.streams_refused
         if not self.app.runner.available:
+            refused.labels("not_ready").inc()
             await context.abort(grpc.StatusCode.UNAVAILABLE, NOT_READY)
         try:
             peer = peer_of(context)
             require_role(peer, Role.GATEWAY)
             await self.app.check_certificate(peer)
         except AuthError as exc:
+            refused.labels("unauthenticated").inc()
             await context.abort(exc.code, str(exc))
         gateway_id = peer.identity.name
         store = self.app.runner.store
         try:
             await self.app.runner.read(lambda c: store.get_gateway(c, gateway_id))
         except NotFound:
+            refused.labels("unregistered").inc()
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, "gateway is not registered")
+        self.app.metrics.streams_opened.inc()
 
         session = Session(gateway_id=gateway_id, cert_serial=peer.serial_hex)
         stream_task = asyncio.current_task()
@@ -417,6 +422,7 @@ class _Conversation:
             store, gateway_id, self.report_seq, payload, ids, now=self.app.clock.now()
         )
         await self.app.runner.write_rows(rows)
+        self.app.metrics.device_reports_stored.inc(len(ids))
         self.session.send(link_pb2.ConnectResponse(state_ack=link_pb2.StateAck(batch_id=batch_id)))
         if fold:
             await self.app.runner.write(lambda conn: compact(store, conn, gateway_id))
@@ -475,6 +481,7 @@ class _Conversation:
             return fresh, _conflicting(store, conn, gateway_id, events, fresh)
 
         fresh, conflicting = await self.app.runner.write(add)
+        self.app.metrics.events_stored.inc(len(new) if fresh is None else len(fresh))
         ack = link_pb2.EventAck(stored=sequence_ranges(sequences))
         if conflicting:
             # The store keeps what it held; the agent records these again under new
