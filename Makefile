@@ -9,7 +9,7 @@ DEMO_DEPS := $(if $(wildcard $(STAMP)),$(STAMP),$(DEMO_STAMP))
 # MicroPython's WebAssembly port, for the field-bus node's checks (package-lock.json).
 NPM_STAMP := node_modules/.installed
 
-.PHONY: demo test lint typecheck protos protos-check proto-lint pytest bench clean
+.PHONY: demo dist test lint typecheck protos protos-check proto-lint pytest bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,12 @@ $(DEMO_STAMP): pyproject.toml
 demo: $(DEMO_DEPS)
 	@echo "make demo: starting a local city in demo-run/ (Ctrl-C stops everything)"
 	$(BIN)/ondijon demo
+
+# The wheel the deploy steps install (README), in dist/.
+dist: $(DEMO_DEPS)
+	rm -rf dist
+	$(BIN)/pip wheel --disable-pip-version-check --no-deps --wheel-dir dist .
+	@ls dist/*.whl
 
 test: lint typecheck protos-check proto-lint pytest
 
@@ -65,4 +71,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/link_bench.py
 
 clean:
-	rm -rf $(VENV) node_modules demo-run .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) node_modules demo-run dist .pytest_cache .mypy_cache .ruff_cache
