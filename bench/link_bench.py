@@ -35,7 +35,7 @@ import sqlalchemy as sa
 from city import BenchCity  # bench/city.py, beside this script
 
 from orchestrator.config import Limits
-from orchestrator.ingest.checks import check_state_report
+from orchestrator.ingest.checks import check_state_report, time_window
 from orchestrator.ingest.devices import COMPACT_EVERY, DeviceLog, compact
 from orchestrator.ingest.link import decode_request
 from orchestrator.store.database import Store
@@ -222,7 +222,7 @@ def ceiling(store_url: str, gateways: int, devices: int, rounds: int) -> float:
             )
     message = encode_state(1, devices_blob(devices))
     logs = {f"ceil-{g:05d}": DeviceLog() for g in range(gateways)}
-    window = Limits().time_window(now)
+    window = time_window(Limits(), now)
 
     async def one(runner: StoreRunner, gid: str, seq: int) -> None:
         received = decode_request(message)

@@ -42,7 +42,6 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -57,7 +56,6 @@ from foundation.settings import (
     convert,
     load_toml,
 )
-from orchestrator.ingest.checks import TimeWindow
 from orchestrator.store.connection import StoreSettings
 from provisioning.ca import CAError, check_crl_urls
 
@@ -108,14 +106,6 @@ class Limits(Settings, frozen=True):
     handshake_timeout_s: Annotated[float, msgspec.Meta(ge=0)] = 10.0
     max_clock_ahead_s: Annotated[float, msgspec.Meta(ge=0)] = 7 * 86400.0
     max_clock_behind_days: Annotated[float, msgspec.Meta(ge=0)] = 3653.0
-
-    def time_window(self, now: datetime) -> TimeWindow:
-        """The instants a gateway may report at ``now`` (the orchestrator's clock)."""
-        return TimeWindow.around(
-            now,
-            behind=timedelta(days=self.max_clock_behind_days),
-            ahead=timedelta(seconds=self.max_clock_ahead_s),
-        )
 
 
 Seconds = Annotated[float, msgspec.Meta(ge=0.1, le=3600)]

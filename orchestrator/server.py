@@ -35,23 +35,17 @@ from grpc_health.v1 import health_pb2_grpc
 from foundation.clock import Clock
 from foundation.files import private_directory, write_atomic
 from orchestrator.access.admission import Admission
-from orchestrator.access.certificates import Orchestrator
-from orchestrator.api.campaigns import install_firmware
-from orchestrator.api.control import ControlCentreService
 from orchestrator.config import OrchestratorConfig
 from orchestrator.identity.crl_point import CrlPoint
-from orchestrator.identity.enrollment import EnrollmentService
-from orchestrator.identity.revocation import Sweeper
-from orchestrator.ingest.hub import Hub
-from orchestrator.ingest.link import GatewayLinkService, add_gateway_link
-from orchestrator.ingest.readiness import Readiness
+from orchestrator.ingest.link import add_gateway_link
 from orchestrator.ingest.readiness import health_servicer as health_servicer_for_grpc
 from orchestrator.ingest.routing import new_replica_id
 from orchestrator.metrics import Metrics
 from orchestrator.observe.observer import Observer
 from orchestrator.store.database import Store
 from orchestrator.store.runner import StoreRunner
-from protos.ondijon.v1 import control_pb2_grpc, enrollment_pb2_grpc
+from orchestrator.wiring import Orchestrator, build
+from protos.ondijon.v1 import control_pb2_grpc, enrollment_pb2_grpc, firmware_pb2_grpc
 from provisioning.ca import KEY_MODE, CAError, CertificateAuthority, load_certs
 from provisioning.identity import Identity, Role
 
@@ -80,19 +74,19 @@ class Running:
     observer: Observer | None = None
 
     async def stop(self, grace: float = 2.0) -> None:
+        app = self.app
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
-        if self.app.campaigns is not None:
-            await self.app.campaigns.stop()
-        await self.app.router.stop()
+        await app.campaigns.stop()
+        await app.router.stop()
         await asyncio.gather(*(server.stop(grace) for server in self.servers))
         if self.crl_point is not None:
             await asyncio.to_thread(self.crl_point.stop)
-        if self.app.runner.available:
-            await self.app.router.release_all()
-        await self.app.runner.close()
-        self.app.runner.store.close()
+        if app.runner.available:
+            await app.router.release_all()
+        await app.runner.close()
+        app.runner.store.close()
         if self.observer is not None:
             self.observer.close()
 
@@ -226,37 +220,36 @@ async def start(
     client_ca = _client_ca_bundle(config, ca)
     runner = StoreRunner(store)
     await runner.start()
-    app = Orchestrator(
+    health_servicer = health_servicer_for_grpc()
+    app = build(
         config=config,
-        runner=runner,
-        hub=Hub(),
-        ca=ca,
         clock=clock,
+        ca=ca,
+        runner=runner,
         replica=replica,
+        health_servicer=health_servicer,
         metrics=observer.metrics,
     )
-    health_servicer = health_servicer_for_grpc()
-    app.readiness = Readiness(app, health_servicer)
     await app.readiness.start()
     await app.crl.current(clock.now())
     await app.router.start()
-    admission = Admission(app)
+    admission = app.admission
 
     server = grpc.aio.server(options=_options(config), interceptors=[admission])
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    add_gateway_link(GatewayLinkService(app), server)
-    control_pb2_grpc.add_ControlCentreServicer_to_server(ControlCentreService(app), server)
-    install_firmware(app, server)
-    enrollment_pb2_grpc.add_EnrollmentServicer_to_server(
-        EnrollmentService(app, allow_enroll=False, allow_renew=True), server
-    )
+    add_gateway_link(app.link, server)
+    control_pb2_grpc.add_ControlCentreServicer_to_server(app.control, server)
+    firmware_pb2_grpc.add_FirmwareServicer_to_server(app.campaigns.releases, server)
+    firmware_pb2_grpc.add_CampaignsServicer_to_server(app.campaigns_api, server)
+    app.campaigns.start()
+    enrollment_pb2_grpc.add_EnrollmentServicer_to_server(app.renew, server)
     files = _CredentialFiles(cert_path, key_path, client_ca)
     mtls = grpc.dynamic_ssl_server_credentials(
         files.configuration(), files.fetch, require_client_authentication=True
     )
     port = server.add_secure_port(config.listen, mtls)
 
-    enroll_server = EnrollmentService(app, allow_enroll=True, allow_renew=False)
+    enroll_server = app.enroll
     enroll_grpc = grpc.aio.server(
         options=_options(config, ENROLL_MAX_MESSAGE_BYTES),
         interceptors=[admission],
@@ -280,11 +273,11 @@ async def start(
         crl_point.start()
     tasks = (
         asyncio.create_task(app.readiness.run(), name="readiness"),
-        asyncio.create_task(Sweeper(app).run(), name="revocation-sweeper"),
+        asyncio.create_task(app.sweeper.run(), name="revocation-sweeper"),
         asyncio.create_task(_keep_server_certificate(app, store), name="server-certificate"),
         asyncio.create_task(observer.run(), name="observe"),
     )
-    observer.attach(app)
+    observer.attach(app.runner, app.hub, app.readiness)
     log.info("orchestrator listening: mutual TLS on %d, enrollment on %d", port, enroll_port)
     return Running(
         servers=(server, enroll_grpc),

@@ -45,9 +45,17 @@ import grpc
 
 from foundation.errors import FieldError
 from foundation.escaping import escape
-from orchestrator.access.certificates import Orchestrator
-from orchestrator.access.limits import BucketMap, LimitError, RateLimits, StreamCounts, StreamMeter
+from orchestrator.access.certificates import Certificates
+from orchestrator.access.limits import (
+    BucketMap,
+    LimitError,
+    LiveRates,
+    RateLimits,
+    StreamCounts,
+    StreamMeter,
+)
 from orchestrator.access.peers import AuthError, peer_of
+from orchestrator.metrics import Metrics
 from orchestrator.store.connection import StoreUnavailable
 from provisioning.identity import Role
 
@@ -104,9 +112,19 @@ class Admission(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """Decodes, counts and guards every call; see the module docstring."""
 
     def __init__(
-        self, app: Orchestrator, *, monotonic: Callable[[], float] = time.monotonic
+        self,
+        certificates: Certificates,
+        rates: LiveRates,
+        closing: Callable[[str], tuple[grpc.StatusCode, str] | None],
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
+        metrics: Metrics | None = None,
     ) -> None:
-        self.app = app
+        self.metrics = metrics or Metrics()
+        self.certificates = certificates
+        self.rates = rates
+        # Why this process closed a stream of a certificate serial (the hub's note), if it did.
+        self.closing = closing
         self.monotonic = monotonic
         self.streams = StreamCounts()
         self.calls = StreamCounts()
@@ -115,8 +133,8 @@ class Admission(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         self.refusals = 0
 
     def _budgets(self) -> RateLimits:
-        # The limits can be replaced on the running app (tests, a reload): follow them.
-        rates = self.app.rates
+        # The limits can be replaced while running (tests, a reload): follow them.
+        rates = self.rates.current
         if rates is not self._rates:
             self._rates = rates
             self._calls = BucketMap(rates.calls_per_s, rates.call_burst, rates.tracked_peers)
@@ -128,7 +146,7 @@ class Admission(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
 
     async def _refuse(self, context: Context, key: str, method: str, exc: LimitError) -> None:
         self.refusals += 1
-        self.app.metrics.admission_refusals.inc()
+        self.metrics.admission_refusals.inc()
         if self._log_budget.take(key, 1, self.monotonic()):
             # The method is the path the client sent, whatever it is.
             log.warning("refused %s from %s: %s", escape(method), escape(key), exc)
@@ -140,7 +158,7 @@ class Admission(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         if not context.auth_context().get("x509_pem_cert"):
             return Caller(address_of(context.peer()))
         peer = peer_of(context)
-        await self.app.check_certificate(peer)
+        await self.certificates.check(peer)
         return Caller(
             certificate_key(peer.identity.uri, peer.serial_hex),
             peer.identity.role.value,
@@ -276,8 +294,9 @@ class Admission(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         the peer waiting."""
         if context.cancelled() or context.done():
             return  # the peer left, or the server is stopping: nothing to tell
-        code, reason = self.app.hub.closing.pop(
-            serial, (grpc.StatusCode.CANCELLED, "stream closed by the orchestrator")
+        code, reason = self.closing(serial) or (
+            grpc.StatusCode.CANCELLED,
+            "stream closed by the orchestrator",
         )
         with contextlib.suppress(grpc.aio.UsageError, grpc.aio.InternalError):
             await context.abort(code, reason)

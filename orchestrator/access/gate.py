@@ -30,10 +30,12 @@ from typing import Any, NoReturn
 
 import grpc
 
-from orchestrator.access.certificates import Orchestrator
+from orchestrator.access.certificates import Certificates
 from orchestrator.access.limits import BucketMap
 from orchestrator.access.peers import AuthError, Peer, peer_of, require_role
+from orchestrator.audit.log import Auditor
 from orchestrator.store.database import GatewayRecord, NotFound, OperatorRecord
+from orchestrator.store.runner import StoreRunner
 from provisioning.identity import IdentityError, Role, check_name
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -75,8 +77,11 @@ def in_scope(operator: OperatorRecord, commune: str) -> bool:
 class Gatekeeper:
     """Checks callers of the admin API and records what they were refused."""
 
-    def __init__(self, app: Orchestrator) -> None:
-        self.app = app
+    def __init__(self, runner: StoreRunner, certificates: Certificates, audit: Auditor) -> None:
+        self.runner = runner
+        self.store = runner.store
+        self.certificates = certificates
+        self.audit = audit
         self._foreign_audits = BucketMap(1 / 60, 1, 10_000)
 
     async def caller(self, context: Context, needed: str, attempt: Attempt | None) -> Caller:
@@ -89,7 +94,7 @@ class Gatekeeper:
             require_role(peer, Role.OPERATOR)
         except AuthError as exc:
             if self._foreign_audits.take(peer.identity.uri, 1, time.monotonic()):
-                await self.app.audit(
+                await self.audit.record(
                     actor=str(peer.identity),
                     action=attempt.action if attempt else "admin.call",
                     target=attempt.target if attempt else "",
@@ -98,11 +103,10 @@ class Gatekeeper:
                 )
             await context.abort(exc.code, str(exc))
         try:
-            await self.app.check_certificate(peer)
+            await self.certificates.check(peer)
         except AuthError as exc:
             await context.abort(exc.code, str(exc))
-        store = self.app.runner.store
-        record = await self.app.runner.read(lambda c: store.get_operator(c, peer.identity.name))
+        record = await self.runner.read(self.store.get_operator, peer.identity.name)
         if record is None or record.disabled:
             await self._deny(context, peer, attempt, "operator is not registered or disabled")
         if RANK.get(record.role, -1) < RANK[needed]:
@@ -114,9 +118,7 @@ class Gatekeeper:
     async def registration(self, context: Context, caller: Caller, needed: str) -> Caller:
         """``caller`` with its registration read again (a long call outlives the first
         read); aborts PERMISSION_DENIED if it no longer holds ``needed``."""
-        store = self.app.runner.store
-        name = caller.peer.identity.name
-        record = await self.app.runner.read(lambda c: store.get_operator(c, name))
+        record = await self.runner.read(self.store.get_operator, caller.peer.identity.name)
         if record is None or record.disabled:
             await self._deny(context, caller.peer, None, "operator is not registered or disabled")
         if RANK.get(record.role, -1) < RANK[needed]:
@@ -127,8 +129,7 @@ class Gatekeeper:
 
     async def visible_gateways(self, caller: Caller) -> set[str]:
         """The ids of the gateways in ``caller``'s communes."""
-        store = self.app.runner.store
-        records = await self.app.runner.read(lambda c: store.list_gateways(c))
+        records = await self.runner.read(self.store.list_gateways)
         return {r.gateway_id for r in records if caller.in_scope(r.commune)}
 
     async def _deny(
@@ -147,10 +148,9 @@ class Gatekeeper:
             check_name("gateway_id", gateway_id)
         except IdentityError as exc:
             await self.refuse(context, caller, attempt, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        store = self.app.runner.store
         missing = f"gateway_id: no gateway {gateway_id!r}"
         try:
-            gateway = await self.app.runner.read(lambda c: store.get_gateway(c, gateway_id))
+            gateway = await self.runner.read(self.store.get_gateway, gateway_id)
         except NotFound:
             await self.refuse(context, caller, attempt, grpc.StatusCode.NOT_FOUND, missing)
         if not caller.in_scope(gateway.commune):
@@ -183,7 +183,7 @@ class Gatekeeper:
         raise AssertionError("unreachable")
 
     async def audit_refusal(self, peer: Peer, attempt: Attempt, why: str) -> None:
-        await self.app.audit(
+        await self.audit.record(
             actor=str(peer.identity),
             action=attempt.action,
             target=attempt.target,
@@ -194,7 +194,7 @@ class Gatekeeper:
 
     async def done(self, caller: Caller, attempt: Attempt, detail: str = "") -> None:
         """Audit a write that was carried out."""
-        await self.app.audit(
+        await self.audit.record(
             actor=caller.actor,
             action=attempt.action,
             target=attempt.target,

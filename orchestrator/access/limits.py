@@ -88,6 +88,14 @@ class RateLimits:
     tracked_peers: int = 100_000
 
 
+class LiveRates:
+    """The rate limits in force, shared by admission and enrollment: replacing
+    :attr:`current` (a reload, a test) takes effect at their next call."""
+
+    def __init__(self, current: RateLimits | None = None) -> None:
+        self.current = current or RateLimits()
+
+
 @dataclass
 class TokenBucket:
     """A token bucket; :meth:`take` is the only way to spend."""

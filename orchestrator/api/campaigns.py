@@ -1,5 +1,4 @@
-"""Campaigns: the admin API of releases and firmware campaigns, and the wiring of firmware
-into an orchestrator process (:func:`install_firmware`).
+"""Campaigns: the admin API of releases and firmware campaigns.
 
 Callers are operators, checked as for ControlCentre (:class:`orchestrator.access.gate.Gatekeeper`):
 viewers list and read, operators create and steer campaigns whose gateways are all in
@@ -19,18 +18,12 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import grpc
-import sqlalchemy as sa
 
-from orchestrator.access.certificates import Orchestrator
+from foundation.clock import Clock
 from orchestrator.access.gate import ADMIN, OPERATOR, VIEWER, Attempt, Caller, Gatekeeper
-from orchestrator.firmware.releases import FirmwareService, UploadError, receive_upload
+from orchestrator.firmware.releases import UploadError, receive_upload
 from orchestrator.firmware.rollout import CampaignError, Note, Outcome, TargetGateway
-from orchestrator.firmware.runner import (
-    Action,
-    CampaignRunner,
-    NewCampaign,
-    balena_from_environment,
-)
+from orchestrator.firmware.runner import Action, CampaignRunner, NewCampaign
 from orchestrator.firmware.targets import (
     BALENA,
     NATIVE,
@@ -44,6 +37,7 @@ from orchestrator.firmware.targets import (
     target_gateway,
 )
 from orchestrator.ingest.checks import timestamp
+from orchestrator.store.connection import Connection
 from orchestrator.store.database import Conflict, NotFound
 from orchestrator.store.releases import (
     CampaignGatewayRecord,
@@ -51,6 +45,7 @@ from orchestrator.store.releases import (
     FirmwareStore,
     ReleaseRecord,
 )
+from orchestrator.store.runner import StoreRunner
 from protos.ondijon.v1 import firmware_pb2, firmware_pb2_grpc
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -63,20 +58,6 @@ _STATUS = {
 }
 Scope = Callable[[str], bool]
 """Whether the reader may see a commune (``"*"``: whether it may see every commune)."""
-
-
-def install_firmware(
-    app: Orchestrator, server: grpc.aio.Server, *, tick_s: float = 10.0
-) -> CampaignRunner:
-    """Serve releases to gateways, the Campaigns admin API, and run campaigns (started
-    here; stop with ``app.campaigns.stop()``)."""
-    runner = CampaignRunner(app, tick_s=tick_s, balena=balena_from_environment())
-    runner.releases = FirmwareService(app)
-    app.campaigns = runner
-    firmware_pb2_grpc.add_FirmwareServicer_to_server(runner.releases, server)
-    firmware_pb2_grpc.add_CampaignsServicer_to_server(CampaignsService(app, runner), server)
-    runner.start()
-    return runner
 
 
 def release_info(release: ReleaseRecord) -> firmware_pb2.ReleaseInfo:
@@ -221,11 +202,14 @@ def _names(ids: Sequence[str]) -> str:
 
 
 class CampaignsService(firmware_pb2_grpc.CampaignsServicer):
-    def __init__(self, app: Orchestrator, runner: CampaignRunner) -> None:
-        self.app = app
+    def __init__(
+        self, *, runner: StoreRunner, clock: Clock, gate: Gatekeeper, campaigns: CampaignRunner
+    ) -> None:
         self.runner = runner
+        self.clock = clock
+        self.campaigns = campaigns
         self.store = FirmwareStore()
-        self.gate = Gatekeeper(app)
+        self.gate = gate
 
     async def _campaign(
         self, context: Context, caller: Caller, campaign_id: str, attempt: Attempt | None
@@ -235,12 +219,7 @@ class CampaignsService(firmware_pb2_grpc.CampaignsServicer):
         store = self.store
         missing = f"campaign_id: no campaign {campaign_id!r}"
         try:
-            record, rows = await self.app.runner.read(
-                lambda c: (
-                    store.get_campaign(c, campaign_id),
-                    store.campaign_gateways(c, campaign_id),
-                )
-            )
+            record, rows = await self.runner.read(store.campaign_with_gateways, campaign_id)
         except NotFound:
             await self.gate.refuse(context, caller, attempt, grpc.StatusCode.NOT_FOUND, missing)
         if not any(caller.in_scope(r.commune) for r in rows):
@@ -266,7 +245,7 @@ class CampaignsService(firmware_pb2_grpc.CampaignsServicer):
     ) -> firmware_pb2.UploadReleaseResponse:
         attempt = Attempt("release.upload", "")
         caller = await self.gate.caller(context, ADMIN, attempt)
-        now = self.app.clock.now()
+        now = self.clock.now()
         try:
             release, data = await receive_upload(
                 request_iterator, now=now, uploaded_by=caller.actor
@@ -278,7 +257,7 @@ class CampaignsService(firmware_pb2_grpc.CampaignsServicer):
         attempt = Attempt("release.upload", release.version)
         store = self.store
         try:
-            await self.app.runner.write(lambda c: store.add_release(c, release, data))
+            await self.runner.write(store.add_release, release, data)
         except Conflict as exc:
             await self.gate.refuse(
                 context, caller, attempt, grpc.StatusCode.ALREADY_EXISTS, str(exc)
@@ -292,7 +271,7 @@ class CampaignsService(firmware_pb2_grpc.CampaignsServicer):
     ) -> firmware_pb2.ListReleasesResponse:
         await self.gate.caller(context, VIEWER, None)
         store = self.store
-        releases = await self.app.runner.read(store.list_releases)
+        releases = await self.runner.read(store.list_releases)
         return firmware_pb2.ListReleasesResponse(releases=[release_info(r) for r in releases])
 
     # -- campaigns --------------------------------------------------------------------------
@@ -309,24 +288,24 @@ class CampaignsService(firmware_pb2_grpc.CampaignsServicer):
             tuple(request.target.tags),
             tuple(request.target.gateway_ids),
         )
-        store = self.app.runner.store
+        store = self.runner.store
         scope = caller.operator.communes
 
-        def resolve(c: sa.Connection) -> tuple[list[TargetGateway], dict[str, str]]:
+        def resolve(c: Connection) -> tuple[list[TargetGateway], dict[str, str]]:
             records = resolve_target(store, c, target, scope)
             gateways = [target_gateway(r, drives_lamps(store, c, r.gateway_id)) for r in records]
             return gateways, {r.gateway_id: r.commune for r in records}
 
         try:
             check_campaign_id(campaign_id)
-            gateways, communes = await self.app.runner.read(resolve)
+            gateways, communes = await self.runner.read(resolve)
             plan = plan_from_request(request, campaign_id, gateways)
             devices = (
                 balena_devices(gateways, dict(request.balena_devices))
                 if backend == BALENA
                 else None
             )
-            record = await self.runner.create(
+            record = await self.campaigns.create(
                 NewCampaign(
                     plan=plan,
                     communes=communes,
@@ -349,7 +328,7 @@ class CampaignsService(firmware_pb2_grpc.CampaignsServicer):
             await self.gate.refuse(
                 context, caller, attempt, grpc.StatusCode.ALREADY_EXISTS, str(exc)
             )
-        rows = await self.runner.gateways(campaign_id)
+        rows = await self.campaigns.gateways(campaign_id)
         detail = f"{record.version} to {len(rows)} gateway(s), {backend} backend"
         await self.gate.done(caller, Attempt(attempt.action, campaign_id, _where(rows)), detail)
         return firmware_pb2.CreateCampaignResponse(
@@ -362,10 +341,10 @@ class CampaignsService(firmware_pb2_grpc.CampaignsServicer):
         caller = await self.gate.caller(context, VIEWER, None)
         store = self.store
 
-        def load(c: sa.Connection) -> list[tuple[CampaignRecord, list[CampaignGatewayRecord]]]:
+        def load(c: Connection) -> list[tuple[CampaignRecord, list[CampaignGatewayRecord]]]:
             return [(r, store.campaign_gateways(c, r.campaign_id)) for r in store.list_campaigns(c)]
 
-        found = await self.app.runner.read(load)
+        found = await self.runner.read(load)
         return firmware_pb2.ListCampaignsResponse(
             campaigns=[
                 campaign_message(record, rows, scope=caller.in_scope)
@@ -401,7 +380,7 @@ class CampaignsService(firmware_pb2_grpc.CampaignsServicer):
                 detail=f"communes outside the caller's scope: {', '.join(outside)}",
             )
         try:
-            record = await self.runner.act(campaign_id, action, reason)
+            record = await self.campaigns.act(campaign_id, action, reason)
         except CampaignError as exc:
             await self.gate.refuse(
                 context, caller, attempt, grpc.StatusCode.FAILED_PRECONDITION, str(exc)
@@ -409,7 +388,7 @@ class CampaignsService(firmware_pb2_grpc.CampaignsServicer):
         except Conflict as exc:
             await self.gate.refuse(context, caller, attempt, grpc.StatusCode.ABORTED, str(exc))
         await self.gate.done(caller, attempt, reason)
-        rows = await self.runner.gateways(campaign_id)
+        rows = await self.campaigns.gateways(campaign_id)
         return campaign_message(record, rows, scope=caller.in_scope, gateways=True)
 
     async def PauseCampaign(

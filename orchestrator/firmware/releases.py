@@ -31,7 +31,7 @@ from domain.firmware.errors import FirmwareRefused
 from domain.firmware.manifest import parse_manifest
 from domain.firmware.version import VersionError, parse_version
 from foundation.errors import FieldError
-from orchestrator.access.certificates import Orchestrator
+from orchestrator.access.certificates import Certificates
 from orchestrator.access.peers import AuthError, peer_of, require_role
 from orchestrator.store.database import NotFound
 from orchestrator.store.releases import (
@@ -41,6 +41,7 @@ from orchestrator.store.releases import (
     ReleaseRecord,
     SignatureRecord,
 )
+from orchestrator.store.runner import StoreRunner
 from protos.ondijon.v1 import firmware_pb2, firmware_pb2_grpc
 from provisioning.identity import Role
 
@@ -241,8 +242,11 @@ class DownloadRecord:
 class FirmwareService(firmware_pb2_grpc.FirmwareServicer):
     """Serves stored releases to gateways."""
 
-    def __init__(self, app: Orchestrator, *, cache_bytes: int = CACHE_BYTES) -> None:
-        self.app = app
+    def __init__(
+        self, runner: StoreRunner, certificates: Certificates, *, cache_bytes: int = CACHE_BYTES
+    ) -> None:
+        self.runner = runner
+        self.certificates = certificates
         self.store = FirmwareStore()
         self._cache = _ChunkCache(cache_bytes)
         self.bytes_served = 0
@@ -252,14 +256,14 @@ class FirmwareService(firmware_pb2_grpc.FirmwareServicer):
         try:
             peer = peer_of(context)
             require_role(peer, Role.GATEWAY)
-            await self.app.check_certificate(peer)
+            await self.certificates.check(peer)
         except AuthError as exc:
             await context.abort(exc.code, str(exc))
         return peer.identity.name
 
     async def _release(self, context: Context, version: str) -> ReleaseRecord:
         try:
-            return await self.app.runner.read(lambda c: self.store.get_release(c, version))
+            return await self.runner.read(self.store.get_release, version)
         except NotFound as exc:
             await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
             raise AssertionError("unreachable") from None
@@ -310,9 +314,7 @@ class FirmwareService(firmware_pb2_grpc.FirmwareServicer):
         cached = self._cache.get(key)
         if cached is not None:
             return cached
-        rows = await self.app.runner.read(
-            lambda c: self.store.read_chunks(c, version, part, index, index)
-        )
+        rows = await self.runner.read(self.store.read_chunks, version, part, index, index)
         if not rows:
             raise NotFound(f"parts.{part}", f"chunk {index} of {version} is missing from the store")
         data = rows[0][1]

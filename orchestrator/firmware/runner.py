@@ -40,10 +40,9 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Literal
 
-import sqlalchemy as sa
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from orchestrator.access.certificates import Orchestrator
+from foundation.clock import Clock
 from orchestrator.firmware.balena import BalenaBackend, BalenaError, BalenaSettings
 from orchestrator.firmware.releases import FirmwareService, release_manifest
 from orchestrator.firmware.rollout import (
@@ -64,7 +63,8 @@ from orchestrator.firmware.rollout import (
 )
 from orchestrator.firmware.targets import BALENA, NATIVE, plan_from_json, plan_to_json
 from orchestrator.ingest.checks import WireError
-from orchestrator.ingest.hub import Session
+from orchestrator.ingest.hub import Hub, Session
+from orchestrator.store.connection import Connection
 from orchestrator.store.database import Conflict, NotFound
 from orchestrator.store.releases import (
     FINAL_STAGES,
@@ -73,6 +73,7 @@ from orchestrator.store.releases import (
     FirmwareStore,
     Report,
 )
+from orchestrator.store.runner import StoreRunner
 from protos.ondijon.v1 import firmware_pb2, link_pb2
 
 log = logging.getLogger("ondijon.orchestrator.campaigns")
@@ -169,13 +170,22 @@ class CampaignRunner:
     """Runs every live campaign of the store; one per orchestrator process."""
 
     def __init__(
-        self, app: Orchestrator, *, tick_s: float = 10.0, balena: BalenaBackend | None = None
+        self,
+        *,
+        runner: StoreRunner,
+        clock: Clock,
+        hub: Hub,
+        releases: FirmwareService,
+        tick_s: float = 10.0,
+        balena: BalenaBackend | None = None,
     ) -> None:
-        self.app = app
+        self.runner = runner
+        self.clock = clock
+        self.hub = hub
         self.store = FirmwareStore()
         self.tick_s = tick_s
         self.balena = balena
-        self.releases: FirmwareService | None = None
+        self.releases = releases
         self.passes = 0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -222,14 +232,14 @@ class CampaignRunner:
             CampaignError: naming the field at fault.
             Conflict: the campaign id is taken.
         """
-        now = self.app.clock.now()
+        now = self.clock.now()
         plan = new.plan
         state = start_campaign(plan, now)
         options: dict[str, object] = {"allow_downgrade": new.allow_downgrade}
         if new.backend == NATIVE:
             store = self.store
             try:
-                release = await self.app.runner.read(lambda c: store.get_release(c, plan.version))
+                release = await self.runner.read(store.get_release, plan.version)
             except NotFound:
                 raise CampaignError(
                     "version", f"no release {plan.version} uploaded (ondijon release upload)"
@@ -287,7 +297,7 @@ class CampaignRunner:
         ]
         targets = [g.id for g in plan.gateways]
 
-        def add(conn: sa.Connection) -> None:
+        def add(conn: Connection) -> None:
             # One live campaign per gateway: two would offer it two versions in turn.
             busy = self.store.campaigns_holding(conn, targets, LIVE)
             if busy:
@@ -299,7 +309,7 @@ class CampaignRunner:
                 )
             self.store.add_campaign(conn, record, rows)
 
-        await self.app.runner.write(add)
+        await self.runner.write(add)
         async with self._lock:
             await self._pass(record)
         return await self.get(plan.campaign_id)
@@ -315,7 +325,7 @@ class CampaignRunner:
         for _ in range(5):
             record, rows = await self._load(campaign_id)
             state = state_of(record, rows)
-            now = self.app.clock.now()
+            now = self.clock.now()
             if action == "pause":
                 state = pause(state, now, reason)
             elif action == "resume":
@@ -340,7 +350,7 @@ class CampaignRunner:
         if record.backend != NATIVE:
             return
         store = self.store
-        release = await self.app.runner.read(lambda c: store.get_release(c, record.version))
+        release = await self.runner.read(store.get_release, record.version)
         if release.expires_at <= now:
             raise CampaignError(
                 "version",
@@ -352,11 +362,11 @@ class CampaignRunner:
     async def get(self, campaign_id: str) -> CampaignRecord:
         """Raises: NotFound."""
         store = self.store
-        return await self.app.runner.read(lambda c: store.get_campaign(c, campaign_id))
+        return await self.runner.read(store.get_campaign, campaign_id)
 
     async def gateways(self, campaign_id: str) -> list[CampaignGatewayRecord]:
         store = self.store
-        return await self.app.runner.read(lambda c: store.campaign_gateways(c, campaign_id))
+        return await self.runner.read(store.campaign_gateways, campaign_id)
 
     # -- what gateways do -------------------------------------------------------------------
 
@@ -366,13 +376,8 @@ class CampaignRunner:
         self._revisions[gateway_id] = hello.protocol_revision
         store = self.store
         running = [CampaignStatus.RUNNING.value]
-        rows, waiting = await self.app.runner.read(
-            lambda c: (
-                store.campaigns_of_gateway(c, gateway_id, running),
-                store.awaiting_cancel(c, gateway_id),
-            )
-        )
-        now = self.app.clock.now()
+        rows, waiting = await self.runner.read(store.gateway_work, gateway_id, running)
+        now = self.clock.now()
         for record, row in rows:
             if record.backend != NATIVE or row.offered_at is None or row.stage in FINAL_STAGES:
                 continue
@@ -384,11 +389,11 @@ class CampaignRunner:
         """Tell gateways connected here to cancel updates of aborted campaigns they have
         not answered yet (once per stream)."""
         store = self.store
-        self._cancel(await self.app.runner.read(store.awaiting_cancel))
+        self._cancel(await self.runner.read(store.awaiting_cancel))
 
     def _cancel(self, waiting: Sequence[tuple[str, str, str]]) -> None:
         for campaign_id, version, gateway in waiting:
-            session = self.app.hub.session(gateway)
+            session = self.hub.session(gateway)
             key = (campaign_id, gateway)
             if session is None or self._cancels.get(key) is session:
                 continue
@@ -416,13 +421,13 @@ class CampaignRunner:
         report = Report(
             stage=progress.stage,
             detail=progress.detail,
-            at=self.app.clock.now(),
+            at=self.clock.now(),
             bytes_done=progress.bytes_done,
             running_version=progress.running_version,
         )
         store = self.store
-        changed = await self.app.runner.write(
-            lambda c: store.record_report(c, progress.campaign_id, gateway_id, report)
+        changed = await self.runner.write(
+            store.record_report, progress.campaign_id, gateway_id, report
         )
         if changed and progress.stage in FINAL_STAGES:
             self.wake()
@@ -433,7 +438,7 @@ class CampaignRunner:
         """One pass over every live campaign."""
         async with self._lock:
             store = self.store
-            records = await self.app.runner.read(lambda c: store.list_campaigns(c, LIVE))
+            records = await self.runner.read(store.list_campaigns, LIVE)
             for record in records:
                 try:
                     await self._pass(record)
@@ -446,7 +451,7 @@ class CampaignRunner:
             self.passes += 1
 
     async def _pass(self, record: CampaignRecord) -> None:
-        now = self.app.clock.now()
+        now = self.clock.now()
         record, rows = await self._load(record.campaign_id)
         news = await self._outcome_events(record, rows)
         if record.backend == BALENA:
@@ -488,7 +493,7 @@ class CampaignRunner:
     async def _offer(
         self, record: CampaignRecord, plan: CampaignPlan, gateway_id: str, now: datetime
     ) -> None:
-        session = self.app.hub.session(gateway_id)
+        session = self.hub.session(gateway_id)
         key = (record.campaign_id, gateway_id)
         if session is None or self._sent.get(key) is session:
             return
@@ -506,9 +511,7 @@ class CampaignRunner:
                 at=now,
             )
             store = self.store
-            await self.app.runner.write(
-                lambda c: store.record_report(c, record.campaign_id, gateway_id, report)
-            )
+            await self.runner.write(store.record_report, record.campaign_id, gateway_id, report)
             self.wake()
             return
         manifest = await self._manifest(record.version)
@@ -530,7 +533,7 @@ class CampaignRunner:
         manifest = self._offers.get(version)
         if manifest is None:
             store = self.store
-            release = await self.app.runner.read(lambda c: store.get_release(c, version))
+            release = await self.runner.read(store.get_release, version)
             manifest = self._offers[version] = release_manifest(release)
         return manifest
 
@@ -539,8 +542,8 @@ class CampaignRunner:
     ) -> list[tuple[str, Report]]:
         """Outcomes from the agents' outboxes (the path that survives cuts) not yet merged."""
         store = self.store
-        found = await self.app.runner.read(
-            lambda c: store.firmware_events(c, list(OUTCOME_EVENTS), record.created_at)
+        found = await self.runner.read(
+            store.firmware_events, list(OUTCOME_EVENTS), record.created_at
         )
         stages = {r.gateway_id: r.stage for r in rows}
         news: list[tuple[str, Report]] = []
@@ -583,26 +586,22 @@ class CampaignRunner:
     async def _record(self, campaign_id: str, reports: list[tuple[str, Report]]) -> None:
         store = self.store
 
-        def merge(conn: sa.Connection) -> None:
+        def merge(conn: Connection) -> None:
             for gateway_id, report in reports:
                 store.record_report(conn, campaign_id, gateway_id, report)
 
-        await self.app.runner.write(merge)
+        await self.runner.write(merge)
 
     async def _load(self, campaign_id: str) -> tuple[CampaignRecord, list[CampaignGatewayRecord]]:
         store = self.store
-        return await self.app.runner.read(
-            lambda c: (store.get_campaign(c, campaign_id), store.campaign_gateways(c, campaign_id))
-        )
+        return await self.runner.read(store.campaign_with_gateways, campaign_id)
 
     async def _save(
         self, before: CampaignRecord, after: CampaignRecord, offered: Mapping[str, datetime]
     ) -> bool:
         store = self.store
-        saved = await self.app.runner.write(
-            lambda c: store.save_campaign(
-                c, after, expected_revision=before.revision, offered=offered
-            )
+        saved = await self.runner.write(
+            store.save_campaign, after, expected_revision=before.revision, offered=offered
         )
         if not saved:
             log.info("campaign %s changed elsewhere; this pass gives way", before.campaign_id)

@@ -18,8 +18,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-import sqlalchemy as sa
-
 from orchestrator.firmware.rollout import (
     DEFAULT_WAVES,
     CampaignError,
@@ -29,6 +27,7 @@ from orchestrator.firmware.rollout import (
     Window,
 )
 from orchestrator.ingest.devices import current_devices
+from orchestrator.store.connection import Connection
 from orchestrator.store.database import GatewayRecord, Store
 from protos.ondijon.v1 import firmware_pb2, schedule_pb2
 
@@ -65,7 +64,7 @@ def check_campaign_id(campaign_id: str) -> str:
 
 
 def resolve_target(
-    store: Store, conn: sa.Connection, target: Target, scope: Collection[str]
+    store: Store, conn: Connection, target: Target, scope: Collection[str]
 ) -> list[GatewayRecord]:
     """The registered gateways ``target`` names, in the operator's ``scope`` of communes.
 
@@ -98,7 +97,7 @@ def resolve_target(
     return [chosen[k] for k in sorted(chosen)]
 
 
-def drives_lamps(store: Store, conn: sa.Connection, gateway_id: str) -> bool:
+def drives_lamps(store: Store, conn: Connection, gateway_id: str) -> bool:
     """Whether the gateway drives lamps, from its last reported devices (``True`` if it
     never reported any)."""
     devices = current_devices(store, conn, gateway_id)

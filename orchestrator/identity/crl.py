@@ -21,13 +21,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-import sqlalchemy as sa
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from foundation.files import PUBLIC_FILE, write_atomic
 from orchestrator.store.runner import StoreRunner
-from orchestrator.store.schema import certificates
 from provisioning.ca import CertificateAuthority, RevokedEntry
 
 CRL_VALIDITY = timedelta(days=1)
@@ -63,17 +61,6 @@ class Crl:
     this_update: datetime
     next_update: datetime
     serials: frozenset[str]
-
-
-def _revoked(conn: sa.Connection, now: datetime) -> list[tuple[str, datetime, str]]:
-    c = certificates.c
-    rows = conn.execute(
-        sa.select(c.serial_hex, c.revoked_at, c.revocation_reason)
-        .where(c.revoked_at.is_not(None))
-        .where(c.not_after > now)
-        .order_by(c.serial_hex)
-    )
-    return [(r.serial_hex, r.revoked_at, r.revocation_reason or "") for r in rows]
 
 
 def _number_in(path: Path) -> int:
@@ -114,7 +101,7 @@ class CrlPublisher:
             if fresh and not force and self.monotonic() - self._checked < RECHECK_SECONDS:
                 assert crl is not None
                 return crl
-            rows = await self.runner.read(lambda c: _revoked(c, now))
+            rows = await self.runner.read(self.runner.store.revoked_unexpired, now)
             self._checked = self.monotonic()
             serials = frozenset(serial for serial, _, _ in rows)
             if crl is not None and fresh and crl.serials == serials:

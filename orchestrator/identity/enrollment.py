@@ -28,18 +28,24 @@ from datetime import timedelta
 from typing import Any, NoReturn
 
 import grpc
-import sqlalchemy as sa
 
+from foundation.clock import Clock
 from foundation.escaping import escape
 from orchestrator.access.admission import address_of
-from orchestrator.access.certificates import Orchestrator
-from orchestrator.access.limits import BucketMap, RateLimits
+from orchestrator.access.certificates import Certificates
+from orchestrator.access.limits import BucketMap, LiveRates, RateLimits
 from orchestrator.access.peers import AuthError, peer_of, require_role
-from orchestrator.identity.revocation import close_streams
+from orchestrator.audit.log import Auditor
+from orchestrator.identity.crl import CrlPublisher
+from orchestrator.identity.revocation import Revoker
 from orchestrator.ingest.checks import WireError, timestamp
+from orchestrator.ingest.hub import Hub
+from orchestrator.metrics import Metrics
+from orchestrator.store.connection import Connection
 from orchestrator.store.database import Conflict, NotFound, Store
+from orchestrator.store.runner import StoreRunner
 from protos.ondijon.v1 import enrollment_pb2, enrollment_pb2_grpc
-from provisioning.ca import CAError, IssuedCertificate, load_certs
+from provisioning.ca import CAError, CertificateAuthority, IssuedCertificate, load_certs
 from provisioning.identity import Identity, IdentityError, Role, check_name
 from provisioning.tokens import token_digest
 
@@ -51,16 +57,43 @@ Context = grpc.aio.ServicerContext[Any, Any]
 
 
 class EnrollmentService(enrollment_pb2_grpc.EnrollmentServicer):
-    def __init__(self, app: Orchestrator, *, allow_enroll: bool, allow_renew: bool) -> None:
-        self.app = app
+    def __init__(
+        self,
+        *,
+        runner: StoreRunner,
+        clock: Clock,
+        ca: CertificateAuthority,
+        certificates: Certificates,
+        audit: Auditor,
+        crl: CrlPublisher,
+        hub: Hub,
+        revoker: Revoker,
+        rates: LiveRates,
+        certificate_days: int,
+        allow_enroll: bool,
+        allow_renew: bool,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.metrics = metrics or Metrics()
+        self.runner = runner
+        self.store = runner.store
+        self.clock = clock
+        self.ca = ca
+        self.certificates = certificates
+        self.audit = audit
+        self.crl = crl
+        self.hub = hub
+        self.revoker = revoker
+        self.rates = rates
+        self.certificate_days = certificate_days
         self.allow_enroll = allow_enroll
         self.allow_renew = allow_renew
         self._rates: RateLimits | None = None
         self._failures = self._renewals = BucketMap(0, 0, 0)
 
     def _budgets(self) -> None:
-        # Follow the app's limits if they are replaced while running (tests, a reload).
-        rates = self.app.rates
+        # Follow the limits if they are replaced while running (tests, a reload).
+        rates = self.rates.current
         if rates is not self._rates:
             self._rates = rates
             self._failures = BucketMap(
@@ -71,7 +104,7 @@ class EnrollmentService(enrollment_pb2_grpc.EnrollmentServicer):
             )
 
     def _lifetime(self) -> timedelta:
-        return timedelta(days=self.app.config.gateway_certificate_days)
+        return timedelta(days=self.certificate_days)
 
     async def Enroll(
         self, request: enrollment_pb2.EnrollRequest, context: Context
@@ -86,7 +119,7 @@ class EnrollmentService(enrollment_pb2_grpc.EnrollmentServicer):
         # budget up front (given back if it succeeds), so guesses sent many at a time are
         # evaluated against the budget, not all admitted before the first is counted.
         if not self._failures.take(address, 1, time.monotonic()):
-            self.app.metrics.enrollment_failures.labels("rate_limited").inc()
+            self.metrics.enrollment_failures.labels("rate_limited").inc()
             await context.abort(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 "too many refused enrollments from this address; wait a few minutes",
@@ -95,17 +128,17 @@ class EnrollmentService(enrollment_pb2_grpc.EnrollmentServicer):
             _check_enroll(request)
         except (IdentityError, WireError) as exc:
             await self._refused(context, address, request.gateway_id, "", str(exc), audit=False)
-        now = self.app.clock.now()
+        now = self.clock.now()
         identity = Identity(Role.GATEWAY, request.gateway_id)
         try:
             # Checked (and signed) before the token is looked at: a broken request or a key
             # TLS cannot use does not burn the installer's token.
-            issued = self.app.ca.issue_for_csr(
+            issued = self.ca.issue_for_csr(
                 request.csr_pem, identity, now=now, lifetime=self._lifetime()
             )
         except CAError as exc:
             await self._refused(context, address, request.gateway_id, "", str(exc), audit=False)
-        store = self.app.runner.store
+        store = self.store
         digest = token_digest(request.token)
         gateway_id = request.gateway_id
         requested_key = issued.certificate.public_key()
@@ -113,7 +146,7 @@ class EnrollmentService(enrollment_pb2_grpc.EnrollmentServicer):
         def same_key(pem: bytes) -> bool:
             return load_certs(pem, "certificate_pem")[0].public_key() == requested_key
 
-        def spend(conn: sa.Connection) -> tuple[bytes | None, list[str]]:
+        def spend(conn: Connection) -> tuple[bytes | None, list[str]]:
             earlier = store.consume_token(
                 conn,
                 token_sha256=digest,
@@ -133,25 +166,25 @@ class EnrollmentService(enrollment_pb2_grpc.EnrollmentServicer):
                 reason="superseded: the gateway enrolled again",
                 now=now,
             )
-            _record(store, conn, issued, identity)
+            _record(conn, store, issued, identity)
             return None, superseded
 
         commune = await self._commune(gateway_id)
         try:
-            earlier, superseded = await self.app.runner.write(spend)
+            earlier, superseded = await self.runner.write(spend)
         except (Conflict, NotFound) as exc:
             await self._refused(context, address, gateway_id, commune, str(exc), audit=True)
         self._failures.give_back(address, 1, time.monotonic())
         if earlier is not None:
             return await self._answer_retry(gateway_id, commune, earlier)
         if superseded:
-            close_streams(self.app, set(superseded))
-            await self.app.crl.current(now, force=True)
+            self.revoker.close_streams(set(superseded))
+            await self.crl.current(now, force=True)
         log.info("gateway %s enrolled, certificate %s", gateway_id, issued.serial_hex)
         detail = f"certificate {issued.serial_hex}"
         if superseded:
             detail += f"; superseded {', '.join(superseded)}"
-        await self.app.audit(
+        await self.audit.record(
             actor=identity.uri,
             action="gateway.enroll",
             target=gateway_id,
@@ -167,7 +200,7 @@ class EnrollmentService(enrollment_pb2_grpc.EnrollmentServicer):
         """The answer to a retried enrollment: the certificate the token was spent on."""
         serial = format(load_certs(chain_pem, "certificate_pem")[0].serial_number, "x")
         log.info("gateway %s retried its enrollment, certificate %s sent again", gateway_id, serial)
-        await self.app.audit(
+        await self.audit.record(
             actor=Identity(Role.GATEWAY, gateway_id).uri,
             action="gateway.enroll",
             target=gateway_id,
@@ -182,14 +215,13 @@ class EnrollmentService(enrollment_pb2_grpc.EnrollmentServicer):
         not_after = load_certs(chain_pem, "certificate_pem")[0].not_valid_after_utc
         return {
             "certificate_pem": chain_pem,
-            "ca_chain_pem": self.app.ca.chain_pem,
+            "ca_chain_pem": self.ca.chain_pem,
             "not_after": timestamp(not_after),
         }
 
     async def _commune(self, gateway_id: str) -> str:
-        store = self.app.runner.store
         try:
-            gateway = await self.app.runner.read(lambda c: store.get_gateway(c, gateway_id))
+            gateway = await self.runner.read(self.store.get_gateway, gateway_id)
         except NotFound:
             return ""
         return gateway.commune
@@ -214,7 +246,7 @@ class EnrollmentService(enrollment_pb2_grpc.EnrollmentServicer):
         )
         if audit:
             # Only once the request was well-formed: garbage is counted, not recorded.
-            await self.app.audit(
+            await self.audit.record(
                 actor=Identity(Role.GATEWAY, gateway_id).uri,
                 action="gateway.enroll",
                 target=gateway_id,
@@ -223,7 +255,7 @@ class EnrollmentService(enrollment_pb2_grpc.EnrollmentServicer):
                 detail=f"{reason} (from {address})",
             )
         code = grpc.StatusCode.PERMISSION_DENIED if audit else grpc.StatusCode.INVALID_ARGUMENT
-        self.app.metrics.enrollment_failures.labels("refused").inc()
+        self.metrics.enrollment_failures.labels("refused").inc()
         await context.abort(code, reason)
         raise AssertionError("unreachable")
 
@@ -237,7 +269,7 @@ class EnrollmentService(enrollment_pb2_grpc.EnrollmentServicer):
         try:
             peer = peer_of(context)
             require_role(peer, Role.GATEWAY)
-            await self.app.check_certificate(peer)
+            await self.certificates.check(peer)
         except AuthError as exc:
             await context.abort(exc.code, str(exc))
         if len(request.csr_pem) > MAX_CSR_BYTES:
@@ -250,15 +282,14 @@ class EnrollmentService(enrollment_pb2_grpc.EnrollmentServicer):
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 "renewals: too many for this gateway; the current certificate is still valid",
             )
-        now = self.app.clock.now()
+        now = self.clock.now()
         # A CAError (a field error) is answered INVALID_ARGUMENT by the admission.
-        issued = self.app.ca.issue_for_csr(
+        issued = self.ca.issue_for_csr(
             request.csr_pem, peer.identity, now=now, lifetime=self._lifetime()
         )
-        store = self.app.runner.store
-        await self.app.runner.write(lambda c: _record(store, c, issued, peer.identity))
+        await self.runner.write(_record, self.store, issued, peer.identity)
         log.info("gateway %s renewed, certificate %s", peer.identity.name, issued.serial_hex)
-        await self.app.audit(
+        await self.audit.record(
             actor=peer.identity.uri,
             action="gateway.renew",
             target=peer.identity.name,
@@ -266,7 +297,7 @@ class EnrollmentService(enrollment_pb2_grpc.EnrollmentServicer):
             result="ok",
             detail=f"certificate {issued.serial_hex} replaces {peer.serial_hex}",
         )
-        hub, old = self.app.hub, {peer.serial_hex}
+        hub, old = self.hub, {peer.serial_hex}
 
         def reconnect(_: object) -> None:
             hub.drop_certificate(
@@ -281,7 +312,7 @@ class EnrollmentService(enrollment_pb2_grpc.EnrollmentServicer):
     async def GetCrl(
         self, request: enrollment_pb2.GetCrlRequest, context: Context
     ) -> enrollment_pb2.GetCrlResponse:
-        crl = await self.app.crl.current(self.app.clock.now())
+        crl = await self.crl.current(self.clock.now())
         return enrollment_pb2.GetCrlResponse(
             crl_pem=crl.pem,
             crl_number=crl.number,
@@ -302,7 +333,7 @@ def _check_enroll(request: enrollment_pb2.EnrollRequest) -> None:
         raise WireError("csr_pem", f"larger than {MAX_CSR_BYTES} bytes")
 
 
-def _record(store: Store, conn: sa.Connection, issued: IssuedCertificate, who: Identity) -> None:
+def _record(conn: Connection, store: Store, issued: IssuedCertificate, who: Identity) -> None:
     cert = issued.certificate
     store.record_certificate(
         conn,

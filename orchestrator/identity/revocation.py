@@ -12,7 +12,7 @@ open afterwards; certificate rotation does not close it either. So revoking is o
    theirs;
 5. every replica also runs :class:`Sweeper`, which re-checks the certificates behind its own
    open streams every few seconds and closes those revoked (by another replica), expired
-   or unknown. New streams anywhere are refused by ``Orchestrator.check_certificate``.
+   or unknown. New streams anywhere are refused by ``Certificates.check``.
 
 Coming back is by design a person's act: an admin issues a fresh enrollment token and the
 installer enrolls the gateway again (a new key, a new certificate).
@@ -23,18 +23,19 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from datetime import datetime
 
-import sqlalchemy as sa
-
-from orchestrator.access.certificates import CERT_CACHE_SECONDS, Orchestrator
-from orchestrator.store.schema import certificates, enrollment_tokens
+from foundation.clock import Clock
+from orchestrator.access.certificates import CERT_CACHE_SECONDS, Certificates
+from orchestrator.identity.crl import CrlPublisher
+from orchestrator.ingest.hub import Hub
+from orchestrator.ingest.routing import Router
+from orchestrator.store.connection import Connection
+from orchestrator.store.runner import StoreRunner
 from provisioning.identity import Role
 
 log = logging.getLogger("ondijon.orchestrator.revocation")
 
 SWEEP_SECONDS = CERT_CACHE_SECONDS
-_CHUNK = 500
 
 
 @dataclass(frozen=True)
@@ -46,81 +47,85 @@ class Revocation:
     crl_number: int
 
 
-def spend_open_tokens(conn: sa.Connection, gateway_id: str, now: datetime) -> int:
-    """Mark every unused enrollment token of ``gateway_id`` used; returns how many."""
-    done = conn.execute(
-        enrollment_tokens.update()
-        .where(enrollment_tokens.c.gateway_id == gateway_id)
-        .where(enrollment_tokens.c.used_at.is_(None))
-        .values(used_at=now)
-    )
-    return int(done.rowcount or 0)
-
-
-async def revoke(app: Orchestrator, role: Role, name: str, reason: str) -> Revocation:
-    """Revoke every live certificate of ``role``/``name`` and close its open streams."""
-    store = app.runner.store
-    now = app.clock.now()
-
-    def write(conn: sa.Connection) -> list[str]:
-        serials = store.revoke_certificates(
-            conn, role=role.value, name=name, reason=reason[:256], now=now
-        )
-        if role is Role.GATEWAY:
-            spend_open_tokens(conn, name, now)
-        return serials
-
-    serials = await app.runner.write(write)
-    closed = close_streams(app, set(serials))
-    await app.router.certificates_revoked(serials)
-    crl = await app.crl.current(now, force=True)
-    log.info(
-        "revoked %s/%s: %d certificate(s), %d open stream(s) closed",
-        role,
-        name,
-        len(serials),
-        closed,
-    )
-    return Revocation(serials=serials, streams_closed=closed, crl_number=crl.number)
-
-
-def close_streams(app: Orchestrator, serials: set[str]) -> int:
+def close_streams(certificates: Certificates, hub: Hub, serials: set[str]) -> int:
     """Forget cached verdicts of ``serials`` and cancel this process's streams opened with them."""
     if not serials:
         return 0
-    app.forget_certificates(serials)
-    return app.hub.drop_certificate(serials)
+    certificates.forget(serials)
+    return hub.drop_certificate(serials)
 
 
-def _unfit(conn: sa.Connection, serials: list[str], now: datetime) -> set[str]:
-    """Those of ``serials`` that are revoked, expired or unknown to the store."""
-    c = certificates.c
-    unfit = set(serials)
-    for i in range(0, len(serials), _CHUNK):
-        rows = conn.execute(
-            sa.select(c.serial_hex)
-            .where(c.serial_hex.in_(serials[i : i + _CHUNK]))
-            .where(c.revoked_at.is_(None))
-            .where(c.not_after > now)
+class Revoker:
+    """Revokes identities and closes the streams of revoked certificates."""
+
+    def __init__(
+        self,
+        *,
+        runner: StoreRunner,
+        clock: Clock,
+        certificates: Certificates,
+        hub: Hub,
+        router: Router,
+        crl: CrlPublisher,
+    ) -> None:
+        self.runner = runner
+        self.store = runner.store
+        self.clock = clock
+        self.certificates = certificates
+        self.hub = hub
+        self.router = router
+        self.crl = crl
+
+    def close_streams(self, serials: set[str]) -> int:
+        """Forget cached verdicts of ``serials`` and cancel this process's streams opened
+        with them; returns how many."""
+        return close_streams(self.certificates, self.hub, serials)
+
+    async def revoke(self, role: Role, name: str, reason: str) -> Revocation:
+        """Revoke every live certificate of ``role``/``name`` and close its open streams."""
+        store = self.store
+        now = self.clock.now()
+
+        def write(conn: Connection) -> list[str]:
+            serials = store.revoke_certificates(
+                conn, role=role.value, name=name, reason=reason[:256], now=now
+            )
+            if role is Role.GATEWAY:
+                store.spend_open_tokens(conn, name, now)
+            return serials
+
+        serials = await self.runner.write(write)
+        closed = self.close_streams(set(serials))
+        await self.router.certificates_revoked(serials)
+        crl = await self.crl.current(now, force=True)
+        log.info(
+            "revoked %s/%s: %d certificate(s), %d open stream(s) closed",
+            role,
+            name,
+            len(serials),
+            closed,
         )
-        unfit -= {r.serial_hex for r in rows}
-    return unfit
+        return Revocation(serials=serials, streams_closed=closed, crl_number=crl.number)
 
 
 class Sweeper:
     """Closes this process's streams whose certificate is no longer good."""
 
-    def __init__(self, app: Orchestrator) -> None:
-        self.app = app
+    def __init__(self, revoker: Revoker) -> None:
+        self.revoker = revoker
+        self.runner = revoker.runner
+        self.clock = revoker.clock
+        self.hub = revoker.hub
+        self.crl = revoker.crl
 
     async def sweep(self) -> int:
         """One pass; returns how many streams were closed."""
-        serials = sorted(self.app.hub.open_serials())
+        serials = sorted(self.hub.open_serials())
         if not serials:
             return 0
-        now = self.app.clock.now()
-        unfit = await self.app.runner.read(lambda c: _unfit(c, serials, now))
-        closed = close_streams(self.app, unfit)
+        now = self.clock.now()
+        unfit = await self.runner.read(self.runner.store.unfit_certificates, serials, now)
+        closed = self.revoker.close_streams(unfit)
         if closed:
             log.warning("closed %d stream(s) of revoked or expired certificates", closed)
         return closed
@@ -128,10 +133,10 @@ class Sweeper:
     async def run(self) -> None:
         """Sweep every few seconds and keep the CRL fresh, until cancelled."""
         while True:
-            await self.app.clock.sleep(SWEEP_SECONDS)
+            await self.clock.sleep(SWEEP_SECONDS)
             try:
                 await self.sweep()
-                await self.app.crl.current(self.app.clock.now())
+                await self.crl.current(self.clock.now())
             except asyncio.CancelledError:
                 raise
             except Exception:

@@ -20,6 +20,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from domain import documents
 from foundation.errors import FieldError
+from orchestrator.config import Limits
 from orchestrator.store.database import DocumentRecord
 from protos.ondijon.v1 import control_pb2, link_pb2, schedule_pb2
 
@@ -119,6 +120,15 @@ class TimeWindow:
             return instant.ToDatetime(tzinfo=UTC).isoformat()
         except (ValueError, OverflowError):
             return f"{instant.seconds} s since 1970"
+
+
+def time_window(limits: Limits, now: datetime) -> TimeWindow:
+    """The instants a gateway may report at ``now`` (the orchestrator's clock)."""
+    return TimeWindow.around(
+        now,
+        behind=timedelta(days=limits.max_clock_behind_days),
+        ahead=timedelta(seconds=limits.max_clock_ahead_s),
+    )
 
 
 def check_state_report(

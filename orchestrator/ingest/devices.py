@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import sqlalchemy as sa
-
+from orchestrator.store.connection import Connection
 from orchestrator.store.database import Store
 from protos.ondijon.v1 import link_pb2, state_pb2
 
@@ -28,14 +27,12 @@ def latest(log: bytes) -> list[state_pb2.DeviceState]:
     return [by_id[k] for k in sorted(by_id)]
 
 
-def current_devices(
-    store: Store, conn: sa.Connection, gateway_id: str
-) -> list[state_pb2.DeviceState]:
+def current_devices(store: Store, conn: Connection, gateway_id: str) -> list[state_pb2.DeviceState]:
     log, _ = store.get_devices(conn, gateway_id)
     return latest(log)
 
 
-def compact(store: Store, conn: sa.Connection, gateway_id: str) -> set[str]:
+def compact(store: Store, conn: Connection, gateway_id: str) -> set[str]:
     """Fold a gateway's report log into its snapshot (inside the caller's transaction);
     returns the ids of the devices in it."""
     log, through = store.get_devices(conn, gateway_id)

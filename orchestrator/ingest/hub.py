@@ -112,6 +112,10 @@ class Hub:
             stream.cancel()
         return len(streams)
 
+    def take_closing(self, serial: str) -> Closing | None:
+        """Why this process closed the stream of ``serial`` (once), if it did."""
+        return self.closing.pop(serial, None)
+
     def has_watchers(self) -> bool:
         return bool(self._watchers)
 

@@ -26,16 +26,18 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 import grpc
-import sqlalchemy as sa
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from foundation.clock import Clock
 from foundation.escaping import escape
-from orchestrator.access.certificates import Orchestrator
+from orchestrator.access.certificates import Certificates
 from orchestrator.access.peers import AuthError, peer_of, require_role
+from orchestrator.config import Limits
 from orchestrator.ingest.checks import (
     WireError,
     check_command_result,
@@ -43,21 +45,19 @@ from orchestrator.ingest.checks import (
     check_event_batch,
     check_hello,
     check_state_report,
-    document_message,
     sequence_ranges,
     stored_event,
+    time_window,
 )
+from orchestrator.ingest.delivery import Delivery
 from orchestrator.ingest.devices import DeviceLog, compact
-from orchestrator.ingest.hub import Session
-from orchestrator.store.database import (
-    CommandRecord,
-    DocumentRecord,
-    HeldRecord,
-    NewEvent,
-    NotFound,
-    Store,
-)
-from protos.ondijon.v1 import link_pb2, link_pb2_grpc
+from orchestrator.ingest.hub import Hub, Session
+from orchestrator.ingest.routing import Router
+from orchestrator.metrics import Metrics
+from orchestrator.store.connection import Connection
+from orchestrator.store.database import HeldRecord, NewEvent, NotFound, Store
+from orchestrator.store.runner import StoreRunner
+from protos.ondijon.v1 import firmware_pb2, link_pb2, link_pb2_grpc
 from provisioning.identity import Role
 
 log = logging.getLogger("ondijon.orchestrator.link")
@@ -69,7 +69,7 @@ MAX_HELD_RANGES = 10_000
 
 def _conflicting(
     store: Store,
-    conn: sa.Connection,
+    conn: Connection,
     gateway_id: str,
     received: list[link_pb2.Event],
     fresh: set[int],
@@ -92,9 +92,6 @@ def _conflicting(
     return sorted(conflicts)
 
 
-# Commands the gateway has not answered: sent (again) on each new stream until it does.
-# DELIVERED is what an older orchestrator wrote when it queued a command on a stream.
-UNSETTLED = (link_pb2.COMMAND_STATUS_PENDING, link_pb2.COMMAND_STATUS_DELIVERED)
 NOT_READY = (
     "this orchestrator replica cannot reach its store; reconnect (another replica serves you)"
 )
@@ -146,34 +143,64 @@ def add_gateway_link(service: GatewayLinkService, server: grpc.aio.Server) -> No
     )
 
 
+class FirmwareListener(Protocol):
+    """What the link tells firmware campaigns (:mod:`orchestrator.firmware.runner`)."""
+
+    async def gateway_connected(self, session: Session, hello: link_pb2.Hello) -> None: ...
+
+    async def on_progress(
+        self, gateway_id: str, progress: firmware_pb2.FirmwareProgress
+    ) -> None: ...
+
+
 class GatewayLinkService(link_pb2_grpc.GatewayLinkServicer):
-    def __init__(self, app: Orchestrator) -> None:
-        self.app = app
+    def __init__(
+        self,
+        *,
+        runner: StoreRunner,
+        clock: Clock,
+        limits: Limits,
+        hub: Hub,
+        certificates: Certificates,
+        router: Router,
+        delivery: Delivery,
+        firmware: FirmwareListener,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.metrics = metrics or Metrics()
+        self.runner = runner
+        self.store = runner.store
+        self.clock = clock
+        self.limits = limits
+        self.hub = hub
+        self.certificates = certificates
+        self.router = router
+        self.delivery = delivery
+        self.firmware = firmware
 
     async def Connect(  # type: ignore[override]
         self,
         request_iterator: AsyncIterator[Received],
         context: grpc.aio.ServicerContext[link_pb2.ConnectRequest, link_pb2.ConnectResponse],
     ) -> None:
-        refused = self.app.metrics.streams_refused
-        if not self.app.runner.available:
+        refused = self.metrics.streams_refused
+        if not self.runner.available:
             refused.labels("not_ready").inc()
             await context.abort(grpc.StatusCode.UNAVAILABLE, NOT_READY)
         try:
             peer = peer_of(context)
             require_role(peer, Role.GATEWAY)
-            await self.app.check_certificate(peer)
+            await self.certificates.check(peer)
         except AuthError as exc:
             refused.labels("unauthenticated").inc()
             await context.abort(exc.code, str(exc))
         gateway_id = peer.identity.name
-        store = self.app.runner.store
         try:
-            await self.app.runner.read(lambda c: store.get_gateway(c, gateway_id))
+            await self.runner.read(self.store.get_gateway, gateway_id)
         except NotFound:
             refused.labels("unregistered").inc()
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, "gateway is not registered")
-        self.app.metrics.streams_opened.inc()
+        self.metrics.streams_opened.inc()
 
         session = Session(gateway_id=gateway_id, cert_serial=peer.serial_hex)
         stream_task = asyncio.current_task()
@@ -183,11 +210,11 @@ class GatewayLinkService(link_pb2_grpc.GatewayLinkServicer):
                 stream_task.cancel()
 
         session.cancel = cancel
-        conversation = _Conversation(self.app, session, context)
+        conversation = _Conversation(self, session, context)
         # One long-lived writer per stream: replies are queued by whoever produces them
         # (this stream's reader, the admin API, the campaign runner) and written in order.
         writer = asyncio.create_task(_write(session, context))
-        self.app.hub.attach(session)
+        self.hub.attach(session)
         log.info("gateway %s connected", gateway_id)
         try:
             # A WireError ends the stream; the admission answers it INVALID_ARGUMENT.
@@ -199,8 +226,8 @@ class GatewayLinkService(link_pb2_grpc.GatewayLinkServicer):
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await writer
-            self.app.hub.detach(session)
-            self.app.router.stream_ended(session)
+            self.hub.detach(session)
+            self.router.stream_ended(session)
             log.info("gateway %s disconnected", gateway_id)
 
 
@@ -284,21 +311,29 @@ class _Conversation:
 
     def __init__(
         self,
-        app: Orchestrator,
+        link: GatewayLinkService,
         session: Session,
         context: grpc.aio.ServicerContext[link_pb2.ConnectRequest, link_pb2.ConnectResponse],
     ) -> None:
-        self.app = app
+        self.runner = link.runner
+        self.store = link.store
+        self.clock = link.clock
+        self.limits = link.limits
+        self.hub = link.hub
+        self.router = link.router
+        self.delivery = link.delivery
+        self.firmware = link.firmware
+        self.metrics = link.metrics
         self.session = session
         self.context = context
         self.gateway_id = session.gateway_id
         self.report_seq = 0
         self.devices = DeviceLog()
-        self.pending = PendingEvents(app.config.limits.event_window)
+        self.pending = PendingEvents(link.limits.event_window)
 
     async def read(self, requests: AsyncIterator[Received]) -> None:
         iterator = requests.__aiter__()
-        limits = self.app.config.limits
+        limits = self.limits
         try:
             first = (await asyncio.wait_for(iterator.__anext__(), limits.hello_timeout_s)).message
         except (TimeoutError, StopAsyncIteration):
@@ -343,8 +378,7 @@ class _Conversation:
         elif body == "command_result":
             await self.on_command_result(request.command_result)
         elif body == "firmware_progress":
-            if self.app.campaigns is not None:
-                await self.app.campaigns.on_progress(self.gateway_id, request.firmware_progress)
+            await self.firmware.on_progress(self.gateway_id, request.firmware_progress)
         elif body == "hello":
             raise WireError("hello", "sent twice on one stream")
         else:
@@ -352,12 +386,12 @@ class _Conversation:
 
     async def on_hello(self, hello: link_pb2.Hello) -> None:
         check_hello(hello)
-        store = self.app.runner.store
-        now = self.app.clock.now()
+        store = self.store
+        now = self.clock.now()
         held = [HeldRecord(h.kind, h.version, h.digest) for h in hello.held]
         gateway_id = self.gateway_id
 
-        def record(conn: sa.Connection) -> tuple[int, int, list[tuple[int, int]]]:
+        def record(conn: Connection) -> tuple[int, int, list[tuple[int, int]]]:
             store.record_hello(
                 conn,
                 gateway_id,
@@ -367,7 +401,7 @@ class _Conversation:
                 now=now,
             )
             # This stream is now the gateway's: an older one, on any replica, ends.
-            self.app.router.stream_opened(conn, self.session)
+            self.router.stream_opened(conn, self.session)
             # An agent that lost part of its outbox asks what is held above a sequence, to
             # say exactly which events are gone (usually nothing: one index probe).
             listed = (
@@ -378,15 +412,15 @@ class _Conversation:
             stored = store.stored_sequence(conn, gateway_id)
             return stored, store.last_report_seq(conn, gateway_id), listed
 
-        stored, self.report_seq, held_after = await self.app.runner.write(record)
+        stored, self.report_seq, held_after = await self.runner.write(record)
         self.session.registered = True
         # Start from a folded snapshot, knowing which devices it holds.
         self.devices = DeviceLog(
-            await self.app.runner.write(lambda c: compact(store, c, gateway_id))
+            await self.runner.write(functools.partial(compact, store), gateway_id)
         )
-        connected = max(1, len(self.app.hub.sessions()))
+        connected = max(1, len(self.hub.sessions()))
         budget = max(MIN_WINDOW, WINDOW_ROUNDS * EVENTS_PER_ROUND // connected)
-        self.pending.window = min(self.app.config.limits.event_window, budget)
+        self.pending.window = min(self.limits.event_window, budget)
         server_time = Timestamp()
         server_time.FromDatetime(now)
         self.session.send(
@@ -401,51 +435,50 @@ class _Conversation:
                 )
             )
         )
-        await send_newer_documents(self.app, self.session, {(h.kind): h for h in held})
-        await send_pending_commands(self.app, self.session)
-        if self.app.campaigns is not None:
-            # Firmware offers this gateway is waiting for (orchestrator.firmware.runner).
-            await self.app.campaigns.gateway_connected(self.session, hello)
+        await self.delivery.newer_documents(self.session, {(h.kind): h for h in held})
+        await self.delivery.pending_commands(self.session)
+        # Firmware offers this gateway is waiting for (orchestrator.firmware.runner).
+        await self.firmware.gateway_connected(self.session, hello)
 
     async def on_state(self, report: link_pb2.StateReport, raw: bytes | None = None) -> None:
-        limits = self.app.config.limits
-        window = limits.time_window(self.app.clock.now())
+        limits = self.limits
+        window = time_window(limits, self.clock.now())
         ids = check_state_report(report, limits.max_batch_devices, window)
         # Stored as received, bytes and all: no per-device work and no re-encoding here
         # (see orchestrator.ingest.devices; a batch_id in the log is ignored when it is read).
         batch_id = report.batch_id
         payload = raw if raw is not None else report.SerializeToString()
-        store = self.app.runner.store
+        store = self.store
         gateway_id = self.gateway_id
         self.report_seq += 1
         rows, fold = self.devices.rows(
-            store, gateway_id, self.report_seq, payload, ids, now=self.app.clock.now()
+            store, gateway_id, self.report_seq, payload, ids, now=self.clock.now()
         )
-        await self.app.runner.write_rows(rows)
-        self.app.metrics.device_reports_stored.inc(len(ids))
+        await self.runner.write_rows(rows)
+        self.metrics.device_reports_stored.inc(len(ids))
         self.session.send(link_pb2.ConnectResponse(state_ack=link_pb2.StateAck(batch_id=batch_id)))
         if fold:
-            await self.app.runner.write(lambda conn: compact(store, conn, gateway_id))
+            await self.runner.write(functools.partial(compact, store), gateway_id)
 
     async def on_events(self, batch: link_pb2.EventBatch) -> None:
         """Queue a batch to be stored; waits while the gateway is over its window."""
-        limits = self.app.config.limits
-        window = limits.time_window(self.app.clock.now())
+        limits = self.limits
+        window = time_window(limits, self.clock.now())
         check_event_batch(batch, limits.max_batch_events, window)
         await self.pending.put(batch.events)
 
     async def _store_events(self) -> None:
         while True:
             # A fair share per round of the store's writer, whatever the gateway's window.
-            connected = max(1, len(self.app.hub.sessions()))
+            connected = max(1, len(self.hub.sessions()))
             share = max(MIN_SHARE, EVENTS_PER_ROUND // connected)
             await self.store_events(await self.pending.take(share))
             await self.pending.stored()
 
     async def store_events(self, events: list[link_pb2.Event]) -> None:
         """Store events idempotently, acknowledge them, and publish the new ones."""
-        store = self.app.runner.store
-        now = self.app.clock.now()
+        store = self.store
+        now = self.clock.now()
         new = [
             NewEvent(
                 sequence=e.sequence,
@@ -460,9 +493,9 @@ class _Conversation:
         gateway_id = self.gateway_id
         sequences = [e.sequence for e in events]
 
-        router = self.app.router
+        router = self.router
 
-        def add(conn: sa.Connection) -> tuple[set[int] | None, list[int]]:
+        def add(conn: Connection) -> tuple[set[int] | None, list[int]]:
             added = store.add_events(conn, gateway_id, new, now=now)
             if added == len(new):
                 # All new, the usual case; feeds on other replicas hear of it on commit.
@@ -480,8 +513,8 @@ class _Conversation:
                 router.events_stored(conn, gateway_id, sorted(fresh), now)
             return fresh, _conflicting(store, conn, gateway_id, events, fresh)
 
-        fresh, conflicting = await self.app.runner.write(add)
-        self.app.metrics.events_stored.inc(len(new) if fresh is None else len(fresh))
+        fresh, conflicting = await self.runner.write(add)
+        self.metrics.events_stored.inc(len(new) if fresh is None else len(fresh))
         ack = link_pb2.EventAck(stored=sequence_ranges(sequences))
         if conflicting:
             # The store keeps what it held; the agent records these again under new
@@ -501,7 +534,7 @@ class _Conversation:
         for e in events:
             if fresh is None or e.sequence in fresh:
                 published.setdefault(e.sequence, e)
-        self.app.hub.publish([stored_event(gateway_id, e, now) for e in published.values()])
+        self.hub.publish([stored_event(gateway_id, e, now) for e in published.values()])
 
     async def on_document_ack(self, ack: link_pb2.DocumentAck) -> None:
         check_document_ack(ack)
@@ -514,12 +547,12 @@ class _Conversation:
                 escape(ack.error),  # the gateway's words: never a forged line in the log
             )
             return
-        store = self.app.runner.store
-        now = self.app.clock.now()
+        store = self.store
+        now = self.clock.now()
         held = HeldRecord(ack.kind, ack.version, ack.digest)
         gateway_id = self.gateway_id
 
-        def record(conn: sa.Connection) -> bool:
+        def record(conn: Connection) -> bool:
             # Only a document the orchestrator issued, as issued, can be held: a gateway
             # cannot make operators believe it runs a version it was never sent.
             issued = store.get_document(conn, gateway_id, ack.kind)
@@ -528,7 +561,7 @@ class _Conversation:
             store.set_held(conn, gateway_id, held, now=now)
             return True
 
-        if not await self.app.runner.write(record):
+        if not await self.runner.write(record):
             log.warning(
                 "gateway %s acknowledged kind %d v%d, which is not the issued document",
                 gateway_id,
@@ -538,87 +571,14 @@ class _Conversation:
 
     async def on_command_result(self, result: link_pb2.CommandResult) -> None:
         check_command_result(result)
-        store = self.app.runner.store
-        now = self.app.clock.now()
-        gateway_id = self.gateway_id
         # The gateway's answer is the acknowledgement: the command is no longer owed.
         self.session.sent_commands.discard(result.command_id)
         # Scoped to this gateway: a gateway can never settle another gateway's command.
-        await self.app.runner.write(
-            lambda c: store.set_command_status(
-                c,
-                result.command_id,
-                status=result.status,
-                detail=result.detail,
-                now=now,
-                gateway_id=gateway_id,
-            )
+        await self.runner.write(
+            self.store.set_command_status,
+            result.command_id,
+            status=result.status,
+            detail=result.detail,
+            now=self.clock.now(),
+            gateway_id=self.gateway_id,
         )
-
-
-async def send_newer_documents(
-    app: Orchestrator, session: Session, held: dict[int, link_pb2.HeldDocument | HeldRecord]
-) -> None:
-    """Send each desired document the gateway does not already hold."""
-    store = app.runner.store
-    documents = await app.runner.read(lambda c: store.documents_for(c, session.gateway_id))
-    send_documents(session, documents, held)
-
-
-def send_documents(
-    session: Session,
-    documents: list[DocumentRecord],
-    held: Mapping[int, link_pb2.HeldDocument | HeldRecord],
-) -> int:
-    """Send those of ``documents`` the gateway neither holds nor was sent on this stream;
-    returns how many."""
-    # The schedule names plans: send it last, so a gateway never selects a plan it lacks.
-    ordered = sorted(documents, key=lambda d: d.kind == link_pb2.DOCUMENT_KIND_SCHEDULE)
-    sent = 0
-    for doc in ordered:
-        have = held.get(doc.kind)
-        if have is not None and have.version == doc.version and have.digest == doc.digest:
-            continue
-        if session.sent_documents.get(doc.kind) == (doc.version, doc.digest):
-            continue  # in flight on this stream: its acknowledgement is on its way
-        session.send(link_pb2.ConnectResponse(document=document_message(doc)))
-        session.sent_documents[doc.kind] = (doc.version, doc.digest)
-        sent += 1
-    return sent
-
-
-async def send_pending_commands(app: Orchestrator, session: Session) -> None:
-    """Send the commands the gateway has not answered yet; expire the stale ones."""
-    store = app.runner.store
-    records = await app.runner.read(
-        lambda c: store.commands_with_status(c, session.gateway_id, UNSETTLED)
-    )
-    await send_commands(app, session, records)
-
-
-async def send_commands(app: Orchestrator, session: Session, records: list[CommandRecord]) -> int:
-    """Send those of ``records`` (unanswered commands of the session's gateway) not already
-    sent on this stream; those past their expiry are marked EXPIRED instead. The status
-    stays PENDING until the gateway answers. Returns how many were sent."""
-    store = app.runner.store
-    now = app.clock.now()
-    sent = 0
-    for record in records:
-        if record.command_id in session.sent_commands:
-            continue
-        if record.expires_at <= now:
-            await app.runner.write(
-                functools.partial(
-                    store.set_command_status,
-                    command_id=record.command_id,
-                    status=link_pb2.COMMAND_STATUS_EXPIRED,
-                    detail="expired before the gateway acknowledged it",
-                    now=now,
-                    only_from=UNSETTLED,
-                )
-            )
-            continue
-        session.sent_commands.add(record.command_id)
-        session.send(link_pb2.ConnectResponse(command=link_pb2.Command.FromString(record.payload)))
-        sent += 1
-    return sent

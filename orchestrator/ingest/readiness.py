@@ -28,8 +28,9 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2
 
-from orchestrator.access.certificates import Orchestrator
+from orchestrator.ingest.hub import Hub
 from orchestrator.ingest.link import NOT_READY
+from orchestrator.store.runner import StoreRunner
 
 log = logging.getLogger("ondijon.orchestrator.readiness")
 
@@ -42,19 +43,17 @@ SERVICES = ("", "ondijon.v1.GatewayLink", "ondijon.v1.ControlCentre")
 class Readiness:
     """Watches the store and tells gateways, balancers and callers whether to come here."""
 
-    def __init__(self, app: Orchestrator, health_servicer: Any) -> None:
-        self.app = app
+    def __init__(self, runner: StoreRunner, hub: Hub, health_servicer: Any) -> None:
+        self.runner = runner
+        self.hub = hub
         self.health = health_servicer
         self.ready = True
-        self.reason = ""
         self.losses = 0
-        self._trouble = asyncio.Event()
-        app.runner.on_trouble = self.trouble
 
-    def trouble(self, reason: str) -> None:
-        """Something went wrong with the store: probe it now."""
-        self.reason = reason
-        self._trouble.set()
+    @property
+    def reason(self) -> str:
+        """The last trouble the store runner reported."""
+        return self.runner.trouble_reason
 
     async def start(self) -> None:
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
@@ -63,12 +62,13 @@ class Readiness:
         """Probe until cancelled."""
         while True:
             interval = PROBE_SECONDS if self.ready else RETRY_SECONDS
+            # Something went wrong with the store (the runner says so): probe it now.
             with contextlib.suppress(TimeoutError):  # (not wait_for: see routing)
                 async with asyncio.timeout(interval):
-                    await self._trouble.wait()
-            self._trouble.clear()
-            timeout = min(self.app.runner.deadline_s, 3.0)
-            ok = await self.app.runner.probe(timeout)
+                    await self.runner.troubled.wait()
+            self.runner.troubled.clear()
+            timeout = min(self.runner.deadline_s, 3.0)
+            ok = await self.runner.probe(timeout)
             if ok and not self.ready:
                 await self._back()
             elif not ok and self.ready:
@@ -77,16 +77,16 @@ class Readiness:
     async def _lost(self) -> None:
         self.ready = False
         self.losses += 1
-        self.app.runner.available = False
+        self.runner.available = False
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
-        closed = self.app.hub.close_all(grpc.StatusCode.UNAVAILABLE, NOT_READY)
+        closed = self.hub.close_all(grpc.StatusCode.UNAVAILABLE, NOT_READY)
         log.error(
             "the store is unreachable (%s): not ready, %d stream(s) closed", self.reason, closed
         )
 
     async def _back(self) -> None:
         self.ready = True
-        self.app.runner.available = True
+        self.runner.available = True
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         log.warning("the store answers again: ready")
 

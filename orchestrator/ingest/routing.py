@@ -37,9 +37,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import json
 import logging
+import socket
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -47,18 +47,18 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
-import sqlalchemy as sa
 
-from orchestrator.access.certificates import Orchestrator
 from orchestrator.ingest.checks import stored_event
-from orchestrator.ingest.hub import Session
-from orchestrator.ingest.link import UNSETTLED, send_commands, send_documents
-from orchestrator.store.connection import interrupt
+from orchestrator.ingest.delivery import UNSETTLED, Delivery, send_documents
+from orchestrator.ingest.hub import Hub, Session
+from orchestrator.store import notices
+from orchestrator.store.connection import Connection, interrupt
+from orchestrator.store.runner import StoreRunner
 from protos.ondijon.v1 import link_pb2
 
 log = logging.getLogger("ondijon.orchestrator.routing")
 
-CHANNEL = "ondijon_gateways"
+CHANNEL = notices.CHANNEL
 DOCUMENTS, COMMANDS, REVOKED, STREAM, EVENTS = (
     "documents",
     "commands",
@@ -84,10 +84,27 @@ def wall_clock() -> datetime:
 class Router:
     """Delivers news to the replica that holds the gateway's stream; keeps leases."""
 
-    def __init__(self, app: Orchestrator, *, wall: Callable[[], datetime] = wall_clock) -> None:
-        self.app = app
+    def __init__(
+        self,
+        *,
+        runner: StoreRunner,
+        hub: Hub,
+        delivery: Delivery,
+        replica: str,
+        catch_up_s: float,
+        on_revoked: Callable[[set[str]], object],
+        wall: Callable[[], datetime] = wall_clock,
+    ) -> None:
+        self.runner = runner
+        self.store = runner.store
+        self.hub = hub
+        self.delivery = delivery
+        self.replica = replica
+        self.catch_up_s = catch_up_s
+        # Closes this process's streams of certificates revoked on another replica
+        # (orchestrator.identity.revocation, injected by the composition root).
+        self.on_revoked = on_revoked
         self.wall = wall
-        self.replica = app.replica
         self._tasks: list[asyncio.Task[None]] = []
         self.listening = asyncio.Event()
         self._ended: list[tuple[str, str]] = []
@@ -98,7 +115,7 @@ class Router:
     @property
     def shared(self) -> bool:
         """Several replicas may share the store (PostgreSQL)."""
-        return self.app.runner.store.engine.dialect.name == "postgresql"
+        return notices.shared(self.store)
 
     async def start(self) -> None:
         self._tasks.append(asyncio.create_task(self._keep_leases(), name="stream-leases"))
@@ -116,9 +133,8 @@ class Router:
 
     async def release_all(self) -> None:
         """Forget every stream of this replica in the store (it is stopping)."""
-        store, replica = self.app.runner.store, self.replica
         with contextlib.suppress(Exception):
-            await self.app.runner.write(lambda c: store.release_replica(c, replica))
+            await self.runner.write(self.store.release_replica, self.replica)
 
     # -- news from this replica ----------------------------------------------------------------
 
@@ -134,10 +150,10 @@ class Router:
         if self.shared and serials:
             await self._notify({"what": REVOKED, "serials": serials})
 
-    def stream_opened(self, conn: sa.Connection, session: Session) -> None:
+    def stream_opened(self, conn: Connection, session: Session) -> None:
         """Record ``session`` as its gateway's stream, inside the hello's transaction, and
         tell the other replicas on commit."""
-        self.app.runner.store.open_stream(
+        self.store.open_stream(
             conn,
             session.gateway_id,
             replica=self.replica,
@@ -155,7 +171,7 @@ class Router:
             self._leases_due.set()
 
     def events_stored(
-        self, conn: sa.Connection, gateway_id: str, sequences: Sequence[int], at: datetime
+        self, conn: Connection, gateway_id: str, sequences: Sequence[int], at: datetime
     ) -> None:
         """Tell feeds on other replicas, on commit, that ``sequences`` were stored at ``at``."""
         if sequences:
@@ -170,71 +186,65 @@ class Router:
                 },
             )
 
-    def notice_in(self, conn: sa.Connection, message: dict[str, Any]) -> None:
+    def notice_in(self, conn: Connection, message: dict[str, Any]) -> None:
         """Queue a notification in ``conn``'s transaction (sent if and only if it commits)."""
         if self.shared:
-            payload = json.dumps({**message, "origin": self.replica})
-            conn.execute(
-                sa.text("SELECT pg_notify(:channel, :payload)"),
-                {"channel": CHANNEL, "payload": payload},
-            )
+            notices.notify(conn, {**message, "origin": self.replica})
 
     async def _route(self, what: str, gateway_id: str) -> None:
-        if self.app.hub.session(gateway_id) is not None:
+        if self.hub.session(gateway_id) is not None:
             await self.deliver(what, gateway_id)
         # Even when the stream is here: a newer one elsewhere may not have closed it yet.
         if self.shared:
             await self._notify({"what": what, "gateway": gateway_id})
 
     async def _notify(self, message: dict[str, Any]) -> None:
-        await self.app.runner.write(functools.partial(self.notice_in, message=message))
+        await self.runner.write(self.notice_in, message)
 
     async def deliver(self, what: str, gateway_id: str) -> None:
         """Send what waits for ``gateway_id`` if its stream is held here."""
-        session = self.app.hub.session(gateway_id)
+        session = self.hub.session(gateway_id)
         if session is None:
             return
-        store = self.app.runner.store
+        store = self.store
         if what == DOCUMENTS:
-            held = await self.app.runner.read(lambda c: store.held_for(c, gateway_id))
-            documents = await self.app.runner.read(lambda c: store.documents_for(c, gateway_id))
+            held = await self.runner.read(store.held_for, gateway_id)
+            documents = await self.runner.read(store.documents_for, gateway_id)
             send_documents(session, documents, {h.kind: h for h in held})
         elif what == COMMANDS:
-            records = await self.app.runner.read(
-                lambda c: store.commands_with_status(c, gateway_id, UNSETTLED)
-            )
-            await send_commands(self.app, session, records)
+            records = await self.runner.read(store.commands_with_status, gateway_id, UNSETTLED)
+            await self.delivery.commands(session, records)
 
     # -- catching up ---------------------------------------------------------------------------
 
     async def catch_up(self) -> int:
         """Send this replica's gateways what they are owed (commands not answered, documents
         not held) and not already sent on their stream; returns how many messages."""
-        sessions = {s.gateway_id: s for s in self.app.hub.sessions() if s.registered}
+        sessions = {s.gateway_id: s for s in self.hub.sessions() if s.registered}
         if not sessions:
             return 0
-        store = self.app.runner.store
+        store = self.store
         ids = sorted(sessions)
 
-        def load(c: sa.Connection) -> tuple[Any, Any]:
+        def load(c: Connection) -> tuple[Any, Any]:
             return store.commands_for(c, ids, UNSETTLED), store.documents_not_held(c, ids)
 
-        commands, documents = await self.app.runner.read(load)
+        commands, documents = await self.runner.read(load)
         sent = 0
         by_gateway: dict[str, list[Any]] = {}
         for doc in documents:
             by_gateway.setdefault(doc.gateway_id, []).append(doc)
         for gateway_id, docs in by_gateway.items():
             session = sessions[gateway_id]
-            if self.app.hub.session(gateway_id) is session:
+            if self.hub.session(gateway_id) is session:
                 sent += send_documents(session, docs, {})
         pending: dict[str, list[Any]] = {}
         for record in commands:
             pending.setdefault(record.gateway_id, []).append(record)
         for gateway_id, records in pending.items():
             session = sessions[gateway_id]
-            if self.app.hub.session(gateway_id) is session:
-                sent += await send_commands(self.app, session, records)
+            if self.hub.session(gateway_id) is session:
+                sent += await self.delivery.commands(session, records)
         self.catch_ups += 1
         if sent:
             log.info("caught up: %d message(s) a notification did not bring", sent)
@@ -242,8 +252,8 @@ class Router:
 
     async def _catch_up_often(self) -> None:
         while True:
-            await asyncio.sleep(self.app.config.limits.catch_up_s)
-            if not self.app.runner.available:
+            await asyncio.sleep(self.catch_up_s)
+            if not self.runner.available:
                 continue
             try:
                 await self.catch_up()
@@ -255,13 +265,12 @@ class Router:
     async def _catch_up_events(self, since: datetime) -> None:
         """Publish to this replica's feeds the events stored since ``since`` (the listener
         was away); those already published are skipped by the hub."""
-        if not self.app.hub.has_watchers():
+        if not self.hub.has_watchers():
             return
-        store = self.app.runner.store
-        records = await self.app.runner.read(
-            lambda c: store.events_received_since(c, since, limit=MAX_CAUGHT_UP_EVENTS)
+        records = await self.runner.read(
+            self.store.events_received_since, since, limit=MAX_CAUGHT_UP_EVENTS
         )
-        self.app.hub.publish(
+        self.hub.publish(
             [
                 stored_event(r.gateway_id, link_pb2.Event.FromString(r.payload), r.received_at)
                 for r in records
@@ -274,23 +283,23 @@ class Router:
         """One lease round: forget ended streams, mark live ones seen, close those another
         replica took over."""
         ended, self._ended = self._ended, []
-        live = [s for s in self.app.hub.sessions() if s.registered]
-        store, replica, now = self.app.runner.store, self.replica, self.wall()
+        live = [s for s in self.hub.sessions() if s.registered]
+        store, replica, now = self.store, self.replica, self.wall()
 
-        def write(conn: sa.Connection) -> set[str]:
+        def write(conn: Connection) -> set[str]:
             for gateway_id, stream in ended:
                 store.close_stream(conn, gateway_id, stream)
             return store.refresh_streams(conn, replica, [s.stream_id for s in live], now=now)
 
         try:
-            kept = await self.app.runner.write(write)
+            kept = await self.runner.write(write)
         except BaseException:
             self._ended = ended + self._ended
             raise
         for session in live:
-            current = self.app.hub.session(session.gateway_id) is session
+            current = self.hub.session(session.gateway_id) is session
             if current and session.stream_id not in kept:
-                self.app.hub.close(session, *_REPLACED)
+                self.hub.close(session, *_REPLACED)
 
     async def _keep_leases(self) -> None:
         while True:
@@ -300,7 +309,7 @@ class Router:
                 async with asyncio.timeout(HEARTBEAT_SECONDS):
                     await self._leases_due.wait()
             self._leases_due.clear()
-            if not self.app.runner.available:
+            if not self.runner.available:
                 continue
             try:
                 await self.renew_leases()
@@ -316,18 +325,9 @@ class Router:
     # -- listening -------------------------------------------------------------------------------
 
     async def _listen(self) -> None:
-        import psycopg
-
-        store = self.app.runner.store
-        url = store.engine.url.set(drivername="postgresql")
-        dsn = url.render_as_string(hide_password=False)
-        name = f"{store.settings.application_name}-listen"
         while True:
             try:
-                async with await psycopg.AsyncConnection.connect(
-                    dsn, autocommit=True, **store.settings.connect_args(name)
-                ) as conn:
-                    await conn.execute(sa.text(f"LISTEN {CHANNEL}").text)
+                async with notices.listening(self.store) as conn:
                     await self._listening_again()
                     while True:
                         async for notice in conn.notifies(timeout=LISTENER_CHECK_SECONDS):
@@ -364,11 +364,7 @@ class Router:
             if message.get("origin") == self.replica and what != REVOKED:
                 return  # done here already
             if what == REVOKED:
-                from orchestrator.identity.revocation import (
-                    close_streams,  # it builds on routing's app
-                )
-
-                close_streams(self.app, {str(s) for s in message["serials"]})
+                self.on_revoked({str(s) for s in message["serials"]})
                 return
             gateway_id = str(message["gateway"])
             if what == STREAM:
@@ -386,25 +382,21 @@ class Router:
             log.warning("routing: ignored a malformed notice")
 
     async def _newer_stream(self, gateway_id: str, stream: str) -> None:
-        session = self.app.hub.session(gateway_id)
+        session = self.hub.session(gateway_id)
         if session is None or not session.registered or session.stream_id == stream:
             return
         # The store says which stream is the gateway's (two hellos may cross).
-        store = self.app.runner.store
-        current = await self.app.runner.read(lambda c: store.stream_of(c, gateway_id))
-        if current != session.stream_id and self.app.hub.session(gateway_id) is session:
-            self.app.hub.close(session, *_REPLACED)
+        current = await self.runner.read(self.store.stream_of, gateway_id)
+        if current != session.stream_id and self.hub.session(gateway_id) is session:
+            self.hub.close(session, *_REPLACED)
 
     async def _events(self, gateway_id: str, first: int, last: int, at: datetime) -> None:
-        if not self.app.hub.watched(gateway_id):
+        if not self.hub.watched(gateway_id):
             return
-        store = self.app.runner.store
-        records = await self.app.runner.read(
-            lambda c: store.list_events(
-                c, gateway_id, after_sequence=first - 1, limit=last - first + 1
-            )
+        records = await self.runner.read(
+            self.store.list_events, gateway_id, after_sequence=first - 1, limit=last - first + 1
         )
-        self.app.hub.publish(
+        self.hub.publish(
             [
                 stored_event(gateway_id, link_pb2.Event.FromString(r.payload), r.received_at)
                 for r in records
@@ -434,6 +426,4 @@ async def _check_alive(conn: Any) -> None:
 
 def new_replica_id() -> str:
     """A name for this process among the replicas (new at every start)."""
-    import socket
-
     return f"{socket.gethostname()[:40]}-{uuid.uuid4().hex[:8]}"

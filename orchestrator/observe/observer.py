@@ -29,9 +29,11 @@ from collections.abc import Iterable
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from foundation.observe import ObserveServer
-from orchestrator.access.certificates import Orchestrator
+from orchestrator.ingest.hub import Hub
+from orchestrator.ingest.readiness import Readiness
 from orchestrator.metrics import Metrics
 from orchestrator.store.observe import campaign_progress, documents_not_converged
+from orchestrator.store.runner import StoreRunner
 from protos.ondijon.v1 import firmware_pb2, link_pb2
 
 log = logging.getLogger("ondijon.orchestrator.observe")
@@ -62,7 +64,9 @@ class Observer:
 
     def __init__(self, metrics: Metrics, listen: str = "") -> None:
         self.metrics = metrics
-        self.app: Orchestrator | None = None
+        self.runner: StoreRunner | None = None
+        self.hub: Hub | None = None
+        self.readiness: Readiness | None = None
         self.migrating = True
         self._not_converged: dict[int, int] = {}
         self._campaigns: list[tuple[str, str, int, int, int]] = []
@@ -73,19 +77,19 @@ class Observer:
         if self.server is not None:
             log.info("metrics and health on http://%s (port %d)", listen, self.server.port)
 
-    def attach(self, app: Orchestrator) -> None:
+    def attach(self, runner: StoreRunner, hub: Hub, readiness: Readiness) -> None:
         """The store is open and migrated: readiness now follows the store."""
-        self.app = app
+        self.runner, self.hub, self.readiness = runner, hub, readiness
         self.migrating = False
-        app.runner.on_commit = self.metrics.store_commit_seconds.observe
+        runner.on_commit = self.metrics.store_commit_seconds.observe
 
     def ready(self) -> tuple[bool, str]:
-        app = self.app
-        if self.migrating or app is None:
+        if self.migrating or self.runner is None or self.readiness is None:
             return False, "migrating the store"
-        if app.readiness is not None and not app.readiness.ready:
-            return False, f"store unreachable ({app.readiness.reason})"
-        if not app.runner.available:
+        if not self.readiness.ready:
+            why = self.readiness.reason
+            return False, f"store unreachable ({why})" if why else "store unreachable"
+        if not self.runner.available:
             return False, "store unreachable"
         return True, ""
 
@@ -96,11 +100,11 @@ class Observer:
             await asyncio.sleep(REFRESH_SECONDS)
 
     async def refresh(self) -> None:
-        app = self.app
-        if app is None or not app.runner.available:
+        runner = self.runner
+        if runner is None or not runner.available:
             return
         with contextlib.suppress(Exception):  # store trouble: readiness says so
-            self._not_converged, self._campaigns = await app.runner.read(
+            self._not_converged, self._campaigns = await runner.read(
                 lambda c: (documents_not_converged(c), campaign_progress(c))
             )
 
@@ -116,7 +120,7 @@ class Observer:
             "1 while the store is migrated.",
             value=int(self.migrating),
         )
-        connected = len(self.app.hub.sessions()) if self.app is not None else 0
+        connected = len(self.hub.sessions()) if self.hub is not None else 0
         yield GaugeMetricFamily(
             "ondijon_gateways_connected", "GatewayLink streams held here.", value=connected
         )

@@ -31,6 +31,10 @@ import sqlalchemy as sa
 
 from foundation.files import private_file
 
+# What a store operation receives (``runner.read(fn)`` calls ``fn(conn, ...)``): callers
+# outside the store name the type through this alias and never import SQLAlchemy.
+Connection = sa.Connection
+
 
 class StoreUnavailable(Exception):
     """The store did not answer in time, or its connection is lost; the message says which."""

@@ -9,7 +9,7 @@ Campaign rows are written with optimistic concurrency: :meth:`FirmwareStore.save
 only succeeds if the row still has the revision it was read at, so two replicas deciding
 the same campaign at once cannot both win. Gateway reports are merged row by row
 (:meth:`FirmwareStore.record_report`): an older report never replaces a newer one, and an
-outcome is final by the campaign core's rule (:func:`orchestrator.firmware.rollout.replaces`).
+outcome is final by the campaign core's rule (:func:`domain.firmware.campaign.replaces`).
 Campaign rows are read with the version the gateway's latest hello reported (from the
 fleet registry), which decides whether a COMMITTED counts.
 """
@@ -24,7 +24,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from orchestrator.firmware.rollout import Note, Outcome, replaces
+from domain.firmware.campaign import Note, Outcome, replaces
 from orchestrator.store.database import Conflict, NotFound
 from orchestrator.store.schema import (
     campaign_gateways,
@@ -277,6 +277,12 @@ class FirmwareStore:
             query = query.where(campaigns.c.status.in_(list(statuses)))
         return [_campaign(r) for r in conn.execute(query)]
 
+    def campaign_with_gateways(
+        self, conn: sa.Connection, campaign_id: str
+    ) -> tuple[CampaignRecord, list[CampaignGatewayRecord]]:
+        """The campaign ``campaign_id`` and its rows, read together (:class:`NotFound`)."""
+        return self.get_campaign(conn, campaign_id), self.campaign_gateways(conn, campaign_id)
+
     def campaign_gateways(
         self, conn: sa.Connection, campaign_id: str
     ) -> list[CampaignGatewayRecord]:
@@ -310,6 +316,16 @@ class FirmwareStore:
         if gateway_id is not None:
             query = query.where(campaign_gateways.c.gateway_id == gateway_id)
         return [(r.campaign_id, r.version, r.gateway_id) for r in conn.execute(query)]
+
+    def gateway_work(
+        self, conn: sa.Connection, gateway_id: str, statuses: Sequence[str]
+    ) -> tuple[list[tuple[CampaignRecord, CampaignGatewayRecord]], list[tuple[str, str, str]]]:
+        """What a connecting gateway is owed, read together: its campaigns in one of
+        ``statuses`` (:meth:`campaigns_of_gateway`) and the cancels it awaits."""
+        return (
+            self.campaigns_of_gateway(conn, gateway_id, statuses),
+            self.awaiting_cancel(conn, gateway_id),
+        )
 
     def campaigns_of_gateway(
         self, conn: sa.Connection, gateway_id: str, statuses: Sequence[str]
@@ -385,7 +401,7 @@ class FirmwareStore:
         Returns:
             ``True`` if the row changed; ``False`` if the gateway is not a target of the
             campaign, or the report is older than the one held, or the outcome held is final
-            for it (:func:`orchestrator.firmware.rollout.replaces`).
+            for it (:func:`domain.firmware.campaign.replaces`).
         """
         row = conn.execute(
             sa.select(campaign_gateways)

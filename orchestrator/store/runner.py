@@ -12,8 +12,9 @@ Reads run on a small thread pool of their own and never wait behind the writer.
 Every operation has a deadline (:class:`orchestrator.store.connection.StoreSettings`):
 one that gets no answer in time is abandoned, its connection shut down under its thread,
 and the caller gets :class:`StoreUnavailable`; so does one whose connection is lost. Each
-such trouble is reported to :attr:`StoreRunner.on_trouble` (the replica's readiness,
-:mod:`orchestrator.ingest.readiness`, probes the store and decides). While :attr:`available` is
+such trouble sets :attr:`StoreRunner.troubled` (the replica's readiness,
+:mod:`orchestrator.ingest.readiness`, waits on it, probes the store and decides) and is
+passed to ``on_trouble``. While :attr:`available` is
 false, operations fail at once instead of queueing behind a store known to be away.
 """
 
@@ -22,12 +23,13 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import sqlalchemy as sa
 
@@ -35,6 +37,7 @@ from orchestrator.store.connection import StoreUnavailable, interrupt, is_discon
 from orchestrator.store.database import Store
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 log = logging.getLogger("ondijon.orchestrator.store")
 
@@ -86,6 +89,7 @@ class StoreRunner:
         max_batch: int = 512,
         read_threads: int = 4,
         deadline_s: float | None = None,
+        on_trouble: Callable[[str], None] = lambda reason: None,
     ) -> None:
         self.store = store
         self.deadline_s = deadline_s if deadline_s is not None else store.settings.deadline_s
@@ -104,7 +108,10 @@ class StoreRunner:
         self.commits = 0
         # False while the store is known to be unreachable (set by the readiness probe).
         self.available = True
-        self.on_trouble: Callable[[str], None] = lambda reason: None
+        self.on_trouble = on_trouble
+        # Set at each trouble (with its reason), cleared by whoever handles it.
+        self.troubled = asyncio.Event()
+        self.trouble_reason = ""
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="store-writer")
@@ -121,16 +128,22 @@ class StoreRunner:
 
     # -- operations ------------------------------------------------------------------------
 
-    async def read(self, fn: Callable[[sa.Connection], T]) -> T:
-        """Run ``fn`` in a read-only transaction on a reader thread."""
+    async def read(
+        self, fn: Callable[Concatenate[sa.Connection, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """Run ``fn(conn, *args, **kwargs)`` in a read-only transaction on a reader thread."""
         self._check_available()
-        return await self._on_thread(self._readers, fn, "read", self.deadline_s)
+        job = _bound(fn, args, kwargs)
+        return await self._on_thread(self._readers, job, "read", self.deadline_s)
 
-    async def write(self, fn: Callable[[sa.Connection], T]) -> T:
-        """Run ``fn`` in the next group transaction; returns once committed."""
+    async def write(
+        self, fn: Callable[Concatenate[sa.Connection, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """Run ``fn(conn, *args, **kwargs)`` in the next group transaction; returns once
+        committed."""
         self._check_available()
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Job(fn, future))
+        self._queue.put_nowait(_Job(_bound(fn, args, kwargs), future))
         return await future
 
     async def write_rows(self, rows: Rows) -> None:
@@ -163,6 +176,8 @@ class StoreRunner:
             raise StoreUnavailable("the store is unreachable from this replica")
 
     def _trouble(self, reason: str) -> None:
+        self.trouble_reason = reason
+        self.troubled.set()
         try:
             self.on_trouble(reason)
         except Exception:
@@ -286,6 +301,21 @@ class StoreRunner:
             return True, value
         except Exception as exc:
             return False, exc
+
+
+def _bound(
+    fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Callable[[sa.Connection], T]:
+    """``fn`` with its arguments after the connection (``fn`` itself when there are none)."""
+    if not args and not kwargs:
+        return fn
+    return functools.partial(_call, fn, args, kwargs)
+
+
+def _call(
+    fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any], conn: sa.Connection
+) -> T:
+    return fn(conn, *args, **kwargs)
 
 
 def _consume(future: asyncio.Future[Any]) -> None:

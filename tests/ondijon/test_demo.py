@@ -12,7 +12,7 @@ from edge.config import AgentConfig
 from ondijon.admin import lamp_override
 from ondijon.cli import main
 from ondijon.demo import MARKER, DemoError, _agent_toml, demo_clock, prepare_directory
-from orchestrator.api.control import _check_command_envelope
+from orchestrator.api.commands import _check_command_envelope
 from protos.ondijon.v1 import link_pb2
 from provisioning.profile import Profile
 from tests.conftest import offline_agent_config

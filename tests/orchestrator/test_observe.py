@@ -178,7 +178,6 @@ async def test_not_ready_while_the_store_is_unreachable(
         db.chmod(0)
         db.rename(tmp_path / "gone.db")
         (tmp_path / "orchestrator.db").mkdir()  # a directory where the database was
-        readiness.trouble("test: the database file went away")
         port = running.observer.server.port
         deadline = asyncio.get_running_loop().time() + 15
         while (await asyncio.to_thread(get, port, "/readyz"))[0] != 503:

@@ -23,10 +23,10 @@ import sqlalchemy as sa
 from edge.config import AgentConfig
 from edge.identity import Credentials, enroll, load_credentials
 from foundation.clock import ManualClock
-from orchestrator.access.certificates import Orchestrator
 from orchestrator.access.limits import RateLimits
 from orchestrator.server import start
 from orchestrator.store.schema import metadata
+from orchestrator.wiring import Orchestrator
 from protos.ondijon.v1 import link_pb2
 from provisioning.ca import CertificateAuthority, key_to_pem, load_certs, new_private_key
 from provisioning.identity import Identity, Role
@@ -155,8 +155,8 @@ def serial_of(config: AgentConfig) -> str:
 
 
 def relax(app: Orchestrator, **overrides: Any) -> None:
-    """Replace the app's rate limits (admission and enrollment follow at once)."""
-    app.rates = dataclasses.replace(RateLimits(), **overrides)
+    """Replace the rate limits in force (admission and enrollment follow at once)."""
+    app.live_rates.current = dataclasses.replace(RateLimits(), **overrides)
 
 
 GENEROUS = {

@@ -1,6 +1,6 @@
 """Who may connect, over real mutual TLS: only certificates of this CA, known to the store,
 unexpired, of the right role for the service (orchestrator/access/peers.py,
-Orchestrator.check_certificate).
+Certificates.check).
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import grpc
 import pytest
 
 from edge.identity import load_credentials
-from orchestrator.access.certificates import Orchestrator
 from orchestrator.access.peers import AuthError, Peer
+from orchestrator.wiring import Orchestrator
 from protos.ondijon.v1 import control_pb2, control_pb2_grpc, enrollment_pb2, enrollment_pb2_grpc
 from provisioning.ca import CertificateAuthority, load_certs, make_csr, new_private_key
 from provisioning.identity import Identity, Role, identity_of
@@ -92,7 +92,7 @@ async def test_the_certificate_check_refuses_expired_unknown_and_mismatched(city
     good = Peer(
         identity_of(cert), format(cert.serial_number, "x"), cert.not_valid_after_utc.timestamp()
     )
-    await app.check_certificate(good)
+    await app.certificates.check(good)
     cases = {
         "expired": Peer(good.identity, good.serial_hex, datetime.now(UTC).timestamp() - 1),
         "not known": Peer(good.identity, "abc123", good.not_after_ts),
@@ -101,9 +101,9 @@ async def test_the_certificate_check_refuses_expired_unknown_and_mismatched(city
         ),
     }
     for words, peer in cases.items():
-        app.forget_certificates({peer.serial_hex})
+        app.certificates.forget({peer.serial_hex})
         with pytest.raises(AuthError) as caught:
-            await app.check_certificate(peer)
+            await app.certificates.check(peer)
         assert caught.value.code is grpc.StatusCode.UNAUTHENTICATED
         assert words in str(caught.value)
     refused = [r for r in audit_rows(app) if r["action"] == "auth.refused"]

@@ -78,9 +78,9 @@ async def test_another_replicas_revocation_closes_the_stream_on_the_next_sweep(
                 conn, role="gateway", name="dj-001", reason="elsewhere", now=datetime.now(UTC)
             )
         assert app.hub.connected("dj-001")
-        assert await Sweeper(app).sweep() == 1
+        assert await Sweeper(app.revoker).sweep() == 1
         assert await s.closing_status() is grpc.StatusCode.UNAUTHENTICATED
-    assert await Sweeper(app).sweep() == 0
+    assert await Sweeper(app.revoker).sweep() == 0
 
 
 async def test_revoking_an_operator_ends_its_event_feed(city: City) -> None:
@@ -98,7 +98,7 @@ async def test_revoking_an_operator_ends_its_event_feed(city: City) -> None:
             app.runner.store.revoke_certificates(
                 conn, role="operator", name="watcher", reason="left", now=datetime.now(UTC)
             )
-        assert await Sweeper(app).sweep() == 1
+        assert await Sweeper(app.revoker).sweep() == 1
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             async for _ in feed:
                 pass

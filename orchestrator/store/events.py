@@ -1,0 +1,138 @@
+"""Events: stored once per (gateway, sequence), listed, and their gaps."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+import sqlalchemy as sa
+
+from orchestrator.store.records import (
+    EventRecord,
+    NewEvent,
+    Tables,
+    _event,
+    _event_insert,
+)
+from orchestrator.store.schema import (
+    events,
+)
+
+
+class EventTables(Tables):
+    """Events: stored once per (gateway, sequence), listed, and their gaps."""
+
+    def add_events(
+        self, conn: sa.Connection, gateway_id: str, batch: Sequence[NewEvent], *, now: datetime
+    ) -> int:
+        """Store events idempotently by (gateway, sequence); returns how many were new."""
+        if not batch:
+            return 0
+        # One prepared statement run with executemany: building a multi-row VALUES
+        # statement per batch cost SQLAlchemy more than storing the rows.
+        rows = [
+            {
+                "gateway_id": gateway_id,
+                "sequence": e.sequence,
+                "at": e.at,
+                "priority": e.priority,
+                "device_id": e.device_id,
+                "type": e.type,
+                "payload": e.payload,
+                "received_at": now,
+            }
+            for e in batch
+        ]
+        stmt = _event_insert(conn.dialect.name).execution_options(preserve_rowcount=True)
+        return int(conn.execute(stmt, rows).rowcount)
+
+    def list_events(
+        self, conn: sa.Connection, gateway_id: str, *, after_sequence: int, limit: int
+    ) -> list[EventRecord]:
+        query = (
+            sa.select(events)
+            .where(events.c.sequence > after_sequence)
+            .order_by(events.c.received_at, events.c.gateway_id, events.c.sequence)
+            .limit(limit)
+        )
+        if gateway_id:
+            query = (
+                query.where(events.c.gateway_id == gateway_id)
+                .order_by(None)
+                .order_by(events.c.sequence)
+            )
+        return [_event(r) for r in conn.execute(query)]
+
+    def event_payloads(
+        self, conn: sa.Connection, gateway_id: str, sequences: Sequence[int]
+    ) -> dict[int, bytes]:
+        """The stored payloads of ``sequences`` (those held), by sequence."""
+        found: dict[int, bytes] = {}
+        for i in range(0, len(sequences), 500):
+            rows = conn.execute(
+                sa.select(events.c.sequence, events.c.payload)
+                .where(events.c.gateway_id == gateway_id)
+                .where(events.c.sequence.in_(list(sequences[i : i + 500])))
+            )
+            found.update((int(r.sequence), bytes(r.payload)) for r in rows)
+        return found
+
+    def held_ranges(
+        self, conn: sa.Connection, gateway_id: str, *, after: int, limit: int
+    ) -> list[tuple[int, int]]:
+        """The sequences above ``after`` held for ``gateway_id``, as inclusive ranges (at
+        most ``limit``, lowest first): what an agent that lost part of its outbox asks."""
+        seq = events.c.sequence
+        islands = (
+            sa.select(
+                seq.label("seq"), (seq - sa.func.row_number().over(order_by=seq)).label("grp")
+            )
+            .where(events.c.gateway_id == gateway_id)
+            .where(seq > after)
+            .subquery()
+        )
+        first = sa.func.min(islands.c.seq)
+        rows = conn.execute(
+            sa.select(first, sa.func.max(islands.c.seq))
+            .group_by(islands.c.grp)
+            .order_by(first)
+            .limit(limit)
+        )
+        return [(int(a), int(b)) for a, b in rows]
+
+    def events_received_since(
+        self, conn: sa.Connection, since: datetime, *, limit: int
+    ) -> list[EventRecord]:
+        """Events stored at or after ``since``, oldest first, at most ``limit``."""
+        query = (
+            sa.select(events)
+            .where(events.c.received_at >= since)
+            .order_by(events.c.received_at, events.c.gateway_id, events.c.sequence)
+            .limit(limit)
+        )
+        return [_event(r) for r in conn.execute(query)]
+
+    def stored_sequence(self, conn: sa.Connection, gateway_id: str) -> int:
+        value = conn.execute(
+            sa.select(sa.func.max(events.c.sequence)).where(events.c.gateway_id == gateway_id)
+        ).scalar()
+        return int(value or 0)
+
+    def missing_ranges(self, conn: sa.Connection, gateway_id: str) -> list[tuple[int, int]]:
+        """Sequence ranges below the highest stored one that are not stored (gaps)."""
+        seq = events.c.sequence
+        ordered = (
+            sa.select(seq.label("seq"), sa.func.lead(seq).over(order_by=seq).label("nxt"))
+            .where(events.c.gateway_id == gateway_id)
+            .subquery()
+        )
+        rows = conn.execute(
+            sa.select(ordered.c.seq, ordered.c.nxt).where(ordered.c.nxt > ordered.c.seq + 1)
+        ).all()
+        gaps = [(int(r.seq) + 1, int(r.nxt) - 1) for r in rows]
+        first = conn.execute(
+            sa.select(sa.func.min(seq)).where(events.c.gateway_id == gateway_id)
+        ).scalar()
+        if first is not None and first > 1:
+            gaps.insert(0, (1, int(first) - 1))
+        return gaps

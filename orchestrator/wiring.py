@@ -1,0 +1,192 @@
+"""The composition root: every service of an orchestrator process, built once, each given
+exactly what it needs (by constructor; none of them sees this module).
+
+Bottom-up: the store runner and the clock; the audit log and the certificate check on
+them; the hub of open streams; delivery and cross-replica routing; the CRL, revocation and
+its sweeper; readiness; firmware releases and campaigns; the gRPC services, the one gate
+(authorization and audit) shared by every admin service, and admission in front of all.
+:mod:`orchestrator.server` starts what this builds and serves it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from foundation.clock import Clock
+from orchestrator.access.admission import Admission
+from orchestrator.access.certificates import Certificates
+from orchestrator.access.gate import Gatekeeper
+from orchestrator.access.limits import LiveRates, RateLimits
+from orchestrator.api.campaigns import CampaignsService
+from orchestrator.api.commands import CommandsApi
+from orchestrator.api.control import ControlCentreService
+from orchestrator.api.documents import DocumentsApi
+from orchestrator.api.feed import EventFeed
+from orchestrator.api.fleet import FleetApi
+from orchestrator.audit.log import Auditor
+from orchestrator.config import OrchestratorConfig
+from orchestrator.firmware.releases import FirmwareService
+from orchestrator.firmware.runner import CampaignRunner, balena_from_environment
+from orchestrator.identity.admin import IdentityAdmin
+from orchestrator.identity.crl import CrlPublisher
+from orchestrator.identity.enrollment import EnrollmentService
+from orchestrator.identity.revocation import Revoker, Sweeper, close_streams
+from orchestrator.ingest.delivery import Delivery
+from orchestrator.ingest.hub import Hub
+from orchestrator.ingest.link import GatewayLinkService
+from orchestrator.ingest.readiness import Readiness
+from orchestrator.ingest.routing import Router
+from orchestrator.metrics import Metrics
+from orchestrator.store.runner import StoreRunner
+from provisioning.ca import CertificateAuthority
+
+
+@dataclass
+class Orchestrator:
+    """What :func:`build` made: the shared parts and the services, for the server to start
+    and stop (and for tests to look at). Services never receive this record."""
+
+    config: OrchestratorConfig
+    clock: Clock
+    ca: CertificateAuthority
+    runner: StoreRunner
+    replica: str
+    live_rates: LiveRates
+    audit: Auditor
+    certificates: Certificates
+    hub: Hub
+    router: Router
+    crl: CrlPublisher
+    revoker: Revoker
+    sweeper: Sweeper
+    readiness: Readiness
+    campaigns: CampaignRunner
+    gate: Gatekeeper
+    admission: Admission
+    link: GatewayLinkService
+    control: ControlCentreService
+    campaigns_api: CampaignsService
+    metrics: Metrics
+    enroll: EnrollmentService = field(repr=False)
+    renew: EnrollmentService = field(repr=False)
+
+    @property
+    def rates(self) -> RateLimits:
+        """The rate limits in force (admission and enrollment read them at each call)."""
+        return self.live_rates.current
+
+
+def build(
+    *,
+    config: OrchestratorConfig,
+    clock: Clock,
+    ca: CertificateAuthority,
+    runner: StoreRunner,
+    replica: str,
+    health_servicer: Any,
+    campaign_tick_s: float = 10.0,
+    metrics: Metrics | None = None,
+) -> Orchestrator:
+    """Every service of one orchestrator process, wired; nothing started yet."""
+    metrics = metrics or Metrics()
+    live_rates = LiveRates()
+    audit = Auditor(runner, clock)
+    certificates = Certificates(runner, clock, audit)
+    hub = Hub()
+    delivery = Delivery(runner, clock)
+    router = Router(
+        runner=runner,
+        hub=hub,
+        delivery=delivery,
+        replica=replica,
+        catch_up_s=config.limits.catch_up_s,
+        # A revocation announced by another replica closes this one's streams of it.
+        on_revoked=lambda serials: close_streams(certificates, hub, serials),
+    )
+    crl = CrlPublisher(ca, runner, config.state_dir / "crl.pem")
+    revoker = Revoker(
+        runner=runner, clock=clock, certificates=certificates, hub=hub, router=router, crl=crl
+    )
+    releases = FirmwareService(runner, certificates)
+    campaigns = CampaignRunner(
+        runner=runner,
+        clock=clock,
+        hub=hub,
+        releases=releases,
+        tick_s=campaign_tick_s,
+        balena=balena_from_environment(),
+    )
+    gate = Gatekeeper(runner, certificates, audit)
+
+    def enrollment(*, allow_enroll: bool, allow_renew: bool) -> EnrollmentService:
+        return EnrollmentService(
+            runner=runner,
+            clock=clock,
+            ca=ca,
+            certificates=certificates,
+            audit=audit,
+            crl=crl,
+            hub=hub,
+            revoker=revoker,
+            rates=live_rates,
+            certificate_days=config.gateway_certificate_days,
+            allow_enroll=allow_enroll,
+            allow_renew=allow_renew,
+            metrics=metrics,
+        )
+
+    return Orchestrator(
+        config=config,
+        clock=clock,
+        ca=ca,
+        runner=runner,
+        replica=replica,
+        live_rates=live_rates,
+        audit=audit,
+        certificates=certificates,
+        hub=hub,
+        router=router,
+        crl=crl,
+        revoker=revoker,
+        sweeper=Sweeper(revoker),
+        readiness=Readiness(runner, hub, health_servicer),
+        campaigns=campaigns,
+        gate=gate,
+        admission=Admission(certificates, live_rates, hub.take_closing, metrics=metrics),
+        link=GatewayLinkService(
+            runner=runner,
+            clock=clock,
+            limits=config.limits,
+            hub=hub,
+            certificates=certificates,
+            router=router,
+            delivery=delivery,
+            firmware=campaigns,
+            metrics=metrics,
+        ),
+        control=ControlCentreService(
+            fleet=FleetApi(
+                runner=runner,
+                clock=clock,
+                gate=gate,
+                router=router,
+                token_ttl_hours=config.token_ttl_hours,
+            ),
+            documents=DocumentsApi(runner=runner, clock=clock, gate=gate, router=router),
+            commands=CommandsApi(runner=runner, clock=clock, gate=gate, router=router),
+            feed=EventFeed(runner=runner, gate=gate, hub=hub),
+            identities=IdentityAdmin(
+                gate=gate,
+                revoker=revoker,
+                runner=runner,
+                clock=clock,
+                audit=audit,
+                token_ttl_hours=config.token_ttl_hours,
+            ),
+        ),
+        campaigns_api=CampaignsService(runner=runner, clock=clock, gate=gate, campaigns=campaigns),
+        metrics=metrics,
+        enroll=enrollment(allow_enroll=True, allow_renew=False),
+        renew=enrollment(allow_enroll=False, allow_renew=True),
+    )
