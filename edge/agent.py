@@ -674,13 +674,13 @@ class Agent:
         for lamp in self.lamps:
             controller = lamp.controller
             try:
-                before = controller.faults
                 controller.check(now)
                 counters = controller.counters()
                 readings += self.meter.feed(
                     controller.device_id, now, counters.energy_wh, counters.operating_hours
                 )
-                if controller.faults != before:
+                # Faults, lit or dark, and the power once a warm-up is over: what a map shows.
+                if controller.report_due:
                     self.link.state_changed(controller.state())
             except Exception as exc:
                 self._device_failed(controller.device_id, exc)

@@ -17,6 +17,9 @@
     ondijon release keygen|build|sign|upload|list agent releases (see ondijon.firmware_cli)
     ondijon campaign create|list|show|pause|resume|abort   firmware campaigns
     ondijon demo                                  a local city: orchestrator + 3 cabinets
+    ondijon alarms list|watch|ack|shelve|assign|close   alarms (see ondijon.alarms_cli)
+    ondijon energy --since DAY [--by commune]     kWh, burning hours, saving vs baseline
+    ondijon playbook put|list|start|confirm|end|show    crisis playbooks
 
 Errors print one line naming what is wrong and exit non-zero.
 """
@@ -57,7 +60,9 @@ def _parser() -> argparse.ArgumentParser:
     op_add = op_sub.add_parser("add", help="register an operator and write its profile")
     op_add.add_argument("name")
     op_add.add_argument("--config", type=Path, required=True, help="orchestrator TOML")
-    op_add.add_argument("--role", choices=["viewer", "operator", "admin"], default="operator")
+    op_add.add_argument(
+        "--role", choices=["viewer", "operator", "crisis", "admin"], default="operator"
+    )
     op_add.add_argument("--commune", action="append", help="commune in scope ('*' for all)")
     op_add.add_argument("--profile-dir", type=Path, required=True)
     op_add.add_argument("--address", required=True, help="orchestrator host:port for the CLI")
@@ -181,6 +186,9 @@ def _parser() -> argparse.ArgumentParser:
     from ondijon.firmware_cli import add_commands
 
     add_commands(sub)
+    from ondijon import alarms_cli
+
+    alarms_cli.add_commands(sub)
     return parser
 
 
@@ -254,6 +262,10 @@ def _run(args: argparse.Namespace) -> int:
         from ondijon.firmware_cli import run_firmware
 
         return run_firmware(args)
+    if args.command in ("alarms", "energy", "playbook"):
+        from ondijon import alarms_cli
+
+        return alarms_cli.run(args)
     if getattr(args, "admin", None):
         from ondijon.admin import run_admin
 

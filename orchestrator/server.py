@@ -239,6 +239,7 @@ async def start(
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     add_gateway_link(app.link, server)
     control_pb2_grpc.add_ControlCentreServicer_to_server(app.control, server)
+    control_pb2_grpc.add_OperationsServicer_to_server(app.operations, server)
     firmware_pb2_grpc.add_FirmwareServicer_to_server(app.campaigns.releases, server)
     firmware_pb2_grpc.add_CampaignsServicer_to_server(app.campaigns_api, server)
     app.campaigns.start()
@@ -274,6 +275,7 @@ async def start(
     tasks = (
         asyncio.create_task(app.readiness.run(), name="readiness"),
         asyncio.create_task(app.sweeper.run(), name="revocation-sweeper"),
+        asyncio.create_task(app.alarms.run(), name="alarm-sweep"),
         asyncio.create_task(_keep_server_certificate(app, store), name="server-certificate"),
         asyncio.create_task(observer.run(), name="observe"),
     )

@@ -18,14 +18,17 @@ from orchestrator.access.admission import Admission
 from orchestrator.access.certificates import Certificates
 from orchestrator.access.gate import Gatekeeper
 from orchestrator.access.limits import LiveRates, RateLimits
+from orchestrator.alarms.service import AlarmService
 from orchestrator.api.campaigns import CampaignsService
 from orchestrator.api.commands import CommandsApi
 from orchestrator.api.control import ControlCentreService
 from orchestrator.api.documents import DocumentsApi
 from orchestrator.api.feed import EventFeed
 from orchestrator.api.fleet import FleetApi
+from orchestrator.api.operations import OperationsService
 from orchestrator.audit.log import Auditor
 from orchestrator.config import OrchestratorConfig
+from orchestrator.energy.service import EnergyService
 from orchestrator.firmware.releases import FirmwareService
 from orchestrator.firmware.runner import CampaignRunner, balena_from_environment
 from orchestrator.identity.admin import IdentityAdmin
@@ -38,6 +41,7 @@ from orchestrator.ingest.link import GatewayLinkService
 from orchestrator.ingest.readiness import Readiness
 from orchestrator.ingest.routing import Router
 from orchestrator.metrics import Metrics
+from orchestrator.playbooks.service import PlaybookService
 from orchestrator.store.runner import StoreRunner
 from provisioning.ca import CertificateAuthority
 
@@ -68,6 +72,9 @@ class Orchestrator:
     control: ControlCentreService
     campaigns_api: CampaignsService
     metrics: Metrics
+    # Alarms (their sweep is started by the server) and the control room's operations.
+    alarms: AlarmService
+    operations: OperationsService
     enroll: EnrollmentService = field(repr=False)
     renew: EnrollmentService = field(repr=False)
 
@@ -118,6 +125,9 @@ def build(
         balena=balena_from_environment(),
     )
     gate = Gatekeeper(runner, certificates, audit)
+    # Alarms and energy fold events in as the link stores them (same transaction).
+    alarms = AlarmService(runner, clock.now, live_since=router.live_since)
+    energy = EnergyService(runner)
 
     def enrollment(*, allow_enroll: bool, allow_renew: bool) -> EnrollmentService:
         return EnrollmentService(
@@ -164,6 +174,7 @@ def build(
             delivery=delivery,
             firmware=campaigns,
             metrics=metrics,
+            event_hooks=(alarms.on_events, energy.on_events),
         ),
         control=ControlCentreService(
             fleet=FleetApi(
@@ -187,6 +198,14 @@ def build(
         ),
         campaigns_api=CampaignsService(runner=runner, clock=clock, gate=gate, campaigns=campaigns),
         metrics=metrics,
+        alarms=alarms,
+        operations=OperationsService(
+            clock=clock,
+            gate=gate,
+            alarms=alarms,
+            energy=energy,
+            playbooks=PlaybookService(runner=runner, clock=clock, router=router),
+        ),
         enroll=enrollment(allow_enroll=True, allow_renew=False),
         renew=enrollment(allow_enroll=False, allow_renew=True),
     )

@@ -41,7 +41,9 @@ from provisioning.identity import IdentityError, Role, check_name
 Context = grpc.aio.ServicerContext[Any, Any]
 
 VIEWER, OPERATOR, ADMIN = "viewer", "operator", "admin"
-RANK = {VIEWER: 0, OPERATOR: 1, ADMIN: 2}
+# A crisis operator writes like an operator and may also run crisis playbooks.
+CRISIS = "crisis"
+RANK = {VIEWER: 0, OPERATOR: 1, CRISIS: 1, ADMIN: 2}
 # How stale the scope of a long-running call may be.
 SCOPE_RECHECK_S = 1.0
 

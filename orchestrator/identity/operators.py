@@ -18,7 +18,8 @@ from provisioning.ca import CertificateAuthority
 from provisioning.identity import Identity, Role, check_name
 from provisioning.profile import Profile
 
-ROLES = ("viewer", "operator", "admin")
+# crisis: an operator who may also start and end crisis playbooks (issue 12).
+ROLES = ("viewer", "operator", "crisis", "admin")
 OPERATOR_CERT_LIFETIME = timedelta(days=30)
 
 

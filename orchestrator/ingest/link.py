@@ -26,8 +26,9 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 import grpc
@@ -59,6 +60,10 @@ from orchestrator.store.database import HeldRecord, NewEvent, NotFound, Store
 from orchestrator.store.runner import StoreRunner
 from protos.ondijon.v1 import firmware_pb2, link_pb2, link_pb2_grpc
 from provisioning.identity import Role
+
+# Called with (connection, gateway id, the events new to the store, now) inside the
+# transaction that stores them: alarms and energy fold events in as they are stored.
+EventHook = Callable[[Connection, str, Sequence[NewEvent], datetime], None]
 
 log = logging.getLogger("ondijon.orchestrator.link")
 
@@ -166,6 +171,7 @@ class GatewayLinkService(link_pb2_grpc.GatewayLinkServicer):
         delivery: Delivery,
         firmware: FirmwareListener,
         metrics: Metrics | None = None,
+        event_hooks: Sequence[EventHook] = (),
     ) -> None:
         self.metrics = metrics or Metrics()
         self.runner = runner
@@ -177,6 +183,7 @@ class GatewayLinkService(link_pb2_grpc.GatewayLinkServicer):
         self.router = router
         self.delivery = delivery
         self.firmware = firmware
+        self.event_hooks = tuple(event_hooks)
 
     async def Connect(  # type: ignore[override]
         self,
@@ -324,6 +331,7 @@ class _Conversation:
         self.delivery = link.delivery
         self.firmware = link.firmware
         self.metrics = link.metrics
+        self.event_hooks = link.event_hooks
         self.session = session
         self.context = context
         self.gateway_id = session.gateway_id
@@ -495,11 +503,15 @@ class _Conversation:
 
         router = self.router
 
+        hooks = self.event_hooks
+
         def add(conn: Connection) -> tuple[set[int] | None, list[int]]:
             added = store.add_events(conn, gateway_id, new, now=now)
             if added == len(new):
                 # All new, the usual case; feeds on other replicas hear of it on commit.
                 router.events_stored(conn, gateway_id, sequences, now)
+                for hook in hooks:
+                    hook(conn, gateway_id, new, now)
                 return None, []
             fresh: set[int] = set()
             if added:
@@ -511,6 +523,10 @@ class _Conversation:
                     )
                     fresh |= {row.sequence for row in span if row.received_at == now}
                 router.events_stored(conn, gateway_id, sorted(fresh), now)
+                # The first of a sequence sent twice is the one stored.
+                first = {n.sequence: n for n in reversed(new) if n.sequence in fresh}
+                for hook in hooks:
+                    hook(conn, gateway_id, list(first.values()), now)
             return fresh, _conflicting(store, conn, gateway_id, events, fresh)
 
         fresh, conflicting = await self.runner.write(add)

@@ -272,3 +272,99 @@ campaign_gateways = sa.Table(
     sa.Column("running_version", sa.String(64), nullable=False, server_default=""),
     sa.Column("reported_at", UTCDateTime()),
 )
+
+# -- alarms, energy and crisis playbooks (issue 12) -------------------------------------------
+
+# An alarm as a state (domain/alarms.py): one open row per (gateway, device, type); a closed
+# row is history. ``root_id`` groups a lamp's alarm under its cabinet's mains loss or its
+# gateway's silence (flood control). ``updated_at`` drives the watch feed on every replica.
+alarms = sa.Table(
+    "alarms",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("gateway_id", sa.String(64), nullable=False),
+    sa.Column("device_id", sa.String(128), nullable=False),
+    sa.Column("type", sa.String(128), nullable=False),
+    sa.Column("commune", sa.String(128), nullable=False),
+    sa.Column("severity", sa.Integer, nullable=False),
+    sa.Column("active", sa.Boolean, nullable=False),
+    sa.Column("acknowledged", sa.Boolean, nullable=False),
+    sa.Column("count", sa.Integer, nullable=False),
+    sa.Column("first_at", UTCDateTime(), nullable=False),
+    sa.Column("last_at", UTCDateTime(), nullable=False),
+    sa.Column("message", sa.String(1024), nullable=False, server_default=""),
+    sa.Column("cleared_at", UTCDateTime()),
+    sa.Column("acknowledged_at", UTCDateTime()),
+    sa.Column("acknowledged_by", sa.String(128), nullable=False, server_default=""),
+    sa.Column("comment", sa.String(1024), nullable=False, server_default=""),
+    sa.Column("shelved_until", UTCDateTime()),
+    sa.Column("assigned_to", sa.String(128), nullable=False, server_default=""),
+    sa.Column("closed_at", UTCDateTime()),
+    sa.Column("closed_by", sa.String(128), nullable=False, server_default=""),
+    sa.Column("repair_note", sa.String(1024), nullable=False, server_default=""),
+    sa.Column("reminded_at", UTCDateTime()),
+    sa.Column("reminders", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("root_id", sa.BigInteger, nullable=True, index=True),
+    sa.Column("updated_at", UTCDateTime(), nullable=False, index=True),
+    sa.Index(
+        "ux_alarms_open",
+        "gateway_id",
+        "device_id",
+        "type",
+        unique=True,
+        sqlite_where=sa.text("closed_at IS NULL"),
+        postgresql_where=sa.text("closed_at IS NULL"),
+    ),
+    sa.Index("ix_alarms_commune_closed", "commune", "closed_at"),
+)
+
+# Energy per lamp per local day, folded from the agents' quarter-hour metering at ingest
+# (domain/energy.py): ``day_wh`` is what burned while the sun was up, ``night_*`` what the
+# lamp did between dusk and dawn, ``profile`` the Wh of each local hour (24 numbers).
+energy_days = sa.Table(
+    "energy_days",
+    metadata,
+    sa.Column("gateway_id", sa.String(64), primary_key=True),
+    sa.Column("device_id", sa.String(128), primary_key=True),
+    sa.Column("day", sa.Date, primary_key=True),
+    sa.Column("commune", sa.String(128), nullable=False),
+    sa.Column("wh", sa.Float, nullable=False),
+    sa.Column("on_seconds", sa.Float, nullable=False),
+    sa.Column("covered_seconds", sa.Float, nullable=False),
+    sa.Column("day_wh", sa.Float, nullable=False),
+    sa.Column("night_seconds", sa.Float, nullable=False),
+    sa.Column("night_on_seconds", sa.Float, nullable=False),
+    sa.Column("peak_w", sa.Float, nullable=False),
+    sa.Column("profile", sa.JSON, nullable=False),
+    sa.Index("ix_energy_days_commune_day", "commune", "day"),
+)
+
+# A crisis playbook, versioned: a new version is a new row; runs name the version they ran.
+playbooks = sa.Table(
+    "playbooks",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("body", sa.JSON, nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("created_by", sa.String(128), nullable=False),
+)
+
+playbook_runs = sa.Table(
+    "playbook_runs",
+    metadata,
+    sa.Column("run_id", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(64), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    # awaiting_confirmation, running, ended, expired
+    sa.Column("status", sa.String(32), nullable=False, index=True),
+    sa.Column("requested_by", sa.String(128), nullable=False),
+    sa.Column("confirmed_by", sa.String(128), nullable=False, server_default=""),
+    sa.Column("requested_at", UTCDateTime(), nullable=False),
+    sa.Column("started_at", UTCDateTime()),
+    sa.Column("ends_at", UTCDateTime()),
+    sa.Column("ended_at", UTCDateTime()),
+    sa.Column("ended_by", sa.String(128), nullable=False, server_default=""),
+    # The gateways and devices each action resolved to, and the commands sent.
+    sa.Column("steps", sa.JSON, nullable=False),
+)

@@ -65,6 +65,12 @@ LED_MIN_DIM_FRACTION = 0.1
 # time) or the agent stalled: metering it would invent energy, so it is skipped.
 MAX_METERED_GAP_S = 900.0
 
+# A lamp's state is reported again when its power moved by more than this share of the
+# nominal power (or 0.5 W) since the last report: a map shows the power a lamp draws now,
+# not what it drew in the first milliseconds of its warm-up.
+REPORTED_POWER_STEP = 0.02
+REPORTED_POWER_MIN_W = 0.5
+
 _FAULT_MESSAGES = {
     "lamp_failure": "no current with the relay on (dead lamp or driver, or relay stuck open)",
     "relay_failure": "current flows with the relay commanded off (relay stuck closed)",
@@ -317,6 +323,8 @@ class LampController:
         self._switch_count = 0
         self._faults: set[str] = set()
         self._pending: dict[str, datetime] = {}
+        # What the last state() showed: (lit, power, faults); None before any.
+        self._reported: tuple[bool, float, frozenset[str]] | None = None
 
     @property
     def device_id(self) -> str:
@@ -332,6 +340,21 @@ class LampController:
     def faults(self) -> frozenset[str]:
         """The faults currently raised."""
         return frozenset(self._faults)
+
+    @property
+    def report_due(self) -> bool:
+        """Whether :meth:`state` would show something the last one did not: the lamp lit or
+        went dark, its faults changed, or its power moved (a warm-up ended, a driver
+        drifted). The agent reports the lamp again when this holds after a check."""
+        if self._reported is None:
+            return True
+        lit, power, faults = self._reported
+        step = max(REPORTED_POWER_MIN_W, REPORTED_POWER_STEP * self._config.nominal_power_w)
+        return (
+            lit != self._reading.current
+            or faults != frozenset(self._faults)
+            or abs(power - self._power_w) > step
+        )
 
     def apply(self, level: int, source: str, *, default_level: int = 100) -> int:
         """Set the lamp to ``level`` percent.
@@ -430,6 +453,7 @@ class LampController:
 
     def state(self) -> state_pb2.DeviceState:
         """The lamp's state as last observed, for the orchestrator."""
+        self._reported = (self._reading.current, self._power_w, frozenset(self._faults))
         message = state_pb2.DeviceState(
             device_id=self._config.device_id,
             kind=schedule_pb2.DEVICE_KIND_LAMP,

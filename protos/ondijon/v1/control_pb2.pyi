@@ -799,3 +799,628 @@ class ListAuditResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListAuditResponse: _TypeAlias = ListAuditResponse  # noqa: Y015
+
+@_typing.final
+class AlarmRecord(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ALARM_ID_FIELD_NUMBER: _builtins.int
+    GATEWAY_ID_FIELD_NUMBER: _builtins.int
+    DEVICE_ID_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    COMMUNE_FIELD_NUMBER: _builtins.int
+    SEVERITY_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    ACTIVE_FIELD_NUMBER: _builtins.int
+    ACKNOWLEDGED_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    FIRST_AT_FIELD_NUMBER: _builtins.int
+    LAST_AT_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    CLEARED_AT_FIELD_NUMBER: _builtins.int
+    ACKNOWLEDGED_BY_FIELD_NUMBER: _builtins.int
+    COMMENT_FIELD_NUMBER: _builtins.int
+    SHELVED_UNTIL_FIELD_NUMBER: _builtins.int
+    ASSIGNED_TO_FIELD_NUMBER: _builtins.int
+    CLOSED_AT_FIELD_NUMBER: _builtins.int
+    REPAIR_NOTE_FIELD_NUMBER: _builtins.int
+    REMINDERS_FIELD_NUMBER: _builtins.int
+    ROOT_ID_FIELD_NUMBER: _builtins.int
+    GROUPED_FIELD_NUMBER: _builtins.int
+    REPAIR_SECONDS_FIELD_NUMBER: _builtins.int
+    alarm_id: _builtins.int
+    gateway_id: _builtins.str
+    device_id: _builtins.str
+    type: _builtins.str
+    commune: _builtins.str
+    severity: _builtins.int
+    """1 warning, 2 minor, 3 major, 4 critical."""
+    state: _builtins.str
+    """unacknowledged, acknowledged, cleared, shelved, closed."""
+    active: _builtins.bool
+    acknowledged: _builtins.bool
+    count: _builtins.int
+    message: _builtins.str
+    acknowledged_by: _builtins.str
+    comment: _builtins.str
+    assigned_to: _builtins.str
+    repair_note: _builtins.str
+    reminders: _builtins.int
+    root_id: _builtins.int
+    """The root cause this alarm is grouped under (0: none), and how many it groups."""
+    grouped: _builtins.int
+    repair_seconds: _builtins.float
+    """Seconds from the first occurrence to the close (closed alarms)."""
+    @_builtins.property
+    def first_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def last_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def cleared_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def shelved_until(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def closed_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        alarm_id: _builtins.int = ...,
+        gateway_id: _builtins.str = ...,
+        device_id: _builtins.str = ...,
+        type: _builtins.str = ...,
+        commune: _builtins.str = ...,
+        severity: _builtins.int = ...,
+        state: _builtins.str = ...,
+        active: _builtins.bool = ...,
+        acknowledged: _builtins.bool = ...,
+        count: _builtins.int = ...,
+        first_at: _timestamp_pb2.Timestamp | None = ...,
+        last_at: _timestamp_pb2.Timestamp | None = ...,
+        message: _builtins.str = ...,
+        cleared_at: _timestamp_pb2.Timestamp | None = ...,
+        acknowledged_by: _builtins.str = ...,
+        comment: _builtins.str = ...,
+        shelved_until: _timestamp_pb2.Timestamp | None = ...,
+        assigned_to: _builtins.str = ...,
+        closed_at: _timestamp_pb2.Timestamp | None = ...,
+        repair_note: _builtins.str = ...,
+        reminders: _builtins.int = ...,
+        root_id: _builtins.int = ...,
+        grouped: _builtins.int = ...,
+        repair_seconds: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cleared_at", b"cleared_at", "closed_at", b"closed_at", "first_at", b"first_at", "last_at", b"last_at", "shelved_until", b"shelved_until"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acknowledged", b"acknowledged", "acknowledged_by", b"acknowledged_by", "active", b"active", "alarm_id", b"alarm_id", "assigned_to", b"assigned_to", "cleared_at", b"cleared_at", "closed_at", b"closed_at", "comment", b"comment", "commune", b"commune", "count", b"count", "device_id", b"device_id", "first_at", b"first_at", "gateway_id", b"gateway_id", "grouped", b"grouped", "last_at", b"last_at", "message", b"message", "reminders", b"reminders", "repair_note", b"repair_note", "repair_seconds", b"repair_seconds", "root_id", b"root_id", "severity", b"severity", "shelved_until", b"shelved_until", "state", b"state", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AlarmRecord: _TypeAlias = AlarmRecord  # noqa: Y015
+
+@_typing.final
+class ListAlarmsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COMMUNE_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    GATEWAY_ID_FIELD_NUMBER: _builtins.int
+    MIN_SEVERITY_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    ROOT_ID_FIELD_NUMBER: _builtins.int
+    INCLUDE_GROUPED_FIELD_NUMBER: _builtins.int
+    AFTER_ID_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    commune: _builtins.str
+    type: _builtins.str
+    gateway_id: _builtins.str
+    min_severity: _builtins.int
+    """At least this severity (0: any)."""
+    state: _builtins.str
+    """Empty or "open", "closed", "all"; or a view state (unacknowledged, acknowledged,
+    cleared, shelved) among open alarms.
+    """
+    root_id: _builtins.int
+    """The alarms grouped under this root cause."""
+    include_grouped: _builtins.bool
+    after_id: _builtins.int
+    limit: _builtins.int
+    def __init__(
+        self,
+        *,
+        commune: _builtins.str = ...,
+        type: _builtins.str = ...,
+        gateway_id: _builtins.str = ...,
+        min_severity: _builtins.int = ...,
+        state: _builtins.str = ...,
+        root_id: _builtins.int = ...,
+        include_grouped: _builtins.bool = ...,
+        after_id: _builtins.int = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_id", b"after_id", "commune", b"commune", "gateway_id", b"gateway_id", "include_grouped", b"include_grouped", "limit", b"limit", "min_severity", b"min_severity", "root_id", b"root_id", "state", b"state", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAlarmsRequest: _TypeAlias = ListAlarmsRequest  # noqa: Y015
+
+@_typing.final
+class ListAlarmsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ALARMS_FIELD_NUMBER: _builtins.int
+    NEXT_AFTER_ID_FIELD_NUMBER: _builtins.int
+    next_after_id: _builtins.int
+    @_builtins.property
+    def alarms(self) -> _containers.RepeatedCompositeFieldContainer[Global___AlarmRecord]: ...
+    def __init__(
+        self,
+        *,
+        alarms: _abc.Iterable[Global___AlarmRecord] | None = ...,
+        next_after_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alarms", b"alarms", "next_after_id", b"next_after_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAlarmsResponse: _TypeAlias = ListAlarmsResponse  # noqa: Y015
+
+@_typing.final
+class WatchAlarmsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COMMUNE_FIELD_NUMBER: _builtins.int
+    commune: _builtins.str
+    def __init__(
+        self,
+        *,
+        commune: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["commune", b"commune"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchAlarmsRequest: _TypeAlias = WatchAlarmsRequest  # noqa: Y015
+
+@_typing.final
+class WatchAlarmsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ALARM_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def alarm(self) -> Global___AlarmRecord: ...
+    def __init__(
+        self,
+        *,
+        alarm: Global___AlarmRecord | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["alarm", b"alarm"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alarm", b"alarm"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchAlarmsResponse: _TypeAlias = WatchAlarmsResponse  # noqa: Y015
+
+@_typing.final
+class AlarmActionRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ALARM_ID_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    UNTIL_FIELD_NUMBER: _builtins.int
+    CREW_FIELD_NUMBER: _builtins.int
+    alarm_id: _builtins.int
+    text: _builtins.str
+    """Acknowledge: the comment; close: the repair note (required)."""
+    crew: _builtins.str
+    """Assign: the crew."""
+    @_builtins.property
+    def until(self) -> _timestamp_pb2.Timestamp:
+        """Shelve: until when."""
+
+    def __init__(
+        self,
+        *,
+        alarm_id: _builtins.int = ...,
+        text: _builtins.str = ...,
+        until: _timestamp_pb2.Timestamp | None = ...,
+        crew: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["until", b"until"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alarm_id", b"alarm_id", "crew", b"crew", "text", b"text", "until", b"until"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AlarmActionRequest: _TypeAlias = AlarmActionRequest  # noqa: Y015
+
+@_typing.final
+class AlarmActionResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ALARM_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def alarm(self) -> Global___AlarmRecord: ...
+    def __init__(
+        self,
+        *,
+        alarm: Global___AlarmRecord | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["alarm", b"alarm"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alarm", b"alarm"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AlarmActionResponse: _TypeAlias = AlarmActionResponse  # noqa: Y015
+
+@_typing.final
+class EnergyReportRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SINCE_FIELD_NUMBER: _builtins.int
+    UNTIL_FIELD_NUMBER: _builtins.int
+    BY_FIELD_NUMBER: _builtins.int
+    COMMUNE_FIELD_NUMBER: _builtins.int
+    GATEWAY_ID_FIELD_NUMBER: _builtins.int
+    OFFSET_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    since: _builtins.str
+    """Local days, YYYY-MM-DD, inclusive; empty `until`: the same day as `since`."""
+    until: _builtins.str
+    by: _builtins.str
+    """Group rows by "commune" (default), "gateway", "lamp" or "day"."""
+    commune: _builtins.str
+    gateway_id: _builtins.str
+    offset: _builtins.int
+    limit: _builtins.int
+    def __init__(
+        self,
+        *,
+        since: _builtins.str = ...,
+        until: _builtins.str = ...,
+        by: _builtins.str = ...,
+        commune: _builtins.str = ...,
+        gateway_id: _builtins.str = ...,
+        offset: _builtins.int = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["by", b"by", "commune", b"commune", "gateway_id", b"gateway_id", "limit", b"limit", "offset", b"offset", "since", b"since", "until", b"until"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EnergyReportRequest: _TypeAlias = EnergyReportRequest  # noqa: Y015
+
+@_typing.final
+class EnergyRow(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    LAMPS_FIELD_NUMBER: _builtins.int
+    KWH_FIELD_NUMBER: _builtins.int
+    BURNING_HOURS_FIELD_NUMBER: _builtins.int
+    BASELINE_KWH_FIELD_NUMBER: _builtins.int
+    SAVING_FIELD_NUMBER: _builtins.int
+    PROFILE_FIELD_NUMBER: _builtins.int
+    DAY_BURNERS_FIELD_NUMBER: _builtins.int
+    DARK_AT_NIGHT_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    lamps: _builtins.int
+    kwh: _builtins.float
+    burning_hours: _builtins.float
+    baseline_kwh: _builtins.float
+    saving: _builtins.float
+    """1 - kwh / baseline_kwh (0 when no baseline)."""
+    day_burners: _builtins.int
+    """Lamp-days burning in daylight, lamp-days dark at night."""
+    dark_at_night: _builtins.int
+    @_builtins.property
+    def profile(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """Average level while lit, per local hour 0-23 (percent of the peak power)."""
+
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+        lamps: _builtins.int = ...,
+        kwh: _builtins.float = ...,
+        burning_hours: _builtins.float = ...,
+        baseline_kwh: _builtins.float = ...,
+        saving: _builtins.float = ...,
+        profile: _abc.Iterable[_builtins.float] | None = ...,
+        day_burners: _builtins.int = ...,
+        dark_at_night: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["baseline_kwh", b"baseline_kwh", "burning_hours", b"burning_hours", "dark_at_night", b"dark_at_night", "day_burners", b"day_burners", "key", b"key", "kwh", b"kwh", "lamps", b"lamps", "profile", b"profile", "saving", b"saving"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EnergyRow: _TypeAlias = EnergyRow  # noqa: Y015
+
+@_typing.final
+class EnergyReportResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROWS_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    DAY_BURNER_LAMPS_FIELD_NUMBER: _builtins.int
+    DARK_LAMPS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def rows(self) -> _containers.RepeatedCompositeFieldContainer[Global___EnergyRow]: ...
+    @_builtins.property
+    def total(self) -> Global___EnergyRow:
+        """The whole selection (the city, or the commune asked for)."""
+
+    @_builtins.property
+    def day_burner_lamps(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The lamp-days behind day_burners and dark_at_night ("gateway/lamp day")."""
+
+    @_builtins.property
+    def dark_lamps(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        rows: _abc.Iterable[Global___EnergyRow] | None = ...,
+        total: Global___EnergyRow | None = ...,
+        day_burner_lamps: _abc.Iterable[_builtins.str] | None = ...,
+        dark_lamps: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["total", b"total"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dark_lamps", b"dark_lamps", "day_burner_lamps", b"day_burner_lamps", "rows", b"rows", "total", b"total"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EnergyReportResponse: _TypeAlias = EnergyReportResponse  # noqa: Y015
+
+@_typing.final
+class PutPlaybookRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BODY_FIELD_NUMBER: _builtins.int
+    body: _builtins.str
+    """The playbook as JSON (docs in README, "Crisis playbooks")."""
+    def __init__(
+        self,
+        *,
+        body: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PutPlaybookRequest: _TypeAlias = PutPlaybookRequest  # noqa: Y015
+
+@_typing.final
+class PutPlaybookResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    version: _builtins.int
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PutPlaybookResponse: _TypeAlias = PutPlaybookResponse  # noqa: Y015
+
+@_typing.final
+class ListPlaybooksRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPlaybooksRequest: _TypeAlias = ListPlaybooksRequest  # noqa: Y015
+
+@_typing.final
+class PlaybookSummary(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    TITLE_FIELD_NUMBER: _builtins.int
+    BODY_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    version: _builtins.int
+    title: _builtins.str
+    body: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        version: _builtins.int = ...,
+        title: _builtins.str = ...,
+        body: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "name", b"name", "title", b"title", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PlaybookSummary: _TypeAlias = PlaybookSummary  # noqa: Y015
+
+@_typing.final
+class ListPlaybooksResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PLAYBOOKS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def playbooks(self) -> _containers.RepeatedCompositeFieldContainer[Global___PlaybookSummary]: ...
+    def __init__(
+        self,
+        *,
+        playbooks: _abc.Iterable[Global___PlaybookSummary] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["playbooks", b"playbooks"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPlaybooksResponse: _TypeAlias = ListPlaybooksResponse  # noqa: Y015
+
+@_typing.final
+class StartPlaybookRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    REQUIRE_CONFIRMATION_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    version: _builtins.int
+    """0: the latest."""
+    require_confirmation: _builtins.bool
+    """Wait for a second person's ConfirmPlaybook before anything is sent."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        version: _builtins.int = ...,
+        require_confirmation: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "require_confirmation", b"require_confirmation", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StartPlaybookRequest: _TypeAlias = StartPlaybookRequest  # noqa: Y015
+
+@_typing.final
+class PlaybookRunRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    run_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        run_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["run_id", b"run_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PlaybookRunRequest: _TypeAlias = PlaybookRunRequest  # noqa: Y015
+
+@_typing.final
+class PlaybookStep(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GATEWAY_ID_FIELD_NUMBER: _builtins.int
+    COMMUNE_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    DEVICE_IDS_FIELD_NUMBER: _builtins.int
+    COMMAND_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    gateway_id: _builtins.str
+    commune: _builtins.str
+    action: _builtins.str
+    """What the step does ("lamps 100%", "crossings flashing", "bollards emergency_lower")."""
+    command_id: _builtins.str
+    status: _builtins.str
+    """PENDING, DONE, REFUSED, EXPIRED (the command's status)."""
+    detail: _builtins.str
+    @_builtins.property
+    def device_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        gateway_id: _builtins.str = ...,
+        commune: _builtins.str = ...,
+        action: _builtins.str = ...,
+        device_ids: _abc.Iterable[_builtins.str] | None = ...,
+        command_id: _builtins.str = ...,
+        status: _builtins.str = ...,
+        detail: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "command_id", b"command_id", "commune", b"commune", "detail", b"detail", "device_ids", b"device_ids", "gateway_id", b"gateway_id", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PlaybookStep: _TypeAlias = PlaybookStep  # noqa: Y015
+
+@_typing.final
+class PlaybookRunResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    REQUESTED_BY_FIELD_NUMBER: _builtins.int
+    CONFIRMED_BY_FIELD_NUMBER: _builtins.int
+    STARTED_AT_FIELD_NUMBER: _builtins.int
+    ENDS_AT_FIELD_NUMBER: _builtins.int
+    ENDED_AT_FIELD_NUMBER: _builtins.int
+    STEPS_FIELD_NUMBER: _builtins.int
+    run_id: _builtins.str
+    name: _builtins.str
+    version: _builtins.int
+    status: _builtins.str
+    """awaiting_confirmation, running, ended."""
+    requested_by: _builtins.str
+    confirmed_by: _builtins.str
+    @_builtins.property
+    def started_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def ends_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def ended_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def steps(self) -> _containers.RepeatedCompositeFieldContainer[Global___PlaybookStep]: ...
+    def __init__(
+        self,
+        *,
+        run_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        version: _builtins.int = ...,
+        status: _builtins.str = ...,
+        requested_by: _builtins.str = ...,
+        confirmed_by: _builtins.str = ...,
+        started_at: _timestamp_pb2.Timestamp | None = ...,
+        ends_at: _timestamp_pb2.Timestamp | None = ...,
+        ended_at: _timestamp_pb2.Timestamp | None = ...,
+        steps: _abc.Iterable[Global___PlaybookStep] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ended_at", b"ended_at", "ends_at", b"ends_at", "started_at", b"started_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["confirmed_by", b"confirmed_by", "ended_at", b"ended_at", "ends_at", b"ends_at", "name", b"name", "requested_by", b"requested_by", "run_id", b"run_id", "started_at", b"started_at", "status", b"status", "steps", b"steps", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PlaybookRunResponse: _TypeAlias = PlaybookRunResponse  # noqa: Y015

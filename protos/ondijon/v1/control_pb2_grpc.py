@@ -622,3 +622,601 @@ class ControlCentre:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class OperationsStub:
+    """-- Operations of the control room over the city (issue 12): alarms as states, energy,
+    crisis playbooks. Same callers, roles and audit as ControlCentre.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.ListAlarms = channel.unary_unary(
+                '/ondijon.v1.Operations/ListAlarms',
+                request_serializer=ondijon_dot_v1_dot_control__pb2.ListAlarmsRequest.SerializeToString,
+                response_deserializer=ondijon_dot_v1_dot_control__pb2.ListAlarmsResponse.FromString,
+                _registered_method=True)
+        self.WatchAlarms = channel.unary_stream(
+                '/ondijon.v1.Operations/WatchAlarms',
+                request_serializer=ondijon_dot_v1_dot_control__pb2.WatchAlarmsRequest.SerializeToString,
+                response_deserializer=ondijon_dot_v1_dot_control__pb2.WatchAlarmsResponse.FromString,
+                _registered_method=True)
+        self.AcknowledgeAlarm = channel.unary_unary(
+                '/ondijon.v1.Operations/AcknowledgeAlarm',
+                request_serializer=ondijon_dot_v1_dot_control__pb2.AlarmActionRequest.SerializeToString,
+                response_deserializer=ondijon_dot_v1_dot_control__pb2.AlarmActionResponse.FromString,
+                _registered_method=True)
+        self.ShelveAlarm = channel.unary_unary(
+                '/ondijon.v1.Operations/ShelveAlarm',
+                request_serializer=ondijon_dot_v1_dot_control__pb2.AlarmActionRequest.SerializeToString,
+                response_deserializer=ondijon_dot_v1_dot_control__pb2.AlarmActionResponse.FromString,
+                _registered_method=True)
+        self.AssignAlarm = channel.unary_unary(
+                '/ondijon.v1.Operations/AssignAlarm',
+                request_serializer=ondijon_dot_v1_dot_control__pb2.AlarmActionRequest.SerializeToString,
+                response_deserializer=ondijon_dot_v1_dot_control__pb2.AlarmActionResponse.FromString,
+                _registered_method=True)
+        self.CloseAlarm = channel.unary_unary(
+                '/ondijon.v1.Operations/CloseAlarm',
+                request_serializer=ondijon_dot_v1_dot_control__pb2.AlarmActionRequest.SerializeToString,
+                response_deserializer=ondijon_dot_v1_dot_control__pb2.AlarmActionResponse.FromString,
+                _registered_method=True)
+        self.EnergyReport = channel.unary_unary(
+                '/ondijon.v1.Operations/EnergyReport',
+                request_serializer=ondijon_dot_v1_dot_control__pb2.EnergyReportRequest.SerializeToString,
+                response_deserializer=ondijon_dot_v1_dot_control__pb2.EnergyReportResponse.FromString,
+                _registered_method=True)
+        self.PutPlaybook = channel.unary_unary(
+                '/ondijon.v1.Operations/PutPlaybook',
+                request_serializer=ondijon_dot_v1_dot_control__pb2.PutPlaybookRequest.SerializeToString,
+                response_deserializer=ondijon_dot_v1_dot_control__pb2.PutPlaybookResponse.FromString,
+                _registered_method=True)
+        self.ListPlaybooks = channel.unary_unary(
+                '/ondijon.v1.Operations/ListPlaybooks',
+                request_serializer=ondijon_dot_v1_dot_control__pb2.ListPlaybooksRequest.SerializeToString,
+                response_deserializer=ondijon_dot_v1_dot_control__pb2.ListPlaybooksResponse.FromString,
+                _registered_method=True)
+        self.StartPlaybook = channel.unary_unary(
+                '/ondijon.v1.Operations/StartPlaybook',
+                request_serializer=ondijon_dot_v1_dot_control__pb2.StartPlaybookRequest.SerializeToString,
+                response_deserializer=ondijon_dot_v1_dot_control__pb2.PlaybookRunResponse.FromString,
+                _registered_method=True)
+        self.ConfirmPlaybook = channel.unary_unary(
+                '/ondijon.v1.Operations/ConfirmPlaybook',
+                request_serializer=ondijon_dot_v1_dot_control__pb2.PlaybookRunRequest.SerializeToString,
+                response_deserializer=ondijon_dot_v1_dot_control__pb2.PlaybookRunResponse.FromString,
+                _registered_method=True)
+        self.EndPlaybook = channel.unary_unary(
+                '/ondijon.v1.Operations/EndPlaybook',
+                request_serializer=ondijon_dot_v1_dot_control__pb2.PlaybookRunRequest.SerializeToString,
+                response_deserializer=ondijon_dot_v1_dot_control__pb2.PlaybookRunResponse.FromString,
+                _registered_method=True)
+        self.GetPlaybookRun = channel.unary_unary(
+                '/ondijon.v1.Operations/GetPlaybookRun',
+                request_serializer=ondijon_dot_v1_dot_control__pb2.PlaybookRunRequest.SerializeToString,
+                response_deserializer=ondijon_dot_v1_dot_control__pb2.PlaybookRunResponse.FromString,
+                _registered_method=True)
+
+
+class OperationsServicer:
+    """-- Operations of the control room over the city (issue 12): alarms as states, energy,
+    crisis playbooks. Same callers, roles and audit as ControlCentre.
+    """
+
+    def ListAlarms(self, request, context):
+        """Open alarms by default, root causes only (what they group is counted in `grouped`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchAlarms(self, request, context):
+        """Every change of an alarm the caller may see, as it is written (any replica).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AcknowledgeAlarm(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ShelveAlarm(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AssignAlarm(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CloseAlarm(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EnergyReport(self, request, context):
+        """kWh, burning hours, saving against the baseline; per commune and the city, or per lamp.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PutPlaybook(self, request, context):
+        """Crisis playbooks (admin or crisis role).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPlaybooks(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StartPlaybook(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ConfirmPlaybook(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EndPlaybook(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetPlaybookRun(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_OperationsServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'ListAlarms': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAlarms,
+                    request_deserializer=ondijon_dot_v1_dot_control__pb2.ListAlarmsRequest.FromString,
+                    response_serializer=ondijon_dot_v1_dot_control__pb2.ListAlarmsResponse.SerializeToString,
+            ),
+            'WatchAlarms': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchAlarms,
+                    request_deserializer=ondijon_dot_v1_dot_control__pb2.WatchAlarmsRequest.FromString,
+                    response_serializer=ondijon_dot_v1_dot_control__pb2.WatchAlarmsResponse.SerializeToString,
+            ),
+            'AcknowledgeAlarm': grpc.unary_unary_rpc_method_handler(
+                    servicer.AcknowledgeAlarm,
+                    request_deserializer=ondijon_dot_v1_dot_control__pb2.AlarmActionRequest.FromString,
+                    response_serializer=ondijon_dot_v1_dot_control__pb2.AlarmActionResponse.SerializeToString,
+            ),
+            'ShelveAlarm': grpc.unary_unary_rpc_method_handler(
+                    servicer.ShelveAlarm,
+                    request_deserializer=ondijon_dot_v1_dot_control__pb2.AlarmActionRequest.FromString,
+                    response_serializer=ondijon_dot_v1_dot_control__pb2.AlarmActionResponse.SerializeToString,
+            ),
+            'AssignAlarm': grpc.unary_unary_rpc_method_handler(
+                    servicer.AssignAlarm,
+                    request_deserializer=ondijon_dot_v1_dot_control__pb2.AlarmActionRequest.FromString,
+                    response_serializer=ondijon_dot_v1_dot_control__pb2.AlarmActionResponse.SerializeToString,
+            ),
+            'CloseAlarm': grpc.unary_unary_rpc_method_handler(
+                    servicer.CloseAlarm,
+                    request_deserializer=ondijon_dot_v1_dot_control__pb2.AlarmActionRequest.FromString,
+                    response_serializer=ondijon_dot_v1_dot_control__pb2.AlarmActionResponse.SerializeToString,
+            ),
+            'EnergyReport': grpc.unary_unary_rpc_method_handler(
+                    servicer.EnergyReport,
+                    request_deserializer=ondijon_dot_v1_dot_control__pb2.EnergyReportRequest.FromString,
+                    response_serializer=ondijon_dot_v1_dot_control__pb2.EnergyReportResponse.SerializeToString,
+            ),
+            'PutPlaybook': grpc.unary_unary_rpc_method_handler(
+                    servicer.PutPlaybook,
+                    request_deserializer=ondijon_dot_v1_dot_control__pb2.PutPlaybookRequest.FromString,
+                    response_serializer=ondijon_dot_v1_dot_control__pb2.PutPlaybookResponse.SerializeToString,
+            ),
+            'ListPlaybooks': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPlaybooks,
+                    request_deserializer=ondijon_dot_v1_dot_control__pb2.ListPlaybooksRequest.FromString,
+                    response_serializer=ondijon_dot_v1_dot_control__pb2.ListPlaybooksResponse.SerializeToString,
+            ),
+            'StartPlaybook': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartPlaybook,
+                    request_deserializer=ondijon_dot_v1_dot_control__pb2.StartPlaybookRequest.FromString,
+                    response_serializer=ondijon_dot_v1_dot_control__pb2.PlaybookRunResponse.SerializeToString,
+            ),
+            'ConfirmPlaybook': grpc.unary_unary_rpc_method_handler(
+                    servicer.ConfirmPlaybook,
+                    request_deserializer=ondijon_dot_v1_dot_control__pb2.PlaybookRunRequest.FromString,
+                    response_serializer=ondijon_dot_v1_dot_control__pb2.PlaybookRunResponse.SerializeToString,
+            ),
+            'EndPlaybook': grpc.unary_unary_rpc_method_handler(
+                    servicer.EndPlaybook,
+                    request_deserializer=ondijon_dot_v1_dot_control__pb2.PlaybookRunRequest.FromString,
+                    response_serializer=ondijon_dot_v1_dot_control__pb2.PlaybookRunResponse.SerializeToString,
+            ),
+            'GetPlaybookRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPlaybookRun,
+                    request_deserializer=ondijon_dot_v1_dot_control__pb2.PlaybookRunRequest.FromString,
+                    response_serializer=ondijon_dot_v1_dot_control__pb2.PlaybookRunResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'ondijon.v1.Operations', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('ondijon.v1.Operations', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Operations:
+    """-- Operations of the control room over the city (issue 12): alarms as states, energy,
+    crisis playbooks. Same callers, roles and audit as ControlCentre.
+    """
+
+    @staticmethod
+    def ListAlarms(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ondijon.v1.Operations/ListAlarms',
+            ondijon_dot_v1_dot_control__pb2.ListAlarmsRequest.SerializeToString,
+            ondijon_dot_v1_dot_control__pb2.ListAlarmsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchAlarms(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/ondijon.v1.Operations/WatchAlarms',
+            ondijon_dot_v1_dot_control__pb2.WatchAlarmsRequest.SerializeToString,
+            ondijon_dot_v1_dot_control__pb2.WatchAlarmsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AcknowledgeAlarm(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ondijon.v1.Operations/AcknowledgeAlarm',
+            ondijon_dot_v1_dot_control__pb2.AlarmActionRequest.SerializeToString,
+            ondijon_dot_v1_dot_control__pb2.AlarmActionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ShelveAlarm(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ondijon.v1.Operations/ShelveAlarm',
+            ondijon_dot_v1_dot_control__pb2.AlarmActionRequest.SerializeToString,
+            ondijon_dot_v1_dot_control__pb2.AlarmActionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AssignAlarm(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ondijon.v1.Operations/AssignAlarm',
+            ondijon_dot_v1_dot_control__pb2.AlarmActionRequest.SerializeToString,
+            ondijon_dot_v1_dot_control__pb2.AlarmActionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CloseAlarm(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ondijon.v1.Operations/CloseAlarm',
+            ondijon_dot_v1_dot_control__pb2.AlarmActionRequest.SerializeToString,
+            ondijon_dot_v1_dot_control__pb2.AlarmActionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EnergyReport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ondijon.v1.Operations/EnergyReport',
+            ondijon_dot_v1_dot_control__pb2.EnergyReportRequest.SerializeToString,
+            ondijon_dot_v1_dot_control__pb2.EnergyReportResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutPlaybook(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ondijon.v1.Operations/PutPlaybook',
+            ondijon_dot_v1_dot_control__pb2.PutPlaybookRequest.SerializeToString,
+            ondijon_dot_v1_dot_control__pb2.PutPlaybookResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPlaybooks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ondijon.v1.Operations/ListPlaybooks',
+            ondijon_dot_v1_dot_control__pb2.ListPlaybooksRequest.SerializeToString,
+            ondijon_dot_v1_dot_control__pb2.ListPlaybooksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartPlaybook(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ondijon.v1.Operations/StartPlaybook',
+            ondijon_dot_v1_dot_control__pb2.StartPlaybookRequest.SerializeToString,
+            ondijon_dot_v1_dot_control__pb2.PlaybookRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ConfirmPlaybook(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ondijon.v1.Operations/ConfirmPlaybook',
+            ondijon_dot_v1_dot_control__pb2.PlaybookRunRequest.SerializeToString,
+            ondijon_dot_v1_dot_control__pb2.PlaybookRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EndPlaybook(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ondijon.v1.Operations/EndPlaybook',
+            ondijon_dot_v1_dot_control__pb2.PlaybookRunRequest.SerializeToString,
+            ondijon_dot_v1_dot_control__pb2.PlaybookRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPlaybookRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ondijon.v1.Operations/GetPlaybookRun',
+            ondijon_dot_v1_dot_control__pb2.PlaybookRunRequest.SerializeToString,
+            ondijon_dot_v1_dot_control__pb2.PlaybookRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

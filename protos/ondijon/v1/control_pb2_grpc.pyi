@@ -188,3 +188,157 @@ class ControlCentreServicer(metaclass=_abc_1.ABCMeta):
         """The append-only audit log, oldest first, filtered and paged (admin, own communes)."""
 
 def add_ControlCentreServicer_to_server(servicer: ControlCentreServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
+
+class OperationsStub:
+    """-- Operations of the control room over the city (issue 12): alarms as states, energy,
+    crisis playbooks. Same callers, roles and audit as ControlCentre.
+    """
+
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> OperationsAsyncStub: ...
+    ListAlarms: _grpc.UnaryUnaryMultiCallable[_control_pb2.ListAlarmsRequest, _control_pb2.ListAlarmsResponse]
+    """Open alarms by default, root causes only (what they group is counted in `grouped`)."""
+    WatchAlarms: _grpc.UnaryStreamMultiCallable[_control_pb2.WatchAlarmsRequest, _control_pb2.WatchAlarmsResponse]
+    """Every change of an alarm the caller may see, as it is written (any replica)."""
+    AcknowledgeAlarm: _grpc.UnaryUnaryMultiCallable[_control_pb2.AlarmActionRequest, _control_pb2.AlarmActionResponse]
+    ShelveAlarm: _grpc.UnaryUnaryMultiCallable[_control_pb2.AlarmActionRequest, _control_pb2.AlarmActionResponse]
+    AssignAlarm: _grpc.UnaryUnaryMultiCallable[_control_pb2.AlarmActionRequest, _control_pb2.AlarmActionResponse]
+    CloseAlarm: _grpc.UnaryUnaryMultiCallable[_control_pb2.AlarmActionRequest, _control_pb2.AlarmActionResponse]
+    EnergyReport: _grpc.UnaryUnaryMultiCallable[_control_pb2.EnergyReportRequest, _control_pb2.EnergyReportResponse]
+    """kWh, burning hours, saving against the baseline; per commune and the city, or per lamp."""
+    PutPlaybook: _grpc.UnaryUnaryMultiCallable[_control_pb2.PutPlaybookRequest, _control_pb2.PutPlaybookResponse]
+    """Crisis playbooks (admin or crisis role)."""
+    ListPlaybooks: _grpc.UnaryUnaryMultiCallable[_control_pb2.ListPlaybooksRequest, _control_pb2.ListPlaybooksResponse]
+    StartPlaybook: _grpc.UnaryUnaryMultiCallable[_control_pb2.StartPlaybookRequest, _control_pb2.PlaybookRunResponse]
+    ConfirmPlaybook: _grpc.UnaryUnaryMultiCallable[_control_pb2.PlaybookRunRequest, _control_pb2.PlaybookRunResponse]
+    EndPlaybook: _grpc.UnaryUnaryMultiCallable[_control_pb2.PlaybookRunRequest, _control_pb2.PlaybookRunResponse]
+    GetPlaybookRun: _grpc.UnaryUnaryMultiCallable[_control_pb2.PlaybookRunRequest, _control_pb2.PlaybookRunResponse]
+
+@_typing.type_check_only
+class OperationsAsyncStub(OperationsStub):
+    """-- Operations of the control room over the city (issue 12): alarms as states, energy,
+    crisis playbooks. Same callers, roles and audit as ControlCentre.
+    """
+
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    ListAlarms: _aio.UnaryUnaryMultiCallable[_control_pb2.ListAlarmsRequest, _control_pb2.ListAlarmsResponse]  # type: ignore[assignment]
+    """Open alarms by default, root causes only (what they group is counted in `grouped`)."""
+    WatchAlarms: _aio.UnaryStreamMultiCallable[_control_pb2.WatchAlarmsRequest, _control_pb2.WatchAlarmsResponse]  # type: ignore[assignment]
+    """Every change of an alarm the caller may see, as it is written (any replica)."""
+    AcknowledgeAlarm: _aio.UnaryUnaryMultiCallable[_control_pb2.AlarmActionRequest, _control_pb2.AlarmActionResponse]  # type: ignore[assignment]
+    ShelveAlarm: _aio.UnaryUnaryMultiCallable[_control_pb2.AlarmActionRequest, _control_pb2.AlarmActionResponse]  # type: ignore[assignment]
+    AssignAlarm: _aio.UnaryUnaryMultiCallable[_control_pb2.AlarmActionRequest, _control_pb2.AlarmActionResponse]  # type: ignore[assignment]
+    CloseAlarm: _aio.UnaryUnaryMultiCallable[_control_pb2.AlarmActionRequest, _control_pb2.AlarmActionResponse]  # type: ignore[assignment]
+    EnergyReport: _aio.UnaryUnaryMultiCallable[_control_pb2.EnergyReportRequest, _control_pb2.EnergyReportResponse]  # type: ignore[assignment]
+    """kWh, burning hours, saving against the baseline; per commune and the city, or per lamp."""
+    PutPlaybook: _aio.UnaryUnaryMultiCallable[_control_pb2.PutPlaybookRequest, _control_pb2.PutPlaybookResponse]  # type: ignore[assignment]
+    """Crisis playbooks (admin or crisis role)."""
+    ListPlaybooks: _aio.UnaryUnaryMultiCallable[_control_pb2.ListPlaybooksRequest, _control_pb2.ListPlaybooksResponse]  # type: ignore[assignment]
+    StartPlaybook: _aio.UnaryUnaryMultiCallable[_control_pb2.StartPlaybookRequest, _control_pb2.PlaybookRunResponse]  # type: ignore[assignment]
+    ConfirmPlaybook: _aio.UnaryUnaryMultiCallable[_control_pb2.PlaybookRunRequest, _control_pb2.PlaybookRunResponse]  # type: ignore[assignment]
+    EndPlaybook: _aio.UnaryUnaryMultiCallable[_control_pb2.PlaybookRunRequest, _control_pb2.PlaybookRunResponse]  # type: ignore[assignment]
+    GetPlaybookRun: _aio.UnaryUnaryMultiCallable[_control_pb2.PlaybookRunRequest, _control_pb2.PlaybookRunResponse]  # type: ignore[assignment]
+
+class OperationsServicer(metaclass=_abc_1.ABCMeta):
+    """-- Operations of the control room over the city (issue 12): alarms as states, energy,
+    crisis playbooks. Same callers, roles and audit as ControlCentre.
+    """
+
+    @_abc_1.abstractmethod
+    def ListAlarms(
+        self,
+        request: _control_pb2.ListAlarmsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_control_pb2.ListAlarmsResponse, _abc.Awaitable[_control_pb2.ListAlarmsResponse]]:
+        """Open alarms by default, root causes only (what they group is counted in `grouped`)."""
+
+    @_abc_1.abstractmethod
+    def WatchAlarms(
+        self,
+        request: _control_pb2.WatchAlarmsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_control_pb2.WatchAlarmsResponse], _abc.AsyncIterator[_control_pb2.WatchAlarmsResponse]]:
+        """Every change of an alarm the caller may see, as it is written (any replica)."""
+
+    @_abc_1.abstractmethod
+    def AcknowledgeAlarm(
+        self,
+        request: _control_pb2.AlarmActionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_control_pb2.AlarmActionResponse, _abc.Awaitable[_control_pb2.AlarmActionResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ShelveAlarm(
+        self,
+        request: _control_pb2.AlarmActionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_control_pb2.AlarmActionResponse, _abc.Awaitable[_control_pb2.AlarmActionResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def AssignAlarm(
+        self,
+        request: _control_pb2.AlarmActionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_control_pb2.AlarmActionResponse, _abc.Awaitable[_control_pb2.AlarmActionResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def CloseAlarm(
+        self,
+        request: _control_pb2.AlarmActionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_control_pb2.AlarmActionResponse, _abc.Awaitable[_control_pb2.AlarmActionResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def EnergyReport(
+        self,
+        request: _control_pb2.EnergyReportRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_control_pb2.EnergyReportResponse, _abc.Awaitable[_control_pb2.EnergyReportResponse]]:
+        """kWh, burning hours, saving against the baseline; per commune and the city, or per lamp."""
+
+    @_abc_1.abstractmethod
+    def PutPlaybook(
+        self,
+        request: _control_pb2.PutPlaybookRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_control_pb2.PutPlaybookResponse, _abc.Awaitable[_control_pb2.PutPlaybookResponse]]:
+        """Crisis playbooks (admin or crisis role)."""
+
+    @_abc_1.abstractmethod
+    def ListPlaybooks(
+        self,
+        request: _control_pb2.ListPlaybooksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_control_pb2.ListPlaybooksResponse, _abc.Awaitable[_control_pb2.ListPlaybooksResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def StartPlaybook(
+        self,
+        request: _control_pb2.StartPlaybookRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_control_pb2.PlaybookRunResponse, _abc.Awaitable[_control_pb2.PlaybookRunResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ConfirmPlaybook(
+        self,
+        request: _control_pb2.PlaybookRunRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_control_pb2.PlaybookRunResponse, _abc.Awaitable[_control_pb2.PlaybookRunResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def EndPlaybook(
+        self,
+        request: _control_pb2.PlaybookRunRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_control_pb2.PlaybookRunResponse, _abc.Awaitable[_control_pb2.PlaybookRunResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetPlaybookRun(
+        self,
+        request: _control_pb2.PlaybookRunRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_control_pb2.PlaybookRunResponse, _abc.Awaitable[_control_pb2.PlaybookRunResponse]]: ...
+
+def add_OperationsServicer_to_server(servicer: OperationsServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -614,3 +614,28 @@ def test_backend_failure_is_one_alarm_and_the_drive_is_retried(
     lamp.check(clock.now())
     assert alarms(events) == [("driver_failure", "raised"), ("driver_failure", "cleared")]
     assert sim.relay_closed and sim.duty == 1.0
+
+
+def test_a_lit_lamp_is_reported_again_once_its_warm_up_is_over(
+    clock: ManualClock, events: Events
+) -> None:
+    # The bug of issue 12: the state sent right after switching on showed the driver's
+    # first milliseconds (6e-05 W for a 60 W lamp) and was never sent again.
+    lamp, _ = sim_controller(clock, events)
+    lamp.apply(100, "program:night")
+    clock.advance(0.000002)
+    lamp.check(clock.now())
+    first = lamp.state()
+    assert first.lamp.lit and first.lamp.active_power_w < 1.0
+    assert not lamp.report_due
+    clock.advance(30)
+    lamp.check(clock.now())
+    assert lamp.report_due
+    assert lamp.state().lamp.active_power_w == pytest.approx(60.0)
+    clock.advance(30)
+    lamp.check(clock.now())
+    assert not lamp.report_due  # steady: nothing new to report
+    lamp.apply(50, "program:night")
+    clock.advance(30)
+    lamp.check(clock.now())
+    assert lamp.report_due and lamp.state().lamp.active_power_w == pytest.approx(30.0)

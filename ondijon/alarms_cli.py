@@ -1,0 +1,346 @@
+"""``ondijon alarms|energy|playbook``: the control room's operations over the city.
+
+    ondijon alarms list [--commune C] [--type T] [--severity N] [--state S] [--json]
+    ondijon alarms watch [--commune C]
+    ondijon alarms ack ID [--comment TEXT]
+    ondijon alarms shelve ID --hours H
+    ondijon alarms assign ID --crew CREW
+    ondijon alarms close ID --note TEXT
+    ondijon energy --since YYYY-MM-DD [--until D] [--by commune|gateway|lamp|day] [--json]
+    ondijon playbook put FILE.json | list | start NAME [--confirm-by-second] | confirm RUN
+    ondijon playbook end RUN | show RUN
+
+Listings are tables with headers (``--json`` for the messages); text that came from a
+gateway or a caller is escaped before it reaches the terminal. Refusals are one line
+naming the field (exit 2), and nothing changed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import grpc
+from google.protobuf import json_format
+from google.protobuf.message import Message
+
+from foundation.escaping import escape
+from ondijon.admin import AdminError
+from protos.ondijon.v1 import control_pb2, control_pb2_grpc
+from provisioning.profile import Profile
+
+SEVERITY = {1: "warning", 2: "minor", 3: "major", 4: "critical"}
+
+
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    alarms = sub.add_parser("alarms", help="alarms as states: list, watch, ack, shelve, assign")
+    a_sub = alarms.add_subparsers(dest="alarms_command", required=True)
+    ls = a_sub.add_parser("list", help="open alarms, root causes first (flood control)")
+    ls.add_argument("--commune", default="")
+    ls.add_argument("--type", default="")
+    ls.add_argument("--gateway", default="")
+    ls.add_argument("--severity", type=int, default=0, help="at least 1..4 (warning..critical)")
+    ls.add_argument(
+        "--state",
+        default="open",
+        choices=["open", "closed", "all", "unacknowledged", "acknowledged", "cleared", "shelved"],
+    )
+    ls.add_argument("--root", type=int, default=0, help="the alarms grouped under this one")
+    ls.add_argument("--all", action="store_true", help="grouped alarms too")
+    ls.add_argument("--limit", type=int, default=100)
+    ls.add_argument("--json", action="store_true")
+    watch = a_sub.add_parser("watch", help="every change of an alarm, as it happens")
+    watch.add_argument("--commune", default="")
+    ack = a_sub.add_parser("ack", help="acknowledge, with a comment")
+    ack.add_argument("alarm_id", type=int)
+    ack.add_argument("--comment", default="")
+    shelve = a_sub.add_parser("shelve", help="out of the list and reminders for a while")
+    shelve.add_argument("alarm_id", type=int)
+    shelve.add_argument("--hours", type=float, required=True)
+    assign = a_sub.add_parser("assign", help="send a crew")
+    assign.add_argument("alarm_id", type=int)
+    assign.add_argument("--crew", required=True)
+    close = a_sub.add_parser("close", help="close with the repair note")
+    close.add_argument("alarm_id", type=int)
+    close.add_argument("--note", required=True)
+    for p in (ls, watch, ack, shelve, assign, close):
+        _profile(p)
+
+    energy = sub.add_parser("energy", help="kWh, burning hours and saving against the baseline")
+    energy.add_argument("--since", required=True, help="local day YYYY-MM-DD")
+    energy.add_argument("--until", default="", help="local day, inclusive (default: since)")
+    energy.add_argument("--by", default="commune", choices=["commune", "gateway", "lamp", "day"])
+    energy.add_argument("--commune", default="")
+    energy.add_argument("--gateway", default="")
+    energy.add_argument("--limit", type=int, default=1000)
+    energy.add_argument("--offset", type=int, default=0)
+    energy.add_argument("--json", action="store_true")
+    _profile(energy)
+
+    book = sub.add_parser("playbook", help="crisis playbooks (admin or crisis role)")
+    b_sub = book.add_subparsers(dest="playbook_command", required=True)
+    put = b_sub.add_parser("put", help="store a new version of a playbook (JSON file)")
+    put.add_argument("file", type=Path)
+    listing = b_sub.add_parser("list", help="the latest version of each playbook")
+    listing.add_argument("--json", action="store_true")
+    start = b_sub.add_parser("start", help="validate and start a playbook")
+    start.add_argument("name")
+    start.add_argument("--version", type=int, default=0)
+    start.add_argument(
+        "--confirm-by-second", action="store_true", help="wait for a second person's confirm"
+    )
+    for name, text in (
+        ("confirm", "confirm a run (a second person)"),
+        ("end", "end a run: every action cancelled, schedules resume"),
+        ("show", "a run and its progress per gateway"),
+    ):
+        p = b_sub.add_parser(name, help=text)
+        p.add_argument("run_id")
+    for p in (put, listing, start, *[b_sub.choices[n] for n in ("confirm", "end", "show")]):
+        _profile(p)
+    for p in (start, b_sub.choices["confirm"], b_sub.choices["end"], b_sub.choices["show"]):
+        p.add_argument("--json", action="store_true")
+
+
+def _profile(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--profile", type=Path, help="operator profile dir ($ONDIJON_PROFILE)")
+
+
+async def _call(profile: Profile, method: str, request: Message) -> Message:
+    async with profile.channel() as channel:
+        stub = control_pb2_grpc.OperationsStub(channel)
+        try:
+            result: Message = await getattr(stub, method)(request, timeout=30)
+        except grpc.aio.AioRpcError as exc:
+            raise AdminError.answered(exc.code().name, exc.details() or "") from None
+        return result
+
+
+def _when(ts: object) -> str:
+    if not getattr(ts, "seconds", 0):
+        return "-"
+    return f"{ts.ToDatetime():%Y-%m-%d %H:%M:%S}"  # type: ignore[attr-defined]
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """Columns aligned under their headers; every cell escaped."""
+    cells = [[escape(str(c)) for c in row] for row in rows]
+    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
+    return "\n".join(lines)
+
+
+def _json(message: Message) -> str:
+    return json_format.MessageToJson(
+        message, indent=2, preserving_proto_field_name=True, ensure_ascii=True
+    )
+
+
+def alarm_rows(alarms: Sequence[control_pb2.AlarmRecord]) -> str:
+    return table(
+        [
+            "ID",
+            "SEVERITY",
+            "STATE",
+            "COMMUNE",
+            "GATEWAY",
+            "DEVICE",
+            "TYPE",
+            "COUNT",
+            "GROUPS",
+            "LAST",
+            "CREW",
+        ],
+        [
+            (
+                a.alarm_id,
+                SEVERITY.get(a.severity, a.severity),
+                a.state,
+                a.commune,
+                a.gateway_id,
+                a.device_id or "-",
+                a.type,
+                a.count,
+                a.grouped or "",
+                _when(a.last_at),
+                a.assigned_to or "",
+            )
+            for a in alarms
+        ],
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    return asyncio.run(_run(args))
+
+
+async def _run(args: argparse.Namespace) -> int:
+    profile = Profile.load(args.profile)
+    if args.command == "alarms":
+        return await _alarms(profile, args)
+    if args.command == "energy":
+        response = await _call(
+            profile,
+            "EnergyReport",
+            control_pb2.EnergyReportRequest(
+                since=args.since,
+                until=args.until,
+                by=args.by,
+                commune=args.commune,
+                gateway_id=args.gateway,
+                limit=args.limit,
+                offset=args.offset,
+            ),
+        )
+        assert isinstance(response, control_pb2.EnergyReportResponse)
+        if args.json:
+            print(_json(response))
+            return 0
+        rows = [*response.rows, response.total]
+        print(
+            table(
+                [
+                    args.by.upper(),
+                    "LAMPS",
+                    "KWH",
+                    "BURNING_H",
+                    "BASELINE_KWH",
+                    "SAVING",
+                    "DAY_BURNERS",
+                    "DARK_AT_NIGHT",
+                ],
+                [
+                    (
+                        r.key,
+                        r.lamps,
+                        f"{r.kwh:.1f}",
+                        f"{r.burning_hours:.1f}",
+                        f"{r.baseline_kwh:.1f}",
+                        f"{100 * r.saving:.1f} %",
+                        r.day_burners,
+                        r.dark_at_night,
+                    )
+                    for r in rows
+                ],
+            )
+        )
+        return 0
+    return await _playbook(profile, args)
+
+
+async def _alarms(profile: Profile, args: argparse.Namespace) -> int:
+    what = args.alarms_command
+    if what == "list":
+        response = await _call(
+            profile,
+            "ListAlarms",
+            control_pb2.ListAlarmsRequest(
+                commune=args.commune,
+                type=args.type,
+                gateway_id=args.gateway,
+                min_severity=max(0, args.severity),
+                state=args.state,
+                root_id=max(0, args.root),
+                include_grouped=args.all,
+                limit=max(1, args.limit),
+            ),
+        )
+        assert isinstance(response, control_pb2.ListAlarmsResponse)
+        print(_json(response) if args.json else alarm_rows(response.alarms))
+        return 0
+    if what == "watch":
+        async with profile.channel() as channel:
+            stub = control_pb2_grpc.OperationsStub(channel)
+            try:
+                async for item in stub.WatchAlarms(
+                    control_pb2.WatchAlarmsRequest(commune=args.commune)
+                ):
+                    print(alarm_rows([item.alarm]).splitlines()[1], flush=True)
+            except grpc.aio.AioRpcError as exc:
+                raise AdminError.answered(exc.code().name, exc.details() or "") from None
+            except BrokenPipeError:
+                sys.stderr.close()
+        return 0
+    request = control_pb2.AlarmActionRequest(alarm_id=args.alarm_id)
+    if what == "ack":
+        method, request.text = "AcknowledgeAlarm", args.comment
+    elif what == "shelve":
+        method = "ShelveAlarm"
+        request.until.FromDatetime(datetime.now(UTC) + timedelta(hours=args.hours))
+    elif what == "assign":
+        method, request.crew = "AssignAlarm", args.crew
+    else:
+        method, request.text = "CloseAlarm", args.note
+    response = await _call(profile, method, request)
+    assert isinstance(response, control_pb2.AlarmActionResponse)
+    print(alarm_rows([response.alarm]))
+    return 0
+
+
+async def _playbook(profile: Profile, args: argparse.Namespace) -> int:
+    what = args.playbook_command
+    if what == "put":
+        try:
+            body = args.file.read_text(encoding="utf-8")
+            json.loads(body)
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise AdminError("file", f"{args.file}: {exc}") from None
+        put = await _call(profile, "PutPlaybook", control_pb2.PutPlaybookRequest(body=body))
+        assert isinstance(put, control_pb2.PutPlaybookResponse)
+        print(f"playbook {escape(put.name)} version {put.version} stored")
+        return 0
+    if what == "list":
+        listed = await _call(profile, "ListPlaybooks", control_pb2.ListPlaybooksRequest())
+        assert isinstance(listed, control_pb2.ListPlaybooksResponse)
+        if args.json:
+            print(_json(listed))
+        else:
+            print(
+                table(
+                    ["NAME", "VERSION", "TITLE"],
+                    [(p.name, p.version, p.title) for p in listed.playbooks],
+                )
+            )
+        return 0
+    if what == "start":
+        request: Message = control_pb2.StartPlaybookRequest(
+            name=args.name, version=args.version, require_confirmation=args.confirm_by_second
+        )
+        method = "StartPlaybook"
+    else:
+        request = control_pb2.PlaybookRunRequest(run_id=args.run_id)
+        method = {"confirm": "ConfirmPlaybook", "end": "EndPlaybook", "show": "GetPlaybookRun"}[
+            what
+        ]
+    run = await _call(profile, method, request)
+    assert isinstance(run, control_pb2.PlaybookRunResponse)
+    if args.json:
+        print(_json(run))
+        return 0
+    print(
+        f"run {escape(run.run_id)}: {escape(run.name)} v{run.version} {run.status} "
+        f"(started {_when(run.started_at)}, ends {_when(run.ends_at)})"
+    )
+    print(
+        table(
+            ["GATEWAY", "COMMUNE", "ACTION", "DEVICES", "STATUS", "DETAIL"],
+            [
+                (
+                    s.gateway_id,
+                    s.commune,
+                    s.action,
+                    ",".join(s.device_ids) or "all",
+                    s.status,
+                    s.detail,
+                )
+                for s in run.steps
+            ],
+        )
+    )
+    return 0

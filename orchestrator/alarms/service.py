@@ -1,0 +1,234 @@
+"""The alarm service: the thin shell around :mod:`domain.alarms`.
+
+- :meth:`AlarmService.on_events` runs inside the transaction that stores a gateway's
+  events (the ingest hook): each event the core classifies becomes an occurrence applied
+  to the open alarm of its key. An event is never stored without its alarm, and a replayed
+  batch (already stored) reaches no hook, so nothing is counted twice.
+- :meth:`AlarmService.sweep` runs every few seconds: a gateway silent for longer than
+  ``silent_after`` (no stream on any replica, last seen before) raises ``gateway.silent``,
+  cleared when it is back; unacknowledged alarms past ``reminder_delay`` get a reminder.
+- operators' actions (acknowledge, shelve, assign, close) are one read-modify-write each.
+
+Flood control: an alarm of a grouped type (a lamp's failure) opened while its gateway has
+an open root cause (mains lost, silent) is stored under it; a root cause opening groups the
+gateway's open lamp alarms; a root cause that closes lets what is still open stand alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from domain import alarms as core
+from domain.alarms import GATEWAY_SILENT, ROOT_TYPES, Alarm, Occurrence
+from orchestrator.store import alarms as sql
+from orchestrator.store.database import NewEvent, NotFound, Store
+from orchestrator.store.runner import StoreRunner
+from protos.ondijon.v1 import link_pb2
+
+log = logging.getLogger("ondijon.orchestrator.alarms")
+
+Connection = Any  # sqlalchemy.Connection, kept out of this layer's imports
+
+
+@dataclass(frozen=True)
+class AlarmSettings:
+    """Delays of the alarm service."""
+
+    # A gateway with no stream for this long (and not seen since) raises gateway.silent.
+    silent_after: timedelta = timedelta(minutes=5)
+    # An alarm unacknowledged this long is reminded, and again every such delay.
+    reminder_delay: timedelta = timedelta(minutes=15)
+    # How often the sweep runs.
+    sweep_s: float = 10.0
+
+
+def occurrences(gateway_id: str, events: Sequence[NewEvent]) -> list[Occurrence]:
+    """What a batch of stored events means for alarms."""
+    found: list[Occurrence] = []
+    for e in events:
+        if e.priority == link_pb2.EVENT_PRIORITY_METERING:
+            continue  # the bulk: never an alarm (no decode)
+        event = link_pb2.Event.FromString(e.payload)
+        for alarm_type, raised in core.classify(e.type, e.priority, event.attributes):
+            found.append(
+                Occurrence(gateway_id, e.device_id, alarm_type, raised, e.at, event.message[:1024])
+            )
+    return found
+
+
+def apply(
+    conn: Connection,
+    commune: str,
+    found: Sequence[Occurrence],
+    now: datetime,
+) -> list[int]:
+    """Apply occurrences of one gateway in order; the ids of the alarms written."""
+    if not found:
+        return []
+    current = sql.open_alarms(conn, [(o.gateway_id, o.device_id, o.type) for o in found])
+    ids: dict[tuple[str, str, str], int] = {k: s.id for k, s in current.items()}
+    state: dict[tuple[str, str, str], Alarm] = {k: s.alarm for k, s in current.items()}
+    roots: dict[str, int | None] = {}
+    written: list[int] = []
+    for occ in sorted(found, key=lambda o: o.at):
+        key = (occ.gateway_id, occ.device_id, occ.type)
+        before = state.get(key)
+        after = core.on_occurrence(before, occ)
+        if after is None or after == before:
+            continue
+        alarm_id = ids.get(key) if before is not None and before.open else None
+        if alarm_id is None and core.groups_under(after.type):
+            if occ.gateway_id not in roots:
+                roots[occ.gateway_id] = sql.open_root(conn, occ.gateway_id, ROOT_TYPES)
+            root = roots[occ.gateway_id]
+            if root is not None:
+                after = _with_root(after, root)
+        alarm_id = sql.save(conn, alarm_id, after, commune=commune, now=now)
+        written.append(alarm_id)
+        if after.open:
+            ids[key], state[key] = alarm_id, after
+        else:
+            ids.pop(key, None)
+            state.pop(key, None)
+        if core.is_root_type(after.type):
+            roots.pop(occ.gateway_id, None)
+            if before is None or not before.open:
+                sql.group(conn, occ.gateway_id, alarm_id, core.GROUPED_TYPES, now)
+            elif not after.open:
+                sql.ungroup(conn, alarm_id, now)
+    return written
+
+
+def _with_root(alarm: Alarm, root: int) -> Alarm:
+    from dataclasses import replace
+
+    return replace(alarm, root_id=root)
+
+
+class AlarmService:
+    """Alarms of this orchestrator: the ingest hook, the sweep and operators' actions."""
+
+    def __init__(
+        self,
+        runner: StoreRunner,
+        now: Callable[[], datetime],
+        settings: AlarmSettings | None = None,
+        *,
+        live_since: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.runner = runner
+        self.now = now
+        self.settings = settings or AlarmSettings()
+        self.live_since = live_since
+
+    @property
+    def store(self) -> Store:
+        return self.runner.store
+
+    # -- the ingest hook (inside the events' transaction) ---------------------------------
+
+    def on_events(
+        self, conn: Connection, gateway_id: str, events: Sequence[NewEvent], now: datetime
+    ) -> None:
+        found = occurrences(gateway_id, events)
+        if not found:
+            return
+        try:
+            commune = self.store.get_gateway(conn, gateway_id).commune
+        except NotFound:
+            commune = ""
+        apply(conn, commune, found, now)
+
+    # -- the sweep -------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Sweep forever (owned by the server's task set)."""
+        while True:
+            try:
+                await self.sweep()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("alarm sweep failed; trying again")
+            await asyncio.sleep(self.settings.sweep_s)
+
+    async def sweep(self) -> tuple[int, int]:
+        """Raise or clear ``gateway.silent`` and send reminders; (silent changes, reminders)."""
+        now = self.now()
+        live_since = self.live_since() if self.live_since else now - timedelta(seconds=30)
+        settings = self.settings
+        store = self.store
+
+        def silent(conn: Connection) -> int:
+            live = store.live_streams(conn, seen_since=live_since)
+            open_silent = {s.alarm.gateway_id: s for s in sql.open_of_type(conn, GATEWAY_SILENT)}
+            changes = 0
+            for g in store.list_gateways(conn):
+                if g.enrolled_at is None:
+                    continue
+                quiet = (
+                    g.gateway_id not in live
+                    and g.last_seen is not None
+                    and now - g.last_seen >= settings.silent_after
+                )
+                was = open_silent.get(g.gateway_id)
+                if quiet and (was is None or not was.alarm.active):
+                    message = f"no link since {g.last_seen:%Y-%m-%d %H:%M:%S} UTC"
+                    occ = Occurrence(g.gateway_id, "", GATEWAY_SILENT, True, now, message)
+                elif not quiet and was is not None and was.alarm.active:
+                    occ = Occurrence(g.gateway_id, "", GATEWAY_SILENT, False, now, "link back")
+                else:
+                    continue
+                changes += len(apply(conn, g.commune, [occ], now))
+            return changes
+
+        def remind(conn: Connection) -> int:
+            due = sql.awaiting_reminder(conn, now - settings.reminder_delay)
+            count = 0
+            for stored in due:
+                if core.reminder_due(stored.alarm, now, settings.reminder_delay):
+                    reminded = core.remind(stored.alarm, now)
+                    sql.save(conn, stored.id, reminded, commune=stored.commune, now=now)
+                    count += 1
+            return count
+
+        changes = await self.runner.write(silent)
+        reminders = await self.runner.write(remind)
+        return changes, reminders
+
+    # -- operators' actions ----------------------------------------------------------------
+
+    async def act(
+        self, alarm_id: int, action: Callable[[Alarm, datetime], Alarm]
+    ) -> sql.StoredAlarm | None:
+        """Apply ``action`` to the alarm (None if there is no such alarm); raises the core's
+        :class:`domain.alarms.AlarmError`, and then nothing is written."""
+        now = self.now()
+
+        def write(conn: Connection) -> sql.StoredAlarm | None:
+            stored = sql.get(conn, alarm_id)
+            if stored is None:
+                return None
+            after = action(stored.alarm, now)
+            sql.save(conn, alarm_id, after, commune=stored.commune, now=now)
+            if core.is_root_type(after.type) and not after.open:
+                sql.ungroup(conn, alarm_id, now)
+            return sql.get(conn, alarm_id)
+
+        return await self.runner.write(write)
+
+    async def find(self, alarm_id: int) -> sql.StoredAlarm | None:
+        return await self.runner.read(lambda c: sql.get(c, alarm_id))
+
+    async def page(self, query: sql.AlarmQuery) -> list[sql.StoredAlarm]:
+        return await self.runner.read(lambda c: sql.select(c, query))
+
+    async def changed_since(
+        self, since: datetime, communes: Sequence[str] | None
+    ) -> list[sql.StoredAlarm]:
+        return await self.runner.read(lambda c: sql.changed_since(c, since, communes))
