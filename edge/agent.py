@@ -65,6 +65,7 @@ from edge.firmware.launch import running_release
 from edge.firmware.notify import Notifier, watchdog_interval
 from edge.identity import Credentials
 from edge.link import GatewayLinkClient
+from edge.observe import AgentObserver, Readings
 from edge.renewal import Renewal
 from edge.storage.atomic import StorageRecovery
 from edge.storage.errors import DocumentRefusedError
@@ -100,7 +101,9 @@ PERSIST_INTERVAL_S = 60.0
 
 def make_clock(config: AgentConfig) -> Clock:
     if config.clock.mode == "simulated" and config.clock.start is not None:
-        return SimulatedClock(start=config.clock.start, speed=config.clock.speed)
+        return SimulatedClock(
+            start=config.clock.start, speed=config.clock.speed, origin=config.clock.origin
+        )
     return SystemClock()
 
 
@@ -299,6 +302,25 @@ class Agent:
 
     def device_states(self) -> list[state_pb2.DeviceState]:
         return [device.state() for device in self.devices]
+
+    def readings(self, *, ready: bool) -> Readings:
+        """What the agent shows its monitoring (edge.observe), read now."""
+        faults: dict[str, int] = {}
+        for state in self.device_states():
+            kind = state.WhichOneof("detail")
+            if kind is not None and list(getattr(getattr(state, kind), "faults", [])):
+                faults[kind] = faults.get(kind, 0) + 1
+        oldest_us = self.outbox.oldest_recorded_us()
+        age = self.clock.now().timestamp() - oldest_us / 1e6 if oldest_us else 0.0
+        return Readings(
+            ready=ready,
+            outbox_events={p.name.lower(): n for p, n in self.outbox.pending_by_priority().items()},
+            oldest_age_s=max(0.0, age),
+            last_sync=self.link.status.last_sync,
+            connected=self.link.status.connected.is_set(),
+            device_faults=faults,
+            clock_trusted=self.timekeeper.trusted,
+        )
 
     async def on_connected(self, channel: grpc.aio.Channel, credentials: Credentials) -> None:
         self.firmware.on_connected()
@@ -857,15 +879,21 @@ async def run_agent(config: AgentConfig) -> None:
         await stop.wait()
         raise _Stopped
 
+    started = False
+
+    def ready() -> None:
+        nonlocal started
+        started = True
+        notifier.ready(f"running {config.gateway_id} {agent.firmware_version}")
+
     try:
         async with asyncio.TaskGroup() as group:
-            group.create_task(
-                agent.run(
-                    ready=lambda: notifier.ready(
-                        f"running {config.gateway_id} {agent.firmware_version}"
-                    )
+            group.create_task(agent.run(ready=ready))
+            if config.observe_listen:
+                observer = AgentObserver(
+                    config.observe_listen, lambda: agent.readings(ready=started)
                 )
-            )
+                group.create_task(observer.run(), name="observe")
             if interval:
                 group.create_task(_keep_watchdog(notifier, interval))
             group.create_task(until_stopped())

@@ -33,6 +33,7 @@ from google.protobuf import json_format, timestamp_pb2
 
 from domain import documents
 from domain.documents import KINDS
+from foundation.clock import Clock
 from foundation.errors import split_field
 from foundation.escaping import escape
 from ondijon.client import AdminClient, AdminError
@@ -448,10 +449,18 @@ def override_command(
     signal_mode: int = 0,
     signal_plan: str = "",
     now: datetime | None = None,
+    clock: Clock | None = None,
 ) -> link_pb2.Command:
-    """A command carrying a new override of ``kind`` devices, ending after ``minutes``."""
-    start = now or datetime.now(UTC)
+    """A command carrying a new override of ``kind`` devices, ending after ``minutes``.
+
+    The override is timed on ``clock``, the street's (the profile's: a demo's simulated
+    clock). The command's delivery deadline is checked by the orchestrator on its own clock
+    and by the agent on the street's: it is the later of the override's end on each, so the
+    command arrives alive on both."""
+    real = now or datetime.now(UTC)
+    start = clock.now() if clock is not None else real
     end = start + _minutes(minutes)
+    deliver_by = max(end, real + _minutes(minutes))
     override = schedule_pb2.Override(
         id=uuid.uuid4().hex[:12],
         start=_ts(start),
@@ -463,17 +472,19 @@ def override_command(
         signal_mode=signal_mode,  # type: ignore[arg-type]
         signal_plan=signal_plan,
     )
-    return link_pb2.Command(command_id=uuid.uuid4().hex, expires_at=_ts(end), override=override)
+    return link_pb2.Command(
+        command_id=uuid.uuid4().hex, expires_at=_ts(deliver_by), override=override
+    )
 
 
 def lamp_override(
-    level: int, minutes: float, priority: int, devices: list[str]
+    level: int, minutes: float, priority: int, devices: list[str], *, clock: Clock | None = None
 ) -> link_pb2.Command:
     """A command forcing ``devices`` (every lamp when empty) to ``level`` % for ``minutes``."""
     if not 0 <= level <= 100:
         raise AdminError("--level", f"must be 0 (off) to 100 %, got {level}")
     return override_command(
-        schedule_pb2.DEVICE_KIND_LAMP, minutes, priority, devices, lamp_level=level
+        schedule_pb2.DEVICE_KIND_LAMP, minutes, priority, devices, lamp_level=level, clock=clock
     )
 
 
@@ -512,7 +523,9 @@ def _targets(devices: list[str] | None, every: str) -> str:
 
 
 async def lamp_override_command(client: AdminClient, args: argparse.Namespace) -> int:
-    command = lamp_override(args.level, args.minutes, args.priority, args.device or [])
+    command = lamp_override(
+        args.level, args.minutes, args.priority, args.device or [], clock=client.profile.clock
+    )
     outcome = await send(client, args.gateway_id, command, args.wait)
     print(
         f"override {command.override.id} on {escape(args.gateway_id)}: "
@@ -525,7 +538,8 @@ async def lamp_override_command(client: AdminClient, args: argparse.Namespace) -
 async def bollard_command(client: AdminClient, args: argparse.Namespace) -> int:
     if not 0 < args.within <= MAX_OVERRIDE_MINUTES:
         raise AdminError("--within", f"must be more than 0 and at most 7 days, got {args.within:g}")
-    expires = datetime.now(UTC) + timedelta(minutes=args.within)
+    # Checked by the orchestrator on its clock and by the agent on the street's (a demo's).
+    expires = max(datetime.now(UTC), client.profile.clock.now()) + timedelta(minutes=args.within)
     command = link_pb2.Command(
         command_id=uuid.uuid4().hex,
         expires_at=_ts(expires),
@@ -549,6 +563,7 @@ async def _signal_override(
         args.device or [],
         signal_mode=mode,
         signal_plan=plan,
+        clock=client.profile.clock,
     )
     outcome = await send(client, args.gateway_id, command, args.wait)
     print(

@@ -40,9 +40,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import msgspec
+
 from foundation.clock import SystemClock
 from foundation.errors import FieldError
 from foundation.escaping import escape
+from foundation.logs import LogSettings
+from foundation.logs import configure as configure_logging
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -161,6 +165,7 @@ def _run(args: argparse.Namespace) -> int:
         from orchestrator.config import OrchestratorConfig
 
         config = OrchestratorConfig.load(args.config)
+        _configure_logging(config.log, args.verbose)
         if args.orchestrator_command == "migrate":
             from orchestrator.store.database import Store
 
@@ -175,6 +180,7 @@ def _run(args: argparse.Namespace) -> int:
         from edge.config import AgentConfig
 
         agent_config = AgentConfig.load(args.config)
+        _configure_logging(agent_config.log, args.verbose)
         if args.edge_command == "enroll":
             from edge.identity import enroll
 
@@ -209,6 +215,13 @@ def _run(args: argparse.Namespace) -> int:
 
         return run_admin(args)
     raise AssertionError(args.command)
+
+
+def _configure_logging(settings: LogSettings, verbose: bool) -> None:
+    """The ``[log]`` table of the configuration just read (``-v`` keeps debug)."""
+    if verbose:
+        settings = msgspec.structs.replace(settings, level="debug")
+    configure_logging(settings)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

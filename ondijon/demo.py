@@ -5,6 +5,12 @@ processes, each enrolled with its own one-time token and talking mutual TLS on l
 equipment runs on gpiozero's mock pins and the simulated backends, under a simulated clock
 that runs a night in minutes. It pushes a lighting program through the admin API and
 prints the fleet converging until Ctrl-C, which stops every process cleanly.
+
+The demo's directory is its own: it is created with a marker file (:data:`MARKER`) and a
+rerun wipes it only when the marker is there; a directory holding anything else is
+refused. The agents share one simulated clock (same start, speed and real origin), and the
+demo's operator profile names it, so a command typed against the demo
+(``ondijon command override``) is timed on the street's clock, not the real one.
 """
 
 from __future__ import annotations
@@ -24,13 +30,16 @@ from zoneinfo import ZoneInfo
 
 from edge.config import AgentConfig
 from edge.identity import enroll
+from foundation.errors import FieldError
 from ondijon.client import AdminClient
 from orchestrator.config import OrchestratorConfig
 from orchestrator.identity.operators import add_operator, set_console_password
 from protos.ondijon.v1 import control_pb2, link_pb2, schedule_pb2, signal_pb2, state_pb2
 from provisioning.ca import CertificateAuthority
-from provisioning.profile import Profile
+from provisioning.profile import Profile, ProfileClock
 from provisioning.totp import code_at
+
+MARKER = ".ondijon-demo"
 
 TZ = "Europe/Paris"
 DEMO_PASSWORD = "demo-control-room"  # noqa: S105 (a local demo, printed on screen)
@@ -105,6 +114,36 @@ def signal_plans() -> signal_pb2.SignalPlans:
     )
 
 
+class DemoError(FieldError):
+    """The demo cannot run as asked; nothing was changed."""
+
+
+def prepare_directory(root: Path) -> None:
+    """Make ``root`` the demo's own, empty directory: wiped when an earlier demo made it
+    (it holds :data:`MARKER`), created when missing; refused when it holds anything else."""
+    if root.is_symlink() or (root.exists() and not root.is_dir()):
+        raise DemoError("--dir", f"{root} exists and is not a directory the demo made")
+    if root.exists():
+        if (root / MARKER).is_file():
+            shutil.rmtree(root)
+        elif any(root.iterdir()):
+            raise DemoError(
+                "--dir",
+                f"{root} is not empty and was not made by the demo (no {MARKER} in it); "
+                "the demo wipes its directory on every run: choose another --dir",
+            )
+    root.mkdir(parents=True, exist_ok=True)
+    (root / MARKER).write_text(
+        "Made by `ondijon demo`: the next run of the demo wipes this directory.\n"
+    )
+
+
+def demo_clock(now: datetime, speed: float) -> ProfileClock:
+    """The demo's street clock: today 16:50 at the sites, read at ``now`` (real time)."""
+    start = now.astimezone(ZoneInfo(TZ)).replace(hour=16, minute=50, second=0, microsecond=0)
+    return ProfileClock(start=start, speed=speed, origin=now)
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -155,8 +194,7 @@ def _agent_toml(
     extra: str,
     address: str,
     enroll_address: str,
-    start: datetime,
-    speed: float,
+    clock: ProfileClock,
 ) -> str:
     lamps = "\n".join(
         f'[[lamps]]\nid = "{gateway_id}-lamp-{i:02d}"\nbackend = "simulated"\nnominal_power_w = 60'
@@ -187,8 +225,9 @@ time_zone = "{TZ}"
 
 [clock]
 mode = "simulated"
-start = "{start.isoformat()}"
-speed = {speed}
+start = "{clock.start.isoformat()}"
+speed = {clock.speed}
+origin = "{clock.origin.isoformat()}"
 
 {lamps}
 
@@ -258,10 +297,9 @@ async def _status(profile: Profile, desired_version: int) -> str:
 
 
 async def _demo(root: Path, speed: float, seconds: float, with_city: bool = False) -> None:
-    if root.exists():
-        shutil.rmtree(root)
-    root.mkdir(parents=True)
+    prepare_directory(root)
     now = datetime.now(UTC)
+    print(f"creating a certificate authority in {root}/ca ...", flush=True)
     CertificateAuthority.init(root / "ca", now=now)
     port, enroll_port, console_port = _free_port(), _free_port(), _free_port()
     (root / "orchestrator.toml").write_text(
@@ -284,7 +322,10 @@ async def _demo(root: Path, speed: float, seconds: float, with_city: bool = Fals
     # The web console's demo login: a password and a TOTP secret for any authenticator app
     # (or `python -m provisioning.totp SECRET` for the current code).
     secret = set_console_password(config, name="control-room", password=DEMO_PASSWORD, now=now)
-    print(f"CA, orchestrator config and an admin profile in {root}/")
+    clock = demo_clock(now, speed)
+    Profile.set_clock(root / "profile", clock)
+    print(f"CA, orchestrator config and an admin profile in {root}/", flush=True)
+    print("starting the orchestrator (SQLite store, mutual TLS) ...", flush=True)
     processes = [
         _spawn(
             ["orchestrator", "serve", "--config", str(root / "orchestrator.toml")],
@@ -294,16 +335,15 @@ async def _demo(root: Path, speed: float, seconds: float, with_city: bool = Fals
     try:
         await _wait_port(port)
         await _wait_port(enroll_port)
-        print(f"orchestrator up: mutual TLS on :{port}, enrollment on :{enroll_port}")
+        print(f"orchestrator up: mutual TLS on :{port}, enrollment on :{enroll_port}", flush=True)
         await _wait_port(console_port)
         print(
             f"console: https://localhost:{console_port}/ (certificate from {root}/ca/root.pem)\n"
             f"  sign in as control-room, password {DEMO_PASSWORD!r}, TOTP secret {secret}\n"
             f"  code now {code_at(secret, time.time())}; the next ones: "
-            f".venv/bin/python -m provisioning.totp {secret}"
+            f".venv/bin/python -m provisioning.totp {secret}",
+            flush=True,
         )
-        local = ZoneInfo(TZ)
-        start = datetime.now(local).replace(hour=16, minute=50, second=0, microsecond=0)
         for gateway_id, commune, lat, lon, extra in CABINETS:
             added = await AdminClient(profile).add_gateway(
                 control_pb2.AddGatewayRequest(
@@ -325,8 +365,7 @@ async def _demo(root: Path, speed: float, seconds: float, with_city: bool = Fals
                     extra,
                     address,
                     f"localhost:{enroll_port}",
-                    start,
-                    speed,
+                    clock,
                 )
             )
             await enroll(AgentConfig.load(path), added.enrollment_token)
@@ -334,7 +373,8 @@ async def _demo(root: Path, speed: float, seconds: float, with_city: bool = Fals
                 _spawn(["edge", "run", "--config", str(path)], root / f"{gateway_id}.log")
             )
             print(
-                f"cabinet {gateway_id} ({commune}) enrolled with its one-time token, agent started"
+                f"cabinet {gateway_id} ({commune}) enrolled with its one-time token, agent started",
+                flush=True,
             )
         if with_city:
             await _add_generated_city(profile)
@@ -359,8 +399,11 @@ async def _demo(root: Path, speed: float, seconds: float, with_city: bool = Fals
         print(
             f"program v{version} pushed through the admin API: lamps on at civil dusk, 50 % from "
             "23:00, off at sunrise; the crossing flashes amber 23:00-05:30; the bollard is down "
-            f"for deliveries 05:30-11:00.\nSimulated clocks start at {start:%H:%M} and run "
-            f"x{speed:g}. Ctrl-C stops everything.\n"
+            f"for deliveries 05:30-11:00.\nSimulated clocks start at "
+            f"{clock.start.astimezone(ZoneInfo(TZ)):%H:%M} and run x{speed:g}. In another shell: "
+            f"export ONDIJON_PROFILE={root / 'profile'} and try `ondijon gateway list`.\n"
+            "Ctrl-C stops everything.\n",
+            flush=True,
         )
         deadline = asyncio.get_running_loop().time() + seconds if seconds else None
         while deadline is None or asyncio.get_running_loop().time() < deadline:

@@ -46,6 +46,7 @@ from orchestrator.ingest.hub import Hub
 from orchestrator.ingest.link import GatewayLinkService
 from orchestrator.ingest.readiness import Readiness
 from orchestrator.ingest.routing import Router
+from orchestrator.metrics import Metrics
 from orchestrator.playbooks.service import PlaybookService
 from orchestrator.store.runner import StoreRunner
 from provisioning.ca import CertificateAuthority
@@ -77,6 +78,7 @@ class Orchestrator:
     control: ControlCentreService
     city: CityService
     campaigns_api: CampaignsService
+    metrics: Metrics
     # Alarms (their sweep is started by the server) and the control room's operations.
     alarms: AlarmService
     operations: OperationsService
@@ -100,8 +102,10 @@ def build(
     replica: str,
     health_servicer: Any,
     campaign_tick_s: float = 10.0,
+    metrics: Metrics | None = None,
 ) -> Orchestrator:
     """Every service of one orchestrator process, wired; nothing started yet."""
+    metrics = metrics or Metrics()
     live_rates = LiveRates()
     audit = Auditor(runner, clock)
     certificates = Certificates(runner, clock, audit)
@@ -148,6 +152,7 @@ def build(
             certificate_days=config.gateway_certificate_days,
             allow_enroll=allow_enroll,
             allow_renew=allow_renew,
+            metrics=metrics,
         )
 
     control = ControlCentreService(
@@ -204,7 +209,7 @@ def build(
         readiness=Readiness(runner, hub, health_servicer),
         campaigns=campaigns,
         gate=gate,
-        admission=Admission(certificates, live_rates, hub.take_closing),
+        admission=Admission(certificates, live_rates, hub.take_closing, metrics=metrics),
         link=GatewayLinkService(
             runner=runner,
             clock=clock,
@@ -214,6 +219,7 @@ def build(
             router=router,
             delivery=delivery,
             firmware=campaigns,
+            metrics=metrics,
             event_hooks=(alarms.on_events, energy.on_events),
         ),
         control=control,
@@ -225,6 +231,7 @@ def build(
             deliver=GroupDelivery(hub=hub, router=router, delivery=delivery),
         ),
         campaigns_api=campaigns_api,
+        metrics=metrics,
         alarms=alarms,
         operations=OperationsService(
             clock=clock,
