@@ -36,7 +36,7 @@ from edge.bench.inventory import Inventory, agent_equipment, to_toml
 from edge.bench.report import Record, pin_events
 from edge.bench.street import Lantern, SimulatedStreet
 from edge.config import AgentConfig
-from edge.equipment.sim.bollard import ClockedMockFactory, ClockedMockPin
+from edge.equipment.sim.bollard import BollardPost, ClockedMockFactory, ClockedMockPin
 from edge.equipment.sim.crossing import SimulatedSignalController
 from edge.equipment.sim.lantern import clocked_pwm_factory
 from edge.storage.state import AgentState
@@ -196,6 +196,10 @@ class Street:
     def measure(self, name: str, value: float, **limits: Any) -> None:
         """Record a measurement with its limits; out of them fails the scenario."""
         self.record.measure(name, value, **limits)
+
+    def bollard(self, index: int = 0) -> BollardPost:
+        """The post the street plays behind the ``index``-th bollard's pins."""
+        return self.street.posts[self.inventory.bollards[index].id]
 
     def crossing(self, index: int = 0) -> SimulatedSignalController:
         """The simulated signal controller the agent's ``index``-th controller talks to."""
