@@ -17,7 +17,8 @@ gateway, on ``aiomqtt`` 2.x (paho-mqtt 2) in the agent's event loop:
   ``fieldbus.refused`` event naming the node, field and reason, and nothing else changes:
   its last valid state stands;
 - a node that is not configured as a lamp is recorded once (``fieldbus.unknown_node``);
-- a lost broker is retried with backoff (1 s doubling to 30 s) on the agent's clock.
+- a lost broker is retried with backoff (1 s doubling to 30 s, from 1 s again after a
+  connection that worked) on the agent's clock.
 
 The lamps themselves are :class:`edge.equipment.lamp.fieldbus.FieldbusLamp` drivers that
 read :meth:`FieldBus.node` and call :meth:`FieldBus.command`.
@@ -180,6 +181,7 @@ class FieldBus:
         """Stay connected until cancelled, reconnecting with backoff."""
         backoff = FIRST_BACKOFF_S
         while True:
+            connections = self.connections
             try:
                 await self._session()
             except* aiomqtt.MqttError as group:
@@ -189,6 +191,8 @@ class FieldBus:
             finally:
                 self._client = None
                 self.connected.clear()
+            if self.connections > connections:
+                backoff = FIRST_BACKOFF_S  # it was connected: a new outage starts afresh
             await self._clock.sleep(backoff)
             backoff = min(backoff * 2, MAX_BACKOFF_S)
 
@@ -262,8 +266,11 @@ class FieldBus:
             self._wake.clear()
             if self._heartbeat_due or self._dirty or self._programs_due:
                 continue
+            # Not asyncio.wait_for: on Python 3.11 a stop (cancellation) that comes in the
+            # iteration the wake-up does is dropped, and the agent's stop never ends.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=HEARTBEAT_S)
+                async with asyncio.timeout(HEARTBEAT_S):
+                    await self._wake.wait()
 
     async def _publish(
         self, client: aiomqtt.Client, topic: str, payload: bytes, *, qos: int, retain: bool = False
