@@ -50,6 +50,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,7 @@ from link_bench import CONNECT, ceiling_figures, devices_blob, encode_state
 
 from orchestrator.ingest.devices import COMPACT_EVERY
 from protos.ondijon.v1 import link_pb2
+from provisioning.identity import Identity, Role
 
 DEFAULT_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 DRAIN_S = 10.0
@@ -195,6 +197,45 @@ def load_process(
     devices: int,
 ) -> None:
     asyncio.run(_load(pipe, root, gateways, devices))
+
+
+# -- the gRPC floor: a bare servicer that only reads and acknowledges ----------------------
+
+
+def floor_server(port: int, key: bytes, chain: bytes, root: bytes, ready: Any) -> None:
+    """A GatewayLink that does nothing but decode each report and acknowledge it, over the
+    same mutual TLS: what any Python gRPC service pays per message before doing any work."""
+
+    async def serve() -> None:
+        async def connect(requests: Any, context: Any) -> Any:
+            async for raw in requests:
+                request = link_pb2.ConnectRequest.FromString(raw)
+                body = request.WhichOneof("body")
+                if body == "hello":
+                    reply = link_pb2.ConnectResponse(welcome=link_pb2.Welcome(gateway_id="x"))
+                elif body == "state":
+                    ack = link_pb2.StateAck(batch_id=request.state.batch_id)
+                    reply = link_pb2.ConnectResponse(state_ack=ack)
+                else:
+                    continue
+                await context.write(reply)
+
+        server = grpc.aio.server(options=[("grpc.max_receive_message_length", 4 << 20)])
+        handler = grpc.stream_stream_rpc_method_handler(
+            connect,
+            request_deserializer=lambda b: b,
+            response_serializer=link_pb2.ConnectResponse.SerializeToString,
+        )
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler("ondijon.v1.GatewayLink", {"Connect": handler}),)
+        )
+        credentials = grpc.ssl_server_credentials([(key, chain)], root, True)
+        server.add_secure_port(f"127.0.0.1:{port}", credentials)
+        await server.start()
+        ready.set()
+        await server.wait_for_termination()
+
+    asyncio.run(serve())
 
 
 # -- the orchestrator's CPU, by thread ------------------------------------------------------
@@ -512,6 +553,11 @@ def main() -> int:
         "--loads", help="comma-separated offered loads to measure, instead of the curve"
     )
     parser.add_argument("--no-ceiling", action="store_true")
+    parser.add_argument(
+        "--peer",
+        action="store_true",
+        help="the gRPC floor instead of the orchestrator: a bare servicer, same TLS and load",
+    )
     parser.add_argument("--json", action="store_true", help="print figures as JSON too")
     args = parser.parse_args()
     if args.replicas > 1 and not args.postgres:
@@ -523,25 +569,47 @@ def main() -> int:
         return measure(args, work, store_url)
 
 
+def start_floor(city: BenchCity, ctx: Any) -> Any:
+    now = datetime.now(UTC)
+    key, issued = city.ca.issue_keypair(
+        Identity(Role.ORCHESTRATOR, "floor"),
+        now=now,
+        lifetime=timedelta(days=1),
+        dns_names=("localhost",),
+    )
+    ready = ctx.Event()
+    proc = ctx.Process(
+        target=floor_server, args=(city.port, key, issued.chain_pem, city.ca.root_pem, ready)
+    )
+    proc.start()
+    ready.wait(60)
+    return proc
+
+
 def measure(args: argparse.Namespace, work: Path, store_url: str | None) -> int:
     city = BenchCity.build(work, args.gateways, "curve", store_url)
+    ctx = multiprocessing.get_context("spawn")
     # py-spy cannot attach to a running process in every container: it starts the server.
     spy = [_py_spy(), "record", "-f", "raw", "-o", str(work / "profile-py-spy.txt")]
     spy += ["-r", "100", "--nonblocking", "--threads", "--"]
-    servers = [city.start_orchestrator(spy if args.profile == "py-spy" else ())]
+    if args.peer:
+        servers = [start_floor(city, ctx)]
+    else:
+        servers = [city.start_orchestrator(spy if args.profile == "py-spy" else ())]
     ports = [city.port]
     for i in range(1, args.replicas):
         server, port = city.start_replica(i)
         servers.append(server)
         ports.append(port)
     store = "PostgreSQL" if store_url else "SQLite"
+    if args.peer:
+        store = "no store: the gRPC floor (decode and acknowledge only)"
     print(
         f"{args.gateways} gateways on {args.replicas} orchestrator process(es), {store}, "
         f"{args.devices} device states per report; {os.cpu_count()} cores shared with "
         f"{args.procs} load processes",
         flush=True,
     )
-    ctx = multiprocessing.get_context("spawn")
     pipes, loaders = [], []
     try:
         gateways = [
@@ -591,7 +659,10 @@ def measure(args: argparse.Namespace, work: Path, store_url: str | None) -> int:
             loader.join(timeout=30)
         for server in servers:
             server.terminate()
-            server.wait(timeout=30)
+            if args.peer:
+                server.join(timeout=30)
+            else:
+                server.wait(timeout=30)
 
     figures: dict[str, Any] = {
         "replicas": args.replicas,
