@@ -1,0 +1,107 @@
+"""The last gate before anything is published: no personal data leaves.
+
+:func:`scan` looks at one exported file for names of fields that carry personal data
+(access-list entries, badges, plates, operators, authors of commands, callers, addresses,
+free text) and for values shaped like personal data (e-mail addresses, French phone
+numbers, number plates old and new, IP addresses, badge-like hexadecimal codes). The
+export refuses to write anything when it finds one, and the tests run it, with personal
+data planted in the store, over every file of every export.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from foundation.errors import FieldError
+
+
+class PrivacyError(FieldError):
+    """An export would publish personal data; ``field`` names the file and the place."""
+
+
+# Field names (JSON keys, CSV headers) that carry, or could carry, personal data.
+FORBIDDEN_FIELD = re.compile(
+    r"(access.?list|badge|plate|immatricul|operator|author|created.?by|issued.?by|"
+    r"requested.?by|acknowledged.?by|assigned.?to|closed.?by|ended.?by|confirmed.?by|"
+    r"uploaded.?by|actor|e.?mail|phone|t[eé]l[eé]phone|address|caller|reporter|"
+    r"^ip$|ip.?address|passage|comment|note|message|serial|token|user|password|name.?of)",
+    re.IGNORECASE,
+)
+PATTERNS: dict[str, re.Pattern[str]] = {
+    "e-mail address": re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+"),
+    "phone number": re.compile(r"(?<![\d.])(?:\+33\s?|0)[1-9](?:[\s.-]?\d{2}){4}(?![\d.])"),
+    "number plate": re.compile(r"\b[A-HJ-NP-TV-Z]{2}-?\d{3}-?[A-HJ-NP-TV-Z]{2}\b"),
+    "old number plate": re.compile(r"\b\d{1,4} [A-Z]{1,3} (?:\d{2}|2A|2B)\b"),
+    "IP address": re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}\b"),
+    "badge code": re.compile(r"\b(?=[0-9A-Fa-f]*[A-Fa-f])(?=[0-9A-Fa-f]*\d)[0-9A-Fa-f]{8,}\b"),
+}
+# Keys of our own that the field check must not mistake (the dataset's dictionary).
+ALLOWED_FIELDS = frozenset({"name", "title", "description", "vcard:hasEmail"})
+
+
+@dataclass(frozen=True)
+class Finding:
+    file: str
+    where: str
+    what: str
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.where}: {self.what}"
+
+
+def scan(
+    file: str, data: bytes, *, allowed_values: Iterable[str] = (), planted: Iterable[str] = ()
+) -> list[Finding]:
+    """What in ``data`` looks personal. ``allowed_values``: text published on purpose (the
+    publisher's contact address); ``planted``: exact values known to be personal (tests)."""
+    text = data.decode("utf-8")
+    allowed = [v for v in allowed_values if v]
+    findings: list[Finding] = []
+    keys: list[str] = []
+    if file.endswith((".json", ".geojson", ".jsonld")):
+        _keys(json.loads(text), keys)
+        where = "key"
+    elif file.endswith(".csv"):
+        keys = text.split("\r\n", 1)[0].split(",")
+        where = "column"
+    for key in keys:
+        if (
+            key not in ALLOWED_FIELDS
+            and FORBIDDEN_FIELD.search(key)
+            and not file.startswith("schemas/")
+        ):
+            findings.append(Finding(file, f"{where} {key!r}", "a field that carries personal data"))
+    cleaned = text
+    for value in allowed:
+        cleaned = cleaned.replace(value, " ")
+    for what, pattern in PATTERNS.items():
+        for m in pattern.finditer(cleaned):
+            findings.append(Finding(file, f"offset {m.start()}", f"{what} {m.group()!r}"))
+            break
+    for value in planted:
+        if value and value in text:
+            findings.append(Finding(file, "content", f"planted personal value {value!r}"))
+    return findings
+
+
+def check(files: dict[str, bytes], *, allowed_values: Iterable[str] = ()) -> None:
+    """Raise :class:`PrivacyError` naming the first finding, if any."""
+    allowed = list(allowed_values)
+    for name, data in files.items():
+        found = scan(name, data, allowed_values=allowed)
+        if found:
+            raise PrivacyError(f"{found[0].file}: {found[0].where}", found[0].what)
+
+
+def _keys(value: Any, out: list[str]) -> None:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            out.append(str(k))
+            _keys(v, out)
+    elif isinstance(value, list):
+        for v in value:
+            _keys(v, out)
