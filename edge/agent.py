@@ -26,9 +26,9 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -38,7 +38,6 @@ from domain.schedule.errors import ScheduleError
 from domain.schedule.evaluator import Decision, evaluate
 from domain.schedule.fallback import unknown_time_lamps
 from domain.schedule.model import (
-    BollardSetting,
     DeviceKind,
     Override,
     Schedule,
@@ -48,22 +47,18 @@ from domain.schedule.model import (
 from domain.schedule.wire import override_from_proto
 from domain.signals.plans import SignalPlanError, SignalPlans
 from edge.config import AgentConfig
-from edge.equipment.bollard.controller import (
-    BollardController,
-    open_bollard_driver,
-    target_from_setting,
-)
+from edge.equipment.bollard.controller import BollardController, target_from_setting
 from edge.equipment.bollard.latches import LatchFile
 from edge.equipment.bollard.rules import Mode
-from edge.equipment.cabinet.monitor import CabinetMonitor, connect_cabinet
-from edge.equipment.lamp.controller import LampController, LampCounters, connect_lamp
+from edge.equipment.cabinet.monitor import CabinetMonitor
+from edge.equipment.device import BOLLARD, LAMP, SIGNAL, Device
+from edge.equipment.lamp.controller import LampController, LampCounters
+from edge.equipment.lamp.device import LampDevice
 from edge.equipment.metering import QuarterHourMeter
-from edge.equipment.signal.controller import (
-    SignalController,
-    SignalDriverError,
-    build_driver,
-)
+from edge.equipment.registry import Context, Equipment, open_equipment
+from edge.equipment.signal.controller import SignalController, SignalDriverError
 from edge.events import EquipmentEvent, Priority
+from edge.fieldbus.gateway import gateway_password
 from edge.firmware.agent_side import AgentFirmware
 from edge.firmware.boot import HealthCheck
 from edge.firmware.launch import running_release
@@ -118,6 +113,9 @@ def default_clock_sync(config: AgentConfig, clock: Clock) -> ClockSync:
     return RealTimeClock()
 
 
+# The kinds the schedule engine decides for, by the device's kind.
+_SCHEDULED = {LAMP: DeviceKind.LAMP, BOLLARD: DeviceKind.BOLLARD, SIGNAL: DeviceKind.SIGNAL}
+
 _BOLLARD_MODES = {
     link_pb2.BOLLARD_ACTION_EMERGENCY_LOWER: Mode.HELD_DOWN,
     link_pb2.BOLLARD_ACTION_HOLD_DOWN: Mode.HELD_DOWN,
@@ -125,30 +123,6 @@ _BOLLARD_MODES = {
     link_pb2.BOLLARD_ACTION_AUTOMATIC: Mode.AUTOMATIC,
     link_pb2.BOLLARD_ACTION_RELEASE_EMERGENCY: Mode.AUTOMATIC,
 }
-
-
-class _Reporting(Protocol):
-    def state(self) -> state_pb2.DeviceState: ...
-
-
-class _DeviceSink:
-    """Records a device's events and reports its new state along with each one."""
-
-    def __init__(self, agent: Agent) -> None:
-        self.agent = agent
-        self.device: _Reporting | None = None
-
-    def __call__(self, event: EquipmentEvent, /) -> None:
-        self.agent.record(event)
-        if self.device is not None:
-            self.agent.link.state_changed(self.device.state())
-
-
-@dataclass
-class _Lamp:
-    controller: LampController
-    decided: tuple[int, str] | None = None
-    persisted: LampCounters = field(default_factory=LampCounters)
 
 
 class Agent:
@@ -209,13 +183,11 @@ class Agent:
         self._wake = asyncio.Event()
         self.schedule: Schedule | None = None
         self.overrides: list[Override] = []
-        self.lamps: list[_Lamp] = []
-        self.bollards: list[BollardController] = []
-        self.signals: list[SignalController] = []
-        self._signal_decisions: dict[str, tuple[str | None, SignalMode | None, str]] = {}
-        self._bollard_decisions: dict[str, BollardSetting | None] = {}
+        # Every device of the cabinet, whatever its kind and backend (edge.equipment.registry),
+        # and what the schedule last decided for each bollard and signal.
+        self.equipment = Equipment()
+        self._decisions: dict[str, Decision] = {}
         self._pending_plans: SignalPlans | None = None
-        self.cabinet: CabinetMonitor | None = None
         # The light sensor's hysteresis state, handed back to the schedule engine.
         self._sensor_holding = False
         self._lux_seen: float | None = None
@@ -237,44 +209,58 @@ class Agent:
     # -- set-up ---------------------------------------------------------------------------------
 
     def _build_equipment(self, pin_factory: Any) -> None:
-        for lamp_config in self.config.lamps:
-            driver = connect_lamp(lamp_config, clock=self.clock, pin_factory=pin_factory)
-            controller = LampController(lamp_config, driver, self.record, self.clock)
-            held = self.state.counters(lamp_config.device_id)
-            counters = LampCounters(held.energy_wh, held.operating_hours, held.switch_count)
-            controller.restore(counters)
-            self.lamps.append(_Lamp(controller, persisted=counters))
         latches = LatchFile(self.config.state_dir / "bollard-latches.json")
         if latches.unknown:
             self._latches_lost = latches.unknown
-        for bollard_config in self.config.bollards:
-            bollard_sink = _DeviceSink(self)
-            bollard = BollardController(
-                config=bollard_config,
-                driver=open_bollard_driver(bollard_config, self.clock, pin_factory=pin_factory),
+
+        def counters(device_id: str) -> LampCounters:
+            held = self.state.counters(device_id)
+            return LampCounters(held.energy_wh, held.operating_hours, held.switch_count)
+
+        self.equipment = open_equipment(
+            lamps=self.config.lamps,
+            bollards=self.config.bollards,
+            signals=self.config.signals,
+            cabinet=self.config.cabinet,
+            context=Context(
                 clock=self.clock,
-                sink=bollard_sink,
-                latches=latches,
-            )
-            bollard_sink.device = bollard
-            self.bollards.append(bollard)
-        for signal_config in self.config.signals:
-            signal_sink = _DeviceSink(self)
-            signal = SignalController(
-                device_id=signal_config.device_id,
-                driver=build_driver(signal_config, clock=self.clock, pin_factory=pin_factory),
-                clock=self.clock,
-                sink=signal_sink,
-                card=signal_config.safety_card,
-                bus_priority=signal_config.bus_priority,
-                poll_interval_s=signal_config.poll_interval_s,
-            )
-            signal_sink.device = signal
-            self.signals.append(signal)
-        if self.config.cabinet is not None:
-            cabinet_config = self.config.cabinet
-            cabinet_driver = connect_cabinet(cabinet_config, pin_factory=pin_factory)
-            self.cabinet = CabinetMonitor(cabinet_config, cabinet_driver, self.record)
+                pin_factory=pin_factory,
+                fieldbus=self.config.fieldbus,
+                fieldbus_password=(
+                    gateway_password(Path(self.config.fieldbus.credentials))
+                    if self.config.fieldbus is not None
+                    else ""
+                ),
+                site=self.site,
+                schedule=lambda: self.schedule,
+            ),
+            # Looked up at each event, so whatever `record` is then receives it.
+            record=lambda event: self.record(event),
+            report=self.link.state_changed,
+            counters=counters,
+            latches=latches,
+        )
+
+    @property
+    def devices(self) -> list[Device]:
+        """Every device of the cabinet, in configuration order."""
+        return self.equipment.devices
+
+    @property
+    def lamps(self) -> list[LampDevice]:
+        return [d for d in self.devices if isinstance(d, LampDevice)]
+
+    @property
+    def bollards(self) -> list[BollardController]:
+        return [d for d in self.devices if isinstance(d, BollardController)]
+
+    @property
+    def signals(self) -> list[SignalController]:
+        return [d for d in self.devices if isinstance(d, SignalController)]
+
+    @property
+    def cabinet(self) -> CabinetMonitor | None:
+        return next((d for d in self.devices if isinstance(d, CabinetMonitor)), None)
 
     def _load_documents(self) -> None:
         """Apply the documents held on disk: the street runs before any network."""
@@ -312,12 +298,7 @@ class Agent:
         return self.state.held_documents()
 
     def device_states(self) -> list[state_pb2.DeviceState]:
-        states = [lamp.controller.state() for lamp in self.lamps]
-        states += [bollard.state() for bollard in self.bollards]
-        states += [signal.state() for signal in self.signals]
-        if self.cabinet is not None:
-            states.append(self.cabinet.state())
-        return states
+        return [device.state() for device in self.devices]
 
     async def on_connected(self, channel: grpc.aio.Channel, credentials: Credentials) -> None:
         self.firmware.on_connected()
@@ -392,6 +373,8 @@ class Agent:
         value = parsed.value
         if isinstance(value, Schedule):
             self.schedule = value
+            for bus in self.equipment.buses:
+                bus.schedule_changed()  # node programs follow it
         elif isinstance(value, SignalPlans):
             # Handed to the controllers by the schedule loop (it is async).
             self._pending_plans = value
@@ -491,81 +474,90 @@ class Agent:
         # Lamps differ only by the overrides naming them: evaluate once per distinct set
         # (a cabinet of 100 lamps usually costs one evaluation, not 100).
         decided: dict[tuple[str, ...], Decision] = {}
-        for lamp in self.lamps:
-            device_id = lamp.controller.device_id
-            try:
-                if trusted:
-                    key = tuple(
-                        o.id for o in self.overrides if o.applies_to(DeviceKind.LAMP, device_id)
-                    )
-                    decision = decided.get(key) or evaluate(
-                        self.schedule,
-                        self.site,
-                        now,
-                        kind=DeviceKind.LAMP,
-                        device_id=device_id,
-                        overrides=self.overrides,
-                        lux=lux,
-                        sensor_holding=holding,
-                    )
-                    decided[key] = decision
-                    self._sensor_holding = decision.sensor_holding
-                    level = decision.lamp_level if decision.lamp_level is not None else 100
-                    source = decision.source
-                    horizon = min(horizon, decision.next_change)
-                else:
-                    level, source, self._sensor_holding = unknown_time_lamps(
-                        self.schedule, lux, holding
-                    )
-                wanted = (level, source)
-                if lamp.decided != wanted:
-                    default = self.schedule.default_lamp_level if self.schedule else 100
-                    lamp.controller.apply(level, source, default_level=default)
-                    lamp.decided = wanted
-                    self.link.state_changed(lamp.controller.state())
-                self._recovered(device_id)
-            except Exception as exc:
-                lamp.decided = None
-                self._device_failed(device_id, exc)
-                self._lamp_to_default(lamp)
-        if not trusted:
-            return horizon
-        for bollard in self.bollards:
+        for device in self.devices:
+            if isinstance(device, LampDevice):
+                horizon = min(
+                    horizon, self._follow_lamp(device, now, trusted, lux, holding, decided)
+                )
+                continue
+            kind = _SCHEDULED.get(device.kind)
+            if kind is None or not trusted:
+                continue
             decision = evaluate(
                 self.schedule,
                 self.site,
                 now,
-                kind=DeviceKind.BOLLARD,
-                device_id=bollard.device_id,
+                kind=kind,
+                device_id=device.device_id,
                 overrides=self.overrides,
             )
-            if decision.bollard is not None and (
-                self._bollard_decisions.get(bollard.device_id) != decision.bollard
-            ):
+            horizon = min(horizon, decision.next_change)
+            before = self._decisions.get(device.device_id)
+            if isinstance(device, BollardController):
+                if decision.bollard is None or (
+                    before is not None and before.bollard == decision.bollard
+                ):
+                    continue
                 # A failure here stops that bollard's controller (motors off) and its
                 # supervisor alarms and restarts it; nothing propagates to the others.
-                bollard.apply(target_from_setting(decision.bollard), decision.source)
-                self._bollard_decisions[bollard.device_id] = decision.bollard
-                self.link.state_changed(bollard.state())
-            horizon = min(horizon, decision.next_change)
-        for signal in self.signals:
-            decision = evaluate(
-                self.schedule,
-                self.site,
-                now,
-                kind=DeviceKind.SIGNAL,
-                device_id=signal.device_id,
-                overrides=self.overrides,
-            )
-            self._signal_decisions[signal.device_id] = (
-                decision.signal_plan,
-                decision.signal_mode,
-                decision.source,
-            )
-            horizon = min(horizon, decision.next_change)
+                device.apply(target_from_setting(decision.bollard), decision.source)
+                self.link.state_changed(device.state())
+            # A signal's decision is handed to its controller by apply_signals (async).
+            self._decisions[device.device_id] = decision
+        if not trusted:
+            return horizon
         expired = self.state.drop_expired_overrides(now)
         if expired:
             self.overrides = [o for o in self.overrides if o.id not in expired]
+        return horizon
+
+    def _follow_lamp(
+        self,
+        lamp: LampDevice,
+        now: datetime,
+        trusted: bool,
+        lux: float | None,
+        holding: bool,
+        decided: dict[tuple[str, ...], Decision],
+    ) -> datetime:
+        """Drive one lamp to the schedule's level (the sensor's or its default until the
+        clock is trusted); returns when its level may change next."""
+        device_id = lamp.device_id
+        horizon = now + timedelta(hours=24)
+        try:
+            if trusted:
+                key = tuple(
+                    o.id for o in self.overrides if o.applies_to(DeviceKind.LAMP, device_id)
+                )
+                decision = decided.get(key) or evaluate(
+                    self.schedule,
+                    self.site,
+                    now,
+                    kind=DeviceKind.LAMP,
+                    device_id=device_id,
+                    overrides=self.overrides,
+                    lux=lux,
+                    sensor_holding=holding,
+                )
+                decided[key] = decision
+                self._sensor_holding = decision.sensor_holding
+                level = decision.lamp_level if decision.lamp_level is not None else 100
+                source = decision.source
+                horizon = decision.next_change
+            else:
+                level, source, self._sensor_holding = unknown_time_lamps(
+                    self.schedule, lux, holding
+                )
+            wanted = (level, source)
+            if lamp.decided != wanted:
+                lamp.default_level = self.schedule.default_lamp_level if self.schedule else 100
+                lamp.controller.apply(level, source, default_level=lamp.default_level)
+                lamp.decided = wanted
+                self.link.state_changed(lamp.state())
+            self._recovered(device_id)
+        except Exception as exc:
+            self._device_failed(device_id, exc)
+            self._lamp_to_default(lamp)
         return horizon
 
     def _announce_trust(self, trusted: bool) -> None:
@@ -593,8 +585,15 @@ class Agent:
             try:
                 if plans is not None:
                     await signal.load_plans(plans)
-                plan, mode, source = self._signal_decisions.get(signal.device_id, (None, None, ""))
-                await signal.apply(plan, mode or SignalMode.NORMAL, source=source)
+                decision = self._decisions.get(signal.device_id)
+                if decision is None:
+                    await signal.apply(None, SignalMode.NORMAL, source="")
+                else:
+                    await signal.apply(
+                        decision.signal_plan,
+                        decision.signal_mode or SignalMode.NORMAL,
+                        source=decision.source,
+                    )
                 self._recovered(signal.device_id)
             except (SignalPlanError, SignalDriverError) as exc:
                 # The controller keeps its running plan; the alarm is already recorded.
@@ -649,32 +648,43 @@ class Agent:
         """Check faults, meter energy and report what changed (one pass over all devices)."""
         now = self.clock.now()
         readings: list[EquipmentEvent] = []
-        for lamp in self.lamps:
-            controller = lamp.controller
-            try:
-                controller.check(now)
-                counters = controller.counters()
-                readings += self.meter.feed(
-                    controller.device_id, now, counters.energy_wh, counters.operating_hours
-                )
-                # Faults, lit or dark, and the power once a warm-up is over: what a map shows.
-                if controller.report_due:
-                    self.link.state_changed(controller.state())
-            except Exception as exc:
-                self._device_failed(controller.device_id, exc)
+        for device in self.devices:
+            if isinstance(device, LampDevice):
+                readings += self._check_lamp(device.controller, now)
+            elif isinstance(device, CabinetMonitor):
+                self._flush(readings)
+                # The cabinet's reading (temperature, door, mains) doubles as the gateway's
+                # heartbeat: it goes out every pass, coalesced by the link's report interval.
+                device.check(now)
+                self.link.state_changed(device.state())
+                if device.lux != self._lux_seen:
+                    # A new light reading may switch lamps (a storm at noon): evaluate now.
+                    self._lux_seen = device.lux
+                    self._wake.set()
+        self._flush(readings)
+
+    def _check_lamp(self, controller: LampController, now: datetime) -> list[EquipmentEvent]:
+        """Check one lamp's faults; its metering readings, recorded by the caller."""
+        try:
+            controller.check(now)
+            counters = controller.counters()
+            readings = self.meter.feed(
+                controller.device_id, now, counters.energy_wh, counters.operating_hours
+            )
+            # Faults, lit or dark, and the power once a warm-up is over: what a map shows.
+            if controller.report_due:
+                self.link.state_changed(controller.state())
+            return readings
+        except Exception as exc:
+            self._device_failed(controller.device_id, exc)
+            return []
+
+    def _flush(self, readings: list[EquipmentEvent]) -> None:
         if readings:
             # One transaction (one fsync) for the whole pass, not one per lamp.
             self.outbox.append_many(readings)
             self.link.events_recorded()
-        if self.cabinet is not None:
-            # The cabinet's reading (temperature, door, mains) doubles as the gateway's
-            # heartbeat: it goes out every pass, coalesced by the link's report interval.
-            self.cabinet.check(now)
-            self.link.state_changed(self.cabinet.state())
-            if self.cabinet.lux != self._lux_seen:
-                # A new light reading may switch lamps (a storm at noon): evaluate now.
-                self._lux_seen = self.cabinet.lux
-                self._wake.set()
+            readings.clear()
 
     def persist_counters(self) -> None:
         increments: dict[str, DeviceCounters] = {}
@@ -750,17 +760,16 @@ class Agent:
                 self.link.state_changed(state)
 
     def _device_ids(self) -> set[str]:
-        ids = {b.device_id for b in self.bollards} | {s.device_id for s in self.signals}
-        return ids | {lamp.controller.device_id for lamp in self.lamps}
+        return {device.device_id for device in self.devices}
 
-    def _lamp_to_default(self, lamp: _Lamp) -> None:
-        default = self.schedule.default_lamp_level if self.schedule else 100
+    def _lamp_to_default(self, lamp: LampDevice) -> None:
+        lamp.decided = None
+        lamp.default_level = self.schedule.default_lamp_level if self.schedule else 100
         with contextlib.suppress(Exception):
-            lamp.controller.apply(default, "default", default_level=default)
+            lamp.controller.apply(lamp.default_level, "default", default_level=lamp.default_level)
 
     async def _lamps_to_default(self) -> None:
         for lamp in self.lamps:
-            lamp.decided = None
             self._lamp_to_default(lamp)
 
     async def _firmware_start_up(self) -> None:
@@ -769,8 +778,10 @@ class Agent:
 
     def _children(self) -> list[Child]:
         children = [
-            *(Child(b.device_id, b.run, b.fail_safe) for b in self.bollards),
-            *(Child(s.device_id, s.run, s.fail_safe) for s in self.signals),
+            # Each device's own work (pins, timers, polling); a failure puts it in its safe
+            # state and the others run on.
+            *(Child(d.device_id, d.run, d.fail_safe) for d in self.devices),
+            *(Child(bus.name, bus.run) for bus in self.equipment.buses),
             # A failed evaluation leaves every lamp at its default level until it runs again.
             Child("schedule", self._schedule_loop, self._lamps_to_default),
             Child("monitor", self._monitor_loop),
@@ -796,14 +807,7 @@ class Agent:
     def close(self) -> None:
         self.firmware.close()
         self.persist_counters()
-        for lamp in self.lamps:
-            lamp.controller.close()
-        for bollard in self.bollards:
-            bollard.close()
-        for signal in self.signals:
-            signal.close()
-        if self.cabinet is not None:
-            self.cabinet.close()
+        self.equipment.close()
         self.outbox.close()
         self.state.close()
 

@@ -55,11 +55,13 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
+from msgspec.structs import replace as replace_struct
 
-from edge.equipment.bollard.controller import BollardConfig
+from edge.equipment.bollard.config import BollardConfig
 from edge.equipment.cabinet.config import CabinetConfig
 from edge.equipment.lamp.config import LampConfig
 from edge.equipment.signal.config import SignalConfig
+from edge.fieldbus.gateway import FieldbusConfig
 from edge.timekeeping import SYNC_SOURCES
 from foundation.settings import ConfigError, Settings, check_address, convert, load_toml
 from provisioning.identity import IdentityError, check_name
@@ -117,6 +119,7 @@ class AgentConfig:
     bollards: tuple[BollardConfig, ...] = ()
     signals: tuple[SignalConfig, ...] = ()
     cabinet: CabinetConfig | None = None
+    fieldbus: FieldbusConfig | None = None
     source: Path | None = None
     firmware: FirmwareConfig | None = None
     # HTTP/2 keepalive of the link: a ping every keepalive_s, and the link is taken for dead
@@ -180,6 +183,11 @@ class AgentConfig:
             bollards=bollards,
             signals=tuple(file.signals),
             cabinet=file.cabinet,
+            fieldbus=(
+                None
+                if file.fieldbus is None
+                else replace_struct(file.fieldbus, credentials=str(path(file.fieldbus.credentials)))
+            ),
             firmware=firmware,
             keepalive_s=link.keepalive_s,
             keepalive_timeout_s=link.keepalive_timeout_s,
@@ -287,3 +295,4 @@ class AgentFile(Settings, frozen=True):
     bollards: list[dict[str, Any]] = []  # read by BollardConfig.from_mapping
     signals: list[SignalConfig] = []
     cabinet: CabinetConfig | None = None
+    fieldbus: FieldbusConfig | None = None

@@ -16,6 +16,8 @@
     ondijon edge run --config AGENT.toml          run a cabinet's agent
     ondijon release keygen|build|sign|upload|list agent releases (see ondijon.firmware_cli)
     ondijon campaign create|list|show|pause|resume|abort   firmware campaigns
+    ondijon city|assets|group|fleet ...           the city: register, groups, targets
+                                                  (see ondijon.city_cli)
     ondijon demo                                  a local city: orchestrator + 3 cabinets
     ondijon alarms list|watch|ack|shelve|assign|close   alarms (see ondijon.alarms_cli)
     ondijon energy --since DAY [--by commune]     kWh, burning hours, saving vs baseline
@@ -178,10 +180,19 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--dir", type=Path, default=Path("demo-run"))
     demo.add_argument("--speed", type=float, default=120.0, help="simulated clock speed")
     demo.add_argument("--seconds", type=float, default=0, help="stop after this long (0: Ctrl-C)")
+    demo.add_argument(
+        "--city",
+        action="store_true",
+        help="also put the generated Dijon-sized city (1,500 cabinets, 34,000 lamps) in the "
+        "asset register, beside the three live cabinets",
+    )
 
     from ondijon.firmware_cli import add_commands
 
     add_commands(sub)
+    from ondijon.city_cli import add_commands as add_city_commands
+
+    add_city_commands(sub)
     from ondijon import alarms_cli
 
     alarms_cli.add_commands(sub)
@@ -251,11 +262,15 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "demo":
         from ondijon.demo import run_demo
 
-        return run_demo(args.dir, speed=args.speed, seconds=args.seconds)
+        return run_demo(args.dir, speed=args.speed, seconds=args.seconds, with_city=args.city)
     if args.command in ("release", "campaign"):
         from ondijon.firmware_cli import run_firmware
 
         return run_firmware(args)
+    if args.command in ("city", "assets", "group", "fleet"):
+        from ondijon.city_cli import run_city
+
+        return run_city(args)
     if args.command in ("alarms", "energy", "playbook"):
         from ondijon import alarms_cli
 

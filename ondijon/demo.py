@@ -221,7 +221,10 @@ async def _status(profile: Profile, desired_version: int) -> str:
     listing = await call(profile, "ListGateways", control_pb2.ListGatewaysRequest())
     assert isinstance(listing, control_pb2.ListGatewaysResponse)
     lines = []
+    live = {c[0] for c in CABINETS}
     for g in listing.gateways:
+        if g.gateway_id not in live:
+            continue  # the generated city's cabinets (--city) have no agent running
         devices = await call(
             profile, "ListDevices", control_pb2.ListDevicesRequest(gateway_id=g.gateway_id)
         )
@@ -253,7 +256,7 @@ async def _status(profile: Profile, desired_version: int) -> str:
     return "\n".join(lines)
 
 
-async def _demo(root: Path, speed: float, seconds: float) -> None:
+async def _demo(root: Path, speed: float, seconds: float, with_city: bool = False) -> None:
     if root.exists():
         shutil.rmtree(root)
     root.mkdir(parents=True)
@@ -324,6 +327,8 @@ async def _demo(root: Path, speed: float, seconds: float) -> None:
             print(
                 f"cabinet {gateway_id} ({commune}) enrolled with its one-time token, agent started"
             )
+        if with_city:
+            await _add_generated_city(profile)
         version = 0
         for gateway_id, _, _, _, extra in CABINETS:
             if extra == "signal":
@@ -370,7 +375,25 @@ async def _demo(root: Path, speed: float, seconds: float) -> None:
         print("stopped: orchestrator and agents exited; logs in", root)
 
 
-def run_demo(root: Path, *, speed: float, seconds: float) -> int:
+async def _add_generated_city(profile: Profile) -> None:
+    """Put the generated Dijon-sized city (domain.city.generator) in the asset register,
+    beside the three live cabinets: its 1,500 cabinets are registered gateways with no
+    agent running (offline in the fleet and convergence views)."""
+    from domain.city.generator import generate
+    from ondijon.city_cli import import_call
+    from orchestrator.assets.wire import asset_to_proto
+
+    city = generate()
+    messages = [asset_to_proto(a) for a in city.assets]
+    done = await import_call(profile, messages, dry_run=False, digest="")
+    print(
+        f"generated city added to the register: {done.added} assets "
+        f"({len(city.cabinets)} cabinets of {len(city.communes)} communes); try "
+        "`ondijon fleet`, `ondijon group convergence schedule` with --profile"
+    )
+
+
+def run_demo(root: Path, *, speed: float, seconds: float, with_city: bool = False) -> int:
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_demo(root.resolve(), speed, seconds))
+        asyncio.run(_demo(root.resolve(), speed, seconds, with_city))
     return 0

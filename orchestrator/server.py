@@ -227,6 +227,7 @@ async def start(
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     add_gateway_link(app.link, server)
     control_pb2_grpc.add_ControlCentreServicer_to_server(app.control, server)
+    control_pb2_grpc.add_CityServicer_to_server(app.city, server)
     control_pb2_grpc.add_OperationsServicer_to_server(app.operations, server)
     firmware_pb2_grpc.add_FirmwareServicer_to_server(app.campaigns.releases, server)
     firmware_pb2_grpc.add_CampaignsServicer_to_server(app.campaigns_api, server)

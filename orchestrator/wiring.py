@@ -20,6 +20,7 @@ from orchestrator.access.gate import Gatekeeper
 from orchestrator.access.limits import LiveRates, RateLimits
 from orchestrator.alarms.service import AlarmService
 from orchestrator.api.campaigns import CampaignsService
+from orchestrator.api.city import CityService
 from orchestrator.api.commands import CommandsApi
 from orchestrator.api.control import ControlCentreService
 from orchestrator.api.documents import DocumentsApi
@@ -31,6 +32,7 @@ from orchestrator.config import OrchestratorConfig
 from orchestrator.energy.service import EnergyService
 from orchestrator.firmware.releases import FirmwareService
 from orchestrator.firmware.runner import CampaignRunner, balena_from_environment
+from orchestrator.groups.delivery import GroupDelivery
 from orchestrator.identity.admin import IdentityAdmin
 from orchestrator.identity.crl import CrlPublisher
 from orchestrator.identity.enrollment import EnrollmentService
@@ -69,6 +71,7 @@ class Orchestrator:
     admission: Admission
     link: GatewayLinkService
     control: ControlCentreService
+    city: CityService
     campaigns_api: CampaignsService
     # Alarms (their sweep is started by the server) and the control room's operations.
     alarms: AlarmService
@@ -189,6 +192,13 @@ def build(
                 audit=audit,
                 token_ttl_hours=config.token_ttl_hours,
             ),
+        ),
+        city=CityService(
+            runner=runner,
+            clock=clock,
+            gate=gate,
+            router=router,
+            deliver=GroupDelivery(hub=hub, router=router, delivery=delivery),
         ),
         campaigns_api=CampaignsService(runner=runner, clock=clock, gate=gate, campaigns=campaigns),
         alarms=alarms,

@@ -18,6 +18,7 @@ from orchestrator.access.gate import ADMIN, VIEWER, Attempt, Gatekeeper
 from orchestrator.ingest.checks import WireError, timestamp
 from orchestrator.ingest.devices import current_devices
 from orchestrator.ingest.routing import Router
+from orchestrator.store import groups as group_sql
 from orchestrator.store.connection import Connection
 from orchestrator.store.database import Conflict, GatewayRecord
 from orchestrator.store.runner import StoreRunner
@@ -135,6 +136,10 @@ class FleetApi:
                 serial=request.serial,
                 expires_at=now + ttl,
             )
+            # A new gateway gets the group documents covering it (city, its commune, ...),
+            # sent at its first hello.
+            for kind in link_pb2.DocumentKind.values():
+                group_sql.reconcile(c, kind, now=now, only=[request.gateway_id])
             return record
 
         try:

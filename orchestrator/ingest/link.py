@@ -56,6 +56,7 @@ from orchestrator.ingest.hub import Hub, Session
 from orchestrator.ingest.routing import Router
 from orchestrator.store.connection import Connection
 from orchestrator.store.database import HeldRecord, NewEvent, NotFound, Store
+from orchestrator.store.groups import record_refusal
 from orchestrator.store.runner import StoreRunner
 from protos.ondijon.v1 import firmware_pb2, link_pb2, link_pb2_grpc
 from provisioning.identity import Role
@@ -550,6 +551,11 @@ class _Conversation:
                 ack.kind,
                 ack.version,
                 escape(ack.error),  # the gateway's words: never a forged line in the log
+            )
+            # Kept for the convergence view ("refused with what error"), escaped when shown.
+            refused_by, at = self.gateway_id, self.clock.now()
+            await self.runner.write(
+                lambda c: record_refusal(c, refused_by, ack.kind, ack.version, ack.error, now=at)
             )
             return
         store = self.store

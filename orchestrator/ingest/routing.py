@@ -66,6 +66,9 @@ DOCUMENTS, COMMANDS, REVOKED, STREAM, EVENTS = (
     "stream",
     "events",
 )
+MANY = "many"
+# Gateway ids per notice: PostgreSQL caps a notification's payload at 8000 bytes.
+MANY_PER_NOTICE = 100
 RECONNECT_SECONDS = 1.0
 # The listener checks its connection after this long without a notification.
 LISTENER_CHECK_SECONDS = 5.0
@@ -143,6 +146,54 @@ class Router:
 
     async def commands_queued(self, gateway_id: str) -> None:
         await self._route(COMMANDS, gateway_id)
+
+    async def many_changed(self, documents: Sequence[str], commands: Sequence[str]) -> None:
+        """Tell the other replicas that documents of ``documents`` and commands of
+        ``commands`` wait (a group change): a few notices for thousands of gateways, each
+        replica then reads what waits for its own streams in one query. This replica has
+        delivered its own already (orchestrator.groups.delivery)."""
+        if not self.shared or not (documents or commands):
+            return
+        messages = []
+        for what, ids in (("documents", list(documents)), ("commands", list(commands))):
+            for i in range(0, len(ids), MANY_PER_NOTICE):
+                messages.append({"what": MANY, what: ids[i : i + MANY_PER_NOTICE]})
+
+        def notify(conn: Connection) -> None:
+            for message in messages:
+                self.notice_in(conn, message)
+
+        await self.runner.write(notify)
+
+    async def deliver_many(self, documents: Sequence[str], commands: Sequence[str]) -> None:
+        """Send what waits for those of ``documents`` / ``commands`` (gateway ids) whose
+        stream is held here: one read for all of them."""
+        sessions = {g: s for g in {*documents, *commands} if (s := self.hub.session(g))}
+        if not sessions:
+            return
+        store = self.store
+        doc_ids = sorted(g for g in documents if g in sessions)
+        cmd_ids = sorted(g for g in commands if g in sessions)
+
+        def load(c: Connection) -> tuple[Any, Any]:
+            return (
+                store.documents_not_held(c, doc_ids) if doc_ids else [],
+                store.commands_for(c, cmd_ids, UNSETTLED) if cmd_ids else [],
+            )
+
+        docs, records = await self.runner.read(load)
+        by_gateway: dict[str, list[Any]] = {}
+        for doc in docs:
+            by_gateway.setdefault(doc.gateway_id, []).append(doc)
+        for gateway_id, found in by_gateway.items():
+            if self.hub.session(gateway_id) is sessions[gateway_id]:
+                send_documents(sessions[gateway_id], found, {})
+        pending: dict[str, list[Any]] = {}
+        for record in records:
+            pending.setdefault(record.gateway_id, []).append(record)
+        for gateway_id, found in pending.items():
+            if self.hub.session(gateway_id) is sessions[gateway_id]:
+                await self.delivery.commands(sessions[gateway_id], found)
 
     async def certificates_revoked(self, serials: list[str]) -> None:
         """Tell the other replicas to close their streams opened with ``serials`` now,
@@ -365,6 +416,12 @@ class Router:
                 return  # done here already
             if what == REVOKED:
                 self.on_revoked({str(s) for s in message["serials"]})
+                return
+            if what == MANY:
+                await self.deliver_many(
+                    [str(g) for g in message.get("documents", ())],
+                    [str(g) for g in message.get("commands", ())],
+                )
                 return
             gateway_id = str(message["gateway"])
             if what == STREAM:

@@ -390,3 +390,62 @@ public_reports = sa.Table(
     sa.Column("challenge_sha256", sa.String(64), nullable=False, unique=True),
     sa.Column("reported_at", UTCDateTime(), nullable=False, index=True),
 )
+
+# -- the city (issue 12): asset register and group documents ------------------------------
+
+# Every lamp, cabinet, crossing and bollard site, tied to the device its agent reports
+# (gateway_id, device_id). Kind-specific fields (the décret's lamp fields, a cabinet's tags)
+# are in ``attributes``.
+assets = sa.Table(
+    "assets",
+    metadata,
+    sa.Column("kind", sa.String(16), primary_key=True),
+    sa.Column("asset_id", sa.String(64), primary_key=True),
+    sa.Column("gateway_id", sa.String(64), nullable=False, index=True),
+    sa.Column("device_id", sa.String(128), nullable=False),
+    sa.Column("commune", sa.String(128), nullable=False, index=True),
+    sa.Column("latitude", sa.Float, nullable=False),
+    sa.Column("longitude", sa.Float, nullable=False),
+    sa.Column("attributes", sa.JSON, nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+# A desired-state document assigned to a target (city, commune, tag, list, area); one per
+# (kind, target). ``sequence`` orders assignments of the same level (the last put wins).
+group_documents = sa.Table(
+    "group_documents",
+    metadata,
+    sa.Column("assignment_id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("kind", sa.Integer, nullable=False),
+    sa.Column("target_key", sa.String(160), nullable=False),
+    sa.Column("level", sa.Integer, nullable=False),
+    sa.Column("target", sa.JSON, nullable=False),
+    sa.Column("sequence", sa.BigInteger, nullable=False),
+    sa.Column("digest", sa.LargeBinary, nullable=False),
+    sa.Column("payload", sa.LargeBinary, nullable=False),
+    sa.Column("issued_at", UTCDateTime(), nullable=False),
+    sa.Column("issued_by", sa.String(64), nullable=False),
+    sa.UniqueConstraint("kind", "target_key", name="uq_group_documents_target"),
+)
+
+# Where each gateway's desired document comes from: the group document that wrote
+# ``version``. A desired document at another version was put on the gateway itself.
+document_sources = sa.Table(
+    "document_sources",
+    metadata,
+    sa.Column("gateway_id", sa.String(64), sa.ForeignKey("gateways.gateway_id"), primary_key=True),
+    sa.Column("kind", sa.Integer, primary_key=True),
+    sa.Column("assignment_id", sa.Integer, nullable=False),
+    sa.Column("version", sa.BigInteger, nullable=False),
+)
+
+# The last document each gateway refused, and why (the agent's words, escaped when shown).
+document_refusals = sa.Table(
+    "document_refusals",
+    metadata,
+    sa.Column("gateway_id", sa.String(64), sa.ForeignKey("gateways.gateway_id"), primary_key=True),
+    sa.Column("kind", sa.Integer, primary_key=True),
+    sa.Column("version", sa.BigInteger, nullable=False),
+    sa.Column("error", sa.String(1024), nullable=False),
+    sa.Column("refused_at", UTCDateTime(), nullable=False),
+)

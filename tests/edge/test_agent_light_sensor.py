@@ -8,7 +8,7 @@ from pathlib import Path
 
 from edge.agent import Agent
 from edge.config import AgentConfig
-from edge.equipment.cabinet.monitor import SimulatedCabinet
+from edge.equipment.sim.cabinet import SimulatedCabinet
 from foundation.clock import ManualClock
 from protos.ondijon.v1 import link_pb2, schedule_pb2
 from tests.conftest import offline_agent_config

@@ -23,8 +23,8 @@ from domain.schedule.model import DeviceKind, Site
 from domain.schedule.wire import schedule_from_proto
 from edge.agent import Agent
 from edge.equipment.bollard.rules import Mode, Phase
-from edge.equipment.cabinet.monitor import SimulatedCabinet
 from edge.equipment.sim.bollard import SimulatedBollard
+from edge.equipment.sim.cabinet import SimulatedCabinet
 from edge.events import EquipmentEvent, Priority
 from edge.firmware.simulator import ReleaseSimulator
 from edge.identity import Credentials
@@ -280,13 +280,14 @@ async def test_a_bollard_whose_read_raises_is_made_safe_alarmed_and_restarted(
         await street.run_for(10)
         assert street.lamp() == 100
         # The failed one comes back after its backoff; its emergency input works again.
-        failures = street.agent.supervisor.children[0].failures
+        (child,) = [c for c in street.agent.supervisor.children if c.name == "b-north"]
+        failures = child.failures
         assert failures >= 2  # each restart met the same fault, each was alarmed
         assert len(street.of_type("equipment.failed")) == failures
         north.fail_reads(None)
         north.car_leaves()
         await street.run_for(40, tick=0.1)  # the longest backoff so far has run out
-        assert street.agent.supervisor.children[0].failures == failures
+        assert child.failures == failures
         north.turn_emergency_key(True)
         await street.run_for(4, tick=0.1)
         assert north.read().down_limit and not north.pins["motor_up_pin"].state

@@ -29,7 +29,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from domain.schedule.model import Site
 from edge.agent import Agent
 from edge.config import AgentConfig
-from edge.equipment.cabinet.monitor import SimulatedCabinet
+from edge.equipment.sim.cabinet import SimulatedCabinet
 from edge.equipment.sim.lantern import MockLantern, clocked_pwm_factory
 from foundation.clock import ManualClock
 from protos.ondijon.v1 import link_pb2, schedule_pb2

@@ -2,8 +2,9 @@
 
 - :class:`CabinetConfig` is the ``cabinet`` entry of the agent configuration, validated.
 - :class:`CabinetDriver` is what a backend implements: :class:`GpioCabinet` (door and mains
-  inputs on GPIO pins, temperature from a callable) and :class:`SimulatedCabinet`;
-  :func:`connect_cabinet` picks one from the configuration.
+  inputs on GPIO pins, temperature and light from callables) here, and
+  :class:`edge.equipment.sim.cabinet.SimulatedCabinet` (the same driver on mock pins);
+  :mod:`edge.equipment.registry` picks one from the configuration.
 - :class:`CabinetMonitor` turns readings into alarms, each raised once when it appears (an
   ALARM event) and cleared once (an EVENT): ``door_open``, ``mains_lost`` (the gateway runs
   on its battery) and ``over_temperature``, which clears only once the temperature has
@@ -17,6 +18,7 @@ closes when the door opens, pulled down), the mains input reads high while mains
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +26,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from edge.equipment.cabinet.config import CabinetConfig
+from edge.equipment.device import CABINET, DeviceKindValue
 from edge.events import EquipmentError, EquipmentEvent, EventSink, PinSpec, Priority
 from protos.ondijon.v1 import schedule_pb2, state_pb2
 
@@ -137,58 +140,6 @@ def _sample(sensor: Callable[[], float] | None) -> float | None:
     return value if math.isfinite(value) else None
 
 
-class SimulatedCabinet:
-    """A cabinet whose sensors the bench or a test sets by hand.
-
-    Attributes:
-        door_open: the door is open.
-        on_battery: mains is lost.
-        temperature_c: inside temperature, None for a missing sensor.
-        lux: ambient light, None for no light sensor.
-    """
-
-    def __init__(self, *, temperature_c: float | None = 25.0, lux: float | None = None) -> None:
-        self.door_open = False
-        self.on_battery = False
-        self.temperature_c = temperature_c
-        self.lux = lux
-
-    def read(self) -> CabinetReading:
-        """The current simulated values."""
-        return CabinetReading(self.door_open, self.on_battery, self.temperature_c, self.lux)
-
-    def close(self) -> None:
-        """Nothing to release."""
-
-
-def connect_cabinet(
-    config: CabinetConfig,
-    *,
-    pin_factory: Any = None,
-    temperature: Callable[[], float] | None = None,
-) -> CabinetDriver:
-    """Open the backend the configuration names.
-
-    Args:
-        config: the cabinet's configuration.
-        pin_factory: a gpiozero pin factory; None uses gpiozero's default.
-        temperature: for the gpio backend, a callable returning the inside temperature.
-
-    Raises:
-        CabinetDriverError: the pins could not be opened.
-    """
-    if config.backend == "simulated":
-        return SimulatedCabinet()
-    assert config.door_pin is not None
-    assert config.mains_pin is not None
-    return GpioCabinet(
-        door_pin=config.door_pin,
-        mains_pin=config.mains_pin,
-        temperature=temperature,
-        pin_factory=pin_factory,
-    )
-
-
 class CabinetMonitor:
     """Watches the cabinet; the agent calls :meth:`check` on its timer."""
 
@@ -201,9 +152,26 @@ class CabinetMonitor:
         self._alarms: set[str] = set()
 
     @property
+    def device_id(self) -> str:
+        """The cabinet's id."""
+        return self._config.device_id
+
+    @property
+    def kind(self) -> DeviceKindValue:
+        """A cabinet (:class:`edge.equipment.device.Device`)."""
+        return CABINET
+
+    @property
     def alarms(self) -> frozenset[str]:
         """The alarms currently raised."""
         return frozenset(self._alarms)
+
+    async def run(self) -> None:
+        """Nothing of its own: the agent's monitor pass calls :meth:`check`."""
+        await asyncio.Event().wait()
+
+    async def fail_safe(self) -> None:
+        """Sensors only: nothing to put in a safe state."""
 
     def close(self) -> None:
         """Release the sensors."""

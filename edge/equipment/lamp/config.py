@@ -9,7 +9,7 @@ import msgspec
 from edge.events import EquipmentConfigError, PinSpec, check_pin, within
 from foundation.settings import Settings, convert
 
-BACKENDS = ("gpio", "simulated")
+BACKENDS = ("gpio", "simulated", "fieldbus")
 
 NORMALLY_CLOSED = "normally_closed"
 NORMALLY_OPEN = "normally_open"
@@ -25,7 +25,9 @@ class LampConfig(Settings, frozen=True):
     Attributes:
         device_id: the lamp's id, unique on the gateway.
         nominal_power_w: active power at 100 %, in watts (60 for a typical LED lantern).
-        backend: ``"gpio"`` or ``"simulated"``.
+        backend: ``"gpio"``, ``"simulated"`` or ``"fieldbus"`` (a MicroPython node on the
+            cabinet's MQTT bus, configured by the agent's ``[fieldbus]`` table).
+        node: the node id on the field bus (fieldbus backend; default: the lamp's id).
         relay_pin: output that drives the coil of the relay feeding the driver (gpio backend).
         pwm_pin: PWM output that sets the dimming level (gpio backend).
         sense_pin: input that reads high while current flows (gpio backend).
@@ -43,7 +45,8 @@ class LampConfig(Settings, frozen=True):
 
     device_id: str = msgspec.field(name="id")
     nominal_power_w: float
-    backend: Literal["gpio", "simulated"] = "gpio"
+    backend: Literal["gpio", "simulated", "fieldbus"] = "gpio"
+    node: str | None = None
     relay_pin: PinSpec | None = None
     pwm_pin: PinSpec | None = None
     sense_pin: PinSpec | None = None
@@ -72,9 +75,16 @@ class LampConfig(Settings, frozen=True):
             if pin in seen:
                 raise EquipmentConfigError(name, "same pin used twice by this lamp")
             seen.append(pin)
+        if self.node is not None and self.backend != "fieldbus":
+            raise EquipmentConfigError("node", "is for the fieldbus backend")
         within(self.pwm_frequency_hz, "pwm_frequency_hz", 1.0)
         within(self.dimming_tolerance, "dimming_tolerance", 0.01, 1.0)
         within(self.fault_delay_s, "fault_delay_s", 0.0, 86400.0)
+
+    @property
+    def node_id(self) -> str:
+        """The node on the field bus (fieldbus backend)."""
+        return self.node or self.device_id
 
     @classmethod
     def from_mapping(cls, mapping: object, field_prefix: str) -> LampConfig:

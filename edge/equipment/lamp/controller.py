@@ -12,8 +12,9 @@ other way: there the same failures leave the lamp dark unless the luminaire ligh
 
 - :class:`LampConfig` is one ``lamps[i]`` entry of the agent configuration, validated.
 - :class:`LampDriver` is what a backend implements: :class:`GpioLamp` (gpiozero) here,
-  ``SimulatedLamp`` in :mod:`edge.equipment.sim.lantern`; :func:`connect_lamp` picks one from
-  the configuration.
+  ``SimulatedLamp`` in :mod:`edge.equipment.sim.lantern` (this driver on mock pins, the
+  lantern behind them), ``FieldbusLamp`` in :mod:`edge.equipment.lamp.fieldbus` (a node on
+  the cabinet's MQTT bus); :mod:`edge.equipment.registry` picks one from the configuration.
 - :class:`LampController` applies the schedule engine's level, keeps the counters (switch
   count, operating hours, energy) and diagnoses faults on :meth:`LampController.check`.
 
@@ -221,46 +222,6 @@ class GpioLamp:
         """Release the pins."""
         for device in (self._coil, self._pwm, self._sense):
             device.close()
-
-
-def connect_lamp(
-    config: LampConfig,
-    *,
-    clock: Clock,
-    pin_factory: Any = None,
-    power_reader: Callable[[], float] | None = None,
-) -> LampDriver:
-    """Open the backend the configuration names.
-
-    Args:
-        config: the lamp's configuration.
-        clock: time for the simulated backend's warm-up.
-        pin_factory: a gpiozero pin factory; None uses gpiozero's default
-            (``GPIOZERO_PIN_FACTORY``).
-        power_reader: for the gpio backend, a callable returning the active power in watts.
-
-    Raises:
-        LampDriverError: the pins could not be opened.
-    """
-    if config.backend == "simulated":
-        # Imported here because the simulator builds on this module's types.
-        from edge.equipment.sim.lantern import SimulatedLamp
-
-        return SimulatedLamp(clock=clock, nominal_power_w=config.nominal_power_w)
-    assert config.relay_pin is not None
-    assert config.pwm_pin is not None
-    assert config.sense_pin is not None
-    return GpioLamp(
-        relay_pin=config.relay_pin,
-        pwm_pin=config.pwm_pin,
-        sense_pin=config.sense_pin,
-        relay_wiring=config.relay_wiring,
-        relay_active_high=config.relay_active_high,
-        pwm_active_high=config.pwm_active_high,
-        pwm_frequency_hz=config.pwm_frequency_hz,
-        power_reader=power_reader,
-        pin_factory=pin_factory,
-    )
 
 
 @dataclass(frozen=True)

@@ -5,10 +5,11 @@ an actuated signal controller). The agent selects the timing plan and the mode (
 plan, flashing amber, dark) that the schedule engine decides, forwards rate-limited bus
 priority requests and watches status (plan, conflict-monitor fault, door, communication).
 
-- :class:`SignalControllerDriver` is what a backend implements; :func:`build_driver` picks
-  one from :class:`SignalConfig`: ``simulated`` (:mod:`edge.equipment.sim.crossing`, lamps on
-  gpiozero pins with its own conflict monitor) or ``gpio`` (:class:`GpioSignalController`,
-  a controller wired by contacts: plan-select and flash/dark outputs, fault and door inputs).
+- :class:`SignalControllerDriver` is what a backend implements;
+  :mod:`edge.equipment.registry` picks one from :class:`SignalConfig`: ``simulated``
+  (:mod:`edge.equipment.sim.crossing`, lamps on gpiozero pins with its own conflict
+  monitor) or ``gpio`` (:class:`GpioSignalController`, a controller wired by contacts:
+  plan-select and flash/dark outputs, fault and door inputs).
 - :class:`SignalController` is the shell: every plan is validated by
   :mod:`domain.signals.plans` and checked against the crossing's safety card
   (:mod:`domain.signals.safety_card`, from the cabinet's configuration) right before it is
@@ -42,6 +43,7 @@ from domain.signals.plans import (
     validate_plans,
 )
 from domain.signals.safety_card import SafetyCard
+from edge.equipment.device import SIGNAL, DeviceKindValue
 from edge.equipment.signal.bus_priority import (
     BusPriorityDecision,
     BusPriorityLimiter,
@@ -52,9 +54,8 @@ from edge.equipment.signal.bus_priority import (
 from edge.equipment.signal.config import (
     GpioBackendConfig,
     Pin,
-    SignalConfig,
 )
-from edge.events import EquipmentConfigError, EquipmentEvent, EventSink, Priority
+from edge.events import EquipmentEvent, EventSink, Priority
 from foundation.clock import Clock
 from protos.ondijon.v1 import schedule_pb2, state_pb2
 
@@ -137,26 +138,6 @@ class SignalControllerDriver(Protocol):
 
 
 # --- configuration --------------------------------------------------------------------------
-
-
-def build_driver(
-    config: SignalConfig, *, clock: Clock, pin_factory: Any = None
-) -> SignalControllerDriver:
-    """The backend ``config`` names, on ``pin_factory`` (None: gpiozero's default factory)."""
-    if config.simulated is not None:
-        # Imported here: the simulator imports this module's protocol types.
-        from edge.equipment.sim.crossing import SimulatedSignalController
-
-        return SimulatedSignalController(
-            heads=config.simulated.heads,
-            conflicts=config.simulated.conflicts or (),
-            clock=clock,
-            pin_factory=pin_factory,
-            watchdog_s=config.simulated.watchdog_s,
-        )
-    if config.gpio is not None:
-        return GpioSignalController(config=config.gpio, clock=clock, pin_factory=pin_factory)
-    raise EquipmentConfigError(f"{config.device_id}.backend", "no backend configured")
 
 
 # --- gpio backend ---------------------------------------------------------------------------
@@ -345,6 +326,11 @@ class SignalController:
     def device_id(self) -> str:
         """The controller's id."""
         return self._id
+
+    @property
+    def kind(self) -> DeviceKindValue:
+        """A signal (:class:`edge.equipment.device.Device`)."""
+        return SIGNAL
 
     def close(self) -> None:
         """Release the driver (its pins or connection)."""

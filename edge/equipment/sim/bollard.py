@@ -28,14 +28,13 @@ from typing import Any, NamedTuple
 
 from gpiozero.pins.mock import MockFactory, MockPin, PinState
 
-from edge.equipment.bollard.controller import (
+from edge.equipment.bollard.config import (
     INPUT_PINS,
     OPTIONAL_INPUT_PINS,
     OUTPUT_PINS,
     BollardConfig,
-    BollardReadings,
-    GpioBollard,
 )
+from edge.equipment.bollard.controller import BollardReadings, GpioBollard
 from edge.equipment.bollard.rules import BollardError, BollardOutputs
 from foundation.clock import Clock
 

@@ -8,6 +8,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from protos.ondijon.v1 import link_pb2 as _link_pb2
 from protos.ondijon.v1 import state_pb2 as _state_pb2
 import builtins as _builtins
@@ -20,6 +21,27 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _AssetKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AssetKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AssetKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ASSET_KIND_UNSPECIFIED: _AssetKind.ValueType  # 0
+    ASSET_KIND_LAMP: _AssetKind.ValueType  # 1
+    ASSET_KIND_CABINET: _AssetKind.ValueType  # 2
+    ASSET_KIND_CROSSING: _AssetKind.ValueType  # 3
+    ASSET_KIND_BOLLARD_SITE: _AssetKind.ValueType  # 4
+
+class AssetKind(_AssetKind, metaclass=_AssetKindEnumTypeWrapper): ...
+
+ASSET_KIND_UNSPECIFIED: AssetKind.ValueType  # 0
+ASSET_KIND_LAMP: AssetKind.ValueType  # 1
+ASSET_KIND_CABINET: AssetKind.ValueType  # 2
+ASSET_KIND_CROSSING: AssetKind.ValueType  # 3
+ASSET_KIND_BOLLARD_SITE: AssetKind.ValueType  # 4
+Global___AssetKind: _TypeAlias = AssetKind  # noqa: Y015
 
 @_typing.final
 class Gateway(_message.Message):
@@ -1424,3 +1446,937 @@ class PlaybookRunResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PlaybookRunResponse: _TypeAlias = PlaybookRunResponse  # noqa: Y015
+
+@_typing.final
+class GeoPoint(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LATITUDE_FIELD_NUMBER: _builtins.int
+    LONGITUDE_FIELD_NUMBER: _builtins.int
+    latitude: _builtins.float
+    longitude: _builtins.float
+    def __init__(
+        self,
+        *,
+        latitude: _builtins.float = ...,
+        longitude: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["latitude", b"latitude", "longitude", b"longitude"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GeoPoint: _TypeAlias = GeoPoint  # noqa: Y015
+
+@_typing.final
+class GatewayList(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    GATEWAY_IDS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    @_builtins.property
+    def gateway_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        gateway_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["gateway_ids", b"gateway_ids", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GatewayList: _TypeAlias = GatewayList  # noqa: Y015
+
+@_typing.final
+class Area(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    POLYGON_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    @_builtins.property
+    def polygon(self) -> _containers.RepeatedCompositeFieldContainer[Global___GeoPoint]:
+        """A closed ring; the last vertex joins the first."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        polygon: _abc.Iterable[Global___GeoPoint] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "polygon", b"polygon"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Area: _TypeAlias = Area  # noqa: Y015
+
+@_typing.final
+class Target(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CITY_FIELD_NUMBER: _builtins.int
+    COMMUNE_FIELD_NUMBER: _builtins.int
+    TAG_FIELD_NUMBER: _builtins.int
+    LIST_FIELD_NUMBER: _builtins.int
+    AREA_FIELD_NUMBER: _builtins.int
+    city: _builtins.bool
+    commune: _builtins.str
+    tag: _builtins.str
+    @_builtins.property
+    def list(self) -> Global___GatewayList: ...
+    @_builtins.property
+    def area(self) -> Global___Area: ...
+    def __init__(
+        self,
+        *,
+        city: _builtins.bool = ...,
+        commune: _builtins.str = ...,
+        tag: _builtins.str = ...,
+        list: Global___GatewayList | None = ...,
+        area: Global___Area | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["area", b"area", "city", b"city", "commune", b"commune", "list", b"list", "tag", b"tag", "target", b"target"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["area", b"area", "city", b"city", "commune", b"commune", "list", b"list", "tag", b"tag", "target", b"target"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_target: _TypeAlias = _typing.Literal["city", "commune", "tag", "list", "area"]  # noqa: Y015
+    _WhichOneofArgType_target: _TypeAlias = _typing.Literal["target", b"target"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_target) -> _WhichOneofReturnType_target | None: ...
+
+Global___Target: _TypeAlias = Target  # noqa: Y015
+
+@_typing.final
+class Asset(_message.Message):
+    """One asset, tied to the device its agent reports (gateway_id, device_id). Lamps carry the
+    fields of the décret of 27 December 2018.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    ASSET_ID_FIELD_NUMBER: _builtins.int
+    GATEWAY_ID_FIELD_NUMBER: _builtins.int
+    DEVICE_ID_FIELD_NUMBER: _builtins.int
+    COMMUNE_FIELD_NUMBER: _builtins.int
+    LATITUDE_FIELD_NUMBER: _builtins.int
+    LONGITUDE_FIELD_NUMBER: _builtins.int
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    POWER_W_FIELD_NUMBER: _builtins.int
+    COLOUR_TEMPERATURE_K_FIELD_NUMBER: _builtins.int
+    LUMINOUS_FLUX_LM_FIELD_NUMBER: _builtins.int
+    UPWARD_LIGHT_RATIO_FIELD_NUMBER: _builtins.int
+    LANTERN_HEIGHT_M_FIELD_NUMBER: _builtins.int
+    INSTALL_DATE_FIELD_NUMBER: _builtins.int
+    SERIAL_FIELD_NUMBER: _builtins.int
+    TAGS_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    BOLLARDS_FIELD_NUMBER: _builtins.int
+    kind: Global___AssetKind.ValueType
+    asset_id: _builtins.str
+    gateway_id: _builtins.str
+    device_id: _builtins.str
+    commune: _builtins.str
+    latitude: _builtins.float
+    longitude: _builtins.float
+    channel: _builtins.int
+    power_w: _builtins.float
+    colour_temperature_k: _builtins.int
+    luminous_flux_lm: _builtins.float
+    upward_light_ratio: _builtins.float
+    """Percent of the flux sent above the horizontal."""
+    lantern_height_m: _builtins.float
+    install_date: _builtins.str
+    """YYYY-MM-DD."""
+    serial: _builtins.str
+    name: _builtins.str
+    bollards: _builtins.int
+    @_builtins.property
+    def tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        kind: Global___AssetKind.ValueType = ...,
+        asset_id: _builtins.str = ...,
+        gateway_id: _builtins.str = ...,
+        device_id: _builtins.str = ...,
+        commune: _builtins.str = ...,
+        latitude: _builtins.float = ...,
+        longitude: _builtins.float = ...,
+        channel: _builtins.int = ...,
+        power_w: _builtins.float = ...,
+        colour_temperature_k: _builtins.int = ...,
+        luminous_flux_lm: _builtins.float = ...,
+        upward_light_ratio: _builtins.float = ...,
+        lantern_height_m: _builtins.float = ...,
+        install_date: _builtins.str = ...,
+        serial: _builtins.str = ...,
+        tags: _abc.Iterable[_builtins.str] | None = ...,
+        name: _builtins.str = ...,
+        bollards: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["asset_id", b"asset_id", "bollards", b"bollards", "channel", b"channel", "colour_temperature_k", b"colour_temperature_k", "commune", b"commune", "device_id", b"device_id", "gateway_id", b"gateway_id", "install_date", b"install_date", "kind", b"kind", "lantern_height_m", b"lantern_height_m", "latitude", b"latitude", "longitude", b"longitude", "luminous_flux_lm", b"luminous_flux_lm", "name", b"name", "power_w", b"power_w", "serial", b"serial", "tags", b"tags", "upward_light_ratio", b"upward_light_ratio"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Asset: _TypeAlias = Asset  # noqa: Y015
+
+@_typing.final
+class ImportAssetsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DRY_RUN_FIELD_NUMBER: _builtins.int
+    EXPECTED_DIGEST_FIELD_NUMBER: _builtins.int
+    ASSETS_FIELD_NUMBER: _builtins.int
+    dry_run: _builtins.bool
+    """First message: what to do. Later ones: assets."""
+    expected_digest: _builtins.str
+    @_builtins.property
+    def assets(self) -> _containers.RepeatedCompositeFieldContainer[Global___Asset]: ...
+    def __init__(
+        self,
+        *,
+        dry_run: _builtins.bool = ...,
+        expected_digest: _builtins.str = ...,
+        assets: _abc.Iterable[Global___Asset] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assets", b"assets", "dry_run", b"dry_run", "expected_digest", b"expected_digest"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImportAssetsRequest: _TypeAlias = ImportAssetsRequest  # noqa: Y015
+
+@_typing.final
+class AssetChange(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    ASSET_ID_FIELD_NUMBER: _builtins.int
+    FIELDS_FIELD_NUMBER: _builtins.int
+    kind: Global___AssetKind.ValueType
+    asset_id: _builtins.str
+    @_builtins.property
+    def fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        kind: Global___AssetKind.ValueType = ...,
+        asset_id: _builtins.str = ...,
+        fields: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["asset_id", b"asset_id", "fields", b"fields", "kind", b"kind"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AssetChange: _TypeAlias = AssetChange  # noqa: Y015
+
+@_typing.final
+class ImportAssetsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ADDED_FIELD_NUMBER: _builtins.int
+    CHANGED_FIELD_NUMBER: _builtins.int
+    REMOVED_FIELD_NUMBER: _builtins.int
+    ADDED_SAMPLE_FIELD_NUMBER: _builtins.int
+    CHANGED_SAMPLE_FIELD_NUMBER: _builtins.int
+    REMOVED_SAMPLE_FIELD_NUMBER: _builtins.int
+    REGISTER_DIGEST_FIELD_NUMBER: _builtins.int
+    APPLIED_FIELD_NUMBER: _builtins.int
+    added: _builtins.int
+    changed: _builtins.int
+    removed: _builtins.int
+    register_digest: _builtins.str
+    """The register's digest the diff was computed against (pass it back to apply)."""
+    applied: _builtins.bool
+    @_builtins.property
+    def added_sample(self) -> _containers.RepeatedCompositeFieldContainer[Global___AssetChange]:
+        """The first few of each, for the operator to read before applying."""
+
+    @_builtins.property
+    def changed_sample(self) -> _containers.RepeatedCompositeFieldContainer[Global___AssetChange]: ...
+    @_builtins.property
+    def removed_sample(self) -> _containers.RepeatedCompositeFieldContainer[Global___AssetChange]: ...
+    def __init__(
+        self,
+        *,
+        added: _builtins.int = ...,
+        changed: _builtins.int = ...,
+        removed: _builtins.int = ...,
+        added_sample: _abc.Iterable[Global___AssetChange] | None = ...,
+        changed_sample: _abc.Iterable[Global___AssetChange] | None = ...,
+        removed_sample: _abc.Iterable[Global___AssetChange] | None = ...,
+        register_digest: _builtins.str = ...,
+        applied: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["added", b"added", "added_sample", b"added_sample", "applied", b"applied", "changed", b"changed", "changed_sample", b"changed_sample", "register_digest", b"register_digest", "removed", b"removed", "removed_sample", b"removed_sample"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImportAssetsResponse: _TypeAlias = ImportAssetsResponse  # noqa: Y015
+
+@_typing.final
+class ListAssetsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    COMMUNE_FIELD_NUMBER: _builtins.int
+    GATEWAY_ID_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    kind: Global___AssetKind.ValueType
+    commune: _builtins.str
+    gateway_id: _builtins.str
+    page_token: _builtins.str
+    page_size: _builtins.int
+    def __init__(
+        self,
+        *,
+        kind: Global___AssetKind.ValueType = ...,
+        commune: _builtins.str = ...,
+        gateway_id: _builtins.str = ...,
+        page_token: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["commune", b"commune", "gateway_id", b"gateway_id", "kind", b"kind", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAssetsRequest: _TypeAlias = ListAssetsRequest  # noqa: Y015
+
+@_typing.final
+class ListAssetsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ASSETS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    @_builtins.property
+    def assets(self) -> _containers.RepeatedCompositeFieldContainer[Global___Asset]: ...
+    def __init__(
+        self,
+        *,
+        assets: _abc.Iterable[Global___Asset] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assets", b"assets", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAssetsResponse: _TypeAlias = ListAssetsResponse  # noqa: Y015
+
+@_typing.final
+class GroupDocument(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ASSIGNMENT_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    TARGET_FIELD_NUMBER: _builtins.int
+    LEVEL_FIELD_NUMBER: _builtins.int
+    DIGEST_FIELD_NUMBER: _builtins.int
+    ISSUED_AT_FIELD_NUMBER: _builtins.int
+    ISSUED_BY_FIELD_NUMBER: _builtins.int
+    GATEWAYS_FIELD_NUMBER: _builtins.int
+    assignment_id: _builtins.int
+    kind: _link_pb2.DocumentKind.ValueType
+    level: _builtins.str
+    """"city", "commune", "tag", "area", "list"."""
+    digest: _builtins.bytes
+    issued_by: _builtins.str
+    gateways: _builtins.int
+    """Gateways whose effective document this is."""
+    @_builtins.property
+    def target(self) -> Global___Target: ...
+    @_builtins.property
+    def issued_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        assignment_id: _builtins.int = ...,
+        kind: _link_pb2.DocumentKind.ValueType = ...,
+        target: Global___Target | None = ...,
+        level: _builtins.str = ...,
+        digest: _builtins.bytes = ...,
+        issued_at: _timestamp_pb2.Timestamp | None = ...,
+        issued_by: _builtins.str = ...,
+        gateways: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["issued_at", b"issued_at", "target", b"target"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignment_id", b"assignment_id", "digest", b"digest", "gateways", b"gateways", "issued_at", b"issued_at", "issued_by", b"issued_by", "kind", b"kind", "level", b"level", "target", b"target"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GroupDocument: _TypeAlias = GroupDocument  # noqa: Y015
+
+@_typing.final
+class PutGroupDocumentRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TARGET_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    PAYLOAD_FIELD_NUMBER: _builtins.int
+    kind: _link_pb2.DocumentKind.ValueType
+    payload: _builtins.bytes
+    @_builtins.property
+    def target(self) -> Global___Target: ...
+    def __init__(
+        self,
+        *,
+        target: Global___Target | None = ...,
+        kind: _link_pb2.DocumentKind.ValueType = ...,
+        payload: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["target", b"target"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "payload", b"payload", "target", b"target"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PutGroupDocumentRequest: _TypeAlias = PutGroupDocumentRequest  # noqa: Y015
+
+@_typing.final
+class PutGroupDocumentResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DOCUMENT_FIELD_NUMBER: _builtins.int
+    GATEWAYS_CHANGED_FIELD_NUMBER: _builtins.int
+    GATEWAYS_COVERED_FIELD_NUMBER: _builtins.int
+    gateways_changed: _builtins.int
+    """Gateways given a new version by this put (others already held it, or a more specific
+    assignment covers them).
+    """
+    gateways_covered: _builtins.int
+    @_builtins.property
+    def document(self) -> Global___GroupDocument: ...
+    def __init__(
+        self,
+        *,
+        document: Global___GroupDocument | None = ...,
+        gateways_changed: _builtins.int = ...,
+        gateways_covered: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["document", b"document"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["document", b"document", "gateways_changed", b"gateways_changed", "gateways_covered", b"gateways_covered"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PutGroupDocumentResponse: _TypeAlias = PutGroupDocumentResponse  # noqa: Y015
+
+@_typing.final
+class RemoveGroupDocumentRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TARGET_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    kind: _link_pb2.DocumentKind.ValueType
+    @_builtins.property
+    def target(self) -> Global___Target: ...
+    def __init__(
+        self,
+        *,
+        target: Global___Target | None = ...,
+        kind: _link_pb2.DocumentKind.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["target", b"target"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "target", b"target"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RemoveGroupDocumentRequest: _TypeAlias = RemoveGroupDocumentRequest  # noqa: Y015
+
+@_typing.final
+class RemoveGroupDocumentResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GATEWAYS_CHANGED_FIELD_NUMBER: _builtins.int
+    gateways_changed: _builtins.int
+    def __init__(
+        self,
+        *,
+        gateways_changed: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["gateways_changed", b"gateways_changed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RemoveGroupDocumentResponse: _TypeAlias = RemoveGroupDocumentResponse  # noqa: Y015
+
+@_typing.final
+class ListGroupDocumentsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    kind: _link_pb2.DocumentKind.ValueType
+    def __init__(
+        self,
+        *,
+        kind: _link_pb2.DocumentKind.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListGroupDocumentsRequest: _TypeAlias = ListGroupDocumentsRequest  # noqa: Y015
+
+@_typing.final
+class ListGroupDocumentsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DOCUMENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def documents(self) -> _containers.RepeatedCompositeFieldContainer[Global___GroupDocument]: ...
+    def __init__(
+        self,
+        *,
+        documents: _abc.Iterable[Global___GroupDocument] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["documents", b"documents"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListGroupDocumentsResponse: _TypeAlias = ListGroupDocumentsResponse  # noqa: Y015
+
+@_typing.final
+class GetEffectiveDocumentRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GATEWAY_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    gateway_id: _builtins.str
+    kind: _link_pb2.DocumentKind.ValueType
+    def __init__(
+        self,
+        *,
+        gateway_id: _builtins.str = ...,
+        kind: _link_pb2.DocumentKind.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["gateway_id", b"gateway_id", "kind", b"kind"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetEffectiveDocumentRequest: _TypeAlias = GetEffectiveDocumentRequest  # noqa: Y015
+
+@_typing.final
+class GetEffectiveDocumentResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DOCUMENT_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    FROM_GROUP_FIELD_NUMBER: _builtins.int
+    SHADOWED_FIELD_NUMBER: _builtins.int
+    HELD_FIELD_NUMBER: _builtins.int
+    source: _builtins.str
+    """"gateway" (put on it directly), a group level, or "" (no document)."""
+    @_builtins.property
+    def document(self) -> _link_pb2.DesiredDocument: ...
+    @_builtins.property
+    def from_group(self) -> Global___GroupDocument: ...
+    @_builtins.property
+    def shadowed(self) -> _containers.RepeatedCompositeFieldContainer[Global___GroupDocument]:
+        """Other assignments covering the gateway, which the effective one outranks."""
+
+    @_builtins.property
+    def held(self) -> _link_pb2.HeldDocument: ...
+    def __init__(
+        self,
+        *,
+        document: _link_pb2.DesiredDocument | None = ...,
+        source: _builtins.str = ...,
+        from_group: Global___GroupDocument | None = ...,
+        shadowed: _abc.Iterable[Global___GroupDocument] | None = ...,
+        held: _link_pb2.HeldDocument | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["document", b"document", "from_group", b"from_group", "held", b"held"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["document", b"document", "from_group", b"from_group", "held", b"held", "shadowed", b"shadowed", "source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetEffectiveDocumentResponse: _TypeAlias = GetEffectiveDocumentResponse  # noqa: Y015
+
+@_typing.final
+class ReleaseGatewayDocumentRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GATEWAY_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    gateway_id: _builtins.str
+    kind: _link_pb2.DocumentKind.ValueType
+    def __init__(
+        self,
+        *,
+        gateway_id: _builtins.str = ...,
+        kind: _link_pb2.DocumentKind.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["gateway_id", b"gateway_id", "kind", b"kind"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReleaseGatewayDocumentRequest: _TypeAlias = ReleaseGatewayDocumentRequest  # noqa: Y015
+
+@_typing.final
+class ReleaseGatewayDocumentResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DOCUMENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def document(self) -> _link_pb2.DesiredDocument: ...
+    def __init__(
+        self,
+        *,
+        document: _link_pb2.DesiredDocument | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["document", b"document"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["document", b"document"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReleaseGatewayDocumentResponse: _TypeAlias = ReleaseGatewayDocumentResponse  # noqa: Y015
+
+@_typing.final
+class GetConvergenceRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    TARGET_FIELD_NUMBER: _builtins.int
+    MAX_LAGGING_FIELD_NUMBER: _builtins.int
+    kind: _link_pb2.DocumentKind.ValueType
+    max_lagging: _builtins.int
+    @_builtins.property
+    def target(self) -> Global___Target:
+        """Unset: the whole city (within the caller's communes)."""
+
+    def __init__(
+        self,
+        *,
+        kind: _link_pb2.DocumentKind.ValueType = ...,
+        target: Global___Target | None = ...,
+        max_lagging: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["target", b"target"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "max_lagging", b"max_lagging", "target", b"target"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetConvergenceRequest: _TypeAlias = GetConvergenceRequest  # noqa: Y015
+
+@_typing.final
+class LaggingGateway(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GATEWAY_ID_FIELD_NUMBER: _builtins.int
+    COMMUNE_FIELD_NUMBER: _builtins.int
+    DESIRED_VERSION_FIELD_NUMBER: _builtins.int
+    HELD_VERSION_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    OFFLINE_SINCE_FIELD_NUMBER: _builtins.int
+    REFUSAL_FIELD_NUMBER: _builtins.int
+    gateway_id: _builtins.str
+    commune: _builtins.str
+    desired_version: _builtins.int
+    held_version: _builtins.int
+    reason: _builtins.str
+    """"offline", "refused", "pending" (connected, acknowledgement awaited), "never-connected"."""
+    refusal: _builtins.str
+    @_builtins.property
+    def offline_since(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        gateway_id: _builtins.str = ...,
+        commune: _builtins.str = ...,
+        desired_version: _builtins.int = ...,
+        held_version: _builtins.int = ...,
+        reason: _builtins.str = ...,
+        offline_since: _timestamp_pb2.Timestamp | None = ...,
+        refusal: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["offline_since", b"offline_since"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["commune", b"commune", "desired_version", b"desired_version", "gateway_id", b"gateway_id", "held_version", b"held_version", "offline_since", b"offline_since", "reason", b"reason", "refusal", b"refusal"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LaggingGateway: _TypeAlias = LaggingGateway  # noqa: Y015
+
+@_typing.final
+class GetConvergenceResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GATEWAYS_FIELD_NUMBER: _builtins.int
+    CONVERGED_FIELD_NUMBER: _builtins.int
+    LAGGING_TOTAL_FIELD_NUMBER: _builtins.int
+    LAGGING_FIELD_NUMBER: _builtins.int
+    OFFLINE_FIELD_NUMBER: _builtins.int
+    REFUSED_FIELD_NUMBER: _builtins.int
+    PENDING_FIELD_NUMBER: _builtins.int
+    WITHOUT_DOCUMENT_FIELD_NUMBER: _builtins.int
+    gateways: _builtins.int
+    converged: _builtins.int
+    lagging_total: _builtins.int
+    offline: _builtins.int
+    refused: _builtins.int
+    pending: _builtins.int
+    without_document: _builtins.int
+    @_builtins.property
+    def lagging(self) -> _containers.RepeatedCompositeFieldContainer[Global___LaggingGateway]: ...
+    def __init__(
+        self,
+        *,
+        gateways: _builtins.int = ...,
+        converged: _builtins.int = ...,
+        lagging_total: _builtins.int = ...,
+        lagging: _abc.Iterable[Global___LaggingGateway] | None = ...,
+        offline: _builtins.int = ...,
+        refused: _builtins.int = ...,
+        pending: _builtins.int = ...,
+        without_document: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["converged", b"converged", "gateways", b"gateways", "lagging", b"lagging", "lagging_total", b"lagging_total", "offline", b"offline", "pending", b"pending", "refused", b"refused", "without_document", b"without_document"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetConvergenceResponse: _TypeAlias = GetConvergenceResponse  # noqa: Y015
+
+@_typing.final
+class SendGroupCommandRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TARGET_FIELD_NUMBER: _builtins.int
+    COMMAND_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def target(self) -> Global___Target: ...
+    @_builtins.property
+    def command(self) -> _link_pb2.Command:
+        """Copied to each gateway with its own command id (the batch id and a number)."""
+
+    def __init__(
+        self,
+        *,
+        target: Global___Target | None = ...,
+        command: _link_pb2.Command | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["command", b"command", "target", b"target"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command", b"command", "target", b"target"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SendGroupCommandRequest: _TypeAlias = SendGroupCommandRequest  # noqa: Y015
+
+@_typing.final
+class SendGroupCommandResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BATCH_ID_FIELD_NUMBER: _builtins.int
+    GATEWAYS_FIELD_NUMBER: _builtins.int
+    batch_id: _builtins.str
+    gateways: _builtins.int
+    def __init__(
+        self,
+        *,
+        batch_id: _builtins.str = ...,
+        gateways: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id", "gateways", b"gateways"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SendGroupCommandResponse: _TypeAlias = SendGroupCommandResponse  # noqa: Y015
+
+@_typing.final
+class GetGroupCommandRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BATCH_ID_FIELD_NUMBER: _builtins.int
+    batch_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        batch_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetGroupCommandRequest: _TypeAlias = GetGroupCommandRequest  # noqa: Y015
+
+@_typing.final
+class GetGroupCommandResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class ByStatusEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    GATEWAYS_FIELD_NUMBER: _builtins.int
+    BY_STATUS_FIELD_NUMBER: _builtins.int
+    FAILED_FIELD_NUMBER: _builtins.int
+    gateways: _builtins.int
+    @_builtins.property
+    def by_status(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Command status name (lowercase) -> how many."""
+
+    @_builtins.property
+    def failed(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        gateways: _builtins.int = ...,
+        by_status: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        failed: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["by_status", b"by_status", "failed", b"failed", "gateways", b"gateways"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetGroupCommandResponse: _TypeAlias = GetGroupCommandResponse  # noqa: Y015
+
+@_typing.final
+class ListFleetRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COMMUNE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    commune: _builtins.str
+    page_token: _builtins.str
+    page_size: _builtins.int
+    def __init__(
+        self,
+        *,
+        commune: _builtins.str = ...,
+        page_token: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["commune", b"commune", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListFleetRequest: _TypeAlias = ListFleetRequest  # noqa: Y015
+
+@_typing.final
+class FleetGateway(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GATEWAY_ID_FIELD_NUMBER: _builtins.int
+    COMMUNE_FIELD_NUMBER: _builtins.int
+    TAGS_FIELD_NUMBER: _builtins.int
+    CONNECTED_FIELD_NUMBER: _builtins.int
+    LAST_SEEN_FIELD_NUMBER: _builtins.int
+    FIRMWARE_VERSION_FIELD_NUMBER: _builtins.int
+    ENROLLED_FIELD_NUMBER: _builtins.int
+    DOCUMENTS_FIELD_NUMBER: _builtins.int
+    DOCUMENTS_HELD_FIELD_NUMBER: _builtins.int
+    gateway_id: _builtins.str
+    commune: _builtins.str
+    connected: _builtins.bool
+    firmware_version: _builtins.str
+    enrolled: _builtins.bool
+    documents: _builtins.int
+    documents_held: _builtins.int
+    @_builtins.property
+    def tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def last_seen(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        gateway_id: _builtins.str = ...,
+        commune: _builtins.str = ...,
+        tags: _abc.Iterable[_builtins.str] | None = ...,
+        connected: _builtins.bool = ...,
+        last_seen: _timestamp_pb2.Timestamp | None = ...,
+        firmware_version: _builtins.str = ...,
+        enrolled: _builtins.bool = ...,
+        documents: _builtins.int = ...,
+        documents_held: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["last_seen", b"last_seen"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["commune", b"commune", "connected", b"connected", "documents", b"documents", "documents_held", b"documents_held", "enrolled", b"enrolled", "firmware_version", b"firmware_version", "gateway_id", b"gateway_id", "last_seen", b"last_seen", "tags", b"tags"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FleetGateway: _TypeAlias = FleetGateway  # noqa: Y015
+
+@_typing.final
+class ListFleetResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GATEWAYS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    @_builtins.property
+    def gateways(self) -> _containers.RepeatedCompositeFieldContainer[Global___FleetGateway]: ...
+    def __init__(
+        self,
+        *,
+        gateways: _abc.Iterable[Global___FleetGateway] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["gateways", b"gateways", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListFleetResponse: _TypeAlias = ListFleetResponse  # noqa: Y015

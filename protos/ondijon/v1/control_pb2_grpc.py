@@ -1220,3 +1220,527 @@ class Operations:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class CityStub:
+    """The city's operations (issue 12): the asset register, documents assigned to groups of
+    gateways with a precedence (gateway > list > area > tag > commune > city), convergence,
+    commands to a target, and the fleet a page at a time. Same operators, roles and scopes
+    as ControlCentre.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.ImportAssets = channel.stream_unary(
+                '/ondijon.v1.City/ImportAssets',
+                request_serializer=ondijon_dot_v1_dot_control__pb2.ImportAssetsRequest.SerializeToString,
+                response_deserializer=ondijon_dot_v1_dot_control__pb2.ImportAssetsResponse.FromString,
+                _registered_method=True)
+        self.ListAssets = channel.unary_unary(
+                '/ondijon.v1.City/ListAssets',
+                request_serializer=ondijon_dot_v1_dot_control__pb2.ListAssetsRequest.SerializeToString,
+                response_deserializer=ondijon_dot_v1_dot_control__pb2.ListAssetsResponse.FromString,
+                _registered_method=True)
+        self.PutGroupDocument = channel.unary_unary(
+                '/ondijon.v1.City/PutGroupDocument',
+                request_serializer=ondijon_dot_v1_dot_control__pb2.PutGroupDocumentRequest.SerializeToString,
+                response_deserializer=ondijon_dot_v1_dot_control__pb2.PutGroupDocumentResponse.FromString,
+                _registered_method=True)
+        self.RemoveGroupDocument = channel.unary_unary(
+                '/ondijon.v1.City/RemoveGroupDocument',
+                request_serializer=ondijon_dot_v1_dot_control__pb2.RemoveGroupDocumentRequest.SerializeToString,
+                response_deserializer=ondijon_dot_v1_dot_control__pb2.RemoveGroupDocumentResponse.FromString,
+                _registered_method=True)
+        self.ListGroupDocuments = channel.unary_unary(
+                '/ondijon.v1.City/ListGroupDocuments',
+                request_serializer=ondijon_dot_v1_dot_control__pb2.ListGroupDocumentsRequest.SerializeToString,
+                response_deserializer=ondijon_dot_v1_dot_control__pb2.ListGroupDocumentsResponse.FromString,
+                _registered_method=True)
+        self.GetEffectiveDocument = channel.unary_unary(
+                '/ondijon.v1.City/GetEffectiveDocument',
+                request_serializer=ondijon_dot_v1_dot_control__pb2.GetEffectiveDocumentRequest.SerializeToString,
+                response_deserializer=ondijon_dot_v1_dot_control__pb2.GetEffectiveDocumentResponse.FromString,
+                _registered_method=True)
+        self.ReleaseGatewayDocument = channel.unary_unary(
+                '/ondijon.v1.City/ReleaseGatewayDocument',
+                request_serializer=ondijon_dot_v1_dot_control__pb2.ReleaseGatewayDocumentRequest.SerializeToString,
+                response_deserializer=ondijon_dot_v1_dot_control__pb2.ReleaseGatewayDocumentResponse.FromString,
+                _registered_method=True)
+        self.GetConvergence = channel.unary_unary(
+                '/ondijon.v1.City/GetConvergence',
+                request_serializer=ondijon_dot_v1_dot_control__pb2.GetConvergenceRequest.SerializeToString,
+                response_deserializer=ondijon_dot_v1_dot_control__pb2.GetConvergenceResponse.FromString,
+                _registered_method=True)
+        self.SendGroupCommand = channel.unary_unary(
+                '/ondijon.v1.City/SendGroupCommand',
+                request_serializer=ondijon_dot_v1_dot_control__pb2.SendGroupCommandRequest.SerializeToString,
+                response_deserializer=ondijon_dot_v1_dot_control__pb2.SendGroupCommandResponse.FromString,
+                _registered_method=True)
+        self.GetGroupCommand = channel.unary_unary(
+                '/ondijon.v1.City/GetGroupCommand',
+                request_serializer=ondijon_dot_v1_dot_control__pb2.GetGroupCommandRequest.SerializeToString,
+                response_deserializer=ondijon_dot_v1_dot_control__pb2.GetGroupCommandResponse.FromString,
+                _registered_method=True)
+        self.ListFleet = channel.unary_unary(
+                '/ondijon.v1.City/ListFleet',
+                request_serializer=ondijon_dot_v1_dot_control__pb2.ListFleetRequest.SerializeToString,
+                response_deserializer=ondijon_dot_v1_dot_control__pb2.ListFleetResponse.FromString,
+                _registered_method=True)
+
+
+class CityServicer:
+    """The city's operations (issue 12): the asset register, documents assigned to groups of
+    gateways with a precedence (gateway > list > area > tag > commune > city), convergence,
+    commands to a target, and the fleet a page at a time. Same operators, roles and scopes
+    as ControlCentre.
+    """
+
+    def ImportAssets(self, request_iterator, context):
+        """Import an inventory: a header, then the assets in chunks. With dry_run, answers the
+        diff and changes nothing; otherwise applies it if the register still has the digest
+        the diff was shown for (expected_digest; empty: whatever it is now).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAssets(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PutGroupDocument(self, request, context):
+        """Assign a document to a target: every gateway it covers, unless a more specific
+        assignment covers it, gets it at once (one transaction, one delivery batch).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveGroupDocument(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListGroupDocuments(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetEffectiveDocument(self, request, context):
+        """A gateway's document of one kind and where it comes from, with the assignments it
+        shadows.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReleaseGatewayDocument(self, request, context):
+        """Let group documents reach a gateway whose document was put on it directly.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetConvergence(self, request, context):
+        """How many gateways hold their effective version, which lag and why.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SendGroupCommand(self, request, context):
+        """One command to every gateway a target covers (e.g. all lamps of Chenôve to 100 %).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetGroupCommand(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListFleet(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_CityServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'ImportAssets': grpc.stream_unary_rpc_method_handler(
+                    servicer.ImportAssets,
+                    request_deserializer=ondijon_dot_v1_dot_control__pb2.ImportAssetsRequest.FromString,
+                    response_serializer=ondijon_dot_v1_dot_control__pb2.ImportAssetsResponse.SerializeToString,
+            ),
+            'ListAssets': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAssets,
+                    request_deserializer=ondijon_dot_v1_dot_control__pb2.ListAssetsRequest.FromString,
+                    response_serializer=ondijon_dot_v1_dot_control__pb2.ListAssetsResponse.SerializeToString,
+            ),
+            'PutGroupDocument': grpc.unary_unary_rpc_method_handler(
+                    servicer.PutGroupDocument,
+                    request_deserializer=ondijon_dot_v1_dot_control__pb2.PutGroupDocumentRequest.FromString,
+                    response_serializer=ondijon_dot_v1_dot_control__pb2.PutGroupDocumentResponse.SerializeToString,
+            ),
+            'RemoveGroupDocument': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveGroupDocument,
+                    request_deserializer=ondijon_dot_v1_dot_control__pb2.RemoveGroupDocumentRequest.FromString,
+                    response_serializer=ondijon_dot_v1_dot_control__pb2.RemoveGroupDocumentResponse.SerializeToString,
+            ),
+            'ListGroupDocuments': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListGroupDocuments,
+                    request_deserializer=ondijon_dot_v1_dot_control__pb2.ListGroupDocumentsRequest.FromString,
+                    response_serializer=ondijon_dot_v1_dot_control__pb2.ListGroupDocumentsResponse.SerializeToString,
+            ),
+            'GetEffectiveDocument': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetEffectiveDocument,
+                    request_deserializer=ondijon_dot_v1_dot_control__pb2.GetEffectiveDocumentRequest.FromString,
+                    response_serializer=ondijon_dot_v1_dot_control__pb2.GetEffectiveDocumentResponse.SerializeToString,
+            ),
+            'ReleaseGatewayDocument': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReleaseGatewayDocument,
+                    request_deserializer=ondijon_dot_v1_dot_control__pb2.ReleaseGatewayDocumentRequest.FromString,
+                    response_serializer=ondijon_dot_v1_dot_control__pb2.ReleaseGatewayDocumentResponse.SerializeToString,
+            ),
+            'GetConvergence': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetConvergence,
+                    request_deserializer=ondijon_dot_v1_dot_control__pb2.GetConvergenceRequest.FromString,
+                    response_serializer=ondijon_dot_v1_dot_control__pb2.GetConvergenceResponse.SerializeToString,
+            ),
+            'SendGroupCommand': grpc.unary_unary_rpc_method_handler(
+                    servicer.SendGroupCommand,
+                    request_deserializer=ondijon_dot_v1_dot_control__pb2.SendGroupCommandRequest.FromString,
+                    response_serializer=ondijon_dot_v1_dot_control__pb2.SendGroupCommandResponse.SerializeToString,
+            ),
+            'GetGroupCommand': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetGroupCommand,
+                    request_deserializer=ondijon_dot_v1_dot_control__pb2.GetGroupCommandRequest.FromString,
+                    response_serializer=ondijon_dot_v1_dot_control__pb2.GetGroupCommandResponse.SerializeToString,
+            ),
+            'ListFleet': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListFleet,
+                    request_deserializer=ondijon_dot_v1_dot_control__pb2.ListFleetRequest.FromString,
+                    response_serializer=ondijon_dot_v1_dot_control__pb2.ListFleetResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'ondijon.v1.City', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('ondijon.v1.City', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class City:
+    """The city's operations (issue 12): the asset register, documents assigned to groups of
+    gateways with a precedence (gateway > list > area > tag > commune > city), convergence,
+    commands to a target, and the fleet a page at a time. Same operators, roles and scopes
+    as ControlCentre.
+    """
+
+    @staticmethod
+    def ImportAssets(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/ondijon.v1.City/ImportAssets',
+            ondijon_dot_v1_dot_control__pb2.ImportAssetsRequest.SerializeToString,
+            ondijon_dot_v1_dot_control__pb2.ImportAssetsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAssets(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ondijon.v1.City/ListAssets',
+            ondijon_dot_v1_dot_control__pb2.ListAssetsRequest.SerializeToString,
+            ondijon_dot_v1_dot_control__pb2.ListAssetsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutGroupDocument(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ondijon.v1.City/PutGroupDocument',
+            ondijon_dot_v1_dot_control__pb2.PutGroupDocumentRequest.SerializeToString,
+            ondijon_dot_v1_dot_control__pb2.PutGroupDocumentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveGroupDocument(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ondijon.v1.City/RemoveGroupDocument',
+            ondijon_dot_v1_dot_control__pb2.RemoveGroupDocumentRequest.SerializeToString,
+            ondijon_dot_v1_dot_control__pb2.RemoveGroupDocumentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListGroupDocuments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ondijon.v1.City/ListGroupDocuments',
+            ondijon_dot_v1_dot_control__pb2.ListGroupDocumentsRequest.SerializeToString,
+            ondijon_dot_v1_dot_control__pb2.ListGroupDocumentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetEffectiveDocument(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ondijon.v1.City/GetEffectiveDocument',
+            ondijon_dot_v1_dot_control__pb2.GetEffectiveDocumentRequest.SerializeToString,
+            ondijon_dot_v1_dot_control__pb2.GetEffectiveDocumentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReleaseGatewayDocument(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ondijon.v1.City/ReleaseGatewayDocument',
+            ondijon_dot_v1_dot_control__pb2.ReleaseGatewayDocumentRequest.SerializeToString,
+            ondijon_dot_v1_dot_control__pb2.ReleaseGatewayDocumentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetConvergence(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ondijon.v1.City/GetConvergence',
+            ondijon_dot_v1_dot_control__pb2.GetConvergenceRequest.SerializeToString,
+            ondijon_dot_v1_dot_control__pb2.GetConvergenceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SendGroupCommand(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ondijon.v1.City/SendGroupCommand',
+            ondijon_dot_v1_dot_control__pb2.SendGroupCommandRequest.SerializeToString,
+            ondijon_dot_v1_dot_control__pb2.SendGroupCommandResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetGroupCommand(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ondijon.v1.City/GetGroupCommand',
+            ondijon_dot_v1_dot_control__pb2.GetGroupCommandRequest.SerializeToString,
+            ondijon_dot_v1_dot_control__pb2.GetGroupCommandResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListFleet(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ondijon.v1.City/ListFleet',
+            ondijon_dot_v1_dot_control__pb2.ListFleetRequest.SerializeToString,
+            ondijon_dot_v1_dot_control__pb2.ListFleetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -342,3 +342,172 @@ class OperationsServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_control_pb2.PlaybookRunResponse, _abc.Awaitable[_control_pb2.PlaybookRunResponse]]: ...
 
 def add_OperationsServicer_to_server(servicer: OperationsServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
+
+class CityStub:
+    """The city's operations (issue 12): the asset register, documents assigned to groups of
+    gateways with a precedence (gateway > list > area > tag > commune > city), convergence,
+    commands to a target, and the fleet a page at a time. Same operators, roles and scopes
+    as ControlCentre.
+    """
+
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> CityAsyncStub: ...
+    ImportAssets: _grpc.StreamUnaryMultiCallable[_control_pb2.ImportAssetsRequest, _control_pb2.ImportAssetsResponse]
+    """Import an inventory: a header, then the assets in chunks. With dry_run, answers the
+    diff and changes nothing; otherwise applies it if the register still has the digest
+    the diff was shown for (expected_digest; empty: whatever it is now).
+    """
+    ListAssets: _grpc.UnaryUnaryMultiCallable[_control_pb2.ListAssetsRequest, _control_pb2.ListAssetsResponse]
+    PutGroupDocument: _grpc.UnaryUnaryMultiCallable[_control_pb2.PutGroupDocumentRequest, _control_pb2.PutGroupDocumentResponse]
+    """Assign a document to a target: every gateway it covers, unless a more specific
+    assignment covers it, gets it at once (one transaction, one delivery batch).
+    """
+    RemoveGroupDocument: _grpc.UnaryUnaryMultiCallable[_control_pb2.RemoveGroupDocumentRequest, _control_pb2.RemoveGroupDocumentResponse]
+    ListGroupDocuments: _grpc.UnaryUnaryMultiCallable[_control_pb2.ListGroupDocumentsRequest, _control_pb2.ListGroupDocumentsResponse]
+    GetEffectiveDocument: _grpc.UnaryUnaryMultiCallable[_control_pb2.GetEffectiveDocumentRequest, _control_pb2.GetEffectiveDocumentResponse]
+    """A gateway's document of one kind and where it comes from, with the assignments it
+    shadows.
+    """
+    ReleaseGatewayDocument: _grpc.UnaryUnaryMultiCallable[_control_pb2.ReleaseGatewayDocumentRequest, _control_pb2.ReleaseGatewayDocumentResponse]
+    """Let group documents reach a gateway whose document was put on it directly."""
+    GetConvergence: _grpc.UnaryUnaryMultiCallable[_control_pb2.GetConvergenceRequest, _control_pb2.GetConvergenceResponse]
+    """How many gateways hold their effective version, which lag and why."""
+    SendGroupCommand: _grpc.UnaryUnaryMultiCallable[_control_pb2.SendGroupCommandRequest, _control_pb2.SendGroupCommandResponse]
+    """One command to every gateway a target covers (e.g. all lamps of Chenôve to 100 %)."""
+    GetGroupCommand: _grpc.UnaryUnaryMultiCallable[_control_pb2.GetGroupCommandRequest, _control_pb2.GetGroupCommandResponse]
+    ListFleet: _grpc.UnaryUnaryMultiCallable[_control_pb2.ListFleetRequest, _control_pb2.ListFleetResponse]
+
+@_typing.type_check_only
+class CityAsyncStub(CityStub):
+    """The city's operations (issue 12): the asset register, documents assigned to groups of
+    gateways with a precedence (gateway > list > area > tag > commune > city), convergence,
+    commands to a target, and the fleet a page at a time. Same operators, roles and scopes
+    as ControlCentre.
+    """
+
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    ImportAssets: _aio.StreamUnaryMultiCallable[_control_pb2.ImportAssetsRequest, _control_pb2.ImportAssetsResponse]  # type: ignore[assignment]
+    """Import an inventory: a header, then the assets in chunks. With dry_run, answers the
+    diff and changes nothing; otherwise applies it if the register still has the digest
+    the diff was shown for (expected_digest; empty: whatever it is now).
+    """
+    ListAssets: _aio.UnaryUnaryMultiCallable[_control_pb2.ListAssetsRequest, _control_pb2.ListAssetsResponse]  # type: ignore[assignment]
+    PutGroupDocument: _aio.UnaryUnaryMultiCallable[_control_pb2.PutGroupDocumentRequest, _control_pb2.PutGroupDocumentResponse]  # type: ignore[assignment]
+    """Assign a document to a target: every gateway it covers, unless a more specific
+    assignment covers it, gets it at once (one transaction, one delivery batch).
+    """
+    RemoveGroupDocument: _aio.UnaryUnaryMultiCallable[_control_pb2.RemoveGroupDocumentRequest, _control_pb2.RemoveGroupDocumentResponse]  # type: ignore[assignment]
+    ListGroupDocuments: _aio.UnaryUnaryMultiCallable[_control_pb2.ListGroupDocumentsRequest, _control_pb2.ListGroupDocumentsResponse]  # type: ignore[assignment]
+    GetEffectiveDocument: _aio.UnaryUnaryMultiCallable[_control_pb2.GetEffectiveDocumentRequest, _control_pb2.GetEffectiveDocumentResponse]  # type: ignore[assignment]
+    """A gateway's document of one kind and where it comes from, with the assignments it
+    shadows.
+    """
+    ReleaseGatewayDocument: _aio.UnaryUnaryMultiCallable[_control_pb2.ReleaseGatewayDocumentRequest, _control_pb2.ReleaseGatewayDocumentResponse]  # type: ignore[assignment]
+    """Let group documents reach a gateway whose document was put on it directly."""
+    GetConvergence: _aio.UnaryUnaryMultiCallable[_control_pb2.GetConvergenceRequest, _control_pb2.GetConvergenceResponse]  # type: ignore[assignment]
+    """How many gateways hold their effective version, which lag and why."""
+    SendGroupCommand: _aio.UnaryUnaryMultiCallable[_control_pb2.SendGroupCommandRequest, _control_pb2.SendGroupCommandResponse]  # type: ignore[assignment]
+    """One command to every gateway a target covers (e.g. all lamps of Chenôve to 100 %)."""
+    GetGroupCommand: _aio.UnaryUnaryMultiCallable[_control_pb2.GetGroupCommandRequest, _control_pb2.GetGroupCommandResponse]  # type: ignore[assignment]
+    ListFleet: _aio.UnaryUnaryMultiCallable[_control_pb2.ListFleetRequest, _control_pb2.ListFleetResponse]  # type: ignore[assignment]
+
+class CityServicer(metaclass=_abc_1.ABCMeta):
+    """The city's operations (issue 12): the asset register, documents assigned to groups of
+    gateways with a precedence (gateway > list > area > tag > commune > city), convergence,
+    commands to a target, and the fleet a page at a time. Same operators, roles and scopes
+    as ControlCentre.
+    """
+
+    @_abc_1.abstractmethod
+    def ImportAssets(
+        self,
+        request_iterator: _MaybeAsyncIterator[_control_pb2.ImportAssetsRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_control_pb2.ImportAssetsResponse, _abc.Awaitable[_control_pb2.ImportAssetsResponse]]:
+        """Import an inventory: a header, then the assets in chunks. With dry_run, answers the
+        diff and changes nothing; otherwise applies it if the register still has the digest
+        the diff was shown for (expected_digest; empty: whatever it is now).
+        """
+
+    @_abc_1.abstractmethod
+    def ListAssets(
+        self,
+        request: _control_pb2.ListAssetsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_control_pb2.ListAssetsResponse, _abc.Awaitable[_control_pb2.ListAssetsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def PutGroupDocument(
+        self,
+        request: _control_pb2.PutGroupDocumentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_control_pb2.PutGroupDocumentResponse, _abc.Awaitable[_control_pb2.PutGroupDocumentResponse]]:
+        """Assign a document to a target: every gateway it covers, unless a more specific
+        assignment covers it, gets it at once (one transaction, one delivery batch).
+        """
+
+    @_abc_1.abstractmethod
+    def RemoveGroupDocument(
+        self,
+        request: _control_pb2.RemoveGroupDocumentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_control_pb2.RemoveGroupDocumentResponse, _abc.Awaitable[_control_pb2.RemoveGroupDocumentResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListGroupDocuments(
+        self,
+        request: _control_pb2.ListGroupDocumentsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_control_pb2.ListGroupDocumentsResponse, _abc.Awaitable[_control_pb2.ListGroupDocumentsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetEffectiveDocument(
+        self,
+        request: _control_pb2.GetEffectiveDocumentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_control_pb2.GetEffectiveDocumentResponse, _abc.Awaitable[_control_pb2.GetEffectiveDocumentResponse]]:
+        """A gateway's document of one kind and where it comes from, with the assignments it
+        shadows.
+        """
+
+    @_abc_1.abstractmethod
+    def ReleaseGatewayDocument(
+        self,
+        request: _control_pb2.ReleaseGatewayDocumentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_control_pb2.ReleaseGatewayDocumentResponse, _abc.Awaitable[_control_pb2.ReleaseGatewayDocumentResponse]]:
+        """Let group documents reach a gateway whose document was put on it directly."""
+
+    @_abc_1.abstractmethod
+    def GetConvergence(
+        self,
+        request: _control_pb2.GetConvergenceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_control_pb2.GetConvergenceResponse, _abc.Awaitable[_control_pb2.GetConvergenceResponse]]:
+        """How many gateways hold their effective version, which lag and why."""
+
+    @_abc_1.abstractmethod
+    def SendGroupCommand(
+        self,
+        request: _control_pb2.SendGroupCommandRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_control_pb2.SendGroupCommandResponse, _abc.Awaitable[_control_pb2.SendGroupCommandResponse]]:
+        """One command to every gateway a target covers (e.g. all lamps of Chenôve to 100 %)."""
+
+    @_abc_1.abstractmethod
+    def GetGroupCommand(
+        self,
+        request: _control_pb2.GetGroupCommandRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_control_pb2.GetGroupCommandResponse, _abc.Awaitable[_control_pb2.GetGroupCommandResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListFleet(
+        self,
+        request: _control_pb2.ListFleetRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_control_pb2.ListFleetResponse, _abc.Awaitable[_control_pb2.ListFleetResponse]]: ...
+
+def add_CityServicer_to_server(servicer: CityServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

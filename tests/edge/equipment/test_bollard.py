@@ -23,7 +23,6 @@ from edge.equipment.bollard.controller import (
     BollardController,
     BollardReadings,
     GpioBollard,
-    open_bollard_driver,
     target_from_setting,
 )
 from edge.equipment.bollard.rules import (
@@ -33,6 +32,7 @@ from edge.equipment.bollard.rules import (
     Mode,
     Position,
 )
+from edge.equipment.registry import open_driver
 from edge.equipment.sim.bollard import ClockedMockFactory, SimulatedBollard
 from edge.events import EquipmentConfigError, EquipmentEvent, Priority
 from foundation.clock import ManualClock
@@ -445,7 +445,7 @@ def mock_factory() -> Iterator[MockFactory]:
 def test_gpio_backend_reads_open_safety_circuits_as_unsafe(mock_factory: MockFactory) -> None:
     """Nothing wired (every input pulled up, every circuit open): the loop reads occupied,
     the edge obstructed, the emergency key turned; the limit switches (normally open) idle."""
-    driver = open_bollard_driver(BollardConfig(device_id="b", **PINS), ManualClock(T0))
+    driver = open_driver(BollardConfig(device_id="b", **PINS), ManualClock(T0))
     try:
         assert isinstance(driver, GpioBollard)
         assert driver.read() == BollardReadings(

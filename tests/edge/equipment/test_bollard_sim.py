@@ -8,8 +8,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from edge.equipment.bollard.controller import BollardConfig, open_bollard_driver
+from edge.equipment.bollard.controller import BollardConfig
 from edge.equipment.bollard.rules import BollardError, BollardOutputs
+from edge.equipment.registry import open_driver
 from edge.equipment.sim.bollard import ClockedMockFactory, SimulatedBollard
 from foundation.clock import ManualClock
 
@@ -175,7 +176,7 @@ def test_clocked_factory_ticks_follow_the_clock() -> None:
 
 
 def test_configuration_picks_the_simulated_backend() -> None:
-    driver = open_bollard_driver(CONFIG, ManualClock(T0))
+    driver = open_driver(CONFIG, ManualClock(T0))
     try:
         assert isinstance(driver, SimulatedBollard)
     finally:

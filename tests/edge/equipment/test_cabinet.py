@@ -14,9 +14,9 @@ from edge.equipment.cabinet.monitor import (
     CabinetDriverError,
     CabinetMonitor,
     GpioCabinet,
-    SimulatedCabinet,
-    connect_cabinet,
 )
+from edge.equipment.registry import open_driver
+from edge.equipment.sim.cabinet import SimulatedCabinet
 from edge.events import EquipmentConfigError, EquipmentEvent, Priority
 from foundation.clock import ManualClock
 from protos.ondijon.v1 import schedule_pb2
@@ -82,9 +82,9 @@ def test_config_errors_name_the_field(overrides: dict[str, object], field: str) 
 
 
 def test_connect_picks_the_configured_backend(factory: MockFactory) -> None:
-    assert isinstance(connect_cabinet(config(), pin_factory=factory), GpioCabinet)
+    assert isinstance(open_driver(config(), pin_factory=factory), GpioCabinet)
     simulated = CabinetConfig.from_mapping({"id": "c", "backend": "simulated"}, "c")
-    assert isinstance(connect_cabinet(simulated), SimulatedCabinet)
+    assert isinstance(open_driver(simulated), SimulatedCabinet)
 
 
 def test_gpio_inputs_drive_door_and_mains_alarms(factory: MockFactory, clock: ManualClock) -> None:

@@ -14,8 +14,8 @@ from edge.equipment.lamp.controller import (
     LampController,
     LampCounters,
     LampDriverError,
-    connect_lamp,
 )
+from edge.equipment.registry import open_driver
 from edge.equipment.sim.lantern import MockLantern, SimulatedLamp, clocked_pwm_factory
 from edge.events import EquipmentConfigError, EquipmentEvent, Priority
 from foundation.clock import ManualClock
@@ -73,7 +73,7 @@ def gpio_controller(
     **overrides: object,
 ) -> LampController:
     config = gpio_config(**overrides)
-    driver = connect_lamp(config, clock=clock, pin_factory=factory)
+    driver = open_driver(config, clock=clock, pin_factory=factory)
     return LampController(config, driver, events, clock)
 
 
@@ -169,9 +169,9 @@ def test_config_requires_nominal_power() -> None:
 
 
 def test_connect_picks_the_configured_backend(factory: MockFactory, clock: ManualClock) -> None:
-    assert isinstance(connect_lamp(gpio_config(), clock=clock, pin_factory=factory), GpioLamp)
+    assert isinstance(open_driver(gpio_config(), clock=clock, pin_factory=factory), GpioLamp)
     simulated = gpio_config(backend="simulated")
-    assert isinstance(connect_lamp(simulated, clock=clock), SimulatedLamp)
+    assert isinstance(open_driver(simulated, clock=clock), SimulatedLamp)
 
 
 # --- gpiozero backend: the actual pins -------------------------------------------------
@@ -286,7 +286,7 @@ def test_a_released_relay_output_leaves_the_lamp_lit_unless_wired_normally_open(
         relay_active_high=config.relay_active_high,
     )
     lamp = LampController(
-        config, connect_lamp(config, clock=clock, pin_factory=pins), Events(), clock
+        config, open_driver(config, clock=clock, pin_factory=pins), Events(), clock
     )
     lamp.apply(level, "program:x")
     assert lantern.lit is (level > 0)

@@ -23,6 +23,7 @@ from domain.signals.plans import (
     SignalPlans,
     plans_from_proto,
 )
+from edge.equipment.registry import open_driver
 from edge.equipment.signal.bus_priority import BusPriorityLimits, BusPriorityOutcome
 from edge.equipment.signal.config import (
     GpioBackendConfig,
@@ -39,7 +40,6 @@ from edge.equipment.signal.controller import (
     SignalCommunicationError,
     SignalController,
     SignalRefusedError,
-    build_driver,
 )
 from edge.equipment.sim.crossing import SimulatedSignalController
 from edge.events import EquipmentConfigError, EquipmentEvent, Priority
@@ -514,12 +514,12 @@ def test_config_errors_name_the_field(entry: dict[str, Any], field: str) -> None
 
 
 def test_the_backend_is_chosen_by_configuration(factory: MockFactory, clock: ManualClock) -> None:
-    sim = build_driver(
+    sim = open_driver(
         SignalConfig.from_mapping(simulated_entry(), "s"), clock=clock, pin_factory=factory
     )
     assert isinstance(sim, SimulatedSignalController)
     sim.close()
-    gpio = build_driver(
+    gpio = open_driver(
         SignalConfig.from_mapping(gpio_entry(), "s"), clock=clock, pin_factory=factory
     )
     assert isinstance(gpio, GpioSignalController)

@@ -1,7 +1,7 @@
 """citizens' reports (issue 15)
 
-Revision ID: 0007_public_reports
-Revises: 0006_alarms_energy
+Revision ID: 0008_public_reports
+Revises: 0007_merge_city_alarms
 Create Date: 2027-01-20 09:00:00.000000
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0007_public_reports"
-down_revision = "0006_alarms_energy"
+revision = "0008_public_reports"
+down_revision = "0007_merge_city_alarms"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,1 @@
+"""The asset register: every lamp, cabinet, crossing and bollard site of the city."""

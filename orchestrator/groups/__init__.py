@@ -1,0 +1,1 @@
+"""Group documents and commands: one call for every gateway a target covers."""
