@@ -10,6 +10,8 @@ data planted in the store, over every file of every export.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import re
 from collections.abc import Iterable
@@ -61,27 +63,36 @@ def scan(
     text = data.decode("utf-8")
     allowed = [v for v in allowed_values if v]
     findings: list[Finding] = []
-    keys: list[str] = []
+    keys: set[str] = set()
+    values: set[str] = set()
+    where = "text"
     if file.endswith((".json", ".geojson", ".jsonld")):
-        _keys(json.loads(text), keys)
+        _walk(json.loads(text), keys, values)
         where = "key"
     elif file.endswith(".csv"):
-        keys = text.split("\r\n", 1)[0].split(",")
+        rows = list(csv.reader(io.StringIO(text)))
+        keys = set(rows[0]) if rows else set()
+        values = {cell for row in rows[1:] for cell in row}
         where = "column"
-    for key in keys:
+    else:
+        values = {text}
+    for key in sorted(keys):
         if (
             key not in ALLOWED_FIELDS
             and FORBIDDEN_FIELD.search(key)
             and not file.startswith("schemas/")
         ):
             findings.append(Finding(file, f"{where} {key!r}", "a field that carries personal data"))
-    cleaned = text
+    # Each distinct value once (communes, enumerations and dates repeat by the thousand).
+    cleaned = "\n".join(sorted(values))
     for value in allowed:
         cleaned = cleaned.replace(value, " ")
     for what, pattern in PATTERNS.items():
-        for m in pattern.finditer(cleaned):
-            findings.append(Finding(file, f"offset {m.start()}", f"{what} {m.group()!r}"))
-            break
+        if what == "e-mail address" and "@" not in cleaned:
+            continue
+        m = pattern.search(cleaned)
+        if m is not None:
+            findings.append(Finding(file, "value", f"{what} {m.group()!r}"))
     for value in planted:
         if value and value in text:
             findings.append(Finding(file, "content", f"planted personal value {value!r}"))
@@ -97,11 +108,15 @@ def check(files: dict[str, bytes], *, allowed_values: Iterable[str] = ()) -> Non
             raise PrivacyError(f"{found[0].file}: {found[0].where}", found[0].what)
 
 
-def _keys(value: Any, out: list[str]) -> None:
+def _walk(value: Any, keys: set[str], values: set[str]) -> None:
     if isinstance(value, dict):
         for k, v in value.items():
-            out.append(str(k))
-            _keys(v, out)
+            keys.add(str(k))
+            _walk(v, keys, values)
     elif isinstance(value, list):
         for v in value:
-            _keys(v, out)
+            _walk(v, keys, values)
+    elif isinstance(value, str):
+        values.add(value)
+    elif value is not None and not isinstance(value, bool):
+        values.add(str(value))

@@ -9,6 +9,7 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
+from orchestrator.store.records import Conflict
 from orchestrator.store.schema import alarms, public_reports
 
 
@@ -52,9 +53,15 @@ _REPORT_COLUMNS = [c.name for c in public_reports.c if c.name != "challenge_sha2
 
 
 def add_report(conn: sa.Connection, report: StoredReport, challenge_sha256: str) -> None:
-    """Insert a report; sqlalchemy's IntegrityError if its challenge was used already."""
+    """Insert a report; Conflict if its challenge was used already (on any replica)."""
     values = {name: getattr(report, name) for name in _REPORT_COLUMNS}
-    conn.execute(public_reports.insert().values(**values, challenge_sha256=challenge_sha256))
+    try:
+        with conn.begin_nested():
+            conn.execute(
+                public_reports.insert().values(**values, challenge_sha256=challenge_sha256)
+            )
+    except sa.exc.IntegrityError:
+        raise Conflict("challenge", "already used") from None
 
 
 def challenge_used(conn: sa.Connection, challenge_sha256: str) -> bool:
