@@ -84,7 +84,7 @@ def scan(
         ):
             findings.append(Finding(file, f"{where} {key!r}", "a field that carries personal data"))
     # Each distinct value once (communes, enumerations and dates repeat by the thousand).
-    cleaned = "\n".join(sorted(values))
+    cleaned = "\x00".join(sorted(values))  # a separator no pattern crosses
     for value in allowed:
         cleaned = cleaned.replace(value, " ")
     for what, pattern in PATTERNS.items():
