@@ -344,7 +344,9 @@ PROGRAMS = Table(
                 "type": "array",
                 "items": {"type": "string", "pattern": r"^\d{2}:\d{2} (100|[1-9]?\d)$"},
             },
-            "Every change of level tonight: local time HH:MM and level in percent",
+            "Every change of level tonight: local time HH:MM and level in percent; empty when "
+            "the cabinet holds no schedule (its lamps then follow their default level)",
+            required=False,
         ),
     ),
 )
@@ -407,7 +409,7 @@ def program_rows(groups: Iterable[GroupProgram]) -> list[dict[str, Any]]:
                 "switchingMode": modes or None,
                 "switchingOnAt": _utc(on),
                 "switchingOffAt": _utc(off),
-                "switches": [f"{at.astimezone(zone):%H:%M} {lvl}" for at, lvl in g.points],
+                "switches": [f"{at.astimezone(zone):%H:%M} {lvl}" for at, lvl in g.points] or None,
                 "longitude": g.longitude,
                 "latitude": g.latitude,
             }

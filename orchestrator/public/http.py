@@ -160,20 +160,13 @@ class PublicSite:
         address = request.remote or "?"
         now = self.clock.monotonic()
         if not self.requests.take(address, 1.0, now):
-            response: web.StreamResponse = _too_many(1.0)
-        else:
-            try:
-                response = await handler(request)
-            except web.HTTPException as exc:
-                response = exc
-        response.headers.setdefault("Content-Security-Policy", CSP)
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers["Referrer-Policy"] = "no-referrer"
-        response.headers["Strict-Transport-Security"] = "max-age=31536000"
-        if request.path.startswith(("/opendata/", "/api/reports/challenge")):
-            # Open data is for everyone, browsers of other sites included.
-            response.headers["Access-Control-Allow-Origin"] = "*"
-        return response
+            return _headers(request, _too_many(1.0))
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            _headers(request, exc)
+            raise
+        return _headers(request, response)
 
     async def _home(self, request: web.Request) -> web.StreamResponse:
         raise web.HTTPFound("/opendata/")
@@ -250,6 +243,17 @@ class PublicSite:
         if found is None:
             raise web.HTTPNotFound(text="no such report (or deleted after its retention)\n")
         return web.json_response(found, headers={"Cache-Control": "no-store"})
+
+
+def _headers(request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
+    response.headers.setdefault("Content-Security-Policy", CSP)
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["Strict-Transport-Security"] = "max-age=31536000"
+    if request.path.startswith(("/opendata/", "/api/reports/challenge")):
+        # Open data is for everyone, browsers of other sites included.
+        response.headers["Access-Control-Allow-Origin"] = "*"
+    return response
 
 
 def _not_modified(request: web.Request, resource: Resource) -> bool:

@@ -93,8 +93,8 @@ def get_report(conn: sa.Connection, reference: str) -> ReportState | None:
 
 
 def delete_reports_before(conn: sa.Connection, cutoff: datetime) -> int:
-    """Delete every report made before ``cutoff`` (the retention sweep); how many."""
-    stmt = public_reports.delete().where(public_reports.c.reported_at < cutoff)
+    """Delete every report made at or before ``cutoff`` (the retention sweep); how many."""
+    stmt = public_reports.delete().where(public_reports.c.reported_at <= cutoff)
     return int(conn.execute(stmt.execution_options(preserve_rowcount=True)).rowcount)
 
 
