@@ -336,6 +336,8 @@ def publish(out: Path, export: Export, *, crash: CrashPoint = no_crash) -> Path:
     os.replace(link_tmp, out / "current")
     fsync_dir(out)
     crash("export:current")
+    for stale in out.glob(".current.*"):  # links an export cut short left behind
+        with_suppress_unlink(stale)
     _prune(exports, keep=final)
     return final
 
