@@ -14,7 +14,7 @@ import csv
 import io
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,26 +76,38 @@ def scan(
         where = "column"
     else:
         values = {text}
-    for key in sorted(keys):
-        if (
-            key not in ALLOWED_FIELDS
-            and FORBIDDEN_FIELD.search(key)
-            and not file.startswith("schemas/")
-        ):
+    if file.startswith("schemas/"):
+        keys = set()  # a schema's keys are JSON Schema's words and the columns, checked apart
+    findings += scan_values(file, keys, values, allowed, where)
+    for value in planted:
+        if value and value in text:
+            findings.append(Finding(file, "content", f"planted personal value {value!r}"))
+    return findings
+
+
+def scan_values(
+    file: str,
+    keys: Iterable[str],
+    values: Iterable[str],
+    allowed: Iterable[str] = (),
+    where: str = "field",
+) -> list[Finding]:
+    """What looks personal among field names ``keys`` and ``values``."""
+    findings = []
+    for key in sorted(set(keys)):
+        if key not in ALLOWED_FIELDS and FORBIDDEN_FIELD.search(key):
             findings.append(Finding(file, f"{where} {key!r}", "a field that carries personal data"))
     # Each distinct value once (communes, enumerations and dates repeat by the thousand).
-    cleaned = "\x00".join(sorted(values))  # a separator no pattern crosses
+    cleaned = "\x00".join(sorted(set(values)))  # a separator no pattern crosses
     for value in allowed:
-        cleaned = cleaned.replace(value, " ")
+        if value:
+            cleaned = cleaned.replace(value, " ")
     for what, pattern in PATTERNS.items():
         if what == "e-mail address" and "@" not in cleaned:
             continue
         m = pattern.search(cleaned)
         if m is not None:
             findings.append(Finding(file, "value", f"{what} {m.group()!r}"))
-    for value in planted:
-        if value and value in text:
-            findings.append(Finding(file, "content", f"planted personal value {value!r}"))
     return findings
 
 
@@ -103,9 +115,30 @@ def check(files: dict[str, bytes], *, allowed_values: Iterable[str] = ()) -> Non
     """Raise :class:`PrivacyError` naming the first finding, if any."""
     allowed = list(allowed_values)
     for name, data in files.items():
-        found = scan(name, data, allowed_values=allowed)
-        if found:
-            raise PrivacyError(f"{found[0].file}: {found[0].where}", found[0].what)
+        refuse(scan(name, data, allowed_values=allowed))
+
+
+def check_rows(
+    dataset: str,
+    columns: Iterable[str],
+    rows: Iterable[Mapping[str, Any]],
+    allowed_values: Iterable[str] = (),
+) -> None:
+    """The same gate on a dataset's rows, before they become files: every format of a
+    dataset is written from these rows, so one look at its distinct values covers them."""
+    values: set[str] = set()
+    for row in rows:
+        for v in row.values():
+            if isinstance(v, list | tuple):
+                values.update(str(x) for x in v)
+            elif v is not None and not isinstance(v, bool):
+                values.add(str(v))
+    refuse(scan_values(dataset, columns, values, allowed_values, "column"))
+
+
+def refuse(found: list[Finding]) -> None:
+    if found:
+        raise PrivacyError(f"{found[0].file}: {found[0].where}", found[0].what)
 
 
 def _walk(value: Any, keys: set[str], values: set[str]) -> None:

@@ -36,7 +36,7 @@ from domain.opendata.catalogue import Publisher, export_files
 from domain.schedule.model import Schedule, Site
 from domain.schedule.program import day_plan
 from foundation.files import PUBLIC_FILE, CrashPoint, fsync_dir, fsync_tree, no_crash
-from orchestrator.ingest.devices import current_devices
+from orchestrator.ingest.devices import latest
 from orchestrator.store import assets as asset_sql
 from orchestrator.store import energy as energy_sql
 from orchestrator.store import public as public_sql
@@ -62,26 +62,63 @@ _SIGNAL = {
 }
 
 
-def read_inputs(store: Store, conn: Connection, now: datetime) -> ds.Inputs:
-    """Everything an export needs, in one read transaction."""
+@dataclass
+class Records:
+    """What the store holds for an export, read in one transaction (decoded after it)."""
+
+    register: list[Asset]
+    gateways: dict[str, Any]
+    device_logs: dict[str, bytes]
+    schedule_payloads: dict[str, bytes]
+    lamp_days: list[energy_sql.StoredDay]
+    faults: list[public_sql.FaultRow]
+    since: date
+    today: date
+
+
+def read_records(store: Store, conn: Connection, now: datetime) -> Records:
+    """One read transaction: rows only, no decoding nor astronomy (the store's deadline
+    bounds it)."""
     zone = ZoneInfo(ZONE)
     today = now.astimezone(zone).date()
     since, until = today - timedelta(days=WINDOW_DAYS), today - timedelta(days=1)
-    register = list(asset_sql.load_register(conn).values())
     gateways = {g.gateway_id: g for g in store.list_gateways(conn)}
-    states: dict[str, dict[str, state_pb2.DeviceState]] = {}
-    schedules: dict[str, Schedule] = {}
+    logs, payloads = {}, {}
     for gateway_id in gateways:
-        states[gateway_id] = {d.device_id: d for d in current_devices(store, conn, gateway_id)}
+        logs[gateway_id] = store.get_devices(conn, gateway_id)[0]
         for doc in store.documents_for(conn, gateway_id):
             if doc.kind == link_pb2.DOCUMENT_KIND_SCHEDULE:
-                value = documents.parse(doc.kind, doc.payload).value
-                if isinstance(value, Schedule):
-                    schedules[gateway_id] = value
-    lamp_days = energy_sql.select_days(conn, since, until, communes=None)
-    faults = public_sql.faults(
-        conn, ds.LAMP_FAULTS, datetime.combine(since, datetime.min.time(), zone)
+                payloads[gateway_id] = doc.payload
+    return Records(
+        register=list(asset_sql.load_register(conn).values()),
+        gateways=gateways,
+        device_logs=logs,
+        schedule_payloads=payloads,
+        lamp_days=energy_sql.select_days(conn, since, until, communes=None),
+        faults=public_sql.faults(
+            conn, ds.LAMP_FAULTS, datetime.combine(since, datetime.min.time(), zone)
+        ),
+        since=since,
+        today=today,
     )
+
+
+def read_inputs(store: Store, conn: Connection, now: datetime) -> ds.Inputs:
+    """Everything an export needs (the command line's path: read and decode at once)."""
+    return inputs_of(read_records(store, conn, now), now)
+
+
+def inputs_of(records: Records, now: datetime) -> ds.Inputs:
+    """Decode what was read: device states, schedules, tonight's programs."""
+    register, gateways = records.register, records.gateways
+    lamp_days, faults = records.lamp_days, records.faults
+    since, today = records.since, records.today
+    states = {g: {d.device_id: d for d in latest(log)} for g, log in records.device_logs.items()}
+    schedules: dict[str, Schedule] = {}
+    for gateway_id, payload in records.schedule_payloads.items():
+        value = documents.parse(link_pb2.DOCUMENT_KIND_SCHEDULE, payload).value
+        if isinstance(value, Schedule):
+            schedules[gateway_id] = value
     open_faults = {(f.gateway_id, f.device_id) for f in faults if f.closed_at is None}
 
     lamps, cabinets, sites = [], [], []
@@ -245,7 +282,8 @@ def _programs(
         if schedule is None:
             pass
         else:
-            site = Site(a.latitude, a.longitude, time_zone)
+            # Sun times to ~1 km (a few seconds): cabinets of a district share one computation.
+            site = Site(round(a.latitude, 2), round(a.longitude, 2), time_zone)
             program, points = night_points(schedule, site, night)
         out.append(
             ds.GroupProgram(
@@ -284,9 +322,12 @@ async def build(runner: Any, publisher: Publisher, now: Callable[[], datetime]) 
     """Read the store (one transaction) and build every file in a worker thread."""
     at = now()
     store = runner.store
-    inputs = await runner.read(lambda conn: read_inputs(store, conn, at))
-    files = await asyncio.to_thread(export_files, inputs, publisher, at)
-    return Export(files, at)
+    records = await runner.read(lambda conn: read_records(store, conn, at))
+
+    def make() -> dict[str, bytes]:
+        return export_files(inputs_of(records, at), publisher, at)
+
+    return Export(await asyncio.to_thread(make), at)
 
 
 def build_sync(store: Store, publisher: Publisher, at: datetime) -> Export:
