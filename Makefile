@@ -3,10 +3,13 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# What `make demo` needs: the project and its runtime dependencies, not the dev/test toolset.
+DEMO_STAMP := $(VENV)/.demo-installed
+DEMO_DEPS := $(if $(wildcard $(STAMP)),$(STAMP),$(DEMO_STAMP))
 # MicroPython's WebAssembly port, for the field-bus node's checks (package-lock.json).
 NPM_STAMP := node_modules/.installed
 
-.PHONY: demo test lint typecheck protos protos-check proto-lint pytest bench clean
+.PHONY: demo dist test lint typecheck protos protos-check proto-lint pytest bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,8 +22,23 @@ $(NPM_STAMP): package.json package-lock.json
 	  npm ci --no-audit --no-fund --loglevel=error && touch $@; \
 	else echo "npm not found: the MicroPython checks of edge/node will skip (CI installs it)"; fi
 
-demo: $(STAMP)
+$(DEMO_STAMP): pyproject.toml
+	@echo "make demo: creating $(VENV) with $$($(PYTHON) --version)"
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "make demo: installing OnDijon and what it runs on (grpcio, cryptography, SQLAlchemy,"
+	@echo "           gpiozero, ...), not the test toolset; pip says each package as it goes"
+	$(BIN)/pip install --disable-pip-version-check --progress-bar off -e .
+	@touch $@
+
+demo: $(DEMO_DEPS)
+	@echo "make demo: starting a local city in demo-run/ (Ctrl-C stops everything)"
 	$(BIN)/ondijon demo
+
+# The wheel the deploy steps install (README), in dist/.
+dist: $(DEMO_DEPS)
+	rm -rf dist
+	$(BIN)/pip wheel --disable-pip-version-check --no-deps --wheel-dir dist .
+	@ls dist/*.whl
 
 test: lint typecheck protos-check proto-lint pytest
 
@@ -53,4 +71,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/link_bench.py
 
 clean:
-	rm -rf $(VENV) node_modules demo-run .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) node_modules demo-run dist .pytest_cache .mypy_cache .ruff_cache

@@ -47,7 +47,7 @@ from edge.agent import Agent
 from edge.config import AgentConfig
 from edge.storage.state import AgentState
 from foundation.clock import ManualClock
-from ondijon.admin import call
+from ondijon.client import AdminClient
 from ondijon.demo import SIGNAL, lighting_program, signal_plans
 from orchestrator.config import OrchestratorConfig
 from orchestrator.identity.operators import add_operator
@@ -192,8 +192,7 @@ def measure(pid: int, seconds: float, label: str) -> None:
 
 
 async def gateway_connected(profile: Profile) -> bool:
-    listing = await call(profile, "ListGateways", control_pb2.ListGatewaysRequest())
-    assert isinstance(listing, control_pb2.ListGatewaysResponse)
+    listing = await AdminClient(profile).list_gateways(control_pb2.ListGatewaysRequest())
     return any(
         g.gateway_id == GATEWAY and g.connected and len(g.held) >= 2 for g in listing.gateways
     )
@@ -232,9 +231,7 @@ async def footprint(root: Path, lamps: int, seconds: float, with_orchestrator: b
         except TimeoutError:
             print((root / "orchestrator.log").read_text(errors="replace")[-3000:], file=sys.stderr)
             raise
-        added = await call(
-            profile,
-            "AddGateway",
+        added = await AdminClient(profile).add_gateway(
             control_pb2.AddGatewayRequest(
                 gateway_id=GATEWAY,
                 serial=f"SN-{GATEWAY}",
@@ -244,7 +241,6 @@ async def footprint(root: Path, lamps: int, seconds: float, with_orchestrator: b
                 time_zone=SITE.time_zone,
             ),
         )
-        assert isinstance(added, control_pb2.AddGatewayResponse)
         enroll = await asyncio.create_subprocess_exec(
             *(sys.executable, "-m", "ondijon.cli", "edge", "enroll"),
             *("--config", str(config), "--token", added.enrollment_token),
@@ -258,9 +254,7 @@ async def footprint(root: Path, lamps: int, seconds: float, with_orchestrator: b
             (link_pb2.DOCUMENT_KIND_SIGNAL_PLANS, signal_plans()),
             (link_pb2.DOCUMENT_KIND_SCHEDULE, lighting_program()),
         ):
-            await call(
-                profile,
-                "PutDesiredState",
+            await AdminClient(profile).put_desired_state(
                 control_pb2.PutDesiredStateRequest(
                     gateway_id=GATEWAY, kind=kind, payload=message.SerializeToString()
                 ),

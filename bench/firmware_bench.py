@@ -54,7 +54,7 @@ from edge.firmware.simulator import agent_wheel
 from edge.identity import enroll
 from foundation.clock import SystemClock
 from ondijon import firmware_cli
-from ondijon.admin import call
+from ondijon.client import AdminClient
 from orchestrator.config import OrchestratorConfig
 from orchestrator.identity.operators import add_operator
 from orchestrator.server import start
@@ -175,9 +175,7 @@ async def bench(gateways: int, waves: list[float], directory: Path) -> None:
     configs = []
     for n in range(gateways):
         gateway_id = f"bench-{n:04d}"
-        response = await call(
-            admin,
-            "AddGateway",
+        response = await AdminClient(admin).add_gateway(
             control_pb2.AddGatewayRequest(
                 gateway_id=gateway_id,
                 serial=f"SN-{n}",
@@ -187,7 +185,6 @@ async def bench(gateways: int, waves: list[float], directory: Path) -> None:
                 time_zone="Europe/Paris",
             ),
         )
-        assert isinstance(response, control_pb2.AddGatewayResponse)
         state = directory / "agents" / gateway_id
         state.mkdir(parents=True)
         path = state / "agent.toml"
@@ -215,7 +212,7 @@ async def bench(gateways: int, waves: list[float], directory: Path) -> None:
     wheel_path.write_bytes(wheel)
     release = build_release(wheel_path, VERSION, "0.1.0", now + timedelta(days=30), directory)
     sign_release(release, keys / "release.key")
-    await firmware_cli.upload_release(admin, release)
+    await firmware_cli.upload_release(AdminClient(admin), release)
     print(
         f"release {VERSION}: {len(wheel):,} bytes (sha256 {hashlib.sha256(wheel).hexdigest()[:12]})"
     )
@@ -227,9 +224,7 @@ async def bench(gateways: int, waves: list[float], directory: Path) -> None:
 
     before = proxy.total
     started = time.perf_counter()
-    response = await firmware_cli.call(
-        admin,
-        "CreateCampaign",
+    response = await AdminClient(admin).create_campaign(
         firmware_pb2.CreateCampaignRequest(
             version=VERSION,
             target=firmware_pb2.CampaignTarget(communes=["Dijon"]),
@@ -237,7 +232,6 @@ async def bench(gateways: int, waves: list[float], directory: Path) -> None:
             allow_night=True,
         ),
     )
-    assert isinstance(response, firmware_pb2.CreateCampaignResponse)
     campaign_id = response.campaign.campaign_id
     wave_times: list[float] = []
     wave, completed_at = 1, 0.0
@@ -249,10 +243,9 @@ async def bench(gateways: int, waves: list[float], directory: Path) -> None:
     }
     deadline = time.perf_counter() + 600
     while time.perf_counter() < deadline:
-        shown = await firmware_cli.call(
-            admin, "GetCampaign", firmware_pb2.GetCampaignRequest(campaign_id=campaign_id)
+        shown = await AdminClient(admin).get_campaign(
+            firmware_pb2.GetCampaignRequest(campaign_id=campaign_id)
         )
-        assert isinstance(shown, firmware_pb2.GetCampaignResponse)
         campaign = shown.campaign
         done = campaign.status == firmware_pb2.CAMPAIGN_STATUS_COMPLETED
         while campaign.current_wave > wave or (done and wave <= len(waves)):

@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -65,6 +65,7 @@ from edge.firmware.launch import running_release
 from edge.firmware.notify import Notifier, watchdog_interval
 from edge.identity import Credentials
 from edge.link import GatewayLinkClient
+from edge.observe import AgentObserver, Readings
 from edge.renewal import Renewal
 from edge.storage.atomic import StorageRecovery
 from edge.storage.errors import DocumentRefusedError
@@ -100,7 +101,9 @@ PERSIST_INTERVAL_S = 60.0
 
 def make_clock(config: AgentConfig) -> Clock:
     if config.clock.mode == "simulated" and config.clock.start is not None:
-        return SimulatedClock(start=config.clock.start, speed=config.clock.speed)
+        return SimulatedClock(
+            start=config.clock.start, speed=config.clock.speed, origin=config.clock.origin
+        )
     return SystemClock()
 
 
@@ -300,6 +303,25 @@ class Agent:
     def device_states(self) -> list[state_pb2.DeviceState]:
         return [device.state() for device in self.devices]
 
+    def readings(self, *, ready: bool) -> Readings:
+        """What the agent shows its monitoring (edge.observe), read now."""
+        faults: dict[str, int] = {}
+        for state in self.device_states():
+            kind = state.WhichOneof("detail")
+            if kind is not None and list(getattr(getattr(state, kind), "faults", [])):
+                faults[kind] = faults.get(kind, 0) + 1
+        oldest_us = self.outbox.oldest_recorded_us()
+        age = self.clock.now().timestamp() - oldest_us / 1e6 if oldest_us else 0.0
+        return Readings(
+            ready=ready,
+            outbox_events={p.name.lower(): n for p, n in self.outbox.pending_by_priority().items()},
+            oldest_age_s=max(0.0, age),
+            last_sync=self.link.status.last_sync,
+            connected=self.link.status.connected.is_set(),
+            device_faults=faults,
+            clock_trusted=self.timekeeper.trusted,
+        )
+
     async def on_connected(self, channel: grpc.aio.Channel, credentials: Credentials) -> None:
         self.firmware.on_connected()
         # Renews over this link at two thirds of the certificate's life (edge.renewal).
@@ -398,6 +420,14 @@ class Agent:
             except ScheduleError as exc:
                 result.status, result.detail = link_pb2.COMMAND_STATUS_REFUSED, str(exc)
                 return result
+            unknown = self._unknown_devices(override.kind, override.device_ids)
+            if unknown:
+                # Accepted, it would change nothing and be reported done.
+                result.status = link_pb2.COMMAND_STATUS_REFUSED
+                result.detail = f"override.device_ids: no {override.kind.name.lower()} " + (
+                    ", ".join(repr(d) for d in unknown)
+                )
+                return result
             self.state.put_override(command.override)
             self.overrides = [o for o in self.overrides if o.id != override.id] + [override]
             self.record(self._event("override.received", Priority.EVENT, f"override {override.id}"))
@@ -445,6 +475,10 @@ class Agent:
             result.detail = str(decision.outcome)
             return result
         elif action == "cancel_override":
+            if all(o.id != command.cancel_override for o in self.overrides):
+                result.status = link_pb2.COMMAND_STATUS_REFUSED
+                result.detail = f"cancel_override: no override {command.cancel_override!r} here"
+                return result
             self.state.remove_override(command.cancel_override)
             self.overrides = [o for o in self.overrides if o.id != command.cancel_override]
         else:
@@ -759,6 +793,14 @@ class Agent:
             if state.device_id == device:
                 self.link.state_changed(state)
 
+    def _unknown_devices(self, kind: DeviceKind, device_ids: Iterable[str]) -> list[str]:
+        known = {
+            DeviceKind.LAMP: {lamp.controller.device_id for lamp in self.lamps},
+            DeviceKind.BOLLARD: {b.device_id for b in self.bollards},
+            DeviceKind.SIGNAL: {s.device_id for s in self.signals},
+        }.get(kind, set())
+        return sorted(set(device_ids) - known)
+
     def _device_ids(self) -> set[str]:
         return {device.device_id for device in self.devices}
 
@@ -837,15 +879,21 @@ async def run_agent(config: AgentConfig) -> None:
         await stop.wait()
         raise _Stopped
 
+    started = False
+
+    def ready() -> None:
+        nonlocal started
+        started = True
+        notifier.ready(f"running {config.gateway_id} {agent.firmware_version}")
+
     try:
         async with asyncio.TaskGroup() as group:
-            group.create_task(
-                agent.run(
-                    ready=lambda: notifier.ready(
-                        f"running {config.gateway_id} {agent.firmware_version}"
-                    )
+            group.create_task(agent.run(ready=ready))
+            if config.observe_listen:
+                observer = AgentObserver(
+                    config.observe_listen, lambda: agent.readings(ready=started)
                 )
-            )
+                group.create_task(observer.run(), name="observe")
             if interval:
                 group.create_task(_keep_watchdog(notifier, interval))
             group.create_task(until_stopped())

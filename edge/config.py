@@ -34,6 +34,13 @@ Example::
     stability_s = 600           # ...and it commits only after running this long, healthy
     signature_threshold = 1     # distinct pinned keys that must have signed a release
 
+    [observe]               # optional: /metrics, /livez, /readyz on a local port
+    listen = "127.0.0.1:9465"
+
+    [log]
+    level = "info"          # debug | info | warning | error
+    format = "text"         # or "json"
+
     [[lamps]]               # equipment tables, see edge/equipment/*.py for their fields
     id = "lamp-001"
     backend = "gpio"
@@ -44,11 +51,17 @@ Paths are relative to the configuration file. The whole file is one schema
 (:mod:`foundation.settings`): every key known, every value typed, the equipment tables
 included (each kind's ``config.py``), so a mistake anywhere is refused with its field
 (``signals[0].poll_intervall_s: unknown setting``) before the agent touches a pin or a file.
+Any key can be set from the environment instead (balena device variables, containers):
+``ONDIJON_AGENT__GATEWAY__ID=dijon-centre-001`` sets ``[gateway] id``,
+``ONDIJON_AGENT__LAMPS__0__PWM_PIN=13`` the first lamp's ``pwm_pin``
+(:func:`foundation.settings.apply_environment`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -63,7 +76,15 @@ from edge.equipment.lamp.config import LampConfig
 from edge.equipment.signal.config import SignalConfig
 from edge.fieldbus.gateway import FieldbusConfig
 from edge.timekeeping import SYNC_SOURCES
-from foundation.settings import ConfigError, Settings, check_address, convert, load_toml
+from foundation.logs import LogSettings
+from foundation.settings import (
+    ConfigError,
+    Settings,
+    apply_environment,
+    check_address,
+    convert,
+    load_toml,
+)
 from provisioning.identity import IdentityError, check_name
 
 
@@ -75,6 +96,8 @@ class ClockConfig:
         mode: ``"system"`` or ``"simulated"`` (demos and the bench).
         start: a simulated clock's first instant.
         speed: a simulated clock's speed.
+        origin: the real instant at which a simulated clock read ``start`` (default: when
+            the agent starts), so that several processes share one simulated time.
         rtc: the board keeps time across power cuts (battery-backed real-time clock): the
             system clock is trusted from boot. Without one the agent waits for a
             synchronisation before letting the time switch the street.
@@ -86,6 +109,7 @@ class ClockConfig:
     speed: float = 1.0
     rtc: bool = False
     sync: str = "auto"
+    origin: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -127,6 +151,8 @@ class AgentConfig:
     # allows a ping every 5 s at most (docs/integrators.md).
     keepalive_s: float = 15.0
     keepalive_timeout_s: float = 5.0
+    observe_listen: str = ""
+    log: LogSettings = field(default_factory=LogSettings)
 
     @property
     def identity_dir(self) -> Path:
@@ -176,7 +202,9 @@ class AgentConfig:
             latitude=site.latitude,
             longitude=site.longitude,
             time_zone=site.time_zone,
-            clock=ClockConfig(clock.mode, clock.start, clock.speed, clock.rtc, clock.sync),
+            clock=ClockConfig(
+                clock.mode, clock.start, clock.speed, clock.rtc, clock.sync, clock.origin
+            ),
             report_interval_s=link.report_interval_s,
             outbox_max_bytes=file.outbox.max_bytes,
             lamps=tuple(file.lamps),
@@ -191,11 +219,17 @@ class AgentConfig:
             firmware=firmware,
             keepalive_s=link.keepalive_s,
             keepalive_timeout_s=link.keepalive_timeout_s,
+            observe_listen=file.observe.listen,
+            log=file.log,
         )
 
     @classmethod
-    def load(cls, path: Path) -> AgentConfig:
-        config = cls.from_mapping(load_toml(path), path.resolve().parent)
+    def load(cls, path: Path, environ: Mapping[str, str] | None = None) -> AgentConfig:
+        """The file at ``path``, with the keys ``environ`` (``os.environ``) sets over it."""
+        data = apply_environment(
+            load_toml(path), AgentFile, ENV_PREFIX, os.environ if environ is None else environ
+        )
+        config = cls.from_mapping(data, path.resolve().parent)
         return replace(config, source=path)
 
 
@@ -248,9 +282,12 @@ class Clock(Settings, frozen=True):
     speed: Annotated[float, msgspec.Meta(ge=0.001)] = 1.0
     rtc: bool = False
     sync: str = "auto"
+    origin: datetime | None = None  # real instant at which a simulated clock reads `start`
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.origin is not None and self.origin.tzinfo is None:
+            raise ConfigError("origin", "must be a date-time with its UTC offset")
         if self.sync not in SYNC_SOURCES:
             raise ConfigError("sync", f"must be one of {', '.join(SYNC_SOURCES)}")
         if self.mode == "simulated" and (self.start is None or self.start.tzinfo is None):
@@ -281,6 +318,19 @@ class Firmware(Settings, frozen=True):
             raise ConfigError("release_keys", "pin at least one release public key")
 
 
+class Observe(Settings, frozen=True):
+    listen: str = ""  # host:port of the agent's /metrics, /livez, /readyz (none when empty)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.listen:
+            check_address("listen", self.listen)
+
+
+# Environment variables that set a key of the agent's file (see the module docstring).
+ENV_PREFIX = "ONDIJON_AGENT__"
+
+
 class AgentFile(Settings, frozen=True):
     """The agent's TOML file."""
 
@@ -296,3 +346,5 @@ class AgentFile(Settings, frozen=True):
     signals: list[SignalConfig] = []
     cabinet: CabinetConfig | None = None
     fieldbus: FieldbusConfig | None = None
+    observe: Observe = Observe()
+    log: LogSettings = LogSettings()

@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -141,6 +142,8 @@ class LinkStatus:
         # The last storage failure met by the link (the local alarm), and how many.
         self.storage_alarm = ""
         self.storage_recoveries = 0
+        # When the orchestrator last answered (Unix time, real clock; 0: never): monitoring.
+        self.last_sync = 0.0
 
 
 class GatewayLinkClient:
@@ -311,6 +314,7 @@ class GatewayLinkClient:
         credentials: Credentials,
     ) -> None:
         async for response in call:
+            self.status.last_sync = time.time()
             if response.WhichOneof("body") == "welcome":
                 self.status.sessions += 1
                 self.status.connected.set()

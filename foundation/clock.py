@@ -19,7 +19,9 @@ Clocks:
 - :class:`SystemClock` is the default: wall time in UTC, ``time.monotonic`` and the event
   loop's sleep.
 - :class:`SimulatedClock` starts at a given instant and runs ``speed`` times faster than
-  real time (configured in the agent's TOML for demos and the bench).
+  real time (configured in the agent's TOML for demos and the bench). Given an ``origin``
+  (the real instant at which it read ``start``), separate processes read the same time:
+  the demo's agents and the CLI's commands agree on it.
 - :class:`ManualClock` only moves when a test calls :meth:`ManualClock.advance` (both
   readings) or :meth:`ManualClock.step_wall` (the wall reading alone, either way); sleepers
   wake in deadline order as the monotonic reading passes their deadline.
@@ -75,14 +77,22 @@ class SystemClock:
 class SimulatedClock:
     """Time that starts at ``start`` and runs ``speed`` times faster than real time."""
 
-    def __init__(self, *, start: datetime, speed: float = 1.0) -> None:
+    def __init__(
+        self, *, start: datetime, speed: float = 1.0, origin: datetime | None = None
+    ) -> None:
         if start.tzinfo is None:
             raise ValueError("start: must be timezone-aware")
         if speed <= 0:
             raise ValueError("speed: must be positive")
+        if origin is not None and origin.tzinfo is None:
+            raise ValueError("origin: must be timezone-aware")
         self._start = start.astimezone(UTC)
         self._speed = speed
         self._t0 = time.monotonic()
+        if origin is not None:
+            # Read the real clock once, then run on the monotonic one: a step of the real
+            # clock later does not move this clock.
+            self._t0 -= time.time() - origin.timestamp()
 
     @property
     def speed(self) -> float:

@@ -14,6 +14,12 @@ from the schema so a list of strings or a choice of words is named as such. A ch
 ``__post_init__`` raises ``ConfigError(field, reason)`` with the field relative to its own
 table; the path of the table is put in front.
 
+Any key can also come from the environment (containers, balena's device variables):
+:func:`apply_environment` sets ``PREFIX`` + the key's path in capitals, tables separated by
+two underscores (``ONDIJON_ORCHESTRATOR__STORE__URL`` is ``[store] url``, and
+``ONDIJON_AGENT__LAMPS__0__PIN`` the ``pin`` of the first ``[[lamps]]``), over the file's
+value, before the checks; a variable that names no key is refused, naming the variable.
+
 Why msgspec rather than pydantic: the agent runs on cabinet gateways, and msgspec adds
 about 0.7 MiB to the agent against 8.2 MiB (bench/config_schema_bench.py); it is strict
 by default (``true`` is not a pin number).
@@ -21,6 +27,7 @@ by default (``true`` is not a pin number).
 
 from __future__ import annotations
 
+import copy
 import math
 import re
 import tomllib
@@ -90,6 +97,72 @@ def convert(
     except msgspec.ValidationError as exc:
         field, reason = _explain(str(exc), data, mi.type_info(schema))
         raise error(_join(at, field), reason) from None
+
+
+def apply_environment(
+    data: dict[str, Any], schema: type[Any], prefix: str, environ: Mapping[str, str]
+) -> dict[str, Any]:
+    """``data`` (a parsed file of ``schema``) with the keys ``environ`` sets under ``prefix``.
+
+    A key whose type is a string takes the variable's value as it is; any other value is
+    read as a TOML value (``15``, ``true``, ``["a", "b"]``, ``"text"``).
+
+    Raises:
+        ConfigError: naming the variable, when it names no key of ``schema``, an entry of
+            an array of tables the file does not have, or holds no TOML value.
+    """
+    result = copy.deepcopy(data)
+    for name in sorted(environ):
+        if not name.startswith(prefix):
+            continue
+        parts = name[len(prefix) :].lower().split("__")
+        table: Any = result
+        kind: mi.Type = mi.type_info(schema)
+        for i, part in enumerate(parts):
+            kind = _unwrap(kind, None)
+            last = i == len(parts) - 1
+            if part.isdigit() and isinstance(kind, mi.ListType | mi.VarTupleType):
+                index = int(part)
+                if not isinstance(table, list) or index >= len(table):
+                    raise ConfigError(name, f"the file has no entry {index} there")
+                kind = kind.item_type
+                if last:
+                    table[index] = _env_value(name, environ[name], kind)
+                else:
+                    table = table[index]
+                continue
+            if isinstance(kind, mi.StructType):
+                match = [f for f in kind.fields if f.encode_name == part]
+                if not match:
+                    raise ConfigError(name, f"names no setting ({part!r} is not a key there)")
+                kind = match[0].type
+            elif isinstance(kind, mi.DictType):
+                kind = kind.value_type
+            elif not isinstance(kind, mi.AnyType):
+                raise ConfigError(name, f"names no setting ({part!r} is below a value)")
+            if not isinstance(table, dict):
+                raise ConfigError(name, "names no setting (a value is not a table)")
+            if last:
+                table[part] = _env_value(name, environ[name], kind)
+            else:
+                table = table.setdefault(part, {})
+    return result
+
+
+def _env_value(name: str, text: str, kind: mi.Type) -> Any:
+    kinds = kind.types if isinstance(kind, mi.UnionType) else (kind,)
+    words = any(
+        isinstance(k, mi.LiteralType) and all(isinstance(v, str) for v in k.values) for k in kinds
+    )
+    text_only = not any(isinstance(k, mi.IntType | mi.FloatType | mi.BoolType) for k in kinds)
+    if text_only and (words or any(isinstance(k, mi.StrType) for k in kinds)):
+        return text
+    try:
+        return tomllib.loads(f"value = {text}")["value"]
+    except tomllib.TOMLDecodeError:
+        if any(isinstance(k, mi.StrType | mi.AnyType | mi.DateTimeType) for k in kinds):
+            return text  # a pin name, or a date-time msgspec reads from a string
+        raise ConfigError(name, f"{text!r} is not a TOML value (quote text)") from None
 
 
 def check_address(field: str, value: str) -> None:

@@ -25,13 +25,12 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import grpc
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from foundation.escaping import escape
-from ondijon.admin import AdminError
-from protos.ondijon.v1 import control_pb2, control_pb2_grpc
+from ondijon.client import AdminClient, AdminError
+from protos.ondijon.v1 import control_pb2
 from provisioning.profile import Profile
 
 SEVERITY = {1: "warning", 2: "minor", 3: "major", 4: "critical"}
@@ -111,16 +110,6 @@ def _profile(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile", type=Path, help="operator profile dir ($ONDIJON_PROFILE)")
 
 
-async def _call(profile: Profile, method: str, request: Message) -> Message:
-    async with profile.channel() as channel:
-        stub = control_pb2_grpc.OperationsStub(channel)
-        try:
-            result: Message = await getattr(stub, method)(request, timeout=30)
-        except grpc.aio.AioRpcError as exc:
-            raise AdminError.answered(exc.code().name, exc.details() or "") from None
-        return result
-
-
 def _when(ts: object) -> str:
     if not getattr(ts, "seconds", 0):
         return "-"
@@ -181,13 +170,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _run(args: argparse.Namespace) -> int:
-    profile = Profile.load(args.profile)
+    async with AdminClient(Profile.load(args.profile)) as client:
+        return await _dispatch(client, args)
+
+
+async def _dispatch(client: AdminClient, args: argparse.Namespace) -> int:
     if args.command == "alarms":
-        return await _alarms(profile, args)
+        return await _alarms(client, args)
     if args.command == "energy":
-        response = await _call(
-            profile,
-            "EnergyReport",
+        response = await client.energy_report(
             control_pb2.EnergyReportRequest(
                 since=args.since,
                 until=args.until,
@@ -198,7 +189,6 @@ async def _run(args: argparse.Namespace) -> int:
                 offset=args.offset,
             ),
         )
-        assert isinstance(response, control_pb2.EnergyReportResponse)
         if args.json:
             print(_json(response))
             return 0
@@ -231,15 +221,13 @@ async def _run(args: argparse.Namespace) -> int:
             )
         )
         return 0
-    return await _playbook(profile, args)
+    return await _playbook(client, args)
 
 
-async def _alarms(profile: Profile, args: argparse.Namespace) -> int:
+async def _alarms(client: AdminClient, args: argparse.Namespace) -> int:
     what = args.alarms_command
     if what == "list":
-        response = await _call(
-            profile,
-            "ListAlarms",
+        response = await client.list_alarms(
             control_pb2.ListAlarmsRequest(
                 commune=args.commune,
                 type=args.type,
@@ -251,39 +239,35 @@ async def _alarms(profile: Profile, args: argparse.Namespace) -> int:
                 limit=max(1, args.limit),
             ),
         )
-        assert isinstance(response, control_pb2.ListAlarmsResponse)
         print(_json(response) if args.json else alarm_rows(response.alarms))
         return 0
     if what == "watch":
-        async with profile.channel() as channel:
-            stub = control_pb2_grpc.OperationsStub(channel)
-            try:
-                async for item in stub.WatchAlarms(
-                    control_pb2.WatchAlarmsRequest(commune=args.commune)
-                ):
-                    print(alarm_rows([item.alarm]).splitlines()[1], flush=True)
-            except grpc.aio.AioRpcError as exc:
-                raise AdminError.answered(exc.code().name, exc.details() or "") from None
-            except BrokenPipeError:
-                sys.stderr.close()
+        try:
+            async for alarm in client.watch_alarms(
+                control_pb2.WatchAlarmsRequest(commune=args.commune)
+            ):
+                print(alarm_rows([alarm]).splitlines()[1], flush=True)
+        except BrokenPipeError:
+            sys.stderr.close()
         return 0
     request = control_pb2.AlarmActionRequest(alarm_id=args.alarm_id)
     if what == "ack":
-        method, request.text = "AcknowledgeAlarm", args.comment
+        request.text = args.comment
+        changed = await client.acknowledge_alarm(request)
     elif what == "shelve":
-        method = "ShelveAlarm"
         request.until.FromDatetime(datetime.now(UTC) + timedelta(hours=args.hours))
+        changed = await client.shelve_alarm(request)
     elif what == "assign":
-        method, request.crew = "AssignAlarm", args.crew
+        request.crew = args.crew
+        changed = await client.assign_alarm(request)
     else:
-        method, request.text = "CloseAlarm", args.note
-    response = await _call(profile, method, request)
-    assert isinstance(response, control_pb2.AlarmActionResponse)
-    print(alarm_rows([response.alarm]))
+        request.text = args.note
+        changed = await client.close_alarm(request)
+    print(alarm_rows([changed.alarm]))
     return 0
 
 
-async def _playbook(profile: Profile, args: argparse.Namespace) -> int:
+async def _playbook(client: AdminClient, args: argparse.Namespace) -> int:
     what = args.playbook_command
     if what == "put":
         try:
@@ -291,13 +275,11 @@ async def _playbook(profile: Profile, args: argparse.Namespace) -> int:
             json.loads(body)
         except (OSError, UnicodeDecodeError, ValueError) as exc:
             raise AdminError("file", f"{args.file}: {exc}") from None
-        put = await _call(profile, "PutPlaybook", control_pb2.PutPlaybookRequest(body=body))
-        assert isinstance(put, control_pb2.PutPlaybookResponse)
+        put = await client.put_playbook(control_pb2.PutPlaybookRequest(body=body))
         print(f"playbook {escape(put.name)} version {put.version} stored")
         return 0
     if what == "list":
-        listed = await _call(profile, "ListPlaybooks", control_pb2.ListPlaybooksRequest())
-        assert isinstance(listed, control_pb2.ListPlaybooksResponse)
+        listed = await client.list_playbooks(control_pb2.ListPlaybooksRequest())
         if args.json:
             print(_json(listed))
         else:
@@ -309,17 +291,19 @@ async def _playbook(profile: Profile, args: argparse.Namespace) -> int:
             )
         return 0
     if what == "start":
-        request: Message = control_pb2.StartPlaybookRequest(
-            name=args.name, version=args.version, require_confirmation=args.confirm_by_second
+        run = await client.start_playbook(
+            control_pb2.StartPlaybookRequest(
+                name=args.name, version=args.version, require_confirmation=args.confirm_by_second
+            )
         )
-        method = "StartPlaybook"
     else:
         request = control_pb2.PlaybookRunRequest(run_id=args.run_id)
-        method = {"confirm": "ConfirmPlaybook", "end": "EndPlaybook", "show": "GetPlaybookRun"}[
-            what
-        ]
-    run = await _call(profile, method, request)
-    assert isinstance(run, control_pb2.PlaybookRunResponse)
+        if what == "confirm":
+            run = await client.confirm_playbook(request)
+        elif what == "end":
+            run = await client.end_playbook(request)
+        else:
+            run = await client.get_playbook_run(request)
     if args.json:
         print(_json(run))
         return 0

@@ -13,11 +13,9 @@ import json
 from collections.abc import AsyncIterator, Iterable
 from typing import Any, TextIO
 
-import grpc
-
 from foundation.errors import FieldError
-from protos.ondijon.v1 import control_pb2, control_pb2_grpc
-from provisioning.profile import Profile
+from ondijon.client import AdminClient
+from protos.ondijon.v1 import control_pb2
 
 FIELDS = ("id", "at", "actor", "action", "target", "commune", "result", "detail")
 FORMATS = ("csv", "jsonl")
@@ -25,7 +23,8 @@ PAGE = 1000
 
 
 class AuditExportError(FieldError):
-    """The export could not be made: a wrong option, or the orchestrator's answer (``status``)."""
+    """The export could not be made: a wrong option (the orchestrator's refusals are
+    :class:`~ondijon.client.AdminError`)."""
 
 
 def record(entry: control_pb2.AuditEntry) -> dict[str, Any]:
@@ -72,34 +71,29 @@ def write(
 
 
 async def entries(
-    profile: Profile, query: control_pb2.ListAuditRequest
+    client: AdminClient, query: control_pb2.ListAuditRequest
 ) -> AsyncIterator[control_pb2.AuditEntry]:
     """Every entry matching ``query``, fetched a page at a time."""
     page = control_pb2.ListAuditRequest()
     page.CopyFrom(query)
     page.limit = PAGE
-    async with profile.channel() as channel:
-        stub = control_pb2_grpc.ControlCentreStub(channel)
-        while True:
-            try:
-                response = await stub.ListAudit(page, timeout=60)
-            except grpc.aio.AioRpcError as exc:
-                raise AuditExportError.answered(exc.code().name, exc.details() or "") from None
-            for entry in response.entries:
-                yield entry
-            if len(response.entries) < PAGE:
-                return
-            page.after_id = response.next_after_id
+    while True:
+        response = await client.list_audit(page)
+        for entry in response.entries:
+            yield entry
+        if len(response.entries) < PAGE:
+            return
+        page.after_id = response.next_after_id
 
 
 async def export(
-    profile: Profile, query: control_pb2.ListAuditRequest, out: TextIO, fmt: str
+    client: AdminClient, query: control_pb2.ListAuditRequest, out: TextIO, fmt: str
 ) -> int:
     """Write every entry matching ``query`` to ``out``, a page at a time; returns how many."""
     if fmt not in FORMATS:
         raise AuditExportError("format", f"must be one of {', '.join(FORMATS)}")
     count, header, batch = 0, True, []
-    async for entry in entries(profile, query):
+    async for entry in entries(client, query):
         batch.append(entry)
         if len(batch) == PAGE:
             count += write(batch, out, fmt, header=header)

@@ -47,7 +47,8 @@ from domain.city.inventory import (
     to_geojson,
 )
 from foundation.escaping import escape
-from ondijon.admin import AdminError, _ts
+from ondijon.admin import _ts
+from ondijon.client import AdminError
 from protos.ondijon.v1 import control_pb2, control_pb2_grpc, link_pb2, schedule_pb2
 from provisioning.profile import Profile
 

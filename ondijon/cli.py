@@ -10,8 +10,12 @@
     ondijon audit export --format csv|jsonl       the audit log, for archiving
     ondijon devices GATEWAY                       current device states
     ondijon desired put GATEWAY KIND FILE.json    push a schedule, signal plans, access list
+    ondijon desired get GATEWAY KIND              the document in force, as JSON
     ondijon command override GATEWAY --level N    force lamps for a while
-    ondijon events [GATEWAY] [--watch]            event history or live feed
+    ondijon bollard lower|raise|auto|reset|emergency-lower|release-emergency GATEWAY BOLLARD
+    ondijon signal flash|plan GATEWAY ...         a crossing to flashing amber or a plan
+    ondijon override list|cancel GATEWAY ...      overrides in force; end one
+    ondijon events [GATEWAY] [--watch]            events, newest first, filtered
     ondijon edge enroll --config AGENT.toml --token T
     ondijon edge run --config AGENT.toml          run a cabinet's agent
     ondijon release keygen|build|sign|upload|list agent releases (see ondijon.firmware_cli)
@@ -24,7 +28,7 @@
     ondijon energy --since DAY [--by commune]     kWh, burning hours, saving vs baseline
     ondijon playbook put|list|start|confirm|end|show    crisis playbooks
 
-Errors print one line naming what is wrong and exit non-zero.
+Errors print one line naming what is wrong and exit 2; listings take ``--json``.
 """
 
 from __future__ import annotations
@@ -37,10 +41,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from domain.documents import KINDS
+import msgspec
+
 from foundation.clock import SystemClock
 from foundation.errors import FieldError
 from foundation.escaping import escape
+from foundation.logs import LogSettings
+from foundation.logs import configure as configure_logging
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -72,94 +79,9 @@ def _parser() -> argparse.ArgumentParser:
         p = orch_sub.add_parser(name, help=text)
         p.add_argument("--config", type=Path, required=True)
 
-    def admin(name: str, help_text: str, action: str) -> argparse.ArgumentParser:
-        parent = admin_sub or sub
-        p = parent.add_parser(name, help=help_text, description=help_text)
-        p.set_defaults(admin=action)
-        p.add_argument("--profile", type=Path, help="operator profile dir ($ONDIJON_PROFILE)")
-        return p
+    from ondijon.admin import add_commands as add_admin_commands
 
-    admin_sub: argparse._SubParsersAction[argparse.ArgumentParser] | None
-    gateway = sub.add_parser("gateway", help="the fleet registry")
-    admin_sub = gateway.add_subparsers(dest="gateway_command", required=True)
-    g_add = admin("add", "register a gateway; prints its one-time enrollment token", "gateway-add")
-    g_add.add_argument("gateway_id")
-    g_add.add_argument("--serial", required=True)
-    g_add.add_argument("--commune", required=True)
-    g_add.add_argument("--latitude", type=float, required=True)
-    g_add.add_argument("--longitude", type=float, required=True)
-    g_add.add_argument("--time-zone", default="Europe/Paris")
-    g_add.add_argument("--tag", action="append")
-    g_add.add_argument("--token-hours", type=float, default=0)
-    g_list = admin("list", "list gateways", "gateway-list")
-    g_list.add_argument("--commune", default="")
-    g_show = admin("show", "one gateway in detail", "gateway-show")
-    g_show.add_argument("gateway_id")
-    g_revoke = admin(
-        "revoke",
-        "revoke every certificate of a gateway: new streams are refused and its open stream "
-        "is closed at once (within seconds on other orchestrator replicas); the CRL is "
-        "re-published. The way back is `ondijon gateway token` then `ondijon edge enroll`",
-        "gateway-revoke",
-    )
-    g_revoke.add_argument("gateway_id")
-    g_revoke.add_argument(
-        "--reason",
-        default="",
-        help="kept in the audit log; start it with key-compromise, cessation-of-operation, "
-        "superseded, affiliation-changed or privilege-withdrawn to set the CRL reason code",
-    )
-    g_token = admin(
-        "token",
-        "a fresh one-time enrollment token for a registered gateway (to re-enroll after a "
-        "revocation, an expired certificate or a replaced cabinet computer); earlier unused "
-        "tokens of the gateway stop working",
-        "gateway-token",
-    )
-    g_token.add_argument("gateway_id")
-    g_token.add_argument("--token-hours", type=float, default=0, help="0: the server default")
-
-    admin_sub = None
-    devices = admin("devices", "current device states of a gateway", "devices")
-    devices.add_argument("gateway_id")
-
-    desired = sub.add_parser("desired", help="desired-state documents")
-    admin_sub = desired.add_subparsers(dest="desired_command", required=True)
-    put = admin("put", "push a document (JSON, protobuf field names)", "desired-put")
-    put.add_argument("gateway_id")
-    put.add_argument("kind", choices=[kind.name for kind in KINDS])
-    put.add_argument("file", type=Path)
-    put.add_argument("--expected-version", type=int, default=0)
-
-    command = sub.add_parser("command", help="commands to a gateway")
-    admin_sub = command.add_subparsers(dest="command_command", required=True)
-    override = admin("override", "force lamps to a level for a while", "override")
-    override.add_argument("gateway_id")
-    override.add_argument("--level", type=int, required=True)
-    override.add_argument("--minutes", type=float, default=60)
-    override.add_argument("--priority", type=int, default=10)
-    override.add_argument("--device", action="append", help="lamp id (default: all lamps)")
-
-    admin_sub = None
-    events = admin("events", "event history, or --watch the live feed", "events")
-    events.add_argument("gateway_id", nargs="?", default="")
-    events.add_argument("--watch", action="store_true")
-    events.add_argument("--after", type=int, default=0)
-    events.add_argument("--limit", type=int, default=100)
-
-    audit = sub.add_parser("audit", help="the audit log (admins)")
-    admin_sub = audit.add_subparsers(dest="audit_command", required=True)
-    export = admin("export", "write the audit log, oldest first, to a file or stdout", "audit")
-    export.add_argument("--format", choices=["csv", "jsonl"], default="jsonl")
-    export.add_argument("--output", type=Path, help="file to write (default: stdout)")
-    export.add_argument("--since", help="ISO 8601 instant, inclusive (UTC if no offset)")
-    export.add_argument("--until", help="ISO 8601 instant, exclusive")
-    export.add_argument("--actor", default="", help="identity URI of the caller")
-    export.add_argument("--action", default="", help="e.g. command.send, or gateway. (prefix)")
-    export.add_argument("--gateway", default="", help="entries about this gateway")
-    export.add_argument("--commune", default="")
-    export.add_argument("--result", default="", choices=["", "ok", "refused", "error"])
-    admin_sub = None
+    add_admin_commands(sub)
 
     edge = sub.add_parser("edge", help="the cabinet agent")
     edge_sub = edge.add_subparsers(dest="edge_command", required=True)
@@ -236,6 +158,7 @@ def _run(args: argparse.Namespace) -> int:
         from orchestrator.config import OrchestratorConfig
 
         config = OrchestratorConfig.load(args.config)
+        _configure_logging(config.log, args.verbose)
         if args.orchestrator_command == "migrate":
             from orchestrator.store.database import Store
 
@@ -250,6 +173,7 @@ def _run(args: argparse.Namespace) -> int:
         from edge.config import AgentConfig
 
         agent_config = AgentConfig.load(args.config)
+        _configure_logging(agent_config.log, args.verbose)
         if args.edge_command == "enroll":
             from edge.identity import enroll
 
@@ -290,6 +214,13 @@ def _run(args: argparse.Namespace) -> int:
     raise AssertionError(args.command)
 
 
+def _configure_logging(settings: LogSettings, verbose: bool) -> None:
+    """The ``[log]`` table of the configuration just read (``-v`` keeps debug)."""
+    if verbose:
+        settings = msgspec.structs.replace(settings, level="debug")
+    configure_logging(settings)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     # gRPC's own C-core log lines (e.g. "Handshake failed") would precede our one-line
     # errors; it reads this before it is first imported.
@@ -303,6 +234,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(args)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader left (`ondijon events | head`): what it read is what it wanted. Point
+        # stdout at /dev/null so the interpreter's last flush has nowhere to fail.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except (FieldError, OSError) as exc:
         # The one place any field error becomes a line for a person: every subsystem's
         # errors share FieldError (foundation.errors), and all of them mean nothing changed.

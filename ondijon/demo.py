@@ -5,6 +5,12 @@ processes, each enrolled with its own one-time token and talking mutual TLS on l
 equipment runs on gpiozero's mock pins and the simulated backends, under a simulated clock
 that runs a night in minutes. It pushes a lighting program through the admin API and
 prints the fleet converging until Ctrl-C, which stops every process cleanly.
+
+The demo's directory is its own: it is created with a marker file (:data:`MARKER`) and a
+rerun wipes it only when the marker is there; a directory holding anything else is
+refused. The agents share one simulated clock (same start, speed and real origin), and the
+demo's operator profile names it, so a command typed against the demo
+(``ondijon command override``) is timed on the street's clock, not the real one.
 """
 
 from __future__ import annotations
@@ -23,12 +29,15 @@ from zoneinfo import ZoneInfo
 
 from edge.config import AgentConfig
 from edge.identity import enroll
-from ondijon.admin import call
+from foundation.errors import FieldError
+from ondijon.client import AdminClient
 from orchestrator.config import OrchestratorConfig
 from orchestrator.identity.operators import add_operator
 from protos.ondijon.v1 import control_pb2, link_pb2, schedule_pb2, signal_pb2, state_pb2
 from provisioning.ca import CertificateAuthority
-from provisioning.profile import Profile
+from provisioning.profile import Profile, ProfileClock
+
+MARKER = ".ondijon-demo"
 
 TZ = "Europe/Paris"
 
@@ -102,6 +111,36 @@ def signal_plans() -> signal_pb2.SignalPlans:
     )
 
 
+class DemoError(FieldError):
+    """The demo cannot run as asked; nothing was changed."""
+
+
+def prepare_directory(root: Path) -> None:
+    """Make ``root`` the demo's own, empty directory: wiped when an earlier demo made it
+    (it holds :data:`MARKER`), created when missing; refused when it holds anything else."""
+    if root.is_symlink() or (root.exists() and not root.is_dir()):
+        raise DemoError("--dir", f"{root} exists and is not a directory the demo made")
+    if root.exists():
+        if (root / MARKER).is_file():
+            shutil.rmtree(root)
+        elif any(root.iterdir()):
+            raise DemoError(
+                "--dir",
+                f"{root} is not empty and was not made by the demo (no {MARKER} in it); "
+                "the demo wipes its directory on every run: choose another --dir",
+            )
+    root.mkdir(parents=True, exist_ok=True)
+    (root / MARKER).write_text(
+        "Made by `ondijon demo`: the next run of the demo wipes this directory.\n"
+    )
+
+
+def demo_clock(now: datetime, speed: float) -> ProfileClock:
+    """The demo's street clock: today 16:50 at the sites, read at ``now`` (real time)."""
+    start = now.astimezone(ZoneInfo(TZ)).replace(hour=16, minute=50, second=0, microsecond=0)
+    return ProfileClock(start=start, speed=speed, origin=now)
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -152,8 +191,7 @@ def _agent_toml(
     extra: str,
     address: str,
     enroll_address: str,
-    start: datetime,
-    speed: float,
+    clock: ProfileClock,
 ) -> str:
     lamps = "\n".join(
         f'[[lamps]]\nid = "{gateway_id}-lamp-{i:02d}"\nbackend = "simulated"\nnominal_power_w = 60'
@@ -184,8 +222,9 @@ time_zone = "{TZ}"
 
 [clock]
 mode = "simulated"
-start = "{start.isoformat()}"
-speed = {speed}
+start = "{clock.start.isoformat()}"
+speed = {clock.speed}
+origin = "{clock.origin.isoformat()}"
 
 {lamps}
 
@@ -218,17 +257,15 @@ async def _wait_port(port: int, timeout: float = 30) -> None:
 
 
 async def _status(profile: Profile, desired_version: int) -> str:
-    listing = await call(profile, "ListGateways", control_pb2.ListGatewaysRequest())
-    assert isinstance(listing, control_pb2.ListGatewaysResponse)
+    listing = await AdminClient(profile).list_gateways(control_pb2.ListGatewaysRequest())
     lines = []
     live = {c[0] for c in CABINETS}
     for g in listing.gateways:
         if g.gateway_id not in live:
             continue  # the generated city's cabinets (--city) have no agent running
-        devices = await call(
-            profile, "ListDevices", control_pb2.ListDevicesRequest(gateway_id=g.gateway_id)
+        devices = await AdminClient(profile).list_devices(
+            control_pb2.ListDevicesRequest(gateway_id=g.gateway_id)
         )
-        assert isinstance(devices, control_pb2.ListDevicesResponse)
         lamps = [d.lamp for d in devices.devices if d.HasField("lamp")]
         lit = sum(1 for lamp in lamps if lamp.level > 0)
         level = max((lamp.level for lamp in lamps), default=0)
@@ -257,10 +294,9 @@ async def _status(profile: Profile, desired_version: int) -> str:
 
 
 async def _demo(root: Path, speed: float, seconds: float, with_city: bool = False) -> None:
-    if root.exists():
-        shutil.rmtree(root)
-    root.mkdir(parents=True)
+    prepare_directory(root)
     now = datetime.now(UTC)
+    print(f"creating a certificate authority in {root}/ca ...", flush=True)
     CertificateAuthority.init(root / "ca", now=now)
     port, enroll_port = _free_port(), _free_port()
     (root / "orchestrator.toml").write_text(
@@ -279,7 +315,10 @@ async def _demo(root: Path, speed: float, seconds: float, with_city: bool = Fals
         address=address,
         now=now,
     )
-    print(f"CA, orchestrator config and an admin profile in {root}/")
+    clock = demo_clock(now, speed)
+    Profile.set_clock(root / "profile", clock)
+    print(f"CA, orchestrator config and an admin profile in {root}/", flush=True)
+    print("starting the orchestrator (SQLite store, mutual TLS) ...", flush=True)
     processes = [
         _spawn(
             ["orchestrator", "serve", "--config", str(root / "orchestrator.toml")],
@@ -289,13 +328,9 @@ async def _demo(root: Path, speed: float, seconds: float, with_city: bool = Fals
     try:
         await _wait_port(port)
         await _wait_port(enroll_port)
-        print(f"orchestrator up: mutual TLS on :{port}, enrollment on :{enroll_port}")
-        local = ZoneInfo(TZ)
-        start = datetime.now(local).replace(hour=16, minute=50, second=0, microsecond=0)
+        print(f"orchestrator up: mutual TLS on :{port}, enrollment on :{enroll_port}", flush=True)
         for gateway_id, commune, lat, lon, extra in CABINETS:
-            added = await call(
-                profile,
-                "AddGateway",
+            added = await AdminClient(profile).add_gateway(
                 control_pb2.AddGatewayRequest(
                     gateway_id=gateway_id,
                     serial=f"SN-{gateway_id}",
@@ -305,7 +340,6 @@ async def _demo(root: Path, speed: float, seconds: float, with_city: bool = Fals
                     time_zone=TZ,
                 ),
             )
-            assert isinstance(added, control_pb2.AddGatewayResponse)
             path = root / f"{gateway_id}.toml"
             path.write_text(
                 _agent_toml(
@@ -316,8 +350,7 @@ async def _demo(root: Path, speed: float, seconds: float, with_city: bool = Fals
                     extra,
                     address,
                     f"localhost:{enroll_port}",
-                    start,
-                    speed,
+                    clock,
                 )
             )
             await enroll(AgentConfig.load(path), added.enrollment_token)
@@ -325,38 +358,37 @@ async def _demo(root: Path, speed: float, seconds: float, with_city: bool = Fals
                 _spawn(["edge", "run", "--config", str(path)], root / f"{gateway_id}.log")
             )
             print(
-                f"cabinet {gateway_id} ({commune}) enrolled with its one-time token, agent started"
+                f"cabinet {gateway_id} ({commune}) enrolled with its one-time token, agent started",
+                flush=True,
             )
         if with_city:
             await _add_generated_city(profile)
         version = 0
         for gateway_id, _, _, _, extra in CABINETS:
             if extra == "signal":
-                await call(
-                    profile,
-                    "PutDesiredState",
+                await AdminClient(profile).put_desired_state(
                     control_pb2.PutDesiredStateRequest(
                         gateway_id=gateway_id,
                         kind=link_pb2.DOCUMENT_KIND_SIGNAL_PLANS,
                         payload=signal_plans().SerializeToString(),
                     ),
                 )
-            put = await call(
-                profile,
-                "PutDesiredState",
+            put = await AdminClient(profile).put_desired_state(
                 control_pb2.PutDesiredStateRequest(
                     gateway_id=gateway_id,
                     kind=link_pb2.DOCUMENT_KIND_SCHEDULE,
                     payload=lighting_program().SerializeToString(),
                 ),
             )
-            assert isinstance(put, control_pb2.PutDesiredStateResponse)
             version = put.document.version
         print(
             f"program v{version} pushed through the admin API: lamps on at civil dusk, 50 % from "
             "23:00, off at sunrise; the crossing flashes amber 23:00-05:30; the bollard is down "
-            f"for deliveries 05:30-11:00.\nSimulated clocks start at {start:%H:%M} and run "
-            f"x{speed:g}. Ctrl-C stops everything.\n"
+            f"for deliveries 05:30-11:00.\nSimulated clocks start at "
+            f"{clock.start.astimezone(ZoneInfo(TZ)):%H:%M} and run x{speed:g}. In another shell: "
+            f"export ONDIJON_PROFILE={root / 'profile'} and try `ondijon gateway list`.\n"
+            "Ctrl-C stops everything.\n",
+            flush=True,
         )
         deadline = asyncio.get_running_loop().time() + seconds if seconds else None
         while deadline is None or asyncio.get_running_loop().time() < deadline:

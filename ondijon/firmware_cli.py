@@ -23,13 +23,12 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import grpc
 from google.protobuf.duration_pb2 import Duration
-from google.protobuf.message import Message
 
 from foundation.escaping import escape
-from ondijon.admin import AdminError
-from protos.ondijon.v1 import firmware_pb2, firmware_pb2_grpc
+from ondijon.client import AdminClient, AdminError
+from ondijon.tables import as_json, table, to_dict
+from protos.ondijon.v1 import firmware_pb2
 from provisioning.profile import Profile
 from provisioning.release import (
     ReleaseError,
@@ -68,7 +67,9 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         upload = rel.add_parser(name, help=text)
         upload.add_argument("release_dir", type=Path)
         _profile(upload)
-    _profile(rel.add_parser("list", help="releases stored on the orchestrator"))
+    listing = rel.add_parser("list", help="releases stored on the orchestrator")
+    listing.add_argument("--json", action="store_true")
+    _profile(listing)
 
     campaign = sub.add_parser("campaign", help="firmware campaigns")
     camp = campaign.add_subparsers(dest="campaign_command", required=True)
@@ -91,7 +92,9 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     create.add_argument("--balena-device", action="append", default=[], help="GATEWAY=UUID")
     create.add_argument("--canary-tag", default="canary")
     _profile(create)
-    _profile(camp.add_parser("list", help="every campaign"))
+    listing = camp.add_parser("list", help="every campaign")
+    listing.add_argument("--json", action="store_true")
+    _profile(listing)
     for name, text in (
         ("show", "a campaign's waves and per-gateway outcomes"),
         ("pause", "stop new offers"),
@@ -136,20 +139,26 @@ def _release(args: argparse.Namespace) -> int:
         kid = sign_release(args.release_dir, args.key)
         print(f"{escape(str(args.release_dir))} signed by key {kid}")
         return 0
-    profile = Profile.load(args.profile)
+    client = AdminClient(Profile.load(args.profile))
     if what == "upload":
-        info = asyncio.run(upload_release(profile, args.release_dir))
+        info = asyncio.run(upload_release(client, args.release_dir))
         keys = escape(", ".join(info.key_ids))
         print(f"release {escape(info.version)} uploaded ({info.total_size} bytes, keys {keys})")
         return 0
-    response = asyncio.run(call(profile, "ListReleases", firmware_pb2.ListReleasesRequest()))
-    assert isinstance(response, firmware_pb2.ListReleasesResponse)
-    for r in response.releases:
-        expires = r.expires_at.ToDatetime()
-        keys = escape(",".join(r.key_ids))
-        print(
-            f"{escape(r.version):16} {r.total_size:>10} B  expires {expires:%Y-%m-%d}  keys {keys}"
-        )
+    response = asyncio.run(client.list_releases())
+    if args.json:
+        print(as_json([to_dict(r) for r in response.releases]))
+        return 0
+    rows = [
+        [
+            r.version,
+            f"{r.total_size} B",
+            f"{r.expires_at.ToDatetime():%Y-%m-%d}",
+            ",".join(r.key_ids),
+        ]
+        for r in response.releases
+    ]
+    print(table(["VERSION", "SIZE", "EXPIRES", "KEYS"], rows))
     return 0
 
 
@@ -161,42 +170,34 @@ def _wheel_version(wheel: Path) -> str:
 
 
 def _campaign(args: argparse.Namespace) -> int:
-    profile = Profile.load(args.profile)
+    client = AdminClient(Profile.load(args.profile), timeout=60)
     what = args.campaign_command
-    response: Message
     if what == "create":
-        response = asyncio.run(call(profile, "CreateCampaign", create_request(args)))
-        assert isinstance(response, firmware_pb2.CreateCampaignResponse)
-        print(describe(response.campaign))
+        print(describe(asyncio.run(client.create_campaign(create_request(args))).campaign))
         return 0
     if what == "list":
-        response = asyncio.run(call(profile, "ListCampaigns", firmware_pb2.ListCampaignsRequest()))
-        assert isinstance(response, firmware_pb2.ListCampaignsResponse)
-        for c in response.campaigns:
-            print(summary(c))
+        response = asyncio.run(client.list_campaigns())
+        if args.json:
+            print(as_json([to_dict(c) for c in response.campaigns]))
+            return 0
+        print(table(CAMPAIGN_HEADERS, [summary_row(c) for c in response.campaigns]))
         return 0
-    requests: dict[str, tuple[str, Message]] = {
-        "show": ("GetCampaign", firmware_pb2.GetCampaignRequest(campaign_id=args.campaign_id)),
-        "pause": (
-            "PauseCampaign",
-            firmware_pb2.PauseCampaignRequest(
-                campaign_id=args.campaign_id, reason=getattr(args, "reason", "")
-            ),
-        ),
-        "resume": (
-            "ResumeCampaign",
-            firmware_pb2.ResumeCampaignRequest(campaign_id=args.campaign_id),
-        ),
-        "abort": (
-            "AbortCampaign",
-            firmware_pb2.AbortCampaignRequest(
-                campaign_id=args.campaign_id, reason=getattr(args, "reason", "")
-            ),
-        ),
-    }
-    method, request = requests[what]
-    response = asyncio.run(call(profile, method, request))
-    print(describe(response.campaign))  # type: ignore[attr-defined]
+    reason = getattr(args, "reason", "")
+    campaign_id = args.campaign_id
+    campaign: firmware_pb2.Campaign
+    if what == "show":
+        request = firmware_pb2.GetCampaignRequest(campaign_id=campaign_id)
+        campaign = asyncio.run(client.get_campaign(request)).campaign
+    elif what == "pause":
+        pause = firmware_pb2.PauseCampaignRequest(campaign_id=campaign_id, reason=reason)
+        campaign = asyncio.run(client.pause_campaign(pause)).campaign
+    elif what == "resume":
+        resume = firmware_pb2.ResumeCampaignRequest(campaign_id=campaign_id)
+        campaign = asyncio.run(client.resume_campaign(resume)).campaign
+    else:
+        abort = firmware_pb2.AbortCampaignRequest(campaign_id=campaign_id, reason=reason)
+        campaign = asyncio.run(client.abort_campaign(abort)).campaign
+    print(describe(campaign))
     return 0
 
 
@@ -245,19 +246,8 @@ def _pairs(option: str, values: list[str]) -> dict[str, str]:
     return pairs
 
 
-async def call(profile: Profile, method: str, request: Message) -> Message:
-    """One call to the Campaigns admin service."""
-    async with profile.channel() as channel:
-        stub = firmware_pb2_grpc.CampaignsStub(channel)
-        try:
-            result: Message = await getattr(stub, method)(request, timeout=60)
-        except grpc.aio.AioRpcError as exc:
-            raise AdminError.answered(exc.code().name, exc.details() or "") from None
-        return result
-
-
 async def upload_release(
-    profile: Profile, release_dir: Path, *, chunk_bytes: int = UPLOAD_CHUNK_BYTES
+    client: AdminClient, release_dir: Path, *, chunk_bytes: int = UPLOAD_CHUNK_BYTES
 ) -> firmware_pb2.ReleaseInfo:
     """Upload a signed release directory (the manifest first, then each part in chunks).
 
@@ -280,13 +270,22 @@ async def upload_release(
                     )
                 )
 
-    async with profile.channel() as channel:
-        stub = firmware_pb2_grpc.CampaignsStub(channel)
-        try:
-            response = await stub.UploadRelease(requests(), timeout=600)
-        except grpc.aio.AioRpcError as exc:
-            raise AdminError.answered(exc.code().name, exc.details() or "") from None
-    return response.release
+    return (await client.upload_release(requests())).release
+
+
+CAMPAIGN_HEADERS = ["CAMPAIGN", "STATUS", "VERSION", "WAVE", "UPDATED", "FAILED"]
+
+
+def summary_row(campaign: firmware_pb2.Campaign) -> list[str]:
+    """A campaign's row in ``ondijon campaign list``."""
+    return [
+        campaign.campaign_id,
+        _STATUS[campaign.status],
+        campaign.version,
+        f"{campaign.current_wave}/{len(campaign.waves)}",
+        f"{sum(w.committed for w in campaign.waves)}/{campaign.target_count}",
+        str(sum(w.failed for w in campaign.waves)),
+    ]
 
 
 def summary(campaign: firmware_pb2.Campaign) -> str:

@@ -30,19 +30,39 @@ Example::
     export_dir = "/var/lib/ondijon/opendata"   # the daily export (OUT/current); "" = none
     export_at = "03:30"          # local time (Europe/Paris) of the daily export
     licence = "etalab-2.0"       # or "odbl"
+    [observe]
+    listen = "0.0.0.0:9464"      # optional: /metrics, /livez, /readyz over plain HTTP
+
+    [log]
+    level = "info"               # debug | info | warning | error
+    format = "text"              # or "json": one object per line
+
+Any key can be set from the environment instead (containers):
+``ONDIJON_ORCHESTRATOR__STORE__URL=postgresql+psycopg://…`` sets ``[store] url``
+(:func:`foundation.settings.apply_environment`).
 
 Every limit lives in :class:`Limits`, one documented dataclass.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
 
 import msgspec
 
-from foundation.settings import ConfigError, Settings, check_address, convert, load_toml
+from foundation.logs import LogSettings
+from foundation.settings import (
+    ConfigError,
+    Settings,
+    apply_environment,
+    check_address,
+    convert,
+    load_toml,
+)
 from orchestrator.store.connection import StoreSettings
 from provisioning.ca import CAError, check_crl_urls
 
@@ -189,6 +209,15 @@ class Public(Settings, frozen=True):
             raise ConfigError("base_url", "must be an http(s) URL")
 
 
+class Observe(Settings, frozen=True):
+    listen: str = ""  # host:port of /metrics, /livez and /readyz (none when empty)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.listen:
+            check_address("listen", self.listen)
+
+
 class OrchestratorFile(Settings, frozen=True):
     """The orchestrator's TOML file."""
 
@@ -197,6 +226,13 @@ class OrchestratorFile(Settings, frozen=True):
     identity: Identity = Identity()
     limits: Limits = Limits()
     public: Public = Public()
+    observe: Observe = Observe()
+    log: LogSettings = LogSettings()
+
+
+# Environment variables that set a key of the orchestrator's file: ONDIJON_ORCHESTRATOR__
+# then the table and key in capitals, separated by two underscores.
+ENV_PREFIX = "ONDIJON_ORCHESTRATOR__"
 
 
 @dataclass(frozen=True)
@@ -218,6 +254,8 @@ class OrchestratorConfig:
     # The public side: off when built in code (tests), on by default from a TOML file.
     public: Public = field(default_factory=lambda: Public(listen=""))
     base_dir: Path = Path(".")
+    observe_listen: str = ""
+    log: LogSettings = field(default_factory=LogSettings)
 
     @classmethod
     def from_mapping(cls, data: object, base_dir: Path) -> OrchestratorConfig:
@@ -243,6 +281,8 @@ class OrchestratorConfig:
             crl_listen=server.crl_listen,
             public=file.public,
             base_dir=base_dir,
+            observe_listen=file.observe.listen,
+            log=file.log,
             store=StoreSettings(
                 connect_timeout_s=store.connect_timeout_s,
                 statement_timeout_s=store.statement_timeout_s,
@@ -252,5 +292,12 @@ class OrchestratorConfig:
         )
 
     @classmethod
-    def load(cls, path: Path) -> OrchestratorConfig:
-        return cls.from_mapping(load_toml(path), path.resolve().parent)
+    def load(cls, path: Path, environ: Mapping[str, str] | None = None) -> OrchestratorConfig:
+        """The file at ``path``, with the keys ``environ`` (``os.environ``) sets over it."""
+        data = apply_environment(
+            load_toml(path),
+            OrchestratorFile,
+            ENV_PREFIX,
+            os.environ if environ is None else environ,
+        )
+        return cls.from_mapping(data, path.resolve().parent)

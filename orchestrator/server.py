@@ -40,6 +40,8 @@ from orchestrator.identity.crl_point import CrlPoint
 from orchestrator.ingest.link import add_gateway_link
 from orchestrator.ingest.readiness import health_servicer as health_servicer_for_grpc
 from orchestrator.ingest.routing import new_replica_id
+from orchestrator.metrics import Metrics
+from orchestrator.observe.observer import Observer
 from orchestrator.public.http import PublicServer, serve_public
 from orchestrator.store.database import Store
 from orchestrator.store.runner import StoreRunner
@@ -76,6 +78,8 @@ class Running:
     def public_port(self) -> int:
         return self.public.port if self.public else 0
 
+    observer: Observer | None = None
+
     async def stop(self, grace: float = 2.0) -> None:
         app = self.app
         if self.public is not None:
@@ -92,6 +96,8 @@ class Running:
             await app.router.release_all()
         await app.runner.close()
         app.runner.store.close()
+        if self.observer is not None:
+            self.observer.close()
 
 
 def ensure_server_certificate(
@@ -212,7 +218,13 @@ async def start(
     settings = replace(
         config.store, application_name=f"{config.store.application_name}-{replica}"[:63]
     )
-    store = Store.open(config.store_url, settings)
+    # Metrics and health over HTTP first: not ready (rather than silent) while migrating.
+    observer = Observer(Metrics(), config.observe_listen)
+    try:
+        store = Store.open(config.store_url, settings)
+    except BaseException:
+        observer.close()
+        raise
     cert_path, key_path = ensure_server_certificate(ca, config, store, clock)
     client_ca = _client_ca_bundle(config, ca)
     runner = StoreRunner(store)
@@ -225,6 +237,7 @@ async def start(
         runner=runner,
         replica=replica,
         health_servicer=health_servicer,
+        metrics=observer.metrics,
     )
     await app.readiness.start()
     await app.crl.current(clock.now())
@@ -274,6 +287,7 @@ async def start(
         asyncio.create_task(app.sweeper.run(), name="revocation-sweeper"),
         asyncio.create_task(app.alarms.run(), name="alarm-sweep"),
         asyncio.create_task(_keep_server_certificate(app, store), name="server-certificate"),
+        asyncio.create_task(observer.run(), name="observe"),
     )
     public = None
     if app.public is not None:
@@ -290,6 +304,7 @@ async def start(
         )
     if app.daily_export is not None:
         tasks += (asyncio.create_task(app.daily_export.run(), name="daily-export"),)
+    observer.attach(app.runner, app.hub, app.readiness)
     log.info("orchestrator listening: mutual TLS on %d, enrollment on %d", port, enroll_port)
     return Running(
         servers=(server, enroll_grpc),
@@ -300,6 +315,7 @@ async def start(
         tasks=tasks,
         crl_point=crl_point,
         public=public,
+        observer=observer,
     )
 
 

@@ -44,6 +44,7 @@ from orchestrator.ingest.hub import Hub
 from orchestrator.ingest.link import GatewayLinkService
 from orchestrator.ingest.readiness import Readiness
 from orchestrator.ingest.routing import Router
+from orchestrator.metrics import Metrics
 from orchestrator.playbooks.service import PlaybookService
 from orchestrator.public.daily import DailyExport, parse_at
 from orchestrator.public.http import Budgets, PublicSite
@@ -78,6 +79,7 @@ class Orchestrator:
     control: ControlCentreService
     city: CityService
     campaigns_api: CampaignsService
+    metrics: Metrics
     # Alarms (their sweep is started by the server) and the control room's operations.
     alarms: AlarmService
     operations: OperationsService
@@ -103,8 +105,10 @@ def build(
     replica: str,
     health_servicer: Any,
     campaign_tick_s: float = 10.0,
+    metrics: Metrics | None = None,
 ) -> Orchestrator:
     """Every service of one orchestrator process, wired; nothing started yet."""
+    metrics = metrics or Metrics()
     live_rates = LiveRates()
     audit = Auditor(runner, clock)
     certificates = Certificates(runner, clock, audit)
@@ -151,6 +155,7 @@ def build(
             certificate_days=config.gateway_certificate_days,
             allow_enroll=allow_enroll,
             allow_renew=allow_renew,
+            metrics=metrics,
         )
 
     return Orchestrator(
@@ -170,7 +175,7 @@ def build(
         readiness=Readiness(runner, hub, health_servicer),
         campaigns=campaigns,
         gate=gate,
-        admission=Admission(certificates, live_rates, hub.take_closing),
+        admission=Admission(certificates, live_rates, hub.take_closing, metrics=metrics),
         link=GatewayLinkService(
             runner=runner,
             clock=clock,
@@ -180,6 +185,7 @@ def build(
             router=router,
             delivery=delivery,
             firmware=campaigns,
+            metrics=metrics,
             event_hooks=(alarms.on_events, energy.on_events),
         ),
         control=ControlCentreService(
@@ -210,6 +216,7 @@ def build(
             deliver=GroupDelivery(hub=hub, router=router, delivery=delivery),
         ),
         campaigns_api=CampaignsService(runner=runner, clock=clock, gate=gate, campaigns=campaigns),
+        metrics=metrics,
         alarms=alarms,
         operations=OperationsService(
             clock=clock,

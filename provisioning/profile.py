@@ -3,19 +3,44 @@
 ``ondijon operator add`` writes a profile directory (``profile.toml``, ``operator.key``
 (0600), ``operator.pem``, ``ca.pem``); every admin command of the CLI reads it from
 ``--profile`` or ``$ONDIJON_PROFILE``.
+
+A profile may name the street clock its commands are timed on (``[clock]``): the demo's
+profile does, so that an override typed against the demo starts and ends on the demo's
+fast simulated clock, the one its agents run on, instead of arriving already expired.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
+from typing import Annotated
 
 import grpc
+import msgspec
 
+from foundation.clock import Clock, SimulatedClock, SystemClock
 from foundation.files import write_atomic
 from foundation.settings import ConfigError, Settings, check_address, load
 from provisioning.ca import KEY_MODE
+
+
+class ProfileClock(Settings, frozen=True):
+    """``[clock]`` of a profile: a simulated street clock shared with agents (the demo)."""
+
+    start: datetime
+    speed: Annotated[float, msgspec.Meta(ge=0.001)]
+    origin: datetime  # the real instant at which the clock read ``start``
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("start", "origin"):
+            if getattr(self, name).tzinfo is None:
+                raise ConfigError(name, "must be a date-time with its UTC offset")
+
+    def clock(self) -> Clock:
+        return SimulatedClock(start=self.start, speed=self.speed, origin=self.origin)
 
 
 class ProfileFile(Settings, frozen=True):
@@ -23,6 +48,7 @@ class ProfileFile(Settings, frozen=True):
 
     address: str
     server_name: str = ""
+    clock: ProfileClock | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -34,6 +60,8 @@ class Profile:
     directory: Path
     address: str
     server_name: str
+    clock: Clock = field(default_factory=SystemClock)
+    """The street clock commands are timed on (the system clock unless ``[clock]``)."""
 
     @classmethod
     def load(cls, directory: Path | None) -> Profile:
@@ -45,7 +73,8 @@ class Profile:
                 )
             directory = Path(env)
         data = load(directory / "profile.toml", ProfileFile)
-        return cls(directory, data.address, data.server_name)
+        clock = data.clock.clock() if data.clock is not None else SystemClock()
+        return cls(directory, data.address, data.server_name, clock)
 
     @staticmethod
     def write(
@@ -57,6 +86,19 @@ class Profile:
         write_atomic(directory / "operator.pem", chain_pem)
         write_atomic(directory / "ca.pem", root_pem)
         write_atomic(directory / "profile.toml", f'address = "{address}"\n'.encode())
+
+    @staticmethod
+    def set_clock(directory: Path, clock: ProfileClock) -> None:
+        """Time this profile's commands on ``clock`` (a demo's simulated street clock)."""
+        data = load(directory / "profile.toml", ProfileFile)
+        text = f'address = "{data.address}"\n'
+        if data.server_name:
+            text += f'server_name = "{data.server_name}"\n'
+        text += (
+            f'[clock]\nstart = "{clock.start.isoformat()}"\nspeed = {clock.speed!r}\n'
+            f'origin = "{clock.origin.isoformat()}"\n'
+        )
+        write_atomic(directory / "profile.toml", text.encode())
 
     def channel(self) -> grpc.aio.Channel:
         credentials = grpc.ssl_channel_credentials(

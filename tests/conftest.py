@@ -136,12 +136,10 @@ class City:
 
     async def register(self, gateway_id: str, commune: str = "Dijon") -> str:
         """Register a gateway through the admin API; returns its enrollment token."""
-        from ondijon.admin import call
+        from ondijon.client import AdminClient
         from protos.ondijon.v1 import control_pb2
 
-        response = await call(
-            self.admin,
-            "AddGateway",
+        response = await AdminClient(self.admin).add_gateway(
             control_pb2.AddGatewayRequest(
                 gateway_id=gateway_id,
                 serial=f"SN-{gateway_id}",
@@ -151,7 +149,6 @@ class City:
                 time_zone="Europe/Paris",
             ),
         )
-        assert isinstance(response, control_pb2.AddGatewayResponse)
         return response.enrollment_token
 
     async def enrolled(self, gateway_id: str, **sections: Any) -> AgentConfig:

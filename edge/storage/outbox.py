@@ -832,6 +832,13 @@ class Outbox:
         """Events recorded and not yet acknowledged (in flight included)."""
         return sum(self._pending.values())
 
+    def oldest_recorded_us(self) -> int:
+        """When the oldest event held was recorded (µs since the epoch, the agent's clock;
+        0: none held)."""
+        with self._lock:
+            found = [self._scalar(_sql("SELECT MIN(at_us) FROM {lane}", p)) for p in _LANES]
+        return min((f for f in found if f), default=0)
+
     def pending_by_priority(self) -> dict[Priority, int]:
         """``pending_count`` split by priority."""
         return dict(self._pending)

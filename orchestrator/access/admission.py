@@ -55,6 +55,7 @@ from orchestrator.access.limits import (
     StreamMeter,
 )
 from orchestrator.access.peers import AuthError, peer_of
+from orchestrator.metrics import Metrics
 from orchestrator.store.connection import StoreUnavailable
 from provisioning.identity import Role
 
@@ -117,7 +118,9 @@ class Admission(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         closing: Callable[[str], tuple[grpc.StatusCode, str] | None],
         *,
         monotonic: Callable[[], float] = time.monotonic,
+        metrics: Metrics | None = None,
     ) -> None:
+        self.metrics = metrics or Metrics()
         self.certificates = certificates
         self.rates = rates
         # Why this process closed a stream of a certificate serial (the hub's note), if it did.
@@ -143,6 +146,7 @@ class Admission(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
 
     async def _refuse(self, context: Context, key: str, method: str, exc: LimitError) -> None:
         self.refusals += 1
+        self.metrics.admission_refusals.inc()
         if self._log_budget.take(key, 1, self.monotonic()):
             # The method is the path the client sent, whatever it is.
             log.warning("refused %s from %s: %s", escape(method), escape(key), exc)

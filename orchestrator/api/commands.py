@@ -7,6 +7,7 @@ gateway through whichever replica holds its stream (:mod:`orchestrator.ingest.ro
 
 from __future__ import annotations
 
+import functools
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -16,12 +17,14 @@ import grpc
 from foundation.clock import Clock
 from orchestrator.access.gate import OPERATOR, VIEWER, Attempt, Gatekeeper
 from orchestrator.fleet.documents import validate_override
+from orchestrator.fleet.overrides import LIVE_STATUSES, active_overrides, unknown_device
 from orchestrator.ingest.checks import MAX_ID, WireError, timestamp
+from orchestrator.ingest.devices import current_devices
 from orchestrator.ingest.routing import Router
 from orchestrator.store.connection import Connection
 from orchestrator.store.database import CommandRecord, Conflict, NotFound
 from orchestrator.store.runner import StoreRunner
-from protos.ondijon.v1 import control_pb2, link_pb2
+from protos.ondijon.v1 import control_pb2, link_pb2, state_pb2
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -30,7 +33,7 @@ MAX_COMMAND_ID = 64
 
 
 class CommandsApi:
-    """SendCommand, GetCommand."""
+    """SendCommand, GetCommand, ListOverrides."""
 
     def __init__(
         self, *, runner: StoreRunner, clock: Clock, gate: Gatekeeper, router: Router
@@ -53,11 +56,18 @@ class CommandsApi:
         attempt = Attempt(attempt.action, attempt.target, gateway.commune)
         now = self.clock.now()
         problem = _check_command(command, now)
+        store = self.runner.store
+        if not problem and command.WhichOneof("action") in ("override", "bollard"):
+            # A device the gateway does not report having: refused now, not stored,
+            # delivered and reported done while changing nothing.
+            devices = await self.runner.read(
+                functools.partial(current_devices, store), request.gateway_id
+            )
+            problem = unknown_device(command, request.gateway_id, devices)
         if problem:
             await self.gate.refuse(
                 context, caller, attempt, grpc.StatusCode.INVALID_ARGUMENT, problem
             )
-        store = self.runner.store
         try:
             await self.runner.write(
                 store.add_command,
@@ -111,6 +121,25 @@ class CommandsApi:
             status=record.status,  # type: ignore[arg-type]
             detail=record.detail,
             expires_at=timestamp(record.expires_at),
+        )
+
+    async def ListOverrides(
+        self, request: control_pb2.ListOverridesRequest, context: Context
+    ) -> control_pb2.ListOverridesResponse:
+        caller = await self.gate.caller(context, VIEWER, None)
+        await self.gate.gateway(context, caller, request.gateway_id, None)
+        store = self.runner.store
+
+        def load(c: Connection) -> tuple[list[CommandRecord], list[state_pb2.DeviceState]]:
+            return (
+                store.recent_commands(c, request.gateway_id, LIVE_STATUSES, limit=1000),
+                current_devices(store, c, request.gateway_id),
+            )
+
+        records, devices = await self.runner.read(load)
+        commands = [(r.command_id, r.status, r.detail, r.created_by, r.payload) for r in records]
+        return control_pb2.ListOverridesResponse(
+            overrides=active_overrides(commands, devices, self.clock.now())
         )
 
 

@@ -87,6 +87,11 @@ class ControlCentreService(control_pb2_grpc.ControlCentreServicer):
     ) -> control_pb2.GetCommandResponse:
         return await self.commands.GetCommand(request, context)
 
+    async def ListOverrides(
+        self, request: control_pb2.ListOverridesRequest, context: Context
+    ) -> control_pb2.ListOverridesResponse:
+        return await self.commands.ListOverrides(request, context)
+
     async def ListEvents(
         self, request: control_pb2.ListEventsRequest, context: Context
     ) -> control_pb2.ListEventsResponse:

@@ -40,6 +40,9 @@ class EventFeed:
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT, f"after_sequence: at most {MAX_STORED_INT}"
             )
+        problem = _check_event_filters(request)
+        if problem:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
         store = self.runner.store
         limit = min(request.limit or 100, 1000)
         records = await self.runner.read(
@@ -47,6 +50,9 @@ class EventFeed:
             request.gateway_id,
             after_sequence=request.after_sequence,
             limit=limit,
+            newest_first=request.newest_first,
+            priorities=list(request.priorities),
+            types=list(request.types),
         )
         visible_ids = await self.gate.visible_gateways(caller)
         return control_pb2.ListEventsResponse(
@@ -93,3 +99,15 @@ class EventFeed:
                     yield control_pb2.WatchEventsResponse(event=event)
         finally:
             self.hub.unwatch(watcher)
+
+
+def _check_event_filters(request: control_pb2.ListEventsRequest) -> str:
+    for index, priority in enumerate(request.priorities):
+        if priority not in link_pb2.EventPriority.values() or priority == 0:
+            return f"priorities[{index}]: unknown event priority {priority}"
+    if len(request.types) > 16:
+        return "types: at most 16"
+    for index, kind in enumerate(request.types):
+        if not kind or len(kind) > 128 or not kind.isprintable():
+            return f"types[{index}]: 1 to 128 printable characters"
+    return ""

@@ -7,6 +7,9 @@ the orchestrator learns it from the signal's reported state (``SignalState.safet
 :func:`reported_cards`); a SignalPlans document less strict than any of the gateway's
 cards is refused with the field named. A gateway that has not reported a card yet (never
 connected) is checked on the agent only, which refuses the document the same way.
+
+A schedule with no program (``{}``) parses, and an agent would run it (every lamp at its
+default level, day and night); it is an operator's mistake, refused here.
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ import logging
 from collections.abc import Iterable, Sequence
 
 from domain import documents
+from domain.documents import DocumentError
 from domain.schedule.errors import ScheduleEngineError
+from domain.schedule.model import Schedule
 from domain.schedule.wire import override_from_proto
 from domain.signals.plans import SignalPlanError, SignalPlans
 from domain.signals.safety_card import SafetyCard
@@ -53,6 +58,13 @@ def check_document(
         FieldError: naming the field (:func:`domain.documents.parse`, ``SafetyCard.check``).
     """
     document = documents.parse(kind, payload)
+    if isinstance(document.value, Schedule) and not document.value.programs:
+        # The agent would run it: every lamp at its default level, day and night.
+        raise DocumentError(
+            "programs",
+            "a schedule with no program is refused (lamps would stay at their default level "
+            "day and night); give at least one program and a calendar rule that picks it",
+        )
     if isinstance(document.value, SignalPlans):
         for card in cards:
             card.check(document.value)

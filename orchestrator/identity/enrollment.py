@@ -40,6 +40,7 @@ from orchestrator.identity.crl import CrlPublisher
 from orchestrator.identity.revocation import Revoker
 from orchestrator.ingest.checks import WireError, timestamp
 from orchestrator.ingest.hub import Hub
+from orchestrator.metrics import Metrics
 from orchestrator.store.connection import Connection
 from orchestrator.store.database import Conflict, NotFound, Store
 from orchestrator.store.runner import StoreRunner
@@ -71,7 +72,9 @@ class EnrollmentService(enrollment_pb2_grpc.EnrollmentServicer):
         certificate_days: int,
         allow_enroll: bool,
         allow_renew: bool,
+        metrics: Metrics | None = None,
     ) -> None:
+        self.metrics = metrics or Metrics()
         self.runner = runner
         self.store = runner.store
         self.clock = clock
@@ -116,6 +119,7 @@ class EnrollmentService(enrollment_pb2_grpc.EnrollmentServicer):
         # budget up front (given back if it succeeds), so guesses sent many at a time are
         # evaluated against the budget, not all admitted before the first is counted.
         if not self._failures.take(address, 1, time.monotonic()):
+            self.metrics.enrollment_failures.labels("rate_limited").inc()
             await context.abort(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 "too many refused enrollments from this address; wait a few minutes",
@@ -251,6 +255,7 @@ class EnrollmentService(enrollment_pb2_grpc.EnrollmentServicer):
                 detail=f"{reason} (from {address})",
             )
         code = grpc.StatusCode.PERMISSION_DENIED if audit else grpc.StatusCode.INVALID_ARGUMENT
+        self.metrics.enrollment_failures.labels("refused").inc()
         await context.abort(code, reason)
         raise AssertionError("unreachable")
 

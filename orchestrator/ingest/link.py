@@ -54,6 +54,7 @@ from orchestrator.ingest.delivery import Delivery
 from orchestrator.ingest.devices import DeviceLog, compact
 from orchestrator.ingest.hub import Hub, Session
 from orchestrator.ingest.routing import Router
+from orchestrator.metrics import Metrics
 from orchestrator.store.connection import Connection
 from orchestrator.store.database import HeldRecord, NewEvent, NotFound, Store
 from orchestrator.store.groups import record_refusal
@@ -170,8 +171,10 @@ class GatewayLinkService(link_pb2_grpc.GatewayLinkServicer):
         router: Router,
         delivery: Delivery,
         firmware: FirmwareListener,
+        metrics: Metrics | None = None,
         event_hooks: Sequence[EventHook] = (),
     ) -> None:
+        self.metrics = metrics or Metrics()
         self.runner = runner
         self.store = runner.store
         self.clock = clock
@@ -188,19 +191,24 @@ class GatewayLinkService(link_pb2_grpc.GatewayLinkServicer):
         request_iterator: AsyncIterator[Received],
         context: grpc.aio.ServicerContext[link_pb2.ConnectRequest, link_pb2.ConnectResponse],
     ) -> None:
+        refused = self.metrics.streams_refused
         if not self.runner.available:
+            refused.labels("not_ready").inc()
             await context.abort(grpc.StatusCode.UNAVAILABLE, NOT_READY)
         try:
             peer = peer_of(context)
             require_role(peer, Role.GATEWAY)
             await self.certificates.check(peer)
         except AuthError as exc:
+            refused.labels("unauthenticated").inc()
             await context.abort(exc.code, str(exc))
         gateway_id = peer.identity.name
         try:
             await self.runner.read(self.store.get_gateway, gateway_id)
         except NotFound:
+            refused.labels("unregistered").inc()
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, "gateway is not registered")
+        self.metrics.streams_opened.inc()
 
         session = Session(gateway_id=gateway_id, cert_serial=peer.serial_hex)
         stream_task = asyncio.current_task()
@@ -323,6 +331,7 @@ class _Conversation:
         self.router = link.router
         self.delivery = link.delivery
         self.firmware = link.firmware
+        self.metrics = link.metrics
         self.event_hooks = link.event_hooks
         self.session = session
         self.context = context
@@ -455,6 +464,7 @@ class _Conversation:
             store, gateway_id, self.report_seq, payload, ids, now=self.clock.now()
         )
         await self.runner.write_rows(rows)
+        self.metrics.device_reports_stored.inc(len(ids))
         self.session.send(link_pb2.ConnectResponse(state_ack=link_pb2.StateAck(batch_id=batch_id)))
         if fold:
             await self.runner.write(functools.partial(compact, store), gateway_id)
@@ -521,6 +531,7 @@ class _Conversation:
             return fresh, _conflicting(store, conn, gateway_id, events, fresh)
 
         fresh, conflicting = await self.runner.write(add)
+        self.metrics.events_stored.inc(len(new) if fresh is None else len(fresh))
         ack = link_pb2.EventAck(stored=sequence_ranges(sequences))
         if conflicting:
             # The store keeps what it held; the agent records these again under new

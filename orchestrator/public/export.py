@@ -76,31 +76,63 @@ class Records:
     today: date
 
 
-def read_records(store: Store, conn: Connection, now: datetime) -> Records:
-    """One read transaction: rows only, no decoding nor astronomy (the store's deadline
-    bounds it)."""
+def _window(now: datetime) -> tuple[date, date, datetime]:
     zone = ZoneInfo(ZONE)
     today = now.astimezone(zone).date()
-    since, until = today - timedelta(days=WINDOW_DAYS), today - timedelta(days=1)
-    gateways = {g.gateway_id: g for g in store.list_gateways(conn)}
+    since = today - timedelta(days=WINDOW_DAYS)
+    return since, today, datetime.combine(since, datetime.min.time(), zone)
+
+
+def _gateway_rows(
+    store: Store, conn: Connection, gateway_ids: list[str]
+) -> tuple[dict[str, bytes], dict[str, bytes]]:
     logs, payloads = {}, {}
-    for gateway_id in gateways:
+    for gateway_id in gateway_ids:
         logs[gateway_id] = store.get_devices(conn, gateway_id)[0]
         for doc in store.documents_for(conn, gateway_id):
             if doc.kind == link_pb2.DOCUMENT_KIND_SCHEDULE:
                 payloads[gateway_id] = doc.payload
+    return logs, payloads
+
+
+def read_records(store: Store, conn: Connection, now: datetime) -> Records:
+    """Rows only, no decoding nor astronomy, in the caller's transaction."""
+    since, today, start = _window(now)
+    gateways = {g.gateway_id: g for g in store.list_gateways(conn)}
+    logs, payloads = _gateway_rows(store, conn, list(gateways))
     return Records(
         register=list(asset_sql.load_register(conn).values()),
         gateways=gateways,
         device_logs=logs,
         schedule_payloads=payloads,
-        lamp_days=energy_sql.select_days(conn, since, until, communes=None),
-        faults=public_sql.faults(
-            conn, ds.LAMP_FAULTS, datetime.combine(since, datetime.min.time(), zone)
-        ),
+        lamp_days=energy_sql.select_days(conn, since, today - timedelta(days=1), communes=None),
+        faults=public_sql.faults(conn, ds.LAMP_FAULTS, start),
         since=since,
         today=today,
     )
+
+
+async def read_records_in_parts(runner: Any, now: datetime) -> Records:
+    """The same rows in several short reads, each well within the store's deadline (a
+    city's month of lamp-days is one read, its gateways' states 200 gateways a read). The
+    parts may be seconds apart: open data is a daily picture, not a transaction."""
+    store = runner.store
+    since, today, start = _window(now)
+    gateways = await runner.read(lambda c: {g.gateway_id: g for g in store.list_gateways(c)})
+    ids = list(gateways)
+    logs: dict[str, bytes] = {}
+    payloads: dict[str, bytes] = {}
+    for i in range(0, len(ids), 200):
+        part = ids[i : i + 200]
+        more_logs, more_payloads = await runner.read(lambda c, p=part: _gateway_rows(store, c, p))
+        logs |= more_logs
+        payloads |= more_payloads
+    register = await runner.read(lambda c: list(asset_sql.load_register(c).values()))
+    lamp_days = await runner.read(
+        lambda c: energy_sql.select_days(c, since, today - timedelta(days=1), communes=None)
+    )
+    faults = await runner.read(lambda c: public_sql.faults(c, ds.LAMP_FAULTS, start))
+    return Records(register, gateways, logs, payloads, lamp_days, faults, since, today)
 
 
 def read_inputs(store: Store, conn: Connection, now: datetime) -> ds.Inputs:
@@ -321,8 +353,7 @@ class Export:
 async def build(runner: Any, publisher: Publisher, now: Callable[[], datetime]) -> Export:
     """Read the store (one transaction) and build every file in a worker thread."""
     at = now()
-    store = runner.store
-    records = await runner.read(lambda conn: read_records(store, conn, at))
+    records = await read_records_in_parts(runner, at)
 
     def make() -> dict[str, bytes]:
         return export_files(inputs_of(records, at), publisher, at)

@@ -67,6 +67,19 @@ class CommandTables(Tables):
         )
         return [_command(r) for r in rows]
 
+    def recent_commands(
+        self, conn: sa.Connection, gateway_id: str, statuses: Sequence[int], *, limit: int
+    ) -> list[CommandRecord]:
+        """The ``limit`` latest commands of ``gateway_id`` in ``statuses``, oldest first."""
+        rows = conn.execute(
+            sa.select(commands)
+            .where(commands.c.gateway_id == gateway_id)
+            .where(commands.c.status.in_(list(statuses)))
+            .order_by(commands.c.created_at.desc())
+            .limit(limit)
+        )
+        return [_command(r) for r in reversed(list(rows))]
+
     def commands_for(
         self, conn: sa.Connection, gateway_ids: Sequence[str], statuses: Sequence[int]
     ) -> list[CommandRecord]:

@@ -47,20 +47,40 @@ class EventTables(Tables):
         return int(conn.execute(stmt, rows).rowcount)
 
     def list_events(
-        self, conn: sa.Connection, gateway_id: str, *, after_sequence: int, limit: int
+        self,
+        conn: sa.Connection,
+        gateway_id: str,
+        *,
+        after_sequence: int,
+        limit: int,
+        newest_first: bool = False,
+        priorities: Sequence[int] = (),
+        types: Sequence[str] = (),
     ) -> list[EventRecord]:
-        query = (
-            sa.select(events)
-            .where(events.c.sequence > after_sequence)
-            .order_by(events.c.received_at, events.c.gateway_id, events.c.sequence)
-            .limit(limit)
-        )
+        """Events oldest first (or the ``limit`` latest, newest first); ``types`` ending
+        with ``.`` are prefixes."""
+        query = sa.select(events).where(events.c.sequence > after_sequence).limit(limit)
         if gateway_id:
-            query = (
-                query.where(events.c.gateway_id == gateway_id)
-                .order_by(None)
-                .order_by(events.c.sequence)
+            query = query.where(events.c.gateway_id == gateway_id)
+        if priorities:
+            query = query.where(events.c.priority.in_(list(priorities)))
+        if types:
+            query = query.where(
+                sa.or_(
+                    *(
+                        events.c.type.startswith(t, autoescape=True)
+                        if t.endswith(".")
+                        else events.c.type == t
+                        for t in types
+                    )
+                )
             )
+        order = (
+            [events.c.sequence]
+            if gateway_id
+            else [events.c.received_at, events.c.gateway_id, events.c.sequence]
+        )
+        query = query.order_by(*(c.desc() if newest_first else c for c in order))
         return [_event(r) for r in conn.execute(query)]
 
     def event_payloads(

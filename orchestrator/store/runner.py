@@ -26,6 +26,7 @@ import contextlib
 import functools
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -92,6 +93,9 @@ class StoreRunner:
     ) -> None:
         self.store = store
         self.deadline_s = deadline_s if deadline_s is not None else store.settings.deadline_s
+        # Told how long each committed group took (seconds), from the writer thread: the
+        # orchestrator's metrics (orchestrator.metrics) set it.
+        self.on_commit: Callable[[float], None] | None = None
         self._max_batch = max_batch
         self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="store-write")
         self._readers = concurrent.futures.ThreadPoolExecutor(
@@ -263,6 +267,7 @@ class StoreRunner:
         self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="store-write")
 
     def _commit(self, jobs: list[_Job], in_use: _InUse) -> list[tuple[bool, Any]]:
+        started = time.perf_counter()
         try:
             with self.store.engine.begin() as conn:
                 in_use.using(conn)
@@ -274,6 +279,8 @@ class StoreRunner:
                     conn.execute(statement, params_list)
                 results = [(True, job.fn(conn) if job.fn else None) for job in jobs]
             self.commits += 1
+            if self.on_commit is not None:
+                self.on_commit(time.perf_counter() - started)
             return results
         except Exception as exc:
             if in_use.interrupted or is_disconnect(exc):

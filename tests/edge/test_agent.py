@@ -18,7 +18,7 @@ import pytest
 from edge.agent import Agent
 from edge.config import AgentConfig
 from foundation.clock import ManualClock
-from ondijon.admin import call
+from ondijon.client import AdminClient
 from protos.ondijon.v1 import control_pb2, link_pb2, schedule_pb2
 from tests.conftest import City
 
@@ -51,10 +51,13 @@ async def eventually(check: Callable[[], object], timeout: float = 15.0) -> None
 
 
 @contextlib.asynccontextmanager
-async def running(config: AgentConfig, *, clock_step_s: float = 0.0) -> AsyncIterator[Agent]:
-    """Run an agent on a manual clock; with ``clock_step_s`` the clock moves that much
-    every 10 ms of real time (equipment simulators need time to pass)."""
-    clock = ManualClock(datetime(2026, 6, 21, 20, 0, tzinfo=UTC))
+async def running(
+    config: AgentConfig, *, clock_step_s: float = 0.0, start: datetime | None = None
+) -> AsyncIterator[Agent]:
+    """Run an agent on a manual clock from ``start`` (default: a June evening); with
+    ``clock_step_s`` the clock moves that much every 10 ms of real time (equipment
+    simulators need time to pass)."""
+    clock = ManualClock(start or datetime(2026, 6, 21, 20, 0, tzinfo=UTC))
     agent = Agent(config, clock)
     task = asyncio.create_task(agent.run())
 
@@ -75,22 +78,18 @@ async def running(config: AgentConfig, *, clock_step_s: float = 0.0) -> AsyncIte
 
 
 async def put_schedule(city: City, gateway_id: str, payload: bytes) -> int:
-    response = await call(
-        city.admin,
-        "PutDesiredState",
+    response = await AdminClient(city.admin).put_desired_state(
         control_pb2.PutDesiredStateRequest(
             gateway_id=gateway_id, kind=link_pb2.DOCUMENT_KIND_SCHEDULE, payload=payload
         ),
     )
-    assert isinstance(response, control_pb2.PutDesiredStateResponse)
     return response.document.version
 
 
 async def gateway(city: City, gateway_id: str) -> control_pb2.Gateway:
-    response = await call(
-        city.admin, "GetGateway", control_pb2.GetGatewayRequest(gateway_id=gateway_id)
+    response = await AdminClient(city.admin).get_gateway(
+        control_pb2.GetGatewayRequest(gateway_id=gateway_id)
     )
-    assert isinstance(response, control_pb2.GetGatewayResponse)
     return response.gateway
 
 
@@ -119,10 +118,9 @@ async def test_schedule_reaches_lamps_and_state_comes_back(
         assert await converged()
 
         async def lamp_levels() -> dict[str, int]:
-            response = await call(
-                city.admin, "ListDevices", control_pb2.ListDevicesRequest(gateway_id="dj-001")
+            response = await AdminClient(city.admin).list_devices(
+                control_pb2.ListDevicesRequest(gateway_id="dj-001")
             )
-            assert isinstance(response, control_pb2.ListDevicesResponse)
             return {d.device_id: d.lamp.level for d in response.devices if d.HasField("lamp")}
 
         for _ in range(200):
@@ -152,10 +150,9 @@ async def test_agent_survives_orchestrator_restart_without_resending(
         # Reconnecting re-sent nothing already held: no second "document.applied".
         g = await gateway(city, "dj-002")
         assert g.connected
-        events = await call(
-            city.admin, "ListEvents", control_pb2.ListEventsRequest(gateway_id="dj-002")
+        events = await AdminClient(city.admin).list_events(
+            control_pb2.ListEventsRequest(gateway_id="dj-002")
         )
-        assert isinstance(events, control_pb2.ListEventsResponse)
         applied = [e for e in events.events if e.event.type == "document.applied"]
         assert len(applied) <= 1
         assert agent.outbox.last_sequence == applied_before

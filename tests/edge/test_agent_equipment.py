@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
+import grpc
 import pytest
 
-from ondijon.admin import AdminError, call
+from ondijon.client import AdminClient, AdminError
 from ondijon.demo import SIGNAL, signal_plans
 from protos.ondijon.v1 import control_pb2, link_pb2, schedule_pb2, state_pb2
 from tests.conftest import City
@@ -53,9 +54,7 @@ def day_plan_schedule() -> bytes:
 
 
 async def put(city: City, gateway_id: str, kind: int, payload: bytes) -> None:
-    await call(
-        city.admin,
-        "PutDesiredState",
+    await AdminClient(city.admin).put_desired_state(
         control_pb2.PutDesiredStateRequest(gateway_id=gateway_id, kind=kind, payload=payload),
     )
 
@@ -70,8 +69,8 @@ async def test_signal_plan_selected_by_schedule_and_conflicts_refused(city: City
 
         with pytest.raises(AdminError) as refused:
             await put(city, "crossing-1", link_pb2.DOCUMENT_KIND_SIGNAL_PLANS, plans(ew_start=30))
-        assert "INVALID_ARGUMENT" in str(refused.value)
-        assert "plans[0]" in str(refused.value)
+        assert refused.value.code is grpc.StatusCode.INVALID_ARGUMENT
+        assert refused.value.field.startswith("plans[0]")
         # Nothing reached the cabinet: the running plan and the held version are unchanged.
         assert agent.signals[0].state().signal.plan == "day"
         held = agent.state.document(link_pb2.DOCUMENT_KIND_SIGNAL_PLANS)
@@ -90,9 +89,7 @@ async def test_bollard_held_down_by_the_control_room(city: City) -> None:
             ),
         )
         command.expires_at.FromDatetime(expires)
-        await call(
-            city.admin,
-            "SendCommand",
+        await AdminClient(city.admin).send_command(
             control_pb2.SendCommandRequest(gateway_id="bollards-1", command=command),
         )
         await eventually(
@@ -100,10 +97,9 @@ async def test_bollard_held_down_by_the_control_room(city: City) -> None:
         )
 
         async def done() -> bool:
-            result = await call(
-                city.admin, "GetCommand", control_pb2.GetCommandRequest(command_id="fire-brigade-1")
+            result = await AdminClient(city.admin).get_command(
+                control_pb2.GetCommandRequest(command_id="fire-brigade-1")
             )
-            assert isinstance(result, control_pb2.GetCommandResponse)
             return result.status == link_pb2.COMMAND_STATUS_DONE
 
         for _ in range(200):
@@ -115,10 +111,9 @@ async def test_bollard_held_down_by_the_control_room(city: City) -> None:
 
 async def command_result(city: City, command_id: str) -> control_pb2.GetCommandResponse:
     for _ in range(200):
-        result = await call(
-            city.admin, "GetCommand", control_pb2.GetCommandRequest(command_id=command_id)
+        result = await AdminClient(city.admin).get_command(
+            control_pb2.GetCommandRequest(command_id=command_id)
         )
-        assert isinstance(result, control_pb2.GetCommandResponse)
         if result.status in (link_pb2.COMMAND_STATUS_DONE, link_pb2.COMMAND_STATUS_REFUSED):
             return result
         await asyncio.sleep(0.05)
@@ -142,9 +137,7 @@ async def test_bus_priority_is_rate_limited_and_logged(city: City) -> None:
                 ),
             )
             command.expires_at.FromDatetime(datetime.now(UTC) + timedelta(minutes=1))
-            await call(
-                city.admin,
-                "SendCommand",
+            await AdminClient(city.admin).send_command(
                 control_pb2.SendCommandRequest(gateway_id="crossing-2", command=command),
             )
             outcomes.append(await command_result(city, f"bus-{n}"))
@@ -166,10 +159,9 @@ async def test_a_document_less_strict_than_the_reported_safety_card_is_refused_a
         await asyncio.wait_for(agent.link.status.connected.wait(), 15)
 
         async def card_reported() -> bool:
-            response = await call(
-                city.admin, "ListDevices", control_pb2.ListDevicesRequest(gateway_id="crossing-3")
+            response = await AdminClient(city.admin).list_devices(
+                control_pb2.ListDevicesRequest(gateway_id="crossing-3")
             )
-            assert isinstance(response, control_pb2.ListDevicesResponse)
             return any(d.signal.safety_card.groups for d in response.devices)
 
         for _ in range(200):

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from ondijon.admin import call
+from ondijon.client import AdminClient
 from protos.ondijon.v1 import control_pb2
 from tests.conftest import City
 from tests.edge.test_agent import eventually, lighting, put_schedule, running
@@ -17,10 +17,9 @@ pytestmark = pytest.mark.integration
 
 
 async def powers(city: City, gateway_id: str) -> dict[str, float]:
-    response = await call(
-        city.admin, "ListDevices", control_pb2.ListDevicesRequest(gateway_id=gateway_id)
+    response = await AdminClient(city.admin).list_devices(
+        control_pb2.ListDevicesRequest(gateway_id=gateway_id)
     )
-    assert isinstance(response, control_pb2.ListDevicesResponse)
     return {d.device_id: d.lamp.active_power_w for d in response.devices if d.HasField("lamp")}
 
 

@@ -36,6 +36,7 @@ from edge.firmware.simulator import make_wheel
 from edge.identity import enroll
 from foundation.clock import ManualClock
 from ondijon import firmware_cli
+from ondijon.client import AdminClient
 from orchestrator.server import start
 from protos.ondijon.v1 import firmware_pb2
 from provisioning.ca import CertificateAuthority
@@ -96,29 +97,25 @@ class Releases:
         return release
 
     async def upload(self, release: Path) -> firmware_pb2.ReleaseInfo:
-        return await firmware_cli.upload_release(self.profile, release)
+        return await firmware_cli.upload_release(AdminClient(self.profile), release)
 
     async def campaign(self, version: str, gateways: list[str], **fields: Any) -> str:
         """Start a campaign (any time of day, one wave by default); returns its id."""
         fields.setdefault("allow_night", True)
         fields.setdefault("waves", [firmware_pb2.CampaignWave(percent=100)])
-        response = await firmware_cli.call(
-            self.profile,
-            "CreateCampaign",
+        response = await AdminClient(self.profile).create_campaign(
             firmware_pb2.CreateCampaignRequest(
                 version=version,
                 target=firmware_pb2.CampaignTarget(gateway_ids=gateways),
                 **fields,
             ),
         )
-        assert isinstance(response, firmware_pb2.CreateCampaignResponse)
         return response.campaign.campaign_id
 
     async def show(self, campaign_id: str) -> firmware_pb2.Campaign:
-        response = await firmware_cli.call(
-            self.profile, "GetCampaign", firmware_pb2.GetCampaignRequest(campaign_id=campaign_id)
+        response = await AdminClient(self.profile).get_campaign(
+            firmware_pb2.GetCampaignRequest(campaign_id=campaign_id)
         )
-        assert isinstance(response, firmware_pb2.GetCampaignResponse)
         return response.campaign
 
     async def outcome(self, campaign_id: str, gateway_id: str) -> firmware_pb2.GatewayOutcome:

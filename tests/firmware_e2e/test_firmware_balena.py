@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from ondijon import firmware_cli
-from ondijon.admin import AdminError
+from ondijon.client import AdminClient, AdminError
 from orchestrator.firmware.runner import balena_from_environment
 from protos.ondijon.v1 import firmware_pb2
 from tests.conftest import City
@@ -41,8 +40,7 @@ async def test_a_balena_campaign_pins_waves_and_follows_device_status(
         balena_release=COMMIT,
         balena_devices=dict(zip(gateways, UUIDS, strict=True)),
     )
-    response = await firmware_cli.call(city.admin, "CreateCampaign", request)
-    assert isinstance(response, firmware_pb2.CreateCampaignResponse)
+    response = await AdminClient(city.admin).create_campaign(request)
     campaign = response.campaign
     (canary,) = [g.gateway_id for g in campaign.gateways if g.wave == 1]
     device = fake.devices[UUIDS[gateways.index(canary)]]
@@ -55,10 +53,9 @@ async def test_a_balena_campaign_pins_waves_and_follows_device_status(
     for d in fake.devices.values():
         d.update(is_running__release={"__id": 11})
     await runner.tick()
-    shown = await firmware_cli.call(
-        city.admin, "GetCampaign", firmware_pb2.GetCampaignRequest(campaign_id=campaign.campaign_id)
+    shown = await AdminClient(city.admin).get_campaign(
+        firmware_pb2.GetCampaignRequest(campaign_id=campaign.campaign_id)
     )
-    assert isinstance(shown, firmware_pb2.GetCampaignResponse)
     assert shown.campaign.status == firmware_pb2.CAMPAIGN_STATUS_COMPLETED
     assert {g.stage for g in shown.campaign.gateways} == {firmware_pb2.FIRMWARE_STAGE_COMMITTED}
     assert all("running release 11" in g.detail for g in shown.campaign.gateways)
@@ -81,14 +78,11 @@ async def test_a_balena_campaign_needs_a_device_for_every_gateway_and_a_good_rel
         balena_release=COMMIT,
     )
     with pytest.raises(AdminError, match=r"balena_devices\.dj-b-9: no balena device"):
-        await firmware_cli.call(city.admin, "CreateCampaign", request)
+        await AdminClient(city.admin).create_campaign(request)
     request.balena_devices["dj-b-9"] = UUIDS[0]
     request.balena_release = "d" * 32  # a failed build
     with pytest.raises(AdminError, match=r"balena_release: .* is failed, not success"):
-        await firmware_cli.call(city.admin, "CreateCampaign", request)
+        await AdminClient(city.admin).create_campaign(request)
     # Nothing was created by the refusals.
-    listed = await firmware_cli.call(
-        city.admin, "ListCampaigns", firmware_pb2.ListCampaignsRequest()
-    )
-    assert isinstance(listed, firmware_pb2.ListCampaignsResponse)
+    listed = await AdminClient(city.admin).list_campaigns(firmware_pb2.ListCampaignsRequest())
     assert not listed.campaigns

@@ -4,12 +4,14 @@ whoever tries it, is in the audit log."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
 import grpc
 import pytest
 from google.protobuf import text_format
 
 from ondijon import firmware_cli
-from ondijon.admin import AdminError, call
+from ondijon.client import AdminClient, AdminError
 from protos.ondijon.v1 import control_pb2, firmware_pb2, firmware_pb2_grpc
 from tests.conftest import City
 from tests.firmware_e2e.conftest import CabinetFactory, Releases, eventually
@@ -19,10 +21,9 @@ pytestmark = pytest.mark.integration
 
 
 async def _refusals(city: City, action: str) -> list[control_pb2.AuditEntry]:
-    response = await call(
-        city.admin, "ListAudit", control_pb2.ListAuditRequest(action=action, result="refused")
+    response = await AdminClient(city.admin).list_audit(
+        control_pb2.ListAuditRequest(action=action, result="refused")
     )
-    assert isinstance(response, control_pb2.ListAuditResponse)
     return list(response.entries)
 
 
@@ -44,10 +45,9 @@ async def test_an_operator_sees_only_its_communes_gateways_in_a_campaign(
     assert "bn-sc-1" in everything and "Beaune" in everything
 
     dijon = city.operator("dijon-ops", "operator", ["Dijon"])
-    response = await firmware_cli.call(
-        dijon, "GetCampaign", firmware_pb2.GetCampaignRequest(campaign_id=campaign_id)
+    response = await AdminClient(dijon).get_campaign(
+        firmware_pb2.GetCampaignRequest(campaign_id=campaign_id)
     )
-    assert isinstance(response, firmware_pb2.GetCampaignResponse)
     shown = response.campaign
     text = text_format.MessageToString(shown)
     assert "bn-sc-1" not in text and "Beaune" not in text
@@ -55,8 +55,7 @@ async def test_an_operator_sees_only_its_communes_gateways_in_a_campaign(
     assert [g.gateway_id for g in shown.gateways] == ["dj-sc-1"]
     assert sum(w.gateways for w in shown.waves) == 1
     assert shown.history[0].endswith("started; waves of 1")
-    listed = await firmware_cli.call(dijon, "ListCampaigns", firmware_pb2.ListCampaignsRequest())
-    assert isinstance(listed, firmware_pb2.ListCampaignsResponse)
+    listed = await AdminClient(dijon).list_campaigns(firmware_pb2.ListCampaignsRequest())
     (summary,) = listed.campaigns
     assert summary.target_count == 1
     assert "bn-sc-1" not in text_format.MessageToString(summary)
@@ -72,27 +71,30 @@ async def test_every_refused_campaign_write_is_audited(
     operator = city.operator("dijon-ops", "operator", ["Dijon"])
     other = city.operator("chenove-ops", "operator", ["Chenove"])
 
-    async def refused(profile: object, method: str, request: object, code: str) -> None:
-        with pytest.raises(AdminError, match=code):
-            await firmware_cli.call(profile, method, request)  # type: ignore[arg-type]
+    async def refused(call: Awaitable[object], code: grpc.StatusCode) -> None:
+        with pytest.raises(AdminError) as caught:
+            await call
+        assert caught.value.code is code
 
+    DENIED, NOT_FOUND = grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.NOT_FOUND
     create = firmware_pb2.CreateCampaignRequest(
         campaign_id="by-viewer",
         version="0.2.0",
         target=firmware_pb2.CampaignTarget(gateway_ids=["dj-au-1"]),
     )
-    await refused(viewer, "CreateCampaign", create, "PERMISSION_DENIED")
+    await refused(AdminClient(viewer).create_campaign(create), DENIED)
     pause = firmware_pb2.PauseCampaignRequest(campaign_id=campaign_id)
     abort = firmware_pb2.AbortCampaignRequest(campaign_id=campaign_id)
     resume = firmware_pb2.ResumeCampaignRequest(campaign_id=campaign_id)
-    await refused(viewer, "PauseCampaign", pause, "PERMISSION_DENIED")
-    await refused(viewer, "AbortCampaign", abort, "PERMISSION_DENIED")
+    await refused(AdminClient(viewer).pause_campaign(pause), DENIED)
+    await refused(AdminClient(viewer).abort_campaign(abort), DENIED)
     # Another commune's operator: answered as if there were no such campaign.
-    await refused(other, "PauseCampaign", pause, "NOT_FOUND")
-    await refused(other, "AbortCampaign", abort, "NOT_FOUND")
-    await refused(other, "ResumeCampaign", resume, "NOT_FOUND")
-    with pytest.raises(AdminError, match="PERMISSION_DENIED"):
-        await firmware_cli.upload_release(operator, releases.build("0.3.0"))
+    await refused(AdminClient(other).pause_campaign(pause), NOT_FOUND)
+    await refused(AdminClient(other).abort_campaign(abort), NOT_FOUND)
+    await refused(AdminClient(other).resume_campaign(resume), NOT_FOUND)
+    await refused(
+        firmware_cli.upload_release(AdminClient(operator), releases.build("0.3.0")), DENIED
+    )
 
     # A gateway's certificate on the operators' service.
     async with gateway_channel(city, cabinet.config) as channel:

@@ -8,13 +8,13 @@ import asyncio
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import grpc
 import pytest
 
 import edge.link
 from foundation.clock import ManualClock
-from ondijon import firmware_cli
-from ondijon.admin import AdminError, call
 from ondijon.cli import main
+from ondijon.client import AdminClient, AdminError
 from protos.ondijon.v1 import control_pb2, firmware_pb2
 from tests.conftest import City
 from tests.firmware_e2e.conftest import (
@@ -93,27 +93,27 @@ async def test_a_failing_canary_halts_the_campaign_with_the_rest_untouched(
     assert await asyncio.to_thread(main, args) == 0
     assert await asyncio.to_thread(main, ["campaign", "list", *profile]) == 0
     assert "aborted" in capsys.readouterr().out
-    with pytest.raises(AdminError, match="cannot resume a aborted campaign"):
-        await firmware_cli.call(
-            city.admin,
-            "ResumeCampaign",
+    with pytest.raises(AdminError) as caught:
+        await AdminClient(city.admin).resume_campaign(
             firmware_pb2.ResumeCampaignRequest(campaign_id=campaign_id),
         )
+    assert caught.value.code is grpc.StatusCode.FAILED_PRECONDITION
+    assert "cannot resume a aborted campaign" in caught.value.details
 
     # Scope: an operator of another commune neither sees nor targets these gateways.
     other = city.operator("chenove-ops", "operator", ["Chenove"])
-    with pytest.raises(AdminError, match="NOT_FOUND"):
-        await firmware_cli.call(
-            other, "GetCampaign", firmware_pb2.GetCampaignRequest(campaign_id=campaign_id)
+    with pytest.raises(AdminError) as caught:
+        await AdminClient(other).get_campaign(
+            firmware_pb2.GetCampaignRequest(campaign_id=campaign_id)
         )
-    with pytest.raises(AdminError, match="PERMISSION_DENIED"):
-        await firmware_cli.call(
-            other,
-            "CreateCampaign",
+    assert caught.value.code is grpc.StatusCode.NOT_FOUND
+    with pytest.raises(AdminError) as caught:
+        await AdminClient(other).create_campaign(
             firmware_pb2.CreateCampaignRequest(
                 version="0.2.0", target=firmware_pb2.CampaignTarget(communes=["Dijon"])
             ),
         )
+    assert caught.value.code is grpc.StatusCode.PERMISSION_DENIED
 
 
 def _next_local(after: datetime, hour: int) -> datetime:
@@ -132,10 +132,9 @@ async def test_a_campaign_waits_for_its_window_and_for_daylight_at_lamp_sites(
     cabinet = await cabinets(city, "dj-w-1", lamps=1)
 
     async def lamps_reported() -> bool:
-        response = await call(
-            city.admin, "ListDevices", control_pb2.ListDevicesRequest(gateway_id="dj-w-1")
+        response = await AdminClient(city.admin).list_devices(
+            control_pb2.ListDevicesRequest(gateway_id="dj-w-1")
         )
-        assert isinstance(response, control_pb2.ListDevicesResponse)
         return bool(response.devices)
 
     await eventually(lamps_reported)

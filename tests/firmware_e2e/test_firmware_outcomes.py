@@ -12,7 +12,7 @@ import pytest
 
 from domain.firmware.manifest import Part
 from edge.firmware.grpc_fetcher import ChannelSource, GrpcChunkFetcher
-from ondijon import firmware_cli
+from ondijon.client import AdminClient
 from protos.ondijon.v1 import firmware_pb2
 from tests.conftest import City
 from tests.firmware_e2e.conftest import BASE, CabinetFactory, Releases, eventually
@@ -40,12 +40,9 @@ def trickle(channel: ChannelSource, version: str) -> GrpcChunkFetcher:
 
 
 async def _abort(releases: Releases, campaign_id: str) -> firmware_pb2.Campaign:
-    response = await firmware_cli.call(
-        releases.profile,
-        "AbortCampaign",
+    response = await AdminClient(releases.profile).abort_campaign(
         firmware_pb2.AbortCampaignRequest(campaign_id=campaign_id, reason="bad release"),
     )
-    assert isinstance(response, firmware_pb2.AbortCampaignResponse)
     return response.campaign
 
 

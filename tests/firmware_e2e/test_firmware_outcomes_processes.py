@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from ondijon.admin import call
+from ondijon.client import AdminClient
 from protos.ondijon.v1 import control_pb2, firmware_pb2
 from tests.conftest import City
 from tests.firmware_e2e.processes import (
@@ -51,10 +51,9 @@ async def started() -> AsyncIterator[list[ProcessCabinet]]:
 
 
 async def _events(city: City, gateway_id: str, kind: str) -> list[control_pb2.StoredEvent]:
-    response = await call(
-        city.admin, "ListEvents", control_pb2.ListEventsRequest(gateway_id=gateway_id)
+    response = await AdminClient(city.admin).list_events(
+        control_pb2.ListEventsRequest(gateway_id=gateway_id)
     )
-    assert isinstance(response, control_pb2.ListEventsResponse)
     return [e for e in response.events if e.event.type == kind]
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from ondijon.admin import call
+from ondijon.client import AdminClient
 from orchestrator.store.schema import release_chunks
 from protos.ondijon.v1 import control_pb2, firmware_pb2
 from tests.conftest import City
@@ -98,10 +98,9 @@ async def test_a_refused_release_keeps_the_running_version(
 
     # The refusal is an alarm in the control centre's event log too.
     async def alarmed() -> bool:
-        response = await call(
-            city.admin, "ListEvents", control_pb2.ListEventsRequest(gateway_id="dj-ref-1")
+        response = await AdminClient(city.admin).list_events(
+            control_pb2.ListEventsRequest(gateway_id="dj-ref-1")
         )
-        assert isinstance(response, control_pb2.ListEventsResponse)
         return any(e.event.type == "firmware.refused" for e in response.events)
 
     await eventually(alarmed)

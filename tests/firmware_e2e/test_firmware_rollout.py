@@ -11,7 +11,7 @@ import pytest
 from domain.firmware.manifest import Part
 from edge.firmware.grpc_fetcher import ChannelSource, GrpcChunkFetcher
 from edge.firmware.launch import SLOT_ENV, exec_plan
-from ondijon.admin import call
+from ondijon.client import AdminClient
 from protos.ondijon.v1 import control_pb2, firmware_pb2
 from tests.conftest import City
 from tests.firmware_e2e.conftest import BASE, Cabinet, CabinetFactory, Releases, eventually
@@ -83,10 +83,9 @@ async def test_a_cut_download_resumes_then_the_release_commits(
         return campaign.status == firmware_pb2.CAMPAIGN_STATUS_COMPLETED
 
     await eventually(completed)
-    response = await call(
-        city.admin, "GetGateway", control_pb2.GetGatewayRequest(gateway_id="dj-up-1")
+    response = await AdminClient(city.admin).get_gateway(
+        control_pb2.GetGatewayRequest(gateway_id="dj-up-1")
     )
-    assert isinstance(response, control_pb2.GetGatewayResponse)
     assert response.gateway.firmware_version == "0.2.0"
     # Stays committed across a further restart.
     await cabinet.restart()

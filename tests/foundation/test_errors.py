@@ -14,8 +14,8 @@ from edge.identity import EnrollmentError, IdentityFilesError
 from edge.storage.errors import StorageError
 from foundation.errors import FieldError, split_field
 from foundation.settings import ConfigError
-from ondijon.admin import AdminError
 from ondijon.audit import AuditExportError
+from ondijon.client import AdminError
 from orchestrator.access.admission import DeadlineError, RequestError
 from orchestrator.access.limits import LimitError
 from orchestrator.firmware.balena import BalenaError

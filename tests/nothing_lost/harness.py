@@ -37,7 +37,7 @@ from edge.events import EquipmentEvent, Priority
 from edge.link import Backoff
 from edge.storage.overflow import GAP_EVENT_TYPE, parse_sequence_list
 from foundation.clock import ManualClock
-from ondijon.admin import call
+from ondijon.client import AdminClient
 from protos.ondijon.v1 import control_pb2, link_pb2, schedule_pb2
 from tests.conftest import City
 
@@ -360,10 +360,9 @@ async def reconnect_and_drain(cabinet: Cabinet) -> None:
 
 
 async def gateway(city: City, gateway_id: str) -> control_pb2.Gateway:
-    response = await call(
-        city.admin, "GetGateway", control_pb2.GetGatewayRequest(gateway_id=gateway_id)
+    response = await AdminClient(city.admin).get_gateway(
+        control_pb2.GetGatewayRequest(gateway_id=gateway_id)
     )
-    assert isinstance(response, control_pb2.GetGatewayResponse)
     return response.gateway
 
 
@@ -383,12 +382,9 @@ async def stored_events(city: City, gateway_id: str) -> list[control_pb2.StoredE
     result: list[control_pb2.StoredEvent] = []
     after = 0
     while True:
-        response = await call(
-            city.admin,
-            "ListEvents",
+        response = await AdminClient(city.admin).list_events(
             control_pb2.ListEventsRequest(gateway_id=gateway_id, after_sequence=after, limit=1000),
         )
-        assert isinstance(response, control_pb2.ListEventsResponse)
         if not response.events:
             return result
         result += response.events
@@ -421,9 +417,6 @@ def lamp_override(
 
 
 async def send_command(city: City, gateway_id: str, command: link_pb2.Command) -> None:
-    response = await call(
-        city.admin,
-        "SendCommand",
+    await AdminClient(city.admin).send_command(
         control_pb2.SendCommandRequest(gateway_id=gateway_id, command=command),
     )
-    assert isinstance(response, control_pb2.SendCommandResponse)

@@ -18,7 +18,7 @@ from edge.config import AgentConfig
 from edge.events import EquipmentEvent, Priority
 from edge.link import Backoff
 from foundation.clock import ManualClock
-from ondijon.admin import call
+from ondijon.client import AdminClient
 from protos.ondijon.v1 import control_pb2, link_pb2, schedule_pb2
 from tests.conftest import City
 from tests.nothing_lost.agent_driver import event_fingerprint, wire_fingerprint
@@ -65,16 +65,13 @@ async def running(config: AgentConfig, address: str) -> AsyncIterator[Agent]:
 
 async def street_at_40(city: City, config: AgentConfig) -> int:
     """Run the agent until it holds and applies a 40 % schedule, then stop it cleanly."""
-    response = await call(
-        city.admin,
-        "PutDesiredState",
+    response = await AdminClient(city.admin).put_desired_state(
         control_pb2.PutDesiredStateRequest(
             gateway_id=config.gateway_id,
             kind=link_pb2.DOCUMENT_KIND_SCHEDULE,
             payload=lighting(40),
         ),
     )
-    assert isinstance(response, control_pb2.PutDesiredStateResponse)
     async with running(config, config.address) as agent:
         await eventually(lambda: all(lamp.controller.level == 40 for lamp in agent.lamps))
         await eventually(lambda: agent.outbox.pending_count == 0)

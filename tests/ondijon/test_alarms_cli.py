@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from domain.alarms import Occurrence
-from ondijon.admin import call
 from ondijon.cli import main
+from ondijon.client import AdminClient
 from orchestrator.alarms.service import apply
 from orchestrator.energy.service import EnergyService
 from orchestrator.store.database import NewEvent
@@ -31,9 +31,7 @@ async def ondijon(
 
 
 async def add_gateway(city: City, gateway_id: str, commune: str) -> None:
-    await call(
-        city.admin,
-        "AddGateway",
+    await AdminClient(city.admin).add_gateway(
         control_pb2.AddGatewayRequest(
             gateway_id=gateway_id,
             serial=f"SN-{gateway_id}",
@@ -169,8 +167,9 @@ async def test_a_playbook_put_started_confirmed_by_a_second_person_and_ended(
     assert code == 0 and "ended" in out.splitlines()[0]
     code, _, err = await ondijon(capsys, crisis, "playbook", "end", run["run_id"])
     assert code == 2 and "already ended" in err
-    entries = await call(city.admin, "ListAudit", control_pb2.ListAuditRequest(action="playbook."))
-    assert isinstance(entries, control_pb2.ListAuditResponse)
+    entries = await AdminClient(city.admin).list_audit(
+        control_pb2.ListAuditRequest(action="playbook.")
+    )
     assert [(e.action, e.result) for e in entries.entries] == [
         ("playbook.put", "refused"),
         ("playbook.put", "refused"),

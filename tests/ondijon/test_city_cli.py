@@ -18,8 +18,8 @@ import pytest
 from domain.city.generator import generate
 from domain.city.inventory import AssetKind, to_csv
 from edge.identity import enroll
-from ondijon.admin import call
 from ondijon.cli import main
+from ondijon.client import AdminClient
 from protos.ondijon.v1 import control_pb2, link_pb2
 from tests.conftest import City
 from tests.edge.test_agent import eventually, running
@@ -88,10 +88,8 @@ async def test_the_city_from_inventory_to_lamps(
     dijon = next(a for a in generated.cabinets if a.commune == "Dijon").asset_id
     configs = []
     for gateway_id in (chenove, dijon):
-        token = await call(
-            city.admin,
-            "IssueEnrollmentToken",
-            control_pb2.IssueEnrollmentTokenRequest(gateway_id=gateway_id),
+        token = await AdminClient(city.admin).issue_enrollment_token(
+            control_pb2.IssueEnrollmentTokenRequest(gateway_id=gateway_id)
         )
         config = city.agent_config(gateway_id, lamps=lamp_table(2))
         await enroll(config, token.enrollment_token)

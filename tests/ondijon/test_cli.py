@@ -354,7 +354,7 @@ async def test_desired_put_sends_the_file_and_the_orchestrator_refuses_a_bad_one
     city: City,
 ) -> None:
     from domain import documents
-    from ondijon.admin import call
+    from ondijon.client import AdminClient
     from protos.ondijon.v1 import control_pb2, link_pb2
 
     await city.register("dj-001")
@@ -362,14 +362,11 @@ async def test_desired_put_sends_the_file_and_the_orchestrator_refuses_a_bad_one
     put = ("desired", "put", "--profile", str(city.admin.directory), "dj-001")
     code, out, err = await ondijon_async(*put, "schedule", str(example), cwd=city.tmp_path)
     assert (code, out.strip(), err) == (0, "schedule for dj-001 is now version 1", "")
-    held = await call(
-        city.admin,
-        "GetDesiredState",
+    held = await AdminClient(city.admin).get_desired_state(
         control_pb2.GetDesiredStateRequest(
             gateway_id="dj-001", kind=link_pb2.DOCUMENT_KIND_SCHEDULE
         ),
     )
-    assert isinstance(held, control_pb2.GetDesiredStateResponse)
     kind = documents.kind_named("schedule")
     assert held.document.payload == documents.payload_from_json(
         kind, example.read_text(), source=""

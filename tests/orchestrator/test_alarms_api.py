@@ -10,18 +10,18 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import grpc
 import pytest
-from google.protobuf import message as pb_message
 
 from domain.alarms import Occurrence
 from foundation.clock import SystemClock
-from ondijon.admin import AdminError
+from ondijon.client import AdminClient, AdminError
 from orchestrator.alarms.service import AlarmService, apply
 from orchestrator.server import start
 from orchestrator.store import alarms as sql
 from orchestrator.store.database import Store
 from orchestrator.store.runner import StoreRunner
-from protos.ondijon.v1 import control_pb2, control_pb2_grpc
+from protos.ondijon.v1 import control_pb2
 from provisioning.ca import CertificateAuthority
 from provisioning.profile import Profile
 from tests.conftest import City, orchestrator_config
@@ -31,20 +31,8 @@ from tests.orchestrator.test_store import BACKENDS, fresh_database
 T0 = datetime(2026, 12, 1, 17, 0, tzinfo=UTC)
 
 
-async def ops(profile: Profile, method: str, request: pb_message.Message) -> pb_message.Message:
-    async with profile.channel() as channel:
-        stub = control_pb2_grpc.OperationsStub(channel)
-        try:
-            result: pb_message.Message = await getattr(stub, method)(request, timeout=30)
-        except Exception as exc:
-            code = getattr(exc, "code", lambda: None)()
-            raise AdminError.answered(code.name if code else "", str(exc)) from None
-        return result
-
-
 async def listed(profile: Profile, **filters: object) -> list[control_pb2.AlarmRecord]:
-    response = await ops(profile, "ListAlarms", control_pb2.ListAlarmsRequest(**filters))
-    assert isinstance(response, control_pb2.ListAlarmsResponse)
+    response = await AdminClient(profile).list_alarms(control_pb2.ListAlarmsRequest(**filters))
     return list(response.alarms)
 
 
@@ -74,35 +62,30 @@ async def test_a_dead_lamp_is_one_alarm_acknowledged_assigned_and_closed(
 
         viewer = city.operator("val", "viewer", ["*"])
         with pytest.raises(AdminError) as refused:
-            await ops(
-                viewer, "AcknowledgeAlarm", control_pb2.AlarmActionRequest(alarm_id=alarm.alarm_id)
+            await AdminClient(viewer).acknowledge_alarm(
+                control_pb2.AlarmActionRequest(alarm_id=alarm.alarm_id)
             )
-        assert refused.value.status == "PERMISSION_DENIED"
+        assert refused.value.code is grpc.StatusCode.PERMISSION_DENIED
         elsewhere = city.operator("eve", "operator", ["Chenôve"])
         assert await listed(elsewhere) == []
         with pytest.raises(AdminError) as hidden:
-            await ops(
-                elsewhere,
-                "AcknowledgeAlarm",
+            await AdminClient(elsewhere).acknowledge_alarm(
                 control_pb2.AlarmActionRequest(alarm_id=alarm.alarm_id),
             )
-        assert hidden.value.status == "NOT_FOUND"
+        assert hidden.value.code is grpc.StatusCode.NOT_FOUND
 
-        acked = await ops(
-            city.admin,
-            "AcknowledgeAlarm",
+        acked = await AdminClient(city.admin).acknowledge_alarm(
             control_pb2.AlarmActionRequest(alarm_id=alarm.alarm_id, text="crew on the way"),
         )
-        assert isinstance(acked, control_pb2.AlarmActionResponse)
         assert acked.alarm.state == "acknowledged" and acked.alarm.comment == "crew on the way"
         with pytest.raises(AdminError) as empty_note:
-            await ops(
-                city.admin, "CloseAlarm", control_pb2.AlarmActionRequest(alarm_id=alarm.alarm_id)
+            await AdminClient(city.admin).close_alarm(
+                control_pb2.AlarmActionRequest(alarm_id=alarm.alarm_id)
             )
-        assert empty_note.value.status == "INVALID_ARGUMENT" and "note" in str(empty_note.value)
-        await ops(
-            city.admin,
-            "AssignAlarm",
+        assert empty_note.value.code is grpc.StatusCode.INVALID_ARGUMENT and "note" in str(
+            empty_note.value
+        )
+        await AdminClient(city.admin).assign_alarm(
             control_pb2.AlarmActionRequest(alarm_id=alarm.alarm_id, crew="east-2"),
         )
         # The lamp is changed: it lights again, the agent says so, the alarm clears but
@@ -117,12 +100,9 @@ async def test_a_dead_lamp_is_one_alarm_acknowledged_assigned_and_closed(
                 break
             await asyncio.sleep(0.05)
         assert found[0].state == "cleared" and found[0].assigned_to == "east-2"
-        closed = await ops(
-            city.admin,
-            "CloseAlarm",
+        closed = await AdminClient(city.admin).close_alarm(
             control_pb2.AlarmActionRequest(alarm_id=alarm.alarm_id, text="LED driver replaced"),
         )
-        assert isinstance(closed, control_pb2.AlarmActionResponse)
         assert closed.alarm.state == "closed" and closed.alarm.repair_seconds > 0
         assert await listed(city.admin) == []
         assert [a.repair_note for a in await listed(city.admin, state="closed")] == [
@@ -141,10 +121,9 @@ async def test_a_dead_lamp_is_one_alarm_acknowledged_assigned_and_closed(
 
 
 async def _audit(city: City) -> list[control_pb2.AuditEntry]:
-    from ondijon.admin import call
+    from ondijon.client import AdminClient
 
-    response = await call(city.admin, "ListAudit", control_pb2.ListAuditRequest(limit=1000))
-    assert isinstance(response, control_pb2.ListAuditResponse)
+    response = await AdminClient(city.admin).list_audit(control_pb2.ListAuditRequest(limit=1000))
     return list(response.entries)
 
 

@@ -16,7 +16,7 @@ import pytest
 from cryptography import x509
 
 from foundation.clock import SystemClock
-from ondijon.admin import call
+from ondijon.client import AdminClient
 from orchestrator.config import OrchestratorConfig
 from orchestrator.server import start
 from protos.ondijon.v1 import control_pb2
@@ -85,9 +85,7 @@ async def test_a_gateway_certificate_points_at_a_crl_that_lists_it_once_revoked(
         assert crl.is_signature_valid(ca.issuing.public_key())  # type: ignore[arg-type]
         assert crl.get_revoked_certificate_by_serial_number(leaf.serial_number) is None
 
-        await call(
-            city.admin,
-            "RevokeGateway",
+        await AdminClient(city.admin).revoke_gateway(
             control_pb2.RevokeGatewayRequest(gateway_id="dj-crl", reason="key-compromise"),
         )
         _, der = await asyncio.to_thread(fetch, url)

@@ -15,7 +15,7 @@ import psycopg
 import pytest
 
 from foundation.clock import SystemClock
-from ondijon.admin import call
+from ondijon.client import AdminClient
 from orchestrator.server import Running, start
 from protos.ondijon.v1 import control_pb2, link_pb2, schedule_pb2
 from provisioning.ca import CertificateAuthority
@@ -74,9 +74,7 @@ async def test_a_schedule_and_a_command_typed_on_another_replica_reach_the_gatew
         await asyncio.wait_for(agent.link.status.connected.wait(), 15)
         assert replica_b.app.hub.session("dj-routed") is None  # the stream is on replica A
 
-        await call(
-            on_b,
-            "PutDesiredState",
+        await AdminClient(on_b).put_desired_state(
             control_pb2.PutDesiredStateRequest(
                 gateway_id="dj-routed", kind=link_pb2.DOCUMENT_KIND_SCHEDULE, payload=lighting(30)
             ),
@@ -94,9 +92,7 @@ async def test_a_schedule_and_a_command_typed_on_another_replica_reach_the_gatew
         command.override.start.FromDatetime(agent_now - timedelta(hours=1))
         command.override.expiry.FromDatetime(agent_now + timedelta(hours=1))
         command.expires_at.FromDatetime(datetime.now(UTC) + timedelta(minutes=10))
-        await call(
-            on_b,
-            "SendCommand",
+        await AdminClient(on_b).send_command(
             control_pb2.SendCommandRequest(gateway_id="dj-routed", command=command),
         )
         await eventually(lambda: agent.lamps[0].controller.level == 100, timeout=10)
@@ -112,9 +108,7 @@ async def test_a_revocation_on_one_replica_closes_the_stream_held_by_another_at_
         await asyncio.wait_for(agent.link.status.connected.wait(), 15)
         assert city.running.app.hub.session("dj-revoked") is not None
         started = asyncio.get_running_loop().time()
-        await call(
-            admin_b,
-            "RevokeGateway",
+        await AdminClient(admin_b).revoke_gateway(
             control_pb2.RevokeGatewayRequest(gateway_id="dj-revoked", reason="stolen cabinet"),
         )
         await eventually(lambda: city.running.app.hub.session("dj-revoked") is None, timeout=10)

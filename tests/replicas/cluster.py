@@ -43,7 +43,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from edge.agent import Agent
 from edge.link import Backoff
 from foundation.clock import ManualClock, SystemClock
-from ondijon.admin import call
+from ondijon.client import AdminClient
 from orchestrator.config import Limits, OrchestratorConfig
 from orchestrator.server import Running, start
 from orchestrator.store.connection import StoreSettings
@@ -373,21 +373,19 @@ def override(command_id: str, level: int, minutes: float = 60) -> link_pb2.Comma
 
 
 async def send(profile: Profile, gateway_id: str, command: link_pb2.Command) -> None:
-    await call(
-        profile,
-        "SendCommand",
+    await AdminClient(profile).send_command(
         control_pb2.SendCommandRequest(gateway_id=gateway_id, command=command),
     )
 
 
 async def command_status(profile: Profile, command_id: str) -> int:
-    answer = await call(profile, "GetCommand", control_pb2.GetCommandRequest(command_id=command_id))
-    assert isinstance(answer, control_pb2.GetCommandResponse)
+    answer = await AdminClient(profile).get_command(
+        control_pb2.GetCommandRequest(command_id=command_id)
+    )
     return int(answer.status)
 
 
 async def fleet(profile: Profile) -> dict[str, bool]:
     """``gateway list`` through ``profile``'s replica: gateway id -> connected."""
-    answer = await call(profile, "ListGateways", control_pb2.ListGatewaysRequest())
-    assert isinstance(answer, control_pb2.ListGatewaysResponse)
+    answer = await AdminClient(profile).list_gateways(control_pb2.ListGatewaysRequest())
     return {g.gateway_id: g.connected for g in answer.gateways}

@@ -20,7 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from edge.events import EquipmentEvent, Priority
 from edge.identity import load_credentials
-from ondijon.admin import AdminError, call
+from ondijon.client import AdminClient, AdminError
 from orchestrator.ingest.routing import LEASE_SECONDS
 from orchestrator.store.database import Store
 from protos.ondijon.v1 import control_pb2, control_pb2_grpc, link_pb2, link_pb2_grpc
@@ -194,8 +194,9 @@ async def test_a_replica_whose_store_stalls_says_so_hands_its_gateways_over_and_
     started = time.monotonic()
 
     # An operator on the stalled replica hears UNAVAILABLE, well before a client's deadline.
-    with pytest.raises(AdminError, match=r"^UNAVAILABLE: "):
-        await call(three.operator(stalled), "ListGateways", control_pb2.ListGatewaysRequest())
+    with pytest.raises(AdminError) as caught:
+        await AdminClient(three.operator(stalled)).list_gateways(control_pb2.ListGatewaysRequest())
+    assert caught.value.code is grpc.StatusCode.UNAVAILABLE
     assert time.monotonic() - started < 10
 
     # It says it is not ready, and its gateway moved to a replica that stores.
@@ -210,10 +211,9 @@ async def test_a_replica_whose_store_stalls_says_so_hands_its_gateways_over_and_
     healthy = three.operator(other(three, stalled))
 
     async def stored() -> bool:
-        answer = await call(
-            healthy, "ListEvents", control_pb2.ListEventsRequest(gateway_id=moved.gateway_id)
+        answer = await AdminClient(healthy).list_events(
+            control_pb2.ListEventsRequest(gateway_id=moved.gateway_id)
         )
-        assert isinstance(answer, control_pb2.ListEventsResponse)
         return any(e.event.type == "test.mark" for e in answer.events)
 
     await until(stored, timeout=10)
@@ -251,9 +251,7 @@ async def test_a_command_and_a_schedule_whose_notification_was_lost_still_arrive
     await until(_not_listening(holder), timeout=5)
     started = time.monotonic()
     await send(elsewhere, cabinet.gateway_id, override("lost-1", 80))
-    await call(
-        elsewhere,
-        "PutDesiredState",
+    await AdminClient(elsewhere).put_desired_state(
         control_pb2.PutDesiredStateRequest(
             gateway_id=cabinet.gateway_id,
             kind=link_pb2.DOCUMENT_KIND_SCHEDULE,

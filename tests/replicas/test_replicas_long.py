@@ -22,7 +22,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from ondijon.admin import call
+from ondijon.client import AdminClient
 from orchestrator.config import Limits
 from orchestrator.store.connection import StoreSettings
 from protos.ondijon.v1 import control_pb2, link_pb2
@@ -64,12 +64,9 @@ async def stored_marks(three: Cluster, gateway_id: str) -> list[int]:
     sequences: list[int] = []
     after = 0
     while True:
-        answer = await call(
-            profile,
-            "ListEvents",
+        answer = await AdminClient(profile).list_events(
             control_pb2.ListEventsRequest(gateway_id=gateway_id, after_sequence=after, limit=1000),
         )
-        assert isinstance(answer, control_pb2.ListEventsResponse)
         if not answer.events:
             return sequences
         sequences += [e.event.sequence for e in answer.events if e.event.type == "test.mark"]
@@ -182,9 +179,7 @@ async def test_the_long_replica_run(tmp_path: Path, ca: CertificateAuthority) ->
 async def _send(
     three: Cluster, via: Replica, cabinet: Cabinet, command_id: str, level: int
 ) -> None:
-    await call(
-        three.operator(via),
-        "SendCommand",
+    await AdminClient(three.operator(via)).send_command(
         control_pb2.SendCommandRequest(
             gateway_id=cabinet.gateway_id, command=override(command_id, level)
         ),
@@ -192,16 +187,13 @@ async def _send(
 
 
 async def _put_schedule(three: Cluster, via: Replica, cabinet: Cabinet, level: int) -> int:
-    answer = await call(
-        three.operator(via),
-        "PutDesiredState",
+    answer = await AdminClient(three.operator(via)).put_desired_state(
         control_pb2.PutDesiredStateRequest(
             gateway_id=cabinet.gateway_id,
             kind=link_pb2.DOCUMENT_KIND_SCHEDULE,
             payload=lighting(level),
         ),
     )
-    assert isinstance(answer, control_pb2.PutDesiredStateResponse)
     return int(answer.document.version)
 
 

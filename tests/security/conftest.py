@@ -232,21 +232,16 @@ async def codes_of(calls: list[Any], timeout: float) -> list[grpc.StatusCode]:
 async def revoked_and_enrolled_again(city: City, config: AgentConfig) -> Credentials:
     """Revoke the gateway (its key stolen), enroll it again with a fresh token; the stolen
     credentials."""
-    from ondijon.admin import call
+    from ondijon.client import AdminClient
     from protos.ondijon.v1 import control_pb2
 
     stolen = load_credentials(config)
-    await call(
-        city.admin,
-        "RevokeGateway",
+    await AdminClient(city.admin).revoke_gateway(
         control_pb2.RevokeGatewayRequest(gateway_id=config.gateway_id, reason="key-compromise"),
     )
-    fresh = await call(
-        city.admin,
-        "IssueEnrollmentToken",
+    fresh = await AdminClient(city.admin).issue_enrollment_token(
         control_pb2.IssueEnrollmentTokenRequest(gateway_id=config.gateway_id),
     )
-    assert isinstance(fresh, control_pb2.IssueEnrollmentTokenResponse)
     await enroll(config, fresh.enrollment_token)
     return stolen
 

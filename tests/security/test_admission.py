@@ -13,7 +13,7 @@ import time
 import grpc
 import pytest
 
-from ondijon.admin import AdminError, call
+from ondijon.client import AdminClient, AdminError
 from orchestrator.access.admission import certificate_key
 from protos.ondijon.v1 import control_pb2, link_pb2, schedule_pb2, state_pb2
 from tests.conftest import City
@@ -165,10 +165,12 @@ async def test_each_identity_has_its_own_call_budget(city: City) -> None:
     viewer = city.operator("vera", "viewer", ["*"])
     relax(city.running.app, calls_per_s=0.001, call_burst=3)
     for _ in range(3):
-        await call(city.admin, "ListGateways", control_pb2.ListGatewaysRequest())
-    with pytest.raises(AdminError, match="RESOURCE_EXHAUSTED: calls"):
-        await call(city.admin, "ListGateways", control_pb2.ListGatewaysRequest())
-    await call(viewer, "ListGateways", control_pb2.ListGatewaysRequest())
+        await AdminClient(city.admin).list_gateways(control_pb2.ListGatewaysRequest())
+    with pytest.raises(AdminError) as caught:
+        await AdminClient(city.admin).list_gateways(control_pb2.ListGatewaysRequest())
+    assert caught.value.code is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert caught.value.field == "calls"
+    await AdminClient(viewer).list_gateways(control_pb2.ListGatewaysRequest())
 
 
 async def test_an_unexpected_error_is_answered_without_its_details(
@@ -179,10 +181,11 @@ async def test_an_unexpected_error_is_answered_without_its_details(
 
     monkeypatch.setattr(city.running.app.runner.store, "list_gateways", broken)
     with pytest.raises(AdminError) as caught:
-        await call(city.admin, "ListGateways", control_pb2.ListGatewaysRequest())
-    assert str(caught.value).startswith("INTERNAL: internal error (error id ")
+        await AdminClient(city.admin).list_gateways(control_pb2.ListGatewaysRequest())
+    assert caught.value.code is grpc.StatusCode.INTERNAL
+    assert caught.value.details.startswith("internal error (error id ")
     assert "secret" not in str(caught.value)
-    error_id = str(caught.value).rsplit(" ", 1)[-1].rstrip(")")
+    error_id = caught.value.details.rsplit(" ", 1)[-1].rstrip(")")
     assert error_id in caplog.text and "secret_column" in caplog.text
 
 

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from edge.identity import enroll
-from ondijon.admin import AdminError, call, lamp_override
+from ondijon.admin import lamp_override
 from ondijon.cli import main
+from ondijon.client import AdminClient, AdminError
 from orchestrator.audit.log import clean
 from protos.ondijon.v1 import control_pb2, enrollment_pb2, enrollment_pb2_grpc, link_pb2
 from provisioning.ca import make_csr, new_private_key
@@ -27,8 +28,7 @@ pytestmark = pytest.mark.integration
 
 
 async def audit(city: City, **filters: object) -> list[control_pb2.AuditEntry]:
-    response = await call(city.admin, "ListAudit", control_pb2.ListAuditRequest(**filters))  # type: ignore[arg-type]
-    assert isinstance(response, control_pb2.ListAuditResponse)
+    response = await AdminClient(city.admin).list_audit(control_pb2.ListAuditRequest(**filters))  # type: ignore[arg-type]
     return list(response.entries)
 
 
@@ -37,30 +37,22 @@ async def test_every_write_lands_in_the_audit_log(city: City) -> None:
     token = await city.register("dj-001", "Dijon")
     config = city.agent_config("dj-001")
     await enroll(config, token)
-    await call(
-        city.admin,
-        "PutDesiredState",
+    await AdminClient(city.admin).put_desired_state(
         control_pb2.PutDesiredStateRequest(
             gateway_id="dj-001", kind=link_pb2.DOCUMENT_KIND_SCHEDULE, payload=lighting(50)
         ),
     )
-    await call(
-        city.admin,
-        "SendCommand",
+    await AdminClient(city.admin).send_command(
         control_pb2.SendCommandRequest(gateway_id="dj-001", command=lamp_override(100, 5, 10, [])),
     )
     async with gateway_channel(city, config) as chan:
         await enrollment_pb2_grpc.EnrollmentStub(chan).Renew(
             enrollment_pb2.RenewRequest(csr_pem=make_csr(new_private_key(), "dj-001"))
         )
-    await call(
-        city.admin,
-        "IssueEnrollmentToken",
+    await AdminClient(city.admin).issue_enrollment_token(
         control_pb2.IssueEnrollmentTokenRequest(gateway_id="dj-001"),
     )
-    await call(
-        city.admin,
-        "RevokeGateway",
+    await AdminClient(city.admin).revoke_gateway(
         control_pb2.RevokeGatewayRequest(gateway_id="dj-001", reason="cessation-of-operation"),
     )
     entries = [e for e in await audit(city) if e.target.startswith("dj-001")]
@@ -86,7 +78,9 @@ async def test_the_log_is_filtered_paged_and_scoped(city: City) -> None:
     await city.register("dj-001", "Dijon")
     await city.register("ta-001", "Talant")
     with pytest.raises(AdminError):
-        await call(city.admin, "RevokeGateway", control_pb2.RevokeGatewayRequest(gateway_id="zz"))
+        await AdminClient(city.admin).revoke_gateway(
+            control_pb2.RevokeGatewayRequest(gateway_id="zz")
+        )
     everything = await audit(city)
     assert len(everything) >= 4  # two operators added locally, two gateways, a refusal
 
@@ -100,10 +94,9 @@ async def test_the_log_is_filtered_paged_and_scoped(city: City) -> None:
     paged: list[int] = []
     after = 0
     while True:
-        page = await call(
-            city.admin, "ListAudit", control_pb2.ListAuditRequest(after_id=after, limit=2)
+        page = await AdminClient(city.admin).list_audit(
+            control_pb2.ListAuditRequest(after_id=after, limit=2)
         )
-        assert isinstance(page, control_pb2.ListAuditResponse)
         if not page.entries:
             break
         paged += [e.id for e in page.entries]
@@ -111,8 +104,7 @@ async def test_the_log_is_filtered_paged_and_scoped(city: City) -> None:
     assert paged == [e.id for e in everything]
 
     talant_admin = city.operator("tara", "admin", ["Talant"])
-    seen = await call(talant_admin, "ListAudit", control_pb2.ListAuditRequest())
-    assert isinstance(seen, control_pb2.ListAuditResponse)
+    seen = await AdminClient(talant_admin).list_audit(control_pb2.ListAuditRequest())
     assert {e.commune for e in seen.entries} == {"Talant"}
 
 
@@ -121,8 +113,8 @@ async def test_export_as_csv_and_json_lines(city: City, tmp_path: Path) -> None:
     # Text typed by a caller is kept, defused: no formula for a spreadsheet, no fake line.
     for hostile in ("=HYPERLINK(1)", "a\nforged line"):
         with pytest.raises(AdminError):
-            await call(
-                city.admin, "RevokeGateway", control_pb2.RevokeGatewayRequest(gateway_id=hostile)
+            await AdminClient(city.admin).revoke_gateway(
+                control_pb2.RevokeGatewayRequest(gateway_id=hostile)
             )
     profile = str(city.admin.directory)
     out_csv, out_jsonl = tmp_path / "audit.csv", tmp_path / "audit.jsonl"

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 import edge.identity
 from edge.identity import EnrollmentError, enroll, load_credentials
-from ondijon.admin import call
+from ondijon.client import AdminClient
 from protos.ondijon.v1 import control_pb2, enrollment_pb2, enrollment_pb2_grpc
 from provisioning.ca import make_csr, new_private_key
 from provisioning.tokens import new_token, token_digest
@@ -147,12 +147,9 @@ async def test_an_address_that_keeps_failing_is_made_to_wait(city: City) -> None
 async def test_enrolling_again_supersedes_the_earlier_certificate(city: City) -> None:
     config = await enrolled(city, "dj-001")
     old = load_credentials(config)
-    fresh = await call(
-        city.admin,
-        "IssueEnrollmentToken",
+    fresh = await AdminClient(city.admin).issue_enrollment_token(
         control_pb2.IssueEnrollmentTokenRequest(gateway_id="dj-001"),
     )
-    assert isinstance(fresh, control_pb2.IssueEnrollmentTokenResponse)
     await enroll(config, fresh.enrollment_token)
     assert load_credentials(config).key_pem != old.key_pem
     # The earlier key and certificate (a stolen copy, say) no longer get a link.
@@ -187,13 +184,12 @@ async def test_keys_and_tokens_never_appear_in_logs(
         await enrollment_pb2_grpc.EnrollmentStub(chan).Renew(
             enrollment_pb2.RenewRequest(csr_pem=make_csr(new_private_key(), "dj-001"))
         )
-    fresh = await call(
-        city.admin,
-        "IssueEnrollmentToken",
+    fresh = await AdminClient(city.admin).issue_enrollment_token(
         control_pb2.IssueEnrollmentTokenRequest(gateway_id="dj-001"),
     )
-    assert isinstance(fresh, control_pb2.IssueEnrollmentTokenResponse)
-    await call(city.admin, "RevokeGateway", control_pb2.RevokeGatewayRequest(gateway_id="dj-001"))
+    await AdminClient(city.admin).revoke_gateway(
+        control_pb2.RevokeGatewayRequest(gateway_id="dj-001")
+    )
     secrets = [token, fresh.enrollment_token]
     secrets += [
         line
@@ -361,8 +357,8 @@ async def test_a_retry_with_another_key_or_after_revocation_is_refused(city: Cit
         other.csr_pem = make_csr(new_private_key(), "dj-001")
         with pytest.raises(grpc.aio.AioRpcError, match="token: already used"):
             await stub.Enroll(other, timeout=10)
-        await call(
-            city.admin, "RevokeGateway", control_pb2.RevokeGatewayRequest(gateway_id="dj-001")
+        await AdminClient(city.admin).revoke_gateway(
+            control_pb2.RevokeGatewayRequest(gateway_id="dj-001")
         )
         with pytest.raises(grpc.aio.AioRpcError, match="token: already used"):
             await stub.Enroll(request, timeout=10)

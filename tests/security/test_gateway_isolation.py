@@ -9,7 +9,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from ondijon.admin import call, lamp_override
+from ondijon.admin import lamp_override
+from ondijon.client import AdminClient
 from protos.ondijon.v1 import control_pb2, link_pb2
 from tests.conftest import City
 from tests.edge.test_agent import eventually, lighting
@@ -19,10 +20,9 @@ pytestmark = pytest.mark.integration
 
 
 async def command_status(city: City, command_id: str) -> int:
-    response = await call(
-        city.admin, "GetCommand", control_pb2.GetCommandRequest(command_id=command_id)
+    response = await AdminClient(city.admin).get_command(
+        control_pb2.GetCommandRequest(command_id=command_id)
     )
-    assert isinstance(response, control_pb2.GetCommandResponse)
     return response.status
 
 
@@ -30,19 +30,14 @@ async def test_a_gateway_only_hears_and_speaks_for_itself(city: City) -> None:
     a = await enrolled(city, "dj-00a")
     await enrolled(city, "dj-00b")
     payload = lighting(70)
-    await call(
-        city.admin,
-        "PutDesiredState",
+    await AdminClient(city.admin).put_desired_state(
         control_pb2.PutDesiredStateRequest(
             gateway_id="dj-00b", kind=link_pb2.DOCUMENT_KIND_SCHEDULE, payload=payload
         ),
     )
-    sent = await call(
-        city.admin,
-        "SendCommand",
+    sent = await AdminClient(city.admin).send_command(
         control_pb2.SendCommandRequest(gateway_id="dj-00b", command=lamp_override(90, 5, 10, [])),
     )
-    assert isinstance(sent, control_pb2.SendCommandResponse)
     b_command = sent.command_id
 
     async with gateway_channel(city, a) as chan, stream(chan) as s:
@@ -77,11 +72,11 @@ async def test_a_gateway_only_hears_and_speaks_for_itself(city: City) -> None:
         assert city.running.app.hub.session("dj-00a") is not None
 
     assert await command_status(city, b_command) == link_pb2.COMMAND_STATUS_PENDING
-    b = await call(city.admin, "GetGateway", control_pb2.GetGatewayRequest(gateway_id="dj-00b"))
-    assert isinstance(b, control_pb2.GetGatewayResponse)
+    b = await AdminClient(city.admin).get_gateway(
+        control_pb2.GetGatewayRequest(gateway_id="dj-00b")
+    )
     assert not b.gateway.held and b.gateway.stored_sequence == 0
-    events = await call(city.admin, "ListEvents", control_pb2.ListEventsRequest())
-    assert isinstance(events, control_pb2.ListEventsResponse)
+    events = await AdminClient(city.admin).list_events(control_pb2.ListEventsRequest())
     assert [(e.gateway_id, e.event.type) for e in events.events] == [("dj-00a", "door.opened")]
 
 
@@ -90,28 +85,21 @@ async def test_a_gateway_receives_only_its_own_documents_and_commands(city: City
     await enrolled(city, "dj-00b")
     async with gateway_channel(city, a) as chan, stream(chan) as s:
         await s.hello()
-        await call(
-            city.admin,
-            "PutDesiredState",
+        await AdminClient(city.admin).put_desired_state(
             control_pb2.PutDesiredStateRequest(
                 gateway_id="dj-00b", kind=link_pb2.DOCUMENT_KIND_SCHEDULE, payload=lighting(5)
             ),
         )
-        await call(
-            city.admin,
-            "SendCommand",
+        await AdminClient(city.admin).send_command(
             control_pb2.SendCommandRequest(
                 gateway_id="dj-00b", command=lamp_override(1, 5, 10, [])
             ),
         )
-        mine = await call(
-            city.admin,
-            "SendCommand",
+        mine = await AdminClient(city.admin).send_command(
             control_pb2.SendCommandRequest(
                 gateway_id="dj-00a", command=lamp_override(2, 5, 10, [])
             ),
         )
-        assert isinstance(mine, control_pb2.SendCommandResponse)
         first = await s.recv()
         # The first thing A hears after B's document and command is its own command.
         assert first.WhichOneof("body") == "command"

@@ -25,8 +25,8 @@ from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
 from edge.config import AgentConfig
-from ondijon.admin import call
 from ondijon.cli import main
+from ondijon.client import AdminClient
 from protos.ondijon.v1 import control_pb2, enrollment_pb2, link_pb2, schedule_pb2, state_pb2
 from tests.conftest import City
 from tests.security.conftest import (
@@ -370,8 +370,7 @@ async def test_gateway_text_never_forges_a_log_line_nor_reaches_a_terminal_raw(
 ) -> None:
     caplog.set_level(logging.INFO)
     config = await enrolled(city, "dj-001")
-    put = await call(city.admin, "PutDesiredState", schedule_request("dj-001"))
-    assert isinstance(put, control_pb2.PutDesiredStateResponse)
+    put = await AdminClient(city.admin).put_desired_state(schedule_request("dj-001"))
     event = link_pb2.Event(
         sequence=1, priority=link_pb2.EVENT_PRIORITY_ALARM, type="lamp.failed", message=HOSTILE
     )
@@ -399,7 +398,8 @@ async def test_gateway_text_never_forges_a_log_line_nor_reaches_a_terminal_raw(
     out = capsys.readouterr().out
     assert "forged line" in out and "\\x1b]0;owned" in out and "\\u202egnp.exe" in out
     assert raw_controls(out) == []
-    assert len(out.splitlines()) == 2  # one event, one gateway: no line added
+    # Two headers, one event, one gateway: no line added.
+    assert len(out.splitlines()) == 4
     refused = [r.getMessage() for r in caplog.records if "refused document" in r.getMessage()]
     assert refused and "forged line" in refused[0]
     for record in caplog.records:

@@ -8,15 +8,17 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import grpc
 import pytest
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from ondijon.admin import AdminError, call, lamp_override
+from ondijon.admin import lamp_override
+from ondijon.client import AdminClient, AdminError
 from orchestrator.access.gate import SCOPE_RECHECK_S
 from protos.ondijon.v1 import control_pb2, control_pb2_grpc, link_pb2
 from provisioning.profile import Profile
@@ -27,11 +29,29 @@ from tests.security.conftest import audit_rows, enrolled, gateway_channel, snaps
 pytestmark = pytest.mark.integration
 
 
+def rpc(profile: Profile, request: Message) -> Awaitable[Message]:
+    """The admin call that takes ``request``."""
+    client = AdminClient(profile)
+    methods: dict[type[Message], Callable[[Any], Awaitable[Message]]] = {
+        control_pb2.AddGatewayRequest: client.add_gateway,
+        control_pb2.GetGatewayRequest: client.get_gateway,
+        control_pb2.ListDevicesRequest: client.list_devices,
+        control_pb2.ListEventsRequest: client.list_events,
+        control_pb2.PutDesiredStateRequest: client.put_desired_state,
+        control_pb2.SendCommandRequest: client.send_command,
+        control_pb2.RevokeGatewayRequest: client.revoke_gateway,
+        control_pb2.IssueEnrollmentTokenRequest: client.issue_enrollment_token,
+        control_pb2.ListAuditRequest: client.list_audit,
+    }
+    return methods[type(request)](request)
+
+
 async def code_of(profile: Profile, method: str, request: Message) -> grpc.StatusCode:
     try:
-        await call(profile, method, request)
+        await rpc(profile, request)
     except AdminError as exc:
-        return grpc.StatusCode[str(exc).split(":")[0]]
+        assert exc.code is not None, method
+        return exc.code
     return grpc.StatusCode.OK
 
 
@@ -101,11 +121,11 @@ async def test_an_operator_of_one_commune_cannot_touch_anothers_lamps(city: City
         missing.CopyFrom(request)
         missing.gateway_id = "nowhere"  # type: ignore[attr-defined]
         with pytest.raises(AdminError) as same:
-            await call(talant, method, missing)
-        assert "no gateway" in str(same.value)
+            await rpc(talant, missing)
+        assert same.value.code is grpc.StatusCode.NOT_FOUND, method
+        assert same.value.field == "gateway_id" and "no gateway" in same.value.reason
     assert snapshot(city.running.app) == before
-    listed = await call(talant, "ListGateways", control_pb2.ListGatewaysRequest())
-    assert isinstance(listed, control_pb2.ListGatewaysResponse)
+    listed = await AdminClient(talant).list_gateways(control_pb2.ListGatewaysRequest())
     assert [g.gateway_id for g in listed.gateways] == ["ta-001"]
     # In its own commune it acts.
     assert await code_of(talant, "SendCommand", override("ta-001")) is grpc.StatusCode.OK
@@ -156,31 +176,37 @@ async def test_a_role_change_applies_to_the_next_call(city: City) -> None:
 
 async def test_stale_versions_and_replayed_or_expired_commands_are_refused(city: City) -> None:
     await city.register("dj-001", "Dijon")
-    first = await call(city.admin, "PutDesiredState", schedule("dj-001"))
-    assert isinstance(first, control_pb2.PutDesiredStateResponse)
+    first = await AdminClient(city.admin).put_desired_state(schedule("dj-001"))
     newer = schedule("dj-001")
     newer.payload = lighting(60)
     newer.expected_version = first.document.version
-    await call(city.admin, "PutDesiredState", newer)
+    await AdminClient(city.admin).put_desired_state(newer)
     before = snapshot(city.running.app)
 
     # An edit of version 1 when version 2 is current: refused, the operator must re-read.
     stale = schedule("dj-001")
     stale.payload = lighting(10)
     stale.expected_version = first.document.version
-    with pytest.raises(AdminError, match="FAILED_PRECONDITION: expected_version"):
-        await call(city.admin, "PutDesiredState", stale)
+    with pytest.raises(AdminError) as caught:
+        await AdminClient(city.admin).put_desired_state(stale)
+    assert caught.value.code is grpc.StatusCode.FAILED_PRECONDITION
+    assert caught.value.field == "expected_version"
 
     command = override("dj-001")
     command.command.command_id = uuid.uuid4().hex
-    await call(city.admin, "SendCommand", command)
+    await AdminClient(city.admin).send_command(command)
     before = snapshot(city.running.app)
-    with pytest.raises(AdminError, match="ALREADY_EXISTS: command_id"):
-        await call(city.admin, "SendCommand", command)
+    with pytest.raises(AdminError) as caught:
+        await AdminClient(city.admin).send_command(command)
+    assert caught.value.code is grpc.StatusCode.ALREADY_EXISTS
+    assert caught.value.field == "command_id"
     expired = override("dj-001")
     expired.command.expires_at.FromDatetime(datetime.now(UTC) - timedelta(seconds=1))
-    with pytest.raises(AdminError, match=r"INVALID_ARGUMENT: command\.expires_at: already past"):
-        await call(city.admin, "SendCommand", expired)
+    with pytest.raises(AdminError) as caught:
+        await AdminClient(city.admin).send_command(expired)
+    assert caught.value.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert caught.value.field == "command.expires_at"
+    assert caught.value.reason.startswith("already past")
     assert snapshot(city.running.app) == before
 
 
@@ -204,8 +230,9 @@ async def test_every_field_of_a_new_gateway_is_checked(city: City) -> None:
         )
         setattr(request, field, value)
         with pytest.raises(AdminError) as caught:
-            await call(city.admin, "AddGateway", request)
-        assert str(caught.value).startswith(f"INVALID_ARGUMENT: {named}:"), caught.value
+            await AdminClient(city.admin).add_gateway(request)
+        assert caught.value.code is grpc.StatusCode.INVALID_ARGUMENT, caught.value
+        assert caught.value.field == named, caught.value
     assert snapshot(city.running.app) == before
 
 
@@ -231,26 +258,28 @@ async def test_every_field_of_a_command_is_checked(city: City) -> None:
         request = override("dj-001")
         mutate(request.command)
         with pytest.raises(AdminError) as caught:
-            await call(city.admin, "SendCommand", request)
-        assert str(caught.value).startswith(f"INVALID_ARGUMENT: {named}"), caught.value
+            await AdminClient(city.admin).send_command(request)
+        assert caught.value.code is grpc.StatusCode.INVALID_ARGUMENT, caught.value
+        assert caught.value.field.startswith(named), caught.value
     assert snapshot(city.running.app) == before
 
 
 async def test_a_command_of_another_commune_is_answered_like_a_missing_one(city: City) -> None:
     await city.register("dj-001", "Dijon")
     await city.register("gw-y", "Talant")
-    sent = await call(city.admin, "SendCommand", override("gw-y"))
-    assert isinstance(sent, control_pb2.SendCommandResponse)
+    sent = await AdminClient(city.admin).send_command(override("gw-y"))
     olga = city.operator("olga", "operator", ["Dijon"])
     answers = set()
     for command_id in (sent.command_id, uuid.uuid4().hex):
         with pytest.raises(AdminError) as caught:
-            await call(olga, "GetCommand", control_pb2.GetCommandRequest(command_id=command_id))
-        answers.add(str(caught.value))
-    assert answers == {"NOT_FOUND: command_id: no such command"}
+            await AdminClient(olga).get_command(
+                control_pb2.GetCommandRequest(command_id=command_id)
+            )
+        answers.add((caught.value.code, caught.value.details))
+    assert answers == {(grpc.StatusCode.NOT_FOUND, "command_id: no such command")}
     # In scope, the command is there.
-    found = await call(
-        city.admin, "GetCommand", control_pb2.GetCommandRequest(command_id=sent.command_id)
+    found = await AdminClient(city.admin).get_command(
+        control_pb2.GetCommandRequest(command_id=sent.command_id)
     )
     assert isinstance(found, control_pb2.GetCommandResponse) and found.gateway_id == "gw-y"
 

@@ -16,7 +16,7 @@ from cryptography import x509
 
 from foundation.clock import ManualClock
 from foundation.files import write_atomic
-from ondijon.admin import call
+from ondijon.client import AdminClient
 from orchestrator.server import ensure_server_certificate
 from protos.ondijon.v1 import control_pb2
 from provisioning.ca import KEY_MODE, CertificateAuthority, key_to_pem, new_private_key
@@ -70,8 +70,7 @@ async def test_a_replaced_server_certificate_is_served_without_restart(city: Cit
     assert await asyncio.to_thread(served_serial, port, root, client) == serial
     assert await asyncio.to_thread(served_serial, enroll_port, root, None) == serial
     # The same process still answers, over the new certificate.
-    response = await call(city.admin, "ListGateways", control_pb2.ListGatewaysRequest())
-    assert isinstance(response, control_pb2.ListGatewaysResponse)
+    await AdminClient(city.admin).list_gateways(control_pb2.ListGatewaysRequest())
 
 
 async def test_a_key_without_its_certificate_is_not_served(city: City) -> None:
@@ -81,8 +80,7 @@ async def test_a_key_without_its_certificate_is_not_served(city: City) -> None:
     # Half a rotation: a new key, the old certificate.
     write_atomic(city.config.state_dir / "server.key", key_to_pem(new_private_key()), mode=KEY_MODE)
     assert await asyncio.to_thread(served_serial, city.running.enroll_port, root, None) == before
-    response = await call(city.admin, "ListGateways", control_pb2.ListGatewaysRequest())
-    assert isinstance(response, control_pb2.ListGatewaysResponse)
+    await AdminClient(city.admin).list_gateways(control_pb2.ListGatewaysRequest())
 
 
 async def test_a_new_root_in_the_client_bundle_is_trusted_without_restart(

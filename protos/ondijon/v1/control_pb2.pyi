@@ -10,6 +10,7 @@ from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from protos.ondijon.v1 import link_pb2 as _link_pb2
+from protos.ondijon.v1 import schedule_pb2 as _schedule_pb2
 from protos.ondijon.v1 import state_pb2 as _state_pb2
 import builtins as _builtins
 import sys
@@ -491,20 +492,36 @@ class ListEventsRequest(_message.Message):
     GATEWAY_ID_FIELD_NUMBER: _builtins.int
     AFTER_SEQUENCE_FIELD_NUMBER: _builtins.int
     LIMIT_FIELD_NUMBER: _builtins.int
+    NEWEST_FIRST_FIELD_NUMBER: _builtins.int
+    PRIORITIES_FIELD_NUMBER: _builtins.int
+    TYPES_FIELD_NUMBER: _builtins.int
     gateway_id: _builtins.str
     after_sequence: _builtins.int
     """Events with sequence > after_sequence."""
     limit: _builtins.int
+    newest_first: _builtins.bool
+    """The most recent `limit` events, newest first (default: oldest first)."""
+    @_builtins.property
+    def priorities(self) -> _containers.RepeatedScalarFieldContainer[_link_pb2.EventPriority.ValueType]:
+        """Only events of these priorities (empty: all)."""
+
+    @_builtins.property
+    def types(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Only events of these types; one ending with "." is a prefix ("lamp."). Empty: all."""
+
     def __init__(
         self,
         *,
         gateway_id: _builtins.str = ...,
         after_sequence: _builtins.int = ...,
         limit: _builtins.int = ...,
+        newest_first: _builtins.bool = ...,
+        priorities: _abc.Iterable[_link_pb2.EventPriority.ValueType] | None = ...,
+        types: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_sequence", b"after_sequence", "gateway_id", b"gateway_id", "limit", b"limit"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_sequence", b"after_sequence", "gateway_id", b"gateway_id", "limit", b"limit", "newest_first", b"newest_first", "priorities", b"priorities", "types", b"types"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -821,6 +838,87 @@ class ListAuditResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListAuditResponse: _TypeAlias = ListAuditResponse  # noqa: Y015
+
+@_typing.final
+class ListOverridesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GATEWAY_ID_FIELD_NUMBER: _builtins.int
+    gateway_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        gateway_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["gateway_id", b"gateway_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListOverridesRequest: _TypeAlias = ListOverridesRequest  # noqa: Y015
+
+@_typing.final
+class ActiveOverride(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OVERRIDE_FIELD_NUMBER: _builtins.int
+    COMMAND_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    ISSUED_BY_FIELD_NUMBER: _builtins.int
+    FOLLOWING_FIELD_NUMBER: _builtins.int
+    command_id: _builtins.str
+    """The command that carried it, its status and the gateway's answer."""
+    status: _link_pb2.CommandStatus.ValueType
+    detail: _builtins.str
+    issued_by: _builtins.str
+    """Identity URI of the operator who sent it."""
+    @_builtins.property
+    def override(self) -> _schedule_pb2.Override: ...
+    @_builtins.property
+    def following(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Devices whose last reported state says this override decides their output."""
+
+    def __init__(
+        self,
+        *,
+        override: _schedule_pb2.Override | None = ...,
+        command_id: _builtins.str = ...,
+        status: _link_pb2.CommandStatus.ValueType = ...,
+        detail: _builtins.str = ...,
+        issued_by: _builtins.str = ...,
+        following: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["override", b"override"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command_id", b"command_id", "detail", b"detail", "following", b"following", "issued_by", b"issued_by", "override", b"override", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ActiveOverride: _TypeAlias = ActiveOverride  # noqa: Y015
+
+@_typing.final
+class ListOverridesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OVERRIDES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def overrides(self) -> _containers.RepeatedCompositeFieldContainer[Global___ActiveOverride]:
+        """Oldest first."""
+
+    def __init__(
+        self,
+        *,
+        overrides: _abc.Iterable[Global___ActiveOverride] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["overrides", b"overrides"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListOverridesResponse: _TypeAlias = ListOverridesResponse  # noqa: Y015
 
 @_typing.final
 class AlarmRecord(_message.Message):

@@ -101,6 +101,11 @@ class ControlCentreStub:
                 request_serializer=ondijon_dot_v1_dot_control__pb2.ListAuditRequest.SerializeToString,
                 response_deserializer=ondijon_dot_v1_dot_control__pb2.ListAuditResponse.FromString,
                 _registered_method=True)
+        self.ListOverrides = channel.unary_unary(
+                '/ondijon.v1.ControlCentre/ListOverrides',
+                request_serializer=ondijon_dot_v1_dot_control__pb2.ListOverridesRequest.SerializeToString,
+                response_deserializer=ondijon_dot_v1_dot_control__pb2.ListOverridesResponse.FromString,
+                _registered_method=True)
 
 
 class ControlCentreServicer:
@@ -191,6 +196,14 @@ class ControlCentreServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListOverrides(self, request, context):
+        """The overrides sent to a gateway that are still running or waiting to run (viewer):
+        not expired, not refused, not cancelled; with the devices that report following each.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlCentreServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -258,6 +271,11 @@ def add_ControlCentreServicer_to_server(servicer, server):
                     servicer.ListAudit,
                     request_deserializer=ondijon_dot_v1_dot_control__pb2.ListAuditRequest.FromString,
                     response_serializer=ondijon_dot_v1_dot_control__pb2.ListAuditResponse.SerializeToString,
+            ),
+            'ListOverrides': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListOverrides,
+                    request_deserializer=ondijon_dot_v1_dot_control__pb2.ListOverridesRequest.FromString,
+                    response_serializer=ondijon_dot_v1_dot_control__pb2.ListOverridesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -613,6 +631,33 @@ class ControlCentre:
             '/ondijon.v1.ControlCentre/ListAudit',
             ondijon_dot_v1_dot_control__pb2.ListAuditRequest.SerializeToString,
             ondijon_dot_v1_dot_control__pb2.ListAuditResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListOverrides(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ondijon.v1.ControlCentre/ListOverrides',
+            ondijon_dot_v1_dot_control__pb2.ListOverridesRequest.SerializeToString,
+            ondijon_dot_v1_dot_control__pb2.ListOverridesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -55,6 +55,10 @@ class ControlCentreStub:
     """
     ListAudit: _grpc.UnaryUnaryMultiCallable[_control_pb2.ListAuditRequest, _control_pb2.ListAuditResponse]
     """The append-only audit log, oldest first, filtered and paged (admin, own communes)."""
+    ListOverrides: _grpc.UnaryUnaryMultiCallable[_control_pb2.ListOverridesRequest, _control_pb2.ListOverridesResponse]
+    """The overrides sent to a gateway that are still running or waiting to run (viewer):
+    not expired, not refused, not cancelled; with the devices that report following each.
+    """
 
 @_typing.type_check_only
 class ControlCentreAsyncStub(ControlCentreStub):
@@ -83,6 +87,10 @@ class ControlCentreAsyncStub(ControlCentreStub):
     """
     ListAudit: _aio.UnaryUnaryMultiCallable[_control_pb2.ListAuditRequest, _control_pb2.ListAuditResponse]  # type: ignore[assignment]
     """The append-only audit log, oldest first, filtered and paged (admin, own communes)."""
+    ListOverrides: _aio.UnaryUnaryMultiCallable[_control_pb2.ListOverridesRequest, _control_pb2.ListOverridesResponse]  # type: ignore[assignment]
+    """The overrides sent to a gateway that are still running or waiting to run (viewer):
+    not expired, not refused, not cancelled; with the devices that report following each.
+    """
 
 class ControlCentreServicer(metaclass=_abc_1.ABCMeta):
     """The admin API of the control centre (CLI, dashboard). Callers are operators,
@@ -186,6 +194,16 @@ class ControlCentreServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_control_pb2.ListAuditResponse, _abc.Awaitable[_control_pb2.ListAuditResponse]]:
         """The append-only audit log, oldest first, filtered and paged (admin, own communes)."""
+
+    @_abc_1.abstractmethod
+    def ListOverrides(
+        self,
+        request: _control_pb2.ListOverridesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_control_pb2.ListOverridesResponse, _abc.Awaitable[_control_pb2.ListOverridesResponse]]:
+        """The overrides sent to a gateway that are still running or waiting to run (viewer):
+        not expired, not refused, not cancelled; with the devices that report following each.
+        """
 
 def add_ControlCentreServicer_to_server(servicer: ControlCentreServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 

@@ -1,0 +1,1 @@
+"""Watching the orchestrator: its metrics and readiness over HTTP (see :mod:`.observer`)."""
