@@ -247,8 +247,8 @@ def main() -> None:
         store.close()
         print(
             f"export: read the store {read_s:.1f} s; decode states and schedules, tonight's "
-            f"programs {decode_s:.1f} s; build every file {build_s:.1f} s (of which the "
-            f"privacy gate {build_s - unchecked_s:.1f} s); publish to disk {publish_s:.1f} s; "
+            f"programs {decode_s:.1f} s; build every file {build_s:.1f} s (without the "
+            f"privacy gate {unchecked_s:.1f} s); publish to disk {publish_s:.1f} s; "
             f"total {read_s + decode_s + build_s + publish_s:.1f} s"
         )
         sizes: dict[str, int] = {}
