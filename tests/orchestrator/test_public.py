@@ -199,6 +199,12 @@ async def test_conditional_requests_get_304_and_the_rate_limit_429(site: Site) -
     assert headers2["ETag"] == etag and headers2["Last-Modified"] == modified
     async with site.session.post(site.url("/opendata/streetlights.csv")) as r:
         assert r.status == 405
+    # The report page and its script, under a CSP that allows nothing from elsewhere.
+    status, headers, page = await site.get("/report")
+    assert status == 200 and b'src="/static/report.js"' in page
+    assert "script-src 'self'" in headers["Content-Security-Policy"]
+    status, _, script = await site.get("/static/report.js")
+    assert status == 200 and b"crypto.subtle.digest" in script
     # Tight budget: a burst of requests from one address meets 429 with Retry-After.
     site.running.app.public.requests = BucketMap(0.5, 5, 100)
     statuses = [(await site.get("/opendata/"))[0] for _ in range(8)]
