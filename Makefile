@@ -9,7 +9,7 @@ DEMO_DEPS := $(if $(wildcard $(STAMP)),$(STAMP),$(DEMO_STAMP))
 # MicroPython's WebAssembly port, for the field-bus node's checks (package-lock.json).
 NPM_STAMP := node_modules/.installed
 
-.PHONY: demo dist test lint typecheck protos protos-check proto-lint pytest bench clean
+.PHONY: demo dist test lint typecheck protos protos-check proto-lint pytest bench clean console-assets
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -66,6 +66,11 @@ proto-lint: $(STAMP)
 
 pytest: $(STAMP) $(NPM_STAMP)
 	GPIOZERO_PIN_FACTORY=mock $(BIN)/pytest -q
+
+# The web console's front-end libraries, from node_modules (package-lock.json) into the
+# package (shipped in the wheel); tests/console/test_assets.py checks they are current.
+console-assets: $(STAMP) $(NPM_STAMP)
+	$(BIN)/python -m orchestrator.console.assets
 
 bench: $(STAMP)
 	$(BIN)/python bench/link_bench.py

@@ -72,6 +72,15 @@ def _parser() -> argparse.ArgumentParser:
     op_add.add_argument("--commune", action="append", help="commune in scope ('*' for all)")
     op_add.add_argument("--profile-dir", type=Path, required=True)
     op_add.add_argument("--address", required=True, help="orchestrator host:port for the CLI")
+    op_pw = op_sub.add_parser(
+        "password",
+        help="set an operator's web console password and a new TOTP secret (printed once)",
+    )
+    op_pw.add_argument("name")
+    op_pw.add_argument("--config", type=Path, required=True, help="orchestrator TOML")
+    op_pw.add_argument(
+        "--password-stdin", action="store_true", help="read the password from standard input"
+    )
 
     orch = sub.add_parser("orchestrator", help="the central service")
     orch_sub = orch.add_subparsers(dest="orchestrator_command", required=True)
@@ -134,6 +143,8 @@ def _run(args: argparse.Namespace) -> int:
         ca = CertificateAuthority.init(args.dir, now=datetime.now(UTC), name=args.name)
         print(f"CA created in {escape(str(ca.directory))} (root.key and issuing.key are mode 0600)")
         return 0
+    if args.command == "operator" and args.operator_command == "password":
+        return _console_password(args)
     if args.command == "operator":
         from datetime import UTC, datetime
 
@@ -252,3 +263,31 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _console_password(args: argparse.Namespace) -> int:
+    import getpass
+    from datetime import UTC, datetime
+
+    from orchestrator.config import OrchestratorConfig
+    from orchestrator.identity.operators import set_console_password
+    from provisioning.totp import provisioning_uri
+
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass("console password: ")
+        if getpass.getpass("again: ") != password:
+            print("ondijon: error: password: the two entries differ", file=sys.stderr)
+            return 2
+    secret = set_console_password(
+        OrchestratorConfig.load(args.config),
+        name=args.name,
+        password=password,
+        now=datetime.now(UTC),
+    )
+    print(f"console password set for {escape(args.name)}; their open sessions ended.")
+    print("TOTP secret (add it to the operator's authenticator app; shown only now):")
+    print(f"  {secret}")
+    print(f"  {provisioning_uri(secret, args.name)}")
+    return 0

@@ -23,6 +23,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -32,14 +33,16 @@ from edge.identity import enroll
 from foundation.errors import FieldError
 from ondijon.client import AdminClient
 from orchestrator.config import OrchestratorConfig
-from orchestrator.identity.operators import add_operator
+from orchestrator.identity.operators import add_operator, set_console_password
 from protos.ondijon.v1 import control_pb2, link_pb2, schedule_pb2, signal_pb2, state_pb2
 from provisioning.ca import CertificateAuthority
 from provisioning.profile import Profile, ProfileClock
+from provisioning.totp import code_at
 
 MARKER = ".ondijon-demo"
 
 TZ = "Europe/Paris"
+DEMO_PASSWORD = "demo-control-room"  # noqa: S105 (a local demo, printed on screen)
 
 CABINETS: list[tuple[str, str, float, float, str]] = [
     # id, commune, latitude, longitude, extra equipment
@@ -298,9 +301,10 @@ async def _demo(root: Path, speed: float, seconds: float, with_city: bool = Fals
     now = datetime.now(UTC)
     print(f"creating a certificate authority in {root}/ca ...", flush=True)
     CertificateAuthority.init(root / "ca", now=now)
-    port, enroll_port = _free_port(), _free_port()
+    port, enroll_port, console_port = _free_port(), _free_port(), _free_port()
     (root / "orchestrator.toml").write_text(
         f'[server]\nlisten = "127.0.0.1:{port}"\nenroll_listen = "127.0.0.1:{enroll_port}"\n'
+        f'[console]\nlisten = "127.0.0.1:{console_port}"\n'
         f'[store]\nurl = "sqlite:///{root / "orchestrator.db"}"\n'
         f'[identity]\nca_dir = "{root / "ca"}"\nstate_dir = "{root / "orchestrator"}"\n'
     )
@@ -315,6 +319,9 @@ async def _demo(root: Path, speed: float, seconds: float, with_city: bool = Fals
         address=address,
         now=now,
     )
+    # The web console's demo login: a password and a TOTP secret for any authenticator app
+    # (or `python -m provisioning.totp SECRET` for the current code).
+    secret = set_console_password(config, name="control-room", password=DEMO_PASSWORD, now=now)
     clock = demo_clock(now, speed)
     Profile.set_clock(root / "profile", clock)
     print(f"CA, orchestrator config and an admin profile in {root}/", flush=True)
@@ -329,6 +336,14 @@ async def _demo(root: Path, speed: float, seconds: float, with_city: bool = Fals
         await _wait_port(port)
         await _wait_port(enroll_port)
         print(f"orchestrator up: mutual TLS on :{port}, enrollment on :{enroll_port}", flush=True)
+        await _wait_port(console_port)
+        print(
+            f"console: https://localhost:{console_port}/ (certificate from {root}/ca/root.pem)\n"
+            f"  sign in as control-room, password {DEMO_PASSWORD!r}, TOTP secret {secret}\n"
+            f"  code now {code_at(secret, time.time())}; the next ones: "
+            f".venv/bin/python -m provisioning.totp {secret}",
+            flush=True,
+        )
         for gateway_id, commune, lat, lon, extra in CABINETS:
             added = await AdminClient(profile).add_gateway(
                 control_pb2.AddGatewayRequest(

@@ -16,6 +16,12 @@ Example::
     statement_timeout_s = 10
     idle_in_transaction_timeout_s = 15
 
+    [console]
+    listen = "0.0.0.0:7445"      # the web console, HTTPS with the server certificate; "" = off
+    session_minutes = 480        # a console session ends this long after sign-in
+    sign_in_per_minute = 5       # sign-in attempts per account and per address
+    tiles_url = ""               # optional map tiles, e.g. "https://tiles.example.org/{z}/{x}/{y}.png"
+
     [identity]
     ca_dir = "/var/lib/ondijon/ca"
     state_dir = "/var/lib/ondijon/orchestrator"        # server key and certificate
@@ -147,6 +153,24 @@ class Store(Settings, frozen=True):
             raise ConfigError("url", "must be a sqlite:/// or postgresql+psycopg:// URL")
 
 
+class Console(Settings, frozen=True):
+    """The web console (:mod:`orchestrator.console`): on by default, off with ``listen = ""``."""
+
+    listen: str = "127.0.0.1:7445"
+    session_minutes: Annotated[int, msgspec.Meta(ge=1, le=7 * 24 * 60)] = 480
+    sign_in_per_minute: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 5
+    tiles_url: str = ""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        host, sep, port = self.listen.rpartition(":")
+        if self.listen and (not sep or not host or not port.isdigit() or int(port) > 65535):
+            # Port 0 is allowed: the system picks one, and `serve` prints it.
+            raise ConfigError("listen", f"{self.listen!r} is not host:port")
+        if self.tiles_url and not self.tiles_url.startswith(("https://", "http://")):
+            raise ConfigError("tiles_url", "must be an http(s) URL template with {z}/{x}/{y}")
+
+
 class Identity(Settings, frozen=True):
     ca_dir: str = "ca"
     state_dir: str = "orchestrator"
@@ -226,6 +250,7 @@ class OrchestratorFile(Settings, frozen=True):
     identity: Identity = Identity()
     limits: Limits = Limits()
     public: Public = Public()
+    console: Console = Console()
     observe: Observe = Observe()
     log: LogSettings = LogSettings()
 
@@ -254,6 +279,8 @@ class OrchestratorConfig:
     # The public side: off when built in code (tests), on by default from a TOML file.
     public: Public = field(default_factory=lambda: Public(listen=""))
     base_dir: Path = Path(".")
+    # The web console: off when built in code (tests), on by default from a TOML file.
+    console: Console = field(default_factory=lambda: Console(listen=""))
     observe_listen: str = ""
     log: LogSettings = field(default_factory=LogSettings)
 
@@ -281,6 +308,7 @@ class OrchestratorConfig:
             crl_listen=server.crl_listen,
             public=file.public,
             base_dir=base_dir,
+            console=file.console,
             observe_listen=file.observe.listen,
             log=file.log,
             store=StoreSettings(

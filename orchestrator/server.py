@@ -2,6 +2,8 @@
 
 - the main port requires a client certificate from the OnDijon CA (mutual TLS) and serves
   GatewayLink, ControlCentre and Enrollment.Renew / GetCrl;
+- the console port (optional, ``[console] listen``) serves the web console over HTTPS with
+  the same server certificate (:mod:`orchestrator.console`);
 - the enrollment port is server-authenticated TLS only and serves Enrollment.Enroll, where
   a one-time token is the credential, and GetCrl. It takes small messages and few calls at
   once: anyone can reach it.
@@ -36,6 +38,7 @@ from foundation.clock import Clock
 from foundation.files import private_directory, write_atomic
 from orchestrator.access.admission import Admission
 from orchestrator.config import OrchestratorConfig
+from orchestrator.console.app import ConsoleServer, serve_console
 from orchestrator.identity.crl_point import CrlPoint
 from orchestrator.ingest.link import add_gateway_link
 from orchestrator.ingest.readiness import health_servicer as health_servicer_for_grpc
@@ -78,12 +81,20 @@ class Running:
     def public_port(self) -> int:
         return self.public.port if self.public else 0
 
+    console: ConsoleServer | None = None
+
+    @property
+    def console_port(self) -> int:
+        return self.console.port if self.console else 0
+
     observer: Observer | None = None
 
     async def stop(self, grace: float = 2.0) -> None:
         app = self.app
         if self.public is not None:
             await self.public.stop()
+        if self.console is not None:
+            await self.console.stop()
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
@@ -278,6 +289,11 @@ async def start(
         raise OSError(f"could not listen on {config.listen} / {config.enroll_listen}")
     await server.start()
     await enroll_grpc.start()
+    console = None
+    if app.console is not None:
+        console = await serve_console(
+            app.console, config.console.listen, cert_path, key_path, client_ca
+        )
     crl_point = None
     if config.crl_listen:
         crl_point = CrlPoint(config.crl_listen, app.crl.path, config.crl_urls)
@@ -315,6 +331,7 @@ async def start(
         tasks=tasks,
         crl_point=crl_point,
         public=public,
+        console=console,
         observer=observer,
     )
 
@@ -362,6 +379,9 @@ async def serve(config: OrchestratorConfig, clock: Clock) -> None:
     if running.public is not None:
         host = config.public.listen.rpartition(":")[0]
         print(f"open data and reports: https://{host}:{running.public_port}/", flush=True)
+    if running.console is not None:
+        host = config.console.listen.rpartition(":")[0]
+        print(f"console: https://{host}:{running.console_port}/", flush=True)
     await stop.wait()
     log.info("stopping")
     await running.stop()

@@ -4,7 +4,8 @@ exactly what it needs (by constructor; none of them sees this module).
 Bottom-up: the store runner and the clock; the audit log and the certificate check on
 them; the hub of open streams; delivery and cross-replica routing; the CRL, revocation and
 its sweeper; readiness; firmware releases and campaigns; the gRPC services, the one gate
-(authorization and audit) shared by every admin service, and admission in front of all.
+(authorization and audit) shared by every admin service, and admission in front of all;
+the web console, on the very same admin services.
 :mod:`orchestrator.server` starts what this builds and serves it.
 """
 
@@ -31,6 +32,9 @@ from orchestrator.api.fleet import FleetApi
 from orchestrator.api.operations import OperationsService
 from orchestrator.audit.log import Auditor
 from orchestrator.config import OrchestratorConfig
+from orchestrator.console.app import Console
+from orchestrator.console.services import Services
+from orchestrator.console.signin import SignIn
 from orchestrator.energy.service import EnergyService
 from orchestrator.firmware.releases import FirmwareService
 from orchestrator.firmware.runner import CampaignRunner, balena_from_environment
@@ -89,6 +93,8 @@ class Orchestrator:
     # without ``[public] export_dir``).
     public: PublicSite | None = None
     daily_export: DailyExport | None = None
+    # The web console (None when ``[console] listen`` is empty): the same services.
+    console: Console | None = None
 
     @property
     def rates(self) -> RateLimits:
@@ -158,6 +164,43 @@ def build(
             metrics=metrics,
         )
 
+    control = ControlCentreService(
+        fleet=FleetApi(
+            runner=runner,
+            clock=clock,
+            gate=gate,
+            router=router,
+            token_ttl_hours=config.token_ttl_hours,
+        ),
+        documents=DocumentsApi(runner=runner, clock=clock, gate=gate, router=router),
+        commands=CommandsApi(runner=runner, clock=clock, gate=gate, router=router),
+        feed=EventFeed(runner=runner, gate=gate, hub=hub),
+        identities=IdentityAdmin(
+            gate=gate,
+            revoker=revoker,
+            runner=runner,
+            clock=clock,
+            audit=audit,
+            token_ttl_hours=config.token_ttl_hours,
+        ),
+    )
+    campaigns_api = CampaignsService(runner=runner, clock=clock, gate=gate, campaigns=campaigns)
+    console = None
+    if config.console.listen:
+        console = Console(
+            services=Services(control=control, campaigns=campaigns_api, gate=gate),
+            sign_in=SignIn(
+                runner=runner,
+                clock=clock,
+                audit=audit,
+                session_minutes=config.console.session_minutes,
+                attempts_per_minute=config.console.sign_in_per_minute,
+            ),
+            audit=audit,
+            clock=clock,
+            tiles_url=config.console.tiles_url,
+        )
+
     return Orchestrator(
         config=config,
         clock=clock,
@@ -188,26 +231,7 @@ def build(
             metrics=metrics,
             event_hooks=(alarms.on_events, energy.on_events),
         ),
-        control=ControlCentreService(
-            fleet=FleetApi(
-                runner=runner,
-                clock=clock,
-                gate=gate,
-                router=router,
-                token_ttl_hours=config.token_ttl_hours,
-            ),
-            documents=DocumentsApi(runner=runner, clock=clock, gate=gate, router=router),
-            commands=CommandsApi(runner=runner, clock=clock, gate=gate, router=router),
-            feed=EventFeed(runner=runner, gate=gate, hub=hub),
-            identities=IdentityAdmin(
-                gate=gate,
-                revoker=revoker,
-                runner=runner,
-                clock=clock,
-                audit=audit,
-                token_ttl_hours=config.token_ttl_hours,
-            ),
-        ),
+        control=control,
         city=CityService(
             runner=runner,
             clock=clock,
@@ -215,7 +239,7 @@ def build(
             router=router,
             deliver=GroupDelivery(hub=hub, router=router, delivery=delivery),
         ),
-        campaigns_api=CampaignsService(runner=runner, clock=clock, gate=gate, campaigns=campaigns),
+        campaigns_api=campaigns_api,
         metrics=metrics,
         alarms=alarms,
         operations=OperationsService(
@@ -225,6 +249,7 @@ def build(
             energy=energy,
             playbooks=PlaybookService(runner=runner, clock=clock, router=router),
         ),
+        console=console,
         enroll=enrollment(allow_enroll=True, allow_renew=False),
         renew=enrollment(allow_enroll=False, allow_renew=True),
         public=_public_site(config, clock, runner),

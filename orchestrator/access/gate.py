@@ -32,7 +32,7 @@ import grpc
 
 from orchestrator.access.certificates import Certificates
 from orchestrator.access.limits import BucketMap
-from orchestrator.access.peers import AuthError, Peer, peer_of, require_role
+from orchestrator.access.peers import CERTIFICATE, AuthError, Peer, peer_of, require_role
 from orchestrator.audit.log import Auditor
 from orchestrator.store.database import GatewayRecord, NotFound, OperatorRecord
 from orchestrator.store.runner import StoreRunner
@@ -105,7 +105,8 @@ class Gatekeeper:
                 )
             await context.abort(exc.code, str(exc))
         try:
-            await self.certificates.check(peer)
+            if peer.proof == CERTIFICATE:
+                await self.certificates.check(peer)
         except AuthError as exc:
             await context.abort(exc.code, str(exc))
         record = await self.runner.read(self.store.get_operator, peer.identity.name)

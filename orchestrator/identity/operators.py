@@ -2,7 +2,8 @@
 
 Run on the orchestrator's host (it needs the CA and the store): ``ondijon operator add``
 registers the operator, issues a certificate and writes a profile directory the operator's
-CLI uses.
+CLI uses; ``ondijon operator password`` gives them a web console password and a TOTP
+secret (the certificate signs them in to the console too, from a browser that holds it).
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ from pathlib import Path
 from foundation.errors import FieldError
 from orchestrator.config import OrchestratorConfig
 from orchestrator.store.database import Store
+from provisioning import totp
 from provisioning.ca import CertificateAuthority
 from provisioning.identity import Identity, Role, check_name
+from provisioning.passwords import hash_password
 from provisioning.profile import Profile
 
 # crisis: an operator who may also start and end crisis playbooks (issue 12).
@@ -79,3 +82,35 @@ def add_operator(
         root_pem=ca.root_pem,
     )
     return Profile.load(profile_dir)
+
+
+def set_console_password(
+    config: OrchestratorConfig, *, name: str, password: str, now: datetime
+) -> str:
+    """Give ``name`` (a registered operator) a console password and a fresh TOTP secret;
+    returns the secret (for the operator's authenticator app, shown once). Ends the
+    operator's open console sessions; audited."""
+    check_name("name", name)
+    password_hash = hash_password(password)
+    secret = totp.new_secret()
+    store = Store.open(config.store_url)
+    try:
+        with store.engine.begin() as conn:
+            if store.get_operator(conn, name) is None:
+                raise OperatorError("name", f"no operator {name!r} (ondijon operator add first)")
+            store.put_console_account(
+                conn, name=name, password_hash=password_hash, totp_secret=secret, now=now
+            )
+            store.audit(
+                conn,
+                at=now,
+                actor="local:ondijon operator password",
+                action="operator.console_password",
+                target=name,
+                commune="",
+                result="ok",
+                detail="password and TOTP secret set",
+            )
+    finally:
+        store.close()
+    return secret

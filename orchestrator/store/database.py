@@ -20,6 +20,7 @@ from orchestrator.store import migrate
 from orchestrator.store.audit import AuditTables
 from orchestrator.store.commands import CommandTables
 from orchestrator.store.connection import StoreSettings, create_engine
+from orchestrator.store.console import ConsoleTables
 from orchestrator.store.devices import DeviceTables
 from orchestrator.store.documents import DocumentTables
 from orchestrator.store.events import EventTables
@@ -63,6 +64,7 @@ class Store(
     EventTables,
     CommandTables,
     AuditTables,
+    ConsoleTables,
 ):
     """Typed operations on the orchestrator's tables, one table group per module."""
 

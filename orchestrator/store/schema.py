@@ -449,3 +449,29 @@ document_refusals = sa.Table(
     sa.Column("error", sa.String(1024), nullable=False),
     sa.Column("refused_at", UTCDateTime(), nullable=False),
 )
+
+# The web console's sign-in (issue 14): an operator's password hash and TOTP secret, and
+# the open sessions (kept here, not in a replica's memory: any replica serves any browser).
+console_accounts = sa.Table(
+    "console_accounts",
+    metadata,
+    sa.Column("name", sa.String(64), sa.ForeignKey("operators.name"), primary_key=True),
+    sa.Column("password_hash", sa.String(256), nullable=False),
+    sa.Column("totp_secret", sa.String(64), nullable=False),
+    # The last TOTP step used: a code is never accepted twice, on any replica.
+    sa.Column("totp_last_step", sa.BigInteger, nullable=False, default=0),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+console_sessions = sa.Table(
+    "console_sessions",
+    metadata,
+    # SHA-256 of the cookie's value: a copy of the store gives no session away.
+    sa.Column("token_sha256", sa.String(64), primary_key=True),
+    sa.Column("operator", sa.String(64), nullable=False, index=True),
+    sa.Column("method", sa.String(32), nullable=False),
+    sa.Column("certificate_serial", sa.String(64), nullable=False, default=""),
+    sa.Column("csrf_token", sa.String(64), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("expires_at", UTCDateTime(), nullable=False, index=True),
+)

@@ -1,0 +1,161 @@
+"""The console in a real browser (Debian's Chromium through Playwright), against a real
+orchestrator over mutual TLS and a real agent: what a person at the control room sees."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.async_api import expect
+
+from edge.agent import Agent
+from edge.config import AgentConfig
+from foundation.clock import SimulatedClock
+from ondijon.admin import lamp_override
+from ondijon.client import AdminClient
+from orchestrator.store.database import Store
+from protos.ondijon.v1 import control_pb2
+from tests.console.conftest import PASSWORD, ConsoleCity
+
+pytestmark = pytest.mark.integration
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+
+@contextlib.asynccontextmanager
+async def running(config: AgentConfig) -> AsyncIterator[Agent]:
+    # Real time, as a clock the agent was handed (trusted: no NTP state to wait for).
+    agent = Agent(config, SimulatedClock(start=datetime.now(UTC), speed=1.0))
+    task = asyncio.create_task(agent.run())
+    try:
+        await asyncio.wait_for(agent.link.status.connected.wait(), 15)
+        yield agent
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def eventually(check: Callable[[], object], timeout: float = 15.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.05)
+
+
+async def new_page(browser: Any, console: ConsoleCity) -> tuple[Any, list[str]]:
+    """A page whose CSP reports are collected (a blocked inline script would show here)."""
+    context = await browser.new_context(ignore_https_errors=True, locale="fr-FR")
+    page = await context.new_page()
+    problems: list[str] = []
+    page.on(
+        "console",
+        lambda m: problems.append(m.text) if "Content Security Policy" in m.text else None,
+    )
+    page.on("pageerror", lambda exc: problems.append(str(exc)))
+    return page, problems
+
+
+async def sign_in(page: Any, console: ConsoleCity, name: str, code: str) -> None:
+    await page.goto(console.url + "/")
+    await page.fill("#name", name)
+    await page.fill("#password", PASSWORD)
+    await page.fill("#code", code)
+    await page.click("button[type=submit]")
+
+
+async def test_sign_in_then_an_override_from_the_cabinet_page_reaches_the_agent_live(
+    console: ConsoleCity, browser: Any, lamp_table: Callable[[int], str]
+) -> None:
+    config = await console.city.enrolled("dijon-darcy-01", lamps=lamp_table(3))
+    console.account("alice", "operator", ["*"])
+    async with running(config) as agent:
+        page, problems = await new_page(browser, console)
+        # A wrong code first: refused, said so, still on the sign-in page.
+        right = console.code("alice")
+        await sign_in(page, console, "alice", f"{(int(right) + 1) % 1_000_000:06d}")
+        await page.wait_for_selector("p.error")
+        assert "incorrect" in await page.inner_text("p.error")
+        await sign_in(page, console, "alice", right)
+        await page.wait_for_selector("#fleet")
+        row = page.locator('tr[data-gateway="dijon-darcy-01"]')
+        assert "En ligne" in await row.inner_text()
+        await page.wait_for_selector("#map[data-ready='1']")
+        DOCS.mkdir(exist_ok=True)
+        await page.set_viewport_size({"width": 1280, "height": 900})
+
+        await row.locator("a").click()
+        await page.wait_for_selector("#devices")
+        await eventually(lambda: len(agent.lamps) == 3)
+        await page.wait_for_selector('tr[data-device="lamp-001"]')
+        await page.wait_for_selector("body[data-live-open='yes']")
+        await page.fill("#level", "70")
+        await page.fill("#minutes", "30")
+        await page.click("#override-form button[type=submit]")
+        await page.wait_for_selector("#confirm")  # the confirmation step
+        assert "70 %" in await page.inner_text(".summary")
+        await page.click("#confirm")
+        status = page.locator("#command-status")
+        await status.wait_for()
+        # (Playwright's wait_for_function evaluates a string: the page's CSP forbids that.)
+        await expect(status).to_have_text("DONE", timeout=15_000)
+        await eventually(lambda: all(lamp.controller.level == 70 for lamp in agent.lamps))
+
+        # Live: with the cabinet page open, a change made elsewhere (the CLI) shows up
+        # without a reload: the lamp's state and the agent's event.
+        await page.goto(console.url + "/gateways/dijon-darcy-01")
+        await page.wait_for_selector("body[data-live-open='yes']")
+        await page.wait_for_selector('tr[data-device="lamp-001"]')
+        await AdminClient(console.city.admin).send_command(
+            control_pb2.SendCommandRequest(
+                gateway_id="dijon-darcy-01", command=lamp_override(30, 20, 90, ["lamp-001"])
+            ),
+        )
+        await eventually(lambda: agent.lamps[0].controller.level == 30)
+        cell = page.locator('tr[data-device="lamp-001"] .device-state')
+        await expect(cell).to_have_text(re.compile(r"^30 %"), timeout=10_000)
+        await expect(page.locator("#live-events")).to_contain_text("override", timeout=10_000)
+        await page.screenshot(path=str(DOCS / "console.png"), full_page=True)
+        assert problems == []
+
+
+async def test_a_viewer_sees_no_write_control_and_a_forged_post_is_refused_and_audited(
+    console: ConsoleCity, browser: Any
+) -> None:
+    await console.city.register("dijon-darcy-01")
+    console.account("vera", "viewer", ["*"])
+    page, problems = await new_page(browser, console)
+    await sign_in(page, console, "vera", console.code("vera"))
+    await page.wait_for_selector("#fleet")
+    await page.goto(console.url + "/gateways/dijon-darcy-01")
+    await page.wait_for_selector(".read-only")
+    main = page.locator("main")
+    assert await main.locator("form").count() == 0
+    assert await main.locator("button, input, select, textarea").count() == 0
+    await page.goto(console.url + "/campaigns")
+    assert await page.locator("main form").count() == 0
+    # The viewer forges the write the page did not offer, with a valid session and token.
+    csrf = await page.get_attribute('meta[name="csrf-token"]', "content")
+    answer = await page.request.post(
+        console.url + "/gateways/dijon-darcy-01/override",
+        form={"csrf": csrf or "", "level": "0", "minutes": "60", "confirmed": "yes"},
+        max_redirects=0,
+    )
+    assert answer.status == 403
+    store = Store.open(console.city.config.store_url)
+    try:
+        with store.engine.connect() as conn:
+            sent = [e for e in store.audit_entries(conn) if e["action"] == "command.send"]
+    finally:
+        store.close()
+    assert [(e["actor"], e["result"]) for e in sent] == [
+        ("spiffe://ondijon/operator/vera", "refused")
+    ]
+    assert problems == []
