@@ -65,10 +65,15 @@ class ViewState(enum.StrEnum):
 
 # Alarm types raised by the orchestrator itself.
 GATEWAY_SILENT = "gateway.silent"
+# A citizen reported a lamp out or a damaged bollard the system did not know about
+# (orchestrator.public): a crew goes and looks, and closes it with a repair note.
+REPORTED = "reported"
 # Types whose alarm, while open, groups the alarms of the lamps of the same gateway.
 ROOT_TYPES = frozenset({"mains_lost", GATEWAY_SILENT})
 # Lamp alarms a lost feed or link explains (the lamps go dark, or cannot be heard).
-GROUPED_TYPES = frozenset({"lamp_failure", "dimming_failure", "driver_failure", "equipment.failed"})
+GROUPED_TYPES = frozenset(
+    {"lamp_failure", "dimming_failure", "driver_failure", "equipment.failed", REPORTED}
+)
 
 SEVERITY: Mapping[str, Severity] = {
     "signal.conflict_fault": Severity.CRITICAL,
@@ -85,6 +90,7 @@ SEVERITY: Mapping[str, Severity] = {
     "equipment.failed": Severity.MAJOR,
     "document.refused": Severity.MAJOR,
     "day_burner": Severity.MINOR,
+    REPORTED: Severity.MINOR,
     "dimming_failure": Severity.MINOR,
     "driver_failure": Severity.MINOR,
     "over_temperature": Severity.MINOR,
