@@ -343,29 +343,29 @@ class AdminClient:
         )
 
     async def acknowledge_alarm(
-        self, request: control_pb2.AlarmActionRequest
-    ) -> control_pb2.AlarmActionResponse:
+        self, request: control_pb2.AcknowledgeAlarmRequest
+    ) -> control_pb2.AcknowledgeAlarmResponse:
         return await self._call(
             lambda ch: self._operations(ch).AcknowledgeAlarm(request, timeout=self.timeout)
         )
 
     async def shelve_alarm(
-        self, request: control_pb2.AlarmActionRequest
-    ) -> control_pb2.AlarmActionResponse:
+        self, request: control_pb2.ShelveAlarmRequest
+    ) -> control_pb2.ShelveAlarmResponse:
         return await self._call(
             lambda ch: self._operations(ch).ShelveAlarm(request, timeout=self.timeout)
         )
 
     async def assign_alarm(
-        self, request: control_pb2.AlarmActionRequest
-    ) -> control_pb2.AlarmActionResponse:
+        self, request: control_pb2.AssignAlarmRequest
+    ) -> control_pb2.AssignAlarmResponse:
         return await self._call(
             lambda ch: self._operations(ch).AssignAlarm(request, timeout=self.timeout)
         )
 
     async def close_alarm(
-        self, request: control_pb2.AlarmActionRequest
-    ) -> control_pb2.AlarmActionResponse:
+        self, request: control_pb2.CloseAlarmRequest
+    ) -> control_pb2.CloseAlarmResponse:
         return await self._call(
             lambda ch: self._operations(ch).CloseAlarm(request, timeout=self.timeout)
         )
@@ -393,28 +393,28 @@ class AdminClient:
 
     async def start_playbook(
         self, request: control_pb2.StartPlaybookRequest
-    ) -> control_pb2.PlaybookRunResponse:
+    ) -> control_pb2.StartPlaybookResponse:
         return await self._call(
             lambda ch: self._operations(ch).StartPlaybook(request, timeout=self.timeout)
         )
 
     async def confirm_playbook(
-        self, request: control_pb2.PlaybookRunRequest
-    ) -> control_pb2.PlaybookRunResponse:
+        self, request: control_pb2.ConfirmPlaybookRequest
+    ) -> control_pb2.ConfirmPlaybookResponse:
         return await self._call(
             lambda ch: self._operations(ch).ConfirmPlaybook(request, timeout=self.timeout)
         )
 
     async def end_playbook(
-        self, request: control_pb2.PlaybookRunRequest
-    ) -> control_pb2.PlaybookRunResponse:
+        self, request: control_pb2.EndPlaybookRequest
+    ) -> control_pb2.EndPlaybookResponse:
         return await self._call(
             lambda ch: self._operations(ch).EndPlaybook(request, timeout=self.timeout)
         )
 
     async def get_playbook_run(
-        self, request: control_pb2.PlaybookRunRequest
-    ) -> control_pb2.PlaybookRunResponse:
+        self, request: control_pb2.GetPlaybookRunRequest
+    ) -> control_pb2.GetPlaybookRunResponse:
         return await self._call(
             lambda ch: self._operations(ch).GetPlaybookRun(request, timeout=self.timeout)
         )
