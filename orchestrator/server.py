@@ -302,6 +302,7 @@ async def start(
         asyncio.create_task(app.readiness.run(), name="readiness"),
         asyncio.create_task(app.sweeper.run(), name="revocation-sweeper"),
         asyncio.create_task(app.alarms.run(), name="alarm-sweep"),
+        asyncio.create_task(app.alarm_gauge.run(), name="alarm-gauge"),
         asyncio.create_task(_keep_server_certificate(app, store), name="server-certificate"),
         asyncio.create_task(observer.run(), name="observe"),
     )

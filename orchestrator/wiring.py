@@ -21,6 +21,7 @@ from orchestrator.access.admission import Admission
 from orchestrator.access.certificates import Certificates
 from orchestrator.access.gate import Gatekeeper
 from orchestrator.access.limits import LiveRates, RateLimits
+from orchestrator.alarms.metrics import AlarmGauge
 from orchestrator.alarms.service import AlarmService
 from orchestrator.api.campaigns import CampaignsService
 from orchestrator.api.city import CityService
@@ -84,8 +85,10 @@ class Orchestrator:
     city: CityService
     campaigns_api: CampaignsService
     metrics: Metrics
-    # Alarms (their sweep is started by the server) and the control room's operations.
+    # Alarms (their sweep and their gauge's refresh are started by the server) and the
+    # control room's operations.
     alarms: AlarmService
+    alarm_gauge: AlarmGauge
     operations: OperationsService
     enroll: EnrollmentService = field(repr=False)
     renew: EnrollmentService = field(repr=False)
@@ -145,6 +148,8 @@ def build(
     gate = Gatekeeper(runner, certificates, audit)
     # Alarms and energy fold events in as the link stores them (same transaction).
     alarms = AlarmService(runner, clock.now, live_since=router.live_since)
+    alarm_gauge = AlarmGauge(runner, clock.now)
+    metrics.add_collector(alarm_gauge.collect)
     energy = EnergyService(runner)
 
     def enrollment(*, allow_enroll: bool, allow_renew: bool) -> EnrollmentService:
@@ -242,6 +247,7 @@ def build(
         campaigns_api=campaigns_api,
         metrics=metrics,
         alarms=alarms,
+        alarm_gauge=alarm_gauge,
         operations=OperationsService(
             clock=clock,
             gate=gate,
