@@ -9,7 +9,7 @@ DEMO_DEPS := $(if $(wildcard $(STAMP)),$(STAMP),$(DEMO_STAMP))
 # MicroPython's WebAssembly port, for the field-bus node's checks (package-lock.json).
 NPM_STAMP := node_modules/.installed
 
-.PHONY: demo dist test lint typecheck protos protos-check proto-lint pytest bench clean console-assets
+.PHONY: demo dist test lint typecheck protos protos-check proto-lint pytest bench bench-hil clean console-assets
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -71,6 +71,13 @@ pytest: $(STAMP) $(NPM_STAMP)
 # package (shipped in the wheel); tests/console/test_assets.py checks they are current.
 console-assets: $(STAMP) $(NPM_STAMP)
 	$(BIN)/python -m orchestrator.console.assets
+
+# The integrators' bench (hil_tests) with its report: simulated pins unless
+# GPIOZERO_PIN_FACTORY names a hardware factory; ONDIJON_BENCH names the inventory.
+BENCH_REPORT ?= hil-report
+bench-hil: $(STAMP)
+	GPIOZERO_PIN_FACTORY=$${GPIOZERO_PIN_FACTORY:-mock} $(BIN)/pytest -q -rs hil_tests \
+	  --bench-report=$(BENCH_REPORT)
 
 bench: $(STAMP)
 	$(BIN)/python bench/link_bench.py

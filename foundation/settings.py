@@ -185,7 +185,9 @@ def _join(*parts: str) -> str:
     for part in parts:
         if not part:
             continue
-        path = part if not path or part.startswith("[") else f"{path}.{part}"
+        # An index follows its list: `lamps[0]`, never `lamps.[0]` nor a lost `lamps`.
+        sep = "" if not path or part.startswith("[") else "."
+        path = f"{path}{sep}{part}"
     return path
 
 

@@ -1,11 +1,15 @@
-"""The bench's street for the mock pin factory: the real agent on clocked mock pins.
+"""The bench's street for the mock pin factory: the real agent on the inventory's pins.
 
 gpiozero's mock pins live inside one process, so on the mock factory the bench runs the
 real :class:`~edge.agent.Agent` in-process, built from an agent TOML exactly as ``ondijon
-edge run`` builds it, with its gpio backends on a :func:`~edge.equipment.sim.lantern.
-clocked_pwm_factory` and a :class:`~foundation.clock.ManualClock`. The bench plays the street
-behind the pins (lanterns feeding the sense inputs, cars on a bollard's loop, a welded
-signal relay) and checks what the *pins* did, timed in the agent's own seconds.
+edge run`` builds it, made from the bench inventory (``ONDIJON_BENCH``, default
+examples/bench.toml: lamps, bollards and the cabinet on the gpio backend with the
+inventory's pins, crossings on the simulated controller with its heads on them), on one
+:func:`~edge.equipment.sim.lantern.clocked_pwm_factory` and a
+:class:`~foundation.clock.ManualClock`. :class:`edge.bench.street.SimulatedStreet` plays the
+street behind the pins (lanterns, posts, cars on the loop, the cabinet) and injects faults;
+the bench checks what the *pins* did, timed in the agent's own seconds, and each scenario's
+measurements, faults, alarms and pin trace go to its :class:`~edge.bench.report.Record`.
 
 The agent holds its documents on disk, as after an earlier sync, and its orchestrator is
 unreachable (it has no certificate): everything here is the agent running on its own.
@@ -18,18 +22,23 @@ import contextlib
 import hashlib
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import msgspec
 from google.protobuf.message import Message
 
 from domain.schedule.astronomy import sun_day
 from domain.schedule.model import Site, SunEvent
 from edge.agent import Agent
+from edge.bench.inventory import Inventory, agent_equipment, to_toml
+from edge.bench.report import Record, pin_events
+from edge.bench.street import Lantern, SimulatedStreet
 from edge.config import AgentConfig
-from edge.equipment.sim.bollard import ClockedMockFactory, SimulatedBollard
+from edge.equipment.sim.bollard import BollardPost, ClockedMockFactory, ClockedMockPin
 from edge.equipment.sim.crossing import SimulatedSignalController
-from edge.equipment.sim.lantern import MockLantern, clocked_pwm_factory
+from edge.equipment.sim.lantern import clocked_pwm_factory
 from edge.storage.state import AgentState
 from foundation.clock import ManualClock
 from protos.ondijon.v1 import link_pb2
@@ -46,9 +55,6 @@ class LampPins:
     relay: int | str
     pwm: int | str
     sense: int | str
-
-
-LAMPS = (LampPins("lamp-1", 17, 18, 27), LampPins("lamp-2", 22, 23, 24))
 
 
 def sun_event(day: datetime, which: SunEvent) -> datetime:
@@ -103,16 +109,48 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
+def subset(inventory: Inventory, kinds: Sequence[str]) -> Inventory:
+    """``inventory`` with only the equipment of ``kinds`` (``lamps``, ``bollards``,
+    ``crossings``, ``cabinet``): a scenario opens what it exercises, nothing else."""
+    unknown = set(kinds) - set(KINDS)
+    if unknown:
+        raise ValueError(f"kinds: no {sorted(unknown)}; one of {', '.join(KINDS)}")
+    kept = msgspec.structs.replace(
+        inventory,
+        lamps=inventory.lamps if "lamps" in kinds else [],
+        bollards=inventory.bollards if "bollards" in kinds else [],
+        crossings=inventory.crossings if "crossings" in kinds else [],
+        cabinet=inventory.cabinet if "cabinet" in kinds else None,
+        loopback=[p for p in inventory.loopback if p.to.split(".")[0] in kinds],
+    )
+    return kept
+
+
+KINDS = ("lamps", "bollards", "crossings", "cabinet")
+
+
+def inventory_toml(state_dir: Path, inventory: Inventory, clock: str = "") -> str:
+    """An agent configuration for the bench's equipment (see :func:`agent_equipment`)."""
+    base = agent_toml(state_dir, clock=clock)
+    return base + "\n" + to_toml(agent_equipment(inventory))
+
+
 @dataclass
 class Street:
-    """A running agent, its clock, its pins and the lanterns behind its lamps."""
+    """A running agent, its clock, its pins and the street behind them."""
 
     agent: Agent
     clock: ManualClock
     pins: ClockedMockFactory
-    lanterns: dict[str, MockLantern]
+    street: SimulatedStreet
+    inventory: Inventory
+    record: Record
     task: asyncio.Task[None]
     _events: list[link_pb2.Event] = field(default_factory=list)
+
+    @property
+    def lanterns(self) -> dict[str, Lantern]:
+        return self.street.lanterns
 
     async def run_until(self, when: datetime, step_s: float = 1.0) -> None:
         """Move the agent's clock to ``when`` in steps, letting it act at every step."""
@@ -138,12 +176,30 @@ class Street:
         ordered = sorted(self._events, key=lambda e: e.sequence)
         return [e for e in ordered if type_ is None or e.type == type_]
 
-    def bollard(self, index: int = 0) -> SimulatedBollard:
-        """The simulated bollard behind the agent's ``index``-th bollard."""
-        # The controller does not expose its driver; the bench needs the street behind it.
-        driver = self.agent.bollards[index]._driver
-        assert isinstance(driver, SimulatedBollard)
-        return driver
+    def alarms(self) -> list[link_pb2.Event]:
+        """The ALARM-priority events so far."""
+        return [e for e in self.events() if e.priority == link_pb2.EVENT_PRIORITY_ALARM]
+
+    def pin(self, line: str) -> ClockedMockPin:
+        """The mock pin of inventory line ``line`` (``bollards.<id>.motor_up``)."""
+        pin: ClockedMockPin = self.pins.pin(self.inventory.pin(line))
+        return pin
+
+    def inject(self, fault: str, target: str, detail: str = "") -> datetime:
+        """Inject ``fault`` on ``target`` (:data:`edge.bench.street.FAULTS`); its time."""
+        injected = self.street.inject(fault, target, detail)
+        self.record.faults.append(
+            {"at": injected.at.isoformat(), "fault": fault, "target": target, "detail": detail}
+        )
+        return injected.at
+
+    def measure(self, name: str, value: float, **limits: Any) -> None:
+        """Record a measurement with its limits; out of them fails the scenario."""
+        self.record.measure(name, value, **limits)
+
+    def bollard(self, index: int = 0) -> BollardPost:
+        """The post the street plays behind the ``index``-th bollard's pins."""
+        return self.street.posts[self.inventory.bollards[index].id]
 
     def crossing(self, index: int = 0) -> SimulatedSignalController:
         """The simulated signal controller the agent's ``index``-th controller talks to."""
@@ -161,33 +217,48 @@ class Street:
 @contextlib.asynccontextmanager
 async def street(
     tmp_path: Path,
+    inventory: Inventory,
     *,
     start: datetime,
+    kinds: Sequence[str],
     documents: Iterable[link_pb2.DesiredDocument] = (),
-    lamps: Sequence[LampPins] = (),
-    equipment: str = "",
+    record: Record | None = None,
 ) -> AsyncIterator[Street]:
-    """Run the agent configured with ``lamps`` and ``equipment`` from ``start`` on.
+    """Run the agent on the ``kinds`` of equipment of ``inventory`` from ``start`` on.
 
-    Each lamp gets a healthy :class:`MockLantern` (``street.lanterns[device_id]``).
+    The scenario's pin trace and the alarms it raised go to ``record`` at the end.
     """
+    wired = subset(inventory, kinds)
     state_dir = tmp_path / "agent"
     hold_documents(state_dir, documents)
     path = tmp_path / "agent.toml"
-    path.write_text(agent_toml(state_dir, lamps=lamps, equipment=equipment))
+    path.write_text(inventory_toml(state_dir, wired))
     config = AgentConfig.load(path)
     clock = ManualClock(start)
     pins = clocked_pwm_factory(clock)
-    lanterns = {
-        lamp.device_id: MockLantern(pins, relay_pin=lamp.relay, sense_pin=lamp.sense)
-        for lamp in lamps
-    }
+    began = clock.monotonic()
+    simulated = SimulatedStreet.build(wired, clock, pins, bollards=config.bollards)
     agent = Agent(config, clock, pin_factory=pins)
+    simulated.attach({s.device_id: s._driver for s in agent.signals})
+    simulated.start()
     task = asyncio.create_task(agent.run(), name="agent")
-    running = Street(agent, clock, pins, lanterns, task)
+    record = record if record is not None else Record(scenario="street")
+    record.started = start.isoformat()
+    running = Street(agent, clock, pins, simulated, wired, record, task)
     await settle()
     try:
         yield running
     finally:
+        if not task.done():  # the outbox is the agent's: read it before it closes
+            record.alarms = [
+                {
+                    "at": e.at.ToDatetime(tzinfo=UTC).isoformat(),
+                    "type": e.type,
+                    "device": e.device_id,
+                }
+                for e in running.alarms()
+            ]
         await running.stop_agent()
+        await simulated.stop()
+        record.trace = pin_events(pins.history, began, wired.line_of)
         pins.close()

@@ -1,8 +1,9 @@
 """Lamps on the bench: the agent, on its own, lights the street across a simulated dusk.
 
 The agent holds a lighting schedule from an earlier sync and cannot reach its orchestrator.
-The bench checks the relay and dimming *pins* (PWM duty cycles) at the sun's times for
-Dijon, and the outbox for the alarms the control centre would get.
+The bench checks the relay and dimming *pins* of the inventory's lamps (PWM duty cycles) at
+the sun's times for Dijon, the lanterns' power draw, and the outbox for the alarms the
+control centre would get.
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from street import LAMPS, document, street, sun_event
+from street import document, street, sun_event
 
 from domain.schedule.model import SunEvent
+from edge.bench.inventory import Inventory
+from edge.bench.report import Record
 from protos.ondijon.v1 import link_pb2, schedule_pb2
 
 DAY = datetime(2026, 6, 21, 12, 0, tzinfo=UTC)
@@ -46,18 +49,39 @@ SCHEDULE = document(
 )
 
 
-async def test_lamps_follow_the_schedule_across_dusk(tmp_path: Path) -> None:
+async def test_lamps_follow_the_schedule_across_dusk(
+    tmp_path: Path, sim_bench: Inventory, record: Record
+) -> None:
+    """Lamps across an evening: 60 % at sunset, 100 % at civil dusk, 40 % at 23:00."""
     start = SUNSET - timedelta(minutes=20)
-    async with street(tmp_path, start=start, lamps=LAMPS, documents=[SCHEDULE]) as bench:
-        for lamp in LAMPS:
+    lamps = sim_bench.lamps
+    async with street(
+        tmp_path, sim_bench, start=start, kinds=["lamps"], documents=[SCHEDULE], record=record
+    ) as bench:
+        for lamp in lamps:
             bench.pins.pin(lamp.pwm).clear_states()
             bench.pins.pin(lamp.relay).clear_states()
+        await bench.run_until(SUNSET + timedelta(seconds=1))
+        for lamp in lamps:
+            # Warming up after the relay moved (the trace says when): the lantern's ramp.
+            relay = bench.inventory.pin(f"lamps.{lamp.id}.relay")
+            moved = [c.mono for c in bench.pins.history if c.pin == relay][-1]
+            warmed = (bench.clock.monotonic() - moved) / lamp.sim.warm_up_s
+            expected = lamp.nominal_power_w * 0.6 * min(1.0, warmed)
+            bench.measure(
+                f"{lamp.id}.power_warming_w",
+                bench.lanterns[lamp.id].power_w(),
+                unit="W",
+                low=expected - 0.01,
+                high=expected + 0.01,
+                description="60 % of nominal, ramped over the warm-up from the relay's move",
+            )
         await bench.run_until(ELEVEN_PM + timedelta(minutes=5))
 
         sunset_s = (SUNSET - start).total_seconds()
         dusk_s = (CIVIL_DUSK - SUNSET).total_seconds()
         late_s = (ELEVEN_PM - CIVIL_DUSK).total_seconds()
-        for lamp in LAMPS:
+        for lamp in lamps:
             pwm = bench.pins.pin(lamp.pwm)
             assert [s.state for s in pwm.states] == [0.0, 0.6, 1.0, 0.4]
             pwm.assert_states_and_times([(0, 0.0), (sunset_s, 0.6), (dusk_s, 1.0), (late_s, 0.4)])
@@ -71,27 +95,48 @@ async def test_lamps_follow_the_schedule_across_dusk(tmp_path: Path) -> None:
             # clock moves in 1 s steps, so each lands within the second after its instant.
             # (The pins open lit at full, as the luminaire is without the agent, and are
             # dimmed to the day's 0 at the start: those switches are not the schedule's.)
-            switched = [
-                c.at for c in bench.pins.history if c.pin == f"GPIO{lamp.pwm}" and c.at > start
-            ]
-            for at, due in zip(switched, (SUNSET, CIVIL_DUSK, ELEVEN_PM), strict=True):
-                assert due <= at < due + timedelta(seconds=1)
+            line = bench.inventory.pin(f"lamps.{lamp.id}.pwm")
+            switched = [c.at for c in bench.pins.history if c.pin == line and c.at > start]
+            for at, due, what in zip(
+                switched, (SUNSET, CIVIL_DUSK, ELEVEN_PM), ("sunset", "dusk", "23h"), strict=True
+            ):
+                bench.measure(
+                    f"{lamp.id}.{what}_switch_delay_s",
+                    (at - due).total_seconds(),
+                    unit="s",
+                    low=0.0,
+                    high=1.0,
+                )
+            # At 40 % from 23:00, warmed up long ago: 40 % of its nominal power.
+            bench.measure(
+                f"{lamp.id}.power_at_23h05_w",
+                bench.lanterns[lamp.id].power_w(),
+                unit="W",
+                low=lamp.nominal_power_w * 0.4 * 0.99,
+                high=lamp.nominal_power_w * 0.4 * 1.01,
+            )
 
         # Healthy lanterns: current flowed from the first second, no alarm at all.
-        assert all(bench.lanterns[lamp.device_id].lit for lamp in LAMPS)
-        assert [e.type for e in bench.events() if e.priority == link_pb2.EVENT_PRIORITY_ALARM] == []
-        assert {e.device_id for e in bench.events("energy_interval")} == {"lamp-1", "lamp-2"}
+        assert all(bench.lanterns[lamp.id].lit for lamp in lamps)
+        assert bench.alarms() == []
+        assert {e.device_id for e in bench.events("energy_interval")} == {lamp.id for lamp in lamps}
 
 
-async def test_a_lamp_with_a_dead_sense_input_raises_a_lamp_failure(tmp_path: Path) -> None:
+async def test_a_lamp_with_a_dead_sense_input_raises_a_lamp_failure(
+    tmp_path: Path, sim_bench: Inventory, record: Record
+) -> None:
+    """A dead lamp: one lamp_failure alarm for it alone, and it is still driven."""
     start = SUNSET - timedelta(minutes=5)
-    async with street(tmp_path, start=start, lamps=LAMPS, documents=[SCHEDULE]) as bench:
-        bench.lanterns["lamp-2"].dead = True  # the sense input never sees current
+    second = sim_bench.lamps[1].id
+    async with street(
+        tmp_path, sim_bench, start=start, kinds=["lamps"], documents=[SCHEDULE], record=record
+    ) as bench:
+        bench.inject("dead_lamp", second)  # the sense input never sees current
         await bench.run_until(SUNSET + timedelta(minutes=2))
 
         failures = bench.events("lamp_failure")
         assert [(e.device_id, e.priority) for e in failures] == [
-            ("lamp-2", link_pb2.EVENT_PRIORITY_ALARM)
+            (second, link_pb2.EVENT_PRIORITY_ALARM)
         ]
         at = failures[0].at.ToDatetime(tzinfo=UTC)
         # Seen at the first 30 s monitor pass after the switch, confirmed at the first pass
@@ -100,6 +145,6 @@ async def test_a_lamp_with_a_dead_sense_input_raises_a_lamp_failure(tmp_path: Pa
         assert bench.agent.lamps[1].controller.state().lamp.faults == ["lamp_failure"]
         assert bench.agent.lamps[0].controller.faults == frozenset()
         # The dead lamp is still driven: its relay and dimming pins follow the schedule.
-        assert bench.lanterns["lamp-2"].relay_closed
-        assert not bench.pins.pin(LAMPS[1].relay).state  # the coil at rest (normally closed)
-        assert bench.pins.pin(LAMPS[1].pwm).state == 0.6
+        assert bench.lanterns[second].relay_closed
+        assert not bench.pin(f"lamps.{second}.relay").state  # the coil at rest (normally closed)
+        assert bench.pin(f"lamps.{second}.pwm").state == 0.6

@@ -1,21 +1,21 @@
 """Real pins: a lamp relay driven by the agent, read back through a wire, on every factory.
 
-The shape of gpiozero's own real-hardware tests: two GPIOs wired together, named by
-environment variables, a lock file so two benches never share the rig, and the test
-parametrised over every gpiozero pin factory, skipped with the reason where one does not
-load. The agent drives a lamp whose relay output is ``ONDIJON_HIL_OUT``; the bench reads
-``ONDIJON_HIL_IN``: dark before dusk, lit after. The relay is wired normally closed (the
-default), so the wire reads the coil: high (energised, the lamp dark) before dusk, low (at
-rest, the lamp lit) after.
+The shape of gpiozero's own real-hardware tests: two GPIOs wired together, a lock file so
+two benches never share the rig, and the test parametrised over every gpiozero pin
+factory, skipped with the reason where one does not load. The pins come from the bench
+inventory: the agent drives the first lamp of the inventory, whose relay output a
+``[[loopback]]`` wire brings back to a bench input: dark before dusk, lit after. The relay
+is wired normally closed (the default), so the wire reads the coil: high (energised, the
+lamp dark) before dusk, low (at rest, the lamp lit) after.
 
 - On a hardware factory (lgpio, rpigpio, pigpio, native) the agent is the real process,
-  ``ondijon edge run`` on that factory, standalone under a simulated clock; its lamp's
-  dimming and sense lines take the two free GPIOs of ``ONDIJON_HIL_SPARE``. Nothing runs
-  unless ``ONDIJON_HIL_OUT`` and ``ONDIJON_HIL_IN`` are set: a developer's ``pytest`` on a
-  gateway in service never drives its pins.
+  ``ondijon edge run`` on that factory, standalone under a simulated clock, its lamp on
+  the inventory's pins. Nothing runs unless the inventory is named (``ONDIJON_BENCH`` or
+  ``--bench``): a developer's ``pytest`` on a gateway in service never drives its pins
+  from the example file.
 - On the mock factory, whose pins live in one process, the agent runs in-process and a
   :class:`~edge.equipment.sim.lantern.MockLantern` on normally-open contacts plays the wire
-  from OUT to IN (its sense input follows the coil).
+  from the relay to the probe (its sense input follows the coil).
 """
 
 from __future__ import annotations
@@ -31,15 +31,15 @@ from typing import Any
 
 import pytest
 from agent_process import spawn_agent
+from conftest import hold_lock
 from street import LampPins, agent_toml, document, hold_documents, street, sun_event
 
 from domain.schedule.model import SunEvent
+from edge.bench.inventory import Inventory
 from edge.equipment.sim.lantern import MockLantern
 from protos.ondijon.v1 import link_pb2, schedule_pb2
 
 FACTORIES = ("mock", "lgpio", "rpigpio", "pigpio", "native")
-LOCK = Path(os.environ.get("ONDIJON_HIL_LOCK", "/tmp/ondijon_hil_lock"))
-LOCK_WAIT_S = 300.0
 
 SUNSET = sun_event(datetime(2026, 6, 21, 12, 0, tzinfo=UTC), SunEvent.SUNSET)
 SCHEDULE = document(
@@ -63,20 +63,14 @@ SCHEDULE = document(
 )
 
 
-def _pin(value: str) -> int | str:
-    # "17" is a BCM number for gpiozero, "GPIO17" or "BOARD11" a name.
-    return int(value) if value.isdigit() else value
-
-
-def wired_lamp(*, hardware: bool) -> tuple[LampPins, int | str] | None:
-    """The lamp on the rig (relay on OUT) and the IN pin; None when the rig is not named."""
-    out, into = os.environ.get("ONDIJON_HIL_OUT"), os.environ.get("ONDIJON_HIL_IN")
-    spare = os.environ.get("ONDIJON_HIL_SPARE", "")
-    if hardware and not (out and into and len(spare.split(",")) == 2):
-        return None
-    pwm, sense = (spare or "23,24").split(",")
-    lamp = LampPins("lamp-1", _pin(out or "22"), _pin(pwm.strip()), _pin(sense.strip()))
-    return lamp, _pin(into or "27")
+def wired_lamp(inventory: Inventory) -> tuple[LampPins, str] | None:
+    """The inventory's first lamp whose relay a loop-back wire reads, and that probe pin."""
+    for lamp in inventory.lamps:
+        probe = inventory.probe(f"lamps.{lamp.id}.relay")
+        if probe is not None:
+            pins = (inventory.pin(f"lamps.{lamp.id}.{k}") for k in ("relay", "pwm", "sense"))
+            return LampPins(lamp.id, *pins), probe
+    return None
 
 
 @pytest.fixture(params=FACTORIES)
@@ -96,48 +90,40 @@ def pin_factory(request: pytest.FixtureRequest) -> Iterator[tuple[str, Any]]:
         factory.close()
 
 
-def take_lock() -> None:
-    """Wait for the rig (an exclusive lock file), as gpiozero's real-pin tests do."""
-    deadline = time.monotonic() + LOCK_WAIT_S
-    while True:
-        try:
-            fd = os.open(LOCK, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"the rig stayed locked by {LOCK}") from None
-            time.sleep(0.1)  # another bench holds the rig
-            continue
-        with os.fdopen(fd, "w") as lock:
-            lock.write("ondijon hil_tests on real pins; delete if no bench is running\n")
-        return
-
-
 def test_the_lamp_relay_follows_dusk_on_wired_pins(
-    pin_factory: tuple[str, Any], tmp_path: Path
+    pin_factory: tuple[str, Any],
+    tmp_path: Path,
+    inventory: Inventory,
+    request: pytest.FixtureRequest,
 ) -> None:
+    """The lamp relay's coil read back through a wire: energised by day, at rest from dusk."""
     name, factory = pin_factory
-    rig = wired_lamp(hardware=name != "mock")
+    rig = wired_lamp(inventory)
     if rig is None:
+        pytest.skip("no [[loopback]] wire reads a lamp's relay in the bench inventory")
+    named = request.config.getoption("--bench") or os.environ.get("ONDIJON_BENCH")
+    if name != "mock" and not named:
         pytest.skip(
-            f"{name} loads: set ONDIJON_HIL_OUT and ONDIJON_HIL_IN to two GPIOs wired "
-            "together and ONDIJON_HIL_SPARE to two free GPIOs (e.g. GPIO23,GPIO24)"
+            f"{name} loads: name the rig's inventory (ONDIJON_BENCH=bench.toml) with a "
+            "[[loopback]] wire from a lamp's relay to a free GPIO to drive real pins"
         )
     lamp, into = rig
     if name == "mock":
-        asyncio.run(in_process(factory, lamp, into, tmp_path))
+        asyncio.run(in_process(factory, lamp, into, tmp_path, inventory))
         return
-    take_lock()
-    try:
+    with hold_lock(Path(inventory.bench.lock_file), inventory.bench.lock_wait_s):
         real_process(name, factory, lamp, into, tmp_path)
-    finally:
-        LOCK.unlink()
 
 
-async def in_process(factory: Any, lamp: LampPins, into: int | str, tmp_path: Path) -> None:
+async def in_process(
+    factory: Any, lamp: LampPins, into: str, tmp_path: Path, inventory: Inventory
+) -> None:
     """The mock factory: the agent in-process, a wire from OUT to IN on its pins."""
     del factory  # the clocked mock pins replace it: same class, timed by the agent's clock
     start = SUNSET - timedelta(minutes=2)
-    async with street(tmp_path, start=start, lamps=[lamp], documents=[SCHEDULE]) as bench:
+    async with street(
+        tmp_path, inventory, start=start, kinds=["lamps"], documents=[SCHEDULE]
+    ) as bench:
         # A wire copies the coil's level: a lantern on normally-open contacts does the same.
         MockLantern(bench.pins, relay_pin=lamp.relay, sense_pin=into, relay_wiring="normally_open")
         lantern = bench.lanterns[lamp.device_id]
@@ -148,7 +134,7 @@ async def in_process(factory: Any, lamp: LampPins, into: int | str, tmp_path: Pa
         assert not reading.state and lantern.lit  # coil at rest: lit
 
 
-def real_process(name: str, factory: Any, lamp: LampPins, into: int | str, tmp_path: Path) -> None:
+def real_process(name: str, factory: Any, lamp: LampPins, into: str, tmp_path: Path) -> None:
     """A hardware factory: ``ondijon edge run`` drives OUT, the bench reads IN."""
     reading = factory.pin(into)
     reading.function = "input"

@@ -123,6 +123,18 @@ def test_a_table_is_named_under_its_path_and_a_dict_entry_by_its_key() -> None:
         assert caught.value.field == field
 
 
+class Cabinet(Settings, frozen=True):
+    signals: list[Sim]
+
+
+def test_a_dict_entry_inside_a_list_keeps_the_list_in_its_path() -> None:
+    # msgspec gives `$.signals[1].heads[...].red`: the list's name must survive the index.
+    data = {"signals": [{"heads": {"ns": {"red": 1}}}, {"heads": {"ew": {"red": "x"}}}]}
+    with pytest.raises(ConfigError) as caught:
+        convert(data, Cabinet)
+    assert caught.value.field == "signals[1].heads.ew.red"
+
+
 @pytest.mark.parametrize(
     ("value", "ok"),
     [

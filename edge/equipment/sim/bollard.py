@@ -1,7 +1,8 @@
 """A simulated bollard on gpiozero mock pins: a first-class backend for the demo and integrators.
 
 :class:`SimulatedBollard` runs the real :class:`~edge.equipment.bollard.controller.GpioBollard` on a
-:class:`ClockedMockFactory` and plays the physics behind the pins: the post travels up in
+:class:`ClockedMockFactory` and plays the physics behind the pins (:class:`BollardPost`,
+which a bench attaches to its own shared mock pins as well): the post travels up in
 ``rise_s`` and down in ``lower_s`` while its motor pin is high, the limit switches close in
 the last 1 % of travel at each end, a car can drive onto the vehicle loop, and an obstacle
 placed above the post presses the pressure edge when the crown reaches it. Faults can be
@@ -96,23 +97,28 @@ class ClockedMockFactory(MockFactory):  # type: ignore[misc]
         return self.clock.monotonic() - self._epoch
 
 
-class SimulatedBollard:
-    """A bollard post, its motors, switches, loop and pressure edge, simulated on mock pins.
+class BollardPost:
+    """The street behind a bollard's pins: the post, its switches, loop, edge and key.
 
-    Position runs from 0 (flush with the road) to 1 (fully up).
+    It attaches to the pins of ``factory`` that ``config`` names, whoever drives them: the
+    simulated backend's own gpio driver (:class:`SimulatedBollard`), or the agent's gpio
+    driver on a bench's shared mock pins (:mod:`edge.bench.street`). It watches the motor
+    outputs and drives the inputs as the wired contacts would. Position runs from 0 (flush
+    with the road) to 1 (fully up).
     """
 
     def __init__(
         self,
         config: BollardConfig,
         clock: Clock,
+        factory: ClockedMockFactory,
         *,
         rise_s: float | None = None,
         lower_s: float | None = None,
         start_up: bool = False,
         start_at: float | None = None,
     ) -> None:
-        """Simulate the bollard of ``config`` (its nominal travel times unless given)."""
+        """Play the bollard of ``config`` on ``factory`` (its nominal travel times unless given)."""
         rise_s = config.rise_s if rise_s is None else rise_s
         lower_s = config.lower_s if lower_s is None else lower_s
         if rise_s <= 0 or lower_s <= 0:
@@ -121,8 +127,7 @@ class SimulatedBollard:
         self._config = config
         self._rise_s = rise_s
         self._lower_s = lower_s
-        self.factory = ClockedMockFactory(clock)
-        self._gpio = GpioBollard(config, pin_factory=self.factory)
+        self.factory = factory
         names = OUTPUT_PINS + INPUT_PINS + OPTIONAL_INPUT_PINS
         self.pins: dict[str, ClockedMockPin] = {
             name: self.factory.pin(getattr(config, name))
@@ -143,7 +148,6 @@ class SimulatedBollard:
         self._cut: set[str] = set()
         self._detector_fault = False
         self._reset_key = False
-        self._read_error: Exception | None = None
         self._speed = 0.0
         self._changed = asyncio.Event()
         #: Set if the two motor pins were ever high together (the rules forbid it).
@@ -152,21 +156,10 @@ class SimulatedBollard:
             self.pins[name].watchers.append(self._motor_changed)
         self._sync()
 
-    # -- the driver protocol, served by the real gpiozero backend --------------------------------
-
-    def read(self) -> BollardReadings:
-        if self._read_error is not None:
-            raise self._read_error
-        return self._gpio.read()
-
-    def drive(self, outputs: BollardOutputs) -> None:
-        self._gpio.drive(outputs)
-
-    def on_change(self, callback: Callable[[], None]) -> None:
-        self._gpio.on_change(callback)
-
-    def close(self) -> None:
-        self._gpio.close()
+    def sync(self) -> None:
+        """Drive every input again as the street has it (after a driver opened the pins:
+        setting a pull resistor moves a mock input to its rail)."""
+        self._set(lambda: None)
 
     async def run(self) -> None:
         """Move the post and flip the switches as time passes; runs until cancelled."""
@@ -253,11 +246,6 @@ class SimulatedBollard:
         """The technician's reset key switch on site (if wired)."""
         self._set(lambda: setattr(self, "_reset_key", on))
 
-    def fail_reads(self, error: Exception | None) -> None:
-        """Make every read of the inputs raise ``error`` (None: reads work again), as a
-        failing input expander or a driver bug would."""
-        self._read_error = error
-
     # -- physics ---------------------------------------------------------------------------------
 
     def _motor_speed(self) -> float:
@@ -334,3 +322,58 @@ class SimulatedBollard:
                 pin.drive_high()
             else:
                 pin.drive_low()
+
+
+class SimulatedBollard(BollardPost):
+    """A bollard simulated on its own mock pins: the real
+    :class:`~edge.equipment.bollard.controller.GpioBollard` on a :class:`ClockedMockFactory`,
+    with the :class:`BollardPost` played behind the pins (a backend of the registry)."""
+
+    def __init__(
+        self,
+        config: BollardConfig,
+        clock: Clock,
+        *,
+        rise_s: float | None = None,
+        lower_s: float | None = None,
+        start_up: bool = False,
+        start_at: float | None = None,
+    ) -> None:
+        """Simulate the bollard of ``config`` (its nominal travel times unless given)."""
+        factory = ClockedMockFactory(clock)
+        self._gpio = GpioBollard(config, pin_factory=factory)
+        self._read_error: Exception | None = None
+        try:
+            super().__init__(
+                config,
+                clock,
+                factory,
+                rise_s=rise_s,
+                lower_s=lower_s,
+                start_up=start_up,
+                start_at=start_at,
+            )
+        except BaseException:
+            self._gpio.close()
+            raise
+
+    # -- the driver protocol, served by the real gpiozero backend --------------------------------
+
+    def read(self) -> BollardReadings:
+        if self._read_error is not None:
+            raise self._read_error
+        return self._gpio.read()
+
+    def drive(self, outputs: BollardOutputs) -> None:
+        self._gpio.drive(outputs)
+
+    def on_change(self, callback: Callable[[], None]) -> None:
+        self._gpio.on_change(callback)
+
+    def close(self) -> None:
+        self._gpio.close()
+
+    def fail_reads(self, error: Exception | None) -> None:
+        """Make every read of the inputs raise ``error`` (None: reads work again), as a
+        failing input expander or a driver bug would."""
+        self._read_error = error
