@@ -257,8 +257,8 @@ def thread_times(procs: list[psutil.Process]) -> dict[str, float]:
 def _thread_kind(pid: int, tid: int, name: str) -> str:
     if tid == pid:
         return "asyncio (Python, protobuf, gRPC aio)"
-    if name == "python":  # Python sets no OS name: the store's writer and readers
-        return "other Python threads (store)"
+    if name == "python":  # Python names no OS thread: the store's writer and readers, gRPC's poller
+        return "other Python threads (store writer, gRPC poller)"
     if name.startswith("store-write"):
         return "store writer"
     if name.startswith("store-"):
