@@ -136,4 +136,7 @@ def _config(work: Path, port: int, enroll_port: int, store_url: str, state: Path
         f'[server]\nlisten = "127.0.0.1:{port}"\nenroll_listen = "127.0.0.1:{enroll_port}"\n'
         f'[store]\nurl = "{store_url}"\n'
         f'[identity]\nca_dir = "{work / "ca"}"\nstate_dir = "{state}"\n'
+        # No web console and no public side: their fixed ports would keep a second replica
+        # from starting, and a benchmark of the link does not use them.
+        '[console]\nlisten = ""\n[public]\nlisten = ""\n'
     )
