@@ -161,8 +161,16 @@ async def _load(
         _Gateway(address, grpc.ssl_channel_credentials(root, key, chain), blob)
         for address, key, chain in gateways
     ]
+    began = time.time()
     opened = await asyncio.gather(*(g.open() for g in fleet))
-    pipe.send({"opened": sum(opened), "lost": len(opened) - sum(opened)})
+    pipe.send(
+        {
+            "opened": sum(opened),
+            "lost": len(opened) - sum(opened),
+            "began": began,
+            "ended": time.time(),
+        }
+    )
     live = [g for g, ok in zip(fleet, opened, strict=True) if ok]
     while True:
         command = await loop.run_in_executor(None, pipe.recv)
@@ -611,6 +619,7 @@ def measure(args: argparse.Namespace, work: Path, store_url: str | None) -> int:
         flush=True,
     )
     pipes, loaders = [], []
+    rss_before = sum(psutil.Process(s.pid).memory_info().rss for s in servers)
     try:
         gateways = [
             (f"127.0.0.1:{ports[i % len(ports)]}", key, chain)
@@ -626,9 +635,14 @@ def measure(args: argparse.Namespace, work: Path, store_url: str | None) -> int:
             pipes.append(ours)
             loaders.append(proc)
         opened = [pipe.recv() for pipe in pipes]
+        count = sum(o["opened"] for o in opened)
+        rss_after = sum(psutil.Process(s.pid).memory_info().rss for s in servers)
+        burst = max(o["ended"] for o in opened) - min(o["began"] for o in opened)
         print(
-            f"streams opened {sum(o['opened'] for o in opened)}, "
-            f"lost {sum(o['lost'] for o in opened)}",
+            f"streams opened {count}, lost {sum(o['lost'] for o in opened)}, "
+            f"all at once in {burst:.1f} s (each its own TLS handshake and hello); "
+            f"server RSS {rss_before / 2**20:.0f} -> {rss_after / 2**20:.0f} MiB, "
+            f"{(rss_after - rss_before) / max(1, count) / 1024:.0f} KiB per stream",
             flush=True,
         )
         measured = [psutil.Process(s.pid) for s in servers]
