@@ -29,7 +29,12 @@ from orchestrator.access.gate import OPERATOR, RANK, VIEWER, Caller
 from orchestrator.access.peers import AuthError, ConsoleCall, Peer, Refused, peer_of_certificate
 from orchestrator.audit.log import Auditor
 from orchestrator.console import pages
+from orchestrator.console.alarms import AlarmScreen
+from orchestrator.console.citymap import CityMap
+from orchestrator.console.convergence import ConvergenceScreen
+from orchestrator.console.energy import EnergyScreen
 from orchestrator.console.live import live_feed
+from orchestrator.console.playbooks import PlaybookScreen
 from orchestrator.console.services import Context, Services
 from orchestrator.console.signin import (
     COOKIE,
@@ -133,6 +138,10 @@ class Console:
         caller = await self.services.gate.caller(self.call(request), VIEWER, None)
         request[ROLE] = caller.operator.role
         return caller
+
+    @staticmethod
+    def csrf(request: web.Request) -> str:
+        return request[SESSION].csrf_token
 
     @staticmethod
     def may_write(caller: Caller) -> bool:
@@ -544,6 +553,8 @@ def application(console: Console) -> web.Application:
     r.add_get("/campaigns", console.campaigns)
     r.add_post("/campaigns/{campaign_id}/{act}", console.campaign_action)
     r.add_get("/live", console.live)
+    for screen in (AlarmScreen, EnergyScreen, PlaybookScreen, ConvergenceScreen, CityMap):
+        screen(console).add_routes(r)
     r.add_static("/static/", STATIC, follow_symlinks=False)
     return app
 

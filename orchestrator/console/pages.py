@@ -42,8 +42,19 @@ def layout(
     other = "en" if lang == "fr" else "fr"
     nav = ""
     if who:
+        links = "".join(
+            f' <a href="{href}">{e(w[key])}</a>'
+            for href, key in (
+                ("/energy", "energy"),
+                ("/playbooks", "playbooks"),
+                ("/convergence", "convergence"),
+                ("/campaigns", "campaigns"),
+            )
+        )
         nav = (
-            f'<nav><a href="/">{e(w["fleet"])}</a> <a href="/campaigns">{e(w["campaigns"])}</a>'
+            f'<nav aria-label="{e(w["menu"])}"><a href="/">{e(w["fleet"])}</a>'
+            f' <a href="/alarms" id="alarm-link">{e(w["alarms"])}'
+            f' <span id="alarm-count" class="badge" aria-live="polite"></span></a>{links}'
             f' <span class="who">{e(who)} ({e(role)})</span>'
             f'<form method="post" action="/sign-out" class="inline">'
             f'<input type="hidden" name="csrf" value="{e(csrf)}">'
@@ -51,7 +62,10 @@ def layout(
             f' <a href="?lang={other}" hreflang="{other}">{e(w["language"])}</a></nav>'
         )
     else:
-        nav = f'<nav><a href="?lang={other}" hreflang="{other}">{e(w["language"])}</a></nav>'
+        nav = (
+            f'<nav aria-label="{e(w["menu"])}">'
+            f'<a href="?lang={other}" hreflang="{other}">{e(w["language"])}</a></nav>'
+        )
     meta = f'<meta name="csrf-token" content="{e(csrf)}">' if csrf else ""
     live_attr = f' data-live="{e(live)}"' if live else ""
     return (
@@ -170,6 +184,20 @@ def device_summary(d: state_pb2.DeviceState) -> str:
     return text
 
 
+def device_code(d: state_pb2.DeviceState) -> str:
+    """The map's colour of a device: ``l`` lit, ``d`` dimmed, ``0`` off, ``f`` failed,
+    ``n`` normal (equipment other than a lamp)."""
+    detail = d.WhichOneof("detail")
+    faults = list(getattr(d, detail).faults) if detail in ("lamp", "bollard", "signal") else []
+    if faults:
+        return "f"
+    if detail == "lamp":
+        if not d.lamp.lit or d.lamp.level == 0:
+            return "0"
+        return "l" if d.lamp.level >= 100 else "d"
+    return "n"
+
+
 def device_rows(devices: Iterable[state_pb2.DeviceState], zone: str) -> str:
     rows = []
     for d in devices:
@@ -204,8 +232,11 @@ def _documents(w: dict[str, str], g: control_pb2.Gateway) -> str:
     )
 
 
-def _hidden(csrf: str) -> str:
+def csrf_field(csrf: str) -> str:
     return f'<input type="hidden" name="csrf" value="{e(csrf)}">'
+
+
+_hidden = csrf_field
 
 
 def command_forms(
