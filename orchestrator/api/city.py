@@ -19,9 +19,9 @@ from domain.city.targets import Level, Site, Target, TargetError, candidates, co
 from foundation.clock import Clock
 from foundation.errors import FieldError
 from orchestrator.access.gate import ADMIN, OPERATOR, VIEWER, Attempt, Caller, Gatekeeper
-from orchestrator.api.commands import _check_command
 from orchestrator.assets.importer import StaleRegister, import_assets
 from orchestrator.assets.wire import KINDS, NUMBERS, asset_from_proto, asset_to_proto
+from orchestrator.fleet.commands import check_command
 from orchestrator.fleet.documents import check_document
 from orchestrator.groups.convergence import converge
 from orchestrator.groups.delivery import GroupDelivery
@@ -497,7 +497,7 @@ class CityService(control_pb2_grpc.CityServicer):
         template = link_pb2.Command()
         template.CopyFrom(request.command)
         template.command_id = batch
-        problem = _check_command(template, now)
+        problem = check_command(template, now)
         if problem:
             await self.gate.refuse(context, caller, attempt, INVALID, problem)
         ids = await self._in_scope(context, caller, attempt, target)

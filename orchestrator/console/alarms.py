@@ -267,18 +267,22 @@ class AlarmScreen:
             raise web.HTTPNotFound() from None
         form = await request.post()
         text = str(form.get("text", ""))[:500]
-        alarm = control_pb2.AlarmActionRequest(alarm_id=alarm_id, text=text)
         api, call = c.services.operations, c.call(request)
         if act == "acknowledge":
-            await api.AcknowledgeAlarm(alarm, call)
+            await api.AcknowledgeAlarm(
+                control_pb2.AcknowledgeAlarmRequest(alarm_id=alarm_id, text=text), call
+            )
         elif act == "shelve":
-            alarm.until.FromDatetime(shelve_until(str(form.get("until", ""))))
-            await api.ShelveAlarm(alarm, call)
+            shelve = control_pb2.ShelveAlarmRequest(alarm_id=alarm_id)
+            shelve.until.FromDatetime(shelve_until(str(form.get("until", ""))))
+            await api.ShelveAlarm(shelve, call)
         elif act == "assign":
-            alarm.crew = str(form.get("crew", ""))[:64]
-            await api.AssignAlarm(alarm, call)
+            crew = str(form.get("crew", ""))[:64]
+            await api.AssignAlarm(
+                control_pb2.AssignAlarmRequest(alarm_id=alarm_id, crew=crew), call
+            )
         else:
-            await api.CloseAlarm(alarm, call)
+            await api.CloseAlarm(control_pb2.CloseAlarmRequest(alarm_id=alarm_id, text=text), call)
         raise web.HTTPSeeOther("/alarms")
 
     async def live(self, request: web.Request) -> web.StreamResponse:

@@ -23,12 +23,12 @@ def may_run(caller: Caller) -> bool:
     return caller.operator.role in (ADMIN, CRISIS)
 
 
-def progress(run: control_pb2.PlaybookRunResponse) -> str:
+def progress(run: control_pb2.GetPlaybookRunResponse) -> str:
     done = sum(1 for s in run.steps if s.status == "DONE")
     return f"{done}/{len(run.steps)}"
 
 
-def run_rows(w: dict[str, str], runs: list[control_pb2.PlaybookRunResponse]) -> str:
+def run_rows(w: dict[str, str], runs: list[control_pb2.GetPlaybookRunResponse]) -> str:
     rows = []
     for r in runs:
         at = r.started_at if r.HasField("started_at") else None
@@ -44,7 +44,7 @@ def run_rows(w: dict[str, str], runs: list[control_pb2.PlaybookRunResponse]) -> 
     return "".join(rows)
 
 
-def step_rows(w: dict[str, str], run: control_pb2.PlaybookRunResponse) -> str:
+def step_rows(w: dict[str, str], run: control_pb2.GetPlaybookRunResponse) -> str:
     return "".join(
         f'<tr data-step="{n}"><td><a href="/gateways/{e(s.gateway_id)}">{e(s.gateway_id)}</a>'
         f"</td><td>{e(s.commune)}</td><td>{e(s.action)}</td>"
@@ -136,7 +136,8 @@ class PlaybookScreen:
         run_id = request.match_info["run_id"]
         as_json = run_id.endswith(".json")
         run = await c.services.operations.GetPlaybookRun(
-            control_pb2.PlaybookRunRequest(run_id=run_id.removesuffix(".json")), c.call(request)
+            control_pb2.GetPlaybookRunRequest(run_id=run_id.removesuffix(".json")),
+            c.call(request),
         )
         w = words(c.lang(request))
         if as_json:
@@ -186,7 +187,6 @@ class PlaybookScreen:
     async def act(self, request: web.Request) -> web.StreamResponse:
         c = self.console
         run_id, act = request.match_info["run_id"], request.match_info["act"]
-        ask = control_pb2.PlaybookRunRequest(run_id=run_id)
         api, call = c.services.operations, c.call(request)
         caller = await c.caller(request)
         form = await request.post()
@@ -196,9 +196,9 @@ class PlaybookScreen:
             body = confirm_page(w, request.path, {}, summary, c.csrf(request))
             return c.page(request, w["confirm_title"], body)
         if act == "confirm":
-            await api.ConfirmPlaybook(ask, call)
+            await api.ConfirmPlaybook(control_pb2.ConfirmPlaybookRequest(run_id=run_id), call)
         elif act == "end":
-            await api.EndPlaybook(ask, call)
+            await api.EndPlaybook(control_pb2.EndPlaybookRequest(run_id=run_id), call)
         else:
             raise web.HTTPNotFound()
         raise web.HTTPSeeOther(f"/playbooks/runs/{run_id}")

@@ -16,7 +16,7 @@ import json
 import uuid
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf import json_format
@@ -35,6 +35,14 @@ from protos.ondijon.v1 import control_pb2, link_pb2, schedule_pb2
 
 Context = grpc.aio.ServicerContext[Any, Any]
 Connection = Any
+# The four answers that carry a run: the same fields under each RPC's own message name.
+RunMessage = TypeVar(
+    "RunMessage",
+    control_pb2.StartPlaybookResponse,
+    control_pb2.ConfirmPlaybookResponse,
+    control_pb2.EndPlaybookResponse,
+    control_pb2.GetPlaybookRunResponse,
+)
 
 AWAITING, RUNNING, ENDED = "awaiting_confirmation", "running", "ended"
 # How long an end-of-run cancellation waits for an offline gateway (its override expires
@@ -113,7 +121,7 @@ class PlaybookService:
         attempt: Attempt,
         request: control_pb2.StartPlaybookRequest,
         context: Context,
-    ) -> control_pb2.PlaybookRunResponse:
+    ) -> control_pb2.StartPlaybookResponse:
         found = await self.runner.read(lambda c: sql.get(c, request.name, request.version))
         if found is None:
             await gate.refuse(
@@ -163,13 +171,13 @@ class PlaybookService:
         if request.require_confirmation:
             await self.runner.write(lambda c: sql.add_run(c, run))
             await gate.done(caller, where, f"{found.name} v{found.version}: awaiting confirmation")
-            return await self._message(run)
+            return await self._message(run, control_pb2.StartPlaybookResponse)
         await self.runner.write(lambda c: sql.add_run(c, run))
         run = await self._send(run, caller.actor, now, playbook.duration)
         await gate.done(
             caller, where, f"{found.name} v{found.version}: {len(run.steps)} command(s) sent"
         )
-        return await self._message(run)
+        return await self._message(run, control_pb2.StartPlaybookResponse)
 
     async def _send(self, run: sql.Run, actor: str, now: datetime, duration: timedelta) -> sql.Run:
         """Queue the run's overrides (the overrides start now: the run's clock starts at
@@ -235,9 +243,9 @@ class PlaybookService:
         gate: Gatekeeper,
         caller: Caller,
         attempt: Attempt,
-        request: control_pb2.PlaybookRunRequest,
+        request: control_pb2.ConfirmPlaybookRequest,
         context: Context,
-    ) -> control_pb2.PlaybookRunResponse:
+    ) -> control_pb2.ConfirmPlaybookResponse:
         run = await self._run(gate, caller, attempt, request.run_id, context)
         if run.status != AWAITING:
             await gate.refuse(
@@ -262,16 +270,16 @@ class PlaybookService:
         confirmed = replace(run, confirmed_by=caller.actor)
         started = await self._send(confirmed, run.requested_by, now, playbook.duration)
         await gate.done(caller, attempt, f"{run.name} v{run.version}: confirmed, sent")
-        return await self._message(started)
+        return await self._message(started, control_pb2.ConfirmPlaybookResponse)
 
     async def end(
         self,
         gate: Gatekeeper,
         caller: Caller,
         attempt: Attempt,
-        request: control_pb2.PlaybookRunRequest,
+        request: control_pb2.EndPlaybookRequest,
         context: Context,
-    ) -> control_pb2.PlaybookRunResponse:
+    ) -> control_pb2.EndPlaybookResponse:
         run = await self._run(gate, caller, attempt, request.run_id, context)
         if run.status == ENDED:
             await gate.refuse(
@@ -311,13 +319,13 @@ class PlaybookService:
         for gateway_id in sorted({g for g, _ in cancels}):
             await self.router.commands_queued(gateway_id)
         await gate.done(caller, attempt, f"{run.name} v{run.version}: ended, schedules resume")
-        return await self._message(ended)
+        return await self._message(ended, control_pb2.EndPlaybookResponse)
 
     async def get(
-        self, caller: Caller, request: control_pb2.PlaybookRunRequest, context: Context
-    ) -> control_pb2.PlaybookRunResponse:
+        self, caller: Caller, request: control_pb2.GetPlaybookRunRequest, context: Context
+    ) -> control_pb2.GetPlaybookRunResponse:
         run = await self._run(None, caller, None, request.run_id, context)
-        return await self._message(run)
+        return await self._message(run, control_pb2.GetPlaybookRunResponse)
 
     async def runs(
         self, caller: Caller, request: control_pb2.ListPlaybookRunsRequest
@@ -326,9 +334,11 @@ class PlaybookService:
         limit = min(request.ended_limit or 20, 200)
         found = await self.runner.read(lambda c: sql.list_runs(c, limit))
         mine = [r for r in found if all(caller.in_scope(s["commune"]) for s in r.steps)]
-        return control_pb2.ListPlaybookRunsResponse(runs=[await self._message(r) for r in mine])
+        return control_pb2.ListPlaybookRunsResponse(
+            runs=[await self._message(r, control_pb2.GetPlaybookRunResponse) for r in mine]
+        )
 
-    async def _message(self, run: sql.Run) -> control_pb2.PlaybookRunResponse:
+    async def _message(self, run: sql.Run, answer: type[RunMessage]) -> RunMessage:
         store = self.store
         ids = [s["command_id"] for s in run.steps if s.get("command_id")]
 
@@ -341,7 +351,7 @@ class PlaybookService:
             return found
 
         known = await self.runner.read(statuses) if ids else {}
-        message = control_pb2.PlaybookRunResponse(
+        message = answer(
             run_id=run.run_id,
             name=run.name,
             version=run.version,
