@@ -135,7 +135,21 @@ def fleet_page(
             f"<td>{e(g.firmware_version or '—')}</td><td>{_convergence(w, g)}</td></tr>"
         )
     positioned = any(g.latitude or g.longitude for g in gateways)
+    legend = "".join(
+        f'<li><span class="dot dot-{code}"></span> {e(w[key])}</li>'
+        for code, key in (
+            ("a", "in_alarm"),
+            ("f", "failed"),
+            ("o", "offline"),
+            ("0", "off"),
+            ("d", "dimmed"),
+            ("l", "lit"),
+            ("n", "online"),
+            ("none", "unknown"),
+        )
+    )
     map_html = (
+        f'<ul class="legend-map" aria-label="{e(w["map_legend"])}">{legend}</ul>'
         f'<div id="map" class="map" data-tiles="{e(tiles_url)}" '
         f'aria-label="{e(w["map"])}" role="region"></div>'
         if positioned
