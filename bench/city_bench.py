@@ -78,6 +78,7 @@ def build(work: Path, cabinets: int) -> BenchCity:
         f'[server]\nlisten = "127.0.0.1:{port}"\nenroll_listen = "127.0.0.1:{enroll_port}"\n'
         f'[store]\nurl = "sqlite:///{db}"\n'
         f'[identity]\nca_dir = "{work / "ca"}"\nstate_dir = "{work / "orchestrator"}"\n'
+        '[console]\nlisten = ""\n[public]\nlisten = ""\n'  # one host may run several
     )
     store = Store.open(f"sqlite:///{db}")
     print(f"registering {len(city.assets)} assets, issuing {cabinets} certificates ...", flush=True)

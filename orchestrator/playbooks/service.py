@@ -78,9 +78,7 @@ class PlaybookService:
             await gate.refuse(context, caller, attempt, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         body = json.loads(request.body)
         now = self.clock.now()
-        version = await self.runner.write(
-            lambda c: sql.put(c, playbook.name, body, caller.actor, now)
-        )
+        version = await self.runner.write(sql.put, playbook.name, body, caller.actor, now)
         await gate.done(caller, Attempt(attempt.action, f"playbook/{playbook.name}"), f"v{version}")
         return control_pb2.PutPlaybookResponse(name=playbook.name, version=version)
 
@@ -122,7 +120,7 @@ class PlaybookService:
         request: control_pb2.StartPlaybookRequest,
         context: Context,
     ) -> control_pb2.StartPlaybookResponse:
-        found = await self.runner.read(lambda c: sql.get(c, request.name, request.version))
+        found = await self.runner.read(sql.get, request.name, request.version)
         if found is None:
             await gate.refuse(
                 context,
@@ -135,7 +133,7 @@ class PlaybookService:
         playbook = core.parse(json.dumps(found.body))
         run_id = uuid.uuid4().hex[:16]
         now = self.clock.now()
-        sites = await self.runner.read(lambda c: self._sites(c, caller))
+        sites = await self.runner.read(self._sites, caller)
         try:
             steps = core.plan(playbook, run_id, sites, now)
         except PlaybookError as exc:
@@ -169,10 +167,10 @@ class PlaybookService:
         )
         where = Attempt(attempt.action, f"playbook-run/{run_id}")
         if request.require_confirmation:
-            await self.runner.write(lambda c: sql.add_run(c, run))
+            await self.runner.write(sql.add_run, run)
             await gate.done(caller, where, f"{found.name} v{found.version}: awaiting confirmation")
             return await self._message(run, control_pb2.StartPlaybookResponse)
-        await self.runner.write(lambda c: sql.add_run(c, run))
+        await self.runner.write(sql.add_run, run)
         run = await self._send(run, caller.actor, now, playbook.duration)
         await gate.done(
             caller, where, f"{found.name} v{found.version}: {len(run.steps)} command(s) sent"
@@ -229,7 +227,7 @@ class PlaybookService:
         run_id: str,
         context: Context,
     ) -> sql.Run:
-        run = await self.runner.read(lambda c: sql.get_run(c, run_id)) if run_id else None
+        run = await self.runner.read(sql.get_run, run_id) if run_id else None
         if run is None or not all(caller.in_scope(s["commune"]) for s in run.steps):
             missing = f"run_id: no playbook run {run_id!r}"
             if gate is None or attempt is None:
@@ -263,7 +261,7 @@ class PlaybookService:
                 grpc.StatusCode.PERMISSION_DENIED,
                 "run_id: a second person must confirm (not the one who started it)",
             )
-        found = await self.runner.read(lambda c: sql.get(c, run.name, run.version))
+        found = await self.runner.read(sql.get, run.name, run.version)
         assert found is not None
         playbook = core.parse(json.dumps(found.body))
         now = self.clock.now()

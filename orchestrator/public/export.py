@@ -129,9 +129,9 @@ async def read_records_in_parts(runner: Any, now: datetime) -> Records:
         payloads |= more_payloads
     register = await runner.read(lambda c: list(asset_sql.load_register(c).values()))
     lamp_days = await runner.read(
-        lambda c: energy_sql.select_days(c, since, today - timedelta(days=1), communes=None)
+        energy_sql.select_days, since, today - timedelta(days=1), communes=None
     )
-    faults = await runner.read(lambda c: public_sql.faults(c, ds.LAMP_FAULTS, start))
+    faults = await runner.read(public_sql.faults, ds.LAMP_FAULTS, start)
     return Records(register, gateways, logs, payloads, lamp_days, faults, since, today)
 
 

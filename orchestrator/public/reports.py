@@ -222,7 +222,7 @@ class ReportService:
         """What a reporter may know of a report: its progress, nothing of anyone."""
         if not 10 <= len(reference) <= 32 or not all(c.isalnum() or c in "-_" for c in reference):
             return None
-        state = await self.runner.read(lambda conn: sql.get_report(conn, reference))
+        state = await self.runner.read(sql.get_report, reference)
         if state is None:
             return None
         r = state.report
@@ -249,7 +249,7 @@ class ReportService:
     async def sweep(self) -> int:
         """Delete the reports past the retention period; how many."""
         cutoff = self.now() - self.retention
-        deleted = await self.runner.write(lambda conn: sql.delete_reports_before(conn, cutoff))
+        deleted = await self.runner.write(sql.delete_reports_before, cutoff)
         if deleted:
             log.info("deleted %d citizens' reports past their retention", deleted)
         return deleted
