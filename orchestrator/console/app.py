@@ -220,31 +220,38 @@ class Console:
 
     # -- screens ------------------------------------------------------------------------
 
+    async def whole_fleet(self, request: web.Request) -> list[control_pb2.FleetGateway]:
+        """The fleet a page at a time (the City service's ``ListFleet``)."""
+        found: list[control_pb2.FleetGateway] = []
+        token = ""
+        while True:
+            page = await self.services.city.ListFleet(
+                control_pb2.ListFleetRequest(page_token=token, page_size=1000),
+                self.call(request),
+            )
+            found.extend(page.gateways)
+            token = page.next_page_token
+            if not token:
+                return found
+
     async def fleet(self, request: web.Request) -> web.StreamResponse:
         await self.caller(request)
-        listed = await self.services.control.ListGateways(
-            control_pb2.ListGatewaysRequest(), self.call(request)
-        )
+        gateways = await self.whole_fleet(request)
         w = words(self.lang(request))
-        body = pages.fleet_page(w, listed.gateways, tiles_url=self.tiles_url)
+        body = pages.fleet_page(w, gateways, tiles_url=self.tiles_url)
         return self.page(request, w["fleet"], body, live="/live")
 
     async def fleet_json(self, request: web.Request) -> web.StreamResponse:
-        listed = await self.services.control.ListGateways(
-            control_pb2.ListGatewaysRequest(), self.call(request)
-        )
         return web.json_response(
             {
                 "gateways": [
                     {
                         "id": g.gateway_id,
                         "commune": g.commune,
-                        "latitude": g.latitude,
-                        "longitude": g.longitude,
                         "connected": g.connected,
                         "firmware": g.firmware_version,
                     }
-                    for g in listed.gateways
+                    for g in await self.whole_fleet(request)
                 ]
             }
         )

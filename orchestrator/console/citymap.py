@@ -22,6 +22,7 @@ from protos.ondijon.v1 import control_pb2
 
 PAGE = 1000
 MAX_GATEWAYS = 50
+MAX_UNPLACED = 200
 # AssetKind -> the one letter the page keys its colours and shapes on.
 KIND = {
     control_pb2.ASSET_KIND_LAMP: "l",
@@ -55,14 +56,20 @@ class CityMap:
         c = self.console
         call = c.call(request)
         services = c.services
-        listed = await services.control.ListGateways(control_pb2.ListGatewaysRequest(), call)
+        # The fleet a page at a time (the unpaged listing reads every gateway's documents).
         index: dict[str, int] = {}
         gateways: list[list[Any]] = []
-        for g in listed.gateways:
-            index[g.gateway_id] = len(gateways)
-            gateways.append(
-                [g.gateway_id, round(g.latitude, 6), round(g.longitude, 6), g.connected, g.commune]
+        page_token = ""
+        while True:
+            fleet = await services.city.ListFleet(
+                control_pb2.ListFleetRequest(page_token=page_token, page_size=PAGE), call
             )
+            for g in fleet.gateways:
+                index[g.gateway_id] = len(gateways)
+                gateways.append([g.gateway_id, 0.0, 0.0, g.connected, g.commune])
+            page_token = fleet.next_page_token
+            if not page_token:
+                break
         in_alarm: set[tuple[str, str]] = set()
         after = 0
         while True:
@@ -84,6 +91,8 @@ class CityMap:
                 n = index.get(a.gateway_id)
                 if n is None or not (a.latitude or a.longitude):
                     continue
+                if a.kind == control_pb2.ASSET_KIND_CABINET:
+                    gateways[n][1:3] = [round(a.latitude, 6), round(a.longitude, 6)]
                 if (a.gateway_id, a.device_id) in in_alarm or (
                     a.kind == control_pb2.ASSET_KIND_CABINET and (a.gateway_id, "") in in_alarm
                 ):
@@ -105,6 +114,13 @@ class CityMap:
             token = page.next_page_token
             if not token:
                 break
+        # A cabinet missing from the register still has the position it was registered with.
+        unplaced = [row for row in gateways if not (row[1] or row[2])][:MAX_UNPLACED]
+        for row in unplaced:
+            found = await services.control.GetGateway(
+                control_pb2.GetGatewayRequest(gateway_id=row[0]), call
+            )
+            row[1:3] = [round(found.gateway.latitude, 6), round(found.gateway.longitude, 6)]
         return web.json_response({"gateways": gateways, "assets": assets})
 
     async def devices(self, request: web.Request) -> web.StreamResponse:

@@ -107,34 +107,33 @@ def sign_in_page(w: dict[str, str], *, error: str, form_token: str, certificate:
     )
 
 
-def _convergence(w: dict[str, str], gateway: control_pb2.Gateway) -> str:
-    held = {(h.kind, h.version) for h in gateway.held}
-    waiting = [d for d in gateway.desired if (d.kind, d.version) not in held]
-    if not gateway.desired:
-        return e(w["none"])
-    if not waiting:
-        return f'<span class="ok">{e(w["converged"])}</span>'
-    return f'<span class="warn">{len(waiting)} {e(w["pending"])}</span>'
-
-
 def _online(w: dict[str, str], connected: bool) -> str:
     word, css = (w["online"], "online") if connected else (w["offline"], "offline")
     return f'<span class="state {css}">{e(word)}</span>'
 
 
 def fleet_page(
-    w: dict[str, str], gateways: Sequence[control_pb2.Gateway], *, tiles_url: str
+    w: dict[str, str], gateways: Sequence[control_pb2.FleetGateway], *, tiles_url: str
 ) -> str:
     rows = []
     for g in gateways:
+        seen = g.last_seen.ToDatetime(tzinfo=UTC) if g.HasField("last_seen") else None
+        if not g.documents:
+            documents = e(w["none"])
+        elif g.documents_held >= g.documents:
+            documents = f'<span class="ok">{e(w["converged"])}</span>'
+        else:
+            documents = (
+                f'<span class="warn">{g.documents - g.documents_held} {e(w["pending"])}</span>'
+            )
         rows.append(
             f'<tr data-gateway="{e(g.gateway_id)}">'
             f'<td><a href="/gateways/{e(g.gateway_id)}">{e(g.gateway_id)}</a></td>'
             f'<td>{e(g.commune)}</td><td class="online-cell">{_online(w, g.connected)}</td>'
-            f"<td>{e(local_time(_ts(g), g.time_zone))}</td>"
-            f"<td>{e(g.firmware_version or '—')}</td><td>{_convergence(w, g)}</td></tr>"
+            f"<td>{e(local_time(seen, 'Europe/Paris'))}</td>"
+            f"<td>{e(g.firmware_version or '—')}</td><td>{documents}</td></tr>"
         )
-    positioned = any(g.latitude or g.longitude for g in gateways)
+    positioned = bool(gateways)
     legend = "".join(
         f'<li><span class="dot dot-{code}"></span> {e(w[key])}</li>'
         for code, key in (

@@ -133,6 +133,10 @@ class CityCalls(Protocol):
         self, request: control_pb2.ListAssetsRequest, context: Context
     ) -> control_pb2.ListAssetsResponse: ...
 
+    async def ListFleet(
+        self, request: control_pb2.ListFleetRequest, context: Context
+    ) -> control_pb2.ListFleetResponse: ...
+
     async def GetConvergence(
         self, request: control_pb2.GetConvergenceRequest, context: Context
     ) -> control_pb2.GetConvergenceResponse: ...
