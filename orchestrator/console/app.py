@@ -238,7 +238,8 @@ class Console:
         await self.caller(request)
         gateways = await self.whole_fleet(request)
         w = words(self.lang(request))
-        body = pages.fleet_page(w, gateways, tiles_url=self.tiles_url)
+        focus = request.query.get("focus", "")[:128]
+        body = pages.fleet_page(w, gateways, tiles_url=self.tiles_url, focus=focus)
         return self.page(request, w["fleet"], body, live="/live")
 
     async def fleet_json(self, request: web.Request) -> web.StreamResponse:

@@ -113,7 +113,11 @@ def _online(w: dict[str, str], connected: bool) -> str:
 
 
 def fleet_page(
-    w: dict[str, str], gateways: Sequence[control_pb2.FleetGateway], *, tiles_url: str
+    w: dict[str, str],
+    gateways: Sequence[control_pb2.FleetGateway],
+    *,
+    tiles_url: str,
+    focus: str = "",
 ) -> str:
     rows = []
     for g in gateways:
@@ -149,7 +153,7 @@ def fleet_page(
     )
     map_html = (
         f'<ul class="legend-map" aria-label="{e(w["map_legend"])}">{legend}</ul>'
-        f'<div id="map" class="map" data-tiles="{e(tiles_url)}" '
+        f'<div id="map" class="map" data-tiles="{e(tiles_url)}" data-focus="{e(focus)}" '
         f'aria-label="{e(w["map"])}" role="region"></div>'
         if positioned
         else f"<p>{e(w['no_positions'])}</p>"
@@ -328,6 +332,7 @@ def cabinet_page(
     return (
         f"<h2>{e(w['gateway'])} {e(g.gateway_id)} {_online(w, g.connected)}</h2>"
         f"<p>{e(g.commune)} · {e(g.firmware_version or '—')} · "
+        f'<a href="/?focus={e(g.gateway_id)}">{e(w["map"])}</a> · '
         f"{e(w['last_seen'])} {e(local_time(_ts(g), g.time_zone))}</p>"
         f'<div class="columns"><section><h3>{e(w["devices"])}</h3>'
         f'<table id="devices"><thead><tr>{head}</tr></thead>'

@@ -90,6 +90,11 @@
         layers.forEach(function (m) { group.addLayer(m); });
       }
       if (bounds.isValid()) map.fitBounds(bounds, { padding: [30, 30], maxZoom: 16 });
+      // ?focus=<cabinet>: the map opens on that cabinet, close enough to see each lamp.
+      var focus = el.getAttribute("data-focus");
+      data.gateways.forEach(function (g) {
+        if (focus && g[0] === focus && (g[1] || g[2])) map.setView([g[1], g[2]], 18);
+      });
       el.setAttribute("data-ready", String(layers.length));
       el.setAttribute("data-ms", String(Math.round(performance.now() - started)));
       map.on("moveend", watchVisible);
