@@ -96,6 +96,9 @@ async def main() -> None:
     parser.add_argument("--cabinets", type=int, default=1500)
     parser.add_argument("--loads", type=int, default=5)
     parser.add_argument("--changes", type=int, default=20)
+    parser.add_argument(
+        "--screenshot", type=Path, help="save the city's map here (docs/console-map.png)"
+    )
     args = parser.parse_args()
     if not os.path.exists(CHROMIUM):
         sys.exit(f"Chromium is not installed at {CHROMIUM}")
@@ -130,6 +133,12 @@ async def main() -> None:
                     await page.click("button[type=submit]")
                     await page.wait_for_selector("#fleet", timeout=120_000)
                     await load_figures(console.url, page, args.loads)
+                    if args.screenshot:
+                        await page.set_viewport_size({"width": 1280, "height": 800})
+                        await page.goto(console.url + "/")
+                        await page.wait_for_selector("#map[data-ready]", timeout=120_000)
+                        await asyncio.sleep(2.0)  # the clusters' last chunks
+                        await page.locator("#map").screenshot(path=str(args.screenshot))
                     await live_figures(console, agent, page, args.changes)
                     await browser.close()
             finally:
