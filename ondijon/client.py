@@ -422,6 +422,13 @@ class AdminClient:
             lambda ch: self._operations(ch).GetPlaybookRun(request, timeout=self.timeout)
         )
 
+    async def list_playbook_runs(
+        self, request: control_pb2.ListPlaybookRunsRequest
+    ) -> control_pb2.ListPlaybookRunsResponse:
+        return await self._call(
+            lambda ch: self._operations(ch).ListPlaybookRuns(request, timeout=self.timeout)
+        )
+
     async def watch_alarms(
         self, request: control_pb2.WatchAlarmsRequest
     ) -> AsyncIterator[control_pb2.AlarmRecord]:

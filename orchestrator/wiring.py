@@ -190,10 +190,30 @@ def build(
         ),
     )
     campaigns_api = CampaignsService(runner=runner, clock=clock, gate=gate, campaigns=campaigns)
+    city = CityService(
+        runner=runner,
+        clock=clock,
+        gate=gate,
+        router=router,
+        deliver=GroupDelivery(hub=hub, router=router, delivery=delivery),
+    )
+    operations = OperationsService(
+        clock=clock,
+        gate=gate,
+        alarms=alarms,
+        energy=energy,
+        playbooks=PlaybookService(runner=runner, clock=clock, router=router),
+    )
     console = None
     if config.console.listen:
         console = Console(
-            services=Services(control=control, campaigns=campaigns_api, gate=gate),
+            services=Services(
+                control=control,
+                campaigns=campaigns_api,
+                operations=operations,
+                city=city,
+                gate=gate,
+            ),
             sign_in=SignIn(
                 runner=runner,
                 clock=clock,
@@ -237,24 +257,12 @@ def build(
             event_hooks=(alarms.on_events, energy.on_events),
         ),
         control=control,
-        city=CityService(
-            runner=runner,
-            clock=clock,
-            gate=gate,
-            router=router,
-            deliver=GroupDelivery(hub=hub, router=router, delivery=delivery),
-        ),
+        city=city,
         campaigns_api=campaigns_api,
         metrics=metrics,
         alarms=alarms,
         alarm_gauge=alarm_gauge,
-        operations=OperationsService(
-            clock=clock,
-            gate=gate,
-            alarms=alarms,
-            energy=energy,
-            playbooks=PlaybookService(runner=runner, clock=clock, router=router),
-        ),
+        operations=operations,
         console=console,
         enroll=enrollment(allow_enroll=True, allow_renew=False),
         renew=enrollment(allow_enroll=False, allow_renew=True),

@@ -338,6 +338,12 @@ class OperationsService(control_pb2_grpc.OperationsServicer):
         caller = await self._crisis(context, attempt)
         return await self.playbooks.end(self.gate, caller, attempt, request, context)
 
+    async def ListPlaybookRuns(
+        self, request: control_pb2.ListPlaybookRunsRequest, context: Context
+    ) -> control_pb2.ListPlaybookRunsResponse:
+        caller = await self.gate.caller(context, VIEWER, None)
+        return await self.playbooks.runs(caller, request)
+
     async def GetPlaybookRun(
         self, request: control_pb2.GetPlaybookRunRequest, context: Context
     ) -> control_pb2.GetPlaybookRunResponse:

@@ -325,6 +325,17 @@ class PlaybookService:
         run = await self._run(None, caller, None, request.run_id, context)
         return await self._message(run, control_pb2.GetPlaybookRunResponse)
 
+    async def runs(
+        self, caller: Caller, request: control_pb2.ListPlaybookRunsRequest
+    ) -> control_pb2.ListPlaybookRunsResponse:
+        """Open runs, then the latest ended, whose every step is in the caller's communes."""
+        limit = min(request.ended_limit or 20, 200)
+        found = await self.runner.read(lambda c: sql.list_runs(c, limit))
+        mine = [r for r in found if all(caller.in_scope(s["commune"]) for s in r.steps)]
+        return control_pb2.ListPlaybookRunsResponse(
+            runs=[await self._message(r, control_pb2.GetPlaybookRunResponse) for r in mine]
+        )
+
     async def _message(self, run: sql.Run, answer: type[RunMessage]) -> RunMessage:
         store = self.store
         ids = [s["command_id"] for s in run.steps if s.get("command_id")]

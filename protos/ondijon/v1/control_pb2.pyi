@@ -1869,6 +1869,48 @@ class GetPlaybookRunResponse(_message.Message):
 Global___GetPlaybookRunResponse: _TypeAlias = GetPlaybookRunResponse  # noqa: Y015
 
 @_typing.final
+class ListPlaybookRunsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENDED_LIMIT_FIELD_NUMBER: _builtins.int
+    ended_limit: _builtins.int
+    """Ended runs listed after the open ones (0: 20)."""
+    def __init__(
+        self,
+        *,
+        ended_limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ended_limit", b"ended_limit"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPlaybookRunsRequest: _TypeAlias = ListPlaybookRunsRequest  # noqa: Y015
+
+@_typing.final
+class ListPlaybookRunsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUNS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def runs(self) -> _containers.RepeatedCompositeFieldContainer[Global___GetPlaybookRunResponse]:
+        """Open runs first (newest first), then ended ones (newest first)."""
+
+    def __init__(
+        self,
+        *,
+        runs: _abc.Iterable[Global___GetPlaybookRunResponse] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["runs", b"runs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPlaybookRunsResponse: _TypeAlias = ListPlaybookRunsResponse  # noqa: Y015
+
+@_typing.final
 class GeoPoint(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -745,6 +745,11 @@ class OperationsStub:
                 request_serializer=ondijon_dot_v1_dot_control__pb2.GetPlaybookRunRequest.SerializeToString,
                 response_deserializer=ondijon_dot_v1_dot_control__pb2.GetPlaybookRunResponse.FromString,
                 _registered_method=True)
+        self.ListPlaybookRuns = channel.unary_unary(
+                '/ondijon.v1.Operations/ListPlaybookRuns',
+                request_serializer=ondijon_dot_v1_dot_control__pb2.ListPlaybookRunsRequest.SerializeToString,
+                response_deserializer=ondijon_dot_v1_dot_control__pb2.ListPlaybookRunsResponse.FromString,
+                _registered_method=True)
 
 
 class OperationsServicer:
@@ -834,6 +839,14 @@ class OperationsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListPlaybookRuns(self, request, context):
+        """Runs not ended (awaiting confirmation or running), then the latest ended ones, within
+        the caller's communes: where a second person finds the run to confirm.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OperationsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -901,6 +914,11 @@ def add_OperationsServicer_to_server(servicer, server):
                     servicer.GetPlaybookRun,
                     request_deserializer=ondijon_dot_v1_dot_control__pb2.GetPlaybookRunRequest.FromString,
                     response_serializer=ondijon_dot_v1_dot_control__pb2.GetPlaybookRunResponse.SerializeToString,
+            ),
+            'ListPlaybookRuns': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPlaybookRuns,
+                    request_deserializer=ondijon_dot_v1_dot_control__pb2.ListPlaybookRunsRequest.FromString,
+                    response_serializer=ondijon_dot_v1_dot_control__pb2.ListPlaybookRunsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1256,6 +1274,33 @@ class Operations:
             '/ondijon.v1.Operations/GetPlaybookRun',
             ondijon_dot_v1_dot_control__pb2.GetPlaybookRunRequest.SerializeToString,
             ondijon_dot_v1_dot_control__pb2.GetPlaybookRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPlaybookRuns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ondijon.v1.Operations/ListPlaybookRuns',
+            ondijon_dot_v1_dot_control__pb2.ListPlaybookRunsRequest.SerializeToString,
+            ondijon_dot_v1_dot_control__pb2.ListPlaybookRunsResponse.FromString,
             options,
             channel_credentials,
             insecure,

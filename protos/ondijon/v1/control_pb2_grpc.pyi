@@ -233,6 +233,10 @@ class OperationsStub:
     ConfirmPlaybook: _grpc.UnaryUnaryMultiCallable[_control_pb2.ConfirmPlaybookRequest, _control_pb2.ConfirmPlaybookResponse]
     EndPlaybook: _grpc.UnaryUnaryMultiCallable[_control_pb2.EndPlaybookRequest, _control_pb2.EndPlaybookResponse]
     GetPlaybookRun: _grpc.UnaryUnaryMultiCallable[_control_pb2.GetPlaybookRunRequest, _control_pb2.GetPlaybookRunResponse]
+    ListPlaybookRuns: _grpc.UnaryUnaryMultiCallable[_control_pb2.ListPlaybookRunsRequest, _control_pb2.ListPlaybookRunsResponse]
+    """Runs not ended (awaiting confirmation or running), then the latest ended ones, within
+    the caller's communes: where a second person finds the run to confirm.
+    """
 
 @_typing.type_check_only
 class OperationsAsyncStub(OperationsStub):
@@ -258,6 +262,10 @@ class OperationsAsyncStub(OperationsStub):
     ConfirmPlaybook: _aio.UnaryUnaryMultiCallable[_control_pb2.ConfirmPlaybookRequest, _control_pb2.ConfirmPlaybookResponse]  # type: ignore[assignment]
     EndPlaybook: _aio.UnaryUnaryMultiCallable[_control_pb2.EndPlaybookRequest, _control_pb2.EndPlaybookResponse]  # type: ignore[assignment]
     GetPlaybookRun: _aio.UnaryUnaryMultiCallable[_control_pb2.GetPlaybookRunRequest, _control_pb2.GetPlaybookRunResponse]  # type: ignore[assignment]
+    ListPlaybookRuns: _aio.UnaryUnaryMultiCallable[_control_pb2.ListPlaybookRunsRequest, _control_pb2.ListPlaybookRunsResponse]  # type: ignore[assignment]
+    """Runs not ended (awaiting confirmation or running), then the latest ended ones, within
+    the caller's communes: where a second person finds the run to confirm.
+    """
 
 class OperationsServicer(metaclass=_abc_1.ABCMeta):
     """-- Operations of the control room over the city (issue 12): alarms as states, energy,
@@ -358,6 +366,16 @@ class OperationsServicer(metaclass=_abc_1.ABCMeta):
         request: _control_pb2.GetPlaybookRunRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_control_pb2.GetPlaybookRunResponse, _abc.Awaitable[_control_pb2.GetPlaybookRunResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListPlaybookRuns(
+        self,
+        request: _control_pb2.ListPlaybookRunsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_control_pb2.ListPlaybookRunsResponse, _abc.Awaitable[_control_pb2.ListPlaybookRunsResponse]]:
+        """Runs not ended (awaiting confirmation or running), then the latest ended ones, within
+        the caller's communes: where a second person finds the run to confirm.
+        """
 
 def add_OperationsServicer_to_server(servicer: OperationsServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 
