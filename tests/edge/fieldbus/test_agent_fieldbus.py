@@ -307,3 +307,81 @@ async def test_a_hundred_nodes_join_follow_a_switch_point_and_report_like_wired_
         await street.stop()
         street.fleet.close()
         cabinet.running.stop()
+
+
+async def test_a_node_publishing_as_another_is_refused_by_the_broker(tmp_path: Path) -> None:
+    cabinet = make_cabinet(tmp_path, 5, default_level=80, fallback_s=300)
+    street = Street(tmp_path, cabinet, 5)
+    try:
+        await street.start()
+        await street.until(lambda: all(e.state is not None for e in _all(street)))
+        street.clock.advance(1)
+        assert (await street.agent.handle_command(override(70))).status == (
+            link_pb2.COMMAND_STATUS_DONE
+        )
+        await street.until(lambda: all(e.state.level == 70 for e in _all(street)))  # type: ignore[union-attr]
+        victim = _all(street)[2]
+        before = victim.state
+        # Node 2 claims node 3's lamp is out and dark, on node 3's topic, with its own
+        # account; then its own lamp really fails, which it reports on its own topic.
+        liar = street.fleet.nodes[1]
+        forged = bus.NodeState(0, "c", 0.0, 0, (bus.FAULT_LAMP,), 99999, T0, victim.seq, 1)
+        liar.client.publish(
+            bus.node_topic("cab-01", "n-0003", bus.STATE).encode(), bus.encode_state(forged), True
+        )
+        liar.lamp.failed = True
+        await _monitor_passes(street, 1)
+        await street.until(lambda: bus.FAULT_LAMP in (_all(street)[1].state.faults))  # type: ignore[union-attr]
+        await _monitor_passes(street, 2)
+        # What came after the forgery arrived; the forgery did not: node 3 is as it was,
+        # and nothing but node 2's real failure was recorded.
+        assert _all(street)[2].state is before
+        assert {(e.device_id, e.type) for e in street.events if e.priority.name == "ALARM"} == {
+            ("n-0002", "lamp_failure")
+        }
+        lamps = {lamp.controller.device_id: lamp.controller.state() for lamp in street.agent.lamps}
+        assert lamps["n-0003"].lamp.lit and not lamps["n-0003"].lamp.faults
+        assert not lamps["n-0002"].lamp.lit
+        assert liar.link.connected  # refused without ending its session (MQTT 3.1.1)
+    finally:
+        await street.stop()
+        street.fleet.close()
+        cabinet.running.stop()
+
+
+async def test_a_clock_step_sends_the_nodes_the_time_and_programs_from_it(tmp_path: Path) -> None:
+    cabinet = make_cabinet(tmp_path, 5, default_level=80, fallback_s=300)
+    street = Street(tmp_path, cabinet, 5)
+    programs = lambda: [n.link.luminaire.program for n in street.fleet.nodes]  # noqa: E731
+    try:
+        assert await street.agent.accept_document(schedule_document()) == ""
+        await street.start()
+        await street.until(lambda: all(p is not None and p.number == T0 for p in programs()))
+        street.clock.advance(1)
+        await street.until(lambda: all(n.rtc.sets >= 1 for n in street.fleet.nodes))
+        for step_s in (-2 * 3600, 4 * 86400):  # set back two hours, then four days on
+            street.clock.step_wall(step_s)
+            held = max(p.number for p in programs())  # type: ignore[union-attr]
+            steps = len(street.of_type("clock.step"))
+            street.clock.advance(10)  # the agent looks at its clock every 10 s
+            await street.until(lambda: len(street.of_type("clock.step")) > steps)  # noqa: B023
+            now = street.clock.now().timestamp()
+            # Programs start at the new time, numbered above what the nodes hold (a node
+            # refuses a lower one), and the nodes heard the new time at once.
+            await street.until(
+                lambda: all(
+                    p is not None and p.number > held and abs(p.t0 - now) <= 1  # noqa: B023
+                    for p in programs()
+                )
+            )
+            await street.until(
+                lambda: all(
+                    abs((n.link.luminaire.wall_s() or 0) - now) <= 2  # noqa: B023
+                    for n in street.fleet.nodes
+                )
+            )
+            assert all(n.link.refused == 0 for n in street.fleet.nodes)
+    finally:
+        await street.stop()
+        street.fleet.close()
+        cabinet.running.stop()
