@@ -34,6 +34,13 @@ from protos.ondijon.v1 import control_pb2
 from provisioning.profile import Profile
 
 SEVERITY = {1: "warning", 2: "minor", 3: "major", 4: "critical"}
+# A run as each playbook RPC answers it (the same fields under four message names).
+PlaybookRun = (
+    control_pb2.StartPlaybookResponse
+    | control_pb2.ConfirmPlaybookResponse
+    | control_pb2.EndPlaybookResponse
+    | control_pb2.GetPlaybookRunResponse
+)
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -250,20 +257,22 @@ async def _alarms(client: AdminClient, args: argparse.Namespace) -> int:
         except BrokenPipeError:
             sys.stderr.close()
         return 0
-    request = control_pb2.AlarmActionRequest(alarm_id=args.alarm_id)
+    alarm_id = args.alarm_id
+    changed: control_pb2.AlarmRecord
     if what == "ack":
-        request.text = args.comment
-        changed = await client.acknowledge_alarm(request)
+        acknowledge = control_pb2.AcknowledgeAlarmRequest(alarm_id=alarm_id, text=args.comment)
+        changed = (await client.acknowledge_alarm(acknowledge)).alarm
     elif what == "shelve":
-        request.until.FromDatetime(datetime.now(UTC) + timedelta(hours=args.hours))
-        changed = await client.shelve_alarm(request)
+        shelve = control_pb2.ShelveAlarmRequest(alarm_id=alarm_id)
+        shelve.until.FromDatetime(datetime.now(UTC) + timedelta(hours=args.hours))
+        changed = (await client.shelve_alarm(shelve)).alarm
     elif what == "assign":
-        request.crew = args.crew
-        changed = await client.assign_alarm(request)
+        assign = control_pb2.AssignAlarmRequest(alarm_id=alarm_id, crew=args.crew)
+        changed = (await client.assign_alarm(assign)).alarm
     else:
-        request.text = args.note
-        changed = await client.close_alarm(request)
-    print(alarm_rows([changed.alarm]))
+        close = control_pb2.CloseAlarmRequest(alarm_id=alarm_id, text=args.note)
+        changed = (await client.close_alarm(close)).alarm
+    print(alarm_rows([changed]))
     return 0
 
 
@@ -290,20 +299,19 @@ async def _playbook(client: AdminClient, args: argparse.Namespace) -> int:
                 )
             )
         return 0
+    run: PlaybookRun
     if what == "start":
         run = await client.start_playbook(
             control_pb2.StartPlaybookRequest(
                 name=args.name, version=args.version, require_confirmation=args.confirm_by_second
             )
         )
+    elif what == "confirm":
+        run = await client.confirm_playbook(control_pb2.ConfirmPlaybookRequest(run_id=args.run_id))
+    elif what == "end":
+        run = await client.end_playbook(control_pb2.EndPlaybookRequest(run_id=args.run_id))
     else:
-        request = control_pb2.PlaybookRunRequest(run_id=args.run_id)
-        if what == "confirm":
-            run = await client.confirm_playbook(request)
-        elif what == "end":
-            run = await client.end_playbook(request)
-        else:
-            run = await client.get_playbook_run(request)
+        run = await client.get_playbook_run(control_pb2.GetPlaybookRunRequest(run_id=args.run_id))
     if args.json:
         print(_json(run))
         return 0

@@ -692,23 +692,23 @@ class OperationsStub:
                 _registered_method=True)
         self.AcknowledgeAlarm = channel.unary_unary(
                 '/ondijon.v1.Operations/AcknowledgeAlarm',
-                request_serializer=ondijon_dot_v1_dot_control__pb2.AlarmActionRequest.SerializeToString,
-                response_deserializer=ondijon_dot_v1_dot_control__pb2.AlarmActionResponse.FromString,
+                request_serializer=ondijon_dot_v1_dot_control__pb2.AcknowledgeAlarmRequest.SerializeToString,
+                response_deserializer=ondijon_dot_v1_dot_control__pb2.AcknowledgeAlarmResponse.FromString,
                 _registered_method=True)
         self.ShelveAlarm = channel.unary_unary(
                 '/ondijon.v1.Operations/ShelveAlarm',
-                request_serializer=ondijon_dot_v1_dot_control__pb2.AlarmActionRequest.SerializeToString,
-                response_deserializer=ondijon_dot_v1_dot_control__pb2.AlarmActionResponse.FromString,
+                request_serializer=ondijon_dot_v1_dot_control__pb2.ShelveAlarmRequest.SerializeToString,
+                response_deserializer=ondijon_dot_v1_dot_control__pb2.ShelveAlarmResponse.FromString,
                 _registered_method=True)
         self.AssignAlarm = channel.unary_unary(
                 '/ondijon.v1.Operations/AssignAlarm',
-                request_serializer=ondijon_dot_v1_dot_control__pb2.AlarmActionRequest.SerializeToString,
-                response_deserializer=ondijon_dot_v1_dot_control__pb2.AlarmActionResponse.FromString,
+                request_serializer=ondijon_dot_v1_dot_control__pb2.AssignAlarmRequest.SerializeToString,
+                response_deserializer=ondijon_dot_v1_dot_control__pb2.AssignAlarmResponse.FromString,
                 _registered_method=True)
         self.CloseAlarm = channel.unary_unary(
                 '/ondijon.v1.Operations/CloseAlarm',
-                request_serializer=ondijon_dot_v1_dot_control__pb2.AlarmActionRequest.SerializeToString,
-                response_deserializer=ondijon_dot_v1_dot_control__pb2.AlarmActionResponse.FromString,
+                request_serializer=ondijon_dot_v1_dot_control__pb2.CloseAlarmRequest.SerializeToString,
+                response_deserializer=ondijon_dot_v1_dot_control__pb2.CloseAlarmResponse.FromString,
                 _registered_method=True)
         self.EnergyReport = channel.unary_unary(
                 '/ondijon.v1.Operations/EnergyReport',
@@ -728,22 +728,22 @@ class OperationsStub:
         self.StartPlaybook = channel.unary_unary(
                 '/ondijon.v1.Operations/StartPlaybook',
                 request_serializer=ondijon_dot_v1_dot_control__pb2.StartPlaybookRequest.SerializeToString,
-                response_deserializer=ondijon_dot_v1_dot_control__pb2.PlaybookRunResponse.FromString,
+                response_deserializer=ondijon_dot_v1_dot_control__pb2.StartPlaybookResponse.FromString,
                 _registered_method=True)
         self.ConfirmPlaybook = channel.unary_unary(
                 '/ondijon.v1.Operations/ConfirmPlaybook',
-                request_serializer=ondijon_dot_v1_dot_control__pb2.PlaybookRunRequest.SerializeToString,
-                response_deserializer=ondijon_dot_v1_dot_control__pb2.PlaybookRunResponse.FromString,
+                request_serializer=ondijon_dot_v1_dot_control__pb2.ConfirmPlaybookRequest.SerializeToString,
+                response_deserializer=ondijon_dot_v1_dot_control__pb2.ConfirmPlaybookResponse.FromString,
                 _registered_method=True)
         self.EndPlaybook = channel.unary_unary(
                 '/ondijon.v1.Operations/EndPlaybook',
-                request_serializer=ondijon_dot_v1_dot_control__pb2.PlaybookRunRequest.SerializeToString,
-                response_deserializer=ondijon_dot_v1_dot_control__pb2.PlaybookRunResponse.FromString,
+                request_serializer=ondijon_dot_v1_dot_control__pb2.EndPlaybookRequest.SerializeToString,
+                response_deserializer=ondijon_dot_v1_dot_control__pb2.EndPlaybookResponse.FromString,
                 _registered_method=True)
         self.GetPlaybookRun = channel.unary_unary(
                 '/ondijon.v1.Operations/GetPlaybookRun',
-                request_serializer=ondijon_dot_v1_dot_control__pb2.PlaybookRunRequest.SerializeToString,
-                response_deserializer=ondijon_dot_v1_dot_control__pb2.PlaybookRunResponse.FromString,
+                request_serializer=ondijon_dot_v1_dot_control__pb2.GetPlaybookRunRequest.SerializeToString,
+                response_deserializer=ondijon_dot_v1_dot_control__pb2.GetPlaybookRunResponse.FromString,
                 _registered_method=True)
 
 
@@ -849,23 +849,23 @@ def add_OperationsServicer_to_server(servicer, server):
             ),
             'AcknowledgeAlarm': grpc.unary_unary_rpc_method_handler(
                     servicer.AcknowledgeAlarm,
-                    request_deserializer=ondijon_dot_v1_dot_control__pb2.AlarmActionRequest.FromString,
-                    response_serializer=ondijon_dot_v1_dot_control__pb2.AlarmActionResponse.SerializeToString,
+                    request_deserializer=ondijon_dot_v1_dot_control__pb2.AcknowledgeAlarmRequest.FromString,
+                    response_serializer=ondijon_dot_v1_dot_control__pb2.AcknowledgeAlarmResponse.SerializeToString,
             ),
             'ShelveAlarm': grpc.unary_unary_rpc_method_handler(
                     servicer.ShelveAlarm,
-                    request_deserializer=ondijon_dot_v1_dot_control__pb2.AlarmActionRequest.FromString,
-                    response_serializer=ondijon_dot_v1_dot_control__pb2.AlarmActionResponse.SerializeToString,
+                    request_deserializer=ondijon_dot_v1_dot_control__pb2.ShelveAlarmRequest.FromString,
+                    response_serializer=ondijon_dot_v1_dot_control__pb2.ShelveAlarmResponse.SerializeToString,
             ),
             'AssignAlarm': grpc.unary_unary_rpc_method_handler(
                     servicer.AssignAlarm,
-                    request_deserializer=ondijon_dot_v1_dot_control__pb2.AlarmActionRequest.FromString,
-                    response_serializer=ondijon_dot_v1_dot_control__pb2.AlarmActionResponse.SerializeToString,
+                    request_deserializer=ondijon_dot_v1_dot_control__pb2.AssignAlarmRequest.FromString,
+                    response_serializer=ondijon_dot_v1_dot_control__pb2.AssignAlarmResponse.SerializeToString,
             ),
             'CloseAlarm': grpc.unary_unary_rpc_method_handler(
                     servicer.CloseAlarm,
-                    request_deserializer=ondijon_dot_v1_dot_control__pb2.AlarmActionRequest.FromString,
-                    response_serializer=ondijon_dot_v1_dot_control__pb2.AlarmActionResponse.SerializeToString,
+                    request_deserializer=ondijon_dot_v1_dot_control__pb2.CloseAlarmRequest.FromString,
+                    response_serializer=ondijon_dot_v1_dot_control__pb2.CloseAlarmResponse.SerializeToString,
             ),
             'EnergyReport': grpc.unary_unary_rpc_method_handler(
                     servicer.EnergyReport,
@@ -885,22 +885,22 @@ def add_OperationsServicer_to_server(servicer, server):
             'StartPlaybook': grpc.unary_unary_rpc_method_handler(
                     servicer.StartPlaybook,
                     request_deserializer=ondijon_dot_v1_dot_control__pb2.StartPlaybookRequest.FromString,
-                    response_serializer=ondijon_dot_v1_dot_control__pb2.PlaybookRunResponse.SerializeToString,
+                    response_serializer=ondijon_dot_v1_dot_control__pb2.StartPlaybookResponse.SerializeToString,
             ),
             'ConfirmPlaybook': grpc.unary_unary_rpc_method_handler(
                     servicer.ConfirmPlaybook,
-                    request_deserializer=ondijon_dot_v1_dot_control__pb2.PlaybookRunRequest.FromString,
-                    response_serializer=ondijon_dot_v1_dot_control__pb2.PlaybookRunResponse.SerializeToString,
+                    request_deserializer=ondijon_dot_v1_dot_control__pb2.ConfirmPlaybookRequest.FromString,
+                    response_serializer=ondijon_dot_v1_dot_control__pb2.ConfirmPlaybookResponse.SerializeToString,
             ),
             'EndPlaybook': grpc.unary_unary_rpc_method_handler(
                     servicer.EndPlaybook,
-                    request_deserializer=ondijon_dot_v1_dot_control__pb2.PlaybookRunRequest.FromString,
-                    response_serializer=ondijon_dot_v1_dot_control__pb2.PlaybookRunResponse.SerializeToString,
+                    request_deserializer=ondijon_dot_v1_dot_control__pb2.EndPlaybookRequest.FromString,
+                    response_serializer=ondijon_dot_v1_dot_control__pb2.EndPlaybookResponse.SerializeToString,
             ),
             'GetPlaybookRun': grpc.unary_unary_rpc_method_handler(
                     servicer.GetPlaybookRun,
-                    request_deserializer=ondijon_dot_v1_dot_control__pb2.PlaybookRunRequest.FromString,
-                    response_serializer=ondijon_dot_v1_dot_control__pb2.PlaybookRunResponse.SerializeToString,
+                    request_deserializer=ondijon_dot_v1_dot_control__pb2.GetPlaybookRunRequest.FromString,
+                    response_serializer=ondijon_dot_v1_dot_control__pb2.GetPlaybookRunResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -984,8 +984,8 @@ class Operations:
             request,
             target,
             '/ondijon.v1.Operations/AcknowledgeAlarm',
-            ondijon_dot_v1_dot_control__pb2.AlarmActionRequest.SerializeToString,
-            ondijon_dot_v1_dot_control__pb2.AlarmActionResponse.FromString,
+            ondijon_dot_v1_dot_control__pb2.AcknowledgeAlarmRequest.SerializeToString,
+            ondijon_dot_v1_dot_control__pb2.AcknowledgeAlarmResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1011,8 +1011,8 @@ class Operations:
             request,
             target,
             '/ondijon.v1.Operations/ShelveAlarm',
-            ondijon_dot_v1_dot_control__pb2.AlarmActionRequest.SerializeToString,
-            ondijon_dot_v1_dot_control__pb2.AlarmActionResponse.FromString,
+            ondijon_dot_v1_dot_control__pb2.ShelveAlarmRequest.SerializeToString,
+            ondijon_dot_v1_dot_control__pb2.ShelveAlarmResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1038,8 +1038,8 @@ class Operations:
             request,
             target,
             '/ondijon.v1.Operations/AssignAlarm',
-            ondijon_dot_v1_dot_control__pb2.AlarmActionRequest.SerializeToString,
-            ondijon_dot_v1_dot_control__pb2.AlarmActionResponse.FromString,
+            ondijon_dot_v1_dot_control__pb2.AssignAlarmRequest.SerializeToString,
+            ondijon_dot_v1_dot_control__pb2.AssignAlarmResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1065,8 +1065,8 @@ class Operations:
             request,
             target,
             '/ondijon.v1.Operations/CloseAlarm',
-            ondijon_dot_v1_dot_control__pb2.AlarmActionRequest.SerializeToString,
-            ondijon_dot_v1_dot_control__pb2.AlarmActionResponse.FromString,
+            ondijon_dot_v1_dot_control__pb2.CloseAlarmRequest.SerializeToString,
+            ondijon_dot_v1_dot_control__pb2.CloseAlarmResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1174,7 +1174,7 @@ class Operations:
             target,
             '/ondijon.v1.Operations/StartPlaybook',
             ondijon_dot_v1_dot_control__pb2.StartPlaybookRequest.SerializeToString,
-            ondijon_dot_v1_dot_control__pb2.PlaybookRunResponse.FromString,
+            ondijon_dot_v1_dot_control__pb2.StartPlaybookResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1200,8 +1200,8 @@ class Operations:
             request,
             target,
             '/ondijon.v1.Operations/ConfirmPlaybook',
-            ondijon_dot_v1_dot_control__pb2.PlaybookRunRequest.SerializeToString,
-            ondijon_dot_v1_dot_control__pb2.PlaybookRunResponse.FromString,
+            ondijon_dot_v1_dot_control__pb2.ConfirmPlaybookRequest.SerializeToString,
+            ondijon_dot_v1_dot_control__pb2.ConfirmPlaybookResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1227,8 +1227,8 @@ class Operations:
             request,
             target,
             '/ondijon.v1.Operations/EndPlaybook',
-            ondijon_dot_v1_dot_control__pb2.PlaybookRunRequest.SerializeToString,
-            ondijon_dot_v1_dot_control__pb2.PlaybookRunResponse.FromString,
+            ondijon_dot_v1_dot_control__pb2.EndPlaybookRequest.SerializeToString,
+            ondijon_dot_v1_dot_control__pb2.EndPlaybookResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1254,8 +1254,8 @@ class Operations:
             request,
             target,
             '/ondijon.v1.Operations/GetPlaybookRun',
-            ondijon_dot_v1_dot_control__pb2.PlaybookRunRequest.SerializeToString,
-            ondijon_dot_v1_dot_control__pb2.PlaybookRunResponse.FromString,
+            ondijon_dot_v1_dot_control__pb2.GetPlaybookRunRequest.SerializeToString,
+            ondijon_dot_v1_dot_control__pb2.GetPlaybookRunResponse.FromString,
             options,
             channel_credentials,
             insecure,
