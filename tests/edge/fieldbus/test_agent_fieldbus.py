@@ -141,6 +141,8 @@ async def test_fieldbus_lamps_obey_refuse_a_liar_fall_back_and_come_back(tmp_pat
         )
         programs = {n.link.luminaire.program.number for n in street.fleet.nodes}
         assert programs == {T0}
+        # Births after the first heartbeat are answered within a second of the agent's clock.
+        street.clock.advance(1)
         # An override reaches every node through the lamp controllers, and comes back as state.
         assert (await street.agent.handle_command(override(30))).status == (
             link_pb2.COMMAND_STATUS_DONE
