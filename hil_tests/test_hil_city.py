@@ -1,0 +1,119 @@
+"""The whole chain: an orchestrator over mutual TLS, a link the bench cuts, the agent's own
+process, and the street checked on its pins.
+
+Each scenario starts a real orchestrator, enrolls the bench's gateway, and runs the rig
+(:mod:`edge.bench.rig`) behind a proxy the bench controls. Documents and commands go
+through the admin API as an operator's would; the bench reads the pin journal, not the
+agent's reports, and the orchestrator's store for what the control centre got.
+
+Quick forms run in ``make test``; ``ONDIJON_LONG=1`` (``make hil``) runs the long ones
+(a whole simulated day without link).
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from city_bench import city_bench
+from street import sun_event
+
+from domain.schedule.model import SunEvent
+from edge.bench.inventory import Inventory
+from edge.bench.report import Record
+from protos.ondijon.v1 import link_pb2, schedule_pb2
+
+pytestmark = pytest.mark.integration
+
+LONG = os.environ.get("ONDIJON_LONG", "") not in ("", "0")
+DAY = datetime(2026, 10, 12, 12, 0, tzinfo=UTC)
+SUNSET = sun_event(DAY, SunEvent.SUNSET)
+SCHEDULE = link_pb2.DOCUMENT_KIND_SCHEDULE
+
+
+def night(level: int) -> bytes:
+    """Lamps at ``level`` from sunset to sunrise."""
+    return schedule_pb2.Schedule(
+        programs=[
+            schedule_pb2.Program(
+                id="night",
+                points=[
+                    schedule_pb2.SwitchPoint(
+                        sun_event=schedule_pb2.SUN_EVENT_SUNSET, lamp_level=level
+                    ),
+                    schedule_pb2.SwitchPoint(
+                        sun_event=schedule_pb2.SUN_EVENT_SUNRISE, lamp_level=0
+                    ),
+                ],
+            )
+        ],
+        rules=[schedule_pb2.CalendarRule(program_id="night", priority=1)],
+    ).SerializeToString()
+
+
+@pytest.mark.timeout(300 if LONG else 120)
+async def test_the_link_lost_leaves_the_street_lit_and_every_event_arrives_after(
+    tmp_path: Path, sim_bench: Inventory, inventory_file: Path, record: Record
+) -> None:
+    """The link cut before dusk for 20 simulated minutes (a day with ONDIJON_LONG=1): the lamps
+    switch on at sunset on the pins all the same, a lamp that dies meanwhile is alarmed,
+    and once the link is back the orchestrator holds every event, in sequence, none lost."""
+    offline = timedelta(days=1) if LONG else timedelta(minutes=20)
+    start = SUNSET - timedelta(minutes=10)
+    async with city_bench(
+        tmp_path, sim_bench, inventory_file, kinds=["lamps"], start=start, record=record,
+        speed=60,  # while the gateway connects and syncs (real seconds)
+    ) as bench:  # fmt: skip
+        await bench.connected()
+        version = await bench.put(SCHEDULE, night(80))
+        await bench.holds(SCHEDULE, version)
+
+        bench.cut_link()
+        cut_at = bench.rig.now
+        assert cut_at is not None and cut_at < SUNSET - timedelta(minutes=2), "synced too late"
+        dead = sim_bench.lamps[1].id
+        await bench.inject("dead_lamp", dead)
+        await bench.rig.pace(600, 0.5)
+        await bench.rig.until(SUNSET + timedelta(minutes=10))
+        for lamp in sim_bench.lamps:
+            # The relay's coil rests (normally closed: lit) and the dimming line at 80 %.
+            line = f"lamps.{lamp.id}.relay"
+            assert bench.rig.level(line, SUNSET - timedelta(minutes=1)) == 1.0  # dark by day
+            relay = bench.rig.changes(line, since=SUNSET - timedelta(minutes=1))
+            assert [c.state for c in relay] == [0.0], relay
+            record.measure(
+                f"{lamp.id}.lit_after_sunset_s",
+                (relay[0].at - SUNSET).total_seconds(),
+                unit="s",
+                low=0.0,
+                high=1.0,
+                description="relay at rest (lit) after Dijon's sunset, the link down",
+            )
+            assert bench.rig.level(f"lamps.{lamp.id}.pwm", SUNSET + timedelta(minutes=5)) == 0.8
+        if LONG:  # the rest of the day: the lamps' program, coarser steps
+            await bench.rig.pace(7200, 10.0)
+        await bench.rig.until(cut_at + offline, timeout=240)
+        assert bench.proxy.connections == 1, "the agent reached the orchestrator while cut"
+        recorded = bench.rig.last_sequence
+
+        bench.restore_link()
+        await bench.rig.wait_for(lambda: bench.rig.pending == 0, timeout=60)
+        stored = await bench.stored()
+        sequences = [e.event.sequence for e in stored]
+        record.measure(
+            "events_recorded_while_cut", recorded - min(sequences), low=1,
+            description="events the agent recorded with the link down",
+        )  # fmt: skip
+        missing = set(range(1, bench.rig.last_sequence + 1)) - set(sequences)
+        record.measure(
+            "events_missing_after_reconnection", len(missing), high=0,
+            description="sequences the agent recorded that the orchestrator does not hold",
+        )  # fmt: skip
+        assert sequences == sorted(set(sequences))
+        failures = [e.event for e in stored if e.event.type == "lamp_failure"]
+        # Raised at dusk for the dead lamp alone (over a day: cleared when it is switched
+        # off at dawn, raised again the next dusk).
+        assert {e.device_id for e in failures} == {dead}
+        assert failures[0].priority == link_pb2.EVENT_PRIORITY_ALARM
