@@ -4,9 +4,9 @@
 registers and enrolls the bench's gateway with a one-time token as an installer does,
 puts a :class:`~tests.nothing_lost.harness.LinkProxy` between the gateway and the
 orchestrator (cut the live connections, refuse new ones, hold every byte, flip one), and
-starts the rig (:mod:`edge.bench.rig`): the real agent in its own process on the
+starts the rig (:mod:`edge.bench.cabinet`): the real agent in its own process on the
 inventory's pins, the simulated street behind them. The bench then checks the street
-through the pin journal (:class:`rig_process.Rig`) and the control centre through the
+through the pin journal (:class:`cabinet_process.Rig`) and the control centre through the
 admin API, and puts the pins' trace, the faults and the alarms the orchestrator stored in
 the scenario's record.
 """
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from rig_process import Rig
+from cabinet_process import Rig
 
 from edge.bench.inventory import Inventory, agent_equipment, subset, to_toml
 from edge.bench.report import Record

@@ -16,11 +16,8 @@
 
 from __future__ import annotations
 
-import fcntl
 import os
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -28,6 +25,7 @@ import pytest
 
 from edge.bench.inventory import Inventory, load_inventory
 from edge.bench.report import Record, Report
+from edge.bench.rig import hold_lock
 from foundation.settings import ConfigError
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "bench.toml"
@@ -95,10 +93,6 @@ def rig_lock(inventory: Inventory) -> Iterator[Path | None]:
         yield path
 
 
-class RigBusy(Exception):
-    """Another run holds the rig."""
-
-
 @pytest.fixture
 def record(request: pytest.FixtureRequest) -> Iterator[Record]:
     """This scenario's record in the run's report (its outcome set when it ends)."""
@@ -164,30 +158,3 @@ def junit_properties(taken: Record) -> list[tuple[str, str]]:
     ]
     properties += [(f"fault {f['fault']}", f"{f['target']} at {f['at']}") for f in taken.faults]
     return properties
-
-
-@contextmanager
-def hold_lock(path: Path, wait_s: float) -> Iterator[Path]:
-    """Take the rig's lock file (an exclusive ``flock``), waiting up to ``wait_s``.
-
-    Raises:
-        RigBusy: still held by another run after ``wait_s``, naming the holder.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
-    try:
-        deadline = time.monotonic() + wait_s
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    holder = path.read_text(errors="replace").strip() or "another run"
-                    raise RigBusy(f"the rig is held ({path}): {holder}") from None
-                time.sleep(0.1)
-        os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()}: ondijon hil_tests\n".encode())
-        yield path
-    finally:
-        os.close(fd)  # closing drops the lock

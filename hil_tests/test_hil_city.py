@@ -2,7 +2,7 @@
 process, and the street checked on its pins.
 
 Each scenario starts a real orchestrator, enrolls the bench's gateway, and runs the rig
-(:mod:`edge.bench.rig`) behind a proxy the bench controls. Documents and commands go
+(:mod:`edge.bench.cabinet`) behind a proxy the bench controls. Documents and commands go
 through the admin API as an operator's would; the bench reads the pin journal, not the
 agent's reports, and the orchestrator's store for what the control centre got.
 

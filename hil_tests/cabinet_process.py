@@ -1,7 +1,7 @@
-"""The bench's side of the rig (:mod:`edge.bench.rig`): start it, follow its clock, read
+"""The bench's side of the cabinet process (:mod:`edge.bench.cabinet`): start it, follow
 its pins, inject faults, cut its power.
 
-:class:`Rig` runs ``python -m edge.bench.rig`` (the real agent in its own process, the
+:class:`Rig` runs ``python -m edge.bench.cabinet`` (the real agent in its own process, the
 street behind its mock pins), follows the agent's clock from the ``T`` lines it prints,
 and reads the pin journal as a multimeter on each line would: :meth:`Rig.level` is what a
 line held at an instant of the agent's clock, :meth:`Rig.changes` every change of a line.
@@ -59,7 +59,7 @@ class Rig:
     async def start(self, at: datetime) -> None:
         """Start the rig with the agent's clock at ``at``; returns once it runs."""
         argv = [
-            sys.executable, "-m", "edge.bench.rig", "--config", str(self.config),
+            sys.executable, "-m", "edge.bench.cabinet", "--config", str(self.config),
             "--inventory", str(self.inventory), "--journal", str(self.journal),
             "--kinds", self.kinds, "--start", at.isoformat(), "--address", self.address,
             "--speed", str(self.speed), "--step", str(self.step),
