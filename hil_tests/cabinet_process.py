@@ -141,6 +141,17 @@ class Rig:
         """Run the agent's time ``speed`` times real time, in steps of ``step`` s."""
         await self._command(f"speed {speed} {step}")
 
+    async def restart(self, off_s: float = 5.0) -> datetime:
+        """Power back on after ``off_s`` simulated seconds without power: the agent's clock
+        goes on from the last instant the rig was seen at; that boot instant."""
+        seen = [c.at for c in self.read_journal()]
+        if self.now is not None:
+            seen.append(self.now)
+        boot = max(seen) + timedelta(seconds=off_s)
+        self._faults.clear()
+        await self.start(boot)
+        return boot
+
     async def kill(self) -> None:
         """SIGKILL: the power cut. Nothing is flushed, closed or handed back."""
         assert self.process is not None

@@ -82,6 +82,18 @@ class CityBench:
         """Every event the orchestrator stored for the bench's gateway, by sequence."""
         return await stored_events(self.city, GATEWAY)
 
+    async def delivered(self, timeout_s: float = 60.0) -> list[int]:
+        """Wait until the agent's outbox is empty and the orchestrator holds its last
+        sequence; every sequence the orchestrator stored, in order."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while True:
+            sequences = [e.event.sequence for e in await self.stored()]
+            if self.rig.pending == 0 and sequences and sequences[-1] >= self.rig.last_sequence:
+                return sequences
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"not delivered: {self.rig.pending} pending")
+            await asyncio.sleep(0.1)
+
     def cut_link(self) -> None:
         """The line goes dead: live connections reset, new ones refused."""
         self.proxy.online = False
