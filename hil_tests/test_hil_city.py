@@ -173,3 +173,53 @@ async def test_a_power_cut_during_a_schedule_update_leaves_the_street_lit(
         # What the agent recorded before the cut and after it reached the control centre.
         sequences = await bench.delivered()
         assert sequences == list(range(1, sequences[-1] + 1))
+
+
+async def test_an_operators_crisis_override_expires_on_the_cabinet_with_the_link_down(
+    tmp_path: Path, sim_bench: Inventory, inventory_file: Path, record: Record
+) -> None:
+    """An operator's crisis override (every lamp at full for 20 minutes) sent through the
+    admin API: on the pins at once; the link is then cut, and the override ends on the
+    cabinet's own clock at its expiry, the lamps back to the night's 40 %."""
+    evening = datetime(2026, 10, 12, 20, 0, tzinfo=UTC)
+    async with city_bench(
+        tmp_path, sim_bench, inventory_file, kinds=["lamps"], start=evening, record=record,
+        speed=60,
+    ) as bench:  # fmt: skip
+        rig = bench.rig
+        await bench.connected()
+        await bench.holds(SCHEDULE, await bench.put(SCHEDULE, night(40)))
+        lamp = f"lamps.{sim_bench.lamps[0].id}.pwm"
+        now = datetime.max.replace(tzinfo=UTC)
+        await rig.wait_for(lambda: rig.level(lamp, now) == 0.4)
+        assert rig.now is not None
+        begins = rig.now - timedelta(minutes=1)  # the rig's clock as last told, minus margin
+        expiry = begins + timedelta(minutes=20)
+        command = link_pb2.Command(
+            command_id="cmd-crisis",
+            override=schedule_pb2.Override(
+                id="crisis", priority=5, kind=schedule_pb2.DEVICE_KIND_LAMP, lamp_level=100
+            ),
+        )
+        # The command's own expiry is on the control centre's clock; the override's start
+        # and expiry on the cabinet's (simulated) one.
+        command.expires_at.FromDatetime(datetime.now(UTC) + timedelta(hours=1))
+        command.override.start.FromDatetime(begins)
+        command.override.expiry.FromDatetime(expiry)
+        await bench.command(command)
+        await rig.wait_for(lambda: rig.level(lamp, now) == 1.0)
+        bench.cut_link()
+        await rig.pace(600, 0.5)
+        await rig.until(expiry + timedelta(minutes=2))
+        for wired in sim_bench.lamps:
+            line = f"lamps.{wired.id}.pwm"
+            assert rig.level(line, expiry - timedelta(seconds=1)) == 1.0
+            back = [c for c in rig.changes(line, since=expiry - timedelta(seconds=1))]
+            assert [c.state for c in back] == [0.4], back
+            record.measure(f"{wired.id}.override_end_delay_s",
+                           (back[0].at - expiry).total_seconds(), unit="s", low=0.0, high=1.0,
+                           description="back to the schedule after the override's expiry, "
+                           "the link down")  # fmt: skip
+            assert (
+                rig.changes(f"lamps.{wired.id}.relay", since=evening + timedelta(minutes=1)) == []
+            )
