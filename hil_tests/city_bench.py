@@ -100,11 +100,26 @@ class CityBench:
         self.proxy.cut_now()
         self.record.faults.append(self._fault("link_cut", "orchestrator link"))
 
+    def corrupt_link(self, after_bytes: int = 64) -> None:
+        """Flip one bit of the byte ``after_bytes`` further towards the orchestrator."""
+        self.proxy.flip_after(after_bytes)
+        self.record.faults.append(self._fault("link_corrupted", "orchestrator link"))
+
+    def hold_link(self) -> None:
+        """Hold every byte both ways, new connections too, until :meth:`release_link`."""
+        self.proxy.stall()
+        self.record.faults.append(self._fault("link_held", "orchestrator link"))
+
+    def release_link(self) -> None:
+        self.proxy.resume()
+        self.record.faults.append(self._fault("link_released", "orchestrator link"))
+
     def restore_link(self) -> None:
         self.proxy.online = True
         self.record.faults.append(self._fault("link_restored", "orchestrator link"))
 
     def _fault(self, name: str, target: str) -> dict[str, str]:
+        # The rig's clock as it last told it (once a simulated minute).
         at = self.rig.now.isoformat() if self.rig.now else ""
         return {"at": at, "fault": name, "target": target, "detail": ""}
 
