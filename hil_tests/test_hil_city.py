@@ -18,8 +18,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from city_bench import city_bench
 from street import sun_event
+from whole_chain import city_bench
 
 from domain.schedule.model import SunEvent
 from edge.bench.inventory import Inventory
