@@ -7,7 +7,11 @@
   tests do, so two runs never drive one rig; the lock is an advisory ``flock`` and dies
   with the process (no stale lock to delete).
 - ``--bench-report DIR`` (or ``ONDIJON_BENCH_REPORT``): one record per scenario, written as
-  ``DIR/report.json``, ``report.txt`` and ``report.html`` at the end of the run.
+  ``DIR/report.json``, ``report.txt`` and ``report.html`` at the end of the run; with
+  ``--junitxml`` each test case also carries its measurements (value, limits, pass) and
+  faults as JUnit properties.
+- ``ONDIJON_LONG=1`` (set by ``make hil``): the long forms of the scenarios (a whole night,
+  a simulated day without link); ``make test`` runs the quick forms.
 """
 
 from __future__ import annotations
@@ -74,6 +78,12 @@ def inventory(pytestconfig: pytest.Config) -> Inventory:
 
 
 @pytest.fixture(scope="session")
+def inventory_file(pytestconfig: pytest.Config, inventory: Inventory) -> Path:
+    """The file the run's inventory was read from (a rig process reads it too)."""
+    return inventory_path(pytestconfig).resolve()
+
+
+@pytest.fixture(scope="session")
 def rig_lock(inventory: Inventory) -> Iterator[Path | None]:
     """Hold the rig for the whole run on real pins (nothing to hold on mock pins)."""
     if pin_factory_name() == "mock":
@@ -106,8 +116,11 @@ def sim_bench(inventory: Inventory) -> Inventory:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    report: pytest.TestReport = yield
     taken = item.stash.get(_RECORDS, None)
+    if taken is not None and call.when == "call":
+        # JUnit XML (--junitxml) carries them as the test case's properties, for CI.
+        item.user_properties += junit_properties(taken)
+    report: pytest.TestReport = yield
     if taken is not None and (report.when == "call" or report.outcome != "passed"):
         if report.when == "call" or taken.outcome == "unknown":
             taken.outcome = report.outcome
@@ -131,3 +144,17 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
         reporter.write_line(f"bench report: {written} (and report.txt, report.html)")
+
+
+def junit_properties(taken: Record) -> list[tuple[str, str]]:
+    """A record's measurements and faults as JUnit test-case properties."""
+    properties = [
+        (
+            f"measurement {m.name}",
+            f"{m.value:g}{' ' + m.unit if m.unit else ''} [{m.limits()}] "
+            f"{'pass' if m.passed else 'FAIL'}",
+        )
+        for m in taken.measurements
+    ]
+    properties += [(f"fault {f['fault']}", f"{f['target']} at {f['at']}") for f in taken.faults]
+    return properties
