@@ -9,7 +9,7 @@ DEMO_DEPS := $(if $(wildcard $(STAMP)),$(STAMP),$(DEMO_STAMP))
 # MicroPython's WebAssembly port, for the field-bus node's checks (package-lock.json).
 NPM_STAMP := node_modules/.installed
 
-.PHONY: demo dist test lint typecheck protos protos-check proto-lint pytest bench bench-hil clean console-assets
+.PHONY: demo dist test lint typecheck protos protos-check proto-lint pytest bench hil bench-hil clean console-assets
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -72,12 +72,18 @@ pytest: $(STAMP) $(NPM_STAMP)
 console-assets: $(STAMP) $(NPM_STAMP)
 	$(BIN)/python -m orchestrator.console.assets
 
-# The integrators' bench (hil_tests) with its report: simulated pins unless
-# GPIOZERO_PIN_FACTORY names a hardware factory; ONDIJON_BENCH names the inventory.
+# The integrators' bench (hil_tests): simulated pins unless GPIOZERO_PIN_FACTORY names a
+# hardware factory; ONDIJON_BENCH names the inventory. Every scenario in its long form
+# (ONDIJON_LONG=1: a whole night, a simulated day without link); the report (JSON, text,
+# HTML with the pins' timelines) and JUnit XML for CI go to $(BENCH_REPORT)/.
+# `make test` runs the quick forms of the same scenarios.
 BENCH_REPORT ?= hil-report
-bench-hil: $(STAMP)
-	GPIOZERO_PIN_FACTORY=$${GPIOZERO_PIN_FACTORY:-mock} $(BIN)/pytest -q -rs hil_tests \
-	  --bench-report=$(BENCH_REPORT)
+hil: $(STAMP)
+	ONDIJON_LONG=$${ONDIJON_LONG:-1} GPIOZERO_PIN_FACTORY=$${GPIOZERO_PIN_FACTORY:-mock} \
+	  $(BIN)/pytest -q -rs -p no:cacheprovider hil_tests \
+	  --bench-report=$(BENCH_REPORT) --junitxml=$(BENCH_REPORT)/junit.xml
+
+bench-hil: hil
 
 bench: $(STAMP)
 	$(BIN)/python bench/link_bench.py

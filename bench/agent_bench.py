@@ -206,6 +206,7 @@ async def footprint(root: Path, lamps: int, seconds: float, with_orchestrator: b
         f'[server]\nlisten = "127.0.0.1:{port}"\nenroll_listen = "127.0.0.1:{enroll_port}"\n'
         f'[store]\nurl = "sqlite:///{root / "orchestrator.db"}"\n'
         f'[identity]\nca_dir = "{root / "ca"}"\nstate_dir = "{root / "orchestrator"}"\n'
+        '[console]\nlisten = ""\n[public]\nlisten = ""\n'  # one host may run several
     )
     address = f"localhost:{port}"
     profile = add_operator(

@@ -1,7 +1,8 @@
 """What the load benchmarks share: a CA, many registered gateways with their own
 certificates, and a real orchestrator process on SQLite.
 
-Used by ``link_bench.py`` and ``drain_bench.py``; not a benchmark itself.
+Used by ``link_bench.py``, ``drain_bench.py`` and ``ingest_curve.py`` (which also starts
+several replicas on one PostgreSQL database); not a benchmark itself.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -36,19 +38,22 @@ class BenchCity:
     port: int
     db: Path
     identities: list[tuple[bytes, bytes]]
+    store_url: str = ""
 
     @classmethod
-    def build(cls, work: Path, gateways: int, prefix: str) -> BenchCity:
+    def build(
+        cls, work: Path, gateways: int, prefix: str, store_url: str | None = None
+    ) -> BenchCity:
+        """``store_url``: SQLite in ``work`` when None, else that (empty) database."""
         now = datetime.now(UTC)
         ca = CertificateAuthority.init(work / "ca", now=now)
         port, enroll_port = free_port(), free_port()
         db = work / "orchestrator.db"
+        store_url = store_url or f"sqlite:///{db}"
         (work / "orchestrator.toml").write_text(
-            f'[server]\nlisten = "127.0.0.1:{port}"\nenroll_listen = "127.0.0.1:{enroll_port}"\n'
-            f'[store]\nurl = "sqlite:///{db}"\n'
-            f'[identity]\nca_dir = "{work / "ca"}"\nstate_dir = "{work / "orchestrator"}"\n'
+            _config(work, port, enroll_port, store_url, work / "orchestrator")
         )
-        store = Store.open(f"sqlite:///{db}")
+        store = Store.open(store_url)
         print(f"issuing {gateways} gateway certificates ...", flush=True)
         identities: list[tuple[bytes, bytes]] = []
         with store.engine.begin() as conn:
@@ -82,22 +87,56 @@ class BenchCity:
                 )
                 identities.append((key_to_pem(key), cert.chain_pem))
         store.close()
-        return cls(work, ca, port, db, identities)
+        return cls(work, ca, port, db, identities, store_url)
 
-    def start_orchestrator(self) -> subprocess.Popen[bytes]:
-        """``ondijon orchestrator serve`` in its own process, once it listens."""
+    def start_orchestrator(self, wrap: Sequence[str] = ()) -> subprocess.Popen[bytes]:
+        """``ondijon orchestrator serve`` in its own process, once it listens (``wrap``: a
+        command it runs under, such as a profiler)."""
+        return self._serve(self.work / "orchestrator.toml", self.port, "orchestrator", wrap)
+
+    def start_replica(self, index: int) -> tuple[subprocess.Popen[bytes], int]:
+        """Another orchestrator process on the same store and CA (its own ports and state
+        directory), once it listens; returns it and its mutual-TLS port."""
+        port, enroll_port = free_port(), free_port()
+        config = self.work / f"replica-{index}.toml"
+        state = self.work / f"replica-{index}"
+        config.write_text(_config(self.work, port, enroll_port, self.store_url, state))
+        return self._serve(config, port, f"replica-{index}"), port
+
+    def _serve(
+        self, config: Path, port: int, name: str, wrap: Sequence[str] = ()
+    ) -> subprocess.Popen[bytes]:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        config = self.work / "orchestrator.toml"
-        log = open(self.work / "orchestrator.log", "wb")  # noqa: SIM115 - lives with the process
+        log = open(self.work / f"{name}.log", "wb")  # noqa: SIM115 - lives with the process
         server = subprocess.Popen(
-            [sys.executable, "-m", "ondijon.cli", "orchestrator", "serve", "--config", str(config)],
+            [
+                *wrap,
+                sys.executable,
+                "-m",
+                "ondijon.cli",
+                "orchestrator",
+                "serve",
+                "--config",
+                str(config),
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
         )
         for _ in range(300):
             with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", self.port)) == 0:
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
                     break
             time.sleep(0.1)
         return server
+
+
+def _config(work: Path, port: int, enroll_port: int, store_url: str, state: Path) -> str:
+    return (
+        f'[server]\nlisten = "127.0.0.1:{port}"\nenroll_listen = "127.0.0.1:{enroll_port}"\n'
+        f'[store]\nurl = "{store_url}"\n'
+        f'[identity]\nca_dir = "{work / "ca"}"\nstate_dir = "{state}"\n'
+        # No web console and no public side: their fixed ports would keep a second replica
+        # from starting, and a benchmark of the link does not use them.
+        '[console]\nlisten = ""\n[public]\nlisten = ""\n'
+    )

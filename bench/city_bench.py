@@ -37,8 +37,7 @@ from city import BenchCity, free_port  # bench/city.py, beside this script
 
 from domain.city.generator import generate
 from domain.city.inventory import diff
-from ondijon.admin import call as control_call
-from ondijon.city_cli import call as city_call
+from ondijon.client import AdminClient
 from orchestrator.config import OrchestratorConfig
 from orchestrator.identity.operators import add_operator
 from orchestrator.store import assets as asset_sql
@@ -46,6 +45,7 @@ from orchestrator.store.database import Store
 from protos.ondijon.v1 import control_pb2, link_pb2, schedule_pb2
 from provisioning.ca import CertificateAuthority, key_to_pem, make_csr, new_private_key
 from provisioning.identity import Identity, Role
+from provisioning.profile import Profile
 
 CONNECT = "/ondijon.v1.GatewayLink/Connect"
 
@@ -78,6 +78,7 @@ def build(work: Path, cabinets: int) -> BenchCity:
         f'[server]\nlisten = "127.0.0.1:{port}"\nenroll_listen = "127.0.0.1:{enroll_port}"\n'
         f'[store]\nurl = "sqlite:///{db}"\n'
         f'[identity]\nca_dir = "{work / "ca"}"\nstate_dir = "{work / "orchestrator"}"\n'
+        '[console]\nlisten = ""\n[public]\nlisten = ""\n'  # one host may run several
     )
     store = Store.open(f"sqlite:///{db}")
     print(f"registering {len(city.assets)} assets, issuing {cabinets} certificates ...", flush=True)
@@ -169,11 +170,17 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
 
 
-async def operate(profile, cabinets: int, rounds: int) -> dict[str, float]:  # type: ignore[no-untyped-def]
+async def operate(profile: Profile, cabinets: int, rounds: int) -> dict[str, float]:
+    # One channel for the whole run, as `ondijon fleet` pages over one.
+    async with AdminClient(profile, timeout=120) as admin:
+        return await _operate(admin, cabinets, rounds)
+
+
+async def _operate(admin: AdminClient, cabinets: int, rounds: int) -> dict[str, float]:
     figures: dict[str, float] = {}
     # Wait for every gateway's stream.
     for _ in range(1200):
-        fleet = await fleet_pages(profile)
+        fleet = await fleet_pages(admin)
         if sum(g.connected for g in fleet[0]) == cabinets:
             break
         await asyncio.sleep(0.5)
@@ -181,22 +188,18 @@ async def operate(profile, cabinets: int, rounds: int) -> dict[str, float]:  # t
     figures["connected"] = connected
     t0 = time.perf_counter()
     figures["put_at"] = time.time()
-    put = await city_call(
-        profile,
-        "PutGroupDocument",
+    put = await admin.put_group_document(
         control_pb2.PutGroupDocumentRequest(
             target=control_pb2.Target(city=True),
             kind=link_pb2.DOCUMENT_KIND_SCHEDULE,
             payload=lighting(80),
-        ),
+        )
     )
     figures["put_s"] = time.perf_counter() - t0
     figures["changed"] = put.gateways_changed
     for _ in range(6000):
-        conv = await city_call(
-            profile,
-            "GetConvergence",
-            control_pb2.GetConvergenceRequest(kind=link_pb2.DOCUMENT_KIND_SCHEDULE, max_lagging=1),
+        conv = await admin.get_convergence(
+            control_pb2.GetConvergenceRequest(kind=link_pb2.DOCUMENT_KIND_SCHEDULE, max_lagging=1)
         )
         if conv.converged == connected:
             break
@@ -208,34 +211,32 @@ async def operate(profile, cabinets: int, rounds: int) -> dict[str, float]:  # t
     figures["peer_at"] = time.time()
     t1 = time.perf_counter()
     for gid in sample:
-        await control_call(
-            profile,
-            "PutDesiredState",
+        await admin.put_desired_state(
             control_pb2.PutDesiredStateRequest(
                 gateway_id=gid, kind=link_pb2.DOCUMENT_KIND_SCHEDULE, payload=lighting(60)
-            ),
+            )
         )
     figures["one_by_one_per_call_s"] = (time.perf_counter() - t1) / len(sample)
     # Fleet listing, paged.
     pages: list[float] = []
     for _ in range(rounds):
-        pages += (await fleet_pages(profile))[1]
+        pages += (await fleet_pages(admin))[1]
     figures["page_p50_ms"] = percentile(pages, 50) * 1000
     figures["page_p99_ms"] = percentile(pages, 99) * 1000
     figures["pages"] = len(pages)
     t2 = time.perf_counter()
-    await control_call(profile, "ListGateways", control_pb2.ListGatewaysRequest())
+    await admin.list_gateways(control_pb2.ListGatewaysRequest())
     figures["unpaged_list_s"] = time.perf_counter() - t2
     return figures
 
 
-async def fleet_pages(profile) -> tuple[list[control_pb2.FleetGateway], list[float]]:  # type: ignore[no-untyped-def]
-    token, items, times = "", [], []
+async def fleet_pages(admin: AdminClient) -> tuple[list[control_pb2.FleetGateway], list[float]]:
+    token = ""
+    items: list[control_pb2.FleetGateway] = []
+    times: list[float] = []
     while True:
         t = time.perf_counter()
-        page = await city_call(
-            profile, "ListFleet", control_pb2.ListFleetRequest(page_token=token, page_size=100)
-        )
+        page = await admin.list_fleet(control_pb2.ListFleetRequest(page_token=token, page_size=100))
         times.append(time.perf_counter() - t)
         items += list(page.gateways)
         token = page.next_page_token

@@ -65,10 +65,15 @@ class ViewState(enum.StrEnum):
 
 # Alarm types raised by the orchestrator itself.
 GATEWAY_SILENT = "gateway.silent"
+# A citizen reported a lamp out or a damaged bollard the system did not know about
+# (orchestrator.public): a crew goes and looks, and closes it with a repair note.
+REPORTED = "reported"
 # Types whose alarm, while open, groups the alarms of the lamps of the same gateway.
 ROOT_TYPES = frozenset({"mains_lost", GATEWAY_SILENT})
 # Lamp alarms a lost feed or link explains (the lamps go dark, or cannot be heard).
-GROUPED_TYPES = frozenset({"lamp_failure", "dimming_failure", "driver_failure", "equipment.failed"})
+GROUPED_TYPES = frozenset(
+    {"lamp_failure", "dimming_failure", "driver_failure", "equipment.failed", REPORTED}
+)
 
 SEVERITY: Mapping[str, Severity] = {
     "signal.conflict_fault": Severity.CRITICAL,
@@ -85,6 +90,7 @@ SEVERITY: Mapping[str, Severity] = {
     "equipment.failed": Severity.MAJOR,
     "document.refused": Severity.MAJOR,
     "day_burner": Severity.MINOR,
+    REPORTED: Severity.MINOR,
     "dimming_failure": Severity.MINOR,
     "driver_failure": Severity.MINOR,
     "over_temperature": Severity.MINOR,
@@ -323,13 +329,27 @@ def close(alarm: Alarm, *, by: str, note: str, now: datetime) -> Alarm:
 
 
 def view_state(alarm: Alarm, now: datetime) -> ViewState:
-    if not alarm.open:
+    return state_of(
+        closed=not alarm.open,
+        active=alarm.active,
+        acknowledged=alarm.acknowledged,
+        shelved_until=alarm.shelved_until,
+        now=now,
+    )
+
+
+def state_of(
+    *, closed: bool, active: bool, acknowledged: bool, shelved_until: datetime | None, now: datetime
+) -> ViewState:
+    """The view state from the fields it depends on (alarms counted in bulk, without
+    reading each whole alarm)."""
+    if closed:
         return ViewState.CLOSED
-    if alarm.shelved_until is not None and now < alarm.shelved_until:
+    if shelved_until is not None and now < shelved_until:
         return ViewState.SHELVED
-    if not alarm.active:
+    if not active:
         return ViewState.CLEARED
-    return ViewState.ACKNOWLEDGED if alarm.acknowledged else ViewState.UNACKNOWLEDGED
+    return ViewState.ACKNOWLEDGED if acknowledged else ViewState.UNACKNOWLEDGED
 
 
 def reminder_due(alarm: Alarm, now: datetime, delay: timedelta) -> bool:

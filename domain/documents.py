@@ -141,6 +141,21 @@ def parse(number: int, payload: bytes) -> Document:
     return Document(kind, payload, value)
 
 
+def message_of(kind: Kind, payload: bytes) -> Message:
+    """The message a stored payload holds, to show it (``ondijon desired get``): stored
+    payloads were parsed and validated by :func:`parse` when they were put.
+
+    Raises:
+        DocumentError: naming ``payload`` when the bytes are not a message of ``kind``.
+    """
+    try:
+        return kind.message_type.FromString(payload)
+    except DecodeError as exc:
+        raise DocumentError(
+            "payload", f"not a valid {kind.message_type.__name__} ({exc})"
+        ) from None
+
+
 def payload_from_json(kind: Kind, text: str, *, source: str) -> bytes:
     """The payload of a document an operator wrote as JSON (protobuf field names).
 

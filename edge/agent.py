@@ -657,6 +657,8 @@ class Agent:
                 },
             )
         )
+        for bus in self.equipment.buses:
+            bus.clock_stepped()  # node programs are epoch seconds computed from it
 
     async def _schedule_loop(self) -> None:
         while True:

@@ -7,16 +7,17 @@
   tests do, so two runs never drive one rig; the lock is an advisory ``flock`` and dies
   with the process (no stale lock to delete).
 - ``--bench-report DIR`` (or ``ONDIJON_BENCH_REPORT``): one record per scenario, written as
-  ``DIR/report.json``, ``report.txt`` and ``report.html`` at the end of the run.
+  ``DIR/report.json``, ``report.txt`` and ``report.html`` at the end of the run; with
+  ``--junitxml`` each test case also carries its measurements (value, limits, pass) and
+  faults as JUnit properties.
+- ``ONDIJON_LONG=1`` (set by ``make hil``): the long forms of the scenarios (a whole night,
+  a simulated day without link); ``make test`` runs the quick forms.
 """
 
 from __future__ import annotations
 
-import fcntl
 import os
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -24,6 +25,7 @@ import pytest
 
 from edge.bench.inventory import Inventory, load_inventory
 from edge.bench.report import Record, Report
+from edge.bench.rig import hold_lock
 from foundation.settings import ConfigError
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "bench.toml"
@@ -76,6 +78,12 @@ def inventory(pytestconfig: pytest.Config) -> Inventory:
 
 
 @pytest.fixture(scope="session")
+def inventory_file(pytestconfig: pytest.Config, inventory: Inventory) -> Path:
+    """The file the run's inventory was read from (a rig process reads it too)."""
+    return inventory_path(pytestconfig).resolve()
+
+
+@pytest.fixture(scope="session")
 def rig_lock(inventory: Inventory) -> Iterator[Path | None]:
     """Hold the rig for the whole run on real pins (nothing to hold on mock pins)."""
     if pin_factory_name() == "mock":
@@ -83,10 +91,6 @@ def rig_lock(inventory: Inventory) -> Iterator[Path | None]:
         return
     with hold_lock(Path(inventory.bench.lock_file), inventory.bench.lock_wait_s) as path:
         yield path
-
-
-class RigBusy(Exception):
-    """Another run holds the rig."""
 
 
 @pytest.fixture
@@ -112,8 +116,11 @@ def sim_bench(inventory: Inventory) -> Inventory:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    report: pytest.TestReport = yield
     taken = item.stash.get(_RECORDS, None)
+    if taken is not None and call.when == "call":
+        # JUnit XML (--junitxml) carries them as the test case's properties, for CI.
+        item.user_properties += junit_properties(taken)
+    report: pytest.TestReport = yield
     if taken is not None and (report.when == "call" or report.outcome != "passed"):
         if report.when == "call" or taken.outcome == "unknown":
             taken.outcome = report.outcome
@@ -139,28 +146,15 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         reporter.write_line(f"bench report: {written} (and report.txt, report.html)")
 
 
-@contextmanager
-def hold_lock(path: Path, wait_s: float) -> Iterator[Path]:
-    """Take the rig's lock file (an exclusive ``flock``), waiting up to ``wait_s``.
-
-    Raises:
-        RigBusy: still held by another run after ``wait_s``, naming the holder.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
-    try:
-        deadline = time.monotonic() + wait_s
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    holder = path.read_text(errors="replace").strip() or "another run"
-                    raise RigBusy(f"the rig is held ({path}): {holder}") from None
-                time.sleep(0.1)
-        os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()}: ondijon hil_tests\n".encode())
-        yield path
-    finally:
-        os.close(fd)  # closing drops the lock
+def junit_properties(taken: Record) -> list[tuple[str, str]]:
+    """A record's measurements and faults as JUnit test-case properties."""
+    properties = [
+        (
+            f"measurement {m.name}",
+            f"{m.value:g}{' ' + m.unit if m.unit else ''} [{m.limits()}] "
+            f"{'pass' if m.passed else 'FAIL'}",
+        )
+        for m in taken.measurements
+    ]
+    properties += [(f"fault {f['fault']}", f"{f['target']} at {f['at']}") for f in taken.faults]
+    return properties

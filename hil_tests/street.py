@@ -26,13 +26,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import msgspec
 from google.protobuf.message import Message
 
 from domain.schedule.astronomy import sun_day
 from domain.schedule.model import Site, SunEvent
 from edge.agent import Agent
-from edge.bench.inventory import Inventory, agent_equipment, to_toml
+from edge.bench.inventory import Inventory, agent_equipment, subset, to_toml
 from edge.bench.report import Record, pin_events
 from edge.bench.street import Lantern, SimulatedStreet
 from edge.config import AgentConfig
@@ -107,26 +106,6 @@ async def settle() -> None:
     """Let every task the last clock step woke run to its next wait."""
     for _ in range(8):
         await asyncio.sleep(0)
-
-
-def subset(inventory: Inventory, kinds: Sequence[str]) -> Inventory:
-    """``inventory`` with only the equipment of ``kinds`` (``lamps``, ``bollards``,
-    ``crossings``, ``cabinet``): a scenario opens what it exercises, nothing else."""
-    unknown = set(kinds) - set(KINDS)
-    if unknown:
-        raise ValueError(f"kinds: no {sorted(unknown)}; one of {', '.join(KINDS)}")
-    kept = msgspec.structs.replace(
-        inventory,
-        lamps=inventory.lamps if "lamps" in kinds else [],
-        bollards=inventory.bollards if "bollards" in kinds else [],
-        crossings=inventory.crossings if "crossings" in kinds else [],
-        cabinet=inventory.cabinet if "cabinet" in kinds else None,
-        loopback=[p for p in inventory.loopback if p.to.split(".")[0] in kinds],
-    )
-    return kept
-
-
-KINDS = ("lamps", "bollards", "crossings", "cabinet")
 
 
 def inventory_toml(state_dir: Path, inventory: Inventory, clock: str = "") -> str:

@@ -31,11 +31,11 @@ from typing import Any
 
 import pytest
 from agent_process import spawn_agent
-from conftest import hold_lock
 from street import LampPins, agent_toml, document, hold_documents, street, sun_event
 
 from domain.schedule.model import SunEvent
 from edge.bench.inventory import Inventory
+from edge.bench.rig import hold_lock
 from edge.equipment.sim.lantern import MockLantern
 from protos.ondijon.v1 import link_pb2, schedule_pb2
 

@@ -13,12 +13,12 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from conftest import RigBusy, hold_lock
 from street import street
 from test_hil_bollard import CLOSING, SCHEDULE
 
 from edge.bench.inventory import Inventory
 from edge.bench.report import MeasurementFailed, Record, Report
+from edge.bench.rig import RigBusy, hold_lock
 
 
 def rising(trace: list[dict[str, object]], line: str) -> list[float]:

@@ -414,7 +414,7 @@ async def desired_get(client: AdminClient, args: argparse.Namespace) -> int:
         )
     )
     document = response.document
-    value = kind.message_type.FromString(document.payload)
+    value = documents.message_of(kind, document.payload)
     print(
         f"{args.kind} for {escape(args.gateway_id)}: version {document.version}, "
         f"issued {when(document.issued_at)}",

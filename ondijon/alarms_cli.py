@@ -8,7 +8,7 @@
     ondijon alarms close ID --note TEXT
     ondijon energy --since YYYY-MM-DD [--until D] [--by commune|gateway|lamp|day] [--json]
     ondijon playbook put FILE.json | list | start NAME [--confirm-by-second] | confirm RUN
-    ondijon playbook end RUN | show RUN
+    ondijon playbook end RUN | show RUN | runs [--ended N] [--json]
 
 Listings are tables with headers (``--json`` for the messages); text that came from a
 gateway or a caller is escaped before it reaches the terminal. Refusals are one line
@@ -34,6 +34,13 @@ from protos.ondijon.v1 import control_pb2
 from provisioning.profile import Profile
 
 SEVERITY = {1: "warning", 2: "minor", 3: "major", 4: "critical"}
+# A run as each playbook RPC answers it (the same fields under four message names).
+PlaybookRun = (
+    control_pb2.StartPlaybookResponse
+    | control_pb2.ConfirmPlaybookResponse
+    | control_pb2.EndPlaybookResponse
+    | control_pb2.GetPlaybookRunResponse
+)
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -93,6 +100,9 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     start.add_argument(
         "--confirm-by-second", action="store_true", help="wait for a second person's confirm"
     )
+    runs = b_sub.add_parser("runs", help="the open runs, then the latest ended ones")
+    runs.add_argument("--ended", type=int, default=20, help="ended runs listed (default 20)")
+    runs.add_argument("--json", action="store_true")
     for name, text in (
         ("confirm", "confirm a run (a second person)"),
         ("end", "end a run: every action cancelled, schedules resume"),
@@ -100,7 +110,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     ):
         p = b_sub.add_parser(name, help=text)
         p.add_argument("run_id")
-    for p in (put, listing, start, *[b_sub.choices[n] for n in ("confirm", "end", "show")]):
+    for p in (put, listing, runs, start, *[b_sub.choices[n] for n in ("confirm", "end", "show")]):
         _profile(p)
     for p in (start, b_sub.choices["confirm"], b_sub.choices["end"], b_sub.choices["show"]):
         p.add_argument("--json", action="store_true")
@@ -250,20 +260,22 @@ async def _alarms(client: AdminClient, args: argparse.Namespace) -> int:
         except BrokenPipeError:
             sys.stderr.close()
         return 0
-    request = control_pb2.AlarmActionRequest(alarm_id=args.alarm_id)
+    alarm_id = args.alarm_id
+    changed: control_pb2.AlarmRecord
     if what == "ack":
-        request.text = args.comment
-        changed = await client.acknowledge_alarm(request)
+        acknowledge = control_pb2.AcknowledgeAlarmRequest(alarm_id=alarm_id, text=args.comment)
+        changed = (await client.acknowledge_alarm(acknowledge)).alarm
     elif what == "shelve":
-        request.until.FromDatetime(datetime.now(UTC) + timedelta(hours=args.hours))
-        changed = await client.shelve_alarm(request)
+        shelve = control_pb2.ShelveAlarmRequest(alarm_id=alarm_id)
+        shelve.until.FromDatetime(datetime.now(UTC) + timedelta(hours=args.hours))
+        changed = (await client.shelve_alarm(shelve)).alarm
     elif what == "assign":
-        request.crew = args.crew
-        changed = await client.assign_alarm(request)
+        assign = control_pb2.AssignAlarmRequest(alarm_id=alarm_id, crew=args.crew)
+        changed = (await client.assign_alarm(assign)).alarm
     else:
-        request.text = args.note
-        changed = await client.close_alarm(request)
-    print(alarm_rows([changed.alarm]))
+        close = control_pb2.CloseAlarmRequest(alarm_id=alarm_id, text=args.note)
+        changed = (await client.close_alarm(close)).alarm
+    print(alarm_rows([changed]))
     return 0
 
 
@@ -290,20 +302,21 @@ async def _playbook(client: AdminClient, args: argparse.Namespace) -> int:
                 )
             )
         return 0
+    if what == "runs":
+        return await _playbook_runs(client, args)
+    run: PlaybookRun
     if what == "start":
         run = await client.start_playbook(
             control_pb2.StartPlaybookRequest(
                 name=args.name, version=args.version, require_confirmation=args.confirm_by_second
             )
         )
+    elif what == "confirm":
+        run = await client.confirm_playbook(control_pb2.ConfirmPlaybookRequest(run_id=args.run_id))
+    elif what == "end":
+        run = await client.end_playbook(control_pb2.EndPlaybookRequest(run_id=args.run_id))
     else:
-        request = control_pb2.PlaybookRunRequest(run_id=args.run_id)
-        if what == "confirm":
-            run = await client.confirm_playbook(request)
-        elif what == "end":
-            run = await client.end_playbook(request)
-        else:
-            run = await client.get_playbook_run(request)
+        run = await client.get_playbook_run(control_pb2.GetPlaybookRunRequest(run_id=args.run_id))
     if args.json:
         print(_json(run))
         return 0
@@ -324,6 +337,37 @@ async def _playbook(client: AdminClient, args: argparse.Namespace) -> int:
                     s.detail,
                 )
                 for s in run.steps
+            ],
+        )
+    )
+    return 0
+
+
+async def _playbook_runs(client: AdminClient, args: argparse.Namespace) -> int:
+    if not 0 <= args.ended <= 200:
+        raise AdminError("--ended", "between 0 and 200")
+    # 0 asks the service for its default; "--ended 0" means none, so ask for one and drop it.
+    listed = await client.list_playbook_runs(
+        control_pb2.ListPlaybookRunsRequest(ended_limit=args.ended or 1)
+    )
+    runs = [r for r in listed.runs if args.ended or r.status != "ended"]
+    if args.json:
+        print(_json(control_pb2.ListPlaybookRunsResponse(runs=runs)))
+        return 0
+    print(
+        table(
+            ["RUN", "PLAYBOOK", "STATUS", "REQUESTED BY", "CONFIRMED BY", "STARTED", "DONE"],
+            [
+                (
+                    r.run_id,
+                    f"{r.name} v{r.version}",
+                    r.status,
+                    r.requested_by,
+                    r.confirmed_by or "-",
+                    _when(r.started_at),
+                    f"{sum(1 for s in r.steps if s.status == 'DONE')}/{len(r.steps)}",
+                )
+                for r in runs
             ],
         )
     )

@@ -27,13 +27,11 @@ import argparse
 import asyncio
 import json
 import sys
-import uuid
 from collections.abc import AsyncIterator, Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import grpc
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
@@ -47,12 +45,15 @@ from domain.city.inventory import (
     to_geojson,
 )
 from foundation.escaping import escape
-from ondijon.admin import _ts
-from ondijon.client import AdminError
-from protos.ondijon.v1 import control_pb2, control_pb2_grpc, link_pb2, schedule_pb2
+from ondijon.admin import lamp_override
+from ondijon.client import AdminClient, AdminError
+from protos.ondijon.v1 import control_pb2, link_pb2
 from provisioning.profile import Profile
 
 CHUNK = 2000
+# Seconds a call may take: a city-wide one (a document for 1,500 gateways, an import of
+# 34,000 lamps) takes longer than one gateway's.
+CITY_TIMEOUT_S = 120
 _KIND_NUMBERS = {
     "lamp": control_pb2.ASSET_KIND_LAMP,
     "cabinet": control_pb2.ASSET_KIND_CABINET,
@@ -176,32 +177,13 @@ def read_polygon(path: Path) -> list[control_pb2.GeoPoint]:
         raise AdminError("--area", "coordinates: a ring of [longitude, latitude]") from None
 
 
-async def call(profile: Profile, method: str, request: Message) -> Any:
-    async with profile.channel() as channel:
-        stub = control_pb2_grpc.CityStub(channel)
-        try:
-            return await getattr(stub, method)(request, timeout=120)
-        except grpc.aio.AioRpcError as exc:
-            raise AdminError.answered(exc.code().name, exc.details() or "") from None
-
-
-async def import_call(
-    profile: Profile, assets: list[control_pb2.Asset], *, dry_run: bool, digest: str
-) -> control_pb2.ImportAssetsResponse:
-    async def requests() -> AsyncIterator[control_pb2.ImportAssetsRequest]:
-        yield control_pb2.ImportAssetsRequest(dry_run=dry_run, expected_digest=digest)
-        for i in range(0, len(assets), CHUNK):
-            yield control_pb2.ImportAssetsRequest(assets=assets[i : i + CHUNK])
-
-    async with profile.channel() as channel:
-        stub = control_pb2_grpc.CityStub(channel)
-        try:
-            response: control_pb2.ImportAssetsResponse = await stub.ImportAssets(
-                requests(), timeout=600
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise AdminError.answered(exc.code().name, exc.details() or "") from None
-        return response
+async def import_requests(
+    assets: list[control_pb2.Asset], *, dry_run: bool, digest: str
+) -> AsyncIterator[control_pb2.ImportAssetsRequest]:
+    """The ImportAssets stream: the header, then ``assets`` in chunks of :data:`CHUNK`."""
+    yield control_pb2.ImportAssetsRequest(dry_run=dry_run, expected_digest=digest)
+    for i in range(0, len(assets), CHUNK):
+        yield control_pb2.ImportAssetsRequest(assets=assets[i : i + CHUNK])
 
 
 def _json(message: Message) -> str:
@@ -235,15 +217,19 @@ def run_city(args: argparse.Namespace) -> int:
             f"{escape(str(args.out))}"
         )
         return 0
-    profile = Profile.load(args.profile)
-    if args.command == "assets":
-        return _assets(profile, args)
-    if args.command == "fleet":
-        return _fleet(profile, args)
-    return _group(profile, args)
+    return asyncio.run(_run(Profile.load(args.profile), args))
 
 
-def _assets(profile: Profile, args: argparse.Namespace) -> int:
+async def _run(profile: Profile, args: argparse.Namespace) -> int:
+    async with AdminClient(profile, timeout=CITY_TIMEOUT_S) as client:
+        if args.command == "assets":
+            return await _assets(client, args)
+        if args.command == "fleet":
+            return await _fleet(client, args)
+        return await _group(client, args)
+
+
+async def _assets(client: AdminClient, args: argparse.Namespace) -> int:
     if args.assets_command == "list":
         request = control_pb2.ListAssetsRequest(
             kind=_KIND_NUMBERS.get(args.kind, control_pb2.ASSET_KIND_UNSPECIFIED),
@@ -251,7 +237,7 @@ def _assets(profile: Profile, args: argparse.Namespace) -> int:
             gateway_id=args.gateway,
             page_size=args.limit,
         )
-        response = asyncio.run(call(profile, "ListAssets", request))
+        response = await client.list_assets(request)
         if args.json:
             print(_json(response))
             return 0
@@ -286,7 +272,7 @@ def _assets(profile: Profile, args: argparse.Namespace) -> int:
     from orchestrator.assets.wire import asset_to_proto  # the same conversion both sides
 
     messages = [asset_to_proto(a) for a in assets]
-    preview = asyncio.run(import_call(profile, messages, dry_run=True, digest=""))
+    preview = await client.import_assets(import_requests(messages, dry_run=True, digest=""))
     _print_diff(preview)
     if preview.added == preview.changed == preview.removed == 0:
         print("nothing to change: the register already matches this inventory")
@@ -297,11 +283,12 @@ def _assets(profile: Profile, args: argparse.Namespace) -> int:
     if not args.yes:
         if not sys.stdin.isatty():
             raise AdminError("--yes", "not a terminal: pass --yes to apply, or --dry-run")
-        if input("apply? [y/N] ").strip().lower() not in ("y", "yes"):
+        answer = await asyncio.to_thread(input, "apply? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
             print("not applied")
             return 1
-    done = asyncio.run(
-        import_call(profile, messages, dry_run=False, digest=preview.register_digest)
+    done = await client.import_assets(
+        import_requests(messages, dry_run=False, digest=preview.register_digest)
     )
     print(f"applied: {done.added} added, {done.changed} changed, {done.removed} removed")
     return 0
@@ -324,16 +311,12 @@ def _print_diff(response: control_pb2.ImportAssetsResponse) -> None:
             print(f"  {sign} ... and {total - len(items)} more")
 
 
-def _fleet(profile: Profile, args: argparse.Namespace) -> int:
+async def _fleet(client: AdminClient, args: argparse.Namespace) -> int:
     token, rows, items = "", [], []
     while True:
-        response = asyncio.run(
-            call(
-                profile,
-                "ListFleet",
-                control_pb2.ListFleetRequest(
-                    commune=args.commune, page_token=token, page_size=args.page_size
-                ),
+        response = await client.list_fleet(
+            control_pb2.ListFleetRequest(
+                commune=args.commune, page_token=token, page_size=args.page_size
             )
         )
         items += list(response.gateways)
@@ -359,7 +342,7 @@ def _fleet(profile: Profile, args: argparse.Namespace) -> int:
     return 0
 
 
-def _group(profile: Profile, args: argparse.Namespace) -> int:
+async def _group(client: AdminClient, args: argparse.Namespace) -> int:
     what = args.group_command
     if what == "put":
         kind = documents.kind_named(args.kind)
@@ -368,46 +351,34 @@ def _group(profile: Profile, args: argparse.Namespace) -> int:
         except OSError as exc:
             raise AdminError(str(args.file), str(exc)) from None
         payload = documents.payload_from_json(kind, text, source=str(args.file))
-        response = asyncio.run(
-            call(
-                profile,
-                "PutGroupDocument",
-                control_pb2.PutGroupDocumentRequest(
-                    target=target_of(args), kind=kind.number, payload=payload
-                ),
+        put = await client.put_group_document(
+            control_pb2.PutGroupDocumentRequest(
+                target=target_of(args), kind=kind.number, payload=payload
             )
         )
         print(
-            f"{args.kind} assigned to {escape(_describe(response.document))}: "
-            f"{response.gateways_covered} gateway(s) covered, {response.gateways_changed} given "
-            f"a new version, {response.document.gateways} take it (others have a more specific one)"
+            f"{args.kind} assigned to {escape(_describe(put.document))}: "
+            f"{put.gateways_covered} gateway(s) covered, {put.gateways_changed} given "
+            f"a new version, {put.document.gateways} take it (others have a more specific one)"
         )
         return 0
     if what == "remove":
         kind = documents.kind_named(args.kind)
-        response = asyncio.run(
-            call(
-                profile,
-                "RemoveGroupDocument",
-                control_pb2.RemoveGroupDocumentRequest(target=target_of(args), kind=kind.number),
-            )
+        removed = await client.remove_group_document(
+            control_pb2.RemoveGroupDocumentRequest(target=target_of(args), kind=kind.number)
         )
         print(
-            f"removed; {response.gateways_changed} gateway(s) moved to the next document "
+            f"removed; {removed.gateways_changed} gateway(s) moved to the next document "
             "covering them"
         )
         return 0
     if what == "list":
         kind_number: Any = documents.kind_named(args.kind).number if args.kind else 0
-        response = asyncio.run(
-            call(
-                profile,
-                "ListGroupDocuments",
-                control_pb2.ListGroupDocumentsRequest(kind=kind_number),
-            )
+        listed = await client.list_group_documents(
+            control_pb2.ListGroupDocumentsRequest(kind=kind_number)
         )
         if args.json:
-            print(_json(response))
+            print(_json(listed))
             return 0
         _table(
             ("ID", "KIND", "TARGET", "GATEWAYS", "ISSUED", "BY"),
@@ -420,58 +391,48 @@ def _group(profile: Profile, args: argparse.Namespace) -> int:
                     _when(d, "issued_at"),
                     d.issued_by,
                 )
-                for d in response.documents
+                for d in listed.documents
             ),
         )
         return 0
     if what in ("effective", "release"):
         kind = documents.kind_named(args.kind)
         if what == "release":
-            response = asyncio.run(
-                call(
-                    profile,
-                    "ReleaseGatewayDocument",
-                    control_pb2.ReleaseGatewayDocumentRequest(
-                        gateway_id=args.gateway_id, kind=kind.number
-                    ),
+            released = await client.release_gateway_document(
+                control_pb2.ReleaseGatewayDocumentRequest(
+                    gateway_id=args.gateway_id, kind=kind.number
                 )
             )
             print(
                 f"{args.kind} of {escape(args.gateway_id)} follows its groups again: "
-                f"version {response.document.version}"
+                f"version {released.document.version}"
             )
             return 0
-        response = asyncio.run(
-            call(
-                profile,
-                "GetEffectiveDocument",
-                control_pb2.GetEffectiveDocumentRequest(
-                    gateway_id=args.gateway_id, kind=kind.number
-                ),
-            )
+        effective = await client.get_effective_document(
+            control_pb2.GetEffectiveDocumentRequest(gateway_id=args.gateway_id, kind=kind.number)
         )
         if args.json:
-            print(_json(response))
+            print(_json(effective))
             return 0
-        if not response.HasField("document"):
+        if not effective.HasField("document"):
             print(f"{escape(args.gateway_id)} has no {args.kind}")
             return 0
         held = (
             "holds it"
-            if response.held.version == response.document.version
-            and response.held.digest == response.document.digest
-            else f"holds version {response.held.version or 'none'}"
+            if effective.held.version == effective.document.version
+            and effective.held.digest == effective.document.digest
+            else f"holds version {effective.held.version or 'none'}"
         )
         origin = (
-            _describe(response.from_group)
-            if response.source != "gateway"
+            _describe(effective.from_group)
+            if effective.source != "gateway"
             else "put on the gateway itself"
         )
         print(
-            f"{args.kind} version {response.document.version} from {escape(origin)}; "
+            f"{args.kind} version {effective.document.version} from {escape(origin)}; "
             f"the gateway {held}"
         )
-        for s in response.shadowed:
+        for s in effective.shadowed:
             print(f"  shadows {escape(_describe(s))} (assignment {s.assignment_id})")
         return 0
     if what == "convergence":
@@ -480,17 +441,17 @@ def _group(profile: Profile, args: argparse.Namespace) -> int:
         target = target_of(args)
         if target is not None:
             request.target.CopyFrom(target)
-        response = asyncio.run(call(profile, "GetConvergence", request))
+        conv = await client.get_convergence(request)
         if args.json:
-            print(_json(response))
+            print(_json(conv))
             return 0
         print(
-            f"{response.converged} of {response.gateways - response.without_document} "
+            f"{conv.converged} of {conv.gateways - conv.without_document} "
             "gateway(s) hold "
-            f"their {args.kind}; lagging: {response.offline} offline, {response.refused} refused, "
-            f"{response.pending} pending; {response.without_document} without one"
+            f"their {args.kind}; lagging: {conv.offline} offline, {conv.refused} refused, "
+            f"{conv.pending} pending; {conv.without_document} without one"
         )
-        if response.lagging:
+        if conv.lagging:
             _table(
                 ("GATEWAY", "COMMUNE", "WANTS", "HOLDS", "WHY", "SINCE / ERROR"),
                 (
@@ -502,7 +463,7 @@ def _group(profile: Profile, args: argparse.Namespace) -> int:
                         g.reason,
                         g.refusal or _when(g, "offline_since"),
                     )
-                    for g in response.lagging
+                    for g in conv.lagging
                 ),
             )
         return 0
@@ -512,41 +473,27 @@ def _group(profile: Profile, args: argparse.Namespace) -> int:
             raise AdminError("--level", "a percentage, 0 to 100")
         if not 0 < args.hours <= 168:
             raise AdminError("--hours", "more than 0, at most 168 (7 days)")
-        now = datetime.now(UTC)
-        end = now + timedelta(hours=args.hours)
-        command = link_pb2.Command(
-            command_id=uuid.uuid4().hex,
-            expires_at=_ts(end),
-            override=schedule_pb2.Override(
-                id=uuid.uuid4().hex[:12],
-                start=_ts(now),
-                expiry=_ts(end),
-                priority=args.priority,
-                kind=schedule_pb2.DEVICE_KIND_LAMP,
-                lamp_level=args.level,
-            ),
+        # Timed on the street's clock (the profile's), like a one-gateway override.
+        command = lamp_override(
+            args.level, args.hours * 60, args.priority, [], clock=client.profile.clock
         )
-        response = asyncio.run(
-            call(
-                profile,
-                "SendGroupCommand",
-                control_pb2.SendGroupCommandRequest(target=target, command=command),
-            )
+        sent = await client.send_group_command(
+            control_pb2.SendGroupCommandRequest(target=target, command=command)
         )
         print(
-            f"lamps of {response.gateways} gateway(s) to {args.level} % for {args.hours:g} h; "
-            f"batch {response.batch_id} (ondijon group command {response.batch_id})"
+            f"lamps of {sent.gateways} gateway(s) to {args.level} % for {args.hours:g} h; "
+            f"batch {sent.batch_id} (ondijon group command {sent.batch_id})"
         )
         return 0
-    response = asyncio.run(
-        call(profile, "GetGroupCommand", control_pb2.GetGroupCommandRequest(batch_id=args.batch_id))
+    batch = await client.get_group_command(
+        control_pb2.GetGroupCommandRequest(batch_id=args.batch_id)
     )
     if args.json:
-        print(_json(response))
+        print(_json(batch))
         return 0
-    counts = ", ".join(f"{n} {escape(s)}" for s, n in sorted(response.by_status.items()))
-    print(f"{response.gateways} gateway(s): {counts}")
-    for g in response.failed:
+    counts = ", ".join(f"{n} {escape(s)}" for s, n in sorted(batch.by_status.items()))
+    print(f"{batch.gateways} gateway(s): {counts}")
+    for g in batch.failed:
         print(f"  not done: {escape(g)}")
     return 0
 

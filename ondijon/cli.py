@@ -24,6 +24,7 @@
                                                   (see ondijon.city_cli)
     ondijon demo                                  a local city: orchestrator + 3 cabinets
     ondijon alarms list|watch|ack|shelve|assign|close   alarms (see ondijon.alarms_cli)
+    ondijon opendata export --config ORCH.toml --out DIR   open data (ondijon.opendata_cli)
     ondijon energy --since DAY [--by commune]     kWh, burning hours, saving vs baseline
     ondijon playbook put|list|start|confirm|end|show    crisis playbooks
 
@@ -127,6 +128,9 @@ def _parser() -> argparse.ArgumentParser:
     from ondijon import alarms_cli
 
     alarms_cli.add_commands(sub)
+    from ondijon import opendata_cli
+
+    opendata_cli.add_commands(sub)
     return parser
 
 
@@ -206,6 +210,10 @@ def _run(args: argparse.Namespace) -> int:
         from ondijon.city_cli import run_city
 
         return run_city(args)
+    if args.command == "opendata":
+        from ondijon import opendata_cli
+
+        return opendata_cli.run(args)
     if args.command in ("alarms", "energy", "playbook"):
         from ondijon import alarms_cli
 

@@ -162,8 +162,8 @@ def _signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
 
 
 class AdminClient:
-    """The admin API (ControlCentre, Operations and Campaigns services) for one operator
-    profile.
+    """The admin API (ControlCentre, Operations, City and Campaigns services) for one
+    operator profile.
 
     Used as ``async with AdminClient(profile) as admin``, every call shares one channel;
     otherwise each call opens and closes its own.
@@ -218,6 +218,9 @@ class AdminClient:
 
     def _campaigns(self, channel: grpc.aio.Channel) -> firmware_pb2_grpc.CampaignsAsyncStub:
         return firmware_pb2_grpc.CampaignsStub(channel)
+
+    def _city(self, channel: grpc.aio.Channel) -> control_pb2_grpc.CityAsyncStub:
+        return control_pb2_grpc.CityStub(channel)
 
     # -- the fleet --------------------------------------------------------------------------
 
@@ -343,29 +346,29 @@ class AdminClient:
         )
 
     async def acknowledge_alarm(
-        self, request: control_pb2.AlarmActionRequest
-    ) -> control_pb2.AlarmActionResponse:
+        self, request: control_pb2.AcknowledgeAlarmRequest
+    ) -> control_pb2.AcknowledgeAlarmResponse:
         return await self._call(
             lambda ch: self._operations(ch).AcknowledgeAlarm(request, timeout=self.timeout)
         )
 
     async def shelve_alarm(
-        self, request: control_pb2.AlarmActionRequest
-    ) -> control_pb2.AlarmActionResponse:
+        self, request: control_pb2.ShelveAlarmRequest
+    ) -> control_pb2.ShelveAlarmResponse:
         return await self._call(
             lambda ch: self._operations(ch).ShelveAlarm(request, timeout=self.timeout)
         )
 
     async def assign_alarm(
-        self, request: control_pb2.AlarmActionRequest
-    ) -> control_pb2.AlarmActionResponse:
+        self, request: control_pb2.AssignAlarmRequest
+    ) -> control_pb2.AssignAlarmResponse:
         return await self._call(
             lambda ch: self._operations(ch).AssignAlarm(request, timeout=self.timeout)
         )
 
     async def close_alarm(
-        self, request: control_pb2.AlarmActionRequest
-    ) -> control_pb2.AlarmActionResponse:
+        self, request: control_pb2.CloseAlarmRequest
+    ) -> control_pb2.CloseAlarmResponse:
         return await self._call(
             lambda ch: self._operations(ch).CloseAlarm(request, timeout=self.timeout)
         )
@@ -393,30 +396,37 @@ class AdminClient:
 
     async def start_playbook(
         self, request: control_pb2.StartPlaybookRequest
-    ) -> control_pb2.PlaybookRunResponse:
+    ) -> control_pb2.StartPlaybookResponse:
         return await self._call(
             lambda ch: self._operations(ch).StartPlaybook(request, timeout=self.timeout)
         )
 
     async def confirm_playbook(
-        self, request: control_pb2.PlaybookRunRequest
-    ) -> control_pb2.PlaybookRunResponse:
+        self, request: control_pb2.ConfirmPlaybookRequest
+    ) -> control_pb2.ConfirmPlaybookResponse:
         return await self._call(
             lambda ch: self._operations(ch).ConfirmPlaybook(request, timeout=self.timeout)
         )
 
     async def end_playbook(
-        self, request: control_pb2.PlaybookRunRequest
-    ) -> control_pb2.PlaybookRunResponse:
+        self, request: control_pb2.EndPlaybookRequest
+    ) -> control_pb2.EndPlaybookResponse:
         return await self._call(
             lambda ch: self._operations(ch).EndPlaybook(request, timeout=self.timeout)
         )
 
     async def get_playbook_run(
-        self, request: control_pb2.PlaybookRunRequest
-    ) -> control_pb2.PlaybookRunResponse:
+        self, request: control_pb2.GetPlaybookRunRequest
+    ) -> control_pb2.GetPlaybookRunResponse:
         return await self._call(
             lambda ch: self._operations(ch).GetPlaybookRun(request, timeout=self.timeout)
+        )
+
+    async def list_playbook_runs(
+        self, request: control_pb2.ListPlaybookRunsRequest
+    ) -> control_pb2.ListPlaybookRunsResponse:
+        return await self._call(
+            lambda ch: self._operations(ch).ListPlaybookRuns(request, timeout=self.timeout)
         )
 
     async def watch_alarms(
@@ -432,6 +442,82 @@ class AdminClient:
         finally:
             if channel is not self._channel:
                 await channel.close(None)
+
+    # -- the city: asset register, group documents, group commands, the fleet ---------------
+
+    async def import_assets(
+        self, requests: AsyncIterator[control_pb2.ImportAssetsRequest], *, timeout: float = 600
+    ) -> control_pb2.ImportAssetsResponse:
+        """A header (dry_run, expected_digest), then the assets in chunks."""
+        return await self._call(lambda ch: self._city(ch).ImportAssets(requests, timeout=timeout))
+
+    async def list_assets(
+        self, request: control_pb2.ListAssetsRequest
+    ) -> control_pb2.ListAssetsResponse:
+        return await self._call(lambda ch: self._city(ch).ListAssets(request, timeout=self.timeout))
+
+    async def put_group_document(
+        self, request: control_pb2.PutGroupDocumentRequest
+    ) -> control_pb2.PutGroupDocumentResponse:
+        return await self._call(
+            lambda ch: self._city(ch).PutGroupDocument(request, timeout=self.timeout)
+        )
+
+    async def remove_group_document(
+        self, request: control_pb2.RemoveGroupDocumentRequest
+    ) -> control_pb2.RemoveGroupDocumentResponse:
+        return await self._call(
+            lambda ch: self._city(ch).RemoveGroupDocument(request, timeout=self.timeout)
+        )
+
+    async def list_group_documents(
+        self, request: control_pb2.ListGroupDocumentsRequest | None = None
+    ) -> control_pb2.ListGroupDocumentsResponse:
+        request = request or control_pb2.ListGroupDocumentsRequest()
+        return await self._call(
+            lambda ch: self._city(ch).ListGroupDocuments(request, timeout=self.timeout)
+        )
+
+    async def get_effective_document(
+        self, request: control_pb2.GetEffectiveDocumentRequest
+    ) -> control_pb2.GetEffectiveDocumentResponse:
+        return await self._call(
+            lambda ch: self._city(ch).GetEffectiveDocument(request, timeout=self.timeout)
+        )
+
+    async def release_gateway_document(
+        self, request: control_pb2.ReleaseGatewayDocumentRequest
+    ) -> control_pb2.ReleaseGatewayDocumentResponse:
+        return await self._call(
+            lambda ch: self._city(ch).ReleaseGatewayDocument(request, timeout=self.timeout)
+        )
+
+    async def get_convergence(
+        self, request: control_pb2.GetConvergenceRequest
+    ) -> control_pb2.GetConvergenceResponse:
+        return await self._call(
+            lambda ch: self._city(ch).GetConvergence(request, timeout=self.timeout)
+        )
+
+    async def send_group_command(
+        self, request: control_pb2.SendGroupCommandRequest
+    ) -> control_pb2.SendGroupCommandResponse:
+        return await self._call(
+            lambda ch: self._city(ch).SendGroupCommand(request, timeout=self.timeout)
+        )
+
+    async def get_group_command(
+        self, request: control_pb2.GetGroupCommandRequest
+    ) -> control_pb2.GetGroupCommandResponse:
+        return await self._call(
+            lambda ch: self._city(ch).GetGroupCommand(request, timeout=self.timeout)
+        )
+
+    async def list_fleet(
+        self, request: control_pb2.ListFleetRequest | None = None
+    ) -> control_pb2.ListFleetResponse:
+        request = request or control_pb2.ListFleetRequest()
+        return await self._call(lambda ch: self._city(ch).ListFleet(request, timeout=self.timeout))
 
     # -- releases and campaigns --------------------------------------------------------------
 

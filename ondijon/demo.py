@@ -427,12 +427,14 @@ async def _add_generated_city(profile: Profile) -> None:
     beside the three live cabinets: its 1,500 cabinets are registered gateways with no
     agent running (offline in the fleet and convergence views)."""
     from domain.city.generator import generate
-    from ondijon.city_cli import import_call
+    from ondijon.city_cli import import_requests
     from orchestrator.assets.wire import asset_to_proto
 
     city = generate()
     messages = [asset_to_proto(a) for a in city.assets]
-    done = await import_call(profile, messages, dry_run=False, digest="")
+    done = await AdminClient(profile).import_assets(
+        import_requests(messages, dry_run=False, digest="")
+    )
     print(
         f"generated city added to the register: {done.added} assets "
         f"({len(city.cabinets)} cabinets of {len(city.communes)} communes); try "

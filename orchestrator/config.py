@@ -29,6 +29,13 @@ Example::
     token_ttl_hours = 72
     crl_urls = ["http://orchestrator.example.org:7480/crl"]   # named in every certificate
 
+    [public]                     # open data and citizens' reports (orchestrator.public)
+    listen = "0.0.0.0:7446"      # HTTPS, no login; "" = off
+    cert_file = ""               # a public CA's certificate for re-users; "" = the server's
+    key_file = ""
+    export_dir = "/var/lib/ondijon/opendata"   # the daily export (OUT/current); "" = none
+    export_at = "03:30"          # local time (Europe/Paris) of the daily export
+    licence = "etalab-2.0"       # or "odbl"
     [observe]
     listen = "0.0.0.0:9464"      # optional: /metrics, /livez, /readyz over plain HTTP
 
@@ -179,6 +186,53 @@ class Identity(Settings, frozen=True):
             raise ConfigError("crl_urls", exc.reason) from None
 
 
+class Public(Settings, frozen=True):
+    """The public side (:mod:`orchestrator.public`, docs/opendata.md): open data and
+    citizens' reports over HTTPS with no login. On by default from a TOML file; off with
+    ``listen = ""``."""
+
+    listen: str = "127.0.0.1:7446"
+    cert_file: str = ""
+    key_file: str = ""
+    # Files are rebuilt from the store this often and served from memory in between.
+    refresh_s: Annotated[int, msgspec.Meta(ge=5, le=86_400)] = 300
+    export_dir: str = ""
+    export_at: str = "03:30"
+    publisher: str = "Dijon métropole"
+    contact_url: str = "https://www.metropole-dijon.fr/contact"
+    contact_email: str = ""
+    licence: str = "etalab-2.0"
+    base_url: str = ""
+    # Per client address: requests of any kind, and reports.
+    requests_per_s: Annotated[float, msgspec.Meta(gt=0, le=10_000)] = 20.0
+    request_burst: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 100
+    reports_per_hour: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 10.0
+    report_burst: Annotated[int, msgspec.Meta(ge=1, le=100)] = 3
+    # Proof of work asked of a reporter: leading zero bits of SHA-256 (18: ~1 s on a phone).
+    challenge_bits: Annotated[int, msgspec.Meta(ge=1, le=28)] = 18
+    retention_days: Annotated[int, msgspec.Meta(ge=1, le=3650)] = 90
+    # The HMAC key signing challenges; replicas must share it. "" = state_dir/report.key.
+    report_key_file: str = ""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        host, sep, port = self.listen.rpartition(":")
+        if self.listen and (not sep or not host or not port.isdigit() or int(port) > 65535):
+            # Port 0 is allowed: the system picks one, and `serve` prints it.
+            raise ConfigError("listen", f"{self.listen!r} is not host:port")
+        if bool(self.cert_file) != bool(self.key_file):
+            raise ConfigError("cert_file", "cert_file and key_file go together")
+        if self.licence not in ("etalab-2.0", "odbl"):
+            raise ConfigError("licence", 'must be "etalab-2.0" (Licence Ouverte 2.0) or "odbl"')
+        hour, sep, minute = self.export_at.partition(":")
+        if not (
+            sep and hour.isdigit() and minute.isdigit() and int(hour) < 24 and int(minute) < 60
+        ):
+            raise ConfigError("export_at", f"{self.export_at!r} is not HH:MM")
+        if self.base_url and not self.base_url.startswith(("https://", "http://")):
+            raise ConfigError("base_url", "must be an http(s) URL")
+
+
 class Observe(Settings, frozen=True):
     listen: str = ""  # host:port of /metrics, /livez and /readyz (none when empty)
 
@@ -195,6 +249,7 @@ class OrchestratorFile(Settings, frozen=True):
     store: Store = Store()
     identity: Identity = Identity()
     limits: Limits = Limits()
+    public: Public = Public()
     console: Console = Console()
     observe: Observe = Observe()
     log: LogSettings = LogSettings()
@@ -221,6 +276,9 @@ class OrchestratorConfig:
     # Where the CRL is published (named in certificates), and where to serve it, if here.
     crl_urls: tuple[str, ...] = ()
     crl_listen: str = ""
+    # The public side: off when built in code (tests), on by default from a TOML file.
+    public: Public = field(default_factory=lambda: Public(listen=""))
+    base_dir: Path = Path(".")
     # The web console: off when built in code (tests), on by default from a TOML file.
     console: Console = field(default_factory=lambda: Console(listen=""))
     observe_listen: str = ""
@@ -248,6 +306,8 @@ class OrchestratorConfig:
             limits=file.limits,
             crl_urls=tuple(identity.crl_urls),
             crl_listen=server.crl_listen,
+            public=file.public,
+            base_dir=base_dir,
             console=file.console,
             observe_listen=file.observe.listen,
             log=file.log,

@@ -8,7 +8,8 @@ documents not converged, campaign progress, readiness) are collected at scrape t
 
 Another subsystem adds its own series with :meth:`Metrics.add_collector`: a function
 called at each scrape that yields ``prometheus_client`` metric families. The alarms
-subsystem hooks in that way (``ondijon_alarms{state,severity}``).
+subsystem hooks in that way (``ondijon_alarms{state,severity}``,
+:mod:`orchestrator.alarms.metrics`).
 
 Every name is listed in :data:`NAMES` with its type; the Grafana dashboard
 (``deploy/grafana/ondijon.json``) is checked against a real scrape in tests.
@@ -97,4 +98,5 @@ NAMES = {
     "ondijon_documents_not_converged": "gauge",
     "ondijon_campaign_gateways": "gauge",
     "ondijon_campaign_wave": "gauge",
+    "ondijon_alarms": "gauge",
 }

@@ -45,6 +45,7 @@ from orchestrator.ingest.readiness import health_servicer as health_servicer_for
 from orchestrator.ingest.routing import new_replica_id
 from orchestrator.metrics import Metrics
 from orchestrator.observe.observer import Observer
+from orchestrator.public.http import PublicServer, serve_public
 from orchestrator.store.database import Store
 from orchestrator.store.runner import StoreRunner
 from orchestrator.wiring import Orchestrator, build
@@ -74,6 +75,12 @@ class Running:
     admission: Admission | None = None
     tasks: tuple[asyncio.Task[None], ...] = ()
     crl_point: CrlPoint | None = None
+    public: PublicServer | None = None
+
+    @property
+    def public_port(self) -> int:
+        return self.public.port if self.public else 0
+
     console: ConsoleServer | None = None
 
     @property
@@ -84,6 +91,8 @@ class Running:
 
     async def stop(self, grace: float = 2.0) -> None:
         app = self.app
+        if self.public is not None:
+            await self.public.stop()
         if self.console is not None:
             await self.console.stop()
         for task in self.tasks:
@@ -289,13 +298,29 @@ async def start(
     if config.crl_listen:
         crl_point = CrlPoint(config.crl_listen, app.crl.path, config.crl_urls)
         crl_point.start()
-    tasks = (
+    tasks: tuple[asyncio.Task[None], ...] = (
         asyncio.create_task(app.readiness.run(), name="readiness"),
         asyncio.create_task(app.sweeper.run(), name="revocation-sweeper"),
         asyncio.create_task(app.alarms.run(), name="alarm-sweep"),
+        asyncio.create_task(app.alarm_gauge.run(), name="alarm-gauge"),
         asyncio.create_task(_keep_server_certificate(app, store), name="server-certificate"),
         asyncio.create_task(observer.run(), name="observe"),
     )
+    public = None
+    if app.public is not None:
+        p = config.public
+        cert, key = (
+            (config.base_dir / p.cert_file, config.base_dir / p.key_file)
+            if p.cert_file
+            else (cert_path, key_path)
+        )
+        public = await serve_public(app.public, p.listen, cert, key)
+        tasks += (
+            asyncio.create_task(app.public.run(), name="open-data-refresh"),
+            asyncio.create_task(app.public.reports.run(), name="report-sweep"),
+        )
+    if app.daily_export is not None:
+        tasks += (asyncio.create_task(app.daily_export.run(), name="daily-export"),)
     observer.attach(app.runner, app.hub, app.readiness)
     log.info("orchestrator listening: mutual TLS on %d, enrollment on %d", port, enroll_port)
     return Running(
@@ -306,6 +331,7 @@ async def start(
         admission=admission,
         tasks=tasks,
         crl_point=crl_point,
+        public=public,
         console=console,
         observer=observer,
     )
@@ -351,6 +377,9 @@ async def serve(config: OrchestratorConfig, clock: Clock) -> None:
         f"enrollment on {config.enroll_listen.rpartition(':')[0]}:{running.enroll_port}",
         flush=True,
     )
+    if running.public is not None:
+        host = config.public.listen.rpartition(":")[0]
+        print(f"open data and reports: https://{host}:{running.public_port}/", flush=True)
     if running.console is not None:
         host = config.console.listen.rpartition(":")[0]
         print(f"console: https://{host}:{running.console_port}/", flush=True)

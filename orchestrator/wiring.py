@@ -12,13 +12,16 @@ the web console, on the very same admin services.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
+from domain.opendata.catalogue import Publisher
 from foundation.clock import Clock
 from orchestrator.access.admission import Admission
 from orchestrator.access.certificates import Certificates
 from orchestrator.access.gate import Gatekeeper
 from orchestrator.access.limits import LiveRates, RateLimits
+from orchestrator.alarms.metrics import AlarmGauge
 from orchestrator.alarms.service import AlarmService
 from orchestrator.api.campaigns import CampaignsService
 from orchestrator.api.city import CityService
@@ -48,6 +51,9 @@ from orchestrator.ingest.readiness import Readiness
 from orchestrator.ingest.routing import Router
 from orchestrator.metrics import Metrics
 from orchestrator.playbooks.service import PlaybookService
+from orchestrator.public.daily import DailyExport, parse_at
+from orchestrator.public.http import Budgets, PublicSite
+from orchestrator.public.reports import ReportService, report_key
 from orchestrator.store.runner import StoreRunner
 from provisioning.ca import CertificateAuthority
 
@@ -79,11 +85,17 @@ class Orchestrator:
     city: CityService
     campaigns_api: CampaignsService
     metrics: Metrics
-    # Alarms (their sweep is started by the server) and the control room's operations.
+    # Alarms (their sweep and their gauge's refresh are started by the server) and the
+    # control room's operations.
     alarms: AlarmService
+    alarm_gauge: AlarmGauge
     operations: OperationsService
     enroll: EnrollmentService = field(repr=False)
     renew: EnrollmentService = field(repr=False)
+    # The public side (None when ``[public] listen`` is empty) and the daily export (None
+    # without ``[public] export_dir``).
+    public: PublicSite | None = None
+    daily_export: DailyExport | None = None
     # The web console (None when ``[console] listen`` is empty): the same services.
     console: Console | None = None
 
@@ -136,6 +148,8 @@ def build(
     gate = Gatekeeper(runner, certificates, audit)
     # Alarms and energy fold events in as the link stores them (same transaction).
     alarms = AlarmService(runner, clock.now, live_since=router.live_since)
+    alarm_gauge = AlarmGauge(runner, clock.now)
+    metrics.add_collector(alarm_gauge.collect)
     energy = EnergyService(runner)
 
     def enrollment(*, allow_enroll: bool, allow_renew: bool) -> EnrollmentService:
@@ -176,10 +190,30 @@ def build(
         ),
     )
     campaigns_api = CampaignsService(runner=runner, clock=clock, gate=gate, campaigns=campaigns)
+    city = CityService(
+        runner=runner,
+        clock=clock,
+        gate=gate,
+        router=router,
+        deliver=GroupDelivery(hub=hub, router=router, delivery=delivery),
+    )
+    operations = OperationsService(
+        clock=clock,
+        gate=gate,
+        alarms=alarms,
+        energy=energy,
+        playbooks=PlaybookService(runner=runner, clock=clock, router=router),
+    )
     console = None
     if config.console.listen:
         console = Console(
-            services=Services(control=control, campaigns=campaigns_api, gate=gate),
+            services=Services(
+                control=control,
+                campaigns=campaigns_api,
+                operations=operations,
+                city=city,
+                gate=gate,
+            ),
             sign_in=SignIn(
                 runner=runner,
                 clock=clock,
@@ -223,24 +257,70 @@ def build(
             event_hooks=(alarms.on_events, energy.on_events),
         ),
         control=control,
-        city=CityService(
-            runner=runner,
-            clock=clock,
-            gate=gate,
-            router=router,
-            deliver=GroupDelivery(hub=hub, router=router, delivery=delivery),
-        ),
+        city=city,
         campaigns_api=campaigns_api,
         metrics=metrics,
         alarms=alarms,
-        operations=OperationsService(
-            clock=clock,
-            gate=gate,
-            alarms=alarms,
-            energy=energy,
-            playbooks=PlaybookService(runner=runner, clock=clock, router=router),
-        ),
+        alarm_gauge=alarm_gauge,
+        operations=operations,
         console=console,
         enroll=enrollment(allow_enroll=True, allow_renew=False),
         renew=enrollment(allow_enroll=False, allow_renew=True),
+        public=_public_site(config, clock, runner),
+        daily_export=_daily_export(config, clock, runner),
+    )
+
+
+def publisher_of(config: OrchestratorConfig) -> Publisher:
+    """Who publishes the open data, from ``[public]`` (the export's catalogue says it)."""
+    p = config.public
+    return Publisher(
+        name=p.publisher,
+        contact_url=p.contact_url,
+        contact_email=p.contact_email,
+        licence=p.licence,
+        base_url=p.base_url,
+    )
+
+
+def _public_site(
+    config: OrchestratorConfig, clock: Clock, runner: StoreRunner
+) -> PublicSite | None:
+    p = config.public
+    if not p.listen:
+        return None
+    key_file = (
+        config.base_dir / p.report_key_file
+        if p.report_key_file
+        else (config.state_dir / "report.key")
+    )
+    reports = ReportService(
+        runner=runner,
+        now=clock.now,
+        secret=report_key(key_file),
+        difficulty=p.challenge_bits,
+        retention=timedelta(days=p.retention_days),
+    )
+    return PublicSite(
+        runner=runner,
+        clock=clock,
+        publisher=publisher_of(config),
+        reports=reports,
+        refresh_s=p.refresh_s,
+        budgets=Budgets(p.requests_per_s, p.request_burst, p.reports_per_hour, p.report_burst),
+    )
+
+
+def _daily_export(
+    config: OrchestratorConfig, clock: Clock, runner: StoreRunner
+) -> DailyExport | None:
+    p = config.public
+    if not p.export_dir:
+        return None
+    return DailyExport(
+        runner=runner,
+        clock=clock,
+        publisher=publisher_of(config),
+        out=config.base_dir / p.export_dir,
+        at=parse_at(p.export_at),
     )

@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
+
+import msgspec
 
 from edge.equipment.signal.config import SafetyCardConfig
 from foundation.settings import ConfigError, Settings, load
@@ -482,3 +484,23 @@ def _table(data: Mapping[str, Any], path: list[str], lines: list[str]) -> None:
             for entry in value:
                 lines.append(f"\n[[{'.'.join(full)}]]")
                 _table(entry, full, lines)
+
+
+def subset(inventory: Inventory, kinds: Sequence[str]) -> Inventory:
+    """``inventory`` with only the equipment of ``kinds`` (``lamps``, ``bollards``,
+    ``crossings``, ``cabinet``): a scenario opens what it exercises, nothing else."""
+    unknown = set(kinds) - set(KINDS)
+    if unknown:
+        raise ValueError(f"kinds: no {sorted(unknown)}; one of {', '.join(KINDS)}")
+    kept: Inventory = msgspec.structs.replace(
+        inventory,
+        lamps=inventory.lamps if "lamps" in kinds else [],
+        bollards=inventory.bollards if "bollards" in kinds else [],
+        crossings=inventory.crossings if "crossings" in kinds else [],
+        cabinet=inventory.cabinet if "cabinet" in kinds else None,
+        loopback=[p for p in inventory.loopback if p.to.split(".")[0] in kinds],
+    )
+    return kept
+
+
+KINDS = ("lamps", "bollards", "crossings", "cabinet")

@@ -70,6 +70,10 @@ class Bus(Protocol):
         """The schedule in force changed (what its devices carry may follow it)."""
         ...
 
+    def clock_stepped(self) -> None:
+        """The wall clock stepped (what its devices carry from it may need recomputing)."""
+        ...
+
     def close(self) -> None:
         """Release it."""
         ...

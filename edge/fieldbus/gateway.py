@@ -4,12 +4,16 @@
 gateway, on ``aiomqtt`` 2.x (paho-mqtt 2) in the agent's event loop:
 
 - it connects as ``gateway``, subscribes to every node's ``state`` and ``presence``, and
-  sends a heartbeat every :data:`HEARTBEAT_S` and at once (debounced to one a second)
-  when a node says it is up;
+  sends a heartbeat every :data:`HEARTBEAT_S`, and soon after a node says it is up or the
+  wall clock stepped, never more than one per :data:`HEARTBEAT_MIN_GAP_S` on the agent's
+  clock (a hundred nodes joining at once cost one heartbeat, not a hundred);
 - each lamp's level goes out as a retained QoS 1 ``cmd`` with a growing ``s`` whenever it
   changes; each node's program (computed by the cabinet from the schedule,
   :mod:`edge.fieldbus.program`) as a retained QoS 1 ``program`` when the schedule changes
-  and once a day; after any (re)connection, every node's ``cmd`` and ``program`` again, so
+  and once a day, and after a step of the wall clock (the switch points are epoch
+  seconds computed from it); a program's ``n`` grows above every number sent or reported
+  by a node, even after the clock was set back (a node refuses one not newer than
+  what it holds); after any (re)connection, every node's ``cmd`` and ``program`` again, so
   a broker that restarted without its retained messages loses nothing: what the nodes must
   do lives here, in the agent;
 - every message is decoded with :mod:`edge.node.bus`; a node that lies (a wrong topic, a
@@ -27,7 +31,6 @@ read :meth:`FieldBus.node` and call :meth:`FieldBus.command`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import Callable, Iterable
@@ -51,6 +54,7 @@ from foundation.settings import ConfigError, Settings
 log = logging.getLogger("ondijon.edge.fieldbus")
 
 HEARTBEAT_S = 60.0
+HEARTBEAT_MIN_GAP_S = 1.0
 PROGRAM_REFRESH_S = 86400.0
 FIRST_BACKOFF_S = 1.0
 MAX_BACKOFF_S = 30.0
@@ -163,6 +167,10 @@ class FieldBus:
         self._programs_due = True
         self._programs_at: datetime | None = None
         self._heartbeat_due = True
+        self._heartbeat_at: float | None = None  # the agent's monotonic clock
+        self._program_number = 0
+        #: Heartbeats sent (the bench's and the tests' figure).
+        self.heartbeats_sent = 0
         #: Bytes of MQTT payload sent and received (the bench's figure), and connections made.
         self.payload_bytes_sent = 0
         self.connections = 0
@@ -183,8 +191,14 @@ class FieldBus:
         self._wake.set()
 
     def schedule_changed(self) -> None:
-        """Recompute and send every node's program (a new schedule, a clock step)."""
+        """Recompute and send every node's program (a new schedule)."""
         self._programs_due = True
+        self._wake.set()
+
+    def clock_stepped(self) -> None:
+        """The wall clock stepped: the nodes' time (a heartbeat) and their programs again."""
+        self._programs_due = True
+        self._heartbeat_due = True
         self._wake.set()
 
     # -- the connection -----------------------------------------------------------------------
@@ -248,10 +262,13 @@ class FieldBus:
         while True:
             now = self._clock.now()
             since = None if self._programs_at is None else now - self._programs_at
-            if since is None or since >= timedelta(seconds=PROGRAM_REFRESH_S):
+            if since is None or not timedelta(0) <= since < timedelta(seconds=PROGRAM_REFRESH_S):
                 self._programs_due = True
-            if self._heartbeat_due:
+            held_back = self._heartbeat_wait()
+            if self._heartbeat_due and held_back <= 0:
                 self._heartbeat_due = False
+                self._heartbeat_at = self._clock.monotonic()
+                self.heartbeats_sent += 1
                 await self._publish(
                     client,
                     bus.gateway_topic(self.config.cabinet),
@@ -276,13 +293,32 @@ class FieldBus:
                     continue
                 await self._publish(client, topic, payload, qos=1, retain=True)
             self._wake.clear()
-            if self._heartbeat_due or self._dirty or self._programs_due:
+            if self._dirty or self._programs_due:
                 continue
-            # Not asyncio.wait_for: on Python 3.11 a stop (cancellation) that comes in the
-            # iteration the wake-up does is dropped, and the agent's stop never ends.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(HEARTBEAT_S):
-                    await self._wake.wait()
+            if self._heartbeat_due:
+                held_back = self._heartbeat_wait()
+                if held_back <= 0:
+                    continue
+                await self._woken_or_after(held_back)
+            else:
+                await self._woken_or_after(HEARTBEAT_S)
+
+    def _heartbeat_wait(self) -> float:
+        """Seconds before the next heartbeat may go (0: now)."""
+        if self._heartbeat_at is None:
+            return 0.0
+        return self._heartbeat_at + HEARTBEAT_MIN_GAP_S - self._clock.monotonic()
+
+    async def _woken_or_after(self, seconds: float) -> None:
+        """Until :meth:`command` and the like wake the publisher, or ``seconds`` on the clock."""
+        sleeper = asyncio.create_task(self._clock.sleep(seconds))
+        waker = asyncio.create_task(self._wake.wait())
+        try:
+            await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
+            waker.cancel()
+            await asyncio.gather(sleeper, waker, return_exceptions=True)
 
     async def _publish(
         self, client: aiomqtt.Client, topic: str, payload: bytes, *, qos: int, retain: bool = False
@@ -295,7 +331,11 @@ class FieldBus:
         if self._site is None:
             return
         schedule = self._schedule()
-        number = int(now.timestamp())
+        # Above anything sent or held: after the clock was set back, the time is lower
+        # than the number of the programs the nodes carry, and they would refuse it.
+        reported = (e.state.program for e in self.nodes.values() if e.state is not None)
+        number = max(int(now.timestamp()), self._program_number + 1, max(reported, default=0) + 1)
+        self._program_number = number
         for node, entry in self.nodes.items():
             try:
                 program = node_program(
@@ -340,6 +380,11 @@ class FieldBus:
                 self._faults_changed(node, entry.state, state)
                 entry.state = state
                 entry.heard_at = self._clock.now()
+                if self._site is not None and state.program > self._program_number:
+                    # It holds a program newer than any we made (an agent restarted after
+                    # the clock was set back): ours would be refused; number them above.
+                    self._programs_due = True
+                    self._wake.set()
             elif kind == bus.PRESENCE:
                 up, _firmware = bus.decode_presence(payload)
                 if entry.up is not False and not up:

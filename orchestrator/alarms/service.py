@@ -223,12 +223,12 @@ class AlarmService:
         return await self.runner.write(write)
 
     async def find(self, alarm_id: int) -> sql.StoredAlarm | None:
-        return await self.runner.read(lambda c: sql.get(c, alarm_id))
+        return await self.runner.read(sql.get, alarm_id)
 
     async def page(self, query: sql.AlarmQuery) -> list[sql.StoredAlarm]:
-        return await self.runner.read(lambda c: sql.select(c, query))
+        return await self.runner.read(sql.select, query)
 
     async def changed_since(
         self, since: datetime, communes: Sequence[str] | None
     ) -> list[sql.StoredAlarm]:
-        return await self.runner.read(lambda c: sql.changed_since(c, since, communes))
+        return await self.runner.read(sql.changed_since, since, communes)

@@ -19,9 +19,9 @@ from domain.city.targets import Level, Site, Target, TargetError, candidates, co
 from foundation.clock import Clock
 from foundation.errors import FieldError
 from orchestrator.access.gate import ADMIN, OPERATOR, VIEWER, Attempt, Caller, Gatekeeper
-from orchestrator.api.commands import _check_command
 from orchestrator.assets.importer import StaleRegister, import_assets
 from orchestrator.assets.wire import KINDS, NUMBERS, asset_from_proto, asset_to_proto
+from orchestrator.fleet.commands import check_command
 from orchestrator.fleet.documents import check_document
 from orchestrator.groups.convergence import converge
 from orchestrator.groups.delivery import GroupDelivery
@@ -227,15 +227,13 @@ class CityService(control_pb2_grpc.CityServicer):
         limit = min(request.page_size or 100, MAX_PAGE)
         scope = None if caller.in_scope("*") else list(caller.operator.communes)
         page = await self.runner.read(
-            lambda c: asset_sql.list_assets(
-                c,
-                kind=kind.value if kind else "",
-                commune=request.commune,
-                gateway_id=request.gateway_id,
-                after=after,
-                limit=limit,
-                communes=scope,
-            )
+            asset_sql.list_assets,
+            kind=kind.value if kind else "",
+            commune=request.commune,
+            gateway_id=request.gateway_id,
+            after=after,
+            limit=limit,
+            communes=scope,
         )
         token = f"{page[-1].kind.value}/{page[-1].asset_id}" if len(page) == limit else ""
         return control_pb2.ListAssetsResponse(
@@ -303,7 +301,7 @@ class CityService(control_pb2_grpc.CityServicer):
         )
 
     async def _winners(self, kind: int) -> dict[int, int]:
-        standings = await self.runner.read(lambda c: group_sql.standings(c, kind))
+        standings = await self.runner.read(group_sql.standings, kind)
         counts: dict[int, int] = {}
         for s in standings:
             if s.assignment_id is not None:
@@ -344,7 +342,7 @@ class CityService(control_pb2_grpc.CityServicer):
         self, request: control_pb2.ListGroupDocumentsRequest, context: Context
     ) -> control_pb2.ListGroupDocumentsResponse:
         await self.gate.caller(context, VIEWER, None)
-        groups = await self.runner.read(lambda c: group_sql.group_documents_of(c, request.kind))
+        groups = await self.runner.read(group_sql.group_documents_of, request.kind)
         counts: dict[int, int] = {}
         for kind in {g.kind for g in groups}:
             counts.update(await self._winners(kind))
@@ -497,7 +495,7 @@ class CityService(control_pb2_grpc.CityServicer):
         template = link_pb2.Command()
         template.CopyFrom(request.command)
         template.command_id = batch
-        problem = _check_command(template, now)
+        problem = check_command(template, now)
         if problem:
             await self.gate.refuse(context, caller, attempt, INVALID, problem)
         ids = await self._in_scope(context, caller, attempt, target)
@@ -535,7 +533,7 @@ class CityService(control_pb2_grpc.CityServicer):
             }
             for r in records
         ]
-        await self.runner.write(lambda c: group_sql.add_commands(c, rows))
+        await self.runner.write(group_sql.add_commands, rows)
         await self.gate.done(
             caller, attempt, f"{template.WhichOneof('action')} to {len(ids)} gateway(s)"
         )
@@ -550,7 +548,7 @@ class CityService(control_pb2_grpc.CityServicer):
             c in "0123456789abcdef" for c in request.batch_id
         ):
             await context.abort(INVALID, "batch_id: 16 hexadecimal digits")
-        statuses = await self.runner.read(lambda c: group_sql.batch_statuses(c, request.batch_id))
+        statuses = await self.runner.read(group_sql.batch_statuses, request.batch_id)
         visible = await self.gate.visible_gateways(caller)
         mine = [s for s in statuses if s[0] in visible]
         if not mine:

@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import functools
 import uuid
-from datetime import timedelta
 from typing import Any
 
 import grpc
 
 from foundation.clock import Clock
 from orchestrator.access.gate import OPERATOR, VIEWER, Attempt, Gatekeeper
-from orchestrator.fleet.documents import validate_override
+from orchestrator.fleet.commands import check_command, check_command_id
 from orchestrator.fleet.overrides import LIVE_STATUSES, active_overrides, unknown_device
-from orchestrator.ingest.checks import MAX_ID, WireError, timestamp
+from orchestrator.ingest.checks import timestamp
 from orchestrator.ingest.devices import current_devices
 from orchestrator.ingest.routing import Router
 from orchestrator.store.connection import Connection
@@ -27,9 +26,6 @@ from orchestrator.store.runner import StoreRunner
 from protos.ondijon.v1 import control_pb2, link_pb2, state_pb2
 
 Context = grpc.aio.ServicerContext[Any, Any]
-
-MAX_COMMAND_TTL = timedelta(days=7)
-MAX_COMMAND_ID = 64
 
 
 class CommandsApi:
@@ -55,7 +51,7 @@ class CommandsApi:
         gateway = await self.gate.gateway(context, caller, request.gateway_id, attempt)
         attempt = Attempt(attempt.action, attempt.target, gateway.commune)
         now = self.clock.now()
-        problem = _check_command(command, now)
+        problem = check_command(command, now)
         store = self.runner.store
         if not problem and command.WhichOneof("action") in ("override", "bollard"):
             # A device the gateway does not report having: refused now, not stored,
@@ -95,7 +91,7 @@ class CommandsApi:
         self, request: control_pb2.GetCommandRequest, context: Context
     ) -> control_pb2.GetCommandResponse:
         caller = await self.gate.caller(context, VIEWER, None)
-        problem = _check_command_id(request.command_id, "command_id")
+        problem = check_command_id(request.command_id, "command_id")
         if problem or not request.command_id:
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT, problem or "command_id: must not be empty"
@@ -141,55 +137,3 @@ class CommandsApi:
         return control_pb2.ListOverridesResponse(
             overrides=active_overrides(commands, devices, self.clock.now())
         )
-
-
-def _check_command_id(value: str, field: str) -> str:
-    if len(value) > MAX_COMMAND_ID or not value.isprintable():
-        return f"{field}: at most {MAX_COMMAND_ID} printable characters"
-    return ""
-
-
-def _check_command(command: link_pb2.Command, now: Any) -> str:
-    problem = _check_command_envelope(command, now)
-    if problem:
-        return problem
-    action = command.WhichOneof("action")
-    if action == "override":
-        try:
-            validate_override(command.override)
-        except WireError as exc:
-            return str(exc)
-    elif action == "bollard":
-        order = command.bollard
-        if (
-            not order.device_id
-            or len(order.device_id) > MAX_ID
-            or not order.device_id.isprintable()
-        ):
-            return f"command.bollard.device_id: 1 to {MAX_ID} printable characters"
-        if order.action not in link_pb2.BollardAction.values() or order.action == 0:
-            return "command.bollard.action: unknown action"
-    elif action == "cancel_override" and (
-        not command.cancel_override or len(command.cancel_override) > MAX_ID
-    ):
-        return f"command.cancel_override: 1 to {MAX_ID} characters (an override id)"
-    return ""
-
-
-def _check_command_envelope(command: link_pb2.Command, now: Any) -> str:
-    problem = _check_command_id(command.command_id, "command.command_id")
-    if problem:
-        return problem
-    if not command.HasField("expires_at"):
-        return "command.expires_at: required (commands never wait forever)"
-    try:
-        expires = command.expires_at.ToDatetime(tzinfo=now.tzinfo)
-    except (ValueError, OverflowError):
-        return "command.expires_at: not a valid instant"
-    if expires <= now:
-        return "command.expires_at: already past (an expired command is never sent)"
-    if expires - now > MAX_COMMAND_TTL:
-        return "command.expires_at: more than 7 days ahead"
-    if command.WhichOneof("action") is None:
-        return "command.action: missing"
-    return ""

@@ -20,7 +20,12 @@ from orchestrator.ingest.devices import current_devices
 from orchestrator.ingest.routing import Router
 from orchestrator.store import groups as group_sql
 from orchestrator.store.connection import Connection
-from orchestrator.store.database import Conflict, GatewayRecord
+from orchestrator.store.database import (
+    Conflict,
+    DocumentRecord,
+    GatewayRecord,
+    HeldRecord,
+)
 from orchestrator.store.runner import StoreRunner
 from protos.ondijon.v1 import control_pb2, link_pb2
 from provisioning.identity import IdentityError, check_name
@@ -56,43 +61,31 @@ class FleetApi:
     async def _gateway_message(
         self, record: GatewayRecord, connected: dict[str, str] | None = None
     ) -> control_pb2.Gateway:
+        return (await self._gateway_messages([record], connected))[0]
+
+    async def _gateway_messages(
+        self, records: list[GatewayRecord], connected: dict[str, str] | None = None
+    ) -> list[control_pb2.Gateway]:
+        """The messages of ``records``, their documents and sequences read at once (a
+        listing of the whole city is a few queries, not a few per gateway)."""
         store = self.runner.store
         if connected is None:
             connected = await self._connected()
+        ids = [r.gateway_id for r in records]
 
         def load(c: Connection) -> tuple[Any, ...]:
             return (
-                store.held_for(c, record.gateway_id),
-                store.documents_for(c, record.gateway_id),
-                store.stored_sequence(c, record.gateway_id),
-                store.missing_ranges(c, record.gateway_id),
+                store.held_of(c, ids),
+                store.documents_of(c, ids),
+                store.stored_sequences(c, ids),
+                store.missing_ranges_of(c, ids),
             )
 
         held, desired, stored, missing = await self.runner.read(load)
-        message = control_pb2.Gateway(
-            gateway_id=record.gateway_id,
-            serial=record.serial,
-            commune=record.commune,
-            latitude=record.latitude,
-            longitude=record.longitude,
-            time_zone=record.time_zone,
-            tags=list(record.tags),
-            connected=record.gateway_id in connected,
-            firmware_version=record.firmware_version,
-            enrolled=record.enrolled_at is not None,
-            held=[
-                link_pb2.HeldDocument(kind=h.kind, version=h.version, digest=h.digest) for h in held
-            ],
-            desired=[
-                link_pb2.HeldDocument(kind=d.kind, version=d.version, digest=d.digest)
-                for d in desired
-            ],
-            stored_sequence=stored,
-            missing=[link_pb2.SequenceRange(first=a, last=b) for a, b in missing],
-        )
-        if record.last_seen is not None:
-            message.last_seen.CopyFrom(timestamp(record.last_seen))
-        return message
+        return [
+            _message(r, connected, held[g], desired[g], stored[g], missing[g])
+            for r, g in zip(records, ids, strict=True)
+        ]
 
     async def AddGateway(
         self, request: control_pb2.AddGatewayRequest, context: Context
@@ -166,10 +159,7 @@ class FleetApi:
         store = self.runner.store
         records = await self.runner.read(store.list_gateways, request.commune)
         visible = [r for r in records if caller.in_scope(r.commune)]
-        connected = await self._connected()
-        return control_pb2.ListGatewaysResponse(
-            gateways=[await self._gateway_message(r, connected) for r in visible]
-        )
+        return control_pb2.ListGatewaysResponse(gateways=await self._gateway_messages(visible))
 
     async def GetGateway(
         self, request: control_pb2.GetGatewayRequest, context: Context
@@ -188,6 +178,39 @@ class FleetApi:
             functools.partial(current_devices, store), request.gateway_id
         )
         return control_pb2.ListDevicesResponse(devices=devices)
+
+
+def _message(
+    record: GatewayRecord,
+    connected: dict[str, str],
+    held: list[HeldRecord],
+    desired: list[DocumentRecord],
+    stored: int,
+    missing: list[tuple[int, int]],
+) -> control_pb2.Gateway:
+    message = control_pb2.Gateway(
+        gateway_id=record.gateway_id,
+        serial=record.serial,
+        commune=record.commune,
+        latitude=record.latitude,
+        longitude=record.longitude,
+        time_zone=record.time_zone,
+        tags=list(record.tags),
+        connected=record.gateway_id in connected,
+        firmware_version=record.firmware_version,
+        enrolled=record.enrolled_at is not None,
+        held=[_held(h.kind, h.version, h.digest) for h in held],
+        desired=[_held(d.kind, d.version, d.digest) for d in desired],
+        stored_sequence=stored,
+        missing=[link_pb2.SequenceRange(first=a, last=b) for a, b in missing],
+    )
+    if record.last_seen is not None:
+        message.last_seen.CopyFrom(timestamp(record.last_seen))
+    return message
+
+
+def _held(kind: int, version: int, digest: bytes) -> link_pb2.HeldDocument:
+    return link_pb2.HeldDocument(kind=kind, version=version, digest=digest)  # type: ignore[arg-type]
 
 
 def _check_new_gateway(request: control_pb2.AddGatewayRequest) -> None:

@@ -176,20 +176,20 @@ class OperationsService(control_pb2_grpc.OperationsServicer):
     async def _act(
         self,
         context: Context,
-        request: control_pb2.AlarmActionRequest,
+        alarm_id: int,
         action: str,
         change: Callable[[Alarm, datetime], Alarm],
         detail: str,
-    ) -> control_pb2.AlarmActionResponse:
-        attempt = Attempt(f"alarm.{action}", f"alarm/{request.alarm_id}")
+    ) -> control_pb2.AlarmRecord:
+        """Apply ``change`` to alarm ``alarm_id`` for an operator in its scope; the record
+        as it now is."""
+        attempt = Attempt(f"alarm.{action}", f"alarm/{alarm_id}")
         caller = await self.gate.caller(context, OPERATOR, attempt)
-        missing = f"alarm_id: no alarm {request.alarm_id}"
-        found = await self.alarms.find(request.alarm_id) if request.alarm_id else None
+        missing = f"alarm_id: no alarm {alarm_id}"
+        found = await self.alarms.find(alarm_id) if alarm_id else None
         if found is None:
             await self.gate.refuse(context, caller, attempt, grpc.StatusCode.NOT_FOUND, missing)
-        where = Attempt(
-            attempt.action, f"{found.alarm.gateway_id}/alarm/{request.alarm_id}", found.commune
-        )
+        where = Attempt(attempt.action, f"{found.alarm.gateway_id}/alarm/{alarm_id}", found.commune)
         if not caller.in_scope(found.commune):
             await self.gate.refuse(
                 context,
@@ -200,7 +200,7 @@ class OperationsService(control_pb2_grpc.OperationsServicer):
                 detail="the alarm's commune is outside the caller's communes",
             )
         try:
-            stored = await self.alarms.act(request.alarm_id, change)
+            stored = await self.alarms.act(alarm_id, change)
         except AlarmError as exc:
             await self.gate.refuse(
                 context,
@@ -213,58 +213,62 @@ class OperationsService(control_pb2_grpc.OperationsServicer):
             )
         assert stored is not None
         await self.gate.done(caller, where, detail)
-        return control_pb2.AlarmActionResponse(alarm=alarm_record(stored, self.clock.now()))
+        return alarm_record(stored, self.clock.now())
 
     async def AcknowledgeAlarm(
-        self, request: control_pb2.AlarmActionRequest, context: Context
-    ) -> control_pb2.AlarmActionResponse:
+        self, request: control_pb2.AcknowledgeAlarmRequest, context: Context
+    ) -> control_pb2.AcknowledgeAlarmResponse:
         actor = await self._actor(context)
-        return await self._act(
+        record = await self._act(
             context,
-            request,
+            request.alarm_id,
             "acknowledge",
             lambda a, now: core.acknowledge(a, by=actor, comment=request.text, now=now),
             request.text,
         )
+        return control_pb2.AcknowledgeAlarmResponse(alarm=record)
 
     async def ShelveAlarm(
-        self, request: control_pb2.AlarmActionRequest, context: Context
-    ) -> control_pb2.AlarmActionResponse:
+        self, request: control_pb2.ShelveAlarmRequest, context: Context
+    ) -> control_pb2.ShelveAlarmResponse:
         until = (
             request.until.ToDatetime(tzinfo=UTC)
             if request.HasField("until")
             else datetime.min.replace(tzinfo=UTC)
         )
-        return await self._act(
+        record = await self._act(
             context,
-            request,
+            request.alarm_id,
             "shelve",
             lambda a, now: core.shelve(a, until=until, now=now),
             f"until {until:%Y-%m-%d %H:%M} UTC",
         )
+        return control_pb2.ShelveAlarmResponse(alarm=record)
 
     async def AssignAlarm(
-        self, request: control_pb2.AlarmActionRequest, context: Context
-    ) -> control_pb2.AlarmActionResponse:
-        return await self._act(
+        self, request: control_pb2.AssignAlarmRequest, context: Context
+    ) -> control_pb2.AssignAlarmResponse:
+        record = await self._act(
             context,
-            request,
+            request.alarm_id,
             "assign",
             lambda a, now: core.assign(a, crew=request.crew),
             f"crew {request.crew}",
         )
+        return control_pb2.AssignAlarmResponse(alarm=record)
 
     async def CloseAlarm(
-        self, request: control_pb2.AlarmActionRequest, context: Context
-    ) -> control_pb2.AlarmActionResponse:
+        self, request: control_pb2.CloseAlarmRequest, context: Context
+    ) -> control_pb2.CloseAlarmResponse:
         actor = await self._actor(context)
-        return await self._act(
+        record = await self._act(
             context,
-            request,
+            request.alarm_id,
             "close",
             lambda a, now: core.close(a, by=actor, note=request.text, now=now),
             request.text,
         )
+        return control_pb2.CloseAlarmResponse(alarm=record)
 
     async def _actor(self, context: Context) -> str:
         from orchestrator.access.peers import AuthError, peer_of
@@ -315,27 +319,33 @@ class OperationsService(control_pb2_grpc.OperationsServicer):
 
     async def StartPlaybook(
         self, request: control_pb2.StartPlaybookRequest, context: Context
-    ) -> control_pb2.PlaybookRunResponse:
+    ) -> control_pb2.StartPlaybookResponse:
         attempt = Attempt("playbook.start", f"playbook/{request.name}")
         caller = await self._crisis(context, attempt)
         return await self.playbooks.start(self.gate, caller, attempt, request, context)
 
     async def ConfirmPlaybook(
-        self, request: control_pb2.PlaybookRunRequest, context: Context
-    ) -> control_pb2.PlaybookRunResponse:
+        self, request: control_pb2.ConfirmPlaybookRequest, context: Context
+    ) -> control_pb2.ConfirmPlaybookResponse:
         attempt = Attempt("playbook.confirm", f"playbook-run/{request.run_id}")
         caller = await self._crisis(context, attempt)
         return await self.playbooks.confirm(self.gate, caller, attempt, request, context)
 
     async def EndPlaybook(
-        self, request: control_pb2.PlaybookRunRequest, context: Context
-    ) -> control_pb2.PlaybookRunResponse:
+        self, request: control_pb2.EndPlaybookRequest, context: Context
+    ) -> control_pb2.EndPlaybookResponse:
         attempt = Attempt("playbook.end", f"playbook-run/{request.run_id}")
         caller = await self._crisis(context, attempt)
         return await self.playbooks.end(self.gate, caller, attempt, request, context)
 
+    async def ListPlaybookRuns(
+        self, request: control_pb2.ListPlaybookRunsRequest, context: Context
+    ) -> control_pb2.ListPlaybookRunsResponse:
+        caller = await self.gate.caller(context, VIEWER, None)
+        return await self.playbooks.runs(caller, request)
+
     async def GetPlaybookRun(
-        self, request: control_pb2.PlaybookRunRequest, context: Context
-    ) -> control_pb2.PlaybookRunResponse:
+        self, request: control_pb2.GetPlaybookRunRequest, context: Context
+    ) -> control_pb2.GetPlaybookRunResponse:
         caller = await self.gate.caller(context, VIEWER, None)
         return await self.playbooks.get(caller, request, context)

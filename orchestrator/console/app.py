@@ -29,7 +29,14 @@ from orchestrator.access.gate import OPERATOR, RANK, VIEWER, Caller
 from orchestrator.access.peers import AuthError, ConsoleCall, Peer, Refused, peer_of_certificate
 from orchestrator.audit.log import Auditor
 from orchestrator.console import pages
+from orchestrator.console.alarms import AlarmScreen
+from orchestrator.console.audit import AuditScreen
+from orchestrator.console.citymap import CityMap
+from orchestrator.console.convergence import ConvergenceScreen
+from orchestrator.console.energy import EnergyScreen
 from orchestrator.console.live import live_feed
+from orchestrator.console.playbooks import PlaybookScreen
+from orchestrator.console.schedules import ScheduleScreen
 from orchestrator.console.services import Context, Services
 from orchestrator.console.signin import (
     COOKIE,
@@ -135,6 +142,10 @@ class Console:
         return caller
 
     @staticmethod
+    def csrf(request: web.Request) -> str:
+        return request[SESSION].csrf_token
+
+    @staticmethod
     def may_write(caller: Caller) -> bool:
         return RANK.get(caller.operator.role, -1) >= RANK[OPERATOR]
 
@@ -211,31 +222,39 @@ class Console:
 
     # -- screens ------------------------------------------------------------------------
 
+    async def whole_fleet(self, request: web.Request) -> list[control_pb2.FleetGateway]:
+        """The fleet a page at a time (the City service's ``ListFleet``)."""
+        found: list[control_pb2.FleetGateway] = []
+        token = ""
+        while True:
+            page = await self.services.city.ListFleet(
+                control_pb2.ListFleetRequest(page_token=token, page_size=1000),
+                self.call(request),
+            )
+            found.extend(page.gateways)
+            token = page.next_page_token
+            if not token:
+                return found
+
     async def fleet(self, request: web.Request) -> web.StreamResponse:
         await self.caller(request)
-        listed = await self.services.control.ListGateways(
-            control_pb2.ListGatewaysRequest(), self.call(request)
-        )
+        gateways = await self.whole_fleet(request)
         w = words(self.lang(request))
-        body = pages.fleet_page(w, listed.gateways, tiles_url=self.tiles_url)
+        focus = request.query.get("focus", "")[:128]
+        body = pages.fleet_page(w, gateways, tiles_url=self.tiles_url, focus=focus)
         return self.page(request, w["fleet"], body, live="/live")
 
     async def fleet_json(self, request: web.Request) -> web.StreamResponse:
-        listed = await self.services.control.ListGateways(
-            control_pb2.ListGatewaysRequest(), self.call(request)
-        )
         return web.json_response(
             {
                 "gateways": [
                     {
                         "id": g.gateway_id,
                         "commune": g.commune,
-                        "latitude": g.latitude,
-                        "longitude": g.longitude,
                         "connected": g.connected,
                         "firmware": g.firmware_version,
                     }
-                    for g in listed.gateways
+                    for g in await self.whole_fleet(request)
                 ]
             }
         )
@@ -544,6 +563,16 @@ def application(console: Console) -> web.Application:
     r.add_get("/campaigns", console.campaigns)
     r.add_post("/campaigns/{campaign_id}/{act}", console.campaign_action)
     r.add_get("/live", console.live)
+    for screen in (
+        AlarmScreen,
+        EnergyScreen,
+        PlaybookScreen,
+        ConvergenceScreen,
+        CityMap,
+        ScheduleScreen,
+        AuditScreen,
+    ):
+        screen(console).add_routes(r)
     r.add_static("/static/", STATIC, follow_symlinks=False)
     return app
 

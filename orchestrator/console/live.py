@@ -17,7 +17,8 @@ from typing import Any
 from aiohttp import web
 
 from orchestrator.access.peers import Refused
-from orchestrator.console.pages import device_summary, event_item
+from orchestrator.console.citymap import gateway_list
+from orchestrator.console.pages import device_code, device_summary, event_item
 from orchestrator.console.services import Context, ControlCalls
 from protos.ondijon.v1 import control_pb2
 
@@ -30,9 +31,11 @@ async def live_feed(
     request: web.Request, control: ControlCalls, call: Context
 ) -> web.StreamResponse:
     gateway_id = request.query.get("gateway", "")
-    if gateway_id:
+    # The cabinet page follows its cabinet; the map, the cabinets on screen.
+    watched = [gateway_id] if gateway_id else gateway_list(request.query.get("gateways", ""))
+    for watched_id in watched:
         # The same scope check as the page: an unknown or out-of-scope cabinet is refused.
-        await control.GetGateway(control_pb2.GetGatewayRequest(gateway_id=gateway_id), call)
+        await control.GetGateway(control_pb2.GetGatewayRequest(gateway_id=watched_id), call)
     zone = request.query.get("zone", "Europe/Paris")
     queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue(QUEUE_SIZE)
 
@@ -57,16 +60,26 @@ async def live_feed(
                 )
 
     async def pump_devices() -> None:
-        seen: dict[str, str] = {}
+        seen: dict[str, dict[str, str]] = {}
         while True:
-            listed = await control.ListDevices(
-                control_pb2.ListDevicesRequest(gateway_id=gateway_id), call
-            )
-            now = {d.device_id: device_summary(d) for d in listed.devices}
-            changed = {k: v for k, v in now.items() if seen.get(k) != v}
-            if changed:
-                offer("devices", {"gateway": gateway_id, "devices": changed})
-                seen = now
+            for watched_id in watched:
+                listed = await control.ListDevices(
+                    control_pb2.ListDevicesRequest(gateway_id=watched_id), call
+                )
+                now = {d.device_id: device_summary(d) for d in listed.devices}
+                before = seen.get(watched_id, {})
+                changed = {k: v for k, v in now.items() if before.get(k) != v}
+                if changed:
+                    codes = {d.device_id: device_code(d) for d in listed.devices}
+                    offer(
+                        "devices",
+                        {
+                            "gateway": watched_id,
+                            "devices": changed,
+                            "codes": {k: codes[k] for k in changed},
+                        },
+                    )
+                    seen[watched_id] = now
             await asyncio.sleep(DEVICE_POLL_S)
 
     response = web.StreamResponse(
@@ -74,7 +87,7 @@ async def live_feed(
     )
     await response.prepare(request)
     tasks = [asyncio.create_task(pump_events(), name="console-live-events")]
-    if gateway_id:
+    if watched:
         tasks.append(asyncio.create_task(pump_devices(), name="console-live-devices"))
     try:
         await response.write(b": live\n\n")

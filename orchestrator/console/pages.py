@@ -42,8 +42,22 @@ def layout(
     other = "en" if lang == "fr" else "fr"
     nav = ""
     if who:
+        links = "".join(
+            f' <a href="{href}">{e(w[key])}</a>'
+            for href, key in (
+                ("/schedules", "schedules"),
+                ("/energy", "energy"),
+                ("/playbooks", "playbooks"),
+                ("/convergence", "convergence"),
+                ("/campaigns", "campaigns"),
+            )
+        )
+        if role == "admin":  # ListAudit answers admins only
+            links += f' <a href="/audit">{e(w["audit"])}</a>'
         nav = (
-            f'<nav><a href="/">{e(w["fleet"])}</a> <a href="/campaigns">{e(w["campaigns"])}</a>'
+            f'<nav aria-label="{e(w["menu"])}"><a href="/">{e(w["fleet"])}</a>'
+            f' <a href="/alarms" id="alarm-link">{e(w["alarms"])}'
+            f' <span id="alarm-count" class="badge" aria-live="polite"></span></a>{links}'
             f' <span class="who">{e(who)} ({e(role)})</span>'
             f'<form method="post" action="/sign-out" class="inline">'
             f'<input type="hidden" name="csrf" value="{e(csrf)}">'
@@ -51,7 +65,10 @@ def layout(
             f' <a href="?lang={other}" hreflang="{other}">{e(w["language"])}</a></nav>'
         )
     else:
-        nav = f'<nav><a href="?lang={other}" hreflang="{other}">{e(w["language"])}</a></nav>'
+        nav = (
+            f'<nav aria-label="{e(w["menu"])}">'
+            f'<a href="?lang={other}" hreflang="{other}">{e(w["language"])}</a></nav>'
+        )
     meta = f'<meta name="csrf-token" content="{e(csrf)}">' if csrf else ""
     live_attr = f' data-live="{e(live)}"' if live else ""
     return (
@@ -93,36 +110,53 @@ def sign_in_page(w: dict[str, str], *, error: str, form_token: str, certificate:
     )
 
 
-def _convergence(w: dict[str, str], gateway: control_pb2.Gateway) -> str:
-    held = {(h.kind, h.version) for h in gateway.held}
-    waiting = [d for d in gateway.desired if (d.kind, d.version) not in held]
-    if not gateway.desired:
-        return e(w["none"])
-    if not waiting:
-        return f'<span class="ok">{e(w["converged"])}</span>'
-    return f'<span class="warn">{len(waiting)} {e(w["pending"])}</span>'
-
-
 def _online(w: dict[str, str], connected: bool) -> str:
     word, css = (w["online"], "online") if connected else (w["offline"], "offline")
     return f'<span class="state {css}">{e(word)}</span>'
 
 
 def fleet_page(
-    w: dict[str, str], gateways: Sequence[control_pb2.Gateway], *, tiles_url: str
+    w: dict[str, str],
+    gateways: Sequence[control_pb2.FleetGateway],
+    *,
+    tiles_url: str,
+    focus: str = "",
 ) -> str:
     rows = []
     for g in gateways:
+        seen = g.last_seen.ToDatetime(tzinfo=UTC) if g.HasField("last_seen") else None
+        if not g.documents:
+            documents = e(w["none"])
+        elif g.documents_held >= g.documents:
+            documents = f'<span class="ok">{e(w["converged"])}</span>'
+        else:
+            documents = (
+                f'<span class="warn">{g.documents - g.documents_held} {e(w["pending"])}</span>'
+            )
         rows.append(
             f'<tr data-gateway="{e(g.gateway_id)}">'
             f'<td><a href="/gateways/{e(g.gateway_id)}">{e(g.gateway_id)}</a></td>'
             f'<td>{e(g.commune)}</td><td class="online-cell">{_online(w, g.connected)}</td>'
-            f"<td>{e(local_time(_ts(g), g.time_zone))}</td>"
-            f"<td>{e(g.firmware_version or '—')}</td><td>{_convergence(w, g)}</td></tr>"
+            f"<td>{e(local_time(seen, 'Europe/Paris'))}</td>"
+            f"<td>{e(g.firmware_version or '—')}</td><td>{documents}</td></tr>"
         )
-    positioned = any(g.latitude or g.longitude for g in gateways)
+    positioned = bool(gateways)
+    legend = "".join(
+        f'<li><span class="dot dot-{code}"></span> {e(w[key])}</li>'
+        for code, key in (
+            ("a", "in_alarm"),
+            ("f", "failed"),
+            ("o", "offline"),
+            ("0", "off"),
+            ("d", "dimmed"),
+            ("l", "lit"),
+            ("n", "online"),
+            ("none", "unknown"),
+        )
+    )
     map_html = (
-        f'<div id="map" class="map" data-tiles="{e(tiles_url)}" '
+        f'<ul class="legend-map" aria-label="{e(w["map_legend"])}">{legend}</ul>'
+        f'<div id="map" class="map" data-tiles="{e(tiles_url)}" data-focus="{e(focus)}" '
         f'aria-label="{e(w["map"])}" role="region"></div>'
         if positioned
         else f"<p>{e(w['no_positions'])}</p>"
@@ -170,6 +204,20 @@ def device_summary(d: state_pb2.DeviceState) -> str:
     return text
 
 
+def device_code(d: state_pb2.DeviceState) -> str:
+    """The map's colour of a device: ``l`` lit, ``d`` dimmed, ``0`` off, ``f`` failed,
+    ``n`` normal (equipment other than a lamp)."""
+    detail = d.WhichOneof("detail")
+    faults = list(getattr(d, detail).faults) if detail in ("lamp", "bollard", "signal") else []
+    if faults:
+        return "f"
+    if detail == "lamp":
+        if not d.lamp.lit or d.lamp.level == 0:
+            return "0"
+        return "l" if d.lamp.level >= 100 else "d"
+    return "n"
+
+
 def device_rows(devices: Iterable[state_pb2.DeviceState], zone: str) -> str:
     rows = []
     for d in devices:
@@ -204,8 +252,11 @@ def _documents(w: dict[str, str], g: control_pb2.Gateway) -> str:
     )
 
 
-def _hidden(csrf: str) -> str:
+def csrf_field(csrf: str) -> str:
     return f'<input type="hidden" name="csrf" value="{e(csrf)}">'
+
+
+_hidden = csrf_field
 
 
 def command_forms(
@@ -284,6 +335,7 @@ def cabinet_page(
     return (
         f"<h2>{e(w['gateway'])} {e(g.gateway_id)} {_online(w, g.connected)}</h2>"
         f"<p>{e(g.commune)} · {e(g.firmware_version or '—')} · "
+        f'<a href="/?focus={e(g.gateway_id)}">{e(w["map"])}</a> · '
         f"{e(w['last_seen'])} {e(local_time(_ts(g), g.time_zone))}</p>"
         f'<div class="columns"><section><h3>{e(w["devices"])}</h3>'
         f'<table id="devices"><thead><tr>{head}</tr></thead>'

@@ -9,8 +9,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import grpc
+from aiohttp import web
 
-from orchestrator.access.gate import Gatekeeper
+from foundation.clock import Clock
+from orchestrator.access.gate import Caller, Gatekeeper
 from protos.ondijon.v1 import control_pb2, firmware_pb2
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -43,6 +45,18 @@ class ControlCalls(Protocol):
         self, request: control_pb2.ListEventsRequest, context: Context
     ) -> control_pb2.ListEventsResponse: ...
 
+    async def GetDesiredState(
+        self, request: control_pb2.GetDesiredStateRequest, context: Context
+    ) -> control_pb2.GetDesiredStateResponse: ...
+
+    async def PutDesiredState(
+        self, request: control_pb2.PutDesiredStateRequest, context: Context
+    ) -> control_pb2.PutDesiredStateResponse: ...
+
+    async def ListAudit(
+        self, request: control_pb2.ListAuditRequest, context: Context
+    ) -> control_pb2.ListAuditResponse: ...
+
     def WatchEvents(
         self, request: control_pb2.WatchEventsRequest, context: Context
     ) -> AsyncIterator[control_pb2.WatchEventsResponse]: ...
@@ -68,10 +82,117 @@ class CampaignCalls(Protocol):
     ) -> firmware_pb2.AbortCampaignResponse: ...
 
 
+class OperationCalls(Protocol):
+    """The Operations service (:class:`orchestrator.api.operations.OperationsService`)."""
+
+    async def ListAlarms(
+        self, request: control_pb2.ListAlarmsRequest, context: Context
+    ) -> control_pb2.ListAlarmsResponse: ...
+
+    def WatchAlarms(
+        self, request: control_pb2.WatchAlarmsRequest, context: Context
+    ) -> AsyncIterator[control_pb2.WatchAlarmsResponse]: ...
+
+    async def AcknowledgeAlarm(
+        self, request: control_pb2.AcknowledgeAlarmRequest, context: Context
+    ) -> control_pb2.AcknowledgeAlarmResponse: ...
+
+    async def ShelveAlarm(
+        self, request: control_pb2.ShelveAlarmRequest, context: Context
+    ) -> control_pb2.ShelveAlarmResponse: ...
+
+    async def AssignAlarm(
+        self, request: control_pb2.AssignAlarmRequest, context: Context
+    ) -> control_pb2.AssignAlarmResponse: ...
+
+    async def CloseAlarm(
+        self, request: control_pb2.CloseAlarmRequest, context: Context
+    ) -> control_pb2.CloseAlarmResponse: ...
+
+    async def EnergyReport(
+        self, request: control_pb2.EnergyReportRequest, context: Context
+    ) -> control_pb2.EnergyReportResponse: ...
+
+    async def ListPlaybooks(
+        self, request: control_pb2.ListPlaybooksRequest, context: Context
+    ) -> control_pb2.ListPlaybooksResponse: ...
+
+    async def ListPlaybookRuns(
+        self, request: control_pb2.ListPlaybookRunsRequest, context: Context
+    ) -> control_pb2.ListPlaybookRunsResponse: ...
+
+    async def StartPlaybook(
+        self, request: control_pb2.StartPlaybookRequest, context: Context
+    ) -> control_pb2.StartPlaybookResponse: ...
+
+    async def ConfirmPlaybook(
+        self, request: control_pb2.ConfirmPlaybookRequest, context: Context
+    ) -> control_pb2.ConfirmPlaybookResponse: ...
+
+    async def EndPlaybook(
+        self, request: control_pb2.EndPlaybookRequest, context: Context
+    ) -> control_pb2.EndPlaybookResponse: ...
+
+    async def GetPlaybookRun(
+        self, request: control_pb2.GetPlaybookRunRequest, context: Context
+    ) -> control_pb2.GetPlaybookRunResponse: ...
+
+
+class CityCalls(Protocol):
+    """The City service (:class:`orchestrator.api.city.CityService`)."""
+
+    async def ListAssets(
+        self, request: control_pb2.ListAssetsRequest, context: Context
+    ) -> control_pb2.ListAssetsResponse: ...
+
+    async def ListFleet(
+        self, request: control_pb2.ListFleetRequest, context: Context
+    ) -> control_pb2.ListFleetResponse: ...
+
+    async def PutGroupDocument(
+        self, request: control_pb2.PutGroupDocumentRequest, context: Context
+    ) -> control_pb2.PutGroupDocumentResponse: ...
+
+    async def GetConvergence(
+        self, request: control_pb2.GetConvergenceRequest, context: Context
+    ) -> control_pb2.GetConvergenceResponse: ...
+
+
 @dataclass(frozen=True)
 class Services:
     """The service objects the console calls, and the gate that says who may do what."""
 
     control: ControlCalls
     campaigns: CampaignCalls
+    operations: OperationCalls
+    city: CityCalls
     gate: Gatekeeper
+
+
+class Host(Protocol):
+    """What a screen (alarms, energy, playbooks, convergence, the map) needs of the console
+    (:class:`orchestrator.console.app.Console`): its services and clock, the signed-in
+    operator's call context and role, its CSRF token, and the page around a body."""
+
+    services: Services
+    clock: Clock
+
+    def lang(self, request: web.Request) -> str: ...
+
+    def call(self, request: web.Request) -> Context: ...
+
+    async def caller(self, request: web.Request) -> Caller: ...
+
+    def csrf(self, request: web.Request) -> str: ...
+
+    def may_write(self, caller: Caller) -> bool: ...
+
+    def page(
+        self,
+        request: web.Request,
+        title: str,
+        body: str,
+        *,
+        status: int = 200,
+        live: str = "",
+    ) -> web.Response: ...

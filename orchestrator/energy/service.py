@@ -90,14 +90,12 @@ class EnergyService:
             if len(getattr(request, name)) > 128:
                 raise EnergyError(name, "at most 128 characters")
         rows = await self.runner.read(
-            lambda c: sql.select_days(
-                c,
-                since,
-                until,
-                communes=communes,
-                commune=request.commune,
-                gateway_id=request.gateway_id,
-            )
+            sql.select_days,
+            since,
+            until,
+            communes=communes,
+            commune=request.commune,
+            gateway_id=request.gateway_id,
         )
         groups: dict[str, list[tuple[str, LampDay]]] = {}
         burners, dark = [], []

@@ -566,7 +566,7 @@ class _Conversation:
             # Kept for the convergence view ("refused with what error"), escaped when shown.
             refused_by, at = self.gateway_id, self.clock.now()
             await self.runner.write(
-                lambda c: record_refusal(c, refused_by, ack.kind, ack.version, ack.error, now=at)
+                record_refusal, refused_by, ack.kind, ack.version, ack.error, now=at
             )
             return
         store = self.store

@@ -16,7 +16,7 @@ import json
 import uuid
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf import json_format
@@ -35,6 +35,14 @@ from protos.ondijon.v1 import control_pb2, link_pb2, schedule_pb2
 
 Context = grpc.aio.ServicerContext[Any, Any]
 Connection = Any
+# The four answers that carry a run: the same fields under each RPC's own message name.
+RunMessage = TypeVar(
+    "RunMessage",
+    control_pb2.StartPlaybookResponse,
+    control_pb2.ConfirmPlaybookResponse,
+    control_pb2.EndPlaybookResponse,
+    control_pb2.GetPlaybookRunResponse,
+)
 
 AWAITING, RUNNING, ENDED = "awaiting_confirmation", "running", "ended"
 # How long an end-of-run cancellation waits for an offline gateway (its override expires
@@ -70,9 +78,7 @@ class PlaybookService:
             await gate.refuse(context, caller, attempt, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         body = json.loads(request.body)
         now = self.clock.now()
-        version = await self.runner.write(
-            lambda c: sql.put(c, playbook.name, body, caller.actor, now)
-        )
+        version = await self.runner.write(sql.put, playbook.name, body, caller.actor, now)
         await gate.done(caller, Attempt(attempt.action, f"playbook/{playbook.name}"), f"v{version}")
         return control_pb2.PutPlaybookResponse(name=playbook.name, version=version)
 
@@ -113,8 +119,8 @@ class PlaybookService:
         attempt: Attempt,
         request: control_pb2.StartPlaybookRequest,
         context: Context,
-    ) -> control_pb2.PlaybookRunResponse:
-        found = await self.runner.read(lambda c: sql.get(c, request.name, request.version))
+    ) -> control_pb2.StartPlaybookResponse:
+        found = await self.runner.read(sql.get, request.name, request.version)
         if found is None:
             await gate.refuse(
                 context,
@@ -127,7 +133,7 @@ class PlaybookService:
         playbook = core.parse(json.dumps(found.body))
         run_id = uuid.uuid4().hex[:16]
         now = self.clock.now()
-        sites = await self.runner.read(lambda c: self._sites(c, caller))
+        sites = await self.runner.read(self._sites, caller)
         try:
             steps = core.plan(playbook, run_id, sites, now)
         except PlaybookError as exc:
@@ -161,15 +167,15 @@ class PlaybookService:
         )
         where = Attempt(attempt.action, f"playbook-run/{run_id}")
         if request.require_confirmation:
-            await self.runner.write(lambda c: sql.add_run(c, run))
+            await self.runner.write(sql.add_run, run)
             await gate.done(caller, where, f"{found.name} v{found.version}: awaiting confirmation")
-            return await self._message(run)
-        await self.runner.write(lambda c: sql.add_run(c, run))
+            return await self._message(run, control_pb2.StartPlaybookResponse)
+        await self.runner.write(sql.add_run, run)
         run = await self._send(run, caller.actor, now, playbook.duration)
         await gate.done(
             caller, where, f"{found.name} v{found.version}: {len(run.steps)} command(s) sent"
         )
-        return await self._message(run)
+        return await self._message(run, control_pb2.StartPlaybookResponse)
 
     async def _send(self, run: sql.Run, actor: str, now: datetime, duration: timedelta) -> sql.Run:
         """Queue the run's overrides (the overrides start now: the run's clock starts at
@@ -221,7 +227,7 @@ class PlaybookService:
         run_id: str,
         context: Context,
     ) -> sql.Run:
-        run = await self.runner.read(lambda c: sql.get_run(c, run_id)) if run_id else None
+        run = await self.runner.read(sql.get_run, run_id) if run_id else None
         if run is None or not all(caller.in_scope(s["commune"]) for s in run.steps):
             missing = f"run_id: no playbook run {run_id!r}"
             if gate is None or attempt is None:
@@ -235,9 +241,9 @@ class PlaybookService:
         gate: Gatekeeper,
         caller: Caller,
         attempt: Attempt,
-        request: control_pb2.PlaybookRunRequest,
+        request: control_pb2.ConfirmPlaybookRequest,
         context: Context,
-    ) -> control_pb2.PlaybookRunResponse:
+    ) -> control_pb2.ConfirmPlaybookResponse:
         run = await self._run(gate, caller, attempt, request.run_id, context)
         if run.status != AWAITING:
             await gate.refuse(
@@ -255,23 +261,23 @@ class PlaybookService:
                 grpc.StatusCode.PERMISSION_DENIED,
                 "run_id: a second person must confirm (not the one who started it)",
             )
-        found = await self.runner.read(lambda c: sql.get(c, run.name, run.version))
+        found = await self.runner.read(sql.get, run.name, run.version)
         assert found is not None
         playbook = core.parse(json.dumps(found.body))
         now = self.clock.now()
         confirmed = replace(run, confirmed_by=caller.actor)
         started = await self._send(confirmed, run.requested_by, now, playbook.duration)
         await gate.done(caller, attempt, f"{run.name} v{run.version}: confirmed, sent")
-        return await self._message(started)
+        return await self._message(started, control_pb2.ConfirmPlaybookResponse)
 
     async def end(
         self,
         gate: Gatekeeper,
         caller: Caller,
         attempt: Attempt,
-        request: control_pb2.PlaybookRunRequest,
+        request: control_pb2.EndPlaybookRequest,
         context: Context,
-    ) -> control_pb2.PlaybookRunResponse:
+    ) -> control_pb2.EndPlaybookResponse:
         run = await self._run(gate, caller, attempt, request.run_id, context)
         if run.status == ENDED:
             await gate.refuse(
@@ -311,15 +317,26 @@ class PlaybookService:
         for gateway_id in sorted({g for g, _ in cancels}):
             await self.router.commands_queued(gateway_id)
         await gate.done(caller, attempt, f"{run.name} v{run.version}: ended, schedules resume")
-        return await self._message(ended)
+        return await self._message(ended, control_pb2.EndPlaybookResponse)
 
     async def get(
-        self, caller: Caller, request: control_pb2.PlaybookRunRequest, context: Context
-    ) -> control_pb2.PlaybookRunResponse:
+        self, caller: Caller, request: control_pb2.GetPlaybookRunRequest, context: Context
+    ) -> control_pb2.GetPlaybookRunResponse:
         run = await self._run(None, caller, None, request.run_id, context)
-        return await self._message(run)
+        return await self._message(run, control_pb2.GetPlaybookRunResponse)
 
-    async def _message(self, run: sql.Run) -> control_pb2.PlaybookRunResponse:
+    async def runs(
+        self, caller: Caller, request: control_pb2.ListPlaybookRunsRequest
+    ) -> control_pb2.ListPlaybookRunsResponse:
+        """Open runs, then the latest ended, whose every step is in the caller's communes."""
+        limit = min(request.ended_limit or 20, 200)
+        found = await self.runner.read(lambda c: sql.list_runs(c, limit))
+        mine = [r for r in found if all(caller.in_scope(s["commune"]) for s in r.steps)]
+        return control_pb2.ListPlaybookRunsResponse(
+            runs=[await self._message(r, control_pb2.GetPlaybookRunResponse) for r in mine]
+        )
+
+    async def _message(self, run: sql.Run, answer: type[RunMessage]) -> RunMessage:
         store = self.store
         ids = [s["command_id"] for s in run.steps if s.get("command_id")]
 
@@ -332,7 +349,7 @@ class PlaybookService:
             return found
 
         known = await self.runner.read(statuses) if ids else {}
-        message = control_pb2.PlaybookRunResponse(
+        message = answer(
             run_id=run.run_id,
             name=run.name,
             version=run.version,

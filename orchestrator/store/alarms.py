@@ -213,6 +213,18 @@ def awaiting_reminder(conn: sa.Connection, raised_before: datetime) -> list[Stor
     return [_alarm(row) for row in conn.execute(stmt.limit(MAX_PAGE))]
 
 
+def open_counts(conn: sa.Connection) -> list[tuple[int, bool, bool, datetime | None, int]]:
+    """How many open alarms (grouped ones included) share each (severity, active,
+    acknowledged, shelved_until): what their view state and severity are counted from."""
+    c = alarms.c
+    keys = (c.severity, c.active, c.acknowledged, c.shelved_until)
+    stmt = sa.select(*keys, sa.func.count()).where(c.closed_at.is_(None)).group_by(*keys)
+    return [
+        (int(severity), bool(active), bool(acknowledged), shelved_until, int(count))
+        for severity, active, acknowledged, shelved_until, count in conn.execute(stmt)
+    ]
+
+
 def open_of_type(conn: sa.Connection, alarm_type: str) -> list[StoredAlarm]:
     c = alarms.c
     stmt = sa.select(alarms).where(c.closed_at.is_(None), c.type == alarm_type)

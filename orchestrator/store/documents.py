@@ -127,6 +127,38 @@ class DocumentTables(Tables):
             found += [_document(r) for r in conn.execute(query)]
         return found
 
+    def documents_of(
+        self, conn: sa.Connection, gateway_ids: Sequence[str]
+    ) -> dict[str, list[DocumentRecord]]:
+        """:meth:`documents_for` of many gateways in a few queries (listings)."""
+        found: dict[str, list[DocumentRecord]] = {g: [] for g in gateway_ids}
+        d = desired_documents.c
+        for i in range(0, len(gateway_ids), 500):
+            rows = conn.execute(
+                sa.select(desired_documents)
+                .where(d.gateway_id.in_(list(gateway_ids[i : i + 500])))
+                .order_by(d.gateway_id, d.kind)
+            )
+            for r in rows:
+                found[r.gateway_id].append(_document(r))
+        return found
+
+    def held_of(
+        self, conn: sa.Connection, gateway_ids: Sequence[str]
+    ) -> dict[str, list[HeldRecord]]:
+        """:meth:`held_for` of many gateways in a few queries (listings)."""
+        found: dict[str, list[HeldRecord]] = {g: [] for g in gateway_ids}
+        h = held_documents.c
+        for i in range(0, len(gateway_ids), 500):
+            rows = conn.execute(
+                sa.select(held_documents)
+                .where(h.gateway_id.in_(list(gateway_ids[i : i + 500])))
+                .order_by(h.gateway_id, h.kind)
+            )
+            for r in rows:
+                found[r.gateway_id].append(HeldRecord(r.kind, r.version, r.digest))
+        return found
+
     def held_for(self, conn: sa.Connection, gateway_id: str) -> list[HeldRecord]:
         rows = conn.execute(
             sa.select(held_documents)

@@ -138,6 +138,57 @@ class EventTables(Tables):
         ).scalar()
         return int(value or 0)
 
+    def stored_sequences(self, conn: sa.Connection, gateway_ids: Sequence[str]) -> dict[str, int]:
+        """:meth:`stored_sequence` of many gateways in a few queries (listings)."""
+        found = dict.fromkeys(gateway_ids, 0)
+        c = events.c
+        for i in range(0, len(gateway_ids), 500):
+            rows = conn.execute(
+                sa.select(c.gateway_id, sa.func.max(c.sequence))
+                .where(c.gateway_id.in_(list(gateway_ids[i : i + 500])))
+                .group_by(c.gateway_id)
+            )
+            for gateway_id, value in rows:
+                found[gateway_id] = int(value or 0)
+        return found
+
+    def missing_ranges_of(
+        self, conn: sa.Connection, gateway_ids: Sequence[str]
+    ) -> dict[str, list[tuple[int, int]]]:
+        """:meth:`missing_ranges` of many gateways in a few queries (listings)."""
+        found: dict[str, list[tuple[int, int]]] = {g: [] for g in gateway_ids}
+        c = events.c
+        for i in range(0, len(gateway_ids), 500):
+            chunk = list(gateway_ids[i : i + 500])
+            ordered = (
+                sa.select(
+                    c.gateway_id,
+                    c.sequence.label("seq"),
+                    sa.func.lead(c.sequence)
+                    .over(partition_by=c.gateway_id, order_by=c.sequence)
+                    .label("nxt"),
+                )
+                .where(c.gateway_id.in_(chunk))
+                .subquery()
+            )
+            o = ordered.c
+            gaps = conn.execute(
+                sa.select(o.gateway_id, o.seq, o.nxt)
+                .where(o.nxt > o.seq + 1)
+                .order_by(o.gateway_id, o.seq)
+            )
+            for gateway_id, seq, nxt in gaps:
+                found[gateway_id].append((int(seq) + 1, int(nxt) - 1))
+            firsts = conn.execute(
+                sa.select(c.gateway_id, sa.func.min(c.sequence))
+                .where(c.gateway_id.in_(chunk))
+                .group_by(c.gateway_id)
+            )
+            for gateway_id, first in firsts:
+                if first is not None and first > 1:
+                    found[gateway_id].insert(0, (1, int(first) - 1))
+        return found
+
     def missing_ranges(self, conn: sa.Connection, gateway_id: str) -> list[tuple[int, int]]:
         """Sequence ranges below the highest stored one that are not stored (gaps)."""
         seq = events.c.sequence

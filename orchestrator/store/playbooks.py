@@ -77,3 +77,18 @@ def save_run(conn: sa.Connection, run: Run) -> None:
 def get_run(conn: sa.Connection, run_id: str) -> Run | None:
     row = conn.execute(sa.select(playbook_runs).where(playbook_runs.c.run_id == run_id)).first()
     return None if row is None else Run(**dict(row._mapping))
+
+
+def list_runs(conn: sa.Connection, ended_limit: int) -> list[Run]:
+    """Runs not ended (newest first), then the ``ended_limit`` latest ended ones."""
+    c = playbook_runs.c
+    open_rows = conn.execute(
+        sa.select(playbook_runs).where(c.status != "ended").order_by(c.requested_at.desc())
+    ).all()
+    ended_rows = conn.execute(
+        sa.select(playbook_runs)
+        .where(c.status == "ended")
+        .order_by(c.requested_at.desc())
+        .limit(ended_limit)
+    ).all()
+    return [Run(**dict(row._mapping)) for row in (*open_rows, *ended_rows)]

@@ -369,6 +369,27 @@ playbook_runs = sa.Table(
     sa.Column("steps", sa.JSON, nullable=False),
 )
 
+# Citizens' reports (orchestrator.public): what was reported, where (4 decimals, ~10 m),
+# what it was matched to and the alarm that carries it. Nothing about the reporter: no
+# address, no name, no free text. Deleted after the retention period (domain/opendata).
+public_reports = sa.Table(
+    "public_reports",
+    metadata,
+    sa.Column("reference", sa.String(32), primary_key=True),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("detail", sa.String(32), nullable=False, server_default=""),
+    sa.Column("latitude", sa.Float, nullable=False),
+    sa.Column("longitude", sa.Float, nullable=False),
+    sa.Column("commune", sa.String(128), nullable=False),
+    sa.Column("asset_id", sa.String(64), nullable=False),
+    sa.Column("gateway_id", sa.String(64), nullable=False),
+    sa.Column("device_id", sa.String(128), nullable=False),
+    sa.Column("distance_m", sa.Float, nullable=False),
+    sa.Column("alarm_id", sa.BigInteger, nullable=True),
+    # SHA-256 of the proof-of-work challenge: a challenge serves once, on any replica.
+    sa.Column("challenge_sha256", sa.String(64), nullable=False, unique=True),
+    sa.Column("reported_at", UTCDateTime(), nullable=False, index=True),
+)
 
 # -- the city (issue 12): asset register and group documents ------------------------------
 

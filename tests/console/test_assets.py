@@ -16,10 +16,9 @@ def test_vendored_assets_match_node_modules() -> None:
 
 def test_the_console_pages_reference_only_vendored_or_own_files() -> None:
     from orchestrator.console import pages
+    from orchestrator.console.words import words
 
-    html = pages.layout(
-        {"fleet": "", "campaigns": "", "sign_out": "", "language": ""}, "t", "", lang="fr"
-    )
+    html = pages.layout(words("fr"), "t", "", lang="fr", who="alice", role="viewer")
     for src in html.split('src="')[1:] + html.split('href="')[1:]:
         path = src.split('"', 1)[0]
         if path.startswith("/static/"):

@@ -13,13 +13,15 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import grpc
 import pytest
 
+from domain import documents
 from domain.city.generator import generate
 from domain.city.inventory import AssetKind, to_csv
 from edge.identity import enroll
 from ondijon.cli import main
-from ondijon.client import AdminClient
+from ondijon.client import AdminClient, AdminError
 from protos.ondijon.v1 import control_pb2, link_pb2
 from tests.conftest import City
 from tests.edge.test_agent import eventually, running
@@ -117,12 +119,8 @@ async def test_the_city_from_inventory_to_lamps(
         assert code == 0 and "from commune Chenôve" in out and "shadows the city" in out
 
         async def converged() -> control_pb2.GetConvergenceResponse:
-            from ondijon.city_cli import call as city_call
-
-            return await city_call(
-                city.admin,
-                "GetConvergence",
-                control_pb2.GetConvergenceRequest(kind=link_pb2.DOCUMENT_KIND_SCHEDULE),
+            return await AdminClient(city.admin).get_convergence(
+                control_pb2.GetConvergenceRequest(kind=link_pb2.DOCUMENT_KIND_SCHEDULE)
             )
 
         for _ in range(200):
@@ -180,3 +178,15 @@ async def test_the_city_from_inventory_to_lamps(
         str(local.directory),
     )
     assert code == 2 and "PERMISSION_DENIED: target.city" in err
+    # The same refusal through the typed client keeps the status and names the field.
+    schedule = documents.kind_named("schedule")
+    with pytest.raises(AdminError) as refused:
+        await AdminClient(local).put_group_document(
+            control_pb2.PutGroupDocumentRequest(
+                target=control_pb2.Target(city=True),
+                kind=schedule.number,
+                payload=documents.payload_from_json(schedule, schedule_json(70), source="test"),
+            )
+        )
+    assert refused.value.code is grpc.StatusCode.PERMISSION_DENIED
+    assert refused.value.field == "target.city"

@@ -12,7 +12,7 @@ from edge.config import AgentConfig
 from ondijon.admin import lamp_override
 from ondijon.cli import main
 from ondijon.demo import MARKER, DemoError, _agent_toml, demo_clock, prepare_directory
-from orchestrator.api.commands import _check_command_envelope
+from orchestrator.fleet.commands import check_command_envelope
 from protos.ondijon.v1 import link_pb2
 from provisioning.profile import Profile
 from tests.conftest import offline_agent_config
@@ -126,7 +126,7 @@ async def test_an_override_typed_against_the_demo_is_applied_not_expired(tmp_pat
 
         command = lamp_override(80, 30, 10, [], clock=profile.clock)
         # The orchestrator, on real time, takes it ...
-        assert _check_command_envelope(command, datetime.now(UTC)) == ""
+        assert check_command_envelope(command, datetime.now(UTC)) == ""
         # ... and the agent, on the street's time, applies it for 30 street minutes.
         assert (await agent.handle_command(command)).status == link_pb2.COMMAND_STATUS_DONE
         agent.apply_schedule()

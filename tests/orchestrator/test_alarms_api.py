@@ -63,30 +63,30 @@ async def test_a_dead_lamp_is_one_alarm_acknowledged_assigned_and_closed(
         viewer = city.operator("val", "viewer", ["*"])
         with pytest.raises(AdminError) as refused:
             await AdminClient(viewer).acknowledge_alarm(
-                control_pb2.AlarmActionRequest(alarm_id=alarm.alarm_id)
+                control_pb2.AcknowledgeAlarmRequest(alarm_id=alarm.alarm_id)
             )
         assert refused.value.code is grpc.StatusCode.PERMISSION_DENIED
         elsewhere = city.operator("eve", "operator", ["Chenôve"])
         assert await listed(elsewhere) == []
         with pytest.raises(AdminError) as hidden:
             await AdminClient(elsewhere).acknowledge_alarm(
-                control_pb2.AlarmActionRequest(alarm_id=alarm.alarm_id),
+                control_pb2.AcknowledgeAlarmRequest(alarm_id=alarm.alarm_id),
             )
         assert hidden.value.code is grpc.StatusCode.NOT_FOUND
 
         acked = await AdminClient(city.admin).acknowledge_alarm(
-            control_pb2.AlarmActionRequest(alarm_id=alarm.alarm_id, text="crew on the way"),
+            control_pb2.AcknowledgeAlarmRequest(alarm_id=alarm.alarm_id, text="crew on the way"),
         )
         assert acked.alarm.state == "acknowledged" and acked.alarm.comment == "crew on the way"
         with pytest.raises(AdminError) as empty_note:
             await AdminClient(city.admin).close_alarm(
-                control_pb2.AlarmActionRequest(alarm_id=alarm.alarm_id)
+                control_pb2.CloseAlarmRequest(alarm_id=alarm.alarm_id)
             )
         assert empty_note.value.code is grpc.StatusCode.INVALID_ARGUMENT and "note" in str(
             empty_note.value
         )
         await AdminClient(city.admin).assign_alarm(
-            control_pb2.AlarmActionRequest(alarm_id=alarm.alarm_id, crew="east-2"),
+            control_pb2.AssignAlarmRequest(alarm_id=alarm.alarm_id, crew="east-2"),
         )
         # The lamp is changed: it lights again, the agent says so, the alarm clears but
         # stays open (assigned) until the crew's repair note.
@@ -101,7 +101,7 @@ async def test_a_dead_lamp_is_one_alarm_acknowledged_assigned_and_closed(
             await asyncio.sleep(0.05)
         assert found[0].state == "cleared" and found[0].assigned_to == "east-2"
         closed = await AdminClient(city.admin).close_alarm(
-            control_pb2.AlarmActionRequest(alarm_id=alarm.alarm_id, text="LED driver replaced"),
+            control_pb2.CloseAlarmRequest(alarm_id=alarm.alarm_id, text="LED driver replaced"),
         )
         assert closed.alarm.state == "closed" and closed.alarm.repair_seconds > 0
         assert await listed(city.admin) == []

@@ -106,6 +106,12 @@ def test_an_absolute_sqlite_path_is_kept(tmp_path: Path) -> None:
         ('[limits]\nhello_timeout_s = "30"\n', "limits.hello_timeout_s", "must be a number"),
         ("[limits]\nhello_timeout_s = -1.0\n", "limits.hello_timeout_s", "at least 0"),
         ("limits = 3\n", "limits", "must be a table"),
+        ('[public]\nlicence = "cc-by"\n', "public.licence", "Licence Ouverte 2.0"),
+        ('[public]\nexport_at = "25:00"\n', "public.export_at", "is not HH:MM"),
+        ('[public]\nlisten = "7446"\n', "public.listen", "is not host:port"),
+        ('[public]\ncert_file = "a.pem"\n', "public.cert_file", "go together"),
+        ("[public]\nchallenge_bits = 40\n", "public.challenge_bits", "at most 28"),
+        ("[public]\nretention_days = 0\n", "public.retention_days", "at least 1"),
     ],
 )
 def test_every_mistake_names_its_field(tmp_path: Path, text: str, field: str, reason: str) -> None:

@@ -11,14 +11,17 @@ import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from domain.alarms import Occurrence
 from edge.agent import Agent
 from foundation.clock import SystemClock
 from ondijon.client import AdminClient
 from ondijon.demo import lighting_program
+from orchestrator.alarms.service import apply
 from orchestrator.metrics import NAMES, Metrics
 from orchestrator.observe.observer import Observer
 from orchestrator.server import start
@@ -64,6 +67,16 @@ async def series(port: int) -> set[str]:
 
 def total(samples: dict[str, float], name: str) -> float:
     return sum(v for k, v in samples.items() if k == name or k.startswith(name + "{"))
+
+
+async def lamp_alarm(city: City, gateway_id: str) -> int:
+    """A lamp of ``gateway_id`` found dark: its alarm stored as the link's ingest hook stores
+    it, and the alarm gauge refreshed (as its task does every 15 s); the alarm's id."""
+    now = datetime.now(UTC)
+    found = [Occurrence(gateway_id, "lamp-1", "lamp_failure", True, now, "no current")]
+    [alarm_id] = await city.running.app.runner.write(lambda c: apply(c, "Dijon", found, now))
+    await city.running.app.alarm_gauge.refresh()
+    return alarm_id
 
 
 @contextlib.asynccontextmanager
@@ -132,6 +145,20 @@ async def test_a_scrape_shows_what_the_orchestrator_is_doing(
         # Nothing was refused.
         assert total(after, "ondijon_streams_refused_total") == 0
 
+        # A lamp fails: one major alarm, unacknowledged; acknowledged, it moves.
+        assert total(after, "ondijon_alarms") == 0
+        alarm_id = await lamp_alarm(city, "obs-online")
+        raised = await scrape(port)
+        major = 'ondijon_alarms{severity="major",state="%s"}'
+        assert raised[major % "unacknowledged"] == 1 and total(raised, "ondijon_alarms") == 1
+        await AdminClient(city.admin).acknowledge_alarm(
+            control_pb2.AcknowledgeAlarmRequest(alarm_id=alarm_id, text="crew on the way")
+        )
+        await city.running.app.alarm_gauge.refresh()
+        acknowledged = await scrape(port)
+        assert acknowledged[major % "unacknowledged"] == 0
+        assert acknowledged[major % "acknowledged"] == 1
+
 
 async def test_every_panel_of_the_dashboard_reads_a_series_the_orchestrator_exposes(
     tmp_path: Path, ca: CertificateAuthority
@@ -141,7 +168,11 @@ async def test_every_panel_of_the_dashboard_reads_a_series_the_orchestrator_expo
     assert len(dashboard["panels"]) >= 8 and all(exprs)
     async with observed_city(tmp_path, ca) as city:
         assert city.running.observer is not None and city.running.observer.server is not None
-        exposed = await series(city.running.observer.server.port)
+        await city.register("obs-alarm")
+        await lamp_alarm(city, "obs-alarm")  # the alarms panel reads a count that is not 0
+        port = city.running.observer.server.port
+        exposed = await series(port)
+        assert total(await scrape(port), "ondijon_alarms") == 1
     for panel in dashboard["panels"]:
         names = {n for t in panel["targets"] for n in re.findall(r"\bondijon_[a-z_]+", t["expr"])}
         assert names, panel["title"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import random
 import secrets
 import time
 from collections.abc import Callable, Iterator
@@ -475,6 +476,40 @@ def test_held_documents_follow_what_the_gateway_reports(store: Store) -> None:
             HeldRecord(1, 7, b"\x07" * 32),
             HeldRecord(2, 2, b"\x02" * 32),
         ]
+
+
+def test_listing_reads_of_many_gateways_match_each_gateways_own(store: Store) -> None:
+    """A fleet listing reads held and desired documents, the stored sequence and the gaps of
+    all its gateways at once: the same as reading them gateway by gateway, whatever the
+    events (gaps at the start, in the middle, none at all, no events)."""
+    rng = random.Random(18)
+    gateways = [f"dj-{i:03d}" for i in range(12)]
+    for g in gateways:
+        add_gateway(store, g)
+    for g in gateways:
+        held = sorted(rng.sample(range(1, 4), rng.randint(0, 3)))
+        for kind in held:
+            h = HeldRecord(kind, rng.randint(1, 9), bytes([rng.randint(0, 255)]) * 32)
+            write(store, lambda c, g=g, h=h: store.set_held(c, g, h, now=NOW))  # type: ignore[misc]
+        for kind in sorted(rng.sample(range(1, 4), rng.randint(0, 3))):
+            _put(store, bytes([kind]) * 32, kind=kind, gateway_id=g)
+        if g == gateways[0]:
+            continue  # no events at all
+        sequences = sorted(rng.sample(range(1, 60), rng.randint(1, 40)))
+        write(store, lambda c, g=g, s=sequences: store.add_events(c, g, _events(*s), now=NOW))  # type: ignore[misc]
+    asked = [*gateways[::-1], "dj-none"]  # order does not matter; unknown ones are empty
+    with store.engine.connect() as conn:
+        held_of = store.held_of(conn, asked)
+        documents_of = store.documents_of(conn, asked)
+        stored = store.stored_sequences(conn, asked)
+        missing = store.missing_ranges_of(conn, asked)
+        for g in asked:
+            assert held_of[g] == store.held_for(conn, g)
+            assert documents_of[g] == store.documents_for(conn, g)
+            assert stored[g] == store.stored_sequence(conn, g)
+            assert missing[g] == store.missing_ranges(conn, g)
+    assert any(missing[g] for g in gateways), "the random events left no gap to compare"
+    assert any(held_of[g] for g in gateways) and any(documents_of[g] for g in gateways)
 
 
 # -- device state ----------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -228,3 +229,63 @@ def test_store_records_become_messages_with_their_instants() -> None:
     stored = stored_event("dj-001", event(sequence=5), issued)
     assert (stored.gateway_id, stored.event.sequence) == ("dj-001", 5)
     assert stored.received_at.ToDatetime(tzinfo=UTC) == issued
+
+
+def _reference_state_error(devices: list[state_pb2.DeviceState]) -> str | None:
+    """The field the first wrong device's error names, device by device (the reference)."""
+    for i, d in enumerate(devices):
+        if not d.device_id or len(d.device_id) > 128 or not d.device_id.isprintable():
+            return f"state.devices[{i}].device_id"
+        if d.kind == 0 or d.kind not in schedule_pb2.DeviceKind.values():
+            return f"state.devices[{i}].kind"
+        if d.HasField("observed_at"):
+            at = d.observed_at
+            if not 0 <= at.nanos < 10**9:
+                return f"state.devices[{i}].observed_at.nanos"
+            if not (NOW - BEHIND).timestamp() <= at.seconds <= (NOW + AHEAD).timestamp():
+                return f"state.devices[{i}].observed_at"
+    return None
+
+
+def test_state_reports_are_refused_by_the_first_wrong_field_whatever_it_is() -> None:
+    """Many random reports of up to 120 devices, each with at most a few faults anywhere:
+    refused exactly when the reference finds a fault, naming the same field; else the ids
+    of the devices come back."""
+    rng = random.Random(7)
+    kinds = list(schedule_pb2.DeviceKind.values())
+    faults = ["empty", "long", "control", "kind", "nanos", "early", "late", "none"]
+    for _ in range(400):
+        devices = []
+        for i in range(rng.randint(0, 120)):
+            d = state_pb2.DeviceState(device_id=f"lamp-{i:03d}", kind=rng.choice(kinds[1:]))
+            if rng.random() < 0.7:
+                d.observed_at.CopyFrom(stamp(NOW - timedelta(seconds=rng.randint(0, 10**6))))
+            devices.append(d)
+        for _ in range(rng.choice([0, 0, 1, 2])):
+            if not devices:
+                break
+            d = rng.choice(devices)
+            fault = rng.choice(faults)
+            if fault == "empty":
+                d.device_id = ""
+            elif fault == "long":
+                d.device_id = "x" * rng.choice([128, 129, 300])
+            elif fault == "control":
+                d.device_id += rng.choice(["\n", "\x1b[2J", "\u2028", " ok"])
+            elif fault == "kind":
+                d.kind = rng.choice([0, 99])  # type: ignore[assignment]
+            elif fault == "nanos":
+                d.observed_at.nanos = rng.choice([-1, 10**9, 999_999_999])
+            elif fault == "early":
+                d.observed_at.seconds = int((NOW - BEHIND).timestamp()) - rng.randint(0, 2)
+            elif fault == "late":
+                d.observed_at.seconds = int((NOW + AHEAD).timestamp()) + rng.randint(-1, 2)
+        expected = _reference_state_error(devices)
+        report = link_pb2.StateReport(batch_id=1, devices=devices)
+        try:
+            ids = check_state_report(report, 200, WINDOW)
+        except WireError as exc:
+            assert exc.field == expected, (exc, expected)
+        else:
+            assert expected is None
+            assert ids == {d.device_id for d in devices}

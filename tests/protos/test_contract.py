@@ -12,11 +12,12 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from google.protobuf.descriptor import FieldDescriptor
 
-from protos.ondijon.v1 import enrollment_pb2, link_pb2, state_pb2
+from protos.ondijon.v1 import control_pb2, enrollment_pb2, link_pb2, state_pb2
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -264,3 +265,78 @@ def test_pinned_fields_keep_their_numbers_and_types(message: str) -> None:
 def test_pinned_enum_values_keep_their_numbers() -> None:
     for enum, values in PINNED_ENUMS.items():
         assert {name: enum.Value(name) for name in values} == values
+
+
+# -- the Operations RPCs that once shared messages -------------------------------------------
+
+# AlarmActionRequest, which AcknowledgeAlarm, ShelveAlarm, AssignAlarm and CloseAlarm took
+# before each had its own message: alarm_id=1, text=2, until=3 (Timestamp), crew=4.
+SHARED_ALARM_ACTION = (
+    field(1, 7) + field(2, "LED driver replaced") + field(3, field(1, 1_780_000_000))
+)
+
+
+def test_each_alarm_action_reads_the_bytes_of_the_shared_request() -> None:
+    ack = control_pb2.AcknowledgeAlarmRequest.FromString(SHARED_ALARM_ACTION)
+    assert (ack.alarm_id, ack.text) == (7, "LED driver replaced")
+    close = control_pb2.CloseAlarmRequest.FromString(SHARED_ALARM_ACTION)
+    assert (close.alarm_id, close.text) == (7, "LED driver replaced")
+    shelve = control_pb2.ShelveAlarmRequest.FromString(SHARED_ALARM_ACTION)
+    assert (shelve.alarm_id, shelve.until.seconds) == (7, 1_780_000_000)
+    assign = control_pb2.AssignAlarmRequest.FromString(field(1, 7) + field(4, "east-2"))
+    assert (assign.alarm_id, assign.crew) == (7, "east-2")
+    for answer in (
+        control_pb2.AcknowledgeAlarmResponse,
+        control_pb2.ShelveAlarmResponse,
+        control_pb2.AssignAlarmResponse,
+        control_pb2.CloseAlarmResponse,
+    ):
+        record = field(1, 7) + field(2, "al-001") + field(7, "acknowledged")
+        parsed = answer.FromString(field(1, record))
+        assert (parsed.alarm.alarm_id, parsed.alarm.gateway_id, parsed.alarm.state) == (
+            7,
+            "al-001",
+            "acknowledged",
+        )
+        assert parsed.SerializeToString() == field(1, record)
+
+
+# PlaybookRunResponse, which the four playbook RPCs answered: run_id=1, name=2, version=3,
+# status=4, requested_by=5, confirmed_by=6, started_at=7, ends_at=8, ended_at=9, steps=10.
+SHARED_RUN = (
+    field(1, "r-1")
+    + field(2, "storm")
+    + field(3, 2)
+    + field(4, "running")
+    + field(5, "alice")
+    + field(6, "bob")
+    + field(7, field(1, 1_780_000_000))
+    + field(8, field(1, 1_780_003_600))
+    + field(10, field(1, "dj-001") + field(3, "lamps 100%") + field(6, "DONE"))
+)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        control_pb2.StartPlaybookResponse,
+        control_pb2.ConfirmPlaybookResponse,
+        control_pb2.EndPlaybookResponse,
+        control_pb2.GetPlaybookRunResponse,
+    ],
+)
+def test_each_playbook_answer_keeps_the_bytes_of_the_shared_run(answer: type[Any]) -> None:
+    run = answer.FromString(SHARED_RUN)
+    assert (run.run_id, run.name, run.version, run.status) == ("r-1", "storm", 2, "running")
+    assert (run.requested_by, run.confirmed_by) == ("alice", "bob")
+    assert (run.started_at.seconds, run.ends_at.seconds) == (1_780_000_000, 1_780_003_600)
+    assert [(s.gateway_id, s.action, s.status) for s in run.steps] == [
+        ("dj-001", "lamps 100%", "DONE")
+    ]
+    assert run.SerializeToString() == SHARED_RUN
+    for request in (
+        control_pb2.ConfirmPlaybookRequest,
+        control_pb2.EndPlaybookRequest,
+        control_pb2.GetPlaybookRunRequest,
+    ):
+        assert request.FromString(field(1, "r-1")).run_id == "r-1"

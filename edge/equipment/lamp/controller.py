@@ -32,6 +32,11 @@ alarm; each raises one ALARM when it appears and one EVENT when it clears:
 - ``dimming_failure``: measured power differs from what the level asks for by more than
   ``dimming_tolerance`` of the nominal power (needs a power reading).
 - ``driver_failure``: the backend raised :class:`LampDriverError` (a pin or meter error).
+
+A backend that cannot know yet (a field node before its first report) raises
+:class:`LampNotReported`: the lamp reads not lit, draws nothing, shows no ``observed_at``
+and no fault is judged until a reading comes; the backend itself turns a silence that
+lasts into a :class:`LampDriverError`.
 """
 
 from __future__ import annotations
@@ -89,6 +94,10 @@ class LampDriverError(LampError):
     """A lamp backend could not drive its outputs or read its inputs."""
 
 
+class LampNotReported(LampError):
+    """A lamp backend has no reading yet (not a fault: nothing can be judged)."""
+
+
 @dataclass(frozen=True)
 class LampReading:
     """What the lamp monitor sees.
@@ -112,7 +121,8 @@ class LampDriver(Protocol):
         ...
 
     def read(self) -> LampReading:
-        """Read the current-sense input (and the power, where measured)."""
+        """Read the current-sense input (and the power, where measured); raise
+        :class:`LampNotReported` while there is nothing to read yet."""
         ...
 
     def close(self) -> None:
@@ -467,6 +477,11 @@ class LampController:
     def _observe(self, now: datetime) -> LampReading | None:
         try:
             reading = self._driver.read()
+        except LampNotReported:
+            # Unknown is not lit: no energy invented, no state claiming light.
+            self._reading = LampReading(current=False, power_w=0.0)
+            self._power_w = 0.0
+            return None
         except LampDriverError as exc:
             self._settle("driver_failure", True, now, str(exc), immediate=True)
             return None

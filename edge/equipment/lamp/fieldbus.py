@@ -9,15 +9,14 @@ so schedules, overrides, faults, alarms and metering work the same:
 - ``read()`` gives current when the node drives a level above 0 without its ``lamp``
   fault, and the power it measures; a ``driver`` fault (over-current) or a node whose
   will said it is gone reads as a backend error (``driver_failure``);
-- before the node's first state, for at most ``first_report_s``, it reads what was
-  commanded (nothing can be judged yet); after that, silence is a backend error too.
+- before the node's first state, for at most ``first_report_s``, it reads as not
+  reported (:class:`~edge.equipment.lamp.controller.LampNotReported`: not lit, no power,
+  no fault judged); after that, silence is a backend error too.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
-
-from edge.equipment.lamp.controller import LampDriverError, LampReading
+from edge.equipment.lamp.controller import LampDriverError, LampNotReported, LampReading
 from edge.fieldbus.gateway import FieldBus
 from edge.node import bus
 from foundation.clock import Clock
@@ -35,12 +34,10 @@ class FieldbusLamp:
         self._node = node
         self._clock = clock
         self._first_report_s = first_report_s
-        self._since: datetime = clock.now()
-        self._on = False
+        self._since = clock.monotonic()  # a wall-clock step must not shorten the wait
 
     def drive(self, relay_on: bool, duty: float) -> None:
         level = max(1, min(100, round(duty * 100))) if relay_on else 0
-        self._on = relay_on
         self._bus.command(self._node, level)
 
     def read(self) -> LampReading:
@@ -49,10 +46,10 @@ class FieldbusLamp:
             raise LampDriverError(f"node {self._node} is gone (its last will)")
         state = entry.state
         if state is None:
-            waited = (self._clock.now() - self._since).total_seconds()
+            waited = self._clock.monotonic() - self._since
             if waited > self._first_report_s:
                 raise LampDriverError(f"node {self._node} has not reported in {waited:.0f} s")
-            return LampReading(current=self._on)
+            raise LampNotReported(f"node {self._node} has not reported yet")
         if bus.FAULT_DRIVER in state.faults:
             raise LampDriverError(f"node {self._node} reports a driver fault (over-current)")
         lit = state.level > 0 and bus.FAULT_LAMP not in state.faults

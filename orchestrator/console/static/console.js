@@ -14,34 +14,126 @@
       .then(function (r) { if (!r.ok) throw new Error(url + ": " + r.status); return r.json(); });
   }
 
-  // -- the fleet map ------------------------------------------------------------------
+  // -- the city map: every asset, clustered, coloured by state ----------------------
+  // States: a in alarm, o offline, f failed, l lit, d dimmed, 0 off, n normal, "" not asked.
+  var COLOURS = { a: "#cf222e", o: "#57606a", f: "#8250df", l: "#bf8700", d: "#0a7d74",
+                  "0": "#24292f", n: "#1a7f37", "": "#0550ae" };
+  var RANK = { a: 6, f: 5, o: 4, "0": 3, d: 2, l: 1, n: 1, "": 0 };
+  var city = { map: null, gateways: [], byGateway: {}, source: null, watched: "" };
   var markers = {};
 
-  function colour(g) { return g.connected ? "#1a7f37" : "#6e7781"; }
+  function paint(m) {
+    var c = COLOURS[m.options.state] || COLOURS[""];
+    m.setStyle({ color: c, fillColor: c });
+  }
+
+  function clusterIcon(cluster) {
+    var worst = "", children = cluster.getAllChildMarkers();
+    for (var i = 0; i < children.length; i++) {
+      var s = children[i].options.state || "";
+      if (RANK[s] > RANK[worst]) worst = s;
+    }
+    var n = cluster.getChildCount();
+    var size = n < 100 ? 34 : n < 1000 ? 42 : 50;
+    return L.divIcon({ html: "<span>" + n + "</span>", className: "cluster cluster-" + (worst === "0" ? "off" : worst || "none"),
+                       iconSize: L.point(size, size) });
+  }
 
   function drawMap(el) {
     if (!window.L) return;
-    var map = L.map(el, { preferCanvas: true, attributionControl: false, maxZoom: 19, minZoom: 3 });
+    var map = L.map(el, { preferCanvas: true, attributionControl: false, maxZoom: 19, minZoom: 3,
+                          keyboard: true });
+    city.map = map;
     var tiles = el.getAttribute("data-tiles");
     if (tiles) L.tileLayer(tiles, { maxZoom: 19 }).addTo(map);
-    var group = L.markerClusterGroup ? L.markerClusterGroup({ chunkedLoading: true }) : L.layerGroup();
+    var group = L.markerClusterGroup
+      ? L.markerClusterGroup({ chunkedLoading: true, chunkInterval: 100, chunkDelay: 10,
+                               disableClusteringAtZoom: 18, spiderfyOnMaxZoom: false,
+                               showCoverageOnHover: false, iconCreateFunction: clusterIcon,
+                               maxClusterRadius: 60 })
+      : L.layerGroup();
     group.addTo(map);
-    fetchJson("/fleet.json").then(function (data) {
-      var bounds = [];
-      data.gateways.forEach(function (g) {
-        if (!g.latitude && !g.longitude) return;
-        var m = L.circleMarker([g.latitude, g.longitude], {
-          radius: 8, color: colour(g), fillColor: colour(g), fillOpacity: 0.8,
+    var started = performance.now();
+    fetchJson("/city.json").then(function (data) {
+      var bounds = L.latLngBounds([]), layers = [], withCabinet = {};
+      city.gateways = data.gateways;
+      data.assets.forEach(function (a) {
+        var g = data.gateways[a[3]];
+        if (a[0] === "c") withCabinet[a[3]] = true;
+        var m = L.circleMarker([a[1], a[2]], {
+          radius: a[0] === "l" ? 5 : 8, weight: a[0] === "l" ? 1 : 3, fillOpacity: 0.85,
+          state: a[5], gateway: g[0], device: a[4],
         });
-        m.bindTooltip(g.id + " (" + g.commune + ")");
-        m.on("click", function () { window.location.href = "/gateways/" + encodeURIComponent(g.id); });
-        group.addLayer(m);
-        markers[g.id] = m;
-        bounds.push([g.latitude, g.longitude]);
+        paint(m);
+        m.bindTooltip(g[0] + (a[4] ? " / " + a[4] : "") + " (" + g[4] + ")");
+        m.on("click", function () { window.location.href = "/gateways/" + encodeURIComponent(g[0]); });
+        layers.push(m);
+        (city.byGateway[g[0]] = city.byGateway[g[0]] || []).push(m);
+        bounds.extend([a[1], a[2]]);
       });
-      if (bounds.length) map.fitBounds(bounds, { padding: [30, 30], maxZoom: 16 });
-      el.setAttribute("data-ready", String(bounds.length));
+      // Cabinets without a register entry still show, at the gateway's position.
+      data.gateways.forEach(function (g, n) {
+        if (withCabinet[n] || (!g[1] && !g[2])) return;
+        var m = L.circleMarker([g[1], g[2]], { radius: 8, weight: 3, fillOpacity: 0.85,
+                                               state: g[3] ? "n" : "o", gateway: g[0], device: "" });
+        paint(m);
+        m.bindTooltip(g[0] + " (" + g[4] + ")");
+        m.on("click", function () { window.location.href = "/gateways/" + encodeURIComponent(g[0]); });
+        layers.push(m);
+        markers[g[0]] = m;
+        (city.byGateway[g[0]] = city.byGateway[g[0]] || []).push(m);
+        bounds.extend([g[1], g[2]]);
+      });
+      if (group.addLayers) {
+        group.addLayers(layers);
+      } else {
+        layers.forEach(function (m) { group.addLayer(m); });
+      }
+      if (bounds.isValid()) map.fitBounds(bounds, { padding: [30, 30], maxZoom: 16 });
+      // ?focus=<cabinet>: the map opens on that cabinet, close enough to see each lamp.
+      var focus = el.getAttribute("data-focus");
+      data.gateways.forEach(function (g) {
+        if (focus && g[0] === focus && (g[1] || g[2])) map.setView([g[1], g[2]], 18);
+      });
+      el.setAttribute("data-ready", String(layers.length));
+      el.setAttribute("data-ms", String(Math.round(performance.now() - started)));
+      map.on("moveend", watchVisible);
+      watchVisible();
     });
+  }
+
+  // Zoomed in (few cabinets on screen), ask for the devices' own state and follow it live.
+  var watchTimer = null;
+  function watchVisible() {
+    clearTimeout(watchTimer);
+    watchTimer = setTimeout(function () {
+      var bounds = city.map.getBounds(), ids = [];
+      city.gateways.forEach(function (g) {
+        if (g[3] && bounds.contains([g[1], g[2]])) ids.push(g[0]);
+      });
+      if (ids.length > 50) ids = [];
+      var key = ids.join(",");
+      if (key === city.watched) return;
+      city.watched = key;
+      if (city.source) { city.source.close(); city.source = null; }
+      if (!ids.length) return;
+      fetchJson("/devices.json?gateways=" + encodeURIComponent(key)).then(function (data) {
+        Object.keys(data.gateways).forEach(function (gid) { recolour(gid, data.gateways[gid]); });
+      });
+      city.source = live("/live?gateways=" + encodeURIComponent(key));
+    }, 250);
+  }
+
+  function recolour(gatewayId, codes) {
+    (city.byGateway[gatewayId] || []).forEach(function (m) {
+      var code = m.options.device ? codes[m.options.device] : undefined;
+      if (code !== undefined && m.options.state !== "a") {
+        m.options.state = code;
+        paint(m);
+      }
+    });
+    var el = document.getElementById("map");
+    if (el) el.setAttribute("data-updated", gatewayId + ":" + Date.now());
   }
 
   var refreshing = null;
@@ -55,7 +147,7 @@
           if (row) {
             row.className = "state " + (g.connected ? "online" : "offline");
           }
-          if (markers[g.id]) markers[g.id].setStyle({ color: colour(g), fillColor: colour(g) });
+          if (markers[g.id]) { markers[g.id].options.state = g.connected ? "n" : "o"; paint(markers[g.id]); }
         });
       });
     }, 300);
@@ -64,6 +156,7 @@
   // -- live updates -------------------------------------------------------------------
   function live(url) {
     var list = document.getElementById("live-events");
+    if (document.getElementById("alarms")) return liveAlarms(url);
     var source = new EventSource(url);
     source.addEventListener("event", function (msg) {
       var data = JSON.parse(msg.data);
@@ -82,9 +175,61 @@
           cell.classList.add("changed");
         }
       });
+      if (data.codes && city.map) recolour(data.gateway, data.codes);
     });
     source.addEventListener("end", function () { source.close(); });
-    document.body.setAttribute("data-live-open", "yes");
+    source.addEventListener("open", function () { document.body.setAttribute("data-live-open", "yes"); });
+    return source;
+  }
+
+  // -- alarms: rows replaced, added or removed as they change ------------------------
+  function liveAlarms(url) {
+    var body = document.querySelector("#alarms tbody");
+    var source = new EventSource(url);
+    source.addEventListener("alarm", function (msg) {
+      var data = JSON.parse(msg.data);
+      var row = body.querySelector('tr[data-alarm="' + data.id + '"]');
+      if (!data.html) {
+        if (row) row.parentNode.removeChild(row);
+      } else if (row) {
+        row.insertAdjacentHTML("afterend", data.html);
+        row.parentNode.removeChild(row);
+      } else if (!data.root) {
+        body.insertAdjacentHTML("afterbegin", data.html);
+      } else {
+        var root = body.querySelector('tr[data-alarm="' + data.root + '"]');
+        if (root) root.insertAdjacentHTML("afterend", data.html);
+      }
+      refreshCount();
+    });
+    source.addEventListener("open", function () { document.body.setAttribute("data-live-open", "yes"); });
+    return source;
+  }
+
+  // -- the number of unacknowledged alarms, on every page ------------------------------
+  function refreshCount() {
+    var badge = document.getElementById("alarm-count");
+    if (!badge) return;
+    fetchJson("/alarms/count.json").then(function (data) {
+      var n = data.unacknowledged;
+      badge.textContent = n >= data.max ? data.max + "+" : String(n);
+      badge.className = "badge" + (n ? " alert" : "");
+    }).catch(function () {});
+  }
+
+  // -- a playbook run's progress ----------------------------------------------------
+  function followRun(el) {
+    var id = el.getAttribute("data-run");
+    function poll() {
+      fetchJson("/playbooks/runs/" + encodeURIComponent(id) + ".json").then(function (data) {
+        el.textContent = data.status_text;
+        document.getElementById("run-done").textContent = data.done;
+        var cells = document.querySelectorAll("#steps .step-status");
+        data.steps.forEach(function (s, n) { if (cells[n]) cells[n].textContent = s.status || "—"; });
+        if (data.status !== "ended") setTimeout(poll, 1000);
+      }).catch(function () { setTimeout(poll, 3000); });
+    }
+    setTimeout(poll, 1000);
   }
 
   // -- a command's acknowledgement ----------------------------------------------------
@@ -108,5 +253,9 @@
     if (url) live(url);
     var command = document.getElementById("command-status");
     if (command) followCommand(command);
+    var run = document.getElementById("run-status");
+    if (run) followRun(run);
+    refreshCount();
+    if (!document.getElementById("alarms")) setInterval(refreshCount, 15000);
   });
 })();

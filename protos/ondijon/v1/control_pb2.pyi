@@ -1128,40 +1128,35 @@ class WatchAlarmsResponse(_message.Message):
 Global___WatchAlarmsResponse: _TypeAlias = WatchAlarmsResponse  # noqa: Y015
 
 @_typing.final
-class AlarmActionRequest(_message.Message):
+class AcknowledgeAlarmRequest(_message.Message):
+    """The four alarm actions once shared one request (fields 1-4: alarm_id, text, until, crew)
+    and one response (alarm = 1); each now has its own messages with the same numbers, names
+    and types, so the wire is unchanged. A number an action does not use stays reserved.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ALARM_ID_FIELD_NUMBER: _builtins.int
     TEXT_FIELD_NUMBER: _builtins.int
-    UNTIL_FIELD_NUMBER: _builtins.int
-    CREW_FIELD_NUMBER: _builtins.int
     alarm_id: _builtins.int
     text: _builtins.str
-    """Acknowledge: the comment; close: the repair note (required)."""
-    crew: _builtins.str
-    """Assign: the crew."""
-    @_builtins.property
-    def until(self) -> _timestamp_pb2.Timestamp:
-        """Shelve: until when."""
-
+    """The operator's comment (optional)."""
     def __init__(
         self,
         *,
         alarm_id: _builtins.int = ...,
         text: _builtins.str = ...,
-        until: _timestamp_pb2.Timestamp | None = ...,
-        crew: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["until", b"until"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["alarm_id", b"alarm_id", "crew", b"crew", "text", b"text", "until", b"until"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alarm_id", b"alarm_id", "text", b"text"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___AlarmActionRequest: _TypeAlias = AlarmActionRequest  # noqa: Y015
+Global___AcknowledgeAlarmRequest: _TypeAlias = AcknowledgeAlarmRequest  # noqa: Y015
 
 @_typing.final
-class AlarmActionResponse(_message.Message):
+class AcknowledgeAlarmResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ALARM_FIELD_NUMBER: _builtins.int
@@ -1178,7 +1173,138 @@ class AlarmActionResponse(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___AlarmActionResponse: _TypeAlias = AlarmActionResponse  # noqa: Y015
+Global___AcknowledgeAlarmResponse: _TypeAlias = AcknowledgeAlarmResponse  # noqa: Y015
+
+@_typing.final
+class ShelveAlarmRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ALARM_ID_FIELD_NUMBER: _builtins.int
+    UNTIL_FIELD_NUMBER: _builtins.int
+    alarm_id: _builtins.int
+    @_builtins.property
+    def until(self) -> _timestamp_pb2.Timestamp:
+        """Out of the open list until then (required, in the future)."""
+
+    def __init__(
+        self,
+        *,
+        alarm_id: _builtins.int = ...,
+        until: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["until", b"until"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alarm_id", b"alarm_id", "until", b"until"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ShelveAlarmRequest: _TypeAlias = ShelveAlarmRequest  # noqa: Y015
+
+@_typing.final
+class ShelveAlarmResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ALARM_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def alarm(self) -> Global___AlarmRecord: ...
+    def __init__(
+        self,
+        *,
+        alarm: Global___AlarmRecord | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["alarm", b"alarm"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alarm", b"alarm"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ShelveAlarmResponse: _TypeAlias = ShelveAlarmResponse  # noqa: Y015
+
+@_typing.final
+class AssignAlarmRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ALARM_ID_FIELD_NUMBER: _builtins.int
+    CREW_FIELD_NUMBER: _builtins.int
+    alarm_id: _builtins.int
+    crew: _builtins.str
+    """The crew sent to repair."""
+    def __init__(
+        self,
+        *,
+        alarm_id: _builtins.int = ...,
+        crew: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alarm_id", b"alarm_id", "crew", b"crew"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AssignAlarmRequest: _TypeAlias = AssignAlarmRequest  # noqa: Y015
+
+@_typing.final
+class AssignAlarmResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ALARM_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def alarm(self) -> Global___AlarmRecord: ...
+    def __init__(
+        self,
+        *,
+        alarm: Global___AlarmRecord | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["alarm", b"alarm"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alarm", b"alarm"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AssignAlarmResponse: _TypeAlias = AssignAlarmResponse  # noqa: Y015
+
+@_typing.final
+class CloseAlarmRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ALARM_ID_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    alarm_id: _builtins.int
+    text: _builtins.str
+    """The repair note (required)."""
+    def __init__(
+        self,
+        *,
+        alarm_id: _builtins.int = ...,
+        text: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alarm_id", b"alarm_id", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CloseAlarmRequest: _TypeAlias = CloseAlarmRequest  # noqa: Y015
+
+@_typing.final
+class CloseAlarmResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ALARM_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def alarm(self) -> Global___AlarmRecord: ...
+    def __init__(
+        self,
+        *,
+        alarm: Global___AlarmRecord | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["alarm", b"alarm"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alarm", b"alarm"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CloseAlarmResponse: _TypeAlias = CloseAlarmResponse  # noqa: Y015
 
 @_typing.final
 class EnergyReportRequest(_message.Message):
@@ -1436,7 +1562,9 @@ class StartPlaybookRequest(_message.Message):
 Global___StartPlaybookRequest: _TypeAlias = StartPlaybookRequest  # noqa: Y015
 
 @_typing.final
-class PlaybookRunRequest(_message.Message):
+class ConfirmPlaybookRequest(_message.Message):
+    """A run is named by the id StartPlaybook answered."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     RUN_ID_FIELD_NUMBER: _builtins.int
@@ -1452,7 +1580,45 @@ class PlaybookRunRequest(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___PlaybookRunRequest: _TypeAlias = PlaybookRunRequest  # noqa: Y015
+Global___ConfirmPlaybookRequest: _TypeAlias = ConfirmPlaybookRequest  # noqa: Y015
+
+@_typing.final
+class EndPlaybookRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    run_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        run_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["run_id", b"run_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EndPlaybookRequest: _TypeAlias = EndPlaybookRequest  # noqa: Y015
+
+@_typing.final
+class GetPlaybookRunRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    run_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        run_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["run_id", b"run_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetPlaybookRunRequest: _TypeAlias = GetPlaybookRunRequest  # noqa: Y015
 
 @_typing.final
 class PlaybookStep(_message.Message):
@@ -1495,7 +1661,11 @@ class PlaybookStep(_message.Message):
 Global___PlaybookStep: _TypeAlias = PlaybookStep  # noqa: Y015
 
 @_typing.final
-class PlaybookRunResponse(_message.Message):
+class StartPlaybookResponse(_message.Message):
+    """A playbook run as the four playbook RPCs answer it (once one PlaybookRunResponse; the
+    same fields in each, so the wire is unchanged).
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     RUN_ID_FIELD_NUMBER: _builtins.int
@@ -1543,7 +1713,202 @@ class PlaybookRunResponse(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___PlaybookRunResponse: _TypeAlias = PlaybookRunResponse  # noqa: Y015
+Global___StartPlaybookResponse: _TypeAlias = StartPlaybookResponse  # noqa: Y015
+
+@_typing.final
+class ConfirmPlaybookResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    REQUESTED_BY_FIELD_NUMBER: _builtins.int
+    CONFIRMED_BY_FIELD_NUMBER: _builtins.int
+    STARTED_AT_FIELD_NUMBER: _builtins.int
+    ENDS_AT_FIELD_NUMBER: _builtins.int
+    ENDED_AT_FIELD_NUMBER: _builtins.int
+    STEPS_FIELD_NUMBER: _builtins.int
+    run_id: _builtins.str
+    name: _builtins.str
+    version: _builtins.int
+    status: _builtins.str
+    """awaiting_confirmation, running, ended."""
+    requested_by: _builtins.str
+    confirmed_by: _builtins.str
+    @_builtins.property
+    def started_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def ends_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def ended_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def steps(self) -> _containers.RepeatedCompositeFieldContainer[Global___PlaybookStep]: ...
+    def __init__(
+        self,
+        *,
+        run_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        version: _builtins.int = ...,
+        status: _builtins.str = ...,
+        requested_by: _builtins.str = ...,
+        confirmed_by: _builtins.str = ...,
+        started_at: _timestamp_pb2.Timestamp | None = ...,
+        ends_at: _timestamp_pb2.Timestamp | None = ...,
+        ended_at: _timestamp_pb2.Timestamp | None = ...,
+        steps: _abc.Iterable[Global___PlaybookStep] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ended_at", b"ended_at", "ends_at", b"ends_at", "started_at", b"started_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["confirmed_by", b"confirmed_by", "ended_at", b"ended_at", "ends_at", b"ends_at", "name", b"name", "requested_by", b"requested_by", "run_id", b"run_id", "started_at", b"started_at", "status", b"status", "steps", b"steps", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConfirmPlaybookResponse: _TypeAlias = ConfirmPlaybookResponse  # noqa: Y015
+
+@_typing.final
+class EndPlaybookResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    REQUESTED_BY_FIELD_NUMBER: _builtins.int
+    CONFIRMED_BY_FIELD_NUMBER: _builtins.int
+    STARTED_AT_FIELD_NUMBER: _builtins.int
+    ENDS_AT_FIELD_NUMBER: _builtins.int
+    ENDED_AT_FIELD_NUMBER: _builtins.int
+    STEPS_FIELD_NUMBER: _builtins.int
+    run_id: _builtins.str
+    name: _builtins.str
+    version: _builtins.int
+    status: _builtins.str
+    """awaiting_confirmation, running, ended."""
+    requested_by: _builtins.str
+    confirmed_by: _builtins.str
+    @_builtins.property
+    def started_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def ends_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def ended_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def steps(self) -> _containers.RepeatedCompositeFieldContainer[Global___PlaybookStep]: ...
+    def __init__(
+        self,
+        *,
+        run_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        version: _builtins.int = ...,
+        status: _builtins.str = ...,
+        requested_by: _builtins.str = ...,
+        confirmed_by: _builtins.str = ...,
+        started_at: _timestamp_pb2.Timestamp | None = ...,
+        ends_at: _timestamp_pb2.Timestamp | None = ...,
+        ended_at: _timestamp_pb2.Timestamp | None = ...,
+        steps: _abc.Iterable[Global___PlaybookStep] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ended_at", b"ended_at", "ends_at", b"ends_at", "started_at", b"started_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["confirmed_by", b"confirmed_by", "ended_at", b"ended_at", "ends_at", b"ends_at", "name", b"name", "requested_by", b"requested_by", "run_id", b"run_id", "started_at", b"started_at", "status", b"status", "steps", b"steps", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EndPlaybookResponse: _TypeAlias = EndPlaybookResponse  # noqa: Y015
+
+@_typing.final
+class GetPlaybookRunResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    REQUESTED_BY_FIELD_NUMBER: _builtins.int
+    CONFIRMED_BY_FIELD_NUMBER: _builtins.int
+    STARTED_AT_FIELD_NUMBER: _builtins.int
+    ENDS_AT_FIELD_NUMBER: _builtins.int
+    ENDED_AT_FIELD_NUMBER: _builtins.int
+    STEPS_FIELD_NUMBER: _builtins.int
+    run_id: _builtins.str
+    name: _builtins.str
+    version: _builtins.int
+    status: _builtins.str
+    """awaiting_confirmation, running, ended."""
+    requested_by: _builtins.str
+    confirmed_by: _builtins.str
+    @_builtins.property
+    def started_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def ends_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def ended_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def steps(self) -> _containers.RepeatedCompositeFieldContainer[Global___PlaybookStep]: ...
+    def __init__(
+        self,
+        *,
+        run_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        version: _builtins.int = ...,
+        status: _builtins.str = ...,
+        requested_by: _builtins.str = ...,
+        confirmed_by: _builtins.str = ...,
+        started_at: _timestamp_pb2.Timestamp | None = ...,
+        ends_at: _timestamp_pb2.Timestamp | None = ...,
+        ended_at: _timestamp_pb2.Timestamp | None = ...,
+        steps: _abc.Iterable[Global___PlaybookStep] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ended_at", b"ended_at", "ends_at", b"ends_at", "started_at", b"started_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["confirmed_by", b"confirmed_by", "ended_at", b"ended_at", "ends_at", b"ends_at", "name", b"name", "requested_by", b"requested_by", "run_id", b"run_id", "started_at", b"started_at", "status", b"status", "steps", b"steps", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetPlaybookRunResponse: _TypeAlias = GetPlaybookRunResponse  # noqa: Y015
+
+@_typing.final
+class ListPlaybookRunsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENDED_LIMIT_FIELD_NUMBER: _builtins.int
+    ended_limit: _builtins.int
+    """Ended runs listed after the open ones (0: 20)."""
+    def __init__(
+        self,
+        *,
+        ended_limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ended_limit", b"ended_limit"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPlaybookRunsRequest: _TypeAlias = ListPlaybookRunsRequest  # noqa: Y015
+
+@_typing.final
+class ListPlaybookRunsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUNS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def runs(self) -> _containers.RepeatedCompositeFieldContainer[Global___GetPlaybookRunResponse]:
+        """Open runs first (newest first), then ended ones (newest first)."""
+
+    def __init__(
+        self,
+        *,
+        runs: _abc.Iterable[Global___GetPlaybookRunResponse] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["runs", b"runs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPlaybookRunsResponse: _TypeAlias = ListPlaybookRunsResponse  # noqa: Y015
 
 @_typing.final
 class GeoPoint(_message.Message):

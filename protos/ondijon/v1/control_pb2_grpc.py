@@ -692,23 +692,23 @@ class OperationsStub:
                 _registered_method=True)
         self.AcknowledgeAlarm = channel.unary_unary(
                 '/ondijon.v1.Operations/AcknowledgeAlarm',
-                request_serializer=ondijon_dot_v1_dot_control__pb2.AlarmActionRequest.SerializeToString,
-                response_deserializer=ondijon_dot_v1_dot_control__pb2.AlarmActionResponse.FromString,
+                request_serializer=ondijon_dot_v1_dot_control__pb2.AcknowledgeAlarmRequest.SerializeToString,
+                response_deserializer=ondijon_dot_v1_dot_control__pb2.AcknowledgeAlarmResponse.FromString,
                 _registered_method=True)
         self.ShelveAlarm = channel.unary_unary(
                 '/ondijon.v1.Operations/ShelveAlarm',
-                request_serializer=ondijon_dot_v1_dot_control__pb2.AlarmActionRequest.SerializeToString,
-                response_deserializer=ondijon_dot_v1_dot_control__pb2.AlarmActionResponse.FromString,
+                request_serializer=ondijon_dot_v1_dot_control__pb2.ShelveAlarmRequest.SerializeToString,
+                response_deserializer=ondijon_dot_v1_dot_control__pb2.ShelveAlarmResponse.FromString,
                 _registered_method=True)
         self.AssignAlarm = channel.unary_unary(
                 '/ondijon.v1.Operations/AssignAlarm',
-                request_serializer=ondijon_dot_v1_dot_control__pb2.AlarmActionRequest.SerializeToString,
-                response_deserializer=ondijon_dot_v1_dot_control__pb2.AlarmActionResponse.FromString,
+                request_serializer=ondijon_dot_v1_dot_control__pb2.AssignAlarmRequest.SerializeToString,
+                response_deserializer=ondijon_dot_v1_dot_control__pb2.AssignAlarmResponse.FromString,
                 _registered_method=True)
         self.CloseAlarm = channel.unary_unary(
                 '/ondijon.v1.Operations/CloseAlarm',
-                request_serializer=ondijon_dot_v1_dot_control__pb2.AlarmActionRequest.SerializeToString,
-                response_deserializer=ondijon_dot_v1_dot_control__pb2.AlarmActionResponse.FromString,
+                request_serializer=ondijon_dot_v1_dot_control__pb2.CloseAlarmRequest.SerializeToString,
+                response_deserializer=ondijon_dot_v1_dot_control__pb2.CloseAlarmResponse.FromString,
                 _registered_method=True)
         self.EnergyReport = channel.unary_unary(
                 '/ondijon.v1.Operations/EnergyReport',
@@ -728,22 +728,27 @@ class OperationsStub:
         self.StartPlaybook = channel.unary_unary(
                 '/ondijon.v1.Operations/StartPlaybook',
                 request_serializer=ondijon_dot_v1_dot_control__pb2.StartPlaybookRequest.SerializeToString,
-                response_deserializer=ondijon_dot_v1_dot_control__pb2.PlaybookRunResponse.FromString,
+                response_deserializer=ondijon_dot_v1_dot_control__pb2.StartPlaybookResponse.FromString,
                 _registered_method=True)
         self.ConfirmPlaybook = channel.unary_unary(
                 '/ondijon.v1.Operations/ConfirmPlaybook',
-                request_serializer=ondijon_dot_v1_dot_control__pb2.PlaybookRunRequest.SerializeToString,
-                response_deserializer=ondijon_dot_v1_dot_control__pb2.PlaybookRunResponse.FromString,
+                request_serializer=ondijon_dot_v1_dot_control__pb2.ConfirmPlaybookRequest.SerializeToString,
+                response_deserializer=ondijon_dot_v1_dot_control__pb2.ConfirmPlaybookResponse.FromString,
                 _registered_method=True)
         self.EndPlaybook = channel.unary_unary(
                 '/ondijon.v1.Operations/EndPlaybook',
-                request_serializer=ondijon_dot_v1_dot_control__pb2.PlaybookRunRequest.SerializeToString,
-                response_deserializer=ondijon_dot_v1_dot_control__pb2.PlaybookRunResponse.FromString,
+                request_serializer=ondijon_dot_v1_dot_control__pb2.EndPlaybookRequest.SerializeToString,
+                response_deserializer=ondijon_dot_v1_dot_control__pb2.EndPlaybookResponse.FromString,
                 _registered_method=True)
         self.GetPlaybookRun = channel.unary_unary(
                 '/ondijon.v1.Operations/GetPlaybookRun',
-                request_serializer=ondijon_dot_v1_dot_control__pb2.PlaybookRunRequest.SerializeToString,
-                response_deserializer=ondijon_dot_v1_dot_control__pb2.PlaybookRunResponse.FromString,
+                request_serializer=ondijon_dot_v1_dot_control__pb2.GetPlaybookRunRequest.SerializeToString,
+                response_deserializer=ondijon_dot_v1_dot_control__pb2.GetPlaybookRunResponse.FromString,
+                _registered_method=True)
+        self.ListPlaybookRuns = channel.unary_unary(
+                '/ondijon.v1.Operations/ListPlaybookRuns',
+                request_serializer=ondijon_dot_v1_dot_control__pb2.ListPlaybookRunsRequest.SerializeToString,
+                response_deserializer=ondijon_dot_v1_dot_control__pb2.ListPlaybookRunsResponse.FromString,
                 _registered_method=True)
 
 
@@ -834,6 +839,14 @@ class OperationsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListPlaybookRuns(self, request, context):
+        """Runs not ended (awaiting confirmation or running), then the latest ended ones, within
+        the caller's communes: where a second person finds the run to confirm.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OperationsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -849,23 +862,23 @@ def add_OperationsServicer_to_server(servicer, server):
             ),
             'AcknowledgeAlarm': grpc.unary_unary_rpc_method_handler(
                     servicer.AcknowledgeAlarm,
-                    request_deserializer=ondijon_dot_v1_dot_control__pb2.AlarmActionRequest.FromString,
-                    response_serializer=ondijon_dot_v1_dot_control__pb2.AlarmActionResponse.SerializeToString,
+                    request_deserializer=ondijon_dot_v1_dot_control__pb2.AcknowledgeAlarmRequest.FromString,
+                    response_serializer=ondijon_dot_v1_dot_control__pb2.AcknowledgeAlarmResponse.SerializeToString,
             ),
             'ShelveAlarm': grpc.unary_unary_rpc_method_handler(
                     servicer.ShelveAlarm,
-                    request_deserializer=ondijon_dot_v1_dot_control__pb2.AlarmActionRequest.FromString,
-                    response_serializer=ondijon_dot_v1_dot_control__pb2.AlarmActionResponse.SerializeToString,
+                    request_deserializer=ondijon_dot_v1_dot_control__pb2.ShelveAlarmRequest.FromString,
+                    response_serializer=ondijon_dot_v1_dot_control__pb2.ShelveAlarmResponse.SerializeToString,
             ),
             'AssignAlarm': grpc.unary_unary_rpc_method_handler(
                     servicer.AssignAlarm,
-                    request_deserializer=ondijon_dot_v1_dot_control__pb2.AlarmActionRequest.FromString,
-                    response_serializer=ondijon_dot_v1_dot_control__pb2.AlarmActionResponse.SerializeToString,
+                    request_deserializer=ondijon_dot_v1_dot_control__pb2.AssignAlarmRequest.FromString,
+                    response_serializer=ondijon_dot_v1_dot_control__pb2.AssignAlarmResponse.SerializeToString,
             ),
             'CloseAlarm': grpc.unary_unary_rpc_method_handler(
                     servicer.CloseAlarm,
-                    request_deserializer=ondijon_dot_v1_dot_control__pb2.AlarmActionRequest.FromString,
-                    response_serializer=ondijon_dot_v1_dot_control__pb2.AlarmActionResponse.SerializeToString,
+                    request_deserializer=ondijon_dot_v1_dot_control__pb2.CloseAlarmRequest.FromString,
+                    response_serializer=ondijon_dot_v1_dot_control__pb2.CloseAlarmResponse.SerializeToString,
             ),
             'EnergyReport': grpc.unary_unary_rpc_method_handler(
                     servicer.EnergyReport,
@@ -885,22 +898,27 @@ def add_OperationsServicer_to_server(servicer, server):
             'StartPlaybook': grpc.unary_unary_rpc_method_handler(
                     servicer.StartPlaybook,
                     request_deserializer=ondijon_dot_v1_dot_control__pb2.StartPlaybookRequest.FromString,
-                    response_serializer=ondijon_dot_v1_dot_control__pb2.PlaybookRunResponse.SerializeToString,
+                    response_serializer=ondijon_dot_v1_dot_control__pb2.StartPlaybookResponse.SerializeToString,
             ),
             'ConfirmPlaybook': grpc.unary_unary_rpc_method_handler(
                     servicer.ConfirmPlaybook,
-                    request_deserializer=ondijon_dot_v1_dot_control__pb2.PlaybookRunRequest.FromString,
-                    response_serializer=ondijon_dot_v1_dot_control__pb2.PlaybookRunResponse.SerializeToString,
+                    request_deserializer=ondijon_dot_v1_dot_control__pb2.ConfirmPlaybookRequest.FromString,
+                    response_serializer=ondijon_dot_v1_dot_control__pb2.ConfirmPlaybookResponse.SerializeToString,
             ),
             'EndPlaybook': grpc.unary_unary_rpc_method_handler(
                     servicer.EndPlaybook,
-                    request_deserializer=ondijon_dot_v1_dot_control__pb2.PlaybookRunRequest.FromString,
-                    response_serializer=ondijon_dot_v1_dot_control__pb2.PlaybookRunResponse.SerializeToString,
+                    request_deserializer=ondijon_dot_v1_dot_control__pb2.EndPlaybookRequest.FromString,
+                    response_serializer=ondijon_dot_v1_dot_control__pb2.EndPlaybookResponse.SerializeToString,
             ),
             'GetPlaybookRun': grpc.unary_unary_rpc_method_handler(
                     servicer.GetPlaybookRun,
-                    request_deserializer=ondijon_dot_v1_dot_control__pb2.PlaybookRunRequest.FromString,
-                    response_serializer=ondijon_dot_v1_dot_control__pb2.PlaybookRunResponse.SerializeToString,
+                    request_deserializer=ondijon_dot_v1_dot_control__pb2.GetPlaybookRunRequest.FromString,
+                    response_serializer=ondijon_dot_v1_dot_control__pb2.GetPlaybookRunResponse.SerializeToString,
+            ),
+            'ListPlaybookRuns': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPlaybookRuns,
+                    request_deserializer=ondijon_dot_v1_dot_control__pb2.ListPlaybookRunsRequest.FromString,
+                    response_serializer=ondijon_dot_v1_dot_control__pb2.ListPlaybookRunsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -984,8 +1002,8 @@ class Operations:
             request,
             target,
             '/ondijon.v1.Operations/AcknowledgeAlarm',
-            ondijon_dot_v1_dot_control__pb2.AlarmActionRequest.SerializeToString,
-            ondijon_dot_v1_dot_control__pb2.AlarmActionResponse.FromString,
+            ondijon_dot_v1_dot_control__pb2.AcknowledgeAlarmRequest.SerializeToString,
+            ondijon_dot_v1_dot_control__pb2.AcknowledgeAlarmResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1011,8 +1029,8 @@ class Operations:
             request,
             target,
             '/ondijon.v1.Operations/ShelveAlarm',
-            ondijon_dot_v1_dot_control__pb2.AlarmActionRequest.SerializeToString,
-            ondijon_dot_v1_dot_control__pb2.AlarmActionResponse.FromString,
+            ondijon_dot_v1_dot_control__pb2.ShelveAlarmRequest.SerializeToString,
+            ondijon_dot_v1_dot_control__pb2.ShelveAlarmResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1038,8 +1056,8 @@ class Operations:
             request,
             target,
             '/ondijon.v1.Operations/AssignAlarm',
-            ondijon_dot_v1_dot_control__pb2.AlarmActionRequest.SerializeToString,
-            ondijon_dot_v1_dot_control__pb2.AlarmActionResponse.FromString,
+            ondijon_dot_v1_dot_control__pb2.AssignAlarmRequest.SerializeToString,
+            ondijon_dot_v1_dot_control__pb2.AssignAlarmResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1065,8 +1083,8 @@ class Operations:
             request,
             target,
             '/ondijon.v1.Operations/CloseAlarm',
-            ondijon_dot_v1_dot_control__pb2.AlarmActionRequest.SerializeToString,
-            ondijon_dot_v1_dot_control__pb2.AlarmActionResponse.FromString,
+            ondijon_dot_v1_dot_control__pb2.CloseAlarmRequest.SerializeToString,
+            ondijon_dot_v1_dot_control__pb2.CloseAlarmResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1174,7 +1192,7 @@ class Operations:
             target,
             '/ondijon.v1.Operations/StartPlaybook',
             ondijon_dot_v1_dot_control__pb2.StartPlaybookRequest.SerializeToString,
-            ondijon_dot_v1_dot_control__pb2.PlaybookRunResponse.FromString,
+            ondijon_dot_v1_dot_control__pb2.StartPlaybookResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1200,8 +1218,8 @@ class Operations:
             request,
             target,
             '/ondijon.v1.Operations/ConfirmPlaybook',
-            ondijon_dot_v1_dot_control__pb2.PlaybookRunRequest.SerializeToString,
-            ondijon_dot_v1_dot_control__pb2.PlaybookRunResponse.FromString,
+            ondijon_dot_v1_dot_control__pb2.ConfirmPlaybookRequest.SerializeToString,
+            ondijon_dot_v1_dot_control__pb2.ConfirmPlaybookResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1227,8 +1245,8 @@ class Operations:
             request,
             target,
             '/ondijon.v1.Operations/EndPlaybook',
-            ondijon_dot_v1_dot_control__pb2.PlaybookRunRequest.SerializeToString,
-            ondijon_dot_v1_dot_control__pb2.PlaybookRunResponse.FromString,
+            ondijon_dot_v1_dot_control__pb2.EndPlaybookRequest.SerializeToString,
+            ondijon_dot_v1_dot_control__pb2.EndPlaybookResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1254,8 +1272,35 @@ class Operations:
             request,
             target,
             '/ondijon.v1.Operations/GetPlaybookRun',
-            ondijon_dot_v1_dot_control__pb2.PlaybookRunRequest.SerializeToString,
-            ondijon_dot_v1_dot_control__pb2.PlaybookRunResponse.FromString,
+            ondijon_dot_v1_dot_control__pb2.GetPlaybookRunRequest.SerializeToString,
+            ondijon_dot_v1_dot_control__pb2.GetPlaybookRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPlaybookRuns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ondijon.v1.Operations/ListPlaybookRuns',
+            ondijon_dot_v1_dot_control__pb2.ListPlaybookRunsRequest.SerializeToString,
+            ondijon_dot_v1_dot_control__pb2.ListPlaybookRunsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -220,19 +220,23 @@ class OperationsStub:
     """Open alarms by default, root causes only (what they group is counted in `grouped`)."""
     WatchAlarms: _grpc.UnaryStreamMultiCallable[_control_pb2.WatchAlarmsRequest, _control_pb2.WatchAlarmsResponse]
     """Every change of an alarm the caller may see, as it is written (any replica)."""
-    AcknowledgeAlarm: _grpc.UnaryUnaryMultiCallable[_control_pb2.AlarmActionRequest, _control_pb2.AlarmActionResponse]
-    ShelveAlarm: _grpc.UnaryUnaryMultiCallable[_control_pb2.AlarmActionRequest, _control_pb2.AlarmActionResponse]
-    AssignAlarm: _grpc.UnaryUnaryMultiCallable[_control_pb2.AlarmActionRequest, _control_pb2.AlarmActionResponse]
-    CloseAlarm: _grpc.UnaryUnaryMultiCallable[_control_pb2.AlarmActionRequest, _control_pb2.AlarmActionResponse]
+    AcknowledgeAlarm: _grpc.UnaryUnaryMultiCallable[_control_pb2.AcknowledgeAlarmRequest, _control_pb2.AcknowledgeAlarmResponse]
+    ShelveAlarm: _grpc.UnaryUnaryMultiCallable[_control_pb2.ShelveAlarmRequest, _control_pb2.ShelveAlarmResponse]
+    AssignAlarm: _grpc.UnaryUnaryMultiCallable[_control_pb2.AssignAlarmRequest, _control_pb2.AssignAlarmResponse]
+    CloseAlarm: _grpc.UnaryUnaryMultiCallable[_control_pb2.CloseAlarmRequest, _control_pb2.CloseAlarmResponse]
     EnergyReport: _grpc.UnaryUnaryMultiCallable[_control_pb2.EnergyReportRequest, _control_pb2.EnergyReportResponse]
     """kWh, burning hours, saving against the baseline; per commune and the city, or per lamp."""
     PutPlaybook: _grpc.UnaryUnaryMultiCallable[_control_pb2.PutPlaybookRequest, _control_pb2.PutPlaybookResponse]
     """Crisis playbooks (admin or crisis role)."""
     ListPlaybooks: _grpc.UnaryUnaryMultiCallable[_control_pb2.ListPlaybooksRequest, _control_pb2.ListPlaybooksResponse]
-    StartPlaybook: _grpc.UnaryUnaryMultiCallable[_control_pb2.StartPlaybookRequest, _control_pb2.PlaybookRunResponse]
-    ConfirmPlaybook: _grpc.UnaryUnaryMultiCallable[_control_pb2.PlaybookRunRequest, _control_pb2.PlaybookRunResponse]
-    EndPlaybook: _grpc.UnaryUnaryMultiCallable[_control_pb2.PlaybookRunRequest, _control_pb2.PlaybookRunResponse]
-    GetPlaybookRun: _grpc.UnaryUnaryMultiCallable[_control_pb2.PlaybookRunRequest, _control_pb2.PlaybookRunResponse]
+    StartPlaybook: _grpc.UnaryUnaryMultiCallable[_control_pb2.StartPlaybookRequest, _control_pb2.StartPlaybookResponse]
+    ConfirmPlaybook: _grpc.UnaryUnaryMultiCallable[_control_pb2.ConfirmPlaybookRequest, _control_pb2.ConfirmPlaybookResponse]
+    EndPlaybook: _grpc.UnaryUnaryMultiCallable[_control_pb2.EndPlaybookRequest, _control_pb2.EndPlaybookResponse]
+    GetPlaybookRun: _grpc.UnaryUnaryMultiCallable[_control_pb2.GetPlaybookRunRequest, _control_pb2.GetPlaybookRunResponse]
+    ListPlaybookRuns: _grpc.UnaryUnaryMultiCallable[_control_pb2.ListPlaybookRunsRequest, _control_pb2.ListPlaybookRunsResponse]
+    """Runs not ended (awaiting confirmation or running), then the latest ended ones, within
+    the caller's communes: where a second person finds the run to confirm.
+    """
 
 @_typing.type_check_only
 class OperationsAsyncStub(OperationsStub):
@@ -245,19 +249,23 @@ class OperationsAsyncStub(OperationsStub):
     """Open alarms by default, root causes only (what they group is counted in `grouped`)."""
     WatchAlarms: _aio.UnaryStreamMultiCallable[_control_pb2.WatchAlarmsRequest, _control_pb2.WatchAlarmsResponse]  # type: ignore[assignment]
     """Every change of an alarm the caller may see, as it is written (any replica)."""
-    AcknowledgeAlarm: _aio.UnaryUnaryMultiCallable[_control_pb2.AlarmActionRequest, _control_pb2.AlarmActionResponse]  # type: ignore[assignment]
-    ShelveAlarm: _aio.UnaryUnaryMultiCallable[_control_pb2.AlarmActionRequest, _control_pb2.AlarmActionResponse]  # type: ignore[assignment]
-    AssignAlarm: _aio.UnaryUnaryMultiCallable[_control_pb2.AlarmActionRequest, _control_pb2.AlarmActionResponse]  # type: ignore[assignment]
-    CloseAlarm: _aio.UnaryUnaryMultiCallable[_control_pb2.AlarmActionRequest, _control_pb2.AlarmActionResponse]  # type: ignore[assignment]
+    AcknowledgeAlarm: _aio.UnaryUnaryMultiCallable[_control_pb2.AcknowledgeAlarmRequest, _control_pb2.AcknowledgeAlarmResponse]  # type: ignore[assignment]
+    ShelveAlarm: _aio.UnaryUnaryMultiCallable[_control_pb2.ShelveAlarmRequest, _control_pb2.ShelveAlarmResponse]  # type: ignore[assignment]
+    AssignAlarm: _aio.UnaryUnaryMultiCallable[_control_pb2.AssignAlarmRequest, _control_pb2.AssignAlarmResponse]  # type: ignore[assignment]
+    CloseAlarm: _aio.UnaryUnaryMultiCallable[_control_pb2.CloseAlarmRequest, _control_pb2.CloseAlarmResponse]  # type: ignore[assignment]
     EnergyReport: _aio.UnaryUnaryMultiCallable[_control_pb2.EnergyReportRequest, _control_pb2.EnergyReportResponse]  # type: ignore[assignment]
     """kWh, burning hours, saving against the baseline; per commune and the city, or per lamp."""
     PutPlaybook: _aio.UnaryUnaryMultiCallable[_control_pb2.PutPlaybookRequest, _control_pb2.PutPlaybookResponse]  # type: ignore[assignment]
     """Crisis playbooks (admin or crisis role)."""
     ListPlaybooks: _aio.UnaryUnaryMultiCallable[_control_pb2.ListPlaybooksRequest, _control_pb2.ListPlaybooksResponse]  # type: ignore[assignment]
-    StartPlaybook: _aio.UnaryUnaryMultiCallable[_control_pb2.StartPlaybookRequest, _control_pb2.PlaybookRunResponse]  # type: ignore[assignment]
-    ConfirmPlaybook: _aio.UnaryUnaryMultiCallable[_control_pb2.PlaybookRunRequest, _control_pb2.PlaybookRunResponse]  # type: ignore[assignment]
-    EndPlaybook: _aio.UnaryUnaryMultiCallable[_control_pb2.PlaybookRunRequest, _control_pb2.PlaybookRunResponse]  # type: ignore[assignment]
-    GetPlaybookRun: _aio.UnaryUnaryMultiCallable[_control_pb2.PlaybookRunRequest, _control_pb2.PlaybookRunResponse]  # type: ignore[assignment]
+    StartPlaybook: _aio.UnaryUnaryMultiCallable[_control_pb2.StartPlaybookRequest, _control_pb2.StartPlaybookResponse]  # type: ignore[assignment]
+    ConfirmPlaybook: _aio.UnaryUnaryMultiCallable[_control_pb2.ConfirmPlaybookRequest, _control_pb2.ConfirmPlaybookResponse]  # type: ignore[assignment]
+    EndPlaybook: _aio.UnaryUnaryMultiCallable[_control_pb2.EndPlaybookRequest, _control_pb2.EndPlaybookResponse]  # type: ignore[assignment]
+    GetPlaybookRun: _aio.UnaryUnaryMultiCallable[_control_pb2.GetPlaybookRunRequest, _control_pb2.GetPlaybookRunResponse]  # type: ignore[assignment]
+    ListPlaybookRuns: _aio.UnaryUnaryMultiCallable[_control_pb2.ListPlaybookRunsRequest, _control_pb2.ListPlaybookRunsResponse]  # type: ignore[assignment]
+    """Runs not ended (awaiting confirmation or running), then the latest ended ones, within
+    the caller's communes: where a second person finds the run to confirm.
+    """
 
 class OperationsServicer(metaclass=_abc_1.ABCMeta):
     """-- Operations of the control room over the city (issue 12): alarms as states, energy,
@@ -283,30 +291,30 @@ class OperationsServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
     def AcknowledgeAlarm(
         self,
-        request: _control_pb2.AlarmActionRequest,
+        request: _control_pb2.AcknowledgeAlarmRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_control_pb2.AlarmActionResponse, _abc.Awaitable[_control_pb2.AlarmActionResponse]]: ...
+    ) -> _typing.Union[_control_pb2.AcknowledgeAlarmResponse, _abc.Awaitable[_control_pb2.AcknowledgeAlarmResponse]]: ...
 
     @_abc_1.abstractmethod
     def ShelveAlarm(
         self,
-        request: _control_pb2.AlarmActionRequest,
+        request: _control_pb2.ShelveAlarmRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_control_pb2.AlarmActionResponse, _abc.Awaitable[_control_pb2.AlarmActionResponse]]: ...
+    ) -> _typing.Union[_control_pb2.ShelveAlarmResponse, _abc.Awaitable[_control_pb2.ShelveAlarmResponse]]: ...
 
     @_abc_1.abstractmethod
     def AssignAlarm(
         self,
-        request: _control_pb2.AlarmActionRequest,
+        request: _control_pb2.AssignAlarmRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_control_pb2.AlarmActionResponse, _abc.Awaitable[_control_pb2.AlarmActionResponse]]: ...
+    ) -> _typing.Union[_control_pb2.AssignAlarmResponse, _abc.Awaitable[_control_pb2.AssignAlarmResponse]]: ...
 
     @_abc_1.abstractmethod
     def CloseAlarm(
         self,
-        request: _control_pb2.AlarmActionRequest,
+        request: _control_pb2.CloseAlarmRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_control_pb2.AlarmActionResponse, _abc.Awaitable[_control_pb2.AlarmActionResponse]]: ...
+    ) -> _typing.Union[_control_pb2.CloseAlarmResponse, _abc.Awaitable[_control_pb2.CloseAlarmResponse]]: ...
 
     @_abc_1.abstractmethod
     def EnergyReport(
@@ -336,28 +344,38 @@ class OperationsServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _control_pb2.StartPlaybookRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_control_pb2.PlaybookRunResponse, _abc.Awaitable[_control_pb2.PlaybookRunResponse]]: ...
+    ) -> _typing.Union[_control_pb2.StartPlaybookResponse, _abc.Awaitable[_control_pb2.StartPlaybookResponse]]: ...
 
     @_abc_1.abstractmethod
     def ConfirmPlaybook(
         self,
-        request: _control_pb2.PlaybookRunRequest,
+        request: _control_pb2.ConfirmPlaybookRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_control_pb2.PlaybookRunResponse, _abc.Awaitable[_control_pb2.PlaybookRunResponse]]: ...
+    ) -> _typing.Union[_control_pb2.ConfirmPlaybookResponse, _abc.Awaitable[_control_pb2.ConfirmPlaybookResponse]]: ...
 
     @_abc_1.abstractmethod
     def EndPlaybook(
         self,
-        request: _control_pb2.PlaybookRunRequest,
+        request: _control_pb2.EndPlaybookRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_control_pb2.PlaybookRunResponse, _abc.Awaitable[_control_pb2.PlaybookRunResponse]]: ...
+    ) -> _typing.Union[_control_pb2.EndPlaybookResponse, _abc.Awaitable[_control_pb2.EndPlaybookResponse]]: ...
 
     @_abc_1.abstractmethod
     def GetPlaybookRun(
         self,
-        request: _control_pb2.PlaybookRunRequest,
+        request: _control_pb2.GetPlaybookRunRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_control_pb2.PlaybookRunResponse, _abc.Awaitable[_control_pb2.PlaybookRunResponse]]: ...
+    ) -> _typing.Union[_control_pb2.GetPlaybookRunResponse, _abc.Awaitable[_control_pb2.GetPlaybookRunResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListPlaybookRuns(
+        self,
+        request: _control_pb2.ListPlaybookRunsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_control_pb2.ListPlaybookRunsResponse, _abc.Awaitable[_control_pb2.ListPlaybookRunsResponse]]:
+        """Runs not ended (awaiting confirmation or running), then the latest ended ones, within
+        the caller's communes: where a second person finds the run to confirm.
+        """
 
 def add_OperationsServicer_to_server(servicer: OperationsServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 
