@@ -157,20 +157,32 @@ def summaries(conn: sa.Connection, scope: Scope, *, by: str | None) -> dict[str,
         c.night_seconds >= DARK_MIN_NIGHT_S,
         c.night_on_seconds < DARK_LIT_FRACTION * c.night_seconds,
     )
-    # Per lamp of each group first: its full power is constant there.
+    # Per lamp of each group first: its full power is constant there. When each lamp has
+    # one row per group (one day, or grouped by day) the rows are that already: no
+    # grouping per lamp, which costs SQLite a sort of every row (5x the time at city scale).
+    grouped = not (scope.since == scope.until or by == "day")
+
+    def agg(x: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+        return sa.func.sum(x) if grouped else x
+
+    def peak(x: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+        return sa.func.max(x) if grouped else x
+
     per_lamp = scope.where(
         sa.select(
             key.label("k"),
-            sa.func.sum(c.wh).label("wh"),
-            sa.func.sum(c.on_seconds).label("on_s"),
-            sa.func.sum(c.night_seconds).label("night"),
-            sa.func.max(c.peak_w).label("full"),
-            sa.func.sum(_one(c.day_wh >= DAY_BURNER_WH)).label("burners"),
-            sa.func.sum(_one(dark)).label("dark"),
-            *(sa.func.sum(c[h]).label(h) for h in HOURS),
-            *(sa.func.sum(_one(c[h] > 0)).label(f"n{h}") for h in HOURS),
+            agg(c.wh).label("wh"),
+            agg(c.on_seconds).label("on_s"),
+            agg(c.night_seconds).label("night"),
+            peak(c.peak_w).label("full"),
+            agg(_one(c.day_wh >= DAY_BURNER_WH)).label("burners"),
+            agg(_one(dark)).label("dark"),
+            *(agg(c[h]).label(h) for h in HOURS),
+            *(agg(_one(c[h] > 0)).label(f"n{h}") for h in HOURS),
         )
-    ).group_by(key, c.gateway_id, c.device_id)
+    )
+    if grouped:
+        per_lamp = per_lamp.group_by(key, c.gateway_id, c.device_id)
     lamp = per_lamp.subquery()
     s = lamp.c
     stmt = sa.select(

@@ -104,6 +104,7 @@ def test_the_report_summed_in_sql_matches_the_reference(store: Store, seed: int)
     scopes = [
         sql.Scope(DAY0, DAY0 + timedelta(days=3), None),
         sql.Scope(DAY0 + timedelta(days=1), DAY0 + timedelta(days=2), None),
+        sql.Scope(DAY0 + timedelta(days=2), DAY0 + timedelta(days=2), None),  # one day
         sql.Scope(DAY0, DAY0 + timedelta(days=3), ["Dijon", "Talant"]),
         sql.Scope(DAY0, DAY0 + timedelta(days=3), None, commune="Chenôve"),
         sql.Scope(DAY0, DAY0 + timedelta(days=3), ["Dijon"], gateway_id=gateways[3][0]),
