@@ -61,47 +61,90 @@ def occurrences(gateway_id: str, events: Sequence[NewEvent]) -> list[Occurrence]
     return found
 
 
+@dataclass
+class _New:
+    """An alarm opened by this batch, inserted with the others at the next flush."""
+
+    alarm: Alarm
+    id: int | None = None
+
+
 def apply(
     conn: Connection,
     commune: str,
     found: Sequence[Occurrence],
     now: datetime,
 ) -> list[int]:
-    """Apply occurrences of one gateway in order; the ids of the alarms written."""
+    """Apply occurrences of one gateway in order; the ids of the alarms written.
+
+    Rows are written in as few statements as the order allows: new alarms with one
+    ``INSERT ... RETURNING``, changed ones with one ``executemany``, both flushed before
+    any statement that reads or groups them (a root cause opening or closing, the lookup
+    of a gateway's root cause) and at the end.
+    """
     if not found:
         return []
     current = sql.open_alarms(conn, [(o.gateway_id, o.device_id, o.type) for o in found])
-    ids: dict[tuple[str, str, str], int] = {k: s.id for k, s in current.items()}
+    ids: dict[tuple[str, str, str], int | _New] = {k: s.id for k, s in current.items()}
     state: dict[tuple[str, str, str], Alarm] = {k: s.alarm for k, s in current.items()}
     roots: dict[str, int | None] = {}
-    written: list[int] = []
+    written: list[int | _New] = []
+    inserts: list[_New] = []
+    updates: dict[int, Alarm] = {}
+
+    def flush() -> None:
+        new = sql.insert_many(conn, [n.alarm for n in inserts], commune=commune, now=now)
+        for n, alarm_id in zip(inserts, new, strict=True):
+            n.id = alarm_id
+        inserts.clear()
+        sql.update_many(conn, updates, commune=commune, now=now)
+        updates.clear()
+
     for occ in sorted(found, key=lambda o: o.at):
         key = (occ.gateway_id, occ.device_id, occ.type)
         before = state.get(key)
         after = core.on_occurrence(before, occ)
         if after is None or after == before:
             continue
-        alarm_id = ids.get(key) if before is not None and before.open else None
-        if alarm_id is None and core.groups_under(after.type):
+        target = ids.get(key) if before is not None and before.open else None
+        if target is None and core.groups_under(after.type):
             if occ.gateway_id not in roots:
+                flush()
                 roots[occ.gateway_id] = sql.open_root(conn, occ.gateway_id, ROOT_TYPES)
             root = roots[occ.gateway_id]
             if root is not None:
                 after = _with_root(after, root)
-        alarm_id = sql.save(conn, alarm_id, after, commune=commune, now=now)
-        written.append(alarm_id)
+        if target is None:
+            target = _New(after)
+            inserts.append(target)
+        elif isinstance(target, int):
+            updates[target] = after
+        elif target.id is None:
+            target.alarm = after  # not inserted yet: inserted as it is now
+        else:
+            updates[target.id] = after
+        written.append(target)
         if after.open:
-            ids[key], state[key] = alarm_id, after
+            ids[key], state[key] = target, after
         else:
             ids.pop(key, None)
             state.pop(key, None)
         if core.is_root_type(after.type):
             roots.pop(occ.gateway_id, None)
+            flush()
+            root_id = target if isinstance(target, int) else target.id
+            assert root_id is not None
             if before is None or not before.open:
-                sql.group(conn, occ.gateway_id, alarm_id, core.GROUPED_TYPES, now)
+                sql.group(conn, occ.gateway_id, root_id, core.GROUPED_TYPES, now)
             elif not after.open:
-                sql.ungroup(conn, alarm_id, now)
-    return written
+                sql.ungroup(conn, root_id, now)
+    flush()
+    return [w if isinstance(w, int) else _inserted(w) for w in written]
+
+
+def _inserted(new: _New) -> int:
+    assert new.id is not None  # flushed
+    return new.id
 
 
 def _with_root(alarm: Alarm, root: int) -> Alarm:

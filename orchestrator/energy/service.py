@@ -16,7 +16,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from domain import energy as core
-from domain.energy import EnergyInputError, Interval, LampDay, SunWindows
+from domain.energy import EnergyInputError, Interval, SunWindows
 from domain.schedule.astronomy import sun_day
 from domain.schedule.localtime import day_start
 from domain.schedule.model import Site
@@ -30,7 +30,8 @@ log = logging.getLogger("ondijon.orchestrator.energy")
 
 Connection = Any
 MAX_DAYS = 366
-GROUPINGS = ("commune", "gateway", "lamp", "day")
+GROUPINGS = sql.GROUPINGS
+Flagged = tuple[list[str], list[str]]
 
 
 class EnergyError(FieldError):
@@ -89,38 +90,27 @@ class EnergyService:
         for name in ("commune", "gateway_id"):
             if len(getattr(request, name)) > 128:
                 raise EnergyError(name, "at most 128 characters")
-        rows = await self.runner.read(
-            sql.select_days,
-            since,
-            until,
-            communes=communes,
-            commune=request.commune,
-            gateway_id=request.gateway_id,
-        )
-        groups: dict[str, list[tuple[str, LampDay]]] = {}
-        burners, dark = [], []
-        for r in rows:
-            lamp = f"{r.gateway_id}/{r.device_id}"
-            key = {
-                "commune": r.commune,
-                "gateway": r.gateway_id,
-                "lamp": lamp,
-                "day": r.day.isoformat(),
-            }[by]
-            groups.setdefault(key, []).append((lamp, r.totals))
-            if r.totals.day_burner:
-                burners.append(f"{lamp} {r.day.isoformat()}")
-            if r.totals.dark_at_night:
-                dark.append(f"{lamp} {r.day.isoformat()}")
+        # Summed by the database, in one read transaction (the same figures as
+        # core.summarise over the lamp-days: tests/orchestrator/test_energy_store.py).
+        scope = sql.Scope(since, until, communes, request.commune, request.gateway_id)
+
+        def read(conn: Connection) -> tuple[dict[str, core.Summary], core.Summary, Flagged]:
+            everything = sql.summaries(conn, scope, by=None)
+            return (
+                sql.summaries(conn, scope, by=by),
+                everything.get("", core.summarise([])),
+                sql.flagged(conn, scope),
+            )
+
+        groups, total, (burners, dark) = await self.runner.read(read)
         keys = sorted(groups)
         limit = min(request.limit or 1000, 10_000)
         page = keys[request.offset : request.offset + limit]
-        total = core.summarise(p for rows_ in groups.values() for p in rows_)
         return control_pb2.EnergyReportResponse(
-            rows=[_row(k, core.summarise(groups[k])) for k in page],
+            rows=[_row(k, groups[k]) for k in page],
             total=_row("city" if not request.commune else request.commune, total),
-            day_burner_lamps=sorted(burners)[:1000],
-            dark_lamps=sorted(dark)[:1000],
+            day_burner_lamps=burners[:1000],
+            dark_lamps=dark[:1000],
         )
 
 

@@ -57,6 +57,7 @@ from orchestrator.ingest.routing import Router
 from orchestrator.metrics import Metrics
 from orchestrator.store.connection import Connection
 from orchestrator.store.database import HeldRecord, NewEvent, NotFound, Store
+from orchestrator.store.documents import hold_if_issued
 from orchestrator.store.groups import record_refusal
 from orchestrator.store.runner import StoreRunner
 from protos.ondijon.v1 import firmware_pb2, link_pb2, link_pb2_grpc
@@ -573,6 +574,13 @@ class _Conversation:
         now = self.clock.now()
         held = HeldRecord(ack.kind, ack.version, ack.digest)
         gateway_id = self.gateway_id
+        if self.session.sent_documents.get(ack.kind) == (ack.version, ack.digest):
+            # What this stream was sent (the common case, a city-wide document): stored
+            # with the other acknowledgements of the group commit, in one executemany,
+            # and still only if it is the issued document when the group commits.
+            dialect = store.engine.dialect.name
+            await self.runner.write_rows(hold_if_issued(dialect, gateway_id, held, now=now))
+            return
 
         def record(conn: Connection) -> bool:
             # Only a document the orchestrator issued, as issued, can be held: a gateway

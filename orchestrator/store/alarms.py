@@ -7,7 +7,7 @@ counted twice when a batch is replayed.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
@@ -102,6 +102,32 @@ def save(
         return int(result.scalar_one())
     conn.execute(alarms.update().where(alarms.c.id == alarm_id).values(**values))
     return alarm_id
+
+
+def insert_many(
+    conn: sa.Connection, new: Sequence[Alarm], *, commune: str, now: datetime
+) -> list[int]:
+    """Insert alarms with one statement; their ids, in the order given."""
+    if not new:
+        return []
+    rows = [_values(a) | {"commune": commune, "updated_at": now} for a in new]
+    stmt = alarms.insert().returning(alarms.c.id, sort_by_parameter_order=True)
+    return [int(i) for i in conn.execute(stmt, rows).scalars()]
+
+
+_UPDATE_BY_ID = alarms.update().where(alarms.c.id == sa.bindparam("alarm_id"))
+
+
+def update_many(
+    conn: sa.Connection, changed: Mapping[int, Alarm], *, commune: str, now: datetime
+) -> None:
+    """Write alarms by id with one statement (``executemany``)."""
+    if changed:
+        rows = [
+            _values(a) | {"commune": commune, "updated_at": now, "alarm_id": i}
+            for i, a in changed.items()
+        ]
+        conn.execute(_UPDATE_BY_ID, rows)
 
 
 def get(conn: sa.Connection, alarm_id: int) -> StoredAlarm | None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -12,12 +14,14 @@ from orchestrator.store.records import (
     DocumentRecord,
     HeldRecord,
     Tables,
+    _dialect_insert,
     _document,
     _insert,
     _inserted,
     gateway_record,
 )
 from orchestrator.store.schema import (
+    UTCDateTime,
     desired_documents,
     held_documents,
 )
@@ -183,3 +187,43 @@ def set_held(conn: sa.Connection, gateway_id: str, doc: HeldRecord, *, now: date
             set_={"version": doc.version, "digest": doc.digest, "reported_at": now},
         )
     )
+
+
+@functools.cache
+def _hold_if_issued(dialect: str) -> Any:
+    d = desired_documents.c
+    issued = sa.select(
+        d.gateway_id, d.kind, d.version, d.digest, sa.bindparam("at", type_=UTCDateTime())
+    ).where(
+        d.gateway_id == sa.bindparam("gateway"),
+        d.kind == sa.bindparam("doc_kind"),
+        d.version == sa.bindparam("doc_version"),
+        d.digest == sa.bindparam("doc_digest"),
+    )
+    stmt = _dialect_insert(dialect, held_documents).from_select(
+        ["gateway_id", "kind", "version", "digest", "reported_at"], issued
+    )
+    return stmt.on_conflict_do_update(
+        index_elements=["gateway_id", "kind"],
+        set_={
+            "version": stmt.excluded.version,
+            "digest": stmt.excluded.digest,
+            "reported_at": stmt.excluded.reported_at,
+        },
+    )
+
+
+def hold_if_issued(
+    dialect: str, gateway_id: str, doc: HeldRecord, *, now: datetime
+) -> list[tuple[Any, dict[str, Any]]]:
+    """:func:`set_held` only if ``doc`` is the gateway's desired document as issued (same
+    version and digest), as rows for ``StoreRunner.write_rows``: the acknowledgements of a
+    city-wide document go into the group commit with one ``executemany``."""
+    params = {
+        "gateway": gateway_id,
+        "doc_kind": doc.kind,
+        "doc_version": doc.version,
+        "doc_digest": doc.digest,
+        "at": now,
+    }
+    return [(_hold_if_issued(dialect), params)]

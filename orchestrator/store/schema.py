@@ -336,6 +336,8 @@ energy_days = sa.Table(
     sa.Column("night_on_seconds", sa.Float, nullable=False),
     sa.Column("peak_w", sa.Float, nullable=False),
     sa.Column("profile", sa.JSON, nullable=False),
+    # The profile again, one column per local hour, so that reports sum it in SQL.
+    *(sa.Column(f"h{h:02d}", sa.Float, nullable=False, server_default="0") for h in range(24)),
     sa.Index("ix_energy_days_commune_day", "commune", "day"),
 )
 
