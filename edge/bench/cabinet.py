@@ -19,7 +19,10 @@ process. The bench, in another process, sees only what a multimeter on the pins 
   ``DOC <kind> <version>`` when a desired-state document starts being taken in (the moment
   a power cut lands *during* an update); ``F <ISO> <fault> <target>`` for each fault;
 - **stdin**, one command a line: ``inject FAULT TARGET [DETAIL]``
-  (:data:`edge.bench.street.FAULTS`), ``speed SPEED STEP``.
+  (:data:`edge.bench.street.FAULTS`), ``speed SPEED STEP``, ``disk full`` / ``disk
+  freed`` (the cabinet's disk fills up: this process may no longer grow any file, its
+  ``RLIMIT_FSIZE`` set to 0, as an unprivileged CI can; and freed again). A full disk also
+  stops the journal growing unless it is a pipe (``--journal`` a FIFO the bench reads).
 
 Time is the agent's own: a :class:`~foundation.clock.ManualClock` from ``--start``, moved
 ``--step`` simulated seconds every ``step / speed`` wall seconds, so a night takes a minute
@@ -41,6 +44,7 @@ import asyncio
 import contextlib
 import dataclasses
 import os
+import resource
 import signal
 import sys
 from datetime import datetime
@@ -125,11 +129,20 @@ async def commands(street: SimulatedStreet, pace: Pace) -> None:
                 say(f"E {exc}")
                 continue
             say(f"F {done.at.isoformat()} {done.fault} {done.target}")
+        elif words[0] == "disk" and len(words) == 2 and words[1] in ("full", "freed"):
+            fill_disk(words[1] == "full")
+            say(f"F {street.clock.now().isoformat()} disk_{words[1]} cabinet")
         elif words[0] == "speed" and len(words) == 3:
             pace.speed, pace.step = float(words[1]), float(words[2])
             say(f"S {pace.speed:g} {pace.step:g}")
         else:
             say(f"E unknown command {line.decode().strip()!r}")
+
+
+def fill_disk(full: bool) -> None:
+    """No file of this process may grow any more (a full disk), or they may again."""
+    _, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (0 if full else hard, hard))
 
 
 def announce_documents(agent: Agent) -> None:
