@@ -8,7 +8,7 @@
     ondijon alarms close ID --note TEXT
     ondijon energy --since YYYY-MM-DD [--until D] [--by commune|gateway|lamp|day] [--json]
     ondijon playbook put FILE.json | list | start NAME [--confirm-by-second] | confirm RUN
-    ondijon playbook end RUN | show RUN
+    ondijon playbook end RUN | show RUN | runs [--ended N] [--json]
 
 Listings are tables with headers (``--json`` for the messages); text that came from a
 gateway or a caller is escaped before it reaches the terminal. Refusals are one line
@@ -100,6 +100,9 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     start.add_argument(
         "--confirm-by-second", action="store_true", help="wait for a second person's confirm"
     )
+    runs = b_sub.add_parser("runs", help="the open runs, then the latest ended ones")
+    runs.add_argument("--ended", type=int, default=20, help="ended runs listed (default 20)")
+    runs.add_argument("--json", action="store_true")
     for name, text in (
         ("confirm", "confirm a run (a second person)"),
         ("end", "end a run: every action cancelled, schedules resume"),
@@ -107,7 +110,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     ):
         p = b_sub.add_parser(name, help=text)
         p.add_argument("run_id")
-    for p in (put, listing, start, *[b_sub.choices[n] for n in ("confirm", "end", "show")]):
+    for p in (put, listing, runs, start, *[b_sub.choices[n] for n in ("confirm", "end", "show")]):
         _profile(p)
     for p in (start, b_sub.choices["confirm"], b_sub.choices["end"], b_sub.choices["show"]):
         p.add_argument("--json", action="store_true")
@@ -299,6 +302,8 @@ async def _playbook(client: AdminClient, args: argparse.Namespace) -> int:
                 )
             )
         return 0
+    if what == "runs":
+        return await _playbook_runs(client, args)
     run: PlaybookRun
     if what == "start":
         run = await client.start_playbook(
@@ -332,6 +337,37 @@ async def _playbook(client: AdminClient, args: argparse.Namespace) -> int:
                     s.detail,
                 )
                 for s in run.steps
+            ],
+        )
+    )
+    return 0
+
+
+async def _playbook_runs(client: AdminClient, args: argparse.Namespace) -> int:
+    if not 0 <= args.ended <= 200:
+        raise AdminError("--ended", "between 0 and 200")
+    # 0 asks the service for its default; "--ended 0" means none, so ask for one and drop it.
+    listed = await client.list_playbook_runs(
+        control_pb2.ListPlaybookRunsRequest(ended_limit=args.ended or 1)
+    )
+    runs = [r for r in listed.runs if args.ended or r.status != "ended"]
+    if args.json:
+        print(_json(control_pb2.ListPlaybookRunsResponse(runs=runs)))
+        return 0
+    print(
+        table(
+            ["RUN", "PLAYBOOK", "STATUS", "REQUESTED BY", "CONFIRMED BY", "STARTED", "DONE"],
+            [
+                (
+                    r.run_id,
+                    f"{r.name} v{r.version}",
+                    r.status,
+                    r.requested_by,
+                    r.confirmed_by or "-",
+                    _when(r.started_at),
+                    f"{sum(1 for s in r.steps if s.status == 'DONE')}/{len(r.steps)}",
+                )
+                for r in runs
             ],
         )
     )

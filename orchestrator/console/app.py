@@ -30,11 +30,13 @@ from orchestrator.access.peers import AuthError, ConsoleCall, Peer, Refused, pee
 from orchestrator.audit.log import Auditor
 from orchestrator.console import pages
 from orchestrator.console.alarms import AlarmScreen
+from orchestrator.console.audit import AuditScreen
 from orchestrator.console.citymap import CityMap
 from orchestrator.console.convergence import ConvergenceScreen
 from orchestrator.console.energy import EnergyScreen
 from orchestrator.console.live import live_feed
 from orchestrator.console.playbooks import PlaybookScreen
+from orchestrator.console.schedules import ScheduleScreen
 from orchestrator.console.services import Context, Services
 from orchestrator.console.signin import (
     COOKIE,
@@ -561,7 +563,15 @@ def application(console: Console) -> web.Application:
     r.add_get("/campaigns", console.campaigns)
     r.add_post("/campaigns/{campaign_id}/{act}", console.campaign_action)
     r.add_get("/live", console.live)
-    for screen in (AlarmScreen, EnergyScreen, PlaybookScreen, ConvergenceScreen, CityMap):
+    for screen in (
+        AlarmScreen,
+        EnergyScreen,
+        PlaybookScreen,
+        ConvergenceScreen,
+        CityMap,
+        ScheduleScreen,
+        AuditScreen,
+    ):
         screen(console).add_routes(r)
     r.add_static("/static/", STATIC, follow_symlinks=False)
     return app

@@ -45,12 +45,15 @@ def layout(
         links = "".join(
             f' <a href="{href}">{e(w[key])}</a>'
             for href, key in (
+                ("/schedules", "schedules"),
                 ("/energy", "energy"),
                 ("/playbooks", "playbooks"),
                 ("/convergence", "convergence"),
                 ("/campaigns", "campaigns"),
             )
         )
+        if role == "admin":  # ListAudit answers admins only
+            links += f' <a href="/audit">{e(w["audit"])}</a>'
         nav = (
             f'<nav aria-label="{e(w["menu"])}"><a href="/">{e(w["fleet"])}</a>'
             f' <a href="/alarms" id="alarm-link">{e(w["alarms"])}'

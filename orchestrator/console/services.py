@@ -45,6 +45,18 @@ class ControlCalls(Protocol):
         self, request: control_pb2.ListEventsRequest, context: Context
     ) -> control_pb2.ListEventsResponse: ...
 
+    async def GetDesiredState(
+        self, request: control_pb2.GetDesiredStateRequest, context: Context
+    ) -> control_pb2.GetDesiredStateResponse: ...
+
+    async def PutDesiredState(
+        self, request: control_pb2.PutDesiredStateRequest, context: Context
+    ) -> control_pb2.PutDesiredStateResponse: ...
+
+    async def ListAudit(
+        self, request: control_pb2.ListAuditRequest, context: Context
+    ) -> control_pb2.ListAuditResponse: ...
+
     def WatchEvents(
         self, request: control_pb2.WatchEventsRequest, context: Context
     ) -> AsyncIterator[control_pb2.WatchEventsResponse]: ...
@@ -136,6 +148,10 @@ class CityCalls(Protocol):
     async def ListFleet(
         self, request: control_pb2.ListFleetRequest, context: Context
     ) -> control_pb2.ListFleetResponse: ...
+
+    async def PutGroupDocument(
+        self, request: control_pb2.PutGroupDocumentRequest, context: Context
+    ) -> control_pb2.PutGroupDocumentResponse: ...
 
     async def GetConvergence(
         self, request: control_pb2.GetConvergenceRequest, context: Context

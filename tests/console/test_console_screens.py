@@ -229,6 +229,9 @@ async def test_every_screen_passes_an_automated_accessibility_check(
             "/convergence",
             "/campaigns",
             "/gateways/dijon-darcy-01",
+            "/schedules",
+            "/schedules/dijon-darcy-01",
+            "/audit",
         ]
         for path in screens:
             if path == "/sign-in":

@@ -163,8 +163,25 @@ async def test_a_playbook_put_started_confirmed_by_a_second_person_and_ended(
         ("ch-003", "lamps 100%", "PENDING"),
         ("dj-003", "bollards down", "PENDING"),
     ]
+    code, out, _ = await ondijon(capsys, viewer, "playbook", "runs")
+    lines = out.splitlines()
+    assert code == 0 and lines[0].split()[:3] == ["RUN", "PLAYBOOK", "STATUS"]
+    assert len(lines) == 2 and lines[1].split()[:4] == [run["run_id"], "snow", "v1", "running"]
+    assert "cris" in lines[1] and lines[1].split()[-1] == "0/3"
+    # A run reaching Chenôve is not listed to an operator of Dijon alone.
+    dijon = city.operator("dia", "viewer", ["Dijon"])
+    code, out, _ = await ondijon(capsys, dijon, "playbook", "runs", "--json")
+    assert code == 0 and json.loads(out) == {}
     code, out, _ = await ondijon(capsys, crisis, "playbook", "end", run["run_id"])
     assert code == 0 and "ended" in out.splitlines()[0]
+    code, out, _ = await ondijon(capsys, viewer, "playbook", "runs", "--json")
+    assert [(r["run_id"], r["status"]) for r in json.loads(out)["runs"]] == [
+        (run["run_id"], "ended")
+    ]
+    code, out, _ = await ondijon(capsys, viewer, "playbook", "runs", "--ended", "0")
+    assert code == 0 and out.splitlines()[1:] == []
+    code, _, err = await ondijon(capsys, viewer, "playbook", "runs", "--ended", "500")
+    assert code == 2 and "--ended" in err
     code, _, err = await ondijon(capsys, crisis, "playbook", "end", run["run_id"])
     assert code == 2 and "already ended" in err
     entries = await AdminClient(city.admin).list_audit(
