@@ -94,12 +94,17 @@ _TABLE = {
 _GAP_EVENT_ESTIMATE = 2048
 # What SQLite says when the file under it is damaged (not: busy, full, misuse).
 _DAMAGE = ("SQLITE_CORRUPT", "SQLITE_NOTADB", "SQLITE_IOERR")
+# A write the disk refused (full: ENOSPC is SQLITE_FULL, but EFBIG, a file-size limit,
+# is this one): the transaction is rolled back and the database intact, so nothing is set
+# aside; the caller holds what it could not write (edge.storage.unwritten). A medium
+# that is really failing shows on the next read.
+_REFUSED_WRITE = ("SQLITE_IOERR_WRITE",)
 
 
 def _damaged(exc: sqlite3.DatabaseError) -> bool:
     name = str(getattr(exc, "sqlite_errorname", ""))
     if name:
-        return name.startswith(_DAMAGE)
+        return name.startswith(_DAMAGE) and not name.startswith(_REFUSED_WRITE)
     return isinstance(exc, sqlite3.DatabaseError) and "malformed" in str(exc)
 
 
