@@ -237,6 +237,8 @@ async def test_every_screen_passes_an_automated_accessibility_check(
                 target = page
             await target.goto(console.url + path)
             await target.wait_for_load_state("networkidle")
+            slug = path.strip("/").replace("/", "-") or "fleet"
+            await shoot(target, f"screen-{slug}")
             await target.add_script_tag(path=str(AXE))
             result = await target.evaluate(
                 "async () => (await axe.run(document, {resultTypes: ['violations']})).violations"
