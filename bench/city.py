@@ -39,19 +39,28 @@ class BenchCity:
     db: Path
     identities: list[tuple[bytes, bytes]]
     store_url: str = ""
+    console_port: int = 0  # the web console's HTTPS port, 0 when off
 
     @classmethod
     def build(
-        cls, work: Path, gateways: int, prefix: str, store_url: str | None = None
+        cls,
+        work: Path,
+        gateways: int,
+        prefix: str,
+        store_url: str | None = None,
+        *,
+        console: bool = False,
     ) -> BenchCity:
-        """``store_url``: SQLite in ``work`` when None, else that (empty) database."""
+        """``store_url``: SQLite in ``work`` when None, else that (empty) database;
+        ``console``: the orchestrator serves its web console (on a free port)."""
         now = datetime.now(UTC)
         ca = CertificateAuthority.init(work / "ca", now=now)
         port, enroll_port = free_port(), free_port()
         db = work / "orchestrator.db"
         store_url = store_url or f"sqlite:///{db}"
+        console_port = free_port() if console else 0
         (work / "orchestrator.toml").write_text(
-            _config(work, port, enroll_port, store_url, work / "orchestrator")
+            _config(work, port, enroll_port, store_url, work / "orchestrator", console_port)
         )
         store = Store.open(store_url)
         print(f"issuing {gateways} gateway certificates ...", flush=True)
@@ -87,7 +96,7 @@ class BenchCity:
                 )
                 identities.append((key_to_pem(key), cert.chain_pem))
         store.close()
-        return cls(work, ca, port, db, identities, store_url)
+        return cls(work, ca, port, db, identities, store_url, console_port)
 
     def start_orchestrator(self, wrap: Sequence[str] = ()) -> subprocess.Popen[bytes]:
         """``ondijon orchestrator serve`` in its own process, once it listens (``wrap``: a
@@ -131,12 +140,15 @@ class BenchCity:
         return server
 
 
-def _config(work: Path, port: int, enroll_port: int, store_url: str, state: Path) -> str:
+def _config(
+    work: Path, port: int, enroll_port: int, store_url: str, state: Path, console_port: int = 0
+) -> str:
+    console = f"127.0.0.1:{console_port}" if console_port else ""
     return (
         f'[server]\nlisten = "127.0.0.1:{port}"\nenroll_listen = "127.0.0.1:{enroll_port}"\n'
         f'[store]\nurl = "{store_url}"\n'
         f'[identity]\nca_dir = "{work / "ca"}"\nstate_dir = "{state}"\n'
-        # No web console and no public side: their fixed ports would keep a second replica
-        # from starting, and a benchmark of the link does not use them.
-        '[console]\nlisten = ""\n[public]\nlisten = ""\n'
+        # No web console (unless asked, on a free port) and no public side: their fixed
+        # ports would keep a second replica from starting.
+        f'[console]\nlisten = "{console}"\n[public]\nlisten = ""\n'
     )

@@ -20,6 +20,15 @@ Debian's Chromium (Playwright) signs in as an operator, then:
    console cannot beat.
 
 Prints one line per figure. Needs Chromium at /usr/bin/chromium (or ``ONDIJON_CHROMIUM``).
+
+3. ``--consoles 20 [--ingest-load 20000]``: instead of the above, the orchestrator's CPU
+   with 20 consoles open while the ingest bench runs at a fixed load: runs
+   ``bench/ingest_curve.py --loads 20000 --consoles 20`` (its own orchestrator process, 1,000
+   gateways over mutual TLS), which measures a step with no console, then opens the
+   consoles (each its own operator signed in with password and TOTP, its live feed
+   ``/live`` following 20 cabinets under load, as a map zoomed on them does: their
+   devices polled every half second, the city's events pushed) and measures the same step
+   again (:func:`_consoles`).
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ import asyncio
 import contextlib
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -51,6 +61,54 @@ from tests.console.conftest import CHROMIUM, PASSWORD, started_console
 
 LIVE = "dijon-live-01"
 LAMPS = 10
+
+
+async def _consoles(
+    pipe: object, url: str, root: bytes, clients: list[tuple[tuple[str, str], list[str]]]
+) -> None:
+    """Consoles held open, one per ``((name, TOTP secret), cabinets followed)``: signed in,
+    its ``/live`` feed read, until told to stop; sends ``opened`` once all stream, then the
+    live updates received (run in a process of its own by ``ingest_curve.py --consoles``)."""
+    import ssl
+
+    import aiohttp
+
+    from provisioning import totp
+    from tests.console.conftest import sign_in_form
+
+    context = ssl.create_default_context(cadata=root.decode())
+    received = [0]
+    opened = asyncio.Event()
+    streaming = [0]
+
+    async def one(name: str, secret: str, watched: list[str]) -> None:
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=context), cookie_jar=aiohttp.CookieJar()
+        )
+        async with session:
+            token = await sign_in_form(session, url)
+            form = {"form_token": token, "name": name, "password": PASSWORD}
+            form["code"] = totp.code_at(secret, time.time())
+            async with session.post(f"{url}/sign-in", data=form, allow_redirects=False) as r:
+                assert r.status == 303, await r.text()
+            timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
+            live = f"{url}/live?gateways={','.join(watched)}"
+            async with session.get(live, timeout=timeout) as stream:
+                streaming[0] += 1
+                if streaming[0] == len(clients):
+                    opened.set()
+                async for line in stream.content:
+                    if line.startswith(b"event:"):
+                        received[0] += 1
+
+    tasks = [asyncio.create_task(one(n, s, w)) for (n, s), w in clients]
+    await asyncio.wait_for(opened.wait(), 120)
+    pipe.send({"opened": streaming[0]})  # type: ignore[attr-defined]
+    await asyncio.get_running_loop().run_in_executor(None, pipe.recv)  # type: ignore[attr-defined]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    pipe.send({"events": received[0]})  # type: ignore[attr-defined]
 
 
 def percentile(samples: list[float], q: float) -> float:
@@ -99,7 +157,16 @@ async def main() -> None:
     parser.add_argument(
         "--screenshot", type=Path, help="save the city's map here (docs/console-map.png)"
     )
+    parser.add_argument(
+        "--consoles", type=int, default=0, help="CPU with this many consoles open under ingest"
+    )
+    parser.add_argument("--ingest-load", type=int, default=20_000, help="updates/s")
     args = parser.parse_args()
+    if args.consoles:
+        ingest = Path(__file__).resolve().parent / "ingest_curve.py"
+        command = [sys.executable, str(ingest), "--loads", str(args.ingest_load)]
+        command += ["--consoles", str(args.consoles), "--no-ceiling"]
+        sys.exit(subprocess.call(command))  # noqa: ASYNC221 - nothing else runs yet
     if not os.path.exists(CHROMIUM):
         sys.exit(f"Chromium is not installed at {CHROMIUM}")
     from playwright.async_api import async_playwright

@@ -566,6 +566,12 @@ def main() -> int:
         action="store_true",
         help="the gRPC floor instead of the orchestrator: a bare servicer, same TLS and load",
     )
+    parser.add_argument(
+        "--consoles",
+        type=int,
+        default=0,
+        help="with --loads: each load measured again with this many web consoles open",
+    )
     parser.add_argument("--json", action="store_true", help="print figures as JSON too")
     args = parser.parse_args()
     if args.replicas > 1 and not args.postgres:
@@ -575,6 +581,63 @@ def main() -> int:
     with contextlib.ExitStack() as stack:
         store_url = stack.enter_context(fresh_database(args.postgres)) if args.postgres else None
         return measure(args, work, store_url)
+
+
+CONSOLE_PASSWORD = "lanterne-de-la-place-darcy"  # tests/console/conftest.py's PASSWORD
+
+
+def with_consoles(city: BenchCity, ctx: Any, run: Run, load: int, args: argparse.Namespace) -> None:
+    """The same step again with ``args.consoles`` web consoles open on the orchestrator
+    (bench/console_bench.py's clients, in a process of their own), each following 20 of
+    the cabinets under load."""
+    from orchestrator.config import OrchestratorConfig
+    from orchestrator.identity.operators import add_operator, set_console_password
+
+    config = OrchestratorConfig.load(city.work / "orchestrator.toml")
+    now = datetime.now(UTC)
+    accounts = []
+    for n in range(args.consoles):
+        name = f"desk-{n:02d}"
+        add_operator(
+            config,
+            name=name,
+            role="operator",
+            communes=["*"],
+            profile_dir=city.work / "profiles" / name,
+            address=f"localhost:{city.port}",
+            now=now,
+        )
+        secret = set_console_password(config, name=name, password=CONSOLE_PASSWORD, now=now)
+        accounts.append((name, secret))
+    url = f"https://localhost:{city.console_port}"
+    ours, theirs = ctx.Pipe()
+    clients = []
+    for n, account in enumerate(accounts):
+        watched = [f"curve-{(20 * n + i) % args.gateways:05d}" for i in range(20)]
+        clients.append((account, watched))
+    proc = ctx.Process(target=_console_process, args=(theirs, url, city.ca.root_pem, clients))
+    proc.start()
+    try:
+        opened = ours.recv()
+        step = run.step(load)
+        print(
+            f"{step.line()}  with {opened['opened']} consoles open (each following 20 cabinets)",
+            flush=True,
+        )
+        print("  by thread: " + _threads(step), flush=True)
+        ours.send(None)
+        print(f"  consoles received {ours.recv()['events']} live updates", flush=True)
+    finally:
+        proc.join(timeout=30)
+        if proc.is_alive():
+            proc.terminate()
+
+
+def _console_process(pipe: Any, url: str, root: bytes, clients: list[Any]) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from console_bench import _consoles
+
+    asyncio.run(_consoles(pipe, url, root, clients))
 
 
 def start_floor(city: BenchCity, ctx: Any) -> Any:
@@ -595,7 +658,7 @@ def start_floor(city: BenchCity, ctx: Any) -> Any:
 
 
 def measure(args: argparse.Namespace, work: Path, store_url: str | None) -> int:
-    city = BenchCity.build(work, args.gateways, "curve", store_url)
+    city = BenchCity.build(work, args.gateways, "curve", store_url, console=bool(args.consoles))
     ctx = multiprocessing.get_context("spawn")
     # py-spy cannot attach to a running process in every container: it starts the server.
     spy = [_py_spy(), "record", "-f", "raw", "-o", str(work / "profile-py-spy.txt")]
@@ -663,6 +726,8 @@ def measure(args: argparse.Namespace, work: Path, store_url: str | None) -> int:
                 step = run.step(int(load))
                 print(step.line(), flush=True)
                 print("  by thread: " + _threads(step), flush=True)
+                if args.consoles:
+                    with_consoles(city, ctx, run, int(load), args)
             return 0
         steps, knee, half = curve(run, args)
     finally:
