@@ -27,8 +27,8 @@ Prints one line per figure. Needs Chromium at /usr/bin/chromium (or ``ONDIJON_CH
    gateways over mutual TLS), which measures a step with no console, then opens the
    consoles (each its own operator signed in with password and TOTP, its live feed
    ``/live`` following 20 cabinets under load, as a map zoomed on them does: their
-   devices polled every half second, the city's events pushed) and measures the same step
-   again (:func:`_consoles`).
+   devices polled every half second, the city's events pushed; ``--console-watch 0``: the
+   city-wide map, events only) and measures the same step again (:func:`_consoles`).
 """
 
 from __future__ import annotations
@@ -102,7 +102,15 @@ async def _consoles(
                         received[0] += 1
 
     tasks = [asyncio.create_task(one(n, s, w)) for (n, s), w in clients]
-    await asyncio.wait_for(opened.wait(), 120)
+    waiter = asyncio.create_task(opened.wait())
+    done, _ = await asyncio.wait([waiter, *tasks], timeout=300, return_when="FIRST_COMPLETED")
+    if waiter not in done:  # a console failed (or none opened in time): say why, stop
+        failed = [t.exception() for t in done if t.exception() is not None]
+        for task in [waiter, *tasks]:
+            task.cancel()
+        await asyncio.gather(waiter, *tasks, return_exceptions=True)
+        pipe.send({"opened": streaming[0], "error": repr(failed[:1])[:300]})  # type: ignore[attr-defined]
+        return
     pipe.send({"opened": streaming[0]})  # type: ignore[attr-defined]
     await asyncio.get_running_loop().run_in_executor(None, pipe.recv)  # type: ignore[attr-defined]
     for task in tasks:
@@ -161,11 +169,15 @@ async def main() -> None:
         "--consoles", type=int, default=0, help="CPU with this many consoles open under ingest"
     )
     parser.add_argument("--ingest-load", type=int, default=20_000, help="updates/s")
+    parser.add_argument(
+        "--console-watch", type=int, default=20, help="cabinets each console follows (0: none)"
+    )
     args = parser.parse_args()
     if args.consoles:
         ingest = Path(__file__).resolve().parent / "ingest_curve.py"
         command = [sys.executable, str(ingest), "--loads", str(args.ingest_load)]
         command += ["--consoles", str(args.consoles), "--no-ceiling"]
+        command += ["--console-watch", str(args.console_watch)]
         sys.exit(subprocess.call(command))  # noqa: ASYNC221 - nothing else runs yet
     if not os.path.exists(CHROMIUM):
         sys.exit(f"Chromium is not installed at {CHROMIUM}")

@@ -572,6 +572,12 @@ def main() -> int:
         default=0,
         help="with --loads: each load measured again with this many web consoles open",
     )
+    parser.add_argument(
+        "--console-watch",
+        type=int,
+        default=20,
+        help="cabinets each console follows (0: the city-wide map, events only)",
+    )
     parser.add_argument("--json", action="store_true", help="print figures as JSON too")
     args = parser.parse_args()
     if args.replicas > 1 and not args.postgres:
@@ -588,8 +594,8 @@ CONSOLE_PASSWORD = "lanterne-de-la-place-darcy"  # tests/console/conftest.py's P
 
 def with_consoles(city: BenchCity, ctx: Any, run: Run, load: int, args: argparse.Namespace) -> None:
     """The same step again with ``args.consoles`` web consoles open on the orchestrator
-    (bench/console_bench.py's clients, in a process of their own), each following 20 of
-    the cabinets under load."""
+    (bench/console_bench.py's clients, in a process of their own), each following
+    ``args.console_watch`` of the cabinets under load."""
     from orchestrator.config import OrchestratorConfig
     from orchestrator.identity.operators import add_operator, set_console_password
 
@@ -613,15 +619,20 @@ def with_consoles(city: BenchCity, ctx: Any, run: Run, load: int, args: argparse
     ours, theirs = ctx.Pipe()
     clients = []
     for n, account in enumerate(accounts):
-        watched = [f"curve-{(20 * n + i) % args.gateways:05d}" for i in range(20)]
+        k = args.console_watch
+        watched = [f"curve-{(k * n + i) % args.gateways:05d}" for i in range(k)]
         clients.append((account, watched))
     proc = ctx.Process(target=_console_process, args=(theirs, url, city.ca.root_pem, clients))
     proc.start()
     try:
         opened = ours.recv()
+        if "error" in opened:
+            print(f"consoles: {opened['opened']} opened, then {opened['error']}", flush=True)
+            return
         step = run.step(load)
         print(
-            f"{step.line()}  with {opened['opened']} consoles open (each following 20 cabinets)",
+            f"{step.line()}  with {opened['opened']} consoles open "
+            f"(each following {args.console_watch} cabinets)",
             flush=True,
         )
         print("  by thread: " + _threads(step), flush=True)
