@@ -9,7 +9,7 @@ DEMO_DEPS := $(if $(wildcard $(STAMP)),$(STAMP),$(DEMO_STAMP))
 # MicroPython's WebAssembly port, for the field-bus node's checks (package-lock.json).
 NPM_STAMP := node_modules/.installed
 
-.PHONY: demo dist test lint typecheck protos protos-check proto-lint pytest bench hil bench-hil clean console-assets
+.PHONY: demo dist test lint typecheck protos protos-check proto-lint pytest bench hil bench-hil clean console-assets console-outlines
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -71,6 +71,10 @@ pytest: $(STAMP) $(NPM_STAMP)
 # package (shipped in the wheel); tests/console/test_assets.py checks they are current.
 console-assets: $(STAMP) $(NPM_STAMP)
 	$(BIN)/python -m orchestrator.console.assets
+
+# The map's approximate commune outlines (replace the file with the real ones if you have them).
+console-outlines: $(STAMP)
+	$(BIN)/python -m orchestrator.console.outlines
 
 # The integrators' bench (hil_tests): simulated pins unless GPIOZERO_PIN_FACTORY names a
 # hardware factory; ONDIJON_BENCH names the inventory. Every scenario in its long form

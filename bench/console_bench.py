@@ -137,6 +137,7 @@ async def main() -> None:
                         await page.set_viewport_size({"width": 1280, "height": 800})
                         await page.goto(console.url + "/")
                         await page.wait_for_selector("#map[data-ready]", timeout=120_000)
+                        await page.wait_for_selector("#map[data-communes]", timeout=30_000)
                         await asyncio.sleep(2.0)  # the clusters' last chunks
                         await page.locator("#map").screenshot(path=str(args.screenshot))
                     await live_figures(console, agent, page, args.changes)

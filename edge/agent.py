@@ -72,6 +72,7 @@ from edge.storage.errors import DocumentRefusedError
 from edge.storage.outbox import Outbox
 from edge.storage.overflow import OutboxLimits
 from edge.storage.state import AgentState, DeviceCounters, DocumentVerdict
+from edge.storage.unwritten import DISK_FAILURES, Unwritten
 from edge.supervisor import Child, Supervisor
 from edge.timekeeping import CHECK_INTERVAL_S, ClockSync, RealTimeClock, Timekeeper, clock_sync
 from foundation.clock import Clock, SimulatedClock, SystemClock
@@ -162,6 +163,7 @@ class Agent:
             clock=clock,
             limits=OutboxLimits(max_disk_bytes=config.outbox_max_bytes),
         )
+        self.unwritten = Unwritten()
         self.link = GatewayLinkClient(config, self, self.outbox)
         if self.outbox.recovered is not None:
             # Set aside and started empty: what it held is lost and the control centre must
@@ -292,8 +294,38 @@ class Agent:
 
     def record(self, event: EquipmentEvent) -> None:
         """Make an event durable in the outbox, then let the link know."""
-        self.outbox.append(event)
+        self._write([event])
+
+    def _write(self, events: list[EquipmentEvent]) -> None:
+        """Append ``events`` (one transaction) after whatever a full disk held back; on a
+        disk failure hold them instead (:mod:`edge.storage.unwritten`): never raise it into
+        the controller that recorded them, the street must not notice."""
+        now = self.clock.now()
+        if self.unwritten.failing_since is not None and not self._write_held(now):
+            self.unwritten.hold(events, "still failing", now)
+            return
+        try:
+            self.outbox.append_many(events)
+        except DISK_FAILURES as exc:
+            self.unwritten.hold(events, str(exc), now)
+            return
         self.link.events_recorded()
+
+    def _write_held(self, now: datetime) -> bool:
+        """Write what a full disk held back, in order, then the alarm's end; whether all
+        of it is written."""
+        held = self.unwritten.held
+        try:
+            while held:
+                chunk = held[:100]
+                self.outbox.append_many(chunk)
+                del held[: len(chunk)]
+                self.link.events_recorded()
+            self.outbox.append(self.unwritten.cleared(now))
+        except DISK_FAILURES:
+            return False
+        self.link.events_recorded()
+        return True
 
     # -- the link's port ------------------------------------------------------------------------
 
@@ -683,6 +715,8 @@ class Agent:
     def monitor(self) -> None:
         """Check faults, meter energy and report what changed (one pass over all devices)."""
         now = self.clock.now()
+        if self.unwritten.failing_since is not None:
+            self._write_held(now)  # a full disk freed: what it held goes out
         readings: list[EquipmentEvent] = []
         for device in self.devices:
             if isinstance(device, LampDevice):
@@ -718,8 +752,7 @@ class Agent:
     def _flush(self, readings: list[EquipmentEvent]) -> None:
         if readings:
             # One transaction (one fsync) for the whole pass, not one per lamp.
-            self.outbox.append_many(readings)
-            self.link.events_recorded()
+            self._write(list(readings))
             readings.clear()
 
     def persist_counters(self) -> None:

@@ -44,3 +44,15 @@ def escape(text: str) -> str:
     if text.isprintable() and "\\" not in text:
         return text
     return "".join(_escaped(char) for char in text)
+
+
+# What a spreadsheet reads as the start of a formula (OWASP "CSV injection"): the sign
+# characters, and a tab or carriage return that some programs skip before one.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(text: str) -> str:
+    """``text`` safe as a CSV cell opened in a spreadsheet: one that starts like a formula
+    gets a leading apostrophe (the spreadsheet then shows it as text); quoting is the CSV
+    writer's."""
+    return "'" + text if text.startswith(_FORMULA_START) else text

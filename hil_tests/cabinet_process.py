@@ -51,16 +51,21 @@ class Rig:
     pending: int = -1
     documents: list[tuple[str, int]] = field(default_factory=list)
     boots: int = 0
+    pipe: bool = False  # the journal through a FIFO (not a file of the rig: a full disk)
     process: asyncio.subprocess.Process | None = None
     _reader: asyncio.Task[None] | None = None
     _seen: asyncio.Condition = field(default_factory=asyncio.Condition)
     _faults: list[str] = field(default_factory=list)
+    _copier: asyncio.Task[None] | None = None
 
     async def start(self, at: datetime) -> None:
         """Start the rig with the agent's clock at ``at``; returns once it runs."""
+        journal = self.journal
+        if self.pipe:
+            journal = self._pipe_journal()
         argv = [
             sys.executable, "-m", "edge.bench.cabinet", "--config", str(self.config),
-            "--inventory", str(self.inventory), "--journal", str(self.journal),
+            "--inventory", str(self.inventory), "--journal", str(journal),
             "--kinds", self.kinds, "--start", at.isoformat(), "--address", self.address,
             "--speed", str(self.speed), "--step", str(self.step),
         ]  # fmt: skip
@@ -80,6 +85,33 @@ class Rig:
         if not ready.is_set():
             waiting.cancel()
             raise AssertionError(f"the rig did not start: {self.tail()}")
+
+    def _pipe_journal(self) -> Path:
+        """A FIFO the rig writes its journal to, copied here into :attr:`journal`."""
+        fifo = self.journal.with_suffix(f".fifo{self.boots}")
+        os.mkfifo(fifo)
+        # Read and write ends both held here: no EOF before the rig opens it or between
+        # its starts; the copy ends once the rig has exited and the pipe is drained.
+        fd = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)
+        self._copier = asyncio.create_task(self._copy(fd))
+        return fifo
+
+    async def _copy(self, fd: int) -> None:
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader()
+        await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb", buffering=0)
+        )
+        with self.journal.open("ab") as out:
+            while True:
+                try:
+                    chunk = await asyncio.wait_for(reader.read(65536), 0.2)
+                except TimeoutError:
+                    if self.process is not None and self.process.returncode is not None:
+                        return
+                    continue
+                out.write(chunk)
+                out.flush()
 
     @property
     def log(self) -> Path:
@@ -137,6 +169,11 @@ class Rig:
         answer = await self._command(f"inject {fault} {target} {detail}".strip())
         return datetime.fromisoformat(answer.split()[1])
 
+    async def disk(self, state: str) -> datetime:
+        """``full``: the cabinet's disk fills up (no file of the rig may grow); ``freed``."""
+        answer = await self._command(f"disk {state}")
+        return datetime.fromisoformat(answer.split()[1])
+
     async def pace(self, speed: float, step: float) -> None:
         """Run the agent's time ``speed`` times real time, in steps of ``step`` s."""
         await self._command(f"speed {speed} {step}")
@@ -179,6 +216,8 @@ class Rig:
     async def _finish(self) -> None:
         if self._reader is not None:
             await self._reader
+        if self._copier is not None:
+            await asyncio.wait_for(self._copier, 10)
         if self.process is not None and self.process.stdin is not None:
             self.process.stdin.close()
 

@@ -142,9 +142,10 @@ async def city_bench(
     record: Record,
     speed: float = 600.0,
     step: float = 0.5,
+    pipe: bool = False,
 ) -> AsyncIterator[CityBench]:
     """An orchestrator, a cuttable link and the rig on ``kinds`` of ``inventory`` (read
-    from ``inventory_file``)."""
+    from ``inventory_file``; ``pipe``: the journal through a FIFO, see :class:`Rig`)."""
     ca = CertificateAuthority.init(tmp_path / "ca", now=datetime.now(UTC))
     async with started_city(tmp_path, ca) as city, LinkProxy(lambda: city.running.port) as proxy:
         wired = subset(inventory, kinds)
@@ -158,6 +159,7 @@ async def city_bench(
             address=proxy.address,
             speed=speed,
             step=step,
+            pipe=pipe,
         )
         record.started = start.isoformat()
         await rig.start(start)

@@ -2,6 +2,7 @@
 
     python -m edge.bench.cabinet --config AGENT.toml --inventory BENCH.toml --journal FILE \\
         --start ISO [--kinds lamps,bollards] [--speed 600] [--step 0.5] [--address HOST:PORT]
+        [--resume]
 
 What a Raspberry Pi wired to equipment is on a real bench, this process is on gpiozero's
 mock pins: the agent (:class:`edge.agent.Agent`, built from its TOML as ``ondijon edge
@@ -18,13 +19,22 @@ process. The bench, in another process, sees only what a multimeter on the pins 
   ``DOC <kind> <version>`` when a desired-state document starts being taken in (the moment
   a power cut lands *during* an update); ``F <ISO> <fault> <target>`` for each fault;
 - **stdin**, one command a line: ``inject FAULT TARGET [DETAIL]``
-  (:data:`edge.bench.street.FAULTS`), ``speed SPEED STEP``.
+  (:data:`edge.bench.street.FAULTS`), ``speed SPEED STEP``, ``disk full`` / ``disk
+  freed`` (the cabinet's disk fills up: this process may no longer grow any file, its
+  ``RLIMIT_FSIZE`` set to 0, as an unprivileged CI can; and freed again). A full disk also
+  stops the journal growing unless it is a pipe (``--journal`` a FIFO the bench reads).
 
 Time is the agent's own: a :class:`~foundation.clock.ManualClock` from ``--start``, moved
 ``--step`` simulated seconds every ``step / speed`` wall seconds, so a night takes a minute
 and every pin change is stamped with the agent's time (to within a step). The network is
 real and runs in real time; the link's backoff is capped at ``--backoff-cap-s``.
 SIGTERM stops the agent as ``ondijon edge run`` does; SIGKILL is a power cut.
+
+Under systemd (or its stand-in, :mod:`edge.firmware.systemd_standin`, as the firmware
+scenario runs it through the A/B launcher) it says ``READY=1`` with the same status as
+``ondijon edge run`` and pings the watchdog. ``--resume`` starts the clock where the
+journal left it (its last ``P`` or ``C`` line, written every simulated minute) when that is
+later than ``--start``: a restart by the supervisor does not turn the street's clock back.
 """
 
 from __future__ import annotations
@@ -34,6 +44,7 @@ import asyncio
 import contextlib
 import dataclasses
 import os
+import resource
 import signal
 import sys
 from datetime import datetime
@@ -46,6 +57,7 @@ from edge.bench.street import SimulatedStreet
 from edge.config import AgentConfig
 from edge.equipment.sim.bollard import PinChange
 from edge.equipment.sim.lantern import clocked_pwm_factory
+from edge.firmware.notify import Notifier, watchdog_interval
 from edge.link import Backoff
 from foundation.clock import ManualClock
 from protos.ondijon.v1 import link_pb2
@@ -82,8 +94,9 @@ class Pace:
     step: float
 
 
-async def tick(clock: ManualClock, agent: Agent, pace: Pace) -> None:
-    """Move the agent's clock, and tell the bench the time every simulated minute."""
+async def tick(clock: ManualClock, agent: Agent, pace: Pace, fd: int) -> None:
+    """Move the agent's clock, and tell the bench the time every simulated minute (and the
+    journal, for ``--resume``)."""
     told = -60.0
     while True:
         clock.advance(pace.step)
@@ -93,6 +106,7 @@ async def tick(clock: ManualClock, agent: Agent, pace: Pace) -> None:
         if clock.monotonic() - told >= 60.0:
             told = clock.monotonic()
             outbox = agent.outbox
+            os.write(fd, f"C {clock.now().isoformat()}\n".encode())
             say(
                 f"T {clock.now().isoformat()} {clock.monotonic():.6f} "
                 f"{outbox.last_sequence} {outbox.pending_count}"
@@ -115,11 +129,20 @@ async def commands(street: SimulatedStreet, pace: Pace) -> None:
                 say(f"E {exc}")
                 continue
             say(f"F {done.at.isoformat()} {done.fault} {done.target}")
+        elif words[0] == "disk" and len(words) == 2 and words[1] in ("full", "freed"):
+            fill_disk(words[1] == "full")
+            say(f"F {street.clock.now().isoformat()} disk_{words[1]} cabinet")
         elif words[0] == "speed" and len(words) == 3:
             pace.speed, pace.step = float(words[1]), float(words[2])
             say(f"S {pace.speed:g} {pace.step:g}")
         else:
             say(f"E unknown command {line.decode().strip()!r}")
+
+
+def fill_disk(full: bool) -> None:
+    """No file of this process may grow any more (a full disk), or they may again."""
+    _, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (0 if full else hard, hard))
 
 
 def announce_documents(agent: Agent) -> None:
@@ -133,13 +156,35 @@ def announce_documents(agent: Agent) -> None:
     agent.accept_document = announced  # type: ignore[method-assign]
 
 
+def resume_from(journal: Path, start: datetime) -> datetime:
+    """The later of ``start`` and the last instant the journal holds."""
+    if not journal.exists():
+        return start
+    last = start
+    for raw in journal.read_text(errors="replace").splitlines():
+        words = raw.split()
+        if len(words) >= 2 and words[0] in ("P", "C"):
+            with contextlib.suppress(ValueError, IndexError):
+                last = max(last, datetime.fromisoformat(words[2 if words[0] == "P" else 1]))
+    return last
+
+
+async def keep_watchdog(notifier: Notifier, interval: float) -> None:
+    while True:
+        notifier.watchdog()
+        await asyncio.sleep(interval)
+
+
 async def main(args: argparse.Namespace) -> None:
     config = AgentConfig.load(args.config)
     if args.address:
         config = dataclasses.replace(config, address=args.address)
     inventory = subset(load_inventory(args.inventory), args.kinds.split(","))
+    start = datetime.fromisoformat(args.start)
+    if args.resume:
+        start = resume_from(args.journal, start)
     fd = os.open(args.journal, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    clock = ManualClock(datetime.fromisoformat(args.start))
+    clock = ManualClock(start)
     os.write(fd, f"B {clock.now().isoformat()}\n".encode())
     pins = clocked_pwm_factory(clock)
     pins.history = Journal(fd, inventory)
@@ -152,14 +197,24 @@ async def main(args: argparse.Namespace) -> None:
     pace = Pace(args.speed, args.step)
     stopping = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopping.set)
+    notifier = Notifier()
+
+    def ready() -> None:
+        notifier.ready(f"running {config.gateway_id} {agent.firmware_version}")
+
     tasks: list[asyncio.Task[Any]] = [
-        asyncio.create_task(agent.run(), name="agent"),
-        asyncio.create_task(tick(clock, agent, pace), name="clock"),
+        asyncio.create_task(agent.run(ready=ready), name="agent"),
+        asyncio.create_task(tick(clock, agent, pace, fd), name="clock"),
         asyncio.create_task(commands(street, pace), name="commands"),
     ]
+    if interval := watchdog_interval():
+        tasks.append(asyncio.create_task(keep_watchdog(notifier, interval), name="watchdog"))
     say("READY")
     stopper = asyncio.create_task(stopping.wait())
     await asyncio.wait([stopper, tasks[0]], return_when=asyncio.FIRST_COMPLETED)
+    if stopping.is_set():  # stopped on request (a rollback's restart too), not crashed
+        agent.firmware.stopped_cleanly()
+        notifier.stopping()
     for task in [*tasks, stopper]:
         task.cancel()
     for task in tasks:
@@ -182,6 +237,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--speed", type=float, default=600.0, help="simulated s per wall s")
     parser.add_argument("--step", type=float, default=0.5, help="simulated s per clock step")
     parser.add_argument("--address", default="", help="the orchestrator (e.g. a proxy)")
+    parser.add_argument(
+        "--resume", action="store_true", help="start the clock where the journal left it"
+    )
     parser.add_argument("--backoff-cap-s", type=float, default=0.5, help="link backoff cap")
     return parser.parse_args(argv)
 

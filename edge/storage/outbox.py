@@ -27,11 +27,13 @@ The database is opened in exclusive locking mode: one agent owns it, and the wri
 log index lives in memory (no ``-shm`` file). Not for concurrent use by several threads at
 once (a lock serialises them, so ``asyncio.to_thread`` is fine).
 
-Damage: a database found corrupt on open, or one whose pages turn out unreadable while
-running (any operation that meets SQLite's "malformed", "not a database" or an I/O
-error), is set aside as ``<name>.corrupt`` after every readable row was copied out
-(:mod:`edge.storage.salvage`), and a new one continues with those rows, under their own
-sequences, from the same last sequence. The recovery is reported in
+Damage: a database found corrupt on open (after a crash, that is a write-ahead log left
+behind, ``PRAGMA quick_check`` is run first: a disk that lost log frames a checkpoint had
+already copied leaves pages of two commits side by side, which no ordinary query notices),
+or one whose pages turn out unreadable while running (any operation that meets SQLite's
+"malformed", "not a database" or an I/O error), is set aside as ``<name>.corrupt`` after
+every readable row was copied out (:mod:`edge.storage.salvage`), and a new one continues
+with those rows, under their own sequences, from the same last sequence. The recovery is reported in
 :attr:`Outbox.recovered` and to the :attr:`Outbox.on_recovery` listeners (the link closes
 its stream and reconnects); a recovery while running also records a ``storage.recovered``
 alarm itself. An append that met the damage is retried on the new database: the event is
@@ -92,13 +94,40 @@ _TABLE = {
 _GAP_EVENT_ESTIMATE = 2048
 # What SQLite says when the file under it is damaged (not: busy, full, misuse).
 _DAMAGE = ("SQLITE_CORRUPT", "SQLITE_NOTADB", "SQLITE_IOERR")
+# A write the disk refused (full: ENOSPC is SQLITE_FULL, but EFBIG, a file-size limit,
+# is this one): the transaction is rolled back and the database intact, so nothing is set
+# aside; the caller holds what it could not write (edge.storage.unwritten). A medium
+# that is really failing shows on the next read.
+_REFUSED_WRITE = ("SQLITE_IOERR_WRITE",)
 
 
 def _damaged(exc: sqlite3.DatabaseError) -> bool:
     name = str(getattr(exc, "sqlite_errorname", ""))
     if name:
-        return name.startswith(_DAMAGE)
+        return name.startswith(_DAMAGE) and not name.startswith(_REFUSED_WRITE)
     return isinstance(exc, sqlite3.DatabaseError) and "malformed" in str(exc)
+
+
+def _log_left(path: Path) -> bool:
+    """A non-empty write-ahead log next to ``path``: the last owner did not close it."""
+    try:
+        return os.path.getsize(f"{path}-wal") > 0
+    except FileNotFoundError:
+        return False
+
+
+def _structure_damage(conn: sqlite3.Connection) -> str | None:
+    """What ``PRAGMA quick_check`` finds wrong with the file, or None.
+
+    Run after a crash only: a disk that lost log frames the checkpoint had already copied
+    into the database leaves pages of two commits side by side (rows above the last
+    sequence, out of key order), which no ordinary query reports and every later one
+    trusts. One read of the file, at start.
+    """
+    lines = [str(r[0]) for r in conn.execute("PRAGMA quick_check(5)")]
+    if lines == ["ok"]:
+        return None
+    return "database inconsistent after a crash (" + "; ".join(lines)[:500] + ")"
 
 
 _SENT_READ = "SELECT value FROM meta WHERE key = 'sent.{lane}'"
@@ -171,15 +200,22 @@ class Outbox:
         # A lane's in-flight events are always its oldest: those at or below its cursor.
         self._cursor = dict.fromkeys(_LANES, 0)
         self._in_flight: set[int] = set()
+        # A log left behind: the last run did not close (a kill, a power cut).
+        crashed = _log_left(self._path)
+        damage = None
         try:
             self._conn = self._open()
-            self._load()
+            damage = _structure_damage(self._conn) if crashed else None
+            if damage is None:
+                self._load()
         except sqlite3.DatabaseError as exc:
             if not _damaged(exc):
                 raise
+            damage = f"database corrupt ({exc})"
+        if damage is not None:
             with contextlib.suppress(AttributeError, sqlite3.Error):
                 self._conn.close()
-            self.recovered = self._start_again(f"database corrupt ({exc})", known_last=None)
+            self.recovered = self._start_again(damage, known_last=None)
 
     def _load(self) -> None:
         self._page_size = self._scalar("PRAGMA page_size")

@@ -188,6 +188,7 @@ FR: dict[str, str] = {
     "next_page": "Page suivante",
     "first_page": "Première page",
     "no_entries": "Aucune entrée.",
+    "export_csv": "Exporter en CSV (toutes les entrées filtrées)",
 }
 
 EN: dict[str, str] = {
@@ -376,6 +377,7 @@ EN: dict[str, str] = {
     "next_page": "Next page",
     "first_page": "First page",
     "no_entries": "No entries.",
+    "export_csv": "Export as CSV (every filtered entry)",
 }
 
 LANGUAGES = {"fr": FR, "en": EN}

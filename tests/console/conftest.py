@@ -26,6 +26,20 @@ from tests.conftest import City, need, orchestrator_config
 
 CHROMIUM = os.environ.get("ONDIJON_CHROMIUM", "/usr/bin/chromium")
 PASSWORD = "lanterne-de-la-place-darcy"
+# Every screen a browser test reaches is saved here (gitignored), to look at after a run.
+SCREENS = Path(__file__).resolve().parents[2] / "test-screens"
+# `ONDIJON_SCREENSHOTS=docs` also retakes the README's pictures; a plain run writes nothing
+# tracked.
+README_SHOTS = os.environ.get("ONDIJON_SCREENSHOTS", "")
+
+
+async def shoot(page: Any, name: str, *, readme: bool = False) -> None:
+    """Save the page as ``test-screens/<name>.png``; a README picture (``readme``) also
+    into ``$ONDIJON_SCREENSHOTS`` when that is set."""
+    SCREENS.mkdir(exist_ok=True)
+    await page.screenshot(path=str(SCREENS / f"{name}.png"), full_page=True)
+    if readme and README_SHOTS:
+        await page.screenshot(path=str(Path(README_SHOTS) / f"{name}.png"), full_page=True)
 
 
 @dataclass

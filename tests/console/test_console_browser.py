@@ -5,29 +5,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import re
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
 from playwright.async_api import expect
 
+from domain.city.generator import COMMUNES
 from edge.agent import Agent
 from edge.config import AgentConfig
 from foundation.clock import SimulatedClock
 from ondijon.admin import lamp_override
 from ondijon.client import AdminClient
+from orchestrator.console.outlines import OUTLINES
 from orchestrator.store.database import Store
 from protos.ondijon.v1 import control_pb2
-from tests.console.conftest import PASSWORD, ConsoleCity
+from tests.console.conftest import PASSWORD, ConsoleCity, shoot
 
 pytestmark = pytest.mark.integration
-
-# `ONDIJON_SCREENSHOTS=docs` retakes the README's pictures; a plain run writes nothing tracked.
-SHOTS = Path(os.environ["ONDIJON_SCREENSHOTS"]) if os.environ.get("ONDIJON_SCREENSHOTS") else None
 
 
 @contextlib.asynccontextmanager
@@ -123,8 +120,7 @@ async def test_sign_in_then_an_override_from_the_cabinet_page_reaches_the_agent_
         cell = page.locator('tr[data-device="lamp-001"] .device-state')
         await expect(cell).to_have_text(re.compile(r"^30 %"), timeout=10_000)
         await expect(page.locator("#live-events")).to_contain_text("override", timeout=10_000)
-        if SHOTS is not None:  # the README's picture, refreshed on demand only
-            await page.screenshot(path=str(SHOTS / "console.png"), full_page=True)
+        await shoot(page, "console", readme=True)
         assert problems == []
 
 
@@ -160,4 +156,53 @@ async def test_a_viewer_sees_no_write_control_and_a_forged_post_is_refused_and_a
     assert [(e["actor"], e["result"]) for e in sent] == [
         ("spiffe://ondijon/operator/vera", "refused")
     ]
+    assert problems == []
+
+
+async def test_the_map_without_tiles_shows_the_bundled_commune_outlines(
+    console: ConsoleCity, browser: Any
+) -> None:
+    # Cabinets at the métropole's edges: the map opens on every commune.
+    for commune in COMMUNES:
+        if commune.name in ("Ahuy", "Fénay", "Corcelles-les-Monts", "Bressey-sur-Tille"):
+            await AdminClient(console.city.admin).add_gateway(
+                control_pb2.AddGatewayRequest(
+                    gateway_id=f"{commune.code}-01",
+                    serial=f"SN-{commune.code}",
+                    commune=commune.name,
+                    latitude=commune.latitude,
+                    longitude=commune.longitude,
+                    time_zone="Europe/Paris",
+                )
+            )
+    console.account("olga", "operator", ["*"])
+    page, problems = await new_page(browser, console)
+    loaded: list[tuple[str, int]] = []
+    page.on(
+        "response",
+        lambda r: loaded.append((r.url, r.status)) if r.url.endswith(".geojson") else None,
+    )
+    await sign_in(page, console, "olga", console.code("olga"))
+    await page.wait_for_selector("#fleet")
+    assert await page.locator("#map").get_attribute("data-tiles") in (None, "")
+    await expect(page.locator("#map")).to_have_attribute("data-communes", "23", timeout=15_000)
+    outlines = page.locator("path.commune-outline")
+    await expect(outlines).to_have_count(23)
+    view = await page.locator("#map").bounding_box()
+    assert view is not None
+    shown = 0
+    for n in range(23):
+        box = await outlines.nth(n).bounding_box()
+        assert box is not None and box["width"] > 5 and box["height"] > 5
+        shown += (
+            box["x"] < view["x"] + view["width"]
+            and box["x"] + box["width"] > view["x"]
+            and box["y"] < view["y"] + view["height"]
+            and box["y"] + box["height"] > view["y"]
+        )
+    assert shown == 23  # every commune on screen, not only present in the page
+    assert loaded == [(console.url + "/static/communes.geojson", 200)]
+    served = await page.request.get(console.url + "/static/communes.geojson")
+    assert await served.body() == OUTLINES.read_bytes()  # the package's file, as shipped
+    await shoot(page, "console-map-outlines")
     assert problems == []

@@ -3,7 +3,14 @@ CSRF, a viewer's forged write, sessions, and operator certificates."""
 
 from __future__ import annotations
 
+import csv
+import html
+import io
+import re
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -20,6 +27,89 @@ def audit(console: ConsoleCity) -> list[dict[str, object]]:
             return store.audit_entries(conn)
     finally:
         store.close()
+
+
+def screen_rows(text: str) -> list[list[str]]:
+    """The audit screen's rows as the reader sees them: id, then each cell's text."""
+    rows = []
+    for entry, cells in re.findall(r"<tr data-entry=\"(\d+)\">(.*?)</tr>", text, re.S):
+        rows.append(
+            [entry, *(html.unescape(c) for c in re.findall(r"<td[^>]*>(.*?)</td>", cells, re.S))]
+        )
+    return rows
+
+
+async def test_the_audit_export_is_the_screens_filtered_entries_with_formulas_neutralised(
+    console: ConsoleCity,
+) -> None:
+    console.account("ada", "admin", ["*"])
+    console.account("otto", "operator", ["*"])
+    # More entries than one ListAudit page (1,000), whose actor or detail looks like a
+    # formula to a spreadsheet, and some of another action that the filter leaves out.
+    actors = ("=1+2", "@SUM(1+1)*cmd|' /C calc'!A0", "+33 6 12")
+    store = Store.open(console.city.config.store_url)
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+    try:
+        with store.engine.begin() as conn:
+            for i in range(1_030):
+                store.audit(
+                    conn,
+                    at=start + timedelta(seconds=i),
+                    actor=actors[i % 3],
+                    action="test.bulk" if i % 10 else "test.other",
+                    target=f"dijon-{i:04d}",
+                    commune="Dijon",
+                    result="ok",
+                    detail="-1+1" if i == 7 else 'fine, "quoted"\nline',
+                )
+    finally:
+        store.close()
+    # The filters as typed in the screen: an action, and a time in the site's zone.
+    since = (start + timedelta(seconds=300)).astimezone(ZoneInfo("Europe/Paris"))
+    query = urlencode({"action": "test.other", "since": since.strftime("%Y-%m-%dT%H:%M:%S")})
+    client, _ = await console.signed_in("ada")
+    async with client:
+        shown: list[list[str]] = []
+        page_url = f"{console.url}/audit?{query}"
+        while page_url:
+            async with client.get(page_url) as page:
+                assert page.status == 200
+                text = await page.text()
+            shown += screen_rows(text)
+            following = re.search(r'<a href="([^"]*)" id="next-page">', text)
+            page_url = console.url + html.unescape(following.group(1)) if following else ""
+        assert len(shown) == 73  # i = 300, 310, ... 1020: more than a screen's page
+        export_link = re.search(r'<a href="([^"]*)" id="export" download>', text)
+        assert export_link and html.unescape(export_link.group(1)) == f"/audit.csv?{query}"
+        async with client.get(console.url + f"/audit.csv?{query}") as export:
+            assert export.status == 200
+            assert export.content_type == "text/csv"
+            assert "attachment" in export.headers["Content-Disposition"]
+            rows = list(csv.reader(io.StringIO(await export.text())))
+        assert rows[0] == ["id", "at", "actor", "action", "target", "commune", "result", "detail"]
+        # The screen's entries, in its order, with its texts; a formula kept as text
+        # behind an apostrophe.
+        assert [r[0] for r in rows[1:]] == [r[0] for r in shown]
+        for row, on_screen in zip(rows[1:], shown, strict=True):
+            expected = [("'" + c if c[:1] in ("=", "+", "-", "@") else c) for c in on_screen[2:]]
+            assert [row[2], row[3], row[4], row[5], row[6], row[7]] == expected
+            assert row[2].startswith("'") and row[2][1:] in actors
+        # Every filtered entry, past the first ListAudit page.
+        async with client.get(console.url + "/audit.csv?action=test.bulk") as export:
+            bulk = list(csv.reader(io.StringIO(await export.text())))[1:]
+        assert len(bulk) == 1_030 - 103
+        assert [int(r[0]) for r in bulk] == sorted({int(r[0]) for r in bulk})
+        assert {r[3] for r in bulk} == {"test.bulk"}
+        assert {r[2] for r in bulk} == {"'" + a for a in actors}
+        assert [r[7] for r in bulk if r[4] == "dijon-0007"] == ["'-1+1"]
+        assert 'fine, "quoted"\nline' in {r[7] for r in bulk}
+        assert not [c for r in bulk + rows[1:] for c in r if c[:1] in ("=", "+", "-", "@")]
+    # An operator is not an admin: refused, and no CSV.
+    client, _ = await console.signed_in("otto")
+    async with client, client.get(console.url + "/audit.csv") as refused_export:
+        assert refused_export.status == 403
+        assert refused_export.content_type == "text/html"
+        assert "test.bulk" not in await refused_export.text()
 
 
 async def test_every_answer_carries_a_strict_csp_and_no_page_has_inline_script(

@@ -16,7 +16,7 @@ from playwright.async_api import expect
 
 from ondijon.client import AdminClient
 from protos.ondijon.v1 import control_pb2, link_pb2
-from tests.console.conftest import ConsoleCity
+from tests.console.conftest import ConsoleCity, shoot
 from tests.console.test_console_browser import new_page, sign_in
 from tests.edge.test_agent import eventually, lighting, put_schedule, running
 
@@ -68,6 +68,7 @@ async def test_a_schedule_put_from_the_console_reaches_the_agent_and_is_audited(
         await page.fill("#document", all_day(30))
         await page.click("button[value=preview]")
         await expect(page.locator("#tonight-preview .level")).to_have_text("30 %")
+        await shoot(page, "console-schedules", readme=True)
         assert await held_version(console) == 1
         await page.click("#put-schedule")
         await expect(page.locator("#put-result")).to_contain_text("2")

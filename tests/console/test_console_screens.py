@@ -6,7 +6,6 @@ an automated accessibility check (axe-core) on every screen."""
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,7 +18,7 @@ from ondijon.client import AdminClient
 from orchestrator.store.database import Store
 from protos.ondijon.v1 import control_pb2
 from tests.conftest import need
-from tests.console.conftest import ConsoleCity
+from tests.console.conftest import ConsoleCity, shoot
 from tests.console.test_console_browser import new_page, sign_in
 from tests.edge.test_agent import eventually, lighting, put_schedule, running
 
@@ -27,8 +26,6 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 AXE = ROOT / "node_modules" / "axe-core" / "axe.min.js"
-# `ONDIJON_SCREENSHOTS=docs` retakes the README's pictures; a plain run writes nothing tracked.
-SHOTS = Path(os.environ["ONDIJON_SCREENSHOTS"]) if os.environ.get("ONDIJON_SCREENSHOTS") else None
 PLAYBOOK = {
     "name": "storm",
     "title": "Tempête : tout allumer",
@@ -102,8 +99,7 @@ async def test_an_alarm_from_a_real_agent_appears_live_is_acknowledged_and_audit
             "retour à la normale", timeout=15_000
         )
         await page.set_viewport_size({"width": 1280, "height": 800})
-        if SHOTS is not None:  # the README's picture, refreshed on demand only
-            await page.screenshot(path=str(SHOTS / "console-alarms.png"), full_page=True)
+        await shoot(page, "console-alarms", readme=True)
         assert problems == []
 
         # A viewer: the same list, no control; a forged acknowledgement is refused.
@@ -241,6 +237,8 @@ async def test_every_screen_passes_an_automated_accessibility_check(
                 target = page
             await target.goto(console.url + path)
             await target.wait_for_load_state("networkidle")
+            slug = path.strip("/").replace("/", "-") or "fleet"
+            await shoot(target, f"screen-{slug}")
             await target.add_script_tag(path=str(AXE))
             result = await target.evaluate(
                 "async () => (await axe.run(document, {resultTypes: ['violations']})).violations"

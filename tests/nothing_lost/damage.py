@@ -6,6 +6,11 @@
   after a failing SD card sector.
 - :func:`cut_wal` cuts the write-ahead log inside a frame, as a disk that dropped the
   last writes it had acknowledged: SQLite discards the torn tail and the commits in it.
+  When a checkpoint had already copied those frames into the database (the outbox
+  checkpoints every few commits), the disk kept the later writes and lost the earlier
+  ones: SQLite then reads pages of two commits side by side, rows out of key order and
+  above the last sequence among them, and no ordinary query says so. The outbox checks
+  the file's structure at a start after a crash for that reason.
 - :func:`take_image` / :func:`restore_image` copy a whole state directory and put it back
   later, as an installer restoring a cabinet from an older SD card image.
 """

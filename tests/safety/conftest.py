@@ -69,7 +69,10 @@ def explore(
             try:
                 run_state_machine_as_test(machine(), settings=options)
             except Exception as exc:
-                record.violations.append(f"{type(exc).__name__}: {exc}"[:4000])
+                # With its notes: Hypothesis puts the falsifying steps and the
+                # @reproduce_failure blob there, and a long run must not lose them.
+                notes = "\n".join(getattr(exc, "__notes__", []))
+                record.violations.append(f"{type(exc).__name__}: {exc}\n{notes}"[-20000:])
                 if budget <= 0:
                     raise
             if budget <= 0 or time.monotonic() - started > budget:

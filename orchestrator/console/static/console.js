@@ -39,6 +39,31 @@
                        iconSize: L.point(size, size) });
   }
 
+  // The communes' outlines from the bundled GeoJSON (approximate unless an operator put
+  // the real ones in), under the markers, in their own pane: a map without tiles still
+  // shows where each commune is.
+  function drawOutlines(map, el) {
+    map.createPane("communes").style.zIndex = 350;
+    fetchJson("/static/communes.geojson").then(function (data) {
+      var layer = L.geoJSON(data, {
+        pane: "communes", renderer: L.svg({ pane: "communes" }),
+        style: function () {
+          return { className: "commune-outline", color: "#6e7781", weight: 1.5, fillColor: "#d0d7de",
+                   fillOpacity: 0.25 };
+        },
+        onEachFeature: function (feature, shape) {
+          var name = document.createElement("span");  // text, never HTML: the file may be swapped
+          name.textContent = String((feature.properties || {}).name || "");
+          shape.bindTooltip(name, { sticky: true });
+        },
+      }).addTo(map);
+      layer.bringToBack();
+      // No asset placed yet (an empty register): the métropole is what there is to see.
+      if (!map._loaded && layer.getLayers().length) map.fitBounds(layer.getBounds());
+      el.setAttribute("data-communes", String(layer.getLayers().length));
+    }).catch(function () { el.setAttribute("data-communes", "0"); });
+  }
+
   function drawMap(el) {
     if (!window.L) return;
     var map = L.map(el, { preferCanvas: true, attributionControl: false, maxZoom: 19, minZoom: 3,
@@ -46,6 +71,7 @@
     city.map = map;
     var tiles = el.getAttribute("data-tiles");
     if (tiles) L.tileLayer(tiles, { maxZoom: 19 }).addTo(map);
+    drawOutlines(map, el);
     var group = L.markerClusterGroup
       ? L.markerClusterGroup({ chunkedLoading: true, chunkInterval: 100, chunkDelay: 10,
                                disableClusteringAtZoom: 18, spiderfyOnMaxZoom: false,

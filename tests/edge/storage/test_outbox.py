@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+import shutil
+import sqlite3
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -18,7 +20,7 @@ from edge.storage.outbox import Outbox
 from edge.storage.overflow import MIB, OutboxLimits
 from foundation.clock import ManualClock
 from protos.ondijon.v1 import link_pb2
-from tests.nothing_lost.damage import garble_leaf
+from tests.nothing_lost.damage import cut_wal, garble_leaf, page_size
 from tests.nothing_lost.harness import listed_lost
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
@@ -458,6 +460,83 @@ def test_a_page_garbled_under_a_running_outbox_costs_that_page_and_is_listed_exa
         again = box.settle_losses(held=[], stored_sequence=0, hello_last=box.last_sequence)
         assert again.lost == []
     assert (tmp_path / "outbox.db.corrupt").exists()
+
+
+def files_left_by_a_kill(path: Path, into: Path) -> Path:
+    """The outbox's files as a SIGKILL leaves them (the writer's connection still open)."""
+    into.mkdir()
+    for suffix in ("", "-wal"):
+        if Path(f"{path}{suffix}").exists():
+            shutil.copy2(f"{path}{suffix}", into / f"{path.name}{suffix}")
+    return into / path.name
+
+
+def quick_check_passes(path: Path, scratch: Path) -> bool:
+    """SQLite's own structural check of a file (raw, no outbox), made on a copy: closing
+    the connection would fold the log into the database."""
+    path = files_left_by_a_kill(path, scratch)
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute("PRAGMA quick_check").fetchall() == [("ok",)]
+    except sqlite3.DatabaseError:
+        return False
+    finally:
+        conn.close()
+
+
+def test_a_log_cut_after_it_was_folded_into_the_database_is_not_trusted(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    """The kill storm's "wal" fault, at one kill point after another: the log's last
+    frames cut after the checkpoint had already copied them into the database (a disk that
+    lost writes it acknowledged, but not the later ones). SQLite then reads pages of two
+    commits at once: the meta page says the last sequence is N while a leaf holds rows
+    above N, out of key order (``PRAGMA quick_check``: "Rowid out of order"). Trusted, the
+    outbox numbered new events over those rows and dropped them for room in a gap event
+    numbered below them: the orchestrator stored the new events under the numbers the gap
+    listed as lost. An outbox found so after a crash is recovered: every row it holds is
+    numbered at or below its last sequence, in order, and none of its numbers is given
+    again."""
+    path = tmp_path / "live" / "outbox.db"
+    limits = OutboxLimits(max_disk_bytes=MIB)
+    rng = random.Random(6)  # batch sizes; with SQLite 3.4x, out-of-order rows at kill 43
+    damaged = 0
+
+    def readings(kill: int) -> list[EquipmentEvent]:  # small ones: many rows a page
+        at = T0 + kill * QUARTER
+        return [
+            EquipmentEvent(
+                d,
+                "lamp.metering",
+                Priority.METERING,
+                at,
+                "",
+                {"power_w": str((kill * 31 + i) % 90), "energy_wh": str(kill * 7 + i)},
+            )
+            for i, d in enumerate(LAMPS)
+        ]
+
+    with Outbox(path, clock=clock, limits=limits) as live:
+        for kill in range(60):
+            live.append_many(readings(kill))
+            sent = sorted(e.sequence for e in live.next_batch(rng.randint(50, 150), 10**9))
+            live.ack([(sent[0], sent[-1])])  # pages freed, and reused by the next appends
+            copy = files_left_by_a_kill(path, tmp_path / f"kill-{kill}")
+            cut_wal(Path(f"{copy}-wal"), page_size(copy), 1 + kill % 3)
+            damaged += not quick_check_passes(copy, tmp_path / f"check-{kill}")
+            with Outbox(copy, clock=clock, limits=limits) as box:
+                held = everything(box)
+                for lane in {e.priority for e in held}:
+                    in_lane = [e.sequence for e in held if e.priority == lane]
+                    assert in_lane == sorted(in_lane), f"kill {kill}: rows out of order"
+                top = max((e.sequence for e in held), default=0)
+                assert top <= box.last_sequence, (
+                    f"kill {kill}: holds {top} above its last sequence {box.last_sequence}"
+                )
+                given = box.append_many(readings(99)[:5])
+                assert not set(given) & {e.sequence for e in held}, f"kill {kill}: reused"
+    # The damage this test is about did happen (else it would prove nothing).
+    assert damaged > 0
 
 
 def test_an_append_that_meets_damage_is_made_on_the_recovered_outbox(
