@@ -99,19 +99,22 @@ class Rig:
     async def _copy(self, fd: int) -> None:
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader()
-        await loop.connect_read_pipe(
+        transport, _ = await loop.connect_read_pipe(
             lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb", buffering=0)
         )
-        with self.journal.open("ab") as out:
-            while True:
-                try:
-                    chunk = await asyncio.wait_for(reader.read(65536), 0.2)
-                except TimeoutError:
-                    if self.process is not None and self.process.returncode is not None:
-                        return
-                    continue
-                out.write(chunk)
-                out.flush()
+        try:
+            with self.journal.open("ab") as out:
+                while True:
+                    try:
+                        chunk = await asyncio.wait_for(reader.read(65536), 0.2)
+                    except TimeoutError:
+                        if self.process is not None and self.process.returncode is not None:
+                            return
+                        continue
+                    out.write(chunk)
+                    out.flush()
+        finally:
+            transport.close()
 
     @property
     def log(self) -> Path:

@@ -18,7 +18,7 @@ import asyncio
 import os
 import sys
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -27,22 +27,25 @@ from test_hil_city import night
 
 from edge.bench.inventory import Inventory, agent_equipment, subset, to_toml
 from edge.bench.report import Record
+from edge.firmware.simulator import agent_wheel
 from edge.firmware.systemd_standin import ServiceSupervisor
 from edge.identity import enroll
 from ondijon.client import AdminClient
 from protos.ondijon.v1 import control_pb2, firmware_pb2, link_pb2
 from provisioning.ca import CertificateAuthority
+from provisioning.release import build_release, sign_release
 from tests.conftest import City, started_city
 from tests.firmware_e2e.conftest import make_releases
 from tests.firmware_e2e.processes import (
+    _PREAMBLE,
     BASE,
     FAULT_AFTER_ENV,
+    FAULTS,
     ProcessCabinet,
     Timing,
     campaign,
     measure_rollback,
     show,
-    upload,
 )
 from tests.nothing_lost.harness import LinkProxy
 
@@ -52,6 +55,26 @@ LONG = os.environ.get("ONDIJON_LONG", "") not in ("", "0")
 GATEWAY = "hil-firmware"
 KINDS = ["lamps", "bollards"]
 KINDS_RUN = ["unhealthy", "crashing"] if LONG else ["unhealthy"]
+# The faults built into the release's edge/agent.py. ``unhealthy`` is the firmware tests';
+# theirs for ``crashing`` replaces ``run_agent`` (``ondijon edge run``), which the bench's
+# cabinet process does not call: this one crashes the agent itself, after every start.
+RELEASE_FAULTS = {
+    "unhealthy": FAULTS["unhealthy"],
+    "crashing": _PREAMBLE
+    + """
+_real_agent_run = Agent.run
+
+async def _crashing_run(self, *, ready=None):
+    def crash():
+        _time.sleep(_AFTER)
+        _os._exit(70)
+
+    _threading.Thread(target=crash, daemon=True).start()
+    await _real_agent_run(self, ready=ready)
+
+Agent.run = _crashing_run
+""",
+}
 
 
 def tonight() -> datetime:
@@ -129,14 +152,17 @@ async def test_a_release_failing_its_health_check_rolls_back_with_the_street_unt
     every restart, the bollard's motors never run, and the campaign counts one failure."""
     timing = Timing.short()
     if LONG:
-        timing = Timing(timing.unit, 120.0, 30.0, 10.0, 1.0)
+        # The agent's shipped health-check deadline and stability period, in its own
+        # (60 times faster) seconds: 10 wall seconds of stability, longer than the
+        # crashing release lives (1 wall second), so its trial never commits.
+        timing = Timing(timing.unit, 120.0, 600.0, 10.0, 1.0)
     start = tonight()
     record.started = start.isoformat()
     cabinet, rig = await bench_cabinet(city, sim_bench, inventory_file, timing, start)
     try:
         schedule = link_pb2.DOCUMENT_KIND_SCHEDULE
         await holds(city, schedule, await admin_put(city, schedule, night(40)))
-        await upload(city, "0.2.0", fault)
+        await upload(city, "0.2.0", fault)  # signed with the key the agent pins
         campaign_id = await campaign(city, "0.2.0", [GATEWAY])
         rollback = await measure_rollback(city, cabinet, fault, campaign_id, timeout=240)
     finally:
@@ -181,6 +207,20 @@ async def test_a_release_failing_its_health_check_rolls_back_with_the_street_unt
         description="the campaign counts the gateway as failed, not updated",
     )  # fmt: skip
     assert shown.waves[0].committed == 0
+
+
+async def upload(city: City, version: str, fault: str) -> None:
+    """A signed release of the agent's own packages with ``fault`` built in, uploaded."""
+    releases = make_releases(city)
+    directory = city.tmp_path / "releases" / fault
+    directory.mkdir(parents=True, exist_ok=True)
+    name, wheel = agent_wheel(version, append={"edge/agent.py": RELEASE_FAULTS[fault]})
+    (directory / name).write_bytes(wheel)
+    release = build_release(
+        directory / name, version, BASE, datetime.now(UTC) + timedelta(days=30), directory
+    )
+    sign_release(release, releases.key)
+    await releases.upload(release)
 
 
 def boots(journal: Path) -> list[list[tuple[str, float]]]:
