@@ -731,10 +731,6 @@ class Outbox:
             asked_after: ``Hello.held_after`` (by default, ``hello_last``).
         """
         with self._lock, self._guard("settle losses"):
-            # What the orchestrator stores up to is never dropped, even if a disk that went
-            # back (a cut log, an older image) forgot that it was sent: dropping it would list
-            # as lost an event the orchestrator holds.
-            self._mark_sent(dict.fromkeys(_LANES, min(stored_sequence, self._last)))
             if held is not None:
                 held = list(held)
                 after = hello_last if asked_after is None else asked_after

@@ -609,24 +609,6 @@ def test_what_was_sent_is_never_dropped_even_after_the_stream_broke_and_a_restar
     assert sent <= {e.sequence for e in kept}
 
 
-def test_what_the_orchestrator_says_it_stored_is_never_dropped_though_the_sent_mark_was_lost(
-    tmp_path: Path, clock: ManualClock
-) -> None:
-    """A disk that went back (a cut log, an older image) may forget that events were sent;
-    the orchestrator's welcome says up to where it stores: those are never listed lost."""
-    limits = OutboxLimits(max_disk_bytes=MIB)
-    path = tmp_path / "outbox.db"
-    with Outbox(path, clock=clock, limits=limits) as box:
-        _fill(box, clock, quarters=10, with_events=False)
-        stored = box.last_sequence  # delivered and stored; the acks and the mark were lost
-        assert box.settle_losses(held=[], stored_sequence=stored, hello_last=stored).lost == []
-        _fill(box, clock, quarters=70, with_events=False)
-        kept = everything(box)
-    dropped = _dropped_by_gaps(gaps(kept))
-    assert dropped, "the budget should have been exceeded"
-    assert min(dropped) > stored
-
-
 def test_a_gap_event_not_yet_sent_lists_nothing_the_orchestrator_holds(
     tmp_path: Path, clock: ManualClock
 ) -> None:
