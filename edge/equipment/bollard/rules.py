@@ -21,6 +21,7 @@ if nothing changes. It does no I/O, so every rule below is tested exhaustively:
 - The emergency-lower input (fire brigade key) wins over everything: it lowers from any
   state, faulted or held up, and keeps the bollard down while active. A fault met during an
   emergency lowering is not retried until the key is turned again or an operator resets.
+  A faulted bollard the key lowered stays down when the key is released: still latched.
 - Travel that does not reach its limit switch within ``travel_timeout_s`` is a fault (motor
   off, ALARM); both limit switches active at once is a sensor fault. A fault holds until a
   reset.
@@ -350,7 +351,9 @@ class BollardRules:
 
     def wants_up(self, situation: Situation, inputs: BollardInputs, now: datetime) -> bool:
         """Whether the bollard should be up now, all things considered but the loop."""
-        if inputs.emergency or situation.locked_out:
+        if inputs.emergency or situation.latches.latched:
+            # A latch holds until a reset, wherever the post is: a faulted bollard the
+            # emergency key lowered stays down when the key is released.
             return False
         if situation.mode is not Mode.AUTOMATIC:
             return situation.mode is Mode.HELD_UP

@@ -284,6 +284,38 @@ def test_emergency_lowers_a_faulted_bollard() -> None:
     assert run.outputs == BollardOutputs()
 
 
+@pytest.mark.parametrize("fault", ["rise_timeout", "position_lost", "lower_timeout"])
+def test_a_fault_still_holds_the_bollard_down_after_an_emergency_lowering(fault: str) -> None:
+    """The fire brigade's key lowers a faulted bollard; releasing the key is not a reset.
+
+    Found by the randomized suite (tests/safety): a position contradiction, the key turned
+    and released, and the post rose again three seconds later with the fault still latched.
+    """
+    if fault == "rise_timeout":
+        run = Run()
+        run.at(1)
+        run.at(1.1, down_limit=False)
+        run.at(9.1)
+    elif fault == "position_lost":
+        run = Run()
+        run.at(0.5, down_limit=False)  # the down switch lets go with the motors off
+    else:
+        run = Run(down_limit=False, up_limit=True)
+        run.at(1, target=BollardTarget())
+        run.at(1.1, up_limit=False)
+        run.at(9.1)
+    assert run.phase is Phase.FAULT
+    assert run.situation.faults == (fault,)
+    assert run.at(20, emergency=True).motor_down
+    run.at(21, down_limit=True)
+    run.at(22, emergency=False, target=UP_LIST)
+    for second in (23, 30, 60, 600):
+        assert run.at(second) == BollardOutputs(), f"moved at {second} s with {fault} latched"
+    assert run.situation.faults == (fault,)
+    assert run.reset() == BollardOutputs(warning_light=True)  # and a reset lets it rise
+    assert run.at(601).motor_up
+
+
 def test_emergency_lowering_that_fails_is_not_retried_until_the_key_is_turned_again() -> None:
     run = Run(down_limit=False, up_limit=True)
     run.at(1, emergency=True)
@@ -494,6 +526,7 @@ def test_safety_holds_for_any_sequence_of_inputs(
         if reset:
             situation, _ = RULES.reset(situation, now)
             locked_mode = None
+        latched_before = situation.latches.latched
         situation, outputs, events, deadline = RULES.step(situation, inputs, now)
         assert not (outputs.motor_up and outputs.motor_down)
         if outputs.motor_up:
@@ -507,6 +540,8 @@ def test_safety_holds_for_any_sequence_of_inputs(
             assert now - light_since >= timedelta(seconds=1)
         if outputs.motor_up or outputs.motor_down:
             assert outputs.warning_light
+        if latched_before:  # only a reset clears a latch, whatever the key or the mode
+            assert not (outputs.motor_up and not previous.motor_up), "rose while latched"
         if locked_mode is not None and inputs.mode is locked_mode:
             assert not outputs.motor_up
         if situation.locked_out:
