@@ -423,7 +423,7 @@ class BollardRules:
             return None if want else self._lower(s, now, "target", events)
         if s.phase is Phase.LOWERING:
             return self._lowering(s, inputs, now, events)
-        return None  # FAULT: held until an operator reset or a mode change
+        return None  # FAULT: held until a reset (or the emergency key lowers it)
 
     def _rising(
         self,
