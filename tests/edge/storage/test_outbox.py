@@ -609,6 +609,49 @@ def test_what_was_sent_is_never_dropped_even_after_the_stream_broke_and_a_restar
     assert sent <= {e.sequence for e in kept}
 
 
+def test_events_sent_before_a_crash_whose_marks_the_disk_dropped_are_never_listed_lost(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    """The kill storm's "stored and listed as lost": events were sent and stored, then a
+    crash and a disk that dropped its last transactions (here: an image of the files taken
+    before the send) forgot that they were sent; a full outbox dropped them for room and
+    listed them lost, once between the hello and its welcome, once after the welcome."""
+    limits = OutboxLimits(max_disk_bytes=MIB)
+    path = tmp_path / "outbox.db"
+    image = tmp_path / "image"
+    image.mkdir()
+    with Outbox(path, clock=clock, limits=limits) as box:
+        _fill(box, clock, quarters=10, with_events=False)
+        for suffix in ("", "-wal"):  # the disk as it will be found after the crash
+            shutil.copy(f"{path}{suffix}", image / f"outbox.db{suffix}")
+        sent = {e.sequence for e in box.next_batch(600, 10**9)}  # delivered and stored
+        stored = max(sent)
+    for suffix in ("", "-wal"):
+        shutil.copy(image / f"outbox.db{suffix}", f"{path}{suffix}")
+    with Outbox(path, clock=clock, limits=limits) as box:
+        box.requeue_in_flight()  # a stream starts
+        asked = box.held_after()
+        assert asked < min(sent)  # the hello asks about the events not known as sent
+        # Readings keep coming while the hello waits for its welcome: nothing pending is
+        # dropped meanwhile (the outbox runs over its budget for that time).
+        for _ in range(40):
+            clock.advance(QUARTER.total_seconds())
+            box.append_many([reading(d, clock.now()) for d in LAMPS])
+        assert not _dropped_by_gaps(gaps(everything(box))) & sent
+        box.settle_losses(
+            held=[(min(sent), stored)],
+            stored_sequence=stored,
+            hello_last=box.last_sequence,
+            asked_after=asked,
+        )
+        _fill(box, clock, quarters=70, with_events=False)
+        kept = everything(box)
+    dropped = _dropped_by_gaps(gaps(kept))
+    assert dropped, "the budget should have been exceeded"
+    assert not dropped & sent
+    assert sent <= {e.sequence for e in kept}
+
+
 def test_a_gap_event_not_yet_sent_lists_nothing_the_orchestrator_holds(
     tmp_path: Path, clock: ManualClock
 ) -> None:
