@@ -251,16 +251,23 @@ class LinkProxy:
         self.connections += 1
         self._live |= {writer, up_writer}
         self._upstream[writer] = self._upstream[up_writer] = port
-        await asyncio.gather(
-            self._pipe(reader, up_writer, upstream=True),
-            self._pipe(up_reader, writer, upstream=False),
-            return_exceptions=True,
-        )
-        for w in (writer, up_writer):
-            self._live.discard(w)
-            self._silent.discard(w)
-            self._upstream.pop(w, None)
-            w.transport.abort()
+        pipes = {
+            asyncio.create_task(self._pipe(reader, up_writer, upstream=True)),
+            asyncio.create_task(self._pipe(up_reader, writer, upstream=False)),
+        }
+        # One side closed or reset: so is the other (as a TCP balancer does), or the peer
+        # would only find out the next time it sends.
+        try:
+            await asyncio.wait(pipes, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for pipe in pipes:
+                pipe.cancel()
+            await asyncio.gather(*pipes, return_exceptions=True)
+            for w in (writer, up_writer):
+                self._live.discard(w)
+                self._silent.discard(w)
+                self._upstream.pop(w, None)
+                w.transport.abort()
 
     async def _pipe(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, upstream: bool
