@@ -23,8 +23,11 @@ a report of its devices right after each welcome. Beside them, ``--agents`` REAL
 quarter-hour metering makes events every few seconds) through the same balancer: their
 figure anchors the load gateways' one.
 
-Each round (``--kills`` rounds) hits the replica holding the most real agents (then the
-most gateways) three ways, one after the other, the replica started again in between:
+Each round (``--kills`` rounds) hits a replica three ways, one after the other, the
+replica started again in between. Before each hit every link is cut at the balancer, so
+the fleet spreads evenly again (hits gather it on fewer replicas) and each hit moves about
+as many gateways; the replica hit is the one holding the most real agents, then the most
+gateways:
 
 - **kill**: SIGKILL;
 - **term**: SIGTERM, the graceful stop;
@@ -92,7 +95,7 @@ from tests.replicas.cluster import HEALTH_EVERY_S, Balancer
 T = TypeVar("T")
 
 KINDS = ("kill", "term", "cut", "hang")
-SETTLE_S = 2.0  # after each hit, before the next: the fleet quiet again
+SETTLE_S = 2.0  # the fleet back, before a hit: quiet again
 HIT_TIMEOUT_S = 90.0
 DRAIN_S = 60.0
 AGENT_LAMPS = 4
@@ -326,6 +329,12 @@ class BalancerThread:
             return self.balancer.proxy.cut_to(port)
 
         return self._run(cut())
+
+    def cut_all(self) -> None:
+        async def cut() -> None:
+            self.balancer.proxy.cut_now()
+
+        self._run(cut())
 
     def close(self) -> None:
         self._run(self.balancer.__aexit__(None, None, None))
@@ -593,8 +602,24 @@ class Bench:
 
         return max(self.replicas, key=weight)
 
+    def rebalance(self) -> None:
+        """Every link cut at the balancer: the fleet reconnects spread evenly again (hits
+        gather the gateways on fewer replicas), so each hit moves about as many."""
+        assert self.balancer is not None
+        t = time.time()
+        self.balancer.cut_all()
+        everyone = set(self.load_ids) | set(self.agent_ids)
+
+        def back() -> bool:
+            streams = self.store.streams()
+            return all(streams.get(gid, ("", 0.0))[1] > t for gid in everyone)
+
+        self.until(back, 180, "every gateway back after the rebalance")
+        time.sleep(SETTLE_S)
+
     def hit(self, kind: str) -> Hit:
         assert self.balancer is not None
+        self.rebalance()
         replica = self.victim()
         assert replica.proc is not None
         before = self.store.streams()
@@ -649,7 +674,6 @@ class Bench:
             replica.proc.wait(timeout=60)
             self.start(replica)
             self.until(lambda: self.balancer_serving(replica), 30, f"{replica.name} serving")
-        time.sleep(SETTLE_S)
         return result
 
     # -- the end: nothing lost --
