@@ -122,6 +122,7 @@ class FailoverGateway(_Gateway):
     welcomes: list[float] = field(default_factory=list)
     served: list[float] = field(default_factory=list)
     ends: list[float] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)  # how each stream ended
     conflicts: int = 0
     _served_this: bool = False
 
@@ -203,10 +204,18 @@ class FailoverGateway(_Gateway):
                 self.live = False
                 if welcomed:
                     self.ends.append(time.time())
+                    self.reasons.append(await self._ended_with())
                 await self.close()
                 self.reader = None
             attempt = 0 if welcomed else attempt + 1
             await asyncio.sleep(self.backoff.delay(attempt, self.rng))
+
+    async def _ended_with(self) -> str:
+        try:
+            code = await asyncio.wait_for(self.call.code(), 1.0)
+            return f"{code.name}: {await self.call.details()}"[:80]
+        except (TimeoutError, grpc.aio.AioRpcError, AttributeError) as exc:
+            return type(exc).__name__
 
     async def tick(self, every: float, stop: asyncio.Event) -> None:
         await asyncio.sleep(random.random() * every)
@@ -241,7 +250,7 @@ async def _load(
     while True:
         command = await loop.run_in_executor(None, pipe.recv)
         if command == "times":
-            pipe.send({g.gateway_id: (g.welcomes, g.served, g.ends) for g in fleet})
+            pipe.send({g.gateway_id: (g.welcomes, g.served, g.ends, g.reasons) for g in fleet})
         elif command == "stop":
             # The street goes quiet; what the outboxes hold drains.
             stop.set()
@@ -461,12 +470,14 @@ class Hit:
     replica: str
     gateways: int  # load gateways that were on it
     agents: int  # real agents that were on it
+    down_s: list[float]  # per load gateway: hit -> its stream ended (it noticed)
     welcome_s: list[float]  # per load gateway: hit -> welcomed again
     served_s: list[float]  # per load gateway: hit -> first acknowledgement on the new stream
     store_s: list[float]  # per load gateway: hit -> new stream recorded in the store
     agents_store_s: list[float]  # per real agent, the same
     not_back: int  # gateways (load or real) not served again within the timeout
     others_moved: int  # load gateways on other replicas that reconnected meanwhile
+    ended_with: dict[str, int]  # how their streams ended (status: details), how many
 
     @property
     def all_served_s(self) -> float:
@@ -475,11 +486,14 @@ class Hit:
     def line(self) -> str:
         return (
             f"{self.kind:<5} {self.replica:<10} {self.gateways:>4} gw {self.agents} ag  "
-            f"welcome {_ps(self.welcome_s)}  served {_ps(self.served_s)}  "
+            f"down {_ps(self.down_s)}  welcome {_ps(self.welcome_s)}  "
+            f"served {_ps(self.served_s)}  "
             f"all {self.all_served_s:5.2f} s  store {_ps(self.store_s)}  "
             f"agents {', '.join(f'{x:.2f}' for x in self.agents_store_s) or '-'}"
             + (f"  NOT BACK {self.not_back}" if self.not_back else "")
             + (f"  others moved {self.others_moved}" if self.others_moved else "")
+            + "\n      ended: "
+            + "; ".join(f"{n} {why}" for why, n in sorted(self.ended_with.items()))
         )
 
 
@@ -573,8 +587,8 @@ class Bench:
         everyone = set(self.load_ids) | set(self.agent_ids)
         self.until(lambda: everyone <= set(self.store.streams()), 120, "every gateway connected")
 
-    def times(self) -> dict[str, tuple[list[float], list[float], list[float]]]:
-        out: dict[str, tuple[list[float], list[float], list[float]]] = {}
+    def times(self) -> dict[str, tuple[list[float], list[float], list[float], list[str]]]:
+        out: dict[str, tuple[list[float], list[float], list[float], list[str]]] = {}
         for pipe in self.pipes:
             pipe.send("times")
         for pipe in self.pipes:
@@ -654,12 +668,19 @@ class Bench:
                 break
             time.sleep(0.1)
         welcome = {gid: [t for t in times[gid][0] if t > t0] for gid in load_on}
+        down = {gid: [t for t in times[gid][2] if t > t0] for gid in load_on}
         others = [g for g in self.load_ids if g not in on_it and any(t > t0 for t in times[g][0])]
+        # How the streams ended, those of the replica hit and any other's.
+        why: collections.Counter[str] = collections.Counter()
+        for gid in load_on + others:
+            ends, reasons = times[gid][2], times[gid][3]
+            why.update(r for t, r in zip(ends, reasons, strict=False) if t > t0)
         result = Hit(
             kind=kind,
             replica=replica.name,
             gateways=len(load_on),
             agents=len(agents_on),
+            down_s=[d[0] - t0 for d in down.values() if d],
             welcome_s=[w[0] - t0 for w in welcome.values() if w],
             served_s=[s[0] - t0 for s in served.values() if s],
             store_s=[v for g in load_on if (v := store_back[g]) is not None],
@@ -667,6 +688,7 @@ class Bench:
             not_back=sum(v is None for v in store_back.values())
             + sum(not s for s in served.values()),
             others_moved=len(others),
+            ended_with=dict(why),
         )
         if kind in ("kill", "term", "hang"):
             if kind == "hang":
@@ -770,6 +792,7 @@ def summary(hits: list[Hit]) -> dict[str, Any]:
             "hits": len(mine),
             "gateways": sum(h.gateways for h in mine),
             "agents": sum(h.agents for h in mine),
+            "down_p50_s": _pct([x for h in mine for x in h.down_s], 0.5),
             "welcome_p50_s": _pct(welcome, 0.5),
             "served_p50_s": _pct(served, 0.5),
             "served_p99_s": _pct(served, 0.99),
@@ -802,8 +825,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             print(f"all connected in {time.monotonic() - began:.1f} s", flush=True)
             time.sleep(SETTLE_S)
             print(
-                "kind  replica     on it      per gateway, s (p50/p99/max): welcome, "
-                "served, store; agents' store, s",
+                "kind  replica     on it      per gateway, s (p50/p99/max): stream ended, "
+                "welcomed, served, stream stored; real agents' stream stored, s",
                 flush=True,
             )
             hits: list[Hit] = []
@@ -834,8 +857,9 @@ def report(figures: dict[str, Any]) -> None:
         print(
             f"{kind}: {k['hits']} hit(s), {k['gateways']} gateways and {k['agents']} real "
             f"agent(s) moved; served p50/p99/max {k['served_p50_s']:.2f}/"
-            f"{k['served_p99_s']:.2f}/{k['served_max_s']:.2f} s (welcome p50 "
-            f"{k['welcome_p50_s']:.2f} s); all served (median of hits) "
+            f"{k['served_p99_s']:.2f}/{k['served_max_s']:.2f} s (stream ended p50 "
+            f"{k['down_p50_s']:.2f} s, welcomed p50 {k['welcome_p50_s']:.2f} s); all served "
+            f"(median of hits) "
             f"{k['all_served_median_s']:.2f} s; store-recorded p50 {k['store_p50_s']:.2f} s, "
             f"real agents {', '.join(f'{x:.2f}' for x in k['agents_store_s']) or '-'} s"
         )
