@@ -274,17 +274,8 @@ async def account(city: City, gateway_id: str, ledger: Ledger) -> dict[str, int]
     }
 
 
-# The short storm found two rare accounting defects under disk faults (about one run in four
-# on a loaded machine: an event both stored and listed lost after a disk that went back forgot
-# it was sent; a gap left unlisted; see the closing note of issue 10), so it runs with the
-# long form, not in `make test`, until they are fixed.
 ROUNDS = [
-    pytest.param(
-        12,
-        marks=pytest.mark.skipif(
-            not LONG, reason="open accounting defects under disk faults: set ONDIJON_LONG=1"
-        ),
-    ),
+    12,
     pytest.param(
         220,
         marks=[
