@@ -35,8 +35,9 @@ gateways:
 
 (``--kinds`` picks others; ``hang`` is SIGSTOP: a replica frozen, its sockets open, as a
 host that stopped answering.) Per hit and per gateway that was on the replica: the time
-from the hit until it was welcomed again and until it was served (its first
-acknowledgement on the new stream), p50/p99/max, and until every one of them was served;
+from the hit until its stream ended (and how: status and details), until it was welcomed
+again and until it was served (its first acknowledgement on the new stream), p50/p99/max,
+and until every one of them was served;
 for the real agents and, alike, for the load gateways, until the store recorded their new
 stream (``gateway_streams.opened_at``, the hello). The kill's cost is stated as its ratio to
 the term's and the cut's, measured in the same run.
