@@ -96,7 +96,9 @@ def _refusal(exc: Exception) -> str:
 
 # How often (clock time) lamps and the cabinet are checked and metered.
 MONITOR_INTERVAL_S = 30.0
-# How often counters are made durable (wall time); a power cut loses at most this much.
+# How often counters are made durable (the agent's clock: real time in the street, the same
+# share of a simulated day under a demo's or a bench's fast clock); a power cut loses at
+# most this much.
 PERSIST_INTERVAL_S = 60.0
 
 
@@ -755,19 +757,26 @@ class Agent:
             self._write(list(readings))
             readings.clear()
 
-    def persist_counters(self) -> None:
+    def persist_counters(self) -> bool:
+        """Make what the lamps counted since the last call durable; ``False`` if nothing
+        grew (lamps dark all day): the state file is then not rewritten, since rewriting
+        it would only wear the flash (two full copies and four fsyncs a write)."""
         increments: dict[str, DeviceCounters] = {}
         for lamp in self.lamps:
             now_counters = lamp.controller.counters()
             before = lamp.persisted
-            increments[lamp.controller.device_id] = DeviceCounters(
+            increment = DeviceCounters(
                 operating_hours=max(0.0, now_counters.operating_hours - before.operating_hours),
                 switch_count=max(0, now_counters.switch_count - before.switch_count),
                 energy_wh=max(0.0, now_counters.energy_wh - before.energy_wh),
             )
+            if increment != DeviceCounters():
+                increments[lamp.controller.device_id] = increment
             lamp.persisted = now_counters
-        if increments:
-            self.state.add_counters(increments)
+        if not increments:
+            return False
+        self.state.add_counters(increments)
+        return True
 
     async def _monitor_loop(self) -> None:
         while True:
@@ -775,9 +784,15 @@ class Agent:
             await self.clock.sleep(MONITOR_INTERVAL_S)
 
     async def _persist_loop(self) -> None:
+        # A fixed cadence (not the interval plus the write's own time); slots missed while
+        # the loop was held up are skipped, not caught up in a burst of writes.
+        due = self.clock.monotonic() + PERSIST_INTERVAL_S
         while True:
-            await asyncio.sleep(PERSIST_INTERVAL_S)
+            await self.clock.sleep(due - self.clock.monotonic())
             self.persist_counters()
+            due += PERSIST_INTERVAL_S
+            if due <= self.clock.monotonic():
+                due = self.clock.monotonic() + PERSIST_INTERVAL_S
 
     # -- failures -------------------------------------------------------------------------------
 

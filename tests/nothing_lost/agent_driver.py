@@ -13,7 +13,7 @@ a test harness needs and production does not:
 - ``--flap LAMP`` makes that simulated lamp fail and recover every ``--flap-every-s``
   simulated seconds (alarms and their clearances, as on the bench);
 - counters are made durable every ``--persist-every-s`` wall seconds instead of every
-  minute, so kills land in state-file writes too;
+  minute of the agent's clock, so kills land in state-file writes too;
 - the link backs off for at most ``--backoff-cap-s`` (tests do not wait a minute);
 - ``--address`` points the link elsewhere (a proxy that cuts it).
 
@@ -128,7 +128,8 @@ async def main(args: argparse.Namespace) -> None:
     if args.address:
         config = dataclasses.replace(config, address=args.address)
     clock = SimulatedClock(start=datetime.fromisoformat(args.start), speed=args.speed)
-    edge.agent.PERSIST_INTERVAL_S = args.persist_every_s
+    # The agent's interval is on its own (fast) clock; the option is in wall seconds.
+    edge.agent.PERSIST_INTERVAL_S = args.persist_every_s * args.speed
     agent = Agent(config, clock)
     report_appends(agent)
     agent.link.backoff = Backoff(base_s=0.05, cap_s=args.backoff_cap_s)

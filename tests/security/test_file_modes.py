@@ -56,20 +56,33 @@ def wrong(found: dict[str, int]) -> dict[str, str]:
     return problems
 
 
+async def burn_and_persist_twice(agent: Agent, clock: ManualClock) -> None:
+    """Two writes of the state file (the second keeps the first as the backup): the lamps
+    (lit at their default level, no schedule) burn a minute at a time until the persist
+    loop has written twice, since counters that did not grow are not written again."""
+    backup = agent.config.state_dir / "state.json.bak"
+
+    def a_minute_later() -> bool:
+        clock.advance(60)
+        return backup.exists()
+
+    await eventually(a_minute_later)
+
+
 async def test_every_file_is_private_under_a_022_umask(tmp_path: Path, lamp_table: object) -> None:
     with umask(0o022):
         ca = CertificateAuthority.init(tmp_path / "ca", now=datetime.now(UTC))
         async with started_city(tmp_path, ca) as city:
             config = city.config
             agent_config = await city.enrolled("dj-001", lamps=lamp_table(2))  # type: ignore[operator]
-            agent = Agent(agent_config, ManualClock(datetime.now(UTC)))
+            clock = ManualClock(datetime.now(UTC))
+            agent = Agent(agent_config, clock)
             agent.link.backoff = Backoff(base_s=0.05, cap_s=0.3)
             task = asyncio.create_task(agent.run())
             try:
                 await eventually(lambda: agent.link.status.sessions >= 1)
                 await eventually(lambda: agent.outbox.pending_count == 0)
-                agent.persist_counters()  # the state file and its backup
-                agent.persist_counters()
+                await burn_and_persist_twice(agent, clock)  # the state file and its backup
             finally:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -107,12 +120,12 @@ async def test_an_agent_that_never_enrolled_keeps_its_state_private(
     with umask(mask):
         config = offline_agent_config(tmp_path, "dj-new", equipment)
         assert not config.state_dir.exists()
-        agent = Agent(config, ManualClock(datetime.now(UTC)))
+        clock = ManualClock(datetime.now(UTC))
+        agent = Agent(config, clock)
         task = asyncio.create_task(agent.run())
         try:
             await eventually(lambda: bool(agent.link.status.last_error))  # not enrolled
-            agent.persist_counters()
-            agent.persist_counters()
+            await burn_and_persist_twice(agent, clock)
         finally:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
