@@ -42,9 +42,10 @@ def test_the_short_form_gives_plausible_figures(tmp_path: Path) -> None:
     assert figures["strace"] == (shutil.which("strace") is not None)
     assert set(figures["cases"]) == {"online", "offline"}
     for name, case in figures["cases"].items():
-        # One reading per lamp per quarter hour, whether or not the orchestrator is there.
+        # One reading per lamp per quarter hour, whether or not the orchestrator is there
+        # (the window's edges may leave a quarter or two out of its 58 minutes).
         readings = case["event_types_per_day"]["energy_interval"]
-        assert LAMPS * 96 * 0.5 <= readings <= LAMPS * 96 * 1.5, name
+        assert LAMPS * 96 * 0.25 <= readings <= LAMPS * 96 * 1.5, name
         assert case["payload_bytes_per_day"] > 100 * case["events_per_day"], name
         assert case["write_bytes_per_day"] > case["payload_bytes_per_day"], name
         assert case["amplification"] > 1, name
