@@ -28,6 +28,7 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import grpc
 import psutil
@@ -96,6 +97,35 @@ def encode_state(batch_id: int, blob: bytes) -> bytes:
 # -- load process -----------------------------------------------------------------------
 
 
+def link_channel(address: str, credentials: grpc.ChannelCredentials) -> grpc.aio.Channel:
+    """A gateway's own channel to the orchestrator: its own TCP and TLS connection (no
+    subchannel shared with the other gateways of the process)."""
+    options = [
+        ("grpc.use_local_subchannel_pool", 1),
+        ("grpc.ssl_target_name_override", "localhost"),
+    ]
+    return grpc.aio.secure_channel(address, credentials, options=options)
+
+
+def connect(channel: grpc.aio.Channel, queue: asyncio.Queue[bytes | None]) -> Any:
+    """The GatewayLink stream: the hello, then the serialized requests put on ``queue``
+    until None; responses are decoded."""
+    stub = channel.stream_stream(
+        CONNECT,
+        request_serializer=lambda b: b,
+        response_deserializer=link_pb2.ConnectResponse.FromString,
+    )
+
+    async def requests():  # type: ignore[no-untyped-def]
+        yield link_pb2.ConnectRequest(
+            hello=link_pb2.Hello(firmware_version="bench")
+        ).SerializeToString()
+        while (item := await queue.get()) is not None:
+            yield item
+
+    return stub(requests())
+
+
 async def _gateway(
     address: str,
     root: bytes,
@@ -108,27 +138,10 @@ async def _gateway(
 ) -> None:
     blob = devices_blob(devices)
     credentials = grpc.ssl_channel_credentials(root, key, chain)
-    options = [
-        ("grpc.use_local_subchannel_pool", 1),
-        ("grpc.ssl_target_name_override", "localhost"),
-    ]
-    async with grpc.aio.secure_channel(address, credentials, options=options) as channel:
-        connect = channel.stream_stream(
-            CONNECT,
-            request_serializer=lambda b: b,
-            response_deserializer=link_pb2.ConnectResponse.FromString,
-        )
+    async with link_channel(address, credentials) as channel:
         queue: asyncio.Queue[bytes | None] = asyncio.Queue()
-
-        async def requests():  # type: ignore[no-untyped-def]
-            yield link_pb2.ConnectRequest(
-                hello=link_pb2.Hello(firmware_version="bench")
-            ).SerializeToString()
-            while (item := await queue.get()) is not None:
-                yield item
-
         await asyncio.sleep(max(0.0, start_at - time.time()))
-        call = connect(requests())
+        call = connect(channel, queue)
         sent: dict[int, float] = {}
         latencies: list[float] = out["latency"]  # type: ignore[assignment]
         steady: list[float] = out["steady"]  # type: ignore[assignment]

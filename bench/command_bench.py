@@ -1,0 +1,369 @@
+"""Benchmark: a city-wide lighting program acknowledged by 10,000 gateways, and an
+operator's command to its acknowledgement under ingest load.
+
+    python bench/command_bench.py [--gateways 10000] [--procs 4] [--command-gateways 1000]
+                                  [--load 20000] [--commands 200] [--json] [--quick]
+
+One real orchestrator process (``ondijon orchestrator serve``, SQLite) and load processes
+(bench/fleet.py) in which every gateway has its own certificate and its own mutual-TLS
+GatewayLink stream, acknowledges every document and answers every command DONE as the
+agent does once it has acted. Through the admin API over mutual TLS:
+
+1. Commands. ``--command-gateways`` gateways connected (2 load processes); ``--commands``
+   lamp overrides (``ondijon override lamp``'s command), each to another gateway, sent
+   one every ``--spacing`` s; each call's time until ``GetCommand`` (polled every 5 ms)
+   shows the gateway's DONE stored: p50/p99, with the part until the gateway received it.
+   First with no other traffic (the peer), then while the gateways send ``--load``
+   device updates per second (half the ingest knee: bench/ingest_curve.py
+   ``--loads 20000``), whose acknowledgement p50/p99 is printed beside them.
+2. Fan-out. ``--gateways`` gateways connected from ``--procs`` load processes, at most
+   ``--opening`` handshakes in flight per process; the time to open them all is printed
+   on its own. Then one ``PutGroupDocument`` of a lighting program to the whole city:
+   time until the call returns, until every gateway received it, and until the
+   convergence view counts every acknowledgement stored (goal under 5 s); peer measured
+   in the same run: ``PutDesiredState`` one gateway at a time (the shell loop), timed on
+   a sample and extrapolated to the city (bench/city_bench.py's).
+
+``--quick``: 400 gateways, 200 of them for 60 commands at 4,000 updates/s (the same
+updates per gateway). The soft limit of open files is raised to the hard limit (the
+orchestrator holds a socket per gateway). The load processes share the machine's cores
+with the orchestrator: figures are pessimistic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import resource
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+from city import BenchCity  # bench/, beside this script
+from city_bench import city_wide_program, fleet_pages, one_at_a_time
+from fleet import load_process
+from ingest_curve import HEADER, Run, Step
+
+from ondijon.admin import lamp_override
+from ondijon.client import AdminClient
+from protos.ondijon.v1 import control_pb2, link_pb2
+
+DEVICES = 100  # device states per report, as bench/ingest_curve.py
+POLL_S = 0.005  # how often the operator's side asks GetCommand
+SETTLED = (link_pb2.COMMAND_STATUS_DONE, link_pb2.COMMAND_STATUS_REFUSED)
+
+
+@dataclass
+class Sent:
+    command_id: str
+    at: float  # epoch, when the call started
+    call_s: float  # SendCommand's own time
+    acked_s: float  # until GetCommand showed the gateway's answer
+    status: int
+
+
+def raise_open_files(needed: int) -> tuple[int, int]:
+    """Soft limit of open files up to the hard one; (soft, hard) afterwards."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < needed:
+        print(f"open files limited to {soft}: fewer than the {needed} this run asks for")
+    return soft, hard
+
+
+class Fleet:
+    """Load processes holding ``identities``' streams to the orchestrator."""
+
+    def __init__(self, city: BenchCity, gateways: int, procs: int, opening: int, ctx: Any) -> None:
+        address = f"127.0.0.1:{city.port}"
+        share = [(address, key, chain) for key, chain in city.identities[:gateways]]
+        self.pipes, self.procs = [], []
+        for i in range(procs):
+            ours, theirs = ctx.Pipe()
+            proc = ctx.Process(
+                target=load_process,
+                args=(theirs, city.ca.root_pem, share[i::procs], DEVICES, opening),
+            )
+            proc.start()
+            self.pipes.append(ours)
+            self.procs.append(proc)
+        opened = [pipe.recv() for pipe in self.pipes]
+        self.opened = sum(o["opened"] for o in opened)
+        self.lost = sum(o["lost"] for o in opened)
+        self.open_s = max(o["ended"] for o in opened) - min(o["began"] for o in opened)
+        self.load_rss = sum(o["rss"] for o in opened)
+
+    def answers(self) -> tuple[dict[str, float], list[float]]:
+        """Commands (id: instant received) and documents (instants) the gateways were
+        sent since the last call."""
+        commands: dict[str, float] = {}
+        documents: list[float] = []
+        for pipe in self.pipes:
+            pipe.send("answers")
+            part = pipe.recv()
+            commands.update(part["commands"])
+            documents += part["documents"]
+        return commands, documents
+
+    def prime(self) -> None:
+        """One state report from every gateway, so the orchestrator knows their lamps
+        before the first command (as it would of any agent)."""
+        for pipe in self.pipes:
+            pipe.send((1.0, time.time() + 0.2, 1.0, 1.0))
+        for pipe in self.pipes:
+            pipe.recv()
+
+    def close(self) -> None:
+        for pipe in self.pipes:
+            pipe.send(None)
+        for proc in self.procs:
+            proc.join(60)
+            if proc.is_alive():
+                proc.kill()
+
+
+# -- commands ---------------------------------------------------------------------------------
+
+
+async def send_commands(
+    admin: AdminClient, gateway_ids: list[str], count: int, spacing: float
+) -> list[Sent]:
+    """``count`` lamp overrides, one every ``spacing`` s, each to the next of
+    ``gateway_ids`` spread over them; each followed until its answer is visible."""
+
+    async def one(gateway_id: str) -> Sent:
+        command = lamp_override(30, 5, 10, ["lamp-0000"])
+        at, t0 = time.time(), time.perf_counter()
+        await admin.send_command(
+            control_pb2.SendCommandRequest(gateway_id=gateway_id, command=command)
+        )
+        call_s = time.perf_counter() - t0
+        while True:
+            answer = await admin.get_command(
+                control_pb2.GetCommandRequest(command_id=command.command_id)
+            )
+            if answer.status in SETTLED:
+                break
+            await asyncio.sleep(POLL_S)
+        return Sent(command.command_id, at, call_s, time.perf_counter() - t0, answer.status)
+
+    tasks = []
+    start = time.monotonic()
+    for i in range(count):
+        await asyncio.sleep(max(0.0, start + i * spacing - time.monotonic()))
+        target = gateway_ids[i * len(gateway_ids) // count]
+        tasks.append(asyncio.create_task(one(target)))
+    return list(await asyncio.gather(*tasks))
+
+
+def latency(sent: list[Sent], received: dict[str, float]) -> dict[str, float]:
+    done = [s for s in sent if s.status == link_pb2.COMMAND_STATUS_DONE]
+    acked = [1000 * s.acked_s for s in done]
+    to_gateway = [1000 * (received[s.command_id] - s.at) for s in done if s.command_id in received]
+    return {
+        "sent": len(sent),
+        "done": len(done),
+        "received": len(to_gateway),
+        "p50_ms": percentile(acked, 50),
+        "p99_ms": percentile(acked, 99),
+        "max_ms": max(acked, default=float("nan")),
+        "call_p50_ms": percentile([1000 * s.call_s for s in done], 50),
+        "to_gateway_p50_ms": percentile(to_gateway, 50),
+        "to_gateway_p99_ms": percentile(to_gateway, 99),
+    }
+
+
+def percentile(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+
+
+def commands_phase(
+    city: BenchCity, server: psutil.Process, args: argparse.Namespace, ctx: Any
+) -> dict[str, Any]:
+    n = args.command_gateways
+    print(f"commands: opening {n} streams from 2 load processes ...", flush=True)
+    fleet = Fleet(city, n, 2, 0, ctx)
+    ids = [f"fan-{g:05d}" for g in range(n)]
+    figures: dict[str, Any] = {"gateways": n, "opened": fleet.opened}
+    try:
+        fleet.prime()
+        fleet.answers()
+        commands_s = args.commands * args.spacing
+        warm = 3.0
+        run = Run(
+            fleet.pipes,
+            [server],
+            [psutil.Process(p.pid) for p in fleet.procs],  # type: ignore[arg-type]
+            argparse.Namespace(
+                gateways=n, devices=DEVICES, seconds=warm + commands_s + 2.0, warm=warm, p99_ms=100
+            ),
+        )
+
+        async def operate() -> tuple[list[Sent], list[Sent], Step]:
+            async with AdminClient(city.operator(), timeout=60) as admin:
+                quiet = await send_commands(admin, ids, args.commands, args.spacing)
+                loop = asyncio.get_running_loop()
+                step = loop.run_in_executor(None, run.step, args.load)
+                await asyncio.sleep(0.5 + warm)
+                loaded = await send_commands(admin, ids, args.commands, args.spacing)
+                return quiet, loaded, await step
+
+        quiet, loaded, step = asyncio.run(operate())
+        received, _ = fleet.answers()
+    finally:
+        fleet.close()
+    figures["quiet"] = latency(quiet, received)
+    figures["loaded"] = latency(loaded, received)
+    figures["ingest"] = vars(step)
+    return figures
+
+
+# -- fan-out ----------------------------------------------------------------------------------
+
+
+def fanout_phase(
+    city: BenchCity, server: psutil.Process, args: argparse.Namespace, ctx: Any
+) -> dict[str, Any]:
+    n = args.gateways
+    print(
+        f"fan-out: opening {n} streams from {args.procs} load processes, "
+        f"at most {args.opening} handshakes at once in each ...",
+        flush=True,
+    )
+    rss0 = server.memory_info().rss
+    fleet = Fleet(city, n, args.procs, args.opening, ctx)
+    figures: dict[str, Any] = {
+        "gateways": n,
+        "opened": fleet.opened,
+        "lost": fleet.lost,
+        "open_s": fleet.open_s,
+        "server_rss_before": rss0,
+        "server_rss_after": server.memory_info().rss,
+        "load_rss": fleet.load_rss,
+    }
+    print(
+        f"  {fleet.opened} opened, {fleet.lost} lost, in {fleet.open_s:.1f} s",
+        flush=True,
+    )
+    try:
+
+        async def operate() -> dict[str, float]:
+            async with AdminClient(city.operator("fanout"), timeout=120) as admin:
+                listed, _ = await fleet_pages(admin)
+                connected = sum(g.connected for g in listed)
+                out = {"connected": connected}
+                out.update(await city_wide_program(admin, connected))
+                _, documents = await asyncio.to_thread(fleet.answers)
+                received = sorted(t - out["put_at"] for t in documents)
+                out["received"] = len(received)
+                out["received_p50_s"] = percentile(received, 50)
+                out["received_last_s"] = max(received, default=float("nan"))
+                sample = [g.gateway_id for g in listed if g.connected][:30]
+                out["one_by_one_per_call_s"] = await one_at_a_time(admin, sample)
+                return out
+
+        figures.update(asyncio.run(operate()))
+    finally:
+        fleet.close()
+    return figures
+
+
+# -- the run ----------------------------------------------------------------------------------
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--gateways", type=int, default=10_000, help="for the fan-out")
+    parser.add_argument("--procs", type=int, default=4, help="load processes of the fan-out")
+    parser.add_argument(
+        "--opening", type=int, default=100, help="handshakes in flight per load process"
+    )
+    parser.add_argument("--command-gateways", type=int, default=1000)
+    parser.add_argument("--load", type=int, default=20_000, help="device updates per second")
+    parser.add_argument("--commands", type=int, default=200, help="per measurement")
+    parser.add_argument("--spacing", type=float, default=0.05, help="seconds between commands")
+    parser.add_argument("--quick", action="store_true", help="a small form (~1 min)")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
+    args = parser.parse_args()
+    if args.quick:
+        args.gateways, args.procs, args.command_gateways = 400, 2, 200
+        args.load, args.commands = 4000, 60
+    args.command_gateways = min(args.command_gateways, args.gateways)
+    soft, _ = raise_open_files(args.gateways + 1000)
+    ctx = multiprocessing.get_context("spawn")
+    with tempfile.TemporaryDirectory(prefix="ondijon-commands-") as tmp:
+        city = BenchCity.build(Path(tmp), args.gateways, "fan")
+        popen = city.start_orchestrator()
+        server = psutil.Process(popen.pid)
+        try:
+            commands = commands_phase(city, server, args, ctx)
+            fanout = fanout_phase(city, server, args, ctx)
+        finally:
+            popen.terminate()
+            popen.wait(30)
+    report(commands, fanout, args, soft)
+    if args.json:
+        print(json.dumps({"commands": commands, "fanout": fanout}))
+    return 0
+
+
+def report(
+    commands: dict[str, Any], fanout: dict[str, Any], args: argparse.Namespace, soft: int
+) -> None:
+    print()
+    print(
+        f"operator command to the gateway's acknowledgement visible (GetCommand), "
+        f"{commands['gateways']} gateways connected ({commands['opened']} opened):"
+    )
+    for name, label in (
+        ("quiet", "peer, no other traffic"),
+        ("loaded", f"ingest at {args.load:,} updates/s"),
+    ):
+        c = commands[name]
+        print(
+            f"  {label}: p50 {c['p50_ms']:.1f} ms, p99 {c['p99_ms']:.1f} ms, max "
+            f"{c['max_ms']:.1f} ms ({c['done']} of {c['sent']} done); to the gateway p50 "
+            f"{c['to_gateway_p50_ms']:.1f} ms, p99 {c['to_gateway_p99_ms']:.1f} ms; "
+            f"SendCommand p50 {c['call_p50_ms']:.1f} ms"
+        )
+    step = commands["ingest"]
+    print(f"  the ingest meanwhile (bench/ingest_curve.py's step):\n{HEADER}")
+    print(Step(**step).line())
+    f = fanout
+    n = f["connected"]
+    print(
+        f"fan-out: {f['opened']} of {f['gateways']} streams opened ({f['lost']} lost) in "
+        f"{f['open_s']:.1f} s, {n} connected; orchestrator RSS "
+        f"{f['server_rss_before'] / 2**20:.0f} -> {f['server_rss_after'] / 2**20:.0f} MiB; "
+        f"load processes {f['load_rss'] / 2**20:.0f} MiB; open files limit {soft}"
+    )
+    print(
+        f"  city-wide program: PutGroupDocument returned in {f['put_s']:.2f} s "
+        f"({int(f['changed'])} new versions); received by {f['received']} gateways, p50 "
+        f"{f['received_p50_s']:.2f} s, last {f['received_last_s']:.2f} s after the put"
+    )
+    verdict = "under" if f["all_acked_s"] < 5 else "OVER"
+    print(
+        f"  every acknowledgement stored (convergence {int(f['converged'])}/{n}): "
+        f"{f['all_acked_s']:.2f} s after the put ({verdict} 5 s)"
+    )
+    per_call = f["one_by_one_per_call_s"]
+    print(
+        f"  peer, one gateway at a time: {per_call * 1000:.0f} ms a call, "
+        f"{per_call * n:.0f} s for the city"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
