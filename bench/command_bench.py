@@ -139,17 +139,23 @@ async def send_commands(
     """``count`` lamp overrides, one every ``spacing`` s, each to the next of
     ``gateway_ids`` spread over them; each followed until its answer is visible."""
 
+    # The orchestrator lets one operator have 16 calls open at once: a slow answer makes
+    # the next calls wait here (and counts in their time).
+    calls = asyncio.Semaphore(12)
+
     async def one(gateway_id: str) -> Sent:
         command = lamp_override(30, 5, 10, ["lamp-0000"])
         at, t0 = time.time(), time.perf_counter()
-        await admin.send_command(
-            control_pb2.SendCommandRequest(gateway_id=gateway_id, command=command)
-        )
+        async with calls:
+            await admin.send_command(
+                control_pb2.SendCommandRequest(gateway_id=gateway_id, command=command)
+            )
         call_s = time.perf_counter() - t0
         while True:
-            answer = await admin.get_command(
-                control_pb2.GetCommandRequest(command_id=command.command_id)
-            )
+            async with calls:
+                answer = await admin.get_command(
+                    control_pb2.GetCommandRequest(command_id=command.command_id)
+                )
             if answer.status in SETTLED:
                 break
             await asyncio.sleep(POLL_S)

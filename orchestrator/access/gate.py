@@ -34,6 +34,7 @@ from orchestrator.access.certificates import Certificates
 from orchestrator.access.limits import BucketMap
 from orchestrator.access.peers import CERTIFICATE, AuthError, Peer, peer_of, require_role
 from orchestrator.audit.log import Auditor
+from orchestrator.store.connection import Connection
 from orchestrator.store.database import GatewayRecord, NotFound, OperatorRecord
 from orchestrator.store.runner import StoreRunner
 from provisioning.identity import IdentityError, Role, check_name
@@ -197,7 +198,13 @@ class Gatekeeper:
 
     async def done(self, caller: Caller, attempt: Attempt, detail: str = "") -> None:
         """Audit a write that was carried out."""
-        await self.audit.record(
+        await self.runner.write(self.done_in, caller, attempt, detail)
+
+    def done_in(self, conn: Connection, caller: Caller, attempt: Attempt, detail: str = "") -> None:
+        """Audit a write carried out in ``conn``'s transaction: the entry is committed with
+        it (one commit, never one without the other)."""
+        self.audit.write(
+            conn,
             actor=caller.actor,
             action=attempt.action,
             target=attempt.target,

@@ -18,6 +18,7 @@ from typing import Any
 from foundation.clock import Clock
 from foundation.escaping import escape
 from orchestrator.store.audit import MAX_PAGE, AuditQuery
+from orchestrator.store.connection import Connection
 from orchestrator.store.runner import StoreRunner
 
 __all__ = ["MAX_PAGE", "AuditQuery", "Auditor", "clean"]
@@ -59,6 +60,29 @@ class Auditor:
             commune: where, for scoped reading of the log.
             detail: why it was refused, or what was done; never a secret.
         """
+        await self.runner.write(
+            self.write,
+            actor=actor,
+            action=action,
+            target=target,
+            result=result,
+            commune=commune,
+            detail=detail,
+        )
+
+    def write(
+        self,
+        conn: Connection,
+        *,
+        actor: str,
+        action: str,
+        target: str,
+        result: str,
+        commune: str = "",
+        detail: str = "",
+    ) -> None:
+        """Append one entry (arguments as :meth:`record`) in ``conn``'s transaction: it is
+        committed with the change it records, or not at all, in one commit."""
         values = {
             "actor": actor,
             "action": action,
@@ -68,7 +92,7 @@ class Auditor:
             "detail": detail,
         }
         cleaned = {name: clean(text, _SIZES[name]) for name, text in values.items()}
-        await self.runner.write(self.runner.store.audit, at=self.clock.now(), **cleaned)
+        self.runner.store.audit(conn, at=self.clock.now(), **cleaned)
 
     async def page(self, query: AuditQuery) -> list[dict[str, Any]]:
         """One page of entries, oldest first."""
