@@ -42,6 +42,14 @@ says which of them it holds (:meth:`Outbox.settle_losses`, :mod:`edge.storage.lo
 rest are listed exactly in an ``outbox.gap`` alarm. When the last sequence itself was
 unreadable, the link calls :meth:`Outbox.raise_sequence_floor` with the orchestrator's
 stored sequence so new events are not mistaken for ones already stored.
+
+Sent marks after a start: a disk that drops its last transactions (or a state directory
+restored from an image) can forget that events were sent, and the orchestrator may hold
+them; dropped for room they would be listed lost. The first hello after a start asks which
+of the events not known as sent the orchestrator holds (:meth:`Outbox.held_after`), nothing
+pending is dropped until the welcome answers, and :meth:`Outbox.settle_losses` raises the
+marks over what it holds (over everything up to its stored sequence when the answer is
+incomplete or the outbox went back).
 """
 
 from __future__ import annotations
@@ -173,6 +181,15 @@ def _rewound(last: int, stored: int, settlement: loss.Settlement, at: datetime) 
     )
 
 
+def _answered_up_to(held: list[tuple[int, int]], stored: int, asked_after: int) -> int:
+    """Up to which sequence a welcome's list of held ranges is the whole answer: the
+    orchestrator's stored sequence, or less when the list was cut at its length limit (its
+    last range then ends below what the orchestrator stores)."""
+    if stored <= asked_after or (held and held[-1][1] >= stored):
+        return stored
+    return held[-1][1] if held else asked_after
+
+
 class Outbox:
     """The durable event queue (see the module docstring)."""
 
@@ -202,6 +219,13 @@ class Outbox:
         self._in_flight: set[int] = set()
         # A log left behind: the last run did not close (a kill, a power cut).
         crashed = _log_left(self._path)
+        # The disk may have gone back since the marks were written (dropped its last
+        # transactions at a crash; a state directory restored from an image of a stopped
+        # agent, which nothing here can tell from a plain restart): until the first
+        # welcome says which pending events the orchestrator holds, the marks are doubted,
+        # and between a hello and its welcome nothing pending is dropped.
+        self._marks_doubted = True
+        self._hello_floor = 0
         damage = None
         try:
             self._conn = self._open()
@@ -332,6 +356,10 @@ class Outbox:
                 (max(last or 0, salvaged_last),),
             )
             candidates = list(found.unreadable)
+            if found.suspect_up_to:
+                # Damaged: what was not read back may be lost though no walk said so (the
+                # orchestrator's answer at the welcome makes it exact).
+                candidates.append((1, found.suspect_up_to))
             if last is None:
                 # What the old database gave above the rows read is unknown.
                 candidates.append((salvaged_last + 1, loss.OPEN_END))
@@ -483,7 +511,7 @@ class Outbox:
         for priority in _DROP_ORDER:
             # Never what was ever handed out to be sent (in flight, or sent on a stream
             # that broke before its acknowledgement came: maybe stored already).
-            after = max(self._cursor[priority], self._sent[priority])
+            after = max(self._cursor[priority], self._sent[priority], self._hello_floor)
             while to_free > 0:
                 rows = self._conn.execute(
                     _sql(
@@ -650,6 +678,7 @@ class Outbox:
             count = len(self._in_flight)
             self._in_flight.clear()
             self._cursor = dict.fromkeys(_LANES, 0)
+            self._hello_floor = 0  # a new stream: the last hello's answer never came
         return count
 
     def raise_sequence_floor(self, stored_sequence: int) -> bool:
@@ -680,6 +709,15 @@ class Outbox:
         with self._lock, self._guard("read the loss candidates"):
             firsts = [self._scalar("SELECT min(first) FROM lost") or self._last + 1]
             firsts += [ranges[0][0] for _, _, ranges in self._unsent_gaps() if ranges]
+            if self._marks_doubted:
+                # Which of the events not known as sent were sent before the crash?
+                firsts += [
+                    self._scalar(_sql("SELECT min(seq) FROM {lane} WHERE seq > ?", p), sent)
+                    or self._last + 1
+                    for p, sent in self._sent.items()
+                ]
+                # Until the welcome says, nothing pending may be dropped (and listed lost).
+                self._hello_floor = self._last
         return min(min(firsts) - 1, self._last)
 
     def _unsent_gaps(self) -> list[tuple[Priority, link_pb2.Event, loss.Ranges]]:
@@ -731,15 +769,17 @@ class Outbox:
             asked_after: ``Hello.held_after`` (by default, ``hello_last``).
         """
         with self._lock, self._guard("settle losses"):
+            after = hello_last if asked_after is None else asked_after
             if held is not None:
                 held = list(held)
-                after = hello_last if asked_after is None else asked_after
                 with self._transaction():
                     self._correct_gaps(held, after)
+            self._trust_marks(held, stored_sequence, hello_last, after)
             candidates = [(int(a), int(b)) for a, b in self._conn.execute("SELECT * FROM lost")]
             open_from = self._scalar("SELECT value FROM meta WHERE key = 'lost_open_from'")
             if not candidates and stored_sequence <= hello_last:
                 return loss.Settlement(lost=[], rewound=False)  # the usual welcome
+            later: loss.Ranges = []  # candidates the answer did not reach: asked again
             if held is None:
                 settlement = loss.Settlement(lost=[], rewound=stored_sequence > hello_last)
             else:
@@ -752,6 +792,13 @@ class Outbox:
                     stored_sequence=stored_sequence,
                     open_from=open_from or None,
                 )
+                reached = _answered_up_to(held, stored_sequence, after)
+                if reached < stored_sequence:  # the list was cut short (its length limit)
+                    above = [(reached + 1, loss.OPEN_END)]
+                    later = loss.subtract(wanted, [(0, reached)])
+                    settlement = dataclasses.replace(
+                        settlement, lost=loss.subtract(settlement.lost, above)
+                    )
             now = self._clock.now()
             reason = "damaged storage" if candidates else "the outbox went back to an older state"
             events = loss.loss_events(settlement.lost, reason, now)
@@ -768,7 +815,9 @@ class Outbox:
                 # Settled (or, with an older orchestrator, never to be: the recovery alarm
                 # said what it could).
                 self._conn.execute("DELETE FROM lost")
-                self._conn.execute("UPDATE meta SET value = 0 WHERE key = 'lost_open_from'")
+                self._conn.executemany("INSERT INTO lost (first, last) VALUES (?, ?)", later)
+                if not later:
+                    self._conn.execute("UPDATE meta SET value = 0 WHERE key = 'lost_open_from'")
             self._last = sequences[-1]
             for r in records:
                 self._pending[r.priority] += 1
@@ -777,6 +826,37 @@ class Outbox:
                 # orchestrator may hold for other events): numbered again, past them.
                 self.reissue([(open_from, stored_sequence)])
         return settlement
+
+    def _trust_marks(
+        self, held: list[tuple[int, int]] | None, stored: int, hello_last: int, after: int
+    ) -> None:
+        """Make the sent marks cover what the orchestrator may hold, so that no event it
+        holds is ever dropped for room (and listed lost): after a crash, the pending events
+        the welcome lists as held; if it did not list them all (an older orchestrator, a
+        list cut short), or if the outbox went back (the orchestrator holds more than it
+        gave), every pending event up to what the orchestrator stores."""
+        self._hello_floor = 0
+        rewound = stored > hello_last
+        if not self._marks_doubted and not rewound:
+            return
+        complete = held is not None and _answered_up_to(held, stored, after) >= stored
+        raised = dict(self._sent)
+        for priority in _LANES:
+            if not complete or rewound:
+                top = self._scalar(
+                    _sql("SELECT max(seq) FROM {lane} WHERE seq <= ?", priority), stored
+                )
+                raised[priority] = max(raised[priority], top)
+                continue
+            for first, last in held or []:
+                top = self._scalar(
+                    _sql("SELECT max(seq) FROM {lane} WHERE seq BETWEEN ? AND ?", priority),
+                    first,
+                    last,
+                )
+                raised[priority] = max(raised[priority], top)
+        self._mark_sent(raised)
+        self._marks_doubted = False
 
     def _pending_in(
         self, ranges: Iterable[tuple[int, int]], *, below: int | None

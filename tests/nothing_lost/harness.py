@@ -88,13 +88,12 @@ class AgentProcess:
             argv += [f"--{name.replace('_', '-')}", value]
         env = dict(os.environ, GPIOZERO_PIN_FACTORY="mock", PYTHONUNBUFFERED="1")
         self.started_monotonic = asyncio.get_running_loop().time()
-        self.process = await asyncio.create_subprocess_exec(
-            *argv,
-            cwd=ROOT,
-            env=env,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
+        # The agent's log goes to a file beside its configuration (every run appended): a
+        # pipe nobody reads would stall a talkative agent, and a failed storm is read after.
+        with self.log_path.open("ab") as log:
+            self.process = await asyncio.create_subprocess_exec(
+                *argv, cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=log
+            )
         self._reader = asyncio.create_task(self._read())
         ready = asyncio.create_task(self.ready.wait())
         await asyncio.wait({ready, self._reader}, timeout=30, return_when="FIRST_COMPLETED")
@@ -117,10 +116,16 @@ class AgentProcess:
             elif parts[0] == b"READY":
                 self.ready.set()
 
+    @property
+    def log_path(self) -> Path:
+        return self.config.parent / "agent-stderr.log"
+
     async def _stderr(self) -> str:
-        assert self.process is not None and self.process.stderr is not None
+        assert self.process is not None
         with contextlib.suppress(TimeoutError):
-            return (await asyncio.wait_for(self.process.stderr.read(), 5)).decode()[-3000:]
+            await asyncio.wait_for(self.process.wait(), 5)
+        with contextlib.suppress(OSError):
+            return self.log_path.read_bytes().decode(errors="replace")[-3000:]
         return ""
 
     def simulated_now(self) -> datetime:
