@@ -37,6 +37,8 @@ import asyncio
 import json
 import multiprocessing
 import resource
+import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -48,7 +50,7 @@ import psutil
 from city import BenchCity  # bench/, beside this script
 from city_bench import city_wide_program, fleet_pages, one_at_a_time
 from fleet import load_process
-from ingest_curve import HEADER, Run, Step
+from ingest_curve import HEADER, Run, Step, _py_spy, print_py_spy
 
 from ondijon.admin import lamp_override
 from ondijon.client import AdminClient
@@ -262,6 +264,7 @@ def fanout_phase(
         f"  {fleet.opened} opened, {fleet.lost} lost, in {fleet.open_s:.1f} s",
         flush=True,
     )
+    loaders = [psutil.Process(p.pid) for p in fleet.procs]  # type: ignore[arg-type]
     try:
 
         async def operate() -> dict[str, float]:
@@ -269,7 +272,22 @@ def fanout_phase(
                 listed, _ = await fleet_pages(admin)
                 connected = sum(g.connected for g in listed)
                 out = {"connected": connected}
+                t0 = time.perf_counter()
+                for _ in range(3):
+                    await admin.get_convergence(
+                        control_pb2.GetConvergenceRequest(
+                            kind=link_pb2.DOCUMENT_KIND_SCHEDULE, max_lagging=1
+                        )
+                    )
+                out["convergence_call_s"] = (time.perf_counter() - t0) / 3
+                cpu0, load0 = cpu_seconds([server]), cpu_seconds(loaders)
+                spy = start_profile(server.pid, city.work) if args.profile else None
                 out.update(await city_wide_program(admin, connected))
+                out["server_cpu_s"] = cpu_seconds([server]) - cpu0
+                out["load_cpu_s"] = cpu_seconds(loaders) - load0
+                if spy is not None:
+                    spy.send_signal(signal.SIGINT)
+                    spy.wait(60)
                 _, documents = await asyncio.to_thread(fleet.answers)
                 received = sorted(t - out["put_at"] for t in documents)
                 out["received"] = len(received)
@@ -282,7 +300,24 @@ def fanout_phase(
         figures.update(asyncio.run(operate()))
     finally:
         fleet.close()
+    if args.profile:
+        print("where the orchestrator's time went from the put to the last acknowledgement:")
+        print_py_spy(city.work / "put.py-spy")
     return figures
+
+
+def cpu_seconds(procs: list[psutil.Process]) -> float:
+    return sum(sum(p.cpu_times()[:2]) for p in procs)
+
+
+def start_profile(pid: int, work: Path) -> subprocess.Popen[bytes]:
+    """py-spy sampling the orchestrator (every thread, 100 Hz) until sent SIGINT."""
+    out = work / "put.py-spy"
+    command = [_py_spy(), "record", "-f", "raw", "-o", str(out), "-r", "100", "--threads"]
+    command += ["--nonblocking", "--pid", str(pid)]
+    spy = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)  # attached
+    return spy
 
 
 # -- the run ----------------------------------------------------------------------------------
@@ -300,6 +335,9 @@ def main() -> int:
     parser.add_argument("--commands", type=int, default=200, help="per measurement")
     parser.add_argument("--spacing", type=float, default=0.05, help="seconds between commands")
     parser.add_argument("--quick", action="store_true", help="a small form (~1 min)")
+    parser.add_argument(
+        "--profile", action="store_true", help="py-spy on the orchestrator during the put"
+    )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
     args = parser.parse_args()
     if args.quick:
@@ -363,6 +401,12 @@ def report(
     print(
         f"  every acknowledgement stored (convergence {int(f['converged'])}/{n}): "
         f"{f['all_acked_s']:.2f} s after the put ({verdict} 5 s)"
+    )
+    print(
+        f"  CPU from the put to the last acknowledgement: orchestrator "
+        f"{f['server_cpu_s']:.1f} s ({1000 * f['server_cpu_s'] / max(1, n):.2f} ms a gateway), "
+        f"load processes {f['load_cpu_s']:.1f} s; one GetConvergence of the city "
+        f"{1000 * f['convergence_call_s']:.0f} ms (polled every 50 ms meanwhile)"
     )
     per_call = f["one_by_one_per_call_s"]
     print(

@@ -15,7 +15,15 @@ from typing import Any
 import grpc
 
 from domain.city.inventory import Asset, AssetKind, InventoryError
-from domain.city.targets import Level, Site, Target, TargetError, candidates, covered
+from domain.city.targets import (
+    Level,
+    Site,
+    Target,
+    TargetError,
+    candidates,
+    covered,
+    covered_sites,
+)
 from foundation.clock import Clock
 from foundation.errors import FieldError
 from orchestrator.access.gate import ADMIN, OPERATOR, VIEWER, Attempt, Caller, Gatekeeper
@@ -75,7 +83,8 @@ class CityService(control_pb2_grpc.CityServicer):
     ) -> list[str]:
         """Gateways ``target`` covers; refused unless all are in the caller's communes."""
         sites = await self._sites()
-        ids = covered(target, sites)
+        chosen = covered_sites(target, sites)
+        ids = [s.gateway_id for s in chosen]
         if target.level is Level.CITY and not caller.in_scope("*"):
             await self.gate.refuse(
                 context,
@@ -84,7 +93,7 @@ class CityService(control_pb2_grpc.CityServicer):
                 grpc.StatusCode.PERMISSION_DENIED,
                 "target.city: the whole city needs every commune in your scope",
             )
-        communes = {s.commune for s in sites if s.gateway_id in set(ids)}
+        communes = {s.commune for s in chosen}
         outside = sorted(c for c in communes if not caller.in_scope(c))
         if outside:
             await self.gate.refuse(
