@@ -33,7 +33,7 @@ import grpc
 from orchestrator.access.certificates import Certificates
 from orchestrator.access.limits import BucketMap
 from orchestrator.access.peers import CERTIFICATE, AuthError, Peer, peer_of, require_role
-from orchestrator.audit.log import Auditor
+from orchestrator.audit.log import Auditor, Entry
 from orchestrator.store.connection import Connection
 from orchestrator.store.database import GatewayRecord, NotFound, OperatorRecord
 from orchestrator.store.runner import StoreRunner
@@ -203,15 +203,8 @@ class Gatekeeper:
     def done_in(self, conn: Connection, caller: Caller, attempt: Attempt, detail: str = "") -> None:
         """Audit a write carried out in ``conn``'s transaction: the entry is committed with
         it (one commit, never one without the other)."""
-        self.audit.write(
-            conn,
-            actor=caller.actor,
-            action=attempt.action,
-            target=attempt.target,
-            commune=attempt.commune,
-            result="ok",
-            detail=detail,
-        )
+        entry = Entry(caller.actor, attempt.action, attempt.target, "ok", attempt.commune, detail)
+        self.audit.write(conn, entry)
 
 
 class LiveScope:

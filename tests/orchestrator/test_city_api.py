@@ -12,24 +12,13 @@ import pytest
 
 from ondijon.client import AdminClient
 from orchestrator.store.schema import gateways
-from protos.ondijon.v1 import control_pb2, link_pb2, schedule_pb2
+from protos.ondijon.v1 import control_pb2, link_pb2
 from tests.conftest import City
+from tests.edge.test_agent import lighting
 
 pytestmark = pytest.mark.integration
 
 GATEWAYS = 20_000
-
-
-def lighting(level: int) -> bytes:
-    return schedule_pb2.Schedule(
-        programs=[
-            schedule_pb2.Program(
-                id="all-night",
-                points=[schedule_pb2.SwitchPoint(local_time="00:00", lamp_level=level)],
-            )
-        ],
-        rules=[schedule_pb2.CalendarRule(program_id="all-night", priority=1)],
-    ).SerializeToString()
 
 
 @pytest.mark.timeout(300)
