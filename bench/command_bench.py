@@ -36,7 +36,9 @@ import argparse
 import asyncio
 import json
 import multiprocessing
+import os
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -247,6 +249,7 @@ def commands_phase(
         received, _ = fleet.answers()
     finally:
         fleet.close()
+    figures["load_average"] = os.getloadavg()[0]
     figures["quiet"] = latency(quiet, received)
     figures["loaded"] = latency(loaded, received)
     figures["ingest"] = vars(step)
@@ -300,6 +303,7 @@ def fanout_phase(
                 cpu0, load0 = cpu_seconds([server]), cpu_seconds(loaders)
                 spy = start_profile(server.pid, city.work) if args.profile else None
                 out.update(await city_wide_program(admin, connected))
+                out["load_average"] = os.getloadavg()[0]
                 out["server_cpu_s"] = cpu_seconds([server]) - cpu0
                 out["load_cpu_s"] = cpu_seconds(loaders) - load0
                 if spy is not None:
@@ -325,7 +329,10 @@ def fanout_phase(
         fleet.close()
     if args.profile:
         print("where the orchestrator's time went from the put to the last acknowledgement:")
-        print_py_spy(city.work / "put.py-spy")
+        print_py_spy(city.work / "put.py-spy", also=("store-write", "store-read"))
+        kept = Path(tempfile.gettempdir()) / "command_bench-put.py-spy"
+        shutil.copy(city.work / "put.py-spy", kept)
+        print(f"(py-spy's raw samples kept in {kept})")
     return figures
 
 
@@ -404,6 +411,7 @@ def report(
             f"{c['to_gateway_p50_ms']:.1f} ms, p99 {c['to_gateway_p99_ms']:.1f} ms; "
             f"SendCommand p50 {c['call_p50_ms']:.1f} ms"
         )
+    print(f"  machine load average (1 min) during the commands: {commands['load_average']:.1f}")
     step = commands["ingest"]
     print(f"  the ingest meanwhile (bench/ingest_curve.py's step):\n{HEADER}")
     print(Step(**step).line())
@@ -423,7 +431,8 @@ def report(
     verdict = "under" if f["all_acked_s"] < 5 else "OVER"
     print(
         f"  every acknowledgement stored (convergence {int(f['converged'])}/{n}): "
-        f"{f['all_acked_s']:.2f} s after the put ({verdict} 5 s)"
+        f"{f['all_acked_s']:.2f} s after the put ({verdict} 5 s; that look at the view was "
+        f"asked {f['last_look_s']:.2f} s after the put)"
     )
     print(
         f"  CPU from the put to the last acknowledgement: orchestrator "
@@ -436,6 +445,10 @@ def report(
         f"acknowledged once stored: {int(f['floor_acked'])} acknowledged, p50 "
         f"{f['floor_p50_s']:.2f} s, last {f['floor_last_s']:.2f} s; orchestrator CPU "
         f"{f['floor_cpu_s']:.1f} s ({1000 * f['floor_cpu_s'] / max(1, n):.2f} ms a gateway)"
+    )
+    print(
+        f"  machine load average (1 min) after the put: {f['load_average']:.1f} "
+        f"({os.cpu_count()} cores, shared with whatever else runs)"
     )
     per_call = f["one_by_one_per_call_s"]
     print(

@@ -357,11 +357,12 @@ def _py_spy() -> str:
     return shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
 
 
-def print_py_spy(path: Path) -> None:
+def print_py_spy(path: Path, also: tuple[str, ...] = ()) -> None:
     """Samples per thread; on the asyncio thread, own time per Python function (time in
-    C, gRPC's Cython included, counts for the Python function that called it)."""
+    C, gRPC's Cython included, counts for the Python function that called it); the same,
+    shorter, for the threads whose names start with one of ``also``."""
     threads: collections.Counter[str] = collections.Counter()
-    own: collections.Counter[str] = collections.Counter()
+    own: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
     idle = 0
     for line in path.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
@@ -373,17 +374,20 @@ def print_py_spy(path: Path) -> None:
             idle += n
             continue
         threads[thread] += n
-        if thread == "MainThread":
-            own[_frame(frames[-1])] += n
-    total = sum(own.values())
+        for name in ("MainThread", *also):
+            if thread.startswith(name):
+                own[name][_frame(frames[-1])] += n
     print(f"busy samples per thread (idle waits left out: {idle}):")
     for name, n in threads.most_common(8):
         print(f"  {n:6d}  {name}")
-    if not total:
-        return
-    print("asyncio thread: own time per function (top 20):")
-    for name, n in own.most_common(20):
-        print(f"  {100 * n / total:5.1f} %  {name}")
+    for name, top in (("MainThread", 20), *((a, 8) for a in also)):
+        total = sum(own[name].values())
+        if not total:
+            continue
+        label = "asyncio thread" if name == "MainThread" else f"{name} threads"
+        print(f"{label}: own time per function (top {top}):")
+        for function, n in own[name].most_common(top):
+            print(f"  {100 * n / total:5.1f} %  {function}")
 
 
 def _frame(frame: str) -> str:
