@@ -2,7 +2,8 @@
 operator's command to its acknowledgement under ingest load.
 
     python bench/command_bench.py [--gateways 10000] [--procs 4] [--command-gateways 1000]
-                                  [--load 20000] [--commands 200] [--json] [--quick]
+                                  [--load 20000] [--commands 200] [--json] [--profile]
+    python bench/command_bench.py --quick
 
 One real orchestrator process (``ondijon orchestrator serve``, SQLite) and load processes
 (bench/fleet.py) in which every gateway has its own certificate and its own mutual-TLS
@@ -15,19 +16,25 @@ agent does once it has acted. Through the admin API over mutual TLS:
    shows the gateway's DONE stored: p50/p99, with the part until the gateway received it.
    First with no other traffic (the peer), then while the gateways send ``--load``
    device updates per second (half the ingest knee: bench/ingest_curve.py
-   ``--loads 20000``), whose acknowledgement p50/p99 is printed beside them.
+   ``--loads 20000``), whose acknowledgement p50/p99 is printed beside them. Beside
+   them, the disk under the store: fsync p50/p99 (a command waits for two commits).
 2. Fan-out. ``--gateways`` gateways connected from ``--procs`` load processes, at most
    ``--opening`` handshakes in flight per process; the time to open them all is printed
    on its own. Then one ``PutGroupDocument`` of a lighting program to the whole city:
    time until the call returns, until every gateway received it, and until the
-   convergence view counts every acknowledgement stored (goal under 5 s); peer measured
-   in the same run: ``PutDesiredState`` one gateway at a time (the shell loop), timed on
-   a sample and extrapolated to the city (bench/city_bench.py's).
+   convergence view counts every acknowledgement stored (goal under 5 s), with the
+   orchestrator's CPU meanwhile. In the same run, on the same streams, the floor: every
+   gateway sends one small state report at once, each acknowledged once stored (one
+   small message each way per gateway, as the program costs); and the peer:
+   ``PutDesiredState`` one gateway at a time (the shell loop), timed on a sample and
+   extrapolated to the city (bench/city_bench.py's). ``--profile``: py-spy samples the
+   orchestrator from the put to the last acknowledgement (threads, top functions).
 
 ``--quick``: 400 gateways, 200 of them for 60 commands at 4,000 updates/s (the same
-updates per gateway). The soft limit of open files is raised to the hard limit (the
-orchestrator holds a socket per gateway). The load processes share the machine's cores
-with the orchestrator: figures are pessimistic.
+updates per gateway), about a minute. The soft limit of open files is raised to the hard
+limit (the orchestrator holds a socket per gateway). The load processes share the
+machine's cores with the orchestrator, and the load average is printed: on a machine
+shared with other work, latency tails are the machine's as much as the code's.
 """
 
 from __future__ import annotations
@@ -207,6 +214,24 @@ def latency(sent: list[Sent], received: dict[str, float]) -> dict[str, float]:
     }
 
 
+def fsync_ms(directory: Path, count: int = 200) -> list[float]:
+    """The disk under the store: ``count`` 4 KiB appends, each flushed with fsync (what
+    each commit waits for: SQLite's WAL, ``synchronous=FULL``), in milliseconds."""
+    path = directory / "fsync-probe"
+    times = []
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        for _ in range(count):
+            os.write(fd, b"\0" * 4096)
+            t0 = time.perf_counter()
+            os.fsync(fd)
+            times.append(1000 * (time.perf_counter() - t0))
+    finally:
+        os.close(fd)
+        path.unlink()
+    return times
+
+
 def percentile(values: list[float], p: float) -> float:
     if not values:
         return float("nan")
@@ -250,6 +275,8 @@ def commands_phase(
     finally:
         fleet.close()
     figures["load_average"] = os.getloadavg()[0]
+    disk = fsync_ms(city.work)
+    figures["fsync_p50_ms"], figures["fsync_p99_ms"] = percentile(disk, 50), percentile(disk, 99)
     figures["quiet"] = latency(quiet, received)
     figures["loaded"] = latency(loaded, received)
     figures["ingest"] = vars(step)
@@ -411,6 +438,11 @@ def report(
             f"{c['to_gateway_p50_ms']:.1f} ms, p99 {c['to_gateway_p99_ms']:.1f} ms; "
             f"SendCommand p50 {c['call_p50_ms']:.1f} ms"
         )
+    print(
+        f"  the disk under the store, measured after them: fsync p50 "
+        f"{commands['fsync_p50_ms']:.1f} ms, p99 {commands['fsync_p99_ms']:.1f} ms (a command "
+        f"waits for two commits: queued, then answered)"
+    )
     print(f"  machine load average (1 min) during the commands: {commands['load_average']:.1f}")
     step = commands["ingest"]
     print(f"  the ingest meanwhile (bench/ingest_curve.py's step):\n{HEADER}")
