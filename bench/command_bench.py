@@ -21,9 +21,10 @@ agent does once it has acted. Through the admin API over mutual TLS:
 2. Fan-out. ``--gateways`` gateways connected from ``--procs`` load processes, at most
    ``--opening`` handshakes in flight per process; the time to open them all is printed
    on its own. Then one ``PutGroupDocument`` of a lighting program to the whole city:
-   time until the call returns, until every gateway received it, and until the
-   convergence view counts every acknowledgement stored (goal under 5 s), with the
-   orchestrator's CPU meanwhile. In the same run, on the same streams, the floor: every
+   time until the call returns, until every gateway received it, until every
+   acknowledgement is stored (goal under 5 s; read from the SQLite file every 20 ms) and
+   until the operator's convergence view counts them all, with the orchestrator's CPU
+   meanwhile. In the same run, on the same streams, the floor: every
    gateway sends one small state report at once, each acknowledged once stored (one
    small message each way per gateway, as the program costs); and the peer:
    ``PutDesiredState`` one gateway at a time (the shell loop), timed on a sample and
@@ -47,6 +48,7 @@ import os
 import resource
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -333,7 +335,9 @@ def fanout_phase(
                 out["convergence_call_s"] = (time.perf_counter() - t0) / 3
                 cpu0, load0 = cpu_seconds([server]), cpu_seconds(loaders)
                 spy = start_profile(server.pid, city.work) if args.profile else None
+                stored = asyncio.create_task(all_held(city.db, connected))
                 out.update(await city_wide_program(admin, connected))
+                out["stored_s"] = await stored - out["put_at"]
                 out["load_average"] = os.getloadavg()[0]
                 out["server_cpu_s"] = cpu_seconds([server]) - cpu0
                 out["load_cpu_s"] = cpu_seconds(loaders) - load0
@@ -365,6 +369,29 @@ def fanout_phase(
         shutil.copy(city.work / "put.py-spy", kept)
         print(f"(py-spy's raw samples kept in {kept})")
     return figures
+
+
+HELD_AS_ISSUED = """
+    SELECT count(*) FROM held_documents h JOIN desired_documents d
+    ON h.gateway_id = d.gateway_id AND h.kind = d.kind
+    WHERE h.kind = ? AND h.version = d.version AND h.digest = d.digest
+"""
+
+
+async def all_held(db: Path, gateways: int) -> float:
+    """When (epoch) ``gateways`` gateways hold their desired schedule as issued, read from
+    the SQLite file itself every 20 ms (the bench's own reader, in this process: the
+    orchestrator's convergence view is the operator's figure, and a look at it takes
+    seconds while 10,000 acknowledgements come in)."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, check_same_thread=False)
+    try:
+        while True:
+            (held,) = (await asyncio.to_thread(conn.execute, HELD_AS_ISSUED, (1,))).fetchone()
+            if held >= gateways:
+                return time.time()
+            await asyncio.sleep(0.02)
+    finally:
+        conn.close()
 
 
 def cpu_seconds(procs: list[psutil.Process]) -> float:
@@ -464,11 +491,14 @@ def report(
         f"({int(f['changed'])} new versions); received by {f['received']} gateways, p50 "
         f"{f['received_p50_s']:.2f} s, last {f['received_last_s']:.2f} s after the put"
     )
-    verdict = "under" if f["all_acked_s"] < 5 else "OVER"
+    verdict = "under" if f["stored_s"] < 5 else "OVER"
     print(
-        f"  every acknowledgement stored (convergence {int(f['converged'])}/{n}): "
-        f"{f['all_acked_s']:.2f} s after the put ({verdict} 5 s; that look at the view was "
-        f"asked {f['last_look_s']:.2f} s after the put)"
+        f"  every acknowledgement stored (read from the database every 20 ms): "
+        f"{f['stored_s']:.2f} s after the put ({verdict} 5 s)"
+    )
+    print(
+        f"  the convergence view counts {int(f['converged'])}/{n}: {f['all_acked_s']:.2f} s "
+        f"after the put (that look was asked {f['last_look_s']:.2f} s after it)"
     )
     print(
         f"  CPU from the put to the last acknowledgement: orchestrator "
