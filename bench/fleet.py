@@ -5,7 +5,8 @@ pipe.
 Each gateway says hello, acknowledges every desired document it is sent (accepted) and
 answers every command DONE, as the agent does once it has acted on it; on request it
 sends StateReports at a given rate and measures their acknowledgements. Used by
-``ingest_curve.py`` and ``command_bench.py``; not a benchmark itself.
+``ingest_curve.py``, ``command_bench.py`` and ``failover_bench.py`` (which gives them the
+agent's reconnect policy); not a benchmark itself.
 
 The pipe protocol of :func:`load_process`: it first sends how its streams opened
 (``opened``, ``lost``, ``began``, ``ended``, ``rss``); then, for each message received:
@@ -56,16 +57,22 @@ class LoadGateway:
     channel: Any = None
     call: Any = None
     reader: asyncio.Task[None] | None = None
+    options: list[tuple[str, Any]] = field(default_factory=list)  # more channel options
+    welcome: link_pb2.Welcome | None = None  # the open stream's
+
+    def hello(self) -> link_pb2.Hello:
+        return link_pb2.Hello(firmware_version="bench")
 
     async def open(self) -> bool:
-        self.channel = link_channel(self.address, self.credentials)
-        self.call = connect(self.channel, self.queue)
+        self.channel = link_channel(self.address, self.credentials, self.options)
+        self.call = connect(self.channel, self.queue, self.hello())
         try:
             first = await self.call.read()
         except grpc.aio.AioRpcError:
             return False
         if first is grpc.aio.EOF or first.WhichOneof("body") != "welcome":
             return False
+        self.welcome = first.welcome
         self.reader = asyncio.create_task(self._read())
         return True
 

@@ -26,6 +26,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -97,17 +98,24 @@ def encode_state(batch_id: int, blob: bytes) -> bytes:
 # -- load process -----------------------------------------------------------------------
 
 
-def link_channel(address: str, credentials: grpc.ChannelCredentials) -> grpc.aio.Channel:
+def link_channel(
+    address: str, credentials: grpc.ChannelCredentials, more: Sequence[tuple[str, Any]] = ()
+) -> grpc.aio.Channel:
     """A gateway's own channel to the orchestrator: its own TCP and TLS connection (no
-    subchannel shared with the other gateways of the process)."""
+    subchannel shared with the other gateways of the process); ``more`` channel options."""
     options = [
         ("grpc.use_local_subchannel_pool", 1),
         ("grpc.ssl_target_name_override", "localhost"),
+        *more,
     ]
     return grpc.aio.secure_channel(address, credentials, options=options)
 
 
-def connect(channel: grpc.aio.Channel, queue: asyncio.Queue[bytes | None]) -> Any:
+def connect(
+    channel: grpc.aio.Channel,
+    queue: asyncio.Queue[bytes | None],
+    hello: link_pb2.Hello | None = None,
+) -> Any:
     """The GatewayLink stream: the hello, then the serialized requests put on ``queue``
     until None; responses are decoded."""
     stub = channel.stream_stream(
@@ -115,11 +123,10 @@ def connect(channel: grpc.aio.Channel, queue: asyncio.Queue[bytes | None]) -> An
         request_serializer=lambda b: b,
         response_deserializer=link_pb2.ConnectResponse.FromString,
     )
+    first = link_pb2.ConnectRequest(hello=hello or link_pb2.Hello(firmware_version="bench"))
 
     async def requests():  # type: ignore[no-untyped-def]
-        yield link_pb2.ConnectRequest(
-            hello=link_pb2.Hello(firmware_version="bench")
-        ).SerializeToString()
+        yield first.SerializeToString()
         while (item := await queue.get()) is not None:
             yield item
 
