@@ -270,7 +270,7 @@ def _dropped_by_gaps(gap_events: list[link_pb2.Event]) -> set[int]:
     dropped: set[int] = set()
     for gap in gap_events:
         assert "sequences_truncated" not in gap.attributes
-        for part in gap.attributes["sequences"].split(","):
+        for part in filter(None, gap.attributes["sequences"].split(",")):
             first, _, last = part.partition("-")
             dropped.update(range(int(first), int(last or first) + 1))
         assert len(dropped) >= int(gap.attributes["dropped"])
@@ -742,24 +742,23 @@ def test_events_sent_since_an_image_of_the_disk_are_never_listed_lost(
         box.requeue_in_flight()  # a stream starts
         asked = box.held_after()
         assert asked < min(sent)  # the hello asks about the events not known as sent
-        # Readings keep coming while the hello waits for its welcome: nothing pending is
-        # dropped meanwhile (the outbox runs over its budget for that time).
-        for _ in range(40):
+        hello_last = box.last_sequence
+        # Readings keep coming while the hello waits for its welcome: dropped for room,
+        # those sent are listed (nobody knows yet), and the welcome's answer corrects that.
+        for _ in range(70):
             clock.advance(QUARTER.total_seconds())
             box.append_many([reading(d, clock.now()) for d in LAMPS])
-        assert not _dropped_by_gaps(gaps(everything(box))) & sent
         box.settle_losses(
             held=[(min(sent), stored)],
             stored_sequence=stored,
-            hello_last=box.last_sequence,
+            hello_last=hello_last,
             asked_after=asked,
         )
-        _fill(box, clock, quarters=70, with_events=False)
+        _fill(box, clock, quarters=70, with_events=False)  # and after the welcome
         kept = everything(box)
     dropped = _dropped_by_gaps(gaps(kept))
     assert dropped, "the budget should have been exceeded"
     assert not dropped & sent
-    assert sent <= {e.sequence for e in kept}
 
 
 def test_a_gap_event_not_yet_sent_lists_nothing_the_orchestrator_holds(
