@@ -27,8 +27,8 @@ Prints one line per figure. Needs Chromium at /usr/bin/chromium (or ``ONDIJON_CH
    gateways over mutual TLS), which measures a step with no console, then opens the
    consoles (each its own operator signed in with password and TOTP, its live feed
    ``/live`` following 20 cabinets under load, as a map zoomed on them does: their
-   devices polled every half second, the city's events pushed; ``--console-watch 0``: the
-   city-wide map, events only) and measures the same step again (:func:`_consoles`).
+   devices' changes and the city's events pushed; ``--console-watch 0``: the city-wide
+   map, events only) and measures the same step again (:func:`_consoles`).
 """
 
 from __future__ import annotations

@@ -8,14 +8,15 @@ once, when the first console follows the cabinet, then folded from every state r
 link stores (:meth:`LiveStates.stored`, called after the write: one dictionary lookup for
 a cabinet nobody follows, never a wait).
 
-Every :data:`FRAME_S` one pass (:meth:`LiveStates.tick`) turns what was reported into one
-frame per console: only the devices whose text or colour changed since the console's last
-frame, only the cabinets it follows and its operator may see (its communes, as last read by
-its feed). The work is done once for every console: one fold per report, one text per
-device changed, and a store read only for a cabinet followed for the first time or whose
-stream is on another replica (several replicas on PostgreSQL: its reports are stored
-there; the cabinets in that case are read again every :data:`REMOTE_READ_S`, all in one
-read, whatever the number of consoles).
+One pass (:meth:`LiveStates.tick`) turns what was reported into one frame per console, at
+once after a quiet spell, then at most every :data:`FRAME_S` while reports keep coming:
+only the devices whose text or colour changed since the console's last frame, only the
+cabinets it follows and its operator may see (its communes, as last read by its feed). The
+work is done once for every console: one fold per report, one text per device changed,
+and a store read only for a cabinet followed for the first time or whose stream is on
+another replica (several replicas on PostgreSQL: its reports are stored there; such
+cabinets are read again every :data:`REMOTE_READ_S`, all in one read, whatever the number
+of consoles).
 
 A console that does not take its frames as fast as they come holds nothing up: what waits
 for it is one dictionary per cabinet it follows, the latest state of each device changed
@@ -25,6 +26,7 @@ for it is one dictionary per cabinet it follows, the latest state of each device
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -125,6 +127,7 @@ class LiveStates:
         self._cabinets: dict[str, _Cabinet] = {}
         self._followers: set[Follower] = set()
         self._someone = asyncio.Event()
+        self._reported = asyncio.Event()
         # How many store reads the passes made (one per pass at most), for tests and benches.
         self.reads = 0
 
@@ -138,6 +141,7 @@ class LiveStates:
         reported = cabinet.reported
         for device in report.devices:
             reported[device.device_id] = device
+        self._reported.set()
 
     # -- the consoles' side -------------------------------------------------------------
 
@@ -160,6 +164,7 @@ class LiveStates:
                 follower.offer(gateway_id, dict(cabinet.shown))
         self._followers.add(follower)
         self._someone.set()
+        self._reported.set()  # its first read, without waiting
         return follower
 
     def unfollow(self, follower: Follower) -> None:
@@ -238,15 +243,18 @@ class LiveStates:
                 follower.offer(gateway_id, changes)
 
     async def run(self) -> None:
-        """A pass every :attr:`frame_s` while some console follows a cabinet (the server
-        runs this for as long as the console serves)."""
+        """The passes, while some console follows a cabinet (the server runs this for as
+        long as the console serves): a report after a quiet spell is passed on at once,
+        then at most one pass every :attr:`frame_s` takes whatever came meanwhile."""
         while True:
             if not self._followers:
                 self._someone.clear()
                 await self._someone.wait()
-            started = self._monotonic()
+            with contextlib.suppress(TimeoutError):  # quiet: remote cabinets are still due
+                await asyncio.wait_for(self._reported.wait(), self.frame_s)
+            self._reported.clear()
             try:
                 await self.tick()
             except Exception:  # a store away: the next pass reads again
                 log.warning("console live states: pass failed", exc_info=True)
-            await asyncio.sleep(max(0.0, self.frame_s - (self._monotonic() - started)))
+            await asyncio.sleep(self.frame_s)
