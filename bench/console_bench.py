@@ -28,7 +28,9 @@ Prints one line per figure. Needs Chromium at /usr/bin/chromium (or ``ONDIJON_CH
    consoles (each its own operator signed in with password and TOTP, its live feed
    ``/live`` following 20 cabinets under load, as a map zoomed on them does: their
    devices' changes and the city's events pushed; ``--console-watch 0``: the city-wide
-   map, events only) and measures the same step again (:func:`_consoles`).
+   map, events only) and measures the same step again (:func:`_consoles`). The reported
+   states never change unless ``--changing-states``: then every report flips its lamps
+   between 50 and 100 %, and every followed device is in the consoles' frames.
 """
 
 from __future__ import annotations
@@ -172,12 +174,20 @@ async def main() -> None:
     parser.add_argument(
         "--console-watch", type=int, default=20, help="cabinets each console follows (0: none)"
     )
+    parser.add_argument(
+        "--changing-states",
+        action="store_true",
+        help="with --consoles: every report flips its lamps between 50 and 100 %%, so every "
+        "followed device changes at every report (its frames carry them all)",
+    )
     args = parser.parse_args()
     if args.consoles:
         ingest = Path(__file__).resolve().parent / "ingest_curve.py"
         command = [sys.executable, str(ingest), "--loads", str(args.ingest_load)]
         command += ["--consoles", str(args.consoles), "--no-ceiling"]
         command += ["--console-watch", str(args.console_watch)]
+        if args.changing_states:
+            command.append("--changing-states")
         sys.exit(subprocess.call(command))  # noqa: ASYNC221 - nothing else runs yet
     if not os.path.exists(CHROMIUM):
         sys.exit(f"Chromium is not installed at {CHROMIUM}")
