@@ -46,8 +46,25 @@ Frame = dict[str, dict[str, Shown]]
 ReadDevices = Callable[[list[str]], Awaitable[dict[str, list[state_pb2.DeviceState]]]]
 
 
+# What a lamp shows depends on its level, whether it is lit and its faults only: the few
+# combinations seen are described once (a city's lamps share a handful of them), not at
+# every report. Bounded: a gateway sending odd levels cannot grow it without end.
+_LAMPS: dict[tuple[int, bool, tuple[str, ...]], Shown] = {}
+_LAMPS_MAX = 4096
+
+
 def shown(device: state_pb2.DeviceState) -> Shown:
-    return device_summary(device), device_code(device)
+    """The device's text and map colour (:func:`device_summary`, :func:`device_code`)."""
+    if device.WhichOneof("detail") != "lamp":
+        return device_summary(device), device_code(device)
+    lamp = device.lamp
+    key = (lamp.level, lamp.lit, tuple(lamp.faults))
+    found = _LAMPS.get(key)
+    if found is None:
+        if len(_LAMPS) >= _LAMPS_MAX:
+            _LAMPS.clear()
+        found = _LAMPS[key] = (device_summary(device), device_code(device))
+    return found
 
 
 @dataclass(eq=False)

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import asyncio
 
-from orchestrator.console.states import LiveStates
+from orchestrator.console.pages import device_code, device_summary
+from orchestrator.console.states import LiveStates, shown
 from protos.ondijon.v1 import link_pb2, schedule_pb2, state_pb2
 
 
@@ -197,3 +198,28 @@ async def test_the_passes_run_while_someone_follows() -> None:
         assert store.reads == [["dj-01"]]
     finally:
         passes.cancel()
+
+
+def test_what_a_device_shows_is_the_cabinet_pages_text_and_the_maps_colour() -> None:
+    devices = [
+        lamp(f"lamp-{level}-{lit}", level, lit=lit)
+        for level in (0, 1, 50, 99, 100)
+        for lit in (True, False)
+    ]
+    devices.append(
+        state_pb2.DeviceState(
+            device_id="lamp-f",
+            kind=schedule_pb2.DEVICE_KIND_LAMP,
+            lamp=state_pb2.LampState(level=100, lit=True, faults=["driver"]),
+        )
+    )
+    devices.append(
+        state_pb2.DeviceState(
+            device_id="bollard-1",
+            kind=schedule_pb2.DEVICE_KIND_BOLLARD,
+            bollard=state_pb2.BollardState(emergency=True),
+        )
+    )
+    for _ in range(2):  # described, then remembered: the same either way
+        for device in devices:
+            assert shown(device) == (device_summary(device), device_code(device))
