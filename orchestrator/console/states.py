@@ -9,7 +9,7 @@ link stores (:meth:`LiveStates.stored`, called after the write: one dictionary l
 a cabinet nobody follows, never a wait).
 
 One pass (:meth:`LiveStates.tick`) turns what was reported into one frame per console, at
-once after a quiet spell, then at most every :data:`FRAME_S` while reports keep coming:
+once after a quiet spell, then at most every :data:`FRAME_S` while changes keep coming:
 only the devices whose text or colour changed since the console's last frame, only the
 cabinets it follows and its operator may see (its communes, as last read by its feed). The
 work is done once for every console: one fold per report, one text per device changed,
@@ -145,6 +145,10 @@ class LiveStates:
         self._followers: set[Follower] = set()
         self._someone = asyncio.Event()
         self._reported = asyncio.Event()
+        # Cabinets reported since the last pass; whether to look for cabinets to read.
+        self._dirty: set[str] = set()
+        self._scan = False
+        self._scanned_at = -float("inf")
         # How many store reads the passes made (one per pass at most), for tests and benches.
         self.reads = 0
 
@@ -158,6 +162,7 @@ class LiveStates:
         reported = cabinet.reported
         for device in report.devices:
             reported[device.device_id] = device
+        self._dirty.add(gateway_id)
         self._reported.set()
 
     # -- the consoles' side -------------------------------------------------------------
@@ -181,6 +186,7 @@ class LiveStates:
                 follower.offer(gateway_id, dict(cabinet.shown))
         self._followers.add(follower)
         self._someone.set()
+        self._scan = True
         self._reported.set()  # its first read, without waiting
         return follower
 
@@ -211,37 +217,59 @@ class LiveStates:
 
     # -- the passes -----------------------------------------------------------------------
 
-    async def tick(self) -> None:
+    async def tick(self) -> bool:
         """One pass: read the cabinets due (one read for all), fold what was reported,
-        offer each console what changed."""
+        offer each console what changed; whether anything was offered."""
         now = self._monotonic()
-        due = [
-            gateway_id
-            for gateway_id, cabinet in self._cabinets.items()
-            if not cabinet.loaded
-            or (
-                (cabinet.remote or not self._local(gateway_id))
-                and now - cabinet.read_at >= self.remote_read_s
-            )
-        ]
-        if due:
-            reading = {gateway_id: self._cabinets[gateway_id] for gateway_id in due}
-            for gateway_id, cabinet in reading.items():
-                cabinet.read_at = now
-                cabinet.remote = not self._local(gateway_id)
-            self.reads += 1
+        offered = False
+        if self._scan or now - self._scanned_at >= self.frame_s:
+            # Cabinets followed for the first time, or streaming to another replica.
+            self._scan, self._scanned_at = False, now
+            due = [
+                gateway_id
+                for gateway_id, cabinet in self._cabinets.items()
+                if not cabinet.loaded
+                or (
+                    (cabinet.remote or not self._local(gateway_id))
+                    and now - cabinet.read_at >= self.remote_read_s
+                )
+            ]
+            if due:
+                offered = await self._read_due(due, now)
+        dirty, self._dirty = self._dirty, set()
+        for gateway_id in dirty:
+            cabinet = self._cabinets.get(gateway_id)
+            if cabinet is None:
+                continue
+            if not cabinet.loaded:  # its first read comes first
+                self._dirty.add(gateway_id)
+                continue
+            reported, cabinet.reported = cabinet.reported, {}
+            offered |= self._offer(gateway_id, cabinet, self._fold(cabinet, reported.values()))
+        return offered
+
+    async def _read_due(self, due: list[str], now: float) -> bool:
+        reading = {gateway_id: self._cabinets[gateway_id] for gateway_id in due}
+        for gateway_id, cabinet in reading.items():
+            cabinet.read_at = now
+            cabinet.remote = not self._local(gateway_id)
+        self.reads += 1
+        try:
             read = await self._read(due)
-            for gateway_id, cabinet in reading.items():
-                if self._cabinets.get(gateway_id) is not cabinet:  # no longer followed
-                    continue
-                first = not cabinet.loaded
-                changes = self._fold(cabinet, read.get(gateway_id, ()))
-                cabinet.loaded = True
-                self._offer(gateway_id, cabinet, dict(cabinet.shown) if first else changes)
-        for gateway_id, cabinet in self._cabinets.items():
-            if cabinet.reported and cabinet.loaded:
-                reported, cabinet.reported = cabinet.reported, {}
-                self._offer(gateway_id, cabinet, self._fold(cabinet, reported.values()))
+        except BaseException:
+            self._scan = True  # read them again at the next pass
+            raise
+        offered = False
+        for gateway_id, cabinet in reading.items():
+            if self._cabinets.get(gateway_id) is not cabinet:  # no longer followed
+                continue
+            first = not cabinet.loaded
+            changes = self._fold(cabinet, read.get(gateway_id, ()))
+            cabinet.loaded = True
+            if cabinet.reported:
+                self._dirty.add(gateway_id)  # reported during the read: over it
+            offered |= self._offer(gateway_id, cabinet, dict(cabinet.shown) if first else changes)
+        return offered
 
     @staticmethod
     def _fold(cabinet: _Cabinet, devices: Iterable[state_pb2.DeviceState]) -> dict[str, Shown]:
@@ -254,15 +282,18 @@ class LiveStates:
         return changes
 
     @staticmethod
-    def _offer(gateway_id: str, cabinet: _Cabinet, changes: dict[str, Shown]) -> None:
-        if changes:
-            for follower in cabinet.followers:
-                follower.offer(gateway_id, changes)
+    def _offer(gateway_id: str, cabinet: _Cabinet, changes: dict[str, Shown]) -> bool:
+        if not changes:
+            return False
+        for follower in cabinet.followers:
+            follower.offer(gateway_id, changes)
+        return True
 
     async def run(self) -> None:
         """The passes, while some console follows a cabinet (the server runs this for as
-        long as the console serves): a report after a quiet spell is passed on at once,
-        then at most one pass every :attr:`frame_s` takes whatever came meanwhile."""
+        long as the console serves): a change after a quiet spell goes out at once; after
+        a pass that sent something, the next waits :attr:`frame_s` and takes whatever came
+        meanwhile (a pass that found nothing to send holds nothing back)."""
         while True:
             if not self._followers:
                 self._someone.clear()
@@ -271,7 +302,9 @@ class LiveStates:
                 await asyncio.wait_for(self._reported.wait(), self.frame_s)
             self._reported.clear()
             try:
-                await self.tick()
+                offered = await self.tick()
             except Exception:  # a store away: the next pass reads again
                 log.warning("console live states: pass failed", exc_info=True)
-            await asyncio.sleep(self.frame_s)
+                offered = True  # and not at once
+            if offered:
+                await asyncio.sleep(self.frame_s)

@@ -223,3 +223,27 @@ def test_what_a_device_shows_is_the_cabinet_pages_text_and_the_maps_colour() -> 
     for _ in range(2):  # described, then remembered: the same either way
         for device in devices:
             assert shown(device) == (device_summary(device), device_code(device))
+
+
+async def test_a_change_goes_out_at_once_when_the_reports_before_it_changed_nothing() -> None:
+    store = Store()
+    store.devices["dj-01"] = [lamp("lamp-001", 100)]
+    states = LiveStates(read=store.read, local=lambda g: True, frame_s=1.0)
+    passes = asyncio.create_task(states.run())
+    try:
+        follower = states.follow(["dj-01"], lambda g: True)
+        await asyncio.wait_for(follower.ready.wait(), 2)
+        follower.take()
+        await asyncio.sleep(1.1)  # the frame above holds the next pass back a second
+        follower.ready.clear()
+        for _ in range(6):  # an agent reporting ten times a second, nothing changing
+            states.stored("dj-01", report(lamp("lamp-001", 100)))
+            await asyncio.sleep(0.05)
+        states.stored("dj-01", report(lamp("lamp-001", 40)))
+        changed = asyncio.get_running_loop().time()
+        await asyncio.wait_for(follower.ready.wait(), 2)
+        # Not held back by the unchanged reports: well under the second between frames.
+        assert asyncio.get_running_loop().time() - changed < 0.5
+        assert follower.take() == {"dj-01": {"lamp-001": ("40 % lit", "d")}}
+    finally:
+        passes.cancel()
