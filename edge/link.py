@@ -44,6 +44,7 @@ from edge.identity import Credentials, IdentityFilesError, channel_options, load
 from edge.storage.atomic import StorageRecovery
 from edge.storage.errors import OutboxRecovered, StorageError
 from edge.storage.loss import Settlement
+from edge.storage.overflow import sequence_list
 from foundation.escaping import escape
 from foundation.files import fsync_dir
 from protos.ondijon.v1 import firmware_pb2, link_pb2, link_pb2_grpc, state_pb2
@@ -392,6 +393,15 @@ class _Session:
             hello_last=self.hello_last,
             asked_after=self.asked_after,
         )
+        if settlement.lost or settlement.rewound:
+            log.warning(
+                "welcome: the orchestrator stores up to %d (hello said %d, asked after %d); "
+                "lost to storage: %s",
+                welcome.stored_sequence,
+                self.hello_last,
+                self.asked_after,
+                (sequence_list(settlement.lost) or "none")[:500],
+            )
         if settlement.rewound:
             self.client._storage_alarm(
                 f"the orchestrator holds sequences up to {welcome.stored_sequence}, this "
