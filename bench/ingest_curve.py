@@ -74,7 +74,8 @@ DRAIN_S = 10.0
 class _Gateway:
     address: str
     credentials: grpc.ChannelCredentials
-    blob: bytes
+    # The reports' device states, taken in turn (two with --changing-states).
+    blobs: tuple[bytes, ...]
     queue: asyncio.Queue[bytes | None] = field(default_factory=asyncio.Queue)
     sent: dict[int, float] = field(default_factory=dict)
     measured: set[int] = field(default_factory=set)
@@ -141,7 +142,8 @@ class _Gateway:
             self.sent[self.batch] = time.perf_counter()
             if at >= measure_from:
                 self.measured.add(self.batch)
-            self.queue.put_nowait(encode_state(self.batch, self.blob))
+            blob = self.blobs[self.batch % len(self.blobs)]
+            self.queue.put_nowait(encode_state(self.batch, blob))
             at += interval
 
     async def close(self) -> None:
@@ -159,11 +161,12 @@ async def _load(
     root: bytes,
     gateways: list[tuple[str, bytes, bytes]],
     devices: int,
+    changing: bool,
 ) -> None:
     loop = asyncio.get_running_loop()
-    blob = devices_blob(devices)
+    blobs = (devices_blob(devices, 50), devices_blob(devices, 100))[: 2 if changing else 1]
     fleet = [
-        _Gateway(address, grpc.ssl_channel_credentials(root, key, chain), blob)
+        _Gateway(address, grpc.ssl_channel_credentials(root, key, chain), blobs)
         for address, key, chain in gateways
     ]
     began = time.time()
@@ -208,8 +211,9 @@ def load_process(
     root: bytes,
     gateways: list[tuple[str, bytes, bytes]],
     devices: int,
+    changing: bool = False,
 ) -> None:
-    asyncio.run(_load(pipe, root, gateways, devices))
+    asyncio.run(_load(pipe, root, gateways, devices, changing))
 
 
 # -- the gRPC floor: a bare servicer that only reads and acknowledges ----------------------
@@ -583,6 +587,12 @@ def main() -> int:
         default=20,
         help="cabinets each console follows (0: the city-wide map, events only)",
     )
+    parser.add_argument(
+        "--changing-states",
+        action="store_true",
+        help="every report flips its lamps between 50 and 100 %% (the states a console "
+        "follows change at every report; by default they never change)",
+    )
     parser.add_argument("--json", action="store_true", help="print figures as JSON too")
     args = parser.parse_args()
     if args.replicas > 1 and not args.postgres:
@@ -708,7 +718,13 @@ def measure(args: argparse.Namespace, work: Path, store_url: str | None) -> int:
             ours, theirs = ctx.Pipe()
             proc = ctx.Process(
                 target=load_process,
-                args=(theirs, city.ca.root_pem, gateways[i :: args.procs], args.devices),
+                args=(
+                    theirs,
+                    city.ca.root_pem,
+                    gateways[i :: args.procs],
+                    args.devices,
+                    args.changing_states,
+                ),
             )
             proc.start()
             pipes.append(ours)
