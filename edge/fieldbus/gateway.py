@@ -37,8 +37,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-
-import aiomqtt
+from typing import TYPE_CHECKING
 
 from domain.schedule.model import Schedule, Site
 from edge.events import EquipmentEvent, EventSink, Priority
@@ -50,6 +49,11 @@ from edge.node.program import Program
 from foundation.clock import Clock
 from foundation.escaping import escape
 from foundation.settings import ConfigError, Settings
+
+if TYPE_CHECKING:
+    # Imported when the bus runs: a cabinet without field-bus lamps never loads aiomqtt
+    # (and paho-mqtt under it), which the agent's configuration reaches through this module.
+    import aiomqtt
 
 log = logging.getLogger("ondijon.edge.fieldbus")
 
@@ -205,6 +209,8 @@ class FieldBus:
 
     async def run(self) -> None:
         """Stay connected until cancelled, reconnecting with backoff."""
+        import aiomqtt
+
         backoff = FIRST_BACKOFF_S
         while True:
             connections = self.connections
@@ -226,6 +232,8 @@ class FieldBus:
         """Nothing held outside :meth:`run` (its ``async with`` closes the connection)."""
 
     async def _session(self) -> None:
+        import aiomqtt
+
         async with aiomqtt.Client(
             self.config.host,
             self.config.port,
