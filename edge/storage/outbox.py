@@ -181,6 +181,15 @@ def _rewound(last: int, stored: int, settlement: loss.Settlement, at: datetime) 
     )
 
 
+def _answered_up_to(held: list[tuple[int, int]], stored: int, asked_after: int) -> int:
+    """Up to which sequence a welcome's list of held ranges is the whole answer: the
+    orchestrator's stored sequence, or less when the list was cut at its length limit (its
+    last range then ends below what the orchestrator stores)."""
+    if stored <= asked_after or (held and held[-1][1] >= stored):
+        return stored
+    return held[-1][1] if held else asked_after
+
+
 class Outbox:
     """The durable event queue (see the module docstring)."""
 
@@ -345,6 +354,10 @@ class Outbox:
                 (max(last or 0, salvaged_last),),
             )
             candidates = list(found.unreadable)
+            if found.suspect_up_to:
+                # Damaged: what was not read back may be lost though no walk said so (the
+                # orchestrator's answer at the welcome makes it exact).
+                candidates.append((1, found.suspect_up_to))
             if last is None:
                 # What the old database gave above the rows read is unknown.
                 candidates.append((salvaged_last + 1, loss.OPEN_END))
@@ -764,6 +777,7 @@ class Outbox:
             open_from = self._scalar("SELECT value FROM meta WHERE key = 'lost_open_from'")
             if not candidates and stored_sequence <= hello_last:
                 return loss.Settlement(lost=[], rewound=False)  # the usual welcome
+            later: loss.Ranges = []  # candidates the answer did not reach: asked again
             if held is None:
                 settlement = loss.Settlement(lost=[], rewound=stored_sequence > hello_last)
             else:
@@ -776,6 +790,13 @@ class Outbox:
                     stored_sequence=stored_sequence,
                     open_from=open_from or None,
                 )
+                reached = _answered_up_to(held, stored_sequence, after)
+                if reached < stored_sequence:  # the list was cut short (its length limit)
+                    above = [(reached + 1, loss.OPEN_END)]
+                    later = loss.subtract(wanted, [(0, reached)])
+                    settlement = dataclasses.replace(
+                        settlement, lost=loss.subtract(settlement.lost, above)
+                    )
             now = self._clock.now()
             reason = "damaged storage" if candidates else "the outbox went back to an older state"
             events = loss.loss_events(settlement.lost, reason, now)
@@ -792,7 +813,9 @@ class Outbox:
                 # Settled (or, with an older orchestrator, never to be: the recovery alarm
                 # said what it could).
                 self._conn.execute("DELETE FROM lost")
-                self._conn.execute("UPDATE meta SET value = 0 WHERE key = 'lost_open_from'")
+                self._conn.executemany("INSERT INTO lost (first, last) VALUES (?, ?)", later)
+                if not later:
+                    self._conn.execute("UPDATE meta SET value = 0 WHERE key = 'lost_open_from'")
             self._last = sequences[-1]
             for r in records:
                 self._pending[r.priority] += 1
@@ -814,7 +837,7 @@ class Outbox:
         rewound = stored > hello_last
         if not self._marks_doubted and not rewound:
             return
-        complete = held is not None and (stored <= after or (held and held[-1][1] >= stored))
+        complete = held is not None and _answered_up_to(held, stored, after) >= stored
         raised = dict(self._sent)
         for priority in _LANES:
             if not complete or rewound:

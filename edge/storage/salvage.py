@@ -13,6 +13,11 @@ that page, not the whole queue, and says which sequences it could not read:
   sequence and priority the row claims); a row that fails is unreadable too;
 - the last sequence ever given is read from the meta table if it can be.
 
+A walk can also miss rows without any sign: a seek into a garbled page binary-searches
+keys that are noise and may step past the whole page, and the next key it returns is real
+and in order. So when the integrity check finds the file damaged, every sequence up to
+the last one given that was not read back is a candidate (:attr:`Salvage.suspect_up_to`).
+
 Unreadable spans are candidates, not losses: they may hold sequences of other lanes
 (read from their own lanes) or of events already acknowledged (held by the orchestrator);
 :mod:`edge.storage.loss` turns them into the exact loss once the orchestrator has said
@@ -58,6 +63,9 @@ class Salvage:
     unreadable: Ranges = field(default_factory=list)
     last_sequence: int | None = None  # None: unreadable
     integrity: str = "not checked"
+    #: The file is damaged: any sequence up to this one not read back may be lost (0: the
+    #: structure is sound, the walks found every row they did not report unreadable).
+    suspect_up_to: int = 0
 
 
 def salvage(
@@ -83,6 +91,11 @@ def salvage(
         found.unreadable += unreadable
     if upper is not None:
         found.unreadable = [(a, min(b, upper)) for a, b in found.unreadable if a <= upper]
+    if found.integrity != "ok":
+        found.suspect_up_to = (
+            upper if upper is not None else max((r.seq for r in found.rows), default=0)
+        )
+        found.rows += _rescue(conn, tables, found.suspect_up_to, {r.seq for r in found.rows})
     # A sequence read from its own lane was not lost in another's suspect span.
     found.unreadable = subtract(found.unreadable, [(r.seq, r.seq) for r in found.rows])
     return found
@@ -171,6 +184,27 @@ def _lane(
 
 # A suspect span longer than this is not looked up row by row (it stays a candidate).
 _MAX_LOOKUPS = 1_000_000
+# In a damaged file, the sequences under the last one looked up one by one for rows the
+# walks stepped over (about what a 64 MiB outbox holds); below, the orchestrator decides.
+_RESCUE_LOOKUPS = 300_000
+
+
+def _rescue(
+    conn: sqlite3.Connection, tables: Mapping[Priority, str], top: int, read: set[int]
+) -> list[Row]:
+    """Rows a walk stepped over without a sign (a seek's binary search through a garbled
+    page can land past it), found by looking each sequence up on its own: a lookup
+    descends from the root and reaches the sound pages whatever the walk did."""
+    found = []
+    for seq in range(top, max(0, top - _RESCUE_LOOKUPS), -1):
+        if seq in read:
+            continue
+        for priority, table in tables.items():
+            row = _row(conn, priority, table, seq)
+            if row is not None:
+                found.append(row)
+                break
+    return found
 
 
 def _row(conn: sqlite3.Connection, priority: Priority, table: str, seq: int) -> Row | None:

@@ -14,13 +14,14 @@ from typing import Any
 import pytest
 
 from edge.events import EquipmentEvent, Priority
+from edge.storage import loss
 from edge.storage.atomic import RecoveryOutcome, StorageRecovery
 from edge.storage.errors import OutboxError, OutboxRecovered
 from edge.storage.outbox import Outbox
 from edge.storage.overflow import MIB, OutboxLimits
 from foundation.clock import ManualClock
 from protos.ondijon.v1 import link_pb2
-from tests.nothing_lost.damage import cut_wal, garble_leaf, page_size
+from tests.nothing_lost.damage import cut_wal, garble_leaf, leaf_pages, page_size
 from tests.nothing_lost.harness import listed_lost
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
@@ -460,6 +461,80 @@ def test_a_page_garbled_under_a_running_outbox_costs_that_page_and_is_listed_exa
         again = box.settle_losses(held=[], stored_sequence=0, hello_last=box.last_sequence)
         assert again.lost == []
     assert (tmp_path / "outbox.db.corrupt").exists()
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_a_garbled_page_the_index_walk_steps_over_silently_is_still_listed_exactly(
+    tmp_path: Path, clock: ManualClock, seed: int
+) -> None:
+    """A seek into a garbled page binary-searches noise and may step past the whole page
+    without an error: the rows on it (hundreds) were neither recovered nor listed (the
+    kill storm's "unexplained gap"). The orchestrator's answer makes the list exact."""
+    rng = random.Random(seed)
+    path = tmp_path / "outbox.db"
+    acked: list[tuple[int, int]] = []
+
+    def quarter(q: int) -> list[EquipmentEvent]:
+        at = T0 + (q + 1) * QUARTER
+        kinds = [Priority.METERING] * 100 + ([Priority.EVENT] if q % 3 == 0 else [])
+        return [
+            EquipmentEvent(
+                f"lamp-{(q if p is Priority.EVENT else i) % 100:03d}",
+                "energy_interval" if p is Priority.METERING else "x",
+                p,
+                at,
+                "m" * 20,
+                {"wh": str(q if p is Priority.EVENT else i)},
+            )
+            for i, p in enumerate(kinds)
+        ]
+
+    limits = OutboxLimits(max_disk_bytes=MIB)  # full: some dropped for room, and listed
+    with Outbox(path, clock=clock, limits=limits) as box:
+        for q in range(rng.randint(20, 60)):
+            box.append_many(quarter(q))
+        for _ in range(rng.randint(0, 5)):  # what the orchestrator stored and acknowledged
+            first = rng.randint(1, box.last_sequence)
+            acked.append((first, min(box.last_sequence, first + rng.randint(0, 300))))
+            box.ack([acked[-1]])
+        before = {e.sequence for e in everything(box)}
+    leaves = len(leaf_pages(path, "metering_lane"))
+    garble_leaf(path, "metering_lane", index=rng.randrange(leaves), seed=seed)
+    with Outbox(path, clock=clock, limits=limits) as box:
+        if box.recovered is None:
+            with pytest.raises(OutboxRecovered):
+                box.next_batch(10**6, 10**12)
+        hello_last = box.last_sequence
+        asked = box.held_after()
+        held = [r for r in loss.normalise(acked) if r[1] > asked]
+        stored = max((b for _, b in acked), default=0)
+        box.settle_losses(
+            held=held, stored_sequence=stored, hello_last=hello_last, asked_after=asked
+        )
+        kept = everything(box)
+    recovered = {e.sequence for e in kept if e.type not in ("outbox.gap", "storage.recovered")}
+    assert listed_lost(kept) == before - recovered
+    assert 0 < len(before - recovered) < 100, "one page's worth, not what the walk stepped over"
+
+
+def test_a_held_list_cut_at_its_length_limit_settles_what_it_reached_and_asks_again(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    # The outbox went back to sequence 10; the orchestrator holds 1-10, 12-20 and 22-30,
+    # but its welcome's list stops after 12-20 (its length limit): 21-30 are not known lost.
+    with Outbox(tmp_path / "outbox.db", clock=clock) as box:
+        box.append_many([reading(d, T0) for d in LAMPS[:10]])
+        box.ack([(1, 10)])
+        first = box.settle_losses(held=[(12, 20)], stored_sequence=30, hello_last=10)
+        assert first.lost == [(11, 11)]
+        asked = box.held_after()
+        assert asked <= 20  # the next hello asks again about what the answer did not reach
+        held = [r for r in [(1, 10), (12, 20), (22, 30)] if r[1] > asked]
+        second = box.settle_losses(
+            held=held, stored_sequence=30, hello_last=box.last_sequence, asked_after=asked
+        )
+        assert second.lost == [(21, 21)]
+        assert listed_lost(everything(box)) == {11, 21}
 
 
 def files_left_by_a_kill(path: Path, into: Path) -> Path:
