@@ -907,6 +907,11 @@ async def run_agent(config: AgentConfig) -> None:
     the street is being driven and pinging its watchdog."""
     import signal
 
+    from domain.schedule.calendar import use_holidays
+    from edge.public_holidays import HolidayWindow
+
+    # Public holidays from a child interpreter: the holidays package stays out of the agent.
+    use_holidays(HolidayWindow())
     notifier = Notifier()
     agent = Agent(config, make_clock(config))
     interval = watchdog_interval()
