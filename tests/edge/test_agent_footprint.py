@@ -1,10 +1,12 @@
 """What ``ondijon edge run`` loads: only what its cabinet uses (issue 18, a Pi-class board).
 
 The real command runs in a child interpreter on a cabinet without field bus nor monitoring
-port (simulated lamps, a bollard and a crossing), holding a schedule whose holiday program
-runs on French public holidays, on a simulated clock set on 14 July. Once the schedule has
-asked for the year's holidays, the child lists its modules and stops itself (SIGTERM, as
-systemd would); none of those below may be among them.
+port (simulated lamps, a bollard and a crossing), enrolled (a key and a certificate), with
+pinned release keys, holding a schedule whose holiday program runs on French public
+holidays, on a simulated clock set on 14 July. Once the schedule has asked for the year's
+holidays and the link has read the certificate and tried the orchestrator (nobody listens),
+the child lists its modules and stops itself (SIGTERM, as systemd would); none of those
+below may be among them.
 """
 
 from __future__ import annotations
@@ -14,14 +16,24 @@ import json
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from edge.config import AgentConfig
+from edge.identity import install_identity
 from edge.storage.state import AgentState
 from ondijon.demo import BOLLARD, SIGNAL, signal_plans
 from protos.ondijon.v1 import link_pb2, schedule_pb2
+from provisioning.ca import CertificateAuthority, make_csr, new_private_key
+from provisioning.identity import Identity, Role
 
 # Module (or package) -> why a cabinet like this one must not carry it.
 NOT_LOADED = {
+    "cryptography": "~9 MiB: certificate dates are read from the DER, a renewal's key is made "
+    "by a child (edge.keys), a signature checked only when a release is offered",
     "holidays": "every country's holidays, ~15 MiB: the agent asks a child (edge.public_holidays)",
     "dateutil": "the holidays package's",
     "aiomqtt": "the field bus, absent here",
@@ -43,20 +55,27 @@ NOT_LOADED = {
 }
 
 # Run in the child: the real command line, a watcher thread that waits for the schedule's
-# first question about holidays, then lists the modules and stops the agent.
+# first question about holidays and the link's first failed attempt, then lists the modules
+# and stops the agent.
 CHILD = """
-import json, os, signal, sys, threading, time
+import gc, json, os, signal, sys, threading, time
+
+def link_error():
+    links = [o for o in gc.get_objects() if type(o).__name__ == "GatewayLinkClient"]
+    return links[0].status.last_error if links else ""
 
 def watch():
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         calendar = sys.modules.get("domain.schedule.calendar")
         if calendar is not None and calendar.region_holidays.cache_info().currsize:
-            break
+            if link_error():
+                break
         time.sleep(0.05)
     with open(sys.argv[1], "w") as out:
         json.dump({"modules": sorted(sys.modules), "source": type(calendar._source).__name__,
-                   "asked": calendar.region_holidays.cache_info().currsize}, out)
+                   "asked": calendar.region_holidays.cache_info().currsize,
+                   "link": link_error()}, out)
     os.kill(os.getpid(), signal.SIGTERM)
 
 threading.Thread(target=watch, daemon=True).start()
@@ -92,8 +111,28 @@ def _hold(state_dir: Path, kind: int, payload: bytes, version: int) -> None:
         )
 
 
+def _enrolled(tmp_path: Path, config: AgentConfig) -> None:
+    """A key and a certificate installed as ``ondijon edge enroll`` does."""
+    now = datetime.now(UTC)
+    ca = CertificateAuthority.init(tmp_path / "ca", now=now)
+    key = new_private_key()
+    issued = ca.issue_for_csr(
+        make_csr(key, config.gateway_id),
+        Identity(Role.GATEWAY, config.gateway_id),
+        now=now,
+        lifetime=timedelta(days=7),
+    )
+    install_identity(config, key, issued.chain_pem)
+
+
 def test_edge_run_loads_only_what_the_cabinet_uses(tmp_path: Path) -> None:
     state_dir = tmp_path / "agent"
+    release_key = tmp_path / "release.pub"
+    release_key.write_bytes(
+        Ed25519PrivateKey.generate()
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
     lamps = "\n".join(
         f'[[lamps]]\nid = "lamp-{i}"\nbackend = "simulated"\nnominal_power_w = 60' for i in range(3)
     )
@@ -102,11 +141,13 @@ def test_edge_run_loads_only_what_the_cabinet_uses(tmp_path: Path) -> None:
         f'[gateway]\nid = "footprint"\nserial = "SN-footprint"\nstate_dir = "{state_dir}"\n'
         # Nobody listens there: the agent runs its street alone, retrying its link.
         '[orchestrator]\naddress = "127.0.0.1:9"\nenroll_address = "127.0.0.1:9"\n'
-        f'ca_file = "{tmp_path / "root.pem"}"\n'
+        f'ca_file = "{tmp_path / "ca" / "root.pem"}"\n'
         '[site]\nlatitude = 47.322\nlongitude = 5.0415\ntime_zone = "Europe/Paris"\n'
         '[clock]\nmode = "simulated"\nstart = "2026-07-14T21:00:00+02:00"\n'
+        f'[firmware]\nrelease_keys = ["{release_key}"]\nstate_dir = "{tmp_path / "firmware"}"\n'
         f"\n{lamps}\n\n{BOLLARD}\n{SIGNAL}"
     )
+    _enrolled(tmp_path, AgentConfig.load(config))
     _hold(state_dir, link_pb2.DOCUMENT_KIND_SCHEDULE, _schedule().SerializeToString(), 1)
     _hold(state_dir, link_pb2.DOCUMENT_KIND_SIGNAL_PLANS, signal_plans().SerializeToString(), 1)
     listing = tmp_path / "modules.json"
@@ -121,6 +162,8 @@ def test_edge_run_loads_only_what_the_cabinet_uses(tmp_path: Path) -> None:
     seen = json.loads(listing.read_text())
     # The schedule did ask for the holidays, through the child: the check below means it.
     assert seen["asked"] > 0 and seen["source"] == "HolidayWindow", seen
+    # The link read the key and certificate, then found nobody listening.
+    assert seen["link"].startswith("UNAVAILABLE: failed to connect"), seen["link"]
     loaded = {
         heavy: why
         for heavy, why in NOT_LOADED.items()
