@@ -43,9 +43,9 @@ rest are listed exactly in an ``outbox.gap`` alarm. When the last sequence itsel
 unreadable, the link calls :meth:`Outbox.raise_sequence_floor` with the orchestrator's
 stored sequence so new events are not mistaken for ones already stored.
 
-Sent marks after a crash: a disk that drops its last transactions (or a state directory
+Sent marks after a start: a disk that drops its last transactions (or a state directory
 restored from an image) can forget that events were sent, and the orchestrator may hold
-them; dropped for room they would be listed lost. After a crash the first hello asks which
+them; dropped for room they would be listed lost. The first hello after a start asks which
 of the events not known as sent the orchestrator holds (:meth:`Outbox.held_after`), nothing
 pending is dropped until the welcome answers, and :meth:`Outbox.settle_losses` raises the
 marks over what it holds (over everything up to its stored sequence when the answer is
@@ -219,10 +219,12 @@ class Outbox:
         self._in_flight: set[int] = set()
         # A log left behind: the last run did not close (a kill, a power cut).
         crashed = _log_left(self._path)
-        # After a crash the disk may have dropped its last transactions, the sent marks with
-        # them: until a welcome says which pending events the orchestrator holds, the marks
-        # are doubted, and between a hello and its welcome nothing pending is dropped.
-        self._marks_doubted = crashed
+        # The disk may have gone back since the marks were written (dropped its last
+        # transactions at a crash; a state directory restored from an image of a stopped
+        # agent, which nothing here can tell from a plain restart): until the first
+        # welcome says which pending events the orchestrator holds, the marks are doubted,
+        # and between a hello and its welcome nothing pending is dropped.
+        self._marks_doubted = True
         self._hello_floor = 0
         damage = None
         try:

@@ -684,24 +684,36 @@ def test_what_was_sent_is_never_dropped_even_after_the_stream_broke_and_a_restar
     assert sent <= {e.sequence for e in kept}
 
 
-def test_events_sent_before_a_crash_whose_marks_the_disk_dropped_are_never_listed_lost(
-    tmp_path: Path, clock: ManualClock
+@pytest.mark.parametrize("image_of", ["a crash", "a stopped agent"])
+def test_events_sent_since_an_image_of_the_disk_are_never_listed_lost(
+    tmp_path: Path, clock: ManualClock, image_of: str
 ) -> None:
-    """The kill storm's "stored and listed as lost": events were sent and stored, then a
-    crash and a disk that dropped its last transactions (here: an image of the files taken
-    before the send) forgot that they were sent; a full outbox dropped them for room and
-    listed them lost, once between the hello and its welcome, once after the welcome."""
+    """The kill storm's "stored and listed as lost": events were sent and stored, then the
+    disk went back to an image taken before the send (a crash that dropped the last
+    transactions, or a state directory restored from an image of a stopped agent, which
+    looks like a plain restart) and forgot that they were sent; a full outbox dropped them
+    for room and listed them lost, once between the hello and its welcome, once after."""
     limits = OutboxLimits(max_disk_bytes=MIB)
     path = tmp_path / "outbox.db"
     image = tmp_path / "image"
     image.mkdir()
     with Outbox(path, clock=clock, limits=limits) as box:
         _fill(box, clock, quarters=10, with_events=False)
-        for suffix in ("", "-wal"):  # the disk as it will be found after the crash
-            shutil.copy(f"{path}{suffix}", image / f"outbox.db{suffix}")
+    with Outbox(path, clock=clock, limits=limits) as box:
+        box.append_many([reading(LAMPS[0], clock.now())])
+        suffixes = ("", "-wal") if image_of == "a crash" else ("",)
+        if image_of == "a stopped agent":
+            box.close()  # stopped cleanly: the image has no log
+            shutil.copy(path, image / "outbox.db")
+            box = Outbox(path, clock=clock, limits=limits)
+        else:
+            for suffix in suffixes:  # the files as a power cut will leave them
+                shutil.copy(f"{path}{suffix}", image / f"outbox.db{suffix}")
         sent = {e.sequence for e in box.next_batch(600, 10**9)}  # delivered and stored
         stored = max(sent)
-    for suffix in ("", "-wal"):
+        box.close()
+    Path(f"{path}-wal").unlink(missing_ok=True)
+    for suffix in suffixes:
         shutil.copy(image / f"outbox.db{suffix}", f"{path}{suffix}")
     with Outbox(path, clock=clock, limits=limits) as box:
         box.requeue_in_flight()  # a stream starts
