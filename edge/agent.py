@@ -58,7 +58,7 @@ from edge.equipment.metering import QuarterHourMeter
 from edge.equipment.registry import Context, Equipment, open_equipment
 from edge.equipment.signal.controller import SignalController, SignalDriverError
 from edge.events import EquipmentEvent, Priority
-from edge.fieldbus.gateway import gateway_password
+from edge.fieldbus.config import gateway_password
 from edge.firmware.agent_side import AgentFirmware
 from edge.firmware.boot import HealthCheck
 from edge.firmware.launch import running_release

@@ -34,10 +34,11 @@ log = logging.getLogger("ondijon.edge.holidays")
 # for the life of the agent (a dozen dates a year, kept in memory).
 YEARS_BEFORE = 1
 YEARS_AFTER = 10
-# A Pi Zero starts Python and imports the package in a few seconds. The agent's event loop
-# waits for the child (the schedule engine is synchronous), so a hung child must give up
-# well before systemd's watchdog (WatchdogSec=20s) would restart the agent.
-CHILD_TIMEOUT_S = 15.0
+# The agent waits for the child (the schedule engine is synchronous): at start-up, before it
+# reports ready, and when a document names a region it has not seen, as it used to wait for
+# the package's import (most of the child's time: ~2 s on a busy x86 core, more on a Pi).
+# Waiting for a slow child is no worse than that; this is for one that hangs.
+CHILD_TIMEOUT_S = 60.0
 
 Run = Callable[[Sequence[str]], str]
 

@@ -19,6 +19,7 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -125,16 +126,37 @@ def _enrolled(tmp_path: Path, config: AgentConfig) -> None:
     install_identity(config, key, issued.chain_pem)
 
 
-def test_edge_run_loads_only_what_the_cabinet_uses(tmp_path: Path) -> None:
+SIMULATED = (
+    "\n".join(
+        f'[[lamps]]\nid = "lamp-{i}"\nbackend = "simulated"\nnominal_power_w = 60' for i in range(3)
+    )
+    + f"\n\n{BOLLARD}\n{SIGNAL}"
+)
+# Lamps on the pin factory's pins (gpiozero's mock pins here, a Pi's in the street).
+WIRED = "\n".join(
+    f'[[lamps]]\nid = "lamp-{i}"\nbackend = "gpio"\nrelay_pin = {5 + 3 * i}\n'
+    f"pwm_pin = {6 + 3 * i}\nsense_pin = {7 + 3 * i}\nnominal_power_w = 60"
+    for i in range(3)
+)
+
+
+@pytest.mark.parametrize(
+    ("equipment", "also_not_loaded"),
+    [
+        (SIMULATED, {}),
+        (WIRED, {"edge.equipment.sim": "the simulators, for a cabinet on real pins"}),
+    ],
+    ids=["simulated lamps, bollard and crossing", "wired lamps"],
+)
+def test_edge_run_loads_only_what_the_cabinet_uses(
+    tmp_path: Path, equipment: str, also_not_loaded: dict[str, str]
+) -> None:
     state_dir = tmp_path / "agent"
     release_key = tmp_path / "release.pub"
     release_key.write_bytes(
         Ed25519PrivateKey.generate()
         .public_key()
         .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    )
-    lamps = "\n".join(
-        f'[[lamps]]\nid = "lamp-{i}"\nbackend = "simulated"\nnominal_power_w = 60' for i in range(3)
     )
     config = tmp_path / "agent.toml"
     config.write_text(
@@ -145,18 +167,20 @@ def test_edge_run_loads_only_what_the_cabinet_uses(tmp_path: Path) -> None:
         '[site]\nlatitude = 47.322\nlongitude = 5.0415\ntime_zone = "Europe/Paris"\n'
         '[clock]\nmode = "simulated"\nstart = "2026-07-14T21:00:00+02:00"\n'
         f'[firmware]\nrelease_keys = ["{release_key}"]\nstate_dir = "{tmp_path / "firmware"}"\n'
-        f"\n{lamps}\n\n{BOLLARD}\n{SIGNAL}"
+        f"\n{equipment}\n"
     )
     _enrolled(tmp_path, AgentConfig.load(config))
     _hold(state_dir, link_pb2.DOCUMENT_KIND_SCHEDULE, _schedule().SerializeToString(), 1)
-    _hold(state_dir, link_pb2.DOCUMENT_KIND_SIGNAL_PLANS, signal_plans().SerializeToString(), 1)
+    if "[[signals]]" in equipment:
+        plans = signal_plans().SerializeToString()
+        _hold(state_dir, link_pb2.DOCUMENT_KIND_SIGNAL_PLANS, plans, 1)
     listing = tmp_path / "modules.json"
     done = subprocess.run(
         [sys.executable, "-c", CHILD, str(listing), str(config)],
         capture_output=True,
         text=True,
         timeout=120,
-        env=dict(os.environ, GPIOZERO_PIN_FACTORY="mock"),
+        env=dict(os.environ, GPIOZERO_PIN_FACTORY="mock", GPIOZERO_MOCK_PIN_CLASS="mockpwmpin"),
     )
     assert done.returncode == 0, done.stderr[-3000:]
     seen = json.loads(listing.read_text())
@@ -166,7 +190,7 @@ def test_edge_run_loads_only_what_the_cabinet_uses(tmp_path: Path) -> None:
     assert seen["link"].startswith("UNAVAILABLE: failed to connect"), seen["link"]
     loaded = {
         heavy: why
-        for heavy, why in NOT_LOADED.items()
+        for heavy, why in {**NOT_LOADED, **also_not_loaded}.items()
         if any(m == heavy or m.startswith(heavy + ".") for m in seen["modules"])
     }
     assert loaded == {}
