@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -40,6 +40,9 @@ class BenchCity:
     identities: list[tuple[bytes, bytes]]
     store_url: str = ""
     console_port: int = 0  # the web console's HTTPS port, 0 when off
+    enroll_port: int = 0
+    # Each replica's (mutual-TLS port, enrollment port), kept for its restarts.
+    replica_ports: dict[int, tuple[int, int]] = field(default_factory=dict)
 
     @classmethod
     def build(
@@ -96,7 +99,7 @@ class BenchCity:
                 )
                 identities.append((key_to_pem(key), cert.chain_pem))
         store.close()
-        return cls(work, ca, port, db, identities, store_url, console_port)
+        return cls(work, ca, port, db, identities, store_url, console_port, enroll_port)
 
     def start_orchestrator(self, wrap: Sequence[str] = ()) -> subprocess.Popen[bytes]:
         """``ondijon orchestrator serve`` in its own process, once it listens (``wrap``: a
@@ -105,8 +108,11 @@ class BenchCity:
 
     def start_replica(self, index: int) -> tuple[subprocess.Popen[bytes], int]:
         """Another orchestrator process on the same store and CA (its own ports and state
-        directory), once it listens; returns it and its mutual-TLS port."""
-        port, enroll_port = free_port(), free_port()
+        directory), once it listens; returns it and its mutual-TLS port. Started again
+        (after it stopped), it keeps its ports."""
+        if index not in self.replica_ports:
+            self.replica_ports[index] = free_port(), free_port()
+        port, enroll_port = self.replica_ports[index]
         config = self.work / f"replica-{index}.toml"
         state = self.work / f"replica-{index}"
         config.write_text(_config(self.work, port, enroll_port, self.store_url, state))
@@ -116,7 +122,7 @@ class BenchCity:
         self, config: Path, port: int, name: str, wrap: Sequence[str] = ()
     ) -> subprocess.Popen[bytes]:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        log = open(self.work / f"{name}.log", "wb")  # noqa: SIM115 - lives with the process
+        log = open(self.work / f"{name}.log", "ab")  # noqa: SIM115 - lives with the process
         server = subprocess.Popen(
             [
                 *wrap,

@@ -83,11 +83,17 @@ class _Gateway:
     channel: Any = None
     call: Any = None
     reader: asyncio.Task[None] | None = None
+    options: list[tuple[str, Any]] = field(default_factory=list)  # more channel options
+    welcome: link_pb2.Welcome | None = None  # the open stream's
+
+    def hello(self) -> link_pb2.Hello:
+        return link_pb2.Hello(firmware_version="bench")
 
     async def open(self) -> bool:
         options = [
             ("grpc.use_local_subchannel_pool", 1),
             ("grpc.ssl_target_name_override", "localhost"),
+            *self.options,
         ]
         self.channel = grpc.aio.secure_channel(self.address, self.credentials, options=options)
         connect = self.channel.stream_stream(
@@ -95,12 +101,10 @@ class _Gateway:
             request_serializer=lambda b: b,
             response_deserializer=link_pb2.ConnectResponse.FromString,
         )
-        queue = self.queue
+        queue, hello = self.queue, self.hello()
 
         async def requests():  # type: ignore[no-untyped-def]
-            yield link_pb2.ConnectRequest(
-                hello=link_pb2.Hello(firmware_version="bench")
-            ).SerializeToString()
+            yield link_pb2.ConnectRequest(hello=hello).SerializeToString()
             while (item := await queue.get()) is not None:
                 yield item
 
@@ -111,6 +115,7 @@ class _Gateway:
             return False
         if first is grpc.aio.EOF or first.WhichOneof("body") != "welcome":
             return False
+        self.welcome = first.welcome
         self.reader = asyncio.create_task(self._read())
         return True
 

@@ -40,7 +40,7 @@ from orchestrator.access.admission import Admission
 from orchestrator.config import OrchestratorConfig
 from orchestrator.console.app import ConsoleServer, serve_console
 from orchestrator.identity.crl_point import CrlPoint
-from orchestrator.ingest.link import add_gateway_link
+from orchestrator.ingest.link import STOPPING, add_gateway_link
 from orchestrator.ingest.readiness import health_servicer as health_servicer_for_grpc
 from orchestrator.ingest.routing import new_replica_id
 from orchestrator.metrics import Metrics
@@ -100,6 +100,13 @@ class Running:
         await asyncio.gather(*self.tasks, return_exceptions=True)
         await app.campaigns.stop()
         await app.router.stop()
+        # A gateway's link (or an event feed) never ends by itself: the servers' grace would
+        # only hold it here. Balancers hear this replica is not serving; its streams, and
+        # any opened from now on, are closed at once, and the gateways reconnect to another
+        # replica. Calls under way get the grace.
+        await app.readiness.stopping()
+        closed = app.hub.stop(grpc.StatusCode.UNAVAILABLE, STOPPING)
+        log.info("stopping: %d stream(s) closed, %.0f s for calls under way", closed, grace)
         await asyncio.gather(*(server.stop(grace) for server in self.servers))
         if self.crl_point is not None:
             await asyncio.to_thread(self.crl_point.stop)

@@ -776,6 +776,12 @@ class Outbox:
                     self._correct_gaps(held, after)
             self._trust_marks(held, stored_sequence, hello_last, after)
             candidates = [(int(a), int(b)) for a, b in self._conn.execute("SELECT * FROM lost")]
+            if candidates:
+                # What a gap event still here lists is accounted for already (dropped for
+                # room, lost before): listed once, not again as lost to the storage.
+                candidates = loss.subtract(
+                    candidates, [r for _, _, ranges in self._unsent_gaps() for r in ranges]
+                )
             open_from = self._scalar("SELECT value FROM meta WHERE key = 'lost_open_from'")
             if not candidates and stored_sequence <= hello_last:
                 return loss.Settlement(lost=[], rewound=False)  # the usual welcome

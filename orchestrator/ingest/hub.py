@@ -84,8 +84,13 @@ class Hub:
         # Why the streams of a certificate serial were closed from here (taken by admission).
         self.closing: dict[str, Closing] = {}
         self._recent: OrderedDict[tuple[str, int], None] = OrderedDict()
+        # Set when the process stops: every stream opened from then on is closed with it.
+        self._stopped: Closing | None = None
 
     def attach(self, session: Session) -> None:
+        if self._stopped is not None:
+            self.closing[session.cert_serial] = self._stopped
+            session.cancel()
         old = self._sessions.get(session.gateway_id)
         self._sessions[session.gateway_id] = session
         if old is not None:
@@ -111,6 +116,12 @@ class Hub:
             self.closing[stream.cert_serial] = (code, reason)
             stream.cancel()
         return len(streams)
+
+    def stop(self, code: grpc.StatusCode, reason: str) -> int:
+        """End every stream of this process, and every one opened from now on, with
+        ``code``/``reason`` (the process is stopping); how many were open."""
+        self._stopped = (code, reason)
+        return self.close_all(code, reason)
 
     def take_closing(self, serial: str) -> Closing | None:
         """Why this process closed the stream of ``serial`` (once), if it did."""
@@ -158,6 +169,10 @@ class Hub:
         return serials | {w.cert_serial for w in self._watchers if w.cert_serial}
 
     def watch(self, watcher: Watcher) -> None:
+        if self._stopped is not None:
+            if watcher.cert_serial:
+                self.closing[watcher.cert_serial] = self._stopped
+            watcher.cancel()
         self._watchers.add(watcher)
 
     def unwatch(self, watcher: Watcher) -> None:

@@ -102,6 +102,7 @@ def _conflicting(
 NOT_READY = (
     "this orchestrator replica cannot reach its store; reconnect (another replica serves you)"
 )
+STOPPING = "this orchestrator replica is stopping; reconnect (another replica serves you)"
 
 
 @dataclass(frozen=True, slots=True)

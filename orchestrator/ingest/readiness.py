@@ -58,6 +58,11 @@ class Readiness:
     async def start(self) -> None:
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
 
+    async def stopping(self) -> None:
+        """The process is stopping: NOT_SERVING for good, so balancers send no one here."""
+        self.ready = False
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+
     async def run(self) -> None:
         """Probe until cancelled."""
         while True:

@@ -172,6 +172,8 @@ class LinkProxy:
         self._cut_after: int | None = None
         self._flip_after: int | None = None
         self._live: set[asyncio.StreamWriter] = set()
+        # The upstream port each live connection went to (both of its writers).
+        self._upstream: dict[asyncio.StreamWriter, int] = {}
         self._server: asyncio.Server | None = None
         # Connections that pass nothing any more (black holes), by their writers.
         self._silent: set[asyncio.StreamWriter] = set()
@@ -201,6 +203,17 @@ class LinkProxy:
         for writer in list(self._live):
             writer.transport.abort()
         self._live.clear()
+        self._upstream.clear()
+
+    def cut_to(self, upstream_port: int) -> int:
+        """Reset the live connections to ``upstream_port`` only (the link between this
+        proxy and one upstream fails; the upstream lives on); how many."""
+        cut = [w for w, port in self._upstream.items() if port == upstream_port]
+        for writer in cut:
+            writer.transport.abort()
+            self._live.discard(writer)
+            del self._upstream[writer]
+        return len(cut) // 2
 
     def black_hole(self) -> int:
         """The live connections pass nothing more, in either direction, and are never
@@ -232,24 +245,34 @@ class LinkProxy:
         if not self.online:
             writer.transport.abort()
             return
+        port = self.upstream_port()
         try:
             up_reader, up_writer = await asyncio.open_connection(
-                "127.0.0.1", self.upstream_port(), local_addr=(self.source, 0)
+                "127.0.0.1", port, local_addr=(self.source, 0)
             )
         except OSError:
             writer.transport.abort()
             return
         self.connections += 1
         self._live |= {writer, up_writer}
-        await asyncio.gather(
-            self._pipe(reader, up_writer, upstream=True),
-            self._pipe(up_reader, writer, upstream=False),
-            return_exceptions=True,
-        )
-        for w in (writer, up_writer):
-            self._live.discard(w)
-            self._silent.discard(w)
-            w.transport.abort()
+        self._upstream[writer] = self._upstream[up_writer] = port
+        pipes = {
+            asyncio.create_task(self._pipe(reader, up_writer, upstream=True)),
+            asyncio.create_task(self._pipe(up_reader, writer, upstream=False)),
+        }
+        # One side closed or reset: so is the other (as a TCP balancer does), or the peer
+        # would only find out the next time it sends.
+        try:
+            await asyncio.wait(pipes, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for pipe in pipes:
+                pipe.cancel()
+            await asyncio.gather(*pipes, return_exceptions=True)
+            for w in (writer, up_writer):
+                self._live.discard(w)
+                self._silent.discard(w)
+                self._upstream.pop(w, None)
+                w.transport.abort()
 
     async def _pipe(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, upstream: bool

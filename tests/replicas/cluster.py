@@ -160,9 +160,12 @@ class Replica:
 class Balancer:
     """Round robin over the replicas whose gRPC health check answers SERVING."""
 
-    def __init__(self, replicas: list[Replica], root_pem: bytes) -> None:
+    def __init__(
+        self, replicas: list[Replica], root_pem: bytes, *, health_every_s: float = HEALTH_EVERY_S
+    ) -> None:
         self.replicas = replicas
         self.root_pem = root_pem
+        self.health_every_s = health_every_s
         self.serving: dict[str, bool] = {r.name: False for r in replicas}
         self._next = 0
         self.proxy = LinkProxy(self.pick)
@@ -195,7 +198,7 @@ class Balancer:
             while True:
                 for replica in self.replicas:
                     self.serving[replica.name] = await self._serving(replica, channels, credentials)
-                await asyncio.sleep(HEALTH_EVERY_S)
+                await asyncio.sleep(self.health_every_s)
         finally:
             for channel in channels.values():
                 await channel.close()

@@ -143,6 +143,36 @@ async def _served(three: Cluster, cabinet: Cabinet, sessions_before: int) -> boo
     return cabinet.sessions > sessions_before and three.holding(cabinet.gateway_id) is not None
 
 
+async def test_a_replica_stopping_gracefully_hands_its_gateways_over_at_once(
+    three: Cluster,
+) -> None:
+    cabinets = [await three.cabinet(f"dj-stop-{i}") for i in range(3)]
+    leaving = three.holding(cabinets[0].gateway_id)
+    assert leaving is not None
+    moved = [c for c in cabinets if three.holding(c.gateway_id) is leaving]
+    sessions = {c.gateway_id: c.sessions for c in moved}
+    # SIGTERM: a long grace for calls under way. A gateway's link never ends by itself:
+    # it must not be held on the leaving replica until the grace runs out.
+    grace = 30.0
+    stopping = asyncio.create_task(leaving.live.stop(grace))
+    started = time.monotonic()
+
+    async def elsewhere(cabinet: Cabinet) -> bool:
+        holder = three.holding(cabinet.gateway_id)
+        return cabinet.sessions > sessions[cabinet.gateway_id] and holder not in (None, leaving)
+
+    try:
+        for cabinet in moved:
+            await until(lambda c=cabinet: elsewhere(c), timeout=grace / 3)
+        took = time.monotonic() - started
+    finally:
+        await asyncio.wait_for(stopping, grace + 10)
+        leaving.running = None
+    assert took < grace / 6, f"served elsewhere {took:.1f} s after the stop began"
+    survivor = three.operator(other(three, leaving))
+    assert await fleet(survivor) == {c.gateway_id: True for c in cabinets}
+
+
 # -- 2. a feed shows the whole fleet ------------------------------------------------------
 
 

@@ -517,6 +517,29 @@ def test_a_garbled_page_the_index_walk_steps_over_silently_is_still_listed_exact
     assert 0 < len(before - recovered) < 100, "one page's worth, not what the walk stepped over"
 
 
+def test_a_damaged_file_does_not_list_again_what_its_gap_events_listed(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    limits = OutboxLimits(max_disk_bytes=MIB)
+    path = tmp_path / "outbox.db"
+    with Outbox(path, clock=clock, limits=limits) as box:
+        _fill(box, clock, quarters=80, with_events=False)  # full: drops listed
+    garble_leaf(path, "metering_lane", index=2)
+    with Outbox(path, clock=clock, limits=limits) as box:
+        if box.recovered is None:
+            with pytest.raises(OutboxRecovered):
+                box.next_batch(10**6, 10**12)
+        asked = box.held_after()
+        box.settle_losses(
+            held=[], stored_sequence=0, hello_last=box.last_sequence, asked_after=asked
+        )
+        kept = gaps(everything(box))
+    dropped = listed_lost(e for e in kept if e.message.startswith("outbox full"))
+    damaged = listed_lost(e for e in kept if "to its storage" in e.message)
+    assert dropped and damaged
+    assert not dropped & damaged, "listed twice"
+
+
 def test_a_held_list_cut_at_its_length_limit_settles_what_it_reached_and_asks_again(
     tmp_path: Path, clock: ManualClock
 ) -> None:
