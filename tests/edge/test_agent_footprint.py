@@ -53,6 +53,7 @@ NOT_LOADED = {
     "ondijon.opendata_cli": "the control room's commands",
     "domain.city": "the city's register and generator",
     "protos.ondijon.v1.control_pb2": "the admin API",
+    "google.protobuf.json_format": "documents written as JSON, the command line's",
 }
 
 # Run in the child: the real command line, a watcher thread that waits for the schedule's
