@@ -80,10 +80,10 @@ class HolidayWindow:
         self.children = 0  # how many were run
 
     def check_region(self, region: str) -> None:
-        if self._library is not None:
-            self._library.check_region(region)
-        elif region not in self._days:
+        if self._library is None and region not in self._days:
             self._fetch(region, self._this_year())
+        if self._library is not None:  # the child failed, now or before
+            self._library.check_region(region)
 
     def days(self, region: str, year: int) -> frozenset[date]:
         if self._library is None and year not in self._days.get(region, {}):

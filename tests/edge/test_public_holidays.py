@@ -112,3 +112,7 @@ def test_a_child_that_cannot_answer_leaves_it_to_the_package(
             window.check_region("XX")
     assert window.children == 1  # never asked again
     assert "the child process failed" in caplog.text
+    # The failure met by a check: the region is still checked, by the package.
+    checking = HolidayWindow(run=run)  # type: ignore[arg-type]
+    with pytest.raises(ScheduleError, match="unknown country 'XX'"):
+        checking.check_region("XX")
