@@ -111,7 +111,7 @@ class Fleet:
             ours, theirs = ctx.Pipe()
             proc = ctx.Process(
                 target=load_process,
-                args=(theirs, city.ca.root_pem, share[i::procs], devices, opening),
+                args=(theirs, city.ca.root_pem, share[i::procs], devices, False, opening),
             )
             proc.start()
             self.pipes.append(ours)

@@ -162,7 +162,7 @@ class FailoverGateway(LoadGateway):
         self.to_send = collections.deque(sorted(self.unacked))
         # As the agent does after a welcome: every device's state once.
         self.batch += 1
-        self.queue.put_nowait(encode_state(self.batch, self.blob))
+        self.queue.put_nowait(encode_state(self.batch, self.blobs[0]))
         self.pump()
 
     def _answered(self) -> None:
@@ -240,7 +240,7 @@ async def _load(
         FailoverGateway(
             address,
             grpc.ssl_channel_credentials(root, key, chain),
-            blob,
+            (blob,),
             options=options,
             gateway_id=gid,
         )

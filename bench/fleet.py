@@ -45,7 +45,8 @@ DRAIN_S = 10.0
 class LoadGateway:
     address: str
     credentials: grpc.ChannelCredentials
-    blob: bytes
+    # The reports' device states, taken in turn (two with ingest_curve's --changing-states).
+    blobs: tuple[bytes, ...]
     queue: asyncio.Queue[bytes | None] = field(default_factory=asyncio.Queue)
     sent: dict[int, float] = field(default_factory=dict)
     measured: set[int] = field(default_factory=set)
@@ -123,7 +124,8 @@ class LoadGateway:
             self.sent[self.batch] = time.perf_counter()
             if at >= measure_from:
                 self.measured.add(self.batch)
-            self.queue.put_nowait(encode_state(self.batch, self.blob))
+            blob = self.blobs[self.batch % len(self.blobs)]
+            self.queue.put_nowait(encode_state(self.batch, blob))
             at += interval
 
     async def close(self) -> None:
@@ -154,12 +156,13 @@ async def _load(
     root: bytes,
     gateways: list[tuple[str, bytes, bytes]],
     devices: int,
+    changing: bool,
     opening: int,
 ) -> None:
     loop = asyncio.get_running_loop()
-    blob = devices_blob(devices)
+    blobs = (devices_blob(devices, 50), devices_blob(devices, 100))[: 2 if changing else 1]
     fleet = [
-        LoadGateway(address, grpc.ssl_channel_credentials(root, key, chain), blob)
+        LoadGateway(address, grpc.ssl_channel_credentials(root, key, chain), blobs)
         for address, key, chain in gateways
     ]
     began = time.time()
@@ -215,8 +218,10 @@ def load_process(
     root: bytes,
     gateways: list[tuple[str, bytes, bytes]],
     devices: int,
+    changing: bool = False,
     opening: int = 0,
 ) -> None:
     """``gateways``: (address, key PEM, chain PEM) each; ``devices``: device states per
-    report; ``opening``: at most that many streams opening at once (0: all at once)."""
-    asyncio.run(_load(pipe, root, gateways, devices, opening))
+    report; ``changing``: the reports flip their lamps between 50 and 100 %; ``opening``:
+    at most that many streams opening at once (0: all at once)."""
+    asyncio.run(_load(pipe, root, gateways, devices, changing, opening))

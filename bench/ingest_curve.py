@@ -441,6 +441,12 @@ def main() -> int:
         default=20,
         help="cabinets each console follows (0: the city-wide map, events only)",
     )
+    parser.add_argument(
+        "--changing-states",
+        action="store_true",
+        help="every report flips its lamps between 50 and 100 %% (the states a console "
+        "follows change at every report; by default they never change)",
+    )
     parser.add_argument("--json", action="store_true", help="print figures as JSON too")
     args = parser.parse_args()
     if args.replicas > 1 and not args.postgres:
@@ -566,7 +572,13 @@ def measure(args: argparse.Namespace, work: Path, store_url: str | None) -> int:
             ours, theirs = ctx.Pipe()
             proc = ctx.Process(
                 target=load_process,
-                args=(theirs, city.ca.root_pem, gateways[i :: args.procs], args.devices),
+                args=(
+                    theirs,
+                    city.ca.root_pem,
+                    gateways[i :: args.procs],
+                    args.devices,
+                    args.changing_states,
+                ),
             )
             proc.start()
             pipes.append(ours)

@@ -61,14 +61,14 @@ def _varint(value: int) -> bytes:
             return bytes(out)
 
 
-def devices_blob(count: int) -> bytes:
+def devices_blob(count: int, level: int = 50) -> bytes:
     """The repeated ``devices`` field of a StateReport, serialized once."""
-    report = state_report_template(count)
+    report = state_report_template(count, level)
     report.batch_id = 0
     return report.SerializeToString()
 
 
-def state_report_template(count: int) -> link_pb2.StateReport:
+def state_report_template(count: int, level: int = 50) -> link_pb2.StateReport:
     report = link_pb2.StateReport()
     now = datetime.now(UTC)
     for i in range(count):
@@ -78,7 +78,7 @@ def state_report_template(count: int) -> link_pb2.StateReport:
         device.observed_at.FromDatetime(now)
         device.lamp.CopyFrom(
             state_pb2.LampState(
-                level=50,
+                level=level,
                 lit=True,
                 active_power_w=31.5,
                 energy_wh=1234.5,
