@@ -6,18 +6,25 @@ The cabinet has ``--lamps`` simulated lamps, a simulated bollard and a simulated
 controller (its heads on gpiozero's mock pins), on the real clock, as in the street.
 
 1. Schedule evaluation, in this process: ``evaluate()`` for every lamp (the first pass,
-   astronomy and calendar caches cold, then the steady state), and one
-   ``Agent.apply_schedule()`` over the whole cabinet with nothing to change.
-2. The real processes (``ondijon orchestrator serve``, ``ondijon edge enroll``, ``ondijon
+   astronomy and calendar caches cold, then the steady state), one
+   ``Agent.apply_schedule()`` over the whole cabinet with nothing to change, and one at the
+   23:00 switch point, which dims every lamp: the time from the switch to the last lamp's
+   PWM pin (checked on every pin), the schedule loop's wake-up aside.
+2. What the agent's code costs before any state, in fresh interpreters (RSS read from
+   ``/proc/self/statm``): the interpreter alone (the peer), and the modules
+   ``ondijon edge run`` imports before it starts (the command line, ``edge.config``,
+   ``edge.agent``).
+3. The real processes (``ondijon orchestrator serve``, ``ondijon edge enroll``, ``ondijon
    edge run``): the gateway is registered and enrolled, a lighting schedule (civil dusk,
-   23:00, 05:30, sunrise, a bollard and a crossing) and signal plans are pushed through the
-   admin API, and once the agent holds them its RSS and CPU are sampled with psutil for
-   ``--seconds`` while it is connected; then the orchestrator is stopped and the same
-   agent is measured again, alone, retrying with backoff. For scale, the RSS of a process
-   that only imports the agent's modules is printed first.
+   23:00, 05:30, sunrise, a bollard and a crossing; public holidays of France) and signal
+   plans are pushed through the admin API, and once the agent holds them its RSS and CPU
+   are sampled with psutil for ``--seconds`` while it is connected; then the orchestrator
+   is stopped and the same agent is measured again, alone, retrying with backoff. The
+   agent's children (public holidays at start-up, a certificate renewal every few days)
+   have ended by then and are not counted.
 
 CPU is the agent's user+system time over the wall time of the window, as a percentage of
-one core. Figures vary by ~10-20 % on a shared machine.
+one core. Figures vary by ~10-20 % on a shared machine; RSS by about half a MiB.
 """
 
 from __future__ import annotations
@@ -115,7 +122,8 @@ def evaluation_cost(lamps: int, root: Path) -> None:
                 payload=payload,
             )
         )
-    agent = Agent(config, ManualClock(now), pin_factory=MockFactory())
+    clock = ManualClock(now)
+    agent = Agent(config, clock, pin_factory=MockFactory())
     try:
         agent.apply_schedule()  # the first pass switches every lamp
         passes = []
@@ -127,15 +135,41 @@ def evaluation_cost(lamps: int, root: Path) -> None:
             f"Agent.apply_schedule() ({lamps} lamps, bollard, crossing; nothing changes): "
             f"{statistics.median(passes) * 1e3:.2f} ms per pass"
         )
+        # 23:00 in Dijon (UTC+1 in November): every lamp from 100 % to 50 %.
+        clock.set(datetime(2026, 11, 3, 22, 0, tzinfo=UTC))
+        start = time.perf_counter()
+        agent.apply_schedule()
+        switched = time.perf_counter() - start
+        # The simulated lamps' own mock pins, behind the real gpio driver (a bench's look).
+        duties = [lamp.controller._driver.duty for lamp in agent.lamps]
+        if duties != [0.5] * lamps:
+            raise AssertionError(f"after the 23:00 switch, PWM duties {sorted(set(duties))}")
+        print(
+            f"the 23:00 switch point, {lamps} lamps dimmed to 50 %: "
+            f"{switched * 1e3:.2f} ms to the last lamp's PWM pin"
+        )
     finally:
         agent.close()
 
 
+# What `ondijon edge run` imports before it starts the agent (ondijon/cli.py).
+RUN_PATH_IMPORTS = "from ondijon import cli; cli._parser('edge'); import edge.config, edge.agent"
+
+
 def import_baseline() -> None:
-    """RSS of a process that only imports the agent: what the code costs before any state."""
-    probe = "import psutil, edge.agent; print(psutil.Process().memory_info().rss)"
-    rss = int(subprocess.run([sys.executable, "-c", probe], capture_output=True, check=True).stdout)
-    print(f"imports alone (python -c 'import edge.agent'): RSS {rss / (1024 * 1024):.1f} MiB")
+    """RSS of fresh interpreters: the interpreter alone, then with what ``ondijon edge run``
+    imports (what the code costs before any state)."""
+
+    def rss_after(code: str) -> float:
+        probe = f"{code}\nimport os\nprint(int(open('/proc/self/statm').read().split()[1]))"
+        pages = subprocess.run([sys.executable, "-c", probe], capture_output=True, check=True)
+        return int(pages.stdout) * os.sysconf("SC_PAGE_SIZE") / (1024 * 1024)
+
+    alone, imported = rss_after("pass"), rss_after(RUN_PATH_IMPORTS)
+    print(
+        f"imports of 'ondijon edge run' alone: RSS {imported:.1f} MiB "
+        f"(the interpreter alone, the peer: {alone:.1f} MiB; the code: {imported - alone:.1f})"
+    )
 
 
 # -- 2. the real processes ----------------------------------------------------------------

@@ -1,8 +1,9 @@
 """What the load benchmarks share: a CA, many registered gateways with their own
 certificates, and a real orchestrator process on SQLite.
 
-Used by ``link_bench.py``, ``drain_bench.py`` and ``ingest_curve.py`` (which also starts
-several replicas on one PostgreSQL database); not a benchmark itself.
+Used by ``link_bench.py``, ``drain_bench.py``, ``city_bench.py``, ``command_bench.py`` and
+``ingest_curve.py`` (which also starts several replicas on one PostgreSQL database); not a
+benchmark itself.
 """
 
 from __future__ import annotations
@@ -17,9 +18,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from orchestrator.config import OrchestratorConfig
+from orchestrator.identity.operators import add_operator
 from orchestrator.store.database import Store
 from provisioning.ca import CertificateAuthority, key_to_pem, make_csr, new_private_key
 from provisioning.identity import Identity, Role
+from provisioning.profile import Profile
 
 
 def free_port() -> int:
@@ -100,6 +104,19 @@ class BenchCity:
                 identities.append((key_to_pem(key), cert.chain_pem))
         store.close()
         return cls(work, ca, port, db, identities, store_url, console_port, enroll_port)
+
+    def operator(self, name: str = "bench", role: str = "admin") -> Profile:
+        """An operator of every commune, registered with the orchestrator's store and CA;
+        its profile (certificate, key, address) for the admin API."""
+        return add_operator(
+            OrchestratorConfig.load(self.work / "orchestrator.toml"),
+            name=name,
+            role=role,
+            communes=["*"],
+            profile_dir=self.work / "profiles" / name,
+            address=f"localhost:{self.port}",
+            now=datetime.now(UTC),
+        )
 
     def start_orchestrator(self, wrap: Sequence[str] = ()) -> subprocess.Popen[bytes]:
         """``ondijon orchestrator serve`` in its own process, once it listens (``wrap``: a

@@ -29,6 +29,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -38,8 +39,6 @@ from city import BenchCity, free_port  # bench/city.py, beside this script
 from domain.city.generator import generate
 from domain.city.inventory import diff
 from ondijon.client import AdminClient
-from orchestrator.config import OrchestratorConfig
-from orchestrator.identity.operators import add_operator
 from orchestrator.store import assets as asset_sql
 from orchestrator.store.database import Store
 from protos.ondijon.v1 import control_pb2, link_pb2, schedule_pb2
@@ -186,37 +185,11 @@ async def _operate(admin: AdminClient, cabinets: int, rounds: int) -> dict[str, 
         await asyncio.sleep(0.5)
     connected = sum(g.connected for g in fleet[0])
     figures["connected"] = connected
-    t0 = time.perf_counter()
-    figures["put_at"] = time.time()
-    put = await admin.put_group_document(
-        control_pb2.PutGroupDocumentRequest(
-            target=control_pb2.Target(city=True),
-            kind=link_pb2.DOCUMENT_KIND_SCHEDULE,
-            payload=lighting(80),
-        )
-    )
-    figures["put_s"] = time.perf_counter() - t0
-    figures["changed"] = put.gateways_changed
-    for _ in range(6000):
-        conv = await admin.get_convergence(
-            control_pb2.GetConvergenceRequest(kind=link_pb2.DOCUMENT_KIND_SCHEDULE, max_lagging=1)
-        )
-        if conv.converged == connected:
-            break
-        await asyncio.sleep(0.05)
-    figures["all_acked_s"] = time.perf_counter() - t0
-    figures["converged"] = conv.converged
+    figures.update(await city_wide_program(admin, connected))
     # Peer: one gateway at a time (the shell loop), on a sample.
-    sample = [g.gateway_id for g in fleet[0][:30]]
     figures["peer_at"] = time.time()
-    t1 = time.perf_counter()
-    for gid in sample:
-        await admin.put_desired_state(
-            control_pb2.PutDesiredStateRequest(
-                gateway_id=gid, kind=link_pb2.DOCUMENT_KIND_SCHEDULE, payload=lighting(60)
-            )
-        )
-    figures["one_by_one_per_call_s"] = (time.perf_counter() - t1) / len(sample)
+    sample = [g.gateway_id for g in fleet[0][:30]]
+    figures["one_by_one_per_call_s"] = await one_at_a_time(admin, sample)
     # Fleet listing, paged.
     pages: list[float] = []
     for _ in range(rounds):
@@ -228,6 +201,64 @@ async def _operate(admin: AdminClient, cabinets: int, rounds: int) -> dict[str, 
     await admin.list_gateways(control_pb2.ListGatewaysRequest())
     figures["unpaged_list_s"] = time.perf_counter() - t2
     return figures
+
+
+async def city_wide_program(
+    admin: AdminClient, connected: int, settled: Awaitable[object] | None = None
+) -> dict[str, float]:
+    """One ``PutGroupDocument`` of a lighting program to the whole city, then the
+    convergence view polled until it counts ``connected`` gateways holding it: when the put
+    was made (``put_at``, epoch), how long the call took (``put_s``), gateways given a new
+    version (``changed``), seconds from the put until every acknowledgement was stored
+    (``all_acked_s``: when the look that counted them answered; ``last_look_s``: when it was
+    asked), the gateways the view counted then (``converged``) and the mean time between
+    two looks at the view (``poll_s``). ``settled``: awaited after the put, before the
+    first look (a bench that knows otherwise when every acknowledgement is stored, and
+    would not load the orchestrator with looks meanwhile)."""
+    figures: dict[str, float] = {}
+    t0 = time.perf_counter()
+    figures["put_at"] = time.time()
+    put = await admin.put_group_document(
+        control_pb2.PutGroupDocumentRequest(
+            target=control_pb2.Target(city=True),
+            kind=link_pb2.DOCUMENT_KIND_SCHEDULE,
+            payload=lighting(80),
+        )
+    )
+    figures["put_s"] = time.perf_counter() - t0
+    figures["changed"] = put.gateways_changed
+    if settled is not None:
+        await settled
+    polls = 0
+    while time.perf_counter() - t0 < 300:
+        asked = time.perf_counter()
+        conv = await admin.get_convergence(
+            control_pb2.GetConvergenceRequest(kind=link_pb2.DOCUMENT_KIND_SCHEDULE, max_lagging=1)
+        )
+        polls += 1
+        if conv.converged == connected:
+            break
+        # Every 50 ms, less often when a look is long (a large city: the view's own cost
+        # kept to about a quarter of the orchestrator's time), at least every 0.5 s.
+        await asyncio.sleep(min(0.5, max(0.05, 3 * (time.perf_counter() - asked))))
+    figures["all_acked_s"] = time.perf_counter() - t0
+    figures["last_look_s"] = asked - t0
+    figures["converged"] = conv.converged
+    figures["poll_s"] = figures["all_acked_s"] / polls
+    return figures
+
+
+async def one_at_a_time(admin: AdminClient, gateway_ids: list[str]) -> float:
+    """The peer of a city-wide put: ``PutDesiredState`` one gateway at a time (the shell
+    loop it replaces) over ``gateway_ids``; seconds per call."""
+    t1 = time.perf_counter()
+    for gid in gateway_ids:
+        await admin.put_desired_state(
+            control_pb2.PutDesiredStateRequest(
+                gateway_id=gid, kind=link_pb2.DOCUMENT_KIND_SCHEDULE, payload=lighting(60)
+            )
+        )
+    return (time.perf_counter() - t1) / len(gateway_ids)
 
 
 async def fleet_pages(admin: AdminClient) -> tuple[list[control_pb2.FleetGateway], list[float]]:
@@ -255,16 +286,7 @@ def main() -> int:
         work = Path(tmp)
         city = build(work, args.cabinets)
         server = city.start_orchestrator()
-        config = OrchestratorConfig.load(work / "orchestrator.toml")
-        profile = add_operator(
-            config,
-            name="bench",
-            role="admin",
-            communes=["*"],
-            profile_dir=work / "profile",
-            address=f"localhost:{city.port}",
-            now=datetime.now(UTC),
-        )
+        profile = city.operator()
         stop_at = time.time() + args.seconds
         shares = [city.identities[i :: args.procs] for i in range(args.procs)]
         results = [str(work / f"load-{i}.pickle") for i in range(args.procs)]

@@ -1,6 +1,6 @@
 """Benchmark: the web console on the generated city, in headless Chromium.
 
-    python bench/console_bench.py [--cabinets 1500] [--loads 5] [--changes 20]
+    python bench/console_bench.py [--cabinets 1500] [--loads 5] [--changes 20] [--pause 1]
 
 Starts a real orchestrator in this process (SQLite, its console on HTTPS), writes the
 generated city into its register (domain.city.generator: 23 communes, 1,500 cabinets,
@@ -13,11 +13,13 @@ Debian's Chromium (Playwright) signs in as an operator, then:
    page's own HTML alone and ``/city.json`` alone (the server's part), measured in the same
    run.
 2. **Live update**: with the map open on the connected cabinet (``/?focus=``), a lamp
-   override is sent ``--changes`` times (100 % and 50 % in turn); the time from the lamp
-   changing on the agent to its colour changing on the map (the page stamps the change),
-   p50/p99; peer in the same run: the time from the agent's change to the orchestrator
-   answering it through the admin API (``ListDevices`` polled every 20 ms), which the
-   console cannot beat.
+   override is sent ``--changes`` times (100 % and 50 % in turn), ``--pause`` seconds
+   after the previous change reached the map (0: at once; the console then coalesces
+   changes closer than a quarter second into one frame); the time from the lamp changing
+   on the agent to its colour changing on the map (the page stamps the change), p50/p99;
+   peer in the same run: the time from the agent's change to the orchestrator answering
+   it through the admin API (``ListDevices`` polled every 20 ms), which the console cannot
+   beat.
 
 Prints one line per figure. Needs Chromium at /usr/bin/chromium (or ``ONDIJON_CHROMIUM``).
 
@@ -27,8 +29,10 @@ Prints one line per figure. Needs Chromium at /usr/bin/chromium (or ``ONDIJON_CH
    gateways over mutual TLS), which measures a step with no console, then opens the
    consoles (each its own operator signed in with password and TOTP, its live feed
    ``/live`` following 20 cabinets under load, as a map zoomed on them does: their
-   devices polled every half second, the city's events pushed; ``--console-watch 0``: the
-   city-wide map, events only) and measures the same step again (:func:`_consoles`).
+   devices' changes and the city's events pushed; ``--console-watch 0``: the city-wide
+   map, events only) and measures the same step again (:func:`_consoles`). The reported
+   states never change unless ``--changing-states``: then every report flips its lamps
+   between 50 and 100 %, and every followed device is in the consoles' frames.
 """
 
 from __future__ import annotations
@@ -163,6 +167,9 @@ async def main() -> None:
     parser.add_argument("--loads", type=int, default=5)
     parser.add_argument("--changes", type=int, default=20)
     parser.add_argument(
+        "--pause", type=float, default=1.0, help="seconds between a change seen and the next"
+    )
+    parser.add_argument(
         "--screenshot", type=Path, help="save the city's map here (docs/console-map.png)"
     )
     parser.add_argument(
@@ -172,12 +179,20 @@ async def main() -> None:
     parser.add_argument(
         "--console-watch", type=int, default=20, help="cabinets each console follows (0: none)"
     )
+    parser.add_argument(
+        "--changing-states",
+        action="store_true",
+        help="with --consoles: every report flips its lamps between 50 and 100 %%, so every "
+        "followed device changes at every report (its frames carry them all)",
+    )
     args = parser.parse_args()
     if args.consoles:
         ingest = Path(__file__).resolve().parent / "ingest_curve.py"
         command = [sys.executable, str(ingest), "--loads", str(args.ingest_load)]
         command += ["--consoles", str(args.consoles), "--no-ceiling"]
         command += ["--console-watch", str(args.console_watch)]
+        if args.changing_states:
+            command.append("--changing-states")
         sys.exit(subprocess.call(command))  # noqa: ASYNC221 - nothing else runs yet
     if not os.path.exists(CHROMIUM):
         sys.exit(f"Chromium is not installed at {CHROMIUM}")
@@ -219,7 +234,7 @@ async def main() -> None:
                         await page.wait_for_selector("#map[data-communes]", timeout=30_000)
                         await asyncio.sleep(2.0)  # the clusters' last chunks
                         await page.locator("#map").screenshot(path=str(args.screenshot))
-                    await live_figures(console, agent, page, args.changes)
+                    await live_figures(console, agent, page, args.changes, args.pause)
                     await browser.close()
             finally:
                 task.cancel()
@@ -253,7 +268,9 @@ async def load_figures(url: str, page: object, loads: int) -> None:
     )
 
 
-async def live_figures(console: object, agent: Agent, page: object, changes: int) -> None:
+async def live_figures(
+    console: object, agent: Agent, page: object, changes: int, pause: float
+) -> None:
     url = console.url  # type: ignore[attr-defined]
     admin = AdminClient(console.city.admin)  # type: ignore[attr-defined]
     await page.goto(f"{url}/?focus={LIVE}")  # type: ignore[attr-defined]
@@ -262,6 +279,7 @@ async def live_figures(console: object, agent: Agent, page: object, changes: int
     await asyncio.sleep(1.0)
     to_map, to_api = [], []
     for n in range(changes):
+        await asyncio.sleep(pause)
         level = 50 if n % 2 == 0 else 100
         before = await page.get_attribute("#map", "data-updated")  # type: ignore[attr-defined]
         await admin.send_command(
@@ -293,7 +311,7 @@ async def live_figures(console: object, agent: Agent, page: object, changes: int
         print(
             f"lamp change on the agent -> its colour on the map: p50 "
             f"{percentile(to_map, 0.5) * 1000:.0f} ms, p99 {percentile(to_map, 0.99) * 1000:.0f}"
-            f" ms over {len(to_map)} changes"
+            f" ms over {len(to_map)} changes, {pause:g} s apart"
         )
         print(
             f"  peer: -> the admin API answering it (ListDevices polled every 20 ms): p50 "

@@ -12,7 +12,7 @@ address (``[orchestrator] address``): several replicas are reached through such 
 balancer (README, "Several replicas"); it is how gateways spread over replicas and move
 when one goes.
 
-Behind the balancer: ``--gateways`` load gateways (``ingest_curve._Gateway``, each its
+Behind the balancer: ``--gateways`` load gateways (``fleet.LoadGateway``, each its
 own certificate and mutual-TLS stream, in ``--procs`` processes) extended with what an
 agent does on its link: the agent's own channel options (keepalive 15 s + 5 s), its own
 reconnect policy (:class:`edge.link.Backoff`, imported: full jitter, 1 s base doubling to
@@ -81,7 +81,8 @@ import grpc
 import psycopg
 from city import BenchCity  # bench/city.py, beside this script
 from cryptography.hazmat.primitives import serialization
-from ingest_curve import DEFAULT_POSTGRES, _Gateway, fresh_database
+from fleet import LoadGateway
+from ingest_curve import DEFAULT_POSTGRES, fresh_database
 from link_bench import devices_blob, encode_state
 
 from edge.config import AgentConfig
@@ -107,8 +108,8 @@ AGENT_SPEED = 300  # the real agents' simulated clock: a quarter hour every 3 s
 
 
 @dataclass(eq=False)
-class FailoverGateway(_Gateway):
-    """``_Gateway`` with the agent's reconnect policy, an outbox of numbered events, and
+class FailoverGateway(LoadGateway):
+    """``LoadGateway`` with the agent's reconnect policy, an outbox of numbered events, and
     the times of its welcomes, of its first acknowledgement after each, and of its ends."""
 
     gateway_id: str = ""
@@ -161,7 +162,7 @@ class FailoverGateway(_Gateway):
         self.to_send = collections.deque(sorted(self.unacked))
         # As the agent does after a welcome: every device's state once.
         self.batch += 1
-        self.queue.put_nowait(encode_state(self.batch, self.blob))
+        self.queue.put_nowait(encode_state(self.batch, self.blobs[0]))
         self.pump()
 
     def _answered(self) -> None:
@@ -239,7 +240,7 @@ async def _load(
         FailoverGateway(
             address,
             grpc.ssl_channel_credentials(root, key, chain),
-            blob,
+            (blob,),
             options=options,
             gateway_id=gid,
         )

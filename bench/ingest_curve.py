@@ -39,7 +39,6 @@ import json
 import multiprocessing
 import multiprocessing.connection
 import os
-import random
 import re
 import shutil
 import statistics
@@ -49,7 +48,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -57,159 +56,14 @@ from typing import Any
 import grpc
 import psutil
 from city import BenchCity  # bench/city.py, beside this script
-from link_bench import CONNECT, ceiling_figures, devices_blob, encode_state
+from fleet import load_process  # bench/fleet.py: the load gateways
+from link_bench import ceiling_figures
 
 from orchestrator.ingest.devices import COMPACT_EVERY
 from protos.ondijon.v1 import link_pb2
 from provisioning.identity import Identity, Role
 
 DEFAULT_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-DRAIN_S = 10.0
-
-
-# -- load process -----------------------------------------------------------------------
-
-
-@dataclass
-class _Gateway:
-    address: str
-    credentials: grpc.ChannelCredentials
-    blob: bytes
-    queue: asyncio.Queue[bytes | None] = field(default_factory=asyncio.Queue)
-    sent: dict[int, float] = field(default_factory=dict)
-    measured: set[int] = field(default_factory=set)
-    latencies: list[float] = field(default_factory=list)
-    batch: int = 0
-    channel: Any = None
-    call: Any = None
-    reader: asyncio.Task[None] | None = None
-    options: list[tuple[str, Any]] = field(default_factory=list)  # more channel options
-    welcome: link_pb2.Welcome | None = None  # the open stream's
-
-    def hello(self) -> link_pb2.Hello:
-        return link_pb2.Hello(firmware_version="bench")
-
-    async def open(self) -> bool:
-        options = [
-            ("grpc.use_local_subchannel_pool", 1),
-            ("grpc.ssl_target_name_override", "localhost"),
-            *self.options,
-        ]
-        self.channel = grpc.aio.secure_channel(self.address, self.credentials, options=options)
-        connect = self.channel.stream_stream(
-            CONNECT,
-            request_serializer=lambda b: b,
-            response_deserializer=link_pb2.ConnectResponse.FromString,
-        )
-        queue, hello = self.queue, self.hello()
-
-        async def requests():  # type: ignore[no-untyped-def]
-            yield link_pb2.ConnectRequest(hello=hello).SerializeToString()
-            while (item := await queue.get()) is not None:
-                yield item
-
-        self.call = connect(requests())
-        try:
-            first = await self.call.read()
-        except grpc.aio.AioRpcError:
-            return False
-        if first is grpc.aio.EOF or first.WhichOneof("body") != "welcome":
-            return False
-        self.welcome = first.welcome
-        self.reader = asyncio.create_task(self._read())
-        return True
-
-    async def _read(self) -> None:
-        with contextlib.suppress(grpc.aio.AioRpcError):
-            while (response := await self.call.read()) is not grpc.aio.EOF:
-                if response.WhichOneof("body") == "state_ack":
-                    batch = response.state_ack.batch_id
-                    t0 = self.sent.pop(batch, None)
-                    if t0 is not None and batch in self.measured:
-                        self.latencies.append(time.perf_counter() - t0)
-                        self.measured.discard(batch)
-
-    async def step(self, rate: float, start_at: float, seconds: float, warm: float) -> None:
-        """Send ``rate`` reports per second from ``start_at`` for ``seconds``; those sent
-        after ``warm`` seconds are measured."""
-        interval = 1.0 / rate
-        at = start_at + random.random() * interval
-        end, measure_from = start_at + seconds, start_at + warm
-        while at < end:
-            await asyncio.sleep(max(0.0, at - time.time()))
-            self.batch += 1
-            self.sent[self.batch] = time.perf_counter()
-            if at >= measure_from:
-                self.measured.add(self.batch)
-            self.queue.put_nowait(encode_state(self.batch, self.blob))
-            at += interval
-
-    async def close(self) -> None:
-        self.queue.put_nowait(None)
-        if self.reader is not None:
-            self.reader.cancel()
-        if self.call is not None:
-            self.call.cancel()
-        if self.channel is not None:
-            await self.channel.close()
-
-
-async def _load(
-    pipe: multiprocessing.connection.Connection,
-    root: bytes,
-    gateways: list[tuple[str, bytes, bytes]],
-    devices: int,
-) -> None:
-    loop = asyncio.get_running_loop()
-    blob = devices_blob(devices)
-    fleet = [
-        _Gateway(address, grpc.ssl_channel_credentials(root, key, chain), blob)
-        for address, key, chain in gateways
-    ]
-    began = time.time()
-    opened = await asyncio.gather(*(g.open() for g in fleet))
-    pipe.send(
-        {
-            "opened": sum(opened),
-            "lost": len(opened) - sum(opened),
-            "began": began,
-            "ended": time.time(),
-        }
-    )
-    live = [g for g, ok in zip(fleet, opened, strict=True) if ok]
-    while True:
-        command = await loop.run_in_executor(None, pipe.recv)
-        if command is None:
-            break
-        rate, start_at, seconds, warm = command
-        cpu0 = time.process_time()
-        await asyncio.gather(*(g.step(rate, start_at, seconds, warm) for g in live))
-        measured = sum(len(g.measured) + len(g.latencies) for g in live)
-        deadline = time.monotonic() + DRAIN_S
-        while any(g.measured for g in live) and time.monotonic() < deadline:  # noqa: ASYNC110
-            await asyncio.sleep(0.1)
-        latencies = [x for g in live for x in g.latencies]
-        unacked = sum(len(g.measured) for g in live)
-        for g in live:
-            g.latencies, g.measured = [], set()
-        pipe.send(
-            {
-                "measured": measured,
-                "latencies": latencies,
-                "unacked": unacked,
-                "cpu_s": time.process_time() - cpu0,
-            }
-        )
-    await asyncio.gather(*(g.close() for g in fleet))
-
-
-def load_process(
-    pipe: multiprocessing.connection.Connection,
-    root: bytes,
-    gateways: list[tuple[str, bytes, bytes]],
-    devices: int,
-) -> None:
-    asyncio.run(_load(pipe, root, gateways, devices))
 
 
 # -- the gRPC floor: a bare servicer that only reads and acknowledges ----------------------
@@ -503,11 +357,12 @@ def _py_spy() -> str:
     return shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
 
 
-def print_py_spy(path: Path) -> None:
+def print_py_spy(path: Path, also: tuple[str, ...] = ()) -> None:
     """Samples per thread; on the asyncio thread, own time per Python function (time in
-    C, gRPC's Cython included, counts for the Python function that called it)."""
+    C, gRPC's Cython included, counts for the Python function that called it); the same,
+    shorter, for the threads whose names start with one of ``also``."""
     threads: collections.Counter[str] = collections.Counter()
-    own: collections.Counter[str] = collections.Counter()
+    own: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
     idle = 0
     for line in path.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
@@ -519,17 +374,20 @@ def print_py_spy(path: Path) -> None:
             idle += n
             continue
         threads[thread] += n
-        if thread == "MainThread":
-            own[_frame(frames[-1])] += n
-    total = sum(own.values())
+        for name in ("MainThread", *also):
+            if thread.startswith(name):
+                own[name][_frame(frames[-1])] += n
     print(f"busy samples per thread (idle waits left out: {idle}):")
     for name, n in threads.most_common(8):
         print(f"  {n:6d}  {name}")
-    if not total:
-        return
-    print("asyncio thread: own time per function (top 20):")
-    for name, n in own.most_common(20):
-        print(f"  {100 * n / total:5.1f} %  {name}")
+    for name, top in (("MainThread", 20), *((a, 8) for a in also)):
+        total = sum(own[name].values())
+        if not total:
+            continue
+        label = "asyncio thread" if name == "MainThread" else f"{name} threads"
+        print(f"{label}: own time per function (top {top}):")
+        for function, n in own[name].most_common(top):
+            print(f"  {100 * n / total:5.1f} %  {function}")
 
 
 def _frame(frame: str) -> str:
@@ -582,6 +440,12 @@ def main() -> int:
         type=int,
         default=20,
         help="cabinets each console follows (0: the city-wide map, events only)",
+    )
+    parser.add_argument(
+        "--changing-states",
+        action="store_true",
+        help="every report flips its lamps between 50 and 100 %% (the states a console "
+        "follows change at every report; by default they never change)",
     )
     parser.add_argument("--json", action="store_true", help="print figures as JSON too")
     args = parser.parse_args()
@@ -708,7 +572,13 @@ def measure(args: argparse.Namespace, work: Path, store_url: str | None) -> int:
             ours, theirs = ctx.Pipe()
             proc = ctx.Process(
                 target=load_process,
-                args=(theirs, city.ca.root_pem, gateways[i :: args.procs], args.devices),
+                args=(
+                    theirs,
+                    city.ca.root_pem,
+                    gateways[i :: args.procs],
+                    args.devices,
+                    args.changing_states,
+                ),
             )
             proc.start()
             pipes.append(ours)

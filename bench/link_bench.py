@@ -26,8 +26,10 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import grpc
 import psutil
@@ -59,14 +61,14 @@ def _varint(value: int) -> bytes:
             return bytes(out)
 
 
-def devices_blob(count: int) -> bytes:
+def devices_blob(count: int, level: int = 50) -> bytes:
     """The repeated ``devices`` field of a StateReport, serialized once."""
-    report = state_report_template(count)
+    report = state_report_template(count, level)
     report.batch_id = 0
     return report.SerializeToString()
 
 
-def state_report_template(count: int) -> link_pb2.StateReport:
+def state_report_template(count: int, level: int = 50) -> link_pb2.StateReport:
     report = link_pb2.StateReport()
     now = datetime.now(UTC)
     for i in range(count):
@@ -76,7 +78,7 @@ def state_report_template(count: int) -> link_pb2.StateReport:
         device.observed_at.FromDatetime(now)
         device.lamp.CopyFrom(
             state_pb2.LampState(
-                level=50,
+                level=level,
                 lit=True,
                 active_power_w=31.5,
                 energy_wh=1234.5,
@@ -96,6 +98,41 @@ def encode_state(batch_id: int, blob: bytes) -> bytes:
 # -- load process -----------------------------------------------------------------------
 
 
+def link_channel(
+    address: str, credentials: grpc.ChannelCredentials, more: Sequence[tuple[str, Any]] = ()
+) -> grpc.aio.Channel:
+    """A gateway's own channel to the orchestrator: its own TCP and TLS connection (no
+    subchannel shared with the other gateways of the process); ``more`` channel options."""
+    options = [
+        ("grpc.use_local_subchannel_pool", 1),
+        ("grpc.ssl_target_name_override", "localhost"),
+        *more,
+    ]
+    return grpc.aio.secure_channel(address, credentials, options=options)
+
+
+def connect(
+    channel: grpc.aio.Channel,
+    queue: asyncio.Queue[bytes | None],
+    hello: link_pb2.Hello | None = None,
+) -> Any:
+    """The GatewayLink stream: the hello, then the serialized requests put on ``queue``
+    until None; responses are decoded."""
+    stub = channel.stream_stream(
+        CONNECT,
+        request_serializer=lambda b: b,
+        response_deserializer=link_pb2.ConnectResponse.FromString,
+    )
+    first = link_pb2.ConnectRequest(hello=hello or link_pb2.Hello(firmware_version="bench"))
+
+    async def requests():  # type: ignore[no-untyped-def]
+        yield first.SerializeToString()
+        while (item := await queue.get()) is not None:
+            yield item
+
+    return stub(requests())
+
+
 async def _gateway(
     address: str,
     root: bytes,
@@ -108,27 +145,10 @@ async def _gateway(
 ) -> None:
     blob = devices_blob(devices)
     credentials = grpc.ssl_channel_credentials(root, key, chain)
-    options = [
-        ("grpc.use_local_subchannel_pool", 1),
-        ("grpc.ssl_target_name_override", "localhost"),
-    ]
-    async with grpc.aio.secure_channel(address, credentials, options=options) as channel:
-        connect = channel.stream_stream(
-            CONNECT,
-            request_serializer=lambda b: b,
-            response_deserializer=link_pb2.ConnectResponse.FromString,
-        )
+    async with link_channel(address, credentials) as channel:
         queue: asyncio.Queue[bytes | None] = asyncio.Queue()
-
-        async def requests():  # type: ignore[no-untyped-def]
-            yield link_pb2.ConnectRequest(
-                hello=link_pb2.Hello(firmware_version="bench")
-            ).SerializeToString()
-            while (item := await queue.get()) is not None:
-                yield item
-
         await asyncio.sleep(max(0.0, start_at - time.time()))
-        call = connect(requests())
+        call = connect(channel, queue)
         sent: dict[int, float] = {}
         latencies: list[float] = out["latency"]  # type: ignore[assignment]
         steady: list[float] = out["steady"]  # type: ignore[assignment]

@@ -27,7 +27,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
 
 from domain.access import LocalAccessList
@@ -166,6 +165,8 @@ def payload_from_json(kind: Kind, text: str, *, source: str) -> bytes:
         DocumentError: naming ``source`` (the file) when the JSON is not a message of
             ``kind``.
     """
+    from google.protobuf import json_format  # the command line's; never the agent's
+
     try:
         message = json_format.Parse(text, kind.message_type())
     except json_format.ParseError as exc:

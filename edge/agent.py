@@ -28,7 +28,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
@@ -58,14 +58,13 @@ from edge.equipment.metering import QuarterHourMeter
 from edge.equipment.registry import Context, Equipment, open_equipment
 from edge.equipment.signal.controller import SignalController, SignalDriverError
 from edge.events import EquipmentEvent, Priority
-from edge.fieldbus.gateway import gateway_password
+from edge.fieldbus.config import gateway_password
 from edge.firmware.agent_side import AgentFirmware
 from edge.firmware.boot import HealthCheck
 from edge.firmware.launch import running_release
 from edge.firmware.notify import Notifier, watchdog_interval
 from edge.identity import Credentials
 from edge.link import GatewayLinkClient
-from edge.observe import AgentObserver, Readings
 from edge.renewal import Renewal
 from edge.storage.atomic import StorageRecovery
 from edge.storage.errors import DocumentRefusedError
@@ -84,6 +83,10 @@ from protos.ondijon.v1 import (
     link_pb2,
     state_pb2,
 )
+
+if TYPE_CHECKING:
+    # The monitoring port (prometheus_client) is imported only when [observe] asks for it.
+    from edge.observe import Readings
 
 log = logging.getLogger("ondijon.edge.agent")
 
@@ -339,6 +342,8 @@ class Agent:
 
     def readings(self, *, ready: bool) -> Readings:
         """What the agent shows its monitoring (edge.observe), read now."""
+        from edge.observe import Readings
+
         faults: dict[str, int] = {}
         for state in self.device_states():
             kind = state.WhichOneof("detail")
@@ -917,6 +922,11 @@ async def run_agent(config: AgentConfig) -> None:
     the street is being driven and pinging its watchdog."""
     import signal
 
+    from domain.schedule.calendar import use_holidays
+    from edge.public_holidays import HolidayWindow
+
+    # Public holidays from a child interpreter: the holidays package stays out of the agent.
+    use_holidays(HolidayWindow())
     notifier = Notifier()
     agent = Agent(config, make_clock(config))
     interval = watchdog_interval()
@@ -940,6 +950,8 @@ async def run_agent(config: AgentConfig) -> None:
         async with asyncio.TaskGroup() as group:
             group.create_task(agent.run(ready=ready))
             if config.observe_listen:
+                from edge.observe import AgentObserver
+
                 observer = AgentObserver(
                     config.observe_listen, lambda: agent.readings(ready=started)
                 )

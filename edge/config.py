@@ -74,7 +74,7 @@ from edge.equipment.bollard.config import BollardConfig
 from edge.equipment.cabinet.config import CabinetConfig
 from edge.equipment.lamp.config import LampConfig
 from edge.equipment.signal.config import SignalConfig
-from edge.fieldbus.gateway import FieldbusConfig
+from edge.fieldbus.config import FieldbusConfig
 from edge.timekeeping import SYNC_SOURCES
 from foundation.logs import LogSettings
 from foundation.settings import (

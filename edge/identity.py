@@ -5,25 +5,36 @@ leaves the device), sends a CSR with the one-time token to the enrollment port o
 server-authenticated TLS (trusting only the installed OnDijon root), and stores the
 certificate it gets back. An agent whose certificate expired while it was offline comes
 back the same way, with a fresh token from the control room.
+
+The running agent reads only the dates of its certificate (:mod:`provisioning.validity`) and
+has a child interpreter make and install the key of a renewal (:mod:`edge.keys`):
+``cryptography`` is loaded only by ``ondijon edge enroll``, by that child, and to word what
+is wrong with a file the quick reader cannot read.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
-import shutil
+import sys
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import grpc
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 
+from edge import keys
 from edge.config import AgentConfig
 from foundation.errors import FieldError
-from foundation.files import fsync_dir, private_directory, write_atomic
+from foundation.escaping import escape
+from foundation.files import private_directory, write_atomic
 from protos.ondijon.v1 import enrollment_pb2, enrollment_pb2_grpc
-from provisioning.ca import KEY_MODE, CAError, key_to_pem, load_certs, make_csr, new_private_key
+from provisioning import validity
+
+if TYPE_CHECKING:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec
 
 log = logging.getLogger("ondijon.edge.identity")
 
@@ -81,9 +92,15 @@ def read_root(config: AgentConfig) -> bytes:
             "orchestrator.ca_file", f"{config.ca_file} does not exist (install the OnDijon root CA)"
         ) from None
     try:
-        load_certs(root, "orchestrator.ca_file")
-    except CAError as exc:
-        raise IdentityFilesError(exc.field, exc.reason) from None
+        if not validity.every_validity(root):
+            raise ValueError("no certificate")
+    except ValueError:
+        from provisioning.ca import CAError, load_certs
+
+        try:
+            load_certs(root, "orchestrator.ca_file")
+        except CAError as exc:
+            raise IdentityFilesError(exc.field, exc.reason) from None
     return root
 
 
@@ -96,17 +113,29 @@ def load_credentials(config: AgentConfig) -> Credentials:
             "`ondijon edge enroll --config FILE --token TOKEN`",
         )
     chain = config.cert_file.read_bytes()
-    leaf = load_certs(chain, str(config.cert_file))[0]
+    try:
+        not_before, not_after = validity.validity(chain)
+    except ValueError:
+        # What the quick reader cannot read, the full parser words (or reads after all).
+        from provisioning.ca import load_certs
+
+        leaf = load_certs(chain, str(config.cert_file))[0]
+        not_before, not_after = leaf.not_valid_before_utc, leaf.not_valid_after_utc
     return Credentials(
         root_pem=read_root(config),
         key_pem=config.key_file.read_bytes(),
         chain_pem=chain,
-        not_before=leaf.not_valid_before_utc,
-        not_after=leaf.not_valid_after_utc,
+        not_before=not_before,
+        not_after=not_after,
     )
 
 
 def _pending_key(config: AgentConfig) -> ec.EllipticCurvePrivateKey:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from provisioning.ca import KEY_MODE, key_to_pem, new_private_key
+
     # A key made by an earlier, interrupted enrollment is reused: it never left the device.
     path = config.state_dir / "identity" / "pending.key"
     if path.exists():
@@ -123,36 +152,26 @@ def _pending_key(config: AgentConfig) -> ec.EllipticCurvePrivateKey:
 def install_identity(
     config: AgentConfig, key: ec.EllipticCurvePrivateKey, chain_pem: bytes
 ) -> x509.Certificate:
-    """Make ``key`` and its certificate the live pair in one atomic step.
+    """Make ``key`` and its certificate the live pair in one atomic step
+    (:func:`edge.keys.install`)."""
+    try:
+        return keys.install(config.state_dir, key, chain_pem)
+    except keys.KeyMismatchError as exc:
+        raise EnrollmentError(exc.field, exc.reason) from None
 
-    Both go into a new directory; the ``current`` symlink is then swapped with
-    ``os.replace``, so a power cut leaves either the old pair or the new one, never a key
-    with someone else's certificate.
-    """
-    leaf = load_certs(chain_pem, "certificate_pem")[0]
-    if leaf.public_key() != key.public_key():
-        raise EnrollmentError(
-            "certificate_pem", "the certificate returned does not match this gateway's key"
-        )
-    base = config.state_dir / "identity"
-    generation = base / f"cert-{leaf.serial_number:x}"
-    private_directory(generation)
-    write_atomic(generation / "gateway.key", key_to_pem(key), mode=KEY_MODE)
-    write_atomic(generation / "gateway.pem", chain_pem)
-    link = base / "current.new"
-    link.unlink(missing_ok=True)
-    link.symlink_to(generation.name)
-    link.replace(base / "current")
-    fsync_dir(base)
-    (base / "pending.key").unlink(missing_ok=True)
-    for old in base.glob("cert-*"):
-        if old != generation:
-            shutil.rmtree(old, ignore_errors=True)
-    return leaf
+
+@dataclass(frozen=True)
+class Renewed:
+    """What the agent keeps of the certificate a renewal installed: its dates."""
+
+    not_valid_before_utc: datetime
+    not_valid_after_utc: datetime
 
 
 async def enroll(config: AgentConfig, token: str, *, timeout: float = 30.0) -> x509.Certificate:
     """Enroll this gateway with ``token``; stores key and certificate under state_dir."""
+    from provisioning.ca import make_csr
+
     root = read_root(config)
     key = _pending_key(config)
     csr = make_csr(key, config.gateway_id)
@@ -175,19 +194,75 @@ async def enroll(config: AgentConfig, token: str, *, timeout: float = 30.0) -> x
     return leaf
 
 
+# How long the renewal's child may take to start (a Pi Zero loads cryptography in seconds)
+# and to install what it was given.
+CHILD_TIMEOUT_S = 120.0
+
+
 async def renew(
     config: AgentConfig, channel: grpc.aio.Channel, *, timeout: float = 30.0
-) -> x509.Certificate:
-    """Get a new certificate (for a new key) over the mutual-TLS link."""
-    key = new_private_key()
-    stub = enrollment_pb2_grpc.EnrollmentStub(channel)
+) -> Renewed:
+    """Get a new certificate, for a new key, over the mutual-TLS link.
+
+    The key is made and installed by a child interpreter (:mod:`edge.keys`); this process
+    only carries its request and the orchestrator's answer.
+
+    Raises:
+        EnrollmentError: the orchestrator refused, or answered a certificate for another key.
+        IdentityFilesError: the child could not make the key or install the pair.
+    """
+    child = await asyncio.create_subprocess_exec(
+        # -P: no working directory ahead of the release on the child's path (as the launcher).
+        *(sys.executable, "-P", "-m", "edge.keys"),
+        *("--state-dir", str(config.state_dir), "--gateway-id", config.gateway_id),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert child.stdout is not None and child.stdin is not None
     try:
-        response = await stub.Renew(
-            enrollment_pb2.RenewRequest(csr_pem=make_csr(key, config.gateway_id)),
-            timeout=timeout,
+        line, err = await asyncio.wait_for(child.stdout.readline(), CHILD_TIMEOUT_S), b""
+        if not line:  # it ended: what it said on its way out
+            _, err = await asyncio.wait_for(child.communicate(), CHILD_TIMEOUT_S)
+        request = _answer(line, err)
+        stub = enrollment_pb2_grpc.EnrollmentStub(channel)
+        try:
+            response = await stub.Renew(
+                enrollment_pb2.RenewRequest(csr_pem=str(request["csr"]).encode()),
+                timeout=timeout,
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise EnrollmentError.answered(exc.code().name, exc.details() or "") from None
+        out, err = await asyncio.wait_for(
+            child.communicate(response.certificate_pem), CHILD_TIMEOUT_S
         )
-    except grpc.aio.AioRpcError as exc:
-        raise EnrollmentError.answered(exc.code().name, exc.details() or "") from None
-    leaf = install_identity(config, key, response.certificate_pem)
-    log.info("certificate renewed until %s", leaf.not_valid_after_utc)
-    return leaf
+        installed = _answer(out, err)
+        refused = installed.get("refused")
+        if isinstance(refused, dict):
+            raise EnrollmentError(str(refused["field"]), str(refused["reason"]))
+        renewed = Renewed(
+            datetime.fromisoformat(str(installed["not_before"])),
+            datetime.fromisoformat(str(installed["not_after"])),
+        )
+    except (KeyError, ValueError, TimeoutError) as exc:
+        raise IdentityFilesError(
+            "gateway.state_dir", f"the renewal's key child failed: {type(exc).__name__}: {exc}"
+        ) from None
+    finally:
+        if child.returncode is None:
+            child.kill()
+            await child.wait()
+    log.info("certificate renewed until %s", renewed.not_valid_after_utc)
+    return renewed
+
+
+def _answer(line: bytes, err: bytes = b"") -> dict[str, object]:
+    """One JSON line of the child (:mod:`edge.keys`); its last error line if there is none."""
+    try:
+        answer = json.loads(line)
+    except ValueError:
+        said = err.decode(errors="replace").strip().splitlines()[-1:] or ["nothing"]
+        raise ValueError(f"it answered {escape(said[0])!r}") from None
+    if not isinstance(answer, dict):
+        raise ValueError(f"it answered {escape(str(answer))!r}")
+    return answer

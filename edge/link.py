@@ -51,6 +51,9 @@ from protos.ondijon.v1 import firmware_pb2, link_pb2, link_pb2_grpc, state_pb2
 
 log = logging.getLogger("ondijon.edge.link")
 
+#: A hello not answered within this many seconds ends the stream (and it is tried again).
+WELCOME_WITHIN_S = 30.0
+
 # 2: the agent takes firmware offers and reports firmware progress.
 # 3: the agent honours firmware cancels (FirmwareCancel) and reports CANCELLED.
 PROTOCOL_REVISION = 3
@@ -161,6 +164,7 @@ class GatewayLinkClient:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         max_batch_events: int = 200,
         max_batch_bytes: int = 256 * 1024,
+        welcome_within_s: float = WELCOME_WITHIN_S,
     ) -> None:
         self.config = config
         self.agent = agent
@@ -170,6 +174,7 @@ class GatewayLinkClient:
         self.sleep = sleep
         self.max_batch_events = max_batch_events
         self.max_batch_bytes = max_batch_bytes
+        self.welcome_within_s = welcome_within_s
         self.status = LinkStatus()
         self._changed: dict[str, state_pb2.DeviceState] = {}
         self._state_dirty = asyncio.Event()
@@ -287,6 +292,7 @@ class GatewayLinkClient:
         ) as channel:
             stub = link_pb2_grpc.GatewayLinkStub(channel)
             session = _Session(self)
+            session._spawn(session.expect_welcome(self.welcome_within_s), "link: welcome due")
             call = stub.Connect(session.requests())
             self._stream = session
             reading = asyncio.create_task(self._read(call, session, channel, credentials))
@@ -339,12 +345,21 @@ class _Session:
         # Set by the first of this stream's tasks to fail (the stream then ends with it).
         self.failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.hello_last = self.asked_after = 0
+        self.welcomed = False
         client.outbox.requeue_in_flight()
 
     def fail(self, exc: BaseException) -> None:
         """End this stream with ``exc`` (raised by the link's session)."""
         if not self.failed.done():
             self.failed.set_exception(exc)
+
+    async def expect_welcome(self, within_s: float) -> None:
+        """End the stream if the hello is not answered in time (real seconds: the network
+        is real): an orchestrator that takes the connection and never answers would hold
+        the agent, and its outbox's hello protection, forever."""
+        await asyncio.sleep(within_s)
+        if not self.welcomed:
+            raise TimeoutError(f"no welcome within {within_s:.0f} s of the hello")
 
     def _spawn(self, work: Awaitable[None], name: str) -> None:
         """A task owned by this stream: its failure ends the stream, never silently."""
@@ -383,6 +398,7 @@ class _Session:
             yield message
 
     def on_welcome(self, welcome: link_pb2.Welcome) -> None:
+        self.welcomed = True
         self.window = max(1, welcome.event_window)
         outbox = self.client.outbox
         settlement = outbox.settle_losses(

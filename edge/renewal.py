@@ -29,10 +29,9 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
 import grpc
-from cryptography import x509
 
 from edge.config import AgentConfig
-from edge.identity import Credentials, EnrollmentError, IdentityFilesError, renew
+from edge.identity import Credentials, EnrollmentError, IdentityFilesError, Renewed, renew
 from edge.supervisor import Child, Spawn
 from foundation.clock import Clock, SystemClock
 from foundation.escaping import escape
@@ -43,7 +42,7 @@ RENEW_AT = 2 / 3
 RETRY_FIRST_S = 60.0
 RETRY_MAX_S = 3600.0
 
-Renew = Callable[[AgentConfig, grpc.aio.Channel], Awaitable[x509.Certificate]]
+Renew = Callable[[AgentConfig, grpc.aio.Channel], Awaitable[Renewed]]
 
 # The clock renewals are timed by; tests replace it to move through a lifetime.
 wall_clock: Clock = SystemClock()

@@ -49,8 +49,20 @@ from foundation.escaping import escape
 from foundation.logs import LogSettings
 from foundation.logs import configure as configure_logging
 
+# The commands this module defines itself. When one of them is typed, the commands of the
+# other modules (the admin client, the city's register, alarms, open data, firmware) are not
+# even loaded: a cabinet's ``ondijon edge run`` imports nothing of the control room's.
+_OWN_COMMANDS = frozenset({"ca", "operator", "orchestrator", "edge", "demo"})
 
-def _parser() -> argparse.ArgumentParser:
+
+def _command_typed(argv: Sequence[str]) -> str | None:
+    """The command word of ``argv`` (the only global option, ``-v``, takes no value)."""
+    return next((arg for arg in argv if not arg.startswith("-")), None)
+
+
+def _parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with ``command`` (the word typed) one of ours, without the others'."""
+    everyone = command not in _OWN_COMMANDS
     parser = argparse.ArgumentParser(prog="ondijon", description=__doc__.split("\n\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -88,9 +100,10 @@ def _parser() -> argparse.ArgumentParser:
         p = orch_sub.add_parser(name, help=text)
         p.add_argument("--config", type=Path, required=True)
 
-    from ondijon.admin import add_commands as add_admin_commands
+    if everyone:
+        from ondijon.admin import add_commands as add_admin_commands
 
-    add_admin_commands(sub)
+        add_admin_commands(sub)
 
     edge = sub.add_parser("edge", help="the cabinet agent")
     edge_sub = edge.add_subparsers(dest="edge_command", required=True)
@@ -119,18 +132,19 @@ def _parser() -> argparse.ArgumentParser:
         "asset register, beside the three live cabinets",
     )
 
-    from ondijon.firmware_cli import add_commands
+    if everyone:
+        from ondijon.firmware_cli import add_commands
 
-    add_commands(sub)
-    from ondijon.city_cli import add_commands as add_city_commands
+        add_commands(sub)
+        from ondijon.city_cli import add_commands as add_city_commands
 
-    add_city_commands(sub)
-    from ondijon import alarms_cli
+        add_city_commands(sub)
+        from ondijon import alarms_cli
 
-    alarms_cli.add_commands(sub)
-    from ondijon import opendata_cli
+        alarms_cli.add_commands(sub)
+        from ondijon import opendata_cli
 
-    opendata_cli.add_commands(sub)
+        opendata_cli.add_commands(sub)
     return parser
 
 
@@ -236,7 +250,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # gRPC's own C-core log lines (e.g. "Handshake failed") would precede our one-line
     # errors; it reads this before it is first imported.
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
-    args = _parser().parse_args(argv)
+    if argv is None:
+        argv = sys.argv[1:]
+    args = _parser(_command_typed(argv)).parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

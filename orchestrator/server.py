@@ -328,6 +328,8 @@ async def start(
         )
     if app.daily_export is not None:
         tasks += (asyncio.create_task(app.daily_export.run(), name="daily-export"),)
+    if app.console is not None:
+        tasks += (asyncio.create_task(app.console.states.run(), name="console-live-states"),)
     observer.attach(app.runner, app.hub, app.readiness)
     log.info("orchestrator listening: mutual TLS on %d, enrollment on %d", port, enroll_port)
     return Running(

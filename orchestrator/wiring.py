@@ -11,6 +11,7 @@ the web console, on the very same admin services.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -36,6 +37,7 @@ from orchestrator.config import OrchestratorConfig
 from orchestrator.console.app import Console
 from orchestrator.console.services import Services
 from orchestrator.console.signin import SignIn
+from orchestrator.console.states import LiveStates
 from orchestrator.energy.service import EnergyService
 from orchestrator.firmware.releases import FirmwareService
 from orchestrator.firmware.runner import CampaignRunner, balena_from_environment
@@ -45,6 +47,7 @@ from orchestrator.identity.crl import CrlPublisher
 from orchestrator.identity.enrollment import EnrollmentService
 from orchestrator.identity.revocation import Revoker, Sweeper, close_streams
 from orchestrator.ingest.delivery import Delivery
+from orchestrator.ingest.devices import current_devices_of
 from orchestrator.ingest.hub import Hub
 from orchestrator.ingest.link import GatewayLinkService
 from orchestrator.ingest.readiness import Readiness
@@ -206,6 +209,11 @@ def build(
     )
     console = None
     if config.console.listen:
+        # The devices' states open consoles follow: folded from the reports the link
+        # stores, read from the store only for a cabinet first followed or streaming to
+        # another replica.
+        read_devices = functools.partial(current_devices_of, runner.store)
+        states = LiveStates(read=functools.partial(runner.read, read_devices), local=hub.connected)
         console = Console(
             services=Services(
                 control=control,
@@ -223,6 +231,7 @@ def build(
             ),
             audit=audit,
             clock=clock,
+            states=states,
             tiles_url=config.console.tiles_url,
         )
 
@@ -255,6 +264,7 @@ def build(
             firmware=campaigns,
             metrics=metrics,
             event_hooks=(alarms.on_events, energy.on_events),
+            state_hooks=(console.states.stored,) if console is not None else (),
         ),
         control=control,
         city=city,

@@ -11,10 +11,14 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass
-
-from cryptography import x509
+from typing import TYPE_CHECKING
 
 from foundation.errors import FieldError
+
+if TYPE_CHECKING:
+    # Loaded where a certificate is read: the cabinet agent checks names with this module
+    # and never needs cryptography for that.
+    from cryptography import x509
 
 TRUST_DOMAIN = "ondijon"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
@@ -76,6 +80,8 @@ def parse_uri(uri: str) -> Identity:
 
 def identity_of(cert: x509.Certificate) -> Identity:
     """The identity named by the single SPIFFE URI SAN of ``cert``."""
+    from cryptography import x509
+
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:

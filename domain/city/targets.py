@@ -164,8 +164,14 @@ class _Matcher:
 
 def covered(target: Target, sites: Iterable[Site]) -> list[str]:
     """Ids of the gateways ``target`` covers, in the order of ``sites``."""
+    return [s.gateway_id for s in covered_sites(target, sites)]
+
+
+def covered_sites(target: Target, sites: Iterable[Site]) -> list[Site]:
+    """The sites ``target`` covers, in the order of ``sites``: one pass, whatever the
+    size of the city."""
     test = matcher(target)
-    return [s.gateway_id for s in sites if test(s)]
+    return [s for s in sites if test(s)]
 
 
 def resolve(

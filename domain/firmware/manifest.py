@@ -20,6 +20,8 @@ Rules, in the order they are applied (after python-tuf's trusted metadata set):
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
 import re
@@ -27,13 +29,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
-
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from typing import TYPE_CHECKING, Any, Protocol
 
 from domain.firmware.errors import FirmwareRefused
+
+if TYPE_CHECKING:
+    # Loaded to verify a signature: a cabinet agent between firmware offers never needs
+    # cryptography (~9 MiB on a Pi-class board), its pinned keys held as raw bytes.
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from domain.firmware.version import VersionError, parse_version
 
 MANIFEST_FORMAT = 1
@@ -94,6 +97,9 @@ def load_pinned_keys(pems: Iterable[bytes]) -> dict[str, Ed25519PublicKey]:
     Raises:
         FirmwareRefused: a PEM is not an Ed25519 public key (field ``pinned_keys[i]``).
     """
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     keys: dict[str, Ed25519PublicKey] = {}
     for index, pem in enumerate(pems):
         try:
@@ -103,6 +109,37 @@ def load_pinned_keys(pems: Iterable[bytes]) -> dict[str, Ed25519PublicKey]:
         if not isinstance(key, Ed25519PublicKey):
             raise FirmwareRefused(f"pinned_keys[{index}]", "not an Ed25519 public key")
         keys[key_id(key)] = key
+    return keys
+
+
+# An Ed25519 SubjectPublicKeyInfo is these 12 bytes, then the 32 of the key (RFC 8410, 4).
+_ED25519_SPKI = bytes.fromhex("302a300506032b6570032100")
+_PUBLIC_KEY_PEM = re.compile(
+    rb"\A\s*-----BEGIN PUBLIC KEY-----\r?\n([A-Za-z0-9+/=\r\n]+)-----END PUBLIC KEY-----\s*\Z"
+)
+
+
+def pinned_key_bytes(pems: Sequence[bytes]) -> dict[str, bytes]:
+    """:func:`load_pinned_keys` as raw 32-byte keys, without loading ``cryptography`` for
+    PEMs in the one form an Ed25519 public key takes; any other is judged (and refused, in
+    the same words) by :func:`load_pinned_keys`.
+
+    Raises:
+        FirmwareRefused: a PEM is not an Ed25519 public key (field ``pinned_keys[i]``).
+    """
+    keys: dict[str, bytes] = {}
+    for pem in pems:
+        found = _PUBLIC_KEY_PEM.match(pem)
+        try:
+            der = (
+                base64.b64decode(b"".join(found.group(1).split()), validate=True) if found else b""
+            )
+        except binascii.Error:
+            der = b""
+        if len(der) != len(_ED25519_SPKI) + 32 or not der.startswith(_ED25519_SPKI):
+            return {kid: _raw(key) for kid, key in load_pinned_keys(pems).items()}
+        raw = der[len(_ED25519_SPKI) :]
+        keys[key_id(raw)] = raw
     return keys
 
 
@@ -246,6 +283,9 @@ def _check_signatures(
     pinned_keys: Mapping[str, Ed25519PublicKey | bytes],
     threshold: int,
 ) -> None:
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     keys: dict[str, Ed25519PublicKey] = {}
     for kid, key in pinned_keys.items():
         public = key if isinstance(key, Ed25519PublicKey) else _load_raw(kid, key)
@@ -279,12 +319,16 @@ def _check_signatures(
 
 
 def _raw(public_key: Ed25519PublicKey | bytes) -> bytes:
-    if isinstance(public_key, Ed25519PublicKey):
-        return public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return bytes(public_key)
+    if isinstance(public_key, bytes | bytearray | memoryview):
+        return bytes(public_key)
+    from cryptography.hazmat.primitives import serialization
+
+    return public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
 def _load_raw(kid: str, raw: bytes) -> Ed25519PublicKey:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     try:
         return Ed25519PublicKey.from_public_bytes(bytes(raw))
     except ValueError as exc:

@@ -12,10 +12,8 @@ Besides ranges and references, a bollard setting that contradicts itself is refu
 from __future__ import annotations
 
 import math
-from functools import lru_cache
 
-import holidays
-
+from domain.schedule.calendar import check_region
 from domain.schedule.errors import OverrideError, ScheduleError
 from domain.schedule.model import (
     AccessPolicy,
@@ -56,7 +54,7 @@ def check_schedule(schedule: Schedule) -> None:
         ):
             raise ScheduleError(f"{path}.end_date", "is before start_date")
     if schedule.holiday_region is not None:
-        _check_region(schedule.holiday_region)
+        check_region(schedule.holiday_region)
     if not 1 <= schedule.default_lamp_level <= 100:
         raise ScheduleError("default_lamp_level", "must be within 1..100")
     if schedule.light_sensor is not None:
@@ -104,23 +102,6 @@ def _check_bollard(setting: BollardSetting, path: str, error: type[ScheduleError
         setting.position is BollardPosition.DOWN
     ):
         raise error(path, f"{setting.access.name} access means the bollard stands UP")
-
-
-@lru_cache(maxsize=1)
-def _supported_regions() -> dict[str, frozenset[str]]:
-    return {
-        country: frozenset(subdivisions)
-        for country, subdivisions in holidays.list_supported_countries().items()
-    }
-
-
-def _check_region(region: str) -> None:
-    country, dash, subdivision = region.partition("-")
-    supported = _supported_regions()
-    if country not in supported:
-        raise ScheduleError("holiday_region", f"unknown country {country!r}")
-    if dash and subdivision not in supported[country]:
-        raise ScheduleError("holiday_region", f"unknown subdivision {subdivision!r} of {country}")
 
 
 def _check_sensor(sensor: LightSensor) -> None:

@@ -35,12 +35,8 @@ from edge.equipment.signal.controller import (
     SignalController,
     SignalControllerDriver,
 )
-from edge.equipment.sim.bollard import SimulatedBollard
-from edge.equipment.sim.cabinet import SimulatedCabinet
-from edge.equipment.sim.crossing import SimulatedSignalController
-from edge.equipment.sim.lantern import SimulatedLamp
 from edge.events import EquipmentConfigError, EquipmentEvent, EventSink
-from edge.fieldbus.gateway import FieldBus, FieldbusConfig
+from edge.fieldbus.config import FieldbusConfig
 from foundation.clock import Clock, SystemClock
 from protos.ondijon.v1 import state_pb2
 
@@ -92,7 +88,13 @@ def _gpio_lamp(config: LampConfig, context: Context) -> LampDriver:
     )
 
 
+# The simulated backends are imported when one is opened: a cabinet on real pins never
+# loads the simulators (edge.equipment.sim).
+
+
 def _simulated_lamp(config: LampConfig, context: Context) -> LampDriver:
+    from edge.equipment.sim.lantern import SimulatedLamp
+
     return SimulatedLamp(clock=context.clock, nominal_power_w=config.nominal_power_w)
 
 
@@ -103,6 +105,8 @@ CabinetBackend = Callable[[CabinetConfig, Context], CabinetDriver]
 
 
 def _fieldbus_lamp(config: LampConfig, context: Context) -> LampDriver:
+    from edge.fieldbus.gateway import FieldBus
+
     fieldbus = context.buses.get(FieldBus.name)
     assert isinstance(fieldbus, FieldBus)  # opened by open_equipment for these lamps
     return FieldbusLamp(fieldbus, config.node_id, clock=context.clock)
@@ -114,13 +118,22 @@ LAMP_BACKENDS: dict[str, LampBackend] = {
     "fieldbus": _fieldbus_lamp,
 }
 
+
+def _simulated_bollard(config: BollardConfig, context: Context) -> BollardDriver:
+    from edge.equipment.sim.bollard import SimulatedBollard
+
+    return SimulatedBollard(config, context.clock)
+
+
 BOLLARD_BACKENDS: dict[str, BollardBackend] = {
     "gpio": lambda config, context: GpioBollard(config, pin_factory=context.pin_factory),
-    "simulated": lambda config, context: SimulatedBollard(config, context.clock),
+    "simulated": _simulated_bollard,
 }
 
 
 def _simulated_signal(config: SignalConfig, context: Context) -> SignalControllerDriver:
+    from edge.equipment.sim.crossing import SimulatedSignalController
+
     assert config.simulated is not None  # required by the schema for this backend
     return SimulatedSignalController(
         heads=config.simulated.heads,
@@ -156,9 +169,15 @@ def _gpio_cabinet(config: CabinetConfig, context: Context) -> CabinetDriver:
     )
 
 
+def _simulated_cabinet(context: Context) -> CabinetDriver:
+    from edge.equipment.sim.cabinet import SimulatedCabinet
+
+    return SimulatedCabinet(clock=context.clock)
+
+
 CABINET_BACKENDS: dict[str, CabinetBackend] = {
     "gpio": _gpio_cabinet,
-    "simulated": lambda config, context: SimulatedCabinet(clock=context.clock),
+    "simulated": lambda config, context: _simulated_cabinet(context),
 }
 
 
@@ -243,6 +262,28 @@ class Equipment:
             bus.close()
 
 
+def _open_fieldbus(nodes: list[str], context: Context, record: EventSink) -> None:
+    """The bus the field-bus lamps share, unless open already; only a cabinet with such lamps
+    loads it (aiomqtt, the node programs)."""
+    from edge.fieldbus.gateway import FieldBus
+
+    if FieldBus.name in context.buses:
+        return
+    if context.fieldbus is None:
+        raise EquipmentConfigError(
+            "fieldbus", 'required: a lamp has backend = "fieldbus" (the broker to reach)'
+        )
+    context.buses[FieldBus.name] = FieldBus(
+        context.fieldbus,
+        context.fieldbus_password,
+        clock=context.clock,
+        record=record,
+        nodes=nodes,
+        site=context.site,
+        schedule=context.schedule,
+    )
+
+
 def open_equipment(
     *,
     lamps: Sequence[LampConfig] = (),
@@ -270,20 +311,8 @@ def open_equipment(
     equipment = Equipment()
     latches = latches if latches is not None else MemoryLatches()
     on_bus = [lamp.node_id for lamp in lamps if lamp.backend == "fieldbus"]
-    if on_bus and FieldBus.name not in context.buses:
-        if context.fieldbus is None:
-            raise EquipmentConfigError(
-                "fieldbus", 'required: a lamp has backend = "fieldbus" (the broker to reach)'
-            )
-        context.buses[FieldBus.name] = FieldBus(
-            context.fieldbus,
-            context.fieldbus_password,
-            clock=context.clock,
-            record=record,
-            nodes=on_bus,
-            site=context.site,
-            schedule=context.schedule,
-        )
+    if on_bus:
+        _open_fieldbus(on_bus, context, record)
     try:
         for lamp_config in lamps:
             driver: LampDriver = _open(lamp_config, context)

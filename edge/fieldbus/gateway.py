@@ -31,25 +31,27 @@ read :meth:`FieldBus.node` and call :meth:`FieldBus.command`.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from pathlib import Path
-
-import aiomqtt
+from typing import TYPE_CHECKING
 
 from domain.schedule.model import Schedule, Site
 from edge.events import EquipmentEvent, EventSink, Priority
 from edge.fieldbus.broker import GATEWAY_USER
-from edge.fieldbus.program import DEFAULT_DAYS, node_program
+from edge.fieldbus.config import FieldbusConfig, gateway_password
+from edge.fieldbus.program import node_program
 from edge.node import bus
 from edge.node.errors import FieldBusError, InvalidMessage
 from edge.node.program import Program
 from foundation.clock import Clock
 from foundation.escaping import escape
-from foundation.settings import ConfigError, Settings
+
+if TYPE_CHECKING:
+    # Imported when the bus runs: a cabinet without field-bus lamps never loads aiomqtt
+    # (and paho-mqtt under it), which the agent's configuration reaches through this module.
+    import aiomqtt
 
 log = logging.getLogger("ondijon.edge.fieldbus")
 
@@ -58,47 +60,6 @@ HEARTBEAT_MIN_GAP_S = 1.0
 PROGRAM_REFRESH_S = 86400.0
 FIRST_BACKOFF_S = 1.0
 MAX_BACKOFF_S = 30.0
-
-
-class FieldbusConfig(Settings, frozen=True):
-    """The ``[fieldbus]`` table of the agent configuration.
-
-    Attributes:
-        cabinet: the cabinet id on the bus (the topic prefix).
-        host, port: the cabinet broker's plain listener.
-        credentials: the ``credentials.json`` :func:`edge.fieldbus.broker.provision` wrote
-            (the gateway's password is read from it), relative to the configuration file.
-        program_days: how many days of switch points each node carries (1..14).
-    """
-
-    cabinet: str
-    credentials: str
-    host: str = "127.0.0.1"
-    port: int = 1883
-    program_days: int = DEFAULT_DAYS
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        try:
-            bus.check_id("cabinet", self.cabinet)
-        except InvalidMessage as exc:
-            raise ConfigError("cabinet", exc.reason) from None
-        if not 0 < self.port < 65536:
-            raise ConfigError("port", "must be 1..65535")
-        if not 1 <= self.program_days <= 14:
-            raise ConfigError("program_days", "must be 1..14")
-
-
-def gateway_password(credentials: Path) -> str:
-    """The gateway account's password from a provisioned ``credentials.json``."""
-    try:
-        data = json.loads(credentials.read_text())
-        password = data["gateway"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ConfigError("fieldbus.credentials", f"unreadable: {exc}") from None
-    if not isinstance(password, str) or not password:
-        raise ConfigError("fieldbus.credentials", "no gateway password in it")
-    return password
 
 
 def _stop_if_cancelled() -> None:
@@ -205,6 +166,8 @@ class FieldBus:
 
     async def run(self) -> None:
         """Stay connected until cancelled, reconnecting with backoff."""
+        import aiomqtt
+
         backoff = FIRST_BACKOFF_S
         while True:
             connections = self.connections
@@ -226,6 +189,8 @@ class FieldBus:
         """Nothing held outside :meth:`run` (its ``async with`` closes the connection)."""
 
     async def _session(self) -> None:
+        import aiomqtt
+
         async with aiomqtt.Client(
             self.config.host,
             self.config.port,

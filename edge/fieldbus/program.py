@@ -20,11 +20,10 @@ from datetime import datetime
 
 from domain.schedule import evaluate
 from domain.schedule.model import DeviceKind, Schedule, Site
+from edge.fieldbus.config import DEFAULT_DAYS
 from edge.node.bus import MAX_PROGRAM_POINTS, MAX_PROGRAM_SPAN_S
 from edge.node.errors import FieldBusError
 from edge.node.program import Program
-
-DEFAULT_DAYS = 3
 
 
 class ProgramTooLong(FieldBusError):

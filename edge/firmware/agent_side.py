@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from domain.firmware.errors import DownloadError, FirmwareRefused
-from domain.firmware.manifest import load_pinned_keys, verify_signed
+from domain.firmware.manifest import pinned_key_bytes, verify_signed
 from edge.config import FirmwareConfig
 from edge.events import EquipmentEvent, Priority
 from edge.firmware.boot import (
@@ -184,7 +184,7 @@ class AgentFirmware:
                 self.trust_error = f"firmware.release_keys[{index}]: cannot read {path}: {exc}"
                 return
         try:
-            keys = load_pinned_keys(pems)
+            keys = pinned_key_bytes(pems)
         except FirmwareRefused as exc:
             # A bad key file must not stop the street: offers are refused, saying why.
             self.trust_error = f"firmware.release_keys: {exc}"

@@ -21,8 +21,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from typing import TYPE_CHECKING
 
 from domain.firmware.errors import Cancelled, FirmwareRefused, SlotError
 from domain.firmware.manifest import verify_manifest
@@ -38,6 +37,9 @@ from edge.firmware.durable import CrashPoint, no_crash
 from edge.firmware.slots import SlotStore, unpacked_size
 from foundation.clock import Clock
 from protos.ondijon.v1 import firmware_pb2
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 ProgressSink = Callable[[firmware_pb2.FirmwareProgress], None]
 

@@ -46,10 +46,11 @@ stored sequence so new events are not mistaken for ones already stored.
 Sent marks after a start: a disk that drops its last transactions (or a state directory
 restored from an image) can forget that events were sent, and the orchestrator may hold
 them; dropped for room they would be listed lost. The first hello after a start asks which
-of the events not known as sent the orchestrator holds (:meth:`Outbox.held_after`), nothing
-pending is dropped until the welcome answers, and :meth:`Outbox.settle_losses` raises the
-marks over what it holds (over everything up to its stored sequence when the answer is
-incomplete or the outbox went back).
+of the events not known as sent the orchestrator holds (:meth:`Outbox.held_after`): a gap
+event that lists one of them (dropped for room before the welcome) is corrected by the
+answer, and :meth:`Outbox.settle_losses` raises the marks over what it holds (over
+everything up to its stored sequence when the answer is incomplete or the outbox went
+back), so that none is dropped afterwards.
 """
 
 from __future__ import annotations
@@ -222,10 +223,10 @@ class Outbox:
         # The disk may have gone back since the marks were written (dropped its last
         # transactions at a crash; a state directory restored from an image of a stopped
         # agent, which nothing here can tell from a plain restart): until the first
-        # welcome says which pending events the orchestrator holds, the marks are doubted,
-        # and between a hello and its welcome nothing pending is dropped.
+        # welcome says which pending events the orchestrator holds, the marks are doubted:
+        # the hello asks about every event not known as sent, so that a gap event listing
+        # one of them (dropped for room before the welcome) is corrected by the answer.
         self._marks_doubted = True
-        self._hello_floor = 0
         damage = None
         try:
             self._conn = self._open()
@@ -240,6 +241,9 @@ class Outbox:
             with contextlib.suppress(AttributeError, sqlite3.Error):
                 self._conn.close()
             self.recovered = self._start_again(damage, known_last=None)
+        # The last sequence found at the start: numbers this run gives above it before the
+        # first welcome may be numbers an earlier run gave too, if the disk went back.
+        self._started_after: int | None = self._last
 
     def _load(self) -> None:
         self._page_size = self._scalar("PRAGMA page_size")
@@ -511,7 +515,7 @@ class Outbox:
         for priority in _DROP_ORDER:
             # Never what was ever handed out to be sent (in flight, or sent on a stream
             # that broke before its acknowledgement came: maybe stored already).
-            after = max(self._cursor[priority], self._sent[priority], self._hello_floor)
+            after = max(self._cursor[priority], self._sent[priority])
             while to_free > 0:
                 rows = self._conn.execute(
                     _sql(
@@ -678,7 +682,6 @@ class Outbox:
             count = len(self._in_flight)
             self._in_flight.clear()
             self._cursor = dict.fromkeys(_LANES, 0)
-            self._hello_floor = 0  # a new stream: the last hello's answer never came
         return count
 
     def raise_sequence_floor(self, stored_sequence: int) -> bool:
@@ -716,8 +719,6 @@ class Outbox:
                     or self._last + 1
                     for p, sent in self._sent.items()
                 ]
-                # Until the welcome says, nothing pending may be dropped (and listed lost).
-                self._hello_floor = self._last
         return min(min(firsts) - 1, self._last)
 
     def _unsent_gaps(self) -> list[tuple[Priority, link_pb2.Event, loss.Ranges]]:
@@ -784,6 +785,7 @@ class Outbox:
                 )
             open_from = self._scalar("SELECT value FROM meta WHERE key = 'lost_open_from'")
             if not candidates and stored_sequence <= hello_last:
+                self._renumber_this_run(stored_sequence)
                 return loss.Settlement(lost=[], rewound=False)  # the usual welcome
             later: loss.Ranges = []  # candidates the answer did not reach: asked again
             if held is None:
@@ -831,7 +833,17 @@ class Outbox:
                 # Recorded here over numbers the lost outbox may have given (and the
                 # orchestrator may hold for other events): numbered again, past them.
                 self.reissue([(open_from, stored_sequence)])
+            self._renumber_this_run(stored_sequence)
         return settlement
+
+    def _renumber_this_run(self, stored: int) -> None:
+        """At the first welcome: if the orchestrator has heard of numbers above the last
+        one found at the start, the disk went back, and what this run numbered before the
+        welcome reused numbers the lost run gave (stored, or listed lost by its gap events):
+        those events are numbered again, past them (the last sequence is already past)."""
+        started_after, self._started_after = self._started_after, None
+        if started_after is not None and stored > started_after:
+            self.reissue([(started_after + 1, stored)])
 
     def _trust_marks(
         self, held: list[tuple[int, int]] | None, stored: int, hello_last: int, after: int
@@ -841,7 +853,6 @@ class Outbox:
         the welcome lists as held; if it did not list them all (an older orchestrator, a
         list cut short), or if the outbox went back (the orchestrator holds more than it
         gave), every pending event up to what the orchestrator stores."""
-        self._hello_floor = 0
         rewound = stored > hello_last
         if not self._marks_doubted and not rewound:
             return

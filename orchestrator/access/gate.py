@@ -10,9 +10,11 @@ communes are read from the store at every call, so a change takes effect at once
   gateway outside the scope is answered exactly like a missing one, so the scope does not
   leak what exists elsewhere.
 
-A long-running call (the event feed) re-reads the operator's role and communes every
-second (:class:`LiveScope`): a commune leaving the scope stops its events, a disabled or
-demoted operator's feed ends.
+A long-running call (the event feed, a console's live feed) re-reads the operator's role
+and communes every second (:class:`LiveScope`): a commune leaving the scope stops its
+events, a disabled or demoted operator's feed ends. Which commune each gateway is in comes
+from one read shared by every live call of the process, at most :data:`LIVE_COMMUNES_S`
+old (twenty open consoles cost one read of the fleet, not twenty a second).
 
 A refused write is audited like a done one (result ``refused``, with the reason). A
 refused certificate of another role (a gateway trying the admin API) is audited too, at
@@ -23,6 +25,7 @@ service with callers (the admin API, campaigns) records refusals through
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,7 +36,9 @@ import grpc
 from orchestrator.access.certificates import Certificates
 from orchestrator.access.limits import BucketMap
 from orchestrator.access.peers import CERTIFICATE, AuthError, Peer, peer_of, require_role
-from orchestrator.audit.log import Auditor
+from orchestrator.audit.log import Auditor, Entry
+from orchestrator.store.assets import cabinet_communes
+from orchestrator.store.connection import Connection
 from orchestrator.store.database import GatewayRecord, NotFound, OperatorRecord
 from orchestrator.store.runner import StoreRunner
 from provisioning.identity import IdentityError, Role, check_name
@@ -46,6 +51,8 @@ CRISIS = "crisis"
 RANK = {VIEWER: 0, OPERATOR: 1, CRISIS: 1, ADMIN: 2}
 # How stale the scope of a long-running call may be.
 SCOPE_RECHECK_S = 1.0
+# How old the gateways' communes a live call's scope is computed from may be.
+LIVE_COMMUNES_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -79,12 +86,24 @@ def in_scope(operator: OperatorRecord, commune: str) -> bool:
 class Gatekeeper:
     """Checks callers of the admin API and records what they were refused."""
 
-    def __init__(self, runner: StoreRunner, certificates: Certificates, audit: Auditor) -> None:
+    def __init__(
+        self,
+        runner: StoreRunner,
+        certificates: Certificates,
+        audit: Auditor,
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.runner = runner
         self.store = runner.store
         self.certificates = certificates
         self.audit = audit
+        self.monotonic = monotonic
         self._foreign_audits = BucketMap(1 / 60, 1, 10_000)
+        # Gateway id -> commune for live calls, when read, and one read at a time.
+        self._communes: dict[str, str] = {}
+        self._communes_at = -float("inf")
+        self._communes_lock = asyncio.Lock()
 
     async def caller(self, context: Context, needed: str, attempt: Attempt | None) -> Caller:
         """The calling operator if it holds ``needed``; otherwise abort (audited if a write)."""
@@ -134,6 +153,16 @@ class Gatekeeper:
         """The ids of the gateways in ``caller``'s communes."""
         records = await self.runner.read(self.store.list_gateways)
         return {r.gateway_id for r in records if caller.in_scope(r.commune)}
+
+    async def live_communes(self) -> dict[str, str]:
+        """Gateway id -> commune, read at most :data:`LIVE_COMMUNES_S` ago: the one read
+        every live call's scope shares (callers arriving during a read wait for it)."""
+        async with self._communes_lock:
+            if self.monotonic() - self._communes_at >= LIVE_COMMUNES_S:
+                started = self.monotonic()
+                self._communes = await self.runner.read(cabinet_communes)
+                self._communes_at = started
+            return self._communes
 
     async def _deny(
         self, context: Context, peer: Peer, attempt: Attempt | None, message: str
@@ -197,14 +226,13 @@ class Gatekeeper:
 
     async def done(self, caller: Caller, attempt: Attempt, detail: str = "") -> None:
         """Audit a write that was carried out."""
-        await self.audit.record(
-            actor=caller.actor,
-            action=attempt.action,
-            target=attempt.target,
-            commune=attempt.commune,
-            result="ok",
-            detail=detail,
-        )
+        await self.runner.write(self.done_in, caller, attempt, detail)
+
+    def done_in(self, conn: Connection, caller: Caller, attempt: Attempt, detail: str = "") -> None:
+        """Audit a write carried out in ``conn``'s transaction: the entry is committed with
+        it (one commit, never one without the other)."""
+        entry = Entry(caller.actor, attempt.action, attempt.target, "ok", attempt.commune, detail)
+        self.audit.write(conn, entry)
 
 
 class LiveScope:
@@ -232,9 +260,14 @@ class LiveScope:
 
     async def refresh(self, context: Context) -> None:
         """Read the scope again (aborts if the operator may no longer call at all)."""
+        started = self.monotonic()
         self.caller = await self.gate.registration(context, self.caller, self.needed)
-        self._visible = await self.gate.visible_gateways(self.caller)
-        self._read_at = self.monotonic()
+        communes = await self.gate.live_communes()
+        if "*" in self.caller.operator.communes:
+            self._visible = set(communes)
+        else:
+            self._visible = {g for g, c in communes.items() if self.caller.in_scope(c)}
+        self._read_at = started
 
     def visible(self, gateway_id: str) -> bool:
         """Whether ``gateway_id`` is in scope, as of the last :meth:`refresh`."""

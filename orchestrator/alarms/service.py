@@ -208,27 +208,28 @@ class AlarmService:
         store = self.store
 
         def silent(conn: Connection) -> int:
-            live = store.live_streams(conn, seen_since=live_since)
+            quiet = store.quiet_gateways(
+                conn, last_seen_before=now - settings.silent_after, live_since=live_since
+            )
             open_silent = {s.alarm.gateway_id: s for s in sql.open_of_type(conn, GATEWAY_SILENT)}
-            changes = 0
-            for g in store.list_gateways(conn):
-                if g.enrolled_at is None:
-                    continue
-                quiet = (
-                    g.gateway_id not in live
-                    and g.last_seen is not None
-                    and now - g.last_seen >= settings.silent_after
-                )
-                was = open_silent.get(g.gateway_id)
-                if quiet and (was is None or not was.alarm.active):
+            found: list[tuple[str, str, Occurrence]] = []
+            for gateway_id, commune in quiet.items():
+                was = open_silent.get(gateway_id)
+                if was is None or not was.alarm.active:
+                    g = store.get_gateway(conn, gateway_id)
                     message = f"no link since {g.last_seen:%Y-%m-%d %H:%M:%S} UTC"
-                    occ = Occurrence(g.gateway_id, "", GATEWAY_SILENT, True, now, message)
-                elif not quiet and was is not None and was.alarm.active:
-                    occ = Occurrence(g.gateway_id, "", GATEWAY_SILENT, False, now, "link back")
-                else:
-                    continue
-                changes += len(apply(conn, g.commune, [occ], now))
-            return changes
+                    occ = Occurrence(gateway_id, "", GATEWAY_SILENT, True, now, message)
+                    found.append((gateway_id, commune, occ))
+            for gateway_id, was in open_silent.items():
+                if was.alarm.active and gateway_id not in quiet:
+                    try:
+                        g = store.get_gateway(conn, gateway_id)
+                    except NotFound:
+                        continue  # no longer registered: its alarm stays as it was
+                    if g.enrolled_at is not None:
+                        occ = Occurrence(gateway_id, "", GATEWAY_SILENT, False, now, "link back")
+                        found.append((gateway_id, g.commune, occ))
+            return sum(len(apply(conn, commune, [occ], now)) for _, commune, occ in sorted(found))
 
         def remind(conn: Connection) -> int:
             due = sql.awaiting_reminder(conn, now - settings.reminder_delay)

@@ -64,9 +64,10 @@ class CommandsApi:
             await self.gate.refuse(
                 context, caller, attempt, grpc.StatusCode.INVALID_ARGUMENT, problem
             )
-        try:
-            await self.runner.write(
-                store.add_command,
+
+        def queue(conn: Connection) -> None:
+            store.add_command(
+                conn,
                 command_id=command.command_id,
                 gateway_id=request.gateway_id,
                 payload=command.SerializeToString(),
@@ -75,6 +76,12 @@ class CommandsApi:
                 created_by=caller.actor,
                 now=now,
             )
+            # With its audit entry, in one commit: a command is on its way to the street
+            # one commit sooner, and never queued without its entry.
+            self.gate.done_in(conn, caller, attempt, command.WhichOneof("action") or "")
+
+        try:
+            await self.runner.write(queue)
         except NotFound as exc:
             await self.gate.refuse(context, caller, attempt, grpc.StatusCode.NOT_FOUND, str(exc))
         except Conflict as exc:
@@ -82,7 +89,6 @@ class CommandsApi:
             await self.gate.refuse(
                 context, caller, attempt, grpc.StatusCode.ALREADY_EXISTS, str(exc)
             )
-        await self.gate.done(caller, attempt, command.WhichOneof("action") or "")
         # Delivered now by whichever replica holds the gateway's stream (or at its hello).
         await self.router.commands_queued(request.gateway_id)
         return control_pb2.SendCommandResponse(command_id=command.command_id)

@@ -13,14 +13,17 @@ writes through one :class:`Auditor`, built once by the composition root.
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
 from typing import Any
 
 from foundation.clock import Clock
 from foundation.escaping import escape
 from orchestrator.store.audit import MAX_PAGE, AuditQuery
+from orchestrator.store.connection import Connection
 from orchestrator.store.runner import StoreRunner
 
-__all__ = ["MAX_PAGE", "AuditQuery", "Auditor", "clean"]
+__all__ = ["MAX_PAGE", "AuditQuery", "Auditor", "Entry", "clean"]
 
 # Column sizes of audit_log (orchestrator/store/schema.py).
 _SIZES = {"actor": 128, "action": 64, "target": 256, "commune": 128, "result": 32, "detail": 2048}
@@ -30,6 +33,18 @@ def clean(value: str, size: int) -> str:
     """``value`` escaped (control, format and separator characters made visible), cut to
     ``size`` characters."""
     return escape(value)[:size]
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One entry of the log, before it is cleaned and stamped (fields: :meth:`Auditor.record`)."""
+
+    actor: str
+    action: str
+    target: str
+    result: str
+    commune: str = ""
+    detail: str = ""
 
 
 class Auditor:
@@ -59,16 +74,14 @@ class Auditor:
             commune: where, for scoped reading of the log.
             detail: why it was refused, or what was done; never a secret.
         """
-        values = {
-            "actor": actor,
-            "action": action,
-            "target": target,
-            "commune": commune,
-            "result": result,
-            "detail": detail,
-        }
+        await self.runner.write(self.write, Entry(actor, action, target, result, commune, detail))
+
+    def write(self, conn: Connection, entry: Entry) -> None:
+        """Append ``entry`` in ``conn``'s transaction: it is committed with the change it
+        records, or not at all, in one commit."""
+        values = dataclasses.asdict(entry)
         cleaned = {name: clean(text, _SIZES[name]) for name, text in values.items()}
-        await self.runner.write(self.runner.store.audit, at=self.clock.now(), **cleaned)
+        self.runner.store.audit(conn, at=self.clock.now(), **cleaned)
 
     async def page(self, query: AuditQuery) -> list[dict[str, Any]]:
         """One page of entries, oldest first."""

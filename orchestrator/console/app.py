@@ -46,6 +46,7 @@ from orchestrator.console.signin import (
     SignInRefused,
     same_token,
 )
+from orchestrator.console.states import LiveStates
 from orchestrator.console.tls import ConsoleTls
 from orchestrator.console.words import words
 from protos.ondijon.v1 import control_pb2, firmware_pb2, link_pb2, schedule_pb2
@@ -82,12 +83,14 @@ def content_security_policy(tiles_url: str) -> str:
 
 @dataclass
 class Console:
-    """The console's parts: the services it calls, sign-in, and its settings."""
+    """The console's parts: the services it calls, sign-in, the live states of the
+    cabinets its pages follow, and its settings."""
 
     services: Services
     sign_in: SignIn
     audit: Auditor
     clock: Clock
+    states: LiveStates
     tiles_url: str = ""
 
     # -- helpers ------------------------------------------------------------------------
@@ -388,7 +391,13 @@ class Console:
         raise web.HTTPSeeOther("/campaigns")
 
     async def live(self, request: web.Request) -> web.StreamResponse:
-        return await live_feed(request, self.services.control, self.call(request))
+        return await live_feed(
+            request,
+            self.services.control,
+            self.services.gate,
+            self.states,
+            self.call(request),
+        )
 
     # -- middleware ---------------------------------------------------------------------
 

@@ -2,10 +2,10 @@
 crossings, bollard sites), coloured by state, in one compact answer the browser clusters.
 
 At the city's scale the state comes from what is known without asking each cabinet: its
-link (offline) and the open alarms (in alarm). Zoomed in, the page asks for the devices'
-own state of the cabinets on screen (lit, dimmed, off, failed) and follows them live
-(:mod:`orchestrator.console.live`). Everything is read through the admin API's services,
-within the operator's communes.
+link (offline) and the open alarms (in alarm). Zoomed in, the page follows the devices'
+own state of the cabinets on screen (lit, dimmed, off, failed), pushed on its live feed
+(:mod:`orchestrator.console.live`); ``/devices.json`` answers the same for a script.
+Everything is read through the admin API's services, within the operator's communes.
 """
 
 from __future__ import annotations

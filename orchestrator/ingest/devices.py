@@ -32,6 +32,13 @@ def current_devices(store: Store, conn: Connection, gateway_id: str) -> list[sta
     return latest(log)
 
 
+def current_devices_of(
+    store: Store, conn: Connection, gateway_ids: list[str]
+) -> dict[str, list[state_pb2.DeviceState]]:
+    """:func:`current_devices` of several gateways, in one transaction."""
+    return {gateway_id: current_devices(store, conn, gateway_id) for gateway_id in gateway_ids}
+
+
 def compact(store: Store, conn: Connection, gateway_id: str) -> set[str]:
     """Fold a gateway's report log into its snapshot (inside the caller's transaction);
     returns the ids of the devices in it."""

@@ -66,6 +66,9 @@ from provisioning.identity import Role
 # Called with (connection, gateway id, the events new to the store, now) inside the
 # transaction that stores them: alarms and energy fold events in as they are stored.
 EventHook = Callable[[Connection, str, Sequence[NewEvent], datetime], None]
+# Told of each state report once it is stored (gateway, report): the console's live
+# states (orchestrator.console.states). Called on the event loop; must not wait.
+StateHook = Callable[[str, link_pb2.StateReport], None]
 
 log = logging.getLogger("ondijon.orchestrator.link")
 
@@ -175,6 +178,7 @@ class GatewayLinkService(link_pb2_grpc.GatewayLinkServicer):
         firmware: FirmwareListener,
         metrics: Metrics | None = None,
         event_hooks: Sequence[EventHook] = (),
+        state_hooks: Sequence[StateHook] = (),
     ) -> None:
         self.metrics = metrics or Metrics()
         self.runner = runner
@@ -187,6 +191,7 @@ class GatewayLinkService(link_pb2_grpc.GatewayLinkServicer):
         self.delivery = delivery
         self.firmware = firmware
         self.event_hooks = tuple(event_hooks)
+        self.state_hooks = tuple(state_hooks)
 
     async def Connect(  # type: ignore[override]
         self,
@@ -335,6 +340,7 @@ class _Conversation:
         self.firmware = link.firmware
         self.metrics = link.metrics
         self.event_hooks = link.event_hooks
+        self.state_hooks = link.state_hooks
         self.session = session
         self.context = context
         self.gateway_id = session.gateway_id
@@ -467,6 +473,8 @@ class _Conversation:
         )
         await self.runner.write_rows(rows)
         self.metrics.device_reports_stored.inc(len(ids))
+        for hook in self.state_hooks:
+            hook(gateway_id, report)
         self.session.send(link_pb2.ConnectResponse(state_ack=link_pb2.StateAck(batch_id=batch_id)))
         if fold:
             await self.runner.write(functools.partial(compact, store), gateway_id)

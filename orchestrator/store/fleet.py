@@ -152,6 +152,22 @@ class FleetTables(Tables):
         """Forget every stream recorded for ``replica`` (it is stopping)."""
         conn.execute(gateway_streams.delete().where(gateway_streams.c.replica == replica))
 
+    def quiet_gateways(
+        self, conn: sa.Connection, *, last_seen_before: datetime, live_since: datetime
+    ) -> dict[str, str]:
+        """Gateway id -> commune of the enrolled gateways last seen at or before
+        ``last_seen_before`` with no stream seen since ``live_since``: one query, the store
+        doing the scan (a fleet of 10,000 is not read into Python to find the few)."""
+        g, s = gateways.c, gateway_streams.c
+        live = sa.select(s.gateway_id).where(s.gateway_id == g.gateway_id, s.seen_at >= live_since)
+        rows = conn.execute(
+            sa.select(g.gateway_id, g.commune)
+            .where(g.enrolled_at.is_not(None))
+            .where(g.last_seen <= last_seen_before)
+            .where(~live.exists())
+        )
+        return {r.gateway_id: r.commune for r in rows}
+
     def live_streams(self, conn: sa.Connection, *, seen_since: datetime) -> dict[str, str]:
         """Gateway id -> replica, for streams seen since ``seen_since``."""
         c = gateway_streams.c

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import struct
+import zlib
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -14,12 +16,14 @@ import pytest
 from playwright.async_api import expect
 
 from domain.city.generator import COMMUNES
+from domain.city.inventory import Asset, AssetKind, diff
 from edge.agent import Agent
 from edge.config import AgentConfig
 from foundation.clock import SimulatedClock
 from ondijon.admin import lamp_override
 from ondijon.client import AdminClient
 from orchestrator.console.outlines import OUTLINES
+from orchestrator.store import assets as asset_sql
 from orchestrator.store.database import Store
 from protos.ondijon.v1 import control_pb2
 from tests.console.conftest import PASSWORD, ConsoleCity, shoot
@@ -206,3 +210,122 @@ async def test_the_map_without_tiles_shows_the_bundled_commune_outlines(
     assert await served.body() == OUTLINES.read_bytes()  # the package's file, as shipped
     await shoot(page, "console-map-outlines")
     assert problems == []
+
+
+def pixel(png: bytes, x: int, y: int) -> tuple[int, int, int]:
+    """The colour at ``(x, y)`` of a PNG screenshot (8-bit RGB or RGBA, as Chromium writes)."""
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    at, data = 8, b""
+    width = height = channels = 0
+    while at < len(png):
+        (length,) = struct.unpack(">I", png[at : at + 4])
+        kind, body = png[at + 4 : at + 8], png[at + 8 : at + 8 + length]
+        if kind == b"IHDR":
+            width, height, depth, colour = struct.unpack(">IIBB", body[:10])
+            assert depth == 8 and colour in (2, 6), (depth, colour)
+            channels = 3 if colour == 2 else 4
+        elif kind == b"IDAT":
+            data += body
+        at += 12 + length
+    raw, stride = zlib.decompress(data), width * channels
+    rows: list[bytearray] = []
+    for row in range(height):
+        start = row * (stride + 1)
+        kind, line = raw[start], bytearray(raw[start + 1 : start + 1 + stride])
+        above = rows[-1] if rows else bytearray(stride)
+        for i in range(stride):
+            left = line[i - channels] if i >= channels else 0
+            up, corner = above[i], above[i - channels] if i >= channels else 0
+            if kind == 1:
+                line[i] = (line[i] + left) & 0xFF
+            elif kind == 2:
+                line[i] = (line[i] + up) & 0xFF
+            elif kind == 3:
+                line[i] = (line[i] + (left + up) // 2) & 0xFF
+            elif kind == 4:
+                p = left + up - corner
+                paeth = [(abs(p - v), n, v) for n, v in enumerate((left, up, corner))]
+                line[i] = (line[i] + min(paeth)[2]) & 0xFF
+        rows.append(line)
+    r, g, b = rows[y][x * channels : x * channels + 3]
+    return r, g, b
+
+
+# The map's colours (console.js): lit, dimmed, off.
+LIT, DIMMED, OFF = (0xBF, 0x87, 0x00), (0x0A, 0x7D, 0x74), (0x24, 0x29, 0x2F)
+
+
+def nearest(colour: tuple[int, int, int]) -> str:
+    named = {"lit": LIT, "dimmed": DIMMED, "off": OFF}
+
+    def far(name: str) -> int:
+        return sum((a - b) ** 2 for a, b in zip(colour, named[name], strict=True))
+
+    return min(named, key=far)
+
+
+async def test_a_lamp_changed_on_the_agent_changes_colour_on_the_open_map_without_reload(
+    console: ConsoleCity, browser: Any, lamp_table: Callable[[int], str]
+) -> None:
+    gateway = "dijon-darcy-01"
+    config = await console.city.enrolled(gateway, lamps=lamp_table(2))
+    # The cabinet and its two lamps in the register, east and west of it.
+    lat, lon = 47.322, 5.0415
+    store = Store.open(console.city.config.store_url)
+    try:
+        with store.engine.begin() as conn:
+            asset_sql.apply_diff(
+                conn,
+                diff(
+                    {},
+                    [
+                        Asset(AssetKind.CABINET, gateway, gateway, "", "Dijon", lat, lon),
+                        Asset(AssetKind.LAMP, "l1", gateway, "lamp-001", "Dijon", lat, lon + 2e-4),
+                        Asset(AssetKind.LAMP, "l2", gateway, "lamp-002", "Dijon", lat, lon - 2e-4),
+                    ],
+                ),
+                now=datetime.now(UTC),
+            )
+    finally:
+        store.close()
+    console.account("lea", "operator", ["*"])
+    async with running(config) as agent:
+        page, problems = await new_page(browser, console)
+        await page.set_viewport_size({"width": 1280, "height": 900})
+        await sign_in(page, console, "lea", console.code("lea"))
+        await page.wait_for_selector("#fleet")
+        await page.goto(f"{console.url}/?focus={gateway}")  # zoom 18 on the cabinet
+        await page.wait_for_selector("#map[data-ready='3']")
+        await page.wait_for_selector(f"#map[data-updated^='{gateway}:']")  # its first frame
+        asked: list[str] = []
+        page.on("request", lambda r: asked.append(r.url))
+        loads: list[str] = []
+        page.on("load", lambda p: loads.append(p.url))
+        # The lamps at zoom 18, 2e-4° of longitude from the map's centre.
+        dx = round(256 * 2**18 * 2e-4 / 360)
+
+        async def colour(offset: int) -> str:
+            png = await page.locator("#map").screenshot()
+            box = await page.locator("#map").bounding_box()
+            assert box is not None
+            return nearest(pixel(png, round(box["width"] / 2) + offset, round(box["height"] / 2)))
+
+        admin = AdminClient(console.city.admin)
+        for level, seen in ((50, "dimmed"), (100, "lit"), (0, "off")):
+            await admin.send_command(
+                control_pb2.SendCommandRequest(
+                    gateway_id=gateway, command=lamp_override(level, 20, 90, ["lamp-001"])
+                ),
+            )
+            await eventually(lambda level=level: agent.lamps[0].controller.level == level)
+            deadline = asyncio.get_running_loop().time() + 10
+            while await colour(dx) != seen:
+                assert asyncio.get_running_loop().time() < deadline, f"lamp-001 never {seen}"
+                await asyncio.sleep(0.1)
+        # The other lamp kept its colour; nothing was reloaded, nothing polled.
+        other = agent.lamps[1].controller.level
+        assert await colour(-dx) == ("off" if other == 0 else "lit" if other >= 100 else "dimmed")
+        assert loads == []
+        assert [u for u in asked if "devices" in u] == []
+        await shoot(page, "console-map-live")
+        assert problems == []

@@ -88,9 +88,18 @@ async def test_renewal_swaps_key_and_certificate_together(city: City) -> None:
     first = load_credentials(config)
     old_generation = config.identity_dir.resolve()
     async with grpc.aio.secure_channel(city.address, first.channel_credentials()) as channel:
-        leaf = await renew(config, channel)
+        renewed = await renew(config, channel)
     second = load_credentials(config)
     assert second.key_pem != first.key_pem and second.chain_pem != first.chain_pem
+    leaf = load_certs(second.chain_pem)[0]
+    assert (
+        (second.not_before, second.not_after)
+        == (
+            renewed.not_valid_before_utc,
+            renewed.not_valid_after_utc,
+        )
+        == (leaf.not_valid_before_utc, leaf.not_valid_after_utc)
+    )
     key = serialization.load_pem_private_key(second.key_pem, None)
     assert public_pem(key.public_key()) == public_pem(leaf.public_key())
     assert identity_of(leaf) == Identity(Role.GATEWAY, "dj-001")

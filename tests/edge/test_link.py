@@ -23,7 +23,7 @@ from edge.events import EquipmentEvent
 from edge.identity import Credentials
 from edge.link import Backoff, GatewayLinkClient
 from edge.storage.loss import Settlement
-from protos.ondijon.v1 import firmware_pb2, link_pb2, schedule_pb2, state_pb2
+from protos.ondijon.v1 import firmware_pb2, link_pb2, link_pb2_grpc, schedule_pb2, state_pb2
 from tests.conftest import City, offline_agent_config
 
 # -- backoff ---------------------------------------------------------------------------------
@@ -156,7 +156,10 @@ class BrokenOutbox(EmptyOutbox):
 
 @contextlib.asynccontextmanager
 async def linked(
-    config: AgentConfig, agent: FakeAgent | None = None, outbox: EmptyOutbox | None = None
+    config: AgentConfig,
+    agent: FakeAgent | None = None,
+    outbox: EmptyOutbox | None = None,
+    **options: float,
 ) -> AsyncIterator[tuple[GatewayLinkClient, RecordingBackoff]]:
     backoff = RecordingBackoff()
 
@@ -164,7 +167,12 @@ async def linked(
         await asyncio.sleep(0.02)  # not timing anything: keeps retries from spinning
 
     client = GatewayLinkClient(
-        config, agent or FakeAgent(), outbox or EmptyOutbox(), backoff=backoff, sleep=pace
+        config,
+        agent or FakeAgent(),
+        outbox or EmptyOutbox(),
+        backoff=backoff,
+        sleep=pace,
+        **options,  # type: ignore[arg-type]
     )
     task = asyncio.create_task(client.run())
     try:
@@ -212,6 +220,46 @@ async def test_a_task_of_the_stream_that_fails_ends_the_stream_and_the_link_reco
         await asyncio.wait_for(client.status.connected.wait(), 15)
         assert "malformed" in client.status.last_error
     assert "link failed" in caplog.text
+
+
+class MuteOrchestrator(link_pb2_grpc.GatewayLinkServicer):
+    """Takes the stream, reads the hello, never answers (an orchestrator that hangs)."""
+
+    def __init__(self) -> None:
+        self.hellos = 0
+
+    async def Connect(self, request_iterator, context):  # type: ignore[no-untyped-def]
+        async for _ in request_iterator:
+            self.hellos += 1
+            await asyncio.Event().wait()
+        yield link_pb2.ConnectResponse()  # pragma: no cover - never reached
+
+
+@pytest.mark.integration
+async def test_a_hello_left_unanswered_ends_the_stream_and_the_link_tries_again(
+    city: City,
+) -> None:
+    config = await city.enrolled("dj-001")
+    served = city.tmp_path / "orchestrator"
+    server = grpc.aio.server()
+    mute = MuteOrchestrator()
+    link_pb2_grpc.add_GatewayLinkServicer_to_server(mute, server)
+    credentials = grpc.ssl_server_credentials(
+        [((served / "server.key").read_bytes(), (served / "server.pem").read_bytes())],
+        root_certificates=(served / "client-ca.pem").read_bytes(),
+        require_client_auth=True,
+    )
+    port = server.add_secure_port("127.0.0.1:0", credentials)
+    await server.start()
+    try:
+        mute_config = replace(config, address=f"localhost:{port}")
+        async with linked(mute_config, welcome_within_s=0.3) as (client, backoff):
+            await until(lambda: mute.hellos >= 3)
+            assert "no welcome within" in client.status.last_error
+            assert client.status.sessions == 0 and not client.status.connected.is_set()
+            assert len(backoff.attempts) >= 2
+    finally:
+        await server.stop(None)
 
 
 @pytest.mark.integration

@@ -5,6 +5,7 @@ versions only go up; each agrees with the pure resolution for random assignments
 
 from __future__ import annotations
 
+import collections
 import random
 from collections.abc import Iterator
 
@@ -122,6 +123,10 @@ def test_group_documents_follow_the_precedence_and_spare_a_pinned_gateway(store:
         sites = group_sql.sites(c)
         docs = {g.gateway_id: store.get_document(c, g.gateway_id, SCHEDULE) for g in sites}
         standings = {s.gateway_id: s for s in group_sql.standings(c, SCHEDULE)}
+        counted = group_sql.winners(c, SCHEDULE)
+    assert counted == collections.Counter(
+        s.assignment_id for s in standings.values() if s.assignment_id is not None
+    )
     winners = resolve(sites, [g.assignment for g in groups], pinned=[pinned_id])
     by_id = {g.assignment_id: g for g in groups}
     for site in sites:

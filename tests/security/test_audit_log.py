@@ -74,6 +74,27 @@ async def test_every_write_lands_in_the_audit_log(city: City) -> None:
     assert "cessation-of-operation" in entries[-1].detail
 
 
+async def test_a_command_is_queued_with_its_audit_entry_in_one_commit(city: City) -> None:
+    """The command and its entry commit together: the command leaves for the gateway one
+    commit sooner (a commit waits for the disk), and is never queued without its entry."""
+    await city.register("dj-001", "Dijon")
+    runner = city.running.app.runner
+    admin = AdminClient(city.admin)
+    commits, sent = [], []
+    for _ in range(3):  # other work may commit meanwhile: the fewest is the command's own
+        before = runner.commits
+        answer = await admin.send_command(
+            control_pb2.SendCommandRequest(
+                gateway_id="dj-001", command=lamp_override(90, 5, 10, [])
+            )
+        )
+        commits.append(runner.commits - before)
+        sent.append(f"dj-001/{answer.command_id}")
+    assert min(commits) == 1
+    entries = [e for e in await audit(city) if e.action == "command.send"]
+    assert [(e.target, e.result) for e in entries] == [(target, "ok") for target in sent]
+
+
 async def test_the_log_is_filtered_paged_and_scoped(city: City) -> None:
     await city.register("dj-001", "Dijon")
     await city.register("ta-001", "Talant")

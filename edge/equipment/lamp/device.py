@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 
 from edge.equipment.device import LAMP, DeviceKindValue
@@ -35,8 +34,10 @@ class LampDevice:
         return LAMP
 
     async def run(self) -> None:
-        """Nothing of its own: the schedule loop sets its level, the monitor pass checks it."""
-        await asyncio.Event().wait()
+        """Nothing of its own: the schedule loop sets its level, the monitor pass checks it.
+
+        It returns at once, which ends its task (a one-shot child of the supervisor): a task
+        waiting for ever would cost ~2 KB a lamp for nothing."""
 
     async def fail_safe(self) -> None:
         """Lit at its default level (never dark); a backend that no longer answers is

@@ -16,10 +16,14 @@ so schedules, overrides, faults, alarms and metering work the same:
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from edge.equipment.lamp.controller import LampDriverError, LampNotReported, LampReading
-from edge.fieldbus.gateway import FieldBus
 from edge.node import bus
 from foundation.clock import Clock
+
+if TYPE_CHECKING:
+    from edge.fieldbus.gateway import FieldBus
 
 FIRST_REPORT_S = 600.0
 

@@ -22,12 +22,14 @@ the factory in order.
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 from gpiozero.pins.mock import MockFactory, MockPin, PinState
+from gpiozero.pins.pi import PiBoardInfo
 
 from edge.equipment.bollard.config import (
     INPUT_PINS,
@@ -86,6 +88,9 @@ class ClockedMockPin(MockPin):  # type: ignore[misc]
 class ClockedMockFactory(MockFactory):  # type: ignore[misc]
     """A gpiozero mock pin factory whose ticks are seconds of an injected clock."""
 
+    _info: PiBoardInfo | None
+    _revision: int
+
     def __init__(self, clock: Clock, revision: str | None = None) -> None:
         super().__init__(revision=revision, pin_class=ClockedMockPin)
         self.clock = clock
@@ -95,6 +100,19 @@ class ClockedMockFactory(MockFactory):  # type: ignore[misc]
 
     def ticks(self) -> float:
         return self.clock.monotonic() - self._epoch
+
+    def _get_board_info(self) -> PiBoardInfo:
+        # Each simulated device has a factory of its own (its pins are its own), and gpiozero
+        # builds the description of the board, every header and pin, once per factory: ~40 KB,
+        # most of a simulated lamp. The description is immutable: one per revision is shared.
+        if self._info is None:
+            self._info = _board_info(self._revision)
+        return self._info
+
+
+@functools.cache
+def _board_info(revision: int) -> PiBoardInfo:
+    return PiBoardInfo.from_revision(revision)
 
 
 class BollardPost:

@@ -19,7 +19,7 @@
   var COLOURS = { a: "#cf222e", o: "#57606a", f: "#8250df", l: "#bf8700", d: "#0a7d74",
                   "0": "#24292f", n: "#1a7f37", "": "#0550ae" };
   var RANK = { a: 6, f: 5, o: 4, "0": 3, d: 2, l: 1, n: 1, "": 0 };
-  var city = { map: null, gateways: [], byGateway: {}, source: null, watched: "" };
+  var city = { map: null, gateways: [], byGateway: {}, watched: "" };
   var markers = {};
 
   function paint(m) {
@@ -128,7 +128,9 @@
     });
   }
 
-  // Zoomed in (few cabinets on screen), ask for the devices' own state and follow it live.
+  // Zoomed in (few cabinets on screen), follow the devices' own state live: the page's one
+  // feed is opened again on those cabinets (its first frame holds their whole state, later
+  // ones what changed); zoomed out, back to the city's events alone.
   var watchTimer = null;
   function watchVisible() {
     clearTimeout(watchTimer);
@@ -141,12 +143,8 @@
       var key = ids.join(",");
       if (key === city.watched) return;
       city.watched = key;
-      if (city.source) { city.source.close(); city.source = null; }
-      if (!ids.length) return;
-      fetchJson("/devices.json?gateways=" + encodeURIComponent(key)).then(function (data) {
-        Object.keys(data.gateways).forEach(function (gid) { recolour(gid, data.gateways[gid]); });
-      });
-      city.source = live("/live?gateways=" + encodeURIComponent(key));
+      var url = document.body.getAttribute("data-live") || "/live";
+      openLive(ids.length ? "/live?gateways=" + encodeURIComponent(key) : url);
     }, 250);
   }
 
@@ -180,6 +178,13 @@
   }
 
   // -- live updates -------------------------------------------------------------------
+  // One feed per page at a time: the map opens it again when the cabinets it follows change.
+  var pageSource = null;
+  function openLive(url) {
+    if (pageSource) pageSource.close();
+    pageSource = live(url);
+  }
+
   function live(url) {
     var list = document.getElementById("live-events");
     if (document.getElementById("alarms")) return liveAlarms(url);
@@ -192,16 +197,21 @@
       }
       if (document.getElementById("fleet")) refreshFleet();
     });
-    source.addEventListener("devices", function (msg) {
-      var data = JSON.parse(msg.data);
-      Object.keys(data.devices).forEach(function (id) {
-        var cell = document.querySelector('tr[data-device="' + CSS.escape(id) + '"] .device-state');
-        if (cell) {
-          cell.textContent = data.devices[id];
-          cell.classList.add("changed");
-        }
+    // The followed cabinets' devices that changed: cabinet -> device -> [text, colour].
+    source.addEventListener("states", function (msg) {
+      var gateways = JSON.parse(msg.data).gateways;
+      Object.keys(gateways).forEach(function (gid) {
+        var devices = gateways[gid], codes = {};
+        Object.keys(devices).forEach(function (id) {
+          codes[id] = devices[id][1];
+          var cell = document.querySelector('tr[data-device="' + CSS.escape(id) + '"] .device-state');
+          if (cell) {
+            cell.textContent = devices[id][0];
+            cell.classList.add("changed");
+          }
+        });
+        if (city.map) recolour(gid, codes);
       });
-      if (data.codes && city.map) recolour(data.gateway, data.codes);
     });
     source.addEventListener("end", function () { source.close(); });
     source.addEventListener("open", function () { document.body.setAttribute("data-live-open", "yes"); });
@@ -276,7 +286,7 @@
     var mapEl = document.getElementById("map");
     if (mapEl) drawMap(mapEl);
     var url = document.body.getAttribute("data-live");
-    if (url) live(url);
+    if (url) openLive(url);
     var command = document.getElementById("command-status");
     if (command) followCommand(command);
     var run = document.getElementById("run-status");

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from domain.firmware.errors import FirmwareRefused
@@ -19,6 +20,7 @@ from domain.firmware.manifest import (
     key_id,
     load_pinned_keys,
     parse_manifest,
+    pinned_key_bytes,
     verify_manifest,
     verify_part,
 )
@@ -247,6 +249,41 @@ def test_pinned_keys_load_from_pem(sim: ReleaseSimulator) -> None:
     with pytest.raises(FirmwareRefused) as excinfo:
         load_pinned_keys([pem, b"not a key"])
     assert excinfo.value.field == "pinned_keys[1]"
+
+
+def test_the_agent_holds_its_pinned_keys_as_raw_bytes_with_the_same_ids_and_refusals(
+    sim: ReleaseSimulator,
+) -> None:
+    # The agent reads them at start without loading cryptography (edge/firmware/agent_side.py).
+    pem = sim.public_key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    raw = sim.public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    other = Ed25519PrivateKey.generate().public_key()
+    other_pem = other.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    both = pinned_key_bytes([pem.replace(b"\n", b"\r\n"), b"\n" + other_pem])
+    assert both == {
+        kid: key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        for kid, key in load_pinned_keys([pem, other_pem]).items()
+    }
+    assert both[key_id(raw)] == raw
+    release = sim.publish("1.5.0", created=NOW)
+    manifest = verify_manifest(release.manifest, release.signatures, both, "1.4.0", NOW)
+    assert manifest.version == "1.5.0"
+    ec_pem = (
+        ec.generate_private_key(ec.SECP256R1())
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    for bad in (b"not a key", ec_pem, pem.replace(b"PUBLIC KEY", b"CERTIFICATE")):
+        with pytest.raises(FirmwareRefused) as raw_refusal:
+            pinned_key_bytes([pem, bad])
+        with pytest.raises(FirmwareRefused) as full_refusal:
+            load_pinned_keys([pem, bad])
+        assert str(raw_refusal.value) == str(full_refusal.value)
+        assert raw_refusal.value.field == "pinned_keys[1]"
 
 
 @dataclass
