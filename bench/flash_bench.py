@@ -299,12 +299,23 @@ def start_agent(config: Path, trace: Path | None) -> subprocess.Popen[bytes]:
 
 
 def _traced_agent(strace_pid: int) -> int:
-    """The pid of the agent strace runs (0 while it has not started yet)."""
+    """The pid of the agent strace runs (0 while it has not exec'd it yet: strace's own
+    children, and the agent before its exec, still run strace's command line)."""
     for child in psutil.Process(strace_pid).children():
         with contextlib.suppress(psutil.Error):
-            if "edge" in child.cmdline() and "run" in child.cmdline():
+            if child.cmdline()[:3] == _CLI:
                 return int(child.pid)
     return 0
+
+
+def _leftovers(config: Path) -> list[int]:
+    """Agents of this run still alive (run by a strace that was killed): their pids."""
+    found = []
+    for process in psutil.process_iter(["pid", "cmdline"]):
+        cmdline = process.info["cmdline"] or []
+        if cmdline[:3] == _CLI and str(config) in cmdline:
+            found.append(int(process.info["pid"]))
+    return found
 
 
 def agent_toml(root: Path, lamps: int, address: str, enroll: str, clock: str) -> str:
@@ -465,6 +476,10 @@ async def execute(run: Run) -> None:
         elif agent is not None:
             print(f"agent stopped on SIGTERM in {time.monotonic() - asked:.1f} s")
         stop(orchestrator)
+        for pid in _leftovers(root / "agent.toml"):
+            print(f"agent {pid} still running after its strace: killed")
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
     state_dir = root / "agent"
     run.files_at_end = {
         p.name: p.stat().st_size for p in sorted(state_dir.iterdir()) if p.is_file()
