@@ -77,9 +77,10 @@ class ConsoleCity:
         )
 
     async def signed_in(
-        self, name: str, *, steps_ahead: int = 0
+        self, name: str, *, steps_ahead: int = 0, code: str = ""
     ) -> tuple[aiohttp.ClientSession, str]:
-        """A client signed in as ``name``, and its CSRF token."""
+        """A client signed in as ``name`` (with ``code``, or the one its app shows now),
+        and its CSRF token."""
         client = self.client()
         form_token = await sign_in_form(client, self.url)
         async with client.post(
@@ -88,7 +89,7 @@ class ConsoleCity:
                 "form_token": form_token,
                 "name": name,
                 "password": PASSWORD,
-                "code": self.code(name, steps_ahead),
+                "code": code or self.code(name, steps_ahead),
             },
             allow_redirects=False,
         ) as answer:
