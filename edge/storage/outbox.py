@@ -245,19 +245,9 @@ class Outbox:
         # Numbers given above this one since the last welcome may be numbers an earlier
         # run gave too, if the disk went back: the last sequence found at the first start
         # since a welcome, kept across the runs that end before one (a kill, no link).
-        self._started_after: int | None = None
-        try:
-            unwelcomed = self._scalar(_UNWELCOMED_READ)
-            self._started_after = unwelcomed if unwelcomed >= 0 else self._last
-            self._note_unwelcomed(self._started_after)
-        except sqlite3.DatabaseError as exc:
-            if not _damaged(exc):
-                raise
-            with contextlib.suppress(sqlite3.Error):
-                self._conn.close()
-            self.recovered = self._start_again(f"database corrupt ({exc})", known_last=None)
-            self._started_after = self._last
-            self._note_unwelcomed(self._started_after)
+        unwelcomed = self._scalar(_UNWELCOMED_READ)
+        self._started_after: int | None = unwelcomed if unwelcomed >= 0 else self._last
+        self._note_unwelcomed(self._started_after)
 
     def _load(self) -> None:
         self._page_size = self._scalar("PRAGMA page_size")
@@ -665,12 +655,12 @@ class Outbox:
             bounds.append((first, last))
         if not bounds:
             return 0
+        if self._started_after is not None:
+            # Acknowledgements come after a welcome: whatever it had to renumber is done.
+            self._started_after = None
+            self._note_unwelcomed(None)
         bounds = _merge(bounds)
         with self._lock, self._guard("forget acknowledged events"):
-            if self._started_after is not None:
-                # Acknowledgements come after a welcome: what it had to renumber is done.
-                self._started_after = None
-                self._note_unwelcomed(None)
             deleted = dict.fromkeys(_LANES, 0)
             # An ack lost to a power cut only means those events are sent again (the
             # orchestrator stores by sequence, idempotently): no fsync to wait for. The
