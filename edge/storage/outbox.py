@@ -140,7 +140,6 @@ def _structure_damage(conn: sqlite3.Connection) -> str | None:
 
 
 _SENT_READ = "SELECT value FROM meta WHERE key = 'sent.{lane}'"
-_UNWELCOMED_READ = "SELECT value FROM meta WHERE key = 'unwelcomed_after'"
 
 
 def _sql(template: str, priority: Priority) -> str:
@@ -242,12 +241,9 @@ class Outbox:
             with contextlib.suppress(AttributeError, sqlite3.Error):
                 self._conn.close()
             self.recovered = self._start_again(damage, known_last=None)
-        # Numbers given above this one since the last welcome may be numbers an earlier
-        # run gave too, if the disk went back: the last sequence found at the first start
-        # since a welcome, kept across the runs that end before one (a kill, no link).
-        unwelcomed = self._scalar(_UNWELCOMED_READ)
-        self._started_after: int | None = unwelcomed if unwelcomed >= 0 else self._last
-        self._note_unwelcomed(self._started_after)
+        # The last sequence found at the start: numbers this run gives above it before the
+        # first welcome may be numbers an earlier run gave too, if the disk went back.
+        self._started_after: int | None = self._last
 
     def _load(self) -> None:
         self._page_size = self._scalar("PRAGMA page_size")
@@ -289,7 +285,6 @@ class Outbox:
             )
             conn.execute("INSERT OR IGNORE INTO meta VALUES ('last_sequence', 0)")
             conn.execute("INSERT OR IGNORE INTO meta VALUES ('lost_open_from', 0)")
-            conn.execute("INSERT OR IGNORE INTO meta VALUES ('unwelcomed_after', -1)")
             # Sequences that may have been lost to damage, until the orchestrator says.
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS lost (first INTEGER PRIMARY KEY, last INTEGER NOT NULL)"
@@ -380,8 +375,6 @@ class Outbox:
                 loss.normalise(candidates),
             )
         self._load()
-        if getattr(self, "_started_after", None) is not None:
-            self._note_unwelcomed(self._started_after)  # a new file: kept across it
         self._cursor = dict.fromkeys(_LANES, 0)
         self._in_flight = set()
         outcome = RecoveryOutcome.SALVAGED if found.rows else RecoveryOutcome.STARTED_EMPTY
@@ -655,10 +648,6 @@ class Outbox:
             bounds.append((first, last))
         if not bounds:
             return 0
-        if self._started_after is not None:
-            # Acknowledgements come after a welcome: whatever it had to renumber is done.
-            self._started_after = None
-            self._note_unwelcomed(None)
         bounds = _merge(bounds)
         with self._lock, self._guard("forget acknowledged events"):
             deleted = dict.fromkeys(_LANES, 0)
@@ -849,21 +838,12 @@ class Outbox:
 
     def _renumber_this_run(self, stored: int) -> None:
         """At the first welcome: if the orchestrator has heard of numbers above the last
-        one found at the start (the first start since a welcome), the disk went back, and
-        what was numbered since reused numbers the lost run gave (stored, or listed lost
-        by its gap events): those events are numbered again, past them (the last
-        sequence is already past)."""
+        one found at the start, the disk went back, and what this run numbered before the
+        welcome reused numbers the lost run gave (stored, or listed lost by its gap events):
+        those events are numbered again, past them (the last sequence is already past)."""
         started_after, self._started_after = self._started_after, None
         if started_after is not None and stored > started_after:
             self.reissue([(started_after + 1, stored)])
-        self._note_unwelcomed(None)
-
-    def _note_unwelcomed(self, after: int | None) -> None:
-        with self._transaction():
-            self._conn.execute(
-                "UPDATE meta SET value = ? WHERE key = 'unwelcomed_after'",
-                (-1 if after is None else after,),
-            )
 
     def _trust_marks(
         self, held: list[tuple[int, int]] | None, stored: int, hello_last: int, after: int
