@@ -241,9 +241,6 @@ class Outbox:
             with contextlib.suppress(AttributeError, sqlite3.Error):
                 self._conn.close()
             self.recovered = self._start_again(damage, known_last=None)
-        # The last sequence found at the start: numbers this run gives above it before the
-        # first welcome may be numbers an earlier run gave too, if the disk went back.
-        self._started_after: int | None = self._last
 
     def _load(self) -> None:
         self._page_size = self._scalar("PRAGMA page_size")
@@ -785,7 +782,6 @@ class Outbox:
                 )
             open_from = self._scalar("SELECT value FROM meta WHERE key = 'lost_open_from'")
             if not candidates and stored_sequence <= hello_last:
-                self._renumber_this_run(stored_sequence)
                 return loss.Settlement(lost=[], rewound=False)  # the usual welcome
             later: loss.Ranges = []  # candidates the answer did not reach: asked again
             if held is None:
@@ -833,17 +829,7 @@ class Outbox:
                 # Recorded here over numbers the lost outbox may have given (and the
                 # orchestrator may hold for other events): numbered again, past them.
                 self.reissue([(open_from, stored_sequence)])
-            self._renumber_this_run(stored_sequence)
         return settlement
-
-    def _renumber_this_run(self, stored: int) -> None:
-        """At the first welcome: if the orchestrator has heard of numbers above the last
-        one found at the start, the disk went back, and what this run numbered before the
-        welcome reused numbers the lost run gave (stored, or listed lost by its gap events):
-        those events are numbered again, past them (the last sequence is already past)."""
-        started_after, self._started_after = self._started_after, None
-        if started_after is not None and stored > started_after:
-            self.reissue([(started_after + 1, stored)])
 
     def _trust_marks(
         self, held: list[tuple[int, int]] | None, stored: int, hello_last: int, after: int

@@ -761,35 +761,6 @@ def test_events_sent_since_an_image_of_the_disk_are_never_listed_lost(
     assert not dropped & sent
 
 
-@pytest.mark.parametrize("recorded_since", [100, 300])
-def test_numbers_a_run_reused_after_the_disk_went_back_are_given_again_at_its_welcome(
-    tmp_path: Path, clock: ManualClock, recorded_since: int
-) -> None:
-    """The long kill storm's "stored and listed as lost" (a sequence two events had): the
-    disk went back to sequence 100; the lost run had numbered up to 250 and the
-    orchestrator heard of them (stored, or listed lost by the run's gap events); this run
-    numbered 101.. again before its first welcome, fewer or more than the lost run."""
-    path = tmp_path / "outbox.db"
-    with Outbox(path, clock=clock) as box:
-        box.append_many([reading(LAMPS[i % 100], T0) for i in range(100)])
-    with Outbox(path, clock=clock) as box:
-        ours = box.append_many([alarm(LAMPS[i % 100], T0) for i in range(recorded_since)])
-        assert ours[0] == 101
-        hello_last = box.last_sequence
-        box.settle_losses(
-            held=[(101, 250)], stored_sequence=250, hello_last=hello_last, asked_after=100
-        )
-        pending = everything(box)
-        kept = [e for e in pending if e.type != "outbox.rewound" and e.type != "outbox.gap"]
-        ours_now = [e.sequence for e in kept if e.priority == link_pb2.EVENT_PRIORITY_ALARM]
-        assert len(ours_now) == recorded_since  # every one of them still here, once
-        assert min(ours_now) > 250  # none under a number the lost run gave
-        # Later welcomes change nothing.
-        before = [e.sequence for e in everything(box)]
-        box.settle_losses(held=[], stored_sequence=250, hello_last=box.last_sequence)
-        assert [e.sequence for e in everything(box)] == before
-
-
 def test_a_gap_event_not_yet_sent_lists_nothing_the_orchestrator_holds(
     tmp_path: Path, clock: ManualClock
 ) -> None:
