@@ -58,7 +58,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -73,6 +72,7 @@ from typing import Any
 
 import psutil
 import sqlalchemy as sa
+from agent_bench import free_port, wait_port  # bench/, beside this script
 
 from domain import documents
 from ondijon.client import AdminClient
@@ -197,12 +197,6 @@ def read_strace(trace: Path, state_dir: str, windows: list[Window]) -> dict[str,
 # -- processes ----------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def filesystem(path: Path) -> str:
     """``ext4 /dev/vda`` for the filesystem holding ``path``."""
     out = subprocess.run(
@@ -248,18 +242,6 @@ def stop(process: subprocess.Popen[bytes] | None, pid: int | None = None) -> boo
         process.kill()
         process.wait()
         return False
-
-
-async def wait_port(port: int, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        with contextlib.suppress(OSError):
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.close()
-            return
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"nothing listens on port {port}")
-        await asyncio.sleep(0.1)
 
 
 _ENV = dict(os.environ, GPIOZERO_PIN_FACTORY="mock", PYTHONUNBUFFERED="1")
