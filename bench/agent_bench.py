@@ -232,7 +232,9 @@ async def gateway_connected(profile: Profile) -> bool:
     )
 
 
-async def footprint(root: Path, lamps: int, seconds: float, with_orchestrator: bool) -> None:
+def orchestrator_files(root: Path) -> tuple[int, int, Profile]:
+    """A CA, an orchestrator's configuration on free ports (console and public side off:
+    one host may run several) and an admin operator's profile, under ``root``."""
     now = datetime.now(UTC)
     CertificateAuthority.init(root / "ca", now=now)
     port, enroll_port = free_port(), free_port()
@@ -240,18 +242,23 @@ async def footprint(root: Path, lamps: int, seconds: float, with_orchestrator: b
         f'[server]\nlisten = "127.0.0.1:{port}"\nenroll_listen = "127.0.0.1:{enroll_port}"\n'
         f'[store]\nurl = "sqlite:///{root / "orchestrator.db"}"\n'
         f'[identity]\nca_dir = "{root / "ca"}"\nstate_dir = "{root / "orchestrator"}"\n'
-        '[console]\nlisten = ""\n[public]\nlisten = ""\n'  # one host may run several
+        '[console]\nlisten = ""\n[public]\nlisten = ""\n'
     )
-    address = f"localhost:{port}"
     profile = add_operator(
         OrchestratorConfig.load(root / "orchestrator.toml"),
         name="bench",
         role="admin",
         communes=["*"],
         profile_dir=root / "profile",
-        address=address,
+        address=f"localhost:{port}",
         now=now,
     )
+    return port, enroll_port, profile
+
+
+async def footprint(root: Path, lamps: int, seconds: float, with_orchestrator: bool) -> None:
+    port, enroll_port, profile = orchestrator_files(root)
+    address = profile.address
     config = root / "agent.toml"
     config.write_text(agent_toml(root, lamps, address, f"localhost:{enroll_port}"))
     orchestrator = spawn(

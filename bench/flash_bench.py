@@ -72,15 +72,12 @@ from typing import Any
 
 import psutil
 import sqlalchemy as sa
-from agent_bench import free_port, wait_port  # bench/, beside this script
+from agent_bench import orchestrator_files, wait_port  # bench/, beside this script
 
 from domain import documents
 from ondijon.client import AdminClient
-from orchestrator.config import OrchestratorConfig
-from orchestrator.identity.operators import add_operator
 from orchestrator.store.schema import events as events_table
 from protos.ondijon.v1 import control_pb2, link_pb2
-from provisioning.ca import CertificateAuthority
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_SCHEDULE = ROOT / "examples" / "schedule.json"
@@ -362,25 +359,8 @@ async def _measure(run: Run, name: str, drain: Drain) -> Window:
 
 async def execute(run: Run) -> None:
     root = run.root
-    now = datetime.now(UTC)
-    CertificateAuthority.init(root / "ca", now=now)
-    port, enroll_port = free_port(), free_port()
-    (root / "orchestrator.toml").write_text(
-        f'[server]\nlisten = "127.0.0.1:{port}"\nenroll_listen = "127.0.0.1:{enroll_port}"\n'
-        f'[store]\nurl = "sqlite:///{root / "orchestrator.db"}"\n'
-        f'[identity]\nca_dir = "{root / "ca"}"\nstate_dir = "{root / "orchestrator"}"\n'
-        '[console]\nlisten = ""\n[public]\nlisten = ""\n'
-    )
-    address = f"localhost:{port}"
-    profile = add_operator(
-        OrchestratorConfig.load(root / "orchestrator.toml"),
-        name="bench",
-        role="admin",
-        communes=["*"],
-        profile_dir=root / "profile",
-        address=address,
-        now=now,
-    )
+    port, enroll_port, profile = orchestrator_files(root)
+    address = profile.address
     orchestrator: subprocess.Popen[bytes] | None = start_orchestrator(root)
     agent: subprocess.Popen[bytes] | None = None
     drain: Drain | None = None
