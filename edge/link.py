@@ -420,8 +420,8 @@ class _Session:
             )
         if settlement.rewound:
             self.client._storage_alarm(
-                f"the orchestrator holds sequences up to {welcome.stored_sequence}, this "
-                f"outbox had given {self.hello_last}: it went back to an older state"
+                f"the orchestrator holds sequences up to {welcome.stored_sequence} this "
+                "outbox did not know of when it started: it went back to an older state"
             )
         # A fresh outbox must not reuse sequences the orchestrator already stored: it
         # would take new events for duplicates.

@@ -140,6 +140,8 @@ def _structure_damage(conn: sqlite3.Connection) -> str | None:
 
 
 _SENT_READ = "SELECT value FROM meta WHERE key = 'sent.{lane}'"
+# The last sequence found at the first start since a welcome (-1: the last run was welcomed).
+_START_MARK = "unwelcomed_after"
 
 
 def _sql(template: str, priority: Priority) -> str:
@@ -173,10 +175,10 @@ def _rewound(last: int, stored: int, settlement: loss.Settlement, at: datetime) 
         priority=Priority.ALARM,
         at=at,
         message=(
-            f"the orchestrator holds sequences up to {stored} but this outbox had given only "
+            f"the orchestrator holds sequences up to {stored} but this outbox started from "
             f"{last}: it went back to an older state (a restored image, or a disk that lost "
-            f"its last writes); {lost} event(s) recorded since are lost, new events are "
-            f"numbered from {stored + 1}"
+            f"its last writes); {lost} sequence(s) it had given since are lost, events "
+            f"recorded since are numbered again past {stored}"
         ),
         attributes={"last_sequence": str(last), "stored_sequence": str(stored), "lost": str(lost)},
     )
@@ -227,6 +229,9 @@ class Outbox:
         # the hello asks about every event not known as sent, so that a gap event listing
         # one of them (dropped for room before the welcome) is corrected by the answer.
         self._marks_doubted = True
+        # Numbers given above this one before the first welcome (see _note_start).
+        self._started_after: int | None = None
+        self._found_mark: int | None = None
         damage = None
         try:
             self._conn = self._open()
@@ -241,6 +246,41 @@ class Outbox:
             with contextlib.suppress(AttributeError, sqlite3.Error):
                 self._conn.close()
             self.recovered = self._start_again(damage, known_last=None)
+        try:
+            self._note_start()
+        except sqlite3.DatabaseError as exc:
+            if not _damaged(exc):
+                raise
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.close()
+            self.recovered = self._start_again(f"database corrupt ({exc})", known_last=None)
+            self._note_start()
+
+    def _note_start(self) -> None:
+        """Keep where this run started numbering until a welcome says what the
+        orchestrator heard of.
+
+        If the disk went back (an image put back, a log that lost its last commits), the
+        numbers given since the start are numbers the lost run gave too, to events the
+        orchestrator stored or a gap event of that run listed as lost: one number for two
+        events. Only the first welcome can tell (the orchestrator heard of numbers above the
+        start), so the point is kept durably across runs that end before a welcome (a kill,
+        no link): :meth:`settle_losses` then numbers those events again past what the
+        orchestrator heard of, and lists the numbers they leave that it does not hold.
+        """
+        mark = self._scalar(f"SELECT value FROM meta WHERE key = '{_START_MARK}'")
+        if mark < 0 and self._found_mark is not None:
+            mark = self._found_mark  # the file was set aside: its mark, if it could be read
+        self._started_after = min(mark, self._last) if mark >= 0 else self._last
+        if self._started_after != mark:
+            self._write_start_mark(self._started_after)
+
+    def _write_start_mark(self, after: int | None) -> None:
+        with self._transaction():
+            self._conn.execute(
+                f"UPDATE meta SET value = ? WHERE key = '{_START_MARK}'",
+                (-1 if after is None else after,),
+            )
 
     def _load(self) -> None:
         self._page_size = self._scalar("PRAGMA page_size")
@@ -282,6 +322,7 @@ class Outbox:
             )
             conn.execute("INSERT OR IGNORE INTO meta VALUES ('last_sequence', 0)")
             conn.execute("INSERT OR IGNORE INTO meta VALUES ('lost_open_from', 0)")
+            conn.execute(f"INSERT OR IGNORE INTO meta VALUES ('{_START_MARK}', -1)")
             # Sequences that may have been lost to damage, until the orchestrator says.
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS lost (first INTEGER PRIMARY KEY, last INTEGER NOT NULL)"
@@ -372,6 +413,9 @@ class Outbox:
                 loss.normalise(candidates),
             )
         self._load()
+        self._found_mark = found.start_mark
+        if self._started_after is not None:  # running: the new file keeps the run's mark
+            self._write_start_mark(self._started_after)
         self._cursor = dict.fromkeys(_LANES, 0)
         self._in_flight = set()
         outcome = RecoveryOutcome.SALVAGED if found.rows else RecoveryOutcome.STARTED_EMPTY
@@ -705,9 +749,13 @@ class Outbox:
     def held_after(self) -> int:
         """What the hello asks the orchestrator about (``Hello.held_after``): below the
         lowest sequence that may have been lost or that a gap event still to be sent
-        lists, else the last sequence given (which also shows a counter gone back)."""
+        lists, and at the first hello of a run below what it numbered (a disk that went
+        back), else the last sequence given (which also shows a counter gone back)."""
         with self._lock, self._guard("read the loss candidates"):
             firsts = [self._scalar("SELECT min(first) FROM lost") or self._last + 1]
+            if self._started_after is not None:
+                # Did the orchestrator hear of numbers this run gave? (the disk went back)
+                firsts.append(self._started_after + 1)
             firsts += [ranges[0][0] for _, _, ranges in self._unsent_gaps() if ranges]
             if self._marks_doubted:
                 # Which of the events not known as sent were sent before the crash?
@@ -774,18 +822,32 @@ class Outbox:
                     self._correct_gaps(held, after)
             self._trust_marks(held, stored_sequence, hello_last, after)
             candidates = [(int(a), int(b)) for a, b in self._conn.execute("SELECT * FROM lost")]
+            damaged = bool(candidates)
+            open_from = self._scalar("SELECT value FROM meta WHERE key = 'lost_open_from'")
+            started_after = self._started_after
+            went_back = started_after is not None and stored_sequence > started_after
+            if went_back:
+                assert started_after is not None
+                # The orchestrator heard of numbers above the start: the disk went back, and
+                # what was numbered since reused numbers the lost run gave. Those events
+                # are numbered again past them, and the numbers they leave that the
+                # orchestrator does not hold are listed (their lost run's events are lost),
+                # as for an outbox whose last sequence could not be read.
+                # (Only what the answer covers is listed: the hello asks below the start.)
+                candidates.append((max(started_after, after) + 1, loss.OPEN_END))
+                open_from = min(open_from or loss.OPEN_END, started_after + 1)
             if candidates:
                 # What a gap event still here lists is accounted for already (dropped for
                 # room, lost before): listed once, not again as lost to the storage.
                 candidates = loss.subtract(
                     candidates, [r for _, _, ranges in self._unsent_gaps() for r in ranges]
                 )
-            open_from = self._scalar("SELECT value FROM meta WHERE key = 'lost_open_from'")
             if not candidates and stored_sequence <= hello_last:
+                self._welcomed()
                 return loss.Settlement(lost=[], rewound=False)  # the usual welcome
             later: loss.Ranges = []  # candidates the answer did not reach: asked again
             if held is None:
-                settlement = loss.Settlement(lost=[], rewound=stored_sequence > hello_last)
+                settlement = loss.Settlement(lost=[], rewound=False)
             else:
                 wanted = [*candidates, (hello_last + 1, max(hello_last, stored_sequence))]
                 settlement = loss.settle(
@@ -803,11 +865,14 @@ class Outbox:
                     settlement = dataclasses.replace(
                         settlement, lost=loss.subtract(settlement.lost, above)
                     )
+            if went_back or stored_sequence > hello_last:
+                settlement = dataclasses.replace(settlement, rewound=True)
             now = self._clock.now()
-            reason = "damaged storage" if candidates else "the outbox went back to an older state"
+            reason = "damaged storage" if damaged else "the outbox went back to an older state"
             events = loss.loss_events(settlement.lost, reason, now)
             if settlement.rewound:
-                events.insert(0, _rewound(hello_last, stored_sequence, settlement, now))
+                known = hello_last if started_after is None else min(hello_last, started_after)
+                events.insert(0, _rewound(known, stored_sequence, settlement, now))
             records = [dataclasses.replace(record(e, "loss"), pinned=True) for e in events]
             # New events are numbered past what the orchestrator holds.
             floor = max(self._last, stored_sequence)
@@ -820,16 +885,27 @@ class Outbox:
                 # said what it could).
                 self._conn.execute("DELETE FROM lost")
                 self._conn.executemany("INSERT INTO lost (first, last) VALUES (?, ?)", later)
-                if not later:
-                    self._conn.execute("UPDATE meta SET value = 0 WHERE key = 'lost_open_from'")
+                self._conn.execute(
+                    "UPDATE meta SET value = ? WHERE key = 'lost_open_from'",
+                    (open_from if later and open_from else 0,),
+                )
             self._last = sequences[-1]
             for r in records:
                 self._pending[r.priority] += 1
             if open_from and stored_sequence >= open_from:
-                # Recorded here over numbers the lost outbox may have given (and the
-                # orchestrator may hold for other events): numbered again, past them.
+                # Recorded here over numbers the lost outbox (or the lost run) may have
+                # given (and the orchestrator may hold for other events): numbered again,
+                # past them.
                 self.reissue([(open_from, stored_sequence)])
+            # Only now: a run killed before this point does it again at its welcome.
+            self._welcomed()
         return settlement
+
+    def _welcomed(self) -> None:
+        """What was numbered since the start is settled (see :meth:`_note_start`)."""
+        if self._started_after is not None:
+            self._write_start_mark(None)
+            self._started_after = None
 
     def _trust_marks(
         self, held: list[tuple[int, int]] | None, stored: int, hello_last: int, after: int

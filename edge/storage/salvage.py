@@ -62,6 +62,8 @@ class Salvage:
     rows: list[Row] = field(default_factory=list)
     unreadable: Ranges = field(default_factory=list)
     last_sequence: int | None = None  # None: unreadable
+    #: Where the runs since the last welcome started numbering (None: unreadable or none).
+    start_mark: int | None = None
     integrity: str = "not checked"
     #: The file is damaged: any sequence up to this one not read back may be lost (0: the
     #: structure is sound, the walks found every row they did not report unreadable).
@@ -84,6 +86,11 @@ def salvage(
         found.last_sequence = int(row[0]) if row else None
     except (sqlite3.DatabaseError, TypeError, ValueError):
         found.last_sequence = None
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'unwelcomed_after'").fetchone()
+        found.start_mark = int(row[0]) if row and int(row[0]) >= 0 else None
+    except (sqlite3.DatabaseError, TypeError, ValueError):
+        found.start_mark = None
     upper = known_last if known_last is not None else found.last_sequence
     for priority, table in tables.items():
         rows, unreadable = _lane(conn, priority, table, upper)

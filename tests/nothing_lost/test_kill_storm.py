@@ -90,6 +90,10 @@ class Ledger:
     """What the agent promised, and what its disk may have destroyed since."""
 
     promised: dict[int, set[str]] = field(default_factory=dict)
+    # Every promise in the order the runs made them (numbers can be given again).
+    order: list[tuple[int, str]] = field(default_factory=list)
+    # How many promises had been made when the image was taken.
+    image_at: int = 0
     at_risk: set[tuple[int, str]] = field(default_factory=set)
     # Promises an image held when it was taken: put back, it may give them back.
     imaged: set[tuple[int, str]] = field(default_factory=set)
@@ -99,6 +103,7 @@ class Ledger:
     def take(self, run: AgentProcess) -> None:
         for sequence, fp in run.promised.items():
             self.promised.setdefault(sequence, set()).add(fp)
+            self.order.append((sequence, fp))
 
     def disk_went_back_to(self, last: int) -> None:
         """The outbox now ends at ``last``: what was promised above it may be gone."""
@@ -152,11 +157,14 @@ async def damage(
         if not image.exists():
             take_image(state, image)  # kept for a later round
             ledger.imaged = {(s, fp) for s, fps in ledger.promised.items() for fp in fps}
+            ledger.image_at = len(ledger.order)
             return
         restore_image(image, state)
         shutil.rmtree(image)
         ledger.restorable |= ledger.imaged
-        ledger.disk_went_back_to(outbox_last(state, scratch))
+        # Whatever was promised since the image is gone from the disk, whatever its number
+        # (a run that began over after damage numbers from low again).
+        ledger.at_risk |= set(ledger.order[ledger.image_at :])
 
 
 async def storm(city: City, config: AgentConfig, rounds: int, tmp_path: Path) -> Ledger:

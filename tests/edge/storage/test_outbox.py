@@ -75,6 +75,14 @@ def everything(box: Outbox) -> list[link_pb2.Event]:
     return events
 
 
+def welcomed(box: Outbox, stored: int = 0) -> None:
+    """The first welcome of a run, before it sends anything (the orchestrator stores up to
+    ``stored``): what the run numbers from then on is known to be its own."""
+    box.settle_losses(
+        held=[], stored_sequence=stored, hello_last=box.last_sequence, asked_after=box.held_after()
+    )
+
+
 def gaps(events: list[link_pb2.Event]) -> list[link_pb2.Event]:
     return [e for e in events if e.type == "outbox.gap"]
 
@@ -418,6 +426,7 @@ def cabinet_backlog(
     """Five alarms and ``quarters`` quarters of 100 lamps' metering, then closed (the log
     folded into the database); their sequences."""
     with Outbox(path, clock=clock) as box:
+        welcomed(box)
         alarms = box.append_many([alarm(d, T0) for d in LAMPS[:5]])
         metering: list[int] = []
         for q in range(quarters):
@@ -453,7 +462,7 @@ def test_a_page_garbled_under_a_running_outbox_costs_that_page_and_is_listed_exa
         held = sorted(unreadable)[::3]
         hello_last = box.last_sequence
         settlement = box.settle_losses(
-            held=[(s, s) for s in held], stored_sequence=hello_last, hello_last=hello_last
+            held=[(s, s) for s in held], stored_sequence=last, hello_last=hello_last
         )
         assert not settlement.rewound
         assert listed_lost(everything(box)) == unreadable - set(held)
@@ -491,6 +500,7 @@ def test_a_garbled_page_the_index_walk_steps_over_silently_is_still_listed_exact
 
     limits = OutboxLimits(max_disk_bytes=MIB)  # full: some dropped for room, and listed
     with Outbox(path, clock=clock, limits=limits) as box:
+        welcomed(box)
         for q in range(rng.randint(20, 60)):
             box.append_many(quarter(q))
         for _ in range(rng.randint(0, 5)):  # what the orchestrator stored and acknowledged
@@ -546,8 +556,10 @@ def test_a_held_list_cut_at_its_length_limit_settles_what_it_reached_and_asks_ag
     # The outbox went back to sequence 10; the orchestrator holds 1-10, 12-20 and 22-30,
     # but its welcome's list stops after 12-20 (its length limit): 21-30 are not known lost.
     with Outbox(tmp_path / "outbox.db", clock=clock) as box:
+        welcomed(box)
         box.append_many([reading(d, T0) for d in LAMPS[:10]])
         box.ack([(1, 10)])
+    with Outbox(tmp_path / "outbox.db", clock=clock) as box:
         first = box.settle_losses(held=[(12, 20)], stored_sequence=30, hello_last=10)
         assert first.lost == [(11, 11)]
         asked = box.held_after()
@@ -653,11 +665,14 @@ def test_an_append_that_meets_damage_is_made_on_the_recovered_outbox(
 
 
 def test_a_counter_that_went_back_is_numbered_past_the_orchestrator_and_the_loss_listed(
-    outbox: Outbox,
+    outbox: Outbox, tmp_path: Path, clock: ManualClock
 ) -> None:
     # A state directory restored from an image: this outbox had given up to 10, the
     # orchestrator holds 11-15 and 18-20 from the lost life; 16 and 17 never arrived.
+    welcomed(outbox)
     outbox.append_many([event(d, T0) for d in LAMPS[:10]])
+    outbox.close()
+    outbox = Outbox(tmp_path / "outbox.db", clock=clock)  # the image's run, started again
     settlement = outbox.settle_losses(held=[(11, 15), (18, 20)], stored_sequence=20, hello_last=10)
     assert settlement.rewound and settlement.lost == [(16, 17)]
     kept = everything(outbox)
@@ -666,6 +681,71 @@ def test_a_counter_that_went_back_is_numbered_past_the_orchestrator_and_the_loss
     assert rewound[0].sequence == 21 and rewound[0].attributes["stored_sequence"] == "20"
     assert listed_lost(kept) == {16, 17}
     assert outbox.append(event("lamp-000", T0)) > 21  # never a number the orchestrator holds
+    outbox.close()
+
+
+@pytest.mark.parametrize("runs_before_the_welcome", [1, 2, 3])
+def test_numbers_given_again_after_the_disk_went_back_are_moved_and_the_ones_left_listed(
+    tmp_path: Path, clock: ManualClock, runs_before_the_welcome: int
+) -> None:
+    """The long kill storm's "stored and listed as lost": the disk went back to an image
+    taken at sequence 20; the lost life had gone on to 40 (the orchestrator stores 21-30
+    and 41, a gap event listing 31-40 dropped for room). Runs after the image number new
+    events from 21 again, some killed before any welcome. At the first welcome, none of
+    them may stay under a number the lost life gave (the orchestrator would hold two events
+    for one number, or one it was told is lost), and the numbers they leave that the
+    orchestrator does not hold are listed: their lost life's events are gone."""
+    path, image = tmp_path / "outbox.db", tmp_path / "image.db"
+    with Outbox(path, clock=clock) as box:
+        welcomed(box)
+        box.append_many([event(f"lamp-{i:03d}", T0) for i in range(20)])
+    shutil.copy(path, image)  # an image of the stopped agent's disk
+    with Outbox(path, clock=clock) as box:  # the lost life
+        welcomed(box, stored=20)
+        box.append_many([event(f"lost-{i:03d}", T0) for i in range(21)])
+    shutil.copy(image, path)  # the image put back
+    made: list[str] = []
+    for run in range(runs_before_the_welcome):
+        with Outbox(path, clock=clock) as box:  # killed (or cut off) before a welcome
+            new = [event(f"new-{run}-{i}", T0) for i in range(15 // runs_before_the_welcome)]
+            box.append_many(new)
+            made += [e.device_id for e in new]
+    with Outbox(path, clock=clock) as box:
+        hello_last, asked = box.last_sequence, box.held_after()
+        assert asked <= 20  # the hello asks about everything numbered since the image
+        settlement = box.settle_losses(
+            held=[(21, 30), (41, 41)], stored_sequence=41, hello_last=hello_last, asked_after=asked
+        )
+        kept = everything(box)
+        assert box.append(event("after", T0)) > max(e.sequence for e in kept)
+    assert settlement.rewound and settlement.lost == [(31, 40)]
+    assert listed_lost(kept) == set(range(31, 41))
+    mine = [e for e in kept if e.device_id.startswith("new-")]
+    assert sorted(e.device_id for e in mine) == sorted(made)  # every one kept, once
+    assert min(e.sequence for e in mine) > 41  # none under a number the lost life gave
+    assert [e.type for e in kept].count("outbox.rewound") == 1
+
+
+def test_a_restart_without_a_disk_going_back_renumbers_nothing(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    path = tmp_path / "outbox.db"
+    with Outbox(path, clock=clock) as box:
+        welcomed(box)
+        box.append_many([event(f"lamp-{i:03d}", T0) for i in range(10)])
+        box.ack([(1, 6)])  # the orchestrator stores 1-6
+    for _ in range(2):  # a kill before the welcome, then a start that gets one
+        with Outbox(path, clock=clock) as box:
+            box.append(event("lamp-100", T0))
+    with Outbox(path, clock=clock) as box:
+        before = everything(box)
+        settlement = box.settle_losses(
+            held=[], stored_sequence=6, hello_last=box.last_sequence, asked_after=box.held_after()
+        )
+        assert settlement == loss.Settlement(lost=[], rewound=False)
+        assert everything(box) == before
+    with Outbox(path, clock=clock) as box:  # welcomed: the next start asks from its own last
+        assert box.held_after() >= 6
 
 
 def test_conflicting_sequences_are_recorded_again_under_new_ones_with_an_alarm(
@@ -768,7 +848,9 @@ def test_a_gap_event_not_yet_sent_lists_nothing_the_orchestrator_holds(
     # sent: dropped for room, they are listed; the welcome's list corrects that.
     limits = OutboxLimits(max_disk_bytes=MIB)
     with Outbox(tmp_path / "outbox.db", clock=clock, limits=limits) as box:
+        welcomed(box)
         _fill(box, clock, quarters=80, with_events=False)
+    with Outbox(tmp_path / "outbox.db", clock=clock, limits=limits) as box:  # the next start
         dropped = _dropped_by_gaps(gaps(everything(box)))
         assert dropped
         asked = box.held_after()
