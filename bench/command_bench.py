@@ -3,6 +3,7 @@ operator's command to its acknowledgement under ingest load.
 
     python bench/command_bench.py [--gateways 10000] [--procs 4] [--command-gateways 1000]
                                   [--load 20000] [--commands 200] [--json] [--profile]
+                                  [--only commands|fanout]
     python bench/command_bench.py --quick
 
 One real orchestrator process (``ondijon orchestrator serve``, SQLite) and load processes
@@ -14,8 +15,9 @@ agent does once it has acted. Through the admin API over mutual TLS:
    lamp overrides (``ondijon override lamp``'s command), each to another gateway, sent
    one every ``--spacing`` s; each call's time until ``GetCommand`` (polled every 5 ms)
    shows the gateway's DONE stored: p50/p99, with the part until the gateway received it.
-   First with no other traffic (the peer), then while the gateways send ``--load``
-   device updates per second (half the ingest knee: bench/ingest_curve.py
+   First with no other traffic (the peer: once every gateway's first report is
+   acknowledged and the orchestrator is idle again), then while the gateways send
+   ``--load`` device updates per second (half the ingest knee: bench/ingest_curve.py
    ``--loads 20000``), whose acknowledgement p50/p99 is printed beside them. Beside
    them, the disk under the store: fsync p50/p99 (a command waits for two commits).
 2. Fan-out. ``--gateways`` gateways connected from ``--procs`` load processes, at most
@@ -31,11 +33,13 @@ agent does once it has acted. Through the admin API over mutual TLS:
    extrapolated to the city (bench/city_bench.py's). ``--profile``: py-spy samples the
    orchestrator from the put to the last acknowledgement (threads, top functions).
 
-``--quick``: 400 gateways, 200 of them for 60 commands at 4,000 updates/s (the same
-updates per gateway), about a minute. The soft limit of open files is raised to the hard
-limit (the orchestrator holds a socket per gateway). The load processes share the
-machine's cores with the orchestrator, and the load average is printed: on a machine
-shared with other work, latency tails are the machine's as much as the code's.
+``--only``: one of the two parts (``commands``: only ``--command-gateways`` gateways are
+made, about a minute). ``--quick``: 400 gateways, 200 of them for 60 commands at 4,000
+updates/s (the same updates per gateway), about a minute. The soft limit of open files
+is raised to the hard limit (the orchestrator holds a socket per gateway). The load
+processes share the machine's cores with the orchestrator, and the load average is
+printed: on a machine shared with other work, latency tails are the machine's as much as
+the code's.
 """
 
 from __future__ import annotations
@@ -136,9 +140,10 @@ class Fleet:
 
     def prime(self) -> None:
         """One state report from every gateway, so the orchestrator knows their lamps
-        before the first command (as it would of any agent)."""
+        before the first command (as it would of any agent); returns once every report
+        is acknowledged."""
         for pipe in self.pipes:
-            pipe.send((1.0, time.time() + 0.2, 1.0, 1.0))
+            pipe.send((1.0, time.time() + 0.2, 1.0, 0.0))
         for pipe in self.pipes:
             pipe.recv()
 
@@ -220,6 +225,15 @@ def latency(sent: list[Sent], received: dict[str, float]) -> dict[str, float]:
     }
 
 
+def settle(server: psutil.Process, idle_pct: float = 10.0, within_s: float = 30.0) -> None:
+    """Wait until ``server`` uses less than ``idle_pct`` % of a core over half a second
+    (at most ``within_s``)."""
+    deadline = time.monotonic() + within_s
+    server.cpu_percent()
+    while server.cpu_percent(0.5) >= idle_pct and time.monotonic() < deadline:
+        pass
+
+
 def fsync_ms(directory: Path, count: int = 200) -> list[float]:
     """The disk under the store: ``count`` 4 KiB appends, each flushed with fsync (what
     each commit waits for: SQLite's WAL, ``synchronous=FULL``), in milliseconds."""
@@ -256,6 +270,9 @@ def commands_phase(
     try:
         fleet.prime()
         fleet.answers()
+        # The peer is a quiet orchestrator: not one still storing the streams' hellos and
+        # first reports (their last writes follow the acknowledgements).
+        settle(server)
         commands_s = args.commands * args.spacing
         warm = 3.0
         run = Run(
@@ -428,11 +445,16 @@ def main() -> int:
     parser.add_argument(
         "--profile", action="store_true", help="py-spy on the orchestrator during the put"
     )
+    parser.add_argument(
+        "--only", choices=("commands", "fanout"), help="run one part (default: both)"
+    )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
     args = parser.parse_args()
     if args.quick:
         args.gateways, args.procs, args.command_gateways = 400, 2, 200
         args.load, args.commands = 4000, 60
+    if args.only == "commands":
+        args.gateways = args.command_gateways
     args.command_gateways = min(args.command_gateways, args.gateways)
     soft, _ = raise_open_files(args.gateways + 1000)
     ctx = multiprocessing.get_context("spawn")
@@ -441,20 +463,24 @@ def main() -> int:
         popen = city.start_orchestrator()
         server = psutil.Process(popen.pid)
         try:
-            commands = commands_phase(city, server, args, ctx)
-            fanout = fanout_phase(city, server, args, ctx)
+            commands = fanout = None
+            if args.only != "fanout":
+                commands = commands_phase(city, server, args, ctx)
+            if args.only != "commands":
+                fanout = fanout_phase(city, server, args, ctx)
         finally:
             popen.terminate()
             popen.wait(30)
-    report(commands, fanout, args, soft)
+    if commands is not None:
+        report_commands(commands, args)
+    if fanout is not None:
+        report_fanout(fanout, soft)
     if args.json:
         print(json.dumps({"commands": commands, "fanout": fanout}))
     return 0
 
 
-def report(
-    commands: dict[str, Any], fanout: dict[str, Any], args: argparse.Namespace, soft: int
-) -> None:
+def report_commands(commands: dict[str, Any], args: argparse.Namespace) -> None:
     print()
     print(
         f"operator command to the gateway's acknowledgement visible (GetCommand), "
@@ -480,7 +506,9 @@ def report(
     step = commands["ingest"]
     print(f"  the ingest meanwhile (bench/ingest_curve.py's step):\n{HEADER}")
     print(Step(**step).line())
-    f = fanout
+
+
+def report_fanout(f: dict[str, Any], soft: int) -> None:
     n = f["connected"]
     print(
         f"fan-out: {f['opened']} of {f['gateways']} streams opened ({f['lost']} lost) in "
