@@ -7,6 +7,13 @@ commit, which is what lets the link acknowledge "stored". If the shared transact
 each job is retried alone so one bad write cannot fail its neighbours (unless the failure
 is the connection itself: then every job fails at once, none is retried into a dead link).
 
+Writes an operator waits on (a command with its audit entry, a gateway's answer to a
+command) go through :meth:`StoreRunner.write_first`: they are committed in a group of their
+own, ahead of the writes queued before them, so an answer never waits behind a long queue
+of ingestion. The two lanes take turns while both have work: a first group never runs twice
+in a row while other writes wait, so no lane starves the other, and a first write waits at
+most for the group in flight and one other.
+
 Reads run on a small thread pool of their own and never wait behind the writer.
 
 Every operation has a deadline (:class:`orchestrator.store.connection.StoreSettings`):
@@ -21,6 +28,7 @@ false, operations fail at once instead of queueing behind a store known to be aw
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextlib
 import functools
@@ -102,7 +110,10 @@ class StoreRunner:
             read_threads, thread_name_prefix="store-read"
         )
         self._prober = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="store-probe")
-        self._queue: asyncio.Queue[_Job] = asyncio.Queue()
+        self._first: collections.deque[_Job] = collections.deque()
+        self._queued: collections.deque[_Job] = collections.deque()
+        self._ready = asyncio.Event()
+        self._first_ran = False  # the last group came from the first lane
         self._task: asyncio.Task[None] | None = None
         self._in_use: set[_InUse] = set()
         self.commits = 0
@@ -143,7 +154,17 @@ class StoreRunner:
         committed."""
         self._check_available()
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Job(_bound(fn, args, kwargs), future))
+        self._put(self._queued, _Job(_bound(fn, args, kwargs), future))
+        return await future
+
+    async def write_first(
+        self, fn: Callable[Concatenate[sa.Connection, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """As :meth:`write`, committed in a group of first writes only, ahead of the other
+        writes queued: for what an operator is waiting on. Returns once committed."""
+        self._check_available()
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._put(self._first, _Job(_bound(fn, args, kwargs), future))
         return await future
 
     async def write_rows(self, rows: Rows) -> None:
@@ -155,7 +176,7 @@ class StoreRunner:
         """
         self._check_available()
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Job(None, future, rows))
+        self._put(self._queued, _Job(None, future, rows))
         await future
 
     async def probe(self, timeout: float) -> bool:
@@ -226,12 +247,28 @@ class StoreRunner:
 
     # -- the writer --------------------------------------------------------------------------
 
+    def _put(self, lane: collections.deque[_Job], job: _Job) -> None:
+        lane.append(job)
+        self._ready.set()
+
+    async def _next_group(self) -> list[_Job]:
+        """The writes to commit together next: those of one lane, the first lane's unless
+        it had the last turn and other writes wait."""
+        while not (self._first or self._queued):
+            self._ready.clear()
+            await self._ready.wait()
+        first = bool(self._first) and not (self._first_ran and self._queued)
+        lane = self._first if first else self._queued
+        self._first_ran = first
+        jobs: list[_Job] = []
+        while lane and len(jobs) < self._max_batch:
+            jobs.append(lane.popleft())
+        return jobs
+
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            jobs = [await self._queue.get()]
-            while len(jobs) < self._max_batch and not self._queue.empty():
-                jobs.append(self._queue.get_nowait())
+            jobs = await self._next_group()
             jobs = [j for j in jobs if not j.future.cancelled()]
             if not jobs:
                 continue

@@ -205,6 +205,83 @@ async def test_state_reports_of_many_gateways_are_stored_in_one_group(
     assert await runner.read(store.device_updates_total) == 7
 
 
+async def test_a_first_write_is_committed_ahead_of_a_long_queue_apart_from_it(
+    runner: StoreRunner,
+) -> None:
+    store = runner.store
+    await runner.write(register(store, "dj-000"))
+    seen_by_first: list[int] = []
+
+    def answer(conn: sa.Connection) -> str:
+        # What the first write's transaction sees of the queued ones: none of them ran.
+        seen_by_first.append(len(store.list_gateways(conn)))
+        register(store, "dj-first")(conn)
+        return "committed"
+
+    async with writer_busy(runner):
+        queued = [
+            asyncio.ensure_future(runner.write(register(store, f"q-{i:04d}"))) for i in range(600)
+        ]
+        first = asyncio.ensure_future(runner.write_first(answer))
+        await asyncio.sleep(0)
+    assert await first == "committed"
+    assert seen_by_first == [1]
+    # Returned once committed, while the long queue is still to be written.
+    assert "dj-first" in registered(store)
+    assert not any(q.done() for q in queued)
+    await asyncio.gather(*queued)
+    assert len(registered(store)) == 602
+
+
+async def test_the_lanes_take_turns_so_first_writes_never_starve_the_others(
+    runner: StoreRunner,
+) -> None:
+    store = runner.store
+    order: list[str] = []
+
+    def write(name: str) -> Callable[[sa.Connection], None]:
+        def fn(conn: sa.Connection) -> None:
+            register(store, name)(conn)
+            order.append(name)
+
+        return fn
+
+    release = threading.Event()
+
+    def busy(conn: sa.Connection) -> None:
+        release.wait(10)
+        order.append("busy-first")
+
+    in_flight = asyncio.ensure_future(runner.write_first(busy))
+    await asyncio.sleep(0)  # the writer took the first group
+    writes = [
+        asyncio.ensure_future(runner.write(write("queued-1"))),
+        asyncio.ensure_future(runner.write_first(write("first-1"))),
+        asyncio.ensure_future(runner.write(write("queued-2"))),
+        asyncio.ensure_future(runner.write_first(write("first-2"))),
+    ]
+    await asyncio.sleep(0)
+    release.set()
+    await asyncio.gather(in_flight, *writes)
+    # After a first group, the writes queued meanwhile go, then the next first ones.
+    assert order == ["busy-first", "queued-1", "queued-2", "first-1", "first-2"]
+
+
+async def test_a_failing_first_write_fails_alone(runner: StoreRunner) -> None:
+    store = runner.store
+    await runner.write(register(store, "dj-001"))
+    async with writer_busy(runner):
+        writes = asyncio.gather(
+            runner.write_first(register(store, "dj-001")),  # already registered
+            runner.write_first(register(store, "dj-002")),
+            return_exceptions=True,
+        )
+        await asyncio.sleep(0)
+    results = await writes
+    assert isinstance(results[0], Conflict) and results[1] is None
+    assert registered(store) == ["dj-001", "dj-002"]
+
+
 async def test_reads_do_not_wait_behind_a_slow_write(runner: StoreRunner) -> None:
     store = runner.store
     await runner.write(register(store, "dj-001"))
