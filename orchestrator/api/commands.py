@@ -7,7 +7,6 @@ gateway through whichever replica holds its stream (:mod:`orchestrator.ingest.ro
 
 from __future__ import annotations
 
-import functools
 import uuid
 from typing import Any
 
@@ -21,7 +20,7 @@ from orchestrator.ingest.checks import timestamp
 from orchestrator.ingest.devices import current_devices
 from orchestrator.ingest.routing import Router
 from orchestrator.store.connection import Connection
-from orchestrator.store.database import CommandRecord, Conflict, NotFound
+from orchestrator.store.database import CommandRecord, Conflict, GatewayRecord, NotFound
 from orchestrator.store.runner import StoreRunner
 from protos.ondijon.v1 import control_pb2, link_pb2, state_pb2
 
@@ -47,29 +46,34 @@ class CommandsApi:
         if not command.command_id:
             command.command_id = uuid.uuid4().hex
         attempt = Attempt("command.send", f"{request.gateway_id}/{command.command_id}")
-        caller = await self.gate.caller(context, OPERATOR, attempt)
-        gateway = await self.gate.gateway(context, caller, request.gateway_id, attempt)
+        gate, router, store = self.gate, self.router, self.runner.store
+        gateway_id = request.gateway_id
+        # A device the gateway does not report having is refused now, not stored,
+        # delivered and reported done while changing nothing.
+        checks_devices = command.WhichOneof("action") in ("override", "bollard")
+
+        def look(conn: Connection) -> tuple[GatewayRecord | None, list[state_pb2.DeviceState]]:
+            # What the checks need, read with the caller's registration (one trip).
+            gateway = gate.read_gateway(conn, gateway_id)
+            if gateway is None or not checks_devices:
+                return gateway, []
+            return gateway, current_devices(store, conn, gateway_id)
+
+        caller, (found, devices) = await gate.caller_reading(context, OPERATOR, attempt, look)
+        gateway = await gate.gateway_found(context, caller, gateway_id, found, attempt)
         attempt = Attempt(attempt.action, attempt.target, gateway.commune)
         now = self.clock.now()
         problem = check_command(command, now)
-        store = self.runner.store
-        if not problem and command.WhichOneof("action") in ("override", "bollard"):
-            # A device the gateway does not report having: refused now, not stored,
-            # delivered and reported done while changing nothing.
-            devices = await self.runner.read(
-                functools.partial(current_devices, store), request.gateway_id
-            )
-            problem = unknown_device(command, request.gateway_id, devices)
+        if not problem and checks_devices:
+            problem = unknown_device(command, gateway_id, devices)
         if problem:
-            await self.gate.refuse(
-                context, caller, attempt, grpc.StatusCode.INVALID_ARGUMENT, problem
-            )
+            await gate.refuse(context, caller, attempt, grpc.StatusCode.INVALID_ARGUMENT, problem)
 
-        def queue(conn: Connection) -> None:
+        def queue(conn: Connection) -> list[CommandRecord]:
             store.add_command(
                 conn,
                 command_id=command.command_id,
-                gateway_id=request.gateway_id,
+                gateway_id=gateway_id,
                 payload=command.SerializeToString(),
                 expires_at=command.expires_at.ToDatetime(tzinfo=now.tzinfo),
                 status=link_pb2.COMMAND_STATUS_PENDING,
@@ -78,33 +82,31 @@ class CommandsApi:
             )
             # With its audit entry, in one commit: a command is on its way to the street
             # one commit sooner, and never queued without its entry.
-            self.gate.done_in(conn, caller, attempt, command.WhichOneof("action") or "")
+            gate.done_in(conn, caller, attempt, command.WhichOneof("action") or "")
+            return router.commands_queued_in(conn, gateway_id)
 
         try:
-            await self.runner.write(queue)
+            # Ahead of the ingest's queued writes: an operator is waiting.
+            owed = await self.runner.write_first(queue)
         except NotFound as exc:
-            await self.gate.refuse(context, caller, attempt, grpc.StatusCode.NOT_FOUND, str(exc))
+            await gate.refuse(context, caller, attempt, grpc.StatusCode.NOT_FOUND, str(exc))
         except Conflict as exc:
             # Command ids are unique: a replayed command is refused, never run twice.
-            await self.gate.refuse(
-                context, caller, attempt, grpc.StatusCode.ALREADY_EXISTS, str(exc)
-            )
-        # Delivered now by whichever replica holds the gateway's stream (or at its hello).
-        await self.router.commands_queued(request.gateway_id)
+            await gate.refuse(context, caller, attempt, grpc.StatusCode.ALREADY_EXISTS, str(exc))
+        # Sent now if this replica holds the gateway's stream (the others were told on
+        # commit; a gateway not connected is sent it at its hello).
+        await router.send_commands(gateway_id, owed)
         return control_pb2.SendCommandResponse(command_id=command.command_id)
 
     async def GetCommand(
         self, request: control_pb2.GetCommandRequest, context: Context
     ) -> control_pb2.GetCommandResponse:
-        caller = await self.gate.caller(context, VIEWER, None)
         problem = check_command_id(request.command_id, "command_id")
-        if problem or not request.command_id:
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT, problem or "command_id: must not be empty"
-            )
         store = self.runner.store
 
         def load(c: Connection) -> tuple[CommandRecord | None, str]:
+            if problem or not request.command_id:
+                return None, ""
             record = store.get_command(c, request.command_id)
             try:
                 commune = store.get_gateway(c, record.gateway_id if record else "").commune
@@ -112,9 +114,14 @@ class CommandsApi:
                 commune = ""
             return record, commune
 
-        # One read either way, and one answer: a command of a gateway outside the caller's
-        # communes is answered exactly like a missing one (its gateway is not named).
-        record, commune = await self.runner.read(load)
+        # One read with the caller's registration, and one answer: a command of a gateway
+        # outside the caller's communes is answered exactly like a missing one (its
+        # gateway is not named).
+        caller, (record, commune) = await self.gate.caller_reading(context, VIEWER, None, load)
+        if problem or not request.command_id:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, problem or "command_id: must not be empty"
+            )
         if record is None or not caller.in_scope(commune):
             await context.abort(grpc.StatusCode.NOT_FOUND, "command_id: no such command")
         return control_pb2.GetCommandResponse(

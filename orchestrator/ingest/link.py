@@ -610,10 +610,14 @@ class _Conversation:
 
     async def on_command_result(self, result: link_pb2.CommandResult) -> None:
         check_command_result(result)
+        sent_here = result.command_id in self.session.sent_commands
         # The gateway's answer is the acknowledgement: the command is no longer owed.
         self.session.sent_commands.discard(result.command_id)
+        # The answer to a command sent on this stream is what an operator waits for: it
+        # is committed ahead of the ingest's queued writes. Others take the common lane.
+        write = self.runner.write_first if sent_here else self.runner.write
         # Scoped to this gateway: a gateway can never settle another gateway's command.
-        await self.runner.write(
+        await write(
             self.store.set_command_status,
             result.command_id,
             status=result.status,

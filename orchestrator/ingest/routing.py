@@ -53,6 +53,7 @@ from orchestrator.ingest.delivery import UNSETTLED, Delivery, send_documents
 from orchestrator.ingest.hub import Hub, Session
 from orchestrator.store import notices
 from orchestrator.store.connection import Connection, interrupt
+from orchestrator.store.database import CommandRecord
 from orchestrator.store.runner import StoreRunner
 from protos.ondijon.v1 import link_pb2
 
@@ -146,6 +147,21 @@ class Router:
 
     async def commands_queued(self, gateway_id: str) -> None:
         await self._route(COMMANDS, gateway_id)
+
+    def commands_queued_in(self, conn: Connection, gateway_id: str) -> list[CommandRecord]:
+        """Inside the transaction that queues commands for ``gateway_id``: the other
+        replicas are told on commit, and the commands the gateway has not answered are
+        read in it, for :meth:`send_commands` (no read of its own after the commit)."""
+        self.notice_in(conn, {"what": COMMANDS, "gateway": gateway_id})
+        return self.store.commands_with_status(conn, gateway_id, UNSETTLED)
+
+    async def send_commands(self, gateway_id: str, records: list[CommandRecord]) -> None:
+        """Send ``records`` (from :meth:`commands_queued_in`, committed) on the gateway's
+        stream if it is held here now. A stream attached after this look reads them itself
+        at its hello, after the commit."""
+        session = self.hub.session(gateway_id)
+        if session is not None:
+            await self.delivery.commands(session, records)
 
     async def many_changed(self, documents: Sequence[str], commands: Sequence[str]) -> None:
         """Tell the other replicas that documents of ``documents`` and commands of
