@@ -124,6 +124,11 @@ class StoreRunner:
         self.troubled = asyncio.Event()
         self.trouble_reason = ""
 
+    @property
+    def waiting(self) -> tuple[int, int]:
+        """Writes queued and not yet taken by the writer: (first lane, the others)."""
+        return len(self._first), len(self._queued)
+
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="store-writer")
 
