@@ -30,8 +30,10 @@ agent does once it has acted. Through the admin API over mutual TLS:
    gateway sends one small state report at once, each acknowledged once stored (one
    small message each way per gateway, as the program costs); and the peer:
    ``PutDesiredState`` one gateway at a time (the shell loop), timed on a sample and
-   extrapolated to the city (bench/city_bench.py's). ``--profile``: py-spy samples the
-   orchestrator from the put to the last acknowledgement (threads, top functions).
+   extrapolated to the city (bench/city_bench.py's).
+
+``--profile``: py-spy samples the orchestrator during the commands under ingest load, and
+from the put to the last acknowledgement (threads, top functions).
 
 ``--only``: one of the two parts (``commands``: only ``--command-gateways`` gateways are
 made, about a minute). ``--quick``: 400 gateways, 200 of them for 60 commands at 4,000
@@ -290,13 +292,21 @@ def commands_phase(
                 loop = asyncio.get_running_loop()
                 step = loop.run_in_executor(None, run.step, args.load)
                 await asyncio.sleep(0.5 + warm)
+                spy = start_profile(server.pid, profiled) if args.profile else None
                 loaded = await send_commands(admin, ids, args.commands, args.spacing)
+                if spy is not None:
+                    spy.send_signal(signal.SIGINT)
+                    spy.wait(60)
                 return quiet, loaded, await step
 
+        profiled = city.work / "commands.py-spy"
         quiet, loaded, step = asyncio.run(operate())
         received, _ = fleet.answers()
     finally:
         fleet.close()
+    if args.profile:
+        print("where the orchestrator's time went during the commands under ingest load:")
+        show_profile(profiled)
     figures["load_average"] = os.getloadavg()[0]
     disk = fsync_ms(city.work)
     figures["fsync_p50_ms"], figures["fsync_p99_ms"] = percentile(disk, 50), percentile(disk, 99)
@@ -351,7 +361,7 @@ def fanout_phase(
                     )
                 out["convergence_call_s"] = (time.perf_counter() - t0) / 3
                 cpu0, load0 = cpu_seconds([server]), cpu_seconds(loaders)
-                spy = start_profile(server.pid, city.work) if args.profile else None
+                spy = start_profile(server.pid, city.work / "put.py-spy") if args.profile else None
                 stored = asyncio.create_task(all_held(city.db, connected))
                 # The view looked at once every acknowledgement is stored: looks while they
                 # come in take seconds of the orchestrator's time at 10,000 gateways.
@@ -383,10 +393,7 @@ def fanout_phase(
         fleet.close()
     if args.profile:
         print("where the orchestrator's time went from the put to the last acknowledgement:")
-        print_py_spy(city.work / "put.py-spy", also=("store-write", "store-read"))
-        kept = Path(tempfile.gettempdir()) / "command_bench-put.py-spy"
-        shutil.copy(city.work / "put.py-spy", kept)
-        print(f"(py-spy's raw samples kept in {kept})")
+        show_profile(city.work / "put.py-spy")
     return figures
 
 
@@ -413,13 +420,20 @@ async def all_held(db: Path, gateways: int) -> float:
         conn.close()
 
 
+def show_profile(samples: Path) -> None:
+    print_py_spy(samples, also=("store-write", "store-read"))
+    kept = Path(tempfile.gettempdir()) / f"command_bench-{samples.name}"
+    shutil.copy(samples, kept)
+    print(f"(py-spy's raw samples kept in {kept})")
+
+
 def cpu_seconds(procs: list[psutil.Process]) -> float:
     return sum(sum(p.cpu_times()[:2]) for p in procs)
 
 
-def start_profile(pid: int, work: Path) -> subprocess.Popen[bytes]:
-    """py-spy sampling the orchestrator (every thread, 100 Hz) until sent SIGINT."""
-    out = work / "put.py-spy"
+def start_profile(pid: int, out: Path) -> subprocess.Popen[bytes]:
+    """py-spy sampling the orchestrator (every thread, 100 Hz) into ``out`` until sent
+    SIGINT."""
     command = [_py_spy(), "record", "-f", "raw", "-o", str(out), "-r", "100", "--threads"]
     command += ["--nonblocking", "--pid", str(pid)]
     spy = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -443,7 +457,9 @@ def main() -> int:
     parser.add_argument("--spacing", type=float, default=0.05, help="seconds between commands")
     parser.add_argument("--quick", action="store_true", help="a small form (~1 min)")
     parser.add_argument(
-        "--profile", action="store_true", help="py-spy on the orchestrator during the put"
+        "--profile",
+        action="store_true",
+        help="py-spy on the orchestrator during the loaded commands and the put",
     )
     parser.add_argument(
         "--only", choices=("commands", "fanout"), help="run one part (default: both)"
