@@ -51,6 +51,15 @@ event that lists one of them (dropped for room before the welcome) is corrected 
 answer, and :meth:`Outbox.settle_losses` raises the marks over what it holds (over
 everything up to its stored sequence when the answer is incomplete or the outbox went
 back), so that none is dropped afterwards.
+
+Numbers given again: after a disk went back, a run numbers new events from the last
+sequence it finds, numbers the lost run had given too (to events the orchestrator stores,
+or that a gap event of that run listed as lost). The last sequence found at a start is
+kept on disk until a welcome (across runs that end before one); the first hello asks what
+the orchestrator holds above it, and if the orchestrator heard of any number above it, the
+events numbered since are numbered again past what it heard of, and the numbers they leave
+that it does not hold are listed in an ``outbox.gap`` alarm (the lost run's events under
+them are gone), with an ``outbox.rewound`` alarm: one number never names two events.
 """
 
 from __future__ import annotations
@@ -140,8 +149,6 @@ def _structure_damage(conn: sqlite3.Connection) -> str | None:
 
 
 _SENT_READ = "SELECT value FROM meta WHERE key = 'sent.{lane}'"
-# The last sequence found at the first start since a welcome (-1: the last run was welcomed).
-_START_MARK = "unwelcomed_after"
 
 
 def _sql(template: str, priority: Priority) -> str:
@@ -268,7 +275,7 @@ class Outbox:
         no link): :meth:`settle_losses` then numbers those events again past what the
         orchestrator heard of, and lists the numbers they leave that it does not hold.
         """
-        mark = self._scalar(f"SELECT value FROM meta WHERE key = '{_START_MARK}'")
+        mark = self._scalar("SELECT value FROM meta WHERE key = 'unwelcomed_after'")
         if mark < 0 and self._found_mark is not None:
             mark = self._found_mark  # the file was set aside: its mark, if it could be read
         self._started_after = min(mark, self._last) if mark >= 0 else self._last
@@ -278,7 +285,7 @@ class Outbox:
     def _write_start_mark(self, after: int | None) -> None:
         with self._transaction():
             self._conn.execute(
-                f"UPDATE meta SET value = ? WHERE key = '{_START_MARK}'",
+                "UPDATE meta SET value = ? WHERE key = 'unwelcomed_after'",
                 (-1 if after is None else after,),
             )
 
@@ -322,7 +329,8 @@ class Outbox:
             )
             conn.execute("INSERT OR IGNORE INTO meta VALUES ('last_sequence', 0)")
             conn.execute("INSERT OR IGNORE INTO meta VALUES ('lost_open_from', 0)")
-            conn.execute(f"INSERT OR IGNORE INTO meta VALUES ('{_START_MARK}', -1)")
+            # The last sequence found at the first start since a welcome (-1: welcomed since).
+            conn.execute("INSERT OR IGNORE INTO meta VALUES ('unwelcomed_after', -1)")
             # Sequences that may have been lost to damage, until the orchestrator says.
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS lost (first INTEGER PRIMARY KEY, last INTEGER NOT NULL)"
