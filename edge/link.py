@@ -212,7 +212,9 @@ class GatewayLinkClient:
         outbox gave, are settled at the next welcome; the outbox keeps what that needs on
         disk, so a restart before it changes nothing.
         """
-        self._storage_alarm("the outbox was damaged on start and set aside")
+        report = self.outbox.recovered
+        detail = f": {report.reason}" if report is not None else ""
+        self._storage_alarm(f"the outbox was damaged on start and set aside{detail}")
 
     def renumber_after_loss(self, stored_sequence: int) -> int:
         """Honour the marker an earlier agent version left when it set its outbox aside

@@ -514,6 +514,25 @@ class Outbox:
         except OutboxRecovered:
             return self._append(records, incoming)  # on the new database: nothing lost
 
+    def parts(self, events: Sequence[EquipmentEvent]) -> list[list[EquipmentEvent]]:
+        """``events`` split, in order, into as few appends as :meth:`append_many` takes (a
+        monitoring pass that caught up on several intervals after the loop was held up or
+        the clock stepped can exceed one).
+
+        Raises:
+            OutboxError: an event is malformed (the field is named).
+        """
+        parts: list[list[EquipmentEvent]] = [[]]
+        size = 0
+        for i, event in enumerate(events):
+            estimate = record(event, f"events[{i}]").estimate
+            if parts[-1] and size + estimate > self._limits.max_append_bytes:
+                parts.append([])
+                size = 0
+            parts[-1].append(event)
+            size += estimate
+        return [part for part in parts if part]
+
     def _append(self, records: list[Record], incoming: int) -> list[int]:
         with self._lock, self._guard("append"):
             with self._transaction():

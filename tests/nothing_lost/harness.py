@@ -88,7 +88,7 @@ class AgentProcess:
             argv += [f"--{name.replace('_', '-')}", value]
         env = dict(os.environ, GPIOZERO_PIN_FACTORY="mock", PYTHONUNBUFFERED="1")
         self.started_monotonic = asyncio.get_running_loop().time()
-        # The agent's log goes to a file beside its configuration (every run appended): a
+        # The agent's log goes to a file beside its state directory (every run appended): a
         # pipe nobody reads would stall a talkative agent, and a failed storm is read after.
         with self.log_path.open("ab") as log:
             self.process = await asyncio.create_subprocess_exec(
@@ -118,7 +118,8 @@ class AgentProcess:
 
     @property
     def log_path(self) -> Path:
-        return self.config.parent / "agent-stderr.log"
+        # Beside the state directory, not in it: a restored image would put an old log back.
+        return self.config.parent.with_name(f"{self.config.parent.name}-stderr.log")
 
     async def _stderr(self) -> str:
         assert self.process is not None
