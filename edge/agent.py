@@ -173,7 +173,7 @@ class Agent:
         if self.outbox.recovered is not None:
             # Set aside and started empty: what it held is lost and the control centre must
             # hear of it; the link renumbers what is recorded until it learns the floor.
-            self.link.outbox_lost()
+            self.link.outbox_lost(self.outbox.recovered)
             self._recoveries.append(self.outbox.recovered)
         # The owner of every task of the agent, those started later included.
         self.supervisor = Supervisor(clock, self._task_failed)

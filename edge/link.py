@@ -205,16 +205,14 @@ class GatewayLinkClient:
         self._changed[state.device_id] = state
         self._state_dirty.set()
 
-    def outbox_lost(self) -> None:
+    def outbox_lost(self, report: StorageRecovery) -> None:
         """The outbox was found damaged on start and set aside: the local alarm.
 
         What the loss was, and the renumbering of events recorded over numbers the lost
         outbox gave, are settled at the next welcome; the outbox keeps what that needs on
         disk, so a restart before it changes nothing.
         """
-        report = self.outbox.recovered
-        detail = f": {report.reason}" if report is not None else ""
-        self._storage_alarm(f"the outbox was damaged on start and set aside{detail}")
+        self._storage_alarm(f"the outbox was damaged on start and set aside: {report.reason}")
 
     def renumber_after_loss(self, stored_sequence: int) -> int:
         """Honour the marker an earlier agent version left when it set its outbox aside
