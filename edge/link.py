@@ -117,6 +117,7 @@ class OutboxPort(Protocol):
         stored_sequence: int,
         hello_last: int,
         asked_after: int | None = None,
+        listed_lost: Iterable[tuple[int, int]] = (),
     ) -> Settlement: ...
 
     def reissue(
@@ -408,6 +409,7 @@ class _Session:
             stored_sequence=welcome.stored_sequence,
             hello_last=self.hello_last,
             asked_after=self.asked_after,
+            listed_lost=[(r.first, r.last) for r in welcome.listed_lost_after],
         )
         if settlement.lost or settlement.rewound:
             log.warning(

@@ -31,6 +31,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
+from domain.sequences import Ranges as Ranges
+from domain.sequences import normalise as normalise
 from edge.events import EquipmentEvent, Priority
 from edge.storage.overflow import (
     GAP_DEVICE_ID,
@@ -41,20 +43,8 @@ from edge.storage.overflow import (
 )
 from protos.ondijon.v1 import link_pb2
 
-Ranges = list[tuple[int, int]]
 # The end of a candidate range whose extent is unknown.
 OPEN_END = 2**63 - 1
-
-
-def normalise(ranges: Iterable[tuple[int, int]]) -> Ranges:
-    """Sorted, disjoint, non-adjacent inclusive ranges covering the same sequences."""
-    merged: Ranges = []
-    for first, last in sorted((a, b) for a, b in ranges if a <= b):
-        if merged and first <= merged[-1][1] + 1:
-            merged[-1] = (merged[-1][0], max(merged[-1][1], last))
-        else:
-            merged.append((first, last))
-    return merged
 
 
 def subtract(ranges: Iterable[tuple[int, int]], minus: Iterable[tuple[int, int]]) -> Ranges:

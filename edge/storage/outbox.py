@@ -824,6 +824,7 @@ class Outbox:
         stored_sequence: int,
         hello_last: int,
         asked_after: int | None = None,
+        listed_lost: Iterable[tuple[int, int]] = (),
     ) -> loss.Settlement:
         """At a welcome: record exactly what was lost and number new events past what the
         orchestrator holds.
@@ -840,6 +841,8 @@ class Outbox:
             stored_sequence: ``Welcome.stored_sequence``.
             hello_last: the last sequence said in the hello.
             asked_after: ``Hello.held_after`` (by default, ``hello_last``).
+            listed_lost: ``Welcome.listed_lost_after``: what gap events the orchestrator
+                holds list as lost already (not listed again).
         """
         with self._lock, self._guard("settle losses"):
             after = hello_last if asked_after is None else asked_after
@@ -879,7 +882,7 @@ class Outbox:
                 wanted = [*candidates, (hello_last + 1, max(hello_last, stored_sequence))]
                 settlement = loss.settle(
                     candidates,
-                    held=held,
+                    held=loss.normalise([*held, *listed_lost]),
                     pending=self._pending_in(wanted, below=open_from or None),
                     last_sequence=hello_last,
                     stored_sequence=stored_sequence,

@@ -550,6 +550,49 @@ def test_a_damaged_file_does_not_list_again_what_its_gap_events_listed(
     assert not dropped & damaged, "listed twice"
 
 
+def test_a_damaged_file_does_not_list_again_what_delivered_gap_events_listed(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    """Dropped for room and listed by a gap event the orchestrator stored, then the file is
+    damaged: the welcome says which numbers delivered gap events list as lost, and the
+    loss alarm lists only what the damage took (an older orchestrator does not say: the
+    alarm then lists the dropped ones a second time, the count overstated)."""
+    limits = OutboxLimits(max_disk_bytes=MIB)
+    path = tmp_path / "outbox.db"
+    with Outbox(path, clock=clock, limits=limits) as box:
+        welcomed(box)
+        _fill(box, clock, quarters=80, with_events=False)  # full: drops listed
+        delivered = everything(box)[:2000]  # the gap events among them
+        box.ack([(e.sequence, e.sequence) for e in delivered])
+        dropped = _dropped_by_gaps(gaps(delivered))
+        assert dropped
+        pending = [(e.sequence, e.sequence) for e in everything(box)]
+        last = box.last_sequence
+    garble_leaf(path, "metering_lane", index=2)
+    # What the orchestrator holds: every number given, but the dropped and the pending.
+    held = loss.subtract([(1, last)], [*((s, s) for s in dropped), *pending])
+    listed = {}
+    for older in (False, True):
+        copy = tmp_path / f"copy-{older}"
+        copy.mkdir()
+        shutil.copy(path, copy / "outbox.db")
+        with Outbox(copy / "outbox.db", clock=clock, limits=limits) as box:
+            if box.recovered is None:
+                with pytest.raises(OutboxRecovered):
+                    box.next_batch(10**6, 10**12)
+            asked = box.held_after()
+            box.settle_losses(
+                held=[r for r in held if r[1] > asked],
+                stored_sequence=last,
+                hello_last=box.last_sequence,
+                asked_after=asked,
+                listed_lost=[] if older else loss.normalise((s, s) for s in dropped),
+            )
+            listed[older] = listed_lost(e for e in gaps(everything(box)) if "storage" in e.message)
+    assert listed[False] and not listed[False] & dropped
+    assert listed[True] >= dropped | listed[False]
+
+
 def test_a_held_list_cut_at_its_length_limit_settles_what_it_reached_and_asks_again(
     tmp_path: Path, clock: ManualClock
 ) -> None:
