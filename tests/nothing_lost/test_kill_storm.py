@@ -92,6 +92,8 @@ class Ledger:
     promised: dict[int, set[str]] = field(default_factory=dict)
     # Every promise in the order the runs made them (numbers can be given again).
     order: list[tuple[int, str]] = field(default_factory=list)
+    # What happened, round by round (written beside the storm for a failure's reader).
+    journal: list[str] = field(default_factory=list)
     # How many promises had been made when the image was taken.
     image_at: int = 0
     at_risk: set[tuple[int, str]] = field(default_factory=set)
@@ -104,6 +106,10 @@ class Ledger:
         for sequence, fp in run.promised.items():
             self.promised.setdefault(sequence, set()).add(fp)
             self.order.append((sequence, fp))
+        if run.promised:
+            self.journal.append(
+                f"run promised {len(run.promised)}: {min(run.promised)}..{max(run.promised)}"
+            )
 
     def disk_went_back_to(self, last: int) -> None:
         """The outbox now ends at ``last``: what was promised above it may be gone."""
@@ -145,6 +151,7 @@ async def damage(
         if wal.exists() and wal.stat().st_size > 32:
             cut_wal(wal, page_size(state / "outbox.sqlite"), rng.randint(1, 3))
         ledger.disk_went_back_to(outbox_last(state, scratch))
+        ledger.journal.append(f"log cut: the outbox ends at {outbox_last(state, scratch)}")
         # The log cut undid the last commits, those that dropped rows for room with them:
         # whatever was promised so far may be back on disk.
         ledger.restorable |= {(s, fp) for s, fps in ledger.promised.items() for fp in fps}
@@ -158,6 +165,7 @@ async def damage(
             take_image(state, image)  # kept for a later round
             ledger.imaged = {(s, fp) for s, fps in ledger.promised.items() for fp in fps}
             ledger.image_at = len(ledger.order)
+            ledger.journal.append(f"image taken at {outbox_last(state, scratch)}")
             return
         restore_image(image, state)
         shutil.rmtree(image)
@@ -165,6 +173,7 @@ async def damage(
         # Whatever was promised since the image is gone from the disk, whatever its number
         # (a run that began over after damage numbers from low again).
         ledger.at_risk |= set(ledger.order[ledger.image_at :])
+        ledger.journal.append(f"image put back: the outbox ends at {outbox_last(state, scratch)}")
 
 
 async def storm(city: City, config: AgentConfig, rounds: int, tmp_path: Path) -> Ledger:
@@ -188,9 +197,10 @@ async def storm(city: City, config: AgentConfig, rounds: int, tmp_path: Path) ->
 
         run = agent(clock_at)
         await run.start()
-        for action in plan[:rounds]:
+        for number, action in enumerate(plan[:rounds]):
             await asyncio.sleep(rng.uniform(0.1, 0.6))
             ledger.faults[action] += 1
+            ledger.journal.append(f"round {number}: {action}")
             if action in DISK_FAULTS:
                 proxy.online = False  # a backlog for the disk to damage
                 proxy.cut_now()
@@ -228,6 +238,7 @@ async def storm(city: City, config: AgentConfig, rounds: int, tmp_path: Path) ->
         await eventually(lambda: final.pending == 0 and final.last_sequence > 0, timeout=120)
         await final.stop()
         ledger.take(final)
+    (tmp_path / "storm-journal.txt").write_text("\n".join(ledger.journal) + "\n")
     return ledger
 
 
