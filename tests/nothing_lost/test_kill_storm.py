@@ -97,8 +97,10 @@ class Ledger:
     # How many promises had been made when the image was taken.
     image_at: int = 0
     at_risk: set[tuple[int, str]] = field(default_factory=set)
-    # Promises an image held when it was taken: put back, it may give them back.
+    # What the outbox held when the image was taken (sequence, fingerprint; renumbered
+    # copies too): put back, it gives them back.
     imaged: set[tuple[int, str]] = field(default_factory=set)
+    # What a disk gave back when it went back (the exception counted apart).
     restorable: set[tuple[int, str]] = field(default_factory=set)
     faults: Counter[str] = field(default_factory=Counter)
 
@@ -120,6 +122,12 @@ class Ledger:
 
 def outbox_last(state_dir: Path, scratch: Path) -> int:
     """The last sequence the next agent will find (opened on a copy, as it would)."""
+    return on_disk(state_dir, scratch)[0]
+
+
+def on_disk(state_dir: Path, scratch: Path) -> tuple[int, set[tuple[int, str]]]:
+    """What the next agent will find (opened on a copy, as it would): the last sequence,
+    and every event the outbox holds, as (sequence, fingerprint), renumbered copies too."""
     if scratch.exists():
         shutil.rmtree(scratch)
     scratch.mkdir()
@@ -127,7 +135,8 @@ def outbox_last(state_dir: Path, scratch: Path) -> int:
         if (state_dir / name).exists():
             shutil.copy2(state_dir / name, scratch / name)
     with Outbox(scratch / "outbox.sqlite", clock=ManualClock(START)) as outbox:
-        return outbox.last_sequence
+        held = outbox.next_batch(10**9, 10**12)
+        return outbox.last_sequence, {(e.sequence, wire_fingerprint(e)) for e in held}
 
 
 def settle_files(state_dir: Path) -> None:
@@ -150,11 +159,12 @@ async def damage(
         wal = state / "outbox.sqlite-wal"
         if wal.exists() and wal.stat().st_size > 32:
             cut_wal(wal, page_size(state / "outbox.sqlite"), rng.randint(1, 3))
-        ledger.disk_went_back_to(outbox_last(state, scratch))
-        ledger.journal.append(f"log cut: the outbox ends at {outbox_last(state, scratch)}")
+        last, held = on_disk(state, scratch)
+        ledger.disk_went_back_to(last)
+        ledger.journal.append(f"log cut: the outbox ends at {last}")
         # The log cut undid the last commits, those that dropped rows for room with them:
-        # whatever was promised so far may be back on disk.
-        ledger.restorable |= {(s, fp) for s, fps in ledger.promised.items() for fp in fps}
+        # what the outbox holds now may have been listed lost since it was written.
+        ledger.restorable |= held
     elif action == "garble":
         settle_files(state)
         leaves = leaf_pages(state / "outbox.sqlite", "metering_lane")
@@ -163,9 +173,9 @@ async def damage(
     elif action == "image":
         if not image.exists():
             take_image(state, image)  # kept for a later round
-            ledger.imaged = {(s, fp) for s, fps in ledger.promised.items() for fp in fps}
+            last, ledger.imaged = on_disk(state, scratch)
             ledger.image_at = len(ledger.order)
-            ledger.journal.append(f"image taken at {outbox_last(state, scratch)}")
+            ledger.journal.append(f"image taken at {last}")
             return
         restore_image(image, state)
         shutil.rmtree(image)
