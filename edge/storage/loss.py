@@ -183,3 +183,25 @@ def corrected_gap(
             f"outbox full: dropped {removed} event(s), all of which the orchestrator held"
         )
     return corrected
+
+
+def given_again(
+    event: link_pb2.Event, provisional: Ranges, fresh: tuple[int, int]
+) -> link_pb2.Event:
+    """``event`` (a gap event not yet sent) listing ``fresh`` numbers instead of the
+    ``provisional`` ones it listed: events numbered after a disk went back, dropped for
+    room before the welcome showed those numbers name other events (an agent's lost life
+    gave them). The old numbers stay in ``numbered_before``, for the record."""
+    listed = subtract(gap_listed(event), provisional)
+    corrected = link_pb2.Event()
+    corrected.CopyFrom(event)
+    now_listed = normalise([*listed, fresh])
+    corrected.attributes["sequences"] = sequence_list(now_listed)
+    corrected.attributes["first_sequence"] = str(now_listed[0][0])
+    corrected.attributes["last_sequence"] = str(now_listed[-1][1])
+    corrected.attributes["numbered_before"] = sequence_list(provisional)
+    corrected.message += (
+        f" (numbered again: {sequence_list(provisional)} were taken by events of an older"
+        " state of this outbox)"
+    )
+    return corrected

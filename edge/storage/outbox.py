@@ -807,6 +807,26 @@ class Outbox:
                     found.append((priority, event, ranges))
         return found
 
+    def _renumber_dropped(self, started_after: int, stored: int) -> None:
+        """The disk went back (see :meth:`_note_start`): what this run numbered and then
+        dropped for room before the welcome is listed under fresh numbers past ``stored``
+        (the numbers it had name the lost life's events), in the same transaction."""
+        last = max(self._last, stored)
+        for priority, event, ranges in self._unsent_gaps():
+            provisional = loss.subtract(ranges, [(0, started_after)])
+            if not provisional:
+                continue
+            fresh = (last + 1, last + loss.count(provisional))
+            last = fresh[1]
+            corrected = loss.given_again(event, provisional, fresh)
+            self._conn.execute(
+                _sql("UPDATE {lane} SET body = ? WHERE seq = ?", priority),
+                (corrected.SerializeToString(), event.sequence),
+            )
+        if last > self._last:
+            self._conn.execute("UPDATE meta SET value = ? WHERE key = 'last_sequence'", (last,))
+            self._last = last
+
     def _correct_gaps(self, held: list[tuple[int, int]], known_above: int) -> None:
         """Take out of the unsent gap events what the orchestrator says it holds."""
         for priority, event, _ in self._unsent_gaps():
@@ -846,16 +866,19 @@ class Outbox:
         """
         with self._lock, self._guard("settle losses"):
             after = hello_last if asked_after is None else asked_after
+            started_after = self._started_after
+            went_back = started_after is not None and stored_sequence > started_after
             if held is not None:
                 held = list(held)
                 with self._transaction():
+                    if went_back:
+                        assert started_after is not None
+                        self._renumber_dropped(started_after, stored_sequence)
                     self._correct_gaps(held, after)
             self._trust_marks(held, stored_sequence, hello_last, after)
             candidates = [(int(a), int(b)) for a, b in self._conn.execute("SELECT * FROM lost")]
             damaged = bool(candidates)
             open_from = self._scalar("SELECT value FROM meta WHERE key = 'lost_open_from'")
-            started_after = self._started_after
-            went_back = started_after is not None and stored_sequence > started_after
             if went_back:
                 assert started_after is not None
                 # The orchestrator heard of numbers above the start: the disk went back, and

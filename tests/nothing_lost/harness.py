@@ -395,13 +395,14 @@ async def gateway(city: City, gateway_id: str) -> control_pb2.Gateway:
     return response.gateway
 
 
-def listed_lost(events: Iterable[link_pb2.Event]) -> set[int]:
-    """Every sequence the ``outbox.gap`` events among ``events`` list as lost."""
+def listed_lost(events: Iterable[link_pb2.Event], attribute: str = "sequences") -> set[int]:
+    """Every sequence the ``outbox.gap`` events among ``events`` list as lost (with
+    ``attribute="numbered_before"``: the numbers they listed before the welcome moved them)."""
     return {
         sequence
         for e in events
         if e.type == GAP_EVENT_TYPE
-        for first, last in parse_sequence_list(e.attributes["sequences"])
+        for first, last in parse_sequence_list(e.attributes.get(attribute, ""))
         for sequence in range(first, last + 1)
     }
 

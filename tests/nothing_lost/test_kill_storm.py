@@ -22,7 +22,9 @@ At the end the agent drains with no more faults, and every sequence is accounted
   recovery, a renumbered copy of a promised one), or one made durable by an append that a
   kill interrupted before it could report it (at most one append per kill);
 - every promise is stored under its sequence, or listed in an ``outbox.gap`` event, or
-  renumbered after a conflict; only a promise the disk itself destroyed (given after the
+  renumbered (after a conflict, or at the welcome after the disk went back), or, dropped
+  for room before that welcome, listed under a fresh number (the gap event keeps the old
+  one in ``numbered_before``); only a promise the disk itself destroyed (given after the
   point a cut log or an older image went back to, and never delivered) may be missing;
 - no sequence is both stored and listed as lost, and every sequence missing below the
   highest stored one is listed. One exception, counted apart: an event listed lost (a
@@ -94,6 +96,8 @@ class Ledger:
     order: list[tuple[int, str]] = field(default_factory=list)
     # What happened, round by round (written beside the storm for a failure's reader).
     journal: list[str] = field(default_factory=list)
+    runs: int = 0
+    promises_by_run: list[tuple[int, int, str]] = field(default_factory=list)
     # How many promises had been made when the image was taken.
     image_at: int = 0
     at_risk: set[tuple[int, str]] = field(default_factory=set)
@@ -110,8 +114,11 @@ class Ledger:
             self.order.append((sequence, fp))
         if run.promised:
             self.journal.append(
-                f"run promised {len(run.promised)}: {min(run.promised)}..{max(run.promised)}"
+                f"run {self.runs} promised {len(run.promised)}:"
+                f" {min(run.promised)}..{max(run.promised)}"
             )
+            self.promises_by_run += [(self.runs, s, fp) for s, fp in run.promised.items()]
+        self.runs += 1
 
     def disk_went_back_to(self, last: int) -> None:
         """The outbox now ends at ``last``: what was promised above it may be gone."""
@@ -249,6 +256,9 @@ async def storm(city: City, config: AgentConfig, rounds: int, tmp_path: Path) ->
         await final.stop()
         ledger.take(final)
     (tmp_path / "storm-journal.txt").write_text("\n".join(ledger.journal) + "\n")
+    (tmp_path / "storm-promises.tsv").write_text(
+        "".join(f"{run}\t{s}\t{fp}\n" for run, s, fp in ledger.promises_by_run)
+    )
     return ledger
 
 
@@ -259,6 +269,9 @@ async def account(city: City, gateway_id: str, ledger: Ledger) -> dict[str, int]
     fingerprints = {s: wire_fingerprint(e) for s, e in stored.items()}
     stored_fps = Counter(fingerprints.values())
     listed = listed_lost(e.event for e in events)
+    # Numbered over the lost life's numbers, dropped for room before the welcome: listed
+    # under fresh numbers (in ``listed``), the provisional ones kept for the record.
+    moved = listed_lost((e.event for e in events), "numbered_before")
     promised_fps = {fp for fps in ledger.promised.values() for fp in fps}
 
     both = set(stored) & listed
@@ -280,12 +293,14 @@ async def account(city: City, gateway_id: str, ledger: Ledger) -> dict[str, int]
         unreported += 1  # durable, and the kill came before the driver could say so
     kills = sum(ledger.faults[k] for k in ("kill", *DISK_FAULTS)) + 1
     assert unreported <= kills * (APPEND_AT_MOST + 1), f"{unreported} events nobody promised"
-    unaccounted, destroyed, renumbered = [], 0, 0
+    unaccounted, destroyed, renumbered, listed_again = [], 0, 0, 0
     for sequence, fps in ledger.promised.items():
         for fp in fps:
             if fingerprints.get(sequence) == fp or sequence in listed:
                 continue
-            if stored_fps[fp]:
+            if sequence in moved and not stored_fps[fp]:
+                listed_again += 1  # dropped, listed under a fresh number
+            elif stored_fps[fp]:
                 renumbered += 1  # recorded again under another sequence (a conflict)
             elif (sequence, fp) in ledger.at_risk:
                 destroyed += 1  # the disk itself went back past it
@@ -300,6 +315,7 @@ async def account(city: City, gateway_id: str, ledger: Ledger) -> dict[str, int]
         "stored": len(stored),
         "listed lost": len(listed),
         "renumbered": renumbered,
+        "dropped before a welcome, listed under a new number": listed_again,
         "listed lost, then given back by a disk that went back": len(brought_back),
         "destroyed by the disk": destroyed,
         "own events": sum(1 for e in stored.values() if e.type in OWN),

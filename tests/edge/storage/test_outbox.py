@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from domain.sequences import parse_sequence_list
 from edge.events import EquipmentEvent, Priority
 from edge.storage import loss
 from edge.storage.atomic import RecoveryOutcome, StorageRecovery
@@ -767,6 +768,59 @@ def test_numbers_given_again_after_the_disk_went_back_are_moved_and_the_ones_lef
     assert sorted(e.device_id for e in mine) == sorted(made)  # every one kept, once
     assert min(e.sequence for e in mine) > 41  # none under a number the lost life gave
     assert [e.type for e in kept].count("outbox.rewound") == 1
+
+
+def test_events_dropped_before_the_welcome_after_the_disk_went_back_are_listed_under_new_numbers(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    """The long storm's "promised and neither stored nor listed": after an image was put
+    back, a run offline for long dropped for room events it had numbered over numbers the
+    lost life gave; the welcome said the orchestrator holds those numbers (other events),
+    so the gap event no longer listed them, and the dropped events were accounted nowhere.
+    They are listed under fresh numbers, the old ones kept for the record."""
+    limits = OutboxLimits(max_disk_bytes=MIB)
+    path, image = tmp_path / "outbox.db", tmp_path / "image.db"
+    with Outbox(path, clock=clock, limits=limits) as box:
+        welcomed(box)
+        box.append_many([event(f"lamp-{i:03d}", T0) for i in range(20)])
+        box.ack([(1, 20)])  # delivered: nothing old left to drop first
+    shutil.copy(path, image)
+    lost_life = (21, 5000)  # what the orchestrator holds from the lost life
+    shutil.copy(image, path)
+    with Outbox(path, clock=clock, limits=limits) as box:
+        _fill(box, clock, quarters=80, with_events=False)  # offline: drops its own
+        dropped = _dropped_by_gaps(gaps(everything(box)))
+        assert dropped and min(dropped) <= lost_life[1], "dropped numbers the lost life gave"
+        pending = len(everything(box))
+        settlement = box.settle_losses(
+            held=[lost_life],
+            stored_sequence=lost_life[1],
+            hello_last=box.last_sequence,
+            asked_after=box.held_after(),
+        )
+        kept = everything(box)
+    moved = set().union(
+        *(
+            {
+                n
+                for a, b in parse_sequence_list(g.attributes["numbered_before"])
+                for n in range(a, b + 1)
+            }
+            for g in gaps(kept)
+            if "numbered_before" in g.attributes
+        )
+    )
+    assert moved == dropped  # every dropped event had a number the lost life gave ...
+    listed = listed_lost(gaps(kept))
+    fresh = {n for n in listed if n > lost_life[1]}
+    assert len(fresh) == len(dropped)  # ... and is listed once, under a fresh number
+    assert not listed & set(range(*lost_life)), "a number the orchestrator holds, listed"
+    # The events kept are numbered past the lost life, none lost, one rewound alarm.
+    mine = [e for e in kept if e.type == "energy_interval"]
+    assert min(e.sequence for e in mine) > lost_life[1]
+    assert len(mine) + len([e for e in kept if e.device_id == "outbox"]) == len(kept)
+    assert len(kept) >= pending
+    assert settlement.rewound
 
 
 def test_a_restart_without_a_disk_going_back_renumbers_nothing(
