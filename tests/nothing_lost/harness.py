@@ -65,6 +65,8 @@ class AgentProcess:
         self.speed = speed
         self.options = options
         self.promised: dict[int, str] = {}
+        # What it reported, in order: ("R", sequence, fingerprint), ("C", new, old).
+        self.reported: list[tuple[str, int, str]] = []
         self.pending = -1  # events in the outbox, as last reported
         self.last_sequence = -1
         self.ready = asyncio.Event()
@@ -111,6 +113,9 @@ class AgentProcess:
                 sequence = int(parts[1])
                 assert sequence not in self.promised, f"sequence {sequence} given twice"
                 self.promised[sequence] = parts[2].decode()
+                self.reported.append(("R", sequence, parts[2].decode()))
+            elif parts[0] == b"C":
+                self.reported.append(("C", int(parts[2]), parts[1].decode()))
             elif parts[0] == b"P":
                 self.pending, self.last_sequence = int(parts[1]), int(parts[2])
             elif parts[0] == b"READY":

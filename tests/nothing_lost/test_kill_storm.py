@@ -22,10 +22,12 @@ At the end the agent drains with no more faults, and every sequence is accounted
   recovery, a renumbered copy of a promised one), or one made durable by an append that a
   kill interrupted before it could report it (at most one append per kill);
 - every promise is stored under its sequence, or listed in an ``outbox.gap`` event, or
-  renumbered (after a conflict, or at the welcome after the disk went back), or, dropped
-  for room before that welcome, listed under a fresh number (the gap event keeps the old
-  one in ``numbered_before``); only a promise the disk itself destroyed (given after the
-  point a cut log or an older image went back to, and never delivered) may be missing;
+  renumbered (after a conflict, or at the welcome after the disk went back: the driver
+  reports where each copy went, and a copy may in turn be listed lost), or, dropped for
+  room before that welcome, listed under a fresh number (the gap event keeps the old one
+  in ``numbered_before``); only a promise the disk itself destroyed (given, or copied,
+  after the point a cut log or an older image went back to, and never delivered) may be
+  missing;
 - no sequence is both stored and listed as lost, and every sequence missing below the
   highest stored one is listed. One exception, counted apart: an event listed lost (a
   damaged file could no longer give it back, or it was dropped for room) that the disk
@@ -92,12 +94,18 @@ class Ledger:
     """What the agent promised, and what its disk may have destroyed since."""
 
     promised: dict[int, set[str]] = field(default_factory=dict)
-    # Every promise in the order the runs made them (numbers can be given again).
+    # Every promise and renumbered copy in the order the runs made them (numbers can be
+    # given again).
     order: list[tuple[int, str]] = field(default_factory=list)
     # What happened, round by round (written beside the storm for a failure's reader).
     journal: list[str] = field(default_factory=list)
     runs: int = 0
     promises_by_run: list[tuple[int, int, str]] = field(default_factory=list)
+    # The event each number was last given to, and where renumberings moved each
+    # (number, fingerprint): a copy keeps its event, and may then be dropped or lost.
+    at_number: dict[int, str] = field(default_factory=dict)
+    copies: dict[tuple[int, str], int] = field(default_factory=dict)
+    copied: dict[int, set[str]] = field(default_factory=dict)
     # How many promises had been made when the image was taken.
     image_at: int = 0
     at_risk: set[tuple[int, str]] = field(default_factory=set)
@@ -109,9 +117,16 @@ class Ledger:
     faults: Counter[str] = field(default_factory=Counter)
 
     def take(self, run: AgentProcess) -> None:
-        for sequence, fp in run.promised.items():
-            self.promised.setdefault(sequence, set()).add(fp)
-            self.order.append((sequence, fp))
+        for kind, sequence, what in run.reported:
+            if kind == "R":
+                self.promised.setdefault(sequence, set()).add(what)
+                self.order.append((sequence, what))
+                self.at_number[sequence] = what
+            elif (fp := self.at_number.get(int(what))) is not None:
+                self.copies[(int(what), fp)] = sequence
+                self.copied.setdefault(sequence, set()).add(fp)
+                self.order.append((sequence, fp))
+                self.at_number[sequence] = fp
         if run.promised:
             self.journal.append(
                 f"run {self.runs} promised {len(run.promised)}:"
@@ -122,9 +137,10 @@ class Ledger:
 
     def disk_went_back_to(self, last: int) -> None:
         """The outbox now ends at ``last``: what was promised above it may be gone."""
-        for sequence, fps in self.promised.items():
-            if sequence > last:
-                self.at_risk |= {(sequence, fp) for fp in fps}
+        for given in (self.promised, self.copied):
+            for sequence, fps in given.items():
+                if sequence > last:
+                    self.at_risk |= {(sequence, fp) for fp in fps}
 
 
 def outbox_last(state_dir: Path, scratch: Path) -> int:
@@ -293,17 +309,29 @@ async def account(city: City, gateway_id: str, ledger: Ledger) -> dict[str, int]
         unreported += 1  # durable, and the kill came before the driver could say so
     kills = sum(ledger.faults[k] for k in ("kill", *DISK_FAULTS)) + 1
     assert unreported <= kills * (APPEND_AT_MOST + 1), f"{unreported} events nobody promised"
-    unaccounted, destroyed, renumbered, listed_again = [], 0, 0, 0
+
+    def copies_of(sequence: int, fp: str) -> list[int]:
+        """Where renumberings moved this event, one copy after the other."""
+        found: list[int] = []
+        while (sequence, fp) in ledger.copies and len(found) < 100:
+            sequence = ledger.copies[(sequence, fp)]
+            found.append(sequence)
+        return found
+
+    unaccounted, destroyed, renumbered, listed_again, copy_lost = [], 0, 0, 0, 0
     for sequence, fps in ledger.promised.items():
         for fp in fps:
             if fingerprints.get(sequence) == fp or sequence in listed:
                 continue
+            copies = copies_of(sequence, fp)
             if sequence in moved and not stored_fps[fp]:
                 listed_again += 1  # dropped, listed under a fresh number
             elif stored_fps[fp]:
-                renumbered += 1  # recorded again under another sequence (a conflict)
-            elif (sequence, fp) in ledger.at_risk:
-                destroyed += 1  # the disk itself went back past it
+                renumbered += 1  # recorded again under another sequence
+            elif any(c in listed or c in moved for c in copies):
+                copy_lost += 1  # renumbered, then the copy dropped or lost, and listed
+            elif (sequence, fp) in ledger.at_risk or any((c, fp) in ledger.at_risk for c in copies):
+                destroyed += 1  # the disk itself went back past it (or past its copy)
             else:
                 unaccounted.append(sequence)
     assert not unaccounted, f"promised and neither stored nor listed: {unaccounted[:20]}"
@@ -316,6 +344,7 @@ async def account(city: City, gateway_id: str, ledger: Ledger) -> dict[str, int]
         "listed lost": len(listed),
         "renumbered": renumbered,
         "dropped before a welcome, listed under a new number": listed_again,
+        "renumbered, then the copy listed lost": copy_lost,
         "listed lost, then given back by a disk that went back": len(brought_back),
         "destroyed by the disk": destroyed,
         "own events": sum(1 for e in stored.values() if e.type in OWN),
