@@ -137,10 +137,10 @@ def _log_left(path: Path) -> bool:
 def _structure_damage(conn: sqlite3.Connection) -> str | None:
     """What ``PRAGMA quick_check`` finds wrong with the file, or None.
 
-    Run after a crash only: a disk that lost log frames the checkpoint had already copied
-    into the database leaves pages of two commits side by side (rows above the last
-    sequence, out of key order), which no ordinary query reports and every later one
-    trusts. One read of the file, at start.
+    Run after a crash (a disk that lost log frames the checkpoint had already copied into
+    the database leaves pages of two commits side by side, rows above the last sequence,
+    out of key order, which no ordinary query reports and every later one trusts; one read
+    of the file, at start), and before a loss is settled.
     """
     lines = [str(r[0]) for r in conn.execute("PRAGMA quick_check(5)")]
     if lines == ["ok"]:
@@ -898,6 +898,14 @@ class Outbox:
             if not candidates and stored_sequence <= hello_last:
                 self._welcomed()
                 return loss.Settlement(lost=[], rewound=False)  # the usual welcome
+            if candidates and held is not None:
+                # What is pending is read from this file: before anything is declared
+                # lost, the file must be sound (a garbled page is stepped over silently
+                # by the reads below, and its rows would be listed lost though a
+                # recovery still reads them).
+                damage = _structure_damage(self._conn)
+                if damage is not None:
+                    raise sqlite3.DatabaseError(f"database disk image is malformed: {damage}")
             later: loss.Ranges = []  # candidates the answer did not reach: asked again
             if held is None:
                 settlement = loss.Settlement(lost=[], rewound=False)

@@ -473,6 +473,36 @@ def test_a_page_garbled_under_a_running_outbox_costs_that_page_and_is_listed_exa
     assert (tmp_path / "outbox.db.corrupt").exists()
 
 
+def test_a_loss_is_not_settled_on_a_file_damaged_since_unnoticed(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    """The long storm's "stored and listed as lost": a recovery left loss candidates to
+    settle at the next welcome; before it, another page was garbled (a clean restart does
+    not check the file). The settlement read what is pending from the damaged file, whose
+    reads step over the garbled page: its rows were listed lost, then a later recovery read
+    them back and they were delivered. The file is checked before a loss is declared."""
+    path = tmp_path / "outbox.db"
+    cabinet_backlog(path, clock)
+    garble_leaf(path, "metering_lane", index=3)
+    # Found while running: candidates to settle at the next welcome.
+    with Outbox(path, clock=clock) as box, pytest.raises(OutboxRecovered):
+        box.next_batch(10**6, 10**12)
+    garble_leaf(path, "metering_lane", index=8, seed=2)  # unnoticed at the next start
+    with Outbox(path, clock=clock) as box:
+        for _ in range(3):
+            try:
+                asked = box.held_after()
+                box.settle_losses(
+                    held=[], stored_sequence=0, hello_last=box.last_sequence, asked_after=asked
+                )
+                kept = everything(box)
+                break
+            except OutboxRecovered:
+                continue  # the link reconnects, and the next welcome settles
+    lost = listed_lost(kept)
+    assert lost and not lost & {e.sequence for e in kept}, "listed lost, and still here"
+
+
 @pytest.mark.parametrize("seed", range(12))
 def test_a_garbled_page_the_index_walk_steps_over_silently_is_still_listed_exactly(
     tmp_path: Path, clock: ManualClock, seed: int
