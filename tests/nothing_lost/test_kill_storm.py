@@ -162,10 +162,17 @@ def on_disk(state_dir: Path, scratch: Path) -> tuple[int, set[tuple[int, str]]]:
         return outbox.last_sequence, {(e.sequence, wire_fingerprint(e)) for e in held}
 
 
-def settle_files(state_dir: Path) -> None:
-    """Open and close the outbox as an agent start would (its log folded in)."""
-    with Outbox(state_dir / "outbox.sqlite", clock=ManualClock(START)):
-        pass
+def settle_files(state_dir: Path, ledger: Ledger, keep: Path) -> None:
+    """Open and close the outbox as an agent start would (its log folded in). If that
+    start finds the file damaged (an earlier fault) and recovers it, the journal says
+    what the recovery found and the file it set aside is kept in ``keep``."""
+    with Outbox(state_dir / "outbox.sqlite", clock=ManualClock(START)) as outbox:
+        report = outbox.recovered
+    if report is not None:
+        ledger.journal.append(f"recovered before the garble: {report.reason}")
+        keep.mkdir(parents=True, exist_ok=True)
+        for found in state_dir.glob("outbox.sqlite.corrupt*"):
+            shutil.copy2(found, keep / found.name)
 
 
 async def damage(
@@ -189,7 +196,7 @@ async def damage(
         # what the outbox holds now may have been listed lost since it was written.
         ledger.restorable |= held
     elif action == "garble":
-        settle_files(state)
+        settle_files(state, ledger, image.with_name(f"set-aside-{len(ledger.journal)}"))
         leaves = leaf_pages(state / "outbox.sqlite", "metering_lane")
         if len(leaves) > 2:
             garble_leaf(state / "outbox.sqlite", "metering_lane", rng.randrange(len(leaves)))
