@@ -39,9 +39,11 @@ its stream and reconnects); a recovery while running also records a ``storage.re
 alarm itself. An append that met the damage is retried on the new database: the event is
 not lost. Sequences that could not be read are kept as candidates until the orchestrator
 says which of them it holds (:meth:`Outbox.settle_losses`, :mod:`edge.storage.loss`); the
-rest are listed exactly in an ``outbox.gap`` alarm. When the last sequence itself was
-unreadable, the link calls :meth:`Outbox.raise_sequence_floor` with the orchestrator's
-stored sequence so new events are not mistaken for ones already stored.
+rest are listed exactly in an ``outbox.gap`` alarm. A recovery cut short by a kill is done
+again at the next start, from the set-aside file (a durable marker says it is unfinished).
+When the last sequence itself was unreadable, the link calls
+:meth:`Outbox.raise_sequence_floor` with the orchestrator's stored sequence so new events
+are not mistaken for ones already stored.
 
 Sent marks after a start: a disk that drops its last transactions (or a state directory
 restored from an image) can forget that events were sent, and the orchestrator may hold
@@ -98,7 +100,7 @@ from edge.storage.record import (
 )
 from edge.storage.salvage import Salvage, salvage
 from foundation.clock import Clock
-from foundation.files import private_directory, private_file
+from foundation.files import fsync_dir, private_directory, private_file, write_atomic
 from protos.ondijon.v1 import link_pb2
 
 _SCHEMA_VERSION = 1
@@ -240,15 +242,20 @@ class Outbox:
         self._started_after: int | None = None
         self._found_mark: int | None = None
         damage = None
-        try:
-            self._conn = self._open()
-            damage = _structure_damage(self._conn) if crashed else None
-            if damage is None:
-                self._load()
-        except sqlite3.DatabaseError as exc:
-            if not _damaged(exc):
-                raise
-            damage = f"database corrupt ({exc})"
+        if self._recovery_marker.exists():
+            # Killed while recovering: the damaged file is set aside and what was read
+            # from it may not be in the new one yet. Done again, from the set-aside file.
+            damage = "a recovery was interrupted (a kill or a power cut): done again"
+        else:
+            try:
+                self._conn = self._open()
+                damage = _structure_damage(self._conn) if crashed else None
+                if damage is None:
+                    self._load()
+            except sqlite3.DatabaseError as exc:
+                if not _damaged(exc):
+                    raise
+                damage = f"database corrupt ({exc})"
         if damage is not None:
             with contextlib.suppress(AttributeError, sqlite3.Error):
                 self._conn.close()
@@ -372,10 +379,27 @@ class Outbox:
                 os.replace(source, Path(f"{corrupt}{suffix}"))
         return corrupt
 
+    @property
+    def _recovery_marker(self) -> Path:
+        return Path(f"{self._path}.recovering")
+
     def _start_again(self, reason: str, *, known_last: int | None) -> StorageRecovery:
         """Set the damaged database aside and continue in a new one with every row that
-        could be read; returns the report (see the module docstring)."""
-        corrupt = self._set_aside()
+        could be read; returns the report (see the module docstring).
+
+        A kill at any point of it loses nothing: a marker is made durable before the file
+        is set aside and removed once the new one holds what was read; a start that finds
+        the marker does it again from the set-aside file (whatever new file it left is
+        dropped)."""
+        marker = self._recovery_marker
+        if marker.exists():
+            corrupt = Path(f"{self._path}.corrupt")
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                Path(f"{self._path}{suffix}").unlink(missing_ok=True)
+        else:
+            write_atomic(marker, reason.encode("utf-8", "replace")[:2000])
+            corrupt = self._set_aside()
+            fsync_dir(self._path.parent)
         found = Salvage(integrity="unreadable")
         with contextlib.suppress(sqlite3.Error, OSError):
             damaged = sqlite3.connect(corrupt, isolation_level=None, timeout=0.0)
@@ -421,6 +445,9 @@ class Outbox:
                 loss.normalise(candidates),
             )
         self._load()
+        # The new file holds what was read (committed): the recovery is done.
+        marker.unlink(missing_ok=True)
+        fsync_dir(self._path.parent)
         self._found_mark = found.start_mark
         if self._started_after is not None:  # running: the new file keeps the run's mark
             self._write_start_mark(self._started_after)

@@ -154,9 +154,8 @@ def on_disk(state_dir: Path, scratch: Path) -> tuple[int, set[tuple[int, str]]]:
     if scratch.exists():
         shutil.rmtree(scratch)
     scratch.mkdir()
-    for name in ("outbox.sqlite", "outbox.sqlite-wal"):
-        if (state_dir / name).exists():
-            shutil.copy2(state_dir / name, scratch / name)
+    for found in state_dir.glob("outbox.sqlite*"):  # a set-aside file and its marker too
+        shutil.copy2(found, scratch / found.name)
     with Outbox(scratch / "outbox.sqlite", clock=ManualClock(START)) as outbox:
         held = outbox.next_batch(10**9, 10**12)
         return outbox.last_sequence, {(e.sequence, wire_fingerprint(e)) for e in held}

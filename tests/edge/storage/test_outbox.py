@@ -473,6 +473,38 @@ def test_a_page_garbled_under_a_running_outbox_costs_that_page_and_is_listed_exa
     assert (tmp_path / "outbox.db.corrupt").exists()
 
 
+class Killed(BaseException):
+    """The process dies here (nothing after it runs, nothing catches it)."""
+
+
+def test_a_kill_during_a_recovery_loses_nothing_it_had_read(
+    tmp_path: Path, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The long storm's "hello said 0": an agent killed while it salvaged a damaged outbox
+    (a large one takes seconds) left the file set aside and no new one; the next start
+    began an empty outbox, and every pending event was lost, none listed. A start that
+    finds the recovery unfinished does it again from the set-aside file."""
+    path = tmp_path / "outbox.db"
+    alarms, metering = cabinet_backlog(path, clock)
+    garble_leaf(path, "metering_lane", index=3)
+
+    def killed(*_: object, **__: object) -> None:
+        raise Killed
+
+    box = Outbox(path, clock=clock)
+    monkeypatch.setattr("edge.storage.outbox.salvage", killed)
+    with pytest.raises(Killed):  # the damage is met, and the recovery dies in its salvage
+        box.next_batch(10**6, 10**12)
+    monkeypatch.undo()
+    with Outbox(path, clock=clock) as box:
+        assert box.recovered is not None and "interrupted" in box.recovered.reason
+        kept = {e.sequence for e in everything(box)}
+        last = box.last_sequence
+    assert set(alarms) <= kept
+    assert 0 < len((set(alarms) | set(metering)) - kept) < 100, "one page lost, not the outbox"
+    assert last >= max(metering)  # numbering goes on
+
+
 def test_a_loss_is_not_settled_on_a_file_damaged_since_unnoticed(
     tmp_path: Path, clock: ManualClock
 ) -> None:
