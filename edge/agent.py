@@ -173,7 +173,7 @@ class Agent:
         if self.outbox.recovered is not None:
             # Set aside and started empty: what it held is lost and the control centre must
             # hear of it; the link renumbers what is recorded until it learns the floor.
-            self.link.outbox_lost()
+            self.link.outbox_lost(self.outbox.recovered)
             self._recoveries.append(self.outbox.recovered)
         # The owner of every task of the agent, those started later included.
         self.supervisor = Supervisor(clock, self._task_failed)
@@ -302,18 +302,22 @@ class Agent:
         self._write([event])
 
     def _write(self, events: list[EquipmentEvent]) -> None:
-        """Append ``events`` (one transaction) after whatever a full disk held back; on a
-        disk failure hold them instead (:mod:`edge.storage.unwritten`): never raise it into
-        the controller that recorded them, the street must not notice."""
+        """Append ``events`` (one transaction if one append takes them) after whatever a
+        full disk held back; on a disk failure hold them instead
+        (:mod:`edge.storage.unwritten`): never raise it into the controller that recorded
+        them, the street must not notice."""
         now = self.clock.now()
         if self.unwritten.failing_since is not None and not self._write_held(now):
             self.unwritten.hold(events, "still failing", now)
             return
-        try:
-            self.outbox.append_many(events)
-        except DISK_FAILURES as exc:
-            self.unwritten.hold(events, str(exc), now)
-            return
+        # One transaction (one fsync) unless the batch is bigger than one append takes.
+        parts = self.outbox.parts(events)
+        for i, part in enumerate(parts):
+            try:
+                self.outbox.append_many(part)
+            except DISK_FAILURES as exc:
+                self.unwritten.hold([e for p in parts[i:] for e in p], str(exc), now)
+                break
         self.link.events_recorded()
 
     def _write_held(self, now: datetime) -> bool:
@@ -322,7 +326,7 @@ class Agent:
         held = self.unwritten.held
         try:
             while held:
-                chunk = held[:100]
+                chunk = self.outbox.parts(held[:100])[0]
                 self.outbox.append_many(chunk)
                 del held[: len(chunk)]
                 self.link.events_recorded()

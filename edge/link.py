@@ -117,6 +117,7 @@ class OutboxPort(Protocol):
         stored_sequence: int,
         hello_last: int,
         asked_after: int | None = None,
+        listed_lost: Iterable[tuple[int, int]] = (),
     ) -> Settlement: ...
 
     def reissue(
@@ -205,14 +206,14 @@ class GatewayLinkClient:
         self._changed[state.device_id] = state
         self._state_dirty.set()
 
-    def outbox_lost(self) -> None:
+    def outbox_lost(self, report: StorageRecovery) -> None:
         """The outbox was found damaged on start and set aside: the local alarm.
 
         What the loss was, and the renumbering of events recorded over numbers the lost
         outbox gave, are settled at the next welcome; the outbox keeps what that needs on
         disk, so a restart before it changes nothing.
         """
-        self._storage_alarm("the outbox was damaged on start and set aside")
+        self._storage_alarm(f"the outbox was damaged on start and set aside: {report.reason}")
 
     def renumber_after_loss(self, stored_sequence: int) -> int:
         """Honour the marker an earlier agent version left when it set its outbox aside
@@ -408,6 +409,7 @@ class _Session:
             stored_sequence=welcome.stored_sequence,
             hello_last=self.hello_last,
             asked_after=self.asked_after,
+            listed_lost=[(r.first, r.last) for r in welcome.listed_lost_after],
         )
         if settlement.lost or settlement.rewound:
             log.warning(

@@ -31,6 +31,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
+from domain.sequences import Ranges as Ranges
+from domain.sequences import normalise as normalise
 from edge.events import EquipmentEvent, Priority
 from edge.storage.overflow import (
     GAP_DEVICE_ID,
@@ -41,20 +43,8 @@ from edge.storage.overflow import (
 )
 from protos.ondijon.v1 import link_pb2
 
-Ranges = list[tuple[int, int]]
 # The end of a candidate range whose extent is unknown.
 OPEN_END = 2**63 - 1
-
-
-def normalise(ranges: Iterable[tuple[int, int]]) -> Ranges:
-    """Sorted, disjoint, non-adjacent inclusive ranges covering the same sequences."""
-    merged: Ranges = []
-    for first, last in sorted((a, b) for a, b in ranges if a <= b):
-        if merged and first <= merged[-1][1] + 1:
-            merged[-1] = (merged[-1][0], max(merged[-1][1], last))
-        else:
-            merged.append((first, last))
-    return merged
 
 
 def subtract(ranges: Iterable[tuple[int, int]], minus: Iterable[tuple[int, int]]) -> Ranges:
@@ -192,4 +182,26 @@ def corrected_gap(
         corrected.message = (
             f"outbox full: dropped {removed} event(s), all of which the orchestrator held"
         )
+    return corrected
+
+
+def given_again(
+    event: link_pb2.Event, provisional: Ranges, fresh: tuple[int, int]
+) -> link_pb2.Event:
+    """``event`` (a gap event not yet sent) listing ``fresh`` numbers instead of the
+    ``provisional`` ones it listed: events numbered after a disk went back, dropped for
+    room before the welcome showed those numbers name other events (an agent's lost life
+    gave them). The old numbers stay in ``numbered_before``, for the record."""
+    listed = subtract(gap_listed(event), provisional)
+    corrected = link_pb2.Event()
+    corrected.CopyFrom(event)
+    now_listed = normalise([*listed, fresh])
+    corrected.attributes["sequences"] = sequence_list(now_listed)
+    corrected.attributes["first_sequence"] = str(now_listed[0][0])
+    corrected.attributes["last_sequence"] = str(now_listed[-1][1])
+    corrected.attributes["numbered_before"] = sequence_list(provisional)
+    corrected.message += (
+        f" (numbered again: {sequence_list(provisional)} were taken by events of an older"
+        " state of this outbox)"
+    )
     return corrected

@@ -39,9 +39,11 @@ its stream and reconnects); a recovery while running also records a ``storage.re
 alarm itself. An append that met the damage is retried on the new database: the event is
 not lost. Sequences that could not be read are kept as candidates until the orchestrator
 says which of them it holds (:meth:`Outbox.settle_losses`, :mod:`edge.storage.loss`); the
-rest are listed exactly in an ``outbox.gap`` alarm. When the last sequence itself was
-unreadable, the link calls :meth:`Outbox.raise_sequence_floor` with the orchestrator's
-stored sequence so new events are not mistaken for ones already stored.
+rest are listed exactly in an ``outbox.gap`` alarm. A recovery cut short by a kill is done
+again at the next start, from the set-aside file (a durable marker says it is unfinished).
+When the last sequence itself was unreadable, the link calls
+:meth:`Outbox.raise_sequence_floor` with the orchestrator's stored sequence so new events
+are not mistaken for ones already stored.
 
 Sent marks after a start: a disk that drops its last transactions (or a state directory
 restored from an image) can forget that events were sent, and the orchestrator may hold
@@ -51,6 +53,15 @@ event that lists one of them (dropped for room before the welcome) is corrected 
 answer, and :meth:`Outbox.settle_losses` raises the marks over what it holds (over
 everything up to its stored sequence when the answer is incomplete or the outbox went
 back), so that none is dropped afterwards.
+
+Numbers given again: after a disk went back, a run numbers new events from the last
+sequence it finds, numbers the lost run had given too (to events the orchestrator stores,
+or that a gap event of that run listed as lost). The last sequence found at a start is
+kept on disk until a welcome (across runs that end before one); the first hello asks what
+the orchestrator holds above it, and if the orchestrator heard of any number above it, the
+events numbered since are numbered again past what it heard of, and the numbers they leave
+that it does not hold are listed in an ``outbox.gap`` alarm (the lost run's events under
+them are gone), with an ``outbox.rewound`` alarm: one number never names two events.
 """
 
 from __future__ import annotations
@@ -89,7 +100,7 @@ from edge.storage.record import (
 )
 from edge.storage.salvage import Salvage, salvage
 from foundation.clock import Clock
-from foundation.files import private_directory, private_file
+from foundation.files import fsync_dir, private_directory, private_file, write_atomic
 from protos.ondijon.v1 import link_pb2
 
 _SCHEMA_VERSION = 1
@@ -128,10 +139,10 @@ def _log_left(path: Path) -> bool:
 def _structure_damage(conn: sqlite3.Connection) -> str | None:
     """What ``PRAGMA quick_check`` finds wrong with the file, or None.
 
-    Run after a crash only: a disk that lost log frames the checkpoint had already copied
-    into the database leaves pages of two commits side by side (rows above the last
-    sequence, out of key order), which no ordinary query reports and every later one
-    trusts. One read of the file, at start.
+    Run after a crash (a disk that lost log frames the checkpoint had already copied into
+    the database leaves pages of two commits side by side, rows above the last sequence,
+    out of key order, which no ordinary query reports and every later one trusts; one read
+    of the file, at start), and before a loss is settled.
     """
     lines = [str(r[0]) for r in conn.execute("PRAGMA quick_check(5)")]
     if lines == ["ok"]:
@@ -140,8 +151,6 @@ def _structure_damage(conn: sqlite3.Connection) -> str | None:
 
 
 _SENT_READ = "SELECT value FROM meta WHERE key = 'sent.{lane}'"
-# The last sequence found at the first start since a welcome (-1: the last run was welcomed).
-_START_MARK = "unwelcomed_after"
 
 
 def _sql(template: str, priority: Priority) -> str:
@@ -233,15 +242,20 @@ class Outbox:
         self._started_after: int | None = None
         self._found_mark: int | None = None
         damage = None
-        try:
-            self._conn = self._open()
-            damage = _structure_damage(self._conn) if crashed else None
-            if damage is None:
-                self._load()
-        except sqlite3.DatabaseError as exc:
-            if not _damaged(exc):
-                raise
-            damage = f"database corrupt ({exc})"
+        if self._recovery_marker.exists():
+            # Killed while recovering: the damaged file is set aside and what was read
+            # from it may not be in the new one yet. Done again, from the set-aside file.
+            damage = "a recovery was interrupted (a kill or a power cut): done again"
+        else:
+            try:
+                self._conn = self._open()
+                damage = _structure_damage(self._conn) if crashed else None
+                if damage is None:
+                    self._load()
+            except sqlite3.DatabaseError as exc:
+                if not _damaged(exc):
+                    raise
+                damage = f"database corrupt ({exc})"
         if damage is not None:
             with contextlib.suppress(AttributeError, sqlite3.Error):
                 self._conn.close()
@@ -268,7 +282,7 @@ class Outbox:
         no link): :meth:`settle_losses` then numbers those events again past what the
         orchestrator heard of, and lists the numbers they leave that it does not hold.
         """
-        mark = self._scalar(f"SELECT value FROM meta WHERE key = '{_START_MARK}'")
+        mark = self._scalar("SELECT value FROM meta WHERE key = 'unwelcomed_after'")
         if mark < 0 and self._found_mark is not None:
             mark = self._found_mark  # the file was set aside: its mark, if it could be read
         self._started_after = min(mark, self._last) if mark >= 0 else self._last
@@ -278,7 +292,7 @@ class Outbox:
     def _write_start_mark(self, after: int | None) -> None:
         with self._transaction():
             self._conn.execute(
-                f"UPDATE meta SET value = ? WHERE key = '{_START_MARK}'",
+                "UPDATE meta SET value = ? WHERE key = 'unwelcomed_after'",
                 (-1 if after is None else after,),
             )
 
@@ -322,7 +336,8 @@ class Outbox:
             )
             conn.execute("INSERT OR IGNORE INTO meta VALUES ('last_sequence', 0)")
             conn.execute("INSERT OR IGNORE INTO meta VALUES ('lost_open_from', 0)")
-            conn.execute(f"INSERT OR IGNORE INTO meta VALUES ('{_START_MARK}', -1)")
+            # The last sequence found at the first start since a welcome (-1: welcomed since).
+            conn.execute("INSERT OR IGNORE INTO meta VALUES ('unwelcomed_after', -1)")
             # Sequences that may have been lost to damage, until the orchestrator says.
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS lost (first INTEGER PRIMARY KEY, last INTEGER NOT NULL)"
@@ -364,10 +379,27 @@ class Outbox:
                 os.replace(source, Path(f"{corrupt}{suffix}"))
         return corrupt
 
+    @property
+    def _recovery_marker(self) -> Path:
+        return Path(f"{self._path}.recovering")
+
     def _start_again(self, reason: str, *, known_last: int | None) -> StorageRecovery:
         """Set the damaged database aside and continue in a new one with every row that
-        could be read; returns the report (see the module docstring)."""
-        corrupt = self._set_aside()
+        could be read; returns the report (see the module docstring).
+
+        A kill at any point of it loses nothing: a marker is made durable before the file
+        is set aside and removed once the new one holds what was read; a start that finds
+        the marker does it again from the set-aside file (whatever new file it left is
+        dropped)."""
+        marker = self._recovery_marker
+        if marker.exists():
+            corrupt = Path(f"{self._path}.corrupt")
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                Path(f"{self._path}{suffix}").unlink(missing_ok=True)
+        else:
+            write_atomic(marker, reason.encode("utf-8", "replace")[:2000])
+            corrupt = self._set_aside()
+            fsync_dir(self._path.parent)
         found = Salvage(integrity="unreadable")
         with contextlib.suppress(sqlite3.Error, OSError):
             damaged = sqlite3.connect(corrupt, isolation_level=None, timeout=0.0)
@@ -413,6 +445,9 @@ class Outbox:
                 loss.normalise(candidates),
             )
         self._load()
+        # The new file holds what was read (committed): the recovery is done.
+        marker.unlink(missing_ok=True)
+        fsync_dir(self._path.parent)
         self._found_mark = found.start_mark
         if self._started_after is not None:  # running: the new file keeps the run's mark
             self._write_start_mark(self._started_after)
@@ -505,6 +540,25 @@ class Outbox:
             return self._append(records, incoming)
         except OutboxRecovered:
             return self._append(records, incoming)  # on the new database: nothing lost
+
+    def parts(self, events: Sequence[EquipmentEvent]) -> list[list[EquipmentEvent]]:
+        """``events`` split, in order, into as few appends as :meth:`append_many` takes (a
+        monitoring pass that caught up on several intervals after the loop was held up or
+        the clock stepped can exceed one).
+
+        Raises:
+            OutboxError: an event is malformed (the field is named).
+        """
+        parts: list[list[EquipmentEvent]] = [[]]
+        size = 0
+        for i, event in enumerate(events):
+            estimate = record(event, f"events[{i}]").estimate
+            if parts[-1] and size + estimate > self._limits.max_append_bytes:
+                parts.append([])
+                size = 0
+            parts[-1].append(event)
+            size += estimate
+        return [part for part in parts if part]
 
     def _append(self, records: list[Record], incoming: int) -> list[int]:
         with self._lock, self._guard("append"):
@@ -780,6 +834,26 @@ class Outbox:
                     found.append((priority, event, ranges))
         return found
 
+    def _renumber_dropped(self, started_after: int, stored: int) -> None:
+        """The disk went back (see :meth:`_note_start`): what this run numbered and then
+        dropped for room before the welcome is listed under fresh numbers past ``stored``
+        (the numbers it had name the lost life's events), in the same transaction."""
+        last = max(self._last, stored)
+        for priority, event, ranges in self._unsent_gaps():
+            provisional = loss.subtract(ranges, [(0, started_after)])
+            if not provisional:
+                continue
+            fresh = (last + 1, last + loss.count(provisional))
+            last = fresh[1]
+            corrected = loss.given_again(event, provisional, fresh)
+            self._conn.execute(
+                _sql("UPDATE {lane} SET body = ? WHERE seq = ?", priority),
+                (corrected.SerializeToString(), event.sequence),
+            )
+        if last > self._last:
+            self._conn.execute("UPDATE meta SET value = ? WHERE key = 'last_sequence'", (last,))
+            self._last = last
+
     def _correct_gaps(self, held: list[tuple[int, int]], known_above: int) -> None:
         """Take out of the unsent gap events what the orchestrator says it holds."""
         for priority, event, _ in self._unsent_gaps():
@@ -797,6 +871,7 @@ class Outbox:
         stored_sequence: int,
         hello_last: int,
         asked_after: int | None = None,
+        listed_lost: Iterable[tuple[int, int]] = (),
     ) -> loss.Settlement:
         """At a welcome: record exactly what was lost and number new events past what the
         orchestrator holds.
@@ -813,19 +888,24 @@ class Outbox:
             stored_sequence: ``Welcome.stored_sequence``.
             hello_last: the last sequence said in the hello.
             asked_after: ``Hello.held_after`` (by default, ``hello_last``).
+            listed_lost: ``Welcome.listed_lost_after``: what gap events the orchestrator
+                holds list as lost already (not listed again).
         """
         with self._lock, self._guard("settle losses"):
             after = hello_last if asked_after is None else asked_after
+            started_after = self._started_after
+            went_back = started_after is not None and stored_sequence > started_after
             if held is not None:
                 held = list(held)
                 with self._transaction():
+                    if went_back:
+                        assert started_after is not None
+                        self._renumber_dropped(started_after, stored_sequence)
                     self._correct_gaps(held, after)
             self._trust_marks(held, stored_sequence, hello_last, after)
             candidates = [(int(a), int(b)) for a, b in self._conn.execute("SELECT * FROM lost")]
             damaged = bool(candidates)
             open_from = self._scalar("SELECT value FROM meta WHERE key = 'lost_open_from'")
-            started_after = self._started_after
-            went_back = started_after is not None and stored_sequence > started_after
             if went_back:
                 assert started_after is not None
                 # The orchestrator heard of numbers above the start: the disk went back, and
@@ -845,6 +925,14 @@ class Outbox:
             if not candidates and stored_sequence <= hello_last:
                 self._welcomed()
                 return loss.Settlement(lost=[], rewound=False)  # the usual welcome
+            if candidates and held is not None:
+                # What is pending is read from this file: before anything is declared
+                # lost, the file must be sound (a garbled page is stepped over silently
+                # by the reads below, and its rows would be listed lost though a
+                # recovery still reads them).
+                damage = _structure_damage(self._conn)
+                if damage is not None:
+                    raise sqlite3.DatabaseError(f"database disk image is malformed: {damage}")
             later: loss.Ranges = []  # candidates the answer did not reach: asked again
             if held is None:
                 settlement = loss.Settlement(lost=[], rewound=False)
@@ -852,7 +940,7 @@ class Outbox:
                 wanted = [*candidates, (hello_last + 1, max(hello_last, stored_sequence))]
                 settlement = loss.settle(
                     candidates,
-                    held=held,
+                    held=loss.normalise([*held, *listed_lost]),
                     pending=self._pending_in(wanted, below=open_from or None),
                     last_sequence=hello_last,
                     stored_sequence=stored_sequence,

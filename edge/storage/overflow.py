@@ -29,11 +29,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+# The gap events' wire format lives in domain.sequences (the orchestrator reads it too).
+from domain.sequences import GAP_EVENT_TYPE as GAP_EVENT_TYPE
+from domain.sequences import parse_sequence_list as parse_sequence_list
+from domain.sequences import sequence_list as sequence_list
 from edge.events import EquipmentEvent, Priority
 from edge.storage.errors import OutboxError
 
 MIB = 1024 * 1024
-GAP_EVENT_TYPE = "outbox.gap"
 GAP_DEVICE_ID = "outbox"
 # Ranges listed in one gap event; more are split over several events (each complete).
 MAX_LISTED_RANGES = 64
@@ -111,20 +114,6 @@ def sequence_ranges(sequences: Iterable[int]) -> list[tuple[int, int]]:
             ranges[-1] = (ranges[-1][0], seq)
         else:
             ranges.append((seq, seq))
-    return ranges
-
-
-def sequence_list(ranges: Iterable[tuple[int, int]]) -> str:
-    """How gap events list sequences: ``[(1, 3), (7, 7)] -> "1-3,7"``."""
-    return ",".join(f"{a}-{b}" if a != b else str(a) for a, b in ranges)
-
-
-def parse_sequence_list(text: str) -> list[tuple[int, int]]:
-    """The ranges of a :func:`sequence_list` (for readers of gap events)."""
-    ranges = []
-    for part in filter(None, text.split(",")):
-        first, _, last = part.partition("-")
-        ranges.append((int(first), int(last or first)))
     return ranges
 
 

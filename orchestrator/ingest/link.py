@@ -32,8 +32,10 @@ from datetime import datetime
 from typing import Protocol
 
 import grpc
+from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from domain.sequences import GAP_EVENT_TYPE, normalise, parse_sequence_list
 from foundation.clock import Clock
 from foundation.escaping import escape
 from orchestrator.access.certificates import Certificates
@@ -75,6 +77,17 @@ log = logging.getLogger("ondijon.orchestrator.link")
 PROTOCOL_REVISION = 1
 # Ranges listed in a welcome's held_after, at most (a backlog is a few contiguous runs).
 MAX_HELD_RANGES = 10_000
+
+
+def listed_lost_after(gap_payloads: Iterable[bytes], after: int) -> list[tuple[int, int]]:
+    """The sequences above ``after`` that stored gap events list as lost, merged; a gap
+    event whose list cannot be read counts for nothing (the agent then lists again)."""
+    listed: list[tuple[int, int]] = []
+    for payload in gap_payloads:
+        with contextlib.suppress(ValueError, DecodeError):
+            event = link_pb2.Event.FromString(payload)
+            listed += parse_sequence_list(event.attributes.get("sequences", ""))
+    return [(max(a, after + 1), b) for a, b in normalise(listed) if b > after]
 
 
 def _conflicting(
@@ -408,7 +421,9 @@ class _Conversation:
         held = [HeldRecord(h.kind, h.version, h.digest) for h in hello.held]
         gateway_id = self.gateway_id
 
-        def record(conn: Connection) -> tuple[int, int, list[tuple[int, int]]]:
+        def record(
+            conn: Connection,
+        ) -> tuple[int, int, list[tuple[int, int]], list[tuple[int, int]]]:
             store.record_hello(
                 conn,
                 gateway_id,
@@ -421,15 +436,20 @@ class _Conversation:
             self.router.stream_opened(conn, self.session)
             # An agent that lost part of its outbox asks what is held above a sequence, to
             # say exactly which events are gone (usually nothing: one index probe).
-            listed = (
-                store.held_ranges(conn, gateway_id, after=hello.held_after, limit=MAX_HELD_RANGES)
-                if hello.list_held_after
-                else []
-            )
+            listed, lost = [], []
+            if hello.list_held_after:
+                listed = store.held_ranges(
+                    conn, gateway_id, after=hello.held_after, limit=MAX_HELD_RANGES
+                )
+                # And what its gap events say is lost already: not to be listed again.
+                gaps = store.event_payloads_of_type(
+                    conn, gateway_id, GAP_EVENT_TYPE, after=hello.held_after
+                )
+                lost = listed_lost_after(gaps, hello.held_after)[:MAX_HELD_RANGES]
             stored = store.stored_sequence(conn, gateway_id)
-            return stored, store.last_report_seq(conn, gateway_id), listed
+            return stored, store.last_report_seq(conn, gateway_id), listed, lost
 
-        stored, self.report_seq, held_after = await self.runner.write(record)
+        stored, self.report_seq, held_after, lost_after = await self.runner.write(record)
         self.session.registered = True
         # Start from a folded snapshot, knowing which devices it holds.
         self.devices = DeviceLog(
@@ -449,6 +469,9 @@ class _Conversation:
                     event_window=self.pending.window,
                     held_after=[link_pb2.SequenceRange(first=a, last=b) for a, b in held_after],
                     held_after_listed=hello.list_held_after,
+                    listed_lost_after=[
+                        link_pb2.SequenceRange(first=a, last=b) for a, b in lost_after
+                    ],
                 )
             )
         )

@@ -120,6 +120,20 @@ class EventTables(Tables):
         )
         return [(int(a), int(b)) for a, b in rows]
 
+    def event_payloads_of_type(
+        self, conn: sa.Connection, gateway_id: str, event_type: str, *, after: int
+    ) -> list[bytes]:
+        """The stored payloads of ``gateway_id``'s events of ``event_type`` numbered above
+        ``after``, in sequence order (the gap events an agent's welcome reads)."""
+        rows = conn.execute(
+            sa.select(events.c.payload)
+            .where(events.c.gateway_id == gateway_id)
+            .where(events.c.type == event_type)
+            .where(events.c.sequence > after)
+            .order_by(events.c.sequence)
+        )
+        return [bytes(r.payload) for r in rows]
+
     def events_received_since(
         self, conn: sa.Connection, since: datetime, *, limit: int
     ) -> list[EventRecord]:

@@ -81,7 +81,8 @@ def wire_fingerprint(event: link_pb2.Event) -> str:
 
 
 def report_appends(agent: Agent) -> None:
-    """Print each durable append's sequences and fingerprints once the append returned."""
+    """Print each durable append's sequences and fingerprints once the append returned
+    (``R sequence fingerprint``), and where each renumbering moved an event (``C old new``)."""
     outbox = agent.outbox
     append_many = outbox.append_many
 
@@ -94,6 +95,21 @@ def report_appends(agent: Agent) -> None:
         return sequences
 
     outbox.append_many = reporting  # type: ignore[method-assign]
+    reissue = outbox.reissue
+
+    def reporting_reissue(
+        ranges: Iterable[tuple[int, int]], *, conflict: bool = False
+    ) -> list[int]:
+        # Which numbers were moved where (a copy keeps its event: the ledger follows it).
+        ranges = list(ranges)
+        with outbox._lock:
+            moved = [s for a, b in outbox._pending_in(ranges, below=None) for s in range(a, b + 1)]
+            new = reissue(ranges, conflict=conflict)
+        sys.stdout.write("".join(f"C {o} {n}\n" for o, n in zip(moved, new, strict=True)))
+        sys.stdout.flush()
+        return new
+
+    outbox.reissue = reporting_reissue  # type: ignore[method-assign]
 
 
 def simulated_lamp(agent: Agent, device_id: str) -> SimulatedLamp:

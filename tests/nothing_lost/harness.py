@@ -65,6 +65,8 @@ class AgentProcess:
         self.speed = speed
         self.options = options
         self.promised: dict[int, str] = {}
+        # What it reported, in order: ("R", sequence, fingerprint), ("C", new, old).
+        self.reported: list[tuple[str, int, str]] = []
         self.pending = -1  # events in the outbox, as last reported
         self.last_sequence = -1
         self.ready = asyncio.Event()
@@ -88,7 +90,7 @@ class AgentProcess:
             argv += [f"--{name.replace('_', '-')}", value]
         env = dict(os.environ, GPIOZERO_PIN_FACTORY="mock", PYTHONUNBUFFERED="1")
         self.started_monotonic = asyncio.get_running_loop().time()
-        # The agent's log goes to a file beside its configuration (every run appended): a
+        # The agent's log goes to a file beside its state directory (every run appended): a
         # pipe nobody reads would stall a talkative agent, and a failed storm is read after.
         with self.log_path.open("ab") as log:
             self.process = await asyncio.create_subprocess_exec(
@@ -111,6 +113,9 @@ class AgentProcess:
                 sequence = int(parts[1])
                 assert sequence not in self.promised, f"sequence {sequence} given twice"
                 self.promised[sequence] = parts[2].decode()
+                self.reported.append(("R", sequence, parts[2].decode()))
+            elif parts[0] == b"C":
+                self.reported.append(("C", int(parts[2]), parts[1].decode()))
             elif parts[0] == b"P":
                 self.pending, self.last_sequence = int(parts[1]), int(parts[2])
             elif parts[0] == b"READY":
@@ -118,7 +123,8 @@ class AgentProcess:
 
     @property
     def log_path(self) -> Path:
-        return self.config.parent / "agent-stderr.log"
+        # Beside the state directory, not in it: a restored image would put an old log back.
+        return self.config.parent.with_name(f"{self.config.parent.name}-stderr.log")
 
     async def _stderr(self) -> str:
         assert self.process is not None
@@ -394,13 +400,14 @@ async def gateway(city: City, gateway_id: str) -> control_pb2.Gateway:
     return response.gateway
 
 
-def listed_lost(events: Iterable[link_pb2.Event]) -> set[int]:
-    """Every sequence the ``outbox.gap`` events among ``events`` list as lost."""
+def listed_lost(events: Iterable[link_pb2.Event], attribute: str = "sequences") -> set[int]:
+    """Every sequence the ``outbox.gap`` events among ``events`` list as lost (with
+    ``attribute="numbered_before"``: the numbers they listed before the welcome moved them)."""
     return {
         sequence
         for e in events
         if e.type == GAP_EVENT_TYPE
-        for first, last in parse_sequence_list(e.attributes["sequences"])
+        for first, last in parse_sequence_list(e.attributes.get(attribute, ""))
         for sequence in range(first, last + 1)
     }
 

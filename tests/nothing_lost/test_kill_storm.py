@@ -22,8 +22,12 @@ At the end the agent drains with no more faults, and every sequence is accounted
   recovery, a renumbered copy of a promised one), or one made durable by an append that a
   kill interrupted before it could report it (at most one append per kill);
 - every promise is stored under its sequence, or listed in an ``outbox.gap`` event, or
-  renumbered after a conflict; only a promise the disk itself destroyed (given after the
-  point a cut log or an older image went back to, and never delivered) may be missing;
+  renumbered (after a conflict, or at the welcome after the disk went back: the driver
+  reports where each copy went, and a copy may in turn be listed lost), or, dropped for
+  room before that welcome, listed under a fresh number (the gap event keeps the old one
+  in ``numbered_before``); only a promise the disk itself destroyed (given, or copied,
+  after the point a cut log or an older image went back to, and never delivered) may be
+  missing;
 - no sequence is both stored and listed as lost, and every sequence missing below the
   highest stored one is listed. One exception, counted apart: an event listed lost (a
   damaged file could no longer give it back, or it was dropped for room) that the disk
@@ -90,44 +94,84 @@ class Ledger:
     """What the agent promised, and what its disk may have destroyed since."""
 
     promised: dict[int, set[str]] = field(default_factory=dict)
-    # Every promise in the order the runs made them (numbers can be given again).
+    # Every promise and renumbered copy in the order the runs made them (numbers can be
+    # given again).
     order: list[tuple[int, str]] = field(default_factory=list)
+    # What happened, round by round (written beside the storm for a failure's reader).
+    journal: list[str] = field(default_factory=list)
+    runs: int = 0
+    promises_by_run: list[tuple[int, int, str]] = field(default_factory=list)
+    # The event each number was last given to, and where renumberings moved each
+    # (number, fingerprint): a copy keeps its event, and may then be dropped or lost.
+    at_number: dict[int, str] = field(default_factory=dict)
+    copies: dict[tuple[int, str], int] = field(default_factory=dict)
+    copied: dict[int, set[str]] = field(default_factory=dict)
     # How many promises had been made when the image was taken.
     image_at: int = 0
     at_risk: set[tuple[int, str]] = field(default_factory=set)
-    # Promises an image held when it was taken: put back, it may give them back.
+    # What the outbox held when the image was taken (sequence, fingerprint; renumbered
+    # copies too): put back, it gives them back.
     imaged: set[tuple[int, str]] = field(default_factory=set)
+    # What a disk gave back when it went back (the exception counted apart).
     restorable: set[tuple[int, str]] = field(default_factory=set)
     faults: Counter[str] = field(default_factory=Counter)
 
     def take(self, run: AgentProcess) -> None:
-        for sequence, fp in run.promised.items():
-            self.promised.setdefault(sequence, set()).add(fp)
-            self.order.append((sequence, fp))
+        for kind, sequence, what in run.reported:
+            if kind == "R":
+                self.promised.setdefault(sequence, set()).add(what)
+                self.order.append((sequence, what))
+                self.at_number[sequence] = what
+            elif (fp := self.at_number.get(int(what))) is not None:
+                self.copies[(int(what), fp)] = sequence
+                self.copied.setdefault(sequence, set()).add(fp)
+                self.order.append((sequence, fp))
+                self.at_number[sequence] = fp
+        if run.promised:
+            self.journal.append(
+                f"run {self.runs} promised {len(run.promised)}:"
+                f" {min(run.promised)}..{max(run.promised)}"
+            )
+            self.promises_by_run += [(self.runs, s, fp) for s, fp in run.promised.items()]
+        self.runs += 1
 
     def disk_went_back_to(self, last: int) -> None:
         """The outbox now ends at ``last``: what was promised above it may be gone."""
-        for sequence, fps in self.promised.items():
-            if sequence > last:
-                self.at_risk |= {(sequence, fp) for fp in fps}
+        for given in (self.promised, self.copied):
+            for sequence, fps in given.items():
+                if sequence > last:
+                    self.at_risk |= {(sequence, fp) for fp in fps}
 
 
 def outbox_last(state_dir: Path, scratch: Path) -> int:
     """The last sequence the next agent will find (opened on a copy, as it would)."""
+    return on_disk(state_dir, scratch)[0]
+
+
+def on_disk(state_dir: Path, scratch: Path) -> tuple[int, set[tuple[int, str]]]:
+    """What the next agent will find (opened on a copy, as it would): the last sequence,
+    and every event the outbox holds, as (sequence, fingerprint), renumbered copies too."""
     if scratch.exists():
         shutil.rmtree(scratch)
     scratch.mkdir()
-    for name in ("outbox.sqlite", "outbox.sqlite-wal"):
-        if (state_dir / name).exists():
-            shutil.copy2(state_dir / name, scratch / name)
+    for found in state_dir.glob("outbox.sqlite*"):  # a set-aside file and its marker too
+        shutil.copy2(found, scratch / found.name)
     with Outbox(scratch / "outbox.sqlite", clock=ManualClock(START)) as outbox:
-        return outbox.last_sequence
+        held = outbox.next_batch(10**9, 10**12)
+        return outbox.last_sequence, {(e.sequence, wire_fingerprint(e)) for e in held}
 
 
-def settle_files(state_dir: Path) -> None:
-    """Open and close the outbox as an agent start would (its log folded in)."""
-    with Outbox(state_dir / "outbox.sqlite", clock=ManualClock(START)):
-        pass
+def settle_files(state_dir: Path, ledger: Ledger, keep: Path) -> None:
+    """Open and close the outbox as an agent start would (its log folded in). If that
+    start finds the file damaged (an earlier fault) and recovers it, the journal says
+    what the recovery found and the file it set aside is kept in ``keep``."""
+    with Outbox(state_dir / "outbox.sqlite", clock=ManualClock(START)) as outbox:
+        report = outbox.recovered
+    if report is not None:
+        ledger.journal.append(f"recovered before the garble: {report.reason}")
+        keep.mkdir(parents=True, exist_ok=True)
+        for found in state_dir.glob("outbox.sqlite.corrupt*"):
+            shutil.copy2(found, keep / found.name)
 
 
 async def damage(
@@ -144,20 +188,23 @@ async def damage(
         wal = state / "outbox.sqlite-wal"
         if wal.exists() and wal.stat().st_size > 32:
             cut_wal(wal, page_size(state / "outbox.sqlite"), rng.randint(1, 3))
-        ledger.disk_went_back_to(outbox_last(state, scratch))
+        last, held = on_disk(state, scratch)
+        ledger.disk_went_back_to(last)
+        ledger.journal.append(f"log cut: the outbox ends at {last}")
         # The log cut undid the last commits, those that dropped rows for room with them:
-        # whatever was promised so far may be back on disk.
-        ledger.restorable |= {(s, fp) for s, fps in ledger.promised.items() for fp in fps}
+        # what the outbox holds now may have been listed lost since it was written.
+        ledger.restorable |= held
     elif action == "garble":
-        settle_files(state)
+        settle_files(state, ledger, image.with_name(f"set-aside-{len(ledger.journal)}"))
         leaves = leaf_pages(state / "outbox.sqlite", "metering_lane")
         if len(leaves) > 2:
             garble_leaf(state / "outbox.sqlite", "metering_lane", rng.randrange(len(leaves)))
     elif action == "image":
         if not image.exists():
             take_image(state, image)  # kept for a later round
-            ledger.imaged = {(s, fp) for s, fps in ledger.promised.items() for fp in fps}
+            last, ledger.imaged = on_disk(state, scratch)
             ledger.image_at = len(ledger.order)
+            ledger.journal.append(f"image taken at {last}")
             return
         restore_image(image, state)
         shutil.rmtree(image)
@@ -165,6 +212,7 @@ async def damage(
         # Whatever was promised since the image is gone from the disk, whatever its number
         # (a run that began over after damage numbers from low again).
         ledger.at_risk |= set(ledger.order[ledger.image_at :])
+        ledger.journal.append(f"image put back: the outbox ends at {outbox_last(state, scratch)}")
 
 
 async def storm(city: City, config: AgentConfig, rounds: int, tmp_path: Path) -> Ledger:
@@ -188,9 +236,10 @@ async def storm(city: City, config: AgentConfig, rounds: int, tmp_path: Path) ->
 
         run = agent(clock_at)
         await run.start()
-        for action in plan[:rounds]:
+        for number, action in enumerate(plan[:rounds]):
             await asyncio.sleep(rng.uniform(0.1, 0.6))
             ledger.faults[action] += 1
+            ledger.journal.append(f"round {number}: {action}")
             if action in DISK_FAULTS:
                 proxy.online = False  # a backlog for the disk to damage
                 proxy.cut_now()
@@ -228,6 +277,10 @@ async def storm(city: City, config: AgentConfig, rounds: int, tmp_path: Path) ->
         await eventually(lambda: final.pending == 0 and final.last_sequence > 0, timeout=120)
         await final.stop()
         ledger.take(final)
+    (tmp_path / "storm-journal.txt").write_text("\n".join(ledger.journal) + "\n")
+    (tmp_path / "storm-promises.tsv").write_text(
+        "".join(f"{run}\t{s}\t{fp}\n" for run, s, fp in ledger.promises_by_run)
+    )
     return ledger
 
 
@@ -238,6 +291,9 @@ async def account(city: City, gateway_id: str, ledger: Ledger) -> dict[str, int]
     fingerprints = {s: wire_fingerprint(e) for s, e in stored.items()}
     stored_fps = Counter(fingerprints.values())
     listed = listed_lost(e.event for e in events)
+    # Numbered over the lost life's numbers, dropped for room before the welcome: listed
+    # under fresh numbers (in ``listed``), the provisional ones kept for the record.
+    moved = listed_lost((e.event for e in events), "numbered_before")
     promised_fps = {fp for fps in ledger.promised.values() for fp in fps}
 
     both = set(stored) & listed
@@ -259,15 +315,29 @@ async def account(city: City, gateway_id: str, ledger: Ledger) -> dict[str, int]
         unreported += 1  # durable, and the kill came before the driver could say so
     kills = sum(ledger.faults[k] for k in ("kill", *DISK_FAULTS)) + 1
     assert unreported <= kills * (APPEND_AT_MOST + 1), f"{unreported} events nobody promised"
-    unaccounted, destroyed, renumbered = [], 0, 0
+
+    def copies_of(sequence: int, fp: str) -> list[int]:
+        """Where renumberings moved this event, one copy after the other."""
+        found: list[int] = []
+        while (sequence, fp) in ledger.copies and len(found) < 100:
+            sequence = ledger.copies[(sequence, fp)]
+            found.append(sequence)
+        return found
+
+    unaccounted, destroyed, renumbered, listed_again, copy_lost = [], 0, 0, 0, 0
     for sequence, fps in ledger.promised.items():
         for fp in fps:
             if fingerprints.get(sequence) == fp or sequence in listed:
                 continue
-            if stored_fps[fp]:
-                renumbered += 1  # recorded again under another sequence (a conflict)
-            elif (sequence, fp) in ledger.at_risk:
-                destroyed += 1  # the disk itself went back past it
+            copies = copies_of(sequence, fp)
+            if sequence in moved and not stored_fps[fp]:
+                listed_again += 1  # dropped, listed under a fresh number
+            elif stored_fps[fp]:
+                renumbered += 1  # recorded again under another sequence
+            elif any(c in listed or c in moved for c in copies):
+                copy_lost += 1  # renumbered, then the copy dropped or lost, and listed
+            elif (sequence, fp) in ledger.at_risk or any((c, fp) in ledger.at_risk for c in copies):
+                destroyed += 1  # the disk itself went back past it (or past its copy)
             else:
                 unaccounted.append(sequence)
     assert not unaccounted, f"promised and neither stored nor listed: {unaccounted[:20]}"
@@ -279,6 +349,8 @@ async def account(city: City, gateway_id: str, ledger: Ledger) -> dict[str, int]
         "stored": len(stored),
         "listed lost": len(listed),
         "renumbered": renumbered,
+        "dropped before a welcome, listed under a new number": listed_again,
+        "renumbered, then the copy listed lost": copy_lost,
         "listed lost, then given back by a disk that went back": len(brought_back),
         "destroyed by the disk": destroyed,
         "own events": sum(1 for e in stored.values() if e.type in OWN),

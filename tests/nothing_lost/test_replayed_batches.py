@@ -151,3 +151,32 @@ async def test_a_gap_in_sequences_is_visible_to_operators(city: City) -> None:
         await stream.send_batch([event(s) for s in (4, 5, 7)])
     g = await gateway(city, "nl-gap")
     assert g.stored_sequence == 9 and not g.missing
+
+
+def gap(sequence: int, listed: str) -> link_pb2.Event:
+    e = link_pb2.Event(
+        sequence=sequence,
+        priority=link_pb2.EVENT_PRIORITY_ALARM,
+        device_id="outbox",
+        type="outbox.gap",
+        message="outbox full",
+        attributes={"sequences": listed},
+    )
+    e.at.FromDatetime(T0)
+    return e
+
+
+async def test_the_welcome_says_what_stored_gap_events_list_as_lost(city: City) -> None:
+    """An agent whose outbox was damaged asks which of its numbers the orchestrator holds;
+    those its delivered gap events listed as lost are accounted for too, and the answer
+    says so (else its loss alarm lists them a second time)."""
+    config = await city.enrolled("nl-listed")
+    async with raw_stream(config) as (stream, _):
+        await stream.send_batch([event(s) for s in (1, 2, 6, 7, 12)])
+        await stream.send_batch([gap(8, "3-5"), gap(13, "9-11,14")])  # 14: not yet stored
+        await stream.send_batch([gap(15, "not a list")])  # unreadable: counts for nothing
+    async with raw_stream(config, held_after=4) as (_, welcome):
+        assert [(r.first, r.last) for r in welcome.held_after] == [(6, 8), (12, 13), (15, 15)]
+        assert [(r.first, r.last) for r in welcome.listed_lost_after] == [(5, 5), (9, 11), (14, 14)]
+    async with raw_stream(config, held_after=None) as (_, welcome):
+        assert not welcome.listed_lost_after  # not asked, not answered

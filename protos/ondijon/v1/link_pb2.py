@@ -28,7 +28,7 @@ from protos.ondijon.v1 import schedule_pb2 as ondijon_dot_v1_dot_schedule__pb2
 from protos.ondijon.v1 import state_pb2 as ondijon_dot_v1_dot_state__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15ondijon/v1/link.proto\x12\nondijon.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19ondijon/v1/firmware.proto\x1a\x19ondijon/v1/schedule.proto\x1a\x16ondijon/v1/state.proto\"\xb1\x02\n\x0e\x43onnectRequest\x12\"\n\x05hello\x18\x01 \x01(\x0b\x32\x11.ondijon.v1.HelloH\x00\x12(\n\x05state\x18\x02 \x01(\x0b\x32\x17.ondijon.v1.StateReportH\x00\x12(\n\x06\x65vents\x18\x03 \x01(\x0b\x32\x16.ondijon.v1.EventBatchH\x00\x12\x33\n\x0e\x63ommand_result\x18\x04 \x01(\x0b\x32\x19.ondijon.v1.CommandResultH\x00\x12/\n\x0c\x64ocument_ack\x18\x05 \x01(\x0b\x32\x17.ondijon.v1.DocumentAckH\x00\x12\x39\n\x11\x66irmware_progress\x18\x06 \x01(\x0b\x32\x1c.ondijon.v1.FirmwareProgressH\x00\x42\x06\n\x04\x62ody\"\xdc\x02\n\x0f\x43onnectResponse\x12&\n\x07welcome\x18\x01 \x01(\x0b\x32\x13.ondijon.v1.WelcomeH\x00\x12/\n\x08\x64ocument\x18\x02 \x01(\x0b\x32\x1b.ondijon.v1.DesiredDocumentH\x00\x12)\n\tevent_ack\x18\x03 \x01(\x0b\x32\x14.ondijon.v1.EventAckH\x00\x12)\n\tstate_ack\x18\x04 \x01(\x0b\x32\x14.ondijon.v1.StateAckH\x00\x12&\n\x07\x63ommand\x18\x05 \x01(\x0b\x32\x13.ondijon.v1.CommandH\x00\x12\x33\n\x0e\x66irmware_offer\x18\x06 \x01(\x0b\x32\x19.ondijon.v1.FirmwareOfferH\x00\x12\x35\n\x0f\x66irmware_cancel\x18\x07 \x01(\x0b\x32\x1a.ondijon.v1.FirmwareCancelH\x00\x42\x06\n\x04\x62ody\"\x9a\x01\n\x0f\x44\x65siredDocument\x12&\n\x04kind\x18\x01 \x01(\x0e\x32\x18.ondijon.v1.DocumentKind\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x0e\n\x06\x64igest\x18\x03 \x01(\x0c\x12\x0f\n\x07payload\x18\x04 \x01(\x0c\x12-\n\tissued_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"W\n\x0cHeldDocument\x12&\n\x04kind\x18\x01 \x01(\x0e\x32\x18.ondijon.v1.DocumentKind\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x0e\n\x06\x64igest\x18\x03 \x01(\x0c\"\xa8\x01\n\x05Hello\x12\x18\n\x10\x66irmware_version\x18\x01 \x01(\t\x12&\n\x04held\x18\x02 \x03(\x0b\x32\x18.ondijon.v1.HeldDocument\x12\x15\n\rlast_sequence\x18\x03 \x01(\x04\x12\x19\n\x11protocol_revision\x18\x04 \x01(\r\x12\x12\n\nheld_after\x18\x05 \x01(\x04\x12\x17\n\x0flist_held_after\x18\x06 \x01(\x08\"\xc7\x01\n\x07Welcome\x12\x12\n\ngateway_id\x18\x01 \x01(\t\x12/\n\x0bserver_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fstored_sequence\x18\x03 \x01(\x04\x12\x14\n\x0c\x65vent_window\x18\x04 \x01(\r\x12-\n\nheld_after\x18\x05 \x03(\x0b\x32\x19.ondijon.v1.SequenceRange\x12\x19\n\x11held_after_listed\x18\x06 \x01(\x08\"w\n\x0b\x44ocumentAck\x12&\n\x04kind\x18\x01 \x01(\x0e\x32\x18.ondijon.v1.DocumentKind\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x0e\n\x06\x64igest\x18\x03 \x01(\x0c\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x04 \x01(\x08\x12\r\n\x05\x65rror\x18\x05 \x01(\t\"I\n\x0bStateReport\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\x04\x12(\n\x07\x64\x65vices\x18\x02 \x03(\x0b\x32\x17.ondijon.v1.DeviceState\"\x1c\n\x08StateAck\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\x04\"\x8a\x02\n\x05\x45vent\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12&\n\x02\x61t\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x08priority\x18\x03 \x01(\x0e\x32\x19.ondijon.v1.EventPriority\x12\x11\n\tdevice_id\x18\x04 \x01(\t\x12\x0c\n\x04type\x18\x05 \x01(\t\x12\x0f\n\x07message\x18\x06 \x01(\t\x12\x35\n\nattributes\x18\x07 \x03(\x0b\x32!.ondijon.v1.Event.AttributesEntry\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"/\n\nEventBatch\x12!\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x11.ondijon.v1.Event\",\n\rSequenceRange\x12\r\n\x05\x66irst\x18\x01 \x01(\x04\x12\x0c\n\x04last\x18\x02 \x01(\x04\"e\n\x08\x45ventAck\x12)\n\x06stored\x18\x01 \x03(\x0b\x32\x19.ondijon.v1.SequenceRange\x12.\n\x0b\x63onflicting\x18\x02 \x03(\x0b\x32\x19.ondijon.v1.SequenceRange\"\x83\x02\n\x07\x43ommand\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12.\n\nexpires_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12(\n\x08override\x18\x03 \x01(\x0b\x32\x14.ondijon.v1.OverrideH\x00\x12\x19\n\x0f\x63\x61ncel_override\x18\x04 \x01(\tH\x00\x12-\n\x07\x62ollard\x18\x05 \x01(\x0b\x32\x1a.ondijon.v1.BollardCommandH\x00\x12\x36\n\x0c\x62us_priority\x18\x06 \x01(\x0b\x32\x1e.ondijon.v1.BusPriorityRequestH\x00\x42\x08\n\x06\x61\x63tion\"I\n\x12\x42usPriorityRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x10\n\x08\x61pproach\x18\x02 \x01(\t\x12\x0e\n\x06\x62us_id\x18\x03 \x01(\t\"N\n\x0e\x42ollardCommand\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12)\n\x06\x61\x63tion\x18\x02 \x01(\x0e\x32\x19.ondijon.v1.BollardAction\"^\n\rCommandResult\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12)\n\x06status\x18\x02 \x01(\x0e\x32\x19.ondijon.v1.CommandStatus\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t*\x88\x01\n\x0c\x44ocumentKind\x12\x1d\n\x19\x44OCUMENT_KIND_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x44OCUMENT_KIND_SCHEDULE\x10\x01\x12\x1e\n\x1a\x44OCUMENT_KIND_SIGNAL_PLANS\x10\x02\x12\x1d\n\x19\x44OCUMENT_KIND_ACCESS_LIST\x10\x03*\x80\x01\n\rEventPriority\x12\x1e\n\x1a\x45VENT_PRIORITY_UNSPECIFIED\x10\x00\x12\x18\n\x14\x45VENT_PRIORITY_ALARM\x10\x01\x12\x18\n\x14\x45VENT_PRIORITY_EVENT\x10\x02\x12\x1b\n\x17\x45VENT_PRIORITY_METERING\x10\x03*\xeb\x01\n\rBollardAction\x12\x1e\n\x1a\x42OLLARD_ACTION_UNSPECIFIED\x10\x00\x12\"\n\x1e\x42OLLARD_ACTION_EMERGENCY_LOWER\x10\x01\x12$\n BOLLARD_ACTION_RELEASE_EMERGENCY\x10\x02\x12\x1a\n\x16\x42OLLARD_ACTION_HOLD_UP\x10\x03\x12\x1c\n\x18\x42OLLARD_ACTION_HOLD_DOWN\x10\x04\x12\x1c\n\x18\x42OLLARD_ACTION_AUTOMATIC\x10\x05\x12\x18\n\x14\x42OLLARD_ACTION_RESET\x10\x06*\xba\x01\n\rCommandStatus\x12\x1e\n\x1a\x43OMMAND_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x43OMMAND_STATUS_PENDING\x10\x01\x12\x1c\n\x18\x43OMMAND_STATUS_DELIVERED\x10\x02\x12\x17\n\x13\x43OMMAND_STATUS_DONE\x10\x03\x12\x1a\n\x16\x43OMMAND_STATUS_REFUSED\x10\x04\x12\x1a\n\x16\x43OMMAND_STATUS_EXPIRED\x10\x05\x32U\n\x0bGatewayLink\x12\x46\n\x07\x43onnect\x12\x1a.ondijon.v1.ConnectRequest\x1a\x1b.ondijon.v1.ConnectResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15ondijon/v1/link.proto\x12\nondijon.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19ondijon/v1/firmware.proto\x1a\x19ondijon/v1/schedule.proto\x1a\x16ondijon/v1/state.proto\"\xb1\x02\n\x0e\x43onnectRequest\x12\"\n\x05hello\x18\x01 \x01(\x0b\x32\x11.ondijon.v1.HelloH\x00\x12(\n\x05state\x18\x02 \x01(\x0b\x32\x17.ondijon.v1.StateReportH\x00\x12(\n\x06\x65vents\x18\x03 \x01(\x0b\x32\x16.ondijon.v1.EventBatchH\x00\x12\x33\n\x0e\x63ommand_result\x18\x04 \x01(\x0b\x32\x19.ondijon.v1.CommandResultH\x00\x12/\n\x0c\x64ocument_ack\x18\x05 \x01(\x0b\x32\x17.ondijon.v1.DocumentAckH\x00\x12\x39\n\x11\x66irmware_progress\x18\x06 \x01(\x0b\x32\x1c.ondijon.v1.FirmwareProgressH\x00\x42\x06\n\x04\x62ody\"\xdc\x02\n\x0f\x43onnectResponse\x12&\n\x07welcome\x18\x01 \x01(\x0b\x32\x13.ondijon.v1.WelcomeH\x00\x12/\n\x08\x64ocument\x18\x02 \x01(\x0b\x32\x1b.ondijon.v1.DesiredDocumentH\x00\x12)\n\tevent_ack\x18\x03 \x01(\x0b\x32\x14.ondijon.v1.EventAckH\x00\x12)\n\tstate_ack\x18\x04 \x01(\x0b\x32\x14.ondijon.v1.StateAckH\x00\x12&\n\x07\x63ommand\x18\x05 \x01(\x0b\x32\x13.ondijon.v1.CommandH\x00\x12\x33\n\x0e\x66irmware_offer\x18\x06 \x01(\x0b\x32\x19.ondijon.v1.FirmwareOfferH\x00\x12\x35\n\x0f\x66irmware_cancel\x18\x07 \x01(\x0b\x32\x1a.ondijon.v1.FirmwareCancelH\x00\x42\x06\n\x04\x62ody\"\x9a\x01\n\x0f\x44\x65siredDocument\x12&\n\x04kind\x18\x01 \x01(\x0e\x32\x18.ondijon.v1.DocumentKind\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x0e\n\x06\x64igest\x18\x03 \x01(\x0c\x12\x0f\n\x07payload\x18\x04 \x01(\x0c\x12-\n\tissued_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"W\n\x0cHeldDocument\x12&\n\x04kind\x18\x01 \x01(\x0e\x32\x18.ondijon.v1.DocumentKind\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x0e\n\x06\x64igest\x18\x03 \x01(\x0c\"\xa8\x01\n\x05Hello\x12\x18\n\x10\x66irmware_version\x18\x01 \x01(\t\x12&\n\x04held\x18\x02 \x03(\x0b\x32\x18.ondijon.v1.HeldDocument\x12\x15\n\rlast_sequence\x18\x03 \x01(\x04\x12\x19\n\x11protocol_revision\x18\x04 \x01(\r\x12\x12\n\nheld_after\x18\x05 \x01(\x04\x12\x17\n\x0flist_held_after\x18\x06 \x01(\x08\"\xfd\x01\n\x07Welcome\x12\x12\n\ngateway_id\x18\x01 \x01(\t\x12/\n\x0bserver_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fstored_sequence\x18\x03 \x01(\x04\x12\x14\n\x0c\x65vent_window\x18\x04 \x01(\r\x12-\n\nheld_after\x18\x05 \x03(\x0b\x32\x19.ondijon.v1.SequenceRange\x12\x19\n\x11held_after_listed\x18\x06 \x01(\x08\x12\x34\n\x11listed_lost_after\x18\x07 \x03(\x0b\x32\x19.ondijon.v1.SequenceRange\"w\n\x0b\x44ocumentAck\x12&\n\x04kind\x18\x01 \x01(\x0e\x32\x18.ondijon.v1.DocumentKind\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x0e\n\x06\x64igest\x18\x03 \x01(\x0c\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x04 \x01(\x08\x12\r\n\x05\x65rror\x18\x05 \x01(\t\"I\n\x0bStateReport\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\x04\x12(\n\x07\x64\x65vices\x18\x02 \x03(\x0b\x32\x17.ondijon.v1.DeviceState\"\x1c\n\x08StateAck\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\x04\"\x8a\x02\n\x05\x45vent\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12&\n\x02\x61t\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x08priority\x18\x03 \x01(\x0e\x32\x19.ondijon.v1.EventPriority\x12\x11\n\tdevice_id\x18\x04 \x01(\t\x12\x0c\n\x04type\x18\x05 \x01(\t\x12\x0f\n\x07message\x18\x06 \x01(\t\x12\x35\n\nattributes\x18\x07 \x03(\x0b\x32!.ondijon.v1.Event.AttributesEntry\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"/\n\nEventBatch\x12!\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x11.ondijon.v1.Event\",\n\rSequenceRange\x12\r\n\x05\x66irst\x18\x01 \x01(\x04\x12\x0c\n\x04last\x18\x02 \x01(\x04\"e\n\x08\x45ventAck\x12)\n\x06stored\x18\x01 \x03(\x0b\x32\x19.ondijon.v1.SequenceRange\x12.\n\x0b\x63onflicting\x18\x02 \x03(\x0b\x32\x19.ondijon.v1.SequenceRange\"\x83\x02\n\x07\x43ommand\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12.\n\nexpires_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12(\n\x08override\x18\x03 \x01(\x0b\x32\x14.ondijon.v1.OverrideH\x00\x12\x19\n\x0f\x63\x61ncel_override\x18\x04 \x01(\tH\x00\x12-\n\x07\x62ollard\x18\x05 \x01(\x0b\x32\x1a.ondijon.v1.BollardCommandH\x00\x12\x36\n\x0c\x62us_priority\x18\x06 \x01(\x0b\x32\x1e.ondijon.v1.BusPriorityRequestH\x00\x42\x08\n\x06\x61\x63tion\"I\n\x12\x42usPriorityRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x10\n\x08\x61pproach\x18\x02 \x01(\t\x12\x0e\n\x06\x62us_id\x18\x03 \x01(\t\"N\n\x0e\x42ollardCommand\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12)\n\x06\x61\x63tion\x18\x02 \x01(\x0e\x32\x19.ondijon.v1.BollardAction\"^\n\rCommandResult\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12)\n\x06status\x18\x02 \x01(\x0e\x32\x19.ondijon.v1.CommandStatus\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t*\x88\x01\n\x0c\x44ocumentKind\x12\x1d\n\x19\x44OCUMENT_KIND_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x44OCUMENT_KIND_SCHEDULE\x10\x01\x12\x1e\n\x1a\x44OCUMENT_KIND_SIGNAL_PLANS\x10\x02\x12\x1d\n\x19\x44OCUMENT_KIND_ACCESS_LIST\x10\x03*\x80\x01\n\rEventPriority\x12\x1e\n\x1a\x45VENT_PRIORITY_UNSPECIFIED\x10\x00\x12\x18\n\x14\x45VENT_PRIORITY_ALARM\x10\x01\x12\x18\n\x14\x45VENT_PRIORITY_EVENT\x10\x02\x12\x1b\n\x17\x45VENT_PRIORITY_METERING\x10\x03*\xeb\x01\n\rBollardAction\x12\x1e\n\x1a\x42OLLARD_ACTION_UNSPECIFIED\x10\x00\x12\"\n\x1e\x42OLLARD_ACTION_EMERGENCY_LOWER\x10\x01\x12$\n BOLLARD_ACTION_RELEASE_EMERGENCY\x10\x02\x12\x1a\n\x16\x42OLLARD_ACTION_HOLD_UP\x10\x03\x12\x1c\n\x18\x42OLLARD_ACTION_HOLD_DOWN\x10\x04\x12\x1c\n\x18\x42OLLARD_ACTION_AUTOMATIC\x10\x05\x12\x18\n\x14\x42OLLARD_ACTION_RESET\x10\x06*\xba\x01\n\rCommandStatus\x12\x1e\n\x1a\x43OMMAND_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x43OMMAND_STATUS_PENDING\x10\x01\x12\x1c\n\x18\x43OMMAND_STATUS_DELIVERED\x10\x02\x12\x17\n\x13\x43OMMAND_STATUS_DONE\x10\x03\x12\x1a\n\x16\x43OMMAND_STATUS_REFUSED\x10\x04\x12\x1a\n\x16\x43OMMAND_STATUS_EXPIRED\x10\x05\x32U\n\x0bGatewayLink\x12\x46\n\x07\x43onnect\x12\x1a.ondijon.v1.ConnectRequest\x1a\x1b.ondijon.v1.ConnectResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,14 +37,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_EVENT_ATTRIBUTESENTRY']._loaded_options = None
   _globals['_EVENT_ATTRIBUTESENTRY']._serialized_options = b'8\001'
-  _globals['_DOCUMENTKIND']._serialized_start=2633
-  _globals['_DOCUMENTKIND']._serialized_end=2769
-  _globals['_EVENTPRIORITY']._serialized_start=2772
-  _globals['_EVENTPRIORITY']._serialized_end=2900
-  _globals['_BOLLARDACTION']._serialized_start=2903
-  _globals['_BOLLARDACTION']._serialized_end=3138
-  _globals['_COMMANDSTATUS']._serialized_start=3141
-  _globals['_COMMANDSTATUS']._serialized_end=3327
+  _globals['_DOCUMENTKIND']._serialized_start=2687
+  _globals['_DOCUMENTKIND']._serialized_end=2823
+  _globals['_EVENTPRIORITY']._serialized_start=2826
+  _globals['_EVENTPRIORITY']._serialized_end=2954
+  _globals['_BOLLARDACTION']._serialized_start=2957
+  _globals['_BOLLARDACTION']._serialized_end=3192
+  _globals['_COMMANDSTATUS']._serialized_start=3195
+  _globals['_COMMANDSTATUS']._serialized_end=3381
   _globals['_CONNECTREQUEST']._serialized_start=149
   _globals['_CONNECTREQUEST']._serialized_end=454
   _globals['_CONNECTRESPONSE']._serialized_start=457
@@ -56,31 +56,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_HELLO']._serialized_start=1054
   _globals['_HELLO']._serialized_end=1222
   _globals['_WELCOME']._serialized_start=1225
-  _globals['_WELCOME']._serialized_end=1424
-  _globals['_DOCUMENTACK']._serialized_start=1426
-  _globals['_DOCUMENTACK']._serialized_end=1545
-  _globals['_STATEREPORT']._serialized_start=1547
-  _globals['_STATEREPORT']._serialized_end=1620
-  _globals['_STATEACK']._serialized_start=1622
-  _globals['_STATEACK']._serialized_end=1650
-  _globals['_EVENT']._serialized_start=1653
-  _globals['_EVENT']._serialized_end=1919
-  _globals['_EVENT_ATTRIBUTESENTRY']._serialized_start=1870
-  _globals['_EVENT_ATTRIBUTESENTRY']._serialized_end=1919
-  _globals['_EVENTBATCH']._serialized_start=1921
-  _globals['_EVENTBATCH']._serialized_end=1968
-  _globals['_SEQUENCERANGE']._serialized_start=1970
-  _globals['_SEQUENCERANGE']._serialized_end=2014
-  _globals['_EVENTACK']._serialized_start=2016
-  _globals['_EVENTACK']._serialized_end=2117
-  _globals['_COMMAND']._serialized_start=2120
-  _globals['_COMMAND']._serialized_end=2379
-  _globals['_BUSPRIORITYREQUEST']._serialized_start=2381
-  _globals['_BUSPRIORITYREQUEST']._serialized_end=2454
-  _globals['_BOLLARDCOMMAND']._serialized_start=2456
-  _globals['_BOLLARDCOMMAND']._serialized_end=2534
-  _globals['_COMMANDRESULT']._serialized_start=2536
-  _globals['_COMMANDRESULT']._serialized_end=2630
-  _globals['_GATEWAYLINK']._serialized_start=3329
-  _globals['_GATEWAYLINK']._serialized_end=3414
+  _globals['_WELCOME']._serialized_end=1478
+  _globals['_DOCUMENTACK']._serialized_start=1480
+  _globals['_DOCUMENTACK']._serialized_end=1599
+  _globals['_STATEREPORT']._serialized_start=1601
+  _globals['_STATEREPORT']._serialized_end=1674
+  _globals['_STATEACK']._serialized_start=1676
+  _globals['_STATEACK']._serialized_end=1704
+  _globals['_EVENT']._serialized_start=1707
+  _globals['_EVENT']._serialized_end=1973
+  _globals['_EVENT_ATTRIBUTESENTRY']._serialized_start=1924
+  _globals['_EVENT_ATTRIBUTESENTRY']._serialized_end=1973
+  _globals['_EVENTBATCH']._serialized_start=1975
+  _globals['_EVENTBATCH']._serialized_end=2022
+  _globals['_SEQUENCERANGE']._serialized_start=2024
+  _globals['_SEQUENCERANGE']._serialized_end=2068
+  _globals['_EVENTACK']._serialized_start=2070
+  _globals['_EVENTACK']._serialized_end=2171
+  _globals['_COMMAND']._serialized_start=2174
+  _globals['_COMMAND']._serialized_end=2433
+  _globals['_BUSPRIORITYREQUEST']._serialized_start=2435
+  _globals['_BUSPRIORITYREQUEST']._serialized_end=2508
+  _globals['_BOLLARDCOMMAND']._serialized_start=2510
+  _globals['_BOLLARDCOMMAND']._serialized_end=2588
+  _globals['_COMMANDRESULT']._serialized_start=2590
+  _globals['_COMMANDRESULT']._serialized_end=2684
+  _globals['_GATEWAYLINK']._serialized_start=3383
+  _globals['_GATEWAYLINK']._serialized_end=3468
 # @@protoc_insertion_point(module_scope)

@@ -325,6 +325,7 @@ class Welcome(_message.Message):
     EVENT_WINDOW_FIELD_NUMBER: _builtins.int
     HELD_AFTER_FIELD_NUMBER: _builtins.int
     HELD_AFTER_LISTED_FIELD_NUMBER: _builtins.int
+    LISTED_LOST_AFTER_FIELD_NUMBER: _builtins.int
     gateway_id: _builtins.str
     stored_sequence: _builtins.int
     """Highest event sequence the orchestrator has stored for this gateway."""
@@ -339,6 +340,13 @@ class Welcome(_message.Message):
         orchestrator holds, and that it answered (an older orchestrator leaves both unset).
         """
 
+    @_builtins.property
+    def listed_lost_after(self) -> _containers.RepeatedCompositeFieldContainer[Global___SequenceRange]:
+        """With held_after: the sequences above Hello.held_after that the outbox.gap events the
+        orchestrator holds for this gateway list as lost (accounted for already: an agent does
+        not list them again). Lowest first, at most as many ranges as held_after may hold.
+        """
+
     def __init__(
         self,
         *,
@@ -348,10 +356,11 @@ class Welcome(_message.Message):
         event_window: _builtins.int = ...,
         held_after: _abc.Iterable[Global___SequenceRange] | None = ...,
         held_after_listed: _builtins.bool = ...,
+        listed_lost_after: _abc.Iterable[Global___SequenceRange] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["server_time", b"server_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_window", b"event_window", "gateway_id", b"gateway_id", "held_after", b"held_after", "held_after_listed", b"held_after_listed", "server_time", b"server_time", "stored_sequence", b"stored_sequence"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_window", b"event_window", "gateway_id", b"gateway_id", "held_after", b"held_after", "held_after_listed", b"held_after_listed", "listed_lost_after", b"listed_lost_after", "server_time", b"server_time", "stored_sequence", b"stored_sequence"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
