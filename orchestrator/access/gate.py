@@ -85,16 +85,6 @@ def in_scope(operator: OperatorRecord, commune: str) -> bool:
     return "*" in operator.communes or commune in operator.communes
 
 
-def denial(operator: OperatorRecord | None, needed: str) -> str:
-    """Why an operator registered as ``operator`` may not make a call that needs role
-    ``needed``; empty when it may."""
-    if operator is None or operator.disabled:
-        return "operator is not registered or disabled"
-    if RANK.get(operator.role, -1) < RANK[needed]:
-        return f"role {operator.role} may not do this (needs {needed})"
-    return ""
-
-
 class Gatekeeper:
     """Checks callers of the admin API and records what they were refused."""
 
@@ -143,33 +133,6 @@ class Gatekeeper:
         record, value = await self.runner.read(both)
         return await self._registered(context, peer, record, needed, attempt), value
 
-    async def caller_writing(
-        self,
-        context: Context,
-        needed: str,
-        attempt: Attempt | None,
-        fn: Callable[[Connection, Caller], T],
-    ) -> tuple[Caller, T]:
-        """As :meth:`caller`, with ``fn(conn, caller)`` run in the transaction that reads
-        the caller's registration, a write of the store's first lane (one trip to the
-        store for a write an operator waits on). ``fn`` runs only for a caller that holds
-        ``needed``; it checks what else it must before it writes, and answers a refusal
-        rather than raise, so the caller is checked first."""
-        peer = await self._certified(context, attempt)
-        store, name = self.store, peer.identity.name
-
-        def both(conn: Connection) -> tuple[OperatorRecord | None, T | None]:
-            record = store.get_operator(conn, name)
-            if denial(record, needed):
-                return record, None
-            assert record is not None
-            return record, fn(conn, Caller(peer, record))
-
-        record, value = await self.runner.write_first(both)
-        caller = await self._registered(context, peer, record, needed, attempt)
-        assert value is not None  # fn ran: the caller holds ``needed``
-        return caller, value
-
     async def _certified(self, context: Context, attempt: Attempt | None) -> Peer:
         """The caller's identity, if its certificate is an operator's, known and valid."""
         try:
@@ -204,10 +167,12 @@ class Gatekeeper:
         attempt: Attempt | None,
     ) -> Caller:
         """``peer`` with its registration ``record`` if that holds ``needed``."""
-        refused = denial(record, needed)
-        if refused:
-            await self._deny(context, peer, attempt, refused)
-        assert record is not None
+        if record is None or record.disabled:
+            await self._deny(context, peer, attempt, "operator is not registered or disabled")
+        if RANK.get(record.role, -1) < RANK[needed]:
+            await self._deny(
+                context, peer, attempt, f"role {record.role} may not do this (needs {needed})"
+            )
         return Caller(peer, record)
 
     async def registration(self, context: Context, caller: Caller, needed: str) -> Caller:

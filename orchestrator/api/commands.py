@@ -8,13 +8,12 @@ gateway through whichever replica holds its stream (:mod:`orchestrator.ingest.ro
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
 
 from foundation.clock import Clock
-from orchestrator.access.gate import OPERATOR, VIEWER, Attempt, Caller, Gatekeeper
+from orchestrator.access.gate import OPERATOR, VIEWER, Attempt, Gatekeeper
 from orchestrator.fleet.commands import check_command, check_command_id
 from orchestrator.fleet.overrides import LIVE_STATUSES, active_overrides, unknown_device
 from orchestrator.ingest.checks import timestamp
@@ -26,17 +25,6 @@ from orchestrator.store.runner import StoreRunner
 from protos.ondijon.v1 import control_pb2, link_pb2, state_pb2
 
 Context = grpc.aio.ServicerContext[Any, Any]
-
-
-@dataclass(frozen=True)
-class _Queued:
-    """What SendCommand's transaction found: the gateway (``None``: there is none), and
-    either why the command is refused or what the gateway is owed, the command queued."""
-
-    gateway: GatewayRecord | None
-    refused: grpc.StatusCode | None = None
-    why: str = ""
-    owed: list[CommandRecord] = field(default_factory=list)
 
 
 class CommandsApi:
@@ -60,53 +48,54 @@ class CommandsApi:
         attempt = Attempt("command.send", f"{request.gateway_id}/{command.command_id}")
         gate, router, store = self.gate, self.router, self.runner.store
         gateway_id = request.gateway_id
-        now = self.clock.now()
-        problem = check_command(command, now)
         # A device the gateway does not report having is refused now, not stored,
         # delivered and reported done while changing nothing.
         checks_devices = command.WhichOneof("action") in ("override", "bollard")
 
-        def queue(conn: Connection, caller: Caller) -> _Queued:
-            # Checked and queued in one transaction, the caller's registration read in it.
+        def look(conn: Connection) -> tuple[GatewayRecord | None, list[state_pb2.DeviceState]]:
+            # What the checks need, read with the caller's registration (one trip).
             gateway = gate.read_gateway(conn, gateway_id)
-            if gateway is None or not caller.in_scope(gateway.commune):
-                return _Queued(gateway)  # refused below, as the gate refuses
-            found = problem
-            if not found and checks_devices:
-                devices = current_devices(store, conn, gateway_id)
-                found = unknown_device(command, gateway_id, devices)
-            if found:
-                return _Queued(gateway, grpc.StatusCode.INVALID_ARGUMENT, found)
-            try:
-                store.add_command(
-                    conn,
-                    command_id=command.command_id,
-                    gateway_id=gateway_id,
-                    payload=command.SerializeToString(),
-                    expires_at=command.expires_at.ToDatetime(tzinfo=now.tzinfo),
-                    status=link_pb2.COMMAND_STATUS_PENDING,
-                    created_by=caller.actor,
-                    now=now,
-                )
-            except Conflict as exc:
-                # Command ids are unique: a replayed command is refused, never run twice.
-                return _Queued(gateway, grpc.StatusCode.ALREADY_EXISTS, str(exc))
+            if gateway is None or not checks_devices:
+                return gateway, []
+            return gateway, current_devices(store, conn, gateway_id)
+
+        caller, (found, devices) = await gate.caller_reading(context, OPERATOR, attempt, look)
+        gateway = await gate.gateway_found(context, caller, gateway_id, found, attempt)
+        attempt = Attempt(attempt.action, attempt.target, gateway.commune)
+        now = self.clock.now()
+        problem = check_command(command, now)
+        if not problem and checks_devices:
+            problem = unknown_device(command, gateway_id, devices)
+        if problem:
+            await gate.refuse(context, caller, attempt, grpc.StatusCode.INVALID_ARGUMENT, problem)
+
+        def queue(conn: Connection) -> list[CommandRecord]:
+            store.add_command(
+                conn,
+                command_id=command.command_id,
+                gateway_id=gateway_id,
+                payload=command.SerializeToString(),
+                expires_at=command.expires_at.ToDatetime(tzinfo=now.tzinfo),
+                status=link_pb2.COMMAND_STATUS_PENDING,
+                created_by=caller.actor,
+                now=now,
+            )
             # With its audit entry, in one commit: a command is on its way to the street
             # one commit sooner, and never queued without its entry.
-            done = Attempt(attempt.action, attempt.target, gateway.commune)
-            gate.done_in(conn, caller, done, command.WhichOneof("action") or "")
-            return _Queued(gateway, owed=router.commands_queued_in(conn, gateway_id))
+            gate.done_in(conn, caller, attempt, command.WhichOneof("action") or "")
+            return router.commands_queued_in(conn, gateway_id)
 
-        # One write of the store's first lane, ahead of the ingest's queued writes: an
-        # operator is waiting, and the command is on its way once it returns.
-        caller, queued = await gate.caller_writing(context, OPERATOR, attempt, queue)
-        gateway = await gate.gateway_found(context, caller, gateway_id, queued.gateway, attempt)
-        if queued.refused is not None:
-            attempt = Attempt(attempt.action, attempt.target, gateway.commune)
-            await gate.refuse(context, caller, attempt, queued.refused, queued.why)
+        try:
+            # Ahead of the ingest's queued writes: an operator is waiting.
+            owed = await self.runner.write_first(queue)
+        except NotFound as exc:
+            await gate.refuse(context, caller, attempt, grpc.StatusCode.NOT_FOUND, str(exc))
+        except Conflict as exc:
+            # Command ids are unique: a replayed command is refused, never run twice.
+            await gate.refuse(context, caller, attempt, grpc.StatusCode.ALREADY_EXISTS, str(exc))
         # Sent now if this replica holds the gateway's stream (the others were told on
         # commit; a gateway not connected is sent it at its hello).
-        await router.send_commands(gateway_id, queued.owed)
+        await router.send_commands(gateway_id, owed)
         return control_pb2.SendCommandResponse(command_id=command.command_id)
 
     async def GetCommand(
