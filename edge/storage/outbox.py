@@ -58,10 +58,13 @@ Numbers given again: after a disk went back, a run numbers new events from the l
 sequence it finds, numbers the lost run had given too (to events the orchestrator stores,
 or that a gap event of that run listed as lost). The last sequence found at a start is
 kept on disk until a welcome (across runs that end before one); the first hello asks what
-the orchestrator holds above it, and if the orchestrator heard of any number above it, the
-events numbered since are numbered again past what it heard of, and the numbers they leave
-that it does not hold are listed in an ``outbox.gap`` alarm (the lost run's events under
-them are gone), with an ``outbox.rewound`` alarm: one number never names two events.
+the orchestrator holds above it and what its gap events list as lost. If it heard of any
+number above it: events under numbers listed lost are numbered again past what it heard of;
+under held numbers they are sent as they are (the same event, delivered by the lost life,
+is acknowledged; another is reported conflicting and numbered again); those dropped for
+room before the welcome are listed under fresh numbers; the lost life's numbers nobody
+holds, lists or has pending are listed in an ``outbox.gap`` alarm; and an
+``outbox.rewound`` alarm says so: one number never names a lost event and a stored one.
 """
 
 from __future__ import annotations
