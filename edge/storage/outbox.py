@@ -58,10 +58,13 @@ Numbers given again: after a disk went back, a run numbers new events from the l
 sequence it finds, numbers the lost run had given too (to events the orchestrator stores,
 or that a gap event of that run listed as lost). The last sequence found at a start is
 kept on disk until a welcome (across runs that end before one); the first hello asks what
-the orchestrator holds above it, and if the orchestrator heard of any number above it, the
-events numbered since are numbered again past what it heard of, and the numbers they leave
-that it does not hold are listed in an ``outbox.gap`` alarm (the lost run's events under
-them are gone), with an ``outbox.rewound`` alarm: one number never names two events.
+the orchestrator holds above it and what its gap events list as lost. If it heard of any
+number above it: events under numbers listed lost are numbered again past what it heard of;
+under held numbers they are sent as they are (the same event, delivered by the lost life,
+is acknowledged; another is reported conflicting and numbered again); those dropped for
+room before the welcome are listed under fresh numbers; the lost life's numbers nobody
+holds, lists or has pending are listed in an ``outbox.gap`` alarm; and an
+``outbox.rewound`` alarm says so: one number never names a lost event and a stored one.
 """
 
 from __future__ import annotations
@@ -906,16 +909,20 @@ class Outbox:
             candidates = [(int(a), int(b)) for a, b in self._conn.execute("SELECT * FROM lost")]
             damaged = bool(candidates)
             open_from = self._scalar("SELECT value FROM meta WHERE key = 'lost_open_from'")
-            if went_back:
+            given_again: loss.Ranges = []
+            if went_back and held is not None:
                 assert started_after is not None
                 # The orchestrator heard of numbers above the start: the disk went back, and
-                # what was numbered since reused numbers the lost run gave. Those events
-                # are numbered again past them, and the numbers they leave that the
-                # orchestrator does not hold are listed (their lost run's events are lost),
-                # as for an outbox whose last sequence could not be read.
-                # (Only what the answer covers is listed: the hello asks below the start.)
-                candidates.append((max(started_after, after) + 1, loss.OPEN_END))
-                open_from = min(open_from or loss.OPEN_END, started_after + 1)
+                # what was numbered since may reuse numbers the lost life gave. Pending events
+                # under numbers it holds are sent as they are (the same event, delivered by
+                # the lost life, is acknowledged; another one is reported conflicting and
+                # numbered again); under numbers a gap event listed lost, they are numbered
+                # again now (else one number would name a lost event and a stored one). What
+                # is neither held, listed nor pending was the lost life's, lost: listed.
+                # (Only what the answer covers: the hello asks below the start.)
+                mine = self._pending_in([(started_after + 1, stored_sequence)], below=None)
+                given_again = loss.subtract(mine, loss.subtract(mine, list(listed_lost)))
+                candidates.append((max(started_after, after) + 1, stored_sequence))
             if candidates:
                 # What a gap event still here lists is accounted for already (dropped for
                 # room, lost before): listed once, not again as lost to the storage.
@@ -981,10 +988,11 @@ class Outbox:
             for r in records:
                 self._pending[r.priority] += 1
             if open_from and stored_sequence >= open_from:
-                # Recorded here over numbers the lost outbox (or the lost run) may have
-                # given (and the orchestrator may hold for other events): numbered again,
-                # past them.
+                # Recorded here over numbers the lost outbox may have given (and the
+                # orchestrator may hold for other events): numbered again, past them.
                 self.reissue([(open_from, stored_sequence)])
+            if given_again:
+                self.reissue(given_again)
             # Only now: a run killed before this point does it again at its welcome.
             self._welcomed()
         return settlement

@@ -91,11 +91,21 @@ def salvage(
         found.start_mark = int(row[0]) if row and int(row[0]) >= 0 else None
     except (sqlite3.DatabaseError, TypeError, ValueError):
         found.start_mark = None
-    upper = known_last if known_last is not None else found.last_sequence
+    # The last sequence the file says may be older than rows it holds (a disk that lost
+    # the commit's meta page but not its leaves): rows found above it, each verified, are
+    # kept and the last raised over them; their numbers are never given again.
     for priority, table in tables.items():
-        rows, unreadable = _lane(conn, priority, table, upper)
+        rows, unreadable = _lane(conn, priority, table, known_last)
         found.rows += rows
         found.unreadable += unreadable
+    upper = known_last
+    if upper is None and found.last_sequence is not None:
+        upper = max(
+            found.last_sequence,
+            max((r.seq for r in found.rows), default=0),
+            *(_verified_top(conn, priority, table) for priority, table in tables.items()),
+        )
+        found.last_sequence = upper
     if upper is not None:
         found.unreadable = [(a, min(b, upper)) for a, b in found.unreadable if a <= upper]
     if found.integrity != "ok":
@@ -212,6 +222,17 @@ def _rescue(
                 found.append(row)
                 break
     return found
+
+
+def _verified_top(conn: sqlite3.Connection, priority: Priority, table: str) -> int:
+    """The lane's highest key, if a row under it reads back as its own (the B-tree's
+    right edge is reached by a descent from the root, whatever a walk stepped over)."""
+    try:
+        # Table names come from the outbox's fixed mapping, never from input.
+        top = conn.execute(f"SELECT max(seq) FROM {table}").fetchone()[0]  # noqa: S608
+    except (sqlite3.DatabaseError, TypeError):
+        return 0
+    return int(top) if top is not None and _row(conn, priority, table, int(top)) else 0
 
 
 def _row(conn: sqlite3.Connection, priority: Priority, table: str, seq: int) -> Row | None:
