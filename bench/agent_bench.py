@@ -73,17 +73,28 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def agent_toml(root: Path, lamps: int, address: str, enroll_address: str) -> str:
+def agent_toml(
+    root: Path,
+    lamps: int,
+    address: str,
+    enroll_address: str,
+    *,
+    gateway: str = GATEWAY,
+    site: Site = SITE,
+    equipment: str = f"{BOLLARD}\n{SIGNAL}",
+) -> str:
+    """The bench agent's configuration: ``lamps`` simulated lamps and ``equipment`` (TOML
+    tables: a bollard and a crossing by default); flash_bench passes its own."""
     tables = "\n".join(
         f'[[lamps]]\nid = "lamp-{i:03d}"\nbackend = "simulated"\nnominal_power_w = 60'
         for i in range(1, lamps + 1)
     )
     return (
-        f'[gateway]\nid = "{GATEWAY}"\nserial = "SN-{GATEWAY}"\nstate_dir = "{root / "agent"}"\n'
+        f'[gateway]\nid = "{gateway}"\nserial = "SN-{gateway}"\nstate_dir = "{root / "agent"}"\n'
         f'[orchestrator]\naddress = "{address}"\nenroll_address = "{enroll_address}"\n'
         f'ca_file = "{root / "ca" / "root.pem"}"\n'
-        f"[site]\nlatitude = {SITE.latitude}\nlongitude = {SITE.longitude}\n"
-        f'time_zone = "{SITE.time_zone}"\n\n{tables}\n\n{BOLLARD}\n{SIGNAL}'
+        f"[site]\nlatitude = {site.latitude}\nlongitude = {site.longitude}\n"
+        f'time_zone = "{site.time_zone}"\n\n{tables}\n\n{equipment}'
     )
 
 

@@ -72,9 +72,11 @@ from typing import Any
 
 import psutil
 import sqlalchemy as sa
-from agent_bench import orchestrator_files, wait_port  # bench/, beside this script
+from agent_bench import agent_toml as base_agent_toml  # bench/, beside this script
+from agent_bench import orchestrator_files, wait_port
 
 from domain import documents
+from domain.schedule.model import Site
 from ondijon.client import AdminClient
 from orchestrator.store.schema import events as events_table
 from protos.ondijon.v1 import control_pb2, link_pb2
@@ -298,18 +300,16 @@ def _leftovers(config: Path) -> list[int]:
 
 
 def agent_toml(root: Path, lamps: int, address: str, enroll: str, clock: str) -> str:
-    tables = "\n".join(
-        f'[[lamps]]\nid = "lamp-{i:03d}"\nbackend = "simulated"\nnominal_power_w = 60\n'
-        for i in range(1, lamps + 1)
-    )
-    return (
-        f'[gateway]\nid = "{GATEWAY}"\nserial = "SN-{GATEWAY}"\nstate_dir = "{root / "agent"}"\n'
-        f'[orchestrator]\naddress = "{address}"\nenroll_address = "{enroll}"\n'
-        f'ca_file = "{root / "ca" / "root.pem"}"\n'
-        f'[site]\nlatitude = {LATITUDE}\nlongitude = {LONGITUDE}\ntime_zone = "{TIME_ZONE}"\n'
-        f"{clock}\n"
-        '[cabinet]\nid = "cabinet"\nbackend = "simulated"\n\n'
-        f"{tables}"
+    """agent_bench's configuration for this bench's cabinet: its lamps, a cabinet monitor
+    and ``clock`` (a ``[clock]`` table, or nothing)."""
+    return base_agent_toml(
+        root,
+        lamps,
+        address,
+        enroll,
+        gateway=GATEWAY,
+        site=Site(latitude=LATITUDE, longitude=LONGITUDE, time_zone=TIME_ZONE),
+        equipment=f'{clock}\n[cabinet]\nid = "cabinet"\nbackend = "simulated"\n',
     )
 
 
