@@ -421,9 +421,7 @@ class _Conversation:
         held = [HeldRecord(h.kind, h.version, h.digest) for h in hello.held]
         gateway_id = self.gateway_id
 
-        def record(
-            conn: Connection,
-        ) -> tuple[int, int, list[tuple[int, int]], list[tuple[int, int]]]:
+        def record(conn: Connection) -> tuple[int, int, list[tuple[int, int]]]:
             store.record_hello(
                 conn,
                 gateway_id,
@@ -436,20 +434,24 @@ class _Conversation:
             self.router.stream_opened(conn, self.session)
             # An agent that lost part of its outbox asks what is held above a sequence, to
             # say exactly which events are gone (usually nothing: one index probe).
-            listed, lost = [], []
-            if hello.list_held_after:
-                listed = store.held_ranges(
-                    conn, gateway_id, after=hello.held_after, limit=MAX_HELD_RANGES
-                )
-                # And what its gap events say is lost already: not to be listed again.
-                gaps = store.event_payloads_of_type(
-                    conn, gateway_id, GAP_EVENT_TYPE, after=hello.held_after
-                )
-                lost = listed_lost_after(gaps, hello.held_after)[:MAX_HELD_RANGES]
+            listed = (
+                store.held_ranges(conn, gateway_id, after=hello.held_after, limit=MAX_HELD_RANGES)
+                if hello.list_held_after
+                else []
+            )
             stored = store.stored_sequence(conn, gateway_id)
-            return stored, store.last_report_seq(conn, gateway_id), listed, lost
+            return stored, store.last_report_seq(conn, gateway_id), listed
 
-        stored, self.report_seq, held_after, lost_after = await self.runner.write(record)
+        def listed_lost(conn: Connection) -> list[tuple[int, int]]:
+            # What its gap events say is lost already (not to be listed again): read and
+            # decoded on a reader thread, not inside the store's one writer.
+            gaps = store.event_payloads_of_type(
+                conn, gateway_id, GAP_EVENT_TYPE, after=hello.held_after
+            )
+            return listed_lost_after(gaps, hello.held_after)[:MAX_HELD_RANGES]
+
+        stored, self.report_seq, held_after = await self.runner.write(record)
+        lost_after = await self.runner.read(listed_lost) if hello.list_held_after else []
         self.session.registered = True
         # Start from a folded snapshot, knowing which devices it holds.
         self.devices = DeviceLog(
