@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 
-from domain.sequences import parse_sequence_list
 from edge.events import EquipmentEvent, Priority
 from edge.storage import loss
 from edge.storage.atomic import RecoveryOutcome, StorageRecovery
@@ -898,17 +897,7 @@ def test_events_dropped_before_the_welcome_after_the_disk_went_back_are_listed_u
             asked_after=box.held_after(),
         )
         kept = everything(box)
-    moved = set().union(
-        *(
-            {
-                n
-                for a, b in parse_sequence_list(g.attributes["numbered_before"])
-                for n in range(a, b + 1)
-            }
-            for g in gaps(kept)
-            if "numbered_before" in g.attributes
-        )
-    )
+    moved = listed_lost(gaps(kept), "numbered_before")
     assert moved == dropped  # every dropped event had a number the lost life gave ...
     listed = listed_lost(gaps(kept))
     fresh = {n for n in listed if n > lost_life[1]}
