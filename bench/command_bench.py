@@ -2,8 +2,8 @@
 operator's command to its acknowledgement under ingest load.
 
     python bench/command_bench.py [--gateways 10000] [--procs 4] [--command-gateways 1000]
-                                  [--load 20000] [--commands 200] [--json] [--profile]
-                                  [--only commands|fanout]
+                                  [--load 20000] [--commands 200] [--load-nice 10]
+                                  [--json] [--profile] [--only commands|fanout]
     python bench/command_bench.py --quick
 
 One real orchestrator process (``ondijon orchestrator serve``, SQLite) and load processes
@@ -18,8 +18,18 @@ agent does once it has acted. Through the admin API over mutual TLS:
    First with no other traffic (the peer: once every gateway's first report is
    acknowledged and the orchestrator is idle again), then while the gateways send
    ``--load`` device updates per second (half the ingest knee: bench/ingest_curve.py
-   ``--loads 20000``), whose acknowledgement p50/p99 is printed beside them. Beside
-   them, the disk under the store: fsync p50/p99 (a command waits for two commits).
+   ``--loads 20000``), whose acknowledgement p50/p99 is printed beside them: first with
+   the load processes at normal priority, sharing the cores with the orchestrator as
+   equals, then, on the same streams, with every thread of them at niceness
+   ``--load-nice`` (default 10; 0 leaves it out), the orchestrator first in line for the
+   cores, as in a city where the gateways run on their own boards. For each, the load
+   as delivered from the first command to the last DONE: updates per second due, sent
+   and acknowledged in that window, how late the reports were sent and their
+   acknowledgement p50/p99; a generator that did not offer its load (under 95 % of the
+   updates due acknowledged in the window, a report never acknowledged, or sent over
+   50 ms late at p99) is marked NOT DELIVERED with a warning: its commands were not
+   measured under the load asked for. Beside them, the disk under the store: fsync
+   p50/p99 (a command waits for two commits).
 2. Fan-out. ``--gateways`` gateways connected from ``--procs`` load processes, at most
    ``--opening`` handshakes in flight per process; the time to open them all is printed
    on its own. Then one ``PutGroupDocument`` of a lighting program to the whole city:
@@ -39,15 +49,17 @@ from the put to the last acknowledgement (threads, top functions).
 made, about a minute). ``--quick``: 400 gateways, 200 of them for 60 commands at 4,000
 updates/s (the same updates per gateway), about a minute. The soft limit of open files
 is raised to the hard limit (the orchestrator holds a socket per gateway). The load
-processes share the machine's cores with the orchestrator, and the load average is
-printed: on a machine shared with other work, latency tails are the machine's as much as
-the code's.
+processes share the machine's cores with the orchestrator (niced or not: a niced process
+still takes what the orchestrator leaves), and the load average is printed: on a machine
+shared with other work, latency tails are the machine's as much as the code's. Without
+root a niceness only goes up, so the niced measurement always comes second.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import multiprocessing
 import os
@@ -75,6 +87,7 @@ from protos.ondijon.v1 import control_pb2, link_pb2
 
 DEVICES = 100  # device states per report, as bench/ingest_curve.py
 POLL_S = 0.005  # how often the operator's side asks GetCommand
+LOAD_NICE = 10  # --load-nice's default
 SETTLED = (link_pb2.COMMAND_STATUS_DONE, link_pb2.COMMAND_STATUS_REFUSED)
 
 
@@ -261,6 +274,19 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
 
 
+@dataclass
+class UnderLoad:
+    """The commands sent while the gateways offered the ingest load, with the load
+    generator at one priority."""
+
+    nice: int
+    sent: list[Sent]
+    step: Step
+    reports: list[tuple[float, float, float | None]]  # (due, sent, acknowledged), epochs
+    load_average: float
+    threads_nice: list[int]  # every load process thread's niceness after the step
+
+
 def commands_phase(
     city: BenchCity, server: psutil.Process, args: argparse.Namespace, ctx: Any
 ) -> dict[str, Any]:
@@ -268,7 +294,10 @@ def commands_phase(
     print(f"commands: opening {n} streams from 2 load processes ...", flush=True)
     fleet = Fleet(city, n, 2, 0, ctx)
     ids = [f"fan-{g:05d}" for g in range(n)]
-    figures: dict[str, Any] = {"gateways": n, "opened": fleet.opened}
+    figures: dict[str, Any] = {"gateways": n, "opened": fleet.opened, "server_nice": server.nice()}
+    loaders = [psutil.Process(p.pid) for p in fleet.procs]
+    # Normal priority first: without root a process's niceness only goes up.
+    priorities = [0, args.load_nice] if args.load_nice else [0]
     try:
         fleet.prime()
         fleet.answers()
@@ -280,40 +309,154 @@ def commands_phase(
         run = Run(
             fleet.pipes,
             [server],
-            [psutil.Process(p.pid) for p in fleet.procs],  # type: ignore[arg-type]
+            loaders,
             argparse.Namespace(
                 gateways=n, devices=DEVICES, seconds=warm + commands_s + 2.0, warm=warm, p99_ms=100
             ),
         )
 
-        async def operate() -> tuple[list[Sent], list[Sent], Step]:
+        async def under_load(admin: AdminClient, nice: int) -> UnderLoad:
+            if nice:
+                renice(loaders, nice)
+            # Each measurement starts from a quiet orchestrator, as the peer does.
+            await asyncio.to_thread(settle, server)
+            loop = asyncio.get_running_loop()
+            step = loop.run_in_executor(None, run.step, args.load)
+            await asyncio.sleep(0.5 + warm)
+            spy = start_profile(server.pid, profiled(nice)) if args.profile else None
+            sent = await send_commands(admin, ids, args.commands, args.spacing)
+            if spy is not None:
+                spy.send_signal(signal.SIGINT)
+                spy.wait(60)
+            done = await step
+            return UnderLoad(
+                nice, sent, done, run.reports, os.getloadavg()[0], threads_nice(loaders)
+            )
+
+        async def operate() -> tuple[list[Sent], list[UnderLoad]]:
             async with AdminClient(city.operator(), timeout=60) as admin:
                 quiet = await send_commands(admin, ids, args.commands, args.spacing)
-                loop = asyncio.get_running_loop()
-                step = loop.run_in_executor(None, run.step, args.load)
-                await asyncio.sleep(0.5 + warm)
-                spy = start_profile(server.pid, profiled) if args.profile else None
-                loaded = await send_commands(admin, ids, args.commands, args.spacing)
-                if spy is not None:
-                    spy.send_signal(signal.SIGINT)
-                    spy.wait(60)
-                return quiet, loaded, await step
+                return quiet, [await under_load(admin, nice) for nice in priorities]
 
-        profiled = city.work / "commands.py-spy"
-        quiet, loaded, step = asyncio.run(operate())
+        def profiled(nice: int) -> Path:
+            return city.work / f"commands-nice{nice}.py-spy"
+
+        quiet, loaded = asyncio.run(operate())
         received, _ = fleet.answers()
     finally:
         fleet.close()
     if args.profile:
-        print("where the orchestrator's time went during the commands under ingest load:")
-        show_profile(profiled)
+        for nice in priorities:
+            print(
+                f"where the orchestrator's time went during the commands under ingest load, "
+                f"{generator(nice)}:"
+            )
+            show_profile(profiled(nice))
     figures["load_average"] = os.getloadavg()[0]
     disk = fsync_ms(city.work)
     figures["fsync_p50_ms"], figures["fsync_p99_ms"] = percentile(disk, 50), percentile(disk, 99)
     figures["quiet"] = latency(quiet, received)
-    figures["loaded"] = latency(loaded, received)
-    figures["ingest"] = vars(step)
+    for measured in loaded:
+        part = {
+            "loaded": latency(measured.sent, received),
+            "ingest": vars(measured.step),
+            "delivery": delivery(measured.reports, window(measured.sent), DEVICES),
+            "load_average": measured.load_average,
+            "threads_nice": measured.threads_nice,
+        }
+        if measured.nice:
+            figures["niced"] = {"nice": measured.nice, **part}
+        else:
+            figures.update(part)
     return figures
+
+
+def generator(nice: int) -> str:
+    return f"generator at nice {nice}" if nice else "generator at normal priority"
+
+
+def renice(procs: list[psutil.Process], nice: int) -> None:
+    """Every thread of ``procs`` at niceness ``nice``. On Linux a thread's priority is
+    its own (setpriority on a process id changes only its first thread) and a new thread
+    inherits its creator's, so each thread is set, until a pass finds none left."""
+    for _ in range(10):
+        changed = False
+        for proc in procs:
+            for thread in proc.threads():
+                try:
+                    if os.getpriority(os.PRIO_PROCESS, thread.id) != nice:
+                        os.setpriority(os.PRIO_PROCESS, thread.id, nice)
+                        changed = True
+                except ProcessLookupError:  # the thread ended meanwhile
+                    pass
+        if not changed:
+            return
+
+
+def threads_nice(procs: list[psutil.Process]) -> list[int]:
+    """The niceness of every thread of ``procs``."""
+    out = []
+    for proc in procs:
+        for thread in proc.threads():
+            with contextlib.suppress(ProcessLookupError):  # the thread ended meanwhile
+                out.append(os.getpriority(os.PRIO_PROCESS, thread.id))
+    return out
+
+
+def window(sent: list[Sent]) -> tuple[float, float]:
+    """From the first call to the last answer seen (epochs)."""
+    return min(s.at for s in sent), max(s.at + s.acked_s for s in sent)
+
+
+LATE_MS = 50.0  # a generator sending later than this at p99 bunches its reports
+DELIVERED = 0.95  # of the reports due in the window, the share acknowledged in it
+
+
+def delivery(
+    reports: list[tuple[float, float, float | None]], within: tuple[float, float], devices: int
+) -> dict[str, Any]:
+    """Whether the load generator offered its load while the commands were measured:
+    of the state reports (due, sent, acknowledged; epochs) whose due instant falls
+    ``within``, how late they were sent and acknowledged, and the updates per second
+    due, sent and acknowledged in it. A generator starved of CPU sends what it owes late,
+    at once: fewer updates reach the orchestrator in the window than were due, or they
+    come bunched. ``delivered`` is False, with the reason in ``short``, if under
+    ``DELIVERED`` of the due updates were acknowledged in the window, any report never
+    was, or the sends were over ``LATE_MS`` late at p99."""
+    start, end = within
+    span = max(end - start, 1e-9)
+    due = [r for r in reports if start <= r[0] < end]
+    late = [1000 * (sent - at) for at, sent, _ in due]
+    acked = [1000 * (ack - sent) for _, sent, ack in due if ack is not None]
+    unacked = sum(ack is None for *_, ack in due)
+    rate = devices / span
+    out: dict[str, Any] = {
+        "window_s": span,
+        "due_per_s": len(due) * rate,
+        "sent_per_s": sum(start <= sent < end for _, sent, _ in reports) * rate,
+        "acked_per_s": sum(ack is not None and start <= ack < end for *_, ack in reports) * rate,
+        "late_p50_ms": percentile(late, 50),
+        "late_p99_ms": percentile(late, 99),
+        "late_max_ms": max(late, default=float("nan")),
+        "ack_p50_ms": percentile(acked, 50),
+        "ack_p99_ms": percentile(acked, 99),
+        "unacked": unacked,
+    }
+    short = []
+    if not due:
+        short.append("no report was due in the window")
+    elif out["acked_per_s"] < DELIVERED * out["due_per_s"]:
+        short.append(
+            f"{out['acked_per_s']:,.0f} of the {out['due_per_s']:,.0f} updates/s due "
+            f"acknowledged in the window"
+        )
+    if unacked:
+        short.append(f"{unacked} reports never acknowledged")
+    if out["late_p99_ms"] > LATE_MS:
+        short.append(f"reports sent {out['late_p99_ms']:.0f} ms late at p99 (over {LATE_MS:g})")
+    out["delivered"] = not short
+    out["short"] = "; ".join(short)
+    return out
 
 
 # -- fan-out ----------------------------------------------------------------------------------
@@ -455,6 +598,16 @@ def main() -> int:
     parser.add_argument("--load", type=int, default=20_000, help="device updates per second")
     parser.add_argument("--commands", type=int, default=200, help="per measurement")
     parser.add_argument("--spacing", type=float, default=0.05, help="seconds between commands")
+    parser.add_argument(
+        "--load-nice",
+        type=int,
+        default=LOAD_NICE,
+        metavar="N",
+        help="the commands under load measured again with the load processes at niceness N "
+        "(lower CPU priority: the city's gateways run on their own boards, not on the "
+        "orchestrator's cores), checking that they still offer the load; 0: only at normal "
+        f"priority (default {LOAD_NICE})",
+    )
     parser.add_argument("--quick", action="store_true", help="a small form (~1 min)")
     parser.add_argument(
         "--profile",
@@ -502,11 +655,16 @@ def report_commands(commands: dict[str, Any], args: argparse.Namespace) -> None:
         f"operator command to the gateway's acknowledgement visible (GetCommand), "
         f"{commands['gateways']} gateways connected ({commands['opened']} opened):"
     )
-    for name, label in (
-        ("quiet", "peer, no other traffic"),
-        ("loaded", f"ingest at {args.load:,} updates/s"),
-    ):
-        c = commands[name]
+    loaded = [(0, commands)]
+    if commands.get("niced"):
+        loaded.append((commands["niced"]["nice"], commands["niced"]))
+    lines = [("peer, no other traffic", commands["quiet"])]
+    for nice, part in loaded:
+        label = f"ingest at {args.load:,} updates/s, {generator(nice)}"
+        if not part["delivery"]["delivered"]:
+            label += " [LOAD NOT DELIVERED]"
+        lines.append((label, part["loaded"]))
+    for label, c in lines:
         print(
             f"  {label}: p50 {c['p50_ms']:.1f} ms, p99 {c['p99_ms']:.1f} ms, max "
             f"{c['max_ms']:.1f} ms ({c['done']} of {c['sent']} done); to the gateway p50 "
@@ -518,10 +676,35 @@ def report_commands(commands: dict[str, Any], args: argparse.Namespace) -> None:
         f"{commands['fsync_p50_ms']:.1f} ms, p99 {commands['fsync_p99_ms']:.1f} ms (a command "
         f"waits for two commits: queued, then answered)"
     )
-    print(f"  machine load average (1 min) during the commands: {commands['load_average']:.1f}")
-    step = commands["ingest"]
-    print(f"  the ingest meanwhile (bench/ingest_curve.py's step):\n{HEADER}")
-    print(Step(**step).line())
+    averages = ", ".join(f"{p['load_average']:.1f} ({generator(n)})" for n, p in loaded)
+    print(
+        f"  machine load average (1 min) after the commands under load: {averages}; "
+        f"{os.cpu_count()} cores; orchestrator at nice {commands['server_nice']}"
+    )
+    print(f"  the ingest meanwhile (bench/ingest_curve.py's step, its measured part):\n{HEADER}")
+    for nice, part in loaded:
+        print(f"{Step(**part['ingest']).line()}  {generator(nice)}")
+    print("  the load as delivered from the first command to the last DONE:")
+    for nice, part in loaded:
+        d = part["delivery"]
+        threads = part["threads_nice"]
+        at = sorted(set(threads))
+        print(
+            f"    {generator(nice)} ({len(threads)} load threads at nice "
+            f"{'/'.join(map(str, at))}): {d['window_s']:.1f} s, updates/s due "
+            f"{d['due_per_s']:,.0f}, sent {d['sent_per_s']:,.0f}, acknowledged "
+            f"{d['acked_per_s']:,.0f} (offered {args.load:,}); sent late p50 "
+            f"{d['late_p50_ms']:.1f} ms, p99 {d['late_p99_ms']:.1f} ms; acknowledged p50 "
+            f"{d['ack_p50_ms']:.1f} ms, p99 {d['ack_p99_ms']:.1f} ms: "
+            + ("delivered" if d["delivered"] else "NOT DELIVERED")
+        )
+        if not d["delivered"]:
+            print(
+                f"  WARNING: with the {generator(nice)} the load was not offered as asked "
+                f"({d['short']}): its command figures are not under {args.load:,} updates/s"
+            )
+        if at != [nice]:
+            print(f"  WARNING: load threads at nice {at}, not {nice}")
 
 
 def report_fanout(f: dict[str, Any], soft: int) -> None:

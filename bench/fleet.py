@@ -11,7 +11,9 @@ agent's reconnect policy); not a benchmark itself.
 The pipe protocol of :func:`load_process`: it first sends how its streams opened
 (``opened``, ``lost``, ``began``, ``ended``, ``rss``); then, for each message received:
 ``(rate, start_at, seconds, warm)`` runs a step of state reports (see
-:meth:`LoadGateway.step`) and sends its figures; ``"answers"`` sends what the gateways
+:meth:`LoadGateway.step`) and sends its figures (``reports``: for each measured report,
+the instants it was due, sent and acknowledged, None if it never was, so the benchmark
+can tell the load it offered from the load it meant to offer); ``"answers"`` sends what the gateways
 were sent since the last time (``commands``: command id to the instant it arrived,
 ``documents``: the instants documents arrived) and forgets it; ``None`` closes every
 stream and ends the process.
@@ -51,6 +53,10 @@ class LoadGateway:
     sent: dict[int, float] = field(default_factory=dict)
     measured: set[int] = field(default_factory=set)
     latencies: list[float] = field(default_factory=list)
+    # Measured reports: batch -> (due, sent) while unacknowledged, then (due, sent, acked)
+    # in ``reports``, all time.time().
+    due: dict[int, tuple[float, float]] = field(default_factory=dict)
+    reports: list[tuple[float, float, float | None]] = field(default_factory=list)
     # What the orchestrator sent, with the instant (time.time()) it arrived.
     commands: dict[str, float] = field(default_factory=dict)
     documents: list[float] = field(default_factory=list)
@@ -87,6 +93,7 @@ class LoadGateway:
                     if t0 is not None and batch in self.measured:
                         self.latencies.append(time.perf_counter() - t0)
                         self.measured.discard(batch)
+                        self.reports.append((*self.due.pop(batch), time.time()))
                 elif body == "command":
                     self.commands[response.command.command_id] = time.time()
                     self.answer(self.done(response.command))
@@ -124,6 +131,9 @@ class LoadGateway:
             self.sent[self.batch] = time.perf_counter()
             if at >= measure_from:
                 self.measured.add(self.batch)
+                # Behind schedule, this process sends what it owes at once: how late it
+                # was says whether it offered the load it was asked to.
+                self.due[self.batch] = (at, time.time())
             blob = self.blobs[self.batch % len(self.blobs)]
             self.queue.put_nowait(encode_state(self.batch, blob))
             at += interval
@@ -200,13 +210,16 @@ async def _load(
             await asyncio.sleep(0.1)
         latencies = [x for g in live for x in g.latencies]
         unacked = sum(len(g.measured) for g in live)
+        reports = [r for g in live for r in g.reports]
+        reports += [(due, sent, None) for g in live for due, sent in g.due.values()]
         for g in live:
-            g.latencies, g.measured = [], set()
+            g.latencies, g.measured, g.due, g.reports = [], set(), {}, []
         pipe.send(
             {
                 "measured": measured,
                 "latencies": latencies,
                 "unacked": unacked,
+                "reports": reports,
                 "cpu_s": time.process_time() - cpu0,
             }
         )

@@ -176,6 +176,8 @@ class Run:
         args: argparse.Namespace,
     ) -> None:
         self.pipes, self.servers, self.loaders, self.args = pipes, servers, loaders, args
+        # The last step's measured reports: (due, sent, acknowledged or None), time.time().
+        self.reports: list[tuple[float, float, float | None]] = []
 
     def step(self, offered: int) -> Step:
         args = self.args
@@ -197,6 +199,7 @@ class Run:
         parts = [pipe.recv() for pipe in self.pipes]
         latencies = sorted(x for p in parts for x in p["latencies"])
         unacked = sum(p["unacked"] for p in parts)
+        self.reports = [r for p in parts for r in p["reports"]]
         measured = sum(p["measured"] for p in parts)
         # Reports never acknowledged count as late as can be.
         p99_index = int(0.99 * (measured - 1)) if measured else 0
