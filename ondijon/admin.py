@@ -672,7 +672,8 @@ def event_row(stored: control_pb2.StoredEvent) -> list[str]:
         _PRIORITY_NAME.get(e.priority, "-"),
         e.type,
         e.device_id or "-",
-        e.message,
+        # A copy an agent sent again after its storage went back (not news).
+        f"(copy of {stored.copy_of}) {e.message}" if stored.copy_of else e.message,
     ]
 
 

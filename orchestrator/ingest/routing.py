@@ -473,7 +473,7 @@ class Router:
             [
                 stored_event(gateway_id, link_pb2.Event.FromString(r.payload), r.received_at)
                 for r in records
-                if r.received_at == at
+                if r.received_at == at and r.copy_of is None  # a copy is not news
             ]
         )
 
