@@ -73,11 +73,11 @@ from tests.nothing_lost.damage import (
 from tests.nothing_lost.harness import (
     AgentProcess,
     LinkProxy,
-    eventually,
     gateway,
     listed_lost,
     stored_events,
 )
+from tests.waiting import eventually
 
 pytestmark = [pytest.mark.integration]
 

@@ -31,8 +31,9 @@ from provisioning.ca import CertificateAuthority
 from provisioning.identity import Identity, Role
 from provisioning.profile import Profile
 from tests.conftest import City
-from tests.edge.test_agent import eventually, lighting, put_schedule, running
+from tests.edge.test_agent import lighting, put_schedule, running
 from tests.security.conftest import snapshot
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
 

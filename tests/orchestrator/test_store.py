@@ -768,7 +768,8 @@ def test_audit_entries_keep_their_order_and_long_values_are_cut(store: Store) ->
 async def test_the_orchestrator_runs_an_agent_on_postgresql(
     tmp_path: Path, ca: CertificateAuthority, lamp_table: Callable[[int], str]
 ) -> None:
-    from tests.edge.test_agent import eventually, gateway, lighting, put_schedule, running
+    from tests.edge.test_agent import gateway, lighting, put_schedule, running
+    from tests.waiting import eventually
 
     with fresh_database("postgresql", tmp_path) as url:
         config = replace(orchestrator_config(tmp_path), store_url=url)
