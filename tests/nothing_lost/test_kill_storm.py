@@ -294,8 +294,8 @@ async def account(city: City, gateway_id: str, ledger: Ledger) -> dict[str, int]
     fingerprints = {s: wire_fingerprint(e) for s, e in stored.items()}
     stored_fps = Counter(fingerprints.values())
     # Sent again by an image put back after a copy was delivered: kept, marked as a copy.
-    copies = {e.event.sequence: e.copy_of for e in events if e.copy_of}
-    for sequence, original in copies.items():
+    marked = {e.event.sequence: e.copy_of for e in events if e.copy_of}
+    for sequence, original in marked.items():
         assert fingerprints[sequence] == fingerprints.get(original), (
             f"#{sequence} marked a copy of #{original}, which holds another event"
         )
@@ -351,7 +351,7 @@ async def account(city: City, gateway_id: str, ledger: Ledger) -> dict[str, int]
                 unaccounted.append(sequence)
     assert not unaccounted, f"promised and neither stored nor listed: {unaccounted[:20]}"
     # A promised event is stored once, not twice under two sequences.
-    once = Counter(fp for s, fp in fingerprints.items() if s not in copies)
+    once = Counter(fp for s, fp in fingerprints.items() if s not in marked)
     twice = [fp for fp, n in once.items() if n > 1 and fp in promised_fps]
     assert not twice, f"{len(twice)} promised events stored twice"
     return {
@@ -359,7 +359,7 @@ async def account(city: City, gateway_id: str, ledger: Ledger) -> dict[str, int]
         "stored": len(stored),
         "listed lost": len(listed),
         "renumbered": renumbered,
-        "stored again as copies of a delivered event": len(copies),
+        "stored again as copies of a delivered event": len(marked),
         "dropped before a welcome, listed under a new number": listed_again,
         "renumbered, then the copy listed lost": copy_lost,
         "listed lost, then given back by a disk that went back": len(brought_back),
