@@ -702,12 +702,19 @@ class _Conversation:
         # The answer to a command sent on this stream is what an operator waits for: it
         # is committed ahead of the ingest's queued writes. Others take the common lane.
         write = self.runner.write_first if sent_here else self.runner.write
-        # Scoped to this gateway: a gateway can never settle another gateway's command.
-        await write(
-            self.store.set_command_status,
-            result.command_id,
-            status=result.status,
-            detail=result.detail,
-            now=self.clock.now(),
-            gateway_id=self.gateway_id,
-        )
+        store, router, gateway_id, now = self.store, self.router, self.gateway_id, self.clock.now()
+
+        def settle(conn: Connection) -> None:
+            # Scoped to this gateway: a gateway can never settle another gateway's command.
+            if store.set_command_status(
+                conn,
+                result.command_id,
+                status=result.status,
+                detail=result.detail,
+                now=now,
+                gateway_id=gateway_id,
+            ):
+                router.answered_in(conn, result.command_id)
+
+        await write(settle)
+        router.answered(result.command_id)  # an operator waiting here has it now
