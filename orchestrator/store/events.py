@@ -18,6 +18,13 @@ from orchestrator.store.schema import (
     events,
 )
 
+# The copies made of a range of numbers (EventTables.copy_family, for every batch stored).
+_COPIES_OF_RANGE = (
+    sa.select(events.c.sequence, events.c.first_sequence, events.c.copy_of, events.c.payload)
+    .where(events.c.gateway_id == sa.bindparam("gateway_id"))
+    .where(events.c.first_sequence.between(sa.bindparam("low"), sa.bindparam("high")))
+)
+
 
 class EventTables(Tables):
     """Events: stored once per (gateway, sequence), listed, and their gaps."""
@@ -60,19 +67,24 @@ class EventTables(Tables):
         numbers = [e.sequence for e in stored]
         firsts = sorted({e.first_sequence for e in stored if e.first_sequence})
         # Each its own indexed search (one OR of them scans the gateway's rows): copies of
-        # the originals just stored (the partial index; a batch is one run of numbers),
-        # then for copies the events under their first numbers and the other copies.
-        which = [c.first_sequence.between(min(numbers), max(numbers))]
+        # the originals just stored (the partial index; a batch is one run of numbers;
+        # prepared once, as it runs for every batch), then for copies the events under
+        # their first numbers and the other copies.
+        searches = [
+            conn.execute(
+                _COPIES_OF_RANGE,
+                {"gateway_id": gateway_id, "low": min(numbers), "high": max(numbers)},
+            ).all()
+        ]
         if firsts:
-            which += [c.sequence.in_(firsts), c.first_sequence.in_(firsts)]
+            columns = sa.select(c.sequence, c.first_sequence, c.copy_of, c.payload)
+            for condition in (c.sequence.in_(firsts), c.first_sequence.in_(firsts)):
+                searches.append(
+                    conn.execute(columns.where(c.gateway_id == gateway_id).where(condition)).all()
+                )
         wanted = set(numbers) | set(firsts)
         found: dict[int, tuple[int, int, int | None, bytes]] = {}
-        for condition in which:
-            rows = conn.execute(
-                sa.select(c.sequence, c.first_sequence, c.copy_of, c.payload)
-                .where(c.gateway_id == gateway_id)
-                .where(condition)
-            )
+        for rows in searches:
             for r in rows:
                 first = int(r.sequence if r.first_sequence is None else r.first_sequence)
                 if first in wanted:
