@@ -501,7 +501,12 @@ async def send(client: AdminClient, gateway_id: str, command: link_pb2.Command, 
     )
     deadline = time.monotonic() + max(wait, 0)
     while True:
-        answer = await client.get_command(control_pb2.GetCommandRequest(command_id=sent.command_id))
+        # The orchestrator answers as soon as the gateway did (up to 20 s a call).
+        asked = min(max(deadline - time.monotonic(), 0), 20)
+        began = time.monotonic()
+        answer = await client.get_command(
+            control_pb2.GetCommandRequest(command_id=sent.command_id, wait_ms=int(asked * 1000))
+        )
         if answer.status == link_pb2.COMMAND_STATUS_DONE:
             return "done"
         if answer.status == link_pb2.COMMAND_STATUS_REFUSED:
@@ -515,7 +520,8 @@ async def send(client: AdminClient, gateway_id: str, command: link_pb2.Command, 
                 f"queued: {gateway_id} has not answered yet; it takes it when it "
                 f"reconnects before {until} (see `ondijon override list`)"
             )
-        await asyncio.sleep(0.2)
+        if time.monotonic() - began < asked / 2:
+            await asyncio.sleep(0.2)  # an orchestrator that does not wait: poll gently
 
 
 def _targets(devices: list[str] | None, every: str) -> str:
@@ -672,7 +678,8 @@ def event_row(stored: control_pb2.StoredEvent) -> list[str]:
         _PRIORITY_NAME.get(e.priority, "-"),
         e.type,
         e.device_id or "-",
-        e.message,
+        # A copy an agent sent again after its storage went back (not news).
+        f"(copy of {stored.copy_of}) {e.message}" if stored.copy_of else e.message,
     ]
 
 

@@ -65,6 +65,9 @@ is acknowledged; another is reported conflicting and numbered again); those drop
 room before the welcome are listed under fresh numbers; the lost life's numbers nobody
 holds, lists or has pending are listed in an ``outbox.gap`` alarm; and an
 ``outbox.rewound`` alarm says so: one number never names a lost event and a stored one.
+Every event numbered again says the number it was first recorded under
+(``Event.first_sequence``): an image put back later can bring an event back after the lost
+life delivered a copy of it, and the orchestrator keeps that one as a copy, not twice.
 """
 
 from __future__ import annotations
@@ -1079,9 +1082,13 @@ class Outbox:
                 return []
             rows.sort()
             copies = []
-            for _, priority, at_us, body, pinned in rows:
+            for seq, priority, at_us, body, pinned in rows:
                 event = link_pb2.Event.FromString(body)
                 event.ClearField("sequence")
+                # The copy says the number it was first recorded under (a copy of a copy
+                # keeps the first): the orchestrator tells the same event delivered under
+                # another number by a life this disk forgot from a new one.
+                event.first_sequence = event.first_sequence or seq
                 copies.append(Record(priority, at_us, event.SerializeToString(), pinned))
             if conflict:
                 listed = sequence_list(bounds[:MAX_LISTED_RANGES])

@@ -1,5 +1,6 @@
 """The admin API's command calls: queue a command for a gateway (checked field by field,
-expiring within a week, never run twice), read its status.
+expiring within a week, never run twice), read its status, at once or once the gateway
+answered (``wait_ms``: the answer wakes the call, on whichever replica it lands).
 
 Sending is for operators within their communes and is audited; the command reaches the
 gateway through whichever replica holds its stream (:mod:`orchestrator.ingest.routing`).
@@ -7,6 +8,8 @@ gateway through whichever replica holds its stream (:mod:`orchestrator.ingest.ro
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
 from typing import Any
 
@@ -25,6 +28,9 @@ from orchestrator.store.runner import StoreRunner
 from protos.ondijon.v1 import control_pb2, link_pb2, state_pb2
 
 Context = grpc.aio.ServicerContext[Any, Any]
+# The longest a GetCommand waits for the gateway's answer: well within a unary call's
+# server-side deadline (orchestrator.access.limits, call_timeout_s).
+MAX_WAIT_MS = 20_000
 
 
 class CommandsApi:
@@ -114,16 +120,30 @@ class CommandsApi:
                 commune = ""
             return record, commune
 
-        # One read with the caller's registration, and one answer: a command of a gateway
-        # outside the caller's communes is answered exactly like a missing one (its
-        # gateway is not named).
-        caller, (record, commune) = await self.gate.caller_reading(context, VIEWER, None, load)
-        if problem or not request.command_id:
+        if request.wait_ms > MAX_WAIT_MS:
             await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT, problem or "command_id: must not be empty"
+                grpc.StatusCode.INVALID_ARGUMENT, f"wait_ms: at most {MAX_WAIT_MS} (20 s)"
             )
-        if record is None or not caller.in_scope(commune):
-            await context.abort(grpc.StatusCode.NOT_FOUND, "command_id: no such command")
+        with (
+            self.router.awaiting_answer(request.command_id)
+            if request.wait_ms and not problem
+            else contextlib.nullcontext(asyncio.Event())
+        ) as answered:
+            # One read with the caller's registration, and one answer: a command of a
+            # gateway outside the caller's communes is answered exactly like a missing one
+            # (its gateway is not named).
+            caller, (record, commune) = await self.gate.caller_reading(context, VIEWER, None, load)
+            if problem or not request.command_id:
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT, problem or "command_id: must not be empty"
+                )
+            if record is None or not caller.in_scope(commune):
+                await context.abort(grpc.StatusCode.NOT_FOUND, "command_id: no such command")
+            if request.wait_ms and record.status == link_pb2.COMMAND_STATUS_PENDING:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(request.wait_ms / 1000):
+                        await answered.wait()
+                record = await self.runner.read(store.get_command, request.command_id) or record
         return control_pb2.GetCommandResponse(
             command_id=record.command_id,
             gateway_id=record.gateway_id,

@@ -57,7 +57,9 @@ class EventFeed:
         visible_ids = await self.gate.visible_gateways(caller)
         return control_pb2.ListEventsResponse(
             events=[
-                stored_event(r.gateway_id, link_pb2.Event.FromString(r.payload), r.received_at)
+                stored_event(
+                    r.gateway_id, link_pb2.Event.FromString(r.payload), r.received_at, r.copy_of
+                )
                 for r in records
                 if r.gateway_id in visible_ids
             ]

@@ -339,8 +339,13 @@ class Console:
     async def command_status(self, request: web.Request) -> web.StreamResponse:
         await self.caller(request)
         command_id = request.match_info["command_id"]
+        # `?wait`: the page follows a pending command; answered as soon as the gateway
+        # answers (or after 10 s), instead of being asked again every second.
+        waits = command_id.endswith(".json") and "wait" in request.query
         answer = await self.services.control.GetCommand(
-            control_pb2.GetCommandRequest(command_id=command_id.removesuffix(".json")),
+            control_pb2.GetCommandRequest(
+                command_id=command_id.removesuffix(".json"), wait_ms=10_000 if waits else 0
+            ),
             self.call(request),
         )
         if command_id.endswith(".json"):

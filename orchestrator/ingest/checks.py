@@ -166,6 +166,9 @@ def check_event_batch(batch: link_pb2.EventBatch, max_events: int, window: TimeW
         if event.sequence < 1:
             raise WireError(f"{where}.sequence", "must be at least 1")
         _check_stored_int(f"{where}.sequence", event.sequence)
+        if event.first_sequence >= event.sequence:
+            # A copy is always numbered after the event it copies.
+            raise WireError(f"{where}.first_sequence", "must be below the event's sequence")
         if event.priority not in _PRIORITIES:
             raise WireError(f"{where}.priority", "unknown priority")
         if event.device_id:  # empty: an event of the cabinet itself
@@ -230,8 +233,8 @@ def sequence_ranges(sequences: Iterable[int]) -> list[link_pb2.SequenceRange]:
 
 
 def stored_event(
-    gateway_id: str, event: link_pb2.Event, received: datetime
+    gateway_id: str, event: link_pb2.Event, received: datetime, copy_of: int | None = None
 ) -> control_pb2.StoredEvent:
     return control_pb2.StoredEvent(
-        gateway_id=gateway_id, event=event, received_at=timestamp(received)
+        gateway_id=gateway_id, event=event, received_at=timestamp(received), copy_of=copy_of or 0
     )

@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -113,6 +114,49 @@ def _conflicting(
         if e.sequence in held and link_pb2.Event.FromString(held[e.sequence]) != e
     }
     return sorted(conflicts)
+
+
+def _content(payload: bytes) -> link_pb2.Event:
+    """A stored event without what a copy changes (its numbers)."""
+    event = link_pb2.Event.FromString(payload)
+    event.ClearField("sequence")
+    event.ClearField("first_sequence")
+    return event
+
+
+def _copies(
+    store: Store, conn: Connection, gateway_id: str, stored: list[NewEvent]
+) -> dict[int, int]:
+    """Among ``stored`` (just stored), the events already held under another sequence,
+    each with the sequence that holds it; marked so in the store.
+
+    An agent whose storage went back records again, under new sequences, events whose
+    numbers a gap event listed lost or the orchestrator holds for others (each copy says
+    the number it was first recorded under); a later image can bring back the event under
+    its first number, or a copy of it, after a copy was delivered. The same content under
+    the same first number is one event: the one stored first stays the event, the later
+    one is kept as its copy (every sequence stays accounted for) and is not news."""
+    just = {n.sequence for n in stored}
+    before = [r for r in store.copy_family(conn, gateway_id, stored) if r[0] not in just]
+    firsts = Counter(n.first_sequence or n.sequence for n in stored)
+    keys = {first for _, first, _, _ in before} | {f for f, count in firsts.items() if count > 1}
+    now = [n for n in stored if (n.first_sequence or n.sequence) in keys]
+    if not now:
+        return {}  # the usual case: no copy, nothing decoded
+    held: dict[int, list[tuple[int, link_pb2.Event]]] = {}  # first number → events
+    for sequence, first, copy_of, payload in before:
+        if copy_of is None:  # a copy's event is held under its copy_of
+            held.setdefault(first, []).append((sequence, _content(payload)))
+    copies: dict[int, int] = {}
+    for n in sorted(now, key=lambda n: n.sequence):
+        first, content = n.first_sequence or n.sequence, _content(n.payload)
+        same = [s for s, other in held.get(first, []) if other == content]
+        if same:
+            copies[n.sequence] = same[0]
+        else:
+            held.setdefault(first, []).append((n.sequence, content))
+    store.mark_copies(conn, gateway_id, copies)
+    return copies
 
 
 NOT_READY = (
@@ -531,6 +575,7 @@ class _Conversation:
                 device_id=e.device_id,
                 type=e.type,
                 payload=e.SerializeToString(),
+                first_sequence=e.first_sequence or None,
             )
             for e in events
         ]
@@ -541,32 +586,40 @@ class _Conversation:
 
         hooks = self.event_hooks
 
-        def add(conn: Connection) -> tuple[set[int] | None, list[int]]:
+        def add(conn: Connection) -> tuple[set[int] | None, dict[int, int], list[int]]:
             added = store.add_events(conn, gateway_id, new, now=now)
-            if added == len(new):
-                # All new, the usual case; feeds on other replicas hear of it on commit.
-                router.events_stored(conn, gateway_id, sequences, now)
-                for hook in hooks:
-                    hook(conn, gateway_id, new, now)
-                return None, []
-            fresh: set[int] = set()
-            if added:
-                # Partly a replay (batches resent after a cut are not cut the same way):
-                # the new events are those this very transaction stamped.
-                for r in sequence_ranges(sequences):
-                    span = store.list_events(
-                        conn, gateway_id, after_sequence=r.first - 1, limit=r.last - r.first + 1
-                    )
-                    fresh |= {row.sequence for row in span if row.received_at == now}
-                router.events_stored(conn, gateway_id, sorted(fresh), now)
+            fresh: set[int] | None = None
+            stored_now = new
+            if added != len(new):
+                fresh = set()
+                if added:
+                    # Partly a replay (batches resent after a cut are not cut the same
+                    # way): the new events are those this very transaction stamped.
+                    for r in sequence_ranges(sequences):
+                        span = store.list_events(
+                            conn,
+                            gateway_id,
+                            after_sequence=r.first - 1,
+                            limit=r.last - r.first + 1,
+                        )
+                        fresh |= {row.sequence for row in span if row.received_at == now}
                 # The first of a sequence sent twice is the one stored.
                 first = {n.sequence: n for n in reversed(new) if n.sequence in fresh}
-                for hook in hooks:
-                    hook(conn, gateway_id, list(first.values()), now)
-            return fresh, _conflicting(store, conn, gateway_id, events, fresh)
+                stored_now = sorted(first.values(), key=lambda n: n.sequence)
+            copies = _copies(store, conn, gateway_id, stored_now)
+            news = [n for n in stored_now if n.sequence not in copies]
+            # Feeds on other replicas hear of it on commit.
+            router.events_stored(conn, gateway_id, [n.sequence for n in news], now)
+            for hook in hooks:
+                hook(conn, gateway_id, news, now)
+            conflicting = (
+                [] if fresh is None else _conflicting(store, conn, gateway_id, events, fresh)
+            )
+            return fresh, copies, conflicting
 
-        fresh, conflicting = await self.runner.write(add)
-        self.metrics.events_stored.inc(len(new) if fresh is None else len(fresh))
+        fresh, copies, conflicting = await self.runner.write(add)
+        stored_count = len(new) if fresh is None else len(fresh)
+        self.metrics.events_stored.inc(stored_count - len(copies))
         ack = link_pb2.EventAck(stored=sequence_ranges(sequences))
         if conflicting:
             # The store keeps what it held; the agent records these again under new
@@ -579,12 +632,20 @@ class _Conversation:
                 len(conflicting),
                 ", ".join(f"{r.first}-{r.last}" for r in sequence_ranges(conflicting)[:5]),
             )
+        if copies:
+            log.warning(
+                "gateway %s sent again %d event(s) it had already delivered under other "
+                "sequences (its storage went back): stored as copies, not news (%s)",
+                gateway_id,
+                len(copies),
+                ", ".join(f"{c} of {o}" for c, o in sorted(copies.items())[:5]),
+            )
         self.session.send(link_pb2.ConnectResponse(event_ack=ack))
         # Watchers see what was stored, once: a replayed event (whatever it now claims) is
         # not news, and its stored content is the first one received.
         published: dict[int, link_pb2.Event] = {}
         for e in events:
-            if fresh is None or e.sequence in fresh:
+            if (fresh is None or e.sequence in fresh) and e.sequence not in copies:
                 published.setdefault(e.sequence, e)
         self.hub.publish([stored_event(gateway_id, e, now) for e in published.values()])
 
@@ -641,12 +702,19 @@ class _Conversation:
         # The answer to a command sent on this stream is what an operator waits for: it
         # is committed ahead of the ingest's queued writes. Others take the common lane.
         write = self.runner.write_first if sent_here else self.runner.write
-        # Scoped to this gateway: a gateway can never settle another gateway's command.
-        await write(
-            self.store.set_command_status,
-            result.command_id,
-            status=result.status,
-            detail=result.detail,
-            now=self.clock.now(),
-            gateway_id=self.gateway_id,
-        )
+        store, router, gateway_id, now = self.store, self.router, self.gateway_id, self.clock.now()
+
+        def settle(conn: Connection) -> None:
+            # Scoped to this gateway: a gateway can never settle another gateway's command.
+            if store.set_command_status(
+                conn,
+                result.command_id,
+                status=result.status,
+                detail=result.detail,
+                now=now,
+                gateway_id=gateway_id,
+            ):
+                router.answered_in(conn, result.command_id)
+
+        await write(settle)
+        router.answered(result.command_id)  # an operator waiting here has it now

@@ -15,6 +15,9 @@ home-made queue):
   it goes out if and only if they are committed); replicas with an event feed that may
   show them read them from the store and publish them.
 - **revoked**: certificates were revoked; replicas close their streams opened with them.
+- **answered**: a gateway answered a command; an operator waiting for that answer on
+  another replica (``GetCommand`` with ``wait_ms``) is answered at once (a lost notice
+  only makes the wait run to its end, then the store is read).
 
 Notifications are a hint, never the only path. A notification can be lost (the LISTEN
 connection reset, a replica restarting); so after every (re)connection of the listener,
@@ -42,7 +45,7 @@ import logging
 import socket
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -68,6 +71,7 @@ DOCUMENTS, COMMANDS, REVOKED, STREAM, EVENTS = (
     "events",
 )
 MANY = "many"
+ANSWERED = "answered"
 # Gateway ids per notice: PostgreSQL caps a notification's payload at 8000 bytes.
 MANY_PER_NOTICE = 100
 RECONNECT_SECONDS = 1.0
@@ -111,6 +115,8 @@ class Router:
         self.wall = wall
         self._tasks: list[asyncio.Task[None]] = []
         self.listening = asyncio.Event()
+        # Operators waiting here for a gateway's answer to a command, by command id.
+        self._awaiting: dict[str, set[asyncio.Event]] = {}
         self._ended: list[tuple[str, str]] = []
         self._leases_due = asyncio.Event()
         self._listener_lost_at: datetime | None = None
@@ -252,6 +258,29 @@ class Router:
                     "at": at.isoformat(),
                 },
             )
+
+    @contextlib.contextmanager
+    def awaiting_answer(self, command_id: str) -> Iterator[asyncio.Event]:
+        """An event set once ``command_id`` is answered by its gateway, on this replica or
+        another (enter before reading the command, so no answer slips in between)."""
+        answered = asyncio.Event()
+        self._awaiting.setdefault(command_id, set()).add(answered)
+        try:
+            yield answered
+        finally:
+            waiting = self._awaiting.get(command_id, set())
+            waiting.discard(answered)
+            if not waiting:
+                self._awaiting.pop(command_id, None)
+
+    def answered_in(self, conn: Connection, command_id: str) -> None:
+        """Tell waiters on other replicas, on commit, that ``command_id`` was answered."""
+        self.notice_in(conn, {"what": ANSWERED, "command": command_id})
+
+    def answered(self, command_id: str) -> None:
+        """Wake those waiting here for ``command_id`` (its answer is committed)."""
+        for answered in self._awaiting.get(command_id, ()):
+            answered.set()
 
     def notice_in(self, conn: Connection, message: dict[str, Any]) -> None:
         """Queue a notification in ``conn``'s transaction (sent if and only if it commits)."""
@@ -433,6 +462,9 @@ class Router:
             if what == REVOKED:
                 self.on_revoked({str(s) for s in message["serials"]})
                 return
+            if what == ANSWERED:
+                self.answered(str(message["command"]))
+                return
             if what == MANY:
                 await self.deliver_many(
                     [str(g) for g in message.get("documents", ())],
@@ -473,7 +505,7 @@ class Router:
             [
                 stored_event(gateway_id, link_pb2.Event.FromString(r.payload), r.received_at)
                 for r in records
-                if r.received_at == at
+                if r.received_at == at and r.copy_of is None  # a copy is not news
             ]
         )
 

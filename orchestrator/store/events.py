@@ -18,6 +18,13 @@ from orchestrator.store.schema import (
     events,
 )
 
+# The copies made of a range of numbers (EventTables.copy_family, for every batch stored).
+_COPIES_OF_RANGE = (
+    sa.select(events.c.sequence, events.c.first_sequence, events.c.copy_of, events.c.payload)
+    .where(events.c.gateway_id == sa.bindparam("gateway_id"))
+    .where(events.c.first_sequence.between(sa.bindparam("low"), sa.bindparam("high")))
+)
+
 
 class EventTables(Tables):
     """Events: stored once per (gateway, sequence), listed, and their gaps."""
@@ -40,11 +47,60 @@ class EventTables(Tables):
                 "type": e.type,
                 "payload": e.payload,
                 "received_at": now,
+                "first_sequence": e.first_sequence,
             }
             for e in batch
         ]
         stmt = _event_insert(conn.dialect.name).execution_options(preserve_rowcount=True)
         return int(conn.execute(stmt, rows).rowcount)
+
+    def copy_family(
+        self, conn: sa.Connection, gateway_id: str, stored: Sequence[NewEvent]
+    ) -> list[tuple[int, int, int | None, bytes]]:
+        """The rows an event of ``stored`` (just stored) may be a copy of, or copied by:
+        under the first number of a copy, copies of that first number, and copies of the
+        originals' numbers; ``(sequence, first number, copy_of, payload)``, the first number
+        being the sequence of an original. Usually none: copies come after a disk went back."""
+        if not stored:
+            return []
+        c = events.c
+        numbers = [e.sequence for e in stored]
+        firsts = sorted({e.first_sequence for e in stored if e.first_sequence})
+        # Each its own indexed search (one OR of them scans the gateway's rows): copies of
+        # the originals just stored (the partial index; a batch is one run of numbers;
+        # prepared once, as it runs for every batch), then for copies the events under
+        # their first numbers and the other copies.
+        searches = [
+            conn.execute(
+                _COPIES_OF_RANGE,
+                {"gateway_id": gateway_id, "low": min(numbers), "high": max(numbers)},
+            ).all()
+        ]
+        if firsts:
+            columns = sa.select(c.sequence, c.first_sequence, c.copy_of, c.payload)
+            for condition in (c.sequence.in_(firsts), c.first_sequence.in_(firsts)):
+                searches.append(
+                    conn.execute(columns.where(c.gateway_id == gateway_id).where(condition)).all()
+                )
+        wanted = set(numbers) | set(firsts)
+        found: dict[int, tuple[int, int, int | None, bytes]] = {}
+        for rows in searches:
+            for r in rows:
+                first = int(r.sequence if r.first_sequence is None else r.first_sequence)
+                if first in wanted:
+                    copy_of = None if r.copy_of is None else int(r.copy_of)
+                    found[int(r.sequence)] = (int(r.sequence), first, copy_of, bytes(r.payload))
+        return [found[s] for s in sorted(found)]
+
+    def mark_copies(self, conn: sa.Connection, gateway_id: str, copies: dict[int, int]) -> None:
+        """Mark each sequence of ``copies`` a copy of the sequence it maps to."""
+        for sequence, original in copies.items():
+            conn.execute(
+                events.update()
+                .where(events.c.gateway_id == gateway_id)
+                .where(events.c.sequence == sequence)
+                .values(copy_of=original)
+            )
 
     def list_events(
         self,
@@ -141,6 +197,7 @@ class EventTables(Tables):
         query = (
             sa.select(events)
             .where(events.c.received_at >= since)
+            .where(events.c.copy_of.is_(None))  # a copy is not news
             .order_by(events.c.received_at, events.c.gateway_id, events.c.sequence)
             .limit(limit)
         )

@@ -79,6 +79,7 @@ class EventRecord:
     type: str
     payload: bytes
     received_at: datetime
+    copy_of: int | None = None
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,7 @@ class NewEvent:
     device_id: str
     type: str
     payload: bytes
+    first_sequence: int | None = None
 
 
 def _insert(conn: sa.Connection, table: sa.Table) -> Any:
@@ -251,6 +253,7 @@ def _event(row: sa.Row[Any]) -> EventRecord:
         type=row.type,
         payload=bytes(row.payload),
         received_at=row.received_at,
+        copy_of=None if row.copy_of is None else int(row.copy_of),
     )
 
 

@@ -440,6 +440,7 @@ class FirmwareStore:
             sa.select(events.c.gateway_id, events.c.received_at, events.c.payload)
             .where(events.c.type.in_(list(types)))
             .where(events.c.received_at >= since)
+            .where(events.c.copy_of.is_(None))  # an agent's copy of one already stored
             .order_by(events.c.received_at)
         )
         return [(r.gateway_id, r.received_at, bytes(r.payload)) for r in rows]

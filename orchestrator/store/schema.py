@@ -148,6 +148,19 @@ events = sa.Table(
     sa.Column("type", sa.String(128), nullable=False, index=True),
     sa.Column("payload", sa.LargeBinary, nullable=False),
     sa.Column("received_at", UTCDateTime(), nullable=False),
+    # A copy recorded again by an agent whose storage went back: the number the event was
+    # first recorded under (link.proto Event.first_sequence); NULL for the rest.
+    sa.Column("first_sequence", sa.BigInteger, nullable=True),
+    # The sequence under which the same event was stored first: this row is kept for the
+    # accounting (every sequence stored or listed lost) and is not news.
+    sa.Column("copy_of", sa.BigInteger, nullable=True),
+    sa.Index(
+        "ix_events_first_sequence",
+        "gateway_id",
+        "first_sequence",
+        sqlite_where=sa.text("first_sequence IS NOT NULL"),
+        postgresql_where=sa.text("first_sequence IS NOT NULL"),
+    ),
 )
 
 commands = sa.Table(

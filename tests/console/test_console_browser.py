@@ -27,6 +27,7 @@ from orchestrator.store import assets as asset_sql
 from orchestrator.store.database import Store
 from protos.ondijon.v1 import control_pb2
 from tests.console.conftest import PASSWORD, ConsoleCity, shoot
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -43,14 +44,6 @@ async def running(config: AgentConfig) -> AsyncIterator[Agent]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-
-
-async def eventually(check: Callable[[], object], timeout: float = 15.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.05)
 
 
 async def new_page(browser: Any, console: ConsoleCity) -> tuple[Any, list[str]]:

@@ -13,7 +13,7 @@ import contextlib
 import itertools
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -26,6 +26,7 @@ from orchestrator.access.gate import SCOPE_RECHECK_S
 from protos.ondijon.v1 import link_pb2, schedule_pb2, state_pb2
 from tests.console.conftest import ConsoleCity
 from tests.security.conftest import GatewayStream, enrolled, gateway_channel, stream
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -75,14 +76,6 @@ async def live(client: aiohttp.ClientSession, url: str) -> AsyncIterator[Feed]:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, aiohttp.ClientError):
                 await reader
-
-
-async def eventually(check: Callable[[], object], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.05)
 
 
 class Cabinet:

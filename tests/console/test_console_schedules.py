@@ -18,7 +18,8 @@ from ondijon.client import AdminClient
 from protos.ondijon.v1 import control_pb2, link_pb2
 from tests.console.conftest import ConsoleCity, shoot
 from tests.console.test_console_browser import new_page, sign_in
-from tests.edge.test_agent import eventually, lighting, put_schedule, running
+from tests.edge.test_agent import lighting, put_schedule, running
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
 GATEWAY = "dijon-darcy-01"

@@ -21,6 +21,7 @@ from foundation.clock import ManualClock
 from ondijon.client import AdminClient
 from protos.ondijon.v1 import control_pb2, link_pb2, schedule_pb2
 from tests.conftest import City
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -37,17 +38,6 @@ def lighting(level: int) -> bytes:
         rules=[schedule_pb2.CalendarRule(program_id="all-day", priority=1)],
     )
     return schedule.SerializeToString()
-
-
-async def eventually(check: Callable[[], object], timeout: float = 15.0) -> None:
-    """Poll ``check`` until it returns truthy (real network, real time)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        if check():
-            return
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.05)
 
 
 @contextlib.asynccontextmanager

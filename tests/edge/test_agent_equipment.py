@@ -17,7 +17,8 @@ from ondijon.client import AdminClient, AdminError
 from ondijon.demo import SIGNAL, signal_plans
 from protos.ondijon.v1 import control_pb2, link_pb2, schedule_pb2, state_pb2
 from tests.conftest import City
-from tests.edge.test_agent import eventually, running
+from tests.edge.test_agent import running
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,8 @@ import pytest
 from ondijon.client import AdminClient
 from protos.ondijon.v1 import control_pb2
 from tests.conftest import City
-from tests.edge.test_agent import eventually, lighting, put_schedule, running
+from tests.edge.test_agent import lighting, put_schedule, running
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
 

@@ -43,22 +43,9 @@ from provisioning.ca import CertificateAuthority
 from provisioning.profile import Profile
 from provisioning.release import build_release, generate_release_key, sign_release
 from tests.conftest import City, orchestrator_config
+from tests.waiting import eventually
 
 BASE = "0.1.0"  # the version of the installed ondijon distribution, the agents' base install
-
-
-async def eventually(check: Callable[[], Awaitable[bool] | bool], timeout: float = 20.0) -> None:
-    """Poll ``check`` until it is true (real network, real time)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        result = check()
-        if isinstance(result, Awaitable):
-            result = await result
-        if result:
-            return
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.02)
 
 
 @dataclass

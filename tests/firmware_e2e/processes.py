@@ -28,8 +28,9 @@ from edge.identity import enroll
 from protos.ondijon.v1 import firmware_pb2
 from provisioning.release import build_release, sign_release
 from tests.conftest import City
-from tests.firmware_e2e.conftest import eventually, make_releases
+from tests.firmware_e2e.conftest import make_releases
 from tests.nothing_lost.harness import LinkProxy
+from tests.waiting import eventually
 
 UNIT = Path(__file__).resolve().parents[2] / "deploy" / "systemd" / "ondijon-agent.service"
 BASE = "0.1.0"

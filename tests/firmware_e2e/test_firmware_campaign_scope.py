@@ -14,8 +14,9 @@ from ondijon import firmware_cli
 from ondijon.client import AdminClient, AdminError
 from protos.ondijon.v1 import control_pb2, firmware_pb2, firmware_pb2_grpc
 from tests.conftest import City
-from tests.firmware_e2e.conftest import CabinetFactory, Releases, eventually
+from tests.firmware_e2e.conftest import CabinetFactory, Releases
 from tests.security.conftest import gateway_channel
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
 

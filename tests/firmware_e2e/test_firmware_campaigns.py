@@ -21,9 +21,9 @@ from tests.firmware_e2e.conftest import (
     BASE,
     CabinetFactory,
     Releases,
-    eventually,
     make_releases,
 )
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
 

@@ -14,9 +14,10 @@ from edge.link import PROTOCOL_REVISION
 from ondijon.cli import main
 from protos.ondijon.v1 import firmware_pb2, link_pb2
 from tests.conftest import City
-from tests.firmware_e2e.conftest import Releases, eventually
+from tests.firmware_e2e.conftest import Releases
 from tests.ondijon.test_firmware_cli import HOSTILE, raw_controls
 from tests.security.conftest import enrolled, gateway_channel, stream
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
 

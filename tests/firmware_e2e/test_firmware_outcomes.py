@@ -15,7 +15,8 @@ from edge.firmware.grpc_fetcher import ChannelSource, GrpcChunkFetcher
 from ondijon.client import AdminClient
 from protos.ondijon.v1 import firmware_pb2
 from tests.conftest import City
-from tests.firmware_e2e.conftest import BASE, CabinetFactory, Releases, eventually
+from tests.firmware_e2e.conftest import BASE, CabinetFactory, Releases
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
 

@@ -16,7 +16,8 @@ from ondijon.client import AdminClient
 from orchestrator.store.schema import release_chunks
 from protos.ondijon.v1 import control_pb2, firmware_pb2
 from tests.conftest import City
-from tests.firmware_e2e.conftest import BASE, CabinetFactory, Releases, eventually
+from tests.firmware_e2e.conftest import BASE, CabinetFactory, Releases
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,8 @@ from edge.firmware.launch import SLOT_ENV, exec_plan
 from ondijon.client import AdminClient
 from protos.ondijon.v1 import control_pb2, firmware_pb2
 from tests.conftest import City
-from tests.firmware_e2e.conftest import BASE, Cabinet, CabinetFactory, Releases, eventually
+from tests.firmware_e2e.conftest import BASE, Cabinet, CabinetFactory, Releases
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
 

@@ -40,17 +40,9 @@ from foundation.clock import ManualClock
 from ondijon.client import AdminClient
 from protos.ondijon.v1 import control_pb2, link_pb2, schedule_pb2
 from tests.conftest import City
+from tests.waiting import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-async def eventually(check: Callable[[], object], timeout: float = 20.0) -> None:
-    """Poll ``check`` until it returns truthy (real processes, real network)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.05)
 
 
 # -- the agent in its own process -------------------------------------------------------------

@@ -30,12 +30,12 @@ from tests.nothing_lost.agent_driver import wire_fingerprint
 from tests.nothing_lost.harness import (
     AgentProcess,
     LinkProxy,
-    eventually,
     gateway,
     lamp_override,
     send_command,
     stored_events,
 )
+from tests.waiting import eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

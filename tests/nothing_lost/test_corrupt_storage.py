@@ -25,11 +25,11 @@ from tests.nothing_lost.agent_driver import event_fingerprint, wire_fingerprint
 from tests.nothing_lost.damage import garble_leaf, restore_image, take_image
 from tests.nothing_lost.harness import (
     LinkProxy,
-    eventually,
     gateway,
     listed_lost,
     stored_events,
 )
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
 

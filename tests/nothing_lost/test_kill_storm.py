@@ -34,6 +34,9 @@ At the end the agent drains with no more faults, and every sequence is accounted
   gave back when it went back to an older state (an image put back, a log whose last
   commits were cut, the drop among them) and that was delivered after all (the promise is
   then stored under its sequence, with the content promised).
+- a promised event is stored once: a copy sent again (an image put back after a copy of
+  one of its events was delivered) is kept under its own sequence and marked a copy of
+  the stored one (``StoredEvent.copy_of``, the same content).
 
 The short storm runs in ``make test``; the long one (220 rounds) with::
 
@@ -70,11 +73,11 @@ from tests.nothing_lost.damage import (
 from tests.nothing_lost.harness import (
     AgentProcess,
     LinkProxy,
-    eventually,
     gateway,
     listed_lost,
     stored_events,
 )
+from tests.waiting import eventually
 
 pytestmark = [pytest.mark.integration]
 
@@ -290,6 +293,12 @@ async def account(city: City, gateway_id: str, ledger: Ledger) -> dict[str, int]
     stored = {e.event.sequence: e.event for e in events}
     fingerprints = {s: wire_fingerprint(e) for s, e in stored.items()}
     stored_fps = Counter(fingerprints.values())
+    # Sent again by an image put back after a copy was delivered: kept, marked as a copy.
+    marked = {e.event.sequence: e.copy_of for e in events if e.copy_of}
+    for sequence, original in marked.items():
+        assert fingerprints[sequence] == fingerprints.get(original), (
+            f"#{sequence} marked a copy of #{original}, which holds another event"
+        )
     listed = listed_lost(e.event for e in events)
     # Numbered over the lost life's numbers, dropped for room before the welcome: listed
     # under fresh numbers (in ``listed``), the provisional ones kept for the record.
@@ -342,13 +351,15 @@ async def account(city: City, gateway_id: str, ledger: Ledger) -> dict[str, int]
                 unaccounted.append(sequence)
     assert not unaccounted, f"promised and neither stored nor listed: {unaccounted[:20]}"
     # A promised event is stored once, not twice under two sequences.
-    twice = [fp for fp, n in stored_fps.items() if n > 1 and fp in promised_fps]
+    once = Counter(fp for s, fp in fingerprints.items() if s not in marked)
+    twice = [fp for fp, n in once.items() if n > 1 and fp in promised_fps]
     assert not twice, f"{len(twice)} promised events stored twice"
     return {
         "promised": sum(len(fps) for fps in ledger.promised.values()),
         "stored": len(stored),
         "listed lost": len(listed),
         "renumbered": renumbered,
+        "stored again as copies of a delivered event": len(marked),
         "dropped before a welcome, listed under a new number": listed_again,
         "renumbered, then the copy listed lost": copy_lost,
         "listed lost, then given back by a disk that went back": len(brought_back),

@@ -180,3 +180,86 @@ async def test_the_welcome_says_what_stored_gap_events_list_as_lost(city: City) 
         assert [(r.first, r.last) for r in welcome.listed_lost_after] == [(5, 5), (9, 11), (14, 14)]
     async with raw_stream(config, held_after=None) as (_, welcome):
         assert not welcome.listed_lost_after  # not asked, not answered
+
+
+def metering(sequence: int, first_sequence: int = 0, wh: float = 40.0) -> link_pb2.Event:
+    """A lamp's quarter of an hour of metering (the energy report counts it); a copy when
+    ``first_sequence`` is given."""
+    e = event(sequence)
+    start = T0 + timedelta(minutes=15 * (first_sequence or sequence))
+    e.at.FromDatetime(start + timedelta(minutes=15))
+    e.attributes.clear()
+    e.attributes.update(
+        {
+            "interval_start": start.isoformat(),
+            "interval_end": (start + timedelta(minutes=15)).isoformat(),
+            "wh": str(wh),
+            "on_seconds": "900",
+            "covered_seconds": "900",
+        }
+    )
+    e.device_id = "lamp-001"
+    e.first_sequence = first_sequence
+    return e
+
+
+async def test_an_event_sent_again_as_a_copy_is_kept_as_a_copy_and_counted_once(
+    city: City,
+) -> None:
+    """An agent whose storage went back records again, under new numbers, events whose
+    numbers a gap event listed lost (each copy says the number it was first recorded
+    under). A later image can bring back an event whose copy was already delivered: sent
+    again (as a new copy, or under its first number), it is kept under its sequence,
+    marked a copy of the stored one, and is not news: no second feed item, no energy
+    counted twice. Another event that had the same first number is stored as an event."""
+    config = await city.enrolled("nl-copy")
+    watched: list[int] = []
+
+    async def watch() -> None:
+        async with city.admin.channel() as channel:
+            stub = control_pb2_grpc.ControlCentreStub(channel)
+            async for item in stub.WatchEvents(
+                control_pb2.WatchEventsRequest(gateway_id="nl-copy")
+            ):
+                watched.append(item.event.event.sequence)
+
+    async def watt_hours() -> float:
+        async with city.admin.channel() as channel:
+            report = await control_pb2_grpc.OperationsStub(channel).EnergyReport(
+                control_pb2.EnergyReportRequest(
+                    since="2026-01-05", by="gateway", gateway_id="nl-copy"
+                )
+            )
+        return report.total.kwh * 1000
+
+    watcher = asyncio.create_task(watch())
+    await asyncio.sleep(0.3)  # the watch is registered before anything is sent
+    try:
+        async with raw_stream(config) as (stream, _):
+            # The lost life: 1-3 delivered, the event first numbered 4 delivered as a copy
+            # under 5 (4 was listed lost by the gap event 6).
+            await stream.send_batch([metering(s) for s in (1, 2, 3)])
+            await stream.send_batch([metering(5, first_sequence=4), gap(6, "4")])
+            assert await watt_hours() == pytest.approx(4 * 40.0)
+            # An image put back holds that event under 4: a copy again, under 7 ...
+            ack = await stream.send_batch([metering(7, first_sequence=4)])
+            assert ranges(ack) == [(7, 7)] and not ack.conflicting
+            # ... or sent under its first number by a run that did not know 4 was listed.
+            assert ranges(await stream.send_batch([metering(4)])) == [(4, 4)]
+            # Another event numbered 4 too (numbers given twice), copied under 8: an event.
+            await stream.send_batch([metering(8, first_sequence=4, wh=25.0)])
+            # A copy sent again after a cut is a replay, as any event.
+            assert ranges(await stream.send_batch([metering(7, first_sequence=4)])) == [(7, 7)]
+        await asyncio.sleep(0.3)  # the live feed has had time to deliver
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
+            await watcher
+
+    stored = {e.event.sequence: e for e in await stored_events(city, "nl-copy")}
+    assert sorted(stored) == list(range(1, 9))  # every sequence accounted for
+    assert {s: e.copy_of for s, e in stored.items() if e.copy_of} == {7: 5, 4: 5}
+    assert watched == [1, 2, 3, 5, 6, 8]
+    assert await watt_hours() == pytest.approx(4 * 40.0 + 25.0)
+    g = await gateway(city, "nl-copy")
+    assert g.stored_sequence == 8 and not g.missing

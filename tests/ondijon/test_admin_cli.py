@@ -31,8 +31,9 @@ from provisioning.ca import CertificateAuthority
 from provisioning.identity import Identity, Role
 from provisioning.profile import Profile
 from tests.conftest import City
-from tests.edge.test_agent import eventually, lighting, put_schedule, running
+from tests.edge.test_agent import lighting, put_schedule, running
 from tests.security.conftest import snapshot
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -374,6 +375,15 @@ async def test_events_newest_first_filtered_and_quiet_on_a_closed_pipe(
         "TIME", "GATEWAY", "SEQ", "PRIORITY", "TYPE", "DEVICE", "MESSAGE"
     ]  # fmt: skip
     assert shell.stderr == "exit=0\n"
+
+    # A copy an agent sent again after its storage went back is listed as one.
+    with store.engine.begin() as conn:
+        store.mark_copies(conn, "dj-cli", {10_999: 10_996})
+    said = await cabinet.ondijon("events", "dj-cli", "--limit", "2")
+    rows = said.out.splitlines()[1:]
+    assert "(copy of 10996) " in rows[0] and "copy" not in rows[1]
+    said = await cabinet.ondijon("events", "dj-cli", "--limit", "1", "--json")
+    assert json.loads(said.out)[0]["copy_of"] == "10996"
 
 
 # -- the operator's certificate ---------------------------------------------------------------

@@ -24,7 +24,8 @@ from ondijon.cli import main
 from ondijon.client import AdminClient, AdminError
 from protos.ondijon.v1 import control_pb2, link_pb2
 from tests.conftest import City
-from tests.edge.test_agent import eventually, running
+from tests.edge.test_agent import running
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
 

@@ -27,8 +27,9 @@ from protos.ondijon.v1 import control_pb2
 from provisioning.ca import CertificateAuthority
 from provisioning.profile import Profile
 from tests.conftest import City, orchestrator_config
-from tests.edge.test_agent import eventually, lighting, put_schedule, running
+from tests.edge.test_agent import lighting, put_schedule, running
 from tests.orchestrator.test_store import BACKENDS, fresh_database
+from tests.waiting import eventually
 
 T0 = datetime(2026, 12, 1, 17, 0, tzinfo=UTC)
 

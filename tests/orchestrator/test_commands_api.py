@@ -12,12 +12,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from ondijon.client import AdminClient
+from ondijon.client import AdminClient, AdminError
 from orchestrator.ingest.devices import current_devices
 from orchestrator.store.runner import StoreRunner
 from protos.ondijon.v1 import control_pb2, link_pb2, schedule_pb2
 from tests.conftest import City
-from tests.edge.test_agent import eventually, running
+from tests.edge.test_agent import running
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -114,3 +115,45 @@ async def test_a_command_and_its_answer_go_ahead_of_a_long_queue_of_ingest_write
     assert done_at and done_at[0] <= 2 * GROUP, seen
     answer = await admin.get_command(control_pb2.GetCommandRequest(command_id="busy-1"))
     assert answer.status == link_pb2.COMMAND_STATUS_DONE
+
+
+async def test_get_command_waits_for_the_gateways_answer_instead_of_being_polled(
+    city: City,
+) -> None:
+    """``GetCommand`` with ``wait_ms`` holds the call while the command is pending and
+    answers as soon as the gateway's answer is committed (the CLI's `--wait` uses it); it
+    answers PENDING when the wait runs out, and refuses a wait past its bound by name."""
+    config = await city.enrolled(
+        "dj-wait", lamps='[[lamps]]\nid = "lamp-1"\nbackend = "simulated"\nnominal_power_w = 60'
+    )
+    admin = AdminClient(city.admin)
+
+    def get(command_id: str, wait_ms: int) -> asyncio.Future[control_pb2.GetCommandResponse]:
+        request = control_pb2.GetCommandRequest(command_id=command_id, wait_ms=wait_ms)
+        return asyncio.ensure_future(admin.get_command(request))
+
+    # Queued while the cabinet is away: the call waits (20 s allowed; it is answered as
+    # soon as the cabinet is back and has acted).
+    command = lamps_to(70, datetime(2026, 6, 21, 20, 0, tzinfo=UTC))
+    command.command_id = "wait-1"
+    await admin.send_command(control_pb2.SendCommandRequest(gateway_id="dj-wait", command=command))
+    waiting = get("wait-1", 20_000)
+    await asyncio.sleep(0.5)
+    assert not waiting.done(), "answered while the command was still pending"
+    async with running(config) as agent:
+        answer = await asyncio.wait_for(waiting, 15)  # < the 20 s asked: woken by the answer
+        assert answer.status == link_pb2.COMMAND_STATUS_DONE
+        assert agent.lamps[0].controller.level == 70
+
+    # The cabinet gone again: the wait runs out, and the command is still pending.
+    command.command_id = "wait-2"
+    await admin.send_command(control_pb2.SendCommandRequest(gateway_id="dj-wait", command=command))
+    began = asyncio.get_running_loop().time()
+    answer = await get("wait-2", 300)
+    assert answer.status == link_pb2.COMMAND_STATUS_PENDING
+    assert asyncio.get_running_loop().time() - began >= 0.29
+
+    with pytest.raises(AdminError, match="wait_ms: at most 20000"):
+        await get("wait-2", 20_001)
+    with pytest.raises(AdminError, match="no such command"):
+        await get("wait-404", 20_000)

@@ -20,7 +20,8 @@ from orchestrator.server import Running, start
 from protos.ondijon.v1 import control_pb2, link_pb2, schedule_pb2
 from provisioning.ca import CertificateAuthority
 from tests.conftest import City, orchestrator_config, postgres_url
-from tests.edge.test_agent import eventually, lighting, running
+from tests.edge.test_agent import lighting, running
+from tests.waiting import eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
 

@@ -614,6 +614,43 @@ def test_events_are_stored_once_per_gateway_and_sequence(store: Store) -> None:
         assert store.stored_sequence(conn, "dj-404") == 0
 
 
+def test_copies_are_found_by_their_first_number_and_marked(store: Store) -> None:
+    """The rows an event just stored may copy (or be copied by) are read by first number,
+    on both backends; a marked copy is no longer news for the feeds."""
+    add_gateway(store, "dj-001")
+    add_gateway(store, "dj-002")
+
+    def numbered(sequence: int, first: int | None, payload: bytes) -> NewEvent:
+        return replace(_events(sequence)[0], first_sequence=first, payload=payload)
+
+    write(store, lambda c: store.add_events(c, "dj-001", _events(1, 2, 3, 4), now=NOW))
+    write(store, lambda c: store.add_events(c, "dj-002", [numbered(6, 2, b"other")], now=NOW))
+    copy = [numbered(5, 2, b"\x02" * 3), numbered(7, 9, b"x")]
+    write(store, lambda c: store.add_events(c, "dj-001", copy, now=NOW))
+    with store.engine.connect() as conn:
+        # A copy of 2: 2 itself and the copies of 2 (this one), not another gateway's.
+        family = store.copy_family(conn, "dj-001", [copy[0]])
+        assert [(s, f, c) for s, f, c, _ in family] == [(2, 2, None), (5, 2, None)]
+        # An original just stored: the copies made of its number.
+        assert [r[0] for r in store.copy_family(conn, "dj-001", _events(2, 3))] == [5]
+        assert store.copy_family(conn, "dj-001", _events(3, 4)) == []
+    write(store, lambda c: store.mark_copies(c, "dj-001", {5: 2}))
+    with store.engine.connect() as conn:
+        listed = store.list_events(conn, "dj-001", after_sequence=0, limit=10)
+        assert [(e.sequence, e.copy_of) for e in listed] == [
+            (1, None),
+            (2, None),
+            (3, None),
+            (4, None),
+            (5, 2),
+            (7, None),
+        ]
+        news = store.events_received_since(conn, NOW, limit=10)
+        assert [(e.gateway_id, e.sequence) for e in news if e.gateway_id == "dj-001"] == [
+            ("dj-001", s) for s in (1, 2, 3, 4, 7)
+        ]
+
+
 def test_missing_ranges_name_the_gaps_including_a_leading_one(store: Store) -> None:
     add_gateway(store, "dj-001")
     add_gateway(store, "dj-002")
@@ -731,7 +768,8 @@ def test_audit_entries_keep_their_order_and_long_values_are_cut(store: Store) ->
 async def test_the_orchestrator_runs_an_agent_on_postgresql(
     tmp_path: Path, ca: CertificateAuthority, lamp_table: Callable[[int], str]
 ) -> None:
-    from tests.edge.test_agent import eventually, gateway, lighting, put_schedule, running
+    from tests.edge.test_agent import gateway, lighting, put_schedule, running
+    from tests.waiting import eventually
 
     with fresh_database("postgresql", tmp_path) as url:
         config = replace(orchestrator_config(tmp_path), store_url=url)

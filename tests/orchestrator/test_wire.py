@@ -159,6 +159,9 @@ def test_an_instant_passes_only_inside_the_window(seconds: int, nanos: int) -> N
         (state(lamp("ok", kind=42)), "state.devices[0].kind"),
         (events(*[event(sequence=i) for i in range(1, 12)]), "events.events"),
         (events(event(), event(sequence=0)), "events.events[1].sequence"),
+        # A copy is numbered after the event it copies.
+        (events(event(sequence=5, first_sequence=5)), "events.events[0].first_sequence"),
+        (events(event(sequence=5, first_sequence=9)), "events.events[0].first_sequence"),
         (events(event(priority=0)), "events.events[0].priority"),
         (events(event(priority=9)), "events.events[0].priority"),
         (events(event(device_id="d" * 129)), "events.events[0].device_id"),

@@ -51,8 +51,8 @@ from protos.ondijon.v1 import control_pb2, link_pb2, schedule_pb2
 from provisioning.ca import CertificateAuthority
 from provisioning.profile import Profile
 from tests.conftest import City, orchestrator_config, postgres_url
-from tests.edge.test_agent import eventually
 from tests.nothing_lost.harness import LinkProxy
+from tests.waiting import eventually
 
 T = TypeVar("T")
 

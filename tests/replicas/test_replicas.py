@@ -299,6 +299,24 @@ async def test_a_command_and_a_schedule_whose_notification_was_lost_still_arrive
     assert caught_up < 5, f"caught up after {caught_up:.1f} s"
 
 
+async def test_an_operator_waiting_on_another_replica_has_the_answer_at_once(
+    three: Cluster,
+) -> None:
+    """``GetCommand`` with ``wait_ms`` on a replica that does not hold the gateway's
+    stream: the holder's notice of the answer wakes it (not the end of its wait)."""
+    cabinet = await three.cabinet("dj-wait")
+    holder = three.holding(cabinet.gateway_id)
+    elsewhere = three.operator(other(three, holder))
+    await send(elsewhere, cabinet.gateway_id, override("wait-1", 65))
+    answer = await asyncio.wait_for(
+        AdminClient(elsewhere).get_command(
+            control_pb2.GetCommandRequest(command_id="wait-1", wait_ms=20_000)
+        ),
+        10,
+    )
+    assert answer.status == DONE and lamp_level(cabinet) == 65
+
+
 def _not_listening(replica: Replica) -> Callable[[], Awaitable[bool]]:
     async def check() -> bool:
         return not replica.live.app.router.listening.is_set()

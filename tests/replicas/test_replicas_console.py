@@ -13,8 +13,9 @@ from orchestrator.config import Console
 from provisioning.ca import CertificateAuthority
 from tests.conftest import City
 from tests.console.conftest import ConsoleCity
-from tests.console.test_console_live import eventually, live
+from tests.console.test_console_live import live
 from tests.replicas.cluster import cluster, override, send
+from tests.waiting import eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
 

@@ -17,7 +17,6 @@ from ondijon.client import AdminClient, AdminError
 from orchestrator.access.admission import certificate_key
 from protos.ondijon.v1 import control_pb2, link_pb2, schedule_pb2, state_pb2
 from tests.conftest import City
-from tests.edge.test_agent import eventually
 from tests.security.conftest import (
     CONNECT,
     channel,
@@ -27,6 +26,7 @@ from tests.security.conftest import (
     serial_of,
     stream,
 )
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
 

@@ -19,7 +19,7 @@ from edge.link import Backoff
 from foundation.clock import ManualClock
 from provisioning.ca import CertificateAuthority
 from tests.conftest import offline_agent_config, started_city
-from tests.edge.test_agent import eventually
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
 

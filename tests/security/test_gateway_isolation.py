@@ -13,8 +13,9 @@ from ondijon.admin import lamp_override
 from ondijon.client import AdminClient
 from protos.ondijon.v1 import control_pb2, link_pb2
 from tests.conftest import City
-from tests.edge.test_agent import eventually, lighting
+from tests.edge.test_agent import lighting
 from tests.security.conftest import enrolled, gateway_channel, stream
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
 

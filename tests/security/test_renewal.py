@@ -23,7 +23,8 @@ from foundation.clock import ManualClock
 from provisioning.ca import load_certs, make_csr, new_private_key
 from provisioning.identity import Identity, Role
 from tests.conftest import City
-from tests.edge.test_agent import eventually, running
+from tests.edge.test_agent import running
+from tests.waiting import eventually
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 

@@ -23,8 +23,9 @@ from orchestrator.access.gate import SCOPE_RECHECK_S
 from protos.ondijon.v1 import control_pb2, control_pb2_grpc, link_pb2
 from provisioning.profile import Profile
 from tests.conftest import City
-from tests.edge.test_agent import eventually, lighting
+from tests.edge.test_agent import lighting
 from tests.security.conftest import audit_rows, enrolled, gateway_channel, snapshot, stream
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
 

@@ -273,10 +273,11 @@
   function followCommand(el) {
     var id = el.getAttribute("data-command");
     function poll() {
-      fetchJson("/commands/" + encodeURIComponent(id) + ".json").then(function (data) {
+      // The orchestrator answers once the gateway has (or after 10 s): ask again at once.
+      fetchJson("/commands/" + encodeURIComponent(id) + ".json?wait").then(function (data) {
         el.textContent = data.status;
         document.getElementById("command-detail").textContent = data.detail || "—";
-        if (FINAL.indexOf(data.status) < 0) setTimeout(poll, 1000);
+        if (FINAL.indexOf(data.status) < 0) setTimeout(poll, 0);
       }).catch(function () { setTimeout(poll, 3000); });
     }
     poll();

@@ -439,15 +439,21 @@ class GetCommandRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     COMMAND_ID_FIELD_NUMBER: _builtins.int
+    WAIT_MS_FIELD_NUMBER: _builtins.int
     command_id: _builtins.str
+    wait_ms: _builtins.int
+    """While the command is PENDING, answer as soon as the gateway answered it, or after this
+    many milliseconds, whichever comes first (at most 20000; 0: at once). Saves polling.
+    """
     def __init__(
         self,
         *,
         command_id: _builtins.str = ...,
+        wait_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["command_id", b"command_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command_id", b"command_id", "wait_ms", b"wait_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -534,7 +540,14 @@ class StoredEvent(_message.Message):
     GATEWAY_ID_FIELD_NUMBER: _builtins.int
     EVENT_FIELD_NUMBER: _builtins.int
     RECEIVED_AT_FIELD_NUMBER: _builtins.int
+    COPY_OF_FIELD_NUMBER: _builtins.int
     gateway_id: _builtins.str
+    copy_of: _builtins.int
+    """Non-zero: this sequence holds a copy of the event stored under `copy_of` (recorded
+    again by an agent whose storage went back, see `Event.first_sequence`). Kept so that
+    every sequence is accounted for; it raised no alarm, counted no energy and reached no
+    feed.
+    """
     @_builtins.property
     def event(self) -> _link_pb2.Event: ...
     @_builtins.property
@@ -545,10 +558,11 @@ class StoredEvent(_message.Message):
         gateway_id: _builtins.str = ...,
         event: _link_pb2.Event | None = ...,
         received_at: _timestamp_pb2.Timestamp | None = ...,
+        copy_of: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "received_at", b"received_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "gateway_id", b"gateway_id", "received_at", b"received_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["copy_of", b"copy_of", "event", b"event", "gateway_id", b"gateway_id", "received_at", b"received_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

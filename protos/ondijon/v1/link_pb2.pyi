@@ -472,6 +472,7 @@ class Event(_message.Message):
     TYPE_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
     ATTRIBUTES_FIELD_NUMBER: _builtins.int
+    FIRST_SEQUENCE_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
     """Per-gateway sequence number, from 1, without gaps."""
     priority: Global___EventPriority.ValueType
@@ -479,6 +480,14 @@ class Event(_message.Message):
     type: _builtins.str
     """Machine-readable type, e.g. "lamp.failure", "bollard.reversal", "outbox.gap"."""
     message: _builtins.str
+    first_sequence: _builtins.int
+    """Set on a copy: an event the agent recorded again under a new sequence (its storage
+    went back and the orchestrator holds another event, or a gap event lists a loss,
+    under the number it had); the number it was first recorded under, kept by every
+    later copy. The orchestrator compares a copy with what it holds under that number and
+    with the copies of it it stored: the same event stored again is kept as a copy, not
+    news (`StoredEvent.copy_of`).
+    """
     @_builtins.property
     def at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -493,10 +502,11 @@ class Event(_message.Message):
         type: _builtins.str = ...,
         message: _builtins.str = ...,
         attributes: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        first_sequence: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "attributes", b"attributes", "device_id", b"device_id", "message", b"message", "priority", b"priority", "sequence", b"sequence", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "attributes", b"attributes", "device_id", b"device_id", "first_sequence", b"first_sequence", "message", b"message", "priority", b"priority", "sequence", b"sequence", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -945,10 +945,17 @@ def test_conflicting_sequences_are_recorded_again_under_new_ones_with_an_alarm(
     for old, new in zip((2, 3), moved, strict=True):
         copy = link_pb2.Event()
         copy.CopyFrom(kept[new])
+        # The copy says the number it was first recorded under (so the orchestrator can
+        # tell this event from another it may deliver again under that number).
+        assert copy.first_sequence == old
         copy.sequence = old
+        copy.ClearField("first_sequence")
         assert copy == originals[old]
     assert kept[8].type == "outbox.conflict" and kept[8].attributes["sequences"] == "2-3"
     assert sent == [1, 2, 3, 4, 5]
+    # A copy of a copy keeps the first number.
+    assert outbox.reissue([(6, 6)]) == [9]
+    assert {e.sequence: e.first_sequence for e in everything(outbox)}[9] == 2
 
 
 def test_what_was_sent_is_never_dropped_even_after_the_stream_broke_and_a_restart(
