@@ -13,7 +13,8 @@ agent does once it has acted. Through the admin API over mutual TLS:
 
 1. Commands. ``--command-gateways`` gateways connected (2 load processes); ``--commands``
    lamp overrides (``ondijon override lamp``'s command), each to another gateway, sent
-   one every ``--spacing`` s; each call's time until ``GetCommand`` (polled every 5 ms)
+   one every ``--spacing`` s; each call's time until ``GetCommand`` shows the answer (the
+   call waits for it: ``wait_ms``; ``--poll``: asked every 5 ms instead, as before it could)
    shows the gateway's DONE stored: p50/p99, with the part until the gateway received it.
    First with no other traffic (the peer: once every gateway's first report is
    acknowledged and the orchestrator is idle again), then while the gateways send
@@ -87,7 +88,8 @@ from ondijon.client import AdminClient
 from protos.ondijon.v1 import control_pb2, link_pb2
 
 DEVICES = 100  # device states per report, as bench/ingest_curve.py
-POLL_S = 0.005  # how often the operator's side asks GetCommand
+POLL_S = 0.005  # with --poll, how often the operator's side asks GetCommand
+WAIT_MS = 10_000  # otherwise GetCommand holds the call until the answer (or this long)
 # --load-nice's default: the orchestrator ahead of the load at about 9 to 1 when both want
 # a core. 19 measured no better (4 runs each on this 2-core machine) and leaves a busy
 # machine's generator less of a chance to offer its load.
@@ -191,10 +193,11 @@ class Fleet:
 
 
 async def send_commands(
-    admin: AdminClient, gateway_ids: list[str], count: int, spacing: float
+    admin: AdminClient, gateway_ids: list[str], count: int, spacing: float, poll: bool = False
 ) -> list[Sent]:
     """``count`` lamp overrides, one every ``spacing`` s, each to the next of
-    ``gateway_ids`` spread over them; each followed until its answer is visible."""
+    ``gateway_ids`` spread over them; each followed until its answer is visible (``poll``:
+    asking every 5 ms; else a call the orchestrator answers once the gateway has)."""
 
     # The orchestrator lets one operator have 16 calls open at once: a slow answer makes
     # the next calls wait here (and counts in their time).
@@ -208,14 +211,16 @@ async def send_commands(
                 control_pb2.SendCommandRequest(gateway_id=gateway_id, command=command)
             )
         call_s = time.perf_counter() - t0
+        ask = control_pb2.GetCommandRequest(
+            command_id=command.command_id, wait_ms=0 if poll else WAIT_MS
+        )
         while True:
             async with calls:
-                answer = await admin.get_command(
-                    control_pb2.GetCommandRequest(command_id=command.command_id)
-                )
+                answer = await admin.get_command(ask)
             if answer.status in SETTLED:
                 break
-            await asyncio.sleep(POLL_S)
+            if poll:
+                await asyncio.sleep(POLL_S)
         return Sent(command.command_id, at, call_s, time.perf_counter() - t0, answer.status)
 
     tasks = []
@@ -328,7 +333,7 @@ def commands_phase(
             step = loop.run_in_executor(None, run.step, args.load)
             await asyncio.sleep(0.5 + warm)
             spy = start_profile(server.pid, profiled(nice)) if args.profile else None
-            sent = await send_commands(admin, ids, args.commands, args.spacing)
+            sent = await send_commands(admin, ids, args.commands, args.spacing, args.poll)
             if spy is not None:
                 spy.send_signal(signal.SIGINT)
                 spy.wait(60)
@@ -339,7 +344,7 @@ def commands_phase(
 
         async def operate() -> tuple[list[Sent], list[UnderLoad]]:
             async with AdminClient(city.operator(), timeout=60) as admin:
-                quiet = await send_commands(admin, ids, args.commands, args.spacing)
+                quiet = await send_commands(admin, ids, args.commands, args.spacing, args.poll)
                 return quiet, [await under_load(admin, nice) for nice in priorities]
 
         def profiled(nice: int) -> Path:
@@ -615,6 +620,12 @@ def main() -> int:
     )
     parser.add_argument("--quick", action="store_true", help="a small form (~1 min)")
     parser.add_argument(
+        "--poll",
+        action="store_true",
+        help="follow each command by asking GetCommand every 5 ms (as before GetCommand "
+        "could wait for the answer); default: one call that waits",
+    )
+    parser.add_argument(
         "--profile",
         action="store_true",
         help="py-spy on the orchestrator during the loaded commands and the put",
@@ -657,7 +668,8 @@ def main() -> int:
 def report_commands(commands: dict[str, Any], args: argparse.Namespace) -> None:
     print()
     print(
-        f"operator command to the gateway's acknowledgement visible (GetCommand), "
+        f"operator command to the gateway's acknowledgement visible (GetCommand, "
+        f"{'polled every 5 ms' if args.poll else 'waiting for it'}), "
         f"{commands['gateways']} gateways connected ({commands['opened']} opened):"
     )
     loaded = [(0, commands)]
