@@ -26,22 +26,21 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
 import grpc
-from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from domain.sequences import GAP_EVENT_TYPE, normalise, parse_sequence_list
+from domain.sequences import GAP_EVENT_TYPE
 from foundation.clock import Clock
 from foundation.escaping import escape
 from orchestrator.access.certificates import Certificates
 from orchestrator.access.peers import AuthError, peer_of, require_role
 from orchestrator.config import Limits
+from orchestrator.ingest import numbers
 from orchestrator.ingest.checks import (
     WireError,
     check_command_result,
@@ -59,7 +58,7 @@ from orchestrator.ingest.hub import Hub, Session
 from orchestrator.ingest.routing import Router
 from orchestrator.metrics import Metrics
 from orchestrator.store.connection import Connection
-from orchestrator.store.database import HeldRecord, NewEvent, NotFound, Store
+from orchestrator.store.database import HeldRecord, NewEvent, NotFound
 from orchestrator.store.documents import hold_if_issued
 from orchestrator.store.groups import record_refusal
 from orchestrator.store.runner import StoreRunner
@@ -78,85 +77,6 @@ log = logging.getLogger("ondijon.orchestrator.link")
 PROTOCOL_REVISION = 1
 # Ranges listed in a welcome's held_after, at most (a backlog is a few contiguous runs).
 MAX_HELD_RANGES = 10_000
-
-
-def listed_lost_after(gap_payloads: Iterable[bytes], after: int) -> list[tuple[int, int]]:
-    """The sequences above ``after`` that stored gap events list as lost, merged; a gap
-    event whose list cannot be read counts for nothing (the agent then lists again)."""
-    listed: list[tuple[int, int]] = []
-    for payload in gap_payloads:
-        with contextlib.suppress(ValueError, DecodeError):
-            event = link_pb2.Event.FromString(payload)
-            listed += parse_sequence_list(event.attributes.get("sequences", ""))
-    return [(max(a, after + 1), b) for a, b in normalise(listed) if b > after]
-
-
-def _conflicting(
-    store: Store,
-    conn: Connection,
-    gateway_id: str,
-    received: list[link_pb2.Event],
-    fresh: set[int],
-) -> list[int]:
-    """The sequences of ``received`` already held with another content: a sequence counter
-    that went backwards (a restored image, a disk that lost its last commits), never to be
-    taken for a replay of what is held."""
-    first: dict[int, link_pb2.Event] = {}
-    conflicts = set()
-    for e in received:  # one sequence twice in a batch, with two contents
-        if first.setdefault(e.sequence, e) != e:
-            conflicts.add(e.sequence)
-    replayed = [e for e in first.values() if e.sequence not in fresh]
-    held = store.event_payloads(conn, gateway_id, [e.sequence for e in replayed])
-    conflicts |= {
-        e.sequence
-        for e in replayed
-        if e.sequence in held and link_pb2.Event.FromString(held[e.sequence]) != e
-    }
-    return sorted(conflicts)
-
-
-def _content(payload: bytes) -> link_pb2.Event:
-    """A stored event without what a copy changes (its numbers)."""
-    event = link_pb2.Event.FromString(payload)
-    event.ClearField("sequence")
-    event.ClearField("first_sequence")
-    return event
-
-
-def _copies(
-    store: Store, conn: Connection, gateway_id: str, stored: list[NewEvent]
-) -> dict[int, int]:
-    """Among ``stored`` (just stored), the events already held under another sequence,
-    each with the sequence that holds it; marked so in the store.
-
-    An agent whose storage went back records again, under new sequences, events whose
-    numbers a gap event listed lost or the orchestrator holds for others (each copy says
-    the number it was first recorded under); a later image can bring back the event under
-    its first number, or a copy of it, after a copy was delivered. The same content under
-    the same first number is one event: the one stored first stays the event, the later
-    one is kept as its copy (every sequence stays accounted for) and is not news."""
-    just = {n.sequence for n in stored}
-    before = [r for r in store.copy_family(conn, gateway_id, stored) if r[0] not in just]
-    firsts = Counter(n.first_sequence or n.sequence for n in stored)
-    keys = {first for _, first, _, _ in before} | {f for f, count in firsts.items() if count > 1}
-    now = [n for n in stored if (n.first_sequence or n.sequence) in keys]
-    if not now:
-        return {}  # the usual case: no copy, nothing decoded
-    held: dict[int, list[tuple[int, link_pb2.Event]]] = {}  # first number → events
-    for sequence, first, copy_of, payload in before:
-        if copy_of is None:  # a copy's event is held under its copy_of
-            held.setdefault(first, []).append((sequence, _content(payload)))
-    copies: dict[int, int] = {}
-    for n in sorted(now, key=lambda n: n.sequence):
-        first, content = n.first_sequence or n.sequence, _content(n.payload)
-        same = [s for s, other in held.get(first, []) if other == content]
-        if same:
-            copies[n.sequence] = same[0]
-        else:
-            held.setdefault(first, []).append((n.sequence, content))
-    store.mark_copies(conn, gateway_id, copies)
-    return copies
 
 
 NOT_READY = (
@@ -492,7 +412,7 @@ class _Conversation:
             gaps = store.event_payloads_of_type(
                 conn, gateway_id, GAP_EVENT_TYPE, after=hello.held_after
             )
-            return listed_lost_after(gaps, hello.held_after)[:MAX_HELD_RANGES]
+            return numbers.listed_lost_after(gaps, hello.held_after)[:MAX_HELD_RANGES]
 
         stored, self.report_seq, held_after = await self.runner.write(record)
         lost_after = await self.runner.read(listed_lost) if hello.list_held_after else []
@@ -606,14 +526,14 @@ class _Conversation:
                 # The first of a sequence sent twice is the one stored.
                 first = {n.sequence: n for n in reversed(new) if n.sequence in fresh}
                 stored_now = sorted(first.values(), key=lambda n: n.sequence)
-            copies = _copies(store, conn, gateway_id, stored_now)
+            copies = numbers.copies(store, conn, gateway_id, stored_now)
             news = [n for n in stored_now if n.sequence not in copies]
             # Feeds on other replicas hear of it on commit.
             router.events_stored(conn, gateway_id, [n.sequence for n in news], now)
             for hook in hooks:
                 hook(conn, gateway_id, news, now)
             conflicting = (
-                [] if fresh is None else _conflicting(store, conn, gateway_id, events, fresh)
+                [] if fresh is None else numbers.conflicting(store, conn, gateway_id, events, fresh)
             )
             return fresh, copies, conflicting
 
