@@ -178,6 +178,9 @@ class LinkProxy:
         self._flowing = asyncio.Event()
         self._flowing.set()
         self._never = asyncio.Event()
+        # Each connection's handler (start_server's task): awaited on exit, since Python
+        # 3.11's Server.wait_closed() does not wait for them.
+        self._handlers: set[asyncio.Task[None]] = set()
 
     async def __aenter__(self) -> LinkProxy:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
@@ -191,6 +194,11 @@ class LinkProxy:
         self._never.set()  # held pipes wake, find their connection gone, and end
         self._flowing.set()
         await self._server.wait_closed()
+        if self._handlers:
+            _, late = await asyncio.wait(self._handlers, timeout=5)
+            for handler in late:
+                handler.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
 
     @property
     def address(self) -> str:
@@ -240,6 +248,15 @@ class LinkProxy:
         self._flip_after = upstream_bytes
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        handler = asyncio.current_task()
+        assert handler is not None
+        self._handlers.add(handler)
+        try:
+            await self._relay(reader, writer)
+        finally:
+            self._handlers.discard(handler)
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if not self.online:
             writer.transport.abort()
             return
