@@ -208,7 +208,6 @@ class Gatekeeper:
         self, context: Context, caller: Caller, gateway_id: str, attempt: Attempt | None
     ) -> GatewayRecord:
         """The gateway ``gateway_id`` if it exists and is in the caller's scope."""
-        await self._gateway_id(context, caller, gateway_id, attempt)
         found = await self.runner.read(self.read_gateway, gateway_id)
         return await self.gateway_found(context, caller, gateway_id, found, attempt)
 
@@ -230,10 +229,14 @@ class Gatekeeper:
         attempt: Attempt | None,
     ) -> GatewayRecord:
         """``gateway``, as :meth:`read_gateway` found ``gateway_id``, if it exists and is
-        in the caller's scope; otherwise abort as :meth:`gateway` does."""
-        await self._gateway_id(context, caller, gateway_id, attempt)
+        in the caller's scope; otherwise abort as :meth:`gateway` does (an id that is not
+        one: INVALID_ARGUMENT; missing or outside the scope: the same NOT_FOUND)."""
+        try:
+            check_name("gateway_id", gateway_id)
+        except IdentityError as exc:
+            await self.refuse(context, caller, attempt, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        missing = f"gateway_id: no gateway {gateway_id!r}"
         if gateway is None:
-            missing = f"gateway_id: no gateway {gateway_id!r}"
             await self.refuse(context, caller, attempt, grpc.StatusCode.NOT_FOUND, missing)
         if not caller.in_scope(gateway.commune):
             # Audited where it happened (the gateway's commune), answered as if missing.
@@ -243,18 +246,10 @@ class Gatekeeper:
                 caller,
                 where,
                 grpc.StatusCode.NOT_FOUND,
-                f"gateway_id: no gateway {gateway_id!r}",
+                missing,
                 detail=f"gateway {gateway_id!r} is outside the caller's communes",
             )
         return gateway
-
-    async def _gateway_id(
-        self, context: Context, caller: Caller, gateway_id: str, attempt: Attempt | None
-    ) -> None:
-        try:
-            check_name("gateway_id", gateway_id)
-        except IdentityError as exc:
-            await self.refuse(context, caller, attempt, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
 
     async def refuse(
         self,
